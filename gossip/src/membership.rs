@@ -1,0 +1,684 @@
+//! [`Membership`]: the sans-IO SWIM core every node (and every simulated node) runs.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::time::Duration;
+
+use foca::{Foca, Message, Notification, OwnedNotification, PeriodicParams, Runtime, Timer};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::codec::{PACKET_BYTES_MAX, WireCodec};
+use crate::id::{MemberId, NodeId};
+use crate::leave::{LeaveNotice, LeaveNotices};
+use crate::time::Timestamp;
+
+/// First byte of every membership datagram.
+pub const WIRE_MAGIC: u8 = 0x4e; // 'N'
+/// Second byte: the membership wire version this build speaks.
+pub const WIRE_VERSION: u8 = 1;
+const PREFIX_BYTES: usize = 2;
+
+/// Probes whose ack is awaited at once, for RTT samples; older ones are forgotten beyond this.
+pub const PINGS_IN_FLIGHT_MAX: usize = 1024;
+/// Timers due at one instant processed by one [`Membership::handle_timeout`] call; the rest wait
+/// for the next call (a guard against a timer that keeps re-arming itself at zero delay).
+pub const TIMERS_PER_CALL_MAX: usize = 10_000;
+
+/// Timings of the membership protocol. All of them are operator settings (`[gossip]` in the
+/// node's config file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipConfig {
+    /// How often each node probes one other member.
+    pub probe_period: Duration,
+    /// How long a direct probe waits for its ack before asking others to probe indirectly.
+    pub probe_rtt: Duration,
+    /// How long a member stays suspect before it is declared down (unless it refutes).
+    pub suspect_to_down: Duration,
+    /// How long a down member stays in the member list before it is forgotten.
+    pub remove_down_after: Duration,
+    /// First delay between join attempts while no seed answers.
+    pub join_retry_min: Duration,
+    /// Largest delay between join attempts (the delay doubles up to this).
+    pub join_retry_max: Duration,
+    /// Expected cluster size; sets how many times each update is retransmitted.
+    pub cluster_size_hint: u32,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            probe_period: Duration::from_millis(1000),
+            probe_rtt: Duration::from_millis(400),
+            suspect_to_down: Duration::from_millis(3000),
+            remove_down_after: Duration::from_secs(3600),
+            join_retry_min: Duration::from_millis(500),
+            join_retry_max: Duration::from_secs(30),
+            cluster_size_hint: 32,
+        }
+    }
+}
+
+/// A timing setting is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The offending setting, as named in the config file.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl MembershipConfig {
+    /// Checks the settings against each other.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let err = |field, reason| Err(ConfigError { field, reason });
+        if self.probe_period < Duration::from_millis(10) {
+            return err("gossip.probe_period_ms", "must be at least 10");
+        }
+        if self.probe_rtt.is_zero() || self.probe_rtt >= self.probe_period {
+            return err(
+                "gossip.probe_rtt_ms",
+                "must be above 0 and below gossip.probe_period_ms",
+            );
+        }
+        if self.suspect_to_down < self.probe_period {
+            return err(
+                "gossip.suspect_to_down_ms",
+                "must be at least gossip.probe_period_ms",
+            );
+        }
+        if self.join_retry_min.is_zero() || self.join_retry_min > self.join_retry_max {
+            return err(
+                "gossip.join_retry_min_ms",
+                "must be above 0 and at most gossip.join_retry_max_ms",
+            );
+        }
+        Ok(())
+    }
+
+    /// Worst-case time for every surviving member of an `members`-node cluster to see a crashed
+    /// member as down: each survivor probes every other member once per round of `members - 1`
+    /// probe periods, a failed probe takes one period, suspicion lasts `suspect_to_down`, and the
+    /// verdict is piggybacked within one more period.
+    pub fn detection_bound(&self, members: usize) -> Duration {
+        let rounds = u32::try_from(members.max(2)).unwrap_or(u32::MAX);
+        self.probe_period * rounds + self.suspect_to_down + self.probe_period
+    }
+
+    fn foca(&self) -> foca::Config {
+        let size = std::num::NonZeroU32::new(self.cluster_size_hint.max(1))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let mut config = foca::Config::new_lan(size);
+        config.probe_period = self.probe_period;
+        config.probe_rtt = self.probe_rtt;
+        config.suspect_to_down_after = self.suspect_to_down;
+        config.remove_down_after = self.remove_down_after;
+        config.max_packet_size =
+            NonZeroUsize::new(PACKET_BYTES_MAX - PREFIX_BYTES).unwrap_or(NonZeroUsize::MIN);
+        config.num_indirect_probes = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
+        config.max_transmissions = config.max_transmissions.max(NonZeroU8::MIN);
+        // Gossip (piggybacked updates) a few times per probe period.
+        config.periodic_gossip = Some(PeriodicParams {
+            frequency: (self.probe_period / 5).max(Duration::from_millis(10)),
+            num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+        });
+        config
+    }
+}
+
+/// A member's state as operators see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe; declared down unless it refutes within `suspect_to_down`.
+    Suspect,
+    /// Declared down by the cluster.
+    Down,
+    /// Left on purpose (graceful leave).
+    Left,
+}
+
+impl MemberState {
+    /// The lower-case name used in the API and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Down => "down",
+            MemberState::Left => "left",
+        }
+    }
+
+    /// Every state, in display order.
+    pub const ALL: [MemberState; 4] = [
+        MemberState::Alive,
+        MemberState::Suspect,
+        MemberState::Down,
+        MemberState::Left,
+    ];
+}
+
+/// One row of the member list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    /// The member's identity (address, node id, generation, metadata).
+    pub id: MemberId,
+    /// SWIM's refutation counter for this identity.
+    pub swim_incarnation: u16,
+    /// Current state.
+    pub state: MemberState,
+    /// Whether this row is the local node.
+    pub local: bool,
+}
+
+/// A datagram for the driver to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub dst: SocketAddr,
+    /// The whole datagram.
+    pub payload: Vec<u8>,
+}
+
+/// Something the driver (and operators) should know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A member became alive (joined, or came back).
+    MemberUp(MemberId),
+    /// A member was declared down; `left` if it had announced a graceful leave.
+    MemberDown {
+        /// Who.
+        id: MemberId,
+        /// Whether it left on purpose.
+        left: bool,
+    },
+    /// A member came back under a newer identity at the same address (restart).
+    MemberReplaced {
+        /// The identity it had.
+        old: MemberId,
+        /// The identity it has now.
+        new: MemberId,
+    },
+    /// The local node is known by at least one other member.
+    Joined,
+    /// Every other member is down or gone; join retries to the seeds start again.
+    Isolated,
+    /// The local node was declared down while alive and rejoined as a newer generation; the
+    /// driver should persist the new generation.
+    Rejoined(MemberId),
+    /// A direct probe of `peer` was acked after `rtt`.
+    ProbeRtt {
+        /// Who was probed.
+        peer: NodeId,
+        /// Round-trip time.
+        rtt: Duration,
+    },
+}
+
+/// Counters of what the core did; plain numbers so simulations can hash them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams accepted by [`Membership::handle_datagram`].
+    pub messages_in: u64,
+    /// Bytes of those datagrams.
+    pub bytes_in: u64,
+    /// Datagrams emitted through [`Membership::poll_transmit`].
+    pub messages_out: u64,
+    /// Bytes of those datagrams.
+    pub bytes_out: u64,
+    /// Datagrams rejected (bad prefix, undecodable, over the size limit).
+    pub rejected_in: u64,
+    /// Join attempts (rounds of announces to the seeds).
+    pub join_attempts: u64,
+}
+
+/// Why a datagram was rejected. The membership state is unchanged in every case except
+/// [`InputError::Rejected`], where foca may have applied part of a message before the bad part.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// Shorter than the two-byte prefix.
+    #[error("datagram too short ({0} bytes)")]
+    Short(usize),
+    /// Longer than [`PACKET_BYTES_MAX`].
+    #[error("datagram too big ({0} bytes, limit {PACKET_BYTES_MAX})")]
+    TooBig(usize),
+    /// The first byte is not [`WIRE_MAGIC`]: not a membership datagram.
+    #[error("not a membership datagram (first byte {0:#04x})")]
+    BadMagic(u8),
+    /// A membership wire version this build does not speak.
+    #[error("unsupported membership wire version {0}")]
+    UnsupportedVersion(u8),
+    /// foca rejected the message (undecodable, from ourselves, malformed broadcast, …).
+    #[error("{0}")]
+    Rejected(foca::Error),
+    /// The local node has left; it accepts nothing more.
+    #[error("node has left the fabric")]
+    Left,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CoreTimer {
+    Foca(Timer<MemberId>),
+    JoinRetry { token: u64 },
+}
+
+#[derive(Debug, Default)]
+struct Effects {
+    sends: Vec<(SocketAddr, Vec<u8>)>,
+    timers: Vec<(Timer<MemberId>, Duration)>,
+    notes: Vec<OwnedNotification<MemberId>>,
+}
+
+impl Runtime<MemberId> for Effects {
+    fn notify(&mut self, notification: Notification<'_, MemberId>) {
+        self.notes.push(notification.to_owned());
+    }
+
+    fn send_to(&mut self, to: MemberId, data: &[u8]) {
+        self.sends.push((to.addr(), data.to_vec()));
+    }
+
+    fn submit_after(&mut self, event: Timer<MemberId>, after: Duration) {
+        self.timers.push((event, after));
+    }
+}
+
+#[derive(Debug)]
+struct JoinState {
+    /// Current delay between attempts; doubles up to `join_retry_max`.
+    backoff: Duration,
+    /// Token of the one live retry timer; older ones are stale.
+    token: u64,
+    /// Whether retries are running.
+    active: bool,
+}
+
+/// The SWIM membership core (foca underneath), with no sockets, clock or global randomness.
+///
+/// # Call order
+///
+/// 1. [`Membership::new`] with the local identity, timings and a seed for the RNG.
+/// 2. [`Membership::join`] once with the seed addresses (may be empty for the first node).
+/// 3. Feed it: [`Membership::handle_datagram`] for every datagram received on the gossip socket,
+///    [`Membership::handle_timeout`] whenever [`Membership::poll_timeout`] is due.
+/// 4. After every call, drain [`Membership::poll_transmit`] (send each datagram) and
+///    [`Membership::poll_event`], then re-arm the timer from [`Membership::poll_timeout`].
+/// 5. [`Membership::leave`] to leave gracefully; drain the transmits once more and stop.
+///
+/// The same inputs at the same timestamps with the same seed produce the same outputs.
+pub struct Membership {
+    foca: Foca<MemberId, WireCodec, StdRng, LeaveNotices>,
+    config: MembershipConfig,
+    seeds: Vec<SocketAddr>,
+    effects: Effects,
+    timers: BTreeMap<(Timestamp, u64), CoreTimer>,
+    timer_seq: u64,
+    join: JoinState,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    pings_in_flight: BTreeMap<(SocketAddr, u8), Timestamp>,
+    swim_incarnation: u16,
+    stats: Stats,
+    left: bool,
+    leaves: LeaveNotices,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("identity", self.identity())
+            .field("active_members", &self.active_members())
+            .field("timers", &self.timers.len())
+            .field("stats", &self.stats)
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// A core for `identity`. `rng_seed` drives every random choice (probe order, gossip targets).
+    pub fn new(identity: MemberId, config: MembershipConfig, rng_seed: u64) -> Self {
+        let leaves = LeaveNotices::default();
+        let foca = Foca::with_custom_broadcast(
+            identity,
+            config.foca(),
+            StdRng::seed_from_u64(rng_seed),
+            WireCodec::default(),
+            leaves.clone(),
+        );
+        let backoff = config.join_retry_min;
+        Membership {
+            foca,
+            config,
+            seeds: Vec::new(),
+            effects: Effects::default(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            join: JoinState {
+                backoff,
+                token: 0,
+                active: false,
+            },
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            pings_in_flight: BTreeMap::new(),
+            swim_incarnation: 0,
+            stats: Stats::default(),
+            left: false,
+            leaves,
+        }
+    }
+
+    /// The local identity.
+    pub fn identity(&self) -> &MemberId {
+        self.foca.identity()
+    }
+
+    /// The timings in force.
+    pub fn config(&self) -> &MembershipConfig {
+        &self.config
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Whether the local node has left.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// Number of other members currently alive or suspect.
+    pub fn active_members(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    /// Starts joining through `seeds` (the local address is skipped): announces to each now and
+    /// retries with exponential backoff until some member answers. With no seeds the node simply
+    /// waits to be contacted.
+    pub fn join(&mut self, now: Timestamp, seeds: &[SocketAddr]) {
+        let own = self.identity().addr();
+        self.seeds = seeds.iter().copied().filter(|s| *s != own).collect();
+        self.seeds.sort();
+        self.seeds.dedup();
+        self.start_join_retries(now);
+    }
+
+    fn start_join_retries(&mut self, now: Timestamp) {
+        if self.seeds.is_empty() || self.left {
+            return;
+        }
+        self.join.active = true;
+        self.join.backoff = self.config.join_retry_min;
+        self.announce_to_seeds(now);
+    }
+
+    fn announce_to_seeds(&mut self, now: Timestamp) {
+        self.stats.join_attempts += 1;
+        for seed in self.seeds.clone() {
+            // An announce only fails to encode if our own identity is over the packet limit,
+            // which MemberMeta's limits rule out.
+            if let Err(err) = self.foca.announce(MemberId::seed(seed), &mut self.effects) {
+                debug_assert!(false, "announce failed: {err}");
+            }
+        }
+        self.join.token += 1;
+        let token = self.join.token;
+        self.schedule(now, self.join.backoff, CoreTimer::JoinRetry { token });
+        self.join.backoff = (self.join.backoff * 2).min(self.config.join_retry_max);
+        self.drain(now);
+    }
+
+    /// Takes one datagram received from `from`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), InputError> {
+        let result = self.decode_and_apply(now, datagram);
+        match &result {
+            Ok(()) => {
+                self.stats.messages_in += 1;
+                self.stats.bytes_in += datagram.len() as u64;
+            }
+            Err(_) => self.stats.rejected_in += 1,
+        }
+        let _ = from; // foca identifies the sender from the message header.
+        self.drain(now);
+        result
+    }
+
+    fn decode_and_apply(&mut self, _now: Timestamp, datagram: &[u8]) -> Result<(), InputError> {
+        if self.left {
+            return Err(InputError::Left);
+        }
+        if datagram.len() > PACKET_BYTES_MAX {
+            return Err(InputError::TooBig(datagram.len()));
+        }
+        let [magic, version, body @ ..] = datagram else {
+            return Err(InputError::Short(datagram.len()));
+        };
+        if *magic != WIRE_MAGIC {
+            return Err(InputError::BadMagic(*magic));
+        }
+        if *version != WIRE_VERSION {
+            return Err(InputError::UnsupportedVersion(*version));
+        }
+        self.foca
+            .handle_data(body, &mut self.effects)
+            .map_err(InputError::Rejected)
+    }
+
+    /// When [`Membership::handle_timeout`] should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Runs every timer due at or before `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        for _ in 0..TIMERS_PER_CALL_MAX {
+            let Some(entry) = self.timers.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            match timer {
+                CoreTimer::Foca(timer) => {
+                    if !self.left {
+                        // foca reports stale timers and "not connected" as errors; both are
+                        // expected and harmless here.
+                        let _ = self.foca.handle_timer(timer, &mut self.effects);
+                    }
+                }
+                CoreTimer::JoinRetry { token } => {
+                    if token == self.join.token && self.join.active && !self.left {
+                        if self.foca.num_members() > 0 {
+                            self.join.active = false;
+                        } else {
+                            self.announce_to_seeds(now);
+                        }
+                    }
+                }
+            }
+            self.drain(now);
+        }
+    }
+
+    /// Leaves the fabric: queues a leave notice and declares the local identity down to a few
+    /// members. Drain [`Membership::poll_transmit`] afterwards; the core accepts nothing more.
+    pub fn leave(&mut self, now: Timestamp) {
+        if self.left {
+            return;
+        }
+        let notice = LeaveNotice {
+            node_id: self.identity().node_id(),
+            generation: self.identity().generation(),
+        };
+        // A 41-byte broadcast always fits; the handler only rejects malformed notices.
+        if let Err(err) = self.foca.add_broadcast(&notice.encode()) {
+            debug_assert!(false, "leave notice rejected: {err}");
+        }
+        if let Err(err) = self.foca.leave_cluster(&mut self.effects) {
+            debug_assert!(false, "leave_cluster failed: {err}");
+        }
+        self.join.active = false;
+        self.drain(now);
+        self.left = true;
+        self.timers.clear();
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The member list: the local node first, then every other member known (one row per node
+    /// id, its newest generation), ordered by node id.
+    pub fn members(&self) -> Vec<MemberView> {
+        let mut rows: BTreeMap<NodeId, MemberView> = BTreeMap::new();
+        for member in self.foca.iter_membership_state() {
+            let id = member.id();
+            let state = match member.state() {
+                foca::State::Alive => MemberState::Alive,
+                foca::State::Suspect => MemberState::Suspect,
+                foca::State::Down if self.leaves.has_left(id) => MemberState::Left,
+                foca::State::Down => MemberState::Down,
+            };
+            let row = MemberView {
+                id: id.clone(),
+                swim_incarnation: member.incarnation(),
+                state,
+                local: false,
+            };
+            match rows.get(&id.node_id()) {
+                Some(existing) if existing.id.generation() >= id.generation() => {}
+                _ => {
+                    rows.insert(id.node_id(), row);
+                }
+            }
+        }
+        let me = self.identity().clone();
+        rows.remove(&me.node_id());
+        let mut out = Vec::with_capacity(rows.len() + 1);
+        out.push(MemberView {
+            id: me,
+            swim_incarnation: self.swim_incarnation,
+            state: if self.left {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            },
+            local: true,
+        });
+        out.extend(rows.into_values());
+        out
+    }
+
+    /// Asserts what must always hold; run after every step in debug builds and in simulation.
+    pub fn check_invariants(&self) {
+        let me = self.identity();
+        assert!(
+            self.foca.iter_members().all(|m| m.id() != me),
+            "the local identity is listed as another member"
+        );
+        assert!(
+            self.pings_in_flight.len() <= PINGS_IN_FLIGHT_MAX,
+            "pings in flight over their bound"
+        );
+        assert!(
+            !self.left || self.timers.is_empty(),
+            "a node that left still has timers"
+        );
+        assert!(
+            !(self.join.active && self.left),
+            "join retries running after leave"
+        );
+        assert!(
+            self.join.backoff <= self.config.join_retry_max,
+            "join backoff over its maximum"
+        );
+    }
+
+    fn schedule(&mut self, now: Timestamp, after: Duration, timer: CoreTimer) {
+        self.timer_seq += 1;
+        self.timers.insert((now + after, self.timer_seq), timer);
+    }
+
+    /// Moves what foca emitted into the core's queues.
+    fn drain(&mut self, now: Timestamp) {
+        let effects = std::mem::take(&mut self.effects);
+        for (timer, after) in effects.timers {
+            self.schedule(now, after, CoreTimer::Foca(timer));
+        }
+        for (dst, body) in effects.sends {
+            let mut payload = Vec::with_capacity(PREFIX_BYTES + body.len());
+            payload.extend_from_slice(&[WIRE_MAGIC, WIRE_VERSION]);
+            payload.extend_from_slice(&body);
+            self.stats.messages_out += 1;
+            self.stats.bytes_out += payload.len() as u64;
+            self.transmits.push_back(Transmit { dst, payload });
+        }
+        for note in effects.notes {
+            self.on_notification(now, note);
+        }
+    }
+
+    fn on_notification(&mut self, now: Timestamp, note: OwnedNotification<MemberId>) {
+        match note {
+            OwnedNotification::MemberUp(id) => self.events.push_back(Event::MemberUp(id)),
+            OwnedNotification::MemberDown(id) => {
+                let left = self.leaves.has_left(&id);
+                self.events.push_back(Event::MemberDown { id, left });
+            }
+            OwnedNotification::Rename(old, new) => {
+                self.events.push_back(Event::MemberReplaced { old, new })
+            }
+            OwnedNotification::Active => {
+                self.join.active = false;
+                self.events.push_back(Event::Joined);
+            }
+            OwnedNotification::Idle => {
+                if !self.left {
+                    self.events.push_back(Event::Isolated);
+                    self.start_join_retries(now);
+                }
+            }
+            OwnedNotification::Rejoin(id) => self.events.push_back(Event::Rejoined(id)),
+            OwnedNotification::Defunct => {
+                // Only reachable after leave(): identities always renew themselves.
+            }
+            OwnedNotification::DataSent(header) => {
+                self.swim_incarnation = header.src_incarnation;
+                if let Message::Ping(probe) = header.message {
+                    self.pings_in_flight.insert((header.dst.addr(), probe), now);
+                    while self.pings_in_flight.len() > PINGS_IN_FLIGHT_MAX {
+                        self.pings_in_flight.pop_first();
+                    }
+                }
+            }
+            OwnedNotification::DataReceived(header) => {
+                if let Message::Ack(probe) = header.message
+                    && let Some(sent) = self.pings_in_flight.remove(&(header.src.addr(), probe))
+                {
+                    self.events.push_back(Event::ProbeRtt {
+                        peer: header.src.node_id(),
+                        rtt: now - sent,
+                    });
+                }
+            }
+            OwnedNotification::ProbeFailed(..) => {}
+        }
+    }
+}
