@@ -1,1 +1,25 @@
-//! stub
+//! Nexus control-plane actors: the node's supervision tree ([`NodeSupervisor`]), the gossip actor
+//! that drives the sans-IO membership core over a real socket ([`GossipActor`]), the node's
+//! metrics, identity key and the environment seams (transport, storage) the simulator swaps out.
+//!
+//! Actors here own sockets, timers and mailboxes and nothing else; protocol logic lives in the
+//! cores (`nexus-gossip`). Actors talk by messages — there are no locks shared between them. The
+//! admin HTTP server is a child too, but it is defined by the `nexus` binary (`fabric/`), which
+//! composes the tree.
+//!
+//! Not here yet: the registry, trust, session and table-compiler actors (their issues add them).
+#![deny(missing_docs)]
+
+pub mod env;
+mod gossip_actor;
+mod identity;
+pub mod metrics;
+mod supervisor;
+
+pub use gossip_actor::{GossipActor, GossipArgs, GossipMsg, GossipState, KNOWN_PEERS_MAX};
+pub use identity::{IdentityError, KEY_FILE, NodeKey};
+pub use metrics::NodeMetrics;
+pub use supervisor::{
+    ChildSpec, ChildStatus, NodeExit, NodeSupervisor, RestartPolicy, SupervisorArgs, SupervisorMsg,
+    SupervisorState, TreeSnapshot,
+};

@@ -1,0 +1,333 @@
+//! [`GossipActor`]: owns the gossip socket and the membership timer, and drives a
+//! [`Membership`] core with them. It holds no protocol logic of its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use nexus_gossip::{
+    Event, MemberId, MemberMeta, MemberState, MemberView, Membership, MembershipConfig, NodeId,
+    PACKET_BYTES_MAX, Timestamp,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::env::{DatagramSocket, Storage, next_generation};
+use crate::metrics::NodeMetrics;
+
+/// Peer addresses remembered across restarts, so a node rejoins even if its seeds are gone.
+pub const KNOWN_PEERS_MAX: usize = 64;
+const KNOWN_PEERS_KEY: &str = "gossip/known-peers";
+
+/// Arguments of [`GossipActor`]; cloned for every (re)start.
+#[derive(Debug)]
+pub struct GossipArgs<S: DatagramSocket> {
+    /// The bound gossip socket (outlives actor restarts).
+    pub socket: Arc<S>,
+    /// The address peers use to reach this node.
+    pub advertise: SocketAddr,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// This node's metadata record.
+    pub meta: MemberMeta,
+    /// Protocol timings.
+    pub config: MembershipConfig,
+    /// Seed addresses to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// Durable node storage (generation, known peers).
+    pub storage: Arc<dyn Storage>,
+    /// Where gossip metrics go.
+    pub metrics: NodeMetrics,
+    /// The epoch that timestamps passed to the core count from; fixed for the node's life so
+    /// time stays monotonic across actor restarts.
+    pub epoch: Instant,
+    /// Seed for the core's RNG; each restart derives a new one from it and the generation.
+    pub rng_seed: u64,
+}
+
+impl<S: DatagramSocket> Clone for GossipArgs<S> {
+    fn clone(&self) -> Self {
+        GossipArgs {
+            socket: self.socket.clone(),
+            advertise: self.advertise,
+            node_id: self.node_id,
+            meta: self.meta.clone(),
+            config: self.config.clone(),
+            seeds: self.seeds.clone(),
+            storage: self.storage.clone(),
+            metrics: self.metrics.clone(),
+            epoch: self.epoch,
+            rng_seed: self.rng_seed,
+        }
+    }
+}
+
+/// Messages to [`GossipActor`].
+#[derive(Debug)]
+pub enum GossipMsg {
+    /// A datagram arrived on the gossip socket.
+    Datagram(SocketAddr, Vec<u8>),
+    /// The core's timer is due.
+    Tick,
+    /// The member list (local node first).
+    Members(RpcReplyPort<Vec<MemberView>>),
+    /// Leave the fabric gracefully; replies once the leave messages are sent.
+    Leave(RpcReplyPort<()>),
+    /// Fault injection: panic inside the actor, as a bug would.
+    Crash,
+}
+
+/// Aborts a spawned task when dropped, so tasks die with the actor state that owns them (also
+/// when the actor panics).
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// State of [`GossipActor`].
+#[derive(Debug)]
+pub struct GossipState<S: DatagramSocket> {
+    core: Membership,
+    args: GossipArgs<S>,
+    _recv: AbortOnDrop,
+    timer: Option<(Timestamp, AbortOnDrop)>,
+}
+
+/// The gossip actor.
+#[derive(Debug)]
+pub struct GossipActor<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S> Default for GossipActor<S> {
+    fn default() -> Self {
+        GossipActor(std::marker::PhantomData)
+    }
+}
+
+fn now(epoch: Instant) -> Timestamp {
+    let micros = Instant::now().saturating_duration_since(epoch).as_micros();
+    Timestamp::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+}
+
+fn load_known_peers(storage: &dyn Storage) -> Vec<SocketAddr> {
+    match storage.get(KNOWN_PEERS_KEY) {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .take(KNOWN_PEERS_MAX)
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(err) => {
+            tracing::warn!(%err, "cannot read known peers; joining through seeds only");
+            Vec::new()
+        }
+    }
+}
+
+impl<S: DatagramSocket> GossipActor<S> {
+    /// Sends what the core emitted, logs and counts its events, and re-arms the timer.
+    async fn after_step(myself: &ActorRef<GossipMsg>, state: &mut GossipState<S>) {
+        let metrics = &state.args.metrics;
+        while let Some(t) = state.core.poll_transmit() {
+            match state.args.socket.send_to(&t.payload, t.dst).await {
+                Ok(_) => {
+                    metrics.gossip_messages_out.inc();
+                    metrics.gossip_bytes_out.inc_by(t.payload.len() as u64);
+                }
+                // UDP send errors (no route, buffer full) are like loss: SWIM copes.
+                Err(err) => tracing::debug!(dst = %t.dst, %err, "gossip send failed"),
+            }
+        }
+        let mut membership_changed = false;
+        while let Some(event) = state.core.poll_event() {
+            membership_changed |= !matches!(event, Event::ProbeRtt { .. });
+            log_event(&event);
+            match event {
+                Event::ProbeRtt { rtt, .. } => metrics.probe_rtt.observe(rtt.as_secs_f64()),
+                Event::Rejoined(id) => {
+                    // Persist the bumped generation so a restart comes back newer still.
+                    if let Err(err) = next_generation(state.args.storage.as_ref()) {
+                        tracing::warn!(%err, generation = id.generation(), "cannot persist generation");
+                    }
+                }
+                _ => {}
+            }
+        }
+        if membership_changed {
+            Self::publish_members(state);
+        }
+        if cfg!(debug_assertions) {
+            state.core.check_invariants();
+        }
+        let next = state.core.poll_timeout();
+        if next != state.timer.as_ref().map(|(at, _)| *at) {
+            state.timer = next.map(|at| {
+                let deadline = state.args.epoch + std::time::Duration::from_micros(at.as_micros());
+                let me = myself.clone();
+                let task = tokio::spawn(async move {
+                    tokio::time::sleep_until(deadline).await;
+                    let _ = me.send_message(GossipMsg::Tick);
+                });
+                (at, AbortOnDrop(task))
+            });
+        }
+    }
+
+    fn publish_members(state: &GossipState<S>) {
+        let members = state.core.members();
+        let mut counts = [0i64; 4];
+        let mut peers = Vec::new();
+        for m in &members {
+            let i = MemberState::ALL
+                .iter()
+                .position(|s| *s == m.state)
+                .unwrap_or(0);
+            counts[i] += 1;
+            if !m.local && m.state == MemberState::Alive && peers.len() < KNOWN_PEERS_MAX {
+                peers.push(m.id.addr().to_string());
+            }
+        }
+        state.args.metrics.set_members(counts);
+        if !peers.is_empty()
+            && let Err(err) = state
+                .args
+                .storage
+                .put(KNOWN_PEERS_KEY, peers.join("\n").as_bytes())
+        {
+            tracing::warn!(%err, "cannot persist known peers");
+        }
+    }
+}
+
+fn log_event(event: &Event) {
+    let fields = |id: &MemberId| (id.meta().name().to_owned(), id.addr(), id.node_id().short());
+    match event {
+        Event::MemberUp(id) => {
+            let (name, addr, node) = fields(id);
+            tracing::info!(peer = %name, %addr, %node, generation = id.generation(), "member up");
+        }
+        Event::MemberDown { id, left } => {
+            let (name, addr, node) = fields(id);
+            if *left {
+                tracing::info!(peer = %name, %addr, %node, "member left");
+            } else {
+                tracing::warn!(peer = %name, %addr, %node, "member down");
+            }
+        }
+        Event::MemberReplaced { old, new } => {
+            let (name, addr, node) = fields(new);
+            tracing::info!(
+                peer = %name, %addr, %node,
+                old_generation = old.generation(), generation = new.generation(),
+                "member restarted"
+            );
+        }
+        Event::Joined => tracing::info!("joined the fabric"),
+        Event::Isolated => tracing::warn!("no other member reachable; retrying seeds"),
+        Event::Rejoined(id) => {
+            tracing::warn!(
+                generation = id.generation(),
+                "declared down while alive; rejoined"
+            )
+        }
+        Event::ProbeRtt { .. } => {}
+    }
+}
+
+impl<S: DatagramSocket> Actor for GossipActor<S> {
+    type Msg = GossipMsg;
+    type State = GossipState<S>;
+    type Arguments = GossipArgs<S>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<GossipMsg>,
+        args: GossipArgs<S>,
+    ) -> Result<GossipState<S>, ActorProcessingErr> {
+        let generation = next_generation(args.storage.as_ref())?;
+        let identity = MemberId::new(args.advertise, args.node_id, generation, args.meta.clone());
+        let seed = args.rng_seed ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut core = Membership::new(identity, args.config.clone(), seed);
+        let mut seeds = args.seeds.clone();
+        seeds.extend(load_known_peers(args.storage.as_ref()));
+        core.join(now(args.epoch), &seeds);
+
+        let socket = args.socket.clone();
+        let me = myself.clone();
+        let metrics = args.metrics.clone();
+        let recv = tokio::spawn(async move {
+            let mut buf = vec![0u8; PACKET_BYTES_MAX + 1];
+            loop {
+                match socket.recv_from(&mut buf).await {
+                    Ok((len, from)) => {
+                        metrics.gossip_messages_in.inc();
+                        metrics.gossip_bytes_in.inc_by(len as u64);
+                        if me
+                            .send_message(GossipMsg::Datagram(from, buf[..len].to_vec()))
+                            .is_err()
+                        {
+                            break; // The actor is gone.
+                        }
+                    }
+                    Err(err) => {
+                        // e.g. ICMP port unreachable surfaced as ECONNREFUSED: not fatal.
+                        tracing::debug!(%err, "gossip recv error");
+                    }
+                }
+            }
+        });
+        tracing::info!(
+            generation,
+            advertise = %args.advertise,
+            seeds = seeds.len(),
+            "gossip started"
+        );
+        let mut state = GossipState {
+            core,
+            args,
+            _recv: AbortOnDrop(recv),
+            timer: None,
+        };
+        Self::after_step(&myself, &mut state).await;
+        Self::publish_members(&state);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<GossipMsg>,
+        message: GossipMsg,
+        state: &mut GossipState<S>,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            GossipMsg::Datagram(from, bytes) => {
+                let at = now(state.args.epoch);
+                if let Err(err) = state.core.handle_datagram(at, from, &bytes) {
+                    state.args.metrics.gossip_rejected.inc();
+                    tracing::debug!(%from, %err, "gossip datagram rejected");
+                }
+            }
+            GossipMsg::Tick => {
+                state.core.handle_timeout(now(state.args.epoch));
+            }
+            GossipMsg::Members(reply) => {
+                let _ = reply.send(state.core.members());
+                return Ok(());
+            }
+            GossipMsg::Leave(reply) => {
+                state.core.leave(now(state.args.epoch));
+                Self::after_step(&myself, state).await;
+                Self::publish_members(state);
+                tracing::info!("left the fabric");
+                let _ = reply.send(());
+                return Ok(());
+            }
+            GossipMsg::Crash => panic!("fault injection: gossip actor crash requested"),
+        }
+        Self::after_step(&myself, state).await;
+        Ok(())
+    }
+}
