@@ -33,20 +33,22 @@ impl fmt::Debug for ChildSpec {
 }
 
 impl ChildSpec {
-    /// A child started as `make()`'s actor with its arguments, afresh on every restart.
+    /// A child started as `make(supervisor)`'s actor with its arguments, afresh on every
+    /// restart. `make` gets the supervisor so a child that talks to its siblings (through
+    /// [`SupervisorMsg::Lookup`]) can keep a reference to it.
     ///
     /// Children are spawned without a global name: ractor's name registry is process-wide and
     /// several nodes may share a process (tests, simulator).
     pub fn new<A, F>(name: impl Into<String>, make: F) -> Self
     where
         A: Actor,
-        F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
+        F: Fn(ActorRef<SupervisorMsg>) -> (A, A::Arguments) + Send + Sync + 'static,
     {
         let make = Arc::new(make);
         ChildSpec {
             name: name.into(),
-            start: Arc::new(move |supervisor| {
-                let (actor, args) = make();
+            start: Arc::new(move |supervisor: ActorCell| {
+                let (actor, args) = make(supervisor.clone().into());
                 Box::pin(async move {
                     Actor::spawn_linked(None, actor, args, supervisor)
                         .await
@@ -91,6 +93,13 @@ impl Default for RestartPolicy {
 pub enum NodeExit {
     /// Stopped on request (leave, signal).
     Clean,
+    /// A child could not be started when the node came up.
+    StartFailed {
+        /// The child.
+        child: String,
+        /// Why.
+        reason: String,
+    },
     /// A child failed more than `restarts_max` times within `window`.
     Escalated {
         /// The child.
@@ -314,9 +323,13 @@ impl Actor for NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         for child in &mut state.children {
             // A child that cannot start at all is a startup error, not something to retry.
-            Self::start_child(&myself, child)
-                .await
-                .map_err(|e| format!("starting {}: {e}", child.spec.name))?;
+            if let Err(reason) = Self::start_child(&myself, child).await {
+                state.exit.send_replace(Some(NodeExit::StartFailed {
+                    child: child.spec.name.clone(),
+                    reason: reason.clone(),
+                }));
+                return Err(format!("starting {}: {reason}", child.spec.name).into());
+            }
             tracing::debug!(actor = %child.spec.name, "actor started");
         }
         Ok(())

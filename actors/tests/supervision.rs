@@ -69,7 +69,7 @@ async fn panicking_child_is_restarted_then_escalates() {
         None,
         NodeSupervisor,
         SupervisorArgs {
-            children: vec![ChildSpec::new("fragile", move || {
+            children: vec![ChildSpec::new("fragile", move |_| {
                 (Fragile { starts: s.clone() }, ())
             })],
             policy: fast_policy(2),
@@ -156,7 +156,7 @@ async fn start_node(name: &str, seeds: Vec<SocketAddr>) -> TestNode {
         None,
         NodeSupervisor,
         SupervisorArgs {
-            children: vec![ChildSpec::new("gossip", move || {
+            children: vec![ChildSpec::new("gossip", move |_| {
                 (GossipActor::<UdpSocket>::default(), args.clone())
             })],
             policy: fast_policy(5),

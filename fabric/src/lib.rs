@@ -1,1 +1,14 @@
-//! stub
+//! The `nexus` binary's library: configuration, the admin HTTP API, the node composition root,
+//! the `nexus ctl` client and `nexus demo`.
+//!
+//! `fabric` wires the cores (`nexus-gossip`) and actors (`nexus-actors`) into a running node with
+//! real sockets, a sled data directory and an axum admin server. It holds no protocol logic.
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod ctl;
+pub mod demo;
+pub mod logging;
+pub mod node;

@@ -1,1 +1,95 @@
-fn main() {}
+//! `nexus`: run a node, administer it, or start a local demo fabric.
+
+use clap::{Parser, Subcommand};
+use nexus_fabric::config::{NodeConfig, NodeRunArgs};
+use nexus_fabric::node::{ExitCode, StartError};
+use nexus_fabric::{ctl, demo, logging, node};
+
+#[derive(Parser, Debug)]
+#[command(name = "nexus", version, about = "Nexus: an AI-native routing fabric", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run and check nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Administer a running node through its admin API.
+    Ctl(ctl::CtlArgs),
+    /// Start a live local fabric (3 nodes on loopback) and serve until Ctrl-C.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Run a node in the foreground.
+    Run(NodeRunArgs),
+    /// Parse and check a configuration without starting anything.
+    Check(NodeRunArgs),
+}
+
+fn fail_config(message: impl std::fmt::Display) -> std::process::ExitCode {
+    eprintln!("error: {message}");
+    std::process::ExitCode::from(ExitCode::Config as u8)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Node(NodeCommand::Check(args)) => match NodeConfig::load(&args) {
+            Ok(config) => {
+                println!("configuration ok: {config:#?}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => fail_config(e),
+        },
+        Command::Node(NodeCommand::Run(args)) => {
+            let config = match NodeConfig::load(&args) {
+                Ok(c) => c,
+                Err(e) => return fail_config(e),
+            };
+            if let Err(e) = logging::init(
+                args.log_level.as_deref(),
+                config.log_level.as_deref(),
+                config.log_format,
+            ) {
+                return fail_config(e);
+            }
+            match runtime.block_on(node::run(config)) {
+                Ok(code) => std::process::ExitCode::from(code as u8),
+                Err(StartError::Config(e)) => fail_config(e),
+                Err(StartError::Runtime(e)) => {
+                    eprintln!("error: {e}");
+                    std::process::ExitCode::from(ExitCode::Failed as u8)
+                }
+            }
+        }
+        Command::Ctl(args) => match runtime.block_on(ctl::run(args)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::Demo(args) => match runtime.block_on(demo::run(args)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    }
+}

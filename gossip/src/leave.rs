@@ -12,7 +12,8 @@ use foca::{BroadcastHandler, Invalidates};
 
 use crate::id::{MemberId, NodeId};
 
-/// Leave notices remembered at once; the oldest (lowest node id) is forgotten beyond this.
+/// Leave notices remembered at once; beyond this the lowest `(node id, generation)` is forgotten
+/// (not necessarily the oldest: the set is ordered, not timed).
 pub const LEAVE_NOTICES_MAX: usize = 4096;
 
 const TAG: u8 = 0x4c; // 'L'

@@ -1,0 +1,639 @@
+//! The admin HTTP API (axum), run by [`AdminActor`] as a child of the node's supervisor.
+//!
+//! Handlers never share state with other actors: they ask the supervisor for the current child
+//! and send it a message, with a deadline. Every error is `application/problem+json`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use nexus_actors::{GossipMsg, NodeMetrics, SupervisorMsg};
+use nexus_gossip::MemberView;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+
+use crate::api::{
+    ActorHealth, ActorNode, Actors, CrashResponse, Health, LeaveRequest, LeaveResponse, Member,
+    MemberMetaDto, Members, Node, Problem,
+};
+
+/// Largest request body accepted, bytes.
+pub const BODY_BYTES_MAX: usize = 1 << 20;
+/// Deadline for one request's message round trip to an actor.
+pub const ACTOR_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the admin API knows about its node that does not change while it runs.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// Node id (hex).
+    pub id: String,
+    /// Node name.
+    pub name: String,
+    /// Advertised gossip address.
+    pub addr: SocketAddr,
+    /// Bound gossip address.
+    pub bind: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Data directory.
+    pub data_dir: String,
+}
+
+/// Everything the admin API needs; cloned into every (re)start of [`AdminActor`].
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    /// Static node facts.
+    pub node: Arc<NodeInfo>,
+    /// The node's metrics.
+    pub metrics: NodeMetrics,
+    /// Bearer token required on every request, if set.
+    pub token: Option<Arc<str>>,
+    /// Tells the node's main task that a leave was requested (it then stops the node).
+    pub leave: mpsc::Sender<String>,
+    /// Whether `POST /v1/debug/crash/{actor}` is enabled.
+    pub fault_injection: bool,
+    /// When the process started.
+    pub started: tokio::time::Instant,
+}
+
+#[derive(Clone)]
+struct AppState {
+    ctx: AdminContext,
+    supervisor: ActorRef<SupervisorMsg>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: format!("urn:nexus:problem:{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+
+    fn unavailable(actor: &str) -> Self {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "actor-unavailable",
+            "Actor unavailable",
+            format!("the {actor} actor is restarting or not answering; retry shortly"),
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(&self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"nexus\""),
+            );
+        }
+        response
+    }
+}
+
+/// Parses a JSON request body: checks the content type, maps syntax errors to 400 and
+/// type/unknown-field errors to 422. Every later endpoint with a body goes through this.
+pub fn parse_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Problem> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                status,
+                "body-too-large",
+                "Request body too large",
+                format!("request bodies are limited to {BODY_BYTES_MAX} bytes"),
+            )
+        } else {
+            Problem::new(
+                status,
+                "bad-body",
+                "Unreadable request body",
+                rejection.body_text(),
+            )
+        }
+    })?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("application/json") || v.ends_with("+json")
+        });
+    if !json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                e.to_string(),
+            ),
+            Category::Data => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "Invalid request body",
+                e.to_string(),
+            ),
+        }
+    })
+}
+
+async fn call_supervisor<T: Send + 'static>(
+    s: &AppState,
+    make: impl FnOnce(RpcReplyPort<T>) -> SupervisorMsg,
+) -> Result<T, Problem> {
+    match s.supervisor.call(make, Some(ACTOR_CALL_TIMEOUT)).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        _ => Err(Problem::unavailable("supervisor")),
+    }
+}
+
+async fn gossip(s: &AppState) -> Result<ActorRef<GossipMsg>, Problem> {
+    call_supervisor(s, |r| SupervisorMsg::Lookup("gossip".into(), r))
+        .await?
+        .map(ActorRef::from)
+        .ok_or_else(|| Problem::unavailable("gossip"))
+}
+
+async fn member_views(s: &AppState) -> Result<Vec<MemberView>, Problem> {
+    let gossip = gossip(s).await?;
+    match gossip
+        .call(GossipMsg::Members, Some(ACTOR_CALL_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(v)) => Ok(v),
+        _ => Err(Problem::unavailable("gossip")),
+    }
+}
+
+fn to_member(view: &MemberView) -> Member {
+    let meta = view.id.meta();
+    Member {
+        id: view.id.node_id().to_hex(),
+        name: meta.name().to_owned(),
+        addr: view.id.addr().to_string(),
+        state: view.state.as_str().to_owned(),
+        incarnation: view.id.generation(),
+        swim_incarnation: view.swim_incarnation,
+        local: view.local,
+        meta: MemberMetaDto {
+            admin: meta.admin().map(|a| a.to_string()),
+            version: meta.version().to_owned(),
+            roles: meta.roles().to_vec(),
+        },
+    }
+}
+
+/// Liveness and per-actor status.
+#[utoipa::path(get, path = "/v1/health", tag = "node",
+    responses((status = 200, description = "Every actor running", body = Health),
+              (status = 503, description = "An actor is restarting", body = Health)))]
+async fn health(State(s): State<AppState>) -> Result<Response, Problem> {
+    let tree = call_supervisor(&s, SupervisorMsg::Tree).await?;
+    let actors: Vec<ActorHealth> = tree
+        .children
+        .iter()
+        .map(|c| ActorHealth {
+            name: c.name.clone(),
+            status: c.status.into(),
+        })
+        .collect();
+    let ok = actors.iter().all(|a| a.status == "running");
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: if ok { "ok" } else { "degraded" }.into(),
+        actors,
+    };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// This node: stable id, addresses, incarnation.
+#[utoipa::path(get, path = "/v1/node", tag = "node",
+    responses((status = 200, body = Node), (status = 503, body = Problem)))]
+async fn node(State(s): State<AppState>) -> Result<axum::Json<Node>, Problem> {
+    let views = member_views(&s).await?;
+    let me = views
+        .iter()
+        .find(|m| m.local)
+        .ok_or_else(|| Problem::unavailable("gossip"))?;
+    let n = &s.ctx.node;
+    Ok(axum::Json(Node {
+        id: n.id.clone(),
+        name: n.name.clone(),
+        addr: n.addr.to_string(),
+        bind: n.bind.to_string(),
+        admin: n.admin.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        roles: n.roles.clone(),
+        incarnation: me.id.generation(),
+        state: me.state.as_str().into(),
+        data_dir: n.data_dir.clone(),
+        uptime_s: s.ctx.started.elapsed().as_secs(),
+    }))
+}
+
+/// The member list as this node sees it (itself first).
+#[utoipa::path(get, path = "/v1/members", tag = "membership",
+    responses((status = 200, body = Members), (status = 503, body = Problem)))]
+async fn members(State(s): State<AppState>) -> Result<axum::Json<Members>, Problem> {
+    let views = member_views(&s).await?;
+    Ok(axum::Json(Members {
+        members: views.iter().map(to_member).collect(),
+    }))
+}
+
+/// The supervision tree with restart counts.
+#[utoipa::path(get, path = "/v1/actors", tag = "node",
+    responses((status = 200, body = Actors), (status = 503, body = Problem)))]
+async fn actors(State(s): State<AppState>) -> Result<axum::Json<Actors>, Problem> {
+    let tree = call_supervisor(&s, SupervisorMsg::Tree).await?;
+    Ok(axum::Json(Actors {
+        name: tree.name.into(),
+        restarts_max: tree.restarts_max,
+        window_ms: tree.window_ms,
+        children: tree
+            .children
+            .into_iter()
+            .map(|c| ActorNode {
+                name: c.name,
+                status: c.status.into(),
+                restarts: c.restarts,
+                recent_failures: c.recent_failures,
+                last_failure: c.last_failure,
+            })
+            .collect(),
+    }))
+}
+
+/// Leave the fabric gracefully; the node process then exits 0.
+#[utoipa::path(post, path = "/v1/leave", tag = "membership",
+    request_body(content = Option<LeaveRequest>, description = "Optional reason", content_type = "application/json"),
+    responses((status = 200, body = LeaveResponse),
+              (status = 400, body = Problem), (status = 413, body = Problem),
+              (status = 415, body = Problem), (status = 422, body = Problem),
+              (status = 503, body = Problem)))]
+async fn leave(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<LeaveResponse>, Problem> {
+    let empty = body.as_ref().is_ok_and(|b| b.is_empty());
+    let request: LeaveRequest = if empty {
+        LeaveRequest::default()
+    } else {
+        parse_json(&headers, body)?
+    };
+    let reason = request.reason.unwrap_or_else(|| "admin API request".into());
+    if reason.len() > 256 {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid request body",
+            "reason: at most 256 bytes",
+        ));
+    }
+    let gossip = gossip(&s).await?;
+    match gossip
+        .call(GossipMsg::Leave, Some(ACTOR_CALL_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(())) => {}
+        _ => return Err(Problem::unavailable("gossip")),
+    }
+    tracing::info!(%reason, "leave requested through the admin API");
+    // The main task may already be stopping (a signal arrived); then this send fails harmlessly.
+    let _ = s.ctx.leave.try_send(reason);
+    Ok(axum::Json(LeaveResponse {
+        status: "left".into(),
+    }))
+}
+
+/// Fault injection (only with `[debug] fault_injection = true`): crash an actor as a bug would.
+#[utoipa::path(post, path = "/v1/debug/crash/{actor}", tag = "debug",
+    params(("actor" = String, Path, description = "Actor name, e.g. `gossip`")),
+    responses((status = 200, body = CrashResponse), (status = 404, body = Problem)))]
+async fn crash(
+    State(s): State<AppState>,
+    Path(actor): Path<String>,
+) -> Result<axum::Json<CrashResponse>, Problem> {
+    if !s.ctx.fault_injection {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "fault-injection-disabled",
+            "Fault injection disabled",
+            "set [debug] fault_injection = true in the node's config to enable this endpoint",
+        ));
+    }
+    let found = if actor == "gossip" {
+        // A real panic inside the actor, not just a kill.
+        let gossip = gossip(&s).await?;
+        gossip.send_message(GossipMsg::Crash).is_ok()
+    } else {
+        call_supervisor(&s, |r| SupervisorMsg::Kill(actor.clone(), r)).await?
+    };
+    if !found {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-actor",
+            "Unknown actor",
+            format!("no running actor named {actor:?}"),
+        ));
+    }
+    Ok(axum::Json(CrashResponse { actor }))
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses((status = 200, description = "OpenMetrics text exposition", content_type = "application/openmetrics-text")))]
+async fn metrics(State(s): State<AppState>) -> Response {
+    let body = s.ctx.metrics.encode();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Nexus admin API", description = "Administer one Nexus node. Errors are application/problem+json (RFC 9457)."),
+    paths(health, node, members, actors, leave, crash, metrics, openapi),
+    components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "node",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document as JSON (for `nexus ctl openapi` and tests).
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+async fn not_found(request: Request) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &s.ctx.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = presented.is_some_and(|p| constant_time_eq(p.trim().as_bytes(), token.as_bytes()));
+        if !ok {
+            let detail = if presented.is_some() {
+                "the bearer token is not valid"
+            } else {
+                "this node requires Authorization: Bearer <token> on every request"
+            };
+            return Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                detail,
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The admin API's routes (exposed for in-process tests).
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/node", get(node))
+        .route("/v1/members", get(members))
+        .route("/v1/actors", get(actors))
+        .route("/v1/leave", post(leave))
+        .route("/v1/debug/crash/{actor}", post(crash))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+/// Arguments of [`AdminActor`].
+#[derive(Debug, Clone)]
+pub struct AdminArgs {
+    /// The bound listener (bound at startup so "port in use" is a config error; it outlives
+    /// actor restarts).
+    pub listener: Arc<std::net::TcpListener>,
+    /// Context for the handlers.
+    pub ctx: AdminContext,
+}
+
+/// Messages to [`AdminActor`].
+#[derive(Debug)]
+pub enum AdminMsg {
+    /// The HTTP server task ended with an error: fail so the supervisor restarts us.
+    ServerFailed(String),
+}
+
+/// Owns the HTTP server task.
+#[derive(Debug)]
+pub struct AdminState {
+    server: JoinHandle<()>,
+}
+
+impl Drop for AdminState {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The admin API actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdminActor;
+
+impl Actor for AdminActor {
+    type Msg = AdminMsg;
+    type State = AdminState;
+    type Arguments = (AdminArgs, ActorRef<SupervisorMsg>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AdminMsg>,
+        (args, supervisor): (AdminArgs, ActorRef<SupervisorMsg>),
+    ) -> Result<AdminState, ActorProcessingErr> {
+        let std_listener = args.listener.try_clone()?;
+        std_listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let app = router(AppState {
+            ctx: args.ctx,
+            supervisor,
+        });
+        let me = myself.clone();
+        let server = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                let _ = me.send_message(AdminMsg::ServerFailed(err.to_string()));
+            }
+        });
+        Ok(AdminState { server })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<AdminMsg>,
+        message: AdminMsg,
+        _state: &mut AdminState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AdminMsg::ServerFailed(err) => Err(format!("admin HTTP server failed: {err}").into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_is_3_1_and_lists_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_json()).expect("json");
+        assert!(
+            doc["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1"))
+        );
+        for path in [
+            "/v1/health",
+            "/v1/node",
+            "/v1/members",
+            "/v1/actors",
+            "/v1/leave",
+            "/v1/debug/crash/{actor}",
+            "/v1/openapi.json",
+            "/metrics",
+        ] {
+            assert!(doc["paths"][path].is_object(), "missing {path}");
+        }
+        assert!(doc["components"]["schemas"]["Problem"].is_object());
+    }
+
+    #[test]
+    fn json_body_errors_map_to_problems() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let bad = parse_json::<LeaveRequest>(&headers, Ok(Bytes::from_static(b"{nope")))
+            .expect_err("syntax");
+        assert_eq!(
+            (bad.status, bad.kind.as_str()),
+            (400, "urn:nexus:problem:malformed-json")
+        );
+        let unknown = parse_json::<LeaveRequest>(&headers, Ok(Bytes::from_static(b"{\"x\":1}")))
+            .expect_err("unknown field");
+        assert_eq!(unknown.status, 422);
+        assert!(unknown.detail.contains("unknown field"));
+        let ok =
+            parse_json::<LeaveRequest>(&headers, Ok(Bytes::from_static(b"{\"reason\":\"r\"}")))
+                .expect("valid");
+        assert_eq!(ok.reason.as_deref(), Some("r"));
+        let text = HeaderMap::new();
+        let media = parse_json::<LeaveRequest>(&text, Ok(Bytes::from_static(b"{}")))
+            .expect_err("content type");
+        assert_eq!(media.status, 415);
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

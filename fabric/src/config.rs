@@ -1,0 +1,567 @@
+//! Node configuration: command-line flags over a TOML file over defaults, parsed into a typed
+//! [`NodeConfig`] before anything touches the disk or the network.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use nexus_actors::RestartPolicy;
+use nexus_gossip::{MemberMeta, MembershipConfig};
+use serde::Deserialize;
+
+/// Default admin API address.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:7700";
+/// Default gossip bind address.
+pub const DEFAULT_BIND: &str = "127.0.0.1:7946";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./nexus-data";
+/// Environment variable holding the admin bearer token.
+pub const TOKEN_ENV: &str = "NEXUS_ADMIN_TOKEN";
+/// Seeds accepted at most.
+pub const SEEDS_MAX: usize = 64;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `nexus node run` flags. Every flag overrides the same key in `--config`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct NodeRunArgs {
+    /// TOML config file (keys as in docs/operations.md). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Node name shown to operators [default: the host name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// UDP address the gossip socket binds [default: 127.0.0.1:7946].
+    #[arg(long, value_name = "IP:PORT")]
+    pub bind: Option<String>,
+    /// Address other nodes use to reach this one [default: the bound address].
+    #[arg(long, value_name = "IP:PORT")]
+    pub advertise: Option<String>,
+    /// Admin HTTP API address [default: 127.0.0.1:7700].
+    #[arg(long, value_name = "IP:PORT")]
+    pub admin: Option<String>,
+    /// Bearer token required on every admin request (required when --admin is not loopback).
+    #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Comma-separated seed addresses to join through.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    /// Data directory (identity key, sled database) [default: ./nexus-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Comma-separated roles this node carries (e.g. `ca`).
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Option<Vec<String>>,
+    /// Log filter (`info`, `debug`, `nexus_gossip=trace,info`, …) [default: RUST_LOG, else info].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The config file's shape. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    name: Option<String>,
+    bind: Option<String>,
+    advertise: Option<String>,
+    admin: Option<String>,
+    admin_token: Option<String>,
+    seeds: Option<Vec<String>>,
+    data_dir: Option<PathBuf>,
+    roles: Option<Vec<String>>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+    #[serde(default)]
+    gossip: GossipFile,
+    #[serde(default)]
+    supervisor: SupervisorFile,
+    #[serde(default)]
+    debug: DebugFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GossipFile {
+    probe_period_ms: Option<u64>,
+    probe_rtt_ms: Option<u64>,
+    suspect_to_down_ms: Option<u64>,
+    remove_down_after_s: Option<u64>,
+    join_retry_min_ms: Option<u64>,
+    join_retry_max_ms: Option<u64>,
+    cluster_size_hint: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SupervisorFile {
+    restarts_max: Option<u32>,
+    window_s: Option<u64>,
+    backoff_min_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DebugFile {
+    fault_injection: Option<bool>,
+}
+
+/// A bad setting. Displays as one line naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// The setting, as named in the config file (flags use the same names with dashes).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err<T>(field: &str, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+/// A fully parsed node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Node name and metadata (without the admin address, filled in once bound).
+    pub name: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Gossip bind address.
+    pub bind: SocketAddr,
+    /// Advertised gossip address; `None` means "the address actually bound".
+    pub advertise: Option<SocketAddr>,
+    /// Admin API address.
+    pub admin: SocketAddr,
+    /// Admin bearer token.
+    pub admin_token: Option<String>,
+    /// Resolved seed addresses.
+    pub seeds: Vec<SocketAddr>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Log filter directive, if set by flag or file.
+    pub log_level: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Membership timings.
+    pub gossip: MembershipConfig,
+    /// Restart policy of the supervision tree.
+    pub supervisor: RestartPolicy,
+    /// Whether `POST /v1/debug/crash/{actor}` is enabled.
+    pub fault_injection: bool,
+}
+
+fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().or_else(|_| {
+        err(
+            field,
+            format!("{value:?} is not an IP:PORT address (e.g. 127.0.0.1:7946)"),
+        )
+    })
+}
+
+fn resolve_seed(value: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let value = value.trim();
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return err("seeds", format!("{value:?} is not HOST:PORT"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return err("seeds", format!("{value:?} is not HOST:PORT"));
+    }
+    match value.to_socket_addrs() {
+        Ok(addrs) => Ok(addrs.collect()),
+        Err(e) => err("seeds", format!("cannot resolve {value:?}: {e}")),
+    }
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let name: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(nexus_gossip::NAME_BYTES_MAX)
+        .collect();
+    if name.is_empty() {
+        "nexus".into()
+    } else {
+        name
+    }
+}
+
+fn ms(field: &str, value: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => err(field, "must be greater than 0"),
+        Some(v) if v > 86_400_000 => err(field, "must be at most 86400000 (one day)"),
+        Some(v) => Ok(Duration::from_millis(v)),
+    }
+}
+
+impl NodeConfig {
+    /// Reads `args.config` (if any) and merges the flags over it.
+    pub fn load(args: &NodeRunArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            None => FileConfig::default(),
+            Some(path) => Self::read_file(path)?,
+        };
+        Self::merge(args.clone(), file)
+    }
+
+    /// Parses a config file's text (exposed for tests and `nexus node check`).
+    pub fn from_toml(text: &str, args: NodeRunArgs) -> Result<Self, ConfigError> {
+        let file = toml::from_str::<FileConfig>(text).map_err(toml_error)?;
+        Self::merge(args, file)
+    }
+
+    fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            field: "config".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        toml::from_str(&text).map_err(toml_error)
+    }
+
+    fn merge(args: NodeRunArgs, file: FileConfig) -> Result<Self, ConfigError> {
+        let name = args.name.or(file.name).unwrap_or_else(default_name);
+        let roles = args.roles.or(file.roles).unwrap_or_default();
+        if let Err(e) = MemberMeta::new(name.clone(), None, "", vec![]) {
+            return err("name", e.to_string());
+        }
+        if let Err(e) = MemberMeta::new("x", None, "", roles.clone()) {
+            return err("roles", e.to_string());
+        }
+        let bind = parse_addr(
+            "bind",
+            args.bind.or(file.bind).as_deref().unwrap_or(DEFAULT_BIND),
+        )?;
+        let advertise = match args.advertise.or(file.advertise) {
+            Some(a) => {
+                let addr = parse_addr("advertise", &a)?;
+                if addr.ip().is_unspecified() || addr.port() == 0 {
+                    return err(
+                        "advertise",
+                        "must be a concrete IP and port others can reach",
+                    );
+                }
+                Some(addr)
+            }
+            None if bind.ip().is_unspecified() => {
+                return err(
+                    "advertise",
+                    format!(
+                        "required when bind is {bind} (peers cannot reach an unspecified address)"
+                    ),
+                );
+            }
+            None => None,
+        };
+        let admin = parse_addr(
+            "admin",
+            args.admin
+                .or(file.admin)
+                .as_deref()
+                .unwrap_or(DEFAULT_ADMIN),
+        )?;
+        let admin_token = args
+            .admin_token
+            .or(file.admin_token)
+            .filter(|t| !t.is_empty());
+        if let Some(token) = &admin_token
+            && (token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return err(
+                "admin_token",
+                "must be at least 16 characters, without spaces",
+            );
+        }
+        if !admin.ip().is_loopback() && admin_token.is_none() {
+            return err(
+                "admin_token",
+                format!(
+                    "required when admin is not a loopback address ({admin}); set --admin-token or {TOKEN_ENV}"
+                ),
+            );
+        }
+        let seed_specs = args.seeds.or(file.seeds).unwrap_or_default();
+        if seed_specs.len() > SEEDS_MAX {
+            return err("seeds", format!("at most {SEEDS_MAX} seeds"));
+        }
+        let mut seeds = Vec::new();
+        for spec in seed_specs.iter().filter(|s| !s.trim().is_empty()) {
+            seeds.extend(resolve_seed(spec)?);
+        }
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        if data_dir.as_os_str().is_empty() {
+            return err("data_dir", "must not be empty");
+        }
+
+        let d = MembershipConfig::default();
+        let g = &file.gossip;
+        let gossip = MembershipConfig {
+            probe_period: ms("gossip.probe_period_ms", g.probe_period_ms, d.probe_period)?,
+            probe_rtt: ms("gossip.probe_rtt_ms", g.probe_rtt_ms, d.probe_rtt)?,
+            suspect_to_down: ms(
+                "gossip.suspect_to_down_ms",
+                g.suspect_to_down_ms,
+                d.suspect_to_down,
+            )?,
+            remove_down_after: match g.remove_down_after_s {
+                None => d.remove_down_after,
+                Some(s) if s < 1 => return err("gossip.remove_down_after_s", "must be at least 1"),
+                Some(s) => Duration::from_secs(s),
+            },
+            join_retry_min: ms(
+                "gossip.join_retry_min_ms",
+                g.join_retry_min_ms,
+                d.join_retry_min,
+            )?,
+            join_retry_max: ms(
+                "gossip.join_retry_max_ms",
+                g.join_retry_max_ms,
+                d.join_retry_max,
+            )?,
+            cluster_size_hint: match g.cluster_size_hint {
+                Some(0) => return err("gossip.cluster_size_hint", "must be at least 1"),
+                Some(n) => n,
+                None => d.cluster_size_hint,
+            },
+        };
+        gossip.check().map_err(|e| ConfigError {
+            field: e.field.into(),
+            message: e.reason.into(),
+        })?;
+
+        let p = RestartPolicy::default();
+        let s = &file.supervisor;
+        let supervisor = RestartPolicy {
+            backoff_min: ms("supervisor.backoff_min_ms", s.backoff_min_ms, p.backoff_min)?,
+            backoff_max: ms("supervisor.backoff_max_ms", s.backoff_max_ms, p.backoff_max)?,
+            restarts_max: s.restarts_max.unwrap_or(p.restarts_max),
+            window: match s.window_s {
+                None => p.window,
+                Some(0) => return err("supervisor.window_s", "must be at least 1"),
+                Some(w) => Duration::from_secs(w),
+            },
+        };
+        if supervisor.backoff_min > supervisor.backoff_max {
+            return err(
+                "supervisor.backoff_min_ms",
+                "must be at most supervisor.backoff_max_ms",
+            );
+        }
+
+        Ok(NodeConfig {
+            name,
+            roles,
+            bind,
+            advertise,
+            admin,
+            admin_token,
+            seeds,
+            data_dir,
+            log_level: args.log_level.or(file.log_level),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            gossip,
+            supervisor,
+            fault_injection: file.debug.fault_injection.unwrap_or(false),
+        })
+    }
+}
+
+fn toml_error(e: toml::de::Error) -> ConfigError {
+    // toml's message names the offending key (e.g. "unknown field `bnd`"); keep it on one line.
+    let message = e.message().replace('\n', " ");
+    let field = if message.contains("unknown field") {
+        message
+            .split('`')
+            .nth(1)
+            .map(str::to_owned)
+            .unwrap_or_else(|| "config".into())
+    } else {
+        "config".into()
+    };
+    let location = e
+        .span()
+        .map(|s| format!(" (at byte {})", s.start))
+        .unwrap_or_default();
+    ConfigError {
+        field,
+        message: format!("{message}{location}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::from_toml(text, NodeRunArgs::default())
+    }
+
+    fn field_of(text: &str) -> String {
+        parse(text).expect_err("should fail").field
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").expect("defaults");
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(c.admin.to_string(), DEFAULT_ADMIN);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(c.seeds.is_empty());
+        assert!(!c.fault_injection);
+        assert_eq!(c.gossip, MembershipConfig::default());
+    }
+
+    #[test]
+    fn full_file() {
+        let c = parse(
+            r#"
+            name = "n1"
+            bind = "127.0.0.1:9000"
+            advertise = "127.0.0.1:9000"
+            admin = "127.0.0.1:9100"
+            seeds = ["127.0.0.1:9001", "localhost:9002"]
+            data_dir = "/tmp/x"
+            roles = ["ca"]
+            log_level = "debug"
+            log_format = "json"
+            [gossip]
+            probe_period_ms = 200
+            probe_rtt_ms = 50
+            suspect_to_down_ms = 600
+            [supervisor]
+            restarts_max = 3
+            window_s = 10
+            [debug]
+            fault_injection = true
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(c.name, "n1");
+        assert!(c.seeds.len() >= 2, "{:?}", c.seeds);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.gossip.probe_period, Duration::from_millis(200));
+        assert_eq!(c.supervisor.restarts_max, 3);
+        assert!(c.fault_injection);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let args = NodeRunArgs {
+            name: Some("from-flag".into()),
+            bind: Some("127.0.0.1:1234".into()),
+            ..NodeRunArgs::default()
+        };
+        let c = NodeConfig::from_toml("name = \"from-file\"\nbind = \"127.0.0.1:1\"", args)
+            .expect("valid");
+        assert_eq!(c.name, "from-flag");
+        assert_eq!(c.bind.port(), 1234);
+    }
+
+    #[test]
+    fn malformed_addresses_name_their_field() {
+        assert_eq!(field_of("bind = \"nope\""), "bind");
+        assert_eq!(field_of("bind = \"127.0.0.1\""), "bind");
+        assert_eq!(field_of("advertise = \"1.2.3.4:99999\""), "advertise");
+        assert_eq!(field_of("admin = \"localhost\""), "admin");
+        assert_eq!(field_of("seeds = [\"no-port\"]"), "seeds");
+        assert_eq!(field_of("seeds = [\"host:notaport\"]"), "seeds");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = parse("bnd = \"127.0.0.1:1\"").expect_err("unknown");
+        assert_eq!(e.field, "bnd");
+        assert!(e.message.contains("unknown field"), "{e}");
+        assert_eq!(field_of("[gossip]\nprobe_perod_ms = 5"), "probe_perod_ms");
+        assert_eq!(field_of("[nope]\nx = 1"), "nope");
+    }
+
+    #[test]
+    fn wrong_types_are_rejected() {
+        assert_eq!(field_of("seeds = \"127.0.0.1:1\""), "config");
+        assert_eq!(field_of("[gossip]\nprobe_period_ms = -1"), "config");
+        assert_eq!(field_of("log_format = \"xml\""), "config");
+    }
+
+    #[test]
+    fn non_loopback_admin_needs_a_token() {
+        let e = parse("admin = \"0.0.0.0:7700\"").expect_err("token");
+        assert_eq!(e.field, "admin_token");
+        assert!(e.to_string().contains(TOKEN_ENV));
+        assert!(parse("admin = \"0.0.0.0:7700\"\nadmin_token = \"0123456789abcdef\"").is_ok());
+        assert_eq!(
+            field_of("admin = \"0.0.0.0:7700\"\nadmin_token = \"short\""),
+            "admin_token"
+        );
+    }
+
+    #[test]
+    fn unspecified_bind_needs_advertise() {
+        assert_eq!(field_of("bind = \"0.0.0.0:7946\""), "advertise");
+        assert!(parse("bind = \"0.0.0.0:7946\"\nadvertise = \"10.0.0.1:7946\"").is_ok());
+        assert_eq!(
+            field_of("bind = \"0.0.0.0:7946\"\nadvertise = \"0.0.0.0:7946\""),
+            "advertise"
+        );
+    }
+
+    #[test]
+    fn bad_names_roles_and_timings() {
+        assert_eq!(field_of("name = \"has space\""), "name");
+        assert_eq!(field_of("roles = [\"CA\"]"), "roles");
+        assert_eq!(
+            field_of("[gossip]\nprobe_period_ms = 0"),
+            "gossip.probe_period_ms"
+        );
+        assert_eq!(
+            field_of("[gossip]\nprobe_period_ms = 100\nprobe_rtt_ms = 200"),
+            "gossip.probe_rtt_ms"
+        );
+        assert_eq!(
+            field_of("[gossip]\nsuspect_to_down_ms = 10"),
+            "gossip.suspect_to_down_ms"
+        );
+        assert_eq!(
+            field_of("[supervisor]\nbackoff_min_ms = 9000"),
+            "supervisor.backoff_min_ms"
+        );
+    }
+
+    #[test]
+    fn unreadable_file_is_a_config_error() {
+        let args = NodeRunArgs {
+            config: Some("/nonexistent/nexus.toml".into()),
+            ..NodeRunArgs::default()
+        };
+        let e = NodeConfig::load(&args).expect_err("missing file");
+        assert_eq!(e.field, "config");
+        assert!(e.message.contains("/nonexistent/nexus.toml"));
+    }
+}

@@ -1,0 +1,235 @@
+//! `nexus demo`: a live 3-node fabric on loopback, as three real `nexus node run` processes.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tokio::process::{Child, Command};
+
+use crate::api::{Members, Node};
+use crate::ctl::{Client, members_table};
+
+/// `nexus demo` flags.
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub nodes: u16,
+    /// Admin port of the first node; node i uses base + i - 1.
+    #[arg(long, default_value_t = 7701)]
+    pub admin_base_port: u16,
+    /// How long to wait for full membership, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout_s: u64,
+    /// Exit once the fabric is up instead of serving until Ctrl-C (for scripts).
+    #[arg(long)]
+    pub exit_when_ready: bool,
+}
+
+struct DemoNode {
+    name: String,
+    admin: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for DemoNode {
+    fn drop(&mut self) {
+        // Last resort if the graceful path did not run (e.g. an error): never leave strays.
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn spawn_node(
+    exe: &Path,
+    dir: &Path,
+    index: u16,
+    admin_port: u16,
+    seed: Option<&str>,
+) -> anyhow::Result<DemoNode> {
+    let name = format!("node-{index}");
+    let admin = format!("127.0.0.1:{admin_port}");
+    let data_dir = dir.join(&name);
+    let log = dir.join(format!("{name}.log"));
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "node",
+        "run",
+        "--name",
+        &name,
+        "--bind",
+        "127.0.0.1:0",
+        "--admin",
+        &admin,
+    ])
+    .arg("--data-dir")
+    .arg(&data_dir)
+    .env_remove(crate::config::TOKEN_ENV)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(log_file)
+    .kill_on_drop(true);
+    if let Some(seed) = seed {
+        cmd.args(["--seeds", seed]);
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    Ok(DemoNode {
+        name,
+        admin,
+        child,
+        log,
+    })
+}
+
+async fn wait_for<T, F, Fut>(
+    what: &str,
+    deadline: tokio::time::Instant,
+    mut f: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) | Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Ok(None) => bail!("timed out waiting for {what}"),
+            Err(e) => return Err(e.context(format!("waiting for {what}"))),
+        }
+    }
+}
+
+fn check_alive(node: &mut DemoNode) -> anyhow::Result<()> {
+    if let Some(status) = node.child.try_wait()? {
+        let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+        let last = log.lines().last().unwrap_or("").to_owned();
+        bail!("{} exited with {status}: {last}", node.name);
+    }
+    Ok(())
+}
+
+/// Runs the demo.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the nexus binary")?;
+    let dir = tempfile::Builder::new()
+        .prefix("nexus-demo-")
+        .tempdir()
+        .context("creating a temp dir")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_s);
+    println!(
+        "starting {} nodes (data and logs under {})",
+        args.nodes,
+        dir.path().display()
+    );
+
+    let mut nodes = Vec::new();
+    let first = spawn_node(&exe, dir.path(), 1, args.admin_base_port, None).await?;
+    let first_client = Client::new(&first.admin, None)?;
+    nodes.push(first);
+    let seed = wait_for("node-1's admin API", deadline, || {
+        let client = first_client.clone();
+        async move {
+            Ok(client
+                .get::<Node>("/v1/node")
+                .await
+                .ok()
+                .map(|(n, _)| n.addr))
+        }
+    })
+    .await;
+    let seed = match seed {
+        Ok(s) => s,
+        Err(e) => {
+            check_alive(&mut nodes[0])?;
+            return Err(e);
+        }
+    };
+    for i in 2..=args.nodes {
+        let port = args
+            .admin_base_port
+            .checked_add(i - 1)
+            .context("--admin-base-port too high")?;
+        nodes.push(spawn_node(&exe, dir.path(), i, port, Some(&seed)).await?);
+    }
+
+    let want = usize::from(args.nodes);
+    for node in &mut nodes {
+        let client = Client::new(&node.admin, None)?;
+        let result = wait_for(
+            &format!("{} to see {want} alive members", node.name),
+            deadline,
+            || {
+                let client = client.clone();
+                async move {
+                    let (m, _) = client.get::<Members>("/v1/members").await?;
+                    let alive = m.members.iter().filter(|m| m.state == "alive").count();
+                    Ok((alive == want).then_some(()))
+                }
+            },
+        )
+        .await;
+        if let Err(e) = result {
+            check_alive(node)?;
+            return Err(e);
+        }
+    }
+
+    let (members, _) = first_client.get::<Members>("/v1/members").await?;
+    println!("\nfabric is up: every node sees {want} alive members\n");
+    print!("{}", members_table(&members));
+    println!("\nadmin APIs:");
+    for node in &nodes {
+        println!(
+            "  {:<8} http://{}   (nexus ctl --admin http://{} members)",
+            node.name, node.admin, node.admin
+        );
+    }
+    println!("logs: {}/node-*.log", dir.path().display());
+
+    if !args.exit_when_ready {
+        println!("\nserving; press Ctrl-C to stop");
+        let mut exited = Vec::new();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    for node in nodes.iter_mut() {
+                        if let Ok(Some(status)) = node.child.try_wait() {
+                            exited.push(format!("{} exited ({status})", node.name));
+                        }
+                    }
+                    if !exited.is_empty() { break; }
+                }
+            } => {
+                for e in &exited { println!("{e}"); }
+            }
+        }
+    }
+
+    println!("stopping: each node leaves the fabric gracefully");
+    for node in &nodes {
+        if let Some(pid) = node.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for node in &mut nodes {
+        if tokio::time::timeout(Duration::from_secs(10), node.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = node.child.kill().await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! `nexus node run`: the composition root. Binds the sockets, opens the data directory, builds
+//! the supervision tree and waits for a signal, a leave request or an escalation.
+//!
+//! Startup order is chosen so a bad configuration leaves nothing behind: the config is parsed,
+//! then both sockets are bound (a port in use fails before any file exists), and only then is the
+//! data directory created — and removed again if a later step fails.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nexus_actors::env::{SledStorage, Storage};
+use nexus_actors::{
+    ChildSpec, GossipActor, GossipArgs, GossipMsg, NodeExit, NodeKey, NodeMetrics, NodeSupervisor,
+    SupervisorArgs, SupervisorMsg,
+};
+use nexus_gossip::MemberMeta;
+use ractor::Actor;
+use ractor::rpc::CallResult;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::admin::{AdminActor, AdminArgs, AdminContext, NodeInfo};
+use crate::config::{ConfigError, NodeConfig};
+
+/// How a node run ended, as a process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Left on request (signal or `POST /v1/leave`).
+    Clean = 0,
+    /// Stopped by an escalated failure or a runtime error.
+    Failed = 1,
+    /// Bad configuration (including port in use and unusable data dir); nothing was created.
+    Config = 2,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong or unusable; exit code 2.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// Something failed after the configuration was accepted; exit code 1.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+fn config_err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn bind_error(field: &str, addr: std::net::SocketAddr, e: &std::io::Error) -> ConfigError {
+    let why = match e.kind() {
+        std::io::ErrorKind::AddrInUse => "is already in use".to_owned(),
+        std::io::ErrorKind::AddrNotAvailable => "is not an address of this host".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "needs privileges to bind".to_owned(),
+        _ => format!("cannot be bound: {e}"),
+    };
+    config_err(field, format!("{addr} {why}"))
+}
+
+/// The opened data directory.
+struct DataDir {
+    key: NodeKey,
+    storage: SledStorage,
+}
+
+/// Opens `path`, creating it (mode 0700), the key and the database on first start. If this call
+/// created anything and a later step fails, it removes what it created.
+fn open_data_dir(path: &Path) -> Result<DataDir, ConfigError> {
+    let field = "data_dir";
+    let shown = path.display();
+    let existed = match fs::metadata(path) {
+        Ok(m) if m.is_dir() => true,
+        Ok(_) => {
+            return Err(config_err(
+                field,
+                format!("{shown} exists and is not a directory"),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(config_err(field, format!("{shown}: {e}"))),
+    };
+    if existed {
+        fs::read_dir(path)
+            .map_err(|e| config_err(field, format!("{shown} is not readable: {e}")))?;
+    } else {
+        fs::create_dir_all(path)
+            .and_then(|_| fs::set_permissions(path, fs::Permissions::from_mode(0o700)))
+            .map_err(|e| config_err(field, format!("cannot create {shown}: {e}")))?;
+    }
+    let key_path = path.join(nexus_actors::KEY_FILE);
+    let opened = (|| {
+        let (key, created) =
+            NodeKey::load_or_create(path).map_err(|e| (config_err(field, e.to_string()), false))?;
+        let storage = SledStorage::open(&path.join("db"))
+            .map_err(|e| (config_err(field, format!("{shown}/db: {e}")), created))?;
+        Ok(DataDir { key, storage })
+    })();
+    match opened {
+        Ok(dir) => Ok(dir),
+        Err((error, key_created)) => {
+            if !existed {
+                let _ = fs::remove_dir_all(path);
+            } else if key_created {
+                let _ = fs::remove_file(&key_path);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Runs a node until it leaves or fails. Returns the exit code to use.
+pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
+    let started = tokio::time::Instant::now();
+
+    // 1. Sockets first: a port in use must fail before anything is written.
+    let socket = UdpSocket::bind(config.bind)
+        .await
+        .map_err(|e| bind_error("bind", config.bind, &e))?;
+    let bound = socket
+        .local_addr()
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
+    let listener = std::net::TcpListener::bind(config.admin)
+        .map_err(|e| bind_error("admin", config.admin, &e))?;
+    let admin_addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
+    let advertise = config.advertise.unwrap_or(bound);
+
+    // 2. Data directory: identity key and database.
+    let data = open_data_dir(&config.data_dir)?;
+    let node_id = data.key.node_id();
+    let storage: Arc<dyn Storage> = Arc::new(data.storage);
+    let meta = MemberMeta::new(
+        config.name.clone(),
+        Some(admin_addr),
+        env!("CARGO_PKG_VERSION"),
+        config.roles.clone(),
+    )
+    .map_err(|e| config_err("name", e.to_string()))?;
+
+    // 3. The supervision tree: gossip first, then the admin API.
+    let metrics = NodeMetrics::new();
+    let (leave_tx, mut leave_rx) = mpsc::channel::<String>(1);
+    let gossip_args = GossipArgs {
+        socket: Arc::new(socket),
+        advertise,
+        node_id,
+        meta,
+        config: config.gossip.clone(),
+        seeds: config.seeds.clone(),
+        storage,
+        metrics: metrics.clone(),
+        epoch: started,
+        rng_seed: {
+            use rand_core_06::RngCore;
+            rand_core_06::OsRng.next_u64()
+        },
+    };
+    let admin_args = AdminArgs {
+        listener: Arc::new(listener),
+        ctx: AdminContext {
+            node: Arc::new(NodeInfo {
+                id: node_id.to_hex(),
+                name: config.name.clone(),
+                addr: advertise,
+                bind: bound,
+                admin: admin_addr,
+                roles: config.roles.clone(),
+                data_dir: absolute(&config.data_dir).display().to_string(),
+            }),
+            metrics: metrics.clone(),
+            token: config.admin_token.as_deref().map(Arc::from),
+            leave: leave_tx,
+            fault_injection: config.fault_injection,
+            started,
+        },
+    };
+    let (exit_tx, mut exit_rx) = watch::channel(None);
+    let (supervisor, handle) = Actor::spawn(
+        None,
+        NodeSupervisor,
+        SupervisorArgs {
+            children: vec![
+                ChildSpec::new("gossip", move |_| {
+                    (GossipActor::<UdpSocket>::default(), gossip_args.clone())
+                }),
+                ChildSpec::new("admin", move |supervisor| {
+                    (AdminActor, (admin_args.clone(), supervisor))
+                }),
+            ],
+            policy: config.supervisor.clone(),
+            metrics,
+            exit: exit_tx,
+        },
+    )
+    .await
+    .map_err(|e| StartError::Runtime(format!("starting the supervision tree: {e}")))?;
+    if let Some(NodeExit::StartFailed { child, reason }) = exit_rx.borrow().clone() {
+        let _ = handle.await;
+        return Err(StartError::Runtime(format!(
+            "starting the {child} actor: {reason}"
+        )));
+    }
+
+    tracing::info!(
+        node = %node_id.short(),
+        id = %node_id,
+        name = %config.name,
+        gossip = %bound,
+        advertise = %advertise,
+        admin = %admin_addr,
+        data_dir = %config.data_dir.display(),
+        "node started"
+    );
+
+    // 4. Wait for a signal, a leave request or an escalation.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| StartError::Runtime(format!("installing SIGTERM handler: {e}")))?;
+    let leave_first = tokio::select! {
+        biased;
+        _ = exit_rx.changed() => false,
+        _ = sigterm.recv() => { tracing::info!("SIGTERM received; leaving"); true }
+        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received; leaving"); true }
+        reason = leave_rx.recv() => {
+            tracing::info!(reason = reason.as_deref().unwrap_or(""), "leave complete; stopping");
+            false
+        }
+    };
+    if leave_first {
+        graceful_leave(&supervisor).await;
+    }
+    let escalated = matches!(&*exit_rx.borrow(), Some(NodeExit::Escalated { .. }));
+    if !escalated {
+        supervisor.stop(Some("node stopping".into()));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+    let exit = exit_rx.borrow().clone();
+    match exit {
+        Some(NodeExit::Escalated { child, reason }) => {
+            tracing::error!(actor = %child, %reason, "node stopped: restart intensity exceeded");
+            Ok(ExitCode::Failed)
+        }
+        Some(NodeExit::StartFailed { child, reason }) => Err(StartError::Runtime(format!(
+            "starting the {child} actor: {reason}"
+        ))),
+        _ => {
+            tracing::info!("node stopped");
+            Ok(ExitCode::Clean)
+        }
+    }
+}
+
+async fn graceful_leave(supervisor: &ractor::ActorRef<SupervisorMsg>) {
+    let lookup = supervisor
+        .call(
+            |r| SupervisorMsg::Lookup("gossip".into(), r),
+            Some(Duration::from_secs(2)),
+        )
+        .await;
+    if let Ok(CallResult::Success(Some(cell))) = lookup {
+        let gossip: ractor::ActorRef<GossipMsg> = cell.into();
+        if !matches!(
+            gossip
+                .call(GossipMsg::Leave, Some(Duration::from_secs(2)))
+                .await,
+            Ok(CallResult::Success(()))
+        ) {
+            tracing::warn!("gossip actor did not confirm the leave; stopping anyway");
+        }
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_is_created_once_and_reused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("d");
+        let first = open_data_dir(&dir).expect("create").key.node_id();
+        let mode = fs::metadata(&dir).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let second = open_data_dir(&dir).expect("reuse").key.node_id();
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn a_file_in_place_of_the_data_dir_is_rejected() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let file = tmp.path().join("f");
+        fs::write(&file, b"x").expect("write");
+        let e = open_data_dir(&file).err().expect("not a dir");
+        assert_eq!(e.field, "data_dir");
+        assert!(e.message.contains("not a directory"));
+    }
+
+    #[test]
+    fn a_locked_database_fails_and_removes_nothing() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("d");
+        let held = open_data_dir(&dir).expect("first");
+        let e = open_data_dir(&dir).err().expect("locked by the first");
+        assert_eq!(e.field, "data_dir");
+        assert!(
+            dir.join(nexus_actors::KEY_FILE).exists(),
+            "existing key kept"
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn an_unusable_new_dir_is_removed_again() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("d");
+        // A file where sled wants its directory makes the database open fail after the dir and
+        // key were created.
+        fs::create_dir(&dir).expect("mkdir");
+        fs::write(dir.join("db"), b"not a directory").expect("write");
+        let e = open_data_dir(&dir).err().expect("db cannot open");
+        assert_eq!(e.field, "data_dir");
+        assert!(
+            !dir.join(nexus_actors::KEY_FILE).exists(),
+            "key created now is removed"
+        );
+    }
+}
