@@ -297,6 +297,12 @@ impl Actor for NodeSupervisor {
         _myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
+        // Export every child's restart counter from the start (at 0), not from its first restart.
+        for spec in &args.children {
+            drop(args.metrics.actor_restarts.get_or_create(&ActorLabel {
+                actor: spec.name.clone(),
+            }));
+        }
         Ok(SupervisorState {
             children: args
                 .children

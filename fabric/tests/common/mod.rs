@@ -1,0 +1,224 @@
+//! Test harness: real `nexus node run` processes on loopback with ephemeral ports and temp data
+//! dirs. Every process is killed when its handle drops, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Fast gossip timings so tests finish quickly; the failure-detection bound follows from them.
+pub const PROBE_PERIOD_MS: u64 = 200;
+pub const PROBE_RTT_MS: u64 = 80;
+pub const SUSPECT_TO_DOWN_MS: u64 = 800;
+
+pub fn fast_config(extra: &str) -> String {
+    format!(
+        "[gossip]\nprobe_period_ms = {PROBE_PERIOD_MS}\nprobe_rtt_ms = {PROBE_RTT_MS}\n\
+         suspect_to_down_ms = {SUSPECT_TO_DOWN_MS}\njoin_retry_min_ms = 100\njoin_retry_max_ms = 1000\n{extra}"
+    )
+}
+
+/// Worst-case detection time for a cluster of `members`, the same formula as
+/// `MembershipConfig::detection_bound`.
+pub fn detection_bound(members: u64) -> Duration {
+    Duration::from_millis(PROBE_PERIOD_MS * members.max(2) + SUSPECT_TO_DOWN_MS + PROBE_PERIOD_MS)
+}
+
+pub fn nexus() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nexus"))
+}
+
+/// A running node process.
+pub struct NodeProc {
+    pub name: String,
+    pub child: Child,
+    pub admin: String,
+    pub gossip: String,
+    pub data_dir: PathBuf,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `nexus node run` and waits for its "node started" log line (which names the bound
+/// admin and gossip addresses).
+pub fn start_node(
+    name: &str,
+    data_dir: &Path,
+    seeds: &[&str],
+    config: &str,
+    token: Option<&str>,
+) -> NodeProc {
+    let config_path = data_dir.with_extension("toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let mut cmd = nexus();
+    cmd.args([
+        "node",
+        "run",
+        "--name",
+        name,
+        "--bind",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ])
+    .args(["--log-format", "json", "--log-level", "info"])
+    .arg("--config")
+    .arg(&config_path)
+    .arg("--data-dir")
+    .arg(data_dir)
+    .env_remove("RUST_LOG")
+    .env_remove("NEXUS_ADMIN_TOKEN")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    if !seeds.is_empty() {
+        cmd.arg("--seeds").arg(seeds.join(","));
+    }
+    if let Some(t) = token {
+        cmd.args(["--admin-token", t]);
+    }
+    let mut child = cmd.spawn().expect("spawn nexus");
+    let stderr = child.stderr.take().expect("stderr");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "node started"
+            {
+                let _ = tx.send((
+                    v["admin"].as_str().unwrap_or_default().to_owned(),
+                    v["gossip"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+            sink.lock().expect("logs").push(line);
+        }
+    });
+    let mut node = NodeProc {
+        name: name.into(),
+        child,
+        admin: String::new(),
+        gossip: String::new(),
+        data_dir: data_dir.into(),
+        logs,
+    };
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok((admin, gossip)) => {
+            node.admin = format!("http://{admin}");
+            node.gossip = gossip;
+            node
+        }
+        Err(_) => panic!(
+            "{name} did not start; exit {:?}; logs:\n{}",
+            node.child.try_wait(),
+            node.logs.lock().expect("logs").join("\n")
+        ),
+    }
+}
+
+impl NodeProc {
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit; logs:\n{}",
+                self.name,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn sigterm(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("kill -TERM");
+    }
+
+    pub fn sigkill(&mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let r = reqwest::get(format!("{}{path}", self.admin))
+            .await
+            .expect("GET");
+        r.json().await.expect("json")
+    }
+
+    pub async fn members(&self) -> Vec<Value> {
+        self.get("/v1/members").await["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn state_of(&self, addr: &str) -> Option<String> {
+        self.members()
+            .await
+            .into_iter()
+            .find(|m| m["addr"] == addr)
+            .and_then(|m| m["state"].as_str().map(str::to_owned))
+    }
+
+    /// Waits until this node sees exactly `n` alive members.
+    pub async fn wait_alive(&self, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let members = self.members().await;
+            if members.iter().filter(|m| m["state"] == "alive").count() == n {
+                return members;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never saw {n} alive members: {members:#?}\nlogs:\n{}",
+                self.name,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Starts `count` nodes, the first as the seed of the others, and waits for full membership.
+pub async fn start_cluster(dir: &Path, count: usize, config: &str) -> Vec<NodeProc> {
+    let mut nodes = vec![start_node("n1", &dir.join("n1"), &[], config, None)];
+    let seed = nodes[0].gossip.clone();
+    for i in 2..=count {
+        nodes.push(start_node(
+            &format!("n{i}"),
+            &dir.join(format!("n{i}")),
+            &[&seed],
+            config,
+            None,
+        ));
+    }
+    for node in &nodes {
+        node.wait_alive(count, Duration::from_secs(20)).await;
+    }
+    nodes
+}
