@@ -127,7 +127,7 @@ fn demo_brings_up_three_nodes_and_stops_them() {
     for name in ["node-1", "node-2", "node-3"] {
         assert!(stdout.contains(name), "{stdout}");
     }
-    assert_eq!(stdout.matches(" alive ").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("  alive  ").count(), 3, "{stdout}");
     // The nodes are gone: their admin ports are free again.
     std::thread::sleep(Duration::from_millis(200));
     assert!(std::net::TcpListener::bind(("127.0.0.1", base)).is_ok());
