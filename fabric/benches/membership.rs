@@ -69,7 +69,10 @@ async fn trial(n: usize) -> Trial {
         ));
     }
     while !all_see(&nodes, n).await {
-        assert!(start.elapsed() < Duration::from_secs(60), "no full membership");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no full membership"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let full_membership = start.elapsed();
