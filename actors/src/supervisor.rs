@@ -185,6 +185,16 @@ pub struct SupervisorState {
     exit: watch::Sender<Option<NodeExit>>,
 }
 
+impl SupervisorState {
+    /// The named child's cell, if it is running (not while it waits for a restart).
+    fn running(&self, name: &str) -> Option<ActorCell> {
+        self.children
+            .iter()
+            .find(|c| c.spec.name == name)
+            .and_then(|c| c.cell.clone())
+    }
+}
+
 impl fmt::Debug for SupervisorState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SupervisorState")
@@ -386,12 +396,7 @@ impl Actor for NodeSupervisor {
                 }
             }
             SupervisorMsg::Lookup(name, reply) => {
-                let cell = state
-                    .children
-                    .iter()
-                    .find(|c| c.spec.name == name)
-                    .and_then(|c| c.cell.clone());
-                let _ = reply.send(cell);
+                let _ = reply.send(state.running(&name));
             }
             SupervisorMsg::Tree(reply) => {
                 let now = Instant::now();
@@ -423,11 +428,7 @@ impl Actor for NodeSupervisor {
                 });
             }
             SupervisorMsg::Kill(name, reply) => {
-                let cell = state
-                    .children
-                    .iter()
-                    .find(|c| c.spec.name == name)
-                    .and_then(|c| c.cell.clone());
+                let cell = state.running(&name);
                 if let Some(cell) = &cell {
                     tracing::warn!(actor = %name, "fault injection: killing actor");
                     cell.kill();
