@@ -8,6 +8,11 @@
 //! Run: `cargo bench -p nexus-fabric --bench membership` (set `NEXUS_BENCH_TRIALS`, default 3).
 //! Results and conditions are recorded in docs/BENCHMARKS.md.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test harness measures wall-clock deadlines of real processes; cores never do"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

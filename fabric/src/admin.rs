@@ -467,7 +467,11 @@ async fn auth(State(s): State<AppState>, request: Request, next: Next) -> Respon
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| {
+                // The auth scheme is case-insensitive (RFC 9110 §11.1).
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            });
         let ok = presented.is_some_and(|p| constant_time_eq(p.trim().as_bytes(), token.as_bytes()));
         if !ok {
             let detail = if presented.is_some() {

@@ -136,8 +136,8 @@ fn err<T>(field: &str, message: impl Into<String>) -> Result<T, ConfigError> {
     })
 }
 
-/// A fully parsed node configuration.
-#[derive(Debug, Clone)]
+/// A fully parsed node configuration. Its `Debug` output redacts the admin token.
+#[derive(Clone)]
 pub struct NodeConfig {
     /// Node name and metadata (without the admin address, filled in once bound).
     pub name: String,
@@ -165,6 +165,29 @@ pub struct NodeConfig {
     pub supervisor: RestartPolicy,
     /// Whether `POST /v1/debug/crash/{actor}` is enabled.
     pub fault_injection: bool,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .field("bind", &self.bind)
+            .field("advertise", &self.advertise)
+            .field("admin", &self.admin)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("seeds", &self.seeds)
+            .field("data_dir", &self.data_dir)
+            .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format)
+            .field("gossip", &self.gossip)
+            .field("supervisor", &self.supervisor)
+            .field("fault_injection", &self.fault_injection)
+            .finish()
+    }
 }
 
 fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -284,8 +307,10 @@ impl NodeConfig {
                 .as_deref()
                 .unwrap_or(DEFAULT_ADMIN),
         )?;
+        // An empty flag or NEXUS_ADMIN_TOKEN counts as unset, so it does not hide the file's token.
         let admin_token = args
             .admin_token
+            .filter(|t| !t.is_empty())
             .or(file.admin_token)
             .filter(|t| !t.is_empty());
         if let Some(token) = &admin_token
@@ -293,7 +318,7 @@ impl NodeConfig {
         {
             return err(
                 "admin_token",
-                "must be at least 16 characters, without spaces",
+                "must be at least 16 bytes, without spaces or control characters",
             );
         }
         if !admin.ip().is_loopback() && admin_token.is_none() {
@@ -318,6 +343,13 @@ impl NodeConfig {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         if data_dir.as_os_str().is_empty() {
             return err("data_dir", "must not be empty");
+        }
+
+        let log_level = args.log_level.or(file.log_level);
+        if let Some(filter) = &log_level
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(filter)
+        {
+            return err("log_level", format!("{filter:?} is not a log filter: {e}"));
         }
 
         let d = MembershipConfig::default();
@@ -384,7 +416,7 @@ impl NodeConfig {
             admin_token,
             seeds,
             data_dir,
-            log_level: args.log_level.or(file.log_level),
+            log_level,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             gossip,
             supervisor,
@@ -552,6 +584,29 @@ mod tests {
             field_of("[supervisor]\nbackoff_min_ms = 9000"),
             "supervisor.backoff_min_ms"
         );
+    }
+
+    #[test]
+    fn bad_log_filter_and_empty_env_token() {
+        assert_eq!(field_of("log_level = \"info,=bad=\""), "log_level");
+        let args = NodeRunArgs {
+            admin_token: Some(String::new()),
+            ..NodeRunArgs::default()
+        };
+        let c = NodeConfig::from_toml(
+            "admin = \"0.0.0.0:7700\"\nadmin_token = \"0123456789abcdef\"",
+            args,
+        )
+        .expect("an empty flag does not hide the file's token");
+        assert_eq!(c.admin_token.as_deref(), Some("0123456789abcdef"));
+    }
+
+    #[test]
+    fn debug_output_redacts_the_token() {
+        let c = parse("admin_token = \"0123456789abcdef\"").expect("valid");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("redacted"));
     }
 
     #[test]

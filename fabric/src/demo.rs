@@ -85,27 +85,6 @@ async fn spawn_node(
     })
 }
 
-async fn wait_for<T, F, Fut>(
-    what: &str,
-    deadline: tokio::time::Instant,
-    mut f: F,
-) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    loop {
-        match f().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) | Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Ok(None) => bail!("timed out waiting for {what}"),
-            Err(e) => return Err(e.context(format!("waiting for {what}"))),
-        }
-    }
-}
-
 fn check_alive(node: &mut DemoNode) -> anyhow::Result<()> {
     if let Some(status) = node.child.try_wait()? {
         let log = std::fs::read_to_string(&node.log).unwrap_or_default();
@@ -115,69 +94,77 @@ fn check_alive(node: &mut DemoNode) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the demo.
+/// Runs the demo. On failure the temp dir (with every node's log) is kept and named.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating the nexus binary")?;
     let dir = tempfile::Builder::new()
         .prefix("nexus-demo-")
         .tempdir()
         .context("creating a temp dir")?;
+    match run_in(&args, dir.path()).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let kept = dir.keep();
+            Err(e.context(format!("node logs kept in {}", kept.display())))
+        }
+    }
+}
+
+async fn run_in(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the nexus binary")?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_s);
     println!(
         "starting {} nodes (data and logs under {})",
         args.nodes,
-        dir.path().display()
+        dir.display()
     );
 
     let mut nodes = Vec::new();
-    let first = spawn_node(&exe, dir.path(), 1, args.admin_base_port, None).await?;
+    let mut first = spawn_node(&exe, dir, 1, args.admin_base_port, None).await?;
     let first_client = Client::new(&first.admin, None)?;
-    nodes.push(first);
-    let seed = wait_for("node-1's admin API", deadline, || {
-        let client = first_client.clone();
-        async move {
-            Ok(client
-                .get::<Node>("/v1/node")
-                .await
-                .ok()
-                .map(|(n, _)| n.addr))
+    // Poll node-1's own admin API (its node name proves it is ours, not another process on the
+    // port) and stop at once if the process exits (e.g. port in use).
+    let seed = loop {
+        check_alive(&mut first)?;
+        if let Ok((n, _)) = first_client.get::<Node>("/v1/node").await
+            && n.name == first.name
+        {
+            break n.addr;
         }
-    })
-    .await;
-    let seed = match seed {
-        Ok(s) => s,
-        Err(e) => {
-            check_alive(&mut nodes[0])?;
-            return Err(e);
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "timed out waiting for node-1's admin API on {}",
+                first.admin
+            );
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    nodes.push(first);
     for i in 2..=args.nodes {
         let port = args
             .admin_base_port
             .checked_add(i - 1)
             .context("--admin-base-port too high")?;
-        nodes.push(spawn_node(&exe, dir.path(), i, port, Some(&seed)).await?);
+        nodes.push(spawn_node(&exe, dir, i, port, Some(&seed)).await?);
     }
 
     let want = usize::from(args.nodes);
     for node in &mut nodes {
         let client = Client::new(&node.admin, None)?;
-        let result = wait_for(
-            &format!("{} to see {want} alive members", node.name),
-            deadline,
-            || {
-                let client = client.clone();
-                async move {
-                    let (m, _) = client.get::<Members>("/v1/members").await?;
-                    let alive = m.members.iter().filter(|m| m.state == "alive").count();
-                    Ok((alive == want).then_some(()))
-                }
-            },
-        )
-        .await;
-        if let Err(e) = result {
+        loop {
             check_alive(node)?;
-            return Err(e);
+            if let Ok((m, _)) = client.get::<Members>("/v1/members").await
+                && m.members.iter().filter(|m| m.state == "alive").count() == want
+                && m.members.iter().any(|m| m.local && m.name == node.name)
+            {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "timed out waiting for {} to see {want} alive members",
+                    node.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -191,7 +178,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             node.name, node.admin, node.admin
         );
     }
-    println!("logs: {}/node-*.log", dir.path().display());
+    println!("logs: {}/node-*.log", dir.display());
 
     if !args.exit_when_ready {
         println!("\nserving; press Ctrl-C to stop");

@@ -132,6 +132,13 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         .local_addr()
         .map_err(|e| StartError::Runtime(e.to_string()))?;
     let advertise = config.advertise.unwrap_or(bound);
+    // Peers are told where the admin API is; an unspecified bind (0.0.0.0) is useless to them,
+    // so share the advertised IP with the admin port instead.
+    let admin_shared = if admin_addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(advertise.ip(), admin_addr.port())
+    } else {
+        admin_addr
+    };
 
     // 2. Data directory: identity key and database.
     let data = open_data_dir(&config.data_dir)?;
@@ -139,7 +146,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     let storage: Arc<dyn Storage> = Arc::new(data.storage);
     let meta = MemberMeta::new(
         config.name.clone(),
-        Some(admin_addr),
+        Some(admin_shared),
         env!("CARGO_PKG_VERSION"),
         config.roles.clone(),
     )

@@ -1,6 +1,11 @@
 //! Every class of bad configuration exits 2 with one error line naming the field, and creates
 //! nothing.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test harness measures wall-clock deadlines of real processes; cores never do"
+)]
+
 mod common;
 
 use std::path::Path;
