@@ -95,6 +95,8 @@ pub struct GossipState<S: DatagramSocket> {
     args: GossipArgs<S>,
     _recv: AbortOnDrop,
     timer: Option<(Timestamp, AbortOnDrop)>,
+    /// The known-peers list last persisted, so an unchanged list is not rewritten (and synced).
+    peers_saved: String,
 }
 
 /// The gossip actor.
@@ -176,7 +178,7 @@ impl<S: DatagramSocket> GossipActor<S> {
         }
     }
 
-    fn publish_members(state: &GossipState<S>) {
+    fn publish_members(state: &mut GossipState<S>) {
         let members = state.core.members();
         let mut counts = [0i64; 4];
         let mut peers = Vec::new();
@@ -191,13 +193,14 @@ impl<S: DatagramSocket> GossipActor<S> {
             }
         }
         state.args.metrics.set_members(counts);
-        if !peers.is_empty()
-            && let Err(err) = state
-                .args
-                .storage
-                .put(KNOWN_PEERS_KEY, peers.join("\n").as_bytes())
-        {
-            tracing::warn!(%err, "cannot persist known peers");
+        peers.sort();
+        let peers = peers.join("\n");
+        if peers.is_empty() || peers == state.peers_saved {
+            return;
+        }
+        match state.args.storage.put(KNOWN_PEERS_KEY, peers.as_bytes()) {
+            Ok(()) => state.peers_saved = peers,
+            Err(err) => tracing::warn!(%err, "cannot persist known peers"),
         }
     }
 }
@@ -290,9 +293,10 @@ impl<S: DatagramSocket> Actor for GossipActor<S> {
             args,
             _recv: AbortOnDrop(recv),
             timer: None,
+            peers_saved: String::new(),
         };
         Self::after_step(&myself, &mut state).await;
-        Self::publish_members(&state);
+        Self::publish_members(&mut state);
         Ok(state)
     }
 
