@@ -12,3 +12,4 @@ pub mod ctl;
 pub mod demo;
 pub mod logging;
 pub mod node;
+pub mod sim_cmd;

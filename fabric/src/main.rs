@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use nexus_fabric::config::{NodeConfig, NodeRunArgs};
 use nexus_fabric::node::{ExitCode, StartError};
+use nexus_fabric::sim_cmd::{self, SimCommand, SimExit};
 use nexus_fabric::{ctl, demo, logging, node};
 
 #[derive(Parser, Debug)]
@@ -21,6 +22,9 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Start a live local fabric (3 nodes on loopback) and serve until Ctrl-C.
     Demo(demo::DemoArgs),
+    /// Rehearse a fabric in the deterministic simulator.
+    #[command(subcommand)]
+    Sim(SimCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,6 +88,21 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Sim(cmd) => {
+            let result = match cmd {
+                SimCommand::Run(args) => sim_cmd::run(args),
+                SimCommand::Swarm(args) => sim_cmd::swarm_cmd(args),
+            };
+            match result {
+                Ok(SimExit::Passed) => std::process::ExitCode::SUCCESS,
+                Ok(SimExit::Failed) => std::process::ExitCode::FAILURE,
+                Ok(SimExit::BadScenario) => std::process::ExitCode::from(ExitCode::Config as u8),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo(args) => match runtime.block_on(demo::run(args)) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

@@ -25,7 +25,9 @@ pub use id::{
 };
 pub use leave::{LEAVE_NOTICES_MAX, LeaveDecodeError, LeaveNotice};
 pub use membership::{
-    ConfigError, Event, InputError, MemberState, MemberView, Membership, MembershipConfig,
-    PINGS_IN_FLIGHT_MAX, Stats, TIMERS_PER_CALL_MAX, Transmit, WIRE_MAGIC, WIRE_VERSION,
+    ANTI_ENTROPY_PERIODS, ConfigError, Event, FLAG_REPLY_WANTED, InputError, KIND_SWIM,
+    KIND_SYNC_PUSH, KIND_SYNC_REPLY, MemberState, MemberView, Membership, MembershipConfig,
+    PINGS_IN_FLIGHT_MAX, SYNC_CHUNK_MEMBERS_MAX, SYNC_MEMBERS_MAX, Stats, TIMERS_PER_CALL_MAX,
+    Transmit, WIRE_MAGIC, WIRE_VERSION,
 };
 pub use time::Timestamp;

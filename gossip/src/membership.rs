@@ -18,8 +18,24 @@ use crate::time::Timestamp;
 pub const WIRE_MAGIC: u8 = 0x4e; // 'N'
 /// Second byte: the membership wire version this build speaks.
 pub const WIRE_VERSION: u8 = 1;
-const PREFIX_BYTES: usize = 2;
+/// Third byte: a SWIM message (foca's encoding follows).
+pub const KIND_SWIM: u8 = 0x01;
+/// Third byte: a state-sync push (the receiver applies it and, if flagged, answers with its own).
+pub const KIND_SYNC_PUSH: u8 = 0x02;
+/// Third byte: a state-sync reply.
+pub const KIND_SYNC_REPLY: u8 = 0x03;
+/// Fourth byte, bit 0 of a push: the first chunk of a round; the receiver replies to it.
+pub const FLAG_REPLY_WANTED: u8 = 0x01;
+const PREFIX_BYTES: usize = 4;
+/// Members sent in one state-sync round (a rotating window over the member list), so a round
+/// costs at most a dozen datagrams however large the fabric is.
+pub const SYNC_MEMBERS_MAX: usize = 256;
+/// Members one sync datagram may carry (decoded counts above this are rejected).
+pub const SYNC_CHUNK_MEMBERS_MAX: usize = 64;
 
+/// Probe periods between anti-entropy rounds (push-pull state sync with a random member, and
+/// announces to members held as down).
+pub const ANTI_ENTROPY_PERIODS: u32 = 5;
 /// Probes whose ack is awaited at once, for RTT samples; older ones are forgotten beyond this.
 pub const PINGS_IN_FLIGHT_MAX: usize = 1024;
 /// Timers due at one instant processed by one [`Membership::handle_timeout`] call; the rest wait
@@ -123,6 +139,16 @@ impl MembershipConfig {
         config.periodic_gossip = Some(PeriodicParams {
             frequency: (self.probe_period / 5).max(Duration::from_millis(10)),
             num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+        });
+        // Anti-entropy is the core's own push-pull state sync (see `Membership::sync`), which
+        // replaces foca's periodic announce: a `Feed` carries only a random packetful of
+        // members, and the simulator showed nodes missing peers for minutes with it.
+        config.periodic_announce = None;
+        // Partition healing: members declared down are never probed, so after a partition heals
+        // the sides only find each other again by announcing to members they hold as down.
+        config.periodic_announce_to_down_members = Some(PeriodicParams {
+            frequency: self.probe_period * ANTI_ENTROPY_PERIODS,
+            num_members: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
         });
         config
     }
@@ -233,6 +259,8 @@ pub struct Stats {
     pub rejected_in: u64,
     /// Join attempts (rounds of announces to the seeds).
     pub join_attempts: u64,
+    /// State-sync rounds started.
+    pub sync_rounds: u64,
 }
 
 /// Why a datagram was rejected. The membership state is unchanged in every case except
@@ -251,6 +279,17 @@ pub enum InputError {
     /// A membership wire version this build does not speak.
     #[error("unsupported membership wire version {0}")]
     UnsupportedVersion(u8),
+    /// A frame kind this build does not know, or flags it does not expect.
+    #[error("unknown frame kind {kind:#04x} with flags {flags:#04x}")]
+    UnknownKind {
+        /// The kind byte.
+        kind: u8,
+        /// The flags byte.
+        flags: u8,
+    },
+    /// A state-sync frame that does not decode.
+    #[error("malformed state sync: {0}")]
+    BadSync(String),
     /// foca rejected the message (undecodable, from ourselves, malformed broadcast, …).
     #[error("{0}")]
     Rejected(foca::Error),
@@ -263,6 +302,7 @@ pub enum InputError {
 enum CoreTimer {
     Foca(Timer<MemberId>),
     JoinRetry { token: u64 },
+    Sync,
 }
 
 #[derive(Debug, Default)]
@@ -324,6 +364,9 @@ pub struct Membership {
     stats: Stats,
     left: bool,
     leaves: LeaveNotices,
+    sync_rng: StdRng,
+    sync_cursor: usize,
+    sync_armed: bool,
 }
 
 impl std::fmt::Debug for Membership {
@@ -369,6 +412,9 @@ impl Membership {
             stats: Stats::default(),
             left: false,
             leaves,
+            sync_rng: StdRng::seed_from_u64(rng_seed ^ 0x5f4e_5359_4e43_0001),
+            sync_cursor: 0,
+            sync_armed: false,
         }
     }
 
@@ -406,6 +452,133 @@ impl Membership {
         self.seeds.sort();
         self.seeds.dedup();
         self.start_join_retries(now);
+        self.arm_sync(now);
+    }
+
+    fn arm_sync(&mut self, now: Timestamp) {
+        if !self.sync_armed && !self.left {
+            self.sync_armed = true;
+            let period = self.config.probe_period * ANTI_ENTROPY_PERIODS;
+            self.schedule(now, period, CoreTimer::Sync);
+        }
+    }
+
+    /// One push-pull round: send a window of our member list (ourselves first) to one random
+    /// active member, which applies it and answers with a window of its own.
+    fn sync(&mut self, now: Timestamp) {
+        use rand::Rng;
+        let active: Vec<MemberId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        if active.is_empty() {
+            return;
+        }
+        let target = active[self.sync_rng.random_range(0..active.len())].addr();
+        self.stats.sync_rounds += 1;
+        self.send_state(now, target, KIND_SYNC_PUSH);
+    }
+
+    /// Sends ourselves plus up to [`SYNC_MEMBERS_MAX`] members (a window that rotates from
+    /// round to round) to `dst`, in datagrams of at most [`PACKET_BYTES_MAX`] bytes.
+    fn send_state(&mut self, _now: Timestamp, dst: SocketAddr, kind: u8) {
+        use foca::Codec;
+        let state: Vec<foca::Member<MemberId>> =
+            self.foca.iter_membership_state().cloned().collect();
+        let mut members = Vec::with_capacity(SYNC_MEMBERS_MAX.min(state.len()) + 1);
+        members.push(foca::Member::new(
+            self.identity().clone(),
+            self.swim_incarnation,
+            foca::State::Alive,
+        ));
+        if !state.is_empty() {
+            let start = self.sync_cursor % state.len();
+            let take = SYNC_MEMBERS_MAX.min(state.len());
+            members.extend((0..take).map(|k| state[(start + k) % state.len()].clone()));
+            self.sync_cursor = (start + take) % state.len();
+        }
+        let mut codec = WireCodec::default();
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let mut current: Vec<Vec<u8>> = Vec::new();
+        let mut size = PREFIX_BYTES + 2;
+        for m in &members {
+            let mut enc = Vec::new();
+            if codec.encode_member(m, &mut enc).is_err() {
+                continue; // Larger than a packet: impossible within the metadata limits.
+            }
+            if !current.is_empty()
+                && (size + enc.len() > PACKET_BYTES_MAX || current.len() == SYNC_CHUNK_MEMBERS_MAX)
+            {
+                chunks.push(Self::sync_frame(kind, chunks.is_empty(), &current));
+                current.clear();
+                size = PREFIX_BYTES + 2;
+            }
+            size += enc.len();
+            current.push(enc);
+        }
+        if !current.is_empty() {
+            chunks.push(Self::sync_frame(kind, chunks.is_empty(), &current));
+        }
+        for payload in chunks {
+            self.stats.messages_out += 1;
+            self.stats.bytes_out += payload.len() as u64;
+            self.transmits.push_back(Transmit { dst, payload });
+        }
+    }
+
+    fn sync_frame(kind: u8, first: bool, members: &[Vec<u8>]) -> Vec<u8> {
+        let flags = if kind == KIND_SYNC_PUSH && first {
+            FLAG_REPLY_WANTED
+        } else {
+            0
+        };
+        let mut out = vec![WIRE_MAGIC, WIRE_VERSION, kind, flags];
+        out.extend_from_slice(&(members.len() as u16).to_be_bytes());
+        for m in members {
+            out.extend_from_slice(m);
+        }
+        out
+    }
+
+    fn apply_sync(
+        &mut self,
+        now: Timestamp,
+        kind: u8,
+        flags: u8,
+        mut body: &[u8],
+    ) -> Result<(), InputError> {
+        use bytes::Buf;
+        use foca::Codec;
+        if body.len() < 2 {
+            return Err(InputError::BadSync("no member count".into()));
+        }
+        let count = usize::from(body.get_u16());
+        if count == 0 || count > SYNC_CHUNK_MEMBERS_MAX {
+            return Err(InputError::BadSync(format!(
+                "member count {count} outside 1..={SYNC_CHUNK_MEMBERS_MAX}"
+            )));
+        }
+        let mut codec = WireCodec::default();
+        let mut members = Vec::with_capacity(count);
+        for _ in 0..count {
+            members.push(
+                codec
+                    .decode_member(&mut body)
+                    .map_err(|e| InputError::BadSync(e.to_string()))?,
+            );
+        }
+        if body.has_remaining() {
+            return Err(InputError::BadSync(format!(
+                "{} trailing bytes",
+                body.remaining()
+            )));
+        }
+        // Parsed whole before anything is applied: a bad frame changes nothing.
+        let sender = members[0].id().clone();
+        self.foca
+            .apply_many(members.into_iter(), false, &mut self.effects)
+            .map_err(InputError::Rejected)?;
+        if kind == KIND_SYNC_PUSH && flags & FLAG_REPLY_WANTED != 0 && sender != *self.identity() {
+            self.send_state(now, sender.addr(), KIND_SYNC_REPLY);
+        }
+        Ok(())
     }
 
     fn start_join_retries(&mut self, now: Timestamp) {
@@ -453,14 +626,28 @@ impl Membership {
         result
     }
 
-    fn decode_and_apply(&mut self, _now: Timestamp, datagram: &[u8]) -> Result<(), InputError> {
+    fn decode_and_apply(&mut self, now: Timestamp, datagram: &[u8]) -> Result<(), InputError> {
         if self.left {
             return Err(InputError::Left);
         }
         if datagram.len() > PACKET_BYTES_MAX {
             return Err(InputError::TooBig(datagram.len()));
         }
-        let [magic, version, body @ ..] = datagram else {
+        if datagram.len() < PREFIX_BYTES {
+            // Check what is there so the error says the most specific thing it can.
+            if let Some(&magic) = datagram.first()
+                && magic != WIRE_MAGIC
+            {
+                return Err(InputError::BadMagic(magic));
+            }
+            if let Some(&version) = datagram.get(1)
+                && version != WIRE_VERSION
+            {
+                return Err(InputError::UnsupportedVersion(version));
+            }
+            return Err(InputError::Short(datagram.len()));
+        }
+        let [magic, version, kind, flags, body @ ..] = datagram else {
             return Err(InputError::Short(datagram.len()));
         };
         if *magic != WIRE_MAGIC {
@@ -469,9 +656,16 @@ impl Membership {
         if *version != WIRE_VERSION {
             return Err(InputError::UnsupportedVersion(*version));
         }
-        self.foca
-            .handle_data(body, &mut self.effects)
-            .map_err(InputError::Rejected)
+        match (*kind, *flags) {
+            (KIND_SWIM, 0) => self
+                .foca
+                .handle_data(body, &mut self.effects)
+                .map_err(InputError::Rejected),
+            (KIND_SYNC_PUSH, 0 | FLAG_REPLY_WANTED) | (KIND_SYNC_REPLY, 0) => {
+                self.apply_sync(now, *kind, *flags, body)
+            }
+            (kind, flags) => Err(InputError::UnknownKind { kind, flags }),
+        }
     }
 
     /// When [`Membership::handle_timeout`] should next be called, if ever.
@@ -495,6 +689,13 @@ impl Membership {
                         // foca reports stale timers and "not connected" as errors; both are
                         // expected and harmless here.
                         let _ = self.foca.handle_timer(timer, &mut self.effects);
+                    }
+                }
+                CoreTimer::Sync => {
+                    self.sync_armed = false;
+                    if !self.left {
+                        self.sync(now);
+                        self.arm_sync(now);
                     }
                 }
                 CoreTimer::JoinRetry { token } => {
@@ -624,7 +825,7 @@ impl Membership {
         }
         for (dst, body) in effects.sends {
             let mut payload = Vec::with_capacity(PREFIX_BYTES + body.len());
-            payload.extend_from_slice(&[WIRE_MAGIC, WIRE_VERSION]);
+            payload.extend_from_slice(&[WIRE_MAGIC, WIRE_VERSION, KIND_SWIM, 0]);
             payload.extend_from_slice(&body);
             self.stats.messages_out += 1;
             self.stats.bytes_out += payload.len() as u64;

@@ -40,6 +40,8 @@ struct Net {
     in_flight: BTreeMap<(Timestamp, u64), (SocketAddr, SocketAddr, Vec<u8>)>,
     seq: u64,
     log: Vec<String>,
+    /// Directed links whose datagrams are dropped.
+    blocked: Vec<(SocketAddr, SocketAddr)>,
 }
 
 impl Net {
@@ -50,6 +52,7 @@ impl Net {
             in_flight: BTreeMap::new(),
             seq: 0,
             log: Vec::new(),
+            blocked: Vec::new(),
         }
     }
 
@@ -104,6 +107,9 @@ impl Net {
                 && entry.key().0 <= self.now
             {
                 let (from, to, payload) = entry.remove();
+                if self.blocked.contains(&(from, to)) {
+                    continue;
+                }
                 if let Some(core) = self.nodes.get_mut(&to) {
                     let _ = core.handle_datagram(self.now, from, &payload);
                     self.flush(to);
@@ -290,9 +296,44 @@ fn bad_datagrams_are_rejected_and_change_nothing() {
         Err(InputError::TooBig(5000))
     ));
     assert!(matches!(
-        core.handle_datagram(now, from, &[0x4e, 1, 0xff, 0xff, 0xff]),
+        core.handle_datagram(now, from, &[0x4e, 1, 1, 0, 0xff, 0xff, 0xff]),
         Err(InputError::Rejected(_))
     ));
-    assert_eq!(core.stats().rejected_in, 5);
+    assert!(matches!(
+        core.handle_datagram(now, from, &[0x4e, 1, 9, 0, 1]),
+        Err(InputError::UnknownKind { kind: 9, flags: 0 })
+    ));
+    assert!(matches!(
+        core.handle_datagram(now, from, &[0x4e, 1, 1, 7, 1]),
+        Err(InputError::UnknownKind { kind: 1, flags: 7 })
+    ));
+    // State sync: zero members, a count above the chunk limit, a truncated member.
+    for bad in [
+        vec![0x4e, 1, 2, 1, 0, 0],
+        vec![0x4e, 1, 2, 1, 0xff, 0xff],
+        vec![0x4e, 1, 3, 0, 0, 1, 0xab],
+    ] {
+        assert!(
+            matches!(
+                core.handle_datagram(now, from, &bad),
+                Err(InputError::BadSync(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(core.stats().rejected_in, 10);
     assert_eq!(core.members(), before);
+}
+
+#[test]
+fn state_sync_fills_in_members_a_lost_reply_left_out() {
+    // Node 3 joins through node 0, but every datagram from 0 to 3 is lost, so it never gets the
+    // seed's reply and must learn the members (node 0 included) from the others.
+    let mut net = three_nodes(8);
+    net.blocked.push((addr(0), addr(3)));
+    net.start(3, 1, &[addr(0)], 8);
+    let sync_period = config().probe_period * nexus_gossip::ANTI_ENTROPY_PERIODS;
+    net.run_for(sync_period * 3);
+    assert_eq!(net.alive_count(3), 4, "{:?}", net.nodes[&addr(3)].members());
+    assert!(net.nodes.values().any(|c| c.stats().sync_rounds > 0));
 }

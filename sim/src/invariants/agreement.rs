@@ -1,0 +1,120 @@
+//! **Agreement (liveness).** Once the last disturbance in the timeline is `converge_within` old,
+//! every healthy node's set of alive members must equal exactly the healthy nodes it can reach
+//! (its connected component), at their current generations — and keep equalling it.
+//!
+//! Why: this is what membership is for. A node that still lists a crashed peer routes traffic
+//! into a hole; one that misses a live peer wastes capacity. SWIM promises this only eventually,
+//! so the check starts after the bound; faults before then are the safety checkers' business.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use nexus_gossip::{MemberState, MemberView};
+
+use super::{Invariant, Verdict, World, components};
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct Agreement {
+    checks: u64,
+    first: Option<(Duration, String)>,
+}
+
+/// Why node `i`'s view differs from its component, if it does.
+pub fn disagreement(
+    world: &World<'_>,
+    comp: &[usize],
+    i: usize,
+    views: &[Option<Vec<MemberView>>],
+) -> Option<String> {
+    let view = views[i].as_ref()?;
+    let expected: BTreeSet<(usize, u64)> = (0..world.truth.len())
+        .filter(|&j| comp[j] == comp[i])
+        .map(|j| (j, world.truth[j].generation))
+        .collect();
+    let seen: BTreeSet<(usize, u64)> = view
+        .iter()
+        .filter(|m| m.state == MemberState::Alive)
+        .filter_map(|m| {
+            world
+                .index_of(&m.id.node_id())
+                .map(|j| (j, m.id.generation()))
+        })
+        .collect();
+    if seen == expected {
+        return None;
+    }
+    let name = |(j, g): &(usize, u64)| format!("n{}/g{g}", j + 1);
+    let missing: Vec<String> = expected.difference(&seen).take(5).map(name).collect();
+    let extra: Vec<String> = seen.difference(&expected).take(5).map(name).collect();
+    Some(format!(
+        "n{} sees {} alive, expected {}; missing [{}], unexpected [{}]",
+        i + 1,
+        seen.len(),
+        expected.len(),
+        missing.join(", "),
+        extra.join(", ")
+    ))
+}
+
+impl Agreement {
+    fn start(world: &World<'_>) -> Duration {
+        world.scenario.last_disturbance() + world.scenario.bounds.converge_within
+    }
+}
+
+impl Invariant for Agreement {
+    fn name(&self) -> &'static str {
+        "agreement"
+    }
+
+    fn on_sample(&mut self, world: &World<'_>, views: &[Option<Vec<MemberView>>]) {
+        if self.first.is_some() || world.now < Self::start(world) {
+            return;
+        }
+        self.checks += 1;
+        let comp = components(world.truth, world.net);
+        for i in 0..world.truth.len() {
+            if world.truth[i].healthy()
+                && let Some(why) = disagreement(world, &comp, i, views)
+            {
+                self.first = Some((world.now, why));
+                return;
+            }
+        }
+    }
+
+    fn finish(&mut self, world: &World<'_>) -> Verdict {
+        let start = Self::start(world);
+        let (ok, detail) = match &self.first {
+            Some((_, why)) => (false, why.clone()),
+            None if self.checks == 0 => (
+                false,
+                format!(
+                    "never checked: last disturbance {:?} + converge_within {:?} is past the end ({:?})",
+                    world.scenario.last_disturbance(),
+                    world.scenario.bounds.converge_within,
+                    world.scenario.duration
+                ),
+            ),
+            None => (
+                true,
+                format!(
+                    "all connected nodes agreed from {:.1}s on ({} checks)",
+                    start.as_secs_f64(),
+                    self.checks
+                ),
+            ),
+        };
+        Verdict {
+            invariant: self.name(),
+            ok,
+            detail,
+            violated_at_s: self.first.as_ref().map(|(t, _)| t.as_secs_f64()),
+        }
+    }
+
+    fn violation(&self) -> Option<(Duration, String)> {
+        self.first.clone()
+    }
+}

@@ -1,0 +1,71 @@
+//! **No phantoms (safety).** Every member in every view is a node that exists, at a generation
+//! no newer than that node's own.
+//!
+//! Why: a view holding an identity nobody has (a forged, corrupted or mis-merged entry) would be
+//! routed to and probed forever; a generation from the future means two nodes disagree about
+//! who is newer, which breaks the restart rule (newer generation wins).
+
+use std::time::Duration;
+
+use nexus_gossip::MemberView;
+
+use super::{Invariant, Verdict, World};
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct NoPhantoms {
+    rows: u64,
+    first: Option<(Duration, String)>,
+}
+
+impl Invariant for NoPhantoms {
+    fn name(&self) -> &'static str {
+        "no_phantoms"
+    }
+
+    fn on_sample(&mut self, world: &World<'_>, views: &[Option<Vec<MemberView>>]) {
+        if self.first.is_some() {
+            return;
+        }
+        for (i, view) in views.iter().enumerate() {
+            for m in view.iter().flatten() {
+                self.rows += 1;
+                let why = match world.index_of(&m.id.node_id()) {
+                    None => Some(format!(
+                        "n{} lists unknown node {}",
+                        i + 1,
+                        m.id.node_id().short()
+                    )),
+                    Some(j) if m.id.generation() > world.truth[j].generation => Some(format!(
+                        "n{} lists n{} at generation {} but it is at {}",
+                        i + 1,
+                        j + 1,
+                        m.id.generation(),
+                        world.truth[j].generation
+                    )),
+                    Some(_) => None,
+                };
+                if let Some(why) = why {
+                    self.first = Some((world.now, why));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, _world: &World<'_>) -> Verdict {
+        Verdict {
+            invariant: self.name(),
+            ok: self.first.is_none(),
+            detail: match &self.first {
+                Some((_, why)) => why.clone(),
+                None => format!("{} rows checked", self.rows),
+            },
+            violated_at_s: self.first.as_ref().map(|(t, _)| t.as_secs_f64()),
+        }
+    }
+
+    fn violation(&self) -> Option<(Duration, String)> {
+        self.first.clone()
+    }
+}

@@ -1,0 +1,58 @@
+//! **No node declares itself down (safety).** A running node's own row in its member list is
+//! never `down` (it is `alive`, or `left` after a graceful leave).
+//!
+//! Why: a node that believes itself down stops answering as itself; SWIM's rule is that a node
+//! refutes (or, in foca, renews its identity) rather than accept its own death.
+
+use std::time::Duration;
+
+use nexus_gossip::{MemberState, MemberView};
+
+use super::{Invariant, Verdict, World};
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct SelfDown {
+    checks: u64,
+    first: Option<(Duration, String)>,
+}
+
+impl Invariant for SelfDown {
+    fn name(&self) -> &'static str {
+        "self_down"
+    }
+
+    fn on_sample(&mut self, world: &World<'_>, views: &[Option<Vec<MemberView>>]) {
+        for (i, view) in views.iter().enumerate() {
+            let Some(view) = view else { continue };
+            self.checks += 1;
+            let local = view.iter().find(|m| m.local);
+            let bad = match local {
+                None => Some("has no local row".to_owned()),
+                Some(m) if m.state == MemberState::Down || m.state == MemberState::Suspect => {
+                    Some(format!("lists itself as {}", m.state.as_str()))
+                }
+                Some(_) => None,
+            };
+            if let (Some(why), None) = (bad, &self.first) {
+                self.first = Some((world.now, format!("n{} {why}", i + 1)));
+            }
+        }
+    }
+
+    fn finish(&mut self, _world: &World<'_>) -> Verdict {
+        Verdict {
+            invariant: self.name(),
+            ok: self.first.is_none(),
+            detail: match &self.first {
+                Some((_, why)) => why.clone(),
+                None => format!("{} self-checks passed", self.checks),
+            },
+            violated_at_s: self.first.as_ref().map(|(t, _)| t.as_secs_f64()),
+        }
+    }
+
+    fn violation(&self) -> Option<(Duration, String)> {
+        self.first.clone()
+    }
+}

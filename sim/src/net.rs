@@ -1,0 +1,240 @@
+//! The simulated network: per-link latency from the topology, jitter, loss, duplication,
+//! reordering, per-node egress bandwidth and partitions. Every random choice comes from the
+//! simulation's seeded RNG, in the order the engine asks.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use crate::scenario::{Network, NodeSet, Topology};
+
+/// What happens to one datagram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Delivered after each of these delays (two entries when duplicated).
+    Deliver(Vec<Duration>),
+    /// Dropped, with the reason.
+    Drop(&'static str),
+}
+
+/// The network's state during a run.
+#[derive(Debug, Clone)]
+pub struct Net {
+    topology: Topology,
+    params: Network,
+    /// Per-sender loss overrides (set by `loss` actions with `nodes`).
+    loss_by_sender: Vec<Option<f64>>,
+    /// Directed links that are cut.
+    cut: BTreeSet<(usize, usize)>,
+    /// When each node's egress link is next free (bandwidth model), µs.
+    egress_free_us: Vec<u64>,
+}
+
+impl Net {
+    /// A network of `n` nodes.
+    pub fn new(n: usize, topology: Topology, params: Network) -> Self {
+        Net {
+            topology,
+            params,
+            loss_by_sender: vec![None; n],
+            cut: BTreeSet::new(),
+            egress_free_us: vec![0; n],
+        }
+    }
+
+    /// Whether `from → to` is cut.
+    pub fn is_cut(&self, from: usize, to: usize) -> bool {
+        self.cut.contains(&(from, to))
+    }
+
+    /// Whether any link is cut.
+    pub fn any_cut(&self) -> bool {
+        !self.cut.is_empty()
+    }
+
+    /// Whether `a` and `b` can talk in both directions.
+    pub fn connected(&self, a: usize, b: usize) -> bool {
+        !self.is_cut(a, b) && !self.is_cut(b, a)
+    }
+
+    /// Cuts every link between different groups.
+    pub fn partition(&mut self, groups: &[NodeSet]) {
+        for (i, g) in groups.iter().enumerate() {
+            for h in groups.iter().skip(i + 1) {
+                for &a in g {
+                    for &b in h {
+                        if a != b {
+                            self.cut.insert((a, b));
+                            self.cut.insert((b, a));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts `from → to` for every pair.
+    pub fn partition_one_way(&mut self, from: &NodeSet, to: &NodeSet) {
+        for &a in from {
+            for &b in to {
+                if a != b {
+                    self.cut.insert((a, b));
+                }
+            }
+        }
+    }
+
+    /// Removes every cut.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Sets the loss rate for `nodes` (as senders) or for the whole network.
+    pub fn set_loss(&mut self, nodes: Option<&NodeSet>, rate: f64) {
+        match nodes {
+            None => {
+                self.params.loss = rate;
+                self.loss_by_sender.iter_mut().for_each(|l| *l = None);
+            }
+            Some(set) => {
+                for &i in set {
+                    self.loss_by_sender[i] = Some(rate);
+                }
+            }
+        }
+    }
+
+    /// Decides one datagram's fate. `now_us` is the send time.
+    pub fn route(
+        &mut self,
+        rng: &mut StdRng,
+        now_us: u64,
+        from: usize,
+        to: usize,
+        bytes: usize,
+    ) -> Fate {
+        if self.is_cut(from, to) {
+            return Fate::Drop("partition");
+        }
+        let loss = self.loss_by_sender[from].unwrap_or(self.params.loss);
+        if loss > 0.0 && rng.random_bool(loss) {
+            return Fate::Drop("loss");
+        }
+        // Serialisation delay on the sender's egress link.
+        let mut queue_us = 0;
+        if self.params.bandwidth_kbps > 0 {
+            let tx_us = (bytes as u64 * 8 * 1000).div_ceil(self.params.bandwidth_kbps);
+            let start = self.egress_free_us[from].max(now_us);
+            self.egress_free_us[from] = start + tx_us;
+            queue_us = start + tx_us - now_us;
+        }
+        let base = self.topology.latency(from, to) + Duration::from_micros(queue_us);
+        let first = self.delay(rng, base);
+        if self.params.duplicate > 0.0 && rng.random_bool(self.params.duplicate) {
+            let second = self.delay(rng, base);
+            Fate::Deliver(vec![first, second])
+        } else {
+            Fate::Deliver(vec![first])
+        }
+    }
+
+    /// `base` plus jitter, plus a hold-back when the datagram is picked for reordering.
+    fn delay(&self, rng: &mut StdRng, base: Duration) -> Duration {
+        let mut d = base;
+        let jitter = self.params.jitter;
+        if !jitter.is_zero() {
+            d += jitter.mul_f64(rng.random::<f64>());
+        }
+        if self.params.reorder > 0.0 && rng.random_bool(self.params.reorder) {
+            d += (jitter * 10 + Duration::from_millis(1)).mul_f64(rng.random::<f64>());
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn net(params: Network) -> Net {
+        Net::new(
+            4,
+            Topology::Mesh {
+                latency: Duration::from_millis(1),
+            },
+            params,
+        )
+    }
+
+    #[test]
+    fn partitions_are_directional_and_heal() {
+        let mut n = net(Network::default());
+        let mut rng = StdRng::seed_from_u64(1);
+        n.partition_one_way(&[0].into(), &[1].into());
+        assert_eq!(n.route(&mut rng, 0, 0, 1, 10), Fate::Drop("partition"));
+        assert!(matches!(n.route(&mut rng, 0, 1, 0, 10), Fate::Deliver(_)));
+        assert!(!n.connected(0, 1));
+        n.heal();
+        assert!(n.connected(0, 1));
+        n.partition(&[[0, 1].into(), [2, 3].into()]);
+        assert!(n.connected(0, 1) && !n.connected(1, 2) && !n.connected(3, 0));
+    }
+
+    #[test]
+    fn loss_rate_is_respected() {
+        let mut n = net(Network {
+            loss: 0.3,
+            ..Network::default()
+        });
+        let mut rng = StdRng::seed_from_u64(2);
+        let lost = (0..10_000)
+            .filter(|_| n.route(&mut rng, 0, 0, 1, 10) == Fate::Drop("loss"))
+            .count();
+        assert!((2_700..3_300).contains(&lost), "lost {lost}");
+    }
+
+    #[test]
+    fn bandwidth_queues_behind_earlier_datagrams() {
+        // 8 kbit/s: a 1000-byte datagram takes 1 s to serialise.
+        let mut n = net(Network {
+            bandwidth_kbps: 8,
+            ..Network::default()
+        });
+        let mut rng = StdRng::seed_from_u64(3);
+        let Fate::Deliver(a) = n.route(&mut rng, 0, 0, 1, 1000) else {
+            panic!()
+        };
+        let Fate::Deliver(b) = n.route(&mut rng, 0, 0, 2, 1000) else {
+            panic!()
+        };
+        assert_eq!(a[0], Duration::from_millis(1001));
+        assert_eq!(b[0], Duration::from_millis(2001));
+    }
+
+    #[test]
+    fn duplicates_and_jitter_come_from_the_seed() {
+        let params = Network {
+            jitter: Duration::from_millis(5),
+            duplicate: 0.5,
+            ..Network::default()
+        };
+        let run = |seed| {
+            let mut n = net(params.clone());
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..100)
+                .map(|_| n.route(&mut rng, 0, 0, 1, 10))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(9), run(9));
+        assert_ne!(run(9), run(10));
+        assert!(
+            run(9)
+                .iter()
+                .any(|f| matches!(f, Fate::Deliver(v) if v.len() == 2))
+        );
+    }
+}

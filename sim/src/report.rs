@@ -1,0 +1,193 @@
+//! The run report: a summary table for people, JSON for scripts, and an SVG plot of convergence
+//! over virtual time.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::core_mode::NetStats;
+use crate::invariants::Verdict;
+use crate::scenario::{Mode, Scenario};
+
+/// One point of the convergence curve.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sample {
+    /// Virtual time, seconds.
+    pub t_s: f64,
+    /// Fraction of healthy nodes whose alive set equals their connected component.
+    pub converged: f64,
+    /// Healthy (running, not paused) nodes.
+    pub healthy: usize,
+    /// Datagrams delivered so far.
+    pub delivered: u64,
+}
+
+/// Everything one run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Fidelity level.
+    pub mode: Mode,
+    /// Seed.
+    pub seed: u64,
+    /// Nodes.
+    pub nodes: usize,
+    /// Virtual time simulated, seconds.
+    pub virtual_s: f64,
+    /// Wall-clock time taken, seconds.
+    pub wall_s: f64,
+    /// Virtual seconds per wall second.
+    pub speed: f64,
+    /// Datagrams delivered.
+    pub messages: u64,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// Datagrams dropped (loss, partitions, crashed or stalled receivers).
+    pub dropped: u64,
+    /// Hash of the event trace.
+    pub trace_hash: String,
+    /// Events in the trace.
+    pub trace_events: u64,
+    /// Whether every invariant held.
+    pub ok: bool,
+    /// One verdict per checker.
+    pub invariants: Vec<Verdict>,
+    /// The convergence curve.
+    pub samples: Vec<Sample>,
+    /// Writing `--trace` failed (the hash is still valid).
+    pub trace_error: Option<String>,
+}
+
+impl RunReport {
+    /// Assembles a report.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scenario: &Scenario,
+        seed: u64,
+        wall: Duration,
+        stats: NetStats,
+        trace_hash: String,
+        trace_events: u64,
+        invariants: Vec<Verdict>,
+        samples: Vec<Sample>,
+        trace_error: Option<String>,
+    ) -> Self {
+        let virtual_s = scenario.duration.as_secs_f64();
+        let wall_s = wall.as_secs_f64();
+        RunReport {
+            scenario: scenario.name.clone(),
+            mode: scenario.mode,
+            seed,
+            nodes: scenario.nodes,
+            virtual_s,
+            wall_s,
+            speed: if wall_s > 0.0 {
+                virtual_s / wall_s
+            } else {
+                f64::INFINITY
+            },
+            messages: stats.delivered,
+            bytes: stats.bytes,
+            dropped: stats.dropped,
+            trace_hash,
+            trace_events,
+            ok: invariants.iter().all(|v| v.ok),
+            invariants,
+            samples,
+            trace_error,
+        }
+    }
+
+    /// The first failed verdict, if any.
+    pub fn first_failure(&self) -> Option<&Verdict> {
+        self.invariants.iter().find(|v| !v.ok)
+    }
+
+    /// A human-readable summary.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mode = match self.mode {
+            Mode::Core => "core",
+            Mode::Node => "node",
+        };
+        let rows = [
+            (
+                "scenario",
+                format!("{} ({mode} mode, seed {})", self.scenario, self.seed),
+            ),
+            ("nodes", self.nodes.to_string()),
+            ("virtual time", format!("{:.1} s", self.virtual_s)),
+            ("wall time", format!("{:.2} s", self.wall_s)),
+            ("speed", format!("{:.1}× real time", self.speed)),
+            (
+                "messages",
+                format!("{} delivered, {} dropped", self.messages, self.dropped),
+            ),
+            ("bytes", self.bytes.to_string()),
+            ("trace events", self.trace_events.to_string()),
+        ];
+        for (k, v) in rows {
+            out.push_str(&format!("{k:<14} {v}\n"));
+        }
+        out.push_str("invariants:\n");
+        for v in &self.invariants {
+            out.push_str(&format!(
+                "  {:<12} {:<4} {}\n",
+                v.invariant,
+                if v.ok { "ok" } else { "FAIL" },
+                v.detail
+            ));
+        }
+        out
+    }
+
+    /// Writes the convergence plot as SVG.
+    pub fn write_svg(&self, path: &Path) -> Result<(), String> {
+        use plotters::prelude::*;
+        let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let max_t = self.samples.last().map(|s| s.t_s).unwrap_or(1.0).max(1e-3);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "{}: nodes with a correct view (seed {})",
+                    self.scenario, self.seed
+                ),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0f64..max_t, 0f64..1.05f64)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("virtual time (s)")
+            .y_desc("fraction converged")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(LineSeries::new(
+                self.samples.iter().map(|s| (s.t_s, s.converged)),
+                &BLUE,
+            ))
+            .map_err(|e| e.to_string())?;
+        let n = self.nodes.max(1) as f64;
+        chart
+            .draw_series(LineSeries::new(
+                self.samples.iter().map(|s| (s.t_s, s.healthy as f64 / n)),
+                &RED.mix(0.6),
+            ))
+            .map_err(|e| e.to_string())?
+            .label("healthy nodes (fraction)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.mix(0.6)));
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())
+    }
+}

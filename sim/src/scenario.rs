@@ -1,0 +1,733 @@
+//! The scenario format (`sim/scenarios/*.toml`, documented in docs/simulator.md): nodes, topology,
+//! network faults, a timeline of events, and the invariants' bounds. Parsed into a checked
+//! [`Scenario`] before anything runs; every error names the field.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use nexus_gossip::MembershipConfig;
+use serde::Deserialize;
+
+/// Nodes a scenario may have.
+pub const NODES_MAX: usize = 100_000;
+/// Timeline entries a scenario may have.
+pub const TIMELINE_MAX: usize = 10_000;
+
+/// How the simulator runs the nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A discrete-event engine drives the sans-IO cores directly (no tokio): for scale.
+    #[default]
+    Core,
+    /// Every node runs the real actor tree with simulated clock, network and storage.
+    Node,
+}
+
+/// A parse or validation error, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ScenarioError {
+    /// The offending key (dotted path, `timeline[3].nodes` for list entries).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, ScenarioError> {
+    Err(ScenarioError {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+/// Parses `"1.5s"`, `"250ms"`, `"80us"`, `"2m"`, `"1h"`.
+pub fn parse_duration(field: &str, text: &str) -> Result<Duration, ScenarioError> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = match number.parse() {
+        Ok(v) if v >= 0.0 && f64::is_finite(v) => v,
+        _ => {
+            return err(
+                field,
+                format!("{text:?} is not a duration like \"500ms\" or \"2s\""),
+            );
+        }
+    };
+    let seconds = match unit.trim() {
+        "us" | "µs" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return err(field, format!("{text:?}: unit must be us, ms, s, m or h")),
+    };
+    if seconds > 30.0 * 86_400.0 {
+        return err(field, "at most 30 days");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+// ---------------------------------------------------------------------------------------------
+// File shape (serde), then the checked form.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    mode: Mode,
+    nodes: usize,
+    duration: String,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    seeds: Option<Vec<String>>,
+    #[serde(default)]
+    sample_every: Option<String>,
+    #[serde(default)]
+    gossip: GossipFile,
+    #[serde(default)]
+    topology: TopologyFile,
+    #[serde(default)]
+    network: NetworkFile,
+    #[serde(default)]
+    timeline: Vec<EventFile>,
+    #[serde(default)]
+    invariants: InvariantsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GossipFile {
+    probe_period_ms: Option<u64>,
+    probe_rtt_ms: Option<u64>,
+    suspect_to_down_ms: Option<u64>,
+    remove_down_after_s: Option<u64>,
+    join_retry_min_ms: Option<u64>,
+    join_retry_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+enum TopologyFile {
+    Mesh {
+        #[serde(default)]
+        latency: Option<String>,
+    },
+    Racks {
+        pods: usize,
+        racks_per_pod: usize,
+        intra_rack: String,
+        intra_pod: String,
+        inter_pod: String,
+    },
+    Wan {
+        regions: Vec<String>,
+        rtt_ms: Vec<Vec<f64>>,
+        intra_region: String,
+    },
+}
+
+impl Default for TopologyFile {
+    fn default() -> Self {
+        TopologyFile::Mesh { latency: None }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkFile {
+    jitter: Option<String>,
+    loss: Option<f64>,
+    duplicate: Option<f64>,
+    reorder: Option<f64>,
+    bandwidth_kbps: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventFile {
+    at: String,
+    action: String,
+    #[serde(default)]
+    nodes: Option<Vec<String>>,
+    #[serde(default)]
+    groups: Option<Vec<Vec<String>>>,
+    #[serde(default)]
+    from: Option<Vec<String>>,
+    #[serde(default)]
+    to: Option<Vec<String>>,
+    #[serde(default)]
+    rate: Option<f64>,
+    #[serde(default)]
+    drift_ppm: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvariantsFile {
+    converge_within: Option<String>,
+    false_down_rate_max: Option<f64>,
+}
+
+/// Where nodes sit and how far apart they are.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Topology {
+    /// Every pair of nodes at the same one-way latency.
+    Mesh {
+        /// One-way latency.
+        latency: Duration,
+    },
+    /// Pods of racks; nodes are spread round-robin over racks.
+    Racks {
+        /// Pods.
+        pods: usize,
+        /// Racks in each pod.
+        racks_per_pod: usize,
+        /// One-way latency within a rack.
+        intra_rack: Duration,
+        /// One-way latency between racks of one pod.
+        intra_pod: Duration,
+        /// One-way latency between pods.
+        inter_pod: Duration,
+    },
+    /// Regions with an RTT matrix; nodes are spread round-robin over regions.
+    Wan {
+        /// Region names.
+        regions: Vec<String>,
+        /// One-way latency between regions (half the configured RTT).
+        one_way: Vec<Vec<Duration>>,
+        /// One-way latency within a region.
+        intra_region: Duration,
+    },
+}
+
+/// Random impairments applied to every datagram.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Network {
+    /// Extra delay drawn uniformly from `[0, jitter]`.
+    pub jitter: Duration,
+    /// Probability a datagram is lost.
+    pub loss: f64,
+    /// Probability a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Probability a datagram is held back (up to 10 × jitter + 1 ms) and so overtaken.
+    pub reorder: f64,
+    /// Per-node egress bandwidth, kbit/s (0 = unlimited).
+    pub bandwidth_kbps: u64,
+}
+
+/// A set of nodes, by index.
+pub type NodeSet = BTreeSet<usize>;
+
+/// One timeline action.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Crash: volatile state is lost, durable storage (node id, generation) kept.
+    Kill(NodeSet),
+    /// Start crashed nodes again from their durable storage.
+    Restart(NodeSet),
+    /// Cut every link between different groups (both directions).
+    Partition(Vec<NodeSet>),
+    /// Cut links from `from` to `to` only.
+    PartitionOneWay {
+        /// Senders whose datagrams are dropped.
+        from: NodeSet,
+        /// Receivers.
+        to: NodeSet,
+    },
+    /// Remove every partition.
+    Heal,
+    /// Set the loss rate (of datagrams sent by `nodes`, or all when `None`).
+    Loss {
+        /// Affected senders (`None` = the whole network).
+        nodes: Option<NodeSet>,
+        /// New loss probability.
+        rate: f64,
+    },
+    /// Stall processes: they receive (buffered) but run nothing until resumed.
+    Pause(NodeSet),
+    /// Resume paused processes.
+    Resume(NodeSet),
+    /// Make the nodes' clocks run fast or slow by `drift_ppm` parts per million.
+    Skew {
+        /// Affected nodes.
+        nodes: NodeSet,
+        /// Rate error in parts per million (positive = fast).
+        drift_ppm: i64,
+    },
+}
+
+impl Action {
+    /// Whether this action is a fault (starts or continues a disturbance) rather than a repair.
+    pub fn is_fault(&self) -> bool {
+        !matches!(self, Action::Heal | Action::Restart(_) | Action::Resume(_))
+            && !matches!(self, Action::Loss { rate, .. } if *rate == 0.0)
+    }
+
+    /// The action's name as written in the scenario.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Kill(_) => "kill",
+            Action::Restart(_) => "restart",
+            Action::Partition(_) | Action::PartitionOneWay { .. } => "partition",
+            Action::Heal => "heal",
+            Action::Loss { .. } => "loss",
+            Action::Pause(_) => "pause",
+            Action::Resume(_) => "resume",
+            Action::Skew { .. } => "skew",
+        }
+    }
+}
+
+/// A timeline entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimedAction {
+    /// When, in virtual time since the start.
+    pub at: Duration,
+    /// What.
+    pub action: Action,
+}
+
+/// Bounds the invariant checkers hold the run to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bounds {
+    /// All alive, connected nodes must agree on membership this long after the last fault.
+    pub converge_within: Duration,
+    /// Largest allowed fraction of "down" verdicts about nodes that were up and reachable.
+    pub false_down_rate_max: f64,
+}
+
+/// A checked scenario.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// Name (used in reports and output paths).
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Fidelity level.
+    pub mode: Mode,
+    /// Node names, `n1` … `nN`; index i is node `n{i+1}`.
+    pub nodes: usize,
+    /// Virtual time to run.
+    pub duration: Duration,
+    /// Seed used when the command line gives none.
+    pub seed: u64,
+    /// Nodes every node joins through.
+    pub seeds: Vec<usize>,
+    /// How often invariants are sampled and the convergence curve recorded.
+    pub sample_every: Duration,
+    /// Membership timings.
+    pub gossip: MembershipConfig,
+    /// Placement and latencies.
+    pub topology: Topology,
+    /// Random impairments.
+    pub network: Network,
+    /// Events, ordered by time.
+    pub timeline: Vec<TimedAction>,
+    /// Invariant bounds.
+    pub bounds: Bounds,
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            field: "file".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and checks a scenario's text.
+    pub fn parse(text: &str) -> Result<Self, ScenarioError> {
+        let file: File = toml::from_str(text).map_err(|e| ScenarioError {
+            field: e
+                .message()
+                .split('`')
+                .nth(1)
+                .filter(|_| e.message().contains("unknown field"))
+                .unwrap_or("scenario")
+                .to_owned(),
+            message: e.message().replace('\n', " "),
+        })?;
+        Self::check(file)
+    }
+
+    fn check(f: File) -> Result<Self, ScenarioError> {
+        if f.name.is_empty()
+            || !f
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return err("name", "must be non-empty [A-Za-z0-9_-]");
+        }
+        if f.nodes == 0 || f.nodes > NODES_MAX {
+            return err("nodes", format!("must be 1..={NODES_MAX}"));
+        }
+        let n = f.nodes;
+        let duration = parse_duration("duration", &f.duration)?;
+        if duration.is_zero() {
+            return err("duration", "must be above 0");
+        }
+        let sample_every = match &f.sample_every {
+            Some(s) => parse_duration("sample_every", s)?,
+            None => Duration::from_secs(1),
+        };
+        if sample_every < Duration::from_millis(10) {
+            return err("sample_every", "must be at least 10ms");
+        }
+
+        let d = MembershipConfig::default();
+        let g = &f.gossip;
+        let ms =
+            |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
+        let gossip = MembershipConfig {
+            probe_period: ms(g.probe_period_ms, d.probe_period),
+            probe_rtt: ms(g.probe_rtt_ms, d.probe_rtt),
+            suspect_to_down: ms(g.suspect_to_down_ms, d.suspect_to_down),
+            remove_down_after: g
+                .remove_down_after_s
+                .map(Duration::from_secs)
+                .unwrap_or(d.remove_down_after),
+            join_retry_min: ms(g.join_retry_min_ms, d.join_retry_min),
+            join_retry_max: ms(g.join_retry_max_ms, d.join_retry_max),
+            cluster_size_hint: u32::try_from(n).unwrap_or(u32::MAX),
+        };
+        gossip.check().map_err(|e| ScenarioError {
+            field: e.field.into(),
+            message: e.reason.into(),
+        })?;
+
+        let topology = match f.topology {
+            TopologyFile::Mesh { latency } => Topology::Mesh {
+                latency: match latency {
+                    Some(l) => parse_duration("topology.latency", &l)?,
+                    None => Duration::from_millis(1),
+                },
+            },
+            TopologyFile::Racks {
+                pods,
+                racks_per_pod,
+                intra_rack,
+                intra_pod,
+                inter_pod,
+            } => {
+                if pods == 0 || racks_per_pod == 0 {
+                    return err("topology", "pods and racks_per_pod must be at least 1");
+                }
+                Topology::Racks {
+                    pods,
+                    racks_per_pod,
+                    intra_rack: parse_duration("topology.intra_rack", &intra_rack)?,
+                    intra_pod: parse_duration("topology.intra_pod", &intra_pod)?,
+                    inter_pod: parse_duration("topology.inter_pod", &inter_pod)?,
+                }
+            }
+            TopologyFile::Wan {
+                regions,
+                rtt_ms,
+                intra_region,
+            } => {
+                let r = regions.len();
+                if r == 0 || rtt_ms.len() != r || rtt_ms.iter().any(|row| row.len() != r) {
+                    return err(
+                        "topology.rtt_ms",
+                        format!("must be a {r}×{r} matrix, one row per region"),
+                    );
+                }
+                if rtt_ms.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
+                    return err("topology.rtt_ms", "entries must be finite and non-negative");
+                }
+                Topology::Wan {
+                    one_way: rtt_ms
+                        .iter()
+                        .map(|row| {
+                            row.iter()
+                                .map(|ms| Duration::from_secs_f64(ms / 2e3))
+                                .collect()
+                        })
+                        .collect(),
+                    regions,
+                    intra_region: parse_duration("topology.intra_region", &intra_region)?,
+                }
+            }
+        };
+
+        let seeds = match &f.seeds {
+            None => vec![0],
+            Some(list) => {
+                let set = select(n, &topology, "seeds", list)?;
+                if set.is_empty() {
+                    return err("seeds", "must name at least one node");
+                }
+                set.into_iter().collect()
+            }
+        };
+        let prob = |field: &str, v: Option<f64>| -> Result<f64, ScenarioError> {
+            match v {
+                None => Ok(0.0),
+                Some(p) if (0.0..=1.0).contains(&p) => Ok(p),
+                Some(_) => err(field, "must be a probability in 0..=1"),
+            }
+        };
+        let network = Network {
+            jitter: match &f.network.jitter {
+                Some(j) => parse_duration("network.jitter", j)?,
+                None => Duration::ZERO,
+            },
+            loss: prob("network.loss", f.network.loss)?,
+            duplicate: prob("network.duplicate", f.network.duplicate)?,
+            reorder: prob("network.reorder", f.network.reorder)?,
+            bandwidth_kbps: f.network.bandwidth_kbps.unwrap_or(0),
+        };
+
+        if f.timeline.len() > TIMELINE_MAX {
+            return err("timeline", format!("at most {TIMELINE_MAX} entries"));
+        }
+        let mut timeline = Vec::with_capacity(f.timeline.len());
+        for (i, e) in f.timeline.into_iter().enumerate() {
+            let field = |k: &str| format!("timeline[{i}].{k}");
+            let at = parse_duration(&field("at"), &e.at)?;
+            if at > duration {
+                return err(field("at"), "after the end of the run");
+            }
+            let nodes = |e: &EventFile| -> Result<NodeSet, ScenarioError> {
+                match &e.nodes {
+                    Some(list) => select(n, &topology, &field("nodes"), list),
+                    None => err(field("nodes"), format!("{} needs `nodes`", e.action)),
+                }
+            };
+            let action = match e.action.as_str() {
+                "kill" => Action::Kill(nodes(&e)?),
+                "restart" => Action::Restart(nodes(&e)?),
+                "pause" => Action::Pause(nodes(&e)?),
+                "resume" => Action::Resume(nodes(&e)?),
+                "heal" => Action::Heal,
+                "partition" => match (&e.groups, &e.from, &e.to) {
+                    (Some(groups), None, None) => {
+                        if groups.len() < 2 {
+                            return err(field("groups"), "needs at least two groups");
+                        }
+                        let sets = groups
+                            .iter()
+                            .map(|g| select(n, &topology, &field("groups"), g))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Action::Partition(sets)
+                    }
+                    (None, Some(from), Some(to)) => Action::PartitionOneWay {
+                        from: select(n, &topology, &field("from"), from)?,
+                        to: select(n, &topology, &field("to"), to)?,
+                    },
+                    _ => {
+                        return err(
+                            field("action"),
+                            "partition needs either `groups` or both `from` and `to`",
+                        );
+                    }
+                },
+                "loss" => Action::Loss {
+                    nodes: match &e.nodes {
+                        Some(list) => Some(select(n, &topology, &field("nodes"), list)?),
+                        None => None,
+                    },
+                    rate: match e.rate {
+                        Some(r) if (0.0..=1.0).contains(&r) => r,
+                        _ => return err(field("rate"), "loss needs `rate` in 0..=1"),
+                    },
+                },
+                "skew" => Action::Skew {
+                    nodes: nodes(&e)?,
+                    drift_ppm: match e.drift_ppm {
+                        Some(p) if p.abs() <= 500_000 => p,
+                        _ => {
+                            return err(
+                                field("drift_ppm"),
+                                "skew needs `drift_ppm` within ±500000",
+                            );
+                        }
+                    },
+                },
+                other => {
+                    return err(
+                        field("action"),
+                        format!(
+                            "unknown action {other:?} (kill, restart, partition, heal, loss, pause, resume, skew)"
+                        ),
+                    );
+                }
+            };
+            timeline.push(TimedAction { at, action });
+        }
+        // Stable sort keeps the file's order for actions at the same instant.
+        timeline.sort_by_key(|t| t.at);
+
+        let bounds = Bounds {
+            converge_within: match &f.invariants.converge_within {
+                Some(c) => parse_duration("invariants.converge_within", c)?,
+                None => gossip.detection_bound(n) * 2,
+            },
+            false_down_rate_max: match f.invariants.false_down_rate_max {
+                None => 0.01,
+                Some(r) if (0.0..=1.0).contains(&r) => r,
+                Some(_) => return err("invariants.false_down_rate_max", "must be in 0..=1"),
+            },
+        };
+        Ok(Scenario {
+            name: f.name,
+            description: f.description,
+            mode: f.mode,
+            nodes: n,
+            duration,
+            seed: f.seed.unwrap_or(1),
+            seeds,
+            sample_every,
+            gossip,
+            topology,
+            network,
+            timeline,
+            bounds,
+        })
+    }
+
+    /// Virtual time of the last fault (or repair) in the timeline; zero if none.
+    pub fn last_disturbance(&self) -> Duration {
+        self.timeline.last().map(|t| t.at).unwrap_or(Duration::ZERO)
+    }
+
+    /// The name of node `i`.
+    pub fn node_name(i: usize) -> String {
+        format!("n{}", i + 1)
+    }
+}
+
+/// Resolves selectors: `n3`, `n1..n10` (inclusive), `all`, `rack:R`, `pod:P`, `region:NAME`
+/// (placement as [`Topology::placement`] assigns it).
+fn select(
+    n: usize,
+    topology: &Topology,
+    field: &str,
+    list: &[String],
+) -> Result<NodeSet, ScenarioError> {
+    let mut out = NodeSet::new();
+    let index = |s: &str| -> Result<usize, ScenarioError> {
+        let i: usize = s
+            .strip_prefix('n')
+            .and_then(|d| d.parse().ok())
+            .filter(|i| (1..=n).contains(i))
+            .ok_or_else(|| ScenarioError {
+                field: field.into(),
+                message: format!("{s:?} is not a node (n1..n{n})"),
+            })?;
+        Ok(i - 1)
+    };
+    for sel in list {
+        let sel = sel.trim();
+        if sel == "all" {
+            out.extend(0..n);
+        } else if let Some((a, b)) = sel.split_once("..") {
+            let (a, b) = (index(a)?, index(b)?);
+            if a > b {
+                return err(field, format!("{sel:?}: empty range"));
+            }
+            out.extend(a..=b);
+        } else if let Some((kind, value)) = sel.split_once(':') {
+            out.extend(topology.group(n, field, kind, value)?);
+        } else {
+            out.insert(index(sel)?);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "name = \"t\"\nnodes = 4\nduration = \"10s\"\n";
+
+    fn field_of(extra: &str) -> String {
+        Scenario::parse(&format!("{MIN}{extra}"))
+            .expect_err("invalid")
+            .field
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("f", "250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("f", "1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("f", "80us"), Ok(Duration::from_micros(80)));
+        assert_eq!(parse_duration("f", "2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("f", "5").is_err());
+        assert!(parse_duration("f", "-1s").is_err());
+        assert!(parse_duration("f", "1 fortnight").is_err());
+    }
+
+    #[test]
+    fn minimal_scenario_has_defaults() {
+        let s = Scenario::parse(MIN).expect("valid");
+        assert_eq!(s.mode, Mode::Core);
+        assert_eq!(s.seeds, vec![0]);
+        assert_eq!(
+            s.topology,
+            Topology::Mesh {
+                latency: Duration::from_millis(1)
+            }
+        );
+        assert!(s.timeline.is_empty());
+        assert_eq!(s.bounds.false_down_rate_max, 0.01);
+    }
+
+    #[test]
+    fn timeline_and_selectors() {
+        let s = Scenario::parse(&format!(
+            "{MIN}[[timeline]]\nat = \"5s\"\naction = \"heal\"\n\
+             [[timeline]]\nat = \"2s\"\naction = \"partition\"\ngroups = [[\"n1..n2\"], [\"n3\", \"n4\"]]\n\
+             [[timeline]]\nat = \"3s\"\naction = \"kill\"\nnodes = [\"all\"]\n"
+        ))
+        .expect("valid");
+        assert_eq!(s.timeline[0].at, Duration::from_secs(2), "sorted by time");
+        assert_eq!(
+            s.timeline[0].action,
+            Action::Partition(vec![[0, 1].into(), [2, 3].into()])
+        );
+        assert_eq!(s.timeline[1].action, Action::Kill((0..4).collect()));
+        assert_eq!(s.last_disturbance(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of("nodez = 3\n"), "nodez");
+        assert_eq!(field_of("[network]\nloss = 2.0\n"), "network.loss");
+        assert_eq!(
+            field_of("[[timeline]]\nat = \"1s\"\naction = \"explode\"\n"),
+            "timeline[0].action"
+        );
+        assert_eq!(
+            field_of("[[timeline]]\nat = \"1s\"\naction = \"kill\"\nnodes = [\"n9\"]\n"),
+            "timeline[0].nodes"
+        );
+        assert_eq!(
+            field_of("[[timeline]]\nat = \"99s\"\naction = \"heal\"\n"),
+            "timeline[0].at"
+        );
+        assert_eq!(
+            field_of(
+                "[topology]\nkind = \"wan\"\nregions = [\"a\", \"b\"]\nrtt_ms = [[0]]\nintra_region = \"1ms\"\n"
+            ),
+            "topology.rtt_ms"
+        );
+        assert_eq!(
+            field_of("[gossip]\nprobe_rtt_ms = 5000\n"),
+            "gossip.probe_rtt_ms"
+        );
+    }
+}
