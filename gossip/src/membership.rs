@@ -480,19 +480,22 @@ impl Membership {
     /// round to round) to `dst`, in datagrams of at most [`PACKET_BYTES_MAX`] bytes.
     fn send_state(&mut self, _now: Timestamp, dst: SocketAddr, kind: u8) {
         use foca::Codec;
-        let state: Vec<foca::Member<MemberId>> =
-            self.foca.iter_membership_state().cloned().collect();
-        let mut members = Vec::with_capacity(SYNC_MEMBERS_MAX.min(state.len()) + 1);
+        let len = self.foca.iter_membership_state().len();
+        let take = SYNC_MEMBERS_MAX.min(len);
+        let mut members = Vec::with_capacity(take + 1);
         members.push(foca::Member::new(
             self.identity().clone(),
             self.swim_incarnation,
             foca::State::Alive,
         ));
-        if !state.is_empty() {
-            let start = self.sync_cursor % state.len();
-            let take = SYNC_MEMBERS_MAX.min(state.len());
-            members.extend((0..take).map(|k| state[(start + k) % state.len()].clone()));
-            self.sync_cursor = (start + take) % state.len();
+        if len > 0 {
+            // Clone only the window: [start, start + take) wrapping around the end.
+            let start = self.sync_cursor % len;
+            let head = take.min(len - start);
+            let state = self.foca.iter_membership_state();
+            members.extend(state.skip(start).take(head).cloned());
+            members.extend(self.foca.iter_membership_state().take(take - head).cloned());
+            self.sync_cursor = (start + take) % len;
         }
         let mut codec = WireCodec::default();
         let mut chunks: Vec<Vec<u8>> = Vec::new();

@@ -573,7 +573,11 @@ impl Scenario {
         let bounds = Bounds {
             converge_within: match &f.invariants.converge_within {
                 Some(c) => parse_duration("invariants.converge_within", c)?,
-                None => gossip.detection_bound(n) * 2,
+                // Detection (suspicion + a few probe periods) plus a few anti-entropy rounds;
+                // independent of N, unlike the worst-case detection bound.
+                None => (gossip.suspect_to_down
+                    + gossip.probe_period * (4 * nexus_gossip::ANTI_ENTROPY_PERIODS + 2))
+                    .max(Duration::from_secs(10)),
             },
             false_down_rate_max: match f.invariants.false_down_rate_max {
                 None => 0.01,
@@ -581,6 +585,17 @@ impl Scenario {
                 Some(_) => return err("invariants.false_down_rate_max", "must be in 0..=1"),
             },
         };
+        let last = timeline.last().map(|t| t.at).unwrap_or(Duration::ZERO);
+        if last + bounds.converge_within > duration {
+            return err(
+                "invariants.converge_within",
+                format!(
+                    "the last timeline event ({:?}) plus converge_within ({:?}) is past the end of the run ({:?}): \
+                     agreement could never be checked; lengthen `duration` or shorten the bound",
+                    last, bounds.converge_within, duration
+                ),
+            );
+        }
         Ok(Scenario {
             name: f.name,
             description: f.description,
@@ -701,6 +716,14 @@ mod tests {
         );
         assert_eq!(s.timeline[1].action, Action::Kill((0..4).collect()));
         assert_eq!(s.last_disturbance(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn liveness_window_must_fit_in_the_run() {
+        assert_eq!(
+            field_of("[invariants]\nconverge_within = \"11s\"\n"),
+            "invariants.converge_within"
+        );
     }
 
     #[test]
