@@ -4,10 +4,11 @@
 //! It owns no socket, reads no clock and draws randomness only from the seed it is given, so the
 //! node's gossip actor and the simulator drive the same code (see `docs/architecture.md`). Each
 //! member carries a bounded metadata record ([`MemberMeta`]); a graceful leave is told apart from a
-//! crash by a leave notice piggybacked on SWIM's own messages.
+//! crash by a leave notice piggybacked on SWIM's own messages; periodic push-pull state sync
+//! (anti-entropy) lets a node that missed updates catch up within a few rounds.
 //!
-//! What it does not do (yet): capability dissemination (HyParView/Plumtree and anti-entropy are
-//! the registry issue's), message authentication (the wire is unauthenticated UDP; node ids are
+//! What it does not do (yet): capability dissemination (adverts over HyParView/Plumtree are the
+//! registry issue's; every node here holds the full member list), message authentication (the wire is unauthenticated UDP; node ids are
 //! public keys so signing can be added without a format change), and Vivaldi coordinates (RTT
 //! samples are already emitted as [`Event::ProbeRtt`]).
 #![deny(missing_docs)]
