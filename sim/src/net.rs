@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::scenario::{Network, NodeSet, Topology};
+use crate::scenario::{JitterDistribution, Network, NodeSet, Topology};
 
 /// What happens to one datagram.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,7 +145,15 @@ impl Net {
         let mut d = base;
         let jitter = self.params.jitter;
         if !jitter.is_zero() {
-            d += jitter.mul_f64(rng.random::<f64>());
+            let u: f64 = rng.random();
+            let factor = match self.params.jitter_distribution {
+                JitterDistribution::Uniform => u,
+                // Inverse CDF; 1 - u is in (0, 1] so the logarithm is finite.
+                JitterDistribution::Exponential => (-(1.0 - u).ln()).min(10.0),
+                // Pareto with shape 2 and scale 1, shifted to start at 0: mean 1.
+                JitterDistribution::Pareto => ((1.0 - u).powf(-0.5) - 1.0).min(20.0),
+            };
+            d += jitter.mul_f64(factor);
         }
         if self.params.reorder > 0.0 && rng.random_bool(self.params.reorder) {
             d += (jitter * 10 + Duration::from_millis(1)).mul_f64(rng.random::<f64>());
@@ -213,6 +221,42 @@ mod tests {
         };
         assert_eq!(a[0], Duration::from_millis(1001));
         assert_eq!(b[0], Duration::from_millis(2001));
+    }
+
+    #[test]
+    fn jitter_distributions_have_their_shape() {
+        let sample = |dist| {
+            let mut n = net(Network {
+                jitter: Duration::from_millis(10),
+                jitter_distribution: dist,
+                ..Network::default()
+            });
+            let mut rng = StdRng::seed_from_u64(4);
+            let mut v: Vec<f64> = (0..20_000)
+                .map(|_| match n.route(&mut rng, 0, 0, 1, 10) {
+                    Fate::Deliver(d) => (d[0] - Duration::from_millis(1)).as_secs_f64() * 1e3,
+                    Fate::Drop(_) => unreachable!("no loss configured"),
+                })
+                .collect();
+            v.sort_by(f64::total_cmp);
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            (mean, v[v.len() * 99 / 100], v[v.len() - 1])
+        };
+        let (mean, p99, max) = sample(JitterDistribution::Uniform);
+        assert!(
+            (4.5..5.5).contains(&mean) && max <= 10.0,
+            "{mean} {p99} {max}"
+        );
+        let (mean, p99, max) = sample(JitterDistribution::Exponential);
+        assert!(
+            (9.0..11.0).contains(&mean) && p99 > 40.0 && max <= 100.0,
+            "{mean} {p99} {max}"
+        );
+        let (_, p99, max) = sample(JitterDistribution::Pareto);
+        assert!(
+            p99 > 50.0 && max <= 200.0,
+            "long tail: p99 {p99}, max {max}"
+        );
     }
 
     #[test]

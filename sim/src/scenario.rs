@@ -2,7 +2,7 @@
 //! network faults, a timeline of events, and the invariants' bounds. Parsed into a checked
 //! [`Scenario`] before anything runs; every error names the field.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -92,6 +92,8 @@ struct File {
     #[serde(default)]
     sample_every: Option<String>,
     #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
     gossip: GossipFile,
     #[serde(default)]
     topology: TopologyFile,
@@ -145,6 +147,7 @@ impl Default for TopologyFile {
 #[serde(deny_unknown_fields)]
 struct NetworkFile {
     jitter: Option<String>,
+    jitter_distribution: Option<JitterDistribution>,
     loss: Option<f64>,
     duplicate: Option<f64>,
     reorder: Option<f64>,
@@ -209,11 +212,27 @@ pub enum Topology {
     },
 }
 
+/// How the extra delay of each datagram is drawn (scaled by `jitter`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JitterDistribution {
+    /// Uniform in `[0, jitter]`.
+    #[default]
+    Uniform,
+    /// Exponential with mean `jitter`, capped at `10 × jitter`.
+    Exponential,
+    /// Pareto (shape 2) shifted to start at 0, mean `jitter`, capped at `20 × jitter`: a long
+    /// tail of slow datagrams, as on a congested WAN.
+    Pareto,
+}
+
 /// Random impairments applied to every datagram.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Network {
-    /// Extra delay drawn uniformly from `[0, jitter]`.
+    /// Scale of the extra delay added to each datagram.
     pub jitter: Duration,
+    /// How that delay is distributed.
+    pub jitter_distribution: JitterDistribution,
     /// Probability a datagram is lost.
     pub loss: f64,
     /// Probability a datagram is delivered twice.
@@ -462,10 +481,24 @@ impl Scenario {
             }
         };
 
+        let mut named = BTreeMap::new();
+        for (name, list) in &f.groups {
+            let field = format!("groups.{name}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return err(field, "group names are [A-Za-z0-9_-]+");
+            }
+            // Groups are made of plain selectors; a group cannot name another group.
+            let set = select(n, &topology, &BTreeMap::new(), &field, list)?;
+            named.insert(name.clone(), set);
+        }
         let seeds = match &f.seeds {
             None => vec![0],
             Some(list) => {
-                let set = select(n, &topology, "seeds", list)?;
+                let set = select(n, &topology, &named, "seeds", list)?;
                 if set.is_empty() {
                     return err("seeds", "must name at least one node");
                 }
@@ -484,6 +517,7 @@ impl Scenario {
                 Some(j) => parse_duration("network.jitter", j)?,
                 None => Duration::ZERO,
             },
+            jitter_distribution: f.network.jitter_distribution.unwrap_or_default(),
             loss: prob("network.loss", f.network.loss)?,
             duplicate: prob("network.duplicate", f.network.duplicate)?,
             reorder: prob("network.reorder", f.network.reorder)?,
@@ -502,7 +536,7 @@ impl Scenario {
             }
             let nodes = |e: &EventFile| -> Result<NodeSet, ScenarioError> {
                 match &e.nodes {
-                    Some(list) => select(n, &topology, &field("nodes"), list),
+                    Some(list) => select(n, &topology, &named, &field("nodes"), list),
                     None => err(field("nodes"), format!("{} needs `nodes`", e.action)),
                 }
             };
@@ -519,13 +553,13 @@ impl Scenario {
                         }
                         let sets = groups
                             .iter()
-                            .map(|g| select(n, &topology, &field("groups"), g))
+                            .map(|g| select(n, &topology, &named, &field("groups"), g))
                             .collect::<Result<Vec<_>, _>>()?;
                         Action::Partition(sets)
                     }
                     (None, Some(from), Some(to)) => Action::PartitionOneWay {
-                        from: select(n, &topology, &field("from"), from)?,
-                        to: select(n, &topology, &field("to"), to)?,
+                        from: select(n, &topology, &named, &field("from"), from)?,
+                        to: select(n, &topology, &named, &field("to"), to)?,
                     },
                     _ => {
                         return err(
@@ -536,7 +570,7 @@ impl Scenario {
                 },
                 "loss" => Action::Loss {
                     nodes: match &e.nodes {
-                        Some(list) => Some(select(n, &topology, &field("nodes"), list)?),
+                        Some(list) => Some(select(n, &topology, &named, &field("nodes"), list)?),
                         None => None,
                     },
                     rate: match e.rate {
@@ -624,11 +658,13 @@ impl Scenario {
     }
 }
 
-/// Resolves selectors: `n3`, `n1..n10` (inclusive), `all`, `rack:R`, `pod:P`, `region:NAME`
+/// Resolves selectors: `n3`, `n1..n10` (inclusive), `all`, `group:NAME` (from `[groups]`),
+/// `rack:R`, `pod:P`, `region:NAME`
 /// (placement as [`Topology::placement`] assigns it).
 fn select(
     n: usize,
     topology: &Topology,
+    groups: &BTreeMap<String, NodeSet>,
     field: &str,
     list: &[String],
 ) -> Result<NodeSet, ScenarioError> {
@@ -654,6 +690,11 @@ fn select(
                 return err(field, format!("{sel:?}: empty range"));
             }
             out.extend(a..=b);
+        } else if let Some(name) = sel.strip_prefix("group:") {
+            match groups.get(name) {
+                Some(set) => out.extend(set),
+                None => return err(field, format!("no group {name:?} in [groups]")),
+            }
         } else if let Some((kind, value)) = sel.split_once(':') {
             out.extend(topology.group(n, field, kind, value)?);
         } else {
@@ -667,7 +708,7 @@ fn select(
 mod tests {
     use super::*;
 
-    const MIN: &str = "name = \"t\"\nnodes = 4\nduration = \"10s\"\n";
+    const MIN: &str = "name = \"t\"\nnodes = 4\nduration = \"60s\"\n";
 
     fn field_of(extra: &str) -> String {
         Scenario::parse(&format!("{MIN}{extra}"))
@@ -719,9 +760,30 @@ mod tests {
     }
 
     #[test]
+    fn named_groups() {
+        let s = Scenario::parse(&format!(
+            "{MIN}[groups]\neast = [\"n1\", \"n2\"]\nwest = [\"n3..n4\"]\n\
+             [[timeline]]\nat = \"1s\"\naction = \"partition\"\ngroups = [[\"group:east\"], [\"group:west\"]]\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            s.timeline[0].action,
+            Action::Partition(vec![[0, 1].into(), [2, 3].into()])
+        );
+        assert_eq!(
+            field_of("[[timeline]]\nat = \"1s\"\naction = \"kill\"\nnodes = [\"group:nope\"]\n"),
+            "timeline[0].nodes"
+        );
+        assert_eq!(
+            field_of("[groups]\na = [\"group:b\"]\nb = [\"n1\"]\n"),
+            "groups.a"
+        );
+    }
+
+    #[test]
     fn liveness_window_must_fit_in_the_run() {
         assert_eq!(
-            field_of("[invariants]\nconverge_within = \"11s\"\n"),
+            field_of("[invariants]\nconverge_within = \"61s\"\n"),
             "invariants.converge_within"
         );
     }
