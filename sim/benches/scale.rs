@@ -64,8 +64,8 @@ fn main() {
     let exe = std::env::current_exe().expect("exe");
     println!("{mode} mode, steady mesh, 40 s virtual, seed 1");
     println!(
-        "{:>7}  {:>14}  {:>9}  {:>13}  {:>11}  {}",
-        "nodes", "virtual s/wall s", "wall s", "peak RSS MiB", "messages", "invariants"
+        "{:>7}  {:>16}  {:>9}  {:>13}  {:>11}  invariants",
+        "nodes", "virtual s/wall s", "wall s", "peak RSS MiB", "messages"
     );
     for n in sizes {
         let out = Command::new(&exe)

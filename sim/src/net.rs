@@ -142,24 +142,36 @@ impl Net {
 
     /// `base` plus jitter, plus a hold-back when the datagram is picked for reordering.
     fn delay(&self, rng: &mut StdRng, base: Duration) -> Duration {
-        let mut d = base;
-        let jitter = self.params.jitter;
-        if !jitter.is_zero() {
-            let u: f64 = rng.random();
-            let factor = match self.params.jitter_distribution {
-                JitterDistribution::Uniform => u,
-                // Inverse CDF; 1 - u is in (0, 1] so the logarithm is finite.
-                JitterDistribution::Exponential => (-(1.0 - u).ln()).min(10.0),
-                // Pareto with shape 2 and scale 1, shifted to start at 0: mean 1.
-                JitterDistribution::Pareto => ((1.0 - u).powf(-0.5) - 1.0).min(20.0),
-            };
-            d += jitter.mul_f64(factor);
-        }
-        if self.params.reorder > 0.0 && rng.random_bool(self.params.reorder) {
-            d += (jitter * 10 + Duration::from_millis(1)).mul_f64(rng.random::<f64>());
-        }
-        d
+        let p = &self.params;
+        base + extra_delay(p.jitter, p.jitter_distribution, p.reorder, rng)
     }
+}
+
+/// The extra delay of one datagram copy: jitter drawn from `distribution` (scaled by `jitter`),
+/// plus a hold-back of up to `10 × jitter + 1 ms` when it is picked for reordering. Both modes
+/// draw from this one function so they share one distribution.
+pub fn extra_delay(
+    jitter: Duration,
+    distribution: JitterDistribution,
+    reorder: f64,
+    rng: &mut StdRng,
+) -> Duration {
+    let mut d = Duration::ZERO;
+    if !jitter.is_zero() {
+        let u: f64 = rng.random();
+        let factor = match distribution {
+            JitterDistribution::Uniform => u,
+            // Inverse CDF; 1 - u is in (0, 1] so the logarithm is finite.
+            JitterDistribution::Exponential => (-(1.0 - u).ln()).min(10.0),
+            // Pareto with shape 2 and scale 1, shifted to start at 0: mean 1.
+            JitterDistribution::Pareto => ((1.0 - u).powf(-0.5) - 1.0).min(20.0),
+        };
+        d += jitter.mul_f64(factor);
+    }
+    if reorder > 0.0 && rng.random_bool(reorder) {
+        d += (jitter * 10 + Duration::from_millis(1)).mul_f64(rng.random::<f64>());
+    }
+    d
 }
 
 #[cfg(test)]

@@ -103,6 +103,14 @@ struct File {
     timeline: Vec<EventFile>,
     #[serde(default)]
     invariants: InvariantsFile,
+    #[serde(default)]
+    node: NodeFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeFile {
+    tick: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -309,6 +317,9 @@ impl Action {
 /// A timeline entry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TimedAction {
+    /// Its position in the scenario file (`timeline[index]` in error messages); the timeline
+    /// itself is sorted by time.
+    pub index: usize,
     /// When, in virtual time since the start.
     pub at: Duration,
     /// What.
@@ -353,6 +364,8 @@ pub struct Scenario {
     pub timeline: Vec<TimedAction>,
     /// Invariant bounds.
     pub bounds: Bounds,
+    /// Node mode's network step (`[node] tick`); `None` picks a default from the timings.
+    pub node_tick: Option<Duration>,
 }
 
 impl Scenario {
@@ -599,7 +612,11 @@ impl Scenario {
                     );
                 }
             };
-            timeline.push(TimedAction { at, action });
+            timeline.push(TimedAction {
+                index: i,
+                at,
+                action,
+            });
         }
         // Stable sort keeps the file's order for actions at the same instant.
         timeline.sort_by_key(|t| t.at);
@@ -644,6 +661,10 @@ impl Scenario {
             network,
             timeline,
             bounds,
+            node_tick: match &f.node.tick {
+                Some(t) => Some(parse_duration("node.tick", t)?),
+                None => None,
+            },
         })
     }
 
