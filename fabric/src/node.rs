@@ -86,13 +86,27 @@ fn open_data_dir(path: &Path) -> Result<DataDir, ConfigError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(config_err(field, format!("{shown}: {e}"))),
     };
+    // The outermost directory this call creates (the data dir or a missing ancestor), removed
+    // again if anything after this fails, so a failed first start leaves nothing behind.
+    let mut created_root: Option<PathBuf> = None;
     if existed {
         fs::read_dir(path)
             .map_err(|e| config_err(field, format!("{shown} is not readable: {e}")))?;
     } else {
-        fs::create_dir_all(path)
-            .and_then(|_| fs::set_permissions(path, fs::Permissions::from_mode(0o700)))
-            .map_err(|e| config_err(field, format!("cannot create {shown}: {e}")))?;
+        let absolute = absolute(path);
+        created_root = absolute
+            .ancestors()
+            .take_while(|a| !a.exists())
+            .last()
+            .map(Path::to_path_buf);
+        let made = fs::create_dir_all(path)
+            .and_then(|_| fs::set_permissions(path, fs::Permissions::from_mode(0o700)));
+        if let Err(e) = made {
+            if let Some(root) = &created_root {
+                let _ = fs::remove_dir_all(root);
+            }
+            return Err(config_err(field, format!("cannot create {shown}: {e}")));
+        }
     }
     let key_path = path.join(nexus_actors::KEY_FILE);
     let opened = (|| {
@@ -105,8 +119,8 @@ fn open_data_dir(path: &Path) -> Result<DataDir, ConfigError> {
     match opened {
         Ok(dir) => Ok(dir),
         Err((error, key_created)) => {
-            if !existed {
-                let _ = fs::remove_dir_all(path);
+            if let Some(root) = &created_root {
+                let _ = fs::remove_dir_all(root);
             } else if key_created {
                 let _ = fs::remove_file(&key_path);
             }
@@ -325,6 +339,25 @@ mod tests {
             "existing key kept"
         );
         drop(held);
+    }
+
+    #[test]
+    fn missing_parents_created_for_a_failed_start_are_removed_too() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let outer = tmp.path().join("a");
+        // create_dir_all makes a/ and a/b/, then fails on a name the OS rejects (NUL byte).
+        let e = open_data_dir(&outer.join("b").join("bad\u{0}name"))
+            .err()
+            .expect("fails");
+        assert_eq!(e.field, "data_dir");
+        assert!(
+            !outer.exists(),
+            "a/ and a/b/, created by the failed start, are removed"
+        );
+        assert!(
+            tmp.path().exists(),
+            "directories that existed before are untouched"
+        );
     }
 
     #[test]
