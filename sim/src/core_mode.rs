@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use nexus_gossip::{Event, MemberId, MemberMeta, MemberView, Membership, NodeId, Timestamp};
+use nexus_gossip::{Event, MemberId, MemberMeta, Membership, NodeId, Timestamp};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
@@ -598,26 +598,22 @@ impl CoreSim<'_> {
     }
 
     fn sample(&mut self) {
-        let views: Vec<Option<Vec<MemberView>>> = self
-            .nodes
-            .iter()
-            .zip(&self.truth)
-            .map(|(n, t)| match (&n.core, t.paused) {
-                (Some(core), false) => Some(core.members()),
-                _ => None,
-            })
-            .collect();
         let mut checkers = std::mem::take(&mut self.checkers);
-        let (converged, healthy) = {
-            let world = self.world();
-            for c in &mut checkers {
-                c.on_sample(&world, &views);
-            }
-            (
-                invariants::converged_fraction(&world, &views),
-                world.truth.iter().filter(|t| t.healthy()).count(),
-            )
-        };
+        let (converged, healthy) =
+            {
+                let world = self.world();
+                // One node's view at a time: a sample never holds N member lists at once.
+                let views = self.nodes.iter().zip(&self.truth).enumerate().filter_map(
+                    |(i, (n, t))| match (&n.core, t.paused) {
+                        (Some(core), false) => Some((i, core.members())),
+                        _ => None,
+                    },
+                );
+                (
+                    invariants::sample(&world, &mut checkers, views),
+                    world.truth.iter().filter(|t| t.healthy()).count(),
+                )
+            };
         self.checkers = checkers;
         self.samples.push(Sample {
             t_s: self.now_us as f64 / 1e6,

@@ -18,6 +18,8 @@ use super::{Invariant, Verdict, World, components};
 pub struct Agreement {
     checks: u64,
     first: Option<(Duration, String)>,
+    /// The components of the sample in progress, when this sample is checked.
+    comp: Option<Vec<usize>>,
 }
 
 /// Why node `i`'s view differs from its component, if it does.
@@ -25,9 +27,8 @@ pub fn disagreement(
     world: &World<'_>,
     comp: &[usize],
     i: usize,
-    views: &[Option<Vec<MemberView>>],
+    view: &[MemberView],
 ) -> Option<String> {
-    let view = views[i].as_ref()?;
     let expected: BTreeSet<(usize, u64)> = (0..world.truth.len())
         .filter(|&j| comp[j] == comp[i])
         .map(|j| (j, world.truth[j].generation))
@@ -68,20 +69,25 @@ impl Invariant for Agreement {
         "agreement"
     }
 
-    fn on_sample(&mut self, world: &World<'_>, views: &[Option<Vec<MemberView>>]) {
-        if self.first.is_some() || world.now < Self::start(world) {
-            return;
+    fn begin_sample(&mut self, world: &World<'_>) {
+        self.comp = (self.first.is_none() && world.now >= Self::start(world))
+            .then(|| components(world.truth, world.net));
+        if self.comp.is_some() {
+            self.checks += 1;
         }
-        self.checks += 1;
-        let comp = components(world.truth, world.net);
-        for i in 0..world.truth.len() {
-            if world.truth[i].healthy()
-                && let Some(why) = disagreement(world, &comp, i, views)
-            {
-                self.first = Some((world.now, why));
-                return;
-            }
+    }
+
+    fn on_view(&mut self, world: &World<'_>, node: usize, view: &[MemberView]) {
+        let Some(comp) = &self.comp else { return };
+        if self.first.is_none()
+            && let Some(why) = disagreement(world, comp, node, view)
+        {
+            self.first = Some((world.now, why));
         }
+    }
+
+    fn end_sample(&mut self, _world: &World<'_>) {
+        self.comp = None;
     }
 
     fn finish(&mut self, world: &World<'_>) -> Verdict {

@@ -65,7 +65,7 @@ impl Invariant for FalseDown {
         }
     }
 
-    fn on_sample(&mut self, world: &World<'_>, _views: &[Option<Vec<nexus_gossip::MemberView>>]) {
+    fn end_sample(&mut self, world: &World<'_>) {
         let elapsed = world
             .now
             .saturating_sub(self.last_sample.unwrap_or(Duration::ZERO));

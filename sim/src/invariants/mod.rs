@@ -86,15 +86,20 @@ pub struct Verdict {
     pub violated_at_s: Option<f64>,
 }
 
-/// A checker. Called in order: `on_event` for every membership event, `on_sample` at every
-/// sample (with each healthy node's member list), `finish` once.
+/// A checker. Called in order: `on_event` for every membership event; at every sample
+/// `begin_sample`, then `on_view` once per healthy node with its member list (one at a time, so
+/// a sample never holds every node's view at once), then `end_sample`; `finish` once.
 pub trait Invariant {
     /// Name in reports.
     fn name(&self) -> &'static str;
     /// A node reported a membership event.
     fn on_event(&mut self, _world: &World<'_>, _observer: usize, _event: &Event) {}
-    /// A periodic look at every view (`views[i]` is `None` for crashed or paused nodes).
-    fn on_sample(&mut self, _world: &World<'_>, _views: &[Option<Vec<MemberView>>]) {}
+    /// A sample starts.
+    fn begin_sample(&mut self, _world: &World<'_>) {}
+    /// One healthy node's member list at this sample.
+    fn on_view(&mut self, _world: &World<'_>, _node: usize, _view: &[MemberView]) {}
+    /// The sample is over.
+    fn end_sample(&mut self, _world: &World<'_>) {}
     /// The verdict.
     fn finish(&mut self, world: &World<'_>) -> Verdict;
     /// The first violation so far (time and detail), for early reporting.
@@ -144,17 +149,35 @@ pub fn components(truth: &[Truth], net: &Net) -> Vec<usize> {
     comp
 }
 
-/// Fraction of healthy nodes whose alive set equals their component exactly.
-pub fn converged_fraction(world: &World<'_>, views: &[Option<Vec<MemberView>>]) -> f64 {
+/// Runs one sample: every checker sees each healthy node's view in turn (`views` yields
+/// `(node, view)` for healthy nodes only). Returns the fraction of healthy nodes whose alive set
+/// equals their connected component exactly.
+pub fn sample<V: AsRef<[MemberView]>>(
+    world: &World<'_>,
+    checkers: &mut [Box<dyn Invariant>],
+    views: impl Iterator<Item = (usize, V)>,
+) -> f64 {
+    for c in checkers.iter_mut() {
+        c.begin_sample(world);
+    }
     let comp = components(world.truth, world.net);
+    let mut agreed = 0usize;
+    for (i, view) in views {
+        let view = view.as_ref();
+        for c in checkers.iter_mut() {
+            c.on_view(world, i, view);
+        }
+        if agreement::disagreement(world, &comp, i, view).is_none() {
+            agreed += 1;
+        }
+    }
+    for c in checkers.iter_mut() {
+        c.end_sample(world);
+    }
     let healthy = world.truth.iter().filter(|t| t.healthy()).count();
     if healthy == 0 {
-        return 1.0;
+        1.0
+    } else {
+        agreed as f64 / healthy as f64
     }
-    let agreed = (0..world.truth.len())
-        .filter(|&i| {
-            world.truth[i].healthy() && agreement::disagreement(world, &comp, i, views).is_none()
-        })
-        .count();
-    agreed as f64 / healthy as f64
 }

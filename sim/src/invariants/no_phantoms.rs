@@ -23,32 +23,30 @@ impl Invariant for NoPhantoms {
         "no_phantoms"
     }
 
-    fn on_sample(&mut self, world: &World<'_>, views: &[Option<Vec<MemberView>>]) {
+    fn on_view(&mut self, world: &World<'_>, node: usize, view: &[MemberView]) {
         if self.first.is_some() {
             return;
         }
-        for (i, view) in views.iter().enumerate() {
-            for m in view.iter().flatten() {
-                self.rows += 1;
-                let why = match world.index_of(&m.id.node_id()) {
-                    None => Some(format!(
-                        "n{} lists unknown node {}",
-                        i + 1,
-                        m.id.node_id().short()
-                    )),
-                    Some(j) if m.id.generation() > world.truth[j].generation => Some(format!(
-                        "n{} lists n{} at generation {} but it is at {}",
-                        i + 1,
-                        j + 1,
-                        m.id.generation(),
-                        world.truth[j].generation
-                    )),
-                    Some(_) => None,
-                };
-                if let Some(why) = why {
-                    self.first = Some((world.now, why));
-                    return;
-                }
+        for m in view {
+            self.rows += 1;
+            let why = match world.index_of(&m.id.node_id()) {
+                None => Some(format!(
+                    "n{} lists unknown node {}",
+                    node + 1,
+                    m.id.node_id().short()
+                )),
+                Some(j) if m.id.generation() > world.truth[j].generation => Some(format!(
+                    "n{} lists n{} at generation {} but it is at {}",
+                    node + 1,
+                    j + 1,
+                    m.id.generation(),
+                    world.truth[j].generation
+                )),
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                self.first = Some((world.now, why));
+                return;
             }
         }
     }

@@ -22,21 +22,17 @@ impl Invariant for SelfDown {
         "self_down"
     }
 
-    fn on_sample(&mut self, world: &World<'_>, views: &[Option<Vec<MemberView>>]) {
-        for (i, view) in views.iter().enumerate() {
-            let Some(view) = view else { continue };
-            self.checks += 1;
-            let local = view.iter().find(|m| m.local);
-            let bad = match local {
-                None => Some("has no local row".to_owned()),
-                Some(m) if m.state == MemberState::Down || m.state == MemberState::Suspect => {
-                    Some(format!("lists itself as {}", m.state.as_str()))
-                }
-                Some(_) => None,
-            };
-            if let (Some(why), None) = (bad, &self.first) {
-                self.first = Some((world.now, format!("n{} {why}", i + 1)));
+    fn on_view(&mut self, world: &World<'_>, node: usize, view: &[MemberView]) {
+        self.checks += 1;
+        let bad = match view.iter().find(|m| m.local) {
+            None => Some("has no local row".to_owned()),
+            Some(m) if m.state == MemberState::Down || m.state == MemberState::Suspect => {
+                Some(format!("lists itself as {}", m.state.as_str()))
             }
+            Some(_) => None,
+        };
+        if let (Some(why), None) = (bad, &self.first) {
+            self.first = Some((world.now, format!("n{} {why}", node + 1)));
         }
     }
 

@@ -714,11 +714,12 @@ impl<'s> NodeSim<'s> {
         let (converged, healthy) = {
             let sh = lock(&self.shared);
             let world = self.world(&sh.net);
-            for c in &mut checkers {
-                c.on_sample(&world, &views);
-            }
+            let healthy_views = views
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.as_ref().map(|v| (i, v)));
             (
-                invariants::converged_fraction(&world, &views),
+                invariants::sample(&world, &mut checkers, healthy_views),
                 world.truth.iter().filter(|t| t.healthy()).count(),
             )
         };
