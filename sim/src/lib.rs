@@ -25,9 +25,9 @@ pub mod trace;
 pub use report::RunReport;
 pub use scenario::{Mode, Scenario, ScenarioError};
 
-/// Bytes core mode needs per (node, known member) pair, measured at 1,000 nodes (720 MB peak
-/// RSS for 10⁶ pairs; foca member entry, identity with metadata, broadcast backlogs).
-pub const CORE_BYTES_PER_MEMBER_ENTRY: u64 = 750;
+/// Bytes core mode needs per (node, known member) pair, measured at 1,000 nodes (486 MiB peak
+/// RSS for 10⁶ pairs: foca's member entry, the identity with its metadata, broadcast backlogs).
+pub const CORE_BYTES_PER_MEMBER_ENTRY: u64 = 520;
 
 /// Memory core mode will need for `nodes` nodes: every node holds the whole member list
 /// (SWIM full membership), so it grows with the square of the node count.
