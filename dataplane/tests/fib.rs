@@ -1,0 +1,686 @@
+//! Behaviour of the forwarding table through its public API: compile → load round trips against a
+//! `BTreeMap` reference, rejection of corrupted images, the weighted choice, and generation swaps
+//! under concurrent lookups.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nexus_dataplane::fib::{
+    Fib, FibTable, HEADER_LEN, InstallError, LoadError, NextHop, ROUTES_MAX, RollbackError,
+    RouteError, RouteSet, RoutingKey, TableImage, compile,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn hop(node: u8, port: u16, weight: u32) -> NextHop {
+    NextHop {
+        node: [node; 32],
+        addr: SocketAddr::from(([10, 0, 0, node], port)),
+        weight,
+    }
+}
+
+fn load(routes: &RouteSet) -> FibTable {
+    let image = compile(routes).expect("compiles");
+    FibTable::load(image).expect("a freshly compiled image loads")
+}
+
+fn empty_fib() -> Fib {
+    Fib::new(load(&RouteSet::new(0)))
+}
+
+/// A key drawn from one of several shapes: uniformly random, small integers, and keys that share
+/// one 64-bit half (patterns a weak slot hash would pile up).
+fn random_key(rng: &mut StdRng) -> RoutingKey {
+    match rng.random_range(0..4) {
+        0 => RoutingKey(rng.random()),
+        1 => RoutingKey(rng.random_range(0..4096)),
+        2 => RoutingKey(u128::from(rng.random::<u64>()) << 64 | 0xfeed),
+        _ => RoutingKey(0xabcd << 64 | u128::from(rng.random::<u64>())),
+    }
+}
+
+/// A random valid group: 1..=8 next hops from a pool of 24, so that groups repeat across keys
+/// (deduplication) and also differ.
+fn random_group(rng: &mut StdRng) -> Vec<NextHop> {
+    let count = rng.random_range(1..=8);
+    let mut nodes: Vec<u8> = Vec::new();
+    while nodes.len() < count {
+        let node = rng.random_range(1..=24u8);
+        if !nodes.contains(&node) {
+            nodes.push(node);
+        }
+    }
+    nodes
+        .into_iter()
+        .map(|node| hop(node, 7000 + u16::from(node), rng.random_range(1..=100)))
+        .collect()
+}
+
+fn random_route_set(
+    seed: u64,
+    routes_max: usize,
+) -> (RouteSet, BTreeMap<RoutingKey, Vec<NextHop>>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let count = rng.random_range(0..=routes_max);
+    let mut set = RouteSet::new(seed + 1);
+    let mut reference = BTreeMap::new();
+    for _ in 0..count {
+        let key = random_key(&mut rng);
+        let mut group = random_group(&mut rng);
+        set.insert(key, group.clone())
+            .expect("valid by construction");
+        group.sort();
+        reference.insert(key, group);
+    }
+    (set, reference)
+}
+
+#[test]
+fn round_trip_keeps_every_route() {
+    let mut set = RouteSet::new(7);
+    set.insert(RoutingKey(1), vec![hop(2, 9000, 1), hop(1, 9000, 3)])
+        .expect("valid");
+    set.insert(RoutingKey(u128::MAX), vec![hop(3, 9001, 5)])
+        .expect("valid");
+    set.insert(RoutingKey(0), vec![hop(1, 9000, 3), hop(2, 9000, 1)])
+        .expect("valid");
+    let table = load(&set);
+
+    assert_eq!(table.generation(), 7);
+    assert_eq!(table.len(), 3);
+    let stats = table.stats();
+    assert_eq!(stats.entries, 3);
+    assert_eq!(stats.groups, 2, "keys 0 and 1 share one group");
+    assert_eq!(stats.next_hops, 3);
+    assert_eq!(stats.slots, 8);
+
+    let group = table.lookup(RoutingKey(1)).expect("a route");
+    assert_eq!(group.to_vec(), vec![hop(1, 9000, 3), hop(2, 9000, 1)]);
+    assert_eq!(group.weight_total(), 4);
+    assert_eq!(
+        table.lookup(RoutingKey(0)).expect("a route").id(),
+        group.id()
+    );
+    let max = table.lookup(RoutingKey(u128::MAX)).expect("a route");
+    assert_eq!(max.to_vec(), vec![hop(3, 9001, 5)]);
+    assert!(table.lookup(RoutingKey(2)).is_none());
+
+    let keys: Vec<RoutingKey> = table.entries().map(|entry| entry.key).collect();
+    assert_eq!(
+        keys,
+        vec![RoutingKey(0), RoutingKey(1), RoutingKey(u128::MAX)]
+    );
+}
+
+#[test]
+fn compiling_is_deterministic() {
+    let (set, _) = random_route_set(42, 3000);
+    let first = compile(&set).expect("compiles");
+    let second = compile(&set.clone()).expect("compiles");
+    assert_eq!(first.as_bytes(), second.as_bytes());
+    // Inserting the same routes in another order gives the same image.
+    let mut reversed = RouteSet::new(set.generation());
+    for (key, hops) in set.routes().iter().rev() {
+        let mut hops = hops.clone();
+        hops.reverse();
+        reversed.insert(*key, hops).expect("valid");
+    }
+    assert_eq!(
+        compile(&reversed).expect("compiles").as_bytes(),
+        first.as_bytes()
+    );
+}
+
+#[test]
+fn empty_table_misses_everything() {
+    let table = load(&RouteSet::new(0));
+    assert!(table.is_empty());
+    assert_eq!(table.entries().count(), 0);
+    for key in [0u128, 1, u128::MAX] {
+        assert!(table.lookup(RoutingKey(key)).is_none());
+    }
+}
+
+#[test]
+fn lookups_match_a_btreemap_reference_over_seeded_route_sets() {
+    for seed in 0..60u64 {
+        let (set, reference) = random_route_set(seed, 2500);
+        let table = load(&set);
+        assert_eq!(table.len(), reference.len(), "seed {seed}");
+        for (key, hops) in &reference {
+            let group = table
+                .lookup(*key)
+                .unwrap_or_else(|| panic!("seed {seed}: key {key} missing"));
+            assert_eq!(&group.to_vec(), hops, "seed {seed}: key {key}");
+            let total: u32 = hops.iter().map(|hop| hop.weight).sum();
+            assert_eq!(group.weight_total(), total, "seed {seed}: key {key}");
+        }
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        for _ in 0..2000 {
+            let key = random_key(&mut rng);
+            assert_eq!(
+                table.lookup(key).map(|group| group.to_vec()).as_ref(),
+                reference.get(&key),
+                "seed {seed}: probe {key}"
+            );
+        }
+        let entries: Vec<(RoutingKey, Vec<NextHop>)> = table
+            .entries()
+            .map(|entry| (entry.key, entry.group.to_vec()))
+            .collect();
+        let expected: Vec<(RoutingKey, Vec<NextHop>)> =
+            reference.iter().map(|(k, v)| (*k, v.clone())).collect();
+        assert_eq!(entries, expected, "seed {seed}: entries in key order");
+
+        let from = random_key(&mut rng);
+        let page: Vec<RoutingKey> = table.entries_from(from).take(10).map(|e| e.key).collect();
+        let expected_page: Vec<RoutingKey> =
+            reference.range(from..).take(10).map(|(k, _)| *k).collect();
+        assert_eq!(page, expected_page, "seed {seed}: page from {from}");
+    }
+}
+
+#[test]
+fn every_flipped_byte_is_rejected() {
+    let mut set = RouteSet::new(3);
+    set.insert(RoutingKey(10), vec![hop(1, 9000, 2), hop(2, 9001, 1)])
+        .expect("valid");
+    set.insert(RoutingKey(20), vec![hop(3, 9002, 1)])
+        .expect("valid");
+    let image = compile(&set).expect("compiles");
+    let bytes = image.as_bytes().to_vec();
+    for position in 0..bytes.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut corrupted = bytes.clone();
+            corrupted[position] ^= bit;
+            let error = FibTable::load(TableImage::from_bytes(&corrupted))
+                .expect_err("a corrupted image must not load");
+            let expected_kind = match position {
+                0..8 => matches!(error, LoadError::BadMagic { .. }),
+                8..12 => matches!(error, LoadError::UnsupportedVersion { .. }),
+                24..32 => matches!(error, LoadError::LengthMismatch { .. }),
+                _ => matches!(error, LoadError::ChecksumMismatch { .. }),
+            };
+            assert!(expected_kind, "byte {position} bit {bit:#x}: {error}");
+        }
+    }
+}
+
+#[test]
+fn truncated_and_extended_images_are_rejected() {
+    let (set, _) = random_route_set(9, 50);
+    let bytes = compile(&set).expect("compiles").as_bytes().to_vec();
+    for len in [0, 1, HEADER_LEN - 1] {
+        let error = FibTable::load(TableImage::from_bytes(&bytes[..len])).expect_err("truncated");
+        assert_eq!(error, LoadError::Truncated { len });
+        assert!(
+            error
+                .to_string()
+                .contains("shorter than its 32-byte header"),
+            "{error}"
+        );
+    }
+    for len in [HEADER_LEN, HEADER_LEN + 1, bytes.len() / 2, bytes.len() - 1] {
+        let error = FibTable::load(TableImage::from_bytes(&bytes[..len])).expect_err("truncated");
+        assert!(
+            matches!(error, LoadError::LengthMismatch { .. }),
+            "len {len}: {error}"
+        );
+        assert!(
+            error.to_string().contains("truncated or extended"),
+            "{error}"
+        );
+    }
+    let mut extended = bytes.clone();
+    extended.push(0);
+    let error = FibTable::load(TableImage::from_bytes(&extended)).expect_err("extended");
+    assert!(matches!(error, LoadError::LengthMismatch { .. }), "{error}");
+}
+
+/// Rewrites the length and checksum fields so a corruption gets past the header checks.
+fn reseal(bytes: &mut [u8]) {
+    let length = (bytes.len() - HEADER_LEN) as u64;
+    bytes[24..32].copy_from_slice(&length.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[16..]);
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn corruption_behind_a_valid_checksum_is_still_rejected() {
+    let (set, _) = random_route_set(11, 200);
+    let bytes = compile(&set).expect("compiles").as_bytes().to_vec();
+
+    // A header generation that disagrees with the archive.
+    let mut relabelled = bytes.clone();
+    relabelled[16..24].copy_from_slice(&99u64.to_le_bytes());
+    reseal(&mut relabelled);
+    let error = FibTable::load(TableImage::from_bytes(&relabelled)).expect_err("mismatch");
+    assert_eq!(
+        error,
+        LoadError::GenerationMismatch {
+            header: 99,
+            archive: set.generation()
+        }
+    );
+
+    // An archive cut short (the root is at its end): rkyv's bytecheck refuses it.
+    let mut cut = bytes[..bytes.len() - 8].to_vec();
+    reseal(&mut cut);
+    let error = FibTable::load(TableImage::from_bytes(&cut)).expect_err("cut archive");
+    assert!(
+        matches!(
+            error,
+            LoadError::Archive { .. }
+                | LoadError::Inconsistent { .. }
+                | LoadError::GenerationMismatch { .. }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn errors_say_what_is_wrong() {
+    let error = FibTable::load(TableImage::from_bytes(&[0u8; 40])).expect_err("not an image");
+    assert_eq!(
+        error.to_string().split(':').next(),
+        Some("not a table image")
+    );
+    let (set, _) = random_route_set(5, 10);
+    let mut bytes = compile(&set).expect("compiles").as_bytes().to_vec();
+    bytes[8] = 2;
+    let error = FibTable::load(TableImage::from_bytes(&bytes)).expect_err("version");
+    assert_eq!(
+        error.to_string(),
+        "table image format version 2; this build reads version 1"
+    );
+    bytes[8] = 1;
+    bytes[40] ^= 0xff;
+    let error = FibTable::load(TableImage::from_bytes(&bytes)).expect_err("checksum");
+    assert!(
+        error
+            .to_string()
+            .starts_with("table image checksum mismatch"),
+        "{error}"
+    );
+}
+
+#[test]
+fn weighted_choice_follows_the_weights() {
+    let weights = [1u32, 2, 3, 4, 10];
+    let hops: Vec<NextHop> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| hop(u8::try_from(i + 1).expect("small"), 9000, w))
+        .collect();
+    let mut set = RouteSet::new(1);
+    set.insert(RoutingKey(5), hops).expect("valid");
+    let table = load(&set);
+    let group = table.lookup(RoutingKey(5)).expect("a route");
+    let total: u32 = weights.iter().sum();
+
+    let flows = 400_000u64;
+    let mut rng = StdRng::seed_from_u64(77);
+    // Random flow hashes, and sequential ones (a weak caller hash).
+    for (label, random) in [("random", true), ("sequential", false)] {
+        let mut counts = [0u64; 5];
+        for flow in 0..flows {
+            let flow_hash = if random { rng.random() } else { flow };
+            let chosen = group.select(flow_hash);
+            counts[usize::from(chosen.node()[0]) - 1] += 1;
+        }
+        for (i, &count) in counts.iter().enumerate() {
+            let expected = f64::from(weights[i]) / f64::from(total);
+            let seen = count as f64 / flows as f64;
+            // The standard error at 400k flows is below 0.1 percentage point.
+            assert!(
+                (seen - expected).abs() < 0.005,
+                "{label}: next hop {i} got {seen:.4}, expected {expected:.4} ({counts:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_flow_keeps_its_next_hop() {
+    let hops: Vec<NextHop> = (1..=6).map(|n| hop(n, 9000, u32::from(n) * 3)).collect();
+    let mut set = RouteSet::new(1);
+    set.insert(RoutingKey(5), hops.clone()).expect("valid");
+    let table = load(&set);
+    // The same group in another generation, given in another order, behind other keys.
+    let mut other = RouteSet::new(2);
+    for key in 100..600u128 {
+        other
+            .insert(RoutingKey(key), vec![hop(9, 1, 1)])
+            .expect("valid");
+    }
+    let mut shuffled = hops;
+    shuffled.reverse();
+    other.insert(RoutingKey(5), shuffled).expect("valid");
+    let other_table = load(&other);
+
+    let mut rng = StdRng::seed_from_u64(3);
+    for _ in 0..10_000 {
+        let flow_hash: u64 = rng.random();
+        let first = table
+            .route(RoutingKey(5), flow_hash)
+            .expect("a route")
+            .to_next_hop();
+        for _ in 0..3 {
+            assert_eq!(
+                table
+                    .route(RoutingKey(5), flow_hash)
+                    .expect("a route")
+                    .to_next_hop(),
+                first
+            );
+        }
+        assert_eq!(
+            other_table
+                .route(RoutingKey(5), flow_hash)
+                .expect("a route")
+                .to_next_hop(),
+            first,
+            "flow {flow_hash:#x} moved between generations"
+        );
+    }
+}
+
+#[test]
+fn flows_stay_put_when_an_unrelated_key_changes() {
+    let (mut set, reference) = random_route_set(21, 3000);
+    let watched: Vec<RoutingKey> = reference.keys().copied().step_by(7).collect();
+    assert!(watched.len() > 50);
+    let before = load(&set);
+
+    // Change one key's group, remove some keys and add many others: the slot layout, group ids
+    // and next-hop offsets all change.
+    let changed = *reference.keys().nth(3).expect("enough keys");
+    set.insert(changed, vec![hop(200, 1, 1), hop(201, 1, 9)])
+        .expect("valid");
+    for key in reference.keys().skip(1).step_by(7).take(100) {
+        set.remove(*key);
+    }
+    for key in 0..2000u128 {
+        set.insert(RoutingKey(0x7777 << 64 | key), vec![hop(100, 2, 1)])
+            .expect("valid");
+    }
+    set.set_generation(set.generation() + 1);
+    let after = load(&set);
+    assert_ne!(before.stats().slots, 0);
+
+    let mut rng = StdRng::seed_from_u64(99);
+    let mut compared = 0;
+    for key in watched
+        .iter()
+        .filter(|key| **key != changed && set.get(**key).is_some())
+    {
+        for _ in 0..50 {
+            let flow_hash: u64 = rng.random();
+            let old = before
+                .route(*key, flow_hash)
+                .expect("a route")
+                .to_next_hop();
+            let new = after.route(*key, flow_hash).expect("a route").to_next_hop();
+            assert_eq!(old, new, "key {key} flow {flow_hash:#x}");
+            compared += 1;
+        }
+    }
+    assert!(compared > 2000, "{compared}");
+}
+
+#[test]
+fn route_set_refuses_more_than_routes_max() {
+    let mut set = RouteSet::new(1);
+    let group = vec![hop(1, 1, 1)];
+    for key in 0..ROUTES_MAX as u128 {
+        set.insert(RoutingKey(key), group.clone())
+            .expect("within the limit");
+    }
+    let key = RoutingKey(u128::MAX);
+    let error = set.insert(key, group.clone()).expect_err("over the limit");
+    assert_eq!(error, RouteError::TooManyRoutes { key });
+    assert!(
+        error.to_string().contains("ROUTES_MAX = 1048576"),
+        "{error}"
+    );
+    // Replacing an existing key at the limit is still allowed.
+    set.insert(RoutingKey(0), vec![hop(2, 2, 2)])
+        .expect("replace");
+
+    // The full-size table compiles and loads within TABLE_BYTES_MAX with a short probe bound.
+    let table = load(&set);
+    let stats = table.stats();
+    assert_eq!(stats.entries, ROUTES_MAX);
+    assert_eq!(stats.slots, 2 * ROUTES_MAX);
+    assert!(stats.probe_len_max <= 64, "{stats:?}");
+    assert_eq!(
+        table.lookup(RoutingKey(0)).expect("a route").to_vec(),
+        vec![hop(2, 2, 2)]
+    );
+    assert!(table.lookup(RoutingKey(ROUTES_MAX as u128)).is_none());
+}
+
+/// A route set for generation `generation` in which every next hop of every key encodes the
+/// generation (its port is the generation, its weight the generation + 1), plus a generation-dependent number of filler keys so the
+/// slot layout differs from one generation to the next.
+fn encoded_generation(generation: u16, keys: &[RoutingKey]) -> RouteSet {
+    let mut set = RouteSet::new(u64::from(generation));
+    for key in keys {
+        let hops = (1..=3)
+            .map(|node| hop(node, generation, u32::from(generation) + 1))
+            .collect();
+        set.insert(*key, hops).expect("valid");
+    }
+    for filler in 0..(u128::from(generation) * 37 % 300) {
+        set.insert(RoutingKey(0xf111 << 64 | filler), vec![hop(50, 1, 1)])
+            .expect("valid");
+    }
+    set
+}
+
+#[test]
+// A test driver, not a core: a wall-clock deadline makes a reader that never sees the last
+// generation fail the test instead of hanging it.
+#[allow(clippy::disallowed_methods)]
+fn swaps_under_concurrent_lookups_never_mix_generations() {
+    const GENERATIONS: u16 = 400;
+    const KEYS: usize = 64;
+    let mut rng = StdRng::seed_from_u64(2024);
+    let keys: Arc<Vec<RoutingKey>> =
+        Arc::new((0..KEYS).map(|_| RoutingKey(rng.random())).collect());
+    let fib = Fib::new(load(&encoded_generation(0, &keys)));
+    let writer_done = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(60);
+
+    // Reader 0 loads a guard per lookup pair; reader 1 uses a cached FibReader.
+    let readers: Vec<_> = (0..2)
+        .map(|reader_index| {
+            let fib = fib.clone();
+            let keys = Arc::clone(&keys);
+            let writer_done = Arc::clone(&writer_done);
+            thread::spawn(move || {
+                let mut cached = fib.reader();
+                let mut mixed = 0u64;
+                let mut reads = 0u64;
+                let mut generations_seen = 0u64;
+                let mut last = 0u64;
+                let mut step = 0usize;
+                loop {
+                    let guard;
+                    let table = if reader_index == 0 {
+                        guard = fib.load();
+                        &*guard
+                    } else {
+                        cached.table()
+                    };
+                    let generation = table.generation();
+                    assert!(
+                        generation >= last,
+                        "generation went back from {last} to {generation}"
+                    );
+                    if generation != last {
+                        generations_seen += 1;
+                        last = generation;
+                    }
+                    let a = keys[step % KEYS];
+                    let b = keys[(step * 31 + 7) % KEYS];
+                    let flow = step as u64;
+                    let hop_a = table
+                        .route(a, flow)
+                        .expect("every generation routes every key");
+                    let hop_b = table
+                        .route(b, flow.rotate_left(17))
+                        .expect("every generation routes every key");
+                    for hop in [hop_a, hop_b] {
+                        if u64::from(hop.addr().port()) != generation
+                            || u64::from(hop.weight()) != generation + 1
+                        {
+                            mixed += 1;
+                        }
+                    }
+                    reads += 1;
+                    step += 1;
+                    if generation == u64::from(GENERATIONS) && writer_done.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        panic!(
+                            "reader {reader_index} never saw generation {GENERATIONS} (last {last})"
+                        );
+                    }
+                }
+                (mixed, reads, generations_seen, last)
+            })
+        })
+        .collect();
+
+    for generation in 1..=GENERATIONS {
+        let table = load(&encoded_generation(generation, &keys));
+        assert_eq!(fib.install(table), Ok(u64::from(generation) - 1));
+        if generation % 16 == 0 {
+            thread::yield_now();
+        }
+    }
+    writer_done.store(true, Ordering::Release);
+
+    for (index, reader) in readers.into_iter().enumerate() {
+        let (mixed, reads, generations_seen, last) = reader.join().expect("reader ran");
+        assert_eq!(
+            mixed, 0,
+            "reader {index}: {mixed} lookups saw another generation's next hop"
+        );
+        assert_eq!(last, u64::from(GENERATIONS));
+        assert!(
+            reads > 0 && generations_seen >= 1,
+            "reader {index}: {reads} reads"
+        );
+        eprintln!(
+            "reader {index}: {reads} lookup pairs over {generations_seen} generations, 0 mixed"
+        );
+    }
+    assert_eq!(fib.generation(), u64::from(GENERATIONS));
+    assert_eq!(fib.counters().installs, u64::from(GENERATIONS));
+}
+
+fn single_route(generation: u64, port: u16) -> FibTable {
+    let mut set = RouteSet::new(generation);
+    set.insert(RoutingKey(1), vec![hop(1, port, 1)])
+        .expect("valid");
+    load(&set)
+}
+
+#[test]
+fn rollback_restores_the_previous_generation_once() {
+    let fib = empty_fib();
+    assert_eq!(
+        fib.rollback(),
+        Err(RollbackError::NoPrevious { current: 0 })
+    );
+    assert_eq!(fib.install(single_route(1, 1001)), Ok(0));
+    assert_eq!(fib.install(single_route(2, 1002)), Ok(1));
+    assert_eq!(fib.previous_generation(), Some(1));
+    let port = |fib: &Fib| {
+        fib.load()
+            .route(RoutingKey(1), 0)
+            .map(|hop| hop.addr().port())
+    };
+    assert_eq!(port(&fib), Some(1002));
+
+    assert_eq!(fib.rollback(), Ok(1));
+    assert_eq!(fib.generation(), 1);
+    assert_eq!(port(&fib), Some(1001));
+    assert_eq!(fib.previous_generation(), None);
+    let error = fib.rollback().expect_err("only one level");
+    assert_eq!(error, RollbackError::NoPrevious { current: 1 });
+    assert!(error.to_string().contains("nothing changed"), "{error}");
+
+    // The rolled-back generation number is used up: the next install must be above it.
+    assert_eq!(
+        fib.install(single_route(2, 1002)),
+        Err(InstallError::Stale {
+            offered: 2,
+            generation_max: 2
+        })
+    );
+    assert_eq!(fib.install(single_route(3, 1003)), Ok(1));
+    assert_eq!(port(&fib), Some(1003));
+    assert_eq!(fib.rollback(), Ok(1));
+
+    let counters = fib.counters();
+    assert_eq!(counters.installs, 3);
+    assert_eq!(counters.installs_refused, 1);
+    assert_eq!(counters.rollbacks, 2);
+    assert_eq!(counters.rollbacks_refused, 2);
+}
+
+#[test]
+fn stale_installs_are_refused_and_change_nothing() {
+    let fib = empty_fib();
+    assert_eq!(fib.install(single_route(5, 1005)), Ok(0));
+    for stale in [0, 4, 5] {
+        let error = fib.install(single_route(stale, 2000)).expect_err("stale");
+        assert_eq!(
+            error,
+            InstallError::Stale {
+                offered: stale,
+                generation_max: 5
+            }
+        );
+        assert!(error.to_string().contains("nothing changed"), "{error}");
+    }
+    assert_eq!(fib.generation(), 5);
+    assert_eq!(fib.generation_max(), 5);
+    assert_eq!(fib.previous_generation(), Some(0));
+    assert_eq!(
+        fib.load()
+            .route(RoutingKey(1), 0)
+            .map(|hop| hop.addr().port()),
+        Some(1005)
+    );
+    assert_eq!(fib.counters().installs_refused, 3);
+}
+
+#[test]
+fn a_reader_follows_installs_and_a_held_table_stays_valid() {
+    let fib = empty_fib();
+    let mut reader = fib.reader();
+    assert_eq!(reader.table().generation(), 0);
+    let held = fib.snapshot();
+    fib.install(single_route(1, 1001)).expect("installs");
+    fib.install(single_route(2, 1002)).expect("installs");
+    // The generation-0 table is no longer held by the handle but a snapshot keeps it readable.
+    assert_eq!(held.generation(), 0);
+    assert!(held.lookup(RoutingKey(1)).is_none());
+    assert_eq!(reader.table().generation(), 2);
+    let clone = fib.clone();
+    clone
+        .install(single_route(3, 1003))
+        .expect("installs through a clone");
+    assert_eq!(reader.table().generation(), 3);
+    assert_eq!(fib.generation(), 3);
+}
