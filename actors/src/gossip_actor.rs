@@ -9,8 +9,9 @@ use nexus_gossip::{
     PACKET_BYTES_MAX, Timestamp,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::task::AbortOnDrop;
 
 use crate::env::{DatagramSocket, Storage, next_generation};
 use crate::metrics::NodeMetrics;
@@ -75,17 +76,6 @@ pub enum GossipMsg {
     Leave(RpcReplyPort<()>),
     /// Fault injection: panic inside the actor, as a bug would.
     Crash,
-}
-
-/// Aborts a spawned task when dropped, so tasks die with the actor state that owns them (also
-/// when the actor panics).
-#[derive(Debug)]
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// State of [`GossipActor`].

@@ -7,7 +7,10 @@
 //! admin HTTP server is a child too, but it is defined by the `nexus` binary (`fabric/`), which
 //! composes the tree.
 //!
-//! Not here yet: the registry, trust, session and table-compiler actors (their issues add them).
+//! The table compiler ([`TableCompiler`]) folds static routes and membership into forwarding-table
+//! generations for the data plane.
+//!
+//! Not here yet: the registry, trust and session actors (their issues add them).
 #![deny(missing_docs)]
 
 pub mod env;
@@ -15,6 +18,8 @@ mod gossip_actor;
 mod identity;
 pub mod metrics;
 mod supervisor;
+mod table_compiler;
+mod task;
 
 pub use gossip_actor::{GossipActor, GossipArgs, GossipMsg, GossipState, KNOWN_PEERS_MAX};
 pub use identity::{IdentityError, KEY_FILE, NodeKey};
@@ -22,4 +27,8 @@ pub use metrics::NodeMetrics;
 pub use supervisor::{
     ChildSpec, ChildStatus, NodeExit, NodeSupervisor, RestartPolicy, SupervisorArgs, SupervisorMsg,
     SupervisorState, TreeSnapshot,
+};
+pub use table_compiler::{
+    FibView, RouteStatus, TableArgs, TableCompiler, TableError, TableMsg, parse_node_id,
+    parse_routing_key, routing_key_hex,
 };

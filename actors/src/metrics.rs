@@ -45,6 +45,10 @@ pub struct NodeMetrics {
     pub probe_rtt: Histogram,
     /// Restarts of supervised actors.
     pub actor_restarts: Family<ActorLabel, Counter>,
+    /// The installed forwarding-table generation.
+    pub fib_generation: Gauge,
+    /// Routes in the installed forwarding table.
+    pub fib_routes: Gauge,
 }
 
 impl Default for NodeMetrics {
@@ -66,6 +70,8 @@ impl NodeMetrics {
         // 100 µs .. ~3.3 s.
         let probe_rtt = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let actor_restarts = Family::<ActorLabel, Counter>::default();
+        let fib_generation = Gauge::default();
+        let fib_routes = Gauge::default();
         registry.register("members", "Members by state", members.clone());
         registry.register(
             "gossip_messages_in",
@@ -102,6 +108,16 @@ impl NodeMetrics {
             "Restarts of supervised actors",
             actor_restarts.clone(),
         );
+        registry.register(
+            "fib_generation",
+            "Installed forwarding-table generation",
+            fib_generation.clone(),
+        );
+        registry.register(
+            "fib_routes",
+            "Routes in the installed forwarding table",
+            fib_routes.clone(),
+        );
         for state in MemberState::ALL {
             members
                 .get_or_create(&StateLabel {
@@ -119,6 +135,8 @@ impl NodeMetrics {
             gossip_rejected,
             probe_rtt,
             actor_restarts,
+            fib_generation,
+            fib_routes,
         }
     }
 

@@ -15,7 +15,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use nexus_actors::{GossipMsg, NodeMetrics, SupervisorMsg};
+use nexus_actors::{
+    GossipMsg, NodeMetrics, SupervisorMsg, TableError, TableMsg, parse_node_id, parse_routing_key,
+    routing_key_hex,
+};
+use nexus_dataplane::fib::{NextHop, RoutingKey};
 use nexus_gossip::MemberView;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -25,8 +29,9 @@ use tokio::task::JoinHandle;
 use utoipa::OpenApi;
 
 use crate::api::{
-    ActorHealth, ActorNode, Actors, CrashResponse, Health, LeaveRequest, LeaveResponse, Member,
-    MemberMetaDto, Members, Node, Problem,
+    ActorHealth, ActorNode, Actors, CrashResponse, FibDto, FibEntryDto, GenerationResponse, Health,
+    LeaveRequest, LeaveResponse, Member, MemberMetaDto, Members, NextHopDto, Node, Problem, Route,
+    RouteRequest, Routes,
 };
 
 /// Largest request body accepted, bytes.
@@ -347,6 +352,206 @@ async fn leave(
     }))
 }
 
+/// Entries `GET /v1/fib` returns at most.
+pub const FIB_ENTRIES_MAX: usize = 1000;
+
+async fn table(s: &AppState) -> Result<ActorRef<TableMsg>, Problem> {
+    call_supervisor(s, |r| SupervisorMsg::Lookup("table".into(), r))
+        .await?
+        .map(ActorRef::from)
+        .ok_or_else(|| Problem::unavailable("table"))
+}
+
+async fn call_table<T: Send + 'static>(
+    s: &AppState,
+    make: impl FnOnce(RpcReplyPort<T>) -> TableMsg,
+) -> Result<T, Problem> {
+    match table(s).await?.call(make, Some(ACTOR_CALL_TIMEOUT)).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        _ => Err(Problem::unavailable("table")),
+    }
+}
+
+fn hop_dto(h: &NextHop) -> NextHopDto {
+    NextHopDto {
+        node: h.node.iter().map(|b| format!("{b:02x}")).collect(),
+        addr: h.addr.to_string(),
+        weight: h.weight,
+    }
+}
+
+fn key_from_path(key: &str) -> Result<RoutingKey, Problem> {
+    parse_routing_key(key).ok_or_else(|| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-routing-key",
+            "Bad routing key",
+            format!("{key:?} is not a routing key (32 hex digits)"),
+        )
+    })
+}
+
+fn table_problem(e: TableError) -> Problem {
+    match e {
+        TableError::Route(e) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-route",
+            "Invalid route",
+            e.to_string(),
+        ),
+        TableError::Rollback(e) => Problem::new(
+            StatusCode::CONFLICT,
+            "no-previous-generation",
+            "Nothing to roll back to",
+            e,
+        ),
+        TableError::Internal(e) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "table-error",
+            "Forwarding table error",
+            e,
+        ),
+    }
+}
+
+/// The installed forwarding table: generation and the first entries.
+#[utoipa::path(get, path = "/v1/fib", tag = "forwarding",
+    params(("limit" = Option<usize>, Query, description = "Entries to return (at most 1000; default 100)")),
+    responses((status = 200, body = FibDto), (status = 503, body = Problem)))]
+async fn fib(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::BTreeMap<String, String>>,
+) -> Result<axum::Json<FibDto>, Problem> {
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                "Bad query parameter",
+                format!("limit={v:?} is not a number"),
+            )
+        })?,
+    }
+    .min(FIB_ENTRIES_MAX);
+    let view = call_table(&s, |r| TableMsg::View(limit, r)).await?;
+    Ok(axum::Json(FibDto {
+        generation: view.generation,
+        previous_generation: view.previous_generation,
+        routes: view.routes,
+        entries: view
+            .entries
+            .iter()
+            .map(|(k, hops)| FibEntryDto {
+                key: routing_key_hex(*k),
+                next_hops: hops.iter().map(hop_dto).collect(),
+            })
+            .collect(),
+    }))
+}
+
+/// Roll the forwarding table back to the previous generation.
+#[utoipa::path(post, path = "/v1/fib/rollback", tag = "forwarding",
+    responses((status = 200, body = GenerationResponse), (status = 409, body = Problem)))]
+async fn fib_rollback(
+    State(s): State<AppState>,
+) -> Result<axum::Json<GenerationResponse>, Problem> {
+    let generation = call_table(&s, TableMsg::Rollback)
+        .await?
+        .map_err(table_problem)?;
+    Ok(axum::Json(GenerationResponse { generation }))
+}
+
+/// The static routes with how many next hops are live.
+#[utoipa::path(get, path = "/v1/routes", tag = "forwarding",
+    responses((status = 200, body = Routes), (status = 503, body = Problem)))]
+async fn routes(State(s): State<AppState>) -> Result<axum::Json<Routes>, Problem> {
+    let list = call_table(&s, TableMsg::Routes).await?;
+    Ok(axum::Json(Routes {
+        routes: list
+            .iter()
+            .map(|r| Route {
+                key: routing_key_hex(r.key),
+                next_hops: r.next_hops.iter().map(hop_dto).collect(),
+                live: r.live,
+            })
+            .collect(),
+    }))
+}
+
+/// Set a static route: routing key → weighted next hops (persisted; installed while their nodes
+/// are alive).
+#[utoipa::path(put, path = "/v1/routes/{key}", tag = "forwarding",
+    params(("key" = String, Path, description = "Routing key, 32 hex digits")),
+    request_body(content = RouteRequest, content_type = "application/json"),
+    responses((status = 200, body = GenerationResponse), (status = 400, body = Problem),
+              (status = 413, body = Problem), (status = 415, body = Problem),
+              (status = 422, body = Problem)))]
+async fn put_route(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<GenerationResponse>, Problem> {
+    let key = key_from_path(&key)?;
+    let request: RouteRequest = parse_json(&headers, body)?;
+    let invalid = |detail: String| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-route",
+            "Invalid route",
+            detail,
+        )
+    };
+    let mut hops = Vec::with_capacity(request.next_hops.len());
+    for (i, h) in request.next_hops.iter().enumerate() {
+        let node = parse_node_id(&h.node).ok_or_else(|| {
+            invalid(format!(
+                "next_hops[{i}].node: not a node id (64 hex digits)"
+            ))
+        })?;
+        let addr = h
+            .addr
+            .parse()
+            .map_err(|_| invalid(format!("next_hops[{i}].addr: {:?} is not ip:port", h.addr)))?;
+        hops.push(NextHop {
+            node,
+            addr,
+            weight: h.weight,
+        });
+    }
+    let generation = call_table(&s, |r| TableMsg::PutRoute(key, hops, r))
+        .await?
+        .map_err(table_problem)?;
+    Ok(axum::Json(GenerationResponse { generation }))
+}
+
+/// Remove a static route.
+#[utoipa::path(delete, path = "/v1/routes/{key}", tag = "forwarding",
+    params(("key" = String, Path, description = "Routing key, 32 hex digits")),
+    responses((status = 200, body = GenerationResponse), (status = 404, body = Problem)))]
+async fn delete_route(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<axum::Json<GenerationResponse>, Problem> {
+    let key = key_from_path(&key)?;
+    let existed = call_table(&s, |r| TableMsg::DeleteRoute(key, r))
+        .await?
+        .map_err(table_problem)?;
+    if !existed {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-route",
+            "Unknown route",
+            format!("no static route for key {}", routing_key_hex(key)),
+        ));
+    }
+    let view = call_table(&s, |r| TableMsg::View(0, r)).await?;
+    Ok(axum::Json(GenerationResponse {
+        generation: view.generation,
+    }))
+}
+
 /// Fault injection (only with `[debug] fault_injection = true`): crash an actor as a bug would.
 #[utoipa::path(post, path = "/v1/debug/crash/{actor}", tag = "debug",
     params(("actor" = String, Path, description = "Actor name, e.g. `gossip`")),
@@ -399,8 +604,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Nexus admin API", description = "Administer one Nexus node. Errors are application/problem+json (RFC 9457)."),
-    paths(health, node, members, actors, leave, crash, metrics, openapi),
-    components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse)),
+    paths(health, node, members, actors, leave, crash, metrics, openapi, fib, fib_rollback, routes, put_route, delete_route),
+    components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, NextHopDto, Route, RouteRequest, Routes)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -500,6 +705,13 @@ fn router(state: AppState) -> Router {
         .route("/v1/actors", get(actors))
         .route("/v1/leave", post(leave))
         .route("/v1/debug/crash/{actor}", post(crash))
+        .route("/v1/fib", get(fib))
+        .route("/v1/fib/rollback", post(fib_rollback))
+        .route("/v1/routes", get(routes))
+        .route(
+            "/v1/routes/{key}",
+            axum::routing::put(put_route).delete(delete_route),
+        )
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -153,3 +153,70 @@ pub struct CrashResponse {
     /// The actor that was crashed.
     pub actor: String,
 }
+
+/// One next hop of a route.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NextHopDto {
+    /// The next hop's node id (64 hex digits).
+    pub node: String,
+    /// Where frames for it are sent (`ip:port`).
+    pub addr: String,
+    /// Relative share of flows (1 or more).
+    pub weight: u32,
+}
+
+/// Body of `PUT /v1/routes/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRequest {
+    /// The next hops (1–64).
+    pub next_hops: Vec<NextHopDto>,
+}
+
+/// A configured static route.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Route {
+    /// The routing key (32 hex digits).
+    pub key: String,
+    /// The configured next hops.
+    pub next_hops: Vec<NextHopDto>,
+    /// How many of them are installed now (their node is alive).
+    pub live: usize,
+}
+
+/// `GET /v1/routes`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Routes {
+    /// Static routes in key order.
+    pub routes: Vec<Route>,
+}
+
+/// One installed entry of the forwarding table.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FibEntryDto {
+    /// The routing key (32 hex digits).
+    pub key: String,
+    /// The installed next hops (live ones only).
+    pub next_hops: Vec<NextHopDto>,
+}
+
+/// `GET /v1/fib`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FibDto {
+    /// The installed generation.
+    pub generation: u64,
+    /// The generation a rollback would return to.
+    pub previous_generation: Option<u64>,
+    /// Routes in the installed table.
+    pub routes: usize,
+    /// The first entries in key order (at most `limit`).
+    pub entries: Vec<FibEntryDto>,
+}
+
+/// Result of a route change or a rollback.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GenerationResponse {
+    /// The forwarding-table generation installed now.
+    pub generation: u64,
+}

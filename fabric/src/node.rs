@@ -14,8 +14,9 @@ use std::time::Duration;
 use nexus_actors::env::{SledStorage, Storage};
 use nexus_actors::{
     ChildSpec, GossipActor, GossipArgs, GossipMsg, NodeExit, NodeKey, NodeMetrics, NodeSupervisor,
-    SupervisorArgs, SupervisorMsg,
+    SupervisorArgs, SupervisorMsg, TableArgs, TableCompiler,
 };
+use nexus_dataplane::fib::{Fib, FibTable, RouteSet, compile};
 use nexus_gossip::MemberMeta;
 use ractor::Actor;
 use ractor::rpc::CallResult;
@@ -184,6 +185,19 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             rand_core_06::OsRng.next_u64()
         },
     };
+    // The forwarding table: an empty generation 0 until the table compiler installs one. The
+    // handle outlives actor restarts; the data plane will read it.
+    let empty = compile(&RouteSet::new(0))
+        .map_err(|e| e.to_string())
+        .and_then(|image| FibTable::load(image).map_err(|e| e.to_string()))
+        .map_err(|e| StartError::Runtime(format!("building the empty forwarding table: {e}")))?;
+    let table_args = TableArgs {
+        fib: Fib::new(empty),
+        storage: gossip_args.storage.clone(),
+        local: node_id,
+        refresh: config.gossip.probe_period / 2,
+        metrics: metrics.clone(),
+    };
     let admin_args = AdminArgs {
         listener: Arc::new(listener),
         ctx: AdminContext {
@@ -211,6 +225,9 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             children: vec![
                 ChildSpec::new("gossip", move |_| {
                     (GossipActor::<UdpSocket>::default(), gossip_args.clone())
+                }),
+                ChildSpec::new("table", move |supervisor| {
+                    (TableCompiler, (table_args.clone(), supervisor))
                 }),
                 ChildSpec::new("admin", move |supervisor| {
                     (AdminActor, (admin_args.clone(), supervisor))

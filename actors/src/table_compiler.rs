@@ -1,0 +1,472 @@
+//! [`TableCompiler`]: folds routes and membership into forwarding-table generations and installs
+//! them into the node's [`Fib`], which the data plane reads without locks.
+//!
+//! Routes today are *static* (set by operators through the admin API, persisted in the node's
+//! storage); the registry's route deltas will feed the same fold when the registry exists. A
+//! route's next hops are filtered by membership: a next hop whose node is not alive (or is not
+//! this node) is left out, and a key with no live next hop is left out entirely, so traffic
+//! fails over when membership declares a node down — within one `refresh` period of the verdict.
+//! A new generation is compiled only when the effective table changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nexus_dataplane::fib::{Fib, FibTable, NextHop, RouteError, RouteSet, RoutingKey, compile};
+use nexus_gossip::{MemberState, NodeId};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+
+use crate::GossipMsg;
+use crate::env::Storage;
+use crate::metrics::NodeMetrics;
+use crate::supervisor::SupervisorMsg;
+use crate::task::AbortOnDrop;
+
+/// Storage key of the static routes.
+const ROUTES_KEY: &str = "fib/static-routes";
+/// Deadline for asking the gossip actor for the member list.
+const MEMBERS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Arguments of [`TableCompiler`]; cloned for every (re)start.
+#[derive(Clone)]
+pub struct TableArgs {
+    /// The node's forwarding table handle (outlives actor restarts; the data plane reads it).
+    pub fib: Fib,
+    /// Durable node storage (static routes).
+    pub storage: Arc<dyn Storage>,
+    /// This node's id (its own next hops are always live).
+    pub local: NodeId,
+    /// How often membership is re-read.
+    pub refresh: Duration,
+    /// Where the table's gauges go.
+    pub metrics: NodeMetrics,
+}
+
+impl std::fmt::Debug for TableArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableArgs")
+            .field("generation", &self.fib.generation())
+            .field("refresh", &self.refresh)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A route as operators see it: the configured next hops, and how many are live now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteStatus {
+    /// The routing key.
+    pub key: RoutingKey,
+    /// The configured next hops.
+    pub next_hops: Vec<NextHop>,
+    /// How many of them are in the installed table (their node is alive).
+    pub live: usize,
+}
+
+/// What `GET /v1/fib` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FibView {
+    /// The installed generation.
+    pub generation: u64,
+    /// The generation a rollback would return to.
+    pub previous_generation: Option<u64>,
+    /// Routes in the installed table.
+    pub routes: usize,
+    /// The first `limit` entries in key order.
+    pub entries: Vec<(RoutingKey, Vec<NextHop>)>,
+}
+
+/// Why a table operation failed. The table and the stored routes are unchanged in every case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// The route breaks a limit or has a bad next hop.
+    #[error("{0}")]
+    Route(#[from] RouteError),
+    /// There is nothing to roll back to.
+    #[error("{0}")]
+    Rollback(String),
+    /// Compiling, loading or persisting failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Messages to [`TableCompiler`].
+#[derive(Debug)]
+pub enum TableMsg {
+    /// Set (or replace) a static route; replies with the generation installed.
+    PutRoute(
+        RoutingKey,
+        Vec<NextHop>,
+        RpcReplyPort<Result<u64, TableError>>,
+    ),
+    /// Remove a static route; replies whether it existed.
+    DeleteRoute(RoutingKey, RpcReplyPort<Result<bool, TableError>>),
+    /// The static routes with their live next-hop counts.
+    Routes(RpcReplyPort<Vec<RouteStatus>>),
+    /// The installed table (first `limit` entries).
+    View(usize, RpcReplyPort<FibView>),
+    /// Roll back to the previous generation; replies with the generation now installed.
+    Rollback(RpcReplyPort<Result<u64, TableError>>),
+    /// Timer: re-read membership and recompile if the live set changed.
+    Refresh,
+}
+
+/// State of [`TableCompiler`].
+pub struct TableState {
+    args: TableArgs,
+    supervisor: ActorRef<SupervisorMsg>,
+    routes: BTreeMap<RoutingKey, Vec<NextHop>>,
+    live_nodes: BTreeSet<[u8; 32]>,
+    installed: Option<BTreeMap<RoutingKey, Vec<NextHop>>>,
+    _refresh: AbortOnDrop,
+}
+
+impl std::fmt::Debug for TableState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableState")
+            .field("routes", &self.routes.len())
+            .field("live_nodes", &self.live_nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The table-compiler actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableCompiler;
+
+#[derive(Serialize, Deserialize)]
+struct StoredRoute {
+    key: String,
+    next_hops: Vec<StoredHop>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredHop {
+    node: String,
+    addr: SocketAddr,
+    weight: u32,
+}
+
+fn hex32(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 64 hex digits into a node id.
+pub fn parse_node_id(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Parses 32 hex digits into a routing key.
+pub fn parse_routing_key(text: &str) -> Option<RoutingKey> {
+    if text.len() != 32 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(text, 16).ok().map(RoutingKey)
+}
+
+/// A routing key as 32 hex digits.
+pub fn routing_key_hex(key: RoutingKey) -> String {
+    format!("{:032x}", key.0)
+}
+
+fn encode_routes(routes: &BTreeMap<RoutingKey, Vec<NextHop>>) -> Vec<u8> {
+    let stored: Vec<StoredRoute> = routes
+        .iter()
+        .map(|(k, hops)| StoredRoute {
+            key: routing_key_hex(*k),
+            next_hops: hops
+                .iter()
+                .map(|h| StoredHop {
+                    node: hex32(&h.node),
+                    addr: h.addr,
+                    weight: h.weight,
+                })
+                .collect(),
+        })
+        .collect();
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+fn decode_routes(bytes: &[u8]) -> Result<BTreeMap<RoutingKey, Vec<NextHop>>, String> {
+    let stored: Vec<StoredRoute> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let mut set = RouteSet::new(0);
+    for r in stored {
+        let key = parse_routing_key(&r.key).ok_or_else(|| format!("bad key {:?}", r.key))?;
+        let hops = r
+            .next_hops
+            .into_iter()
+            .map(|h| {
+                Ok(NextHop {
+                    node: parse_node_id(&h.node).ok_or_else(|| format!("bad node {:?}", h.node))?,
+                    addr: h.addr,
+                    weight: h.weight,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        set.insert(key, hops).map_err(|e| e.to_string())?;
+    }
+    Ok(set.routes().clone())
+}
+
+impl TableCompiler {
+    /// The table the routes and the live set call for.
+    fn effective(state: &TableState) -> BTreeMap<RoutingKey, Vec<NextHop>> {
+        let local = state.args.local.0;
+        state
+            .routes
+            .iter()
+            .filter_map(|(k, hops)| {
+                let live: Vec<NextHop> = hops
+                    .iter()
+                    .filter(|h| h.node == local || state.live_nodes.contains(&h.node))
+                    .copied()
+                    .collect();
+                (!live.is_empty()).then_some((*k, live))
+            })
+            .collect()
+    }
+
+    /// Compiles and installs the effective table if it differs from the installed one.
+    fn recompile(state: &mut TableState) -> Result<u64, TableError> {
+        let effective = Self::effective(state);
+        if state.installed.as_ref() == Some(&effective) {
+            return Ok(state.args.fib.generation());
+        }
+        let generation = state.args.fib.generation_max() + 1;
+        let set = RouteSet::from_routes(generation, effective.clone())?;
+        let image = compile(&set).map_err(|e| TableError::Internal(e.to_string()))?;
+        let table = FibTable::load(image).map_err(|e| TableError::Internal(e.to_string()))?;
+        state
+            .args
+            .fib
+            .install(table)
+            .map_err(|e| TableError::Internal(e.to_string()))?;
+        tracing::info!(
+            generation,
+            routes = effective.len(),
+            configured = state.routes.len(),
+            "forwarding table installed"
+        );
+        state.args.metrics.fib_generation.set(generation as i64);
+        state.args.metrics.fib_routes.set(effective.len() as i64);
+        state.installed = Some(effective);
+        Ok(generation)
+    }
+
+    fn persist(
+        state: &TableState,
+        routes: &BTreeMap<RoutingKey, Vec<NextHop>>,
+    ) -> Result<(), TableError> {
+        state
+            .args
+            .storage
+            .put(ROUTES_KEY, &encode_routes(routes))
+            .map_err(|e| TableError::Internal(e.to_string()))
+    }
+
+    async fn live_members(state: &TableState) -> Option<BTreeSet<[u8; 32]>> {
+        let lookup = state
+            .supervisor
+            .call(
+                |r| SupervisorMsg::Lookup("gossip".into(), r),
+                Some(MEMBERS_TIMEOUT),
+            )
+            .await;
+        let Ok(CallResult::Success(Some(cell))) = lookup else {
+            return None;
+        };
+        let gossip: ActorRef<GossipMsg> = cell.into();
+        match gossip.call(GossipMsg::Members, Some(MEMBERS_TIMEOUT)).await {
+            Ok(CallResult::Success(members)) => Some(
+                members
+                    .into_iter()
+                    .filter(|m| m.state == MemberState::Alive)
+                    .map(|m| m.id.node_id().0)
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl Actor for TableCompiler {
+    type Msg = TableMsg;
+    type State = TableState;
+    type Arguments = (TableArgs, ActorRef<SupervisorMsg>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TableMsg>,
+        (args, supervisor): (TableArgs, ActorRef<SupervisorMsg>),
+    ) -> Result<TableState, ActorProcessingErr> {
+        let routes = match args.storage.get(ROUTES_KEY)? {
+            None => BTreeMap::new(),
+            Some(bytes) => decode_routes(&bytes)
+                .map_err(|e| format!("stored static routes are corrupt: {e}"))?,
+        };
+        let refresh = myself.send_interval(args.refresh, || TableMsg::Refresh);
+        let mut state = TableState {
+            args,
+            supervisor,
+            routes,
+            live_nodes: BTreeSet::new(),
+            installed: None,
+            _refresh: AbortOnDrop(refresh),
+        };
+        // The installed generation may be newer than what we would compile (an actor restart):
+        // compare against nothing so the first refresh reinstalls from the stored routes.
+        if let Some(live) = Self::live_members(&state).await {
+            state.live_nodes = live;
+        }
+        Self::recompile(&mut state)?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<TableMsg>,
+        message: TableMsg,
+        state: &mut TableState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            TableMsg::PutRoute(key, hops, reply) => {
+                let result = (|| {
+                    // Validate through RouteSet (limits, weights, duplicates) before anything
+                    // changes.
+                    let mut check = RouteSet::new(0);
+                    check.insert(key, hops.clone())?;
+                    let mut next = state.routes.clone();
+                    next.insert(key, check.get(key).map(<[NextHop]>::to_vec).unwrap_or(hops));
+                    RouteSet::from_routes(0, next.clone())?;
+                    Self::persist(state, &next)?;
+                    state.routes = next;
+                    Ok::<_, TableError>(())
+                })();
+                let result = match result {
+                    Ok(()) => Self::recompile(state),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            TableMsg::DeleteRoute(key, reply) => {
+                let result = if state.routes.contains_key(&key) {
+                    let mut next = state.routes.clone();
+                    next.remove(&key);
+                    Self::persist(state, &next).map(|()| {
+                        state.routes = next;
+                        true
+                    })
+                } else {
+                    Ok(false)
+                };
+                let result = match result {
+                    Ok(true) => Self::recompile(state).map(|_| true),
+                    other => other,
+                };
+                let _ = reply.send(result);
+            }
+            TableMsg::Routes(reply) => {
+                let installed = state.installed.clone().unwrap_or_default();
+                let list = state
+                    .routes
+                    .iter()
+                    .map(|(k, hops)| RouteStatus {
+                        key: *k,
+                        next_hops: hops.clone(),
+                        live: installed.get(k).map(Vec::len).unwrap_or(0),
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            TableMsg::View(limit, reply) => {
+                let table = state.args.fib.snapshot();
+                let entries = table
+                    .entries()
+                    .take(limit)
+                    .map(|e| (e.key, e.group.to_vec()))
+                    .collect();
+                let _ = reply.send(FibView {
+                    generation: table.generation(),
+                    previous_generation: state.args.fib.previous_generation(),
+                    routes: table.len(),
+                    entries,
+                });
+            }
+            TableMsg::Rollback(reply) => {
+                let result = state
+                    .args
+                    .fib
+                    .rollback()
+                    .map_err(|e| TableError::Rollback(e.to_string()));
+                if let Ok(generation) = result {
+                    tracing::warn!(generation, "forwarding table rolled back by an operator");
+                    // The rolled-back table stays until the routes or the live set change.
+                    state.installed = Some(
+                        state
+                            .args
+                            .fib
+                            .snapshot()
+                            .entries()
+                            .map(|e| (e.key, e.group.to_vec()))
+                            .collect(),
+                    );
+                    state.args.metrics.fib_generation.set(generation as i64);
+                }
+                let _ = reply.send(result);
+            }
+            TableMsg::Refresh => {
+                if let Some(live) = Self::live_members(state).await
+                    && live != state.live_nodes
+                {
+                    state.live_nodes = live;
+                    Self::recompile(state)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_routes_round_trip_and_reject_garbage() {
+        let mut routes = BTreeMap::new();
+        routes.insert(
+            RoutingKey(0xabcd),
+            vec![NextHop {
+                node: [7; 32],
+                addr: "127.0.0.1:9".parse().expect("addr"),
+                weight: 3,
+            }],
+        );
+        let bytes = encode_routes(&routes);
+        assert_eq!(decode_routes(&bytes), Ok(routes));
+        assert!(decode_routes(b"{").is_err());
+        assert!(decode_routes(b"[{\"key\":\"zz\",\"next_hops\":[]}]").is_err());
+    }
+
+    #[test]
+    fn hex_parsing() {
+        assert_eq!(
+            parse_routing_key(&format!("{:032x}", 5u128)),
+            Some(RoutingKey(5))
+        );
+        assert_eq!(parse_routing_key("5"), None);
+        assert_eq!(parse_routing_key(&"g".repeat(32)), None);
+        assert_eq!(parse_node_id(&"ab".repeat(32)), Some([0xab; 32]));
+        assert_eq!(parse_node_id(&"ab".repeat(31)), None);
+        assert_eq!(routing_key_hex(RoutingKey(1)).len(), 32);
+    }
+}
