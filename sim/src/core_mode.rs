@@ -446,35 +446,12 @@ impl CoreSim<'_> {
         }
     }
 
-    fn describe(&self, id: &MemberId) -> String {
-        match self.ids.get(&id.node_id()) {
-            Some(j) => format!("n{} g{}", j + 1, id.generation()),
-            None => format!("{} g{}", id.node_id().short(), id.generation()),
-        }
-    }
-
     fn on_event(&mut self, i: usize, e: &Event) {
-        let text = match e {
-            Event::MemberUp(id) => Some(format!("up {}", self.describe(id))),
-            Event::MemberDown { id, left } => Some(format!(
-                "{} {}",
-                if *left { "left" } else { "down" },
-                self.describe(id)
-            )),
-            Event::MemberReplaced { old, new } => Some(format!(
-                "replaced {} -> g{}",
-                self.describe(old),
-                new.generation()
-            )),
-            Event::Joined => Some("joined".into()),
-            Event::Isolated => Some("isolated".into()),
-            Event::Rejoined(id) => {
-                // The node renewed itself in memory; persist it as its durable generation.
-                self.truth[i].generation = id.generation();
-                Some(format!("rejoined g{}", id.generation()))
-            }
-            Event::ProbeRtt { .. } => None,
-        };
+        if let Event::Rejoined(id) = e {
+            // The node renewed itself in memory; persist it as its durable generation.
+            self.truth[i].generation = id.generation();
+        }
+        let text = crate::trace::member_event_text(&self.ids, e);
         if let Some(event) = text {
             self.trace.record(
                 TraceEvent::Member {

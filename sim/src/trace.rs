@@ -1,8 +1,10 @@
 //! The event trace: every delivery, drop, membership event, timeline action and violation, in
 //! order. Each run hashes it (`trace hash: <hex>`); `--trace out.jsonl` also writes it out.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
+use nexus_gossip::{Event, MemberId, NodeId};
 use serde::Serialize;
 
 /// One traced event. Times are virtual microseconds since the start of the run.
@@ -56,6 +58,29 @@ pub enum TraceEvent {
         /// What was seen.
         detail: String,
     },
+}
+
+/// How a membership event reads in the trace (`up n3 g1`, `down n5 g2`, …), with nodes named by
+/// their index in `ids`; `None` for events that are not traced (RTT samples). Both simulation
+/// modes use this, so their traces speak one language.
+pub fn member_event_text(ids: &BTreeMap<NodeId, usize>, event: &Event) -> Option<String> {
+    let describe = |id: &MemberId| match ids.get(&id.node_id()) {
+        Some(j) => format!("n{} g{}", j + 1, id.generation()),
+        None => format!("{} g{}", id.node_id().short(), id.generation()),
+    };
+    Some(match event {
+        Event::MemberUp(id) => format!("up {}", describe(id)),
+        Event::MemberDown { id, left } => {
+            format!("{} {}", if *left { "left" } else { "down" }, describe(id))
+        }
+        Event::MemberReplaced { old, new } => {
+            format!("replaced {} -> g{}", describe(old), new.generation())
+        }
+        Event::Joined => "joined".into(),
+        Event::Isolated => "isolated".into(),
+        Event::Rejoined(id) => format!("rejoined g{}", id.generation()),
+        Event::ProbeRtt { .. } => return None,
+    })
 }
 
 /// 64-bit FNV-1a: small, dependency-free and the same on every platform. It detects divergence

@@ -73,7 +73,7 @@ use nexus_actors::{
     ChildSpec, GossipActor, GossipArgs, GossipMsg, NodeKey, NodeMetrics, NodeSupervisor,
     RestartPolicy, SupervisorArgs, SupervisorMsg,
 };
-use nexus_gossip::{Event, MemberId, MemberMeta, MemberView, MembershipConfig, NodeId};
+use nexus_gossip::{Event, MemberMeta, MemberView, MembershipConfig, NodeId};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use rand::rngs::StdRng;
@@ -738,31 +738,8 @@ impl<'s> NodeSim<'s> {
         }
     }
 
-    fn describe(&self, id: &MemberId) -> String {
-        match self.ids.get(&id.node_id()) {
-            Some(j) => format!("n{} g{}", j + 1, id.generation()),
-            None => format!("{} g{}", id.node_id().short(), id.generation()),
-        }
-    }
-
     fn on_event(&mut self, i: usize, e: &Event) {
-        let text = match e {
-            Event::MemberUp(id) => Some(format!("up {}", self.describe(id))),
-            Event::MemberDown { id, left } => Some(format!(
-                "{} {}",
-                if *left { "left" } else { "down" },
-                self.describe(id)
-            )),
-            Event::MemberReplaced { old, new } => Some(format!(
-                "replaced {} -> g{}",
-                self.describe(old),
-                new.generation()
-            )),
-            Event::Joined => Some("joined".into()),
-            Event::Isolated => Some("isolated".into()),
-            Event::Rejoined(id) => Some(format!("rejoined g{}", id.generation())),
-            Event::ProbeRtt { .. } => None,
-        };
+        let text = crate::trace::member_event_text(&self.ids, e);
         if let Some(event) = text {
             self.record(TraceEvent::Member {
                 t_us: self.now_us,
