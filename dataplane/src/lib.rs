@@ -1,9 +1,12 @@
-//! The Nexus data plane (in progress): the NexLink wire codec ([`wire`]) and the compiled
-//! forwarding table ([`fib`]) that the forwarder reads without ever waiting on the control plane.
+//! The Nexus data plane (in progress): the NexLink wire codec ([`wire`]), the compiled
+//! forwarding table ([`fib`]), and the forwarder ([`forward`]): a thread that reads the FIB
+//! without ever waiting on the control plane, over a batched I/O trait with a portable UDP
+//! backend.
 //!
-//! Not built yet: the forwarder thread and its I/O backends (io_uring and portable), the UDP
-//! overlay, the table compiler actor and the admin endpoints; see the README.
+//! The table compiler that installs generations is an actor in `nexus-actors`. Not built yet:
+//! the io_uring backend, the node's UDP overlay wiring and the demo; see the README.
 #![deny(missing_docs)]
 
 pub mod fib;
+pub mod forward;
 pub mod wire;

@@ -1,0 +1,323 @@
+//! Forwarding throughput and latency on loopback, side by side in one run:
+//!
+//! - `kernel`: the sender straight to the sink (the kernel's UDP limit on this machine);
+//! - `forwarder`: sender → [`Forwarder`] with the portable [`UdpIo`] backend → sink;
+//! - `tokio-relay`: sender → a minimal tokio UDP relay (`recv_from` → `send_to` a fixed next
+//!   hop, current-thread runtime on its own thread) → sink.
+//!
+//! Each path runs two phases with 128-byte frames (64-byte NexLink header + 64-byte payload that
+//! carries the send time and a sequence number): a blast of `BLAST_FRAMES` frames as fast as one
+//! sender thread can go (received packets/s at the sink, loss, latency under overload), then a
+//! paced phase of `PACED_FRAMES` at roughly `PACED_RATE_PPS` (one-way latency without queueing).
+//! Rounds are interleaved so drift on a shared machine hits every path alike.
+//!
+//! Run: `cargo bench -p nexus-dataplane --bench forward`. Loopback only.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nexus_dataplane::fib::{Fib, FibTable, NextHop, RouteSet, RoutingKey, compile};
+use nexus_dataplane::forward::{Forwarder, ForwarderConfig, LocalEndpoints, UdpIo};
+use nexus_dataplane::wire::nexlink::{
+    DeliveryMode, Ecn, Flags, FrameType, HEADER_LEN, HopLimit, NodeTag, Packet, Repr, SeqNumber,
+    SessionId, StreamId, TrafficClass,
+};
+
+const BLAST_FRAMES: usize = 200_000;
+const PACED_FRAMES: usize = 20_000;
+const PACED_RATE_PPS: u64 = 50_000;
+/// Frames sent between pacing sleeps in the paced phase.
+const PACED_BURST: usize = 10;
+const ROUNDS: usize = 3;
+const PAYLOAD_LEN: usize = 64;
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+/// The sink stops this long after the last frame it received (once the sender is done).
+const SINK_IDLE: Duration = Duration::from_millis(300);
+const KEY: RoutingKey = RoutingKey(0x00c0_ffee);
+
+/// Clock reads: this binary is a measurement driver; time is what it measures.
+#[derive(Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a benchmark driver measures wall time"
+    )]
+    fn start() -> Clock {
+        Clock(Instant::now())
+    }
+
+    fn now_ns(self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+fn frame_template() -> Vec<u8> {
+    let repr = Repr {
+        frame_type: FrameType::Data,
+        flags: Flags::EMPTY,
+        delivery_mode: DeliveryMode::ALL[2],
+        traffic_class: TrafficClass::new(0).expect("class 0"),
+        ecn: Ecn::NotEct,
+        hop_limit: HopLimit::DEFAULT,
+        routing_key: nexus_dataplane::wire::nexlink::RoutingKey(KEY.0),
+        src: NodeTag(1),
+        dst: NodeTag(2),
+        session: SessionId(3),
+        stream: StreamId(4),
+        seq: SeqNumber(0),
+        payload_len: PAYLOAD_LEN as u16,
+        tensor: None,
+    };
+    let mut buf = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut Packet::new_unchecked(&mut buf[..]))
+        .expect("valid header");
+    buf
+}
+
+fn big_buffers(socket: &UdpSocket) {
+    let socket = socket2::SockRef::from(socket);
+    socket
+        .set_recv_buffer_size(SOCKET_BUFFER_BYTES)
+        .expect("rcvbuf");
+    socket
+        .set_send_buffer_size(SOCKET_BUFFER_BYTES)
+        .expect("sndbuf");
+}
+
+struct SinkResult {
+    received: usize,
+    rate_pps: f64,
+    latencies_ns: Vec<u64>,
+}
+
+/// Receives until `expected` frames arrived, or `SINK_IDLE` passed without one after `done`.
+fn run_sink(socket: UdpSocket, clock: Clock, expected: usize, done: Arc<AtomicBool>) -> SinkResult {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    let mut latencies_ns = Vec::with_capacity(expected);
+    let (mut first_ns, mut last_ns) = (0u64, 0u64);
+    while latencies_ns.len() < expected {
+        match socket.recv_from(&mut buf) {
+            Ok((len, _)) if len >= HEADER_LEN + 8 => {
+                let now = clock.now_ns();
+                let mut stamp = [0u8; 8];
+                stamp.copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + 8]);
+                latencies_ns.push(now.saturating_sub(u64::from_le_bytes(stamp)));
+                if first_ns == 0 {
+                    first_ns = now;
+                }
+                last_ns = now;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let idle = clock.now_ns().saturating_sub(last_ns.max(1));
+                if done.load(Ordering::Relaxed) && idle > SINK_IDLE.as_nanos() as u64 {
+                    break;
+                }
+            }
+        }
+    }
+    let span_s = (last_ns.saturating_sub(first_ns)) as f64 / 1e9;
+    SinkResult {
+        received: latencies_ns.len(),
+        rate_pps: if span_s > 0.0 {
+            latencies_ns.len() as f64 / span_s
+        } else {
+            0.0
+        },
+        latencies_ns,
+    }
+}
+
+fn send_frames(clock: Clock, to: SocketAddr, count: usize, paced: bool) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+    big_buffers(&socket);
+    let mut frame = frame_template();
+    let burst_period_ns = PACED_BURST as u64 * 1_000_000_000 / PACED_RATE_PPS;
+    let start = clock.now_ns();
+    for seq in 0..count {
+        if paced && seq % PACED_BURST == 0 {
+            let due = start + (seq / PACED_BURST) as u64 * burst_period_ns;
+            let now = clock.now_ns();
+            if due > now {
+                thread::sleep(Duration::from_nanos(due - now));
+            }
+        }
+        frame[HEADER_LEN + 8..HEADER_LEN + 16].copy_from_slice(&(seq as u64).to_le_bytes());
+        frame[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&clock.now_ns().to_le_bytes());
+        // A full socket buffer or a transient error loses the frame; the sink counts losses.
+        let _ = socket.send_to(&frame, to);
+    }
+}
+
+/// One phase through `entry` (the address the sender targets) to `sink`.
+fn phase(
+    clock: Clock,
+    entry: SocketAddr,
+    sink: UdpSocket,
+    count: usize,
+    paced: bool,
+) -> SinkResult {
+    let done = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let done = Arc::clone(&done);
+        thread::spawn(move || run_sink(sink, clock, count, done))
+    };
+    send_frames(clock, entry, count, paced);
+    done.store(true, Ordering::Relaxed);
+    receiver.join().expect("sink thread")
+}
+
+fn new_sink() -> (UdpSocket, SocketAddr) {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    big_buffers(&sink);
+    let addr = sink.local_addr().expect("sink addr");
+    (sink, addr)
+}
+
+/// A path under test: started towards a sink, returns the address to send to and a stopper.
+enum Path {
+    Kernel,
+    Forwarder,
+    TokioRelay,
+}
+
+impl Path {
+    fn name(&self) -> &'static str {
+        match self {
+            Path::Kernel => "kernel (direct)",
+            Path::Forwarder => "forwarder (UdpIo)",
+            Path::TokioRelay => "tokio relay",
+        }
+    }
+
+    fn run(&self, clock: Clock, count: usize, paced: bool) -> SinkResult {
+        let (sink, sink_addr) = new_sink();
+        match self {
+            Path::Kernel => phase(clock, sink_addr, sink, count, paced),
+            Path::Forwarder => {
+                let mut routes = RouteSet::new(1);
+                routes
+                    .insert(
+                        KEY,
+                        vec![NextHop {
+                            node: [9; 32],
+                            addr: sink_addr,
+                            weight: 1,
+                        }],
+                    )
+                    .expect("route");
+                let fib =
+                    Fib::new(FibTable::load(compile(&routes).expect("compile")).expect("load"));
+                let io = UdpIo::bind("127.0.0.1:0").expect("bind forwarder");
+                io.set_buffer_sizes(SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES)
+                    .expect("buffers");
+                let forwarder =
+                    Forwarder::spawn(ForwarderConfig::default(), &fib, LocalEndpoints::new(), io)
+                        .expect("spawn forwarder");
+                let result = phase(clock, forwarder.local_addr(), sink, count, paced);
+                let counters = forwarder.shutdown().expect("forwarder stops");
+                assert_eq!(counters.dropped_total(), 0, "{counters:?}");
+                result
+            }
+            Path::TokioRelay => {
+                let relay = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
+                big_buffers(&relay);
+                relay.set_nonblocking(true).expect("nonblocking");
+                let relay_addr = relay.local_addr().expect("relay addr");
+                let stop = Arc::new(AtomicBool::new(false));
+                let thread = {
+                    let stop = Arc::clone(&stop);
+                    thread::spawn(move || tokio_relay(relay, sink_addr, stop))
+                };
+                let result = phase(clock, relay_addr, sink, count, paced);
+                stop.store(true, Ordering::Relaxed);
+                thread.join().expect("relay thread");
+                result
+            }
+        }
+    }
+}
+
+fn tokio_relay(socket: UdpSocket, next_hop: SocketAddr, stop: Arc<AtomicBool>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let socket = tokio::net::UdpSocket::from_std(socket).expect("tokio socket");
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let received =
+                tokio::time::timeout(Duration::from_millis(50), socket.recv_from(&mut buf)).await;
+            if let Ok(Ok((len, _))) = received {
+                let _ = socket.send_to(&buf[..len], next_hop).await;
+            }
+        }
+    });
+}
+
+fn percentile_us(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index] as f64 / 1e3
+}
+
+fn main() {
+    let clock = Clock::start();
+    let paths = [Path::Kernel, Path::Forwarder, Path::TokioRelay];
+    println!(
+        "forward bench: loopback, {}-byte frames, blast {BLAST_FRAMES} frames from one sender \
+         thread, paced {PACED_FRAMES} frames at ~{PACED_RATE_PPS} pps, {ROUNDS} rounds, \
+         {} CPUs",
+        HEADER_LEN + PAYLOAD_LEN,
+        thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<20} {:>5} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "path",
+        "round",
+        "blast rx",
+        "loss %",
+        "rx kpps",
+        "blast p50",
+        "blast p99",
+        "paced p50",
+        "paced p99"
+    );
+    for round in 1..=ROUNDS {
+        for path in &paths {
+            let mut blast = path.run(clock, BLAST_FRAMES, false);
+            let mut paced = path.run(clock, PACED_FRAMES, true);
+            blast.latencies_ns.sort_unstable();
+            paced.latencies_ns.sort_unstable();
+            let loss = 100.0 * (BLAST_FRAMES - blast.received) as f64 / BLAST_FRAMES as f64;
+            println!(
+                "{:<20} {:>5} {:>10} {:>7.2} {:>10.1} {:>8.1}us {:>8.1}us {:>8.1}us {:>8.1}us{}",
+                path.name(),
+                round,
+                blast.received,
+                loss,
+                blast.rate_pps / 1e3,
+                percentile_us(&blast.latencies_ns, 0.50),
+                percentile_us(&blast.latencies_ns, 0.99),
+                percentile_us(&paced.latencies_ns, 0.50),
+                percentile_us(&paced.latencies_ns, 0.99),
+                if paced.received < PACED_FRAMES {
+                    format!("  (paced lost {})", PACED_FRAMES - paced.received)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! The forwarder: a data-plane thread that receives NexLink frames over UDP in batches, checks
+//! them, delivers frames for local services, and sends the rest on to the FIB's next hop.
+//!
+//! What it does: [`Forwarder::spawn`] starts the loop described on [`Forwarder`] on its own OS
+//! thread over any [`PacketIo`] backend; [`ForwarderHandle`] reads its [`ForwarderCounters`]
+//! (forwarded, delivered locally, dropped per [`DROP_REASONS`] label, batches, FIB generation),
+//! replaces its [`LocalEndpoints`] and shuts it down. New FIB generations reach it through the
+//! [`Fib`](crate::fib::Fib) handle it was started with: each receive batch is looked up in one
+//! generation.
+//!
+//! Backends ([`PacketIo`], one conformance suite in `dataplane/tests/forward.rs`):
+//! - [`UdpIo`], the portable one: a non-blocking std UDP socket, `recv_from`/`send_to` per
+//!   datagram, `poll(2)` only when idle;
+//! - io_uring: not built yet.
+//!
+//! What it does not do (yet): Prometheus export (the control plane reads the counter snapshot
+//! and exports it), ECN marking or queueing by traffic class, split horizon (a frame may be sent
+//! back where it came from if the FIB says so), `sendmmsg`/GSO batching in the portable backend.
+//!
+//! # Call order
+//!
+//! `Fib::new` (control plane) → `UdpIo::bind` → [`Forwarder::spawn`] → any number of
+//! `Fib::install` / [`ForwarderHandle::set_local_endpoints`] / [`ForwarderHandle::counters`]
+//! → [`ForwarderHandle::shutdown`] (or drop the handle).
+
+mod batch;
+mod counters;
+mod forwarder;
+mod io;
+mod local;
+mod udp;
+
+pub use batch::{BATCH_MAX, DATAGRAM_BYTES_MAX, PacketBatch};
+pub use counters::{DROP_REASON_COUNT, DROP_REASONS, ForwarderCounters};
+pub use forwarder::{
+    Forwarder, ForwarderConfig, ForwarderError, ForwarderHandle, RECV_ERRORS_CONSECUTIVE_MAX,
+    RECV_TIMEOUT_MS_MAX, flow_hash,
+};
+pub use io::PacketIo;
+pub use local::{LOCAL_ENDPOINTS_MAX, LocalEndpoints, LocalEndpointsFull};
+pub use udp::{SEND_WAIT_MS_MAX, UdpIo};
