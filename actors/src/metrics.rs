@@ -18,6 +18,13 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// Label: why the data plane dropped a frame.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// e.g. `bad_checksum`, `no_route`.
+    pub reason: String,
+}
+
 /// Label: an actor's name in the supervision tree.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActorLabel {
@@ -49,6 +56,12 @@ pub struct NodeMetrics {
     pub fib_generation: Gauge,
     /// Routes in the installed forwarding table.
     pub fib_routes: Gauge,
+    /// Frames the data plane forwarded to a next hop.
+    pub dataplane_forwarded: Counter,
+    /// Frames the data plane delivered to a local endpoint.
+    pub dataplane_delivered_local: Counter,
+    /// Frames the data plane dropped, by reason.
+    pub dataplane_dropped: Family<ReasonLabel, Counter>,
 }
 
 impl Default for NodeMetrics {
@@ -72,6 +85,24 @@ impl NodeMetrics {
         let actor_restarts = Family::<ActorLabel, Counter>::default();
         let fib_generation = Gauge::default();
         let fib_routes = Gauge::default();
+        let dataplane_forwarded = Counter::default();
+        let dataplane_delivered_local = Counter::default();
+        let dataplane_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "dataplane_forwarded",
+            "NexLink frames forwarded to a next hop",
+            dataplane_forwarded.clone(),
+        );
+        registry.register(
+            "dataplane_delivered_local",
+            "NexLink frames delivered to a local endpoint",
+            dataplane_delivered_local.clone(),
+        );
+        registry.register(
+            "dataplane_dropped",
+            "NexLink frames dropped, by reason",
+            dataplane_dropped.clone(),
+        );
         registry.register("members", "Members by state", members.clone());
         registry.register(
             "gossip_messages_in",
@@ -137,6 +168,9 @@ impl NodeMetrics {
             actor_restarts,
             fib_generation,
             fib_routes,
+            dataplane_forwarded,
+            dataplane_delivered_local,
+            dataplane_dropped,
         }
     }
 

@@ -56,6 +56,8 @@ pub struct NodeInfo {
     pub roles: Vec<String>,
     /// Data directory.
     pub data_dir: String,
+    /// Data-plane UDP address, if the forwarder runs.
+    pub dataplane: Option<SocketAddr>,
 }
 
 /// Everything the admin API needs; cloned into every (re)start of [`AdminActor`].
@@ -272,6 +274,7 @@ async fn node(State(s): State<AppState>) -> Result<axum::Json<Node>, Problem> {
         incarnation: me.id.generation(),
         state: me.state.as_str().into(),
         data_dir: n.data_dir.clone(),
+        dataplane: n.dataplane.map(|a| a.to_string()),
         uptime_s: s.ctx.started.elapsed().as_secs(),
     }))
 }

@@ -99,6 +99,8 @@ pub struct Node {
     pub state: String,
     /// Data directory.
     pub data_dir: String,
+    /// Data-plane UDP address (NexLink frames), if the forwarder runs.
+    pub dataplane: Option<String>,
     /// Seconds since the process started.
     pub uptime_s: u64,
 }

@@ -50,6 +50,9 @@ pub struct NodeRunArgs {
     /// Admin HTTP API address [default: 127.0.0.1:7700].
     #[arg(long, value_name = "IP:PORT")]
     pub admin: Option<String>,
+    /// UDP address the data plane receives NexLink frames on [default: off].
+    #[arg(long, value_name = "IP:PORT")]
+    pub dataplane: Option<String>,
     /// Bearer token required on every admin request (required when --admin is not loopback).
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -79,6 +82,7 @@ struct FileConfig {
     advertise: Option<String>,
     admin: Option<String>,
     admin_token: Option<String>,
+    dataplane: Option<String>,
     seeds: Option<Vec<String>>,
     data_dir: Option<PathBuf>,
     roles: Option<Vec<String>>,
@@ -151,6 +155,8 @@ pub struct NodeConfig {
     pub admin: SocketAddr,
     /// Admin bearer token.
     pub admin_token: Option<String>,
+    /// Data-plane UDP address; `None` leaves the forwarder off.
+    pub dataplane: Option<SocketAddr>,
     /// Resolved seed addresses.
     pub seeds: Vec<SocketAddr>,
     /// Data directory.
@@ -179,6 +185,7 @@ impl std::fmt::Debug for NodeConfig {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("dataplane", &self.dataplane)
             .field("seeds", &self.seeds)
             .field("data_dir", &self.data_dir)
             .field("log_level", &self.log_level)
@@ -414,6 +421,10 @@ impl NodeConfig {
             advertise,
             admin,
             admin_token,
+            dataplane: match args.dataplane.or(file.dataplane) {
+                Some(d) => Some(parse_addr("dataplane", &d)?),
+                None => None,
+            },
             seeds,
             data_dir,
             log_level,
@@ -522,6 +533,7 @@ mod tests {
         assert_eq!(field_of("bind = \"127.0.0.1\""), "bind");
         assert_eq!(field_of("advertise = \"1.2.3.4:99999\""), "advertise");
         assert_eq!(field_of("admin = \"localhost\""), "admin");
+        assert_eq!(field_of("dataplane = \"127.0.0.1\""), "dataplane");
         assert_eq!(field_of("seeds = [\"no-port\"]"), "seeds");
         assert_eq!(field_of("seeds = [\"host:notaport\"]"), "seeds");
     }

@@ -17,6 +17,9 @@ use nexus_actors::{
     SupervisorArgs, SupervisorMsg, TableArgs, TableCompiler,
 };
 use nexus_dataplane::fib::{Fib, FibTable, RouteSet, compile};
+use nexus_dataplane::forward::{
+    Forwarder, ForwarderConfig, ForwarderCounters, ForwarderHandle, LocalEndpoints, UdpIo,
+};
 use nexus_gossip::MemberMeta;
 use ractor::Actor;
 use ractor::rpc::CallResult;
@@ -147,6 +150,12 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         .local_addr()
         .map_err(|e| StartError::Runtime(e.to_string()))?;
     let advertise = config.advertise.unwrap_or(bound);
+    let dataplane_socket = match config.dataplane {
+        Some(addr) => {
+            Some(std::net::UdpSocket::bind(addr).map_err(|e| bind_error("dataplane", addr, &e))?)
+        }
+        None => None,
+    };
     // Peers are told where the admin API is; an unspecified bind (0.0.0.0) is useless to them,
     // so share the advertised IP with the admin port instead.
     let admin_shared = if admin_addr.ip().is_unspecified() {
@@ -169,6 +178,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
 
     // 3. The supervision tree: gossip first, then the admin API.
     let metrics = NodeMetrics::new();
+    let metrics_for_export = metrics.clone();
     let (leave_tx, mut leave_rx) = mpsc::channel::<String>(1);
     let gossip_args = GossipArgs {
         socket: Arc::new(socket),
@@ -191,8 +201,9 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         .map_err(|e| e.to_string())
         .and_then(|image| FibTable::load(image).map_err(|e| e.to_string()))
         .map_err(|e| StartError::Runtime(format!("building the empty forwarding table: {e}")))?;
+    let fib = Fib::new(empty);
     let table_args = TableArgs {
-        fib: Fib::new(empty),
+        fib: fib.clone(),
         storage: gossip_args.storage.clone(),
         local: node_id,
         refresh: config.gossip.probe_period / 2,
@@ -209,6 +220,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
                 admin: admin_addr,
                 roles: config.roles.clone(),
                 data_dir: absolute(&config.data_dir).display().to_string(),
+                dataplane: dataplane_socket.as_ref().and_then(|s| s.local_addr().ok()),
             }),
             metrics: metrics.clone(),
             token: config.admin_token.as_deref().map(Arc::from),
@@ -254,6 +266,11 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         gossip = %bound,
         advertise = %advertise,
         admin = %admin_addr,
+        dataplane = %dataplane_socket
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into()),
         data_dir = %config.data_dir.display(),
         "node started"
     );
@@ -261,6 +278,21 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     // 4. Wait for a signal, a leave request or an escalation.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| StartError::Runtime(format!("installing SIGTERM handler: {e}")))?;
+    // The data plane: its own OS thread, reading the table generations the table actor installs.
+    let forwarder = match dataplane_socket {
+        None => None,
+        Some(socket) => {
+            let io = UdpIo::from_socket(socket)
+                .map_err(|e| StartError::Runtime(format!("dataplane socket: {e}")))?;
+            let handle =
+                Forwarder::spawn(ForwarderConfig::default(), &fib, LocalEndpoints::new(), io)
+                    .map_err(|e| StartError::Runtime(format!("starting the forwarder: {e}")))?;
+            Some(handle)
+        }
+    };
+    let exporter = forwarder
+        .as_ref()
+        .map(|f| spawn_counter_export(f, metrics_for_export.clone()));
     let leave_first = tokio::select! {
         biased;
         _ = exit_rx.changed() => false,
@@ -279,6 +311,16 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         supervisor.stop(Some("node stopping".into()));
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+    if let Some(task) = exporter {
+        task.abort();
+    }
+    if let Some(f) = forwarder
+        && let Err(e) = tokio::task::spawn_blocking(move || f.shutdown())
+            .await
+            .unwrap_or(Err(nexus_dataplane::forward::ForwarderError::Panicked))
+    {
+        tracing::warn!(%e, "the forwarder stopped abnormally");
+    }
     let exit = exit_rx.borrow().clone();
     match exit {
         Some(NodeExit::Escalated { child, reason }) => {
@@ -293,6 +335,39 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             Ok(ExitCode::Clean)
         }
     }
+}
+
+/// Copies the forwarder's counters into the node's Prometheus metrics once a second. The
+/// forwarder publishes plain snapshots (no shared counters on its hot path); this adds the
+/// deltas.
+fn spawn_counter_export(
+    forwarder: &ForwarderHandle,
+    metrics: NodeMetrics,
+) -> tokio::task::JoinHandle<()> {
+    let counters = forwarder.counters_reader();
+    tokio::spawn(async move {
+        let mut last = ForwarderCounters::default();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = counters.snapshot();
+            metrics
+                .dataplane_forwarded
+                .inc_by(now.forwarded.saturating_sub(last.forwarded));
+            metrics
+                .dataplane_delivered_local
+                .inc_by(now.delivered_local.saturating_sub(last.delivered_local));
+            for ((reason, n), (_, before)) in now.drops().zip(last.drops()) {
+                metrics
+                    .dataplane_dropped
+                    .get_or_create(&nexus_actors::metrics::ReasonLabel {
+                        reason: reason.to_owned(),
+                    })
+                    .inc_by(n.saturating_sub(before));
+            }
+            last = now;
+        }
+    })
 }
 
 async fn graceful_leave(supervisor: &ractor::ActorRef<SupervisorMsg>) {

@@ -246,6 +246,17 @@ impl<I> std::fmt::Debug for Forwarder<I> {
     }
 }
 
+/// Reads a forwarder's counters from anywhere ([`ForwarderHandle::counters_reader`]).
+#[derive(Clone, Debug)]
+pub struct CountersReader(Arc<SharedCounters>);
+
+impl CountersReader {
+    /// The counters as of the forwarder's last published batch.
+    pub fn snapshot(&self) -> ForwarderCounters {
+        self.0.snapshot()
+    }
+}
+
 /// The control plane's handle on a running forwarder: counters, the local-endpoint table, and
 /// shutdown. Dropping it also stops the forwarder and joins its thread.
 #[derive(Debug)]
@@ -266,6 +277,12 @@ impl ForwarderHandle {
     /// The counters as of the last finished batch.
     pub fn counters(&self) -> ForwarderCounters {
         self.shared.snapshot()
+    }
+
+    /// A cloneable reader of the same counters, for exporting them from another task (it stays
+    /// valid after the handle is shut down, reading the final values).
+    pub fn counters_reader(&self) -> CountersReader {
+        CountersReader(self.shared.clone())
     }
 
     /// Replaces the local-endpoint table; batches that start after this see the new one.

@@ -33,8 +33,8 @@ mod udp;
 pub use batch::{BATCH_MAX, DATAGRAM_BYTES_MAX, PacketBatch};
 pub use counters::{DROP_REASON_COUNT, DROP_REASONS, ForwarderCounters};
 pub use forwarder::{
-    Forwarder, ForwarderConfig, ForwarderError, ForwarderHandle, RECV_ERRORS_CONSECUTIVE_MAX,
-    RECV_TIMEOUT_MS_MAX, flow_hash,
+    CountersReader, Forwarder, ForwarderConfig, ForwarderError, ForwarderHandle,
+    RECV_ERRORS_CONSECUTIVE_MAX, RECV_TIMEOUT_MS_MAX, flow_hash,
 };
 pub use io::PacketIo;
 pub use local::{LOCAL_ENDPOINTS_MAX, LocalEndpoints, LocalEndpointsFull};

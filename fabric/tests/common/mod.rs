@@ -40,6 +40,8 @@ pub struct NodeProc {
     pub child: Child,
     pub admin: String,
     pub gossip: String,
+    /// The data-plane address, or "off".
+    pub dataplane: String,
     pub data_dir: PathBuf,
     pub logs: Arc<Mutex<Vec<String>>>,
 }
@@ -102,6 +104,7 @@ pub fn start_node(
                 let _ = tx.send((
                     v["admin"].as_str().unwrap_or_default().to_owned(),
                     v["gossip"].as_str().unwrap_or_default().to_owned(),
+                    v["dataplane"].as_str().unwrap_or_default().to_owned(),
                 ));
             }
             sink.lock().expect("logs").push(line);
@@ -112,13 +115,15 @@ pub fn start_node(
         child,
         admin: String::new(),
         gossip: String::new(),
+        dataplane: String::new(),
         data_dir: data_dir.into(),
         logs,
     };
     match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok((admin, gossip)) => {
+        Ok((admin, gossip, dataplane)) => {
             node.admin = format!("http://{admin}");
             node.gossip = gossip;
+            node.dataplane = dataplane;
             node
         }
         Err(_) => panic!(

@@ -1,0 +1,219 @@
+//! NexLink frames through a real node's data plane: frames sent to node 1 follow its static
+//! route to next hops on nodes 2 and 3 (split per flow, hop limit decremented); when node 3 is
+//! SIGKILLed, membership declares it down, the table compiler installs a generation without it,
+//! and every later frame goes to node 2's next hop. Every frame is accounted for.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the shared harness measures wall-clock deadlines of real processes"
+)]
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nexus_dataplane::wire::nexlink::{
+    DeliveryMode, Ecn, Flags, FrameType, HEADER_LEN, HopLimit, NodeTag, Packet, Repr, RoutingKey,
+    SeqNumber, SessionId, StreamId, TrafficClass,
+};
+use serde_json::{Value, json};
+
+const KEY: u128 = 0x00112233_44556677_8899aabb_ccddeeff;
+
+fn frame(session: u64, seq: u32) -> Vec<u8> {
+    let payload = seq.to_be_bytes();
+    let repr = Repr {
+        frame_type: FrameType::Data,
+        flags: Flags::EMPTY,
+        delivery_mode: DeliveryMode::ALL[0],
+        traffic_class: TrafficClass::new(0).expect("class"),
+        ecn: Ecn::NotEct,
+        hop_limit: HopLimit::new(8).expect("hop limit"),
+        routing_key: RoutingKey(KEY),
+        src: NodeTag(7),
+        dst: NodeTag(0),
+        session: SessionId(session),
+        stream: StreamId(1),
+        seq: SeqNumber(seq),
+        payload_len: payload.len() as u16,
+        tensor: None,
+    };
+    let mut buf = vec![0u8; repr.buffer_len()];
+    buf[HEADER_LEN..].copy_from_slice(&payload);
+    repr.emit(&mut Packet::new_unchecked(&mut buf[..]))
+        .expect("valid frame");
+    buf
+}
+
+struct Sink {
+    socket: UdpSocket,
+}
+
+impl Sink {
+    fn new() -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("sink");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        Sink { socket }
+    }
+
+    fn addr(&self) -> String {
+        self.socket.local_addr().expect("addr").to_string()
+    }
+
+    /// Every frame that arrives until the socket stays quiet for 300 ms, as (session, hop limit).
+    fn drain(&self) -> Vec<(u64, u8)> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = self.socket.recv_from(&mut buf) {
+            let repr =
+                Repr::parse(&Packet::new_unchecked(&buf[..n])).expect("forwarded frame parses");
+            out.push((repr.session.0, repr.hop_limit.get()));
+        }
+        out
+    }
+}
+
+async fn live_hops(node: &NodeProc) -> usize {
+    let fib = node.get("/v1/fib").await;
+    fib["entries"]
+        .as_array()
+        .and_then(|e| e.first())
+        .and_then(|e| e["next_hops"].as_array())
+        .map(Vec::len)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_follow_the_table_and_fail_over() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = fast_config("");
+    let mut nodes = vec![start_node(
+        "n1",
+        &dir.path().join("n1"),
+        &[],
+        &format!("dataplane = \"127.0.0.1:0\"\n{config}"),
+        None,
+    )];
+    let seed = nodes[0].gossip.clone();
+    for i in 2..=3 {
+        nodes.push(start_node(
+            &format!("n{i}"),
+            &dir.path().join(format!("n{i}")),
+            &[&seed],
+            &config,
+            None,
+        ));
+    }
+    for n in &nodes {
+        n.wait_alive(3, Duration::from_secs(20)).await;
+    }
+    assert_ne!(nodes[0].dataplane, "off");
+    let node_json = nodes[0].get("/v1/node").await;
+    assert_eq!(node_json["dataplane"], nodes[0].dataplane.as_str());
+
+    let (sink2, sink3) = (Sink::new(), Sink::new());
+    let id = |v: Value| v["id"].as_str().expect("id").to_owned();
+    let (n2, n3) = (
+        id(nodes[1].get("/v1/node").await),
+        id(nodes[2].get("/v1/node").await),
+    );
+    let http = reqwest::Client::new();
+    let put = http
+        .put(format!("{}/v1/routes/{KEY:032x}", nodes[0].admin))
+        .json(&json!({"next_hops": [
+            {"node": n2, "addr": sink2.addr(), "weight": 1},
+            {"node": n3, "addr": sink3.addr(), "weight": 1},
+        ]}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status().as_u16(), 200);
+
+    let client = UdpSocket::bind("127.0.0.1:0").expect("client");
+    let dataplane = nodes[0].dataplane.clone();
+    let send_flows = |first: u64, count: u64| {
+        for session in first..first + count {
+            client
+                .send_to(&frame(session, session as u32), dataplane.as_str())
+                .expect("send");
+            // Loopback drops nothing at this pace.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+
+    // 200 flows: split across both next hops, each flow whole on one side.
+    send_flows(0, 200);
+    let (a, b) = (sink2.drain(), sink3.drain());
+    assert_eq!(
+        a.len() + b.len(),
+        200,
+        "every frame forwarded: {} + {}",
+        a.len(),
+        b.len()
+    );
+    assert!(
+        a.len() > 40 && b.len() > 40,
+        "split by flow: {} / {}",
+        a.len(),
+        b.len()
+    );
+    assert!(
+        a.iter().chain(&b).all(|(_, hop)| *hop == 7),
+        "hop limit decremented once"
+    );
+
+    // Kill node 3; the table drops its next hop and new frames all go to node 2's.
+    nodes[2].sigkill();
+    let killed = Instant::now();
+    while live_hops(&nodes[0]).await != 1 {
+        assert!(
+            killed.elapsed() < detection_bound(3) + Duration::from_secs(3),
+            "no failover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    send_flows(1000, 200);
+    let (a, b) = (sink2.drain(), sink3.drain());
+    assert_eq!(
+        (a.len(), b.len()),
+        (200, 0),
+        "all traffic on the surviving next hop"
+    );
+
+    // The node's metrics count what its data plane did (exported once a second).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let metrics = http
+        .get(format!("{}/metrics", nodes[0].admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("nexus_dataplane_forwarded_total 400"),
+        "{metrics}"
+    );
+
+    // A malformed datagram is dropped and counted by reason.
+    client
+        .send_to(b"not a nexlink frame", nodes[0].dataplane.as_str())
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let metrics = http
+        .get(format!("{}/metrics", nodes[0].admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("nexus_dataplane_dropped_total{reason=\"truncated\"} 1"),
+        "{metrics}"
+    );
+}
