@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use nexus_actors::RestartPolicy;
-use nexus_gossip::{MemberMeta, MembershipConfig};
+use nexus_gossip::{MemberMeta, MembershipConfig, MembershipSettings};
 use serde::Deserialize;
 
 /// Default admin API address.
@@ -89,23 +89,11 @@ struct FileConfig {
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     #[serde(default)]
-    gossip: GossipFile,
+    gossip: MembershipSettings,
     #[serde(default)]
     supervisor: SupervisorFile,
     #[serde(default)]
     debug: DebugFile,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GossipFile {
-    probe_period_ms: Option<u64>,
-    probe_rtt_ms: Option<u64>,
-    suspect_to_down_ms: Option<u64>,
-    remove_down_after_s: Option<u64>,
-    join_retry_min_ms: Option<u64>,
-    join_retry_max_ms: Option<u64>,
-    cluster_size_hint: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -359,38 +347,7 @@ impl NodeConfig {
             return err("log_level", format!("{filter:?} is not a log filter: {e}"));
         }
 
-        let d = MembershipConfig::default();
-        let g = &file.gossip;
-        let gossip = MembershipConfig {
-            probe_period: ms("gossip.probe_period_ms", g.probe_period_ms, d.probe_period)?,
-            probe_rtt: ms("gossip.probe_rtt_ms", g.probe_rtt_ms, d.probe_rtt)?,
-            suspect_to_down: ms(
-                "gossip.suspect_to_down_ms",
-                g.suspect_to_down_ms,
-                d.suspect_to_down,
-            )?,
-            remove_down_after: match g.remove_down_after_s {
-                None => d.remove_down_after,
-                Some(s) if s < 1 => return err("gossip.remove_down_after_s", "must be at least 1"),
-                Some(s) => Duration::from_secs(s),
-            },
-            join_retry_min: ms(
-                "gossip.join_retry_min_ms",
-                g.join_retry_min_ms,
-                d.join_retry_min,
-            )?,
-            join_retry_max: ms(
-                "gossip.join_retry_max_ms",
-                g.join_retry_max_ms,
-                d.join_retry_max,
-            )?,
-            cluster_size_hint: match g.cluster_size_hint {
-                Some(0) => return err("gossip.cluster_size_hint", "must be at least 1"),
-                Some(n) => n,
-                None => d.cluster_size_hint,
-            },
-        };
-        gossip.check().map_err(|e| ConfigError {
+        let gossip = file.gossip.resolve().map_err(|e| ConfigError {
             field: e.field.into(),
             message: e.reason.into(),
         })?;

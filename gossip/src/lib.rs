@@ -17,6 +17,7 @@ mod codec;
 mod id;
 mod leave;
 mod membership;
+mod settings;
 mod time;
 
 pub use codec::{CodecError, PACKET_BYTES_MAX};
@@ -31,4 +32,5 @@ pub use membership::{
     PINGS_IN_FLIGHT_MAX, SYNC_CHUNK_MEMBERS_MAX, SYNC_MEMBERS_MAX, Stats, TIMERS_PER_CALL_MAX,
     Transmit, WIRE_MAGIC, WIRE_VERSION,
 };
+pub use settings::{MembershipSettings, TIMING_MS_MAX};
 pub use time::Timestamp;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use nexus_gossip::MembershipConfig;
+use nexus_gossip::{MembershipConfig, MembershipSettings};
 use serde::Deserialize;
 
 /// Nodes a scenario may have.
@@ -94,7 +94,7 @@ struct File {
     #[serde(default)]
     groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
-    gossip: GossipFile,
+    gossip: MembershipSettings,
     #[serde(default)]
     topology: TopologyFile,
     #[serde(default)]
@@ -111,17 +111,6 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct NodeFile {
     tick: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GossipFile {
-    probe_period_ms: Option<u64>,
-    probe_rtt_ms: Option<u64>,
-    suspect_to_down_ms: Option<u64>,
-    remove_down_after_s: Option<u64>,
-    join_retry_min_ms: Option<u64>,
-    join_retry_max_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -418,23 +407,14 @@ impl Scenario {
             return err("sample_every", "must be at least 10ms");
         }
 
-        let d = MembershipConfig::default();
-        let g = &f.gossip;
-        let ms =
-            |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
-        let gossip = MembershipConfig {
-            probe_period: ms(g.probe_period_ms, d.probe_period),
-            probe_rtt: ms(g.probe_rtt_ms, d.probe_rtt),
-            suspect_to_down: ms(g.suspect_to_down_ms, d.suspect_to_down),
-            remove_down_after: g
-                .remove_down_after_s
-                .map(Duration::from_secs)
-                .unwrap_or(d.remove_down_after),
-            join_retry_min: ms(g.join_retry_min_ms, d.join_retry_min),
-            join_retry_max: ms(g.join_retry_max_ms, d.join_retry_max),
-            cluster_size_hint: u32::try_from(n).unwrap_or(u32::MAX),
+        let settings = MembershipSettings {
+            cluster_size_hint: f
+                .gossip
+                .cluster_size_hint
+                .or(Some(u32::try_from(n).unwrap_or(u32::MAX))),
+            ..f.gossip.clone()
         };
-        gossip.check().map_err(|e| ScenarioError {
+        let gossip = settings.resolve().map_err(|e| ScenarioError {
             field: e.field.into(),
             message: e.reason.into(),
         })?;
