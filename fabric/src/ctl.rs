@@ -47,6 +47,101 @@ pub enum CtlCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Send NexLink data frames for a routing key to a node's data plane (`--dataplane`).
+    Send(SendArgs),
+}
+
+/// `nexus ctl send` flags.
+#[derive(Args, Debug, Clone)]
+pub struct SendArgs {
+    /// The node's data-plane UDP address (`GET /v1/node` shows it as `dataplane`).
+    #[arg(long, value_name = "IP:PORT")]
+    pub to: std::net::SocketAddr,
+    /// Routing key, 32 hex digits.
+    #[arg(long)]
+    pub key: String,
+    /// Frames to send (one flow each: sessions `session`, `session + 1`, …).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: u32,
+    /// First session id.
+    #[arg(long, default_value_t = 1)]
+    pub session: u64,
+    /// Payload bytes per frame (filled with the sequence number).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(0..=8192))]
+    pub payload: u16,
+    /// Hop limit of the frames.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..))]
+    pub hop_limit: u8,
+}
+
+/// Builds one NexLink data frame.
+pub fn data_frame(
+    key: u128,
+    session: u64,
+    seq: u32,
+    payload: u16,
+    hop_limit: u8,
+) -> anyhow::Result<Vec<u8>> {
+    use nexus_dataplane::wire::nexlink::{
+        DeliveryMode, Ecn, Flags, FrameType, HEADER_LEN, HopLimit, NodeTag, Packet, Repr,
+        RoutingKey, SeqNumber, SessionId, StreamId, TrafficClass,
+    };
+    let repr = Repr {
+        frame_type: FrameType::Data,
+        flags: Flags::EMPTY,
+        delivery_mode: DeliveryMode::ALL[0],
+        traffic_class: TrafficClass::new(0).ok_or_else(|| anyhow::anyhow!("traffic class"))?,
+        ecn: Ecn::NotEct,
+        hop_limit: HopLimit::new(hop_limit)
+            .ok_or_else(|| anyhow::anyhow!("hop limit must be above 0"))?,
+        routing_key: RoutingKey(key),
+        src: NodeTag(0),
+        dst: NodeTag(0),
+        session: SessionId(session),
+        stream: StreamId(1),
+        seq: SeqNumber(seq),
+        payload_len: payload,
+        tensor: None,
+    };
+    let mut buf = vec![0u8; repr.buffer_len()];
+    for (i, b) in buf[HEADER_LEN..].iter_mut().enumerate() {
+        *b = seq.to_be_bytes()[i % 4];
+    }
+    repr.emit(&mut Packet::new_unchecked(&mut buf[..]))
+        .map_err(|e| anyhow::anyhow!("building the frame: {e}"))?;
+    Ok(buf)
+}
+
+fn send(args: &SendArgs) -> anyhow::Result<()> {
+    let key = nexus_actors::parse_routing_key(&args.key).ok_or_else(|| {
+        anyhow::anyhow!("--key {:?} is not a routing key (32 hex digits)", args.key)
+    })?;
+    let local: std::net::SocketAddr = if args.to.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
+    let socket = std::net::UdpSocket::bind(local).context("binding a UDP socket")?;
+    for i in 0..args.count {
+        let frame = data_frame(
+            key.0,
+            args.session.wrapping_add(u64::from(i)),
+            i,
+            args.payload,
+            args.hop_limit,
+        )?;
+        socket
+            .send_to(&frame, args.to)
+            .with_context(|| format!("sending to {}", args.to))?;
+    }
+    println!(
+        "sent {} frame(s) of {} bytes for key {} to {}",
+        args.count,
+        64 + usize::from(args.payload),
+        nexus_actors::routing_key_hex(key),
+        args.to
+    );
+    Ok(())
 }
 
 /// A client for one node's admin API.
@@ -180,6 +275,9 @@ pub fn members_table(members: &Members) -> String {
 
 /// Runs one `nexus ctl` command, printing its result.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    if let CtlCommand::Send(send_args) = &args.command {
+        return send(send_args);
+    }
     let client = Client::new(&args.admin, args.token.clone())?;
     match args.command {
         CtlCommand::Node => {
@@ -236,6 +334,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     )
                 );
             }
+        }
+        CtlCommand::Send(_) => {
+            unreachable!("handled above: send talks to the data plane, not the admin API")
         }
         CtlCommand::Leave { reason } => {
             let body = serde_json::json!({ "reason": reason });

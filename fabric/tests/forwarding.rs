@@ -14,37 +14,13 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::*;
-use nexus_dataplane::wire::nexlink::{
-    DeliveryMode, Ecn, Flags, FrameType, HEADER_LEN, HopLimit, NodeTag, Packet, Repr, RoutingKey,
-    SeqNumber, SessionId, StreamId, TrafficClass,
-};
+use nexus_dataplane::wire::nexlink::{Packet, Repr};
 use serde_json::{Value, json};
 
 const KEY: u128 = 0x00112233_44556677_8899aabb_ccddeeff;
 
 fn frame(session: u64, seq: u32) -> Vec<u8> {
-    let payload = seq.to_be_bytes();
-    let repr = Repr {
-        frame_type: FrameType::Data,
-        flags: Flags::EMPTY,
-        delivery_mode: DeliveryMode::ALL[0],
-        traffic_class: TrafficClass::new(0).expect("class"),
-        ecn: Ecn::NotEct,
-        hop_limit: HopLimit::new(8).expect("hop limit"),
-        routing_key: RoutingKey(KEY),
-        src: NodeTag(7),
-        dst: NodeTag(0),
-        session: SessionId(session),
-        stream: StreamId(1),
-        seq: SeqNumber(seq),
-        payload_len: payload.len() as u16,
-        tensor: None,
-    };
-    let mut buf = vec![0u8; repr.buffer_len()];
-    buf[HEADER_LEN..].copy_from_slice(&payload);
-    repr.emit(&mut Packet::new_unchecked(&mut buf[..]))
-        .expect("valid frame");
-    buf
+    nexus_fabric::ctl::data_frame(KEY, session, seq, 4, 8).expect("valid frame")
 }
 
 struct Sink {
@@ -184,6 +160,35 @@ async fn frames_follow_the_table_and_fail_over() {
         "all traffic on the surviving next hop"
     );
 
+    // `nexus ctl send` builds and sends frames the same way an operator would.
+    let out = nexus()
+        .args([
+            "ctl",
+            "send",
+            "--to",
+            &dataplane,
+            "--key",
+            &format!("{KEY:032x}"),
+            "--count",
+            "50",
+        ])
+        .output()
+        .expect("ctl send");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sent 50 frame(s)"));
+    let (a, b) = (sink2.drain(), sink3.drain());
+    assert_eq!((a.len(), b.len()), (50, 0));
+    let bad = nexus()
+        .args(["ctl", "send", "--to", &dataplane, "--key", "xyz"])
+        .output()
+        .expect("ctl send");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a routing key"));
+
     // The node's metrics count what its data plane did (exported once a second).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let metrics = http
@@ -195,7 +200,7 @@ async fn frames_follow_the_table_and_fail_over() {
         .await
         .expect("text");
     assert!(
-        metrics.contains("nexus_dataplane_forwarded_total 400"),
+        metrics.contains("nexus_dataplane_forwarded_total 450"),
         "{metrics}"
     );
 
