@@ -2,6 +2,7 @@
 //!
 //! - `kernel`: the sender straight to the sink (the kernel's UDP limit on this machine);
 //! - `forwarder`: sender → [`Forwarder`] with the portable [`UdpIo`] backend → sink;
+//! - `forwarder (UringIo)`: the same with the io_uring backend [`UringIo`];
 //! - `tokio-relay`: sender → a minimal tokio UDP relay (`recv_from` → `send_to` a fixed next
 //!   hop, current-thread runtime on its own thread) → sink.
 //!
@@ -20,7 +21,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nexus_dataplane::fib::{Fib, FibTable, NextHop, RouteSet, RoutingKey, compile};
-use nexus_dataplane::forward::{Forwarder, ForwarderConfig, LocalEndpoints, UdpIo};
+use nexus_dataplane::forward::{
+    Forwarder, ForwarderConfig, LocalEndpoints, PacketIo, UdpIo, UringIo,
+};
 use nexus_dataplane::wire::nexlink::{
     DeliveryMode, Ecn, Flags, FrameType, HEADER_LEN, HopLimit, NodeTag, Packet, Repr, SeqNumber,
     SessionId, StreamId, TrafficClass,
@@ -186,6 +189,7 @@ fn new_sink() -> (UdpSocket, SocketAddr) {
 enum Path {
     Kernel,
     Forwarder,
+    Uring,
     TokioRelay,
 }
 
@@ -194,6 +198,7 @@ impl Path {
         match self {
             Path::Kernel => "kernel (direct)",
             Path::Forwarder => "forwarder (UdpIo)",
+            Path::Uring => "forwarder (UringIo)",
             Path::TokioRelay => "tokio relay",
         }
     }
@@ -203,29 +208,16 @@ impl Path {
         match self {
             Path::Kernel => phase(clock, sink_addr, sink, count, paced),
             Path::Forwarder => {
-                let mut routes = RouteSet::new(1);
-                routes
-                    .insert(
-                        KEY,
-                        vec![NextHop {
-                            node: [9; 32],
-                            addr: sink_addr,
-                            weight: 1,
-                        }],
-                    )
-                    .expect("route");
-                let fib =
-                    Fib::new(FibTable::load(compile(&routes).expect("compile")).expect("load"));
                 let io = UdpIo::bind("127.0.0.1:0").expect("bind forwarder");
                 io.set_buffer_sizes(SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES)
                     .expect("buffers");
-                let forwarder =
-                    Forwarder::spawn(ForwarderConfig::default(), &fib, LocalEndpoints::new(), io)
-                        .expect("spawn forwarder");
-                let result = phase(clock, forwarder.local_addr(), sink, count, paced);
-                let counters = forwarder.shutdown().expect("forwarder stops");
-                assert_eq!(counters.dropped_total(), 0, "{counters:?}");
-                result
+                forward_through(io, clock, sink, sink_addr, count, paced)
+            }
+            Path::Uring => {
+                let io = UringIo::bind("127.0.0.1:0").expect("bind io_uring forwarder");
+                io.set_buffer_sizes(SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES)
+                    .expect("buffers");
+                forward_through(io, clock, sink, sink_addr, count, paced)
             }
             Path::TokioRelay => {
                 let relay = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
@@ -244,6 +236,35 @@ impl Path {
             }
         }
     }
+}
+
+/// One phase through a forwarder on `io` with a single route to the sink.
+fn forward_through(
+    io: impl PacketIo + 'static,
+    clock: Clock,
+    sink: UdpSocket,
+    sink_addr: SocketAddr,
+    count: usize,
+    paced: bool,
+) -> SinkResult {
+    let mut routes = RouteSet::new(1);
+    routes
+        .insert(
+            KEY,
+            vec![NextHop {
+                node: [9; 32],
+                addr: sink_addr,
+                weight: 1,
+            }],
+        )
+        .expect("route");
+    let fib = Fib::new(FibTable::load(compile(&routes).expect("compile")).expect("load"));
+    let forwarder = Forwarder::spawn(ForwarderConfig::default(), &fib, LocalEndpoints::new(), io)
+        .expect("spawn forwarder");
+    let result = phase(clock, forwarder.local_addr(), sink, count, paced);
+    let counters = forwarder.shutdown().expect("forwarder stops");
+    assert_eq!(counters.dropped_total(), 0, "{counters:?}");
+    result
 }
 
 fn tokio_relay(socket: UdpSocket, next_hop: SocketAddr, stop: Arc<AtomicBool>) {
@@ -274,7 +295,7 @@ fn percentile_us(sorted: &[u64], p: f64) -> f64 {
 
 fn main() {
     let clock = Clock::start();
-    let paths = [Path::Kernel, Path::Forwarder, Path::TokioRelay];
+    let paths = [Path::Kernel, Path::Forwarder, Path::Uring, Path::TokioRelay];
     println!(
         "forward bench: loopback, {}-byte frames, blast {BLAST_FRAMES} frames from one sender \
          thread, paced {PACED_FRAMES} frames at ~{PACED_RATE_PPS} pps, {ROUNDS} rounds, \

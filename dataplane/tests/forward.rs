@@ -51,6 +51,63 @@ impl Backend for Portable {
     }
 }
 
+/// The io_uring backend. Where io_uring is unavailable (old kernel, seccomp,
+/// `kernel.io_uring_disabled`) its cases print why and run the portable backend instead: the
+/// `Backend` trait has no way to skip, and failing would only report the machine.
+#[cfg(target_os = "linux")]
+struct IoUring;
+
+#[cfg(target_os = "linux")]
+enum UringOrSkipped {
+    Uring(Box<nexus_dataplane::forward::UringIo>),
+    Skipped(UdpIo),
+}
+
+#[cfg(target_os = "linux")]
+impl PacketIo for UringOrSkipped {
+    fn recv_batch(
+        &mut self,
+        batch: &mut nexus_dataplane::forward::PacketBatch,
+        timeout: Duration,
+    ) -> std::io::Result<usize> {
+        match self {
+            UringOrSkipped::Uring(io) => io.recv_batch(batch, timeout),
+            UringOrSkipped::Skipped(io) => io.recv_batch(batch, timeout),
+        }
+    }
+    fn send_batch(
+        &mut self,
+        batch: &nexus_dataplane::forward::PacketBatch,
+        from: usize,
+    ) -> std::io::Result<usize> {
+        match self {
+            UringOrSkipped::Uring(io) => io.send_batch(batch, from),
+            UringOrSkipped::Skipped(io) => io.send_batch(batch, from),
+        }
+    }
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            UringOrSkipped::Uring(io) => io.local_addr(),
+            UringOrSkipped::Skipped(io) => io.local_addr(),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Backend for IoUring {
+    type Io = UringOrSkipped;
+    fn bind() -> UringOrSkipped {
+        match nexus_dataplane::forward::UringIo::bind("127.0.0.1:0") {
+            Ok(io) => UringOrSkipped::Uring(Box::new(io)),
+            Err(e) => {
+                println!("SKIPPED io_uring (running the portable backend instead): {e}");
+                eprintln!("SKIPPED io_uring (running the portable backend instead): {e}");
+                UringOrSkipped::Skipped(Portable::bind())
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
@@ -644,3 +701,5 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(portable, Portable);
+#[cfg(target_os = "linux")]
+conformance_suite!(io_uring, IoUring);

@@ -11,7 +11,8 @@
 //! Backends ([`PacketIo`], one conformance suite in `dataplane/tests/forward.rs`):
 //! - [`UdpIo`], the portable one: a non-blocking std UDP socket, `recv_from`/`send_to` per
 //!   datagram, `poll(2)` only when idle;
-//! - io_uring: not built yet.
+//! - [`UringIo`], Linux io_uring: multishot `recvmsg` into a provided buffer ring and
+//!   `sendmsg` batches, one `io_uring_enter` each (the only module allowed `unsafe`).
 //!
 //! What it does not do (yet): Prometheus export (the control plane reads the counter snapshot
 //! and exports it), ECN marking or queueing by traffic class, split horizon (a frame may be sent
@@ -29,6 +30,8 @@ mod forwarder;
 mod io;
 mod local;
 mod udp;
+#[cfg(target_os = "linux")]
+mod uring;
 
 pub use batch::{BATCH_MAX, DATAGRAM_BYTES_MAX, PacketBatch};
 pub use counters::{DROP_REASON_COUNT, DROP_REASONS, ForwarderCounters};
@@ -39,3 +42,5 @@ pub use forwarder::{
 pub use io::PacketIo;
 pub use local::{LOCAL_ENDPOINTS_MAX, LocalEndpoints, LocalEndpointsFull};
 pub use udp::{SEND_WAIT_MS_MAX, UdpIo};
+#[cfg(target_os = "linux")]
+pub use uring::{RECV_BUFFER_BYTES, RECV_BUFFERS, UringIo};
