@@ -32,6 +32,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which I/O backend the data plane uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataplaneBackend {
+    /// std UDP sockets with poll: runs anywhere.
+    #[default]
+    Portable,
+    /// io_uring: multishot receive into a provided buffer ring, batched sends (Linux).
+    #[value(name = "io_uring")]
+    IoUring,
+}
+
 /// `nexus node run` flags. Every flag overrides the same key in `--config`.
 #[derive(Args, Debug, Default, Clone)]
 pub struct NodeRunArgs {
@@ -53,6 +65,9 @@ pub struct NodeRunArgs {
     /// UDP address the data plane receives NexLink frames on [default: off].
     #[arg(long, value_name = "IP:PORT")]
     pub dataplane: Option<String>,
+    /// The data plane's I/O backend [default: portable].
+    #[arg(long, value_enum)]
+    pub dataplane_backend: Option<DataplaneBackend>,
     /// Bearer token required on every admin request (required when --admin is not loopback).
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -83,6 +98,7 @@ struct FileConfig {
     admin: Option<String>,
     admin_token: Option<String>,
     dataplane: Option<String>,
+    dataplane_backend: Option<DataplaneBackend>,
     seeds: Option<Vec<String>>,
     data_dir: Option<PathBuf>,
     roles: Option<Vec<String>>,
@@ -145,6 +161,8 @@ pub struct NodeConfig {
     pub admin_token: Option<String>,
     /// Data-plane UDP address; `None` leaves the forwarder off.
     pub dataplane: Option<SocketAddr>,
+    /// Data-plane I/O backend.
+    pub dataplane_backend: DataplaneBackend,
     /// Resolved seed addresses.
     pub seeds: Vec<SocketAddr>,
     /// Data directory.
@@ -174,6 +192,7 @@ impl std::fmt::Debug for NodeConfig {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("dataplane", &self.dataplane)
+            .field("dataplane_backend", &self.dataplane_backend)
             .field("seeds", &self.seeds)
             .field("data_dir", &self.data_dir)
             .field("log_level", &self.log_level)
@@ -382,6 +401,10 @@ impl NodeConfig {
                 Some(d) => Some(parse_addr("dataplane", &d)?),
                 None => None,
             },
+            dataplane_backend: args
+                .dataplane_backend
+                .or(file.dataplane_backend)
+                .unwrap_or_default(),
             seeds,
             data_dir,
             log_level,
@@ -491,6 +514,13 @@ mod tests {
         assert_eq!(field_of("advertise = \"1.2.3.4:99999\""), "advertise");
         assert_eq!(field_of("admin = \"localhost\""), "admin");
         assert_eq!(field_of("dataplane = \"127.0.0.1\""), "dataplane");
+        assert_eq!(field_of("dataplane_backend = \"dpdk\""), "config");
+        assert_eq!(
+            parse("dataplane_backend = \"io_uring\"")
+                .expect("valid")
+                .dataplane_backend,
+            DataplaneBackend::IoUring
+        );
         assert_eq!(field_of("seeds = [\"no-port\"]"), "seeds");
         assert_eq!(field_of("seeds = [\"host:notaport\"]"), "seeds");
     }

@@ -18,7 +18,7 @@ use nexus_actors::{
 };
 use nexus_dataplane::fib::{Fib, FibTable, RouteSet, compile};
 use nexus_dataplane::forward::{
-    Forwarder, ForwarderConfig, ForwarderCounters, ForwarderHandle, LocalEndpoints, UdpIo,
+    Forwarder, ForwarderConfig, ForwarderCounters, ForwarderHandle, LocalEndpoints, UdpIo, UringIo,
 };
 use nexus_gossip::MemberMeta;
 use ractor::Actor;
@@ -27,7 +27,14 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::admin::{AdminActor, AdminArgs, AdminContext, NodeInfo};
-use crate::config::{ConfigError, NodeConfig};
+use crate::config::{ConfigError, DataplaneBackend, NodeConfig};
+
+/// The data plane's socket wrapped in the chosen backend, built before anything is written so a
+/// backend the host cannot run is a configuration error.
+enum DataplaneIo {
+    Portable(UdpIo),
+    IoUring(UringIo),
+}
 
 /// How a node run ended, as a process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +163,24 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         }
         None => None,
     };
+    let dataplane_addr = dataplane_socket.as_ref().and_then(|s| s.local_addr().ok());
+    let dataplane_io = match dataplane_socket {
+        None => None,
+        Some(socket) => Some(match config.dataplane_backend {
+            DataplaneBackend::Portable => DataplaneIo::Portable(
+                UdpIo::from_socket(socket)
+                    .map_err(|e| config_err("dataplane", format!("socket setup: {e}")))?,
+            ),
+            DataplaneBackend::IoUring => {
+                DataplaneIo::IoUring(UringIo::from_socket(socket).map_err(|e| {
+                    config_err(
+                        "dataplane_backend",
+                        format!("io_uring is not usable here: {e}"),
+                    )
+                })?)
+            }
+        }),
+    };
     // Peers are told where the admin API is; an unspecified bind (0.0.0.0) is useless to them,
     // so share the advertised IP with the admin port instead.
     let admin_shared = if admin_addr.ip().is_unspecified() {
@@ -220,7 +245,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
                 admin: admin_addr,
                 roles: config.roles.clone(),
                 data_dir: absolute(&config.data_dir).display().to_string(),
-                dataplane: dataplane_socket.as_ref().and_then(|s| s.local_addr().ok()),
+                dataplane: dataplane_addr,
             }),
             metrics: metrics.clone(),
             token: config.admin_token.as_deref().map(Arc::from),
@@ -266,11 +291,10 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         gossip = %bound,
         advertise = %advertise,
         admin = %admin_addr,
-        dataplane = %dataplane_socket
-            .as_ref()
-            .and_then(|s| s.local_addr().ok())
+        dataplane = %dataplane_addr
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
+        dataplane_backend = ?config.dataplane_backend,
         data_dir = %config.data_dir.display(),
         "node started"
     );
@@ -279,17 +303,25 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| StartError::Runtime(format!("installing SIGTERM handler: {e}")))?;
     // The data plane: its own OS thread, reading the table generations the table actor installs.
-    let forwarder = match dataplane_socket {
+    // The forwarder is generic over its backend, so each arm spawns its own monomorphisation.
+    let config_fwd = ForwarderConfig::default;
+    let forwarder = match dataplane_io {
         None => None,
-        Some(socket) => {
-            let io = UdpIo::from_socket(socket)
-                .map_err(|e| StartError::Runtime(format!("dataplane socket: {e}")))?;
-            let handle =
-                Forwarder::spawn(ForwarderConfig::default(), &fib, LocalEndpoints::new(), io)
-                    .map_err(|e| StartError::Runtime(format!("starting the forwarder: {e}")))?;
-            Some(handle)
-        }
-    };
+        Some(DataplaneIo::Portable(io)) => Some(Forwarder::spawn(
+            config_fwd(),
+            &fib,
+            LocalEndpoints::new(),
+            io,
+        )),
+        Some(DataplaneIo::IoUring(io)) => Some(Forwarder::spawn(
+            config_fwd(),
+            &fib,
+            LocalEndpoints::new(),
+            io,
+        )),
+    }
+    .transpose()
+    .map_err(|e| StartError::Runtime(format!("starting the forwarder: {e}")))?;
     let exporter = forwarder
         .as_ref()
         .map(|f| spawn_counter_export(f, metrics_for_export.clone()));

@@ -64,16 +64,36 @@ async fn live_hops(node: &NodeProc) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frames_follow_the_table_and_fail_over() {
+async fn frames_follow_the_table_and_fail_over_portable() {
+    frames_follow_the_table_and_fail_over("portable").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_follow_the_table_and_fail_over_io_uring() {
+    frames_follow_the_table_and_fail_over("io_uring").await;
+}
+
+async fn frames_follow_the_table_and_fail_over(backend: &str) {
     let dir = tempfile::tempdir().expect("tmp");
     let config = fast_config("");
     let mut nodes = vec![start_node(
         "n1",
         &dir.path().join("n1"),
         &[],
-        &format!("dataplane = \"127.0.0.1:0\"\n{config}"),
+        &format!("dataplane = \"127.0.0.1:0\"\ndataplane_backend = \"{backend}\"\n{config}"),
         None,
     )];
+    assert!(
+        nodes[0].logs().contains(&format!(
+            "\"dataplane_backend\":\"{}\"",
+            match backend {
+                "io_uring" => "IoUring",
+                _ => "Portable",
+            }
+        )),
+        "{}",
+        nodes[0].logs()
+    );
     let seed = nodes[0].gossip.clone();
     for i in 2..=3 {
         nodes.push(start_node(
