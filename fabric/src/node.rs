@@ -33,7 +33,8 @@ use crate::config::{ConfigError, DataplaneBackend, NodeConfig};
 /// backend the host cannot run is a configuration error.
 enum DataplaneIo {
     Portable(UdpIo),
-    IoUring(UringIo),
+    // Boxed: the ring's preallocated send headers make it far larger than `UdpIo`.
+    IoUring(Box<UringIo>),
 }
 
 /// How a node run ended, as a process exit code.
@@ -172,12 +173,13 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
                     .map_err(|e| config_err("dataplane", format!("socket setup: {e}")))?,
             ),
             DataplaneBackend::IoUring => {
-                DataplaneIo::IoUring(UringIo::from_socket(socket).map_err(|e| {
+                let io = UringIo::from_socket(socket).map_err(|e| {
                     config_err(
                         "dataplane_backend",
                         format!("io_uring is not usable here: {e}"),
                     )
-                })?)
+                })?;
+                DataplaneIo::IoUring(Box::new(io))
             }
         }),
     };
@@ -317,7 +319,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             config_fwd(),
             &fib,
             LocalEndpoints::new(),
-            io,
+            *io,
         )),
     }
     .transpose()

@@ -98,6 +98,8 @@ pub fn start_node(
     let sink = logs.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Record the line before signalling, so a caller woken by the signal finds it.
+            sink.lock().expect("logs").push(line.clone());
             if let Ok(v) = serde_json::from_str::<Value>(&line)
                 && v["message"] == "node started"
             {
@@ -107,7 +109,6 @@ pub fn start_node(
                     v["dataplane"].as_str().unwrap_or_default().to_owned(),
                 ));
             }
-            sink.lock().expect("logs").push(line);
         }
     });
     let mut node = NodeProc {
