@@ -243,12 +243,7 @@ async fn crashed_actor_restarts_while_membership_works_then_escalates() {
             .expect("reason")
             .contains("fault injection")
     );
-    let metrics = reqwest::get(format!("{}/metrics", nodes[1].admin))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = nodes[1].metrics().await;
     assert!(
         metrics.contains("nexus_actor_restarts_total{actor=\"gossip\"} 1"),
         "{metrics}"

@@ -85,14 +85,7 @@ async fn static_route_fails_over_when_a_next_hop_dies() {
         routes["routes"][0]["next_hops"].as_array().map(Vec::len),
         Some(2)
     );
-    let metrics = http
-        .get(format!("{}/metrics", nodes[0].admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = nodes[0].metrics().await;
     assert!(
         metrics.contains(&format!("nexus_fib_generation {g2}")),
         "{metrics}"

@@ -211,14 +211,7 @@ async fn frames_follow_the_table_and_fail_over(backend: &str) {
 
     // The node's metrics count what its data plane did (exported once a second).
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let metrics = http
-        .get(format!("{}/metrics", nodes[0].admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = nodes[0].metrics().await;
     assert!(
         metrics.contains("nexus_dataplane_forwarded_total 450"),
         "{metrics}"
@@ -229,14 +222,7 @@ async fn frames_follow_the_table_and_fail_over(backend: &str) {
         .send_to(b"not a nexlink frame", nodes[0].dataplane.as_str())
         .expect("send");
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let metrics = http
-        .get(format!("{}/metrics", nodes[0].admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = nodes[0].metrics().await;
     assert!(
         metrics.contains("nexus_dataplane_dropped_total{reason=\"truncated\"} 1"),
         "{metrics}"

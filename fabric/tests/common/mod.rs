@@ -176,6 +176,16 @@ impl NodeProc {
         r.json().await.expect("json")
     }
 
+    /// The node's Prometheus exposition text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn members(&self) -> Vec<Value> {
         self.get("/v1/members").await["members"]
             .as_array()

@@ -86,6 +86,23 @@ pub struct Verdict {
     pub violated_at_s: Option<f64>,
 }
 
+impl Verdict {
+    /// The verdict of a checker that holds unless it saw a violation: fails with the first one
+    /// (`first`), else passes with `summary`.
+    pub fn from_first(
+        invariant: &'static str,
+        first: Option<&(Duration, String)>,
+        summary: impl FnOnce() -> String,
+    ) -> Verdict {
+        Verdict {
+            invariant,
+            ok: first.is_none(),
+            detail: first.map(|(_, why)| why.clone()).unwrap_or_else(summary),
+            violated_at_s: first.map(|(t, _)| t.as_secs_f64()),
+        }
+    }
+}
+
 /// A checker. Called in order: `on_event` for every membership event; at every sample
 /// `begin_sample`, then `on_view` once per healthy node with its member list (one at a time, so
 /// a sample never holds every node's view at once), then `end_sample`; `finish` once.

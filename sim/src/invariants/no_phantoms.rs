@@ -52,15 +52,9 @@ impl Invariant for NoPhantoms {
     }
 
     fn finish(&mut self, _world: &World<'_>) -> Verdict {
-        Verdict {
-            invariant: self.name(),
-            ok: self.first.is_none(),
-            detail: match &self.first {
-                Some((_, why)) => why.clone(),
-                None => format!("{} rows checked", self.rows),
-            },
-            violated_at_s: self.first.as_ref().map(|(t, _)| t.as_secs_f64()),
-        }
+        Verdict::from_first(self.name(), self.first.as_ref(), || {
+            format!("{} rows checked", self.rows)
+        })
     }
 
     fn violation(&self) -> Option<(Duration, String)> {
