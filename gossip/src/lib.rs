@@ -7,8 +7,13 @@
 //! crash by a leave notice piggybacked on SWIM's own messages; periodic push-pull state sync
 //! (anti-entropy) lets a node that missed updates catch up within a few rounds.
 //!
-//! What it does not do (yet): capability dissemination (adverts over HyParView/Plumtree are the
-//! registry issue's; every node here holds the full member list), message authentication (the wire is unauthenticated UDP; node ids are
+//! The broadcast overlay ([`Overlay`], `overlay/`) is a second, separate core on the same socket:
+//! HyParView active/passive views with Plumtree broadcast trees over them, which carries the
+//! registry's signed capability adverts as opaque payloads (datagram kinds `0x10..=0x1f`, see
+//! [`is_overlay_kind`] and `docs/protocols/overlay.md`). SWIM stays the source of liveness: the
+//! driver feeds its verdicts to the overlay with [`Overlay::peer_up`] / [`Overlay::peer_down`].
+//!
+//! What it does not do (yet): message authentication (the wire is unauthenticated UDP; node ids are
 //! public keys so signing can be added without a format change), and Vivaldi coordinates (RTT
 //! samples are already emitted as [`Event::ProbeRtt`]).
 #![deny(missing_docs)]
@@ -17,6 +22,7 @@ mod codec;
 mod id;
 mod leave;
 mod membership;
+mod overlay;
 mod settings;
 mod time;
 
@@ -31,6 +37,14 @@ pub use membership::{
     KIND_SYNC_PUSH, KIND_SYNC_REPLY, MemberState, MemberView, Membership, MembershipConfig,
     PINGS_IN_FLIGHT_MAX, SYNC_CHUNK_MEMBERS_MAX, SYNC_MEMBERS_MAX, Stats, TIMERS_PER_CALL_MAX,
     Transmit, WIRE_MAGIC, WIRE_VERSION,
+};
+pub use overlay::{
+    ACTIVE_VIEW_MAX, ANNOUNCERS_MAX, FLAG_HIGH_PRIORITY, GRAFT_ATTEMPTS_MAX, GRAFT_IDS_MAX,
+    IHAVE_IDS_MAX, KIND_DIRECT, KIND_DISCONNECT, KIND_FORWARD_JOIN, KIND_GOSSIP, KIND_GRAFT,
+    KIND_IHAVE, KIND_JOIN, KIND_NEIGHBOR, KIND_NEIGHBOR_ACCEPT, KIND_NEIGHBOR_REJECT, KIND_PRUNE,
+    KIND_SHUFFLE, KIND_SHUFFLE_REPLY, KindCounts, MessageId, OVERLAY_PAYLOAD_MAX, Overlay,
+    OverlayConfig, OverlayError, OverlayEvent, OverlayStats, PASSIVE_VIEW_MAX, SHUFFLE_ADDRS_MAX,
+    is_overlay_kind,
 };
 pub use settings::{MembershipSettings, TIMING_MS_MAX};
 pub use time::Timestamp;
