@@ -1,2 +1,69 @@
-//! Sans-IO capability registry for Nexus (being built: see the registry issue).
+//! Sans-IO capability registry for Nexus. Services describe themselves with a Semantic Address
+//! Descriptor ([`Sad`]); their node signs it into an [`Advert`] ([`SignedAdvert`] is what gossip
+//! carries); every node merges adverts into a [`Registry`] — a CRDT, last-writer-wins by version
+//! per (origin node, service), with leases, tombstones and anti-entropy [`Digest`]s — and
+//! resolves client [`Intent`]s against an index to ranked [`Candidate`]s. [`Vivaldi`]
+//! coordinates give the proximity term; [`RouteTable`] turns resolved intent classes into
+//! [`RouteDelta`]s for the table compiler.
+//!
+//! It owns no socket, reads no clock and draws no randomness: time comes in as [`Millis`], every
+//! iteration that reaches output is in `BTreeMap` order. The node's registry actor drives it; the
+//! gossip overlay (`nexus-gossip`) carries its adverts and digests.
+//!
+//! What it does not do: verify MICs or attestations (trust refs are carried opaquely; that is the
+//! trust issue's), send anything, persist anything (the caller persists local SADs and the
+//! version floor), or measure latency/load (the service reports them).
+//!
+//! Formats, limits and formulas: `docs/sad.md`.
 #![deny(missing_docs)]
+
+mod advert;
+mod digest;
+mod index;
+mod intent;
+mod resolve;
+mod route;
+mod sad;
+mod store;
+mod vivaldi;
+
+pub use nexus_gossip::NodeId;
+
+/// Milliseconds since the node's epoch (the caller's clock; the registry never reads one).
+pub type Millis = u64;
+
+pub use advert::{
+    ADVERT_BYTES_MAX, ADVERT_FLAG_COORD, ADVERT_FORMAT_VERSION, ADVERT_HEADER_LEN,
+    ADVERT_KIND_LIVE, ADVERT_KIND_WITHDRAWN, ADVERT_MAGIC, ADVERT_SIGNATURE_LEN,
+    ADVERT_SIGNING_CONTEXT, Advert, AdvertBody, AdvertError, COORD_WIRE_LEN, SignedAdvert,
+    node_id_of,
+};
+pub use digest::{
+    DIGEST_BYTES_MAX, DIGEST_CHUNK_ORIGINS, DIGEST_ENTRY_LEN, DIGEST_FORMAT_VERSION,
+    DIGEST_HEADER_LEN, DIGEST_MAGIC, DIGEST_ORIGINS_MAX, Digest, DigestError, OriginSummary,
+};
+pub use intent::{
+    CANONICAL_VERSION, INTENT_JSON_BYTES_MAX, Intent, IntentError, K_DEFAULT, K_MAX, Preferences,
+    WEIGHT_MAX,
+};
+pub use resolve::{
+    Candidate, EXCLUSIONS_MAX, Exclusion, LATENCY_REF_MS, NEUTRAL_TERM, PRICE_REF_MICROS,
+    QUEUE_REF, RTT_REF_MS, Resolution, ResolveContext,
+};
+pub use route::{ROUTE_CLASSES_MAX, ROUTE_WEIGHT_SCALE, Route, RouteDelta, RouteHop, RouteTable};
+pub use sad::{
+    ATTESTATION_BYTES_MAX, ATTESTATIONS_MAX, ArchivedSad, DecodeError, Endpoint, Load, LoadUpdate,
+    MODALITIES_MAX, MODALITY_BYTES_MAX, MODEL_FAMILY_BYTES_MAX, REGION_BYTES_MAX,
+    SAD_ARCHIVE_ALIGN, SAD_BYTES_MAX, SAD_FORMAT_VERSION, SAD_HEADER_LEN, SAD_JSON_BYTES_MAX,
+    SAD_MAGIC, SERVICE_ID_BYTES_MAX, Sad, SadError, TASK_BYTES_MAX, TASKS_MAX, TTL_S_DEFAULT,
+    TTL_S_MAX, TTL_S_MIN, TrustRefs, UTILIZATION_PCT_MAX, ZONE_BYTES_MAX, access,
+};
+pub use store::{
+    Applied, Entry, RECORDS_MAX, RecordState, Registry, RegistryStats, SERVICES_PER_NODE_MAX,
+    ServiceKey, TOMBSTONE_TTL_MS, version_floor,
+};
+pub use vivaldi::{
+    COORD_ABS_MAX, Coord, VIVALDI_ADJUSTMENT_WINDOW, VIVALDI_CC, VIVALDI_CE, VIVALDI_DIMENSIONS,
+    VIVALDI_ERROR_MAX, VIVALDI_GRAVITY_RHO, VIVALDI_HEIGHT_MIN, VIVALDI_RTT_MAX, Vivaldi,
+    estimate_rtt,
+};

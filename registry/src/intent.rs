@@ -1,0 +1,241 @@
+//! [`Intent`]: what a client asks for (hard constraints plus preferences), its canonical form and
+//! its 128-bit routing key.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sad::{
+    MODALITIES_MAX, MODEL_FAMILY_BYTES_MAX, REGION_BYTES_MAX, SadError, check_list, check_modality,
+    check_task, check_token,
+};
+
+/// Default number of candidates.
+pub const K_DEFAULT: u32 = 3;
+/// Most candidates one resolve returns.
+pub const K_MAX: u32 = 64;
+/// Largest preference weight.
+pub const WEIGHT_MAX: f64 = 1000.0;
+/// Largest intent JSON document [`Intent::from_json`] reads.
+pub const INTENT_JSON_BYTES_MAX: usize = 4096;
+/// Version tag at the start of the canonical form; bump it when the form changes (which
+/// changes every routing key).
+pub const CANONICAL_VERSION: &str = "nxi1";
+
+/// Weights of the score terms; each finite, `0..=WEIGHT_MAX`. Defaults: latency 1, load 1,
+/// price 0.5, proximity 0.5.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Preferences {
+    /// Weight of the p50-latency term.
+    pub latency: f64,
+    /// Weight of the load term (utilisation and queue depth).
+    pub load: f64,
+    /// Weight of the price term.
+    pub price: f64,
+    /// Weight of the proximity term (Vivaldi RTT estimate from the resolving node).
+    pub proximity: f64,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Preferences {
+            latency: 1.0,
+            load: 1.0,
+            price: 0.5,
+            proximity: 0.5,
+        }
+    }
+}
+
+fn k_default() -> u32 {
+    K_DEFAULT
+}
+
+/// A client's intent: hard constraints (every candidate satisfies all of them) and preferences
+/// (how candidates are ranked).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    /// Required task tag (exact match against a SAD's `tasks`).
+    pub task: String,
+    /// Minimum context window, tokens.
+    #[serde(default)]
+    pub min_context: Option<u32>,
+    /// Largest acceptable `latency_ms_p50` (a SAD with unknown p50, 0, does not qualify).
+    #[serde(default)]
+    pub max_latency_ms: Option<u32>,
+    /// Largest acceptable `latency_ms_p99` (unknown p99 does not qualify).
+    #[serde(default)]
+    pub max_latency_p99_ms: Option<u32>,
+    /// Largest acceptable `price_micros_per_1k`.
+    #[serde(default)]
+    pub max_price_micros_per_1k: Option<u64>,
+    /// Modalities the service must all offer.
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    /// Required region (exact).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Required model family (exact).
+    #[serde(default)]
+    pub model_family: Option<String>,
+    /// The SAD's trust refs must carry a MIC serial (verifying it is the trust layer's job).
+    #[serde(default)]
+    pub require_mic: bool,
+    /// Ranking weights.
+    #[serde(default)]
+    pub prefer: Preferences,
+    /// Candidates wanted, 1..=[`K_MAX`], default [`K_DEFAULT`].
+    #[serde(default = "k_default")]
+    pub k: u32,
+    /// Return reasons: why each candidate matched, its score terms, and why others did not.
+    #[serde(default)]
+    pub explain: bool,
+}
+
+/// An intent broke a rule: which field, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct IntentError {
+    /// The field at fault.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl From<SadError> for IntentError {
+    fn from(e: SadError) -> Self {
+        IntentError {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
+fn check_weight(name: &str, w: f64) -> Result<(), IntentError> {
+    if !w.is_finite() || !(0.0..=WEIGHT_MAX).contains(&w) {
+        return Err(IntentError {
+            field: format!("prefer.{name}"),
+            reason: format!("{w} must be a finite number in 0..={WEIGHT_MAX}"),
+        });
+    }
+    Ok(())
+}
+
+/// Shortest decimal that reads back as the same f64, with -0 as 0.
+fn canonical_f64(w: f64) -> String {
+    if w == 0.0 {
+        "0".to_string()
+    } else {
+        format!("{w}")
+    }
+}
+
+impl Intent {
+    /// An intent for `task` with every other field at its default.
+    pub fn new(task: impl Into<String>) -> Intent {
+        Intent {
+            task: task.into(),
+            min_context: None,
+            max_latency_ms: None,
+            max_latency_p99_ms: None,
+            max_price_micros_per_1k: None,
+            modalities: Vec::new(),
+            region: None,
+            model_family: None,
+            require_mic: false,
+            prefer: Preferences::default(),
+            k: K_DEFAULT,
+            explain: false,
+        }
+    }
+
+    /// Parses JSON and validates; errors name the field.
+    pub fn from_json(bytes: &[u8]) -> Result<Intent, IntentError> {
+        if bytes.len() > INTENT_JSON_BYTES_MAX {
+            return Err(IntentError {
+                field: "intent".into(),
+                reason: format!(
+                    "document is {} bytes, at most {INTENT_JSON_BYTES_MAX}",
+                    bytes.len()
+                ),
+            });
+        }
+        let intent: Intent = crate::sad::parse_json(bytes)
+            .map_err(|(field, reason)| IntentError { field, reason })?;
+        intent.validate()?;
+        Ok(intent)
+    }
+
+    /// Checks every field's rules.
+    pub fn validate(&self) -> Result<(), IntentError> {
+        check_task("task", &self.task)?;
+        check_list(
+            "modalities",
+            &self.modalities,
+            MODALITIES_MAX,
+            check_modality,
+        )?;
+        if let Some(region) = &self.region {
+            check_token("region", region, REGION_BYTES_MAX, true)?;
+        }
+        if let Some(family) = &self.model_family {
+            check_token("model_family", family, MODEL_FAMILY_BYTES_MAX, true)?;
+        }
+        check_weight("latency", self.prefer.latency)?;
+        check_weight("load", self.prefer.load)?;
+        check_weight("price", self.prefer.price)?;
+        check_weight("proximity", self.prefer.proximity)?;
+        if !(1..=K_MAX).contains(&self.k) {
+            return Err(IntentError {
+                field: "k".into(),
+                reason: format!("{} is outside 1..={K_MAX}", self.k),
+            });
+        }
+        Ok(())
+    }
+
+    /// The canonical form of the intent's class: every constraint and weight in a fixed order,
+    /// absent values as `-`, modalities sorted; `k` and `explain` are not part of it. Two
+    /// intents with the same canonical form are the same class and share a routing key.
+    ///
+    /// `nxi1|task=llm.chat|ctx=128000|p50=200|p99=-|price=-|mod=image,text|region=-|family=-|mic=0|w=1,1,0.5,0.5`
+    pub fn canonical(&self) -> String {
+        fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+            v.as_ref()
+                .map_or_else(|| "-".to_string(), |x| x.to_string())
+        }
+        let mut modalities: Vec<&str> = self.modalities.iter().map(String::as_str).collect();
+        modalities.sort_unstable();
+        modalities.dedup();
+        let mut out = String::with_capacity(160);
+        let _ = write!(
+            out,
+            "{CANONICAL_VERSION}|task={}|ctx={}|p50={}|p99={}|price={}|mod={}|region={}|family={}|mic={}|w={},{},{},{}",
+            self.task,
+            opt(&self.min_context),
+            opt(&self.max_latency_ms),
+            opt(&self.max_latency_p99_ms),
+            opt(&self.max_price_micros_per_1k),
+            if modalities.is_empty() {
+                "-".to_string()
+            } else {
+                modalities.join(",")
+            },
+            opt(&self.region),
+            opt(&self.model_family),
+            u8::from(self.require_mic),
+            canonical_f64(self.prefer.latency),
+            canonical_f64(self.prefer.load),
+            canonical_f64(self.prefer.price),
+            canonical_f64(self.prefer.proximity),
+        );
+        out
+    }
+
+    /// xxh3-128 of [`Intent::canonical`]: the fixed-width key the data plane looks up.
+    pub fn routing_key(&self) -> u128 {
+        xxhash_rust::xxh3::xxh3_128(self.canonical().as_bytes())
+    }
+}

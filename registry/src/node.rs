@@ -1,0 +1,537 @@
+//! [`RegistryNode`]: everything one node's registry does, sans-IO — local registrations with
+//! leases, advert versions that survive restarts, the anti-entropy exchange, reactions to
+//! membership, Vivaldi updates and the intent route table. The node's registry actor and the
+//! simulator drive the same code: they feed it `(now, input)` and carry out its outputs (a
+//! broadcast, a unicast to a peer, a unicast to a random overlay neighbour).
+//!
+//! Storage is injected ([`RegistryStore`]): the registrations and the version floor are written
+//! through it *before* the advert that depends on them is emitted, and a failed write leaves the
+//! node unchanged.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+
+use crate::{
+    Applied, Coord, Digest, Intent, LoadUpdate, Millis, NodeId, Registry, ResolveContext,
+    Resolution, Route, RouteTable, Sad, SadError, ServiceKey, SignedAdvert, Vivaldi,
+};
+
+/// Versions reserved per storage write: the version counter is persisted as a floor this far
+/// ahead, so signing adverts writes to storage once per this many.
+pub const VERSION_BLOCK: u64 = 1024;
+/// Services one node may register.
+pub const LOCAL_SERVICES_MAX: usize = 256;
+/// Adverts one anti-entropy answer sends at most.
+pub const ANTI_ENTROPY_ADVERTS_MAX: usize = 256;
+
+/// First byte of an anti-entropy unicast: a digest that wants the receiver's digest back.
+pub const TAG_DIGEST_PUSH: u8 = 0x01;
+/// First byte of an anti-entropy unicast: the answer digest.
+pub const TAG_DIGEST_REPLY: u8 = 0x02;
+/// First byte of an anti-entropy unicast: one signed advert.
+pub const TAG_ADVERT: u8 = 0x03;
+
+/// Durable storage for one node's registry.
+pub trait RegistryStore {
+    /// Replaces the stored registrations.
+    fn save_services(&mut self, services: &[Sad]) -> Result<(), String>;
+    /// Stores the version floor (every version below it may have been used).
+    fn save_version_floor(&mut self, floor: u64) -> Result<(), String>;
+}
+
+/// An in-memory [`RegistryStore`] (tests and the simulator, whose "disks" survive crashes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryStore {
+    /// The stored registrations.
+    pub services: Vec<Sad>,
+    /// The stored version floor.
+    pub version_floor: u64,
+}
+
+impl RegistryStore for MemoryStore {
+    fn save_services(&mut self, services: &[Sad]) -> Result<(), String> {
+        self.services = services.to_vec();
+        Ok(())
+    }
+
+    fn save_version_floor(&mut self, floor: u64) -> Result<(), String> {
+        self.version_floor = floor;
+        Ok(())
+    }
+}
+
+/// What a node's registry asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Broadcast a signed advert to every node (overlay).
+    Broadcast(Vec<u8>),
+    /// Send an anti-entropy message to this peer (overlay unicast).
+    Direct(SocketAddr, Vec<u8>),
+    /// Send an anti-entropy message to one random overlay neighbour.
+    DirectToRandomNeighbor(Vec<u8>),
+}
+
+/// Why a registry request failed. Nothing changed in every case.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NodeError {
+    /// The descriptor or update is invalid.
+    #[error("{0}")]
+    Invalid(#[from] SadError),
+    /// No such local service.
+    #[error("no service {0:?} is registered on this node")]
+    Unknown(String),
+    /// The node holds [`LOCAL_SERVICES_MAX`] services.
+    #[error("this node already holds {LOCAL_SERVICES_MAX} services")]
+    Full,
+    /// Persisting failed.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// A local service's descriptor and lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalService {
+    /// The descriptor as last advertised (its `version` is the advert version).
+    pub sad: Sad,
+    /// When the lease ends unless renewed.
+    pub lease_until: Millis,
+    republish_at: Millis,
+}
+
+/// What changed in a step, for the driver's metrics and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// Remote adverts that changed the registry.
+    pub applied: u32,
+    /// Adverts or digests rejected.
+    pub rejected: u32,
+    /// Adverts sent by anti-entropy.
+    pub repaired: u32,
+    /// Services withdrawn because their node is down.
+    pub withdrawn_down: u32,
+    /// Local leases that expired.
+    pub leases_expired: u32,
+}
+
+/// One node's registry, sans-IO.
+pub struct RegistryNode<S: RegistryStore> {
+    key: SigningKey,
+    local_id: NodeId,
+    store: S,
+    core: Registry,
+    routes: RouteTable,
+    vivaldi: Vivaldi,
+    coords: BTreeMap<NodeId, Coord>,
+    local: BTreeMap<String, LocalService>,
+    version_next: u64,
+    version_floor: u64,
+    compiled: BTreeMap<u128, Route>,
+    compiled_version: u64,
+    outputs: VecDeque<Output>,
+    report: StepReport,
+}
+
+impl<S: RegistryStore> std::fmt::Debug for RegistryNode<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryNode")
+            .field("node", &self.local_id)
+            .field("adverts", &self.core.len())
+            .field("local", &self.local.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often a local service is re-published: a third of its lease (at least a second).
+fn republish_interval(sad: &Sad) -> Millis {
+    (u64::from(sad.ttl_s) * 1000 / 3).max(1000)
+}
+
+fn lease(sad: &Sad) -> Millis {
+    u64::from(sad.ttl_s) * 1000
+}
+
+impl<S: RegistryStore> RegistryNode<S> {
+    /// A node's registry, restoring `stored` registrations (re-advertised with a fresh lease)
+    /// after a restart. `version_floor` is the last floor saved through the store.
+    pub fn new(
+        now: Millis,
+        key: SigningKey,
+        store: S,
+        version_floor: u64,
+        stored: Vec<Sad>,
+    ) -> Result<Self, NodeError> {
+        let local_id = NodeId(key.verifying_key().to_bytes());
+        let mut node = RegistryNode {
+            core: Registry::new(local_id),
+            key,
+            local_id,
+            store,
+            routes: RouteTable::new(),
+            vivaldi: Vivaldi::new(),
+            coords: BTreeMap::new(),
+            local: BTreeMap::new(),
+            // Everything below the stored floor may have been used before a crash.
+            version_next: version_floor.max(1),
+            version_floor,
+            compiled: BTreeMap::new(),
+            compiled_version: 0,
+            outputs: VecDeque::new(),
+            report: StepReport::default(),
+        };
+        for mut sad in stored.into_iter().take(LOCAL_SERVICES_MAX) {
+            if sad.validate().is_err() {
+                continue;
+            }
+            let advert = node.sign(now, &mut sad)?;
+            node.local.insert(
+                sad.id.clone(),
+                LocalService {
+                    lease_until: now + lease(&sad),
+                    republish_at: now + republish_interval(&sad),
+                    sad,
+                },
+            );
+            node.outputs
+                .push_back(Output::Broadcast(advert.to_bytes().to_vec()));
+        }
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.local_id
+    }
+
+    /// The registry core (every advert this node holds).
+    pub fn registry(&self) -> &Registry {
+        &self.core
+    }
+
+    /// The injected store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Services registered on this node, by id.
+    pub fn local_services(&self) -> &BTreeMap<String, LocalService> {
+        &self.local
+    }
+
+    /// This node's Vivaldi coordinate.
+    pub fn coordinate(&self) -> Coord {
+        self.vivaldi.coord()
+    }
+
+    /// The compiled intent routes and the version of the last route delta.
+    pub fn routes(&self) -> (u64, Vec<Route>) {
+        (self.compiled_version, self.compiled.values().cloned().collect())
+    }
+
+    /// The next output to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// What changed since the last call.
+    pub fn take_report(&mut self) -> StepReport {
+        std::mem::take(&mut self.report)
+    }
+
+    /// The next advert version, persisting a new floor when the reserved block is used up.
+    fn next_version(&mut self) -> Result<u64, NodeError> {
+        if self.version_next >= self.version_floor {
+            let floor = self.version_next + VERSION_BLOCK;
+            self.store
+                .save_version_floor(floor)
+                .map_err(NodeError::Storage)?;
+            self.version_floor = floor;
+        }
+        let v = self.version_next;
+        self.version_next += 1;
+        Ok(v)
+    }
+
+    /// Gives `sad` the next version and signs and applies it locally.
+    fn sign(&mut self, now: Millis, sad: &mut Sad) -> Result<SignedAdvert, NodeError> {
+        sad.version = self.next_version()?;
+        let coord = Some(self.vivaldi.coord());
+        Ok(self.core.publish(now, sad.clone(), coord, &self.key)?)
+    }
+
+    fn persist_local(&mut self) -> Result<(), NodeError> {
+        let sads: Vec<Sad> = self.local.values().map(|s| s.sad.clone()).collect();
+        self.store.save_services(&sads).map_err(NodeError::Storage)
+    }
+
+    /// Registers or renews (same id) a local service; returns whether it was new. The lease
+    /// runs `ttl_s` from `now`.
+    pub fn register(&mut self, now: Millis, mut sad: Sad) -> Result<bool, NodeError> {
+        sad.validate()?;
+        let created = !self.local.contains_key(&sad.id);
+        if created && self.local.len() >= LOCAL_SERVICES_MAX {
+            return Err(NodeError::Full);
+        }
+        sad.version = self.next_version()?;
+        let previous = self.local.insert(
+            sad.id.clone(),
+            LocalService {
+                lease_until: now + lease(&sad),
+                republish_at: now + republish_interval(&sad),
+                sad: sad.clone(),
+            },
+        );
+        if let Err(err) = self.persist_local() {
+            // Undo, so the answer and the store agree.
+            match previous {
+                Some(p) => self.local.insert(sad.id.clone(), p),
+                None => self.local.remove(&sad.id),
+            };
+            return Err(err);
+        }
+        let coord = Some(self.vivaldi.coord());
+        let advert = self.core.publish(now, sad, coord, &self.key)?;
+        self.outputs
+            .push_back(Output::Broadcast(advert.to_bytes().to_vec()));
+        self.recompute_routes(now);
+        Ok(created)
+    }
+
+    /// Withdraws a local service everywhere.
+    pub fn deregister(&mut self, now: Millis, id: &str) -> Result<(), NodeError> {
+        let Some(removed) = self.local.remove(id) else {
+            return Err(NodeError::Unknown(id.to_owned()));
+        };
+        if let Err(err) = self.persist_local() {
+            self.local.insert(id.to_owned(), removed);
+            return Err(err);
+        }
+        self.withdraw_local(now, id);
+        self.recompute_routes(now);
+        Ok(())
+    }
+
+    fn withdraw_local(&mut self, now: Millis, id: &str) {
+        // The tombstone takes the held version + 1; consume a version so a later registration
+        // of the same id outranks the tombstone.
+        let _ = self.next_version();
+        if let Some(advert) = self.core.withdraw(now, id, &self.key) {
+            self.outputs
+                .push_back(Output::Broadcast(advert.to_bytes().to_vec()));
+        }
+    }
+
+    /// Updates a local service's load/latency, re-advertises it and renews its lease.
+    pub fn patch_load(
+        &mut self,
+        now: Millis,
+        id: &str,
+        update: &LoadUpdate,
+    ) -> Result<&LocalService, NodeError> {
+        let Some(mut sad) = self.local.get(id).map(|s| s.sad.clone()) else {
+            return Err(NodeError::Unknown(id.to_owned()));
+        };
+        sad.apply_load(update)?;
+        let advert = self.sign(now, &mut sad)?;
+        self.outputs
+            .push_back(Output::Broadcast(advert.to_bytes().to_vec()));
+        let entry = LocalService {
+            lease_until: now + lease(&sad),
+            republish_at: now + republish_interval(&sad),
+            sad,
+        };
+        self.local.insert(id.to_owned(), entry);
+        self.recompute_routes(now);
+        self.local
+            .get(id)
+            .ok_or_else(|| NodeError::Unknown(id.to_owned()))
+    }
+
+    /// Resolves an intent and tracks its class in the route table.
+    pub fn resolve(&mut self, now: Millis, intent: &Intent) -> Resolution {
+        let ctx = ResolveContext {
+            now,
+            local_coord: Some(self.vivaldi.coord()),
+        };
+        let resolution = self.core.resolve(intent, &ctx);
+        self.routes.track(now, intent);
+        self.recompute_routes(now);
+        resolution
+    }
+
+    /// Resolves without tracking the class (for observers such as the simulator's checks).
+    pub fn resolve_untracked(&self, now: Millis, intent: &Intent) -> Resolution {
+        let ctx = ResolveContext {
+            now,
+            local_coord: Some(self.vivaldi.coord()),
+        };
+        self.core.resolve(intent, &ctx)
+    }
+
+    fn recompute_routes(&mut self, now: Millis) {
+        let ctx = ResolveContext {
+            now,
+            local_coord: Some(self.vivaldi.coord()),
+        };
+        if let Some(delta) = self.routes.recompute(&self.core, &ctx) {
+            for key in &delta.removals {
+                self.compiled.remove(key);
+            }
+            for route in delta.upserts {
+                self.compiled.insert(route.key, route);
+            }
+            self.compiled_version = delta.version;
+        }
+    }
+
+    fn apply_remote(&mut self, now: Millis, bytes: &[u8]) {
+        let advert = match SignedAdvert::from_bytes(bytes) {
+            Ok(a) => a,
+            Err(_) => {
+                self.report.rejected += 1;
+                return;
+            }
+        };
+        if advert.origin() == self.local_id {
+            // Our own advert came back (relayed, or by anti-entropy): we hold it already.
+            return;
+        }
+        match self.core.apply(now, &advert) {
+            Ok(Applied::Stale) => {}
+            Ok(_) => {
+                self.report.applied += 1;
+                let key = ServiceKey {
+                    node: advert.origin(),
+                    service: advert.service().to_owned(),
+                };
+                if let Some(coord) = self.core.get(&key).and_then(|e| e.coord()) {
+                    self.coords.insert(advert.origin(), coord.clone());
+                }
+            }
+            Err(_) => self.report.rejected += 1,
+        }
+    }
+
+    /// A broadcast the overlay delivered (a signed advert).
+    pub fn on_delivered(&mut self, now: Millis, payload: &[u8]) {
+        self.apply_remote(now, payload);
+    }
+
+    /// An anti-entropy unicast from `from`.
+    pub fn on_direct(&mut self, now: Millis, from: SocketAddr, payload: &[u8]) {
+        let Some((&tag, rest)) = payload.split_first() else {
+            self.report.rejected += 1;
+            return;
+        };
+        match tag {
+            TAG_ADVERT => self.apply_remote(now, rest),
+            TAG_DIGEST_PUSH | TAG_DIGEST_REPLY => {
+                let Ok(digest) = Digest::from_bytes(rest) else {
+                    self.report.rejected += 1;
+                    return;
+                };
+                let mut sent = 0usize;
+                'origins: for origin in self.core.differing(&digest) {
+                    for advert in self.core.adverts_of(origin) {
+                        if sent >= ANTI_ENTROPY_ADVERTS_MAX {
+                            break 'origins;
+                        }
+                        let mut out = Vec::with_capacity(1 + advert.to_bytes().len());
+                        out.push(TAG_ADVERT);
+                        out.extend_from_slice(advert.to_bytes());
+                        self.outputs.push_back(Output::Direct(from, out));
+                        sent += 1;
+                    }
+                }
+                self.report.repaired += sent as u32;
+                if tag == TAG_DIGEST_PUSH {
+                    let reply = self.digest_payload(TAG_DIGEST_REPLY);
+                    self.outputs.push_back(Output::Direct(from, reply));
+                }
+            }
+            _ => self.report.rejected += 1,
+        }
+    }
+
+    fn digest_payload(&self, tag: u8) -> Vec<u8> {
+        let digest = self.core.digest().to_bytes();
+        let mut out = Vec::with_capacity(1 + digest.len());
+        out.push(tag);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    /// Membership declared `node` down (or it left): withdraw its services here.
+    pub fn on_member_down(&mut self, now: Millis, node: NodeId) {
+        if node == self.local_id {
+            return;
+        }
+        let gone = self.core.node_down(node);
+        if !gone.is_empty() {
+            self.report.withdrawn_down += gone.len() as u32;
+            self.recompute_routes(now);
+        }
+    }
+
+    /// A direct probe's round trip to `node`, for the Vivaldi coordinate.
+    pub fn on_rtt(&mut self, node: NodeId, rtt: Duration) {
+        if let Some(coord) = self.coords.get(&node) {
+            self.vivaldi.update(rtt, coord);
+        }
+    }
+
+    /// Periodic work: local leases (withdraw unrenewed services, re-publish the rest every
+    /// `ttl_s / 3`), expiry of remote copies, routes.
+    pub fn refresh(&mut self, now: Millis) {
+        let expired: Vec<String> = self
+            .local
+            .iter()
+            .filter(|(_, s)| s.lease_until <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            self.local.remove(id);
+            self.withdraw_local(now, id);
+            self.report.leases_expired += 1;
+        }
+        if !expired.is_empty() {
+            // A failed write only means a restart re-advertises them once more (and their
+            // leases then expire again).
+            let _ = self.persist_local();
+        }
+        let due: Vec<String> = self
+            .local
+            .iter()
+            .filter(|(_, s)| s.republish_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(mut sad) = self.local.get(&id).map(|s| s.sad.clone()) else {
+                continue;
+            };
+            match self.sign(now, &mut sad) {
+                Ok(advert) => {
+                    self.outputs
+                        .push_back(Output::Broadcast(advert.to_bytes().to_vec()));
+                    if let Some(s) = self.local.get_mut(&id) {
+                        s.republish_at = now + republish_interval(&sad);
+                        s.sad = sad;
+                    }
+                }
+                // Retried at the next refresh.
+                Err(_) => {}
+            }
+        }
+        self.core.expire(now);
+        self.recompute_routes(now);
+    }
+
+    /// Periodic anti-entropy: a digest to one random neighbour.
+    pub fn anti_entropy(&mut self) {
+        let payload = self.digest_payload(TAG_DIGEST_PUSH);
+        self.outputs
+            .push_back(Output::DirectToRandomNeighbor(payload));
+    }
+}

@@ -1,0 +1,422 @@
+//! Intent resolution: filter the live entries of the intent's task by its constraints, score
+//! the rest, return the top k. The formula is in `docs/sad.md` ("Scoring").
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::ops::Bound;
+
+use crate::index::{Row, modality_bit, str_hash};
+use crate::intent::{Intent, K_MAX};
+use crate::sad::{Endpoint, Sad};
+use crate::store::{Registry, ServiceKey};
+use crate::vivaldi::{Coord, estimate_rtt};
+use crate::{Millis, NodeId};
+
+/// p50 latency at which the latency term is 0.5.
+pub const LATENCY_REF_MS: f64 = 100.0;
+/// Queue depth at which the queue factor of the load term is 0.5.
+pub const QUEUE_REF: f64 = 16.0;
+/// Price at which the price term is 0.5 (micro-units per 1k tokens).
+pub const PRICE_REF_MICROS: f64 = 1000.0;
+/// Estimated RTT at which the proximity term is 0.5.
+pub const RTT_REF_MS: f64 = 50.0;
+/// Value of a term whose input is unknown (p50 = 0, or no coordinate on either side).
+pub const NEUTRAL_TERM: f64 = 0.5;
+/// Exclusions listed with `explain` (the rest are only counted).
+pub const EXCLUSIONS_MAX: usize = 32;
+
+/// What resolve needs from the resolving node.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResolveContext {
+    /// Now, for leases: an entry whose lease has ended is not a candidate even before
+    /// [`Registry::expire`] runs.
+    pub now: Millis,
+    /// The resolving node's Vivaldi coordinate (proximity is neutral without it).
+    pub local_coord: Option<Coord>,
+}
+
+/// One ranked endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// Service id.
+    pub service: String,
+    /// Node the service runs on.
+    pub node: NodeId,
+    /// Where it listens.
+    pub endpoint: Endpoint,
+    /// Score in `0..=1`; higher is better.
+    pub score: f64,
+    /// The descriptor.
+    pub sad: Sad,
+    /// With `explain`: each constraint it met and each score term.
+    pub why: Vec<String>,
+}
+
+/// A service with the task that a constraint ruled out (with `explain` only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exclusion {
+    /// Service id.
+    pub service: String,
+    /// Node.
+    pub node: NodeId,
+    /// The first constraint it failed, e.g. `context_window 32768 < min_context 128000`.
+    pub reason: String,
+}
+
+/// The answer to an intent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolution {
+    /// The intent class's routing key.
+    pub routing_key: u128,
+    /// Best first; at most `k`.
+    pub candidates: Vec<Candidate>,
+    /// With `explain`: up to [`EXCLUSIONS_MAX`] exclusions in key order.
+    pub excluded: Vec<Exclusion>,
+    /// With `explain`: how many were excluded in all.
+    pub excluded_total: usize,
+    /// Live entries carrying the intent's task.
+    pub considered: usize,
+}
+
+/// Latency, load and price terms of a SAD.
+pub(crate) fn static_terms(sad: &Sad) -> [f64; 3] {
+    let latency = if sad.latency_ms_p50 == 0 {
+        NEUTRAL_TERM
+    } else {
+        1.0 / (1.0 + f64::from(sad.latency_ms_p50) / LATENCY_REF_MS)
+    };
+    let load = (1.0 - f64::from(sad.load.utilization_pct.min(100)) / 100.0)
+        / (1.0 + f64::from(sad.load.queue_depth) / QUEUE_REF);
+    let price = 1.0 / (1.0 + sad.price_micros_per_1k as f64 / PRICE_REF_MICROS);
+    [latency, load, price]
+}
+
+/// The proximity term from an estimated RTT in seconds.
+fn proximity_term(rtt_s: f64) -> f64 {
+    1.0 / (1.0 + rtt_s * 1000.0 / RTT_REF_MS)
+}
+
+/// Compiled form of an intent's constraints and weights.
+struct Query<'a> {
+    intent: &'a Intent,
+    region: Option<u64>,
+    family: Option<u64>,
+    modalities: u64,
+    weights: [f64; 4],
+    weight_sum: f64,
+    now: Millis,
+    local: Option<&'a Coord>,
+}
+
+impl<'a> Query<'a> {
+    fn new(intent: &'a Intent, ctx: &'a ResolveContext) -> Self {
+        let p = &intent.prefer;
+        let weights = [p.latency, p.load, p.price, p.proximity]
+            .map(|w| if w.is_finite() && w > 0.0 { w } else { 0.0 });
+        Query {
+            intent,
+            region: intent.region.as_deref().map(str_hash),
+            family: intent.model_family.as_deref().map(str_hash),
+            modalities: intent.modalities.iter().fold(0, |m, x| m | modality_bit(x)),
+            weight_sum: weights.iter().sum(),
+            weights,
+            now: ctx.now,
+            local: ctx.local_coord.as_ref(),
+        }
+    }
+
+    /// The row-level filter (hash comparisons for strings).
+    fn row_passes(&self, row: &Row) -> bool {
+        let i = self.intent;
+        row.expires_at > self.now
+            && i.max_latency_ms
+                .is_none_or(|m| row.p50 != 0 && row.p50 <= m)
+            && i.max_latency_p99_ms
+                .is_none_or(|m| row.p99 != 0 && row.p99 <= m)
+            && i.max_price_micros_per_1k.is_none_or(|m| row.price <= m)
+            && (!i.require_mic || row.mic)
+            && self.region.is_none_or(|h| row.region == h)
+            && self.family.is_none_or(|h| row.family == h)
+            && row.modalities & self.modalities == self.modalities
+    }
+
+    /// Whether hash comparisons must be confirmed on the SAD.
+    fn needs_exact(&self) -> bool {
+        self.region.is_some() || self.family.is_some() || self.modalities != 0
+    }
+
+    fn proximity(&self, row: &Row) -> f64 {
+        match (self.local, &row.coord) {
+            (Some(local), Some(c)) => proximity_term(c.distance_from(local)),
+            _ => NEUTRAL_TERM,
+        }
+    }
+
+    fn score(&self, row: &Row) -> f64 {
+        if self.weight_sum == 0.0 {
+            return 0.0;
+        }
+        let terms = [
+            row.terms[0],
+            row.terms[1],
+            row.terms[2],
+            self.proximity(row),
+        ];
+        let mut sum = 0.0;
+        for (w, t) in self.weights.iter().zip(terms) {
+            sum += w * t;
+        }
+        sum / self.weight_sum
+    }
+}
+
+/// The first constraint `sad` fails, as an explain reason; exact string comparisons.
+fn first_failure(intent: &Intent, sad: &Sad, expires_at: Millis, now: Millis) -> Option<String> {
+    if expires_at <= now {
+        return Some(format!("lease ended at {expires_at} ms (now {now} ms)"));
+    }
+    if let Some(min) = intent.min_context
+        && sad.context_window < min
+    {
+        return Some(format!(
+            "context_window {} < min_context {min}",
+            sad.context_window
+        ));
+    }
+    if let Some(max) = intent.max_latency_ms {
+        if sad.latency_ms_p50 == 0 {
+            return Some(format!("latency_ms_p50 unknown, max_latency_ms {max}"));
+        }
+        if sad.latency_ms_p50 > max {
+            return Some(format!(
+                "latency_ms_p50 {} > max_latency_ms {max}",
+                sad.latency_ms_p50
+            ));
+        }
+    }
+    if let Some(max) = intent.max_latency_p99_ms {
+        if sad.latency_ms_p99 == 0 {
+            return Some(format!("latency_ms_p99 unknown, max_latency_p99_ms {max}"));
+        }
+        if sad.latency_ms_p99 > max {
+            return Some(format!(
+                "latency_ms_p99 {} > max_latency_p99_ms {max}",
+                sad.latency_ms_p99
+            ));
+        }
+    }
+    if let Some(max) = intent.max_price_micros_per_1k
+        && sad.price_micros_per_1k > max
+    {
+        return Some(format!(
+            "price_micros_per_1k {} > max_price_micros_per_1k {max}",
+            sad.price_micros_per_1k
+        ));
+    }
+    for m in &intent.modalities {
+        if !sad.modalities.contains(m) {
+            return Some(format!("modality {m:?} not offered"));
+        }
+    }
+    if let Some(region) = &intent.region
+        && &sad.region != region
+    {
+        return Some(format!("region {:?} != {region:?}", sad.region));
+    }
+    if let Some(family) = &intent.model_family
+        && &sad.model_family != family
+    {
+        return Some(format!("model_family {:?} != {family:?}", sad.model_family));
+    }
+    if intent.require_mic && sad.trust.mic_serial.is_none() {
+        return Some("no MIC serial (require_mic)".to_string());
+    }
+    None
+}
+
+/// Why a SAD met each constraint (explain).
+fn reasons_met(intent: &Intent, sad: &Sad) -> Vec<String> {
+    let mut why = vec![format!("task {:?}", intent.task)];
+    if let Some(min) = intent.min_context {
+        why.push(format!("context_window {} >= {min}", sad.context_window));
+    }
+    if let Some(max) = intent.max_latency_ms {
+        why.push(format!("latency_p50 {} ms <= {max}", sad.latency_ms_p50));
+    }
+    if let Some(max) = intent.max_latency_p99_ms {
+        why.push(format!("latency_p99 {} ms <= {max}", sad.latency_ms_p99));
+    }
+    if let Some(max) = intent.max_price_micros_per_1k {
+        why.push(format!("price {} <= {max}", sad.price_micros_per_1k));
+    }
+    if !intent.modalities.is_empty() {
+        why.push(format!("modalities {:?} offered", intent.modalities));
+    }
+    if let Some(r) = &intent.region {
+        why.push(format!("region {r:?}"));
+    }
+    if let Some(f) = &intent.model_family {
+        why.push(format!("model_family {f:?}"));
+    }
+    if intent.require_mic {
+        why.push(format!("mic_serial {:?}", sad.trust.mic_serial));
+    }
+    why
+}
+
+/// A heap item: better = higher score, then lower (node, service).
+struct Ranked<'r> {
+    score: f64,
+    key: &'r ServiceKey,
+}
+
+impl Ranked<'_> {
+    /// `Greater` = better.
+    fn rank(&self, other: &Self) -> Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.key.cmp(self.key))
+    }
+}
+
+impl PartialEq for Ranked<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank(other) == Ordering::Equal
+    }
+}
+impl Eq for Ranked<'_> {}
+impl PartialOrd for Ranked<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked<'_> {
+    /// Reversed, so `BinaryHeap` (a max-heap) keeps the worst on top.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.rank(self)
+    }
+}
+
+impl Registry {
+    /// Resolves an intent to at most `k` ranked candidates (see `docs/sad.md`). Call
+    /// [`Intent::validate`] first; `k` outside `1..=K_MAX` is clamped here.
+    pub fn resolve(&self, intent: &Intent, ctx: &ResolveContext) -> Resolution {
+        let k = intent.k.clamp(1, K_MAX) as usize;
+        let query = Query::new(intent, ctx);
+        let mut resolution = Resolution {
+            routing_key: intent.routing_key(),
+            candidates: Vec::new(),
+            excluded: Vec::new(),
+            excluded_total: 0,
+            considered: 0,
+        };
+        let Some(rows) = self.index.task(&intent.task) else {
+            return resolution;
+        };
+        resolution.considered = rows.len();
+        let mut heap: BinaryHeap<Ranked<'_>> = BinaryHeap::with_capacity(k + 1);
+        let lower = match intent.min_context {
+            Some(min) if !intent.explain => {
+                Bound::Included((min, ServiceKey::new(NodeId([0; 32]), String::new())))
+            }
+            _ => Bound::Unbounded,
+        };
+        let exact = query.needs_exact();
+        for ((_, key), row) in rows.range((lower, Bound::Unbounded)) {
+            if intent.explain {
+                let Some(sad) = self.get(key).and_then(|e| e.sad()) else {
+                    continue;
+                };
+                if let Some(reason) = first_failure(intent, sad, row.expires_at, ctx.now) {
+                    resolution.excluded_total += 1;
+                    if resolution.excluded.len() < EXCLUSIONS_MAX {
+                        resolution.excluded.push(Exclusion {
+                            service: key.service.clone(),
+                            node: key.node,
+                            reason,
+                        });
+                    }
+                    continue;
+                }
+            } else if !query.row_passes(row) {
+                continue;
+            }
+            let item = Ranked {
+                score: query.score(row),
+                key,
+            };
+            if heap.len() == k {
+                // The heap's top is the worst kept; `>` there means `item` is not better.
+                if heap.peek().is_some_and(|worst| item >= *worst) {
+                    continue;
+                }
+            }
+            if exact && !intent.explain {
+                let exact_ok = self.get(key).and_then(|e| e.sad()).is_some_and(|sad| {
+                    first_failure(intent, sad, row.expires_at, ctx.now).is_none()
+                });
+                if !exact_ok {
+                    continue;
+                }
+            }
+            heap.push(item);
+            if heap.len() > k {
+                heap.pop();
+            }
+        }
+        let ranked = heap.into_sorted_vec();
+        for item in ranked {
+            let Some(entry) = self.get(item.key) else {
+                continue;
+            };
+            let Some(sad) = entry.sad() else { continue };
+            let why = if intent.explain {
+                let mut why = reasons_met(intent, sad);
+                why.extend(score_terms(&query, sad, entry.coord(), ctx));
+                why
+            } else {
+                Vec::new()
+            };
+            resolution.candidates.push(Candidate {
+                service: item.key.service.clone(),
+                node: item.key.node,
+                endpoint: sad.endpoint,
+                score: item.score,
+                sad: sad.clone(),
+                why,
+            });
+        }
+        resolution
+    }
+}
+
+/// The score terms of a candidate, for explain.
+fn score_terms(
+    query: &Query<'_>,
+    sad: &Sad,
+    coord: Option<&Coord>,
+    ctx: &ResolveContext,
+) -> Vec<String> {
+    let [latency, load, price] = static_terms(sad);
+    let proximity = match (ctx.local_coord.as_ref(), coord) {
+        (Some(a), Some(b)) => {
+            let rtt = estimate_rtt(a, b);
+            format!(
+                "proximity {:.3} (est. rtt {:.1} ms) x {}",
+                proximity_term(rtt.as_secs_f64()),
+                rtt.as_secs_f64() * 1000.0,
+                query.weights[3]
+            )
+        }
+        _ => format!(
+            "proximity {NEUTRAL_TERM} (no coordinate) x {}",
+            query.weights[3]
+        ),
+    };
+    vec![
+        format!("latency {latency:.3} x {}", query.weights[0]),
+        format!("load {load:.3} x {}", query.weights[1]),
+        format!("price {price:.3} x {}", query.weights[2]),
+        proximity,
+    ]
+}
