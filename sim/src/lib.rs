@@ -12,6 +12,7 @@
 //! with an error naming the field.
 #![deny(missing_docs)]
 
+pub mod broadcast;
 pub mod core_mode;
 pub mod invariants;
 pub mod net;

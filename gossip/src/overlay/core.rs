@@ -442,7 +442,7 @@ impl Overlay {
         );
         for m in self.missing.values() {
             assert!(
-                self.timers.get(&m.timer).is_some(),
+                self.timers.contains_key(&m.timer),
                 "missing message without a graft timer"
             );
             assert!(m.announcers.len() <= ANNOUNCERS_MAX);
@@ -535,10 +535,23 @@ impl Overlay {
                 }
             }
             Message::NeighborAccept => {
-                if let Some(key) = self.pending.remove(&sender) {
-                    self.timers.remove(&key);
+                let solicited = match self.pending.remove(&sender) {
+                    Some(key) => {
+                        self.timers.remove(&key);
+                        true
+                    }
+                    None => false,
+                };
+                if !self.active.contains(&sender) {
+                    self.add_active(now, sender);
+                    // Unsolicited (the end of a ForwardJoin walk, a Join answer, or a stale
+                    // accept that crossed our Disconnect): confirm, so that both ends hold the
+                    // link even if the peer dropped us meanwhile. A peer that already holds us
+                    // does not answer, so this ends after one round trip.
+                    if !solicited {
+                        self.send(sender, Message::NeighborAccept);
+                    }
                 }
-                self.add_active(now, sender);
             }
             Message::NeighborReject => {
                 if let Some(key) = self.pending.remove(&sender) {
@@ -747,7 +760,8 @@ impl Overlay {
     }
 
     fn request_neighbor(&mut self, now: Timestamp, peer: SocketAddr) {
-        let high = self.active.is_empty();
+        // High priority only for the first request of a node with no neighbour at all.
+        let high = self.active.is_empty() && self.pending.is_empty();
         let key = self.schedule(
             now + self.config.neighbor_timeout,
             Timer::NeighborTimeout(peer),
