@@ -63,6 +63,7 @@ pub const SAD_ARCHIVE_ALIGN: usize = 16;
     rkyv::Serialize,
     rkyv::Deserialize,
 )]
+#[rkyv(derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// Local UDP port of the service on its node's host; 0 = none.
@@ -88,6 +89,7 @@ pub struct Endpoint {
     rkyv::Serialize,
     rkyv::Deserialize,
 )]
+#[rkyv(derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub struct Load {
     /// Requests waiting.
@@ -112,6 +114,7 @@ pub struct Load {
     rkyv::Serialize,
     rkyv::Deserialize,
 )]
+#[rkyv(derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub struct TrustRefs {
     /// Serial of the service's Model Identity Certificate, if it has one.
@@ -141,6 +144,7 @@ fn ttl_default() -> u32 {
     rkyv::Serialize,
     rkyv::Deserialize,
 )]
+#[rkyv(derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub struct Sad {
     /// Service id, unique per node: 1..=64 bytes of `[a-z0-9._-]`.
@@ -542,11 +546,8 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
         let named = backticked(&message);
         let field = match (named, path.as_str()) {
             (Some(name), ".") => name,
-            (Some(name), p)
-                if message.starts_with("unknown field") || message.starts_with("missing field") =>
-            {
-                format!("{p}.{name}")
-            }
+            (Some(name), p) if p == name || p.ends_with(&format!(".{name}")) => p.to_string(),
+            (Some(name), p) => format!("{p}.{name}"),
             (_, ".") => "json".to_string(),
             (_, p) => p.to_string(),
         };
