@@ -1,1 +1,282 @@
-fn main() {}
+//! Resolve latency at 1k / 10k / 100k live adverts.
+//!
+//! Builds registries from signed adverts with a seeded, skewed distribution (48 task tags with
+//! Zipf-like popularity, 1–3 tags per service, varied context windows, latency, price, load,
+//! regions, families, modalities, MIC serials and coordinates over 1000 origin nodes), then times
+//! individual `Registry::resolve` calls for a fixed set of representative intents, interleaved,
+//! and prints p50 / p99 / mean per size and per intent.
+//!
+//! `cargo bench -p nexus-registry --bench resolve` (sizes: `NEXUS_REGISTRY_BENCH_SIZES`, default
+//! `1000,10000,100000`; calls per intent: `NEXUS_REGISTRY_BENCH_CALLS`, default 2000).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark measures wall-clock time"
+)]
+#![allow(clippy::unwrap_used, reason = "bench binary")]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use nexus_registry::{
+    Advert, AdvertBody, Coord, Intent, Preferences, Registry, ResolveContext, Sad, node_id_of,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const NODES: usize = 1000;
+const TASKS: usize = 48;
+
+fn task_name(i: usize) -> String {
+    const FAMILIES: [&str; 6] = ["llm", "vision", "audio", "embedding", "rerank", "agent"];
+    const VERBS: [&str; 8] = [
+        "chat",
+        "code",
+        "summarize",
+        "detect",
+        "classify",
+        "transcribe",
+        "translate",
+        "plan",
+    ];
+    format!("{}.{}", FAMILIES[i % 6], VERBS[i / 6])
+}
+
+/// Tag index with Zipf-like popularity (tag 0 most popular).
+fn pick_task(rng: &mut StdRng) -> usize {
+    let u: f64 = rng.random();
+    ((TASKS as f64).powf(u) - 1.0) as usize % TASKS
+}
+
+fn sad_for(rng: &mut StdRng, id: String) -> Sad {
+    const CTX: [u32; 7] = [4096, 8192, 16_384, 32_768, 128_000, 200_000, 1_000_000];
+    const REGIONS: [&str; 8] = [
+        "eu-west",
+        "eu-central",
+        "us-east",
+        "us-west",
+        "ap-south",
+        "ap-east",
+        "sa-east",
+        "af-south",
+    ];
+    const FAMILIES: [&str; 12] = [
+        "llama-3",
+        "qwen-2",
+        "mistral",
+        "gemma",
+        "phi-3",
+        "deepseek",
+        "yi",
+        "falcon",
+        "mpt",
+        "olmo",
+        "granite",
+        "command-r",
+    ];
+    const MODALITIES: [&str; 4] = ["text", "image", "audio", "video"];
+    let mut sad = Sad::new(id, task_name(pick_task(rng)));
+    for _ in 0..rng.random_range(0..3) {
+        let t = task_name(pick_task(rng));
+        if !sad.tasks.contains(&t) {
+            sad.tasks.push(t);
+        }
+    }
+    sad.endpoint.port = rng.random_range(1024..65535);
+    sad.context_window = CTX[rng.random_range(0..CTX.len())];
+    sad.model_family = FAMILIES[rng.random_range(0..FAMILIES.len())].into();
+    sad.modalities = vec!["text".into()];
+    for m in &MODALITIES[1..] {
+        if rng.random_bool(0.25) {
+            sad.modalities.push((*m).into());
+        }
+    }
+    sad.latency_ms_p50 = (20.0 * 100f64.powf(rng.random::<f64>())) as u32;
+    sad.latency_ms_p99 = (sad.latency_ms_p50 as f64 * rng.random_range(1.5..5.0)) as u32;
+    sad.price_micros_per_1k = rng.random_range(0..20_000);
+    sad.load.utilization_pct = rng.random_range(0..=100);
+    sad.load.queue_depth = rng.random_range(0..64);
+    sad.region = REGIONS[rng.random_range(0..REGIONS.len())].into();
+    sad.zone = format!("{}-{}", sad.region, rng.random_range(0..3));
+    if rng.random_bool(0.3) {
+        sad.trust.mic_serial = Some(rng.random());
+    }
+    sad.ttl_s = 3600;
+    sad
+}
+
+fn coord(rng: &mut StdRng) -> Coord {
+    let mut c = Coord::default();
+    for x in &mut c.vec {
+        *x = rng.random_range(-0.05..0.05);
+    }
+    c.height = rng.random_range(0.0001..0.002);
+    c.error = 0.2;
+    c
+}
+
+fn build(size: usize, seed: u64) -> Registry {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let keys: Vec<SigningKey> = (0..NODES)
+        .map(|i| {
+            let mut b = [0u8; 32];
+            b[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            SigningKey::from_bytes(&b)
+        })
+        .collect();
+    let coords: Vec<Coord> = (0..NODES).map(|_| coord(&mut rng)).collect();
+    let mut registry = Registry::new(node_id_of(&keys[0]));
+    for n in 0..size {
+        let node = n % NODES;
+        let mut sad = sad_for(&mut rng, format!("svc-{n}"));
+        sad.version = 1;
+        let advert = Advert {
+            origin: node_id_of(&keys[node]),
+            service: sad.id.clone(),
+            version: 1,
+            body: AdvertBody::Live {
+                sad,
+                coord: Some(coords[node]),
+            },
+        };
+        registry
+            .apply(0, &advert.sign(&keys[node]).unwrap())
+            .unwrap();
+    }
+    assert_eq!(registry.len(), size);
+    registry
+}
+
+fn intents() -> Vec<(&'static str, Intent)> {
+    let popular = task_name(0);
+    let mid = task_name(7);
+    let rare = task_name(40);
+    vec![
+        ("popular task, defaults (k=3)", Intent::new(popular.clone())),
+        (
+            "popular, ctx>=128k p50<=200 eu-west k=5",
+            Intent {
+                min_context: Some(128_000),
+                max_latency_ms: Some(200),
+                region: Some("eu-west".into()),
+                k: 5,
+                ..Intent::new(popular.clone())
+            },
+        ),
+        (
+            "popular, ctx>=1M (narrow range) price<=5000",
+            Intent {
+                min_context: Some(1_000_000),
+                max_price_micros_per_1k: Some(5000),
+                ..Intent::new(popular.clone())
+            },
+        ),
+        (
+            "mid task, image modality, require_mic, k=10",
+            Intent {
+                modalities: vec!["image".into()],
+                require_mic: true,
+                k: 10,
+                ..Intent::new(mid)
+            },
+        ),
+        (
+            "popular, proximity-weighted, k=64",
+            Intent {
+                prefer: Preferences {
+                    proximity: 4.0,
+                    ..Preferences::default()
+                },
+                k: 64,
+                ..Intent::new(popular)
+            },
+        ),
+        ("rare task, defaults", Intent::new(rare)),
+    ]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("NEXUS_REGISTRY_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,10000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let calls: usize = std::env::var("NEXUS_REGISTRY_BENCH_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let intents = intents();
+    let mut rng = StdRng::seed_from_u64(99);
+    let ctx = ResolveContext {
+        now: 1,
+        local_coord: Some(coord(&mut rng)),
+    };
+    println!("resolve latency, {calls} calls per intent, interleaved; times in µs");
+    for size in sizes {
+        let started = Instant::now();
+        let registry = build(size, 7);
+        let build_s = started.elapsed().as_secs_f64();
+        let stats = registry.stats();
+        println!(
+            "\n== {size} adverts (built + verified in {build_s:.1} s; {} index rows over {} tags) ==",
+            stats.index_rows, stats.index_tasks
+        );
+        // Warm-up.
+        for (_, intent) in &intents {
+            for _ in 0..50 {
+                black_box(registry.resolve(intent, &ctx));
+            }
+        }
+        let mut per_intent: Vec<Vec<Duration>> = vec![Vec::with_capacity(calls); intents.len()];
+        let mut info = vec![(0usize, 0usize); intents.len()];
+        for _ in 0..calls {
+            for (i, (_, intent)) in intents.iter().enumerate() {
+                let t = Instant::now();
+                let res = registry.resolve(black_box(intent), &ctx);
+                let dt = t.elapsed();
+                per_intent[i].push(dt);
+                info[i] = (res.considered, res.candidates.len());
+                black_box(res);
+            }
+        }
+        let mut all: Vec<Duration> = per_intent.iter().flatten().copied().collect();
+        all.sort_unstable();
+        let mean = all.iter().sum::<Duration>() / all.len() as u32;
+        println!(
+            "{:<46} {:>9} {:>4} {:>8} {:>8} {:>8}",
+            "intent", "considered", "k'", "p50", "p99", "mean"
+        );
+        for (i, (name, _)) in intents.iter().enumerate() {
+            let mut v = per_intent[i].clone();
+            v.sort_unstable();
+            let m = v.iter().sum::<Duration>() / v.len() as u32;
+            println!(
+                "{:<46} {:>9} {:>4} {:>8.2} {:>8.2} {:>8.2}",
+                name,
+                info[i].0,
+                info[i].1,
+                us(percentile(&v, 0.5)),
+                us(percentile(&v, 0.99)),
+                us(m)
+            );
+        }
+        println!(
+            "{:<46} {:>9} {:>4} {:>8.2} {:>8.2} {:>8.2}",
+            "ALL",
+            "",
+            "",
+            us(percentile(&all, 0.5)),
+            us(percentile(&all, 0.99)),
+            us(mean)
+        );
+    }
+}

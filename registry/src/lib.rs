@@ -21,6 +21,7 @@ mod advert;
 mod digest;
 mod index;
 mod intent;
+mod node;
 mod resolve;
 mod route;
 mod sad;
@@ -45,6 +46,11 @@ pub use digest::{
 pub use intent::{
     CANONICAL_VERSION, INTENT_JSON_BYTES_MAX, Intent, IntentError, K_DEFAULT, K_MAX, Preferences,
     WEIGHT_MAX,
+};
+pub use node::{
+    ANTI_ENTROPY_ADVERTS_MAX, LOCAL_SERVICES_MAX, LocalService, MemoryStore, NodeError, Output,
+    RegistryNode, RegistryStore, StepReport, TAG_ADVERT, TAG_DIGEST_PUSH, TAG_DIGEST_REPLY,
+    VERSION_BLOCK,
 };
 pub use resolve::{
     Candidate, EXCLUSIONS_MAX, Exclusion, LATENCY_REF_MS, NEUTRAL_TERM, PRICE_REF_MICROS,

@@ -15,8 +15,9 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 
 use crate::{
-    Applied, Coord, Digest, Intent, LoadUpdate, Millis, NodeId, Registry, ResolveContext,
-    Resolution, Route, RouteTable, Sad, SadError, ServiceKey, SignedAdvert, Vivaldi,
+    Applied, Coord, DIGEST_CHUNK_ORIGINS, Digest, Intent, LoadUpdate, Millis, NodeId, Registry,
+    Resolution, ResolveContext, Route, RouteTable, Sad, SadError, ServiceKey, SignedAdvert,
+    Vivaldi,
 };
 
 /// Versions reserved per storage write: the version counter is persisted as a floor this far
@@ -227,7 +228,10 @@ impl<S: RegistryStore> RegistryNode<S> {
 
     /// The compiled intent routes and the version of the last route delta.
     pub fn routes(&self) -> (u64, Vec<Route>) {
-        (self.compiled_version, self.compiled.values().cloned().collect())
+        (
+            self.compiled_version,
+            self.compiled.values().cloned().collect(),
+        )
     }
 
     /// The next output to carry out.
@@ -447,20 +451,29 @@ impl<S: RegistryStore> RegistryNode<S> {
                 }
                 self.report.repaired += sent as u32;
                 if tag == TAG_DIGEST_PUSH {
-                    let reply = self.digest_payload(TAG_DIGEST_REPLY);
-                    self.outputs.push_back(Output::Direct(from, reply));
+                    for reply in self.digest_payloads(TAG_DIGEST_REPLY) {
+                        self.outputs.push_back(Output::Direct(from, reply));
+                    }
                 }
             }
             _ => self.report.rejected += 1,
         }
     }
 
-    fn digest_payload(&self, tag: u8) -> Vec<u8> {
-        let digest = self.core.digest().to_bytes();
-        let mut out = Vec::with_capacity(1 + digest.len());
-        out.push(tag);
-        out.extend_from_slice(&digest);
-        out
+    /// The registry's digest in datagram-sized range chunks, each tagged.
+    fn digest_payloads(&self, tag: u8) -> Vec<Vec<u8>> {
+        self.core
+            .digest()
+            .split(DIGEST_CHUNK_ORIGINS)
+            .iter()
+            .map(|chunk| {
+                let bytes = chunk.to_bytes();
+                let mut out = Vec::with_capacity(1 + bytes.len());
+                out.push(tag);
+                out.extend_from_slice(&bytes);
+                out
+            })
+            .collect()
     }
 
     /// Membership declared `node` down (or it left): withdraw its services here.
@@ -530,8 +543,9 @@ impl<S: RegistryStore> RegistryNode<S> {
 
     /// Periodic anti-entropy: a digest to one random neighbour.
     pub fn anti_entropy(&mut self) {
-        let payload = self.digest_payload(TAG_DIGEST_PUSH);
-        self.outputs
-            .push_back(Output::DirectToRandomNeighbor(payload));
+        for payload in self.digest_payloads(TAG_DIGEST_PUSH) {
+            self.outputs
+                .push_back(Output::DirectToRandomNeighbor(payload));
+        }
     }
 }

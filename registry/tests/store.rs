@@ -80,7 +80,7 @@ fn merge_is_order_independent() {
         r.check_invariants();
         r
     };
-    assert!(reference.len() > 0);
+    assert!(!reference.is_empty());
     for seed in 0..40u64 {
         let mut order = adverts.clone();
         order.shuffle(&mut StdRng::seed_from_u64(seed));
