@@ -1,12 +1,20 @@
-//! [`GossipActor`]: owns the gossip socket and the membership timer, and drives a
-//! [`Membership`] core with them. It holds no protocol logic of its own.
+//! [`GossipActor`]: owns the gossip socket and its timer, and drives two sans-IO cores with them:
+//! the SWIM [`Membership`] and the broadcast [`Overlay`] (HyParView + Plumtree) that carries the
+//! registry's adverts. It holds no protocol logic of its own.
+//!
+//! Both cores share the socket; the frame-kind byte of the common 4-byte prefix tells them apart.
+//! Membership feeds the overlay (members up → passive-view candidates, members down → view
+//! repair). Overlay deliveries, member-down verdicts and probe RTTs go to the registry actor
+//! through its bounded inbox; when the inbox is full they are dropped and counted (the
+//! registry's anti-entropy and membership reconciliation repair the loss), so a slow registry
+//! never stalls membership.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use nexus_gossip::{
     Event, MemberId, MemberMeta, MemberState, MemberView, Membership, MembershipConfig, NodeId,
-    PACKET_BYTES_MAX, Timestamp,
+    Overlay, OverlayConfig, OverlayEvent, PACKET_BYTES_MAX, Timestamp, is_overlay_kind,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
@@ -15,6 +23,7 @@ use crate::task::AbortOnDrop;
 
 use crate::env::{DatagramSocket, Storage, next_generation};
 use crate::metrics::NodeMetrics;
+use crate::registry_actor::{RegistryInbox, RegistryInput};
 
 /// Peer addresses remembered across restarts, so a node rejoins even if its seeds are gone.
 pub const KNOWN_PEERS_MAX: usize = 64;
@@ -44,6 +53,11 @@ pub struct GossipArgs<S: DatagramSocket> {
     pub epoch: Instant,
     /// Seed for the core's RNG; each restart derives a new one from it and the generation.
     pub rng_seed: u64,
+    /// Broadcast-overlay settings.
+    pub overlay: OverlayConfig,
+    /// The registry's inbox (overlay deliveries, member-down verdicts, RTT samples), if the node
+    /// runs a registry.
+    pub registry: Option<RegistryInbox>,
 }
 
 impl<S: DatagramSocket> Clone for GossipArgs<S> {
@@ -59,6 +73,8 @@ impl<S: DatagramSocket> Clone for GossipArgs<S> {
             metrics: self.metrics.clone(),
             epoch: self.epoch,
             rng_seed: self.rng_seed,
+            overlay: self.overlay.clone(),
+            registry: self.registry.clone(),
         }
     }
 }
@@ -74,6 +90,14 @@ pub enum GossipMsg {
     Members(RpcReplyPort<Vec<MemberView>>),
     /// Leave the fabric gracefully; replies once the leave messages are sent.
     Leave(RpcReplyPort<()>),
+    /// Broadcast a payload (a signed advert) to every node through the overlay.
+    Broadcast(Vec<u8>),
+    /// Send a unicast overlay message (registry anti-entropy) to a peer.
+    SendDirect(SocketAddr, Vec<u8>),
+    /// Send a unicast overlay message to one random overlay neighbour (if there is one).
+    DirectToRandomNeighbor(Vec<u8>),
+    /// The overlay's active and passive views.
+    OverlayViews(RpcReplyPort<(Vec<SocketAddr>, Vec<SocketAddr>)>),
     /// Fault injection: panic inside the actor, as a bug would.
     Crash,
 }
@@ -82,6 +106,9 @@ pub enum GossipMsg {
 #[derive(Debug)]
 pub struct GossipState<S: DatagramSocket> {
     core: Membership,
+    overlay: Overlay,
+    /// Whether the overlay has sent its HyParView join (to the first member seen up).
+    overlay_joined: bool,
     args: GossipArgs<S>,
     _recv: AbortOnDrop,
     timer: Option<(Timestamp, AbortOnDrop)>,
@@ -120,33 +147,91 @@ fn load_known_peers(storage: &dyn Storage) -> Vec<SocketAddr> {
 }
 
 impl<S: DatagramSocket> GossipActor<S> {
-    /// Sends what the core emitted, logs and counts its events, and re-arms the timer.
-    async fn after_step(myself: &ActorRef<GossipMsg>, state: &mut GossipState<S>) {
-        let metrics = &state.args.metrics;
-        while let Some(t) = state.core.poll_transmit() {
-            match state.args.socket.send_to(&t.payload, t.dst).await {
-                Ok(_) => {
-                    metrics.gossip_messages_out.inc();
-                    metrics.gossip_bytes_out.inc_by(t.payload.len() as u64);
-                }
-                // UDP send errors (no route, buffer full) are like loss: SWIM copes.
-                Err(err) => tracing::debug!(dst = %t.dst, %err, "gossip send failed"),
-            }
+    /// Hands an input to the registry without waiting; a full inbox drops it (counted).
+    fn to_registry(state: &GossipState<S>, input: RegistryInput) {
+        if let Some(inbox) = &state.args.registry
+            && inbox.try_send(input).is_err()
+        {
+            state.args.metrics.registry_inbox_dropped.inc();
         }
+    }
+
+    async fn send(state: &GossipState<S>, dst: SocketAddr, payload: &[u8]) {
+        let metrics = &state.args.metrics;
+        match state.args.socket.send_to(payload, dst).await {
+            Ok(_) => {
+                metrics.gossip_messages_out.inc();
+                metrics.gossip_bytes_out.inc_by(payload.len() as u64);
+            }
+            // UDP send errors (no route, buffer full) are like loss: both protocols cope.
+            Err(err) => tracing::debug!(%dst, %err, "gossip send failed"),
+        }
+    }
+
+    /// Sends what the cores emitted, routes their events, and re-arms the timer.
+    async fn after_step(myself: &ActorRef<GossipMsg>, state: &mut GossipState<S>) {
+        let at = now(state.args.epoch);
         let mut membership_changed = false;
         while let Some(event) = state.core.poll_event() {
             membership_changed |= !matches!(event, Event::ProbeRtt { .. });
             log_event(&event);
             match event {
-                Event::ProbeRtt { rtt, .. } => metrics.probe_rtt.observe(rtt.as_secs_f64()),
+                Event::ProbeRtt { peer, rtt } => {
+                    state.args.metrics.probe_rtt.observe(rtt.as_secs_f64());
+                    Self::to_registry(state, RegistryInput::Rtt(peer, rtt));
+                }
                 Event::Rejoined(id) => {
                     // Persist the bumped generation so a restart comes back newer still.
                     if let Err(err) = next_generation(state.args.storage.as_ref()) {
                         tracing::warn!(%err, generation = id.generation(), "cannot persist generation");
                     }
                 }
-                _ => {}
+                Event::MemberUp(id) => {
+                    state.overlay.peer_up(at, id.addr());
+                    if !state.overlay_joined {
+                        state.overlay.join(at, id.addr());
+                        state.overlay_joined = true;
+                    }
+                }
+                Event::MemberReplaced { old, new } => {
+                    // A restarted process has empty views: make it a fresh neighbour candidate.
+                    state.overlay.peer_down(at, old.addr());
+                    state.overlay.peer_up(at, new.addr());
+                }
+                Event::MemberDown { id, .. } => {
+                    state.overlay.peer_down(at, id.addr());
+                    Self::to_registry(state, RegistryInput::MemberDown(id.node_id()));
+                }
+                Event::Joined | Event::Isolated => {}
             }
+        }
+        while let Some(event) = state.overlay.poll_event() {
+            match event {
+                OverlayEvent::Delivered { payload, .. } => {
+                    state.args.metrics.overlay_delivered.inc();
+                    Self::to_registry(state, RegistryInput::Delivered(payload));
+                }
+                OverlayEvent::Direct { from, payload } => {
+                    Self::to_registry(state, RegistryInput::Direct(from, payload));
+                }
+                OverlayEvent::NeighborUp(peer) => {
+                    tracing::debug!(%peer, "overlay neighbour up");
+                }
+                OverlayEvent::NeighborDown(peer) => {
+                    tracing::debug!(%peer, "overlay neighbour down");
+                }
+            }
+        }
+        state
+            .args
+            .metrics
+            .overlay_active_view
+            .set(state.overlay.active_view().len() as i64);
+        while let Some(t) = state.core.poll_transmit() {
+            Self::send(state, t.dst, &t.payload).await;
+        }
+        while let Some(t) = state.overlay.poll_transmit() {
+            Self::send(state, t.dst, &t.payload).await;
         }
         if membership_changed {
             Self::publish_members(state);
@@ -154,7 +239,10 @@ impl<S: DatagramSocket> GossipActor<S> {
         if cfg!(debug_assertions) {
             state.core.check_invariants();
         }
-        let next = state.core.poll_timeout();
+        let next = match (state.core.poll_timeout(), state.overlay.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if next != state.timer.as_ref().map(|(at, _)| *at) {
             state.timer = next.map(|at| {
                 let deadline = state.args.epoch + std::time::Duration::from_micros(at.as_micros());
@@ -244,6 +332,7 @@ impl<S: DatagramSocket> Actor for GossipActor<S> {
         let identity = MemberId::new(args.advertise, args.node_id, generation, args.meta.clone());
         let seed = args.rng_seed ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut core = Membership::new(identity, args.config.clone(), seed);
+        let overlay = Overlay::new(args.advertise, args.overlay.clone(), seed.rotate_left(17));
         let mut seeds = args.seeds.clone();
         seeds.extend(load_known_peers(args.storage.as_ref()));
         core.join(now(args.epoch), &seeds);
@@ -280,6 +369,8 @@ impl<S: DatagramSocket> Actor for GossipActor<S> {
         );
         let mut state = GossipState {
             core,
+            overlay,
+            overlay_joined: false,
             args,
             _recv: AbortOnDrop(recv),
             timer: None,
@@ -299,13 +390,47 @@ impl<S: DatagramSocket> Actor for GossipActor<S> {
         match message {
             GossipMsg::Datagram(from, bytes) => {
                 let at = now(state.args.epoch);
-                if let Err(err) = state.core.handle_datagram(at, from, &bytes) {
+                let result = if bytes.len() > 2 && is_overlay_kind(bytes[2]) {
+                    state
+                        .overlay
+                        .handle_datagram(at, from, &bytes)
+                        .map_err(|e| e.to_string())
+                } else {
+                    state
+                        .core
+                        .handle_datagram(at, from, &bytes)
+                        .map_err(|e| e.to_string())
+                };
+                if let Err(err) = result {
                     state.args.metrics.gossip_rejected.inc();
                     tracing::debug!(%from, %err, "gossip datagram rejected");
                 }
             }
             GossipMsg::Tick => {
-                state.core.handle_timeout(now(state.args.epoch));
+                let at = now(state.args.epoch);
+                state.core.handle_timeout(at);
+                state.overlay.handle_timeout(at);
+            }
+            GossipMsg::Broadcast(payload) => {
+                if let Err(err) = state.overlay.broadcast(now(state.args.epoch), payload) {
+                    tracing::warn!(%err, "broadcast refused");
+                }
+            }
+            GossipMsg::SendDirect(to, payload) => {
+                if let Err(err) = state.overlay.send_direct(to, payload) {
+                    tracing::debug!(%to, %err, "direct overlay message refused");
+                }
+            }
+            GossipMsg::DirectToRandomNeighbor(payload) => {
+                if let Some(to) = state.overlay.random_active_peer()
+                    && let Err(err) = state.overlay.send_direct(to, payload)
+                {
+                    tracing::debug!(%to, %err, "direct overlay message refused");
+                }
+            }
+            GossipMsg::OverlayViews(reply) => {
+                let _ = reply.send((state.overlay.active_view(), state.overlay.passive_view()));
+                return Ok(());
             }
             GossipMsg::Members(reply) => {
                 let _ = reply.send(state.core.members());

@@ -61,7 +61,12 @@ impl NodeKey {
         }
     }
 
-    /// The node id (the public key).
+    /// The signing key (adverts and, later, certificate requests are signed with it).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    /// The node id: the public half of the key.
     pub fn node_id(&self) -> NodeId {
         NodeId(self.signing.verifying_key().to_bytes())
     }

@@ -10,13 +10,18 @@
 //! The table compiler ([`TableCompiler`]) folds static routes and membership into forwarding-table
 //! generations for the data plane.
 //!
-//! Not here yet: the registry, trust and session actors (their issues add them).
+//! The registry actor ([`RegistryActor`]) owns the capability registry core: local
+//! registrations (persisted), signed adverts spread through the gossip actor's broadcast
+//! overlay, anti-entropy, intent resolution and the intent route table.
+//!
+//! Not here yet: the trust and session actors (their issues add them).
 #![deny(missing_docs)]
 
 pub mod env;
 mod gossip_actor;
 mod identity;
 pub mod metrics;
+mod registry_actor;
 mod supervisor;
 mod table_compiler;
 mod task;
@@ -24,6 +29,10 @@ mod task;
 pub use gossip_actor::{GossipActor, GossipArgs, GossipMsg, GossipState, KNOWN_PEERS_MAX};
 pub use identity::{IdentityError, KEY_FILE, NodeKey};
 pub use metrics::NodeMetrics;
+pub use registry_actor::{
+    INBOX_CAPACITY, Registered, RegistryActor, RegistryArgs, RegistryInbox, RegistryInput,
+    RegistryMsg, RegistrySettings, RegistryState, Scope, ServiceView, StorageStore, registry_inbox,
+};
 pub use supervisor::{
     ChildSpec, ChildStatus, NodeExit, NodeSupervisor, RestartPolicy, SupervisorArgs, SupervisorMsg,
     SupervisorState, TreeSnapshot,

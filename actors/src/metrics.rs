@@ -62,6 +62,30 @@ pub struct NodeMetrics {
     pub dataplane_delivered_local: Counter,
     /// Frames the data plane dropped, by reason.
     pub dataplane_dropped: Family<ReasonLabel, Counter>,
+    /// Services registered on this node.
+    pub registry_services_local: Gauge,
+    /// Live service adverts this node holds, its own included.
+    pub registry_services_fabric: Gauge,
+    /// Adverts this node signed and broadcast (registrations, renewals, load updates, withdrawals).
+    pub registry_adverts_published: Counter,
+    /// Remote adverts that changed the registry.
+    pub registry_adverts_applied: Counter,
+    /// Adverts or digests rejected (undecodable, bad signature, invalid).
+    pub registry_adverts_rejected: Counter,
+    /// Adverts sent to a neighbour by anti-entropy.
+    pub registry_repair_adverts: Counter,
+    /// Version of the last intent-route delta.
+    pub registry_routes_version: Gauge,
+    /// Intents resolved.
+    pub registry_resolves: Counter,
+    /// Inputs dropped because the registry's inbox was full.
+    pub registry_inbox_dropped: Counter,
+    /// Overlay broadcasts delivered to this node.
+    pub overlay_delivered: Counter,
+    /// Peers in the overlay's active view.
+    pub overlay_active_view: Gauge,
+    /// Time to resolve one intent inside the registry actor, seconds.
+    pub registry_resolve_seconds: Histogram,
 }
 
 impl Default for NodeMetrics {
@@ -149,6 +173,79 @@ impl NodeMetrics {
             "Routes in the installed forwarding table",
             fib_routes.clone(),
         );
+        let registry_services_local = Gauge::default();
+        registry.register(
+            "registry_services_local",
+            "Services registered on this node",
+            registry_services_local.clone(),
+        );
+        let registry_services_fabric = Gauge::default();
+        registry.register(
+            "registry_services_fabric",
+            "Live service adverts this node holds (fabric-wide view)",
+            registry_services_fabric.clone(),
+        );
+        let registry_adverts_published = Counter::default();
+        registry.register(
+            "registry_adverts_published",
+            "Adverts this node signed and broadcast",
+            registry_adverts_published.clone(),
+        );
+        let registry_adverts_applied = Counter::default();
+        registry.register(
+            "registry_adverts_applied",
+            "Remote adverts that changed the registry",
+            registry_adverts_applied.clone(),
+        );
+        let registry_adverts_rejected = Counter::default();
+        registry.register(
+            "registry_adverts_rejected",
+            "Adverts or digests rejected (undecodable, bad signature, invalid)",
+            registry_adverts_rejected.clone(),
+        );
+        let registry_repair_adverts = Counter::default();
+        registry.register(
+            "registry_repair_adverts",
+            "Adverts sent by anti-entropy repair",
+            registry_repair_adverts.clone(),
+        );
+        let registry_routes_version = Gauge::default();
+        registry.register(
+            "registry_routes_version",
+            "Version of the last intent-route delta",
+            registry_routes_version.clone(),
+        );
+        let registry_resolves = Counter::default();
+        registry.register(
+            "registry_resolves",
+            "Intents resolved",
+            registry_resolves.clone(),
+        );
+        let registry_inbox_dropped = Counter::default();
+        registry.register(
+            "registry_inbox_dropped",
+            "Inputs dropped because the registry inbox was full",
+            registry_inbox_dropped.clone(),
+        );
+        let overlay_delivered = Counter::default();
+        registry.register(
+            "overlay_delivered",
+            "Overlay broadcasts delivered to this node",
+            overlay_delivered.clone(),
+        );
+        let overlay_active_view = Gauge::default();
+        registry.register(
+            "overlay_active_view",
+            "Peers in the overlay's active view",
+            overlay_active_view.clone(),
+        );
+        // 1 µs .. ~32 ms.
+        let registry_resolve_seconds = Histogram::new(exponential_buckets(0.000_001, 2.0, 16));
+        registry.register(
+            "registry_resolve_seconds",
+            "Time to resolve one intent",
+            registry_resolve_seconds.clone(),
+        );
         for state in MemberState::ALL {
             members
                 .get_or_create(&StateLabel {
@@ -171,6 +268,18 @@ impl NodeMetrics {
             dataplane_forwarded,
             dataplane_delivered_local,
             dataplane_dropped,
+            registry_services_local,
+            registry_services_fabric,
+            registry_adverts_published,
+            registry_adverts_applied,
+            registry_adverts_rejected,
+            registry_repair_adverts,
+            registry_routes_version,
+            registry_resolves,
+            registry_inbox_dropped,
+            overlay_delivered,
+            overlay_active_view,
+            registry_resolve_seconds,
         }
     }
 

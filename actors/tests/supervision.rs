@@ -150,6 +150,8 @@ async fn start_node(name: &str, seeds: Vec<SocketAddr>) -> TestNode {
         metrics: NodeMetrics::new(),
         epoch: tokio::time::Instant::now(),
         rng_seed: node_id[0] as u64,
+        overlay: nexus_gossip::OverlayConfig::default(),
+        registry: None,
     };
     let (exit_tx, _exit_rx) = watch::channel(None);
     let (sup, _) = Actor::spawn(

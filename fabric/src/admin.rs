@@ -3,6 +3,8 @@
 //! Handlers never share state with other actors: they ask the supervisor for the current child
 //! and send it a message, with a deadline. Every error is `application/problem+json`.
 
+mod registry;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,6 +129,29 @@ pub fn parse_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Problem> {
+    let body = json_body(headers, body)?;
+    serde_json::from_slice(&body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                e.to_string(),
+            ),
+            Category::Data => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "Invalid request body",
+                e.to_string(),
+            ),
+        }
+    })
+}
+
+/// A request body that claims to be JSON (size limit and content type checked), not yet
+/// parsed: for endpoints whose body type has its own validating parser.
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -161,23 +186,7 @@ pub fn parse_json<T: DeserializeOwned>(
             "send the body as Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(&body).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-                e.to_string(),
-            ),
-            Category::Data => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-body",
-                "Invalid request body",
-                e.to_string(),
-            ),
-        }
-    })
+    Ok(body)
 }
 
 async fn call_supervisor<T: Send + 'static>(
@@ -607,8 +616,13 @@ async fn metrics(State(s): State<AppState>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Nexus admin API", description = "Administer one Nexus node. Errors are application/problem+json (RFC 9457)."),
-    paths(health, node, members, actors, leave, crash, metrics, openapi, fib, fib_rollback, routes, put_route, delete_route),
-    components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, NextHopDto, Route, RouteRequest, Routes)),
+    paths(health, node, members, actors, leave, crash, metrics, openapi, fib, fib_rollback, routes, put_route, delete_route,
+        registry::post_service, registry::put_service, registry::delete_service, registry::patch_load,
+        registry::list_services, registry::get_service, registry::resolve, registry::intent_routes, registry::overlay),
+    components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, NextHopDto, Route, RouteRequest, Routes,
+        crate::api::ServiceDto, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
+        crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
+        crate::api::OverlayDto)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -715,6 +729,23 @@ fn router(state: AppState) -> Router {
             "/v1/routes/{key}",
             axum::routing::put(put_route).delete(delete_route),
         )
+        .route(
+            "/v1/services",
+            get(registry::list_services).post(registry::post_service),
+        )
+        .route(
+            "/v1/services/{id}",
+            get(registry::get_service)
+                .put(registry::put_service)
+                .delete(registry::delete_service),
+        )
+        .route(
+            "/v1/services/{id}/load",
+            axum::routing::patch(registry::patch_load),
+        )
+        .route("/v1/resolve", post(registry::resolve))
+        .route("/v1/intent-routes", get(registry::intent_routes))
+        .route("/v1/overlay", get(registry::overlay))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -222,3 +222,141 @@ pub struct GenerationResponse {
     /// The forwarding-table generation installed now.
     pub generation: u64,
 }
+
+// ---- Registry (capability adverts, intent resolution) ----
+
+/// A service as `GET /v1/services` and the registration endpoints show it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ServiceDto {
+    /// The node the service is attached to (hex node id).
+    pub node: String,
+    /// That node's name, if it is a known member.
+    pub node_name: Option<String>,
+    /// Whether the service is registered on the node answering.
+    pub local: bool,
+    /// Milliseconds until the lease (local) or this node's copy (remote) expires unless renewed.
+    pub expires_in_ms: u64,
+    /// The descriptor; `version` is the advert version the node assigned.
+    pub service: nexus_registry::Sad,
+}
+
+/// `GET /v1/services`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Services {
+    /// `local` or `fabric`.
+    pub scope: String,
+    /// The services, ordered by node id then service id.
+    pub services: Vec<ServiceDto>,
+}
+
+/// `DELETE /v1/services/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct WithdrawResponse {
+    /// The service id.
+    pub id: String,
+    /// Always `withdrawn`.
+    pub status: String,
+}
+
+/// Where a resolved service is reached.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct EndpointDto {
+    /// The service's node (hex node id).
+    pub node: String,
+    /// That node's gossip address, if it is a known member.
+    pub node_addr: Option<String>,
+    /// The service's UDP port on its node's host (0: not set).
+    pub port: u16,
+    /// Stream id within the service.
+    pub stream: u32,
+}
+
+/// One ranked candidate of `POST /v1/resolve`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct CandidateDto {
+    /// Service id.
+    pub id: String,
+    /// The service's node (hex node id).
+    pub node: String,
+    /// That node's name, if it is a known member.
+    pub node_name: Option<String>,
+    /// Where to reach it.
+    pub endpoint: EndpointDto,
+    /// Score (higher is better); the ranking key.
+    pub score: f64,
+    /// The descriptor.
+    pub service: nexus_registry::Sad,
+    /// With `explain`: why it matched and how its score was made up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
+}
+
+/// A candidate left out, with `explain`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ExclusionDto {
+    /// Service id.
+    pub id: String,
+    /// The service's node (hex node id).
+    pub node: String,
+    /// The constraint it failed.
+    pub reason: String,
+}
+
+/// `POST /v1/resolve`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ResolveResponse {
+    /// The intent class's 128-bit routing key (32 hex digits).
+    pub routing_key: String,
+    /// Adverts examined.
+    pub considered: usize,
+    /// The best `k` candidates, best first.
+    pub candidates: Vec<CandidateDto>,
+    /// With `explain`: candidates of the task that were excluded, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<Vec<ExclusionDto>>,
+}
+
+/// One next hop of an intent route.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct IntentHopDto {
+    /// Node (hex node id).
+    pub node: String,
+    /// Service id on that node.
+    pub service: String,
+    /// The service's port.
+    pub port: u16,
+    /// Relative share of flows.
+    pub weight: u32,
+}
+
+/// One compiled intent route.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct IntentRouteDto {
+    /// Routing key (32 hex digits).
+    pub key: String,
+    /// The intent class, in canonical form.
+    pub class: String,
+    /// Weighted next hops (the class's best candidates).
+    pub hops: Vec<IntentHopDto>,
+}
+
+/// `GET /v1/intent-routes`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct IntentRoutes {
+    /// Version of the last route delta.
+    pub version: u64,
+    /// Routes of the intent classes resolved on this node, by key.
+    pub routes: Vec<IntentRouteDto>,
+}
+
+/// `GET /v1/overlay`: the broadcast overlay's views and this node's network coordinate.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct OverlayDto {
+    /// Active view (overlay neighbours), gossip addresses.
+    pub active: Vec<String>,
+    /// Passive view (backup peers).
+    pub passive: Vec<String>,
+    /// This node's Vivaldi coordinate.
+    #[schema(value_type = Object)]
+    pub coordinate: serde_json::Value,
+}

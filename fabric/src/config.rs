@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use nexus_actors::RestartPolicy;
+use nexus_actors::{RegistrySettings, RestartPolicy};
 use nexus_gossip::{MemberMeta, MembershipConfig, MembershipSettings};
 use serde::Deserialize;
 
@@ -110,6 +110,15 @@ struct FileConfig {
     supervisor: SupervisorFile,
     #[serde(default)]
     debug: DebugFile,
+    #[serde(default)]
+    registry: RegistryFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    refresh_ms: Option<u64>,
+    anti_entropy_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +184,8 @@ pub struct NodeConfig {
     pub gossip: MembershipConfig,
     /// Restart policy of the supervision tree.
     pub supervisor: RestartPolicy,
+    /// Registry timings (`[registry]`).
+    pub registry: RegistrySettings,
     /// Whether `POST /v1/debug/crash/{actor}` is enabled.
     pub fault_injection: bool,
 }
@@ -199,6 +210,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("log_format", &self.log_format)
             .field("gossip", &self.gossip)
             .field("supervisor", &self.supervisor)
+            .field("registry", &self.registry)
             .field("fault_injection", &self.fault_injection)
             .finish()
     }
@@ -390,6 +402,22 @@ impl NodeConfig {
             );
         }
 
+        let d = RegistrySettings::default();
+        let registry = RegistrySettings {
+            refresh: ms("registry.refresh_ms", file.registry.refresh_ms, d.refresh)?,
+            anti_entropy: ms(
+                "registry.anti_entropy_ms",
+                file.registry.anti_entropy_ms,
+                d.anti_entropy,
+            )?,
+        };
+        if registry.refresh < Duration::from_millis(50) {
+            return err("registry.refresh_ms", "must be at least 50");
+        }
+        if registry.anti_entropy < Duration::from_millis(100) {
+            return err("registry.anti_entropy_ms", "must be at least 100");
+        }
+
         Ok(NodeConfig {
             name,
             roles,
@@ -411,6 +439,7 @@ impl NodeConfig {
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             gossip,
             supervisor,
+            registry,
             fault_injection: file.debug.fault_injection.unwrap_or(false),
         })
     }

@@ -7,7 +7,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 
-use crate::api::{Actors, LeaveResponse, Members, Node, Problem};
+use crate::api::{
+    Actors, LeaveResponse, Members, Node, Problem, ResolveResponse, ServiceDto, Services,
+    WithdrawResponse,
+};
 use crate::config::TOKEN_ENV;
 
 /// `nexus ctl` flags.
@@ -49,6 +52,153 @@ pub enum CtlCommand {
     },
     /// Send NexLink data frames for a routing key to a node's data plane (`--dataplane`).
     Send(SendArgs),
+    /// Register, list, update and withdraw services on the node.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Resolve an intent to ranked endpoints.
+    Resolve(ResolveArgs),
+}
+
+/// `nexus ctl service` subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum ServiceCommand {
+    /// Register (or renew) a service described by a TOML or JSON file (see docs/sad.md).
+    Register {
+        /// The descriptor file (`.json` is read as JSON, anything else as TOML).
+        #[arg(long, value_name = "PATH")]
+        file: std::path::PathBuf,
+    },
+    /// List services: the fabric-wide view, or `--local` for this node's registrations.
+    List {
+        /// Only services registered on this node.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Withdraw a service registered on this node.
+    Deregister {
+        /// Service id.
+        id: String,
+    },
+    /// Update a service's load and latency (renews its lease).
+    Load {
+        /// Service id.
+        id: String,
+        /// Requests queued.
+        #[arg(long)]
+        queue_depth: Option<u32>,
+        /// Utilisation, percent (0–100).
+        #[arg(long)]
+        utilization_pct: Option<u8>,
+        /// Measured median latency, ms.
+        #[arg(long)]
+        latency_ms_p50: Option<u32>,
+        /// Measured 99th-percentile latency, ms.
+        #[arg(long)]
+        latency_ms_p99: Option<u32>,
+    },
+}
+
+/// `nexus ctl resolve` flags (the intent's fields; see docs/sad.md).
+#[derive(Args, Debug, Clone)]
+pub struct ResolveArgs {
+    /// Task tag, e.g. `llm.code`.
+    #[arg(long)]
+    pub task: String,
+    /// Smallest acceptable context window, tokens.
+    #[arg(long)]
+    pub min_context: Option<u32>,
+    /// Largest acceptable median latency, ms.
+    #[arg(long)]
+    pub max_latency_ms: Option<u32>,
+    /// Largest acceptable 99th-percentile latency, ms.
+    #[arg(long)]
+    pub max_latency_p99_ms: Option<u32>,
+    /// Largest acceptable price, micro-units per 1k tokens.
+    #[arg(long)]
+    pub max_price: Option<u64>,
+    /// Required modality (repeatable).
+    #[arg(long = "modality")]
+    pub modalities: Vec<String>,
+    /// Required region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Required model family.
+    #[arg(long)]
+    pub model_family: Option<String>,
+    /// How many endpoints to return.
+    #[arg(long)]
+    pub k: Option<u32>,
+    /// Preference weights, e.g. `latency=2,price=1,load=1,proximity=0`.
+    #[arg(long, value_name = "NAME=WEIGHT,…")]
+    pub prefer: Option<String>,
+    /// Say why each candidate was chosen or excluded.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+impl ResolveArgs {
+    /// The intent as the API's JSON.
+    pub fn to_json(&self) -> anyhow::Result<serde_json::Value> {
+        let mut intent = serde_json::json!({ "task": self.task });
+        let obj = intent
+            .as_object_mut()
+            .ok_or_else(|| anyhow::anyhow!("intent"))?;
+        let mut put = |k: &str, v: serde_json::Value| {
+            obj.insert(k.to_owned(), v);
+        };
+        if let Some(v) = self.min_context {
+            put("min_context", v.into());
+        }
+        if let Some(v) = self.max_latency_ms {
+            put("max_latency_ms", v.into());
+        }
+        if let Some(v) = self.max_latency_p99_ms {
+            put("max_latency_p99_ms", v.into());
+        }
+        if let Some(v) = self.max_price {
+            put("max_price_micros_per_1k", v.into());
+        }
+        if !self.modalities.is_empty() {
+            put("modalities", self.modalities.clone().into());
+        }
+        if let Some(v) = &self.region {
+            put("region", v.clone().into());
+        }
+        if let Some(v) = &self.model_family {
+            put("model_family", v.clone().into());
+        }
+        if let Some(v) = self.k {
+            put("k", v.into());
+        }
+        if self.explain {
+            put("explain", true.into());
+        }
+        if let Some(prefer) = &self.prefer {
+            let mut weights = serde_json::Map::new();
+            for part in prefer.split(',').filter(|p| !p.trim().is_empty()) {
+                let (name, weight) = part
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--prefer: {part:?} is not NAME=WEIGHT"))?;
+                let weight: f64 = weight.trim().parse().map_err(|_| {
+                    anyhow::anyhow!("--prefer: weight {weight:?} of {name:?} is not a number")
+                })?;
+                weights.insert(name.trim().to_owned(), weight.into());
+            }
+            put("prefer", weights.into());
+        }
+        Ok(intent)
+    }
+}
+
+/// Reads a service descriptor file (TOML, or JSON by extension) as the API's JSON.
+pub fn read_service_file(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    } else {
+        toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))
+    }
 }
 
 /// `nexus ctl send` flags.
@@ -207,6 +357,22 @@ impl Client {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
     }
+
+    /// `PATCH path` with a JSON body.
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<(T, String)> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<(T, String)> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
 }
 
 /// Renders rows as an aligned text table.
@@ -273,6 +439,186 @@ pub fn members_table(members: &Members) -> String {
     )
 }
 
+/// The services table `nexus ctl service list` prints.
+pub fn services_table(services: &[ServiceDto]) -> String {
+    let rows: Vec<Vec<String>> = services
+        .iter()
+        .map(|s| {
+            let v = &s.service;
+            vec![
+                v.id.clone(),
+                format!(
+                    "{}{}",
+                    s.node_name
+                        .clone()
+                        .unwrap_or_else(|| s.node.chars().take(12).collect()),
+                    if s.local { " *" } else { "" }
+                ),
+                v.tasks.join(","),
+                v.model_family.clone(),
+                v.context_window.to_string(),
+                format!("{}/{}", v.latency_ms_p50, v.latency_ms_p99),
+                v.price_micros_per_1k.to_string(),
+                format!("{}%/{}", v.load.utilization_pct, v.load.queue_depth),
+                v.version.to_string(),
+                format!("{}s", s.expires_in_ms / 1000),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "NODE",
+            "TASKS",
+            "FAMILY",
+            "CONTEXT",
+            "P50/P99 MS",
+            "PRICE",
+            "LOAD",
+            "VERSION",
+            "EXPIRES",
+        ],
+        &rows,
+    )
+}
+
+/// The ranked table `nexus ctl resolve` and `nexus demo` print.
+pub fn resolve_table(r: &ResolveResponse) -> String {
+    let rows: Vec<Vec<String>> = r
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            vec![
+                (i + 1).to_string(),
+                c.id.clone(),
+                c.node_name
+                    .clone()
+                    .unwrap_or_else(|| c.node.chars().take(12).collect()),
+                // The service listens on its node's host: that host's IP, the service's port.
+                match c
+                    .endpoint
+                    .node_addr
+                    .as_deref()
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                {
+                    Some(addr) => std::net::SocketAddr::new(addr.ip(), c.endpoint.port).to_string(),
+                    None => format!("?:{}", c.endpoint.port),
+                },
+                format!("{:.3}", c.score),
+                c.service.context_window.to_string(),
+                format!("{}/{}", c.service.latency_ms_p50, c.service.latency_ms_p99),
+                c.service.price_micros_per_1k.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "routing key {}  ({} adverts considered)\n",
+        r.routing_key, r.considered
+    );
+    out.push_str(&table(
+        &[
+            "RANK",
+            "ID",
+            "NODE",
+            "ENDPOINT",
+            "SCORE",
+            "CONTEXT",
+            "P50/P99 MS",
+            "PRICE",
+        ],
+        &rows,
+    ));
+    for c in &r.candidates {
+        for why in &c.why {
+            let _ = writeln!(out, "  {}: {why}", c.id);
+        }
+    }
+    if let Some(excluded) = &r.excluded {
+        for e in excluded {
+            let _ = writeln!(
+                out,
+                "  excluded {} on {}: {}",
+                e.id,
+                e.node.chars().take(12).collect::<String>(),
+                e.reason
+            );
+        }
+    }
+    out
+}
+
+async fn service(client: &Client, command: ServiceCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        ServiceCommand::Register { file } => {
+            let body = read_service_file(&file)?;
+            let (s, raw): (ServiceDto, _) = client.post("/v1/services", &body).await?;
+            if json {
+                println!("{raw}");
+            } else {
+                println!(
+                    "registered {} (version {}, lease {} s)",
+                    s.service.id,
+                    s.service.version,
+                    s.expires_in_ms / 1000
+                );
+            }
+        }
+        ServiceCommand::List { local } => {
+            let path = if local {
+                "/v1/services?scope=local"
+            } else {
+                "/v1/services"
+            };
+            let (s, raw): (Services, _) = client.get(path).await?;
+            if json {
+                println!("{raw}");
+            } else {
+                print!("{}", services_table(&s.services));
+            }
+        }
+        ServiceCommand::Deregister { id } => {
+            let (w, raw): (WithdrawResponse, _) =
+                client.delete(&format!("/v1/services/{id}")).await?;
+            if json {
+                println!("{raw}");
+            } else {
+                println!("{} {}", w.id, w.status);
+            }
+        }
+        ServiceCommand::Load {
+            id,
+            queue_depth,
+            utilization_pct,
+            latency_ms_p50,
+            latency_ms_p99,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(v) = queue_depth {
+                body.insert("queue_depth".into(), v.into());
+            }
+            if let Some(v) = utilization_pct {
+                body.insert("utilization_pct".into(), v.into());
+            }
+            if let Some(v) = latency_ms_p50 {
+                body.insert("latency_ms_p50".into(), v.into());
+            }
+            if let Some(v) = latency_ms_p99 {
+                body.insert("latency_ms_p99".into(), v.into());
+            }
+            let (s, raw): (ServiceDto, _) = client
+                .patch(&format!("/v1/services/{id}/load"), &body.into())
+                .await?;
+            if json {
+                println!("{raw}");
+            } else {
+                println!("{} updated (version {})", s.service.id, s.service.version);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs one `nexus ctl` command, printing its result.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     if let CtlCommand::Send(send_args) = &args.command {
@@ -337,6 +683,16 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Send(_) => {
             unreachable!("handled above: send talks to the data plane, not the admin API")
+        }
+        CtlCommand::Service(command) => service(&client, command, args.json).await?,
+        CtlCommand::Resolve(resolve) => {
+            let (r, raw): (ResolveResponse, _) =
+                client.post("/v1/resolve", &resolve.to_json()?).await?;
+            if args.json {
+                println!("{raw}");
+            } else {
+                print!("{}", resolve_table(&r));
+            }
         }
         CtlCommand::Leave { reason } => {
             let body = serde_json::json!({ "reason": reason });

@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::process::{Child, Command};
 
-use crate::api::{Members, Node};
-use crate::ctl::{Client, members_table};
+use crate::api::{Members, Node, ResolveResponse, ServiceDto, Services};
+use crate::ctl::{Client, members_table, resolve_table, services_table};
 
 /// `nexus demo` flags.
 #[derive(Args, Debug, Clone)]
@@ -91,6 +91,88 @@ fn check_alive(node: &mut DemoNode) -> anyhow::Result<()> {
         let last = log.lines().last().unwrap_or("").to_owned();
         bail!("{} exited with {status}: {last}", node.name);
     }
+    Ok(())
+}
+
+/// Sample services the demo registers, spread round-robin over the nodes.
+fn sample_services() -> Vec<serde_json::Value> {
+    use serde_json::json;
+    vec![
+        json!({"id": "coder-qwen", "tasks": ["llm.code", "llm.chat"], "model_family": "qwen",
+               "context_window": 131072, "latency_ms_p50": 120, "latency_ms_p99": 180,
+               "price_micros_per_1k": 500, "modalities": ["text"], "region": "eu-west",
+               "endpoint": {"port": 9001}}),
+        json!({"id": "coder-deepseek", "tasks": ["llm.code"], "model_family": "deepseek",
+               "context_window": 163840, "latency_ms_p50": 150, "latency_ms_p99": 240,
+               "price_micros_per_1k": 300, "modalities": ["text"], "region": "us-east",
+               "endpoint": {"port": 9002}}),
+        json!({"id": "coder-small", "tasks": ["llm.code"], "model_family": "phi",
+               "context_window": 32768, "latency_ms_p50": 40, "latency_ms_p99": 70,
+               "price_micros_per_1k": 80, "modalities": ["text"], "region": "eu-west",
+               "endpoint": {"port": 9003}}),
+        json!({"id": "chat-llama", "tasks": ["llm.chat"], "model_family": "llama",
+               "context_window": 8192, "latency_ms_p50": 90, "latency_ms_p99": 150,
+               "price_micros_per_1k": 200, "modalities": ["text"], "region": "us-east",
+               "endpoint": {"port": 9004}}),
+        json!({"id": "embed-bge", "tasks": ["embedding"], "model_family": "bge",
+               "context_window": 8192, "latency_ms_p50": 15, "latency_ms_p99": 30,
+               "price_micros_per_1k": 20, "modalities": ["text"], "region": "eu-west",
+               "endpoint": {"port": 9005}}),
+        json!({"id": "vision-yolo", "tasks": ["vision.detect"], "model_family": "yolo",
+               "latency_ms_p50": 25, "latency_ms_p99": 45, "price_micros_per_1k": 50,
+               "modalities": ["image"], "region": "us-east", "endpoint": {"port": 9006}}),
+    ]
+}
+
+/// Registers the sample services, waits until the last node holds all of them, and resolves
+/// the example intent there.
+async fn advertise_and_resolve(
+    nodes: &[DemoNode],
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    let samples = sample_services();
+    let mut expected = 0;
+    println!("\nregistering sample services:");
+    for (i, node) in nodes.iter().enumerate() {
+        let client = Client::new(&node.admin, None)?;
+        for sample in samples.iter().skip(i).step_by(nodes.len()) {
+            let (s, _): (ServiceDto, _) = client.post("/v1/services", sample).await?;
+            println!("  {:<8} {}", node.name, s.service.id);
+            expected += 1;
+        }
+    }
+    let Some(last) = nodes.last() else {
+        return Ok(());
+    };
+    let client = Client::new(&last.admin, None)?;
+    loop {
+        if let Ok((s, _)) = client.get::<Services>("/v1/services").await
+            && s.services.len() >= expected
+        {
+            println!(
+                "\n{} sees all {expected} services (adverts spread by the overlay):",
+                last.name
+            );
+            print!("{}", services_table(&s.services));
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "timed out waiting for {} to hold {expected} services",
+                last.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let intent = serde_json::json!({"task": "llm.code", "min_context": 128000,
+                                    "max_latency_ms": 200, "k": 3, "explain": true});
+    println!("\nresolve on {}: {intent}", last.name);
+    let (r, _): (ResolveResponse, _) = client.post("/v1/resolve", &intent).await?;
+    print!("{}", resolve_table(&r));
+    println!(
+        "\ntry: nexus ctl --admin http://{} resolve --task llm.code --min-context 128000 --max-latency-ms 200 --explain",
+        last.admin
+    );
     Ok(())
 }
 
@@ -179,6 +261,8 @@ async fn run_in(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         );
     }
     println!("logs: {}/node-*.log", dir.display());
+
+    advertise_and_resolve(&nodes, deadline).await?;
 
     if !args.exit_when_ready {
         println!("\nserving; press Ctrl-C to stop");

@@ -14,13 +14,14 @@ use std::time::Duration;
 use nexus_actors::env::{SledStorage, Storage};
 use nexus_actors::{
     ChildSpec, GossipActor, GossipArgs, GossipMsg, NodeExit, NodeKey, NodeMetrics, NodeSupervisor,
-    SupervisorArgs, SupervisorMsg, TableArgs, TableCompiler,
+    RegistryActor, RegistryArgs, SupervisorArgs, SupervisorMsg, TableArgs, TableCompiler,
+    registry_inbox,
 };
 use nexus_dataplane::fib::{Fib, FibTable, RouteSet, compile};
 use nexus_dataplane::forward::{
     Forwarder, ForwarderConfig, ForwarderCounters, ForwarderHandle, LocalEndpoints, UdpIo, UringIo,
 };
-use nexus_gossip::MemberMeta;
+use nexus_gossip::{MemberMeta, OverlayConfig};
 use ractor::Actor;
 use ractor::rpc::CallResult;
 use tokio::net::UdpSocket;
@@ -203,10 +204,20 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     )
     .map_err(|e| config_err("name", e.to_string()))?;
 
-    // 3. The supervision tree: gossip first, then the admin API.
+    // 3. The supervision tree: gossip first, then the registry, the table compiler and the
+    //    admin API.
     let metrics = NodeMetrics::new();
     let metrics_for_export = metrics.clone();
     let (leave_tx, mut leave_rx) = mpsc::channel::<String>(1);
+    let (registry_tx, registry_rx) = registry_inbox();
+    let registry_args = RegistryArgs {
+        key: data.key.signing_key().clone(),
+        storage: storage.clone(),
+        metrics: metrics.clone(),
+        epoch: started,
+        inbox: registry_rx,
+        settings: config.registry.clone(),
+    };
     let gossip_args = GossipArgs {
         socket: Arc::new(socket),
         advertise,
@@ -221,6 +232,8 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             use rand_core_06::RngCore;
             rand_core_06::OsRng.next_u64()
         },
+        overlay: OverlayConfig::default(),
+        registry: Some(registry_tx),
     };
     // The forwarding table: an empty generation 0 until the table compiler installs one. The
     // handle outlives actor restarts; the data plane will read it.
@@ -264,6 +277,9 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             children: vec![
                 ChildSpec::new("gossip", move |_| {
                     (GossipActor::<UdpSocket>::default(), gossip_args.clone())
+                }),
+                ChildSpec::new("registry", move |supervisor| {
+                    (RegistryActor, (registry_args.clone(), supervisor))
                 }),
                 ChildSpec::new("table", move |supervisor| {
                     (TableCompiler, (table_args.clone(), supervisor))

@@ -411,7 +411,7 @@ impl<S: RegistryStore> RegistryNode<S> {
                     service: advert.service().to_owned(),
                 };
                 if let Some(coord) = self.core.get(&key).and_then(|e| e.coord()) {
-                    self.coords.insert(advert.origin(), coord.clone());
+                    self.coords.insert(advert.origin(), *coord);
                 }
             }
             Err(_) => self.report.rejected += 1,
@@ -524,17 +524,14 @@ impl<S: RegistryStore> RegistryNode<S> {
             let Some(mut sad) = self.local.get(&id).map(|s| s.sad.clone()) else {
                 continue;
             };
-            match self.sign(now, &mut sad) {
-                Ok(advert) => {
-                    self.outputs
-                        .push_back(Output::Broadcast(advert.to_bytes().to_vec()));
-                    if let Some(s) = self.local.get_mut(&id) {
-                        s.republish_at = now + republish_interval(&sad);
-                        s.sad = sad;
-                    }
+            // A failure (storage) is retried at the next refresh.
+            if let Ok(advert) = self.sign(now, &mut sad) {
+                self.outputs
+                    .push_back(Output::Broadcast(advert.to_bytes().to_vec()));
+                if let Some(s) = self.local.get_mut(&id) {
+                    s.republish_at = now + republish_interval(&sad);
+                    s.sad = sad;
                 }
-                // Retried at the next refresh.
-                Err(_) => {}
             }
         }
         self.core.expire(now);

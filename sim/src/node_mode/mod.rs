@@ -297,6 +297,8 @@ async fn node_main(ctx: NodeCtx) -> turmoil::Result {
         metrics: metrics.clone(),
         epoch: tokio::time::Instant::now(),
         rng_seed: ctx.gossip_seed,
+        overlay: nexus_gossip::OverlayConfig::default(),
+        registry: None,
     };
     let (exit, _) = watch::channel(None);
     let spawned = Actor::spawn(

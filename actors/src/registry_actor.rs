@@ -1,0 +1,507 @@
+//! [`RegistryActor`]: owns the node's capability registry — a sans-IO
+//! [`nexus_registry::RegistryNode`] (the simulator drives the same code) — and gives it time,
+//! storage, an inbox and the gossip actor's overlay:
+//! - **Local services** (`POST /v1/services`) are validated, persisted (one storage key holding
+//!   them all), signed with the node key and broadcast through the gossip actor's overlay. Their
+//!   lease runs from the last register/renew/load update; a service not renewed within its
+//!   `ttl_s` is withdrawn. While a lease runs, the advert is re-published every `ttl_s / 3` so
+//!   remote copies (which expire `ttl_s` after the newest version they saw) stay alive.
+//! - **Remote adverts** arrive from the gossip actor through a bounded inbox (never blocking the
+//!   gossip actor; when full, input is dropped and counted — anti-entropy repairs the loss).
+//! - **Anti-entropy**: every `anti_entropy` period a digest goes to one random overlay neighbour,
+//!   which answers with the adverts of every origin whose summary differs, and its own digest.
+//! - **Membership**: every refresh the member list is read; services of members that are down or
+//!   have left are withdrawn locally (the member-down events through the inbox only make this
+//!   faster).
+//! - **Routes**: resolves register their intent class in the route table; whenever adverts, load
+//!   or membership change, the table is recomputed and the resulting delta folded into the
+//!   compiled route set the admin API shows (`GET /v1/intent-routes`). Installing these routes
+//!   into the forwarding table is the data-plane issue's part (it needs each node's data-plane
+//!   address and egress delivery for intent classes), not done here.
+//!
+//! Versions: every advert this node signs takes the next value of a counter persisted in
+//! blocks ([`nexus_registry::VERSION_BLOCK`]), so a restarted node always outranks what it
+//! advertised before.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use nexus_gossip::{MemberState, NodeId};
+use nexus_registry::{
+    Coord, Intent, LoadUpdate, Millis, NodeError, Output, RegistryNode, RegistryStore, Resolution,
+    Route, Sad,
+};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::{Mutex, mpsc};
+use tokio::time::Instant;
+
+use crate::GossipMsg;
+use crate::env::Storage;
+use crate::metrics::NodeMetrics;
+use crate::supervisor::SupervisorMsg;
+use crate::task::AbortOnDrop;
+
+/// Storage key of this node's registrations (a JSON array of SADs).
+const SERVICES_KEY: &str = "registry/services";
+/// Storage key of the advert-version floor (8 bytes, big endian).
+const VERSION_KEY: &str = "registry/version-floor";
+/// Inputs the registry's inbox holds before the gossip actor starts dropping them.
+pub const INBOX_CAPACITY: usize = 4096;
+/// Deadline for asking another actor.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the gossip actor hands the registry.
+#[derive(Debug, Clone)]
+pub enum RegistryInput {
+    /// An overlay broadcast was delivered (a signed advert).
+    Delivered(Vec<u8>),
+    /// A unicast overlay message (anti-entropy) from a neighbour.
+    Direct(SocketAddr, Vec<u8>),
+    /// Membership declared a node down (or it left).
+    MemberDown(NodeId),
+    /// A direct probe's round trip, for the Vivaldi coordinate.
+    Rtt(NodeId, Duration),
+}
+
+/// Sending half of the registry's inbox (held by the gossip actor).
+pub type RegistryInbox = mpsc::Sender<RegistryInput>;
+
+/// Creates the registry's inbox. The receiver goes into [`RegistryArgs`]; it outlives actor
+/// restarts (each incarnation takes the lock while it runs).
+pub fn registry_inbox() -> (RegistryInbox, Arc<Mutex<mpsc::Receiver<RegistryInput>>>) {
+    let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+    (tx, Arc::new(Mutex::new(rx)))
+}
+
+/// Timings of the registry actor (`[registry]` in the node's config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// How often leases, expiry, membership and routes are checked.
+    pub refresh: Duration,
+    /// How often a digest goes to a random overlay neighbour.
+    pub anti_entropy: Duration,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            refresh: Duration::from_millis(500),
+            anti_entropy: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Arguments of [`RegistryActor`]; cloned for every (re)start.
+#[derive(Clone)]
+pub struct RegistryArgs {
+    /// The node's signing key (its public half is the node id).
+    pub key: SigningKey,
+    /// Durable node storage (registrations, version floor).
+    pub storage: Arc<dyn Storage>,
+    /// Where registry metrics go.
+    pub metrics: NodeMetrics,
+    /// The node's epoch (registry time is milliseconds since it).
+    pub epoch: Instant,
+    /// Input from the gossip actor.
+    pub inbox: Arc<Mutex<mpsc::Receiver<RegistryInput>>>,
+    /// Timings.
+    pub settings: RegistrySettings,
+}
+
+impl std::fmt::Debug for RegistryArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryArgs")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`RegistryStore`] over the node's [`Storage`].
+#[derive(Debug, Clone)]
+pub struct StorageStore(pub Arc<dyn Storage>);
+
+impl RegistryStore for StorageStore {
+    fn save_services(&mut self, services: &[Sad]) -> Result<(), String> {
+        let bytes = serde_json::to_vec(services).map_err(|e| e.to_string())?;
+        self.0.put(SERVICES_KEY, &bytes).map_err(|e| e.to_string())
+    }
+
+    fn save_version_floor(&mut self, floor: u64) -> Result<(), String> {
+        self.0
+            .put(VERSION_KEY, &floor.to_be_bytes())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Which services `Services` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Registered on this node.
+    Local,
+    /// Every live advert this node holds (its own included).
+    Fabric,
+}
+
+/// A service as the admin API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceView {
+    /// The node the service is attached to.
+    pub node: NodeId,
+    /// The descriptor (its `version` is the advert version).
+    pub sad: Sad,
+    /// Milliseconds until the lease (local) or the copy (remote) expires.
+    pub expires_in_ms: u64,
+    /// Whether it is registered on this node.
+    pub local: bool,
+}
+
+/// What a register call did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// Whether the service was new (not a renewal or update).
+    pub created: bool,
+    /// The service as now advertised.
+    pub view: ServiceView,
+}
+
+/// Messages to [`RegistryActor`].
+#[derive(Debug)]
+pub enum RegistryMsg {
+    /// Register or renew a local service (a renewal with a changed descriptor updates it).
+    Register(Box<Sad>, RpcReplyPort<Result<Registered, NodeError>>),
+    /// Withdraw a local service.
+    Deregister(String, RpcReplyPort<Result<(), NodeError>>),
+    /// Update load/latency of a local service (renews its lease).
+    PatchLoad(
+        String,
+        LoadUpdate,
+        RpcReplyPort<Result<ServiceView, NodeError>>,
+    ),
+    /// List services.
+    Services(Scope, RpcReplyPort<Vec<ServiceView>>),
+    /// Resolve an intent.
+    Resolve(Box<Intent>, RpcReplyPort<Resolution>),
+    /// This node's Vivaldi coordinate.
+    Coordinate(RpcReplyPort<Coord>),
+    /// The compiled intent routes and the version of the last delta.
+    Routes(RpcReplyPort<(u64, Vec<Route>)>),
+    /// An input from the gossip actor (through the inbox pump).
+    Input(RegistryInput),
+    /// Timer: leases, expiry, membership, routes.
+    Refresh,
+    /// Timer: send a digest to a random neighbour.
+    AntiEntropy,
+}
+
+/// State of [`RegistryActor`].
+pub struct RegistryState {
+    args: RegistryArgs,
+    supervisor: ActorRef<SupervisorMsg>,
+    node: RegistryNode<StorageStore>,
+    gossip: Option<ActorRef<GossipMsg>>,
+    _timers: Vec<AbortOnDrop>,
+}
+
+impl std::fmt::Debug for RegistryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryState")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The registry actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegistryActor;
+
+fn millis(epoch: Instant) -> Millis {
+    u64::try_from(Instant::now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
+}
+
+fn load_floor(storage: &dyn Storage) -> Result<u64, String> {
+    match storage.get(VERSION_KEY).map_err(|e| e.to_string())? {
+        None => Ok(0),
+        Some(bytes) => {
+            let bytes: [u8; 8] = bytes
+                .try_into()
+                .map_err(|_| format!("{VERSION_KEY}: stored value is not 8 bytes"))?;
+            Ok(u64::from_be_bytes(bytes))
+        }
+    }
+}
+
+impl RegistryState {
+    fn now(&self) -> Millis {
+        millis(self.args.epoch)
+    }
+
+    fn local_view(&self, id: &str) -> Option<ServiceView> {
+        let now = self.now();
+        self.node.local_services().get(id).map(|s| ServiceView {
+            node: self.node.node_id(),
+            sad: s.sad.clone(),
+            expires_in_ms: s.lease_until.saturating_sub(now),
+            local: true,
+        })
+    }
+}
+
+impl RegistryActor {
+    async fn gossip(state: &mut RegistryState) -> Option<ActorRef<GossipMsg>> {
+        if let Some(g) = &state.gossip {
+            return Some(g.clone());
+        }
+        let lookup = state
+            .supervisor
+            .call(
+                |r| SupervisorMsg::Lookup("gossip".into(), r),
+                Some(CALL_TIMEOUT),
+            )
+            .await;
+        let Ok(CallResult::Success(Some(cell))) = lookup else {
+            return None;
+        };
+        let gossip: ActorRef<GossipMsg> = cell.into();
+        state.gossip = Some(gossip.clone());
+        Some(gossip)
+    }
+
+    /// Carries out the core's outputs, and counts what it reports.
+    async fn drain(state: &mut RegistryState) {
+        while let Some(output) = state.node.poll_output() {
+            let msg = match output {
+                Output::Broadcast(bytes) => {
+                    state.args.metrics.registry_adverts_published.inc();
+                    GossipMsg::Broadcast(bytes)
+                }
+                Output::Direct(to, bytes) => GossipMsg::SendDirect(to, bytes),
+                Output::DirectToRandomNeighbor(bytes) => GossipMsg::DirectToRandomNeighbor(bytes),
+            };
+            let Some(gossip) = Self::gossip(state).await else {
+                tracing::debug!("gossip actor unavailable; registry output dropped");
+                continue;
+            };
+            if let Err(ractor::MessagingErr::SendErr(msg)) = gossip.send_message(msg) {
+                // The gossip actor restarted: look it up again once.
+                state.gossip = None;
+                if let Some(gossip) = Self::gossip(state).await {
+                    let _ = gossip.send_message(msg);
+                }
+            }
+        }
+        let report = state.node.take_report();
+        let m = &state.args.metrics;
+        m.registry_adverts_applied.inc_by(u64::from(report.applied));
+        m.registry_adverts_rejected
+            .inc_by(u64::from(report.rejected));
+        m.registry_repair_adverts.inc_by(u64::from(report.repaired));
+        if report.withdrawn_down > 0 {
+            tracing::info!(
+                services = report.withdrawn_down,
+                "services withdrawn: node down"
+            );
+        }
+        if report.leases_expired > 0 {
+            tracing::info!(
+                services = report.leases_expired,
+                "leases expired; services withdrawn"
+            );
+        }
+        m.registry_services_local
+            .set(state.node.local_services().len() as i64);
+        m.registry_services_fabric
+            .set(state.node.registry().len() as i64);
+        m.registry_routes_version.set(state.node.routes().0 as i64);
+    }
+
+    /// Withdraws services of members the member list shows down or left (and not alive under
+    /// a newer generation).
+    async fn reconcile_members(state: &mut RegistryState) {
+        let Some(gossip) = Self::gossip(state).await else {
+            return;
+        };
+        let members = match gossip.call(GossipMsg::Members, Some(CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(m)) => m,
+            _ => {
+                state.gossip = None;
+                return;
+            }
+        };
+        let alive: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .map(|m| m.id.node_id())
+            .collect();
+        let dead: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|m| matches!(m.state, MemberState::Down | MemberState::Left))
+            .map(|m| m.id.node_id())
+            .filter(|id| !alive.contains(id))
+            .collect();
+        let now = state.now();
+        for node in dead {
+            state.node.on_member_down(now, node);
+        }
+    }
+}
+
+impl Actor for RegistryActor {
+    type Msg = RegistryMsg;
+    type State = RegistryState;
+    type Arguments = (RegistryArgs, ActorRef<SupervisorMsg>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        (args, supervisor): (RegistryArgs, ActorRef<SupervisorMsg>),
+    ) -> Result<RegistryState, ActorProcessingErr> {
+        let floor = load_floor(args.storage.as_ref())?;
+        let stored: Vec<Sad> = match args.storage.get(SERVICES_KEY)? {
+            None => Vec::new(),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("stored registrations are corrupt: {e}"))?,
+        };
+        let restored = stored.len();
+        let node = RegistryNode::new(
+            millis(args.epoch),
+            args.key.clone(),
+            StorageStore(args.storage.clone()),
+            floor,
+            stored,
+        )?;
+        // The pump: inbox → mailbox. It holds the receiver's lock while this incarnation runs.
+        let inbox = args.inbox.clone();
+        let me = myself.clone();
+        let pump = tokio::spawn(async move {
+            let mut rx = inbox.lock().await;
+            while let Some(input) = rx.recv().await {
+                if me.send_message(RegistryMsg::Input(input)).is_err() {
+                    break;
+                }
+            }
+        });
+        let refresh = myself.send_interval(args.settings.refresh, || RegistryMsg::Refresh);
+        let anti_entropy =
+            myself.send_interval(args.settings.anti_entropy, || RegistryMsg::AntiEntropy);
+        let mut state = RegistryState {
+            node,
+            gossip: None,
+            supervisor,
+            _timers: vec![
+                AbortOnDrop(pump),
+                AbortOnDrop(refresh),
+                AbortOnDrop(anti_entropy),
+            ],
+            args,
+        };
+        if restored > 0 {
+            tracing::info!(
+                services = state.node.local_services().len(),
+                "registrations restored and re-advertised"
+            );
+        }
+        Self::drain(&mut state).await;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RegistryMsg>,
+        message: RegistryMsg,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = state.now();
+        match message {
+            RegistryMsg::Register(sad, reply) => {
+                let id = sad.id.clone();
+                let result = state.node.register(now, *sad).and_then(|created| {
+                    let view = state
+                        .local_view(&id)
+                        .ok_or_else(|| NodeError::Unknown(id.clone()))?;
+                    tracing::info!(service = %id, version = view.sad.version, created,
+                        "service registered");
+                    Ok(Registered { created, view })
+                });
+                let _ = reply.send(result);
+            }
+            RegistryMsg::Deregister(id, reply) => {
+                let result = state.node.deregister(now, &id);
+                if result.is_ok() {
+                    tracing::info!(service = %id, "service deregistered");
+                }
+                let _ = reply.send(result);
+            }
+            RegistryMsg::PatchLoad(id, update, reply) => {
+                let result = state
+                    .node
+                    .patch_load(now, &id, &update)
+                    .map(|_| ())
+                    .and_then(|()| {
+                        state
+                            .local_view(&id)
+                            .ok_or_else(|| NodeError::Unknown(id.clone()))
+                    });
+                let _ = reply.send(result);
+            }
+            RegistryMsg::Services(scope, reply) => {
+                let views = match scope {
+                    Scope::Local => state
+                        .node
+                        .local_services()
+                        .keys()
+                        .filter_map(|id| state.local_view(id))
+                        .collect(),
+                    Scope::Fabric => {
+                        let local = state.node.node_id();
+                        state
+                            .node
+                            .registry()
+                            .iter()
+                            .filter_map(|(key, entry)| {
+                                Some(ServiceView {
+                                    node: key.node,
+                                    sad: entry.sad()?.clone(),
+                                    expires_in_ms: entry.expires_at().saturating_sub(now),
+                                    local: key.node == local,
+                                })
+                            })
+                            .collect()
+                    }
+                };
+                let _ = reply.send(views);
+            }
+            RegistryMsg::Resolve(intent, reply) => {
+                let started = Instant::now();
+                let resolution = state.node.resolve(now, &intent);
+                let m = &state.args.metrics;
+                m.registry_resolves.inc();
+                m.registry_resolve_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let _ = reply.send(resolution);
+            }
+            RegistryMsg::Coordinate(reply) => {
+                let _ = reply.send(state.node.coordinate());
+            }
+            RegistryMsg::Routes(reply) => {
+                let _ = reply.send(state.node.routes());
+            }
+            RegistryMsg::Input(input) => match input {
+                RegistryInput::Delivered(bytes) => state.node.on_delivered(now, &bytes),
+                RegistryInput::Direct(from, bytes) => state.node.on_direct(now, from, &bytes),
+                RegistryInput::MemberDown(node) => state.node.on_member_down(now, node),
+                RegistryInput::Rtt(node, rtt) => state.node.on_rtt(node, rtt),
+            },
+            RegistryMsg::Refresh => {
+                state.node.refresh(now);
+                Self::reconcile_members(state).await;
+            }
+            RegistryMsg::AntiEntropy => state.node.anti_entropy(),
+        }
+        Self::drain(state).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,390 @@
+//! Registry endpoints: service registration (`/v1/services`), intent resolution
+//! (`/v1/resolve`), compiled intent routes and the overlay's view. Handlers talk to the registry
+//! and gossip actors by message.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nexus_actors::{GossipMsg, RegistryMsg, Scope, ServiceView};
+use nexus_gossip::{MemberView, NodeId};
+use nexus_registry::{Intent, LoadUpdate, NodeError as RegistryError, Resolution, Sad};
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+
+use super::{ACTOR_CALL_TIMEOUT, AppState, call_supervisor, gossip, json_body, member_views};
+use crate::api::{
+    CandidateDto, EndpointDto, ExclusionDto, IntentHopDto, IntentRouteDto, IntentRoutes,
+    OverlayDto, Problem, ResolveResponse, ServiceDto, Services, WithdrawResponse,
+};
+
+async fn registry(s: &AppState) -> Result<ActorRef<RegistryMsg>, Problem> {
+    call_supervisor(s, |r| SupervisorMsg::Lookup("registry".into(), r))
+        .await?
+        .map(ActorRef::from)
+        .ok_or_else(|| Problem::unavailable("registry"))
+}
+
+use nexus_actors::SupervisorMsg;
+
+async fn call_registry<T: Send + 'static>(
+    s: &AppState,
+    make: impl FnOnce(RpcReplyPort<T>) -> RegistryMsg,
+) -> Result<T, Problem> {
+    match registry(s)
+        .await?
+        .call(make, Some(ACTOR_CALL_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(v)) => Ok(v),
+        _ => Err(Problem::unavailable("registry")),
+    }
+}
+
+fn invalid(slug: &str, title: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, slug, title, detail)
+}
+
+fn registry_problem(e: RegistryError) -> Problem {
+    match e {
+        RegistryError::Invalid(e) => invalid(
+            "invalid-service",
+            "Invalid service descriptor",
+            e.to_string(),
+        ),
+        RegistryError::Unknown(id) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-service",
+            "Unknown service",
+            format!("no service {id:?} is registered on this node"),
+        ),
+        RegistryError::Full => Problem::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "too-many-services",
+            "Too many services",
+            e.to_string(),
+        ),
+        RegistryError::Storage(detail) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage-error",
+            "Storage error",
+            detail,
+        ),
+    }
+}
+
+/// Member names and addresses by node id, for annotating registry answers. Best effort: an
+/// unavailable gossip actor leaves the annotations empty.
+async fn member_index(s: &AppState) -> BTreeMap<NodeId, MemberView> {
+    let mut index = BTreeMap::new();
+    if let Ok(views) = member_views(s).await {
+        for v in views {
+            // Keep the newest generation of a node that restarted.
+            let newer = index
+                .get(&v.id.node_id())
+                .is_none_or(|old: &MemberView| old.id.generation() < v.id.generation());
+            if newer {
+                index.insert(v.id.node_id(), v);
+            }
+        }
+    }
+    index
+}
+
+fn service_dto(v: ServiceView, members: &BTreeMap<NodeId, MemberView>) -> ServiceDto {
+    ServiceDto {
+        node: v.node.to_hex(),
+        node_name: members.get(&v.node).map(|m| m.id.meta().name().to_owned()),
+        local: v.local,
+        expires_in_ms: v.expires_in_ms,
+        service: v.sad,
+    }
+}
+
+/// Malformed JSON is a 400 (as everywhere in the API); only well-formed bodies reach the
+/// registry's validating parsers, whose errors name a field (422).
+fn well_formed(bytes: &[u8]) -> Result<(), Problem> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(|_| ())
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                e.to_string(),
+            )
+        })
+}
+
+fn parse_sad(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Sad, Problem> {
+    let bytes = json_body(headers, body)?;
+    well_formed(&bytes)?;
+    Sad::from_json(&bytes).map_err(|e| {
+        invalid(
+            "invalid-service",
+            "Invalid service descriptor",
+            e.to_string(),
+        )
+    })
+}
+
+async fn register(s: &AppState, sad: Sad) -> Result<Response, Problem> {
+    let registered = call_registry(s, |r| RegistryMsg::Register(Box::new(sad), r))
+        .await?
+        .map_err(registry_problem)?;
+    let members = member_index(s).await;
+    let status = if registered.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(service_dto(registered.view, &members))).into_response())
+}
+
+/// Register a service on this node, or renew/update it (same id). The lease runs `ttl_s`
+/// seconds from now; renew by registering again or by a load update.
+#[utoipa::path(post, path = "/v1/services", tag = "registry",
+    request_body(content = Sad, content_type = "application/json"),
+    responses((status = 201, description = "Registered", body = ServiceDto),
+              (status = 200, description = "Renewed or updated", body = ServiceDto),
+              (status = 400, body = Problem), (status = 413, body = Problem),
+              (status = 415, body = Problem), (status = 422, body = Problem),
+              (status = 507, body = Problem), (status = 503, body = Problem)))]
+pub(super) async fn post_service(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let sad = parse_sad(&headers, body)?;
+    register(&s, sad).await
+}
+
+/// Register or update the service `id` (the body's `id` must be the same).
+#[utoipa::path(put, path = "/v1/services/{id}", tag = "registry",
+    params(("id" = String, Path, description = "Service id")),
+    request_body(content = Sad, content_type = "application/json"),
+    responses((status = 201, body = ServiceDto), (status = 200, body = ServiceDto),
+              (status = 400, body = Problem), (status = 422, body = Problem)))]
+pub(super) async fn put_service(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let sad = parse_sad(&headers, body)?;
+    if sad.id != id {
+        return Err(invalid(
+            "invalid-service",
+            "Invalid service descriptor",
+            format!("id: {:?} does not match the path's {id:?}", sad.id),
+        ));
+    }
+    register(&s, sad).await
+}
+
+/// Withdraw a service registered on this node (the withdrawal reaches every node).
+#[utoipa::path(delete, path = "/v1/services/{id}", tag = "registry",
+    params(("id" = String, Path, description = "Service id")),
+    responses((status = 200, body = WithdrawResponse), (status = 404, body = Problem)))]
+pub(super) async fn delete_service(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<WithdrawResponse>, Problem> {
+    let key = id.clone();
+    call_registry(&s, |r| RegistryMsg::Deregister(key, r))
+        .await?
+        .map_err(registry_problem)?;
+    Ok(axum::Json(WithdrawResponse {
+        id,
+        status: "withdrawn".into(),
+    }))
+}
+
+/// Update a local service's load and measured latency (cheap and frequent; renews the lease).
+#[utoipa::path(patch, path = "/v1/services/{id}/load", tag = "registry",
+    params(("id" = String, Path, description = "Service id")),
+    request_body(content = LoadUpdate, content_type = "application/json"),
+    responses((status = 200, body = ServiceDto), (status = 404, body = Problem),
+              (status = 400, body = Problem), (status = 422, body = Problem)))]
+pub(super) async fn patch_load(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<ServiceDto>, Problem> {
+    let update: LoadUpdate = super::parse_json(&headers, body)?;
+    let view = call_registry(&s, |r| RegistryMsg::PatchLoad(id, update, r))
+        .await?
+        .map_err(registry_problem)?;
+    let members = member_index(&s).await;
+    Ok(axum::Json(service_dto(view, &members)))
+}
+
+/// Services: `scope=fabric` (default) lists every live advert this node holds; `scope=local`
+/// only the services registered on this node.
+#[utoipa::path(get, path = "/v1/services", tag = "registry",
+    params(("scope" = Option<String>, Query, description = "`fabric` (default) or `local`")),
+    responses((status = 200, body = Services), (status = 400, body = Problem)))]
+pub(super) async fn list_services(
+    State(s): State<AppState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<axum::Json<Services>, Problem> {
+    let scope = match q.get("scope").map(String::as_str) {
+        None | Some("fabric") => Scope::Fabric,
+        Some("local") => Scope::Local,
+        Some(other) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                "Bad query parameter",
+                format!("scope={other:?}: expected `fabric` or `local`"),
+            ));
+        }
+    };
+    let views = call_registry(&s, |r| RegistryMsg::Services(scope, r)).await?;
+    let members = member_index(&s).await;
+    Ok(axum::Json(Services {
+        scope: match scope {
+            Scope::Local => "local",
+            Scope::Fabric => "fabric",
+        }
+        .into(),
+        services: views
+            .into_iter()
+            .map(|v| service_dto(v, &members))
+            .collect(),
+    }))
+}
+
+/// One service registered on this node.
+#[utoipa::path(get, path = "/v1/services/{id}", tag = "registry",
+    params(("id" = String, Path, description = "Service id")),
+    responses((status = 200, body = ServiceDto), (status = 404, body = Problem)))]
+pub(super) async fn get_service(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ServiceDto>, Problem> {
+    let views = call_registry(&s, |r| RegistryMsg::Services(Scope::Local, r)).await?;
+    let view = views
+        .into_iter()
+        .find(|v| v.sad.id == id)
+        .ok_or_else(|| registry_problem(RegistryError::Unknown(id)))?;
+    let members = member_index(&s).await;
+    Ok(axum::Json(service_dto(view, &members)))
+}
+
+fn resolve_dto(
+    res: Resolution,
+    members: &BTreeMap<NodeId, MemberView>,
+    explain: bool,
+) -> ResolveResponse {
+    ResolveResponse {
+        routing_key: format!("{:032x}", res.routing_key),
+        considered: res.considered,
+        candidates: res
+            .candidates
+            .into_iter()
+            .map(|c| {
+                let member = members.get(&c.node);
+                CandidateDto {
+                    id: c.service,
+                    node: c.node.to_hex(),
+                    node_name: member.map(|m| m.id.meta().name().to_owned()),
+                    endpoint: EndpointDto {
+                        node: c.node.to_hex(),
+                        node_addr: member.map(|m| m.id.addr().to_string()),
+                        port: c.endpoint.port,
+                        stream: c.endpoint.stream,
+                    },
+                    score: c.score,
+                    service: c.sad,
+                    why: c.why,
+                }
+            })
+            .collect(),
+        excluded: explain.then(|| {
+            res.excluded
+                .into_iter()
+                .map(|e| ExclusionDto {
+                    id: e.service,
+                    node: e.node.to_hex(),
+                    reason: e.reason,
+                })
+                .collect()
+        }),
+    }
+}
+
+/// Resolve an intent (hard constraints + weighted preferences) to the `k` best endpoints.
+#[utoipa::path(post, path = "/v1/resolve", tag = "registry",
+    request_body(content = Intent, content_type = "application/json"),
+    responses((status = 200, body = ResolveResponse), (status = 400, body = Problem),
+              (status = 415, body = Problem), (status = 422, body = Problem),
+              (status = 503, body = Problem)))]
+pub(super) async fn resolve(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<ResolveResponse>, Problem> {
+    let bytes = json_body(&headers, body)?;
+    well_formed(&bytes)?;
+    let intent = Intent::from_json(&bytes)
+        .map_err(|e| invalid("invalid-intent", "Invalid intent", e.to_string()))?;
+    let explain = intent.explain;
+    let res = call_registry(&s, |r| RegistryMsg::Resolve(Box::new(intent), r)).await?;
+    let members = member_index(&s).await;
+    Ok(axum::Json(resolve_dto(res, &members, explain)))
+}
+
+/// The routes compiled for the intent classes resolved on this node (the registry's route
+/// deltas folded together).
+#[utoipa::path(get, path = "/v1/intent-routes", tag = "registry",
+    responses((status = 200, body = IntentRoutes), (status = 503, body = Problem)))]
+pub(super) async fn intent_routes(
+    State(s): State<AppState>,
+) -> Result<axum::Json<IntentRoutes>, Problem> {
+    let (version, routes) = call_registry(&s, RegistryMsg::Routes).await?;
+    Ok(axum::Json(IntentRoutes {
+        version,
+        routes: routes
+            .into_iter()
+            .map(|r| IntentRouteDto {
+                key: format!("{:032x}", r.key),
+                class: r.class,
+                hops: r
+                    .hops
+                    .into_iter()
+                    .map(|h| IntentHopDto {
+                        node: h.node.to_hex(),
+                        service: h.service,
+                        port: h.port,
+                        weight: h.weight,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }))
+}
+
+/// The broadcast overlay's views and this node's Vivaldi coordinate.
+#[utoipa::path(get, path = "/v1/overlay", tag = "registry",
+    responses((status = 200, body = OverlayDto), (status = 503, body = Problem)))]
+pub(super) async fn overlay(State(s): State<AppState>) -> Result<axum::Json<OverlayDto>, Problem> {
+    let g = gossip(&s).await?;
+    let (active, passive) = match g
+        .call(GossipMsg::OverlayViews, Some(ACTOR_CALL_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(v)) => v,
+        _ => return Err(Problem::unavailable("gossip")),
+    };
+    let coord = call_registry(&s, RegistryMsg::Coordinate).await?;
+    Ok(axum::Json(OverlayDto {
+        active: active.iter().map(ToString::to_string).collect(),
+        passive: passive.iter().map(ToString::to_string).collect(),
+        coordinate: serde_json::to_value(coord).unwrap_or_default(),
+    }))
+}
