@@ -67,13 +67,17 @@ pub enum StorageError {
     },
 }
 
-/// Small durable key-value storage for node state (generation, known peers; later issues add
-/// registrations and the Raft log).
+/// Small durable key-value storage for node state (generation, known peers, registrations; the
+/// trust issue adds the Raft log).
 pub trait Storage: Send + Sync + Debug + 'static {
     /// The value under `key`, if any.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Stores `value` under `key`; durable (survives SIGKILL) once this returns `Ok`.
     fn put(&self, key: &str, value: &[u8]) -> Result<(), StorageError>;
+    /// Removes `key` (absent is not an error); durable once this returns `Ok`.
+    fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// Every key starting with `prefix`, with its value, in key order.
+    fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
 }
 
 /// [`Storage`] in a sled database.
@@ -109,6 +113,24 @@ impl Storage for SledStorage {
             .map(|_| ())
             .map_err(|e| StorageError::Backend(e.to_string()))
     }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.db
+            .remove(key)
+            .and_then(|_| self.db.flush())
+            .map(|_| ())
+            .map_err(|e| StorageError::Backend(e.to_string()))
+    }
+
+    fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (k, v) = item.map_err(|e| StorageError::Backend(e.to_string()))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
 }
 
 /// [`Storage`] in memory: for tests and for simulated nodes whose "disk" the simulator keeps.
@@ -133,6 +155,27 @@ impl Storage for MemoryStorage {
             .map_err(|_| StorageError::Backend("poisoned".into()))?;
         map.insert(key.to_owned(), value.to_vec());
         Ok(())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let mut map = self
+            .map
+            .lock()
+            .map_err(|_| StorageError::Backend("poisoned".into()))?;
+        map.remove(key);
+        Ok(())
+    }
+
+    fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let map = self
+            .map
+            .lock()
+            .map_err(|_| StorageError::Backend("poisoned".into()))?;
+        Ok(map
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 
@@ -169,6 +212,31 @@ mod tests {
         }
         let db = SledStorage::open(&dir.path().join("db")).expect("reopen");
         assert_eq!(next_generation(&db).expect("gen"), 3);
+    }
+
+    #[test]
+    fn delete_and_prefix_scan_on_both_backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sled = SledStorage::open(&dir.path().join("db")).expect("open");
+        let mem = MemoryStorage::default();
+        for s in [&sled as &dyn Storage, &mem] {
+            s.put("reg/b", b"2").expect("put");
+            s.put("reg/a", b"1").expect("put");
+            s.put("reh", b"x").expect("put");
+            s.put("re", b"y").expect("put");
+            let got = s.scan_prefix("reg/").expect("scan");
+            assert_eq!(
+                got,
+                vec![
+                    ("reg/a".into(), b"1".to_vec()),
+                    ("reg/b".into(), b"2".to_vec())
+                ]
+            );
+            s.delete("reg/a").expect("delete");
+            s.delete("reg/absent").expect("absent is fine");
+            assert_eq!(s.scan_prefix("reg/").expect("scan").len(), 1);
+            assert_eq!(s.get("reg/a").expect("get"), None);
+        }
     }
 
     #[test]

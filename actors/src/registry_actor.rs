@@ -45,8 +45,8 @@ use crate::metrics::NodeMetrics;
 use crate::supervisor::SupervisorMsg;
 use crate::task::AbortOnDrop;
 
-/// Storage key of this node's registrations (a JSON array of SADs).
-const SERVICES_KEY: &str = "registry/services";
+/// Storage key prefix of this node's registrations: one JSON SAD per key `registry/service/<id>`.
+const SERVICE_PREFIX: &str = "registry/service/";
 /// Storage key of the advert-version floor (8 bytes, big endian).
 const VERSION_KEY: &str = "registry/version-floor";
 /// Inputs the registry's inbox holds before the gossip actor starts dropping them.
@@ -125,9 +125,17 @@ impl std::fmt::Debug for RegistryArgs {
 pub struct StorageStore(pub Arc<dyn Storage>);
 
 impl RegistryStore for StorageStore {
-    fn save_services(&mut self, services: &[Sad]) -> Result<(), String> {
-        let bytes = serde_json::to_vec(services).map_err(|e| e.to_string())?;
-        self.0.put(SERVICES_KEY, &bytes).map_err(|e| e.to_string())
+    fn put_service(&mut self, sad: &Sad) -> Result<(), String> {
+        let bytes = serde_json::to_vec(sad).map_err(|e| e.to_string())?;
+        self.0
+            .put(&format!("{SERVICE_PREFIX}{}", sad.id), &bytes)
+            .map_err(|e| e.to_string())
+    }
+
+    fn delete_service(&mut self, id: &str) -> Result<(), String> {
+        self.0
+            .delete(&format!("{SERVICE_PREFIX}{id}"))
+            .map_err(|e| e.to_string())
     }
 
     fn save_version_floor(&mut self, floor: u64) -> Result<(), String> {
@@ -360,11 +368,14 @@ impl Actor for RegistryActor {
         (args, supervisor): (RegistryArgs, ActorRef<SupervisorMsg>),
     ) -> Result<RegistryState, ActorProcessingErr> {
         let floor = load_floor(args.storage.as_ref())?;
-        let stored: Vec<Sad> = match args.storage.get(SERVICES_KEY)? {
-            None => Vec::new(),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| format!("stored registrations are corrupt: {e}"))?,
-        };
+        let mut stored: Vec<Sad> = Vec::new();
+        for (key, bytes) in args.storage.scan_prefix(SERVICE_PREFIX)? {
+            match serde_json::from_slice(&bytes) {
+                Ok(sad) => stored.push(sad),
+                // One bad record must not take the others (or the node) down.
+                Err(err) => tracing::warn!(%key, %err, "stored registration is corrupt; skipped"),
+            }
+        }
         let restored = stored.len();
         let node = RegistryNode::new(
             millis(args.epoch),
