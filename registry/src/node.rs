@@ -23,8 +23,9 @@ use crate::{
 /// Versions reserved per storage write: the version counter is persisted as a floor this far
 /// ahead, so signing adverts writes to storage once per this many.
 pub const VERSION_BLOCK: u64 = 1024;
-/// Services one node may register.
-pub const LOCAL_SERVICES_MAX: usize = 256;
+/// Services one node may register (the registry holds at most
+/// [`crate::SERVICES_PER_NODE_MAX`] per origin).
+pub const LOCAL_SERVICES_MAX: usize = crate::SERVICES_PER_NODE_MAX;
 /// Adverts one anti-entropy answer sends at most.
 pub const ANTI_ENTROPY_ADVERTS_MAX: usize = 256;
 
@@ -35,10 +36,14 @@ pub const TAG_DIGEST_REPLY: u8 = 0x02;
 /// First byte of an anti-entropy unicast: one signed advert.
 pub const TAG_ADVERT: u8 = 0x03;
 
-/// Durable storage for one node's registry.
+/// Durable storage for one node's registry: one record per registration (so registering costs
+/// one small write however many services the node holds) and the version floor. Each call is
+/// durable when it returns `Ok`.
 pub trait RegistryStore {
-    /// Replaces the stored registrations.
-    fn save_services(&mut self, services: &[Sad]) -> Result<(), String>;
+    /// Stores (or replaces) the registration `sad.id`.
+    fn put_service(&mut self, sad: &Sad) -> Result<(), String>;
+    /// Removes the registration `id` (absent is not an error).
+    fn delete_service(&mut self, id: &str) -> Result<(), String>;
     /// Stores the version floor (every version below it may have been used).
     fn save_version_floor(&mut self, floor: u64) -> Result<(), String>;
 }
@@ -46,15 +51,25 @@ pub trait RegistryStore {
 /// An in-memory [`RegistryStore`] (tests and the simulator, whose "disks" survive crashes).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryStore {
-    /// The stored registrations.
+    /// The stored registrations, by id.
     pub services: Vec<Sad>,
     /// The stored version floor.
     pub version_floor: u64,
 }
 
 impl RegistryStore for MemoryStore {
-    fn save_services(&mut self, services: &[Sad]) -> Result<(), String> {
-        self.services = services.to_vec();
+    fn put_service(&mut self, sad: &Sad) -> Result<(), String> {
+        match self.services.binary_search_by(|s| s.id.cmp(&sad.id)) {
+            Ok(i) => self.services[i] = sad.clone(),
+            Err(i) => self.services.insert(i, sad.clone()),
+        }
+        Ok(())
+    }
+
+    fn delete_service(&mut self, id: &str) -> Result<(), String> {
+        if let Ok(i) = self.services.binary_search_by(|s| s.id.as_str().cmp(id)) {
+            self.services.remove(i);
+        }
         Ok(())
     }
 
@@ -265,11 +280,6 @@ impl<S: RegistryStore> RegistryNode<S> {
         Ok(self.core.publish(now, sad.clone(), coord, &self.key)?)
     }
 
-    fn persist_local(&mut self) -> Result<(), NodeError> {
-        let sads: Vec<Sad> = self.local.values().map(|s| s.sad.clone()).collect();
-        self.store.save_services(&sads).map_err(NodeError::Storage)
-    }
-
     /// Registers or renews (same id) a local service; returns whether it was new. The lease
     /// runs `ttl_s` from `now`.
     pub fn register(&mut self, now: Millis, mut sad: Sad) -> Result<bool, NodeError> {
@@ -279,7 +289,9 @@ impl<S: RegistryStore> RegistryNode<S> {
             return Err(NodeError::Full);
         }
         sad.version = self.next_version()?;
-        let previous = self.local.insert(
+        // Persist first: if the write fails nothing changes, so the answer and the store agree.
+        self.store.put_service(&sad).map_err(NodeError::Storage)?;
+        self.local.insert(
             sad.id.clone(),
             LocalService {
                 lease_until: now + lease(&sad),
@@ -287,14 +299,6 @@ impl<S: RegistryStore> RegistryNode<S> {
                 sad: sad.clone(),
             },
         );
-        if let Err(err) = self.persist_local() {
-            // Undo, so the answer and the store agree.
-            match previous {
-                Some(p) => self.local.insert(sad.id.clone(), p),
-                None => self.local.remove(&sad.id),
-            };
-            return Err(err);
-        }
         let coord = Some(self.vivaldi.coord());
         let advert = self.core.publish(now, sad, coord, &self.key)?;
         self.outputs
@@ -305,13 +309,11 @@ impl<S: RegistryStore> RegistryNode<S> {
 
     /// Withdraws a local service everywhere.
     pub fn deregister(&mut self, now: Millis, id: &str) -> Result<(), NodeError> {
-        let Some(removed) = self.local.remove(id) else {
+        if !self.local.contains_key(id) {
             return Err(NodeError::Unknown(id.to_owned()));
-        };
-        if let Err(err) = self.persist_local() {
-            self.local.insert(id.to_owned(), removed);
-            return Err(err);
         }
+        self.store.delete_service(id).map_err(NodeError::Storage)?;
+        self.local.remove(id);
         self.withdraw_local(now, id);
         self.recompute_routes(now);
         Ok(())
@@ -508,11 +510,9 @@ impl<S: RegistryStore> RegistryNode<S> {
             self.local.remove(id);
             self.withdraw_local(now, id);
             self.report.leases_expired += 1;
-        }
-        if !expired.is_empty() {
-            // A failed write only means a restart re-advertises them once more (and their
-            // leases then expire again).
-            let _ = self.persist_local();
+            // A failed delete only means a restart re-advertises it once more (and its lease
+            // then expires again).
+            let _ = self.store.delete_service(id);
         }
         let due: Vec<String> = self
             .local
