@@ -1,8 +1,24 @@
-//! The resolve index: per task tag, the live entries that carry it, ordered by context window,
-//! each with a compact row of the numbers resolve filters and scores on. A `min_context`
-//! constraint is a range scan; the other constraints are checked on the row; string constraints
-//! (region, model family, modalities) compare 64-bit hashes on the row and are confirmed on the
-//! full SAD only for a candidate about to enter the top-k.
+//! The resolve index. Per task tag:
+//!
+//! - an ordered map `(context window, key) → location`, the order explain lists exclusions in
+//!   and the way back from a key to its row;
+//! - a k-d tree over the rows, split on the three SAD-only score terms (latency, load, price)
+//!   and the coordinate's dimensions. Every tree node carries a [`Summary`] of the rows under
+//!   it: the largest value of each score term, the bounding box of the coordinates, and the
+//!   extremes the numeric constraints compare against (largest context window, smallest known
+//!   p50/p99, smallest price, lease end, modality/MIC/region/family presence). Resolve walks
+//!   the tree best-first by an upper bound of the score (see `resolve.rs`) and stops once the
+//!   k-th best candidate beats every bound left; constraints prune whole subtrees.
+//!
+//! The tree is maintained incrementally: an insert descends to a leaf and widens the summaries
+//! on its path; a leaf past [`LEAF_ROWS_MAX`] rows splits at the median of its widest feature;
+//! a removal takes the row out of its leaf and recomputes the summaries on the path (so bounds
+//! stay tight). If inserts arrive in an order that makes the tree too deep, or removals leave
+//! too many empty nodes, the task's tree is rebuilt balanced (amortised; bounded by
+//! [`DEPTH_SLACK`] and [`LEAF_ROWS_MEAN_MIN`]).
+//!
+//! String constraints (region, model family, modalities) compare 64-bit hashes on the row and
+//! are confirmed on the full SAD only for a candidate about to enter the top-k.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +27,21 @@ use crate::resolve::static_terms;
 use crate::sad::Sad;
 use crate::store::ServiceKey;
 use crate::vivaldi::{Coord, VIVALDI_DIMENSIONS};
+
+/// Rows a leaf holds before it splits in two.
+pub(crate) const LEAF_ROWS_MAX: usize = 32;
+/// A task's tree is rebuilt balanced when an insert lands deeper than
+/// `2 · log2(leaves) + DEPTH_SLACK`.
+pub(crate) const DEPTH_SLACK: usize = 8;
+/// A task's tree is rebuilt when its leaves hold fewer rows than this on average (and it has
+/// more than 64 nodes): removals leave near-empty leaves behind.
+pub(crate) const LEAF_ROWS_MEAN_MIN: usize = 4;
+/// Split features: the three static score terms, then the coordinate's dimensions.
+const FEATURES: usize = 3 + VIVALDI_DIMENSIONS;
+/// How much a coordinate dimension (seconds) counts against a score term (0..=1) when a leaf
+/// picks the feature to split on: the proximity term falls by ~2 per second of RTT near 100 ms.
+const COORD_SPLIT_SCALE: f64 = 2.0;
+const NO_PARENT: u32 = u32::MAX;
 
 /// A string's hash as the index compares it (0 stands for the empty string).
 pub(crate) fn str_hash(s: &str) -> u64 {
@@ -24,6 +55,11 @@ pub(crate) fn str_hash(s: &str) -> u64 {
 /// The bit of a modality in a row's modality mask.
 pub(crate) fn modality_bit(m: &str) -> u64 {
     1u64 << (xxhash_rust::xxh3::xxh3_64(m.as_bytes()) % 64)
+}
+
+/// The bit of a string hash in a summary's presence mask.
+pub(crate) fn hash_bit(h: u64) -> u64 {
+    1u64 << (h % 64)
 }
 
 /// A coordinate packed for the row (f32; proximity needs no more).
@@ -64,6 +100,7 @@ pub(crate) struct Row {
     pub(crate) region: u64,
     pub(crate) family: u64,
     pub(crate) modalities: u64,
+    pub(crate) context_window: u32,
     pub(crate) p50: u32,
     pub(crate) p99: u32,
     pub(crate) mic: bool,
@@ -80,6 +117,7 @@ impl Row {
             region: str_hash(&sad.region),
             family: str_hash(&sad.model_family),
             modalities: sad.modalities.iter().fold(0, |m, x| m | modality_bit(x)),
+            context_window: sad.context_window,
             p50: sad.latency_ms_p50,
             p99: sad.latency_ms_p99,
             mic: sad.trust.mic_serial.is_some(),
@@ -87,12 +125,462 @@ impl Row {
             coord: coord.map(PackedCoord::of),
         }
     }
+
+    fn feature(&self, d: usize) -> f64 {
+        if d < 3 {
+            self.terms[d]
+        } else {
+            self.coord
+                .map_or(0.0, |c| f64::from(c.vec[d - 3]) * COORD_SPLIT_SCALE)
+        }
+    }
 }
 
-/// Task tag → (context window, key) → row.
+/// What every row under a tree node has at most / at least: the bounds resolve prunes with.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Summary {
+    pub(crate) rows: u32,
+    /// Largest latency, load and price term.
+    pub(crate) term_max: [f64; 3],
+    /// Some row has a coordinate; the box below is over those rows.
+    pub(crate) coords: bool,
+    /// Some row has no coordinate (its proximity is neutral).
+    pub(crate) uncoordinated: bool,
+    pub(crate) coord_lo: [f32; VIVALDI_DIMENSIONS],
+    pub(crate) coord_hi: [f32; VIVALDI_DIMENSIONS],
+    pub(crate) height_min: f32,
+    pub(crate) adjustment_min: f32,
+    pub(crate) expires_max: Millis,
+    pub(crate) context_max: u32,
+    /// Smallest non-zero (known) p50 / p99; `u32::MAX` if none is known.
+    pub(crate) p50_min: u32,
+    pub(crate) p99_min: u32,
+    pub(crate) price_min: u64,
+    pub(crate) mic_any: bool,
+    /// OR of the rows' modality masks.
+    pub(crate) modalities: u64,
+    /// OR of [`hash_bit`] of the rows' region / family hashes.
+    pub(crate) regions: u64,
+    pub(crate) families: u64,
+}
+
+impl Summary {
+    fn empty() -> Summary {
+        Summary {
+            rows: 0,
+            term_max: [f64::NEG_INFINITY; 3],
+            coords: false,
+            uncoordinated: false,
+            coord_lo: [f32::INFINITY; VIVALDI_DIMENSIONS],
+            coord_hi: [f32::NEG_INFINITY; VIVALDI_DIMENSIONS],
+            height_min: f32::INFINITY,
+            adjustment_min: f32::INFINITY,
+            expires_max: 0,
+            context_max: 0,
+            p50_min: u32::MAX,
+            p99_min: u32::MAX,
+            price_min: u64::MAX,
+            mic_any: false,
+            modalities: 0,
+            regions: 0,
+            families: 0,
+        }
+    }
+
+    fn add(&mut self, row: &Row) {
+        self.rows += 1;
+        for (m, t) in self.term_max.iter_mut().zip(row.terms) {
+            *m = m.max(t);
+        }
+        match &row.coord {
+            Some(c) => {
+                self.coords = true;
+                for i in 0..VIVALDI_DIMENSIONS {
+                    self.coord_lo[i] = self.coord_lo[i].min(c.vec[i]);
+                    self.coord_hi[i] = self.coord_hi[i].max(c.vec[i]);
+                }
+                self.height_min = self.height_min.min(c.height);
+                self.adjustment_min = self.adjustment_min.min(c.adjustment);
+            }
+            None => self.uncoordinated = true,
+        }
+        self.expires_max = self.expires_max.max(row.expires_at);
+        self.context_max = self.context_max.max(row.context_window);
+        if row.p50 != 0 {
+            self.p50_min = self.p50_min.min(row.p50);
+        }
+        if row.p99 != 0 {
+            self.p99_min = self.p99_min.min(row.p99);
+        }
+        self.price_min = self.price_min.min(row.price);
+        self.mic_any |= row.mic;
+        self.modalities |= row.modalities;
+        self.regions |= hash_bit(row.region);
+        self.families |= hash_bit(row.family);
+    }
+
+    fn merge(&mut self, o: &Summary) {
+        self.rows += o.rows;
+        for (m, t) in self.term_max.iter_mut().zip(o.term_max) {
+            *m = m.max(t);
+        }
+        self.coords |= o.coords;
+        self.uncoordinated |= o.uncoordinated;
+        for i in 0..VIVALDI_DIMENSIONS {
+            self.coord_lo[i] = self.coord_lo[i].min(o.coord_lo[i]);
+            self.coord_hi[i] = self.coord_hi[i].max(o.coord_hi[i]);
+        }
+        self.height_min = self.height_min.min(o.height_min);
+        self.adjustment_min = self.adjustment_min.min(o.adjustment_min);
+        self.expires_max = self.expires_max.max(o.expires_max);
+        self.context_max = self.context_max.max(o.context_max);
+        self.p50_min = self.p50_min.min(o.p50_min);
+        self.p99_min = self.p99_min.min(o.p99_min);
+        self.price_min = self.price_min.min(o.price_min);
+        self.mic_any |= o.mic_any;
+        self.modalities |= o.modalities;
+        self.regions |= o.regions;
+        self.families |= o.families;
+    }
+
+    fn of_rows(rows: &[Row]) -> Summary {
+        let mut s = Summary::empty();
+        for r in rows {
+            s.add(r);
+        }
+        s
+    }
+
+    /// Whether `self` bounds everything `inner` bounds (for invariant checks).
+    fn covers(&self, inner: &Summary) -> bool {
+        let mut merged = self.clone();
+        merged.merge(inner);
+        merged.rows = self.rows;
+        merged == *self
+    }
+}
+
+/// A leaf's rows and their keys (parallel vectors).
+#[derive(Debug, Default)]
+pub(crate) struct Leaf {
+    pub(crate) rows: Vec<Row>,
+    pub(crate) keys: Vec<ServiceKey>,
+}
+
+#[derive(Debug)]
+pub(crate) enum NodeKind {
+    Leaf(Leaf),
+    /// Children; inserts go left when the feature `dim` is below `split`.
+    Inner {
+        dim: u8,
+        split: f64,
+        children: [u32; 2],
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct TreeNode {
+    pub(crate) summary: Summary,
+    pub(crate) kind: NodeKind,
+    parent: u32,
+}
+
+/// Where a row lives: tree node (a leaf) and position in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Loc {
+    node: u32,
+    pos: u32,
+}
+
+/// One task's rows.
+#[derive(Debug)]
+pub(crate) struct TaskRows {
+    /// `(context window, key)` → where the row is; explain's order.
+    order: BTreeMap<(u32, ServiceKey), Loc>,
+    /// The tree; node 0 is the root.
+    pub(crate) nodes: Vec<TreeNode>,
+}
+
+impl TaskRows {
+    fn new() -> TaskRows {
+        TaskRows {
+            order: BTreeMap::new(),
+            nodes: vec![TreeNode {
+                summary: Summary::empty(),
+                kind: NodeKind::Leaf(Leaf::default()),
+                parent: NO_PARENT,
+            }],
+        }
+    }
+
+    /// Live entries carrying the task (including those whose lease ended but that
+    /// [`crate::Registry::expire`] has not yet removed).
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The rows in `(context window, key)` order.
+    pub(crate) fn ordered(&self) -> impl Iterator<Item = (&ServiceKey, &Row)> {
+        self.order
+            .iter()
+            .map(|((_, key), loc)| (key, self.row(*loc)))
+    }
+
+    /// Every leaf (in tree order).
+    pub(crate) fn leaves(&self) -> impl Iterator<Item = &Leaf> {
+        self.nodes.iter().filter_map(|n| match &n.kind {
+            NodeKind::Leaf(l) => Some(l),
+            NodeKind::Inner { .. } => None,
+        })
+    }
+
+    fn row(&self, loc: Loc) -> &Row {
+        match &self.nodes[loc.node as usize].kind {
+            NodeKind::Leaf(l) => &l.rows[loc.pos as usize],
+            NodeKind::Inner { .. } => unreachable!("a location points at a leaf"),
+        }
+    }
+
+    fn leaf_mut(&mut self, node: u32) -> &mut Leaf {
+        match &mut self.nodes[node as usize].kind {
+            NodeKind::Leaf(l) => l,
+            NodeKind::Inner { .. } => unreachable!("a location points at a leaf"),
+        }
+    }
+
+    fn insert(&mut self, key: &ServiceKey, row: Row) -> bool {
+        let ordered = (row.context_window, key.clone());
+        if self.order.contains_key(&ordered) {
+            return false;
+        }
+        // Descend, widening summaries on the way.
+        let mut at = 0u32;
+        let mut depth = 0usize;
+        loop {
+            let node = &mut self.nodes[at as usize];
+            node.summary.add(&row);
+            match &node.kind {
+                NodeKind::Inner {
+                    dim,
+                    split,
+                    children,
+                } => {
+                    at = if row.feature(usize::from(*dim)) < *split {
+                        children[0]
+                    } else {
+                        children[1]
+                    };
+                    depth += 1;
+                }
+                NodeKind::Leaf(_) => break,
+            }
+        }
+        let leaf = self.leaf_mut(at);
+        let pos = leaf.rows.len() as u32;
+        leaf.rows.push(row);
+        leaf.keys.push(key.clone());
+        self.order.insert(ordered, Loc { node: at, pos });
+        if self.leaf_mut(at).rows.len() > LEAF_ROWS_MAX {
+            // ~2 nodes per leaf: log2(nodes) ≈ log2(leaves) + 1.
+            let log2_nodes = (usize::BITS - self.nodes.len().leading_zeros()) as usize;
+            if depth > 2 * log2_nodes + DEPTH_SLACK {
+                self.rebuild();
+            } else {
+                self.split_leaf(at);
+            }
+        }
+        true
+    }
+
+    fn remove(&mut self, key: &ServiceKey, context_window: u32) -> bool {
+        let Some(loc) = self.order.remove(&(context_window, key.clone())) else {
+            return false;
+        };
+        let leaf = self.leaf_mut(loc.node);
+        leaf.rows.swap_remove(loc.pos as usize);
+        leaf.keys.swap_remove(loc.pos as usize);
+        if let (Some(moved_row), Some(moved_key)) = (
+            leaf.rows.get(loc.pos as usize),
+            leaf.keys.get(loc.pos as usize),
+        ) {
+            let moved = (moved_row.context_window, moved_key.clone());
+            if let Some(l) = self.order.get_mut(&moved) {
+                *l = loc;
+            }
+        }
+        // Recompute the leaf's summary, then each ancestor's from its children.
+        let leaf_summary = match &self.nodes[loc.node as usize].kind {
+            NodeKind::Leaf(l) => Summary::of_rows(&l.rows),
+            NodeKind::Inner { .. } => unreachable!("a location points at a leaf"),
+        };
+        self.nodes[loc.node as usize].summary = leaf_summary;
+        let mut at = self.nodes[loc.node as usize].parent;
+        while at != NO_PARENT {
+            let NodeKind::Inner { children, .. } = &self.nodes[at as usize].kind else {
+                unreachable!("a parent is an inner node")
+            };
+            let mut s = self.nodes[children[0] as usize].summary.clone();
+            s.merge(&self.nodes[children[1] as usize].summary);
+            self.nodes[at as usize].summary = s;
+            at = self.nodes[at as usize].parent;
+        }
+        if self.nodes.len() > 2 * self.order.len() / LEAF_ROWS_MEAN_MIN + 64 {
+            self.rebuild();
+        }
+        true
+    }
+
+    /// Splits a leaf at the median of its widest feature into two new leaves.
+    fn split_leaf(&mut self, at: u32) {
+        let NodeKind::Leaf(leaf) = std::mem::replace(
+            &mut self.nodes[at as usize].kind,
+            NodeKind::Leaf(Leaf::default()),
+        ) else {
+            unreachable!("only leaves split")
+        };
+        let pairs: Vec<(Row, ServiceKey)> = leaf.rows.into_iter().zip(leaf.keys).collect();
+        self.build_into(at, pairs);
+    }
+
+    /// Turns node `at` (whose summary and parent are already right) into a balanced subtree
+    /// over `pairs`, and points the rows' locations at their leaves.
+    fn build_into(&mut self, at: u32, mut pairs: Vec<(Row, ServiceKey)>) {
+        if pairs.len() <= LEAF_ROWS_MAX {
+            for (pos, (row, key)) in pairs.iter().enumerate() {
+                let loc = Loc {
+                    node: at,
+                    pos: pos as u32,
+                };
+                if let Some(l) = self.order.get_mut(&(row.context_window, key.clone())) {
+                    *l = loc;
+                }
+            }
+            let (rows, keys) = pairs.into_iter().unzip();
+            self.nodes[at as usize].kind = NodeKind::Leaf(Leaf { rows, keys });
+            return;
+        }
+        let dim = widest_feature(&pairs);
+        let mid = pairs.len() / 2;
+        pairs.select_nth_unstable_by(mid, |a, b| {
+            a.0.feature(dim)
+                .total_cmp(&b.0.feature(dim))
+                .then_with(|| a.1.cmp(&b.1))
+        });
+        let split = pairs[mid].0.feature(dim);
+        let right = pairs.split_off(mid);
+        let mut children = [0u32; 2];
+        for (i, half) in [pairs, right].into_iter().enumerate() {
+            let id = self.nodes.len() as u32;
+            self.nodes.push(TreeNode {
+                summary: Summary::of_rows_pairs(&half),
+                kind: NodeKind::Leaf(Leaf::default()),
+                parent: at,
+            });
+            children[i] = id;
+            self.build_into(id, half);
+        }
+        self.nodes[at as usize].kind = NodeKind::Inner {
+            dim: dim as u8,
+            split,
+            children,
+        };
+    }
+
+    /// Rebuilds the whole tree balanced.
+    fn rebuild(&mut self) {
+        let mut pairs = Vec::with_capacity(self.order.len());
+        for node in std::mem::take(&mut self.nodes) {
+            if let NodeKind::Leaf(l) = node.kind {
+                pairs.extend(l.rows.into_iter().zip(l.keys));
+            }
+        }
+        self.nodes.push(TreeNode {
+            summary: Summary::of_rows_pairs(&pairs),
+            kind: NodeKind::Leaf(Leaf::default()),
+            parent: NO_PARENT,
+        });
+        self.build_into(0, pairs);
+    }
+
+    fn check_invariants(&self, task: &str) {
+        let mut rows = 0;
+        for (i, node) in self.nodes.iter().enumerate() {
+            match &node.kind {
+                NodeKind::Leaf(l) => {
+                    assert_eq!(l.rows.len(), l.keys.len(), "{task}: leaf vectors");
+                    assert_eq!(
+                        node.summary,
+                        Summary::of_rows(&l.rows),
+                        "{task}: leaf {i} summary"
+                    );
+                    for (pos, (row, key)) in l.rows.iter().zip(&l.keys).enumerate() {
+                        let loc = self.order.get(&(row.context_window, key.clone()));
+                        assert_eq!(
+                            loc,
+                            Some(&Loc {
+                                node: i as u32,
+                                pos: pos as u32
+                            }),
+                            "{task}: location of {key:?}"
+                        );
+                    }
+                    rows += l.rows.len();
+                }
+                NodeKind::Inner { children, .. } => {
+                    let [a, b] = children.map(|c| &self.nodes[c as usize]);
+                    assert_eq!(a.parent, i as u32, "{task}: parent link");
+                    assert_eq!(b.parent, i as u32, "{task}: parent link");
+                    assert_eq!(
+                        node.summary.rows,
+                        a.summary.rows + b.summary.rows,
+                        "{task}: node {i} row count"
+                    );
+                    assert!(
+                        node.summary.covers(&a.summary) && node.summary.covers(&b.summary),
+                        "{task}: node {i} bounds its children"
+                    );
+                }
+            }
+        }
+        assert_eq!(rows, self.order.len(), "{task}: rows in leaves");
+        assert_eq!(self.nodes[0].parent, NO_PARENT, "{task}: root");
+    }
+}
+
+impl Summary {
+    fn of_rows_pairs(pairs: &[(Row, ServiceKey)]) -> Summary {
+        let mut s = Summary::empty();
+        for (r, _) in pairs {
+            s.add(r);
+        }
+        s
+    }
+}
+
+/// The feature with the largest spread over `pairs` (ties: the lowest feature).
+fn widest_feature(pairs: &[(Row, ServiceKey)]) -> usize {
+    let mut lo = [f64::INFINITY; FEATURES];
+    let mut hi = [f64::NEG_INFINITY; FEATURES];
+    for (row, _) in pairs {
+        for d in 0..FEATURES {
+            let f = row.feature(d);
+            lo[d] = lo[d].min(f);
+            hi[d] = hi[d].max(f);
+        }
+    }
+    let mut best = 0;
+    for d in 1..FEATURES {
+        if hi[d] - lo[d] > hi[best] - lo[best] {
+            best = d;
+        }
+    }
+    best
+}
+
+/// Task tag → that task's rows.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    by_task: BTreeMap<String, BTreeMap<(u32, ServiceKey), Row>>,
+    by_task: BTreeMap<String, TaskRows>,
     rows: usize,
 }
 
@@ -106,11 +594,11 @@ impl Index {
     ) {
         let row = Row::of(sad, coord, expires_at);
         for task in &sad.tasks {
-            let rows = self.by_task.entry(task.clone()).or_default();
-            if rows
-                .insert((sad.context_window, key.clone()), row.clone())
-                .is_none()
-            {
+            let rows = self
+                .by_task
+                .entry(task.clone())
+                .or_insert_with(TaskRows::new);
+            if rows.insert(key, row.clone()) {
                 self.rows += 1;
             }
         }
@@ -119,18 +607,25 @@ impl Index {
     pub(crate) fn remove(&mut self, key: &ServiceKey, sad: &Sad) {
         for task in &sad.tasks {
             if let Some(rows) = self.by_task.get_mut(task.as_str()) {
-                if rows.remove(&(sad.context_window, key.clone())).is_some() {
+                if rows.remove(key, sad.context_window) {
                     self.rows -= 1;
                 }
-                if rows.is_empty() {
+                if rows.len() == 0 {
                     self.by_task.remove(task.as_str());
                 }
             }
         }
     }
 
-    pub(crate) fn task(&self, task: &str) -> Option<&BTreeMap<(u32, ServiceKey), Row>> {
+    pub(crate) fn task(&self, task: &str) -> Option<&TaskRows> {
         self.by_task.get(task)
+    }
+
+    /// Whether `key` is indexed under `task` with this context window.
+    pub(crate) fn contains(&self, task: &str, context_window: u32, key: &ServiceKey) -> bool {
+        self.by_task
+            .get(task)
+            .is_some_and(|t| t.order.contains_key(&(context_window, key.clone())))
     }
 
     /// Rows over all tasks (an entry with n tags has n rows).
@@ -141,5 +636,16 @@ impl Index {
     /// Distinct task tags indexed.
     pub(crate) fn tasks(&self) -> usize {
         self.by_task.len()
+    }
+
+    /// Asserts the trees' structure: every row in exactly one leaf at its recorded location,
+    /// every summary exact at the leaves and covering its children above.
+    pub(crate) fn check_invariants(&self) {
+        let mut rows = 0;
+        for (task, t) in &self.by_task {
+            t.check_invariants(task);
+            rows += t.len();
+        }
+        assert_eq!(rows, self.rows, "index rows over tasks");
     }
 }

@@ -1,16 +1,14 @@
 //! Intent resolution: filter the live entries of the intent's task by its constraints, score
 //! the rest, return the top k. The formula is in `docs/sad.md` ("Scoring").
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-use std::ops::Bound;
-
-use crate::index::{Row, modality_bit, str_hash};
+use crate::index::{NodeKind, Row, Summary, TaskRows, hash_bit, modality_bit, str_hash};
 use crate::intent::{Intent, K_MAX};
 use crate::sad::{Endpoint, Sad};
 use crate::store::{Registry, ServiceKey};
 use crate::vivaldi::{Coord, estimate_rtt};
 use crate::{Millis, NodeId};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 /// p50 latency at which the latency term is 0.5.
 pub const LATENCY_REF_MS: f64 = 100.0;
@@ -129,6 +127,7 @@ impl<'a> Query<'a> {
     fn row_passes(&self, row: &Row) -> bool {
         let i = self.intent;
         row.expires_at > self.now
+            && i.min_context.is_none_or(|m| row.context_window >= m)
             && i.max_latency_ms
                 .is_none_or(|m| row.p50 != 0 && row.p50 <= m)
             && i.max_latency_p99_ms
@@ -140,9 +139,38 @@ impl<'a> Query<'a> {
             && row.modalities & self.modalities == self.modalities
     }
 
+    /// Whether some row under `s` may pass [`Query::row_passes`] (`false` = none can).
+    fn may_contain(&self, s: &Summary) -> bool {
+        let i = self.intent;
+        s.rows > 0
+            && s.expires_max > self.now
+            && i.min_context.is_none_or(|m| s.context_max >= m)
+            && i.max_latency_ms.is_none_or(|m| s.p50_min <= m)
+            && i.max_latency_p99_ms.is_none_or(|m| s.p99_min <= m)
+            && i.max_price_micros_per_1k.is_none_or(|m| s.price_min <= m)
+            && (!i.require_mic || s.mic_any)
+            && self.region.is_none_or(|h| s.regions & hash_bit(h) != 0)
+            && self.family.is_none_or(|h| s.families & hash_bit(h) != 0)
+            && s.modalities & self.modalities == self.modalities
+    }
+
     /// Whether hash comparisons must be confirmed on the SAD.
     fn needs_exact(&self) -> bool {
         self.region.is_some() || self.family.is_some() || self.modalities != 0
+    }
+
+    /// Whether [`Query::bound`] bounds every score: the weights sum to a finite positive
+    /// number and the local coordinate (if any) is finite with a non-negative height, so every
+    /// estimated RTT is `>= 0` and every proximity term is in `(0, 1]`.
+    fn bounded(&self) -> bool {
+        self.weight_sum.is_finite()
+            && self.weight_sum > 0.0
+            && self.local.is_none_or(|c| {
+                c.vec.iter().all(|x| x.is_finite())
+                    && c.height.is_finite()
+                    && c.height >= 0.0
+                    && c.adjustment.is_finite()
+            })
     }
 
     fn proximity(&self, row: &Row) -> f64 {
@@ -152,21 +180,79 @@ impl<'a> Query<'a> {
         }
     }
 
-    fn score(&self, row: &Row) -> f64 {
+    /// The largest proximity term of any row under `s`.
+    ///
+    /// Every step is the row's own computation (`PackedCoord::distance_from`, then
+    /// `proximity_term`) applied to a value that is `<=` the row's at that step, in the same
+    /// order: the per-dimension gap to the box (0 inside), the sum of squares, the square root,
+    /// the heights and adjustments at their minimum. IEEE rounding is monotone, so the result is
+    /// `>=` the term any row computes, bit for bit, not just up to rounding.
+    fn proximity_max(&self, s: &Summary) -> f64 {
+        let Some(local) = self.local else {
+            return NEUTRAL_TERM;
+        };
+        let mut best = if s.uncoordinated { NEUTRAL_TERM } else { 0.0 };
+        if s.coords {
+            let mut sum = 0.0;
+            for (i, a) in local.vec.iter().enumerate() {
+                let lo = f64::from(s.coord_lo[i]);
+                let hi = f64::from(s.coord_hi[i]);
+                let d = if *a < lo {
+                    a - lo
+                } else if *a > hi {
+                    a - hi
+                } else {
+                    0.0
+                };
+                sum += d * d;
+            }
+            let raw = sum.sqrt() + local.height + f64::from(s.height_min);
+            let adjusted = raw + local.adjustment + f64::from(s.adjustment_min);
+            // A row's RTT is its adjusted distance if that is > 0, else its raw distance.
+            let rtt = raw.min(adjusted.max(0.0));
+            if rtt < 0.0 {
+                return f64::INFINITY;
+            }
+            best = best.max(proximity_term(rtt));
+        }
+        best
+    }
+
+    /// `Σ wᵢ·termᵢ / Σ wᵢ` in one fixed order (shared by [`Query::score`] and
+    /// [`Query::bound`], so a bound computed from larger terms is never below a score).
+    fn combine(&self, terms: [f64; 4]) -> f64 {
         if self.weight_sum == 0.0 {
             return 0.0;
         }
-        let terms = [
-            row.terms[0],
-            row.terms[1],
-            row.terms[2],
-            self.proximity(row),
-        ];
         let mut sum = 0.0;
         for (w, t) in self.weights.iter().zip(terms) {
             sum += w * t;
         }
         sum / self.weight_sum
+    }
+
+    fn score(&self, row: &Row) -> f64 {
+        self.combine([
+            row.terms[0],
+            row.terms[1],
+            row.terms[2],
+            self.proximity(row),
+        ])
+    }
+
+    /// An upper bound of the score of every row under `s` (valid when [`Query::bounded`]), and
+    /// the proximity term bound used in it.
+    fn bound(&self, s: &Summary) -> (f64, f64) {
+        // A zero weight multiplies any finite term to 0, as in the score.
+        let proximity = if self.weights[3] == 0.0 {
+            0.0
+        } else {
+            self.proximity_max(s)
+        };
+        (
+            self.combine([s.term_max[0], s.term_max[1], s.term_max[2], proximity]),
+            proximity,
+        )
     }
 }
 
@@ -297,6 +383,84 @@ impl Ord for Ranked<'_> {
     }
 }
 
+/// The best `k` seen so far (a bounded heap, worst on top).
+struct TopK<'r> {
+    k: usize,
+    heap: BinaryHeap<Ranked<'r>>,
+}
+
+impl<'r> TopK<'r> {
+    fn new(k: usize) -> Self {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
+    }
+
+    /// Offers a candidate that passed the row filter; `confirm` (the exact check) runs only if
+    /// it would enter the top k.
+    fn offer(&mut self, score: f64, key: &'r ServiceKey, confirm: impl FnOnce() -> bool) {
+        let item = Ranked { score, key };
+        // The heap's top is the worst kept; `>=` there means `item` is not better.
+        if self.heap.len() == self.k && self.heap.peek().is_some_and(|worst| item >= *worst) {
+            return;
+        }
+        if !confirm() {
+            return;
+        }
+        self.heap.push(item);
+        if self.heap.len() > self.k {
+            self.heap.pop();
+        }
+    }
+
+    /// The k-th best score once k are held: nothing scoring below it can enter.
+    fn threshold(&self) -> Option<f64> {
+        if self.heap.len() == self.k {
+            self.heap.peek().map(|w| w.score)
+        } else {
+            None
+        }
+    }
+
+    fn into_sorted(self) -> Vec<Ranked<'r>> {
+        self.heap.into_sorted_vec()
+    }
+}
+
+/// A tree node waiting in the best-first search: its score bound (and the proximity term
+/// bound that went into it).
+struct Frontier {
+    bound: f64,
+    proximity: f64,
+    node: u32,
+}
+
+impl PartialEq for Frontier {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Frontier {}
+impl PartialOrd for Frontier {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Frontier {
+    /// Higher bound first, then lower node index.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.bound
+            .total_cmp(&other.bound)
+            .then_with(|| other.node.cmp(&self.node))
+    }
+}
+
+/// Whether a score `bound` is below the top-k threshold (so nothing under it can enter).
+fn below(bound: f64, threshold: Option<f64>) -> bool {
+    threshold.is_some_and(|t| bound.total_cmp(&t) == Ordering::Less)
+}
+
 impl Registry {
     /// Resolves an intent to at most `k` ranked candidates (see `docs/sad.md`). Call
     /// [`Intent::validate`] first; `k` outside `1..=K_MAX` is clamped here.
@@ -314,16 +478,10 @@ impl Registry {
             return resolution;
         };
         resolution.considered = rows.len();
-        let mut heap: BinaryHeap<Ranked<'_>> = BinaryHeap::with_capacity(k + 1);
-        let lower = match intent.min_context {
-            Some(min) if !intent.explain => {
-                Bound::Included((min, ServiceKey::new(NodeId([0; 32]), String::new())))
-            }
-            _ => Bound::Unbounded,
-        };
-        let exact = query.needs_exact();
-        for ((_, key), row) in rows.range((lower, Bound::Unbounded)) {
-            if intent.explain {
+        let mut top = TopK::new(k);
+        if intent.explain {
+            // Exact checks on every SAD, in (context window, key) order for `excluded`.
+            for (key, row) in rows.ordered() {
                 let Some(sad) = self.get(key).and_then(|e| e.sad()) else {
                     continue;
                 };
@@ -338,33 +496,98 @@ impl Registry {
                     }
                     continue;
                 }
-            } else if !query.row_passes(row) {
-                continue;
+                top.offer(query.score(row), key, || true);
             }
-            let item = Ranked {
-                score: query.score(row),
-                key,
-            };
-            if heap.len() == k {
-                // The heap's top is the worst kept; `>` there means `item` is not better.
-                if heap.peek().is_some_and(|worst| item >= *worst) {
-                    continue;
+        } else if query.bounded() {
+            self.search(&query, rows, &mut top);
+        } else {
+            // Scores that cannot be bounded (weights summing to 0 or overflowing, an invalid
+            // local coordinate): scan every row.
+            for leaf in rows.leaves() {
+                for (row, key) in leaf.rows.iter().zip(&leaf.keys) {
+                    self.offer_row(&query, row, key, &mut top);
                 }
-            }
-            if exact && !intent.explain {
-                let exact_ok = self.get(key).and_then(|e| e.sad()).is_some_and(|sad| {
-                    first_failure(intent, sad, row.expires_at, ctx.now).is_none()
-                });
-                if !exact_ok {
-                    continue;
-                }
-            }
-            heap.push(item);
-            if heap.len() > k {
-                heap.pop();
             }
         }
-        let ranked = heap.into_sorted_vec();
+        self.finish(&query, ctx, resolution, top.into_sorted())
+    }
+
+    /// Row filter, score, and the exact check for a row about to enter the top k.
+    fn offer_row<'r>(&self, query: &Query<'_>, row: &Row, key: &'r ServiceKey, top: &mut TopK<'r>) {
+        if !query.row_passes(row) {
+            return;
+        }
+        let exact = query.needs_exact();
+        top.offer(query.score(row), key, || {
+            !exact
+                || self.get(key).and_then(|e| e.sad()).is_some_and(|sad| {
+                    first_failure(query.intent, sad, row.expires_at, query.now).is_none()
+                })
+        });
+    }
+
+    /// Best-first search of the task's tree: pop the node with the highest score bound, stop
+    /// when it is below the k-th best score held (every row left scores at most its bound).
+    /// Subtrees whose summary rules out every constraint are skipped.
+    fn search<'r>(&self, query: &Query<'_>, rows: &'r TaskRows, top: &mut TopK<'r>) {
+        let mut frontier: BinaryHeap<Frontier> = BinaryHeap::new();
+        let root = &rows.nodes[0].summary;
+        if query.may_contain(root) {
+            let (bound, proximity) = query.bound(root);
+            frontier.push(Frontier {
+                bound,
+                proximity,
+                node: 0,
+            });
+        }
+        while let Some(next) = frontier.pop() {
+            if below(next.bound, top.threshold()) {
+                break;
+            }
+            match &rows.nodes[next.node as usize].kind {
+                NodeKind::Leaf(leaf) => {
+                    let proximity = next.proximity;
+                    for (row, key) in leaf.rows.iter().zip(&leaf.keys) {
+                        // The row's static terms with the leaf's proximity bound: an upper
+                        // bound of its score that needs no distance.
+                        if below(
+                            query.combine([row.terms[0], row.terms[1], row.terms[2], proximity]),
+                            top.threshold(),
+                        ) {
+                            continue;
+                        }
+                        self.offer_row(query, row, key, top);
+                    }
+                }
+                NodeKind::Inner { children, .. } => {
+                    for &child in children {
+                        let summary = &rows.nodes[child as usize].summary;
+                        if !query.may_contain(summary) {
+                            continue;
+                        }
+                        let (bound, proximity) = query.bound(summary);
+                        if !below(bound, top.threshold()) {
+                            frontier.push(Frontier {
+                                bound,
+                                proximity,
+                                node: child,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Builds the candidates (best first) from the ranked keys.
+    fn finish(
+        &self,
+        query: &Query<'_>,
+        ctx: &ResolveContext,
+        mut resolution: Resolution,
+        ranked: Vec<Ranked<'_>>,
+    ) -> Resolution {
+        let intent = query.intent;
         for item in ranked {
             let Some(entry) = self.get(item.key) else {
                 continue;
@@ -372,7 +595,7 @@ impl Registry {
             let Some(sad) = entry.sad() else { continue };
             let why = if intent.explain {
                 let mut why = reasons_met(intent, sad);
-                why.extend(score_terms(&query, sad, entry.coord(), ctx));
+                why.extend(score_terms(query, sad, entry.coord(), ctx));
                 why
             } else {
                 Vec::new()
@@ -387,6 +610,58 @@ impl Registry {
             });
         }
         resolution
+    }
+
+    /// The plain definition of [`Registry::resolve`], for differential tests: every live
+    /// record carrying the task, in `(context window, key)` order, checked exactly against the
+    /// SAD, scored, fully sorted. O(records); not for production use.
+    #[doc(hidden)]
+    pub fn resolve_reference(&self, intent: &Intent, ctx: &ResolveContext) -> Resolution {
+        let k = intent.k.clamp(1, K_MAX) as usize;
+        let query = Query::new(intent, ctx);
+        let mut resolution = Resolution {
+            routing_key: intent.routing_key(),
+            candidates: Vec::new(),
+            excluded: Vec::new(),
+            excluded_total: 0,
+            considered: 0,
+        };
+        let mut carrying: Vec<(u32, &ServiceKey, &Sad, Row)> = self
+            .iter()
+            .filter_map(|(key, entry)| {
+                let sad = entry.sad()?;
+                sad.tasks.contains(&intent.task).then(|| {
+                    let row = Row::of(sad, entry.coord(), entry.expires_at());
+                    (sad.context_window, key, sad, row)
+                })
+            })
+            .collect();
+        carrying.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        resolution.considered = carrying.len();
+        let mut passing: Vec<Ranked<'_>> = Vec::new();
+        for (_, key, sad, row) in &carrying {
+            if let Some(reason) = first_failure(intent, sad, row.expires_at, ctx.now) {
+                if intent.explain {
+                    resolution.excluded_total += 1;
+                    if resolution.excluded.len() < EXCLUSIONS_MAX {
+                        resolution.excluded.push(Exclusion {
+                            service: key.service.clone(),
+                            node: key.node,
+                            reason,
+                        });
+                    }
+                }
+                continue;
+            }
+            passing.push(Ranked {
+                score: query.score(row),
+                key,
+            });
+        }
+        // `Ranked`'s order is reversed (worst last after a descending sort = best first).
+        passing.sort();
+        passing.truncate(k);
+        self.finish(&query, ctx, resolution, passing)
     }
 }
 

@@ -615,10 +615,7 @@ impl Registry {
                 let sad = e.sad().expect("a live record has a SAD");
                 rows += sad.tasks.len();
                 for task in &sad.tasks {
-                    let indexed = self
-                        .index
-                        .task(task)
-                        .is_some_and(|t| t.contains_key(&(sad.context_window, key.clone())));
+                    let indexed = self.index.contains(task, sad.context_window, key);
                     assert!(indexed, "{key:?} indexed under {task}");
                 }
             }
@@ -630,6 +627,7 @@ impl Registry {
         );
         assert_eq!(origins, self.origins, "origin summaries");
         assert_eq!(rows, self.index.rows(), "index rows");
+        self.index.check_invariants();
     }
 }
 
