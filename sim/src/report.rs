@@ -58,6 +58,45 @@ pub struct RunReport {
     pub samples: Vec<Sample>,
     /// Writing `--trace` failed (the hash is still valid).
     pub trace_error: Option<String>,
+    /// Registry measurements (core mode, scenarios that use the registry).
+    pub registry: Option<RegistrySummary>,
+}
+
+/// What a run with the capability registry measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RegistrySummary {
+    /// Virtual time of the last registry change or fault in the timeline, seconds.
+    pub last_change_s: f64,
+    /// Seconds from `last_change_s` until every healthy node held exactly the live services of
+    /// its connected component (and kept holding them to the end), at sample resolution; `None`
+    /// if that never happened.
+    pub converged_after_s: Option<f64>,
+    /// Per sample: virtual time and the fraction of healthy nodes whose set of live services is
+    /// exactly right.
+    pub curve: Vec<(f64, f64)>,
+    /// Every withdrawal (and lease expiry) and how long until the last healthy node that held
+    /// the service dropped it.
+    pub withdrawals: Vec<WithdrawTiming>,
+    /// Resolves run (scripted and sample).
+    pub resolves: u64,
+    /// Overlay broadcasts sent by registries (adverts, renewals, tombstones).
+    pub adverts_broadcast: u64,
+}
+
+/// How fast one withdrawn service disappeared.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WithdrawTiming {
+    /// Origin node name.
+    pub node: String,
+    /// Service id.
+    pub service: String,
+    /// When it was withdrawn (or its lease ran out) at its origin, seconds.
+    pub at_s: f64,
+    /// Healthy nodes that held it then.
+    pub holders: usize,
+    /// Seconds until the last of them dropped it (exact, not sampled); `None` if one still
+    /// held it at the end.
+    pub gone_after_s: Option<f64>,
 }
 
 impl RunReport {
@@ -97,6 +136,7 @@ impl RunReport {
             invariants,
             samples,
             trace_error,
+            registry: None,
         }
     }
 
@@ -130,6 +170,32 @@ impl RunReport {
         ];
         for (k, v) in rows {
             out.push_str(&format!("{k:<14} {v}\n"));
+        }
+        if let Some(r) = &self.registry {
+            let converged = match r.converged_after_s {
+                Some(s) => format!("{s:.2} s after the last change ({:.1} s)", r.last_change_s),
+                None => "never".into(),
+            };
+            out.push_str(&format!("{:<14} {converged}\n", "registry"));
+            let gone: Vec<f64> = r
+                .withdrawals
+                .iter()
+                .filter_map(|w| w.gone_after_s)
+                .collect();
+            if !r.withdrawals.is_empty() {
+                let worst = gone.iter().copied().fold(0.0, f64::max);
+                out.push_str(&format!(
+                    "{:<14} {} of {} gone everywhere, slowest {:.3} s\n",
+                    "withdrawals",
+                    gone.len(),
+                    r.withdrawals.len(),
+                    worst
+                ));
+            }
+            out.push_str(&format!(
+                "{:<14} {} resolves, {} adverts broadcast\n",
+                "", r.resolves, r.adverts_broadcast
+            ));
         }
         out.push_str("invariants:\n");
         for v in &self.invariants {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nexus_gossip::{MembershipConfig, MembershipSettings};
+use nexus_registry::{Intent, LoadUpdate, Sad};
 use serde::Deserialize;
 
 /// Nodes a scenario may have.
@@ -105,6 +106,21 @@ struct File {
     invariants: InvariantsFile,
     #[serde(default)]
     node: NodeFile,
+    #[serde(default)]
+    registry: Option<RegistryFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    refresh: Option<String>,
+    anti_entropy: Option<String>,
+    converge_within: Option<String>,
+    sample_resolves: Option<bool>,
+    #[serde(default)]
+    services: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    intents: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +184,16 @@ struct EventFile {
     rate: Option<f64>,
     #[serde(default)]
     drift_ppm: Option<i64>,
+    #[serde(default)]
+    service: Option<toml::Value>,
+    #[serde(default)]
+    intent: Option<toml::Value>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    load: Option<toml::Value>,
+    #[serde(default)]
+    renew: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +201,10 @@ struct EventFile {
 struct InvariantsFile {
     converge_within: Option<String>,
     false_down_rate_max: Option<f64>,
+    registry_convergence: Option<bool>,
+    no_stale_endpoints: Option<bool>,
+    withdrawn_disappear: Option<bool>,
+    stale_bound: Option<String>,
 }
 
 /// Where nodes sit and how far apart they are.
@@ -355,6 +385,199 @@ pub struct Scenario {
     pub bounds: Bounds,
     /// Node mode's network step (`[node] tick`); `None` picks a default from the timings.
     pub node_tick: Option<Duration>,
+    /// The capability registry, when the scenario uses it (a `[registry]` table or any registry
+    /// action); `None` keeps a run membership-only (and its trace what it always was).
+    pub registry: Option<RegistryScenario>,
+}
+
+/// Registry settings, actions and bounds of a scenario (`[registry]` and the registry actions
+/// of `[[timeline]]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegistryScenario {
+    /// How often each node's registry checks leases, expiry and the member list (default 500 ms).
+    pub refresh: Duration,
+    /// How often each node sends a digest to a random overlay neighbour; `None` = disabled
+    /// (`anti_entropy = "off"`).
+    pub anti_entropy: Option<Duration>,
+    /// All alive, mutually reachable nodes must hold the same live entries this long after the
+    /// last registry change or fault (and a withdrawn service must be gone everywhere).
+    pub converge_within: Duration,
+    /// Whether every sample also resolves every task tag in use on every healthy node.
+    pub sample_resolves: bool,
+    /// Registry actions, ordered by time (file order at one instant).
+    pub actions: Vec<TimedRegistryAction>,
+    /// Task tags of every registered service, sorted (what sample resolves ask for).
+    pub tasks: Vec<String>,
+    /// Which registry checkers run, and their bounds.
+    pub checks: RegistryChecks,
+}
+
+/// Which registry invariants run (`[invariants]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegistryChecks {
+    /// `registry_convergence` runs.
+    pub convergence: bool,
+    /// `no_stale_endpoints` runs.
+    pub no_stale_endpoints: bool,
+    /// `withdrawn_disappear` runs.
+    pub withdrawn_disappear: bool,
+    /// How long a node may be down (crashed, paused, or cut off from a resolver) before no
+    /// resolve may return its services; default the membership detection bound for the
+    /// scenario's size plus the registry refresh period.
+    pub stale_bound: Duration,
+}
+
+/// A registry timeline entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimedRegistryAction {
+    /// Its position in the scenario file (`timeline[index]`).
+    pub index: usize,
+    /// When, in virtual time since the start.
+    pub at: Duration,
+    /// What.
+    pub action: RegistryAction,
+}
+
+/// What a registry timeline entry does, on every node of its set.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RegistryAction {
+    /// Register (or re-register) a service; its process renews it every `ttl_s / 2` while
+    /// `renew` holds (otherwise its lease runs out after `ttl_s`).
+    Register {
+        /// Nodes the service is registered on (one copy each).
+        nodes: NodeSet,
+        /// The descriptor.
+        sad: Box<Sad>,
+        /// Whether the service keeps renewing its lease.
+        renew: bool,
+    },
+    /// Report new load/latency for a local service (renews its lease).
+    UpdateLoad {
+        /// Nodes holding the service.
+        nodes: NodeSet,
+        /// Service id.
+        id: String,
+        /// The fields that change.
+        update: LoadUpdate,
+    },
+    /// Withdraw a local service (its process stops renewing it).
+    Withdraw {
+        /// Nodes holding the service.
+        nodes: NodeSet,
+        /// Service id.
+        id: String,
+    },
+    /// Resolve an intent on every node of the set; the results are traced and checked.
+    Resolve {
+        /// Resolving nodes.
+        nodes: NodeSet,
+        /// The intent.
+        intent: Box<Intent>,
+    },
+}
+
+impl RegistryAction {
+    /// The action's name as written in the scenario.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RegistryAction::Register { .. } => "register",
+            RegistryAction::UpdateLoad { .. } => "update_load",
+            RegistryAction::Withdraw { .. } => "withdraw",
+            RegistryAction::Resolve { .. } => "resolve",
+        }
+    }
+
+    /// How the action reads in the trace.
+    pub fn describe(&self) -> String {
+        let set = |s: &NodeSet| {
+            s.iter()
+                .map(|&i| Scenario::node_name(i))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            RegistryAction::Register { nodes, sad, renew } => format!(
+                "register {} tasks={} ttl={}s renew={renew} on [{}]",
+                sad.id,
+                sad.tasks.join(","),
+                sad.ttl_s,
+                set(nodes)
+            ),
+            RegistryAction::UpdateLoad { nodes, id, update } => {
+                format!("update_load {id} {update:?} on [{}]", set(nodes))
+            }
+            RegistryAction::Withdraw { nodes, id } => format!("withdraw {id} on [{}]", set(nodes)),
+            RegistryAction::Resolve { nodes, intent } => {
+                format!("resolve {} on [{}]", intent.canonical(), set(nodes))
+            }
+        }
+    }
+}
+
+/// Converts a TOML value to JSON bytes for the registry's own validating parsers.
+fn toml_json(field: &str, v: &toml::Value) -> Result<Vec<u8>, ScenarioError> {
+    serde_json::to_vec(v).map_err(|e| ScenarioError {
+        field: field.into(),
+        message: format!("not representable as JSON: {e}"),
+    })
+}
+
+/// A service descriptor: an inline table (checked by `Sad::from_json`) or the name of one in
+/// `[registry.services]`.
+fn parse_service(
+    field: &str,
+    v: &toml::Value,
+    named: &BTreeMap<String, Sad>,
+) -> Result<Sad, ScenarioError> {
+    match v {
+        toml::Value::String(name) => named.get(name).cloned().ok_or_else(|| ScenarioError {
+            field: field.into(),
+            message: format!("no service {name:?} in [registry.services]"),
+        }),
+        toml::Value::Table(_) => Sad::from_json(&toml_json(field, v)?).map_err(|e| ScenarioError {
+            field: format!("{field}.{}", e.field),
+            message: e.reason,
+        }),
+        _ => err(
+            field,
+            "must be a table (a descriptor) or the name of one in [registry.services]",
+        ),
+    }
+}
+
+/// An intent: an inline table (checked by `Intent::from_json`), the name of one in
+/// `[registry.intents]`, or a bare task tag.
+fn parse_intent(
+    field: &str,
+    v: &toml::Value,
+    named: &BTreeMap<String, Intent>,
+) -> Result<Intent, ScenarioError> {
+    match v {
+        toml::Value::String(name) => match named.get(name) {
+            Some(i) => Ok(i.clone()),
+            None => {
+                let i = Intent::new(name.clone());
+                i.validate().map_err(|e| ScenarioError {
+                    field: field.into(),
+                    message: format!(
+                        "{name:?} is neither an intent in [registry.intents] nor a task tag: {}",
+                        e.reason
+                    ),
+                })?;
+                Ok(i)
+            }
+        },
+        toml::Value::Table(_) => {
+            Intent::from_json(&toml_json(field, v)?).map_err(|e| ScenarioError {
+                field: format!("{field}.{}", e.field),
+                message: e.reason,
+            })
+        }
+        _ => err(
+            field,
+            "must be a table (an intent), an intent name or a task tag",
+        ),
+    }
 }
 
 impl Scenario {
@@ -520,7 +743,36 @@ impl Scenario {
         if f.timeline.len() > TIMELINE_MAX {
             return err("timeline", format!("at most {TIMELINE_MAX} entries"));
         }
+        let reg_file = f.registry;
+        let mut named_services = BTreeMap::new();
+        let mut named_intents = BTreeMap::new();
+        if let Some(rf) = &reg_file {
+            for (name, v) in &rf.services {
+                let field = format!("registry.services.{name}");
+                named_services.insert(name.clone(), parse_service(&field, v, &BTreeMap::new())?);
+            }
+            for (name, v) in &rf.intents {
+                let field = format!("registry.intents.{name}");
+                if !matches!(v, toml::Value::Table(_)) {
+                    return err(field, "must be a table (an intent)");
+                }
+                named_intents.insert(name.clone(), parse_intent(&field, v, &BTreeMap::new())?);
+            }
+        }
+        let registered_ids: BTreeSet<String> = f
+            .timeline
+            .iter()
+            .filter(|e| e.action == "register")
+            .filter_map(|e| match &e.service {
+                Some(toml::Value::Table(t)) => {
+                    t.get("id").and_then(|v| v.as_str()).map(str::to_owned)
+                }
+                Some(toml::Value::String(name)) => named_services.get(name).map(|s| s.id.clone()),
+                _ => None,
+            })
+            .collect();
         let mut timeline = Vec::with_capacity(f.timeline.len());
+        let mut reg_actions = Vec::new();
         for (i, e) in f.timeline.into_iter().enumerate() {
             let field = |k: &str| format!("timeline[{i}].{k}");
             let at = parse_duration(&field("at"), &e.at)?;
@@ -533,6 +785,80 @@ impl Scenario {
                     None => err(field("nodes"), format!("{} needs `nodes`", e.action)),
                 }
             };
+            let service_id = |e: &EventFile| -> Result<String, ScenarioError> {
+                match &e.id {
+                    None => err(
+                        field("id"),
+                        format!("{} needs `id` (a service id)", e.action),
+                    ),
+                    Some(id) if !registered_ids.contains(id) => err(
+                        field("id"),
+                        format!("no `register` action in this scenario registers {id:?}"),
+                    ),
+                    Some(id) => Ok(id.clone()),
+                }
+            };
+            let registry_action = match e.action.as_str() {
+                "register" => Some(RegistryAction::Register {
+                    nodes: nodes(&e)?,
+                    sad: Box::new(match &e.service {
+                        Some(v) => parse_service(&field("service"), v, &named_services)?,
+                        None => return err(field("service"), "register needs `service`"),
+                    }),
+                    renew: e.renew.unwrap_or(true),
+                }),
+                "update_load" => {
+                    let Some(v) = &e.load else {
+                        return err(
+                            field("load"),
+                            "update_load needs `load` (queue_depth, utilization_pct, latency_ms_p50, latency_ms_p99)",
+                        );
+                    };
+                    let update: LoadUpdate = serde_json::from_slice(&toml_json(&field("load"), v)?)
+                        .map_err(|e| ScenarioError {
+                            field: field("load"),
+                            message: e.to_string(),
+                        })?;
+                    // The same checks a node applies (utilisation range, p99 ≥ p50).
+                    Sad::new("check", "check")
+                        .apply_load(&update)
+                        .map_err(|e| ScenarioError {
+                            field: format!("{}.{}", field("load"), e.field),
+                            message: e.reason,
+                        })?;
+                    Some(RegistryAction::UpdateLoad {
+                        nodes: nodes(&e)?,
+                        id: service_id(&e)?,
+                        update,
+                    })
+                }
+                "withdraw" => Some(RegistryAction::Withdraw {
+                    nodes: nodes(&e)?,
+                    id: service_id(&e)?,
+                }),
+                "resolve" => Some(RegistryAction::Resolve {
+                    nodes: nodes(&e)?,
+                    intent: Box::new(match &e.intent {
+                        Some(v) => parse_intent(&field("intent"), v, &named_intents)?,
+                        None => return err(field("intent"), "resolve needs `intent`"),
+                    }),
+                }),
+                _ => None,
+            };
+            if let Some(action) = registry_action {
+                if f.mode == Mode::Node {
+                    return err(
+                        field("action"),
+                        format!("{} is a registry action: core mode only", e.action),
+                    );
+                }
+                reg_actions.push(TimedRegistryAction {
+                    index: i,
+                    at,
+                    action,
+                });
+                continue;
+            }
             let action = match e.action.as_str() {
                 "kill" => Action::Kill(nodes(&e)?),
                 "restart" => Action::Restart(nodes(&e)?),
@@ -587,7 +913,8 @@ impl Scenario {
                     return err(
                         field("action"),
                         format!(
-                            "unknown action {other:?} (kill, restart, partition, heal, loss, pause, resume, skew)"
+                            "unknown action {other:?} (kill, restart, partition, heal, loss, pause, resume, skew, \
+                             register, update_load, withdraw, resolve)"
                         ),
                     );
                 }
@@ -617,6 +944,47 @@ impl Scenario {
             },
         };
         let last = timeline.last().map(|t| t.at).unwrap_or(Duration::ZERO);
+        reg_actions.sort_by_key(|t| t.at);
+        let registry = if reg_file.is_some() || !reg_actions.is_empty() {
+            if f.mode == Mode::Node {
+                return err("registry", "the registry is simulated in core mode only");
+            }
+            let rf = reg_file.unwrap_or_default();
+            Some(Self::check_registry(
+                rf,
+                &f.invariants,
+                reg_actions,
+                &gossip,
+                &bounds,
+                n,
+                last,
+                duration,
+            )?)
+        } else {
+            for (k, v) in [
+                (
+                    "registry_convergence",
+                    f.invariants.registry_convergence.is_some(),
+                ),
+                (
+                    "no_stale_endpoints",
+                    f.invariants.no_stale_endpoints.is_some(),
+                ),
+                (
+                    "withdrawn_disappear",
+                    f.invariants.withdrawn_disappear.is_some(),
+                ),
+                ("stale_bound", f.invariants.stale_bound.is_some()),
+            ] {
+                if v {
+                    return err(
+                        format!("invariants.{k}"),
+                        "a registry invariant, but the scenario does not use the registry",
+                    );
+                }
+            }
+            None
+        };
         if last + bounds.converge_within > duration {
             return err(
                 "invariants.converge_within",
@@ -644,6 +1012,94 @@ impl Scenario {
             node_tick: match &f.node.tick {
                 Some(t) => Some(parse_duration("node.tick", t)?),
                 None => None,
+            },
+            registry,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_registry(
+        rf: RegistryFile,
+        inv: &InvariantsFile,
+        actions: Vec<TimedRegistryAction>,
+        gossip: &MembershipConfig,
+        bounds: &Bounds,
+        n: usize,
+        last_fault: Duration,
+        duration: Duration,
+    ) -> Result<RegistryScenario, ScenarioError> {
+        let refresh = match &rf.refresh {
+            Some(r) => parse_duration("registry.refresh", r)?,
+            None => Duration::from_millis(500),
+        };
+        if refresh < Duration::from_millis(10) {
+            return err("registry.refresh", "must be at least 10ms");
+        }
+        let anti_entropy = match rf.anti_entropy.as_deref() {
+            Some("off") => None,
+            Some(a) => {
+                let d = parse_duration("registry.anti_entropy", a)?;
+                if d < Duration::from_millis(10) {
+                    return err(
+                        "registry.anti_entropy",
+                        "must be at least 10ms (or \"off\")",
+                    );
+                }
+                Some(d)
+            }
+            None => Some(Duration::from_secs(2)),
+        };
+        let mut tasks = BTreeSet::new();
+        let mut republish_max = Duration::from_secs(1);
+        for a in &actions {
+            if let RegistryAction::Register { sad, .. } = &a.action {
+                tasks.extend(sad.tasks.iter().cloned());
+                republish_max =
+                    republish_max.max(Duration::from_millis(u64::from(sad.ttl_s) * 1000 / 3));
+            }
+        }
+        let converge_within = match &rf.converge_within {
+            Some(c) => parse_duration("registry.converge_within", c)?,
+            // Membership must settle, then a re-publish (every ttl_s / 3) revives entries a
+            // member-down verdict deactivated, plus two anti-entropy rounds for lost datagrams.
+            None => {
+                bounds.converge_within
+                    + republish_max
+                    + 2 * anti_entropy.unwrap_or(Duration::from_secs(2))
+            }
+        };
+        let last_change = actions
+            .iter()
+            .filter(|a| !matches!(a.action, RegistryAction::Resolve { .. }))
+            .map(|a| a.at)
+            .max()
+            .unwrap_or(Duration::ZERO)
+            .max(last_fault);
+        if last_change + converge_within > duration {
+            return err(
+                "registry.converge_within",
+                format!(
+                    "the last registry change or fault ({last_change:?}) plus converge_within ({converge_within:?}) \
+                     is past the end of the run ({duration:?}): convergence could never be checked"
+                ),
+            );
+        }
+        let stale_bound = match &inv.stale_bound {
+            Some(b) => parse_duration("invariants.stale_bound", b)?,
+            None => gossip.detection_bound(n) + refresh,
+        };
+        Ok(RegistryScenario {
+            refresh,
+            anti_entropy,
+            converge_within,
+            sample_resolves: rf.sample_resolves.unwrap_or(true),
+            actions,
+            tasks: tasks.into_iter().collect(),
+            checks: RegistryChecks {
+                convergence: inv.registry_convergence.unwrap_or(true),
+                no_stale_endpoints: inv.no_stale_endpoints.unwrap_or(true),
+                withdrawn_disappear: inv.withdrawn_disappear.unwrap_or(true),
+                stale_bound,
             },
         })
     }

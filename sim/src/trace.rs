@@ -1,5 +1,5 @@
-//! The event trace: every delivery, drop, membership event, timeline action and violation, in
-//! order. Each run hashes it (`trace hash: <hex>`); `--trace out.jsonl` also writes it out.
+//! The event trace: every delivery, drop, membership event, timeline action, registry event and
+//! violation, in order. Each run hashes it (`trace hash: <hex>`); `--trace out.jsonl` also writes it out.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -48,6 +48,16 @@ pub enum TraceEvent {
         t_us: u64,
         /// Its description.
         action: String,
+    },
+    /// A registry event on a node: a register, renewal, load update, withdrawal or restore, or
+    /// a resolve and its answer (core mode with a registry only).
+    Registry {
+        /// Virtual time, µs.
+        t_us: u64,
+        /// The node.
+        node: usize,
+        /// What happened (e.g. `register coder-1 v1`, `resolve llm.code -> [n3/coder-1 v1]`).
+        event: String,
     },
     /// An invariant was violated.
     Violation {
@@ -173,6 +183,12 @@ impl Trace {
                 h.u64(4);
                 h.u64(*t_us);
                 h.feed(action.as_bytes());
+            }
+            TraceEvent::Registry { t_us, node, event } => {
+                h.u64(6);
+                h.u64(*t_us);
+                h.u64(*node as u64);
+                h.feed(event.as_bytes());
             }
             TraceEvent::Violation {
                 t_us,

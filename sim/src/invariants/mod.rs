@@ -8,6 +8,9 @@
 //! | [`false_down::FalseDown`] | safety | "down" verdicts about healthy, reachable nodes stay under `false_down_rate_max` per probe period |
 //! | [`self_down::SelfDown`] | safety | no node ever lists itself as down |
 //! | [`no_phantoms::NoPhantoms`] | safety | no view holds a node id that does not exist or a generation newer than the node's own |
+//!
+//! Scenarios that use the capability registry also get the registry checkers
+//! ([`registry::all`]): `registry_convergence`, `no_stale_endpoints`, `withdrawn_disappear`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,7 +24,11 @@ use crate::scenario::Scenario;
 pub mod agreement;
 pub mod false_down;
 pub mod no_phantoms;
+pub mod no_stale_endpoints;
+pub mod registry;
+pub mod registry_convergence;
 pub mod self_down;
+pub mod withdrawn_disappear;
 
 /// The ground truth about one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
