@@ -209,6 +209,7 @@ fn decode_routes(bytes: &[u8]) -> Result<BTreeMap<RoutingKey, Vec<NextHop>>, Str
                     node: parse_node_id(&h.node).ok_or_else(|| format!("bad node {:?}", h.node))?,
                     addr: h.addr,
                     weight: h.weight,
+                    rewrite: None,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -449,6 +450,7 @@ mod tests {
                 node: [7; 32],
                 addr: "127.0.0.1:9".parse().expect("addr"),
                 weight: 3,
+                rewrite: None,
             }],
         );
         let bytes = encode_routes(&routes);

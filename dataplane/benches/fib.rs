@@ -39,6 +39,7 @@ fn hop(node: u16, weight: u32) -> NextHop {
         node: [lo; 32],
         addr: SocketAddr::from(([10, 1, hi, lo], 7000)),
         weight,
+        rewrite: None,
     }
 }
 

@@ -255,6 +255,7 @@ fn forward_through(
                 node: [9; 32],
                 addr: sink_addr,
                 weight: 1,
+                rewrite: None,
             }],
         )
         .expect("route");

@@ -21,6 +21,7 @@ fn hop(node: u8, port: u16, weight: u32) -> NextHop {
         node: [node; 32],
         addr: SocketAddr::from(([10, 0, 0, node], port)),
         weight,
+        rewrite: None,
     }
 }
 

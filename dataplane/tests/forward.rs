@@ -120,6 +120,7 @@ fn hop(node: u8, addr: SocketAddr, weight: u32) -> NextHop {
         node: [node; 32],
         addr,
         weight,
+        rewrite: None,
     }
 }
 

@@ -530,6 +530,7 @@ async fn put_route(
             node,
             addr,
             weight: h.weight,
+            rewrite: None,
         });
     }
     let generation = call_table(&s, |r| TableMsg::PutRoute(key, hops, r))

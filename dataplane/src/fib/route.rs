@@ -49,10 +49,12 @@ impl fmt::Display for NodeIdHex<'_> {
     }
 }
 
-/// One next hop of a route: the node to forward to, the address to send its frames to, and a
-/// weight (its share of the group's flows is `weight / sum of weights`).
+/// One next hop of a route: the node to forward to, the address to send its frames to, a
+/// weight (its share of the group's flows is `weight / sum of weights`) and an optional routing
+/// key to write into the frame on the way out (an MPLS-style label swap).
 ///
-/// Ordered by node id, then address, then weight; a [`RouteSet`] keeps each group in that order.
+/// Ordered by node id, then address, then weight, then rewrite; a [`RouteSet`] keeps each group
+/// in that order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NextHop {
     /// The next hop's node id (its Ed25519 identity, as the gossip layer names nodes).
@@ -61,6 +63,13 @@ pub struct NextHop {
     pub addr: SocketAddr,
     /// Relative share of flows, at least 1.
     pub weight: u32,
+    /// The routing key written into the frame's header when it is sent to this hop (the
+    /// forwarder updates the header checksum incrementally); `None` leaves the key unchanged.
+    ///
+    /// This is how an ingress node hands a frame addressed to an intent class to a service on
+    /// another node: the egress node knows its services by their own per-service keys (its
+    /// `LocalEndpoints` table), not by the class key.
+    pub rewrite: Option<RoutingKey>,
 }
 
 /// Why a route was refused. In every case the [`RouteSet`] is unchanged.
@@ -279,6 +288,7 @@ mod tests {
             node: [node; 32],
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             weight,
+            rewrite: None,
         }
     }
 

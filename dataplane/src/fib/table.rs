@@ -448,6 +448,7 @@ impl<'a> NextHopRef<'a> {
             node: *self.node(),
             addr: self.addr(),
             weight: self.weight(),
+            rewrite: None,
         }
     }
 }

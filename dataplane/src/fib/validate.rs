@@ -213,6 +213,7 @@ mod tests {
                     node: [node; 32],
                     addr: SocketAddr::from(([127, 0, 0, 1], 9000 + u16::from(node))),
                     weight: u32::from(node),
+                    rewrite: None,
                 })
                 .collect();
             set.insert(RoutingKey(key * 0x1_0000_0001), hops)
