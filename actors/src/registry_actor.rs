@@ -39,11 +39,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
-use crate::GossipMsg;
 use crate::env::Storage;
 use crate::metrics::NodeMetrics;
 use crate::supervisor::SupervisorMsg;
 use crate::task::AbortOnDrop;
+use crate::{GossipMsg, TableMsg};
 
 /// Storage key prefix of this node's registrations: one JSON SAD per key `registry/service/<id>`.
 const SERVICE_PREFIX: &str = "registry/service/";
@@ -211,6 +211,8 @@ pub struct RegistryState {
     supervisor: ActorRef<SupervisorMsg>,
     node: RegistryNode<StorageStore>,
     gossip: Option<ActorRef<GossipMsg>>,
+    /// What the table compiler last received: route version and local (service, port) list.
+    sent_to_table: Option<(u64, Vec<(String, u16)>)>,
     _timers: Vec<AbortOnDrop>,
 }
 
@@ -326,6 +328,45 @@ impl RegistryActor {
         m.registry_routes_version.set(state.node.routes().0 as i64);
     }
 
+    /// Hands the table compiler the intent routes and the local services, when they changed.
+    async fn update_table(state: &mut RegistryState) {
+        let (version, routes) = state.node.routes();
+        let local: Vec<(String, u16)> = state
+            .node
+            .local_services()
+            .iter()
+            .filter(|(_, s)| s.sad.endpoint.port != 0)
+            .map(|(id, s)| (id.clone(), s.sad.endpoint.port))
+            .collect();
+        if state
+            .sent_to_table
+            .as_ref()
+            .is_some_and(|(v, l)| *v == version && *l == local)
+        {
+            return;
+        }
+        let lookup = state
+            .supervisor
+            .call(
+                |r| SupervisorMsg::Lookup("table".into(), r),
+                Some(CALL_TIMEOUT),
+            )
+            .await;
+        let Ok(CallResult::Success(Some(cell))) = lookup else {
+            return; // Retried after the next change or refresh.
+        };
+        let table: ActorRef<TableMsg> = cell.into();
+        if table
+            .send_message(TableMsg::Registry {
+                routes,
+                local: local.clone(),
+            })
+            .is_ok()
+        {
+            state.sent_to_table = Some((version, local));
+        }
+    }
+
     /// Withdraws services of members the member list shows down or left (and not alive under
     /// a newer generation).
     async fn reconcile_members(state: &mut RegistryState) {
@@ -401,6 +442,7 @@ impl Actor for RegistryActor {
         let mut state = RegistryState {
             node,
             gossip: None,
+            sent_to_table: None,
             supervisor,
             _timers: vec![
                 AbortOnDrop(pump),
@@ -509,10 +551,13 @@ impl Actor for RegistryActor {
             RegistryMsg::Refresh => {
                 state.node.refresh(now);
                 Self::reconcile_members(state).await;
+                // The table compiler may have restarted and lost what it was sent.
+                state.sent_to_table = None;
             }
             RegistryMsg::AntiEntropy => state.node.anti_entropy(),
         }
         Self::drain(state).await;
+        Self::update_table(state).await;
         Ok(())
     }
 }

@@ -1,12 +1,22 @@
 //! [`TableCompiler`]: folds routes and membership into forwarding-table generations and installs
 //! them into the node's [`Fib`], which the data plane reads without locks.
 //!
-//! Routes today are *static* (set by operators through the admin API, persisted in the node's
-//! storage); the registry's route deltas will feed the same fold when the registry exists. A
-//! route's next hops are filtered by membership: a next hop whose node is not alive (or is not
-//! this node) is left out, and a key with no live next hop is left out entirely, so traffic
-//! fails over when membership declares a node down — within one `refresh` period of the verdict.
-//! A new generation is compiled only when the effective table changes.
+//! Two kinds of routes are folded into each generation:
+//! - *static* routes, set by operators through the admin API and persisted in the node's storage;
+//! - *intent* routes from the registry actor ([`TableMsg::Registry`]): for each intent class
+//!   resolved on this node, a weighted group of services. A service on another node becomes a
+//!   next hop to that node's data plane (its address from membership metadata) that rewrites the
+//!   frame's routing key to the service's key ([`nexus_registry::service_key`]); a service on
+//!   this node becomes a next hop to its local UDP port. A static route wins over an intent route
+//!   with the same key.
+//!
+//! The registry's local services also fill the forwarder's local-endpoint table: frames that
+//! arrive carrying a local service's key are delivered to that service's port.
+//!
+//! Next hops are filtered by membership: a next hop whose node is not alive (or is not this node)
+//! is left out, and a key with no live next hop is left out entirely, so traffic fails over when
+//! membership declares a node down — within one `refresh` period of the verdict. A new
+//! generation is compiled only when the effective table changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,7 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nexus_dataplane::fib::{Fib, FibTable, NextHop, RouteError, RouteSet, RoutingKey, compile};
+use nexus_dataplane::forward::LocalEndpoints;
 use nexus_gossip::{MemberState, NodeId};
+use nexus_registry::{Route as IntentRoute, service_key};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -43,6 +55,9 @@ pub struct TableArgs {
     pub refresh: Duration,
     /// Where the table's gauges go.
     pub metrics: NodeMetrics,
+    /// Where the local-endpoint table goes (the node hands it to its forwarder), if the node
+    /// runs a data plane.
+    pub local_endpoints: Option<tokio::sync::watch::Sender<LocalEndpoints>>,
 }
 
 impl std::fmt::Debug for TableArgs {
@@ -111,6 +126,14 @@ pub enum TableMsg {
     Rollback(RpcReplyPort<Result<u64, TableError>>),
     /// Timer: re-read membership and recompile if the live set changed.
     Refresh,
+    /// The registry's intent routes and this node's registered services (id, port), replacing
+    /// the previous ones.
+    Registry {
+        /// Compiled intent routes.
+        routes: Vec<IntentRoute>,
+        /// Local services with a port.
+        local: Vec<(String, u16)>,
+    },
 }
 
 /// State of [`TableCompiler`].
@@ -119,6 +142,10 @@ pub struct TableState {
     supervisor: ActorRef<SupervisorMsg>,
     routes: BTreeMap<RoutingKey, Vec<NextHop>>,
     live_nodes: BTreeSet<[u8; 32]>,
+    /// Data-plane address of each live member that runs one.
+    dataplanes: BTreeMap<[u8; 32], SocketAddr>,
+    intent_routes: Vec<IntentRoute>,
+    local_services: Vec<(String, u16)>,
     installed: Option<BTreeMap<RoutingKey, Vec<NextHop>>>,
     _refresh: AbortOnDrop,
 }
@@ -222,18 +249,66 @@ impl TableCompiler {
     /// The table the routes and the live set call for.
     fn effective(state: &TableState) -> BTreeMap<RoutingKey, Vec<NextHop>> {
         let local = state.args.local.0;
-        state
-            .routes
-            .iter()
-            .filter_map(|(k, hops)| {
-                let live: Vec<NextHop> = hops
-                    .iter()
-                    .filter(|h| h.node == local || state.live_nodes.contains(&h.node))
-                    .copied()
-                    .collect();
-                (!live.is_empty()).then_some((*k, live))
-            })
-            .collect()
+        let mut table: BTreeMap<RoutingKey, Vec<NextHop>> = BTreeMap::new();
+        for route in &state.intent_routes {
+            let mut hops: Vec<NextHop> = Vec::new();
+            for hop in &route.hops {
+                let next = if hop.node.0 == local {
+                    if hop.port == 0 {
+                        continue;
+                    }
+                    NextHop {
+                        node: local,
+                        addr: SocketAddr::from(([127, 0, 0, 1], hop.port)),
+                        weight: hop.weight.max(1),
+                        rewrite: Some(RoutingKey(service_key(hop.node, &hop.service))),
+                    }
+                } else {
+                    let Some(addr) = state.dataplanes.get(&hop.node.0) else {
+                        continue; // Not alive, or runs no data plane.
+                    };
+                    NextHop {
+                        node: hop.node.0,
+                        addr: *addr,
+                        weight: hop.weight.max(1),
+                        rewrite: Some(RoutingKey(service_key(hop.node, &hop.service))),
+                    }
+                };
+                if !hops.contains(&next) {
+                    hops.push(next);
+                }
+            }
+            hops.sort();
+            hops.truncate(nexus_dataplane::fib::NEXT_HOPS_MAX);
+            if !hops.is_empty() {
+                table.insert(RoutingKey(route.key), hops);
+            }
+        }
+        for (k, hops) in &state.routes {
+            let live: Vec<NextHop> = hops
+                .iter()
+                .filter(|h| h.node == local || state.live_nodes.contains(&h.node))
+                .copied()
+                .collect();
+            // A static route replaces an intent route with the same key, also when none of its
+            // next hops is live (the operator's route is authoritative).
+            table.remove(k);
+            if !live.is_empty() {
+                table.insert(*k, live);
+            }
+        }
+        table
+    }
+
+    /// The local-endpoint table for this node's registered services.
+    fn local_endpoints(state: &TableState) -> LocalEndpoints {
+        let mut endpoints = LocalEndpoints::new();
+        for (id, port) in &state.local_services {
+            let key = RoutingKey(service_key(state.args.local, id));
+            // At most LOCAL_ENDPOINTS_MAX keys: the registry allows no more services than that.
+            let _ = endpoints.insert(key, SocketAddr::from(([127, 0, 0, 1], *port)));
+        }
+        endpoints
     }
 
     /// Compiles and installs the effective table if it differs from the installed one.
@@ -274,7 +349,10 @@ impl TableCompiler {
             .map_err(|e| TableError::Internal(e.to_string()))
     }
 
-    async fn live_members(state: &TableState) -> Option<BTreeSet<[u8; 32]>> {
+    /// Live members' node ids and the data-plane addresses of those that run one.
+    async fn live_members(
+        state: &TableState,
+    ) -> Option<(BTreeSet<[u8; 32]>, BTreeMap<[u8; 32], SocketAddr>)> {
         let lookup = state
             .supervisor
             .call(
@@ -287,13 +365,19 @@ impl TableCompiler {
         };
         let gossip: ActorRef<GossipMsg> = cell.into();
         match gossip.call(GossipMsg::Members, Some(MEMBERS_TIMEOUT)).await {
-            Ok(CallResult::Success(members)) => Some(
-                members
+            Ok(CallResult::Success(members)) => {
+                let alive: Vec<_> = members
                     .into_iter()
                     .filter(|m| m.state == MemberState::Alive)
-                    .map(|m| m.id.node_id().0)
-                    .collect(),
-            ),
+                    .collect();
+                Some((
+                    alive.iter().map(|m| m.id.node_id().0).collect(),
+                    alive
+                        .iter()
+                        .filter_map(|m| Some((m.id.node_id().0, m.id.meta().dataplane()?)))
+                        .collect(),
+                ))
+            }
             _ => None,
         }
     }
@@ -320,13 +404,17 @@ impl Actor for TableCompiler {
             supervisor,
             routes,
             live_nodes: BTreeSet::new(),
+            dataplanes: BTreeMap::new(),
+            intent_routes: Vec::new(),
+            local_services: Vec::new(),
             installed: None,
             _refresh: AbortOnDrop(refresh),
         };
         // The installed generation may be newer than what we would compile (an actor restart):
         // compare against nothing so the first refresh reinstalls from the stored routes.
-        if let Some(live) = Self::live_members(&state).await {
+        if let Some((live, dataplanes)) = Self::live_members(&state).await {
             state.live_nodes = live;
+            state.dataplanes = dataplanes;
         }
         Self::recompile(&mut state)?;
         Ok(state)
@@ -425,11 +513,28 @@ impl Actor for TableCompiler {
                 let _ = reply.send(result);
             }
             TableMsg::Refresh => {
-                if let Some(live) = Self::live_members(state).await
-                    && live != state.live_nodes
+                if let Some((live, dataplanes)) = Self::live_members(state).await
+                    && (live != state.live_nodes || dataplanes != state.dataplanes)
                 {
                     state.live_nodes = live;
+                    state.dataplanes = dataplanes;
                     Self::recompile(state)?;
+                }
+            }
+            TableMsg::Registry { routes, local } => {
+                if local != state.local_services {
+                    state.local_services = local;
+                    if let Some(tx) = &state.args.local_endpoints {
+                        tx.send_replace(Self::local_endpoints(state));
+                    }
+                }
+                if routes != state.intent_routes {
+                    state.intent_routes = routes;
+                    if let Err(err) = Self::recompile(state) {
+                        // An intent route the table cannot hold (a limit) must not take the
+                        // static routes down with it.
+                        tracing::warn!(%err, "intent routes not installed");
+                    }
                 }
             }
         }

@@ -231,6 +231,7 @@ fn to_member(view: &MemberView) -> Member {
             admin: meta.admin().map(|a| a.to_string()),
             version: meta.version().to_owned(),
             roles: meta.roles().to_vec(),
+            dataplane: meta.dataplane().map(|a| a.to_string()),
         },
     }
 }

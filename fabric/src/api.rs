@@ -46,6 +46,9 @@ pub struct MemberMetaDto {
     pub version: String,
     /// Roles (e.g. `ca`).
     pub roles: Vec<String>,
+    /// Where the node's data plane receives NexLink frames, if it runs one.
+    #[serde(default)]
+    pub dataplane: Option<String>,
 }
 
 /// One row of `GET /v1/members`.

@@ -208,8 +208,18 @@ pub struct SendArgs {
     #[arg(long, value_name = "IP:PORT")]
     pub to: std::net::SocketAddr,
     /// Routing key, 32 hex digits.
+    #[arg(long, required_unless_present = "task", conflicts_with = "task")]
+    pub key: Option<String>,
+    /// Instead of `--key`: resolve this task (with `--min-context` / `--max-latency-ms`) on the
+    /// node behind `--admin` and send to the intent's routing key (the node installs its route).
     #[arg(long)]
-    pub key: String,
+    pub task: Option<String>,
+    /// With `--task`: smallest acceptable context window, tokens.
+    #[arg(long, requires = "task")]
+    pub min_context: Option<u32>,
+    /// With `--task`: largest acceptable median latency, ms.
+    #[arg(long, requires = "task")]
+    pub max_latency_ms: Option<u32>,
     /// Frames to send (one flow each: sessions `session`, `session + 1`, …).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: u32,
@@ -262,10 +272,46 @@ pub fn data_frame(
     Ok(buf)
 }
 
-fn send(args: &SendArgs) -> anyhow::Result<()> {
-    let key = nexus_actors::parse_routing_key(&args.key).ok_or_else(|| {
-        anyhow::anyhow!("--key {:?} is not a routing key (32 hex digits)", args.key)
-    })?;
+/// The routing key `send` uses: `--key`, or the routing key of resolving `--task` on the node.
+async fn send_key(
+    args: &SendArgs,
+    client: &Client,
+) -> anyhow::Result<nexus_dataplane::fib::RoutingKey> {
+    let text = match (&args.key, &args.task) {
+        (Some(key), _) => key.clone(),
+        (None, Some(task)) => {
+            let mut intent = serde_json::json!({ "task": task });
+            if let Some(v) = args.min_context {
+                intent["min_context"] = v.into();
+            }
+            if let Some(v) = args.max_latency_ms {
+                intent["max_latency_ms"] = v.into();
+            }
+            let (r, _): (ResolveResponse, _) = client.post("/v1/resolve", &intent).await?;
+            if r.candidates.is_empty() {
+                bail!("no service matches {intent}");
+            }
+            println!(
+                "resolved {intent} to routing key {} ({} candidate(s), best {} on {})",
+                r.routing_key,
+                r.candidates.len(),
+                r.candidates[0].id,
+                r.candidates[0]
+                    .node_name
+                    .clone()
+                    .unwrap_or_else(|| r.candidates[0].node.chars().take(12).collect())
+            );
+            // The node installs the class's route at its next registry refresh.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            r.routing_key
+        }
+        (None, None) => bail!("give --key or --task"),
+    };
+    nexus_actors::parse_routing_key(&text)
+        .ok_or_else(|| anyhow::anyhow!("--key {text:?} is not a routing key (32 hex digits)"))
+}
+
+fn send(args: &SendArgs, key: nexus_dataplane::fib::RoutingKey) -> anyhow::Result<()> {
     let local: std::net::SocketAddr = if args.to.is_ipv6() {
         "[::]:0".parse()?
     } else {
@@ -621,10 +667,11 @@ async fn service(client: &Client, command: ServiceCommand, json: bool) -> anyhow
 
 /// Runs one `nexus ctl` command, printing its result.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    if let CtlCommand::Send(send_args) = &args.command {
-        return send(send_args);
-    }
     let client = Client::new(&args.admin, args.token.clone())?;
+    if let CtlCommand::Send(send_args) = &args.command {
+        let key = send_key(send_args, &client).await?;
+        return send(send_args, key);
+    }
     match args.command {
         CtlCommand::Node => {
             let (n, raw): (Node, _) = client.get("/v1/node").await?;

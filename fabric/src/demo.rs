@@ -8,7 +8,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::process::{Child, Command};
 
-use crate::api::{Members, Node, ResolveResponse, ServiceDto, Services};
+use std::collections::BTreeMap;
+
+use crate::api::{FibDto, Members, Node, ResolveResponse, ServiceDto, Services};
 use crate::ctl::{Client, members_table, resolve_table, services_table};
 
 /// `nexus demo` flags.
@@ -65,6 +67,8 @@ async fn spawn_node(
         "127.0.0.1:0",
         "--admin",
         &admin,
+        "--dataplane",
+        "127.0.0.1:0",
     ])
     .arg("--data-dir")
     .arg(&data_dir)
@@ -129,8 +133,15 @@ fn sample_services() -> Vec<serde_json::Value> {
 async fn advertise_and_resolve(
     nodes: &[DemoNode],
     deadline: tokio::time::Instant,
-) -> anyhow::Result<()> {
-    let samples = sample_services();
+    sinks: &BTreeMap<String, std::net::UdpSocket>,
+) -> anyhow::Result<Option<String>> {
+    let mut samples = sample_services();
+    // The demo plays the services that have a sink: their endpoint is the sink's port.
+    for sample in &mut samples {
+        if let Some(sink) = sample["id"].as_str().and_then(|id| sinks.get(id)) {
+            sample["endpoint"]["port"] = sink.local_addr()?.port().into();
+        }
+    }
     let mut expected = 0;
     println!("\nregistering sample services:");
     for (i, node) in nodes.iter().enumerate() {
@@ -142,7 +153,7 @@ async fn advertise_and_resolve(
         }
     }
     let Some(last) = nodes.last() else {
-        return Ok(());
+        return Ok(None);
     };
     let client = Client::new(&last.admin, None)?;
     loop {
@@ -173,7 +184,134 @@ async fn advertise_and_resolve(
         "\ntry: nexus ctl --admin http://{} resolve --task llm.code --min-context 128000 --max-latency-ms 200 --explain",
         last.admin
     );
-    Ok(())
+    Ok(Some(r.routing_key))
+}
+
+/// Sockets standing in for the code services, so the demo can show frames arriving.
+fn bind_sinks() -> anyhow::Result<BTreeMap<String, std::net::UdpSocket>> {
+    let mut sinks = BTreeMap::new();
+    for id in ["coder-qwen", "coder-deepseek", "coder-small"] {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("binding a sink")?;
+        socket.set_nonblocking(true)?;
+        sinks.insert(id.to_owned(), socket);
+    }
+    Ok(sinks)
+}
+
+/// Frames received by each sink until all are quiet for 300 ms.
+async fn drain_sinks(sinks: &BTreeMap<String, std::net::UdpSocket>) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = sinks.keys().map(|k| (k.clone(), 0)).collect();
+    let mut buf = [0u8; 2048];
+    let mut quiet = tokio::time::Instant::now();
+    while quiet.elapsed() < Duration::from_millis(300) {
+        let mut any = false;
+        for (id, socket) in sinks {
+            while socket.recv_from(&mut buf).is_ok() {
+                *counts.entry(id.clone()).or_default() += 1;
+                any = true;
+            }
+        }
+        if any {
+            quiet = tokio::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    counts
+}
+
+/// Next hops installed for `key` in a node's forwarding table.
+async fn installed_hops(client: &Client, key: &str) -> usize {
+    match client.get::<FibDto>("/v1/fib").await {
+        Ok((fib, _)) => fib
+            .entries
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.next_hops.len())
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+fn print_counts(counts: &BTreeMap<String, usize>) {
+    for (id, n) in counts {
+        println!("  {id:<16} {n:>4} frames");
+    }
+}
+
+/// Sends frames for the resolved intent's routing key into the last node's data plane, shows
+/// which services receive them, then SIGKILLs the node of the best candidate and shows the
+/// route failing over. Returns the index of the killed node.
+async fn traffic_and_failover(
+    nodes: &mut [DemoNode],
+    key: &str,
+    sinks: &BTreeMap<String, std::net::UdpSocket>,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<Option<usize>> {
+    let Some(last) = nodes.last() else {
+        return Ok(None);
+    };
+    let client = Client::new(&last.admin, None)?;
+    let (node, _): (Node, _) = client.get("/v1/node").await?;
+    let Some(dataplane) = node.dataplane else {
+        return Ok(None);
+    };
+    let key_value = u128::from_str_radix(key, 16).context("routing key")?;
+    while installed_hops(&client, key).await < 2 {
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out waiting for the intent route on {}", last.name);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("binding a client socket")?;
+    let send = |first: u64| -> anyhow::Result<()> {
+        for session in first..first + 100 {
+            let frame = crate::ctl::data_frame(key_value, session, 0, 32, 16)?;
+            socket.send_to(&frame, dataplane.as_str())?;
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        Ok(())
+    };
+    println!(
+        "\nsending 100 flows of NexLink frames for routing key {key} to {}'s data plane ({dataplane}):",
+        last.name
+    );
+    send(0)?;
+    print_counts(&drain_sinks(sinks).await);
+
+    // Crash the node of the best-ranked service.
+    let (services, _): (Services, _) = client.get("/v1/services").await?;
+    let victim_service = "coder-qwen";
+    let victim_name = services
+        .services
+        .iter()
+        .find(|s| s.service.id == victim_service)
+        .and_then(|s| s.node_name.clone())
+        .context("the node of coder-qwen")?;
+    let Some(victim) = nodes.iter().position(|n| n.name == victim_name) else {
+        return Ok(None);
+    };
+    println!(
+        "\nSIGKILL {victim_name} (it hosts {victim_service}); waiting for the route to fail over"
+    );
+    let killed = tokio::time::Instant::now();
+    let _ = nodes[victim].child.start_kill();
+    let _ = nodes[victim].child.wait().await;
+    loop {
+        if installed_hops(&client, key).await == 1 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline + Duration::from_secs(30) {
+            bail!("the route never failed over");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "failed over after {:.1} s (membership declared {victim_name} down); sending 100 more flows:",
+        killed.elapsed().as_secs_f64()
+    );
+    send(1000)?;
+    print_counts(&drain_sinks(sinks).await);
+    Ok(Some(victim))
 }
 
 /// Runs the demo. On failure the temp dir (with every node's log) is kept and named.
@@ -262,7 +400,14 @@ async fn run_in(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     }
     println!("logs: {}/node-*.log", dir.display());
 
-    advertise_and_resolve(&nodes, deadline).await?;
+    let sinks = bind_sinks()?;
+    if let Some(key) = advertise_and_resolve(&nodes, deadline, &sinks).await?
+        && args.nodes >= 3
+        && let Some(victim) = traffic_and_failover(&mut nodes, &key, &sinks, deadline).await?
+    {
+        let gone = nodes.remove(victim);
+        println!("({} stays down; the other nodes keep serving)", gone.name);
+    }
 
     if !args.exit_when_ready {
         println!("\nserving; press Ctrl-C to stop");

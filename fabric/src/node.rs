@@ -202,7 +202,15 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         env!("CARGO_PKG_VERSION"),
         config.roles.clone(),
     )
-    .map_err(|e| config_err("name", e.to_string()))?;
+    .map_err(|e| config_err("name", e.to_string()))?
+    // Peers forward frames here; an unspecified bind is reached at the advertised IP.
+    .with_dataplane(dataplane_addr.map(|a| {
+        if a.ip().is_unspecified() {
+            std::net::SocketAddr::new(advertise.ip(), a.port())
+        } else {
+            a
+        }
+    }));
 
     // 3. The supervision tree: gossip first, then the registry, the table compiler and the
     //    admin API.
@@ -242,12 +250,16 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         .and_then(|image| FibTable::load(image).map_err(|e| e.to_string()))
         .map_err(|e| StartError::Runtime(format!("building the empty forwarding table: {e}")))?;
     let fib = Fib::new(empty);
+    // The table actor publishes the local-endpoint table (registered services' keys → their
+    // ports); the main task below hands each new one to the forwarder.
+    let (local_tx, mut local_rx) = watch::channel(LocalEndpoints::new());
     let table_args = TableArgs {
         fib: fib.clone(),
         storage: gossip_args.storage.clone(),
         local: node_id,
         refresh: config.gossip.probe_period / 2,
         metrics: metrics.clone(),
+        local_endpoints: dataplane_io.is_some().then_some(local_tx),
     };
     let admin_args = AdminArgs {
         listener: Arc::new(listener),
@@ -343,14 +355,29 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     let exporter = forwarder
         .as_ref()
         .map(|f| spawn_counter_export(f, metrics_for_export.clone()));
-    let leave_first = tokio::select! {
-        biased;
-        _ = exit_rx.changed() => false,
-        _ = sigterm.recv() => { tracing::info!("SIGTERM received; leaving"); true }
-        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received; leaving"); true }
-        reason = leave_rx.recv() => {
-            tracing::info!(reason = reason.as_deref().unwrap_or(""), "leave complete; stopping");
-            false
+    let mut local_open = true;
+    let leave_first = loop {
+        tokio::select! {
+            biased;
+            _ = exit_rx.changed() => break false,
+            _ = sigterm.recv() => { tracing::info!("SIGTERM received; leaving"); break true }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received; leaving"); break true }
+            reason = leave_rx.recv() => {
+                tracing::info!(reason = reason.as_deref().unwrap_or(""), "leave complete; stopping");
+                break false
+            }
+            changed = local_rx.changed(), if local_open => {
+                if changed.is_err() {
+                    // No data plane (the sender was never handed out), or the tree is stopping.
+                    local_open = false;
+                    continue;
+                }
+                let local = local_rx.borrow_and_update().clone();
+                if let Some(f) = &forwarder {
+                    tracing::info!(endpoints = local.len(), "local endpoints updated");
+                    f.set_local_endpoints(local);
+                }
+            }
         }
     };
     if leave_first {

@@ -62,6 +62,7 @@ pub struct MemberMeta {
     admin: Option<SocketAddr>,
     version: String,
     roles: Vec<String>,
+    dataplane: Option<SocketAddr>,
 }
 
 /// A metadata field broke its limit.
@@ -101,6 +102,7 @@ impl MemberMeta {
             admin,
             version: version.into(),
             roles,
+            dataplane: None,
         };
         meta.check()?;
         Ok(meta)
@@ -151,6 +153,17 @@ impl MemberMeta {
     /// The node's roles (e.g. `ca`).
     pub fn roles(&self) -> &[String] {
         &self.roles
+    }
+
+    /// Where the node's data plane receives NexLink frames, if it runs one.
+    pub fn dataplane(&self) -> Option<SocketAddr> {
+        self.dataplane
+    }
+
+    /// The same record, saying where the node's data plane receives frames.
+    pub fn with_dataplane(mut self, dataplane: Option<SocketAddr>) -> Self {
+        self.dataplane = dataplane;
+        self
     }
 }
 

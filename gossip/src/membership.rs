@@ -211,6 +211,11 @@ pub struct Transmit {
 
 /// Something the driver (and operators) should know about.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "events are few and short-lived (queued, then drained by the driver); boxing the \
+              member ids would cost an allocation per event for no memory saved"
+)]
 pub enum Event {
     /// A member became alive (joined, or came back).
     MemberUp(MemberId),
@@ -299,6 +304,11 @@ pub enum InputError {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "almost every timer is a foca timer (the large variant); boxing it would add an \
+              allocation to each"
+)]
 enum CoreTimer {
     Foca(Timer<MemberId>),
     JoinRetry { token: u64 },

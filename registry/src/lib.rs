@@ -56,7 +56,9 @@ pub use resolve::{
     Candidate, EXCLUSIONS_MAX, Exclusion, LATENCY_REF_MS, NEUTRAL_TERM, PRICE_REF_MICROS,
     QUEUE_REF, RTT_REF_MS, Resolution, ResolveContext,
 };
-pub use route::{ROUTE_CLASSES_MAX, ROUTE_WEIGHT_SCALE, Route, RouteDelta, RouteHop, RouteTable};
+pub use route::{
+    ROUTE_CLASSES_MAX, ROUTE_WEIGHT_SCALE, Route, RouteDelta, RouteHop, RouteTable, service_key,
+};
 pub use sad::{
     ATTESTATION_BYTES_MAX, ATTESTATIONS_MAX, ArchivedSad, DecodeError, Endpoint, Load, LoadUpdate,
     MODALITIES_MAX, MODALITY_BYTES_MAX, MODEL_FAMILY_BYTES_MAX, REGION_BYTES_MAX,

@@ -15,6 +15,21 @@ pub const ROUTE_CLASSES_MAX: usize = 4096;
 /// Scale from a score (0..=1) to an integer hop weight.
 pub const ROUTE_WEIGHT_SCALE: f64 = 1000.0;
 
+/// Domain separator of [`service_key`], so a service key never equals an intent class key
+/// (those hash a canonical intent, which starts with its own version tag).
+const SERVICE_KEY_DOMAIN: &[u8] = b"nexus/service-key/v1\0";
+
+/// The routing key of one service: xxh3-128 over a domain tag, the node id and the service id.
+/// The service's node delivers frames carrying it to the service's local endpoint; an ingress
+/// node rewrites a frame's intent-class key to it when it forwards the frame to that node.
+pub fn service_key(node: NodeId, service: &str) -> u128 {
+    let mut bytes = Vec::with_capacity(SERVICE_KEY_DOMAIN.len() + 32 + service.len());
+    bytes.extend_from_slice(SERVICE_KEY_DOMAIN);
+    bytes.extend_from_slice(&node.0);
+    bytes.extend_from_slice(service.as_bytes());
+    xxhash_rust::xxh3::xxh3_128(&bytes)
+}
+
 /// One next hop of a route.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteHop {
@@ -171,5 +186,21 @@ impl RouteTable {
             upserts,
             removals,
         })
+    }
+}
+
+#[cfg(test)]
+mod service_key_tests {
+    use super::*;
+
+    #[test]
+    fn service_keys_separate_nodes_and_services() {
+        let a = NodeId([1; 32]);
+        let b = NodeId([2; 32]);
+        assert_eq!(service_key(a, "x"), service_key(a, "x"));
+        assert_ne!(service_key(a, "x"), service_key(b, "x"));
+        assert_ne!(service_key(a, "x"), service_key(a, "y"));
+        // No ambiguity between a longer id and the next node's bytes: the id ends the input.
+        assert_ne!(service_key(a, "xy"), service_key(a, "x"));
     }
 }
