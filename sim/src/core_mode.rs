@@ -1006,6 +1006,9 @@ impl CoreSim<'_> {
 
     /// After a timeline action: health, components and the time of the last change.
     fn registry_after_action(&mut self, counts_as_change: bool) {
+        if self.reg.is_none() {
+            return;
+        }
         let now = Duration::from_micros(self.now_us);
         let comp = components(&self.truth, &self.net);
         let Some(reg) = self.reg.as_mut() else {
