@@ -2,6 +2,8 @@
 //!
 //! - `kernel`: the sender straight to the sink (the kernel's UDP limit on this machine);
 //! - `forwarder`: sender → [`Forwarder`] with the portable [`UdpIo`] backend → sink;
+//! - `forwarder (UdpIo) rewrite`: the same, with the next hop rewriting the routing key (label
+//!   swap: an extra incremental checksum update over 8 words per frame);
 //! - `forwarder (UringIo)`: the same with the io_uring backend [`UringIo`];
 //! - `tokio-relay`: sender → a minimal tokio UDP relay (`recv_from` → `send_to` a fixed next
 //!   hop, current-thread runtime on its own thread) → sink.
@@ -11,6 +13,10 @@
 //! sender thread can go (received packets/s at the sink, loss, latency under overload), then a
 //! paced phase of `PACED_FRAMES` at roughly `PACED_RATE_PPS` (one-way latency without queueing).
 //! Rounds are interleaved so drift on a shared machine hits every path alike.
+//!
+//! After the rounds, the per-frame header work alone is timed in-process (no sockets): parse +
+//! hop-limit decrement, and the same plus the routing-key rewrite — the only per-frame cost the
+//! rewrite adds, too small to see through the sockets.
 //!
 //! Run: `cargo bench -p nexus-dataplane --bench forward`. Loopback only.
 
@@ -40,6 +46,10 @@ const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// The sink stops this long after the last frame it received (once the sender is done).
 const SINK_IDLE: Duration = Duration::from_millis(300);
 const KEY: RoutingKey = RoutingKey(0x00c0_ffee);
+/// The key the rewrite path's next hop writes into every frame.
+const KEY_REWRITTEN: RoutingKey = RoutingKey(0x5e41_0000_0000_0000_0000_0000_0000_0b01);
+/// Frames the in-process header-work measurement runs per round.
+const HEADER_WORK_FRAMES: u32 = 2_000_000;
 
 /// Clock reads: this binary is a measurement driver; time is what it measures.
 #[derive(Clone, Copy)]
@@ -189,6 +199,7 @@ fn new_sink() -> (UdpSocket, SocketAddr) {
 enum Path {
     Kernel,
     Forwarder,
+    ForwarderRewrite,
     Uring,
     TokioRelay,
 }
@@ -198,6 +209,7 @@ impl Path {
         match self {
             Path::Kernel => "kernel (direct)",
             Path::Forwarder => "forwarder (UdpIo)",
+            Path::ForwarderRewrite => "fwd (UdpIo) rewrite",
             Path::Uring => "forwarder (UringIo)",
             Path::TokioRelay => "tokio relay",
         }
@@ -207,17 +219,18 @@ impl Path {
         let (sink, sink_addr) = new_sink();
         match self {
             Path::Kernel => phase(clock, sink_addr, sink, count, paced),
-            Path::Forwarder => {
+            Path::Forwarder | Path::ForwarderRewrite => {
                 let io = UdpIo::bind("127.0.0.1:0").expect("bind forwarder");
                 io.set_buffer_sizes(SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES)
                     .expect("buffers");
-                forward_through(io, clock, sink, sink_addr, count, paced)
+                let rewrite = matches!(self, Path::ForwarderRewrite).then_some(KEY_REWRITTEN);
+                forward_through(io, rewrite, clock, sink, sink_addr, count, paced)
             }
             Path::Uring => {
                 let io = UringIo::bind("127.0.0.1:0").expect("bind io_uring forwarder");
                 io.set_buffer_sizes(SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES)
                     .expect("buffers");
-                forward_through(io, clock, sink, sink_addr, count, paced)
+                forward_through(io, None, clock, sink, sink_addr, count, paced)
             }
             Path::TokioRelay => {
                 let relay = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
@@ -238,9 +251,11 @@ impl Path {
     }
 }
 
-/// One phase through a forwarder on `io` with a single route to the sink.
+/// One phase through a forwarder on `io` with a single route to the sink, whose next hop
+/// rewrites the routing key to `rewrite` if given.
 fn forward_through(
     io: impl PacketIo + 'static,
+    rewrite: Option<RoutingKey>,
     clock: Clock,
     sink: UdpSocket,
     sink_addr: SocketAddr,
@@ -255,7 +270,7 @@ fn forward_through(
                 node: [9; 32],
                 addr: sink_addr,
                 weight: 1,
-                rewrite: None,
+                rewrite,
             }],
         )
         .expect("route");
@@ -286,6 +301,29 @@ fn tokio_relay(socket: UdpSocket, next_hop: SocketAddr, stop: Arc<AtomicBool>) {
     });
 }
 
+/// Nanoseconds per frame of the forwarder's header work on one 128-byte frame in place: parse
+/// (every receive check, the full checksum verify included), hop-limit decrement, and the
+/// routing-key rewrite if `rewrite`. The frame is restored from the template each time (a
+/// 64-byte copy, the same in both variants), so every iteration does the same work.
+fn header_work_ns(clock: Clock, rewrite: bool) -> f64 {
+    let template = frame_template();
+    let mut frame = template.clone();
+    let key = nexus_dataplane::wire::nexlink::RoutingKey(KEY_REWRITTEN.0);
+    let start = clock.now_ns();
+    for _ in 0..HEADER_WORK_FRAMES {
+        frame[..HEADER_LEN].copy_from_slice(&template[..HEADER_LEN]);
+        let datagram = std::hint::black_box(&mut frame[..]);
+        let repr = Repr::parse(&Packet::new_unchecked(&*datagram)).expect("the template parses");
+        let mut packet = Packet::new_unchecked(&mut datagram[..repr.buffer_len()]);
+        let _lowered = packet.decrement_hop_limit();
+        if rewrite {
+            packet.rewrite_routing_key(std::hint::black_box(key));
+        }
+        std::hint::black_box(&frame);
+    }
+    (clock.now_ns() - start) as f64 / f64::from(HEADER_WORK_FRAMES)
+}
+
 fn percentile_us(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -296,7 +334,13 @@ fn percentile_us(sorted: &[u64], p: f64) -> f64 {
 
 fn main() {
     let clock = Clock::start();
-    let paths = [Path::Kernel, Path::Forwarder, Path::Uring, Path::TokioRelay];
+    let paths = [
+        Path::Kernel,
+        Path::Forwarder,
+        Path::ForwarderRewrite,
+        Path::Uring,
+        Path::TokioRelay,
+    ];
     println!(
         "forward bench: loopback, {}-byte frames, blast {BLAST_FRAMES} frames from one sender \
          thread, paced {PACED_FRAMES} frames at ~{PACED_RATE_PPS} pps, {ROUNDS} rounds, \
@@ -341,5 +385,14 @@ fn main() {
                 }
             );
         }
+    }
+    println!(
+        "header work per frame, in-process ({HEADER_WORK_FRAMES} frames per round): \
+         parse + hop-limit decrement vs. + routing-key rewrite"
+    );
+    for round in 1..=ROUNDS {
+        let plain = header_work_ns(clock, false);
+        let rewrite = header_work_ns(clock, true);
+        println!("round {round}: {plain:>6.1} ns plain, {rewrite:>6.1} ns with rewrite");
     }
 }

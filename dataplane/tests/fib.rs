@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nexus_dataplane::fib::{
     Fib, FibTable, HEADER_LEN, InstallError, LoadError, NextHop, ROUTES_MAX, RollbackError,
-    RouteError, RouteSet, RoutingKey, TableImage, compile,
+    RouteError, RouteSet, RoutingKey, TABLE_FORMAT_VERSION, TableImage, compile,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -45,8 +45,15 @@ fn random_key(rng: &mut StdRng) -> RoutingKey {
     }
 }
 
-/// A random valid group: 1..=8 next hops from a pool of 24, so that groups repeat across keys
-/// (deduplication) and also differ.
+/// A per-service routing key for tests: service `service` on node `node`.
+fn service_key(node: u8, service: u8) -> RoutingKey {
+    RoutingKey(0x5e41_0000 | u128::from(node) << 8 | u128::from(service))
+}
+
+/// A random valid group: 1..=8 nodes from a pool of 24, so that groups repeat across keys
+/// (deduplication) and also differ. A third of the nodes' hops rewrite the key to the node's
+/// service 0, and a sixth of the nodes get two hops at one address rewriting to services 0 and
+/// 1 (two services behind one data-plane address).
 fn random_group(rng: &mut StdRng) -> Vec<NextHop> {
     let count = rng.random_range(1..=8);
     let mut nodes: Vec<u8> = Vec::new();
@@ -56,10 +63,29 @@ fn random_group(rng: &mut StdRng) -> Vec<NextHop> {
             nodes.push(node);
         }
     }
-    nodes
-        .into_iter()
-        .map(|node| hop(node, 7000 + u16::from(node), rng.random_range(1..=100)))
-        .collect()
+    let mut hops = Vec::new();
+    for node in nodes {
+        let base = hop(node, 7000 + u16::from(node), rng.random_range(1..=100));
+        match rng.random_range(0..6) {
+            0 | 1 => hops.push(NextHop {
+                rewrite: Some(service_key(node, 0)),
+                ..base
+            }),
+            2 => {
+                hops.push(NextHop {
+                    rewrite: Some(service_key(node, 0)),
+                    ..base
+                });
+                hops.push(NextHop {
+                    rewrite: Some(service_key(node, 1)),
+                    weight: rng.random_range(1..=100),
+                    ..base
+                });
+            }
+            _ => hops.push(base),
+        }
+    }
+    hops
 }
 
 fn random_route_set(
@@ -115,6 +141,147 @@ fn round_trip_keeps_every_route() {
     assert_eq!(
         keys,
         vec![RoutingKey(0), RoutingKey(1), RoutingKey(u128::MAX)]
+    );
+}
+
+#[test]
+fn round_trip_keeps_rewrites_and_two_services_on_one_node() {
+    // Intent class K: two services on node 2 behind its one data-plane address (each rewrites
+    // to its own service key), and node 3, which keeps the key.
+    let class = RoutingKey(0xc1a5_5000_0000_0000_0000_0000_0000_0001);
+    let service = |id: u8, weight: u32| NextHop {
+        rewrite: Some(service_key(2, id)),
+        ..hop(2, 9000, weight)
+    };
+    let group = vec![service(1, 1), hop(3, 9000, 2), service(0, 3)];
+    let mut set = RouteSet::new(9);
+    set.insert(class, group.clone())
+        .expect("distinct rewrites are distinct hops");
+    // The same next hops without rewrites: a different group, not deduplicated with K's.
+    let plain: Vec<NextHop> = group
+        .iter()
+        .map(|hop| NextHop {
+            rewrite: None,
+            ..*hop
+        })
+        .filter(|hop| hop.weight != 1)
+        .collect();
+    set.insert(RoutingKey(2), plain.clone()).expect("valid");
+    let table = load(&set);
+    assert_eq!(table.stats().groups, 2);
+    assert_eq!(table.stats().next_hops, 5);
+
+    let found = table.lookup(class).expect("a route");
+    let mut expected = group.clone();
+    expected.sort();
+    assert_eq!(found.to_vec(), expected);
+    assert_eq!(
+        found.iter().map(|hop| hop.rewrite()).collect::<Vec<_>>(),
+        vec![Some(service_key(2, 1)), Some(service_key(2, 0)), None],
+        "canonical order: node, address, weight (1 before 3), rewrite"
+    );
+    assert_eq!(found.weight_total(), 6);
+    let mut plain_sorted = plain;
+    plain_sorted.sort();
+    assert_eq!(
+        table.lookup(RoutingKey(2)).expect("a route").to_vec(),
+        plain_sorted
+    );
+
+    // Every flow lands on one of the three hops, in proportion 3 : 1 : 2, and the hop it lands
+    // on carries that hop's rewrite.
+    let mut counts: BTreeMap<Option<RoutingKey>, u32> = BTreeMap::new();
+    for flow in 0..6000u64 {
+        let chosen = table.route(class, flow).expect("a route");
+        assert_eq!(chosen.to_next_hop().rewrite, chosen.rewrite());
+        *counts.entry(chosen.rewrite()).or_default() += 1;
+    }
+    let share = |rewrite| counts.get(&rewrite).copied().unwrap_or(0);
+    assert!(
+        (2800..=3200).contains(&share(Some(service_key(2, 0)))),
+        "{counts:?}"
+    );
+    assert!(
+        (850..=1150).contains(&share(Some(service_key(2, 1)))),
+        "{counts:?}"
+    );
+    assert!((1800..=2200).contains(&share(None)), "{counts:?}");
+
+    // Two hops with one rewrite at one address are still a duplicate.
+    let error = set
+        .clone()
+        .insert(class, vec![service(0, 1), service(0, 2)])
+        .expect_err("a duplicate");
+    assert_eq!(
+        error,
+        RouteError::DuplicateNextHop {
+            key: class,
+            node: [2; 32],
+            addr: hop(2, 9000, 1).addr,
+            rewrite: Some(service_key(2, 0)),
+        }
+    );
+}
+
+#[test]
+fn a_corrupted_rewrite_flag_is_rejected() {
+    // A rewrite key with a pattern found nowhere else in the image locates the hop's rewrite.
+    let marker = RoutingKey(0xa5a5_5a5a_a5a5_5a5a_a5a5_5a5a_a5a5_5a5a);
+    let mut set = RouteSet::new(4);
+    set.insert(
+        RoutingKey(1),
+        vec![
+            NextHop {
+                rewrite: Some(marker),
+                ..hop(1, 9000, 1)
+            },
+            hop(2, 9000, 1),
+        ],
+    )
+    .expect("valid");
+    let bytes = compile(&set).expect("compiles").as_bytes().to_vec();
+    let pattern = marker.to_be_bytes();
+    let at = bytes
+        .windows(16)
+        .position(|window| window == pattern)
+        .expect("the rewrite key is stored in network byte order");
+    // The flag byte sits right in front of the key (rkyv lays the record out in field order).
+    let flag_at = at - 1;
+    assert_eq!(bytes[flag_at], 1, "the flag of a hop with a rewrite");
+
+    for flag in [2u8, 0x80, 0xff] {
+        let mut corrupted = bytes.clone();
+        corrupted[flag_at] = flag;
+        reseal(&mut corrupted);
+        let error = FibTable::load(TableImage::from_bytes(&corrupted)).expect_err("bad flag");
+        match &error {
+            LoadError::Inconsistent { generation, detail } => {
+                assert_eq!(*generation, 4);
+                assert!(
+                    detail.contains(&format!("rewrite flag {flag} is neither 0 (none) nor 1")),
+                    "{detail}"
+                );
+            }
+            other => panic!("expected an inconsistent table, got {other:?}"),
+        }
+    }
+    // Flag "none" in front of a non-zero key: one encoding per hop, so refused too.
+    let mut corrupted = bytes.clone();
+    corrupted[flag_at] = 0;
+    reseal(&mut corrupted);
+    let error = FibTable::load(TableImage::from_bytes(&corrupted)).expect_err("stray key");
+    assert!(
+        error
+            .to_string()
+            .contains("no rewrite (flag 0) but a non-zero rewrite key"),
+        "{error}"
+    );
+    // Untouched, it loads and keeps the rewrite.
+    let table = FibTable::load(TableImage::from_bytes(&bytes)).expect("loads");
+    let group = table.lookup(RoutingKey(1)).expect("a route");
+    assert_eq!(
+        group.iter().map(|hop| hop.rewrite()).collect::<Vec<_>>(),
+        vec![Some(marker), None]
     );
 }
 
@@ -293,13 +460,17 @@ fn errors_say_what_is_wrong() {
     );
     let (set, _) = random_route_set(5, 10);
     let mut bytes = compile(&set).expect("compiles").as_bytes().to_vec();
-    bytes[8] = 2;
+    assert_eq!(
+        TABLE_FORMAT_VERSION, 2,
+        "version 2: next hops carry a rewrite"
+    );
+    bytes[8] = 1;
     let error = FibTable::load(TableImage::from_bytes(&bytes)).expect_err("version");
     assert_eq!(
         error.to_string(),
-        "table image format version 2; this build reads version 1"
+        "table image format version 1; this build reads version 2"
     );
-    bytes[8] = 1;
+    bytes[8] = 2;
     bytes[40] ^= 0xff;
     let error = FibTable::load(TableImage::from_bytes(&bytes)).expect_err("checksum");
     assert!(

@@ -647,6 +647,202 @@ fn fib_swap_mid_stream_loses_nothing<B: Backend>() {
     );
 }
 
+/// The per-service keys an egress node knows its services by (what an ingress hop rewrites to).
+const KEY_SERVICE_B0: RoutingKey = RoutingKey(0x5e41_b000_0000_0000_0000_0000_0000_0000);
+const KEY_SERVICE_B1: RoutingKey = RoutingKey(0x5e41_b001_0000_0000_0000_0000_0000_0001);
+
+fn rewriting(hop: NextHop, key: RoutingKey) -> NextHop {
+    NextHop {
+        rewrite: Some(key),
+        ..hop
+    }
+}
+
+/// `sent` as a forwarder must send it to a hop that rewrites to `key`: hop limit lowered, key
+/// written, checksum valid (computed here from scratch, not incrementally).
+fn expected_rewritten(sent: &[u8], key: RoutingKey) -> Vec<u8> {
+    let mut expected = sent.to_vec();
+    expected[field::HOP_LIMIT] -= 1;
+    let mut packet = Packet::new_unchecked(&mut expected[..]);
+    packet.set_routing_key(nexus_dataplane::wire::nexlink::RoutingKey(key.0));
+    packet.fill_checksum();
+    expected
+}
+
+fn forward_with_rewrite<B: Backend>() {
+    let sink = Sink::start();
+    let mut rig = Rig::start::<B>(
+        table(
+            1,
+            &[(KEY_A, vec![rewriting(hop(1, sink.addr, 1), KEY_SERVICE_B0)])],
+        ),
+        LocalEndpoints::new(),
+    );
+    let mut spec = FrameSpec::new(KEY_A);
+    spec.payload = (0..=255u8).collect();
+    let sent = spec.encode();
+    rig.send(&sent);
+    let got = sink.wait_for(1);
+    assert_eq!(got.len(), 1);
+    let got = &got[0];
+    assert_eq!(got.len(), sent.len());
+    for (offset, (a, b)) in sent.iter().zip(got).enumerate() {
+        if offset != field::HOP_LIMIT
+            && !field::CHECKSUM.contains(&offset)
+            && !field::ROUTING_KEY.contains(&offset)
+        {
+            assert_eq!(a, b, "byte {offset} changed");
+        }
+    }
+    let packet = Packet::new_checked(&got[..]).expect("structurally valid, checksum included");
+    assert!(packet.verify_checksum());
+    assert_eq!(packet.payload(), &spec.payload[..], "payload unchanged");
+    let repr = parse(got);
+    assert_eq!(repr.routing_key.0, KEY_SERVICE_B0.0, "the hop's key");
+    assert_eq!(repr.hop_limit.get(), 63, "hop limit decremented once");
+    assert_eq!(got, &expected_rewritten(&sent, KEY_SERVICE_B0));
+    let counters = rig.settle();
+    assert_eq!(counters.forwarded, 1);
+    only_drop(&counters, "", 0);
+}
+
+/// The ingress → egress path the rewrite exists for: the ingress forwarder maps the intent
+/// class to node B's service key; B's forwarder knows only that service key (its local
+/// endpoint table) and delivers the frame to the service.
+fn rewritten_frame_is_delivered_by_the_egress_node<B: Backend>() {
+    let service = Sink::start();
+    let mut egress_local = LocalEndpoints::new();
+    egress_local
+        .insert(KEY_SERVICE_B0, service.addr)
+        .expect("room");
+    let egress_fib = Fib::new(table(1, &[]));
+    let egress = Forwarder::spawn(
+        ForwarderConfig {
+            thread_name: "egress-under-test".to_owned(),
+            recv_timeout: Duration::from_millis(20),
+        },
+        &egress_fib,
+        egress_local,
+        B::bind(),
+    )
+    .expect("spawn egress");
+    let mut ingress = Rig::start::<B>(
+        table(
+            1,
+            &[(
+                KEY_A,
+                vec![rewriting(hop(2, egress.local_addr(), 1), KEY_SERVICE_B0)],
+            )],
+        ),
+        LocalEndpoints::new(),
+    );
+    let sent = FrameSpec::new(KEY_A).encode();
+    ingress.send(&sent);
+    let got = service.wait_for(1);
+    assert_eq!(got, vec![expected_rewritten(&sent, KEY_SERVICE_B0)]);
+    let counters = ingress.settle();
+    assert_eq!(counters.forwarded, 1);
+    let egress_counters = egress.shutdown().expect("egress stops");
+    assert_eq!(
+        (egress_counters.delivered_local, egress_counters.forwarded),
+        (1, 0)
+    );
+    assert_eq!(egress_counters.dropped_total(), 0, "{egress_counters:?}");
+}
+
+fn mixed_group_rewrites_only_where_the_hop_says<B: Backend>() {
+    const FLOWS: u32 = 300;
+    const FRAMES_PER_FLOW: u32 = 2;
+    // Node 2 runs two services behind one data-plane address (two hops, one address, each with
+    // its own rewrite); node 3 is reached without a rewrite.
+    let node_b = Sink::start();
+    let node_c = Sink::start();
+    let mut rig = Rig::start::<B>(
+        table(
+            1,
+            &[(
+                KEY_A,
+                vec![
+                    rewriting(hop(2, node_b.addr, 1), KEY_SERVICE_B0),
+                    rewriting(hop(2, node_b.addr, 1), KEY_SERVICE_B1),
+                    hop(3, node_c.addr, 2),
+                ],
+            )],
+        ),
+        LocalEndpoints::new(),
+    );
+    let mut sent = 0;
+    let mut payloads = BTreeMap::new();
+    for seq in 0..FRAMES_PER_FLOW {
+        for flow in 0..FLOWS {
+            let mut frame = FrameSpec::new(KEY_A);
+            (frame.src, frame.session, frame.stream, frame.seq) =
+                (u64::from(flow % 5), u64::from(flow), flow % 2, seq);
+            frame.payload = format!("flow {flow} frame {seq}").into_bytes();
+            payloads.insert((u64::from(flow), seq), frame.payload.clone());
+            rig.send_to_sinks(&frame.encode(), &[&node_b, &node_c], &mut sent);
+        }
+    }
+    let total = (FLOWS * FRAMES_PER_FLOW) as usize;
+    wait_until("all frames at the sinks", || {
+        node_b.count() + node_c.count() >= total
+    });
+    let counters = rig.settle();
+    assert_eq!(counters.forwarded, u64::from(FLOWS * FRAMES_PER_FLOW));
+    only_drop(&counters, "", 0);
+
+    // Per flow (session id), the keys its frames arrived with.
+    let mut keys_of_flow: BTreeMap<u64, BTreeSet<(bool, u128)>> = BTreeMap::new();
+    for (at_b, sink) in [(true, &node_b), (false, &node_c)] {
+        for datagram in sink.datagrams() {
+            let packet = Packet::new_checked(&datagram[..]).expect("valid checksum");
+            let repr = parse(&datagram);
+            assert_eq!(repr.hop_limit.get(), 63);
+            assert_eq!(
+                Some(packet.payload()),
+                payloads
+                    .get(&(repr.session.0, repr.seq.0))
+                    .map(Vec::as_slice),
+                "payload unchanged"
+            );
+            keys_of_flow
+                .entry(repr.session.0)
+                .or_default()
+                .insert((at_b, repr.routing_key.0));
+        }
+    }
+    assert_eq!(keys_of_flow.len(), FLOWS as usize);
+    let mut seen = BTreeMap::new();
+    for (flow, keys) in &keys_of_flow {
+        assert_eq!(
+            keys.len(),
+            1,
+            "flow {flow} took more than one path: {keys:?}"
+        );
+        let (at_b, key) = *keys.first().expect("one");
+        match key {
+            k if k == KEY_SERVICE_B0.0 || k == KEY_SERVICE_B1.0 => {
+                assert!(at_b, "a rewritten frame at node 3")
+            }
+            k if k == KEY_A.0 => assert!(!at_b, "node 2's hops always rewrite"),
+            other => panic!("flow {flow} arrived with key {other:032x}"),
+        }
+        *seen.entry(key).or_insert(0u32) += 1;
+    }
+    // Weights 1 : 1 : 2 over 300 flows.
+    for (key, low, high) in [
+        (KEY_SERVICE_B0.0, 45, 110),
+        (KEY_SERVICE_B1.0, 45, 110),
+        (KEY_A.0, 115, 185),
+    ] {
+        let flows = seen.get(&key).copied().unwrap_or(0);
+        assert!(
+            (low..=high).contains(&flows),
+            "{flows} flows with key {key:032x}: {seen:?}"
+        );
+    }
+}
+
 fn shutdown_is_clean<B: Backend>() {
     let sink = Sink::start();
     let mut rig = Rig::start::<B>(
@@ -692,6 +888,18 @@ macro_rules! conformance_suite {
             #[test]
             fn fib_swap_mid_stream_loses_nothing() {
                 super::fib_swap_mid_stream_loses_nothing::<$backend>();
+            }
+            #[test]
+            fn forward_with_rewrite() {
+                super::forward_with_rewrite::<$backend>();
+            }
+            #[test]
+            fn rewritten_frame_is_delivered_by_the_egress_node() {
+                super::rewritten_frame_is_delivered_by_the_egress_node::<$backend>();
+            }
+            #[test]
+            fn mixed_group_rewrites_only_where_the_hop_says() {
+                super::mixed_group_rewrites_only_where_the_hop_says::<$backend>();
             }
             #[test]
             fn shutdown_is_clean() {

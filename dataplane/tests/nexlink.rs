@@ -1,8 +1,8 @@
 //! The NexLink header against its spec (`docs/nexlink.md`): the golden vector byte for byte,
 //! field offsets, seeded round trips, every rejection class with its exact error and reason,
-//! the order of the receive checks, the in-place forwarding updates (hop limit, ECN) against a
-//! full checksum recomputation, and seeded mutations of valid frames (coverage-guided fuzzing of
-//! the same decoder: `dataplane/fuzz`).
+//! the order of the receive checks, the in-place forwarding updates (hop limit, ECN, routing-key
+//! rewrite) against a full checksum recomputation, and seeded mutations of valid frames
+//! (coverage-guided fuzzing of the same decoder: `dataplane/fuzz`).
 
 use nexus_dataplane::wire::checksum;
 use nexus_dataplane::wire::nexlink::{
@@ -842,6 +842,76 @@ fn incremental_hop_limit_update_equals_full_recompute() {
         assert_eq!(packet.hop_limit().map(HopLimit::get), Ok(1));
     }
     assert!(plus_zero_seen, "the 0x0000 checksum case was not exercised");
+}
+
+#[test]
+fn incremental_routing_key_rewrite_equals_full_recompute() {
+    let mut rng = StdRng::seed_from_u64(16_240);
+    let mut plus_zero_seen = false;
+    for round in 0..20_000 {
+        let repr = random_repr(&mut rng);
+        let old = repr.routing_key.0;
+        // Random keys, plus the shapes an incremental update can get wrong: the same key, one
+        // changed word, all zeros, all ones.
+        let new = match round % 5 {
+            0 => old,
+            1 => old ^ (u128::from(rng.random::<u16>() | 1) << (16 * rng.random_range(0..8))),
+            2 => 0,
+            3 => u128::MAX,
+            _ => rng.random(),
+        };
+        let mut header = emit_header(&repr);
+        let before = header;
+        let mut packet = Packet::new_unchecked(&mut header[..]);
+        packet.rewrite_routing_key(RoutingKey(new));
+        let expected = recomputed(&before, |h| {
+            h[field::ROUTING_KEY].copy_from_slice(&new.to_be_bytes());
+        });
+        assert_eq!(header.to_vec(), expected, "key {old:032x} -> {new:032x}");
+        plus_zero_seen |= header[field::CHECKSUM] == [0, 0];
+        let mut after = repr;
+        after.routing_key = RoutingKey(new);
+        assert_eq!(parse_header(&header), Ok(after));
+
+        // The forwarder's order: hop limit first, then the key; still a full recompute.
+        let mut header = before;
+        let mut packet = Packet::new_unchecked(&mut header[..]);
+        if packet.decrement_hop_limit().is_ok() {
+            packet.rewrite_routing_key(RoutingKey(new));
+            let expected = recomputed(&before, |h| {
+                h[field::HOP_LIMIT] -= 1;
+                h[field::ROUTING_KEY].copy_from_slice(&new.to_be_bytes());
+            });
+            assert_eq!(header.to_vec(), expected);
+        }
+    }
+    // Search for a rewrite whose result is the 0x0000 checksum (RFC 1141's update would write
+    // 0xffff): adjust the last key word until a full recompute gives 0.
+    let mut header = golden_frame()[..HEADER_LEN].to_vec();
+    for low in 0..=u16::MAX {
+        let key = (0x0011_2233_4455_6677_8899_aabb_ccdd_0000u128) | u128::from(low);
+        let target = recomputed(&header, |h| {
+            h[field::ROUTING_KEY].copy_from_slice(&key.to_be_bytes());
+        });
+        if target[field::CHECKSUM] == [0, 0] {
+            Packet::new_unchecked(&mut header[..]).rewrite_routing_key(RoutingKey(key));
+            assert_eq!(header, target);
+            plus_zero_seen = true;
+            break;
+        }
+    }
+    assert!(plus_zero_seen, "the 0x0000 checksum case was not exercised");
+}
+
+#[test]
+fn routing_key_rewrite_keeps_a_bad_checksum_bad() {
+    let mut frame = golden_frame();
+    frame[field::CHECKSUM.start] ^= 0x40;
+    let mut packet = Packet::new_unchecked(&mut frame[..]);
+    packet.rewrite_routing_key(RoutingKey(0xfeed));
+    assert!(!packet.verify_checksum());
+    assert_eq!(packet.routing_key(), RoutingKey(0xfeed));
+    assert_eq!(packet.payload(), &golden_frame()[HEADER_LEN..]);
 }
 
 #[test]

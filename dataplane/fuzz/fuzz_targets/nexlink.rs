@@ -1,13 +1,14 @@
 //! Any bytes as a NexLink frame: `Packet::new_checked` and `Repr::parse` return an error or
 //! accept them, never panic; whatever parses re-emits to the same 64 header bytes, and the
-//! forwarding updates (hop limit, ECN) keep the checksum equal to a full recomputation.
+//! forwarding updates (hop limit, ECN, routing-key rewrite) keep the checksum equal to a full
+//! recomputation.
 //!
 //! Each input runs twice: as received (mostly refused by the checksum) and with its checksum
 //! fixed, so that the semantic checks behind the checksum are explored too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nexus_dataplane::wire::nexlink::{Error, HEADER_LEN, Packet, Repr};
+use nexus_dataplane::wire::nexlink::{Error, HEADER_LEN, Packet, Repr, RoutingKey};
 
 fuzz_target!(|data: &[u8]| {
     check(data);
@@ -39,6 +40,16 @@ fn check(frame: &[u8]) {
             }
             view.mark_congestion_experienced();
             assert!(view.verify_checksum(), "incremental ECN update");
+
+            // A key derived from the frame, so the fuzzer steers which words change.
+            let key = RoutingKey(repr.routing_key.0.rotate_left(17) ^ u128::from(frame[4]));
+            let mut recomputed = forwarded.clone();
+            let mut full = Packet::new_unchecked(&mut recomputed[..]);
+            full.set_routing_key(key);
+            full.fill_checksum();
+            let mut view = Packet::new_unchecked(&mut forwarded[..]);
+            view.rewrite_routing_key(key);
+            assert_eq!(forwarded, recomputed, "incremental routing-key rewrite");
         }
         Err(err) => {
             assert!(Error::REASONS.contains(&err.reason()));

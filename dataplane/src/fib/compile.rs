@@ -7,8 +7,8 @@ use rkyv::util::AlignedVec;
 
 use super::format::{
     CRC_AT, CRC_FROM, GENERATION_AT, GroupRecord, HASH_SEEDS, HEADER_LEN, HopRecord, IMAGE_ALIGN,
-    LENGTH_AT, MAGIC_AT, SlotRecord, TABLE_FORMAT_VERSION, TABLE_MAGIC, TableRecord, VERSION_AT,
-    home_slot,
+    LENGTH_AT, MAGIC_AT, REWRITE_KEY, REWRITE_NONE, SlotRecord, TABLE_FORMAT_VERSION, TABLE_MAGIC,
+    TableRecord, VERSION_AT, home_slot,
 };
 use super::route::{NextHop, RouteSet};
 use super::{PROBE_LEN_TARGET, SLOTS_MIN};
@@ -108,10 +108,16 @@ pub(crate) fn build_record(routes: &RouteSet) -> TableRecord {
             for hop in next_hops {
                 // RouteSet guarantees the sum fits WEIGHT_TOTAL_MAX = u32::MAX.
                 running += hop.weight;
+                let (rewrite_flag, rewrite_key) = match hop.rewrite {
+                    None => (REWRITE_NONE, [0u8; 16]),
+                    Some(key) => (REWRITE_KEY, key.to_be_bytes()),
+                };
                 hops.push(HopRecord {
                     node: hop.node,
                     addr: hop.addr,
                     weight: hop.weight,
+                    rewrite_flag,
+                    rewrite_key,
                 });
                 cumulative.push(running);
             }

@@ -26,7 +26,16 @@ use super::{NEXT_HOPS_TOTAL_MAX, ROUTES_MAX, SLOTS_MAX};
 pub const TABLE_MAGIC: [u8; 8] = *b"NEXUSFIB";
 
 /// Version of the image format this build writes and reads.
-pub const TABLE_FORMAT_VERSION: u32 = 1;
+///
+/// History: 1 — first format; 2 — each next hop carries a routing-key rewrite (a flag byte and
+/// 16 key bytes, [`HopRecord`]). A build reads only its own version: images are compiled by the
+/// same node that loads them, so there is nothing to migrate.
+pub const TABLE_FORMAT_VERSION: u32 = 2;
+
+/// [`HopRecord::rewrite_flag`]: the next hop leaves the frame's routing key unchanged.
+pub(crate) const REWRITE_NONE: u8 = 0;
+/// [`HopRecord::rewrite_flag`]: the next hop writes [`HopRecord::rewrite_key`] into the frame.
+pub(crate) const REWRITE_KEY: u8 = 1;
 
 /// Length of the fixed header in front of the archive (a multiple of 16 so the archive stays
 /// aligned inside an aligned buffer).
@@ -111,11 +120,19 @@ pub(crate) struct GroupRecord {
 }
 
 /// One next hop.
+///
+/// The rewrite is a flag byte plus the key's 16 bytes in network byte order (exactly the bytes
+/// the forwarder writes into the header, and what a P4 action takes as its parameter), rather
+/// than an rkyv `Option`, so the layout is spelled out for the other targets. The flag is
+/// [`REWRITE_NONE`] (then the key bytes are all zero) or [`REWRITE_KEY`]; load refuses anything
+/// else.
 #[derive(Archive, Serialize, Debug, Clone, Copy)]
 pub(crate) struct HopRecord {
     pub(crate) node: [u8; 32],
     pub(crate) addr: SocketAddr,
     pub(crate) weight: u32,
+    pub(crate) rewrite_flag: u8,
+    pub(crate) rewrite_key: [u8; 16],
 }
 
 const MIX_HI: u64 = 0xa076_1d64_78bd_642f;

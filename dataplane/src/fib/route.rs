@@ -72,6 +72,18 @@ pub struct NextHop {
     pub rewrite: Option<RoutingKey>,
 }
 
+/// `" rewriting the key to {key}"`, or nothing for a hop without a rewrite (for errors).
+struct RewriteNote(Option<RoutingKey>);
+
+impl fmt::Display for RewriteNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(key) => write!(f, " rewriting the key to {key}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Why a route was refused. In every case the [`RouteSet`] is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
@@ -111,8 +123,9 @@ pub enum RouteError {
         /// The sum of the given weights.
         total: u64,
     },
-    /// The same (node id, address) appears twice in one group.
-    #[error("route {key}: next hop {node} at {addr} appears more than once (give it one entry with the summed weight)", node = NodeIdHex(node))]
+    /// The same (node id, address, rewrite) appears twice in one group. Hops that differ only
+    /// in their rewrite are distinct (two services on one node behind one data-plane address).
+    #[error("route {key}: next hop {node} at {addr}{rewrite} appears more than once (give it one entry with the summed weight)", node = NodeIdHex(node), rewrite = RewriteNote(*rewrite))]
     DuplicateNextHop {
         /// The refused key.
         key: RoutingKey,
@@ -120,6 +133,8 @@ pub enum RouteError {
         node: [u8; 32],
         /// The repeated next hop's address.
         addr: SocketAddr,
+        /// The repeated next hop's rewrite.
+        rewrite: Option<RoutingKey>,
     },
     /// Adding the key would exceed [`ROUTES_MAX`].
     #[error("route {key}: the route set already holds ROUTES_MAX = {ROUTES_MAX} routes")]
@@ -140,7 +155,13 @@ pub enum RouteError {
 }
 
 /// The routes one table generation is compiled from: a generation number and, per key, a
-/// validated next-hop group kept sorted by (node id, address).
+/// validated next-hop group kept in canonical [`NextHop`] order (node id, address, weight,
+/// rewrite).
+///
+/// A next hop is identified by (node id, address, rewrite): a group may not name the same one
+/// twice, but may name one (node, address) several times with different rewrites — two services
+/// on one node reached through the node's one data-plane address are two next hops, each with
+/// its own weight and its own per-service key.
 ///
 /// Every `RouteSet` is within the limits ([`ROUTES_MAX`], [`NEXT_HOPS_MAX`],
 /// [`NEXT_HOPS_TOTAL_MAX`], weights ≥ 1, [`WEIGHT_TOTAL_MAX`]): the only ways to add routes check
@@ -261,13 +282,20 @@ fn check_group(key: RoutingKey, next_hops: &mut [NextHop]) -> Result<(), RouteEr
                 addr: hop.addr,
             });
         }
-        if index > 0 {
-            let before = &next_hops[index - 1];
-            if before.node == hop.node && before.addr == hop.addr {
+        // Sorted by (node, addr, weight, rewrite): hops with the same (node, addr) are adjacent
+        // but, with different weights, equal rewrites need not be; compare within the run
+        // (at most NEXT_HOPS_MAX² / 2 comparisons).
+        let same_target = next_hops[..index]
+            .iter()
+            .rev()
+            .take_while(|before| before.node == hop.node && before.addr == hop.addr);
+        for before in same_target {
+            if before.rewrite == hop.rewrite {
                 return Err(RouteError::DuplicateNextHop {
                     key,
                     node: hop.node,
                     addr: hop.addr,
+                    rewrite: hop.rewrite,
                 });
             }
         }
@@ -348,10 +376,70 @@ mod tests {
             Err(RouteError::DuplicateNextHop {
                 key,
                 node: [1; 32],
-                addr: hop(1, 1, 1).addr
+                addr: hop(1, 1, 1).addr,
+                rewrite: None,
+            })
+        );
+        // The same rewrite twice, with other hops of the same (node, addr) sorted in between.
+        let service = |weight, rewrite| NextHop {
+            rewrite: Some(RoutingKey(rewrite)),
+            ..hop(1, 1, weight)
+        };
+        let duplicate = set.insert(key, vec![service(1, 5), service(2, 6), service(3, 5)]);
+        assert_eq!(
+            duplicate,
+            Err(RouteError::DuplicateNextHop {
+                key,
+                node: [1; 32],
+                addr: hop(1, 1, 1).addr,
+                rewrite: Some(RoutingKey(5)),
             })
         );
         assert_eq!(set, before);
+    }
+
+    #[test]
+    fn one_node_and_address_with_different_rewrites_are_distinct_hops() {
+        // Two services on one node behind its one data-plane address, plus a hop to the same
+        // address that keeps the key: three next hops.
+        let key = RoutingKey(0xc1a55);
+        let with = |weight, rewrite| NextHop {
+            rewrite,
+            ..hop(1, 1, weight)
+        };
+        let group = vec![
+            with(2, Some(RoutingKey(0xb))),
+            with(1, None),
+            with(2, Some(RoutingKey(0xa))),
+        ];
+        let mut set = RouteSet::new(1);
+        set.insert(key, group)
+            .expect("distinct rewrites are distinct hops");
+        assert_eq!(
+            set.get(key),
+            Some(
+                &[
+                    with(1, None),
+                    with(2, Some(RoutingKey(0xa))),
+                    with(2, Some(RoutingKey(0xb))),
+                ][..]
+            ),
+            "canonical order: weight, then rewrite (None first)"
+        );
+        assert_eq!(set.next_hops_total(), 3);
+        let message = RouteError::DuplicateNextHop {
+            key,
+            node: [1; 32],
+            addr: hop(1, 1, 1).addr,
+            rewrite: Some(RoutingKey(0xa)),
+        }
+        .to_string();
+        assert!(
+            message.contains(
+                "127.0.0.1:1 rewriting the key to 0000000000000000000000000000000a appears more than once"
+            ),
+            "{message}"
+        );
     }
 
     #[test]

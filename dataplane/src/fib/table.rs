@@ -11,8 +11,8 @@ use yoke::Yoke;
 use super::compile::TableImage;
 use super::format::{
     ArchivedHopRecord, ArchivedSlotRecord, ArchivedTableRecord, CRC_AT, CRC_FROM, GENERATION_AT,
-    HEADER_LEN, IMAGE_ALIGN, LENGTH_AT, MAGIC_AT, TABLE_BYTES_MAX, TABLE_FORMAT_VERSION,
-    TABLE_MAGIC, VERSION_AT, flow_point, home_slot,
+    HEADER_LEN, IMAGE_ALIGN, LENGTH_AT, MAGIC_AT, REWRITE_NONE, TABLE_BYTES_MAX,
+    TABLE_FORMAT_VERSION, TABLE_MAGIC, VERSION_AT, flow_point, home_slot,
 };
 use super::route::{NextHop, RoutingKey};
 use super::validate::check_table;
@@ -398,7 +398,7 @@ impl<'a> NextHopGroup<'a> {
         self.hops.is_empty()
     }
 
-    /// The next hops in canonical (node id, address) order.
+    /// The next hops in canonical order (node id, address, weight, rewrite).
     pub fn iter(&self) -> impl ExactSizeIterator<Item = NextHopRef<'a>> + 'a {
         self.hops.iter().map(NextHopRef)
     }
@@ -442,13 +442,25 @@ impl<'a> NextHopRef<'a> {
         self.0.weight.to_native()
     }
 
+    /// The routing key a frame sent to this hop carries on the wire (see [`NextHop::rewrite`]);
+    /// `None` leaves the frame's key unchanged. The flag byte was checked on load to be one of
+    /// the two defined values.
+    #[inline]
+    pub fn rewrite(&self) -> Option<RoutingKey> {
+        if self.0.rewrite_flag == REWRITE_NONE {
+            None
+        } else {
+            Some(RoutingKey::from_be_bytes(self.0.rewrite_key))
+        }
+    }
+
     /// As an owned value.
     pub fn to_next_hop(&self) -> NextHop {
         NextHop {
             node: *self.node(),
             addr: self.addr(),
             weight: self.weight(),
-            rewrite: None,
+            rewrite: self.rewrite(),
         }
     }
 }

@@ -5,7 +5,10 @@
 //! stored probe bound, weights consistent with the cumulative runs. After they pass, lookups
 //! index without further checks failing (a failure there would be a bug, and panics).
 
-use super::format::{ArchivedSlotRecord, ArchivedTableRecord, home_slot};
+use super::format::{
+    ArchivedHopRecord, ArchivedSlotRecord, ArchivedTableRecord, REWRITE_KEY, REWRITE_NONE,
+    home_slot,
+};
 use super::{NEXT_HOPS_MAX, NEXT_HOPS_TOTAL_MAX, ROUTES_MAX, SLOTS_MAX, SLOTS_MIN};
 
 /// Checks a table archive; on failure says what is wrong (for `LoadError::Inconsistent`).
@@ -30,6 +33,9 @@ fn check_groups(table: &ArchivedTableRecord) -> Result<(), String> {
             "{} next hops, more than NEXT_HOPS_TOTAL_MAX = {NEXT_HOPS_TOTAL_MAX}",
             hops.len()
         ));
+    }
+    for (index, hop) in hops.iter().enumerate() {
+        check_rewrite(index, hop)?;
     }
     if table.groups.len() > ROUTES_MAX {
         return Err(format!(
@@ -73,6 +79,21 @@ fn check_groups(table: &ArchivedTableRecord) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The rewrite flag is one of the two defined values, and a hop without a rewrite has zeroed key
+/// bytes (one encoding per hop, so equal groups give equal images).
+fn check_rewrite(index: usize, hop: &ArchivedHopRecord) -> Result<(), String> {
+    match hop.rewrite_flag {
+        REWRITE_KEY => Ok(()),
+        REWRITE_NONE if hop.rewrite_key == [0u8; 16] => Ok(()),
+        REWRITE_NONE => Err(format!(
+            "next hop {index}: no rewrite (flag {REWRITE_NONE}) but a non-zero rewrite key"
+        )),
+        flag => Err(format!(
+            "next hop {index}: rewrite flag {flag} is neither {REWRITE_NONE} (none) nor {REWRITE_KEY} (rewrite)"
+        )),
+    }
 }
 
 fn is_empty(slot: &ArchivedSlotRecord) -> bool {
@@ -403,6 +424,42 @@ mod tests {
         bad.slots[empty].key_lo = 1;
         let detail = load_detail(&bad);
         assert_eq!(detail, format!("slot {empty}: empty but not zeroed"));
+    }
+
+    #[test]
+    fn rewrite_flag_out_of_range() {
+        let mut bad = record(40);
+        bad.hops[3].rewrite_flag = 2;
+        let detail = load_detail(&bad);
+        assert_eq!(
+            detail,
+            "next hop 3: rewrite flag 2 is neither 0 (none) nor 1 (rewrite)"
+        );
+    }
+
+    #[test]
+    fn rewrite_key_without_the_flag() {
+        let mut bad = record(40);
+        bad.hops[1].rewrite_key[15] = 7;
+        let detail = load_detail(&bad);
+        assert_eq!(
+            detail,
+            "next hop 1: no rewrite (flag 0) but a non-zero rewrite key"
+        );
+        // With the flag set, the same bytes are a valid rewrite to key 7.
+        bad.hops[1].rewrite_flag = 1;
+        let table = FibTable::load(serialize(&bad).expect("serializes")).expect("loads");
+        let rewrites: Vec<_> = table
+            .entries()
+            .flat_map(|entry| {
+                entry
+                    .group
+                    .iter()
+                    .map(|hop| hop.rewrite())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(rewrites.contains(&Some(RoutingKey(7))), "{rewrites:?}");
     }
 
     #[test]

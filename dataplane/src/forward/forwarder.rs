@@ -15,7 +15,9 @@ use super::counters::{ForwarderCounters, NO_ROUTE, SharedCounters, reason_index}
 use super::io::PacketIo;
 use super::local::LocalEndpoints;
 use crate::fib::{Fib, FibReader, RoutingKey};
-use crate::wire::nexlink::{Error as WireError, NodeTag, Packet, Repr, SessionId, StreamId};
+use crate::wire::nexlink::{
+    Error as WireError, NodeTag, Packet, Repr, RoutingKey as WireRoutingKey, SessionId, StreamId,
+};
 
 /// Longest a forwarder waits in one receive call, so it notices shutdown within this bound.
 pub const RECV_TIMEOUT_MS_MAX: u64 = 1000;
@@ -84,8 +86,10 @@ pub fn flow_hash(src: NodeTag, session: SessionId, stream: StreamId) -> u64 {
 ///    error's [`reason`](WireError::reason);
 /// 2. if the routing key is a local endpoint, send the frame there unchanged (`delivered_local`);
 /// 3. otherwise [`Packet::decrement_hop_limit`] (drop `hop_limit_exceeded` at 1), then
-///    `FibTable::route(key, flow_hash(src, session, stream))` (drop `no_route` on a miss) and
-///    send the frame to the chosen next hop (`forwarded`).
+///    `FibTable::route(key, flow_hash(src, session, stream))` (drop `no_route` on a miss);
+/// 4. if the chosen next hop has a [rewrite](crate::fib::NextHopRef::rewrite), write that key
+///    into the frame ([`Packet::rewrite_routing_key`], an incremental checksum update), and send
+///    the frame to the next hop (`forwarded`).
 ///
 /// Only the frame (header + declared payload) is sent on; bytes after it in the datagram are
 /// not part of it and are dropped. The thread never waits on the control plane: its only shared
@@ -207,6 +211,10 @@ impl<I: PacketIo> Forwarder<I> {
             }
             match table.route(key, flow_hash(repr.src, repr.session, repr.stream)) {
                 Some(next_hop) => {
+                    if let Some(rewrite) = next_hop.rewrite() {
+                        Packet::new_unchecked(&mut *frame)
+                            .rewrite_routing_key(WireRoutingKey(rewrite.0));
+                    }
                     push(&mut self.tx, frame, next_hop.addr());
                     counters.forwarded += 1;
                 }

@@ -41,6 +41,29 @@ pub fn update(old_checksum: u16, old_word: u16, new_word: u16) -> u16 {
     !fold(acc)
 }
 
+/// The checksum after a run of 16-bit words of the checksummed data changed from `old_words`
+/// to `new_words` (both the same even length, big-endian words), given the checksum
+/// `old_checksum` before the change: RFC 1624 eqn. 3 summed over every changed word,
+/// `HC' = ~(~HC + Σ ~m_i + Σ m'_i)`, folded once.
+///
+/// Equal to applying [`update`] word by word, and, like it, byte-identical to a recomputation
+/// when `old_checksum` was valid. Panics if the lengths differ or are odd (a caller bug).
+pub fn update_words(old_checksum: u16, old_words: &[u8], new_words: &[u8]) -> u16 {
+    assert!(
+        old_words.len() == new_words.len() && old_words.len().is_multiple_of(2),
+        "update_words over {} old and {} new bytes",
+        old_words.len(),
+        new_words.len()
+    );
+    // At most u16::MAX + 2 × len/2 × u16::MAX: no overflow short of 2^47 bytes.
+    let mut acc = u64::from(!old_checksum);
+    for (old, new) in old_words.chunks_exact(2).zip(new_words.chunks_exact(2)) {
+        acc += u64::from(!u16::from_be_bytes([old[0], old[1]]));
+        acc += u64::from(u16::from_be_bytes([new[0], new[1]]));
+    }
+    !fold(acc)
+}
+
 /// Folds carries back into the low 16 bits (end-around carry).
 fn fold(mut acc: u64) -> u16 {
     while acc > 0xffff {
@@ -91,6 +114,48 @@ mod tests {
         // RFC 1624 §4: HC = 0xdd2f, m = 0x5555, m' = 0x3285. Eqn. 3 gives 0x0000, the value a
         // full recomputation gives; eqn. 2 would give 0xffff.
         assert_eq!(update(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+
+    #[test]
+    fn update_words_matches_word_by_word_and_recompute() {
+        // A small xorshift keeps the test free of a dev-dependency on rand.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..10_000 {
+            let mut data = [0u8; 24];
+            for chunk in data.chunks_exact_mut(8) {
+                chunk.copy_from_slice(&next().to_be_bytes());
+            }
+            data[0] |= 0x10; // never all zero
+            let before = checksum(&data);
+            let start = 2 * (next() % 4) as usize;
+            let mut changed = data;
+            for chunk in changed[start..start + 16].chunks_exact_mut(8) {
+                chunk.copy_from_slice(&next().to_be_bytes());
+            }
+            let expected = checksum(&changed);
+            let old = &data[start..start + 16];
+            let new = &changed[start..start + 16];
+            assert_eq!(update_words(before, old, new), expected);
+            let stepwise =
+                old.chunks_exact(2)
+                    .zip(new.chunks_exact(2))
+                    .fold(before, |checksum, (o, n)| {
+                        update(
+                            checksum,
+                            u16::from_be_bytes([o[0], o[1]]),
+                            u16::from_be_bytes([n[0], n[1]]),
+                        )
+                    });
+            assert_eq!(stepwise, expected);
+        }
+        // Nothing changed: the checksum stays.
+        assert_eq!(update_words(0x1234, &[1, 2, 3, 4], &[1, 2, 3, 4]), 0x1234);
     }
 
     #[test]
