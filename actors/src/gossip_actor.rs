@@ -94,7 +94,7 @@ pub enum GossipMsg {
     Broadcast(Vec<u8>),
     /// Send a unicast overlay message (registry anti-entropy) to a peer.
     SendDirect(SocketAddr, Vec<u8>),
-    /// Send a unicast overlay message to one random overlay neighbour (if there is one).
+    /// Send a unicast overlay message to one random peer of the overlay's active or passive view.
     DirectToRandomNeighbor(Vec<u8>),
     /// The overlay's active and passive views.
     OverlayViews(RpcReplyPort<(Vec<SocketAddr>, Vec<SocketAddr>)>),
@@ -422,7 +422,7 @@ impl<S: DatagramSocket> Actor for GossipActor<S> {
                 }
             }
             GossipMsg::DirectToRandomNeighbor(payload) => {
-                if let Some(to) = state.overlay.random_active_peer()
+                if let Some(to) = state.overlay.random_peer()
                     && let Err(err) = state.overlay.send_direct(to, payload)
                 {
                     tracing::debug!(%to, %err, "direct overlay message refused");

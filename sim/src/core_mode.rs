@@ -739,7 +739,7 @@ impl CoreSim<'_> {
                         let _ = reg.overlay.send_direct(to, bytes);
                     }
                     Output::DirectToRandomNeighbor(bytes) => {
-                        if let Some(to) = reg.overlay.random_active_peer() {
+                        if let Some(to) = reg.overlay.random_peer() {
                             let _ = reg.overlay.send_direct(to, bytes);
                         }
                     }

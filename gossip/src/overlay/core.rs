@@ -205,9 +205,17 @@ impl Overlay {
         self.missing.len()
     }
 
-    /// A random neighbour (for the registry's anti-entropy partner), if any.
+    /// A random neighbour, if any.
     pub fn random_active_peer(&mut self) -> Option<SocketAddr> {
         pick(&mut self.rng, &self.active, |_| true)
+    }
+
+    /// A random peer of either view (the registry's anti-entropy partner). Drawing from the
+    /// passive view too matters after a partition heals: each side's active view may still hold
+    /// only its own side, while the passive views (fed by membership) already hold the other.
+    pub fn random_peer(&mut self) -> Option<SocketAddr> {
+        let all: BTreeSet<SocketAddr> = self.active.union(&self.passive).copied().collect();
+        pick(&mut self.rng, &all, |_| true)
     }
 
     /// Joins the overlay through `contact` (HyParView Join). The Join is repeated every
