@@ -133,6 +133,25 @@ fn demo_brings_up_three_nodes_and_stops_them() {
         assert!(stdout.contains(name), "{stdout}");
     }
     assert_eq!(stdout.matches("  alive  ").count(), 3, "{stdout}");
+    // Services were advertised fabric-wide and resolved; frames reached the two matching
+    // services, and after a crash of one's node, only the other.
+    assert!(stdout.contains("node-3 sees all 6 services"), "{stdout}");
+    assert!(stdout.contains("excluded coder-small"), "{stdout}");
+    let counts: Vec<usize> = stdout
+        .lines()
+        .filter(|l| l.trim_end().ends_with(" frames"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 6, "two rounds of three services: {stdout}");
+    assert_eq!(counts[..3].iter().sum::<usize>(), 100, "{stdout}");
+    assert_eq!(counts[2], 0, "coder-small never matches: {stdout}");
+    assert!(
+        counts[0] > 0 && counts[1] > 0,
+        "both matches get flows: {stdout}"
+    );
+    assert!(stdout.contains("failed over after"), "{stdout}");
+    // After the failover every flow reaches coder-deepseek (sorted first by id).
+    assert_eq!(counts[3..], [100, 0, 0], "{stdout}");
     // The nodes are gone: their admin ports are free again.
     std::thread::sleep(Duration::from_millis(200));
     assert!(std::net::TcpListener::bind(("127.0.0.1", base)).is_ok());
