@@ -14,7 +14,6 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::*;
-use nexus_dataplane::wire::nexlink::{Packet, Repr};
 use serde_json::{Value, json};
 
 const KEY: u128 = 0x00112233_44556677_8899aabb_ccddeeff;
@@ -23,34 +22,12 @@ fn frame(session: u64, seq: u32) -> Vec<u8> {
     nexus_fabric::ctl::data_frame(KEY, session, seq, 4, 8).expect("valid frame")
 }
 
-struct Sink {
-    socket: UdpSocket,
-}
-
-impl Sink {
-    fn new() -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("sink");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .expect("timeout");
-        Sink { socket }
-    }
-
-    fn addr(&self) -> String {
-        self.socket.local_addr().expect("addr").to_string()
-    }
-
-    /// Every frame that arrives until the socket stays quiet for 300 ms, as (session, hop limit).
-    fn drain(&self) -> Vec<(u64, u8)> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 2048];
-        while let Ok((n, _)) = self.socket.recv_from(&mut buf) {
-            let repr =
-                Repr::parse(&Packet::new_unchecked(&buf[..n])).expect("forwarded frame parses");
-            out.push((repr.session.0, repr.hop_limit.get()));
-        }
-        out
-    }
+/// (session, hop limit) of every frame the sink received.
+fn flows(sink: &Sink) -> Vec<(u64, u8)> {
+    sink.drain()
+        .iter()
+        .map(|r| (r.session.0, r.hop_limit.get()))
+        .collect()
 }
 
 async fn live_hops(node: &NodeProc) -> usize {
@@ -143,7 +120,7 @@ async fn frames_follow_the_table_and_fail_over(backend: &str) {
 
     // 200 flows: split across both next hops, each flow whole on one side.
     send_flows(0, 200);
-    let (a, b) = (sink2.drain(), sink3.drain());
+    let (a, b) = (flows(&sink2), flows(&sink3));
     assert_eq!(
         a.len() + b.len(),
         200,
@@ -173,7 +150,7 @@ async fn frames_follow_the_table_and_fail_over(backend: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     send_flows(1000, 200);
-    let (a, b) = (sink2.drain(), sink3.drain());
+    let (a, b) = (flows(&sink2), flows(&sink3));
     assert_eq!(
         (a.len(), b.len()),
         (200, 0),
@@ -200,7 +177,7 @@ async fn frames_follow_the_table_and_fail_over(backend: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("sent 50 frame(s)"));
-    let (a, b) = (sink2.drain(), sink3.drain());
+    let (a, b) = (flows(&sink2), flows(&sink3));
     assert_eq!((a.len(), b.len()), (50, 0));
     let bad = nexus()
         .args(["ctl", "send", "--to", &dataplane, "--key", "xyz"])

@@ -17,37 +17,14 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::*;
-use nexus_dataplane::wire::nexlink::{Packet, Repr};
 use serde_json::{Value, json};
 
-struct Sink {
-    socket: UdpSocket,
-}
-
-impl Sink {
-    fn new() -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("sink");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .expect("timeout");
-        Sink { socket }
-    }
-
-    fn port(&self) -> u16 {
-        self.socket.local_addr().expect("addr").port()
-    }
-
-    /// Every frame that arrives until the socket stays quiet for 300 ms: (session, key).
-    fn drain(&self) -> Vec<(u64, u128)> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 2048];
-        while let Ok((n, _)) = self.socket.recv_from(&mut buf) {
-            let repr = Repr::parse(&Packet::new_checked(&buf[..n]).expect("valid frame"))
-                .expect("delivered frame parses (checksum valid)");
-            out.push((repr.session.0, repr.routing_key.0));
-        }
-        out
-    }
+/// (session, routing key) of every frame the sink received.
+fn frames(sink: &Sink) -> Vec<(u64, u128)> {
+    sink.drain()
+        .iter()
+        .map(|r| (r.session.0, r.routing_key.0))
+        .collect()
 }
 
 async fn post(node: &NodeProc, path: &str, body: &Value) -> Value {
@@ -142,7 +119,7 @@ async fn frames_reach_a_capability_and_fail_over() {
     };
 
     send_flows(0, 200);
-    let (b, c) = (sink2.drain(), sink3.drain());
+    let (b, c) = (frames(&sink2), frames(&sink3));
     assert_eq!(
         b.len() + c.len(),
         200,
@@ -174,7 +151,7 @@ async fn frames_reach_a_capability_and_fail_over() {
     }
     eprintln!("failover after {:?}", killed.elapsed());
     send_flows(1000, 200);
-    let (b, c) = (sink2.drain(), sink3.drain());
+    let (b, c) = (frames(&sink2), frames(&sink3));
     assert_eq!(
         (b.len(), c.len()),
         (200, 0),

@@ -238,3 +238,39 @@ pub async fn start_cluster(dir: &Path, count: usize, config: &str) -> Vec<NodePr
     }
     nodes
 }
+
+/// A UDP socket standing in for a next hop or a service: collects the NexLink frames sent to it.
+pub struct Sink {
+    pub socket: std::net::UdpSocket,
+}
+
+impl Sink {
+    pub fn new() -> Self {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("sink");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        Sink { socket }
+    }
+
+    pub fn addr(&self) -> String {
+        self.socket.local_addr().expect("addr").to_string()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.socket.local_addr().expect("addr").port()
+    }
+
+    /// Every frame that arrives until the socket stays quiet for 300 ms, parsed (checksum
+    /// checked).
+    pub fn drain(&self) -> Vec<nexus_dataplane::wire::nexlink::Repr> {
+        use nexus_dataplane::wire::nexlink::{Packet, Repr};
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = self.socket.recv_from(&mut buf) {
+            let packet = Packet::new_checked(&buf[..n]).expect("a whole frame");
+            out.push(Repr::parse(&packet).expect("a valid frame"));
+        }
+        out
+    }
+}
