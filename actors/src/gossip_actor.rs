@@ -181,6 +181,7 @@ impl<S: DatagramSocket> GossipActor<S> {
                     Self::to_registry(state, RegistryInput::Rtt(peer, rtt));
                 }
                 Event::Rejoined(id) => {
+                    Self::to_registry(state, RegistryInput::Rejoined);
                     // Persist the bumped generation so a restart comes back newer still.
                     if let Err(err) = next_generation(state.args.storage.as_ref()) {
                         tracing::warn!(%err, generation = id.generation(), "cannot persist generation");

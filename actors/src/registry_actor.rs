@@ -65,6 +65,8 @@ pub enum RegistryInput {
     MemberDown(NodeId),
     /// A direct probe's round trip, for the Vivaldi coordinate.
     Rtt(NodeId, Duration),
+    /// This node was declared down and rejoined: re-advertise its services.
+    Rejoined,
 }
 
 /// Sending half of the registry's inbox (held by the gossip actor).
@@ -547,6 +549,7 @@ impl Actor for RegistryActor {
                 RegistryInput::Direct(from, bytes) => state.node.on_direct(now, from, &bytes),
                 RegistryInput::MemberDown(node) => state.node.on_member_down(now, node),
                 RegistryInput::Rtt(node, rtt) => state.node.on_rtt(node, rtt),
+                RegistryInput::Rejoined => state.node.on_rejoined(now),
             },
             RegistryMsg::Refresh => {
                 state.node.refresh(now);

@@ -490,6 +490,19 @@ impl<S: RegistryStore> RegistryNode<S> {
         }
     }
 
+    /// This node was declared down by the others and rejoined (e.g. after a partition healed):
+    /// they withdrew its services, and only a newer version brings them back, so re-publish
+    /// every local service now instead of at its next `ttl_s / 3`.
+    pub fn on_rejoined(&mut self, now: Millis) {
+        let ids: Vec<String> = self.local.keys().cloned().collect();
+        for id in ids {
+            if let Some(s) = self.local.get_mut(&id) {
+                s.republish_at = now;
+            }
+        }
+        self.republish_due(now);
+    }
+
     /// A direct probe's round trip to `node`, for the Vivaldi coordinate.
     pub fn on_rtt(&mut self, node: NodeId, rtt: Duration) {
         if let Some(coord) = self.coords.get(&node) {
@@ -514,6 +527,13 @@ impl<S: RegistryStore> RegistryNode<S> {
             // then expires again).
             let _ = self.store.delete_service(id);
         }
+        self.republish_due(now);
+        self.core.expire(now);
+        self.recompute_routes(now);
+    }
+
+    /// Re-publishes the local services whose re-publish time has come.
+    fn republish_due(&mut self, now: Millis) {
         let due: Vec<String> = self
             .local
             .iter()
@@ -534,8 +554,6 @@ impl<S: RegistryStore> RegistryNode<S> {
                 }
             }
         }
-        self.core.expire(now);
-        self.recompute_routes(now);
     }
 
     /// Periodic anti-entropy: a digest to one random neighbour.

@@ -861,7 +861,8 @@ impl CoreSim<'_> {
                 reg.node.on_member_down(now_ms, id.node_id());
                 self.watch_step(i);
             }
-            Event::Joined | Event::Isolated | Event::Rejoined(_) => {}
+            Event::Rejoined(_) => reg.node.on_rejoined(now_ms),
+            Event::Joined | Event::Isolated => {}
         }
     }
 
