@@ -845,6 +845,18 @@ fn incremental_hop_limit_update_equals_full_recompute() {
 }
 
 #[test]
+fn routing_key_rewrite_golden() {
+    // docs/nexlink.md §5: the decremented golden vector (0xd832) with its key rewritten.
+    let mut frame = golden_frame();
+    let mut packet = Packet::new_unchecked(&mut frame[..]);
+    packet.decrement_hop_limit().expect("hop limit 64");
+    packet.rewrite_routing_key(RoutingKey(0x5e41_0000_0000_0000_0000_0000_0000_b001));
+    assert_eq!(packet.checksum(), 0x8633);
+    assert!(packet.verify_checksum());
+    assert_eq!(packet.payload(), &golden_frame()[HEADER_LEN..]);
+}
+
+#[test]
 fn incremental_routing_key_rewrite_equals_full_recompute() {
     let mut rng = StdRng::seed_from_u64(16_240);
     let mut plus_zero_seen = false;

@@ -14,6 +14,12 @@
 //! the generation, the length and the archive. The archive is little-endian with 32-bit relative
 //! pointers (rkyv 0.8 defaults), so an image must stay under 2 GiB; [`TABLE_BYTES_MAX`] keeps it
 //! well under.
+//!
+//! Format version 2 (the current [`TABLE_FORMAT_VERSION`]): each next hop ([`HopRecord`]) is
+//! its node id (32 bytes), its address, its weight (u32), a rewrite flag byte (0: the frame's
+//! routing key is sent unchanged; 1: it is replaced) and the rewrite key (16 bytes in network
+//! byte order, exactly what goes into the NexLink header; all zero when the flag is 0). Load
+//! refuses any other flag value, and a non-zero key under flag 0. Version 1 had no rewrite.
 
 use std::mem::size_of;
 use std::net::SocketAddr;
@@ -28,8 +34,9 @@ pub const TABLE_MAGIC: [u8; 8] = *b"NEXUSFIB";
 /// Version of the image format this build writes and reads.
 ///
 /// History: 1 — first format; 2 — each next hop carries a routing-key rewrite (a flag byte and
-/// 16 key bytes, [`HopRecord`]). A build reads only its own version: images are compiled by the
-/// same node that loads them, so there is nothing to migrate.
+/// 16 key bytes; the layout is in this module's source, `fib/format.rs`). A build reads only
+/// its own version: images are compiled by the same node that loads them, so there is nothing
+/// to migrate.
 pub const TABLE_FORMAT_VERSION: u32 = 2;
 
 /// [`HopRecord::rewrite_flag`]: the next hop leaves the frame's routing key unchanged.

@@ -33,9 +33,14 @@
 //! hit costs one slot read plus the next-hop read), load factor at most 1/2, linear probing with
 //! a seeded multiply-fold hash and a probe bound measured at compile time and checked at load.
 //! Next-hop groups are deduplicated (many keys usually share one group), each stored as a run of
-//! next hops plus a parallel run of cumulative weights. A key-sorted index of slots serves the
-//! ordered `entries` view. `benches/fib.rs` measures it against a sorted array, `BTreeMap` and
-//! `HashMap` at 1k, 100k and 1M keys.
+//! next hops plus a parallel run of cumulative weights. Each next hop carries an optional
+//! routing-key rewrite ([`NextHop::rewrite`], [`NextHopRef::rewrite`]): the key the forwarder
+//! writes into a frame it sends to that hop (an MPLS-style label swap, so an intent-class key
+//! at the ingress becomes the per-service key the egress node delivers by). A hop is identified
+//! by (node id, address, rewrite), so one node address may appear in a group once per service.
+//! The image format is in `format.rs` ([`TABLE_FORMAT_VERSION`] 2 added the rewrite). A
+//! key-sorted index of slots serves the ordered `entries` view. `benches/fib.rs` measures it
+//! against a sorted array, `BTreeMap` and `HashMap` at 1k, 100k and 1M keys.
 //!
 //! # Weighted choice
 //!
@@ -49,7 +54,8 @@
 //! next hops in proportion to how much the cumulative ranges shift (a removed next hop can move
 //! some flows of the survivors too), where Maglev would move close to the minimum. Flows of
 //! other keys never move: the choice depends only on the group's own next hops, which are kept
-//! sorted by (node id, address) so it does not depend on the order the registry emitted them.
+//! sorted by (node id, address, weight, rewrite) so it does not depend on the order the
+//! registry emitted them.
 
 mod compile;
 mod format;

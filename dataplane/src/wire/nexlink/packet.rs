@@ -376,8 +376,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// What a forwarder does when the chosen next hop swaps the routing key (a FIB next hop with
-    /// a rewrite, `docs/nexlink.md` §6): writes `value` into the routing-key field and updates
-    /// the checksum incrementally over the field's eight 16-bit words (RFC 1624 eqn. 3).
+    /// a rewrite, `docs/nexlink.md` §7 item 3): writes `value` into the routing-key field and
+    /// updates the checksum incrementally over the field's eight 16-bit words (RFC 1624 eqn. 3).
     ///
     /// A valid checksum stays valid and an invalid one stays invalid; the result is
     /// byte-identical to [`Packet::set_routing_key`] followed by [`Packet::fill_checksum`], at
