@@ -174,6 +174,8 @@ struct StoredHop {
     node: String,
     addr: SocketAddr,
     weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rewrite: Option<String>,
 }
 
 fn hex32(bytes: &[u8]) -> String {
@@ -216,6 +218,7 @@ fn encode_routes(routes: &BTreeMap<RoutingKey, Vec<NextHop>>) -> Vec<u8> {
                     node: hex32(&h.node),
                     addr: h.addr,
                     weight: h.weight,
+                    rewrite: h.rewrite.map(routing_key_hex),
                 })
                 .collect(),
         })
@@ -236,7 +239,12 @@ fn decode_routes(bytes: &[u8]) -> Result<BTreeMap<RoutingKey, Vec<NextHop>>, Str
                     node: parse_node_id(&h.node).ok_or_else(|| format!("bad node {:?}", h.node))?,
                     addr: h.addr,
                     weight: h.weight,
-                    rewrite: None,
+                    rewrite: match &h.rewrite {
+                        None => None,
+                        Some(k) => {
+                            Some(parse_routing_key(k).ok_or_else(|| format!("bad rewrite {k:?}"))?)
+                        }
+                    },
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -556,6 +564,15 @@ mod tests {
                 addr: "127.0.0.1:9".parse().expect("addr"),
                 weight: 3,
                 rewrite: None,
+            }],
+        );
+        routes.insert(
+            RoutingKey(0xef),
+            vec![NextHop {
+                node: [8; 32],
+                addr: "127.0.0.1:10".parse().expect("addr"),
+                weight: 1,
+                rewrite: Some(RoutingKey(0x1234)),
             }],
         );
         let bytes = encode_routes(&routes);

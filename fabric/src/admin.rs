@@ -390,6 +390,7 @@ fn hop_dto(h: &NextHop) -> NextHopDto {
         node: h.node.iter().map(|b| format!("{b:02x}")).collect(),
         addr: h.addr.to_string(),
         weight: h.weight,
+        rewrite: h.rewrite.map(routing_key_hex),
     }
 }
 
@@ -527,11 +528,19 @@ async fn put_route(
             .addr
             .parse()
             .map_err(|_| invalid(format!("next_hops[{i}].addr: {:?} is not ip:port", h.addr)))?;
+        let rewrite = match &h.rewrite {
+            None => None,
+            Some(text) => Some(parse_routing_key(text).ok_or_else(|| {
+                invalid(format!(
+                    "next_hops[{i}].rewrite: {text:?} is not a routing key (32 hex digits)"
+                ))
+            })?),
+        };
         hops.push(NextHop {
             node,
             addr,
             weight: h.weight,
-            rewrite: None,
+            rewrite,
         });
     }
     let generation = call_table(&s, |r| TableMsg::PutRoute(key, hops, r))

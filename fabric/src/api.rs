@@ -169,6 +169,10 @@ pub struct NextHopDto {
     pub addr: String,
     /// Relative share of flows (1 or more).
     pub weight: u32,
+    /// Routing key (32 hex digits) written into frames sent to this hop (label swap); absent:
+    /// the key is left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
 }
 
 /// Body of `PUT /v1/routes/{key}`.

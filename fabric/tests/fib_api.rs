@@ -177,6 +177,12 @@ async fn bad_routes_are_rejected_and_change_nothing() {
         (KEY, json!({"next_hops": []}), 422, "invalid-route"),
         (
             KEY,
+            json!({"next_hops": [{"node": &me, "addr": "127.0.0.1:1", "weight": 1, "rewrite": "xyz"}]}),
+            422,
+            "invalid-route",
+        ),
+        (
+            KEY,
             json!({"next_hops": [], "extra": 1}),
             422,
             "invalid-body",
@@ -219,6 +225,21 @@ async fn bad_routes_are_rejected_and_change_nothing() {
         .expect("send");
     assert_eq!(ok.status().as_u16(), 200);
     assert_eq!(node.get("/v1/fib").await["routes"], 1);
+    // A next hop may rewrite the routing key (label swap); the table shows it.
+    let rewrite = format!("{:032x}", 0xfeedu128);
+    let ok = put(
+        KEY,
+        json!({"next_hops": [{"node": &me, "addr": "127.0.0.1:1", "weight": 1, "rewrite": &rewrite}]}),
+    )
+    .await
+    .expect("send");
+    assert_eq!(ok.status().as_u16(), 200);
+    let fib = node.get("/v1/fib").await;
+    assert_eq!(
+        fib["entries"][0]["next_hops"][0]["rewrite"],
+        rewrite.as_str(),
+        "{fib}"
+    );
     let del = http
         .delete(format!("{}/v1/routes/{KEY}", node.admin))
         .send()
