@@ -5,6 +5,8 @@
 //! - `forwarder (UdpIo) rewrite`: the same, with the next hop rewriting the routing key (label
 //!   swap: an extra incremental checksum update over 8 words per frame);
 //! - `forwarder (UringIo)`: the same with the io_uring backend [`UringIo`];
+//! - `fwd (UdpIo) no GSO` / `fwd (UringIo) no GSO`: both backends with UDP GSO on sends turned
+//!   off ([`ForwarderConfig::gso`]), to show what GSO adds over `sendmmsg` / batched `sendmsg`;
 //! - `tokio-relay`: sender → a minimal tokio UDP relay (`recv_from` → `send_to` a fixed next
 //!   hop, current-thread runtime on its own thread) → sink.
 //!
@@ -105,6 +107,8 @@ fn big_buffers(socket: &UdpSocket) {
 }
 
 struct SinkResult {
+    /// GSO sends and the frames they carried, for a forwarder path.
+    gso: Option<(u64, u64)>,
     received: usize,
     rate_pps: f64,
     latencies_ns: Vec<u64>,
@@ -141,6 +145,7 @@ fn run_sink(socket: UdpSocket, clock: Clock, expected: usize, done: Arc<AtomicBo
     }
     let span_s = (last_ns.saturating_sub(first_ns)) as f64 / 1e9;
     SinkResult {
+        gso: None,
         received: latencies_ns.len(),
         rate_pps: if span_s > 0.0 {
             latencies_ns.len() as f64 / span_s
@@ -201,8 +206,10 @@ fn new_sink() -> (UdpSocket, SocketAddr) {
 enum Path {
     Kernel,
     Forwarder,
+    ForwarderNoGso,
     ForwarderRewrite,
     Uring,
+    UringNoGso,
     TokioRelay,
 }
 
@@ -211,6 +218,8 @@ impl Path {
         match self {
             Path::Kernel => "kernel (direct)",
             Path::Forwarder => "forwarder (UdpIo)",
+            Path::ForwarderNoGso => "fwd (UdpIo) no GSO",
+            Path::UringNoGso => "fwd (UringIo) no GSO",
             Path::ForwarderRewrite => "fwd (UdpIo) rewrite",
             Path::Uring => "forwarder (UringIo)",
             Path::TokioRelay => "tokio relay",
@@ -221,18 +230,20 @@ impl Path {
         let (sink, sink_addr) = new_sink();
         match self {
             Path::Kernel => phase(clock, sink_addr, sink, count, paced),
-            Path::Forwarder | Path::ForwarderRewrite => {
+            Path::Forwarder | Path::ForwarderNoGso | Path::ForwarderRewrite => {
                 let io = UdpIo::bind("127.0.0.1:0").expect("bind forwarder");
                 io.set_buffer_sizes(SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES)
                     .expect("buffers");
                 let rewrite = matches!(self, Path::ForwarderRewrite).then_some(KEY_REWRITTEN);
-                forward_through(io, rewrite, clock, sink, sink_addr, count, paced)
+                let gso = !matches!(self, Path::ForwarderNoGso);
+                forward_through(io, rewrite, gso, clock, sink, sink_addr, count, paced)
             }
-            Path::Uring => {
+            Path::Uring | Path::UringNoGso => {
                 let io = UringIo::bind("127.0.0.1:0").expect("bind io_uring forwarder");
                 io.set_buffer_sizes(SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES)
                     .expect("buffers");
-                forward_through(io, None, clock, sink, sink_addr, count, paced)
+                let gso = matches!(self, Path::Uring);
+                forward_through(io, None, gso, clock, sink, sink_addr, count, paced)
             }
             Path::TokioRelay => {
                 let relay = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
@@ -254,10 +265,12 @@ impl Path {
 }
 
 /// One phase through a forwarder on `io` with a single route to the sink, whose next hop
-/// rewrites the routing key to `rewrite` if given.
+/// rewrites the routing key to `rewrite` if given, with UDP GSO on sends if `gso`.
+#[allow(clippy::too_many_arguments, reason = "a bench helper")]
 fn forward_through(
     io: impl PacketIo + 'static,
     rewrite: Option<RoutingKey>,
+    gso: bool,
     clock: Clock,
     sink: UdpSocket,
     sink_addr: SocketAddr,
@@ -277,11 +290,16 @@ fn forward_through(
         )
         .expect("route");
     let fib = Fib::new(FibTable::load(compile(&routes).expect("compile")).expect("load"));
-    let forwarder = Forwarder::spawn(ForwarderConfig::default(), &fib, LocalEndpoints::new(), io)
-        .expect("spawn forwarder");
-    let result = phase(clock, forwarder.local_addr(), sink, count, paced);
+    let config = ForwarderConfig {
+        gso,
+        ..ForwarderConfig::default()
+    };
+    let forwarder =
+        Forwarder::spawn(config, &fib, LocalEndpoints::new(), io).expect("spawn forwarder");
+    let mut result = phase(clock, forwarder.local_addr(), sink, count, paced);
     let counters = forwarder.shutdown().expect("forwarder stops");
     assert_eq!(counters.dropped_total(), 0, "{counters:?}");
+    result.gso = Some((counters.gso_sends, counters.gso_segments));
     result
 }
 
@@ -339,8 +357,10 @@ fn main() {
     let paths = [
         Path::Kernel,
         Path::Forwarder,
+        Path::ForwarderNoGso,
         Path::ForwarderRewrite,
         Path::Uring,
+        Path::UringNoGso,
         Path::TokioRelay,
     ];
     println!(
@@ -370,7 +390,7 @@ fn main() {
             paced.latencies_ns.sort_unstable();
             let loss = 100.0 * (BLAST_FRAMES - blast.received) as f64 / BLAST_FRAMES as f64;
             println!(
-                "{:<20} {:>5} {:>10} {:>7.2} {:>10.1} {:>8.1}us {:>8.1}us {:>8.1}us {:>8.1}us{}",
+                "{:<20} {:>5} {:>10} {:>7.2} {:>10.1} {:>8.1}us {:>8.1}us {:>8.1}us {:>8.1}us{}{}",
                 path.name(),
                 round,
                 blast.received,
@@ -384,6 +404,14 @@ fn main() {
                     format!("  (paced lost {})", PACED_FRAMES - paced.received)
                 } else {
                     String::new()
+                },
+                match blast.gso {
+                    Some((sends, segments)) if sends > 0 => format!(
+                        "  gso {:.0}% of frames, {:.1}/send",
+                        100.0 * segments as f64 / BLAST_FRAMES as f64,
+                        segments as f64 / sends as f64
+                    ),
+                    _ => String::new(),
                 }
             );
         }

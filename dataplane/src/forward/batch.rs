@@ -116,6 +116,14 @@ impl PacketBatch {
         Some(&mut self.storage[start..start + DATAGRAM_BYTES_MAX])
     }
 
+    /// The buffers of every free slot, in slot order ([`DATAGRAM_BYTES_MAX`] bytes each), for a
+    /// backend that receives several datagrams with one call (`recvmmsg`). The `n` datagrams it
+    /// received then count after `n` calls of [`commit`](Self::commit), in the same order.
+    pub fn free_slots(&mut self) -> impl ExactSizeIterator<Item = &mut [u8]> + '_ {
+        let start = self.len * DATAGRAM_BYTES_MAX;
+        self.storage[start..].chunks_mut(DATAGRAM_BYTES_MAX)
+    }
+
     /// Counts the next free slot as filled with its first `len` bytes, from or to `addr`.
     /// Panics if the batch is full or `len > DATAGRAM_BYTES_MAX` (a backend bug: it wrote past
     /// the slot [`next_slot`](Self::next_slot) lent it).
@@ -167,5 +175,11 @@ mod tests {
         assert!(batch.next_slot().is_none());
         batch.clear();
         assert!(batch.is_empty());
+        assert_eq!(batch.free_slots().len(), BATCH_MAX);
+        batch.free_slots().nth(1).expect("slot 1")[0] = b'q';
+        batch.commit(0, addr);
+        batch.commit(1, addr);
+        assert_eq!(batch.get(1).0, b"q");
+        assert_eq!(batch.free_slots().len(), BATCH_MAX - 2);
     }
 }

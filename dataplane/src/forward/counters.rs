@@ -68,6 +68,13 @@ pub struct ForwarderCounters {
     pub recv_errors: u64,
     /// The FIB generation the latest batch was looked up in (0 before the first batch).
     pub generation: u64,
+    /// Send calls that carried two or more frames as UDP GSO segments (the backend's
+    /// [`IoStats`](super::IoStats)); 0 where the backend has no GSO.
+    pub gso_sends: u64,
+    /// Frames sent as segments of those GSO sends.
+    pub gso_segments: u64,
+    /// GSO sends the kernel refused, whose frames were then sent one by one.
+    pub gso_fallbacks: u64,
 }
 
 impl ForwarderCounters {
@@ -106,6 +113,9 @@ pub(crate) struct SharedCounters {
     send_errors: AtomicU64,
     recv_errors: AtomicU64,
     generation: AtomicU64,
+    gso_sends: AtomicU64,
+    gso_segments: AtomicU64,
+    gso_fallbacks: AtomicU64,
 }
 
 impl SharedCounters {
@@ -121,6 +131,9 @@ impl SharedCounters {
         store(&self.send_errors, local.send_errors);
         store(&self.recv_errors, local.recv_errors);
         store(&self.generation, local.generation);
+        store(&self.gso_sends, local.gso_sends);
+        store(&self.gso_segments, local.gso_segments);
+        store(&self.gso_fallbacks, local.gso_fallbacks);
     }
 
     pub(crate) fn snapshot(&self) -> ForwarderCounters {
@@ -134,6 +147,9 @@ impl SharedCounters {
             send_errors: load(&self.send_errors),
             recv_errors: load(&self.recv_errors),
             generation: load(&self.generation),
+            gso_sends: load(&self.gso_sends),
+            gso_segments: load(&self.gso_segments),
+            gso_fallbacks: load(&self.gso_fallbacks),
         }
     }
 }

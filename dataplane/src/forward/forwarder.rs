@@ -34,6 +34,10 @@ pub struct ForwarderConfig {
     /// Longest wait in one receive call: bounds how long shutdown takes. At most
     /// [`RECV_TIMEOUT_MS_MAX`].
     pub recv_timeout: Duration,
+    /// Send consecutive frames to one next hop as one UDP GSO send where the backend and the
+    /// kernel can ([`PacketIo::set_gso`]; Linux 4.18+). On by default: it cuts the per-frame
+    /// send cost, and a refused GSO send falls back to plain sends.
+    pub gso: bool,
 }
 
 impl Default for ForwarderConfig {
@@ -41,6 +45,7 @@ impl Default for ForwarderConfig {
         ForwarderConfig {
             thread_name: "nexus-forwarder".to_owned(),
             recv_timeout: Duration::from_millis(50),
+            gso: true,
         }
     }
 }
@@ -124,6 +129,8 @@ impl<I: PacketIo + 'static> Forwarder<I> {
             return Err(ForwarderError::RecvTimeout(config.recv_timeout));
         }
         let local_addr = io.local_addr()?;
+        let mut io = io;
+        let _gso_on = io.set_gso(config.gso);
         let local = Arc::new(ArcSwap::from_pointee(local));
         let shared = Arc::new(SharedCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -173,6 +180,10 @@ impl<I: PacketIo> Forwarder<I> {
             }
             self.forward_batch();
             self.send_batch();
+            let stats = self.io.stats();
+            self.counters.gso_sends = stats.gso_sends;
+            self.counters.gso_segments = stats.gso_segments;
+            self.counters.gso_fallbacks = stats.gso_fallbacks;
             self.shared.publish(&self.counters);
         }
         Ok(())

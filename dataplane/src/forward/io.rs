@@ -6,6 +6,20 @@ use std::time::Duration;
 
 use super::batch::PacketBatch;
 
+/// What a backend counted about its own sends: UDP GSO (`UDP_SEGMENT`) use. Monotonic; the
+/// forwarder copies it into its [`super::ForwarderCounters`] after every batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// Send calls (or ring entries) that carried two or more datagrams as GSO segments.
+    pub gso_sends: u64,
+    /// Datagrams sent as segments of those GSO sends.
+    pub gso_segments: u64,
+    /// GSO sends the kernel refused (`EINVAL`/`EMSGSIZE`, for example a segment too large for
+    /// the route's MTU) whose datagrams were then sent one by one; the segment size is not
+    /// offered to GSO again.
+    pub gso_fallbacks: u64,
+}
+
 /// Batched datagram I/O on one bound socket (or ring): what a forwarding backend implements.
 ///
 /// The portable backend is [`super::UdpIo`] (std sockets + `poll`); an io_uring backend will be
@@ -23,6 +37,9 @@ use super::batch::PacketBatch;
 ///   one), or an error if the datagram at `from` could not be sent. The caller skips that one
 ///   and calls again for the rest. Sending must not block indefinitely.
 /// - Neither allocates per datagram.
+/// - A backend may send consecutive datagrams to one address as one UDP GSO send (the kernel
+///   splits it into the same datagrams); it reports them as sent or failed together, still in
+///   order. [`set_gso`](Self::set_gso) turns this off; [`stats`](Self::stats) counts it.
 pub trait PacketIo: Send {
     /// Receives into `batch` (appending); see the trait docs.
     fn recv_batch(&mut self, batch: &mut PacketBatch, timeout: Duration) -> io::Result<usize>;
@@ -32,4 +49,16 @@ pub trait PacketIo: Send {
 
     /// The address this backend receives on.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Turns UDP GSO on sends on or off; returns whether it is on (`false` where the kernel or
+    /// the backend has none). The default has none.
+    fn set_gso(&mut self, enabled: bool) -> bool {
+        let _ = enabled;
+        false
+    }
+
+    /// The backend's own counters (GSO use). The default counts nothing.
+    fn stats(&self) -> IoStats {
+        IoStats::default()
+    }
 }

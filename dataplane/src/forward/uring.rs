@@ -24,8 +24,8 @@ use nix::libc;
 use socket2::{SockAddr, SockRef};
 
 use super::batch::{BATCH_MAX, DATAGRAM_BYTES_MAX, PacketBatch};
-use super::io::PacketIo;
-use super::udp::SEND_WAIT_MS_MAX;
+use super::io::{IoStats, PacketIo};
+use super::udp::{GSO_BYTES_MAX, SEND_WAIT_MS_MAX, gso_supported};
 
 /// Buffers in the provided buffer ring: datagrams the kernel can receive ahead of the forwarder
 /// before the multishot receive ends with `ENOBUFS` (then further datagrams wait in the socket's
@@ -89,6 +89,13 @@ pub struct UringIo {
     recv_armed: bool,
     /// A receive error seen after datagrams were already taken; reported by the next call.
     recv_error: Option<io::Error>,
+    /// The kernel has UDP GSO (probed at construction).
+    gso_supported: bool,
+    /// GSO is on (supported and not turned off).
+    gso: bool,
+    /// Segment sizes at or above this are not offered to GSO (one was refused).
+    gso_refused_from: usize,
+    stats: IoStats,
     socket: UdpSocket,
 }
 
@@ -113,6 +120,7 @@ impl UringIo {
     pub fn from_socket(socket: UdpSocket) -> io::Result<Self> {
         check_not_disabled()?;
         socket.set_nonblocking(true)?;
+        let gso_supported = gso_supported(&socket);
         let recv_ring = IoUring::builder()
             .setup_coop_taskrun()
             .setup_taskrun_flag()
@@ -157,6 +165,10 @@ impl UringIo {
             send_done: None,
             recv_armed: false,
             recv_error: None,
+            gso_supported,
+            gso: gso_supported,
+            gso_refused_from: usize::MAX,
+            stats: IoStats::default(),
             socket,
         })
     }
@@ -276,35 +288,58 @@ impl PacketIo for UringIo {
         {
             return self.report_done(done, offset);
         }
-        let count = batch.len().saturating_sub(from).min(BATCH_MAX);
-        if count == 0 {
+        let available = batch.len().saturating_sub(from).min(BATCH_MAX);
+        if available == 0 {
             return Ok(0);
         }
-        let fd = types::Fd(self.socket.as_raw_fd());
         let slots = &mut *self.send;
+        let (count, messages) = plan_messages(
+            batch,
+            from,
+            available,
+            self.gso.then_some(self.gso_refused_from),
+            &mut slots.plan,
+        );
+        let fd = types::Fd(self.socket.as_raw_fd());
         {
             let mut submission = self.send_ring.submission();
             for index in 0..count {
-                let (datagram, to) = batch.get(from + index);
-                slots.addrs[index] = SockAddr::from(to);
                 slots.iovs[index] = libc::iovec {
-                    iov_base: datagram.as_ptr().cast_mut().cast(),
-                    iov_len: datagram.len(),
+                    iov_base: batch.get(from + index).0.as_ptr().cast_mut().cast(),
+                    iov_len: batch.get(from + index).0.len(),
                 };
-                let msg = &mut slots.msgs[index];
-                msg.msg_name = slots.addrs[index].as_ptr().cast_mut().cast();
-                msg.msg_namelen = slots.addrs[index].len();
-                msg.msg_iov = &mut slots.iovs[index];
-                msg.msg_iovlen = 1;
                 slots.results[index] = SEND_PENDING;
+            }
+            for message in 0..messages {
+                let Planned {
+                    start,
+                    frames,
+                    segment,
+                } = slots.plan[message];
+                slots.addrs[message] = SockAddr::from(batch.get(from + start).1);
+                let msg = &mut slots.msgs[message];
+                msg.msg_name = slots.addrs[message].as_ptr().cast_mut().cast();
+                msg.msg_namelen = slots.addrs[message].len();
+                msg.msg_iov = &mut slots.iovs[start];
+                msg.msg_iovlen = frames;
+                if frames > 1 {
+                    slots.cmsgs[message].segment = segment;
+                    msg.msg_control = std::ptr::from_mut(&mut slots.cmsgs[message]).cast();
+                    msg.msg_controllen = size_of::<GsoCmsg>();
+                } else {
+                    msg.msg_control = std::ptr::null_mut();
+                    msg.msg_controllen = 0;
+                }
+                slots.msg_results[message] = SEND_PENDING;
                 let entry = opcode::SendMsg::new(fd, msg as *const libc::msghdr)
                     .flags(libc::MSG_DONTWAIT as u32)
                     .build()
-                    .user_data(index as u64);
-                // SAFETY: the entry points at `msgs[index]`, `iovs[index]` and `addrs[index]`
-                // (boxed, owned by `self`) and at the datagram in `batch`, borrowed for this
-                // whole call; the loop below does not return before every entry has completed
-                // (or been cancelled and completed), so all of it outlives the operation.
+                    .user_data(message as u64);
+                // SAFETY: the entry points at `msgs[message]`, the iovecs `iovs[start..start +
+                // frames]`, `addrs[message]` and `cmsgs[message]` (boxed, owned by `self`) and at
+                // the datagrams in `batch`, borrowed for this whole call; the loop below does
+                // not return before every entry has completed (or been cancelled and
+                // completed), so all of it outlives the operation.
                 let pushed = unsafe { submission.push(&entry) };
                 pushed.expect("the send ring holds BATCH_MAX entries and is empty between calls");
             }
@@ -316,20 +351,23 @@ impl PacketIo for UringIo {
         loop {
             for completion in self.send_ring.completion() {
                 let index = usize::try_from(completion.user_data()).unwrap_or(usize::MAX);
-                assert!(index < count, "send completion for slot {index} of {count}");
-                slots.results[index] = completion.result();
+                assert!(
+                    index < messages,
+                    "send completion for entry {index} of {messages}"
+                );
+                slots.msg_results[index] = completion.result();
                 completed += 1;
             }
-            if completed == count {
+            if completed == messages {
                 break;
             }
             let waited = if cancelled {
-                self.send_ring.submit_and_wait(count - completed)
+                self.send_ring.submit_and_wait(messages - completed)
             } else {
                 let args = SubmitArgs::new().timespec(&wait);
                 self.send_ring
                     .submitter()
-                    .submit_with_args(count - completed, &args)
+                    .submit_with_args(messages - completed, &args)
             };
             match waited {
                 Ok(_) => {}
@@ -354,6 +392,7 @@ impl PacketIo for UringIo {
             }
         }
 
+        self.finish_messages(batch, from, messages);
         self.report_done(
             SendDone {
                 batch: std::ptr::from_ref(batch) as usize,
@@ -368,9 +407,50 @@ impl PacketIo for UringIo {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }
+
+    fn set_gso(&mut self, enabled: bool) -> bool {
+        self.gso = enabled && self.gso_supported;
+        self.gso
+    }
+
+    fn stats(&self) -> IoStats {
+        self.stats
+    }
 }
 
 impl UringIo {
+    /// Spreads each message's result over its datagrams and counts GSO sends. A GSO message
+    /// the kernel refused (`EINVAL`/`EMSGSIZE`) is sent again datagram by datagram with plain
+    /// `send_to`: [`plan_messages`] put no later datagram to the same address in this
+    /// submission, so this keeps that address's order.
+    fn finish_messages(&mut self, batch: &PacketBatch, from: usize, messages: usize) {
+        for message in 0..messages {
+            let Planned {
+                start,
+                frames,
+                segment,
+            } = self.send.plan[message];
+            let result = self.send.msg_results[message];
+            if frames > 1 && (result == -libc::EINVAL || result == -libc::EMSGSIZE) {
+                self.gso_refused_from = self.gso_refused_from.min(usize::from(segment));
+                self.stats.gso_fallbacks += 1;
+                for index in start..start + frames {
+                    let (datagram, to) = batch.get(from + index);
+                    self.send.results[index] = match self.socket.send_to(datagram, to) {
+                        Ok(_) => 0,
+                        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+                    };
+                }
+                continue;
+            }
+            if frames > 1 && result >= 0 {
+                self.stats.gso_sends += 1;
+                self.stats.gso_segments += frames as u64;
+            }
+            self.send.results[start..start + frames].fill(result);
+        }
+    }
+
     /// Reports the send results of `done` from slot `offset` on, `sendmmsg`-style, and keeps
     /// `done` for the next call if a later datagram was sent after a failed one.
     fn report_done(&mut self, done: SendDone, offset: usize) -> io::Result<usize> {
@@ -508,11 +588,119 @@ fn unavailable(what: &str, e: io::Error) -> io::Error {
     io::Error::new(kind, format!("io_uring unavailable: {what}: {e}"))
 }
 
-/// Per-slot send state: each in-flight `sendmsg` needs its own header, iovec and address.
+/// Splits `batch[from..from + available]` into send messages: a run of datagrams to one
+/// address whose sizes equal the first's (the last may be shorter) is one GSO message if
+/// `gso_below` allows that size, anything else one message per datagram. A datagram to an
+/// address that already has a GSO message in this plan ends the plan (it goes in the next
+/// submission), so a refused GSO message can be resent without overtaking a later datagram to
+/// the same address. Returns (datagrams planned, messages).
+fn plan_messages(
+    batch: &PacketBatch,
+    from: usize,
+    available: usize,
+    gso_below: Option<usize>,
+    plan: &mut [Planned; BATCH_MAX],
+) -> (usize, usize) {
+    let mut gso_addrs = [None::<SocketAddr>; BATCH_MAX];
+    let mut gso_count = 0;
+    let mut index = 0;
+    let mut messages = 0;
+    while index < available {
+        let (datagram, to) = batch.get(from + index);
+        if gso_addrs[..gso_count].contains(&Some(to)) {
+            break;
+        }
+        let segment = datagram.len();
+        let mut frames = 1;
+        if let Some(limit) = gso_below
+            && segment > 0
+            && segment < limit
+        {
+            let mut bytes = segment;
+            while index + frames < available {
+                let (next, next_to) = batch.get(from + index + frames);
+                if next_to != to
+                    || next.is_empty()
+                    || next.len() > segment
+                    || bytes + next.len() > GSO_BYTES_MAX
+                {
+                    break;
+                }
+                bytes += next.len();
+                frames += 1;
+                if next.len() < segment {
+                    break;
+                }
+            }
+        }
+        if frames > 1 {
+            gso_addrs[gso_count] = Some(to);
+            gso_count += 1;
+        }
+        plan[messages] = Planned {
+            start: index,
+            frames,
+            segment: u16::try_from(segment).unwrap_or(u16::MAX),
+        };
+        messages += 1;
+        index += frames;
+    }
+    (index, messages)
+}
+
+/// One planned send message: `frames` datagrams from batch offset `start`; a GSO message (more
+/// than one frame) has segments of `segment` bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Planned {
+    start: usize,
+    frames: usize,
+    segment: u16,
+}
+
+/// A `cmsghdr` carrying `UDP_SEGMENT`, laid out as `CMSG_SPACE(sizeof(u16))` bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GsoCmsg {
+    header: libc::cmsghdr,
+    segment: u16,
+    _pad: [u8; 6],
+}
+
+impl GsoCmsg {
+    fn new() -> GsoCmsg {
+        // SAFETY: `cmsghdr` is plain data (a length and two ints); all-zero is a valid value.
+        let mut header: libc::cmsghdr = unsafe { std::mem::zeroed() };
+        // SAFETY: CMSG_LEN only computes a length.
+        header.cmsg_len = unsafe { libc::CMSG_LEN(size_of::<u16>() as u32) } as _;
+        header.cmsg_level = libc::SOL_UDP;
+        header.cmsg_type = libc::UDP_SEGMENT;
+        GsoCmsg {
+            header,
+            segment: 0,
+            _pad: [0; 6],
+        }
+    }
+}
+
+// The data of a control message starts right after the (aligned) header, and the whole takes
+// CMSG_SPACE bytes: the layout above must match.
+const _: () = assert!(size_of::<libc::cmsghdr>().is_multiple_of(size_of::<usize>()));
+const _: () = assert!(
+    std::mem::offset_of!(GsoCmsg, segment) == size_of::<libc::cmsghdr>()
+        && size_of::<GsoCmsg>() == size_of::<libc::cmsghdr>() + size_of::<usize>()
+);
+
+/// Per-slot send state: each in-flight `sendmsg` needs its own header, address and control
+/// message; iovecs are per datagram (a GSO message points at several consecutive ones).
 struct SendSlots {
     msgs: [libc::msghdr; BATCH_MAX],
     iovs: [libc::iovec; BATCH_MAX],
     addrs: [SockAddr; BATCH_MAX],
+    cmsgs: [GsoCmsg; BATCH_MAX],
+    plan: [Planned; BATCH_MAX],
+    /// Per message.
+    msg_results: [i32; BATCH_MAX],
+    /// Per datagram, as `sendmmsg` would report them.
     results: [i32; BATCH_MAX],
 }
 
@@ -528,6 +716,9 @@ impl SendSlots {
                 iov_len: 0,
             }; BATCH_MAX],
             addrs: std::array::from_fn(|_| unspecified.clone()),
+            cmsgs: [GsoCmsg::new(); BATCH_MAX],
+            plan: [Planned::default(); BATCH_MAX],
+            msg_results: [SEND_PENDING; BATCH_MAX],
             results: [SEND_PENDING; BATCH_MAX],
         }
     }
@@ -765,6 +956,95 @@ mod tests {
             got.push(buf[..len].to_vec());
         }
         assert_eq!(got, [[0u8], [1], [4], [5]]);
+    }
+
+    /// `SO_NO_CHECK` makes the kernel refuse every GSO send with `EINVAL` (UDP GSO needs
+    /// checksums) while plain sends work: the fallback path, for both backends.
+    fn refuse_gso(socket: &UdpSocket) {
+        let one: libc::c_int = 1;
+        // SAFETY (test): a valid fd, and a pointer to a c_int of the length given.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                std::ptr::from_ref(&one).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_NO_CHECK: {}", io::Error::last_os_error());
+    }
+
+    fn refused_gso_falls_back_in_order(io: &mut dyn PacketIo, peer: &UdpSocket) {
+        assert!(io.set_gso(true), "this kernel has UDP GSO");
+        peer.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let to = peer.local_addr().expect("peer addr");
+        let mut batch = PacketBatch::new();
+        for i in 0..10u8 {
+            // Two GSO candidates (sizes 100 then 50), the second below the refused size.
+            let size = if i < 5 { 100 } else { 50 };
+            assert!(batch.push(&vec![i; size], to));
+        }
+        for _ in 0..2 {
+            let mut from = 0;
+            while from < batch.len() {
+                from += io.send_batch(&batch, from).expect("send");
+            }
+        }
+        let mut buf = [0u8; 256];
+        for _ in 0..2 {
+            for i in 0..10u8 {
+                let (len, _) = peer.recv_from(&mut buf).expect("recv");
+                assert_eq!(buf[..len], vec![i; if i < 5 { 100 } else { 50 }][..]);
+            }
+        }
+        assert!(peer.recv_from(&mut buf).is_err(), "no duplicates");
+        let stats = io.stats();
+        // 100 is refused (and 50, below it, at most once more); later batches go plainly.
+        assert!((1..=2).contains(&stats.gso_fallbacks), "{stats:?}");
+        assert_eq!(stats.gso_sends, 0, "{stats:?}");
+    }
+
+    #[test]
+    fn refused_gso_falls_back_to_plain_sends_in_order_uring() {
+        let (mut io, peer) = pair();
+        refuse_gso(io.socket());
+        refused_gso_falls_back_in_order(&mut io, &peer);
+    }
+
+    #[test]
+    fn refused_gso_falls_back_to_plain_sends_in_order_udp() {
+        let mut io = super::super::UdpIo::bind("127.0.0.1:0").expect("bind");
+        let peer = UdpSocket::bind("127.0.0.1:0").expect("bind peer");
+        refuse_gso(io.socket());
+        refused_gso_falls_back_in_order(&mut io, &peer);
+    }
+
+    #[test]
+    fn plan_keeps_later_datagrams_to_a_gso_address_for_the_next_submission() {
+        let a = SocketAddr::from(([127, 0, 0, 1], 1));
+        let b = SocketAddr::from(([127, 0, 0, 1], 2));
+        let mut batch = PacketBatch::new();
+        for (addr, size) in [(a, 10), (a, 10), (a, 4), (b, 10), (b, 10), (a, 10), (b, 3)] {
+            assert!(batch.push(&vec![0; size], addr));
+        }
+        let mut plan = [Planned::default(); BATCH_MAX];
+        let (count, messages) = plan_messages(&batch, 0, batch.len(), Some(usize::MAX), &mut plan);
+        // [a a a(short)] [b b] — then a again: next submission.
+        assert_eq!((count, messages), (5, 2));
+        assert_eq!(
+            (plan[0].frames, plan[0].segment, plan[1].frames),
+            (3, 10, 2)
+        );
+        let (count, messages) = plan_messages(&batch, 5, 2, Some(usize::MAX), &mut plan);
+        assert_eq!((count, messages), (2, 2));
+        // Without GSO every datagram is its own message and nothing is held back.
+        let (count, messages) = plan_messages(&batch, 0, batch.len(), None, &mut plan);
+        assert_eq!((count, messages), (7, 7));
+        // Sizes at or above the refused size are not GSO candidates.
+        let (count, messages) = plan_messages(&batch, 0, batch.len(), Some(10), &mut plan);
+        assert_eq!((count, messages), (7, 7));
     }
 
     #[test]
