@@ -135,7 +135,7 @@ fn build(size: usize, seed: u64) -> Registry {
             service: sad.id.clone(),
             version: 1,
             body: AdvertBody::Live {
-                sad,
+                sad: sad.into(),
                 coord: Some(coords[node]),
             },
         };

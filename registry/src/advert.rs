@@ -2,6 +2,8 @@
 //! at one version — live (with its SAD and its node's Vivaldi coordinate) or withdrawn — signed
 //! by the origin node's Ed25519 key. The frame is specified in `docs/sad.md`.
 
+use std::sync::Arc;
+
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::NodeId;
@@ -51,16 +53,14 @@ pub struct Advert {
 
 /// What an advert says about its service.
 #[derive(Clone, Debug, PartialEq)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "adverts are mostly live; boxing the SAD would cost an allocation per advert"
-)]
 pub enum AdvertBody {
     /// The service is up with this descriptor; `coord` is its node's Vivaldi coordinate
     /// (carried as f32 on the wire).
     Live {
-        /// The descriptor.
-        sad: Sad,
+        /// The descriptor, shared: the registry's record, the resolve index and every
+        /// [`crate::Candidate`] returned for it hold the same allocation (`Arc::new(sad)` or
+        /// `sad.into()` to build one).
+        sad: Arc<Sad>,
         /// The origin node's coordinate, if it has one.
         coord: Option<Coord>,
     },
@@ -306,7 +306,13 @@ impl SignedAdvert {
                         sad.version
                     )));
                 }
-                (sad.id.clone(), AdvertBody::Live { sad, coord })
+                (
+                    sad.id.clone(),
+                    AdvertBody::Live {
+                        sad: Arc::new(sad),
+                        coord,
+                    },
+                )
             }
             ADVERT_KIND_WITHDRAWN => {
                 if flags != 0 {

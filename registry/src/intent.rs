@@ -235,7 +235,126 @@ impl Intent {
     }
 
     /// xxh3-128 of [`Intent::canonical`]: the fixed-width key the data plane looks up.
+    ///
+    /// Computed without building the string: the canonical form is streamed into the hasher
+    /// (the same bytes, so the same key; `tests/intent.rs` checks it against
+    /// `xxh3_128(canonical())`).
     pub fn routing_key(&self) -> u128 {
-        xxhash_rust::xxh3::xxh3_128(self.canonical().as_bytes())
+        let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+        self.write_canonical(&mut |bytes: &[u8]| hasher.update(bytes));
+        hasher.digest128()
     }
+
+    /// The bytes of [`Intent::canonical`], streamed into `out` piece by piece, without
+    /// allocating (unless more than [`MODALITIES_MAX`] modalities need sorting).
+    #[doc(hidden)]
+    pub fn write_canonical(&self, out: &mut impl FnMut(&[u8])) {
+        out(CANONICAL_VERSION.as_bytes());
+        out(b"|task=");
+        out(self.task.as_bytes());
+        out(b"|ctx=");
+        write_opt_u64(out, self.min_context.map(u64::from));
+        out(b"|p50=");
+        write_opt_u64(out, self.max_latency_ms.map(u64::from));
+        out(b"|p99=");
+        write_opt_u64(out, self.max_latency_p99_ms.map(u64::from));
+        out(b"|price=");
+        write_opt_u64(out, self.max_price_micros_per_1k);
+        out(b"|mod=");
+        if self.modalities.is_empty() {
+            out(b"-");
+        } else if self.modalities.len() <= MODALITIES_MAX {
+            let mut sorted = [""; MODALITIES_MAX];
+            for (slot, m) in sorted.iter_mut().zip(&self.modalities) {
+                *slot = m.as_str();
+            }
+            write_sorted_list(out, &mut sorted[..self.modalities.len()]);
+        } else {
+            let mut sorted: Vec<&str> = self.modalities.iter().map(String::as_str).collect();
+            write_sorted_list(out, &mut sorted);
+        }
+        out(b"|region=");
+        out(self.region.as_deref().unwrap_or("-").as_bytes());
+        out(b"|family=");
+        out(self.model_family.as_deref().unwrap_or("-").as_bytes());
+        out(b"|mic=");
+        out(if self.require_mic { b"1" } else { b"0" });
+        out(b"|w=");
+        write_f64(out, self.prefer.latency);
+        out(b",");
+        write_f64(out, self.prefer.load);
+        out(b",");
+        write_f64(out, self.prefer.price);
+        out(b",");
+        write_f64(out, self.prefer.proximity);
+    }
+}
+
+/// `v` in decimal, or `-` for `None` (as `Display` writes it).
+fn write_opt_u64(out: &mut impl FnMut(&[u8]), v: Option<u64>) {
+    match v {
+        None => out(b"-"),
+        Some(v) => write_u64(out, v),
+    }
+}
+
+fn write_u64(out: &mut impl FnMut(&[u8]), mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out(&buf[at..]);
+}
+
+/// Sorted, deduplicated, comma-separated (as `sort_unstable` + `dedup` + `join(",")`).
+fn write_sorted_list(out: &mut impl FnMut(&[u8]), items: &mut [&str]) {
+    items.sort_unstable();
+    let mut previous: Option<&str> = None;
+    for m in items.iter() {
+        if previous == Some(*m) {
+            continue;
+        }
+        if previous.is_some() {
+            out(b",");
+        }
+        out(m.as_bytes());
+        previous = Some(*m);
+    }
+}
+
+/// [`canonical_f64`] without allocating: whole numbers and halves below 2^50 are written
+/// directly (for those, `Display`'s shortest round-trip form is exactly the integer digits, or
+/// the digits and `.5`); anything else goes through `Display`.
+fn write_f64(out: &mut impl FnMut(&[u8]), w: f64) {
+    const DIRECT_MAX: f64 = (1u64 << 50) as f64;
+    if w == 0.0 {
+        out(b"0");
+        return;
+    }
+    let a = w.abs();
+    let twice = a * 2.0;
+    if a < DIRECT_MAX && twice.fract() == 0.0 {
+        if w < 0.0 {
+            out(b"-");
+        }
+        write_u64(out, a.trunc() as u64);
+        if a.fract() != 0.0 {
+            out(b".5");
+        }
+        return;
+    }
+    struct Sink<'a, F: FnMut(&[u8])>(&'a mut F);
+    impl<F: FnMut(&[u8])> std::fmt::Write for Sink<'_, F> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            (self.0)(s.as_bytes());
+            Ok(())
+        }
+    }
+    let _ = write!(Sink(out), "{w}");
 }

@@ -4,11 +4,12 @@
 use crate::index::{NodeKind, Row, Summary, TaskRows, hash_bit, modality_bit, str_hash};
 use crate::intent::{Intent, K_MAX};
 use crate::sad::{Endpoint, Sad};
-use crate::store::{Registry, ServiceKey};
+use crate::store::{Entry, Registry, ServiceKey};
 use crate::vivaldi::{Coord, estimate_rtt};
 use crate::{Millis, NodeId};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 /// p50 latency at which the latency term is 0.5.
 pub const LATENCY_REF_MS: f64 = 100.0;
@@ -44,8 +45,8 @@ pub struct Candidate {
     pub endpoint: Endpoint,
     /// Score in `0..=1`; higher is better.
     pub score: f64,
-    /// The descriptor.
-    pub sad: Sad,
+    /// The descriptor (shared with the registry's record: cloning a candidate does not copy it).
+    pub sad: Arc<Sad>,
     /// With `explain`: each constraint it met and each score term.
     pub why: Vec<String>,
 }
@@ -104,6 +105,13 @@ struct Query<'a> {
     weight_sum: f64,
     now: Millis,
     local: Option<&'a Coord>,
+    /// Queue a tree node's children with the node's proximity bound and compute their own only
+    /// when they come up: when proximity weighs at most half of the score, a child's bound is
+    /// mostly its static terms, and most queued children are never expanded. (When proximity
+    /// dominates, the parent's bound is too loose to order the search; measured slower.)
+    lazy_proximity: bool,
+    /// Some constraint other than the lease is set.
+    filters: bool,
 }
 
 impl<'a> Query<'a> {
@@ -117,6 +125,15 @@ impl<'a> Query<'a> {
             family: intent.model_family.as_deref().map(str_hash),
             modalities: intent.modalities.iter().fold(0, |m, x| m | modality_bit(x)),
             weight_sum: weights.iter().sum(),
+            lazy_proximity: weights[3] > 0.0 && weights[3] * 2.0 <= weights.iter().sum(),
+            filters: intent.min_context.is_some()
+                || intent.max_latency_ms.is_some()
+                || intent.max_latency_p99_ms.is_some()
+                || intent.max_price_micros_per_1k.is_some()
+                || intent.require_mic
+                || intent.region.is_some()
+                || intent.model_family.is_some()
+                || !intent.modalities.is_empty(),
             weights,
             now: ctx.now,
             local: ctx.local_coord.as_ref(),
@@ -194,16 +211,10 @@ impl<'a> Query<'a> {
         let mut best = if s.uncoordinated { NEUTRAL_TERM } else { 0.0 };
         if s.coords {
             let mut sum = 0.0;
-            for (i, a) in local.vec.iter().enumerate() {
-                let lo = f64::from(s.coord_lo[i]);
-                let hi = f64::from(s.coord_hi[i]);
-                let d = if *a < lo {
-                    a - lo
-                } else if *a > hi {
-                    a - hi
-                } else {
-                    0.0
-                };
+            for ((a, lo), hi) in local.vec.iter().zip(s.coord_lo).zip(s.coord_hi) {
+                // The gap to the box, 0 inside it (branch-free; `|a - lo|` below it, as the
+                // row's own difference is squared).
+                let d = (f64::from(lo) - a).max(a - f64::from(hi)).max(0.0);
                 sum += d * d;
             }
             let raw = sum.sqrt() + local.height + f64::from(s.height_min);
@@ -249,10 +260,13 @@ impl<'a> Query<'a> {
         } else {
             self.proximity_max(s)
         };
-        (
-            self.combine([s.term_max[0], s.term_max[1], s.term_max[2], proximity]),
-            proximity,
-        )
+        (self.bound_with_proximity(s, proximity), proximity)
+    }
+
+    /// [`Query::bound`] with a given proximity term bound (one that is `>=` every row's under
+    /// `s`, e.g. an ancestor's).
+    fn bound_with_proximity(&self, s: &Summary, proximity: f64) -> f64 {
+        self.combine([s.term_max[0], s.term_max[1], s.term_max[2], proximity])
     }
 }
 
@@ -354,6 +368,7 @@ fn reasons_met(intent: &Intent, sad: &Sad) -> Vec<String> {
 struct Ranked<'r> {
     score: f64,
     key: &'r ServiceKey,
+    sad: &'r Arc<Sad>,
 }
 
 impl Ranked<'_> {
@@ -399,8 +414,14 @@ impl<'r> TopK<'r> {
 
     /// Offers a candidate that passed the row filter; `confirm` (the exact check) runs only if
     /// it would enter the top k.
-    fn offer(&mut self, score: f64, key: &'r ServiceKey, confirm: impl FnOnce() -> bool) {
-        let item = Ranked { score, key };
+    fn offer(
+        &mut self,
+        score: f64,
+        key: &'r ServiceKey,
+        sad: &'r Arc<Sad>,
+        confirm: impl FnOnce() -> bool,
+    ) {
+        let item = Ranked { score, key, sad };
         // The heap's top is the worst kept; `>=` there means `item` is not better.
         if self.heap.len() == self.k && self.heap.peek().is_some_and(|worst| item >= *worst) {
             return;
@@ -434,6 +455,8 @@ struct Frontier {
     bound: f64,
     proximity: f64,
     node: u32,
+    /// The proximity bound is the node's own, not its parent's.
+    refined: bool,
 }
 
 impl PartialEq for Frontier {
@@ -455,6 +478,10 @@ impl Ord for Frontier {
             .then_with(|| other.node.cmp(&self.node))
     }
 }
+
+/// Frontier entries allocated up front (the bench's k <= 10 searches at 100k adverts hold a few
+/// dozen; the heap grows past this if needed).
+const FRONTIER_CAPACITY: usize = 64;
 
 /// Whether a score `bound` is below the top-k threshold (so nothing under it can enter).
 fn below(bound: f64, threshold: Option<f64>) -> bool {
@@ -482,10 +509,7 @@ impl Registry {
         if intent.explain {
             // Exact checks on every SAD, in (context window, key) order for `excluded`.
             for (key, row) in rows.ordered() {
-                let Some(sad) = self.get(key).and_then(|e| e.sad()) else {
-                    continue;
-                };
-                if let Some(reason) = first_failure(intent, sad, row.expires_at, ctx.now) {
+                if let Some(reason) = first_failure(intent, &row.sad, row.expires_at, ctx.now) {
                     resolution.excluded_total += 1;
                     if resolution.excluded.len() < EXCLUSIONS_MAX {
                         resolution.excluded.push(Exclusion {
@@ -496,7 +520,7 @@ impl Registry {
                     }
                     continue;
                 }
-                top.offer(query.score(row), key, || true);
+                top.offer(query.score(row), key, &row.sad, || true);
             }
         } else if query.bounded() {
             self.search(&query, rows, &mut top);
@@ -505,7 +529,7 @@ impl Registry {
             // local coordinate): scan every row.
             for leaf in rows.leaves() {
                 for (row, key) in leaf.rows.iter().zip(&leaf.keys) {
-                    self.offer_row(&query, row, key, &mut top);
+                    Self::offer_row(&query, row, key, &mut top);
                 }
             }
         }
@@ -513,16 +537,22 @@ impl Registry {
     }
 
     /// Row filter, score, and the exact check for a row about to enter the top k.
-    fn offer_row<'r>(&self, query: &Query<'_>, row: &Row, key: &'r ServiceKey, top: &mut TopK<'r>) {
-        if !query.row_passes(row) {
-            return;
+    fn offer_row<'r>(query: &Query<'_>, row: &'r Row, key: &'r ServiceKey, top: &mut TopK<'r>) {
+        if query.row_passes(row) {
+            Self::offer_passing_row(query, row, key, top);
         }
+    }
+
+    /// [`Registry::offer_row`] for a row that passed the row filter.
+    fn offer_passing_row<'r>(
+        query: &Query<'_>,
+        row: &'r Row,
+        key: &'r ServiceKey,
+        top: &mut TopK<'r>,
+    ) {
         let exact = query.needs_exact();
-        top.offer(query.score(row), key, || {
-            !exact
-                || self.get(key).and_then(|e| e.sad()).is_some_and(|sad| {
-                    first_failure(query.intent, sad, row.expires_at, query.now).is_none()
-                })
+        top.offer(query.score(row), key, &row.sad, || {
+            !exact || first_failure(query.intent, &row.sad, row.expires_at, query.now).is_none()
         });
     }
 
@@ -530,33 +560,62 @@ impl Registry {
     /// when it is below the k-th best score held (every row left scores at most its bound).
     /// Subtrees whose summary rules out every constraint are skipped.
     fn search<'r>(&self, query: &Query<'_>, rows: &'r TaskRows, top: &mut TopK<'r>) {
-        let mut frontier: BinaryHeap<Frontier> = BinaryHeap::new();
+        let mut frontier: BinaryHeap<Frontier> = BinaryHeap::with_capacity(FRONTIER_CAPACITY);
         let root = &rows.nodes[0].summary;
-        if query.may_contain(root) {
-            let (bound, proximity) = query.bound(root);
-            frontier.push(Frontier {
-                bound,
-                proximity,
-                node: 0,
-            });
+        if !query.may_contain(root) {
+            return;
         }
-        while let Some(next) = frontier.pop() {
+        let (bound, proximity) = query.bound(root);
+        // The node to expand next: the best of the frontier. Expanding an inner node keeps its
+        // better child here instead of pushing and popping it when nothing in the heap ranks
+        // above it (the order of expansion is the same as popping every node).
+        let mut current = Some(Frontier {
+            bound,
+            proximity,
+            node: 0,
+            refined: true,
+        });
+        while let Some(mut next) = current.take().or_else(|| frontier.pop()) {
             if below(next.bound, top.threshold()) {
                 break;
+            }
+            if !next.refined {
+                // Its own proximity bound (the one it was queued with is its parent's).
+                let (bound, proximity) = query.bound(&rows.nodes[next.node as usize].summary);
+                next = Frontier {
+                    bound,
+                    proximity,
+                    node: next.node,
+                    refined: true,
+                };
+                if below(bound, top.threshold()) {
+                    continue;
+                }
+                if frontier.peek().is_some_and(|best| *best > next) {
+                    frontier.push(next);
+                    continue;
+                }
             }
             match &rows.nodes[next.node as usize].kind {
                 NodeKind::Leaf(leaf) => {
                     let proximity = next.proximity;
                     for (row, key) in leaf.rows.iter().zip(&leaf.keys) {
-                        // The row's static terms with the leaf's proximity bound: an upper
-                        // bound of its score that needs no distance.
-                        if below(
-                            query.combine([row.terms[0], row.terms[1], row.terms[2], proximity]),
-                            top.threshold(),
-                        ) {
+                        // The row's static terms with the leaf's proximity bound: an upper bound
+                        // of its score that needs no distance. With constraints, the row filter
+                        // (integer compares, rejecting most rows) goes first.
+                        if query.filters && !query.row_passes(row) {
                             continue;
                         }
-                        self.offer_row(query, row, key, top);
+                        let bound =
+                            query.combine([row.terms[0], row.terms[1], row.terms[2], proximity]);
+                        if below(bound, top.threshold()) {
+                            continue;
+                        }
+                        if query.filters {
+                            Self::offer_passing_row(query, row, key, top);
+                        } else {
+                            Self::offer_row(query, row, key, top);
+                        }
                     }
                 }
                 NodeKind::Inner { children, .. } => {
@@ -565,14 +624,46 @@ impl Registry {
                         if !query.may_contain(summary) {
                             continue;
                         }
-                        let (bound, proximity) = query.bound(summary);
-                        if !below(bound, top.threshold()) {
-                            frontier.push(Frontier {
-                                bound,
-                                proximity,
-                                node: child,
-                            });
+                        // With `lazy_proximity`, queued with the parent's proximity bound (its
+                        // box contains the child's, so that bound holds for the child's rows
+                        // too): no square root or division per child here; the child's own
+                        // proximity bound is computed when it comes up (children left in the
+                        // queue never need it).
+                        let (bound, proximity, refined) = if query.lazy_proximity {
+                            let bound = query.bound_with_proximity(summary, next.proximity);
+                            (bound, next.proximity, false)
+                        } else {
+                            let (bound, proximity) = query.bound(summary);
+                            (bound, proximity, true)
+                        };
+                        if below(bound, top.threshold()) {
+                            continue;
                         }
+                        let item = Frontier {
+                            bound,
+                            proximity,
+                            node: child,
+                            refined,
+                        };
+                        match current.take() {
+                            None => current = Some(item),
+                            Some(held) => {
+                                let (better, worse) = if item > held {
+                                    (item, held)
+                                } else {
+                                    (held, item)
+                                };
+                                current = Some(better);
+                                frontier.push(worse);
+                            }
+                        }
+                    }
+                    // Only keep the child in hand if it is the frontier's best.
+                    if let (Some(held), Some(top_of_heap)) = (&current, frontier.peek())
+                        && *top_of_heap > *held
+                        && let Some(held) = current.take()
+                    {
+                        frontier.push(held);
                     }
                 }
             }
@@ -588,14 +679,15 @@ impl Registry {
         ranked: Vec<Ranked<'_>>,
     ) -> Resolution {
         let intent = query.intent;
+        resolution.candidates.reserve_exact(ranked.len());
         for item in ranked {
-            let Some(entry) = self.get(item.key) else {
-                continue;
-            };
-            let Some(sad) = entry.sad() else { continue };
+            let sad = item.sad;
             let why = if intent.explain {
+                // The coordinate for the explained proximity term is the record's (the index
+                // keeps it packed as f32).
+                let coord = self.get(item.key).and_then(Entry::coord);
                 let mut why = reasons_met(intent, sad);
-                why.extend(score_terms(query, sad, entry.coord(), ctx));
+                why.extend(score_terms(query, sad, coord, ctx));
                 why
             } else {
                 Vec::new()
@@ -605,7 +697,7 @@ impl Registry {
                 node: item.key.node,
                 endpoint: sad.endpoint,
                 score: item.score,
-                sad: sad.clone(),
+                sad: Arc::clone(sad),
                 why,
             });
         }
@@ -626,10 +718,10 @@ impl Registry {
             excluded_total: 0,
             considered: 0,
         };
-        let mut carrying: Vec<(u32, &ServiceKey, &Sad, Row)> = self
+        let mut carrying: Vec<(u32, &ServiceKey, &Arc<Sad>, Row)> = self
             .iter()
             .filter_map(|(key, entry)| {
-                let sad = entry.sad()?;
+                let sad = entry.shared_sad()?;
                 sad.tasks.contains(&intent.task).then(|| {
                     let row = Row::of(sad, entry.coord(), entry.expires_at());
                     (sad.context_window, key, sad, row)
@@ -656,6 +748,7 @@ impl Registry {
             passing.push(Ranked {
                 score: query.score(row),
                 key,
+                sad,
             });
         }
         // `Ranked`'s order is reversed (worst last after a descending sort = best first).

@@ -2,6 +2,7 @@
 //! last-writer-wins by version; leases, tombstones, anti-entropy digests and the resolve index.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 
@@ -79,6 +80,12 @@ pub struct Entry {
 impl Entry {
     /// The descriptor (`None` for a withdrawal).
     pub fn sad(&self) -> Option<&Sad> {
+        self.shared_sad().map(Arc::as_ref)
+    }
+
+    /// The descriptor as the shared allocation the advert holds (cloning it is a reference
+    /// count increment); `None` for a withdrawal.
+    pub fn shared_sad(&self) -> Option<&Arc<Sad>> {
         match self.signed.body() {
             AdvertBody::Live { sad, .. } => Some(sad),
             AdvertBody::Withdrawn => None,
@@ -416,7 +423,10 @@ impl Registry {
             origin: self.local,
             service: sad.id.clone(),
             version,
-            body: AdvertBody::Live { sad, coord },
+            body: AdvertBody::Live {
+                sad: Arc::new(sad),
+                coord,
+            },
         };
         let signed = advert.sign(key)?;
         self.install(now, signed.clone())

@@ -13,7 +13,7 @@ fn live(i: u8, service: &str, version: u64) -> Advert {
         service: service.into(),
         version,
         body: AdvertBody::Live {
-            sad,
+            sad: sad.into(),
             coord: Some(coord(0.5, -0.25)),
         },
     }

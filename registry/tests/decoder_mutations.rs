@@ -82,7 +82,7 @@ fn mutated_adverts_never_panic_and_leave_the_registry_consistent() {
             service: sad.id.clone(),
             version: 3,
             body: AdvertBody::Live {
-                sad: sad.clone(),
+                sad: sad.clone().into(),
                 coord: Some(coord(0.5, 0.25)),
             },
         };
@@ -139,7 +139,10 @@ fn mutated_digests_are_refused_or_canonical() {
             origin: node(i),
             service: "s".into(),
             version: u64::from(i),
-            body: AdvertBody::Live { sad, coord: None },
+            body: AdvertBody::Live {
+                sad: sad.into(),
+                coord: None,
+            },
         };
         r.apply(0, &a.sign(&key(i)).expect("sign")).expect("apply");
     }

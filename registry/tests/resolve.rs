@@ -18,7 +18,10 @@ fn publish(r: &mut Registry, i: u8, mut sad: Sad, c: Option<Coord>) {
         origin: node(i),
         service: sad.id.clone(),
         version: 1,
-        body: AdvertBody::Live { sad, coord: c },
+        body: AdvertBody::Live {
+            sad: sad.into(),
+            coord: c,
+        },
     }
     .sign(&key(i))
     .expect("sign");

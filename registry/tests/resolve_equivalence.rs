@@ -188,7 +188,10 @@ fn publish(r: &mut Registry, now: Millis, n: u8, s: &Sad, c: Option<Coord>, vers
         origin: node(n),
         service: s.id.clone(),
         version,
-        body: AdvertBody::Live { sad: s, coord: c },
+        body: AdvertBody::Live {
+            sad: s.into(),
+            coord: c,
+        },
     }
     .sign(&key(n))
     .expect("sign");
@@ -212,6 +215,29 @@ fn withdraw(r: &mut Registry, now: Millis, n: u8, service: &str, version: u64) {
 /// With `same_terms`, every SAD has the same latency, load and price terms, so the trees split
 /// on the coordinates and the proximity bounds decide the pruning.
 fn run(seed: u64, ops: usize, check_every: usize, intents_per_check: usize, same_terms: bool) {
+    run_with(
+        seed,
+        ops,
+        check_every,
+        intents_per_check,
+        same_terms,
+        2000,
+        true,
+    );
+}
+
+/// [`run`] with time advancing by `0..step_ms` per change and, without `nodes_fail`, no node
+/// going down: short steps and no node failures keep most adverts live, so the registry grows
+/// large.
+fn run_with(
+    seed: u64,
+    ops: usize,
+    check_every: usize,
+    intents_per_check: usize,
+    same_terms: bool,
+    step_ms: u64,
+    nodes_fail: bool,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let coords: Vec<Option<Coord>> = (0..NODES)
         .map(|_| rng.random_bool(0.85).then(|| coord(&mut rng)))
@@ -221,7 +247,7 @@ fn run(seed: u64, ops: usize, check_every: usize, intents_per_check: usize, same
     let mut held: Vec<(u8, String, u64)> = Vec::new();
     let mut now: Millis = 0;
     for op in 0..ops {
-        now += rng.random_range(0..2000);
+        now += rng.random_range(0..step_ms);
         match rng.random_range(0..100) {
             0..=59 => {
                 let n = rng.random_range(0..NODES);
@@ -243,7 +269,7 @@ fn run(seed: u64, ops: usize, check_every: usize, intents_per_check: usize, same
                 let (n, id, v) = held.swap_remove(at);
                 withdraw(&mut r, now, n, &id, v + 1);
             }
-            88..=90 => {
+            88..=90 if nodes_fail => {
                 let n = rng.random_range(0..NODES);
                 r.node_down(node(n));
             }
@@ -283,7 +309,8 @@ fn resolve_equals_reference_on_small_churning_registries() {
 
 #[test]
 fn resolve_equals_reference_on_a_larger_registry() {
-    // ~2000 live adverts, trees several levels deep.
+    // 200–700 live adverts at the checks (leases end and nodes go down), trees a few levels
+    // deep.
     for seed in [100, 101] {
         run(seed, 3500, 700, 150, false);
     }
@@ -294,6 +321,16 @@ fn resolve_equals_reference_when_proximity_decides() {
     for seed in [200, 201] {
         run(seed, 2500, 500, 150, true);
     }
+}
+
+#[test]
+fn resolve_equals_reference_on_deep_trees() {
+    // ~6000 live adverts by the end: thousands of rows per task, trees of several levels with
+    // leaves of up to 64 rows, so the search keeps a child in hand across many levels and the coordinate boxes
+    // (with the local coordinate inside, on the edge of and outside them) decide the proximity
+    // bounds; with and without equal static terms.
+    run_with(300, 12_000, 4000, 120, false, 20, false);
+    run_with(301, 12_000, 4000, 120, true, 20, false);
 }
 
 #[test]

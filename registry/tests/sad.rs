@@ -162,7 +162,7 @@ fn every_limit_accepts_its_maximum_and_encodes_within_bounds() {
         service: sad.id.clone(),
         version: sad.version,
         body: AdvertBody::Live {
-            sad,
+            sad: sad.into(),
             coord: Some(coord(0.5, 0.25)),
         },
     };

@@ -17,7 +17,7 @@ fn live(i: u8, service: &str, version: u64, ctx: u32) -> SignedAdvert {
         service: service.into(),
         version,
         body: AdvertBody::Live {
-            sad,
+            sad: sad.into(),
             coord: Some(coord(0.5, 0.25)),
         },
     }

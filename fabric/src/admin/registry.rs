@@ -3,6 +3,7 @@
 //! and gossip actors by message.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -300,7 +301,7 @@ fn resolve_dto(
                         stream: c.endpoint.stream,
                     },
                     score: c.score,
-                    service: c.sad,
+                    service: Arc::unwrap_or_clone(c.sad),
                     why: c.why,
                 }
             })
