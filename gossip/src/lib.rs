@@ -14,8 +14,8 @@
 //! driver feeds its verdicts to the overlay with [`Overlay::peer_up`] / [`Overlay::peer_down`].
 //!
 //! What it does not do (yet): message authentication (the wire is unauthenticated UDP; node ids are
-//! public keys so signing can be added without a format change), and Vivaldi coordinates (RTT
-//! samples are already emitted as [`Event::ProbeRtt`]).
+//! public keys so signing can be added without a format change). Vivaldi coordinates are the
+//! registry's (`nexus-registry`), fed from the RTT samples emitted as [`Event::ProbeRtt`].
 #![deny(missing_docs)]
 
 mod codec;
