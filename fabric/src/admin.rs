@@ -130,8 +130,17 @@ pub fn parse_json<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Problem> {
     let body = json_body(headers, body)?;
-    serde_json::from_slice(&body).map_err(|e| {
+    // serde_path_to_error names the offending field (`next_hops[0].weight: invalid type …`).
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
         use serde_json::error::Category;
+        let path = e.path().to_string();
+        let e = e.into_inner();
+        let detail = if path.is_empty() || path == "." {
+            e.to_string()
+        } else {
+            format!("{path}: {e}")
+        };
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -143,7 +152,7 @@ pub fn parse_json<T: DeserializeOwned>(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-body",
                 "Invalid request body",
-                e.to_string(),
+                detail,
             ),
         }
     })
