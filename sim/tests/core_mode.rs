@@ -1,25 +1,12 @@
 //! Core-mode simulations of the shipped scenarios and of one that must fail.
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::{run, scenario, verdict};
+use nexus_sim::Scenario;
 use nexus_sim::trace::Trace;
-use nexus_sim::{RunReport, Scenario};
-
-fn scenario(path: &str) -> Scenario {
-    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path);
-    Scenario::load(&full).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn run(s: &Scenario, seed: u64) -> RunReport {
-    nexus_sim::run(s, seed, Trace::new(), None).expect("runs")
-}
-
-fn verdict<'a>(r: &'a RunReport, name: &str) -> &'a nexus_sim::invariants::Verdict {
-    r.invariants
-        .iter()
-        .find(|v| v.invariant == name)
-        .expect("checker present")
-}
 
 #[test]
 fn partition_and_heal_pass_every_invariant() {

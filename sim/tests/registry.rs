@@ -3,26 +3,11 @@
 //! CI swarm (`swarm.rs`) runs every scenario in `sim/scenarios/`, the registry ones included,
 //! over 30 seeds.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{run, scenario, verdict};
+use nexus_sim::Scenario;
 use nexus_sim::trace::Trace;
-use nexus_sim::{RunReport, Scenario};
-
-fn scenario(path: &str) -> Scenario {
-    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path);
-    Scenario::load(&full).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn run(s: &Scenario, seed: u64) -> RunReport {
-    nexus_sim::run(s, seed, Trace::new(), None).expect("runs")
-}
-
-fn verdict<'a>(r: &'a RunReport, name: &str) -> &'a nexus_sim::invariants::Verdict {
-    r.invariants
-        .iter()
-        .find(|v| v.invariant == name)
-        .unwrap_or_else(|| panic!("checker {name} present"))
-}
 
 const REGISTRY_CHECKS: [&str; 3] = [
     "registry_convergence",
