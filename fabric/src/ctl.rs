@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    Actors, LeaveResponse, Members, Node, Problem, ResolveResponse, ServiceDto, Services,
+    Actors, FibDto, LeaveResponse, Members, Node, Problem, ResolveResponse, ServiceDto, Services,
     WithdrawResponse,
 };
 use crate::config::TOKEN_ENV;
@@ -301,8 +301,15 @@ async fn send_key(
                     .clone()
                     .unwrap_or_else(|| r.candidates[0].node.chars().take(12).collect())
             );
-            // The node installs the class's route at its next registry refresh.
-            tokio::time::sleep(Duration::from_millis(600)).await;
+            // Resolving makes the node track the class; its table actor installs the route
+            // moments later. Wait (briefly) until the forwarding table has it.
+            for _ in 0..40 {
+                let (fib, _): (FibDto, _) = client.get("/v1/fib?limit=1000").await?;
+                if fib.entries.iter().any(|e| e.key == r.routing_key) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             r.routing_key
         }
         (None, None) => bail!("give --key or --task"),

@@ -157,6 +157,35 @@ async fn frames_reach_a_capability_and_fail_over() {
         (200, 0),
         "all traffic to the surviving service"
     );
+    // `nexus ctl send --task` resolves through the admin API and sends to the intent's key.
+    let out = nexus()
+        .args([
+            "ctl",
+            "--admin",
+            &nodes[0].admin,
+            "send",
+            "--to",
+            &dataplane,
+        ])
+        .args([
+            "--task",
+            "llm.code",
+            "--min-context",
+            "100000",
+            "--count",
+            "50",
+        ])
+        .output()
+        .expect("ctl send");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&key), "prints the routing key: {stdout}");
+    let (b, c) = (frames(&sink2), frames(&sink3));
+    assert_eq!((b.len(), c.len()), (50, 0), "{stdout}");
     let metrics = nodes[1].metrics().await;
     assert!(
         metrics

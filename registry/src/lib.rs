@@ -4,15 +4,17 @@
 //! per (origin node, service), with leases, tombstones and anti-entropy [`Digest`]s — and
 //! resolves client [`Intent`]s against an index to ranked [`Candidate`]s. [`Vivaldi`]
 //! coordinates give the proximity term; [`RouteTable`] turns resolved intent classes into
-//! [`RouteDelta`]s for the table compiler.
+//! [`RouteDelta`]s for the table compiler. [`RegistryNode`] is one node's whole registry
+//! (leases, persisted versions, anti-entropy, membership reactions) with storage injected, as the
+//! registry actor and the simulator drive it.
 //!
 //! It owns no socket, reads no clock and draws no randomness: time comes in as [`Millis`], every
 //! iteration that reaches output is in `BTreeMap` order. The node's registry actor drives it; the
 //! gossip overlay (`nexus-gossip`) carries its adverts and digests.
 //!
 //! What it does not do: verify MICs or attestations (trust refs are carried opaquely; that is the
-//! trust issue's), send anything, persist anything (the caller persists local SADs and the
-//! version floor), or measure latency/load (the service reports them).
+//! trust issue's), send anything (the driver carries out [`Output`]s), choose a storage backend
+//! (the driver passes a [`RegistryStore`]), or measure latency/load (the service reports them).
 //!
 //! Formats, limits and formulas: `docs/sad.md`.
 #![deny(missing_docs)]

@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use nexus_actors::{GossipMsg, RegistryMsg, Scope, ServiceView};
+use nexus_actors::{GossipMsg, RegistryMsg, Scope, ServiceView, SupervisorMsg};
 use nexus_gossip::{MemberView, NodeId};
 use nexus_registry::{Intent, LoadUpdate, NodeError as RegistryError, Resolution, Sad};
 use ractor::rpc::CallResult;
@@ -28,8 +28,6 @@ async fn registry(s: &AppState) -> Result<ActorRef<RegistryMsg>, Problem> {
         .map(ActorRef::from)
         .ok_or_else(|| Problem::unavailable("registry"))
 }
-
-use nexus_actors::SupervisorMsg;
 
 async fn call_registry<T: Send + 'static>(
     s: &AppState,
