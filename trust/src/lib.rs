@@ -1,0 +1,18 @@
+//! NexTrust: the fabric's certificate authority and verifier.
+//!
+//! A small set of CA nodes runs an openraft group whose state machine ([`ca::CaState`], sans-IO
+//! and deterministic) issues, renews and revokes Model Identity Certificates ([`mic`]) for nodes,
+//! models and agents. A MIC may commit (Poseidon) to hidden model properties; the holder proves
+//! predicates over them with Groth16 proofs ([`zk`]) that any node verifies inline.
+//! Revocations are committed through Raft and spread by gossip as signed deltas.
+//!
+//! Module map (each owns its files):
+//! - [`mic`] — the MIC binary format, signing and verification (spec: `docs/trust.md`).
+//! - [`ca`] — the CA state machine: commands, responses, snapshots, revocation deltas.
+//! - [`zk`] — Poseidon commitments, the attestation circuit, Groth16 prove / verify / batch
+//!   verify, prepared-key cache, snarkjs export.
+//! - [`raft`] — openraft type config, seeded runtime, sled log + state-machine storage, the TCP
+//!   transport and [`raft::CaNode`], the handle an actor drives.
+
+pub mod ca;
+pub mod mic;

@@ -1,0 +1,1 @@
+//! Model Identity Certificates: the binary format, signing and verification (`docs/trust.md`).
