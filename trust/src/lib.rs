@@ -11,8 +11,12 @@
 //! - [`ca`] — the CA state machine: commands, responses, snapshots, revocation deltas.
 //! - [`zk`] — Poseidon commitments, the attestation circuit, Groth16 prove / verify / batch
 //!   verify, prepared-key cache, snarkjs export.
+//! - [`revocation`] — signed revocation deltas and the revocation set every node keeps.
 //! - [`raft`] — openraft type config, seeded runtime, sled log + state-machine storage, the TCP
-//!   transport and [`raft::CaNode`], the handle an actor drives.
+//!   transport and the CA node handle an actor drives.
 
 pub mod ca;
 pub mod mic;
+pub mod raft;
+pub mod revocation;
+pub mod zk;

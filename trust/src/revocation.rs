@@ -1,0 +1,1 @@
+//! Signed revocation deltas and the revocation set every node keeps.

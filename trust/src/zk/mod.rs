@@ -1,0 +1,1 @@
+//! Groth16 attestations over Poseidon commitments (BN254).
