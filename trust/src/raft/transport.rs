@@ -1,0 +1,55 @@
+//! The byte-stream transport under the Raft network, as a trait so the simulator can plug in
+//! turmoil's TCP; [`TcpTransport`] is the production implementation (tokio TCP, `TCP_NODELAY`).
+
+use std::future::Future;
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Connects to and listens on `host:port` addresses, yielding byte streams.
+pub trait Transport: Clone + Send + Sync + 'static {
+    /// A connected, bidirectional byte stream.
+    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+    /// A bound listener.
+    type Listener: Send + 'static;
+
+    /// Binds a listener on `addr`.
+    fn bind(&self, addr: &str) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    /// Waits for the next inbound connection; returns it with the peer's address.
+    fn accept(
+        listener: &mut Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Stream, String)>> + Send;
+    /// The address a listener is bound to (resolves port 0).
+    fn local_addr(listener: &Self::Listener) -> io::Result<String>;
+    /// Opens a connection to `addr`.
+    fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// tokio TCP with Nagle disabled (Raft frames are small and latency-bound).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpTransport;
+
+impl Transport for TcpTransport {
+    type Stream = tokio::net::TcpStream;
+    type Listener = tokio::net::TcpListener;
+
+    async fn bind(&self, addr: &str) -> io::Result<Self::Listener> {
+        tokio::net::TcpListener::bind(addr).await
+    }
+
+    async fn accept(listener: &mut Self::Listener) -> io::Result<(Self::Stream, String)> {
+        let (stream, peer) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok((stream, peer.to_string()))
+    }
+
+    fn local_addr(listener: &Self::Listener) -> io::Result<String> {
+        listener.local_addr().map(|a| a.to_string())
+    }
+
+    async fn connect(&self, addr: &str) -> io::Result<Self::Stream> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
