@@ -43,7 +43,7 @@ async fn three_members_elect_a_leader_and_commit_from_any_member() {
     let leader_applied = c.nodes[&leader].status().last_applied_index.unwrap();
     for id in c.ids() {
         let applied = c.nodes[&id]
-            .read_linearizable(|s| s.last_applied)
+            .read_linearizable(|s| s.last_applied().unwrap_or(0))
             .await
             .unwrap();
         assert!(
@@ -100,7 +100,7 @@ async fn restarted_member_catches_up_from_its_sled_dir() {
     assert_eq!(normal_entries(&c.dbs[&lagger]).await.len(), 31);
     // The restarted member serves linearizable reads again.
     let applied = c.nodes[&lagger]
-        .read_linearizable(|s| s.last_applied)
+        .read_linearizable(|s| s.last_applied().unwrap_or(0))
         .await
         .unwrap();
     assert!(applied >= target);
@@ -143,7 +143,7 @@ async fn lagging_member_receives_a_snapshot() {
     // Its log starts after the snapshot: the purged entries came as state, not as log.
     assert!(normal_entries(&c.dbs[&lagger]).await.len() < 100);
     let applied = c.nodes[&lagger]
-        .read_linearizable(|s| s.last_applied)
+        .read_linearizable(|s| s.last_applied().unwrap_or(0))
         .await
         .unwrap();
     assert!(applied >= target);

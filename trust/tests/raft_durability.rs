@@ -112,7 +112,10 @@ fn sigkilled_member_keeps_every_acknowledged_write() {
         }
         // The member restarts on that log and serves again.
         let node = single_member(dir.path()).await;
-        let applied = node.read_linearizable(|s| s.last_applied).await.unwrap();
+        let applied = node
+            .read_linearizable(|s| s.last_applied().unwrap_or(0))
+            .await
+            .unwrap();
         assert!(applied > acked as u64, "applied {applied}");
         node.write(Command::Noop).await.unwrap();
         node.shutdown().await;
@@ -143,7 +146,10 @@ fn member_dropped_without_shutdown_restarts_with_its_writes() {
         assert_eq!(normal_entries(&db).await.len(), writes);
         drop(db);
         let node = single_member(dir.path()).await;
-        let applied = node.read_linearizable(|s| s.last_applied).await.unwrap();
+        let applied = node
+            .read_linearizable(|s| s.last_applied().unwrap_or(0))
+            .await
+            .unwrap();
         assert!(applied >= applied_before, "{applied} < {applied_before}");
         node.write(Command::Noop).await.unwrap();
         node.shutdown().await;
