@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::mic::{CaKeys, Reader, hex_bytes};
 
@@ -394,7 +395,7 @@ impl RevocationSet {
 
     /// Deterministic bytes for persistence: magic `NXRS`, version, `contiguous_seq` (u64),
     /// seen-above count (u32) and seqs (u64 each, ascending), record count (u32) and records
-    /// ([`REVOCATION_BYTES`] each, by serial).
+    /// ([`REVOCATION_BYTES`] each, by serial), SHA-256 of everything before it.
     pub fn export(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
             4 + 1 + 8 + 4 + 8 * self.seen_above.len() + 4 + REVOCATION_BYTES * self.by_serial.len(),
@@ -410,6 +411,8 @@ impl RevocationSet {
         for record in self.by_serial.values() {
             out.extend_from_slice(&record.encode());
         }
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
         out
     }
 
@@ -445,7 +448,7 @@ impl RevocationSet {
             last = seq;
         }
         let count = r.u32().ok_or(corrupt("truncated record count"))? as usize;
-        if count.saturating_mul(REVOCATION_BYTES) != r.remaining() {
+        if count.saturating_mul(REVOCATION_BYTES).saturating_add(32) != r.remaining() {
             return Err(corrupt("record count does not match the remaining length"));
         }
         let mut by_serial = BTreeMap::new();
@@ -463,6 +466,11 @@ impl RevocationSet {
             }
             previous = record.serial;
             by_serial.insert(record.serial, record);
+        }
+        let content_len = bytes.len() - r.remaining();
+        let digest = r.take(32).ok_or(corrupt("truncated digest"))?;
+        if Sha256::digest(&bytes[..content_len]).as_slice() != digest {
+            return Err(corrupt("digest mismatch (damaged bytes)"));
         }
         Ok(RevocationSet {
             by_serial,

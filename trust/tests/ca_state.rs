@@ -933,3 +933,30 @@ fn command_and_response_round_trip_through_serde() {
     assert_eq!(generated, again, "a seeded proposer generates the same key");
     assert_ne!(generated.ca_secret_key, [0; 32]);
 }
+
+/// Not a check: writes seed inputs for the cargo-fuzz targets (`trust/fuzz/README.md`).
+/// Run with `cargo test -p nexus-trust --test ca_state -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "tool: writes fuzz seed corpora under trust/fuzz/corpus"]
+fn write_fuzz_seeds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let ca = busy_state();
+    let write = |target: &str, name: String, bytes: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("create corpus dir");
+        std::fs::write(dir.join(name), bytes).expect("write seed");
+    };
+    write("snapshot", "busy".into(), &ca.snapshot());
+    write("snapshot", "empty".into(), &CaState::default().snapshot());
+    write("snapshot", "bootstrapped".into(), &self::ca().snapshot());
+    for mic in ca.list(0, 20) {
+        write("mic", format!("serial-{}", mic.body.serial), &mic.encode());
+    }
+    for record in ca.revocations_after(0, 20) {
+        write(
+            "revocation",
+            format!("seq-{}", record.seq),
+            &record.encode(),
+        );
+    }
+}
