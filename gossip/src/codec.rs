@@ -1,10 +1,11 @@
 //! The wire codec for SWIM messages: bincode (serde) with a size limit, plus the metadata limits
-//! checked on every identity that is decoded.
+//! checked on every identity that is decoded (identities use their canonical encoding,
+//! [`MemberId::wire`], as a byte string).
 
 use bytes::{Buf, BufMut};
-use foca::{Codec, Header, Member, Message};
+use foca::{Codec, Header, Member};
 
-use crate::id::{MemberId, MetaError};
+use crate::id::MemberId;
 
 /// Largest datagram the membership layer sends or accepts, in bytes.
 pub const PACKET_BYTES_MAX: usize = 1400;
@@ -38,20 +39,29 @@ pub enum CodecError {
     /// bincode could not encode the value (it exceeds the packet limit).
     #[error("encode: {0}")]
     Encode(#[from] bincode::error::EncodeError),
-    /// bincode rejected the bytes (truncated, bad tag, over the limit).
+    /// bincode rejected the bytes (truncated, bad tag, over the limit), or an identity in them
+    /// is not a valid canonical identity (bad encoding, metadata over a limit: see
+    /// [`crate::IdDecodeError`], whose message the error carries).
     #[error("malformed: {0}")]
     Decode(#[from] bincode::error::DecodeError),
-    /// An identity in the message breaks a metadata limit.
-    #[error("member metadata: {0}")]
-    Meta(#[from] MetaError),
 }
 
-fn check_id(id: &MemberId) -> Result<(), CodecError> {
-    // A zero node id is the placeholder used to announce to a seed; it carries no metadata.
-    if id.node_id().0 == [0; 32] && id.meta() == &crate::MemberMeta::default() {
-        return Ok(());
+/// Decodes one `T` from the front of `buf`, borrowing from it (so identities the thread already
+/// holds are found by their bytes, without allocating) when the bytes are contiguous.
+fn decode_front<T: serde::de::DeserializeOwned>(
+    config: Limited,
+    mut buf: impl Buf,
+) -> Result<T, CodecError> {
+    if buf.chunk().len() == buf.remaining() {
+        let (value, used) = bincode::serde::borrow_decode_from_slice::<T, _>(buf.chunk(), config)?;
+        buf.advance(used);
+        Ok(value)
+    } else {
+        Ok(bincode::serde::decode_from_std_read(
+            &mut buf.reader(),
+            config,
+        )?)
     }
-    id.meta().check().map_err(CodecError::from)
 }
 
 impl Codec<MemberId> for WireCodec {
@@ -67,20 +77,8 @@ impl Codec<MemberId> for WireCodec {
     }
 
     fn decode_header(&mut self, buf: impl Buf) -> Result<Header<MemberId>, Self::Error> {
-        let header: Header<MemberId> =
-            bincode::serde::decode_from_std_read(&mut buf.reader(), self.0)?;
-        check_id(&header.src)?;
-        check_id(&header.dst)?;
-        match &header.message {
-            Message::PingReq { target, .. } | Message::IndirectAck { target, .. } => {
-                check_id(target)?
-            }
-            Message::IndirectPing { origin, .. } | Message::ForwardedAck { origin, .. } => {
-                check_id(origin)?
-            }
-            _ => {}
-        }
-        Ok(header)
+        // Every identity in the header is checked as it is decoded (`MemberId::from_wire`).
+        decode_front(self.0, buf)
     }
 
     fn encode_member(
@@ -93,9 +91,6 @@ impl Codec<MemberId> for WireCodec {
     }
 
     fn decode_member(&mut self, buf: impl Buf) -> Result<Member<MemberId>, Self::Error> {
-        let member: Member<MemberId> =
-            bincode::serde::decode_from_std_read(&mut buf.reader(), self.0)?;
-        check_id(member.id())?;
-        Ok(member)
+        decode_front(self.0, buf)
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -172,55 +173,476 @@ impl MemberMeta {
 /// `addr` is the address peers send to; `node_id` is stable across restarts; `generation` grows
 /// on every (re)start and on every automatic rejoin, so a restarted node replaces its old entry
 /// (foca's "rename") instead of being confused with it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct MemberId {
+///
+/// Cheap to clone and compare: the fields live behind an [`Arc`] together with the identity's
+/// canonical encoding (the bytes it has on the wire, see `docs/protocols/membership.md`), and
+/// identities are interned per thread by that encoding, so every copy of one identity a thread
+/// decodes or builds shares one allocation. Two identities are equal when their encodings are
+/// (pointer-equal in the common case). The order is that of the fields: address, node id,
+/// generation, metadata.
+#[derive(Clone)]
+pub struct MemberId(Arc<IdInner>);
+
+struct IdInner {
     addr: SocketAddr,
     node_id: NodeId,
     generation: u64,
     meta: MemberMeta,
+    /// The canonical encoding of the four fields above.
+    wire: Box<[u8]>,
+    /// A fixed 64-bit hash of `wire` (the interning key's hash, reused by state-sync digests).
+    hash: u64,
+    /// Why the fields would be refused on decode (built locally with metadata over a limit),
+    /// so an interned identity is not accepted from the wire without the check.
+    invalid: Option<MetaError>,
+}
+
+/// Whether decoding these fields must fail: metadata over a limit, except for the seed
+/// placeholder (zero node id, default metadata).
+fn meta_problem(node_id: &NodeId, meta: &MemberMeta) -> Option<MetaError> {
+    if node_id.0 == [0; 32] && *meta == MemberMeta::default() {
+        return None;
+    }
+    meta.check().err()
+}
+
+/// Longest canonical identity encoding accepted on decode, in bytes (the metadata limits keep
+/// real ones under 300).
+pub const ID_WIRE_BYTES_MAX: usize = 512;
+
+/// Why bytes are not a canonical identity encoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdDecodeError {
+    /// The bytes end inside a field.
+    #[error("identity truncated in {0}")]
+    Truncated(&'static str),
+    /// An address tag other than 4 (IPv4) or 6 (IPv6), or an option tag other than 0.
+    #[error("bad address tag {0}")]
+    BadAddrTag(u8),
+    /// A varint longer than 10 bytes or above `u64::MAX`.
+    #[error("bad varint in {0}")]
+    BadVarint(&'static str),
+    /// A string that is not UTF-8.
+    #[error("{0} is not UTF-8")]
+    NotUtf8(&'static str),
+    /// Bytes left after the last field.
+    #[error("{0} trailing bytes after the identity")]
+    Trailing(usize),
+    /// Longer than [`ID_WIRE_BYTES_MAX`].
+    #[error("identity encoding of {0} bytes is over the limit of {ID_WIRE_BYTES_MAX}")]
+    TooLong(usize),
+    /// The metadata breaks a limit.
+    #[error("member metadata: {0}")]
+    Meta(#[from] MetaError),
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            out.push(4);
+            out.extend_from_slice(&a.ip().octets());
+            out.extend_from_slice(&a.port().to_be_bytes());
+        }
+        SocketAddr::V6(a) => {
+            out.push(6);
+            out.extend_from_slice(&a.ip().octets());
+            out.extend_from_slice(&a.port().to_be_bytes());
+        }
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Addresses as the canonical encoding keeps them (no IPv6 flow info or scope id).
+fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) => SocketAddr::V4(a),
+        SocketAddr::V6(a) => SocketAddr::V6(std::net::SocketAddrV6::new(*a.ip(), a.port(), 0, 0)),
+    }
+}
+
+fn encode_fields(
+    addr: &SocketAddr,
+    node_id: &NodeId,
+    generation: u64,
+    meta: &MemberMeta,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + meta.name.len() + meta.version.len());
+    put_addr(&mut out, addr);
+    out.extend_from_slice(&node_id.0);
+    put_varint(&mut out, generation);
+    put_str(&mut out, &meta.name);
+    match &meta.admin {
+        None => out.push(0),
+        Some(a) => put_addr(&mut out, a),
+    }
+    put_str(&mut out, &meta.version);
+    put_varint(&mut out, meta.roles.len() as u64);
+    for role in &meta.roles {
+        put_str(&mut out, role);
+    }
+    match &meta.dataplane {
+        None => out.push(0),
+        Some(a) => put_addr(&mut out, a),
+    }
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8], IdDecodeError> {
+        if self.0.len() < n {
+            return Err(IdDecodeError::Truncated(what));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn byte(&mut self, what: &'static str) -> Result<u8, IdDecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn varint(&mut self, what: &'static str) -> Result<u64, IdDecodeError> {
+        let mut v: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let b = self.byte(what)?;
+            let low = u64::from(b & 0x7f);
+            if shift == 63 && low > 1 {
+                return Err(IdDecodeError::BadVarint(what));
+            }
+            v |= low << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(IdDecodeError::BadVarint(what))
+    }
+
+    fn addr_body(&mut self, tag: u8, what: &'static str) -> Result<SocketAddr, IdDecodeError> {
+        match tag {
+            4 => {
+                let b = self.take(6, what)?;
+                let ip = std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+                Ok(SocketAddr::new(ip.into(), u16::from_be_bytes([b[4], b[5]])))
+            }
+            6 => {
+                let b = self.take(18, what)?;
+                let mut octets = [0u8; 16];
+                octets.copy_from_slice(&b[..16]);
+                let ip = std::net::Ipv6Addr::from(octets);
+                Ok(SocketAddr::new(
+                    ip.into(),
+                    u16::from_be_bytes([b[16], b[17]]),
+                ))
+            }
+            other => Err(IdDecodeError::BadAddrTag(other)),
+        }
+    }
+
+    fn addr(&mut self, what: &'static str) -> Result<SocketAddr, IdDecodeError> {
+        let tag = self.byte(what)?;
+        self.addr_body(tag, what)
+    }
+
+    fn opt_addr(&mut self, what: &'static str) -> Result<Option<SocketAddr>, IdDecodeError> {
+        match self.byte(what)? {
+            0 => Ok(None),
+            tag => self.addr_body(tag, what).map(Some),
+        }
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<String, IdDecodeError> {
+        let len = self.varint(what)?;
+        let len = usize::try_from(len).map_err(|_| IdDecodeError::Truncated(what))?;
+        let bytes = self.take(len, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| IdDecodeError::NotUtf8(what))
+    }
+}
+
+fn decode_fields(wire: &[u8]) -> Result<(SocketAddr, NodeId, u64, MemberMeta), IdDecodeError> {
+    if wire.len() > ID_WIRE_BYTES_MAX {
+        return Err(IdDecodeError::TooLong(wire.len()));
+    }
+    let mut r = Reader(wire);
+    let addr = r.addr("addr")?;
+    let mut node_id = [0u8; 32];
+    node_id.copy_from_slice(r.take(32, "node id")?);
+    let generation = r.varint("generation")?;
+    let name = r.string("name")?;
+    let admin = r.opt_addr("admin")?;
+    let version = r.string("version")?;
+    let count = r.varint("roles")?;
+    let mut roles = Vec::new();
+    for _ in 0..count.min(ROLES_MAX as u64 + 1) {
+        roles.push(r.string("role")?);
+    }
+    if count > ROLES_MAX as u64 {
+        return Err(IdDecodeError::Meta(MetaError::TooManyRoles(
+            usize::try_from(count).unwrap_or(usize::MAX),
+        )));
+    }
+    let dataplane = r.opt_addr("dataplane")?;
+    if !r.0.is_empty() {
+        return Err(IdDecodeError::Trailing(r.0.len()));
+    }
+    let meta = MemberMeta {
+        name,
+        admin,
+        version,
+        roles,
+        dataplane,
+    };
+    let node_id = NodeId(node_id);
+    if let Some(problem) = meta_problem(&node_id, &meta) {
+        return Err(problem.into());
+    }
+    Ok((addr, node_id, generation, meta))
+}
+
+/// Per-thread table of live identities by canonical encoding.
+mod intern {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use super::IdInner;
+
+    /// A fixed, unkeyed hash (the table is never iterated into any output): eight bytes per
+    /// step, then murmur3's finaliser so the low bits (bucket) and top bits (control byte) both
+    /// depend on every input bit.
+    pub(super) fn hash(bytes: &[u8]) -> u64 {
+        let mut h: u64 = bytes.len() as u64;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            h = (h.rotate_left(23) ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(tail)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+
+    #[derive(Default)]
+    struct Table {
+        ids: hashbrown::HashTable<Arc<IdInner>>,
+        /// Size after the last sweep; the next sweep runs at twice this.
+        swept_at: usize,
+    }
+
+    thread_local! {
+        static TABLE: RefCell<Table> = RefCell::new(Table::default());
+    }
+
+    /// The live identity with this encoding, if this thread holds one.
+    pub(super) fn find(wire: &[u8]) -> Option<Arc<IdInner>> {
+        let h = hash(wire);
+        TABLE.with(|t| t.borrow().ids.find(h, |id| &*id.wire == wire).cloned())
+    }
+
+    /// Interns `inner` (or returns the equal identity already interned).
+    pub(super) fn insert(inner: IdInner) -> Arc<IdInner> {
+        let h = inner.hash;
+        TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            if let Some(found) = t.ids.find(h, |id| id.wire == inner.wire) {
+                return found.clone();
+            }
+            if t.ids.len() >= (2 * t.swept_at).max(1024) {
+                // Forget identities nobody holds any more.
+                t.ids.retain(|id| Arc::strong_count(id) > 1);
+                t.swept_at = t.ids.len();
+            }
+            let arc = Arc::new(inner);
+            t.ids.insert_unique(h, arc.clone(), |id| id.hash);
+            arc
+        })
+    }
 }
 
 impl MemberId {
     /// A member identity.
     pub fn new(addr: SocketAddr, node_id: NodeId, generation: u64, meta: MemberMeta) -> Self {
-        MemberId {
+        let addr = canonical_addr(addr);
+        let wire = encode_fields(&addr, &node_id, generation, &meta);
+        if let Some(found) = intern::find(&wire) {
+            return MemberId(found);
+        }
+        let invalid = meta_problem(&node_id, &meta);
+        MemberId(intern::insert(IdInner {
             addr,
             node_id,
             generation,
             meta,
+            invalid,
+            hash: intern::hash(&wire),
+            wire: wire.into_boxed_slice(),
+        }))
+    }
+
+    /// Decodes a canonical encoding ([`MemberId::wire`]), checking the metadata limits. An
+    /// encoding this thread already holds costs one table lookup and no allocation.
+    pub fn from_wire(wire: &[u8]) -> Result<Self, IdDecodeError> {
+        if let Some(found) = intern::find(wire) {
+            return match &found.invalid {
+                Some(problem) => Err(problem.clone().into()),
+                None => Ok(MemberId(found)),
+            };
         }
+        let (addr, node_id, generation, meta) = decode_fields(wire)?;
+        Ok(MemberId(intern::insert(IdInner {
+            addr,
+            node_id,
+            generation,
+            meta,
+            invalid: None,
+            hash: intern::hash(wire),
+            wire: wire.into(),
+        })))
+    }
+
+    /// A fixed (unkeyed, the same on every node and platform) 64-bit hash of
+    /// [`MemberId::wire`].
+    pub fn wire_hash(&self) -> u64 {
+        self.0.hash
+    }
+
+    /// The canonical encoding: what this identity is on the wire.
+    pub fn wire(&self) -> &[u8] {
+        &self.0.wire
     }
 
     /// The identity used to announce to a seed whose node id is not known yet.
     ///
     /// foca accepts an `Announce` addressed to any identity with the receiver's address.
     pub(crate) fn seed(addr: SocketAddr) -> Self {
-        MemberId {
-            addr,
-            node_id: NodeId([0; 32]),
-            generation: 0,
-            meta: MemberMeta::default(),
-        }
+        MemberId::new(addr, NodeId([0; 32]), 0, MemberMeta::default())
     }
 
     /// The address peers send to.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.addr
     }
 
     /// The stable node id.
     pub fn node_id(&self) -> NodeId {
-        self.node_id
+        self.0.node_id
     }
 
     /// The (re)start generation.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.0.generation
     }
 
     /// The metadata record.
     pub fn meta(&self) -> &MemberMeta {
-        &self.meta
+        &self.0.meta
+    }
+
+    fn fields(&self) -> (&SocketAddr, &NodeId, u64, &MemberMeta) {
+        (
+            &self.0.addr,
+            &self.0.node_id,
+            self.0.generation,
+            &self.0.meta,
+        )
+    }
+}
+
+impl PartialEq for MemberId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.wire == other.0.wire
+    }
+}
+
+impl Eq for MemberId {}
+
+impl PartialOrd for MemberId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for MemberId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.fields().cmp(&other.fields())
+    }
+}
+
+impl std::hash::Hash for MemberId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash);
+    }
+}
+
+impl fmt::Debug for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemberId")
+            .field("addr", &self.0.addr)
+            .field("node_id", &self.0.node_id)
+            .field("generation", &self.0.generation)
+            .field("meta", &self.0.meta)
+            .finish()
+    }
+}
+
+impl Serialize for MemberId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0.wire)
+    }
+}
+
+impl<'de> Deserialize<'de> for MemberId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = MemberId;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a canonical member identity encoding")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<MemberId, E> {
+                MemberId::from_wire(v).map_err(E::custom)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MemberId, A::Error> {
+                let mut bytes = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    if bytes.len() >= ID_WIRE_BYTES_MAX {
+                        return Err(serde::de::Error::custom(IdDecodeError::TooLong(
+                            bytes.len() + 1,
+                        )));
+                    }
+                    bytes.push(b);
+                }
+                MemberId::from_wire(&bytes).map_err(serde::de::Error::custom)
+            }
+        }
+        deserializer.deserialize_bytes(Visitor)
     }
 }
 
@@ -229,20 +651,22 @@ impl foca::Identity for MemberId {
 
     fn renew(&self) -> Option<Self> {
         // Declared down while alive (e.g. after a long pause): come back as a newer generation.
-        Some(MemberId {
-            generation: self.generation.saturating_add(1),
-            ..self.clone()
-        })
+        Some(MemberId::new(
+            self.addr(),
+            self.node_id(),
+            self.generation().saturating_add(1),
+            self.meta().clone(),
+        ))
     }
 
     fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.addr
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
         // Newer generation wins; on a tie (two data dirs behind one address) the order is
         // arbitrary but the same on every node.
-        (self.generation, self.node_id) > (adversary.generation, adversary.node_id)
+        (self.generation(), self.node_id()) > (adversary.generation(), adversary.node_id())
     }
 }
 

@@ -28,23 +28,23 @@ mod time;
 
 pub use codec::{CodecError, PACKET_BYTES_MAX};
 pub use id::{
-    MemberId, MemberMeta, MetaError, NAME_BYTES_MAX, NodeId, ROLE_BYTES_MAX, ROLES_MAX,
-    VERSION_BYTES_MAX,
+    ID_WIRE_BYTES_MAX, IdDecodeError, MemberId, MemberMeta, MetaError, NAME_BYTES_MAX, NodeId,
+    ROLE_BYTES_MAX, ROLES_MAX, VERSION_BYTES_MAX,
 };
 pub use leave::{LEAVE_NOTICES_MAX, LeaveDecodeError, LeaveNotice};
 pub use membership::{
     ANTI_ENTROPY_PERIODS, ConfigError, Event, FLAG_REPLY_WANTED, InputError, KIND_SWIM,
     KIND_SYNC_PUSH, KIND_SYNC_REPLY, MemberState, MemberView, Membership, MembershipConfig,
-    PINGS_IN_FLIGHT_MAX, SYNC_CHUNK_MEMBERS_MAX, SYNC_MEMBERS_MAX, Stats, TIMERS_PER_CALL_MAX,
+    PINGS_IN_FLIGHT_MAX, SYNC_BUCKETS, SYNC_CHUNK_MEMBERS_MAX, Stats, TIMERS_PER_CALL_MAX,
     Transmit, WIRE_MAGIC, WIRE_VERSION,
 };
 pub use overlay::{
     ACTIVE_VIEW_MAX, ANNOUNCERS_MAX, FLAG_HIGH_PRIORITY, GRAFT_ATTEMPTS_MAX, GRAFT_IDS_MAX,
     IHAVE_IDS_MAX, KIND_DIRECT, KIND_DISCONNECT, KIND_FORWARD_JOIN, KIND_GOSSIP, KIND_GRAFT,
     KIND_IHAVE, KIND_JOIN, KIND_NEIGHBOR, KIND_NEIGHBOR_ACCEPT, KIND_NEIGHBOR_REJECT, KIND_PRUNE,
-    KIND_SHUFFLE, KIND_SHUFFLE_REPLY, KindCounts, MessageId, OVERLAY_PAYLOAD_MAX, Overlay,
-    OverlayConfig, OverlayError, OverlayEvent, OverlayStats, PASSIVE_VIEW_MAX, SHUFFLE_ADDRS_MAX,
-    is_overlay_kind,
+    KIND_SHUFFLE, KIND_SHUFFLE_REPLY, KindCounts, MessageId, OVERLAY_PAYLOAD_MAX,
+    OVERLAY_WIRE_VERSION, Overlay, OverlayConfig, OverlayError, OverlayEvent, OverlayStats,
+    PASSIVE_VIEW_MAX, SHUFFLE_ADDRS_MAX, is_overlay_kind,
 };
 pub use settings::{MembershipSettings, TIMING_MS_MAX};
 pub use time::Timestamp;

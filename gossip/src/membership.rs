@@ -16,21 +16,25 @@ use crate::time::Timestamp;
 
 /// First byte of every membership datagram.
 pub const WIRE_MAGIC: u8 = 0x4e; // 'N'
-/// Second byte: the membership wire version this build speaks.
-pub const WIRE_VERSION: u8 = 1;
+/// Second byte: the membership wire version this build speaks (2: canonical identity
+/// encoding, digest-based state sync).
+pub const WIRE_VERSION: u8 = 2;
 /// Third byte: a SWIM message (foca's encoding follows).
 pub const KIND_SWIM: u8 = 0x01;
-/// Third byte: a state-sync push (the receiver applies it and, if flagged, answers with its own).
+/// Third byte: a state-sync digest (the sender's identity and a per-bucket summary of its member
+/// table); the receiver answers with its members in the buckets that differ.
 pub const KIND_SYNC_PUSH: u8 = 0x02;
-/// Third byte: a state-sync reply.
+/// Third byte: a state-sync member chunk (members of differing buckets).
 pub const KIND_SYNC_REPLY: u8 = 0x03;
-/// Fourth byte, bit 0 of a push: the first chunk of a round; the receiver replies to it.
+/// Fourth byte, bit 0 of a digest: the first digest of a round; the receiver answers with its
+/// own digest too, so the sender can send what the receiver lacks.
 pub const FLAG_REPLY_WANTED: u8 = 0x01;
 const PREFIX_BYTES: usize = 4;
-/// Members sent in one state-sync round (a rotating window over the member list), so a round
-/// costs at most a dozen datagrams however large the fabric is.
-pub const SYNC_MEMBERS_MAX: usize = 256;
-/// Members one sync datagram may carry (decoded counts above this are rejected).
+/// Buckets of a state-sync digest: members fall into a bucket by the top bits of their
+/// identity's [`MemberId::wire_hash`]; each bucket is summarised by its member count and the XOR
+/// of a hash of each member's identity, incarnation and state.
+pub const SYNC_BUCKETS: usize = 128;
+/// Members one sync chunk may carry (decoded counts above this are rejected).
 pub const SYNC_CHUNK_MEMBERS_MAX: usize = 64;
 
 /// Probe periods between anti-entropy rounds (push-pull state sync with a random member, and
@@ -375,8 +379,31 @@ pub struct Membership {
     left: bool,
     leaves: LeaveNotices,
     sync_rng: StdRng,
-    sync_cursor: usize,
     sync_armed: bool,
+    /// The next round goes to a seed (the first one after joining: the seed knows the most).
+    sync_to_seed: bool,
+    /// The local digest and the (membership version, own incarnation) it was computed at.
+    digest_cache: Option<((u64, u16), Box<Digest>)>,
+}
+
+/// One bucket of a state-sync digest: member count and XOR of member hashes.
+type Digest = [(u16, u64); SYNC_BUCKETS];
+
+fn bucket_of(id: &MemberId) -> usize {
+    (id.wire_hash() >> 57) as usize % SYNC_BUCKETS
+}
+
+fn member_hash(id: &MemberId, incarnation: u16, state: foca::State) -> u64 {
+    let state = match state {
+        foca::State::Alive => 1u64,
+        foca::State::Suspect => 2,
+        foca::State::Down => 3,
+    };
+    let mut h =
+        id.wire_hash() ^ (u64::from(incarnation) << 8 | state).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
 }
 
 impl std::fmt::Debug for Membership {
@@ -423,8 +450,9 @@ impl Membership {
             left: false,
             leaves,
             sync_rng: StdRng::seed_from_u64(rng_seed ^ 0x5f4e_5359_4e43_0001),
-            sync_cursor: 0,
             sync_armed: false,
+            sync_to_seed: false,
+            digest_cache: None,
         }
     }
 
@@ -455,14 +483,24 @@ impl Membership {
 
     /// Starts joining through `seeds` (the local address is skipped): announces to each now and
     /// retries with exponential backoff until some member answers. With no seeds the node simply
-    /// waits to be contacted.
+    /// waits to be contacted. The first state-sync round goes to a seed, one to two probe
+    /// periods (at random) after this call.
     pub fn join(&mut self, now: Timestamp, seeds: &[SocketAddr]) {
+        use rand::Rng;
         let own = self.identity().addr();
         self.seeds = seeds.iter().copied().filter(|s| *s != own).collect();
         self.seeds.sort();
         self.seeds.dedup();
         self.start_join_retries(now);
-        self.arm_sync(now);
+        if !self.sync_armed && !self.left {
+            self.sync_armed = true;
+            self.sync_to_seed = !self.seeds.is_empty();
+            let period = self.config.probe_period;
+            let jitter = self
+                .sync_rng
+                .random_range(0..period.as_micros().max(1) as u64);
+            self.schedule(now, period + Duration::from_micros(jitter), CoreTimer::Sync);
+        }
     }
 
     fn arm_sync(&mut self, now: Timestamp) {
@@ -473,90 +511,188 @@ impl Membership {
         }
     }
 
-    /// One push-pull round: send a window of our member list (ourselves first) to one random
-    /// active member, which applies it and answers with a window of its own.
+    /// One push-pull round: send our digest to a seed (the first round after joining) or to one
+    /// random active member; it answers with its members in the buckets that differ and its own
+    /// digest, to which we answer with ours in the buckets that still differ.
     fn sync(&mut self, now: Timestamp) {
         use rand::Rng;
-        let active: Vec<MemberId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
-        if active.is_empty() {
-            return;
-        }
-        let target = active[self.sync_rng.random_range(0..active.len())].addr();
+        let target = if std::mem::take(&mut self.sync_to_seed) && !self.seeds.is_empty() {
+            self.seeds[self.sync_rng.random_range(0..self.seeds.len())]
+        } else {
+            let active = self.foca.num_members();
+            if active == 0 {
+                return;
+            }
+            let k = self.sync_rng.random_range(0..active);
+            match self.foca.iter_members().nth(k) {
+                Some(m) => m.id().addr(),
+                None => return,
+            }
+        };
         self.stats.sync_rounds += 1;
-        self.send_state(now, target, KIND_SYNC_PUSH);
+        self.send_digest(now, target, FLAG_REPLY_WANTED);
     }
 
-    /// Sends ourselves plus up to [`SYNC_MEMBERS_MAX`] members (a window that rotates from
-    /// round to round) to `dst`, in datagrams of at most [`PACKET_BYTES_MAX`] bytes.
-    fn send_state(&mut self, _now: Timestamp, dst: SocketAddr, kind: u8) {
+    /// Our digest (cached until the member table or our incarnation changes).
+    fn digest(&mut self) -> Box<Digest> {
+        let key = (self.foca.membership_version(), self.swim_incarnation);
+        if let Some((at, d)) = &self.digest_cache
+            && *at == key
+        {
+            return d.clone();
+        }
+        let mut d: Box<Digest> = Box::new([(0, 0); SYNC_BUCKETS]);
+        let me = self.identity().clone();
+        let rows = std::iter::once((&me, self.swim_incarnation, foca::State::Alive)).chain(
+            self.foca
+                .iter_membership_state()
+                .map(|m| (m.id(), m.incarnation(), m.state())),
+        );
+        for (id, incarnation, state) in rows {
+            let b = &mut d[bucket_of(id)];
+            b.0 = b.0.wrapping_add(1);
+            b.1 ^= member_hash(id, incarnation, state);
+        }
+        self.digest_cache = Some((key, d.clone()));
+        d
+    }
+
+    fn send_digest(&mut self, _now: Timestamp, dst: SocketAddr, flags: u8) {
         use foca::Codec;
-        let len = self.foca.iter_membership_state().len();
-        let take = SYNC_MEMBERS_MAX.min(len);
-        let mut members = Vec::with_capacity(take + 1);
-        members.push(foca::Member::new(
+        let digest = self.digest();
+        let me = foca::Member::new(
             self.identity().clone(),
             self.swim_incarnation,
             foca::State::Alive,
-        ));
-        if len > 0 {
-            // Clone only the window: [start, start + take) wrapping around the end.
-            let start = self.sync_cursor % len;
-            let head = take.min(len - start);
-            let state = self.foca.iter_membership_state();
-            members.extend(state.skip(start).take(head).cloned());
-            members.extend(self.foca.iter_membership_state().take(take - head).cloned());
-            self.sync_cursor = (start + take) % len;
+        );
+        let mut payload = Vec::with_capacity(PREFIX_BYTES + 80 + 2 + SYNC_BUCKETS * 10);
+        payload.extend_from_slice(&[WIRE_MAGIC, WIRE_VERSION, KIND_SYNC_PUSH, flags]);
+        if WireCodec::default()
+            .encode_member(&me, &mut payload)
+            .is_err()
+        {
+            return; // Larger than a packet: impossible within the metadata limits.
         }
+        payload.extend_from_slice(&(SYNC_BUCKETS as u16).to_be_bytes());
+        for (count, xor) in digest.iter() {
+            payload.extend_from_slice(&count.to_be_bytes());
+            payload.extend_from_slice(&xor.to_be_bytes());
+        }
+        if payload.len() > PACKET_BYTES_MAX {
+            return; // Same: an identity within the limits keeps this under a packet.
+        }
+        self.stats.messages_out += 1;
+        self.stats.bytes_out += payload.len() as u64;
+        self.transmits.push_back(Transmit { dst, payload });
+    }
+
+    /// Sends `dst` every member (ourselves included) in the buckets marked in `differ`, as
+    /// chunks of at most [`SYNC_CHUNK_MEMBERS_MAX`] members and [`PACKET_BYTES_MAX`] bytes.
+    fn send_buckets(&mut self, dst: SocketAddr, differ: &[bool; SYNC_BUCKETS]) {
+        use foca::Codec;
         let mut codec = WireCodec::default();
-        let mut chunks: Vec<Vec<u8>> = Vec::new();
-        let mut current: Vec<Vec<u8>> = Vec::new();
-        let mut size = PREFIX_BYTES + 2;
-        for m in &members {
-            let mut enc = Vec::new();
+        let me = foca::Member::new(
+            self.identity().clone(),
+            self.swim_incarnation,
+            foca::State::Alive,
+        );
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut count: u16 = 0;
+        let mut enc = Vec::with_capacity(128);
+        let rows = std::iter::once(&me).chain(self.foca.iter_membership_state());
+        for m in rows.filter(|m| differ[bucket_of(m.id())]) {
+            enc.clear();
             if codec.encode_member(m, &mut enc).is_err() {
                 continue; // Larger than a packet: impossible within the metadata limits.
             }
-            if !current.is_empty()
-                && (size + enc.len() > PACKET_BYTES_MAX || current.len() == SYNC_CHUNK_MEMBERS_MAX)
+            if count > 0
+                && (chunk.len() + enc.len() > PACKET_BYTES_MAX
+                    || usize::from(count) == SYNC_CHUNK_MEMBERS_MAX)
             {
-                chunks.push(Self::sync_frame(kind, chunks.is_empty(), &current));
-                current.clear();
-                size = PREFIX_BYTES + 2;
+                chunk[PREFIX_BYTES..PREFIX_BYTES + 2].copy_from_slice(&count.to_be_bytes());
+                out.push(std::mem::take(&mut chunk));
+                count = 0;
             }
-            size += enc.len();
-            current.push(enc);
+            if count == 0 {
+                chunk.reserve(PACKET_BYTES_MAX);
+                chunk.extend_from_slice(&[WIRE_MAGIC, WIRE_VERSION, KIND_SYNC_REPLY, 0, 0, 0]);
+            }
+            chunk.extend_from_slice(&enc);
+            count += 1;
         }
-        if !current.is_empty() {
-            chunks.push(Self::sync_frame(kind, chunks.is_empty(), &current));
+        if count > 0 {
+            chunk[PREFIX_BYTES..PREFIX_BYTES + 2].copy_from_slice(&count.to_be_bytes());
+            out.push(chunk);
         }
-        for payload in chunks {
+        for payload in out {
             self.stats.messages_out += 1;
             self.stats.bytes_out += payload.len() as u64;
             self.transmits.push_back(Transmit { dst, payload });
         }
     }
 
-    fn sync_frame(kind: u8, first: bool, members: &[Vec<u8>]) -> Vec<u8> {
-        let flags = if kind == KIND_SYNC_PUSH && first {
-            FLAG_REPLY_WANTED
-        } else {
-            0
-        };
-        let mut out = vec![WIRE_MAGIC, WIRE_VERSION, kind, flags];
-        out.extend_from_slice(&(members.len() as u16).to_be_bytes());
-        for m in members {
-            out.extend_from_slice(m);
-        }
-        out
-    }
-
-    fn apply_sync(
+    /// A digest from a peer: apply its own entry, send it our members in the buckets that
+    /// differ, and (first digest of a round) our digest so it can do the same.
+    fn apply_digest(
         &mut self,
         now: Timestamp,
-        kind: u8,
         flags: u8,
         mut body: &[u8],
     ) -> Result<(), InputError> {
+        use bytes::Buf;
+        use foca::Codec;
+        let sender = WireCodec::default()
+            .decode_member(&mut body)
+            .map_err(|e| InputError::BadSync(e.to_string()))?;
+        if body.len() < 2 {
+            return Err(InputError::BadSync("no bucket count".into()));
+        }
+        let buckets = usize::from(body.get_u16());
+        if buckets != SYNC_BUCKETS {
+            return Err(InputError::BadSync(format!(
+                "{buckets} digest buckets, expected {SYNC_BUCKETS}"
+            )));
+        }
+        if body.len() != SYNC_BUCKETS * 10 {
+            return Err(InputError::BadSync(format!(
+                "digest body of {} bytes, expected {}",
+                body.len(),
+                SYNC_BUCKETS * 10
+            )));
+        }
+        if sender.state() != foca::State::Alive {
+            return Err(InputError::BadSync("digest sender not alive".into()));
+        }
+        let mut theirs: Digest = [(0, 0); SYNC_BUCKETS];
+        for b in theirs.iter_mut() {
+            *b = (body.get_u16(), body.get_u64());
+        }
+        // Parsed whole before anything is applied: a bad frame changes nothing.
+        let from = sender.id().clone();
+        if from == *self.identity() {
+            return Err(InputError::BadSync("digest from our own identity".into()));
+        }
+        self.foca
+            .apply_many(std::iter::once(sender), false, &mut self.effects)
+            .map_err(InputError::Rejected)?;
+        let ours = self.digest();
+        let mut differ = [false; SYNC_BUCKETS];
+        let mut any = false;
+        for (k, d) in differ.iter_mut().enumerate() {
+            *d = ours[k] != theirs[k];
+            any |= *d;
+        }
+        if any {
+            self.send_buckets(from.addr(), &differ);
+            if flags & FLAG_REPLY_WANTED != 0 {
+                self.send_digest(now, from.addr(), 0);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_sync(&mut self, mut body: &[u8]) -> Result<(), InputError> {
         use bytes::Buf;
         use foca::Codec;
         if body.len() < 2 {
@@ -584,14 +720,9 @@ impl Membership {
             )));
         }
         // Parsed whole before anything is applied: a bad frame changes nothing.
-        let sender = members[0].id().clone();
         self.foca
             .apply_many(members.into_iter(), false, &mut self.effects)
-            .map_err(InputError::Rejected)?;
-        if kind == KIND_SYNC_PUSH && flags & FLAG_REPLY_WANTED != 0 && sender != *self.identity() {
-            self.send_state(now, sender.addr(), KIND_SYNC_REPLY);
-        }
-        Ok(())
+            .map_err(InputError::Rejected)
     }
 
     fn start_join_retries(&mut self, now: Timestamp) {
@@ -674,9 +805,8 @@ impl Membership {
                 .foca
                 .handle_data(body, &mut self.effects)
                 .map_err(InputError::Rejected),
-            (KIND_SYNC_PUSH, 0 | FLAG_REPLY_WANTED) | (KIND_SYNC_REPLY, 0) => {
-                self.apply_sync(now, *kind, *flags, body)
-            }
+            (KIND_SYNC_PUSH, 0 | FLAG_REPLY_WANTED) => self.apply_digest(now, *flags, body),
+            (KIND_SYNC_REPLY, 0) => self.apply_sync(body),
             (kind, flags) => Err(InputError::UnknownKind { kind, flags }),
         }
     }
@@ -800,11 +930,46 @@ impl Membership {
         out
     }
 
+    /// Every row of the member table, cheaply: the local node first, then one row per identity
+    /// foca holds, in no particular order and without merging two generations of one node id
+    /// (which [`Membership::members`] does, at the cost of a sorted map per call). For callers
+    /// that look at every member of every node, such as the simulator's invariant checkers.
+    pub fn members_unordered(&self) -> Vec<MemberView> {
+        let mut out = Vec::with_capacity(self.foca.iter_membership_state().len() + 1);
+        out.push(MemberView {
+            id: self.identity().clone(),
+            swim_incarnation: self.swim_incarnation,
+            state: if self.left {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            },
+            local: true,
+        });
+        for member in self.foca.iter_membership_state() {
+            let id = member.id();
+            let state = match member.state() {
+                foca::State::Alive => MemberState::Alive,
+                foca::State::Suspect => MemberState::Suspect,
+                foca::State::Down if self.leaves.has_left(id) => MemberState::Left,
+                foca::State::Down => MemberState::Down,
+            };
+            out.push(MemberView {
+                id: id.clone(),
+                swim_incarnation: member.incarnation(),
+                state,
+                local: false,
+            });
+        }
+        out
+    }
+
     /// Asserts what must always hold; run after every step in debug builds and in simulation.
     pub fn check_invariants(&self) {
         let me = self.identity();
+        // foca holds at most one member per address, so one lookup covers the whole list.
         assert!(
-            self.foca.iter_members().all(|m| m.id() != me),
+            self.foca.member_at(&me.addr()).is_none_or(|m| m.id() != me),
             "the local identity is listed as another member"
         );
         assert!(

@@ -279,6 +279,7 @@ fn bad_datagrams_are_rejected_and_change_nothing() {
     let core = net.nodes.get_mut(&addr(0)).expect("node 0");
     let before = core.members();
     let from = addr(9);
+    const V: u8 = nexus_gossip::WIRE_VERSION;
     assert!(matches!(
         core.handle_datagram(now, from, &[]),
         Err(InputError::Short(0))
@@ -296,22 +297,44 @@ fn bad_datagrams_are_rejected_and_change_nothing() {
         Err(InputError::TooBig(5000))
     ));
     assert!(matches!(
-        core.handle_datagram(now, from, &[0x4e, 1, 1, 0, 0xff, 0xff, 0xff]),
+        core.handle_datagram(now, from, &[0x4e, V, 1, 0, 0xff, 0xff, 0xff]),
         Err(InputError::Rejected(_))
     ));
     assert!(matches!(
-        core.handle_datagram(now, from, &[0x4e, 1, 9, 0, 1]),
+        core.handle_datagram(now, from, &[0x4e, V, 9, 0, 1]),
         Err(InputError::UnknownKind { kind: 9, flags: 0 })
     ));
     assert!(matches!(
-        core.handle_datagram(now, from, &[0x4e, 1, 1, 7, 1]),
+        core.handle_datagram(now, from, &[0x4e, V, 1, 7, 1]),
         Err(InputError::UnknownKind { kind: 1, flags: 7 })
     ));
-    // State sync: zero members, a count above the chunk limit, a truncated member.
+    // State sync chunks: zero members, a count above the chunk limit, a truncated member.
+    // Digests: a truncated sender, a wrong bucket count, a short body, our own identity.
+    let own = core.identity().clone();
+    let digest = |id: &MemberId, buckets: u16, body: usize| {
+        let mut d = vec![0x4e, V, 2, 1];
+        // A member: the identity as a byte string, incarnation 0, state alive (bincode varints).
+        d.push(id.wire().len() as u8);
+        d.extend_from_slice(id.wire());
+        d.extend_from_slice(&[0, 0]);
+        d.extend_from_slice(&buckets.to_be_bytes());
+        d.extend(std::iter::repeat_n(0u8, body));
+        d
+    };
+    let meta = MemberMeta::new("x", None, "1", vec![]).expect("meta");
+    let stranger = MemberId::new(addr(9), NodeId([9; 32]), 1, meta);
     for bad in [
-        vec![0x4e, 1, 2, 1, 0, 0],
-        vec![0x4e, 1, 2, 1, 0xff, 0xff],
-        vec![0x4e, 1, 3, 0, 0, 1, 0xab],
+        vec![0x4e, V, 3, 0, 0, 0],
+        vec![0x4e, V, 3, 0, 0xff, 0xff],
+        vec![0x4e, V, 3, 0, 0, 1, 0xab],
+        vec![0x4e, V, 2, 1, 0x30, 4, 127],
+        digest(&stranger, 64, 640),
+        digest(&stranger, nexus_gossip::SYNC_BUCKETS as u16, 100),
+        digest(
+            &own,
+            nexus_gossip::SYNC_BUCKETS as u16,
+            nexus_gossip::SYNC_BUCKETS * 10,
+        ),
     ] {
         assert!(
             matches!(
@@ -321,7 +344,7 @@ fn bad_datagrams_are_rejected_and_change_nothing() {
             "{bad:?}"
         );
     }
-    assert_eq!(core.stats().rejected_in, 10);
+    assert_eq!(core.stats().rejected_in, 14);
     assert_eq!(core.members(), before);
 }
 

@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use crate::invariants::registry::{Entries, RegistryInvariant, RegistryTruth, RegistryWorld};
-use crate::invariants::{self, Invariant, Truth, World, components};
+use crate::invariants::{self, Invariant, NodeIds, Truth, World, components};
 use crate::net::{Fate, Net};
 use crate::report::{RegistrySummary, RunReport, Sample, WithdrawTiming};
 use crate::scenario::{Action, RegistryAction, RegistryScenario, Scenario};
@@ -85,6 +85,35 @@ enum Ev {
         due: u64,
     },
     Sample,
+}
+
+/// An event in the queue; ordered so the max-heap pops the earliest `(at_us, seq)` first
+/// (sequence numbers are unique, so the order is total and the run deterministic).
+#[derive(Debug)]
+struct Queued {
+    at_us: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at_us, self.seq) == (other.at_us, other.seq)
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at_us, other.seq).cmp(&(self.at_us, self.seq))
+    }
 }
 
 /// A node's clock: virtual time scaled by a drift that starts at `anchor_v`.
@@ -179,12 +208,13 @@ pub struct CoreSim<'s> {
     scenario: &'s Scenario,
     seed: u64,
     now_us: u64,
-    queue: BTreeMap<(u64, u64), Ev>,
+    /// Pending events, earliest `(time, sequence)` first.
+    queue: std::collections::BinaryHeap<Queued>,
     seq: u64,
     nodes: Vec<SimNode>,
     /// Ground truth per node, kept beside `nodes` so checkers get a slice.
     truth: Vec<Truth>,
-    ids: BTreeMap<NodeId, usize>,
+    ids: NodeIds,
     net: Net,
     rng: StdRng,
     trace: Trace,
@@ -211,7 +241,7 @@ impl<'s> CoreSim<'s> {
         let mut id_rng = StdRng::seed_from_u64(derive_seed(seed, 1, 0));
         let mut nodes = Vec::with_capacity(n);
         let mut truth = Vec::with_capacity(n);
-        let mut ids = BTreeMap::new();
+        let mut ids = NodeIds::default();
         let mut keys = Vec::new();
         for i in 0..n {
             let mut id = [0u8; 32];
@@ -245,7 +275,7 @@ impl<'s> CoreSim<'s> {
             scenario,
             seed,
             now_us: 0,
-            queue: BTreeMap::new(),
+            queue: std::collections::BinaryHeap::new(),
             seq: 0,
             nodes,
             truth,
@@ -316,7 +346,11 @@ impl<'s> CoreSim<'s> {
 
     fn push(&mut self, at_us: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.insert((at_us, self.seq), ev);
+        self.queue.push(Queued {
+            at_us,
+            seq: self.seq,
+            ev,
+        });
     }
 
     /// Runs to the scenario's end and reports. `progress` is called about every 1% of the run.
@@ -334,12 +368,14 @@ impl<'s> CoreSim<'s> {
         let mut progress = progress;
         let step_us = (end_us / 100).max(1);
         let mut next_progress = step_us;
-        while let Some(entry) = self.queue.first_entry() {
-            let (at, _) = *entry.key();
+        while let Some(next) = self.queue.peek() {
+            let at = next.at_us;
             if at > end_us {
                 break;
             }
-            let ev = entry.remove();
+            let Some(Queued { ev, .. }) = self.queue.pop() else {
+                break;
+            };
             self.now_us = at;
             match ev {
                 Ev::Deliver { from, to, payload } => self.deliver(from, to, payload),
@@ -814,17 +850,7 @@ impl CoreSim<'_> {
         if self.nodes[i].reg.is_some() {
             self.registry_on_member_event(i, e);
         }
-        let text = crate::trace::member_event_text(&self.ids, e);
-        if let Some(event) = text {
-            self.trace.record(
-                TraceEvent::Member {
-                    t_us: self.now_us,
-                    node: i,
-                    event,
-                },
-                None,
-            );
-        }
+        self.trace.record_member(self.now_us, i, &self.ids, e);
         let mut checkers = std::mem::take(&mut self.checkers);
         {
             let world = self.world();
@@ -1219,7 +1245,7 @@ impl CoreSim<'_> {
             .iter()
             .map(|c| {
                 (
-                    self.ids.get(&c.node).copied().unwrap_or(usize::MAX),
+                    self.ids.get(&c.node).unwrap_or(usize::MAX),
                     c.service.clone(),
                     c.sad.version,
                 )
@@ -1287,7 +1313,7 @@ impl CoreSim<'_> {
                     .filter_map(|(k, e)| {
                         self.ids
                             .get(&k.node)
-                            .map(|&o| ((o, k.service.clone()), e.version()))
+                            .map(|o| ((o, k.service.clone()), e.version()))
                     })
                     .collect();
                 for c in &mut checkers {
@@ -1456,7 +1482,7 @@ impl CoreSim<'_> {
                 // One node's view at a time: a sample never holds N member lists at once.
                 let views = self.nodes.iter().zip(&self.truth).enumerate().filter_map(
                     |(i, (n, t))| match (&n.core, t.paused) {
-                        (Some(core), false) => Some((i, core.members())),
+                        (Some(core), false) => Some((i, core.members_unordered())),
                         _ => None,
                     },
                 );

@@ -26,9 +26,11 @@ pub mod trace;
 pub use report::RunReport;
 pub use scenario::{Mode, Scenario, ScenarioError};
 
-/// Bytes core mode needs per (node, known member) pair, measured at 1,000 nodes (486 MiB peak
-/// RSS for 10⁶ pairs: foca's member entry, the identity with its metadata, broadcast backlogs).
-pub const CORE_BYTES_PER_MEMBER_ENTRY: u64 = 520;
+/// Bytes core mode needs per (node, known member) pair, rounded up from measurements: 111 MiB
+/// peak RSS at 1,000 nodes (10⁶ pairs, fixed costs included). An entry is foca's 16-byte
+/// member (an interned, shared identity behind an `Arc`), its slot in the address index, and
+/// its share of update backlogs and in-flight datagrams.
+pub const CORE_BYTES_PER_MEMBER_ENTRY: u64 = 100;
 
 /// Memory core mode will need for `nodes` nodes: every node holds the whole member list
 /// (SWIM full membership), so it grows with the square of the node count.

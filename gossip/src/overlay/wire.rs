@@ -1,5 +1,5 @@
 //! The overlay's wire format: one message per datagram, after the shared four-byte prefix
-//! (`[WIRE_MAGIC, WIRE_VERSION, kind, flags]`), then the sender's address, then the body.
+//! (`[WIRE_MAGIC, OVERLAY_WIRE_VERSION, kind, flags]`), then the sender's address, then the body.
 //!
 //! Every decode is bounded: counts and lengths are checked against the bytes that are actually
 //! there (and against named maxima) before anything is allocated. The byte-by-byte layout is in
@@ -9,7 +9,12 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::codec::PACKET_BYTES_MAX;
-use crate::membership::{WIRE_MAGIC, WIRE_VERSION};
+use crate::membership::WIRE_MAGIC;
+
+/// Second byte of every overlay datagram: the overlay wire version this build speaks. The
+/// overlay versions its format apart from membership's (`WIRE_VERSION`); the kind byte tells
+/// the two apart on the shared socket.
+pub const OVERLAY_WIRE_VERSION: u8 = 1;
 
 /// HyParView: a new node asks a contact to let it in.
 pub const KIND_JOIN: u8 = 0x10;
@@ -198,7 +203,7 @@ impl Message {
             _ => 0,
         };
         let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(&[WIRE_MAGIC, WIRE_VERSION, self.kind(), flags]);
+        out.extend_from_slice(&[WIRE_MAGIC, OVERLAY_WIRE_VERSION, self.kind(), flags]);
         put_addr(&mut out, sender);
         match self {
             Message::Join
@@ -257,7 +262,7 @@ impl Message {
             return Err(OverlayError::BadMagic(magic));
         }
         let version = r.u8()?;
-        if version != WIRE_VERSION {
+        if version != OVERLAY_WIRE_VERSION {
             return Err(OverlayError::UnsupportedVersion(version));
         }
         let kind = r.u8()?;
@@ -507,10 +512,10 @@ mod tests {
         m[0] = 0;
         assert_eq!(Message::decode(&m), Err(OverlayError::BadMagic(0)));
         let mut m = ok.clone();
-        m[1] = 2;
+        m[1] = 9;
         assert_eq!(
             Message::decode(&m),
-            Err(OverlayError::UnsupportedVersion(2))
+            Err(OverlayError::UnsupportedVersion(9))
         );
         let mut m = ok.clone();
         m[2] = 0x01;

@@ -19,7 +19,7 @@ pub struct Agreement {
     checks: u64,
     first: Option<(Duration, String)>,
     /// The components of the sample in progress, when this sample is checked.
-    comp: Option<Vec<usize>>,
+    expected: Option<Expected>,
 }
 
 /// Why node `i`'s view differs from its component, if it does.
@@ -58,6 +58,53 @@ pub fn disagreement(
     ))
 }
 
+/// What every node of a sample should see, prepared once per sample so that checking one view
+/// is a single pass over it (no sets built): [`Expected::agrees`] gives the same answer as
+/// [`disagreement`]`.is_none()`, which is only needed to explain a disagreement.
+#[derive(Debug)]
+pub struct Expected {
+    comp: Vec<usize>,
+    /// Healthy nodes per component (indexed by the component's smallest member).
+    sizes: Vec<u32>,
+}
+
+impl Expected {
+    /// Expectations for the components `comp` (from [`components`]).
+    pub fn new(world: &World<'_>, comp: Vec<usize>) -> Self {
+        let mut sizes = vec![0u32; world.truth.len()];
+        for &c in comp.iter().filter(|&&c| c != usize::MAX) {
+            sizes[c] += 1;
+        }
+        Expected { comp, sizes }
+    }
+
+    /// Whether node `i`'s alive set is exactly its component, every member at its current
+    /// generation.
+    pub fn agrees(&self, world: &World<'_>, i: usize, view: &[MemberView]) -> bool {
+        let mine = self.comp[i];
+        if mine == usize::MAX {
+            return disagreement(world, &self.comp, i, view).is_none();
+        }
+        let mut matched = 0u32;
+        for m in view.iter().filter(|m| m.state == MemberState::Alive) {
+            match world.index_of(&m.id.node_id()) {
+                Some(j)
+                    if self.comp[j] == mine && world.truth[j].generation == m.id.generation() =>
+                {
+                    matched += 1;
+                }
+                // A node outside the component, at another generation, or unknown (unknown
+                // ids are ignored, as in `disagreement`).
+                Some(_) => return false,
+                None => {}
+            }
+        }
+        // Rows are one per identity; two alive rows of one node at its current generation
+        // cannot occur (one identity per address), so equal counts mean equal sets.
+        matched == self.sizes[mine]
+    }
+}
+
 impl Agreement {
     fn start(world: &World<'_>) -> Duration {
         world.scenario.last_disturbance() + world.scenario.bounds.converge_within
@@ -70,24 +117,27 @@ impl Invariant for Agreement {
     }
 
     fn begin_sample(&mut self, world: &World<'_>) {
-        self.comp = (self.first.is_none() && world.now >= Self::start(world))
-            .then(|| components(world.truth, world.net));
-        if self.comp.is_some() {
+        self.expected = (self.first.is_none() && world.now >= Self::start(world))
+            .then(|| Expected::new(world, components(world.truth, world.net)));
+        if self.expected.is_some() {
             self.checks += 1;
         }
     }
 
     fn on_view(&mut self, world: &World<'_>, node: usize, view: &[MemberView]) {
-        let Some(comp) = &self.comp else { return };
+        let Some(expected) = &self.expected else {
+            return;
+        };
         if self.first.is_none()
-            && let Some(why) = disagreement(world, comp, node, view)
+            && !expected.agrees(world, node, view)
+            && let Some(why) = disagreement(world, &expected.comp, node, view)
         {
             self.first = Some((world.now, why));
         }
     }
 
     fn end_sample(&mut self, _world: &World<'_>) {
-        self.comp = None;
+        self.expected = None;
     }
 
     fn finish(&mut self, world: &World<'_>) -> Verdict {

@@ -62,7 +62,6 @@ mod observe;
 mod socket;
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -355,7 +354,7 @@ struct NodeSim<'s> {
     slots: Vec<Rc<Slot>>,
     shared: Arc<Mutex<Shared>>,
     truth: Vec<Truth>,
-    ids: BTreeMap<NodeId, usize>,
+    ids: crate::invariants::NodeIds,
     links: Links,
     checkers: Vec<Box<dyn Invariant>>,
     samples: Vec<Sample>,
@@ -399,7 +398,7 @@ impl<'s> NodeSim<'s> {
         let seeds: Vec<SocketAddr> = scenario.seeds.iter().map(|&s| node_addr(s)).collect();
         let mut slots = Vec::with_capacity(n);
         let mut truth = Vec::with_capacity(n);
-        let mut ids = BTreeMap::new();
+        let mut ids = crate::invariants::NodeIds::default();
         for i in 0..n {
             let node_id = node_key(seed, i).node_id();
             ids.insert(node_id, i);
