@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::batcher::{BatchStats, GroupCommit};
 use super::log_store::SledLogStore;
 use super::network::{CaNetworkFactory, LinkError, Links};
 use super::runtime::{seed_thread_rng, set_default_seed};
@@ -26,7 +27,8 @@ use super::state_machine::{OpenError, SharedState, SledStateMachine};
 use super::transport::{TcpTransport, Transport};
 use super::wire::{ClientReply, ClientRequest, FRAME_BYTES_MAX_DEFAULT, WireRequest, WireResponse};
 use super::{CaPeer, CaRaft, NodeId};
-use crate::ca::{CaState, Command, Response};
+use crate::ca::{CaError, CaState, Command, ISSUE_BATCH_MAX, IssueRequest, Response};
+use crate::mic::Mic;
 
 /// Raft timings, in milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,7 +126,8 @@ pub struct CaNodeConfig<T: Transport = TcpTransport> {
     pub snapshot: SnapshotPolicy,
     /// Bound on a frame's length (both directions).
     pub frame_bytes_max: u32,
-    /// Most issue requests coalesced into one log entry by the batcher.
+    /// Most issue requests coalesced into one log entry by the batcher (at most
+    /// [`ISSUE_BATCH_MAX`]).
     pub issue_batch_max: usize,
     /// Issue requests waiting for the batcher before `issue` fails fast.
     pub issue_queue_max: usize,
@@ -147,7 +150,7 @@ impl CaNodeConfig<TcpTransport> {
             timings: CaTimings::default(),
             snapshot: SnapshotPolicy::default(),
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
-            issue_batch_max: 1024,
+            issue_batch_max: ISSUE_BATCH_MAX,
             issue_queue_max: 65_536,
             issue_pipeline_max: 2,
             clock: CaClock::wall(),
@@ -546,6 +549,38 @@ impl<T: Transport> Core<T> {
         .await
     }
 
+    /// Proposes `cmd` (forwarded to the leader if needed).
+    pub(crate) async fn write(&self, cmd: Command) -> Result<Response, CaClientError> {
+        self.route(
+            "write",
+            |deadline| self.local_write(cmd.clone(), deadline),
+            || ClientRequest::Write(cmd.clone()),
+            |reply| match reply {
+                ClientReply::Written(r) => Ok(r),
+                other => Err(Box::new(other)),
+            },
+        )
+        .await
+    }
+
+    /// Proposes one batch of issue requests stamped with `now_ms`; one result per request.
+    pub(crate) async fn issue_batch(
+        &self,
+        now_ms: u64,
+        requests: Vec<IssueRequest>,
+    ) -> Result<Vec<Result<Mic, CaError>>, CaClientError> {
+        let n = requests.len();
+        match self.write(Command::Issue { now_ms, requests }).await? {
+            Response::Issued(results) => Ok(results),
+            // The whole command was refused (e.g. not bootstrapped): every request gets it.
+            Response::Error(e) => Ok(vec![Err(e); n]),
+            other => Err(CaClientError::Rejected {
+                op: "issue",
+                reason: format!("unexpected response to an issue batch: {other:?}"),
+            }),
+        }
+    }
+
     /// Runs `local` here; if this member is not the leader, sends `remote()` to the leader and
     /// parses the reply with `want`; retries transient failures until the client deadline.
     pub(crate) async fn route<R, L, F>(
@@ -639,6 +674,8 @@ pub struct CaNode<T: Transport = TcpTransport> {
     core: Arc<Core<T>>,
     local_addr: String,
     server: JoinHandle<()>,
+    issuer: GroupCommit<IssueRequest, Result<Mic, CaError>>,
+    clock: CaClock,
 }
 
 impl<T: Transport> std::fmt::Debug for CaNode<T> {
@@ -707,10 +744,24 @@ impl<T: Transport> CaNode<T> {
             frame_bytes_max: config.frame_bytes_max,
         });
         let server = tokio::spawn(super::server::serve::<T>(listener, core.clone()));
+        let issuer = {
+            let (core, clock) = (core.clone(), config.clock.clone());
+            GroupCommit::spawn(
+                config.issue_batch_max.clamp(1, ISSUE_BATCH_MAX),
+                config.issue_queue_max,
+                config.issue_pipeline_max,
+                move |requests| {
+                    let (core, now_ms) = (core.clone(), clock.now_ms());
+                    async move { core.issue_batch(now_ms, requests).await }
+                },
+            )
+        };
         Ok(Self {
             core,
             local_addr,
             server,
+            issuer,
+            clock: config.clock,
         })
     }
 
@@ -747,17 +798,29 @@ impl<T: Transport> CaNode<T> {
     /// Proposes `cmd` and returns what applying it produced, forwarding to the leader if this
     /// member is not the leader.
     pub async fn write(&self, cmd: Command) -> Result<Response, CaClientError> {
-        let core = &self.core;
-        core.route(
-            "write",
-            |deadline| core.local_write(cmd.clone(), deadline),
-            || ClientRequest::Write(cmd.clone()),
-            |reply| match reply {
-                ClientReply::Written(r) => Ok(r),
-                other => Err(Box::new(other)),
-            },
-        )
-        .await
+        self.core.write(cmd).await
+    }
+
+    /// Issues one MIC through the group-commit batcher: concurrent calls coalesce into one
+    /// [`Command::Issue`] of up to `issue_batch_max` requests while earlier batches are in
+    /// flight. The outer error is the Raft layer's (not applied / unknown); the inner one is
+    /// the CA's verdict on this request.
+    pub async fn issue(&self, req: IssueRequest) -> Result<Result<Mic, CaError>, CaClientError> {
+        self.issuer.submit(req).await
+    }
+
+    /// Proposes one [`Command::Issue`] with exactly these requests (no batching; for callers
+    /// that batch themselves, and for comparison in benchmarks).
+    pub async fn issue_unbatched(
+        &self,
+        requests: Vec<IssueRequest>,
+    ) -> Result<Vec<Result<Mic, CaError>>, CaClientError> {
+        self.core.issue_batch(self.clock.now_ms(), requests).await
+    }
+
+    /// Counters of the issue batcher (batches, requests, largest batch).
+    pub fn issue_stats(&self) -> &BatchStats {
+        self.issuer.stats()
     }
 
     /// Runs `f` on the CA state once it reflects every write acknowledged before this call
@@ -842,6 +905,7 @@ impl<T: Transport> CaNode<T> {
     /// Stops the listener and Raft, closes peer links. In-flight requests fail. Idempotent.
     pub async fn shutdown(&self) {
         self.server.abort();
+        self.issuer.stop();
         self.core.links.clear();
         if let Err(e) = self.core.raft.shutdown().await {
             tracing::warn!(error = %e, "Raft core ended abnormally");
