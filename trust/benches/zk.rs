@@ -2,7 +2,8 @@
 //! against one-by-one verification of the same proofs in the same run (batch sizes 1/8/32/128).
 //!
 //! `cargo bench -p nexus-trust --bench zk` (repetitions per batch measurement:
-//! `NEXUS_ZK_BENCH_REPS`, default 10). Prints a table; figures go to docs/BENCHMARKS.md.
+//! `NEXUS_ZK_BENCH_REPS`, default 10, at least 256 / batch size). Prints a table; figures go to
+//! docs/BENCHMARKS.md.
 #![allow(
     clippy::disallowed_methods,
     reason = "a benchmark measures wall-clock time"
@@ -13,7 +14,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use nexus_trust::zk::{
-    BatchItem, Opening, Predicate, PreparedKey, Properties, constraint_count, prove, setup,
+    ATTESTATION_BYTES, ATTESTATION_CIRCUIT_ID, Attestation, BatchItem, Opening, Predicate,
+    PreparedKey, Properties, Verifier, constraint_count, prove, setup,
 };
 use rand_08::SeedableRng;
 use rand_08::rngs::StdRng;
@@ -106,6 +108,42 @@ fn main() {
     let verify_p50 = verify_times[verify_runs / 2];
     let verify_p99 = verify_times[verify_runs * 99 / 100];
 
+    // What an advert check costs end to end: strict attestation decode (point and subgroup
+    // checks), cache lookup (SHA-256 of the key bytes), verify.
+    let mut verifier = Verifier::default();
+    let encoded: Vec<[u8; ATTESTATION_BYTES]> = items
+        .iter()
+        .map(|it| {
+            Attestation {
+                circuit: ATTESTATION_CIRCUIT_ID,
+                predicate: it.predicate,
+                proof: it.proof.to_bytes(),
+            }
+            .encode()
+        })
+        .collect();
+    let decode = median_of(verify_runs, || {
+        black_box(Attestation::decode(&encoded[0]).unwrap());
+    });
+    let mut advert_times: Vec<Duration> = (0..verify_runs)
+        .map(|i| {
+            let k = i % items.len();
+            let start = Instant::now();
+            let att = Attestation::decode(&encoded[k]).unwrap();
+            verifier
+                .verify_attestation(
+                    ATTESTATION_CIRCUIT_ID,
+                    &keys.verifying_key,
+                    &items[k].commitment,
+                    &att,
+                )
+                .unwrap();
+            start.elapsed()
+        })
+        .collect();
+    advert_times.sort();
+    let advert_p50 = advert_times[verify_runs / 2];
+
     println!();
     println!("| step | time |");
     println!("|---|---|");
@@ -118,12 +156,22 @@ fn main() {
         ms(verify_p50),
         ms(verify_p99)
     );
+    println!(
+        "| decode attestation (strict, 133 B) | {:.3} ms |",
+        ms(decode)
+    );
+    println!(
+        "| decode + Verifier::verify_attestation (cached key, p50) | {:.3} ms |",
+        ms(advert_p50)
+    );
 
     println!();
     println!("| batch | one-by-one | batched | per proof (one-by-one / batched) | speed-up |");
     println!("|---:|---:|---:|---:|---:|");
     for &n in &BATCH_SIZES {
         let batch = &items[..n];
+        // Small batches are short: repeat them more so a median means something.
+        let reps = reps.max(256 / n);
         // Interleave the two methods so drift affects both alike.
         let mut single = Vec::with_capacity(reps);
         let mut batched = Vec::with_capacity(reps);
