@@ -1,9 +1,14 @@
 //! Groth16 attestation costs: setup, prove, verify with a prepared key, and batch verification
 //! against one-by-one verification of the same proofs in the same run (batch sizes 1/8/32/128).
 //!
+//! Every figure is the median of its repetitions, in wall-clock time and in this thread's CPU time
+//! (`CLOCK_THREAD_CPUTIME_ID`). On a shared, oversubscribed machine the CPU time is the figure to
+//! compare (it leaves out the time the thread waited for a core); the wall time says what a caller
+//! saw in that run.
+//!
 //! `cargo bench -p nexus-trust --bench zk` (repetitions per batch measurement:
-//! `NEXUS_ZK_BENCH_REPS`, default 10, at least 256 / batch size). Prints a table; figures go to
-//! docs/BENCHMARKS.md.
+//! `NEXUS_ZK_BENCH_REPS`, default 10, at least 256 / batch size). Prints markdown tables; figures
+//! go to docs/BENCHMARKS.md.
 #![allow(
     clippy::disallowed_methods,
     reason = "a benchmark measures wall-clock time"
@@ -17,10 +22,56 @@ use nexus_trust::zk::{
     ATTESTATION_BYTES, ATTESTATION_CIRCUIT_ID, Attestation, BatchItem, Opening, Predicate,
     PreparedKey, Properties, Verifier, constraint_count, prove, setup,
 };
+use nix::time::{ClockId, clock_gettime};
 use rand_08::SeedableRng;
 use rand_08::rngs::StdRng;
 
 const BATCH_SIZES: [usize; 4] = [1, 8, 32, 128];
+
+/// This thread's CPU time.
+fn cpu_now() -> Duration {
+    Duration::from(clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap())
+}
+
+/// Wall and CPU time of one call.
+#[derive(Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+}
+
+fn sample(f: &mut impl FnMut()) -> Sample {
+    let (wall, cpu) = (Instant::now(), cpu_now());
+    f();
+    Sample {
+        wall: wall.elapsed(),
+        cpu: cpu_now() - cpu,
+    }
+}
+
+/// Medians (wall, CPU) and the wall p99 of `samples`.
+struct Stats {
+    wall: Duration,
+    cpu: Duration,
+    wall_p99: Duration,
+}
+
+fn stats(samples: &[Sample]) -> Stats {
+    let mut wall: Vec<Duration> = samples.iter().map(|s| s.wall).collect();
+    let mut cpu: Vec<Duration> = samples.iter().map(|s| s.cpu).collect();
+    wall.sort();
+    cpu.sort();
+    Stats {
+        wall: wall[wall.len() / 2],
+        cpu: cpu[cpu.len() / 2],
+        wall_p99: wall[(wall.len() * 99 / 100).min(wall.len() - 1)],
+    }
+}
+
+fn measure(runs: usize, mut f: impl FnMut()) -> Stats {
+    let samples: Vec<Sample> = (0..runs).map(|_| sample(&mut f)).collect();
+    stats(&samples)
+}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -30,17 +81,13 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// Median of `runs` timings of `f`.
-fn median_of(runs: usize, mut f: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[times.len() / 2]
+fn row(step: &str, s: &Stats) {
+    println!(
+        "| {step} | {:.3} ms | {:.3} ms | {:.3} ms |",
+        ms(s.cpu),
+        ms(s.wall),
+        ms(s.wall_p99)
+    );
 }
 
 fn main() {
@@ -52,15 +99,15 @@ fn main() {
 
     println!("attestation circuit: {} constraints", constraint_count());
 
-    let setup_time = median_of(5, || {
+    let setup_stats = measure(5, || {
         black_box(setup(&mut rng).unwrap());
     });
     let keys = setup(&mut rng).unwrap();
-    let parse_pk = median_of(5, || {
+    let parse_pk = measure(5, || {
         black_box(keys.proving_key().unwrap());
     });
     let pk = keys.proving_key().unwrap();
-    let prepare = median_of(20, || {
+    let prepare = measure(20, || {
         black_box(PreparedKey::from_bytes(&keys.verifying_key).unwrap());
     });
     let prepared = PreparedKey::from_bytes(&keys.verifying_key).unwrap();
@@ -75,38 +122,32 @@ fn main() {
         require_safety: true,
     };
     let max = *BATCH_SIZES.iter().max().unwrap();
-    let mut prove_times = Vec::with_capacity(max);
+    let mut prove_samples = Vec::with_capacity(max);
     let items: Vec<BatchItem> = (0..max as u64)
         .map(|i| {
             let props = Properties::new(800 + (i % 200) as u16, true, i).unwrap();
             let opening = Opening::new(props, &mut rng);
-            let start = Instant::now();
-            let proof = prove(&pk, &opening, &predicate, &mut rng).unwrap();
-            prove_times.push(start.elapsed());
+            let mut proof = None;
+            prove_samples.push(sample(&mut || {
+                proof = Some(prove(&pk, &opening, &predicate, &mut rng).unwrap());
+            }));
             BatchItem {
                 commitment: opening.commitment(),
                 predicate,
-                proof,
+                proof: proof.unwrap(),
             }
         })
         .collect();
-    prove_times.sort();
-    let prove_p50 = prove_times[prove_times.len() / 2];
 
     let verify_runs = 200;
-    let mut verify_times: Vec<Duration> = (0..verify_runs)
-        .map(|i| {
-            let it = &items[i % items.len()];
-            let start = Instant::now();
-            prepared
-                .verify(&it.commitment, &it.predicate, &it.proof)
-                .unwrap();
-            start.elapsed()
-        })
-        .collect();
-    verify_times.sort();
-    let verify_p50 = verify_times[verify_runs / 2];
-    let verify_p99 = verify_times[verify_runs * 99 / 100];
+    let mut k = 0;
+    let verify = measure(verify_runs, || {
+        let it = &items[k % items.len()];
+        k += 1;
+        prepared
+            .verify(&it.commitment, &it.predicate, &it.proof)
+            .unwrap();
+    });
 
     // What an advert check costs end to end: strict attestation decode (point and subgroup
     // checks), cache lookup (SHA-256 of the key bytes), verify.
@@ -122,52 +163,49 @@ fn main() {
             .encode()
         })
         .collect();
-    let decode = median_of(verify_runs, || {
+    let decode = measure(verify_runs, || {
         black_box(Attestation::decode(&encoded[0]).unwrap());
     });
-    let mut advert_times: Vec<Duration> = (0..verify_runs)
-        .map(|i| {
-            let k = i % items.len();
-            let start = Instant::now();
-            let att = Attestation::decode(&encoded[k]).unwrap();
-            verifier
-                .verify_attestation(
-                    ATTESTATION_CIRCUIT_ID,
-                    &keys.verifying_key,
-                    &items[k].commitment,
-                    &att,
-                )
-                .unwrap();
-            start.elapsed()
-        })
-        .collect();
-    advert_times.sort();
-    let advert_p50 = advert_times[verify_runs / 2];
+    let mut k = 0;
+    let advert = measure(verify_runs, || {
+        let i = k % items.len();
+        k += 1;
+        let att = Attestation::decode(&encoded[i]).unwrap();
+        verifier
+            .verify_attestation(
+                ATTESTATION_CIRCUIT_ID,
+                &keys.verifying_key,
+                &items[i].commitment,
+                &att,
+            )
+            .unwrap();
+    });
 
     println!();
-    println!("| step | time |");
-    println!("|---|---|");
-    println!("| setup (keygen) | {:.1} ms |", ms(setup_time));
-    println!("| parse proving key (strict) | {:.1} ms |", ms(parse_pk));
-    println!("| parse + prepare verifying key | {:.2} ms |", ms(prepare));
-    println!("| prove (p50 of {max}) | {:.1} ms |", ms(prove_p50));
-    println!(
-        "| verify, prepared key (p50 / p99 of {verify_runs}) | {:.3} / {:.3} ms |",
-        ms(verify_p50),
-        ms(verify_p99)
+    println!("| step | CPU (median) | wall (median) | wall p99 |");
+    println!("|---|---:|---:|---:|");
+    row("setup (keygen, 5 runs)", &setup_stats);
+    row("parse proving key (strict, 5 runs)", &parse_pk);
+    row("parse + prepare verifying key (20 runs)", &prepare);
+    row(&format!("prove ({max} proofs)"), &stats(&prove_samples));
+    row(
+        &format!("verify, prepared key ({verify_runs} runs)"),
+        &verify,
     );
-    println!(
-        "| decode attestation (strict, 133 B) | {:.3} ms |",
-        ms(decode)
+    row(
+        &format!("decode attestation, strict ({verify_runs} runs)"),
+        &decode,
     );
-    println!(
-        "| decode + Verifier::verify_attestation (cached key, p50) | {:.3} ms |",
-        ms(advert_p50)
+    row(
+        &format!("decode + Verifier::verify_attestation, cached key ({verify_runs} runs)"),
+        &advert,
     );
 
     println!();
-    println!("| batch | one-by-one | batched | per proof (one-by-one / batched) | speed-up |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| batch | reps | one-by-one per proof, CPU | batched per proof, CPU | speed-up, CPU | speed-up, wall |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
     for &n in &BATCH_SIZES {
         let batch = &items[..n];
         // Small batches are short: repeat them more so a median means something.
@@ -176,39 +214,37 @@ fn main() {
         let mut single = Vec::with_capacity(reps);
         let mut batched = Vec::with_capacity(reps);
         for _ in 0..reps {
-            let start = Instant::now();
-            for it in batch {
-                prepared
-                    .verify(&it.commitment, &it.predicate, &it.proof)
-                    .unwrap();
-            }
-            single.push(start.elapsed());
-            let start = Instant::now();
-            prepared.verify_batch(batch, &mut rng).unwrap();
-            batched.push(start.elapsed());
+            single.push(sample(&mut || {
+                for it in batch {
+                    prepared
+                        .verify(&it.commitment, &it.predicate, &it.proof)
+                        .unwrap();
+                }
+            }));
+            batched.push(sample(&mut || {
+                prepared.verify_batch(batch, &mut rng).unwrap();
+            }));
         }
-        single.sort();
-        batched.sort();
-        let (s, b) = (single[reps / 2], batched[reps / 2]);
+        let (s, b) = (stats(&single), stats(&batched));
         println!(
-            "| {n} | {:.2} ms | {:.2} ms | {:.0} / {:.0} µs | {:.2}× |",
-            ms(s),
-            ms(b),
-            us(s) / n as f64,
-            us(b) / n as f64,
-            s.as_secs_f64() / b.as_secs_f64()
+            "| {n} | {reps} | {:.0} µs | {:.0} µs | {:.2}× | {:.2}× |",
+            us(s.cpu) / n as f64,
+            us(b.cpu) / n as f64,
+            s.cpu.as_secs_f64() / b.cpu.as_secs_f64(),
+            s.wall.as_secs_f64() / b.wall.as_secs_f64()
         );
     }
 
     // The cost of finding bad proofs: a batch of 32 with one bad proof.
     let mut bad = items[..32].to_vec();
     bad[17].predicate.min_score = 801;
-    let fallback = median_of(reps, || {
+    let fallback = measure(reps, || {
         assert!(prepared.verify_batch(&bad, &mut rng).is_err());
     });
     println!();
     println!(
-        "batch of 32 with one bad proof (batch check + one-by-one fallback): {:.2} ms",
-        ms(fallback)
+        "batch of 32 with one bad proof (batch check + one-by-one fallback): CPU {:.2} ms, wall {:.2} ms",
+        ms(fallback.cpu),
+        ms(fallback.wall)
     );
 }

@@ -667,3 +667,55 @@ fn same_seed_gives_same_keys_and_proof_bytes() {
         "salt is deterministic in its RNG"
     );
 }
+
+/// The fuzz target's properties on seeded random mutations of a valid attestation (what
+/// `cargo test` can run without libFuzzer): decode never panics, whatever it accepts re-encodes
+/// to the input, and an accepted mutation never verifies for the original statement unless it
+/// is the original.
+#[test]
+fn mutated_attestations_never_decode_to_something_else_that_verifies() {
+    use rand_08::Rng;
+    let (o, proof) = valid_proof(300);
+    let att = Attestation {
+        circuit: ATTESTATION_CIRCUIT_ID,
+        predicate: PRED,
+        proof: proof.to_bytes(),
+    };
+    let original = att.encode();
+    let mut v = Verifier::default();
+    let mut rng = StdRng::seed_from_u64(301);
+    let (mut accepted, mut rejected) = (0, 0);
+    for _ in 0..300 {
+        let mut bytes = original.to_vec();
+        match rng.gen_range(0..4) {
+            0 => bytes.truncate(rng.gen_range(0..original.len())),
+            1 => bytes.extend((0..rng.gen_range(1..8)).map(|_| rng.r#gen::<u8>())),
+            _ => {
+                for _ in 0..rng.gen_range(1..4) {
+                    let i = rng.gen_range(0..bytes.len());
+                    bytes[i] ^= 1 << rng.gen_range(0..8);
+                }
+            }
+        }
+        match Attestation::decode(&bytes) {
+            Ok(decoded) => {
+                accepted += 1;
+                assert_eq!(decoded.encode().as_slice(), bytes.as_slice());
+                if bytes.as_slice() != original.as_slice() {
+                    assert!(
+                        v.verify_attestation(
+                            ATTESTATION_CIRCUIT_ID,
+                            &fixture().keys.verifying_key,
+                            &o.commitment(),
+                            &decoded,
+                        )
+                        .is_err(),
+                        "a mutated attestation verified"
+                    );
+                }
+            }
+            Err(_) => rejected += 1,
+        }
+    }
+    assert!(accepted > 0 && rejected > 0, "{accepted} accepted, {rejected} rejected");
+}
