@@ -717,5 +717,8 @@ fn mutated_attestations_never_decode_to_something_else_that_verifies() {
             Err(_) => rejected += 1,
         }
     }
-    assert!(accepted > 0 && rejected > 0, "{accepted} accepted, {rejected} rejected");
+    assert!(
+        accepted > 0 && rejected > 0,
+        "{accepted} accepted, {rejected} rejected"
+    );
 }
