@@ -137,6 +137,7 @@ fn build(size: usize, seed: u64) -> Registry {
             body: AdvertBody::Live {
                 sad: sad.into(),
                 coord: Some(coords[node]),
+                credentials: None,
             },
         };
         registry
@@ -219,6 +220,7 @@ fn main() {
     let ctx = ResolveContext {
         now: 1,
         local_coord: Some(coord(&mut rng)),
+        trust: None,
     };
     println!("resolve latency, {calls} calls per intent, interleaved; times in µs");
     for size in sizes {

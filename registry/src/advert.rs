@@ -1,10 +1,13 @@
 //! [`Advert`] and [`SignedAdvert`]: what gossip carries. One signed advert is one service's state
 //! at one version — live (with its SAD and its node's Vivaldi coordinate) or withdrawn — signed
-//! by the origin node's Ed25519 key. The frame is specified in `docs/sad.md`.
+//! by the origin node's Ed25519 key. A live advert may carry the service's [`Credentials`] (its
+//! MIC and attestations), which receivers verify against their trust context. The frame is
+//! specified in `docs/sad.md`.
 
 use std::sync::Arc;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use nexus_trust::verify::{Credentials, CredentialsError};
 
 use crate::NodeId;
 use crate::sad::{DecodeError, SAD_BYTES_MAX, SERVICE_ID_BYTES_MAX, Sad, SadError, check_token};
@@ -22,6 +25,9 @@ pub const ADVERT_KIND_LIVE: u8 = 1;
 pub const ADVERT_KIND_WITHDRAWN: u8 = 2;
 /// Flag bit: a live advert carries a coordinate.
 pub const ADVERT_FLAG_COORD: u8 = 0x01;
+/// Flag bit: a live advert carries credentials (after the SAD: `u16` LE length, then
+/// [`Credentials::encode`]).
+pub const ADVERT_FLAG_CREDENTIALS: u8 = 0x02;
 /// Prefix of the message the signature covers (domain separation; not on the wire).
 pub const ADVERT_SIGNING_CONTEXT: &[u8] = b"nexus-registry/advert/v1\0";
 /// Fixed bytes in front of the body: magic, format, kind, flags, reserved, origin, version.
@@ -63,6 +69,9 @@ pub enum AdvertBody {
         sad: Arc<Sad>,
         /// The origin node's coordinate, if it has one.
         coord: Option<Coord>,
+        /// The service's MIC and attestations, if it presents any (verified by each receiver
+        /// against its own trust context; the signature only says the origin sent them).
+        credentials: Option<Arc<Credentials>>,
     },
     /// The service was withdrawn.
     Withdrawn,
@@ -98,9 +107,13 @@ pub enum AdvertError {
     /// The coordinate is non-finite or out of range.
     #[error("advert coordinate is out of range")]
     Coord,
-    /// The body contradicts the header (`sad.id` ≠ service, `sad.version` ≠ version).
+    /// The body contradicts the header (`sad.id` ≠ service, `sad.version` ≠ version), or the
+    /// SAD's `trust.mic_serial` is not the serial of the credentials' MIC.
     #[error("inconsistent advert: {0}")]
     Inconsistent(String),
+    /// The credentials section did not decode.
+    #[error("advert credentials: {}: {}", .0.field(), .0)]
+    Credentials(CredentialsError),
     /// The origin is not a valid Ed25519 public key.
     #[error("origin is not a valid Ed25519 public key")]
     OriginKey,
@@ -172,7 +185,11 @@ impl Advert {
         bytes.extend_from_slice(&ADVERT_MAGIC);
         bytes.push(ADVERT_FORMAT_VERSION);
         match &self.body {
-            AdvertBody::Live { sad, coord } => {
+            AdvertBody::Live {
+                sad,
+                coord,
+                credentials,
+            } => {
                 if sad.id != self.service {
                     return Err(SadError::new(
                         "id",
@@ -192,12 +209,19 @@ impl Advert {
                     ));
                 }
                 let encoded = sad.encode()?;
+                let credentials = credentials.as_deref();
+                check_mic_serial(sad, credentials)
+                    .map_err(|reason| SadError::new("trust.mic_serial", reason))?;
+                check_fits(encoded.len(), coord.is_some(), credentials)?;
                 bytes.push(ADVERT_KIND_LIVE);
-                bytes.push(if coord.is_some() {
-                    ADVERT_FLAG_COORD
-                } else {
-                    0
-                });
+                let mut flags = 0;
+                if coord.is_some() {
+                    flags |= ADVERT_FLAG_COORD;
+                }
+                if credentials.is_some() {
+                    flags |= ADVERT_FLAG_CREDENTIALS;
+                }
+                bytes.push(flags);
                 bytes.push(0);
                 bytes.extend_from_slice(&self.origin.0);
                 bytes.extend_from_slice(&self.version.to_le_bytes());
@@ -209,6 +233,11 @@ impl Advert {
                 }
                 bytes.extend_from_slice(&(encoded.len() as u16).to_le_bytes());
                 bytes.extend_from_slice(&encoded);
+                if let Some(c) = credentials {
+                    let c = c.encode();
+                    bytes.extend_from_slice(&(c.len() as u16).to_le_bytes());
+                    bytes.extend_from_slice(&c);
+                }
             }
             AdvertBody::Withdrawn => {
                 bytes.push(ADVERT_KIND_WITHDRAWN);
@@ -272,7 +301,7 @@ impl SignedAdvert {
         let body = &bytes[ADVERT_HEADER_LEN..body_end];
         let (service, body) = match kind {
             ADVERT_KIND_LIVE => {
-                if flags & !ADVERT_FLAG_COORD != 0 {
+                if flags & !(ADVERT_FLAG_COORD | ADVERT_FLAG_CREDENTIALS) != 0 {
                     return Err(AdvertError::Kind(format!("unknown flags {flags:#04x}")));
                 }
                 let mut rest = body;
@@ -293,24 +322,50 @@ impl SignedAdvert {
                     return Err(AdvertError::Frame("truncated SAD length".into()));
                 }
                 let sad_len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-                if sad_len != rest.len() - 2 {
-                    return Err(AdvertError::Frame(format!(
-                        "SAD length {sad_len}, {} bytes follow",
-                        rest.len() - 2
-                    )));
-                }
-                let sad = Sad::decode(&rest[2..]).map_err(AdvertError::Sad)?;
+                let rest = &rest[2..];
+                let (sad_bytes, credentials) = if flags & ADVERT_FLAG_CREDENTIALS != 0 {
+                    let Some((sad_bytes, tail)) = rest.split_at_checked(sad_len) else {
+                        return Err(AdvertError::Frame(format!(
+                            "SAD length {sad_len}, {} bytes follow",
+                            rest.len()
+                        )));
+                    };
+                    let Some((len, cred_bytes)) = tail.split_at_checked(2) else {
+                        return Err(AdvertError::Frame("truncated credentials length".into()));
+                    };
+                    let cred_len = u16::from_le_bytes([len[0], len[1]]) as usize;
+                    if cred_len != cred_bytes.len() {
+                        return Err(AdvertError::Frame(format!(
+                            "credentials length {cred_len}, {} bytes follow",
+                            cred_bytes.len()
+                        )));
+                    }
+                    let c = Credentials::decode(cred_bytes).map_err(AdvertError::Credentials)?;
+                    (sad_bytes, Some(Arc::new(c)))
+                } else {
+                    if sad_len != rest.len() {
+                        return Err(AdvertError::Frame(format!(
+                            "SAD length {sad_len}, {} bytes follow",
+                            rest.len()
+                        )));
+                    }
+                    (rest, None)
+                };
+                let sad = Sad::decode(sad_bytes).map_err(AdvertError::Sad)?;
                 if sad.version != version {
                     return Err(AdvertError::Inconsistent(format!(
                         "sad.version {} but advert version {version}",
                         sad.version
                     )));
                 }
+                check_mic_serial(&sad, credentials.as_deref())
+                    .map_err(AdvertError::Inconsistent)?;
                 (
                     sad.id.clone(),
                     AdvertBody::Live {
                         sad: Arc::new(sad),
                         coord,
+                        credentials,
                     },
                 )
             }
@@ -393,4 +448,65 @@ impl SignedAdvert {
     pub fn is_withdrawal(&self) -> bool {
         matches!(self.body, AdvertBody::Withdrawn)
     }
+
+    /// The credentials a live advert carries.
+    pub fn credentials(&self) -> Option<&Arc<Credentials>> {
+        match &self.body {
+            AdvertBody::Live { credentials, .. } => credentials.as_ref(),
+            AdvertBody::Withdrawn => None,
+        }
+    }
+}
+
+/// With credentials, the SAD's `trust.mic_serial` must name their MIC (it may not claim one
+/// MIC and present another).
+fn check_mic_serial(sad: &Sad, credentials: Option<&Credentials>) -> Result<(), String> {
+    match credentials {
+        Some(c) if sad.trust.mic_serial != Some(c.mic.body.serial) => Err(format!(
+            "sad.trust.mic_serial is {:?} but the credentials carry MIC {}",
+            sad.trust.mic_serial, c.mic.body.serial
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes of a live advert with an encoded SAD of `sad_len` bytes, a coordinate or not, and
+/// credentials of `credentials_len` bytes (if any).
+pub fn live_advert_len(sad_len: usize, coord: bool, credentials_len: Option<usize>) -> usize {
+    ADVERT_HEADER_LEN
+        + if coord { COORD_WIRE_LEN } else { 0 }
+        + 2
+        + sad_len
+        + credentials_len.map_or(0, |n| 2 + n)
+        + ADVERT_SIGNATURE_LEN
+}
+
+/// Whether a live advert with this SAD (encoded length) and credentials fits
+/// [`ADVERT_BYTES_MAX`]; the error names the credentials when they are what does not fit.
+fn check_fits(
+    sad_len: usize,
+    coord: bool,
+    credentials: Option<&Credentials>,
+) -> Result<(), SadError> {
+    let cred_len = credentials.map(|c| c.encode().len());
+    let len = live_advert_len(sad_len, coord, cred_len);
+    if len <= ADVERT_BYTES_MAX {
+        return Ok(());
+    }
+    Err(match cred_len {
+        Some(c) => SadError::new(
+            "credentials",
+            format!(
+                "the advert would be {len} bytes (SAD {sad_len} + credentials {c}), at most \
+                 {ADVERT_BYTES_MAX} (one datagram): use fewer attestations or a smaller MIC or SAD"
+            ),
+        ),
+        None => SadError::new("advert", format!("{len} bytes, at most {ADVERT_BYTES_MAX}")),
+    })
+}
+
+/// Checks that a live advert for `sad` with `credentials` (and a coordinate) would fit one
+/// datagram, before anything is stored or signed.
+pub fn check_advert_fits(sad: &Sad, credentials: Option<&Credentials>) -> Result<(), SadError> {
+    check_fits(sad.encode()?.len(), true, credentials)
 }

@@ -6,7 +6,8 @@
 //!   and the coordinate's dimensions. Every tree node carries a [`Summary`] of the rows under
 //!   it: the largest value of each score term, the bounding box of the coordinates, and the
 //!   extremes the numeric constraints compare against (largest context window, smallest known
-//!   p50/p99, smallest price, lease end, modality/MIC/region/family presence). Resolve walks
+//!   p50/p99, smallest price, lease end, modality/MIC/region/family/publisher presence, best
+//!   attested scores). Resolve walks
 //!   the tree best-first by an upper bound of the score (see `resolve.rs`) and stops once the
 //!   k-th best candidate beats every bound left; constraints prune whole subtrees.
 //!
@@ -17,16 +18,24 @@
 //! too many empty nodes, the task's tree is rebuilt balanced (amortised; bounded by
 //! [`DEPTH_SLACK`] and [`LEAF_ROWS_MEAN_MIN`]).
 //!
-//! String constraints (region, model family, modalities) compare 64-bit hashes on the row and
-//! are confirmed on the full SAD only for a candidate about to enter the top-k.
+//! String constraints (region, model family, modalities, publishers) compare 64-bit hashes on
+//! the row and are confirmed on the full SAD (or the verified MIC) only for a candidate about to
+//! enter the top-k.
+//!
+//! Trust: a row's `expires_at` is the earlier of its lease and its verified MIC's expiry, and 0
+//! for a record whose credentials are pending or rejected — so the lease check every intent
+//! makes also excludes those, at no extra cost for intents without trust constraints.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use nexus_trust::verify::Verified;
 
 use crate::Millis;
 use crate::resolve::static_terms;
 use crate::sad::Sad;
 use crate::store::ServiceKey;
+use crate::trust::{TrustVerdict, mic_deadline};
 use crate::vivaldi::{Coord, VIVALDI_DIMENSIONS};
 
 /// Rows a leaf holds before it splits in two. Checking a row against the bound costs a few ns,
@@ -98,6 +107,8 @@ impl PackedCoord {
 /// What resolve needs of one live entry, without touching the SAD.
 #[derive(Clone, Debug)]
 pub(crate) struct Row {
+    /// The lease end, capped by the verified MIC's expiry; 0 while the credentials are pending
+    /// or rejected.
     pub(crate) expires_at: Millis,
     pub(crate) price: u64,
     pub(crate) region: u64,
@@ -106,19 +117,48 @@ pub(crate) struct Row {
     pub(crate) context_window: u32,
     pub(crate) p50: u32,
     pub(crate) p99: u32,
-    pub(crate) mic: bool,
+    /// The verified MIC's serial; 0 without one.
+    pub(crate) serial: u64,
+    /// [`str_hash`] of the verified MIC's publisher; 0 without one.
+    pub(crate) publisher: u64,
+    /// 1 + the highest proven minimum score (0: nothing proven); over all predicates, and over
+    /// those that require safety.
+    pub(crate) attest_any: u32,
+    pub(crate) attest_safe: u32,
     /// Latency, load and price terms of the score (they depend on the SAD alone).
     pub(crate) terms: [f64; 3],
     pub(crate) coord: Option<PackedCoord>,
     /// The entry's descriptor (shared with the record): the exact check of a candidate about
     /// to enter the top k and the answer read it without a lookup by key.
     pub(crate) sad: Arc<Sad>,
+    /// The verified credentials (the exact publisher check reads them).
+    pub(crate) verified: Option<Arc<Verified>>,
 }
 
 impl Row {
-    pub(crate) fn of(sad: &Arc<Sad>, coord: Option<&Coord>, expires_at: Millis) -> Row {
+    pub(crate) fn of(
+        sad: &Arc<Sad>,
+        coord: Option<&Coord>,
+        expires_at: Millis,
+        trust: &TrustVerdict,
+        unix_epoch_ms: u64,
+    ) -> Row {
+        let verified = trust.verified();
+        let expires_at = match trust {
+            TrustVerdict::Unclaimed => expires_at,
+            TrustVerdict::Pending | TrustVerdict::Rejected(_) => 0,
+            TrustVerdict::Verified(v) => {
+                expires_at.min(mic_deadline(v.not_after_ms, unix_epoch_ms))
+            }
+        };
+        let score = |s: Option<u16>| s.map_or(0, |s| u32::from(s) + 1);
         Row {
             expires_at,
+            serial: verified.map_or(0, |v| v.serial),
+            publisher: verified.map_or(0, |v| str_hash(&v.publisher)),
+            attest_any: score(verified.and_then(|v| v.best_score())),
+            attest_safe: score(verified.and_then(|v| v.best_safe_score())),
+            verified: verified.cloned(),
             price: sad.price_micros_per_1k,
             region: str_hash(&sad.region),
             family: str_hash(&sad.model_family),
@@ -126,7 +166,6 @@ impl Row {
             context_window: sad.context_window,
             p50: sad.latency_ms_p50,
             p99: sad.latency_ms_p99,
-            mic: sad.trust.mic_serial.is_some(),
             terms: static_terms(sad),
             coord: coord.map(PackedCoord::of),
             sad: Arc::clone(sad),
@@ -164,6 +203,11 @@ pub(crate) struct Summary {
     pub(crate) p99_min: u32,
     pub(crate) price_min: u64,
     pub(crate) mic_any: bool,
+    /// OR of [`hash_bit`] of the rows' publisher hashes (rows with a verified MIC).
+    pub(crate) publishers: u64,
+    /// Largest `attest_any` / `attest_safe` of the rows.
+    pub(crate) attest_any_max: u32,
+    pub(crate) attest_safe_max: u32,
     /// OR of the rows' modality masks.
     pub(crate) modalities: u64,
     /// OR of [`hash_bit`] of the rows' region / family hashes.
@@ -188,6 +232,9 @@ impl Summary {
             p99_min: u32::MAX,
             price_min: u64::MAX,
             mic_any: false,
+            publishers: 0,
+            attest_any_max: 0,
+            attest_safe_max: 0,
             modalities: 0,
             regions: 0,
             families: 0,
@@ -220,7 +267,12 @@ impl Summary {
             self.p99_min = self.p99_min.min(row.p99);
         }
         self.price_min = self.price_min.min(row.price);
-        self.mic_any |= row.mic;
+        self.mic_any |= row.serial != 0;
+        if row.serial != 0 {
+            self.publishers |= hash_bit(row.publisher);
+        }
+        self.attest_any_max = self.attest_any_max.max(row.attest_any);
+        self.attest_safe_max = self.attest_safe_max.max(row.attest_safe);
         self.modalities |= row.modalities;
         self.regions |= hash_bit(row.region);
         self.families |= hash_bit(row.family);
@@ -245,6 +297,9 @@ impl Summary {
         self.p99_min = self.p99_min.min(o.p99_min);
         self.price_min = self.price_min.min(o.price_min);
         self.mic_any |= o.mic_any;
+        self.publishers |= o.publishers;
+        self.attest_any_max = self.attest_any_max.max(o.attest_any_max);
+        self.attest_safe_max = self.attest_safe_max.max(o.attest_safe_max);
         self.modalities |= o.modalities;
         self.regions |= o.regions;
         self.families |= o.families;
@@ -598,8 +653,10 @@ impl Index {
         sad: &Arc<Sad>,
         coord: Option<&Coord>,
         expires_at: Millis,
+        trust: &TrustVerdict,
+        unix_epoch_ms: u64,
     ) {
-        let row = Row::of(sad, coord, expires_at);
+        let row = Row::of(sad, coord, expires_at, trust, unix_epoch_ms);
         for task in &sad.tasks {
             let rows = self
                 .by_task

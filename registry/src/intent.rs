@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use nexus_trust::mic::PUBLISHER_BYTES_MAX;
+use nexus_trust::zk::SCORE_MAX;
 use serde::{Deserialize, Serialize};
 
 use crate::sad::{
@@ -19,8 +21,23 @@ pub const WEIGHT_MAX: f64 = 1000.0;
 /// Largest intent JSON document [`Intent::from_json`] reads.
 pub const INTENT_JSON_BYTES_MAX: usize = 4096;
 /// Version tag at the start of the canonical form; bump it when the form changes (which
-/// changes every routing key).
-pub const CANONICAL_VERSION: &str = "nxi1";
+/// changes every routing key). `nxi2` added the publisher and attestation constraints.
+pub const CANONICAL_VERSION: &str = "nxi2";
+/// Publishers one intent may list.
+pub const PUBLISHERS_MAX: usize = 8;
+
+/// "A verified attestation proves a predicate at least this strong": its proven minimum score
+/// is at least `min_score` (per mille, `0..=1000`), and it requires a passed safety evaluation
+/// whenever `require_safety` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attested {
+    /// Lowest acceptable proven score, per mille.
+    pub min_score: u16,
+    /// Whether the proven predicate must include "safety evaluation passed".
+    #[serde(default)]
+    pub require_safety: bool,
+}
 
 /// Weights of the score terms; each finite, `0..=WEIGHT_MAX`. Defaults: latency 1, load 1,
 /// price 0.5, proximity 0.5.
@@ -80,9 +97,17 @@ pub struct Intent {
     /// Required model family (exact).
     #[serde(default)]
     pub model_family: Option<String>,
-    /// The SAD's trust refs must carry a MIC serial (verifying it is the trust layer's job).
+    /// The advert must carry a MIC this node verified (CA signature, validity window) and that is
+    /// not revoked.
     #[serde(default)]
     pub require_mic: bool,
+    /// The verified MIC's publisher must be one of these (exact match; empty = any publisher,
+    /// no MIC needed). At most [`PUBLISHERS_MAX`].
+    #[serde(default)]
+    pub publishers: Vec<String>,
+    /// A verified attestation must prove a predicate at least this strong.
+    #[serde(default)]
+    pub attested: Option<Attested>,
     /// Ranking weights.
     #[serde(default)]
     pub prefer: Preferences,
@@ -145,6 +170,8 @@ impl Intent {
             region: None,
             model_family: None,
             require_mic: false,
+            publishers: Vec::new(),
+            attested: None,
             prefer: Preferences::default(),
             k: K_DEFAULT,
             explain: false,
@@ -183,6 +210,37 @@ impl Intent {
         if let Some(family) = &self.model_family {
             check_token("model_family", family, MODEL_FAMILY_BYTES_MAX, true)?;
         }
+        if self.publishers.len() > PUBLISHERS_MAX {
+            return Err(IntentError {
+                field: "publishers".into(),
+                reason: format!("{} given, at most {PUBLISHERS_MAX}", self.publishers.len()),
+            });
+        }
+        for (i, p) in self.publishers.iter().enumerate() {
+            if p.is_empty()
+                || p.len() > PUBLISHER_BYTES_MAX
+                || p.chars().any(|c| c.is_control() || c == '|' || c == ',')
+            {
+                return Err(IntentError {
+                    field: format!("publishers[{i}]"),
+                    reason: format!(
+                        "{p:?} must be 1..={PUBLISHER_BYTES_MAX} bytes without control \
+                         characters, '|' or ','"
+                    ),
+                });
+            }
+        }
+        if let Some(a) = &self.attested
+            && a.min_score > SCORE_MAX
+        {
+            return Err(IntentError {
+                field: "attested.min_score".into(),
+                reason: format!(
+                    "{} is above {SCORE_MAX} (scores are per mille)",
+                    a.min_score
+                ),
+            });
+        }
         check_weight("latency", self.prefer.latency)?;
         check_weight("load", self.prefer.load)?;
         check_weight("price", self.prefer.price)?;
@@ -197,10 +255,11 @@ impl Intent {
     }
 
     /// The canonical form of the intent's class: every constraint and weight in a fixed order,
-    /// absent values as `-`, modalities sorted; `k` and `explain` are not part of it. Two
-    /// intents with the same canonical form are the same class and share a routing key.
+    /// absent values as `-`, modalities and publishers sorted and deduplicated, the attestation
+    /// requirement as `<min_score>` or `<min_score>+safety`; `k` and `explain` are not part of
+    /// it. Two intents with the same canonical form are the same class and share a routing key.
     ///
-    /// `nxi1|task=llm.chat|ctx=128000|p50=200|p99=-|price=-|mod=image,text|region=-|family=-|mic=0|w=1,1,0.5,0.5`
+    /// `nxi2|task=llm.chat|ctx=128000|p50=200|p99=-|price=-|mod=image,text|region=-|family=-|mic=0|pub=-|att=-|w=1,1,0.5,0.5`
     pub fn canonical(&self) -> String {
         fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
             v.as_ref()
@@ -209,10 +268,13 @@ impl Intent {
         let mut modalities: Vec<&str> = self.modalities.iter().map(String::as_str).collect();
         modalities.sort_unstable();
         modalities.dedup();
-        let mut out = String::with_capacity(160);
+        let mut publishers: Vec<&str> = self.publishers.iter().map(String::as_str).collect();
+        publishers.sort_unstable();
+        publishers.dedup();
+        let mut out = String::with_capacity(180);
         let _ = write!(
             out,
-            "{CANONICAL_VERSION}|task={}|ctx={}|p50={}|p99={}|price={}|mod={}|region={}|family={}|mic={}|w={},{},{},{}",
+            "{CANONICAL_VERSION}|task={}|ctx={}|p50={}|p99={}|price={}|mod={}|region={}|family={}|mic={}|pub={}|att={}|w={},{},{},{}",
             self.task,
             opt(&self.min_context),
             opt(&self.max_latency_ms),
@@ -226,6 +288,16 @@ impl Intent {
             opt(&self.region),
             opt(&self.model_family),
             u8::from(self.require_mic),
+            if publishers.is_empty() {
+                "-".to_string()
+            } else {
+                publishers.join(",")
+            },
+            match &self.attested {
+                None => "-".to_string(),
+                Some(a) if a.require_safety => format!("{}+safety", a.min_score),
+                Some(a) => a.min_score.to_string(),
+            },
             canonical_f64(self.prefer.latency),
             canonical_f64(self.prefer.load),
             canonical_f64(self.prefer.price),
@@ -279,6 +351,29 @@ impl Intent {
         out(self.model_family.as_deref().unwrap_or("-").as_bytes());
         out(b"|mic=");
         out(if self.require_mic { b"1" } else { b"0" });
+        out(b"|pub=");
+        if self.publishers.is_empty() {
+            out(b"-");
+        } else if self.publishers.len() <= PUBLISHERS_MAX {
+            let mut sorted = [""; PUBLISHERS_MAX];
+            for (slot, p) in sorted.iter_mut().zip(&self.publishers) {
+                *slot = p.as_str();
+            }
+            write_sorted_list(out, &mut sorted[..self.publishers.len()]);
+        } else {
+            let mut sorted: Vec<&str> = self.publishers.iter().map(String::as_str).collect();
+            write_sorted_list(out, &mut sorted);
+        }
+        out(b"|att=");
+        match &self.attested {
+            None => out(b"-"),
+            Some(a) => {
+                write_u64(out, u64::from(a.min_score));
+                if a.require_safety {
+                    out(b"+safety");
+                }
+            }
+        }
         out(b"|w=");
         write_f64(out, self.prefer.latency);
         out(b",");

@@ -12,8 +12,13 @@
 //! iteration that reaches output is in `BTreeMap` order. The node's registry actor drives it; the
 //! gossip overlay (`nexus-gossip`) carries its adverts and digests.
 //!
-//! What it does not do: verify MICs or attestations (trust refs are carried opaquely; that is the
-//! trust issue's), send anything (the driver carries out [`Output`]s), choose a storage backend
+//! Trust: a live advert may carry the service's credentials (MIC + attestations,
+//! `nexus_trust::verify::Credentials`). Each node verifies them against its own
+//! `nexus_trust::verify::TrustContext` (batched, once per credential, see [`RegistryNode`]) and
+//! keeps a [`TrustVerdict`] per record; intents can require a verified MIC, a publisher or an
+//! attested predicate, and records whose credentials fail are excluded with the reason.
+//!
+//! What it does not do: follow the CA (the TrustActor sends `TrustUpdate`s), send anything (the driver carries out [`Output`]s), choose a storage backend
 //! (the driver passes a [`RegistryStore`]), or measure latency/load (the service reports them).
 //!
 //! Formats, limits and formulas: `docs/sad.md`.
@@ -28,6 +33,7 @@ mod resolve;
 mod route;
 mod sad;
 mod store;
+mod trust;
 mod vivaldi;
 
 pub use nexus_gossip::NodeId;
@@ -36,23 +42,23 @@ pub use nexus_gossip::NodeId;
 pub type Millis = u64;
 
 pub use advert::{
-    ADVERT_BYTES_MAX, ADVERT_FLAG_COORD, ADVERT_FORMAT_VERSION, ADVERT_HEADER_LEN,
-    ADVERT_KIND_LIVE, ADVERT_KIND_WITHDRAWN, ADVERT_MAGIC, ADVERT_SIGNATURE_LEN,
+    ADVERT_BYTES_MAX, ADVERT_FLAG_COORD, ADVERT_FLAG_CREDENTIALS, ADVERT_FORMAT_VERSION,
+    ADVERT_HEADER_LEN, ADVERT_KIND_LIVE, ADVERT_KIND_WITHDRAWN, ADVERT_MAGIC, ADVERT_SIGNATURE_LEN,
     ADVERT_SIGNING_CONTEXT, Advert, AdvertBody, AdvertError, COORD_WIRE_LEN, SignedAdvert,
-    node_id_of,
+    check_advert_fits, live_advert_len, node_id_of,
 };
 pub use digest::{
     DIGEST_BYTES_MAX, DIGEST_CHUNK_ORIGINS, DIGEST_ENTRY_LEN, DIGEST_FORMAT_VERSION,
     DIGEST_HEADER_LEN, DIGEST_MAGIC, DIGEST_ORIGINS_MAX, Digest, DigestError, OriginSummary,
 };
 pub use intent::{
-    CANONICAL_VERSION, INTENT_JSON_BYTES_MAX, Intent, IntentError, K_DEFAULT, K_MAX, Preferences,
-    WEIGHT_MAX,
+    Attested, CANONICAL_VERSION, INTENT_JSON_BYTES_MAX, Intent, IntentError, K_DEFAULT, K_MAX,
+    PUBLISHERS_MAX, Preferences, WEIGHT_MAX,
 };
 pub use node::{
     ANTI_ENTROPY_ADVERTS_MAX, LOCAL_SERVICES_MAX, LocalService, MemoryStore, NodeError, Output,
     RegistryNode, RegistryStore, StepReport, TAG_ADVERT, TAG_DIGEST_PUSH, TAG_DIGEST_REPLY,
-    VERSION_BLOCK,
+    TRUST_BATCH_MAX, VERSION_BLOCK,
 };
 pub use resolve::{
     Candidate, EXCLUSIONS_MAX, Exclusion, LATENCY_REF_MS, NEUTRAL_TERM, PRICE_REF_MICROS,
@@ -72,6 +78,7 @@ pub use store::{
     Applied, Entry, RECORDS_MAX, RecordState, Registry, RegistryStats, SERVICES_PER_NODE_MAX,
     ServiceKey, TOMBSTONE_TTL_MS, version_floor,
 };
+pub use trust::TrustVerdict;
 pub use vivaldi::{
     COORD_ABS_MAX, Coord, VIVALDI_ADJUSTMENT_WINDOW, VIVALDI_CC, VIVALDI_CE, VIVALDI_DIMENSIONS,
     VIVALDI_ERROR_MAX, VIVALDI_GRAVITY_RHO, VIVALDI_HEIGHT_MIN, VIVALDI_RTT_MAX, Vivaldi,

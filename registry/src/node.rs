@@ -7,13 +7,30 @@
 //! Storage is injected ([`RegistryStore`]): the registrations and the version floor are written
 //! through it *before* the advert that depends on them is emitted, and a failed write leaves the
 //! node unchanged.
+//!
+//! Trust: the node keeps a [`TrustContext`] (fed by [`RegistryNode::on_trust_update`]). A local
+//! registration's credentials are checked before it is accepted. Adverts received with
+//! credentials are applied at once (the CRDT must not depend on local verdicts) but stay out of
+//! every resolve until verified: [`RegistryNode::flush_trust`] verifies everything queued in one
+//! batch — the driver calls it after a burst of inputs; `refresh`, `resolve` and trust updates
+//! call it too. A verdict is kept per advert version and carried over to newer versions with the
+//! same credentials, so re-publishes cost no proof verification. A trust update that brings
+//! revocations (or changes keys) re-evaluates the held verdicts and recomputes the routes, so
+//! route deltas drop revoked services.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use nexus_trust::verify::{Credentials, TrustContext, TrustReject, TrustUpdate, UpdateReport};
+use rand_08::SeedableRng;
+use rand_08::rngs::StdRng;
+use sha2::Digest as _;
 
+use crate::advert::check_advert_fits;
+use crate::trust::TrustVerdict;
 use crate::{
     Applied, Coord, DIGEST_CHUNK_ORIGINS, Digest, Intent, LoadUpdate, Millis, NodeId, Registry,
     Resolution, ResolveContext, Route, RouteTable, Sad, SadError, ServiceKey, SignedAdvert,
@@ -28,6 +45,11 @@ pub const VERSION_BLOCK: u64 = 1024;
 pub const LOCAL_SERVICES_MAX: usize = crate::SERVICES_PER_NODE_MAX;
 /// Adverts one anti-entropy answer sends at most.
 pub const ANTI_ENTROPY_ADVERTS_MAX: usize = 256;
+/// Credentials verified in one batch by [`RegistryNode::flush_trust`] (it runs batches until
+/// nothing is pending).
+pub const TRUST_BATCH_MAX: usize = 256;
+/// Domain tag of the batch-verification RNG seed derived from the node key.
+const TRUST_SEED_DOMAIN: &[u8] = b"nexus-registry/trust-batch-rng/v1\0";
 
 /// First byte of an anti-entropy unicast: a digest that wants the receiver's digest back.
 pub const TAG_DIGEST_PUSH: u8 = 0x01;
@@ -46,6 +68,20 @@ pub trait RegistryStore {
     fn delete_service(&mut self, id: &str) -> Result<(), String>;
     /// Stores the version floor (every version below it may have been used).
     fn save_version_floor(&mut self, floor: u64) -> Result<(), String>;
+    /// Stores (or replaces) the registration `sad.id` together with its credentials, in one
+    /// durable write (`None`: no credentials; any stored before are dropped). The default
+    /// handles `None` with [`RegistryStore::put_service`] and refuses credentials, so a store that
+    /// cannot keep them fails the registration instead of losing them at the next restart.
+    fn put_service_with_credentials(
+        &mut self,
+        sad: &Sad,
+        credentials: Option<&Credentials>,
+    ) -> Result<(), String> {
+        match credentials {
+            None => self.put_service(sad),
+            Some(_) => Err("this store cannot persist credentials".into()),
+        }
+    }
 }
 
 /// An in-memory [`RegistryStore`] (tests and the simulator, whose "disks" survive crashes).
@@ -55,14 +91,45 @@ pub struct MemoryStore {
     pub services: Vec<Sad>,
     /// The stored version floor.
     pub version_floor: u64,
+    /// Encoded credentials of the registrations that have them, by id.
+    pub credentials: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemoryStore {
+    /// The stored registrations with their credentials, for [`RegistryNode::restore`].
+    /// Credentials that no longer decode are dropped (the service restarts without them).
+    pub fn registrations(&self) -> Vec<(Sad, Option<Credentials>)> {
+        self.services
+            .iter()
+            .map(|sad| {
+                let creds = self
+                    .credentials
+                    .get(&sad.id)
+                    .and_then(|b| Credentials::decode(b).ok());
+                (sad.clone(), creds)
+            })
+            .collect()
+    }
 }
 
 impl RegistryStore for MemoryStore {
     fn put_service(&mut self, sad: &Sad) -> Result<(), String> {
+        self.put_service_with_credentials(sad, None)
+    }
+
+    fn put_service_with_credentials(
+        &mut self,
+        sad: &Sad,
+        credentials: Option<&Credentials>,
+    ) -> Result<(), String> {
         match self.services.binary_search_by(|s| s.id.cmp(&sad.id)) {
             Ok(i) => self.services[i] = sad.clone(),
             Err(i) => self.services.insert(i, sad.clone()),
         }
+        match credentials {
+            Some(c) => self.credentials.insert(sad.id.clone(), c.encode()),
+            None => self.credentials.remove(&sad.id),
+        };
         Ok(())
     }
 
@@ -70,6 +137,7 @@ impl RegistryStore for MemoryStore {
         if let Ok(i) = self.services.binary_search_by(|s| s.id.as_str().cmp(id)) {
             self.services.remove(i);
         }
+        self.credentials.remove(id);
         Ok(())
     }
 
@@ -105,6 +173,9 @@ pub enum NodeError {
     /// Persisting failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// The registration's credentials did not verify against this node's trust context.
+    #[error("credentials rejected: {0}")]
+    Trust(TrustReject),
 }
 
 /// A local service's descriptor and lease.
@@ -114,6 +185,8 @@ pub struct LocalService {
     pub sad: Sad,
     /// When the lease ends unless renewed.
     pub lease_until: Millis,
+    /// The credentials advertised with it.
+    pub credentials: Option<Arc<Credentials>>,
     republish_at: Millis,
 }
 
@@ -130,6 +203,10 @@ pub struct StepReport {
     pub withdrawn_down: u32,
     /// Local leases that expired.
     pub leases_expired: u32,
+    /// Credentials verified (inline checks of received adverts, and re-checks).
+    pub trust_verified: u32,
+    /// Credentials refused, or verdicts revoked by a trust update.
+    pub trust_rejected: u32,
 }
 
 /// One node's registry, sans-IO.
@@ -148,6 +225,9 @@ pub struct RegistryNode<S: RegistryStore> {
     compiled_version: u64,
     outputs: VecDeque<Output>,
     report: StepReport,
+    trust: TrustContext,
+    /// Seeded from the node key: batch verification's nonces (deterministic per node).
+    trust_rng: StdRng,
 }
 
 impl<S: RegistryStore> std::fmt::Debug for RegistryNode<S> {
@@ -179,7 +259,26 @@ impl<S: RegistryStore> RegistryNode<S> {
         version_floor: u64,
         stored: Vec<Sad>,
     ) -> Result<Self, NodeError> {
+        let stored = stored.into_iter().map(|sad| (sad, None)).collect();
+        Self::restore(now, key, store, version_floor, stored)
+    }
+
+    /// [`RegistryNode::new`] with each stored registration's credentials. They are advertised
+    /// again as they are; their local verdict waits for the trust context (the first
+    /// [`RegistryNode::on_trust_update`]).
+    pub fn restore(
+        now: Millis,
+        key: SigningKey,
+        store: S,
+        version_floor: u64,
+        stored: Vec<(Sad, Option<Credentials>)>,
+    ) -> Result<Self, NodeError> {
         let local_id = NodeId(key.verifying_key().to_bytes());
+        let seed: [u8; 32] = sha2::Sha256::new()
+            .chain_update(TRUST_SEED_DOMAIN)
+            .chain_update(key.to_bytes())
+            .finalize()
+            .into();
         let mut node = RegistryNode {
             core: Registry::new(local_id),
             key,
@@ -196,17 +295,21 @@ impl<S: RegistryStore> RegistryNode<S> {
             compiled_version: 0,
             outputs: VecDeque::new(),
             report: StepReport::default(),
+            trust: TrustContext::new(),
+            trust_rng: StdRng::from_seed(seed),
         };
-        for mut sad in stored.into_iter().take(LOCAL_SERVICES_MAX) {
+        for (mut sad, credentials) in stored.into_iter().take(LOCAL_SERVICES_MAX) {
             if sad.validate().is_err() {
                 continue;
             }
-            let advert = node.sign(now, &mut sad)?;
+            let credentials = credentials.map(Arc::new);
+            let advert = node.sign(now, &mut sad, credentials.clone())?;
             node.local.insert(
                 sad.id.clone(),
                 LocalService {
                     lease_until: now + lease(&sad),
                     republish_at: now + republish_interval(&sad),
+                    credentials,
                     sad,
                 },
             );
@@ -234,6 +337,22 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// Services registered on this node, by id.
     pub fn local_services(&self) -> &BTreeMap<String, LocalService> {
         &self.local
+    }
+
+    /// The trust context adverts are verified against.
+    pub fn trust(&self) -> &TrustContext {
+        &self.trust
+    }
+
+    /// Sets the Unix time (ms) of the node's epoch (the `now` the node is driven with is
+    /// milliseconds since that epoch); MIC validity windows are in Unix time. Default 0: `now`
+    /// is Unix time.
+    pub fn set_unix_epoch_ms(&mut self, unix_epoch_ms: u64) {
+        self.core.set_unix_epoch_ms(unix_epoch_ms);
+    }
+
+    fn unix_now(&self, now: Millis) -> u64 {
+        self.core.unix_epoch_ms().saturating_add(now)
     }
 
     /// This node's Vivaldi coordinate.
@@ -274,37 +393,176 @@ impl<S: RegistryStore> RegistryNode<S> {
     }
 
     /// Gives `sad` the next version and signs and applies it locally.
-    fn sign(&mut self, now: Millis, sad: &mut Sad) -> Result<SignedAdvert, NodeError> {
+    fn sign(
+        &mut self,
+        now: Millis,
+        sad: &mut Sad,
+        credentials: Option<Arc<Credentials>>,
+    ) -> Result<SignedAdvert, NodeError> {
         sad.version = self.next_version()?;
         let coord = Some(self.vivaldi.coord());
-        Ok(self.core.publish(now, sad.clone(), coord, &self.key)?)
+        Ok(self
+            .core
+            .publish_with(now, sad.clone(), coord, credentials, &self.key)?)
     }
 
-    /// Registers or renews (same id) a local service; returns whether it was new. The lease
-    /// runs `ttl_s` from `now`.
-    pub fn register(&mut self, now: Millis, mut sad: Sad) -> Result<bool, NodeError> {
+    /// Registers or renews (same id) a local service without credentials; returns whether it was
+    /// new. The lease runs `ttl_s` from `now`. See
+    /// [`RegistryNode::register_with_credentials`].
+    pub fn register(&mut self, now: Millis, sad: Sad) -> Result<bool, NodeError> {
+        self.register_with_credentials(now, sad, None)
+    }
+
+    /// Registers or renews (same id) a local service, advertising `credentials` with it (its MIC
+    /// and attestations, as the registering client supplied them); returns whether it was new.
+    ///
+    /// Credentials are checked against this node's trust context before anything changes
+    /// ([`NodeError::Trust`] names the reason); the SAD's `trust.mic_serial` is set to the MIC's
+    /// serial (a different serial there is [`NodeError::Invalid`]), and the advert must still fit
+    /// one datagram (else [`NodeError::Invalid`] naming `credentials`). A registration replaces
+    /// the previous one of the same id, credentials included.
+    pub fn register_with_credentials(
+        &mut self,
+        now: Millis,
+        mut sad: Sad,
+        credentials: Option<Credentials>,
+    ) -> Result<bool, NodeError> {
         sad.validate()?;
+        let verified = match &credentials {
+            None => None,
+            Some(c) => {
+                let serial = c.mic.body.serial;
+                match sad.trust.mic_serial {
+                    None => sad.trust.mic_serial = Some(serial),
+                    Some(s) if s == serial => {}
+                    Some(s) => {
+                        return Err(NodeError::Invalid(SadError::new(
+                            "trust.mic_serial",
+                            format!("names MIC {s} but the credentials carry MIC {serial}"),
+                        )));
+                    }
+                }
+                check_advert_fits(&sad, Some(c))?;
+                Some(
+                    self.trust
+                        .check(c, self.unix_now(now))
+                        .map_err(NodeError::Trust)?,
+                )
+            }
+        };
         let created = !self.local.contains_key(&sad.id);
         if created && self.local.len() >= LOCAL_SERVICES_MAX {
             return Err(NodeError::Full);
         }
         sad.version = self.next_version()?;
         // Persist first: if the write fails nothing changes, so the answer and the store agree.
-        self.store.put_service(&sad).map_err(NodeError::Storage)?;
+        self.store
+            .put_service_with_credentials(&sad, credentials.as_ref())
+            .map_err(NodeError::Storage)?;
+        let credentials = credentials.map(Arc::new);
         self.local.insert(
             sad.id.clone(),
             LocalService {
                 lease_until: now + lease(&sad),
                 republish_at: now + republish_interval(&sad),
+                credentials: credentials.clone(),
                 sad: sad.clone(),
             },
         );
         let coord = Some(self.vivaldi.coord());
-        let advert = self.core.publish(now, sad, coord, &self.key)?;
+        let service_key = ServiceKey::new(self.local_id, sad.id.clone());
+        let advert = self
+            .core
+            .publish_with(now, sad, coord, credentials, &self.key)?;
+        if let Some(v) = verified {
+            self.core
+                .set_trust(&service_key, TrustVerdict::Verified(Arc::new(v)));
+        }
         self.outputs
             .push_back(Output::Broadcast(advert.to_bytes().to_vec()));
         self.recompute_routes(now);
         Ok(created)
+    }
+
+    /// Verifies the credentials of every advert received since the last call, in batches of
+    /// [`TRUST_BATCH_MAX`] (one Groth16 batch check per circuit per batch), records the verdicts
+    /// and recomputes the routes if any changed. Returns how many were verified. Call it after a
+    /// burst of [`RegistryNode::on_delivered`] / [`RegistryNode::on_direct`].
+    pub fn flush_trust(&mut self, now: Millis) -> usize {
+        let unix_now = self.unix_now(now);
+        let mut done = 0;
+        loop {
+            let keys = self.core.take_pending(TRUST_BATCH_MAX);
+            if keys.is_empty() {
+                break;
+            }
+            let items: Vec<(ServiceKey, Arc<Credentials>)> = keys
+                .into_iter()
+                .filter_map(|k| {
+                    let c = Arc::clone(self.core.record(&k)?.credentials()?);
+                    Some((k, c))
+                })
+                .collect();
+            let refs: Vec<&Credentials> = items.iter().map(|(_, c)| c.as_ref()).collect();
+            let results = self.trust.check_batch(&refs, unix_now, &mut self.trust_rng);
+            for ((key, _), result) in items.iter().zip(results) {
+                let verdict = match result {
+                    Ok(v) => {
+                        self.report.trust_verified += 1;
+                        TrustVerdict::Verified(Arc::new(v))
+                    }
+                    Err(reject) => {
+                        self.report.trust_rejected += 1;
+                        TrustVerdict::Rejected(reject)
+                    }
+                };
+                self.core.set_trust(key, verdict);
+            }
+            done += items.len();
+        }
+        if done > 0 {
+            self.recompute_routes(now);
+        }
+        done
+    }
+
+    /// The TrustActor's update: new CA keys, circuit keys and revocations. Verdicts are
+    /// re-evaluated: a verified record whose MIC is now revoked, expired or signed by a key no
+    /// longer trusted becomes rejected; if keys changed, rejections that new keys may cure
+    /// (unknown CA key, no verifying key) are verified again, as are not-yet-valid ones. Routes
+    /// are recomputed, so the route delta drops revoked services. Costs O(records with
+    /// credentials) lookups, plus proofs only for re-verified records.
+    pub fn on_trust_update(&mut self, now: Millis, update: &TrustUpdate) -> UpdateReport {
+        let unix_now = self.unix_now(now);
+        let report = self.trust.apply_update(update, unix_now);
+        self.flush_trust(now);
+        let mut changes: Vec<(ServiceKey, TrustVerdict)> = Vec::new();
+        for (key, entry) in self.core.credentialed() {
+            match entry.trust() {
+                TrustVerdict::Verified(v) => {
+                    if let Err(reject) = self.trust.status(v, unix_now) {
+                        changes.push((key.clone(), TrustVerdict::Rejected(reject)));
+                    }
+                }
+                TrustVerdict::Rejected(r)
+                    if r.is_transient()
+                        && (report.keys_changed()
+                            || matches!(r, TrustReject::NotYetValid { .. })) =>
+                {
+                    changes.push((key.clone(), TrustVerdict::Pending));
+                }
+                _ => {}
+            }
+        }
+        for (key, verdict) in changes {
+            if matches!(verdict, TrustVerdict::Rejected(_)) {
+                self.report.trust_rejected += 1;
+            }
+            self.core.set_trust(&key, verdict);
+        }
+        self.flush_trust(now);
+        self.recompute_routes(now);
+        report
     }
 
     /// Withdraws a local service everywhere.
@@ -340,12 +598,14 @@ impl<S: RegistryStore> RegistryNode<S> {
             return Err(NodeError::Unknown(id.to_owned()));
         };
         sad.apply_load(update)?;
-        let advert = self.sign(now, &mut sad)?;
+        let credentials = self.local.get(id).and_then(|s| s.credentials.clone());
+        let advert = self.sign(now, &mut sad, credentials.clone())?;
         self.outputs
             .push_back(Output::Broadcast(advert.to_bytes().to_vec()));
         let entry = LocalService {
             lease_until: now + lease(&sad),
             republish_at: now + republish_interval(&sad),
+            credentials,
             sad,
         };
         self.local.insert(id.to_owned(), entry);
@@ -355,11 +615,14 @@ impl<S: RegistryStore> RegistryNode<S> {
             .ok_or_else(|| NodeError::Unknown(id.to_owned()))
     }
 
-    /// Resolves an intent and tracks its class in the route table.
+    /// Resolves an intent and tracks its class in the route table (credentials still pending
+    /// are verified first).
     pub fn resolve(&mut self, now: Millis, intent: &Intent) -> Resolution {
+        self.flush_trust(now);
         let ctx = ResolveContext {
             now,
             local_coord: Some(self.vivaldi.coord()),
+            trust: Some(&self.trust),
         };
         let resolution = self.core.resolve(intent, &ctx);
         self.routes.track(now, intent);
@@ -368,10 +631,12 @@ impl<S: RegistryStore> RegistryNode<S> {
     }
 
     /// Resolves without tracking the class (for observers such as the simulator's checks).
+    /// Credentials still pending count as not verified.
     pub fn resolve_untracked(&self, now: Millis, intent: &Intent) -> Resolution {
         let ctx = ResolveContext {
             now,
             local_coord: Some(self.vivaldi.coord()),
+            trust: Some(&self.trust),
         };
         self.core.resolve(intent, &ctx)
     }
@@ -380,6 +645,7 @@ impl<S: RegistryStore> RegistryNode<S> {
         let ctx = ResolveContext {
             now,
             local_coord: Some(self.vivaldi.coord()),
+            trust: Some(&self.trust),
         };
         if let Some(delta) = self.routes.recompute(&self.core, &ctx) {
             for key in &delta.removals {
@@ -513,6 +779,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// Periodic work: local leases (withdraw unrenewed services, re-publish the rest every
     /// `ttl_s / 3`), expiry of remote copies, routes.
     pub fn refresh(&mut self, now: Millis) {
+        self.flush_trust(now);
         let expired: Vec<String> = self
             .local
             .iter()
@@ -541,11 +808,15 @@ impl<S: RegistryStore> RegistryNode<S> {
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
-            let Some(mut sad) = self.local.get(&id).map(|s| s.sad.clone()) else {
+            let Some((mut sad, credentials)) = self
+                .local
+                .get(&id)
+                .map(|s| (s.sad.clone(), s.credentials.clone()))
+            else {
                 continue;
             };
             // A failure (storage) is retried at the next refresh.
-            if let Ok(advert) = self.sign(now, &mut sad) {
+            if let Ok(advert) = self.sign(now, &mut sad, credentials) {
                 self.outputs
                     .push_back(Output::Broadcast(advert.to_bytes().to_vec()));
                 if let Some(s) = self.local.get_mut(&id) {

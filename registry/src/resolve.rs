@@ -1,10 +1,18 @@
 //! Intent resolution: filter the live entries of the intent's task by its constraints, score
 //! the rest, return the top k. The formula is in `docs/sad.md` ("Scoring").
+//!
+//! Trust: records whose credentials are pending or were rejected never pass (their index rows
+//! are dead); a verified record's MIC is re-checked for expiry, revocation and a still-trusted
+//! CA key against the resolving node's trust context when it is about to enter the top k (and
+//! for every record in explain mode).
+
+use nexus_trust::verify::{TrustContext, Verified};
 
 use crate::index::{NodeKind, Row, Summary, TaskRows, hash_bit, modality_bit, str_hash};
-use crate::intent::{Intent, K_MAX};
+use crate::intent::{Intent, K_MAX, PUBLISHERS_MAX};
 use crate::sad::{Endpoint, Sad};
 use crate::store::{Entry, Registry, ServiceKey};
+use crate::trust::TrustVerdict;
 use crate::vivaldi::{Coord, estimate_rtt};
 use crate::{Millis, NodeId};
 use std::cmp::Ordering;
@@ -26,12 +34,15 @@ pub const EXCLUSIONS_MAX: usize = 32;
 
 /// What resolve needs from the resolving node.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ResolveContext {
+pub struct ResolveContext<'t> {
     /// Now, for leases: an entry whose lease has ended is not a candidate even before
     /// [`Registry::expire`] runs.
     pub now: Millis,
     /// The resolving node's Vivaldi coordinate (proximity is neutral without it).
     pub local_coord: Option<Coord>,
+    /// The resolving node's trust context: verified MICs are re-checked against its
+    /// revocations and CA keys. Without it only their validity window is re-checked.
+    pub trust: Option<&'t TrustContext>,
 }
 
 /// One ranked endpoint.
@@ -112,10 +123,28 @@ struct Query<'a> {
     lazy_proximity: bool,
     /// Some constraint other than the lease is set.
     filters: bool,
+    /// [`str_hash`] of the intent's publishers (`publishers_len` used) and their presence mask.
+    publishers: [u64; PUBLISHERS_MAX],
+    publishers_len: usize,
+    publisher_mask: u64,
+    /// `(1 + min_score, require_safety)` of the attestation requirement.
+    attested: Option<(u32, bool)>,
+    trust: Option<&'a TrustContext>,
+    /// Unix time (ms) of `now`, for MIC validity windows.
+    unix_now: u64,
 }
 
 impl<'a> Query<'a> {
-    fn new(intent: &'a Intent, ctx: &'a ResolveContext) -> Self {
+    fn new(intent: &'a Intent, ctx: &'a ResolveContext<'a>, unix_epoch_ms: u64) -> Self {
+        let mut publishers = [0u64; PUBLISHERS_MAX];
+        let mut publishers_len = 0;
+        let mut publisher_mask = 0;
+        for p in intent.publishers.iter().take(PUBLISHERS_MAX) {
+            let h = str_hash(p);
+            publishers[publishers_len] = h;
+            publishers_len += 1;
+            publisher_mask |= hash_bit(h);
+        }
         let p = &intent.prefer;
         let weights = [p.latency, p.load, p.price, p.proximity]
             .map(|w| if w.is_finite() && w > 0.0 { w } else { 0.0 });
@@ -133,10 +162,37 @@ impl<'a> Query<'a> {
                 || intent.require_mic
                 || intent.region.is_some()
                 || intent.model_family.is_some()
-                || !intent.modalities.is_empty(),
+                || !intent.modalities.is_empty()
+                || !intent.publishers.is_empty()
+                || intent.attested.is_some(),
             weights,
             now: ctx.now,
             local: ctx.local_coord.as_ref(),
+            publishers,
+            publishers_len,
+            publisher_mask,
+            attested: intent
+                .attested
+                .map(|a| (u32::from(a.min_score) + 1, a.require_safety)),
+            trust: ctx.trust,
+            unix_now: unix_epoch_ms.saturating_add(ctx.now),
+        }
+    }
+
+    fn publishers(&self) -> &[u64] {
+        &self.publishers[..self.publishers_len]
+    }
+
+    /// A verified MIC is still good at resolve time: within its window, its CA key trusted,
+    /// not revoked (the last two need the trust context).
+    fn mic_current(&self, v: &Verified) -> Result<(), String> {
+        match self.trust {
+            Some(t) => t.status(v, self.unix_now).map_err(|r| r.to_string()),
+            None if self.unix_now > v.not_after_ms => Err(format!(
+                "MIC {} expired at {} ms (now {} ms)",
+                v.serial, v.not_after_ms, self.unix_now
+            )),
+            None => Ok(()),
         }
     }
 
@@ -150,10 +206,19 @@ impl<'a> Query<'a> {
             && i.max_latency_p99_ms
                 .is_none_or(|m| row.p99 != 0 && row.p99 <= m)
             && i.max_price_micros_per_1k.is_none_or(|m| row.price <= m)
-            && (!i.require_mic || row.mic)
+            && (!i.require_mic || row.serial != 0)
             && self.region.is_none_or(|h| row.region == h)
             && self.family.is_none_or(|h| row.family == h)
             && row.modalities & self.modalities == self.modalities
+            && (self.publishers_len == 0
+                || (row.serial != 0 && self.publishers().contains(&row.publisher)))
+            && self.attested.is_none_or(|(min, safe)| {
+                (if safe {
+                    row.attest_safe
+                } else {
+                    row.attest_any
+                }) >= min
+            })
     }
 
     /// Whether some row under `s` may pass [`Query::row_passes`] (`false` = none can).
@@ -169,11 +234,37 @@ impl<'a> Query<'a> {
             && self.region.is_none_or(|h| s.regions & hash_bit(h) != 0)
             && self.family.is_none_or(|h| s.families & hash_bit(h) != 0)
             && s.modalities & self.modalities == self.modalities
+            && (self.publishers_len == 0 || s.publishers & self.publisher_mask != 0)
+            && self.attested.is_none_or(|(min, safe)| {
+                (if safe {
+                    s.attest_safe_max
+                } else {
+                    s.attest_any_max
+                }) >= min
+            })
     }
 
-    /// Whether hash comparisons must be confirmed on the SAD.
+    /// Whether hash comparisons must be confirmed on the SAD (or the verified MIC).
     fn needs_exact(&self) -> bool {
-        self.region.is_some() || self.family.is_some() || self.modalities != 0
+        self.region.is_some()
+            || self.family.is_some()
+            || self.modalities != 0
+            || self.publishers_len != 0
+    }
+
+    /// The check a row that passed the filter gets before it enters the top k: its MIC is still
+    /// good (cheap lookups; only rows with a verified MIC) and, if hashes were compared, the
+    /// exact constraints hold.
+    fn confirm(&self, row: &Row) -> bool {
+        if let Some(v) = &row.verified
+            && self.mic_current(v).is_err()
+        {
+            return false;
+        }
+        !self.needs_exact()
+            || self
+                .first_failure(&row.sad, None, row.verified.as_deref(), row.expires_at)
+                .is_none()
     }
 
     /// Whether [`Query::bound`] bounds every score: the weights sum to a finite positive
@@ -270,11 +361,91 @@ impl<'a> Query<'a> {
     }
 }
 
-/// The first constraint `sad` fails, as an explain reason; exact string comparisons.
-fn first_failure(intent: &Intent, sad: &Sad, expires_at: Millis, now: Millis) -> Option<String> {
-    if expires_at <= now {
-        return Some(format!("lease ended at {expires_at} ms (now {now} ms)"));
+impl Query<'_> {
+    /// The first constraint a record fails, as an explain reason; exact string comparisons.
+    /// `blocked` is the verdict of a record whose credentials are pending or rejected,
+    /// `verified` its verified credentials, `expires_at` its lease end.
+    fn first_failure(
+        &self,
+        sad: &Sad,
+        blocked: Option<&TrustVerdict>,
+        verified: Option<&Verified>,
+        expires_at: Millis,
+    ) -> Option<String> {
+        let now = self.now;
+        if expires_at <= now {
+            return Some(format!("lease ended at {expires_at} ms (now {now} ms)"));
+        }
+        if let Some(reason) = blocked.and_then(TrustVerdict::block_reason) {
+            return Some(reason);
+        }
+        if let Some(v) = verified
+            && let Err(reason) = self.mic_current(v)
+        {
+            return Some(reason);
+        }
+        if let Some(reason) = constraint_failure(self.intent, sad) {
+            return Some(reason);
+        }
+        trust_failure(self.intent, sad, verified)
     }
+}
+
+/// The first trust constraint a record with these verified credentials (if any) fails.
+fn trust_failure(intent: &Intent, sad: &Sad, verified: Option<&Verified>) -> Option<String> {
+    let needs_mic =
+        intent.require_mic || !intent.publishers.is_empty() || intent.attested.is_some();
+    if !needs_mic {
+        return None;
+    }
+    let Some(v) = verified else {
+        return Some(match sad.trust.mic_serial {
+            Some(serial) => format!(
+                "no verified MIC: the SAD names MIC {serial} but the advert carries no credentials"
+            ),
+            None => "no verified MIC (the advert carries no credentials)".to_string(),
+        });
+    };
+    if !intent.publishers.is_empty() && !intent.publishers.contains(&v.publisher) {
+        return Some(format!(
+            "publisher {:?} (MIC {}) not in {:?}",
+            v.publisher, v.serial, intent.publishers
+        ));
+    }
+    if let Some(a) = &intent.attested
+        && !v.proves(a.min_score, a.require_safety)
+    {
+        let wanted = if a.require_safety {
+            format!("score >= {} and safety passed", a.min_score)
+        } else {
+            format!("score >= {}", a.min_score)
+        };
+        let proven: Vec<String> = v
+            .predicates
+            .iter()
+            .map(|p| {
+                if p.require_safety {
+                    format!("score >= {} and safety passed", p.min_score)
+                } else {
+                    format!("score >= {}", p.min_score)
+                }
+            })
+            .collect();
+        return Some(if proven.is_empty() {
+            format!("no attestation proves {wanted} (MIC {} has none)", v.serial)
+        } else {
+            format!(
+                "no attestation proves {wanted} (MIC {} proves: {})",
+                v.serial,
+                proven.join("; ")
+            )
+        });
+    }
+    None
+}
+
+/// The first non-trust constraint `sad` fails.
+fn constraint_failure(intent: &Intent, sad: &Sad) -> Option<String> {
     if let Some(min) = intent.min_context
         && sad.context_window < min
     {
@@ -328,14 +499,11 @@ fn first_failure(intent: &Intent, sad: &Sad, expires_at: Millis, now: Millis) ->
     {
         return Some(format!("model_family {:?} != {family:?}", sad.model_family));
     }
-    if intent.require_mic && sad.trust.mic_serial.is_none() {
-        return Some("no MIC serial (require_mic)".to_string());
-    }
     None
 }
 
 /// Why a SAD met each constraint (explain).
-fn reasons_met(intent: &Intent, sad: &Sad) -> Vec<String> {
+fn reasons_met(intent: &Intent, sad: &Sad, verified: Option<&Verified>) -> Vec<String> {
     let mut why = vec![format!("task {:?}", intent.task)];
     if let Some(min) = intent.min_context {
         why.push(format!("context_window {} >= {min}", sad.context_window));
@@ -358,8 +526,26 @@ fn reasons_met(intent: &Intent, sad: &Sad) -> Vec<String> {
     if let Some(f) = &intent.model_family {
         why.push(format!("model_family {f:?}"));
     }
-    if intent.require_mic {
-        why.push(format!("mic_serial {:?}", sad.trust.mic_serial));
+    if let Some(v) = verified {
+        why.push(format!(
+            "MIC {} verified (publisher {:?}, {}, valid until {} ms)",
+            v.serial, v.publisher, v.kind, v.not_after_ms
+        ));
+    }
+    if !intent.publishers.is_empty()
+        && let Some(v) = verified
+    {
+        why.push(format!(
+            "publisher {:?} in {:?}",
+            v.publisher, intent.publishers
+        ));
+    }
+    if let Some(a) = &intent.attested {
+        why.push(if a.require_safety {
+            format!("attested score >= {} and safety passed", a.min_score)
+        } else {
+            format!("attested score >= {}", a.min_score)
+        });
     }
     why
 }
@@ -493,7 +679,7 @@ impl Registry {
     /// [`Intent::validate`] first; `k` outside `1..=K_MAX` is clamped here.
     pub fn resolve(&self, intent: &Intent, ctx: &ResolveContext) -> Resolution {
         let k = intent.k.clamp(1, K_MAX) as usize;
-        let query = Query::new(intent, ctx);
+        let query = Query::new(intent, ctx, self.unix_epoch_ms());
         let mut resolution = Resolution {
             routing_key: intent.routing_key(),
             candidates: Vec::new(),
@@ -509,7 +695,16 @@ impl Registry {
         if intent.explain {
             // Exact checks on every SAD, in (context window, key) order for `excluded`.
             for (key, row) in rows.ordered() {
-                if let Some(reason) = first_failure(intent, &row.sad, row.expires_at, ctx.now) {
+                let Some(entry) = self.get(key) else {
+                    continue;
+                };
+                let trust = entry.trust();
+                if let Some(reason) = query.first_failure(
+                    &row.sad,
+                    Some(trust),
+                    trust.verified().map(AsRef::as_ref),
+                    entry.expires_at(),
+                ) {
                     resolution.excluded_total += 1;
                     if resolution.excluded.len() < EXCLUSIONS_MAX {
                         resolution.excluded.push(Exclusion {
@@ -550,10 +745,7 @@ impl Registry {
         key: &'r ServiceKey,
         top: &mut TopK<'r>,
     ) {
-        let exact = query.needs_exact();
-        top.offer(query.score(row), key, &row.sad, || {
-            !exact || first_failure(query.intent, &row.sad, row.expires_at, query.now).is_none()
-        });
+        top.offer(query.score(row), key, &row.sad, || query.confirm(row));
     }
 
     /// Best-first search of the task's tree: pop the node with the highest score bound, stop
@@ -685,8 +877,10 @@ impl Registry {
             let why = if intent.explain {
                 // The coordinate for the explained proximity term is the record's (the index
                 // keeps it packed as f32).
-                let coord = self.get(item.key).and_then(Entry::coord);
-                let mut why = reasons_met(intent, sad);
+                let entry = self.get(item.key);
+                let coord = entry.and_then(Entry::coord);
+                let verified = entry.and_then(|e| e.trust().verified()).map(AsRef::as_ref);
+                let mut why = reasons_met(intent, sad, verified);
                 why.extend(score_terms(query, sad, coord, ctx));
                 why
             } else {
@@ -710,7 +904,7 @@ impl Registry {
     #[doc(hidden)]
     pub fn resolve_reference(&self, intent: &Intent, ctx: &ResolveContext) -> Resolution {
         let k = intent.k.clamp(1, K_MAX) as usize;
-        let query = Query::new(intent, ctx);
+        let query = Query::new(intent, ctx, self.unix_epoch_ms());
         let mut resolution = Resolution {
             routing_key: intent.routing_key(),
             candidates: Vec::new(),
@@ -718,21 +912,33 @@ impl Registry {
             excluded_total: 0,
             considered: 0,
         };
-        let mut carrying: Vec<(u32, &ServiceKey, &Arc<Sad>, Row)> = self
+        let mut carrying: Vec<(u32, &ServiceKey, &Arc<Sad>, &Entry, Row)> = self
             .iter()
             .filter_map(|(key, entry)| {
                 let sad = entry.shared_sad()?;
                 sad.tasks.contains(&intent.task).then(|| {
-                    let row = Row::of(sad, entry.coord(), entry.expires_at());
-                    (sad.context_window, key, sad, row)
+                    let row = Row::of(
+                        sad,
+                        entry.coord(),
+                        entry.expires_at(),
+                        entry.trust(),
+                        self.unix_epoch_ms(),
+                    );
+                    (sad.context_window, key, sad, entry, row)
                 })
             })
             .collect();
         carrying.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         resolution.considered = carrying.len();
         let mut passing: Vec<Ranked<'_>> = Vec::new();
-        for (_, key, sad, row) in &carrying {
-            if let Some(reason) = first_failure(intent, sad, row.expires_at, ctx.now) {
+        for (_, key, sad, entry, row) in &carrying {
+            let trust = entry.trust();
+            if let Some(reason) = query.first_failure(
+                sad,
+                Some(trust),
+                trust.verified().map(AsRef::as_ref),
+                entry.expires_at(),
+            ) {
                 if intent.explain {
                     resolution.excluded_total += 1;
                     if resolution.excluded.len() < EXCLUSIONS_MAX {

@@ -5,11 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
+use nexus_trust::verify::Credentials;
 
 use crate::advert::{Advert, AdvertBody, AdvertError, SignedAdvert, node_id_of};
 use crate::digest::{Digest, OriginSummary, record_hash};
 use crate::index::Index;
 use crate::sad::{Sad, SadError};
+use crate::trust::TrustVerdict;
 use crate::vivaldi::Coord;
 use crate::{Millis, NodeId};
 
@@ -75,6 +77,7 @@ pub struct Entry {
     state: RecordState,
     expires_at: Millis,
     deadline: Millis,
+    trust: TrustVerdict,
 }
 
 impl Entry {
@@ -129,6 +132,16 @@ impl Entry {
     pub fn service(&self) -> &str {
         self.signed.service()
     }
+
+    /// This node's verdict on the advert's credentials.
+    pub fn trust(&self) -> &TrustVerdict {
+        &self.trust
+    }
+
+    /// The credentials the advert carries.
+    pub fn credentials(&self) -> Option<&Arc<Credentials>> {
+        self.signed.credentials()
+    }
 }
 
 /// The merge order of two adverts of one key: version, then a withdrawal over a live advert,
@@ -177,6 +190,10 @@ pub struct Registry {
     pub(crate) index: Index,
     live: usize,
     version_floor: u64,
+    /// Records whose credentials wait for verification ([`TrustVerdict::Pending`]).
+    pending: BTreeSet<ServiceKey>,
+    /// Unix time (ms) of the node's epoch: converts MIC validity (Unix ms) to registry time.
+    unix_epoch_ms: u64,
 }
 
 impl Registry {
@@ -190,6 +207,99 @@ impl Registry {
             index: Index::default(),
             live: 0,
             version_floor: 0,
+            pending: BTreeSet::new(),
+            unix_epoch_ms: 0,
+        }
+    }
+
+    /// Sets the Unix time (ms) of the node's epoch (registry time 0), which MIC validity windows
+    /// are compared in. Default 0: registry time is Unix time. Re-indexes verified records.
+    pub fn set_unix_epoch_ms(&mut self, unix_epoch_ms: u64) {
+        if unix_epoch_ms == self.unix_epoch_ms {
+            return;
+        }
+        self.unix_epoch_ms = unix_epoch_ms;
+        let verified: Vec<ServiceKey> = self
+            .records
+            .iter()
+            .filter(|(_, e)| e.state == RecordState::Live && e.trust.verified().is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in verified {
+            self.reindex(&key);
+        }
+    }
+
+    /// The Unix time (ms) of the node's epoch.
+    pub fn unix_epoch_ms(&self) -> u64 {
+        self.unix_epoch_ms
+    }
+
+    /// Records whose credentials wait for verification, in key order, and forgets them (the
+    /// caller verifies and calls [`Registry::set_trust`]). At most `max`.
+    pub fn take_pending(&mut self, max: usize) -> Vec<ServiceKey> {
+        let mut out = Vec::with_capacity(self.pending.len().min(max));
+        while out.len() < max {
+            let Some(key) = self.pending.pop_first() else {
+                break;
+            };
+            out.push(key);
+        }
+        out
+    }
+
+    /// Records waiting for verification.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Sets this node's verdict on a record's credentials (its index row follows). A record
+    /// without credentials stays [`TrustVerdict::Unclaimed`]. Returns whether anything changed.
+    pub fn set_trust(&mut self, key: &ServiceKey, verdict: TrustVerdict) -> bool {
+        let Some(entry) = self.records.get_mut(key) else {
+            return false;
+        };
+        if entry.signed.credentials().is_none() || entry.trust == verdict {
+            return false;
+        }
+        if verdict == TrustVerdict::Pending {
+            self.pending.insert(key.clone());
+        } else {
+            self.pending.remove(key);
+        }
+        entry.trust = verdict;
+        if entry.state == RecordState::Live {
+            self.reindex(key);
+        }
+        true
+    }
+
+    /// Records with credentials (any state of verdict) in key order: what a trust update
+    /// re-evaluates.
+    pub fn credentialed(&self) -> impl Iterator<Item = (&ServiceKey, &Entry)> {
+        self.records
+            .iter()
+            .filter(|(_, e)| e.signed.credentials().is_some())
+    }
+
+    /// Replaces a live record's index rows (after its verdict or the epoch changed).
+    fn reindex(&mut self, key: &ServiceKey) {
+        let Some(entry) = self.records.get(key) else {
+            return;
+        };
+        if entry.state != RecordState::Live {
+            return;
+        }
+        if let AdvertBody::Live { sad, coord, .. } = entry.signed.body() {
+            self.index.remove(key, sad);
+            self.index.insert(
+                key,
+                sad,
+                coord.as_ref(),
+                entry.expires_at,
+                &entry.trust,
+                self.unix_epoch_ms,
+            );
         }
     }
 
@@ -304,6 +414,18 @@ impl Registry {
             .records
             .get(&key)
             .is_some_and(|e| e.state == RecordState::Live);
+        // A new version with the same credentials keeps a positive verdict (re-publishes every
+        // ttl/3 must not re-verify proofs); anything else is verified again.
+        let trust = match (signed.credentials(), self.records.get(&key)) {
+            (None, _) => TrustVerdict::Unclaimed,
+            (Some(c), Some(held))
+                if held.trust.verified().is_some()
+                    && held.signed.credentials().is_some_and(|h| h == c) =>
+            {
+                held.trust.clone()
+            }
+            (Some(_), _) => TrustVerdict::Pending,
+        };
         self.remove_record(&key);
         let (state, expires_at, deadline, applied) = match signed.body() {
             AdvertBody::Live { sad, .. } => {
@@ -329,6 +451,7 @@ impl Registry {
                 state,
                 expires_at,
                 deadline,
+                trust,
             },
         );
         Ok(applied)
@@ -343,10 +466,19 @@ impl Registry {
             entry.signed.is_withdrawal(),
         ));
         self.deadlines.insert((entry.deadline, key.clone()));
+        if entry.trust == TrustVerdict::Pending {
+            self.pending.insert(key.clone());
+        }
         if entry.state == RecordState::Live {
-            if let AdvertBody::Live { sad, coord } = entry.signed.body() {
-                self.index
-                    .insert(&key, sad, coord.as_ref(), entry.expires_at);
+            if let AdvertBody::Live { sad, coord, .. } = entry.signed.body() {
+                self.index.insert(
+                    &key,
+                    sad,
+                    coord.as_ref(),
+                    entry.expires_at,
+                    &entry.trust,
+                    self.unix_epoch_ms,
+                );
             }
             self.live += 1;
         }
@@ -367,6 +499,7 @@ impl Registry {
             }
         }
         self.deadlines.remove(&(entry.deadline, key.clone()));
+        self.pending.remove(key);
         if entry.state == RecordState::Live {
             self.deactivate_index(key, &entry);
         }
@@ -405,8 +538,22 @@ impl Registry {
     pub fn publish(
         &mut self,
         now: Millis,
+        sad: Sad,
+        coord: Option<Coord>,
+        key: &SigningKey,
+    ) -> Result<SignedAdvert, SadError> {
+        self.publish_with(now, sad, coord, None, key)
+    }
+
+    /// [`Registry::publish`] with credentials in the advert. The record's verdict starts
+    /// [`TrustVerdict::Pending`] (or keeps a positive verdict if the held version carried the
+    /// same credentials); the caller that verified them sets it with [`Registry::set_trust`].
+    pub fn publish_with(
+        &mut self,
+        now: Millis,
         mut sad: Sad,
         coord: Option<Coord>,
+        credentials: Option<Arc<Credentials>>,
         key: &SigningKey,
     ) -> Result<SignedAdvert, SadError> {
         if node_id_of(key) != self.local {
@@ -426,6 +573,7 @@ impl Registry {
             body: AdvertBody::Live {
                 sad: Arc::new(sad),
                 coord,
+                credentials,
             },
         };
         let signed = advert.sign(key)?;
@@ -636,6 +784,18 @@ impl Registry {
             "one deadline per record"
         );
         assert_eq!(origins, self.origins, "origin summaries");
+        for (key, e) in &self.records {
+            assert_eq!(
+                self.pending.contains(key),
+                e.trust == TrustVerdict::Pending,
+                "pending set mirrors the verdicts ({key:?})"
+            );
+            assert_eq!(
+                e.signed.credentials().is_none(),
+                e.trust == TrustVerdict::Unclaimed,
+                "a verdict exactly for records with credentials ({key:?})"
+            );
+        }
         assert_eq!(rows, self.index.rows(), "index rows");
         self.index.check_invariants();
     }

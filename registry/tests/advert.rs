@@ -15,6 +15,7 @@ fn live(i: u8, service: &str, version: u64) -> Advert {
         body: AdvertBody::Live {
             sad: sad.into(),
             coord: Some(coord(0.5, -0.25)),
+            credentials: None,
         },
     }
 }

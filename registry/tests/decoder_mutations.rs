@@ -84,6 +84,7 @@ fn mutated_adverts_never_panic_and_leave_the_registry_consistent() {
             body: AdvertBody::Live {
                 sad: sad.clone().into(),
                 coord: Some(coord(0.5, 0.25)),
+                credentials: None,
             },
         };
         corpus.push(live.sign(&key(i)).expect("sign").to_bytes().to_vec());
@@ -142,6 +143,7 @@ fn mutated_digests_are_refused_or_canonical() {
             body: AdvertBody::Live {
                 sad: sad.into(),
                 coord: None,
+                credentials: None,
             },
         };
         r.apply(0, &a.sign(&key(i)).expect("sign")).expect("apply");

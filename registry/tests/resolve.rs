@@ -5,10 +5,11 @@ mod common;
 use common::{chat, coord, key, node};
 use nexus_registry::*;
 
-fn ctx() -> ResolveContext {
+fn ctx() -> ResolveContext<'static> {
     ResolveContext {
         now: 0,
         local_coord: None,
+        trust: None,
     }
 }
 
@@ -21,6 +22,7 @@ fn publish(r: &mut Registry, i: u8, mut sad: Sad, c: Option<Coord>) {
         body: AdvertBody::Live {
             sad: sad.into(),
             coord: c,
+            credentials: None,
         },
     }
     .sign(&key(i))
@@ -171,13 +173,14 @@ fn each_constraint_excludes_exactly_what_it_should() {
         },
         &["qwen"],
     );
-    let non_mic: Vec<&str> = all_chat.iter().copied().filter(|n| *n != "mic").collect();
+    // A SAD that merely names a MIC serial (no credentials in the advert) is not verified:
+    // `require_mic` excludes it like every other (tests/trust.rs covers verified MICs).
     expect(
         Intent {
             require_mic: true,
             ..i.clone()
         },
-        &non_mic,
+        &all_chat,
     );
     assert_eq!(
         resolved(&r, &Intent::new("llm.code")),
@@ -304,6 +307,7 @@ fn proximity_prefers_the_nearer_coordinate_and_is_neutral_without_one() {
     let here = ResolveContext {
         now: 0,
         local_coord: Some(coord(0.0, 0.0)),
+        trust: None,
     };
     let res = r.resolve(&intent, &here);
     assert_eq!(names(&res), ["near", "unknown", "far"]);
@@ -362,7 +366,7 @@ fn intent_json_errors_and_canonical_form() {
     let i = Intent::from_json(br#"{"task":"llm.chat","min_context":128000,"max_latency_ms":200,"modalities":["text","image"],"k":5}"#).expect("intent");
     assert_eq!(
         i.canonical(),
-        "nxi1|task=llm.chat|ctx=128000|p50=200|p99=-|price=-|mod=image,text|region=-|family=-|mic=0|w=1,1,0.5,0.5"
+        "nxi2|task=llm.chat|ctx=128000|p50=200|p99=-|price=-|mod=image,text|region=-|family=-|mic=0|pub=-|att=-|w=1,1,0.5,0.5"
     );
     // k and explain are not part of the class; modality order is not either.
     let j = Intent::from_json(br#"{"task":"llm.chat","min_context":128000,"max_latency_ms":200,"modalities":["image","text"],"explain":true}"#).expect("intent");

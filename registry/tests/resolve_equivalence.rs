@@ -191,6 +191,7 @@ fn publish(r: &mut Registry, now: Millis, n: u8, s: &Sad, c: Option<Coord>, vers
         body: AdvertBody::Live {
             sad: s.into(),
             coord: c,
+            credentials: None,
         },
     }
     .sign(&key(n))
@@ -292,6 +293,7 @@ fn run_with(
                 let ctx = ResolveContext {
                     now: at,
                     local_coord: local,
+                    trust: None,
                 };
                 check(&r, &i, &ctx, &format!("seed {seed} op {op}"));
             }
@@ -353,6 +355,7 @@ fn unbounded_scores_fall_back_to_a_scan() {
     let ctx = ResolveContext {
         now: 0,
         local_coord: Some(coord(&mut rng)),
+        trust: None,
     };
     // All weights 0: every score is 0, ranked by key.
     check(&r, &i, &ctx, "zero weights");
@@ -368,6 +371,7 @@ fn unbounded_scores_fall_back_to_a_scan() {
     let ctx = ResolveContext {
         now: 0,
         local_coord: Some(odd),
+        trust: None,
     };
     assert_eq!(r.resolve(&i, &ctx), r.resolve_reference(&i, &ctx));
 }

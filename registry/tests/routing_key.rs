@@ -1,10 +1,11 @@
 //! The routing key is computed by streaming the canonical form into xxh3-128 (no string is
 //! built). Keys are persisted in route tables and appear in the API, so the streamed bytes must
 //! be exactly `Intent::canonical()` and the key exactly `xxh3_128(canonical())`: checked on
-//! golden values fixed before the streaming version existed and on many random intents
-//! (including weights and modality lists that validation would refuse).
+//! golden values (fixed before the streaming version existed, re-fixed when the canonical form
+//! became `nxi2` with the publisher and attestation constraints) and on many random intents
+//! (including weights, modality and publisher lists that validation would refuse).
 
-use nexus_registry::{Intent, MODALITIES_MAX, Preferences};
+use nexus_registry::{Attested, Intent, MODALITIES_MAX, PUBLISHERS_MAX, Preferences};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -33,8 +34,8 @@ fn golden_keys_are_unchanged() {
     let mut golden = Vec::new();
     golden.push((
         Intent::new("llm.chat"),
-        0x4890dd712c0935b2cc777d4f3d86c447u128,
-        "nxi1|task=llm.chat|ctx=-|p50=-|p99=-|price=-|mod=-|region=-|family=-|mic=0|w=1,1,0.5,0.5",
+        0x0cc38c11dfa7d5d73b8c1830a6b9aa2fu128,
+        "nxi2|task=llm.chat|ctx=-|p50=-|p99=-|price=-|mod=-|region=-|family=-|mic=0|pub=-|att=-|w=1,1,0.5,0.5",
     ));
     let mut i = Intent::new("llm.chat");
     i.min_context = Some(128_000);
@@ -42,8 +43,8 @@ fn golden_keys_are_unchanged() {
     i.modalities = vec!["text".into(), "image".into()];
     golden.push((
         i,
-        0xc8a78ef7acae013d597e2d669b15294d,
-        "nxi1|task=llm.chat|ctx=128000|p50=200|p99=-|price=-|mod=image,text|region=-|family=-|mic=0|w=1,1,0.5,0.5",
+        0x6215cae12c9bc92e919a2b817c5ddd40,
+        "nxi2|task=llm.chat|ctx=128000|p50=200|p99=-|price=-|mod=image,text|region=-|family=-|mic=0|pub=-|att=-|w=1,1,0.5,0.5",
     ));
     let mut i = Intent::new("vision.detect");
     i.max_latency_p99_ms = Some(4000);
@@ -52,6 +53,11 @@ fn golden_keys_are_unchanged() {
     i.region = Some("eu-west".into());
     i.model_family = Some("llama-3".into());
     i.require_mic = true;
+    i.publishers = vec!["zeta labs".into(), "acme".into(), "zeta labs".into()];
+    i.attested = Some(Attested {
+        min_score: 800,
+        require_safety: true,
+    });
     i.prefer = Preferences {
         latency: 0.1,
         load: 1000.0,
@@ -62,10 +68,14 @@ fn golden_keys_are_unchanged() {
     i.explain = true;
     golden.push((
         i,
-        0x0008f3dbc7ff6f87bf849ed5c35c748e,
-        "nxi1|task=vision.detect|ctx=-|p50=-|p99=4000|price=5000|mod=audio,video|region=eu-west|family=llama-3|mic=1|w=0.1,1000,0,0.3333333333333333",
+        0xfa59882b89006316b4344747f388cb06,
+        "nxi2|task=vision.detect|ctx=-|p50=-|p99=4000|price=5000|mod=audio,video|region=eu-west|family=llama-3|mic=1|pub=acme,zeta labs|att=800+safety|w=0.1,1000,0,0.3333333333333333",
     ));
     let mut i = Intent::new("audio.asr");
+    i.attested = Some(Attested {
+        min_score: 0,
+        require_safety: false,
+    });
     i.prefer = Preferences {
         latency: 2.5,
         load: 7.0,
@@ -74,8 +84,8 @@ fn golden_keys_are_unchanged() {
     };
     golden.push((
         i,
-        0x9fad14b43a0d1439303ef8c4041940e7,
-        "nxi1|task=audio.asr|ctx=-|p50=-|p99=-|price=-|mod=-|region=-|family=-|mic=0|w=2.5,7,123.456,0.0000001",
+        0x92c64a3e0cd2507a36997eabc4bf3c49,
+        "nxi2|task=audio.asr|ctx=-|p50=-|p99=-|price=-|mod=-|region=-|family=-|mic=0|pub=-|att=0|w=2.5,7,123.456,0.0000001",
     ));
     for (i, key, canonical) in golden {
         assert_eq!(i.canonical(), canonical);
@@ -159,6 +169,14 @@ fn streamed_form_equals_canonical_on_random_intents() {
             .random_bool(0.5)
             .then(|| word(&mut rng, &["llama-3", "qwen-2", ""]));
         i.require_mic = rng.random_bool(0.5);
+        // Up to twice the limit (the sort falls back to a vector past PUBLISHERS_MAX).
+        i.publishers = (0..rng.random_range(0..=2 * PUBLISHERS_MAX))
+            .map(|_| word(&mut rng, &["acme", "Zeta Labs", "acme", "ünïcode"]))
+            .collect();
+        i.attested = rng.random_bool(0.5).then(|| Attested {
+            min_score: rng.random(),
+            require_safety: rng.random_bool(0.5),
+        });
         i.prefer = Preferences {
             latency: weight(&mut rng),
             load: weight(&mut rng),

@@ -164,6 +164,7 @@ fn every_limit_accepts_its_maximum_and_encodes_within_bounds() {
         body: AdvertBody::Live {
             sad: sad.into(),
             coord: Some(coord(0.5, 0.25)),
+            credentials: None,
         },
     };
     let signed = advert.sign(&k).expect("sign");

@@ -19,6 +19,7 @@ fn live(i: u8, service: &str, version: u64, ctx: u32) -> SignedAdvert {
         body: AdvertBody::Live {
             sad: sad.into(),
             coord: Some(coord(0.5, 0.25)),
+            credentials: None,
         },
     }
     .sign(&key(i))
@@ -142,6 +143,7 @@ fn leases_expire_and_guards_are_dropped_later() {
     let at = |now| ResolveContext {
         now,
         local_coord: None,
+        trust: None,
     };
     assert_eq!(r.resolve(&intent, &at(30_999)).candidates.len(), 1);
     assert_eq!(r.resolve(&intent, &at(31_000)).candidates.len(), 0);

@@ -14,9 +14,12 @@
 //! - [`revocation`] — signed revocation deltas and the revocation set every node keeps.
 //! - [`raft`] — openraft type config, seeded runtime, sled log + state-machine storage, the TCP
 //!   transport and the CA node handle an actor drives.
+//! - [`verify`] — inline verification of a service's credentials (MIC + attestations) against
+//!   what a node knows of the CA: the context the registry checks adverts with.
 
 pub mod ca;
 pub mod mic;
 pub mod raft;
 pub mod revocation;
+pub mod verify;
 pub mod zk;

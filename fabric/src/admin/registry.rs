@@ -72,6 +72,11 @@ fn registry_problem(e: RegistryError) -> Problem {
             "Storage error",
             detail,
         ),
+        RegistryError::Trust(reject) => invalid(
+            "invalid-credentials",
+            "Credentials rejected",
+            format!("credentials: {reject}"),
+        ),
     }
 }
 
