@@ -19,6 +19,14 @@
 //!   into the forwarding table is the data-plane issue's part (it needs each node's data-plane
 //!   address and egress delivery for intent classes), not done here.
 //!
+//! - **Trust**: a registration may carry credentials (MIC + attestations), checked against the
+//!   node's trust context before it is accepted and advertised with the service; adverts that
+//!   arrive with credentials are verified in one batch per inbox burst (the pump forwards what is
+//!   queued together). `RegistryMsg::Trust` (sent by the TrustActor) updates the context —
+//!   CA keys, circuit keys, revocations — and re-evaluates held verdicts, so revoked services
+//!   leave resolves and routes. Registry time is milliseconds since the node's epoch; MIC
+//!   validity is Unix time, so the actor tells the core the Unix time of its epoch.
+//!
 //! Versions: every advert this node signs takes the next value of a counter persisted in
 //! blocks ([`nexus_registry::VERSION_BLOCK`]), so a restarted node always outranks what it
 //! advertised before.
@@ -31,8 +39,8 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use nexus_gossip::{MemberState, NodeId};
 use nexus_registry::{
-    Coord, Intent, LoadUpdate, Millis, NodeError, Output, RegistryNode, RegistryStore, Resolution,
-    Route, Sad,
+    Coord, Credentials, CredentialsJson, Intent, LoadUpdate, Millis, NodeError, Output,
+    RegistryNode, RegistryStore, Resolution, Route, Sad, TrustUpdate, TrustVerdict, UpdateReport,
 };
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -51,6 +59,8 @@ const SERVICE_PREFIX: &str = "registry/service/";
 const VERSION_KEY: &str = "registry/version-floor";
 /// Inputs the registry's inbox holds before the gossip actor starts dropping them.
 pub const INBOX_CAPACITY: usize = 4096;
+/// Inputs the pump forwards in one message (a burst whose credentials are verified together).
+pub const INBOX_BURST_MAX: usize = 256;
 /// Deadline for asking another actor.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -126,9 +136,44 @@ impl std::fmt::Debug for RegistryArgs {
 #[derive(Debug, Clone)]
 pub struct StorageStore(pub Arc<dyn Storage>);
 
+/// A stored registration with credentials (one record, so both are written at once; a
+/// registration without credentials is stored as the plain SAD, as before).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredRegistration {
+    sad: Sad,
+    credentials: CredentialsJson,
+}
+
+/// Parses a stored registration: a plain SAD, or a SAD with credentials.
+fn parse_stored(bytes: &[u8]) -> Result<(Sad, Option<Credentials>), String> {
+    if let Ok(sad) = serde_json::from_slice::<Sad>(bytes) {
+        return Ok((sad, None));
+    }
+    let stored: StoredRegistration = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let credentials = Credentials::try_from(stored.credentials)
+        .map_err(|e| format!("credentials.{}: {e}", e.field()))?;
+    Ok((stored.sad, Some(credentials)))
+}
+
 impl RegistryStore for StorageStore {
     fn put_service(&mut self, sad: &Sad) -> Result<(), String> {
-        let bytes = serde_json::to_vec(sad).map_err(|e| e.to_string())?;
+        self.put_service_with_credentials(sad, None)
+    }
+
+    fn put_service_with_credentials(
+        &mut self,
+        sad: &Sad,
+        credentials: Option<&Credentials>,
+    ) -> Result<(), String> {
+        let bytes = match credentials {
+            None => serde_json::to_vec(sad),
+            Some(c) => serde_json::to_vec(&StoredRegistration {
+                sad: sad.clone(),
+                credentials: c.to_json(),
+            }),
+        }
+        .map_err(|e| e.to_string())?;
         self.0
             .put(&format!("{SERVICE_PREFIX}{}", sad.id), &bytes)
             .map_err(|e| e.to_string())
@@ -167,6 +212,21 @@ pub struct ServiceView {
     pub expires_in_ms: u64,
     /// Whether it is registered on this node.
     pub local: bool,
+    /// This node's verdict on the advert's credentials: `None` without credentials, else
+    /// `verified (MIC n, publisher p)`, `pending` or `rejected: <reason>`.
+    pub trust: Option<String>,
+}
+
+fn trust_text(verdict: &TrustVerdict) -> Option<String> {
+    match verdict {
+        TrustVerdict::Unclaimed => None,
+        TrustVerdict::Pending => Some("pending".into()),
+        TrustVerdict::Verified(v) => Some(format!(
+            "verified (MIC {}, publisher {:?})",
+            v.serial, v.publisher
+        )),
+        TrustVerdict::Rejected(r) => Some(format!("rejected: {r}")),
+    }
 }
 
 /// What a register call did.
@@ -181,8 +241,13 @@ pub struct Registered {
 /// Messages to [`RegistryActor`].
 #[derive(Debug)]
 pub enum RegistryMsg {
-    /// Register or renew a local service (a renewal with a changed descriptor updates it).
-    Register(Box<Sad>, RpcReplyPort<Result<Registered, NodeError>>),
+    /// Register or renew a local service (a renewal with a changed descriptor updates it), with
+    /// the credentials the client supplied (checked before anything changes).
+    Register(
+        Box<Sad>,
+        Option<Box<Credentials>>,
+        RpcReplyPort<Result<Registered, NodeError>>,
+    ),
     /// Withdraw a local service.
     Deregister(String, RpcReplyPort<Result<(), NodeError>>),
     /// Update load/latency of a local service (renews its lease).
@@ -201,6 +266,12 @@ pub enum RegistryMsg {
     Routes(RpcReplyPort<(u64, Vec<Route>)>),
     /// An input from the gossip actor (through the inbox pump).
     Input(RegistryInput),
+    /// A burst of inputs the pump found queued together (their credentials are verified in one
+    /// batch).
+    Inputs(Vec<RegistryInput>),
+    /// The TrustActor's update (CA keys, circuit keys, revocations); replies with what changed
+    /// when a port is given.
+    Trust(Box<TrustUpdate>, Option<RpcReplyPort<UpdateReport>>),
     /// Timer: leases, expiry, membership, routes.
     Refresh,
     /// Timer: send a digest to a random neighbour.
@@ -234,6 +305,20 @@ fn millis(epoch: Instant) -> Millis {
     u64::try_from(Instant::now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The Unix time (ms) of `epoch`: the wall clock now minus the time since the epoch. The actor
+/// is the node's driver, so reading the wall clock here is allowed; the core only gets the
+/// number.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the driver converts its monotonic epoch to Unix time once, for MIC validity"
+)]
+fn unix_epoch_ms(epoch: Instant) -> u64 {
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    unix_now.saturating_sub(millis(epoch))
+}
+
 fn load_floor(storage: &dyn Storage) -> Result<u64, String> {
     match storage.get(VERSION_KEY).map_err(|e| e.to_string())? {
         None => Ok(0),
@@ -253,16 +338,34 @@ impl RegistryState {
 
     fn local_view(&self, id: &str) -> Option<ServiceView> {
         let now = self.now();
+        let node = self.node.node_id();
+        let key = nexus_registry::ServiceKey::new(node, id);
+        let trust = self
+            .node
+            .registry()
+            .record(&key)
+            .and_then(|e| trust_text(e.trust()));
         self.node.local_services().get(id).map(|s| ServiceView {
-            node: self.node.node_id(),
+            node,
             sad: s.sad.clone(),
             expires_in_ms: s.lease_until.saturating_sub(now),
             local: true,
+            trust,
         })
     }
 }
 
 impl RegistryActor {
+    fn input(state: &mut RegistryState, now: Millis, input: RegistryInput) {
+        match input {
+            RegistryInput::Delivered(bytes) => state.node.on_delivered(now, &bytes),
+            RegistryInput::Direct(from, bytes) => state.node.on_direct(now, from, &bytes),
+            RegistryInput::MemberDown(node) => state.node.on_member_down(now, node),
+            RegistryInput::Rtt(node, rtt) => state.node.on_rtt(node, rtt),
+            RegistryInput::Rejoined => state.node.on_rejoined(now),
+        }
+    }
+
     async fn gossip(state: &mut RegistryState) -> Option<ActorRef<GossipMsg>> {
         if let Some(g) = &state.gossip {
             return Some(g.clone());
@@ -411,29 +514,43 @@ impl Actor for RegistryActor {
         (args, supervisor): (RegistryArgs, ActorRef<SupervisorMsg>),
     ) -> Result<RegistryState, ActorProcessingErr> {
         let floor = load_floor(args.storage.as_ref())?;
-        let mut stored: Vec<Sad> = Vec::new();
+        let mut stored: Vec<(Sad, Option<Credentials>)> = Vec::new();
         for (key, bytes) in args.storage.scan_prefix(SERVICE_PREFIX)? {
-            match serde_json::from_slice(&bytes) {
-                Ok(sad) => stored.push(sad),
+            match parse_stored(&bytes) {
+                Ok(registration) => stored.push(registration),
                 // One bad record must not take the others (or the node) down.
                 Err(err) => tracing::warn!(%key, %err, "stored registration is corrupt; skipped"),
             }
         }
         let restored = stored.len();
-        let node = RegistryNode::new(
+        let mut node = RegistryNode::restore(
             millis(args.epoch),
             args.key.clone(),
             StorageStore(args.storage.clone()),
             floor,
             stored,
         )?;
-        // The pump: inbox → mailbox. It holds the receiver's lock while this incarnation runs.
+        node.set_unix_epoch_ms(unix_epoch_ms(args.epoch));
+        // The pump: inbox → mailbox, forwarding what is queued together as one burst. It holds
+        // the receiver's lock while this incarnation runs.
         let inbox = args.inbox.clone();
         let me = myself.clone();
         let pump = tokio::spawn(async move {
             let mut rx = inbox.lock().await;
-            while let Some(input) = rx.recv().await {
-                if me.send_message(RegistryMsg::Input(input)).is_err() {
+            while let Some(first) = rx.recv().await {
+                let mut burst = vec![first];
+                while burst.len() < INBOX_BURST_MAX {
+                    match rx.try_recv() {
+                        Ok(more) => burst.push(more),
+                        Err(_) => break,
+                    }
+                }
+                let msg = if burst.len() == 1 {
+                    RegistryMsg::Input(burst.remove(0))
+                } else {
+                    RegistryMsg::Inputs(burst)
+                };
+                if me.send_message(msg).is_err() {
                     break;
                 }
             }
@@ -471,16 +588,19 @@ impl Actor for RegistryActor {
     ) -> Result<(), ActorProcessingErr> {
         let now = state.now();
         match message {
-            RegistryMsg::Register(sad, reply) => {
+            RegistryMsg::Register(sad, credentials, reply) => {
                 let id = sad.id.clone();
-                let result = state.node.register(now, *sad).and_then(|created| {
-                    let view = state
-                        .local_view(&id)
-                        .ok_or_else(|| NodeError::Unknown(id.clone()))?;
-                    tracing::info!(service = %id, version = view.sad.version, created,
+                let result = state
+                    .node
+                    .register_with_credentials(now, *sad, credentials.map(|c| *c))
+                    .and_then(|created| {
+                        let view = state
+                            .local_view(&id)
+                            .ok_or_else(|| NodeError::Unknown(id.clone()))?;
+                        tracing::info!(service = %id, version = view.sad.version, created,
                         "service registered");
-                    Ok(Registered { created, view })
-                });
+                        Ok(Registered { created, view })
+                    });
                 let _ = reply.send(result);
             }
             RegistryMsg::Deregister(id, reply) => {
@@ -522,6 +642,7 @@ impl Actor for RegistryActor {
                                     sad: entry.sad()?.clone(),
                                     expires_in_ms: entry.expires_at().saturating_sub(now),
                                     local: key.node == local,
+                                    trust: trust_text(entry.trust()),
                                 })
                             })
                             .collect()
@@ -544,13 +665,34 @@ impl Actor for RegistryActor {
             RegistryMsg::Routes(reply) => {
                 let _ = reply.send(state.node.routes());
             }
-            RegistryMsg::Input(input) => match input {
-                RegistryInput::Delivered(bytes) => state.node.on_delivered(now, &bytes),
-                RegistryInput::Direct(from, bytes) => state.node.on_direct(now, from, &bytes),
-                RegistryInput::MemberDown(node) => state.node.on_member_down(now, node),
-                RegistryInput::Rtt(node, rtt) => state.node.on_rtt(node, rtt),
-                RegistryInput::Rejoined => state.node.on_rejoined(now),
-            },
+            RegistryMsg::Input(input) => {
+                Self::input(state, now, input);
+                state.node.flush_trust(now);
+            }
+            RegistryMsg::Inputs(inputs) => {
+                for input in inputs {
+                    Self::input(state, now, input);
+                }
+                state.node.flush_trust(now);
+            }
+            RegistryMsg::Trust(update, reply) => {
+                let report = state.node.on_trust_update(now, &update);
+                if !report.revoked.is_empty()
+                    || report.keys_changed()
+                    || !report.rejected_revocations.is_empty()
+                {
+                    tracing::info!(
+                        revoked = ?report.revoked,
+                        keys_changed = report.keys_changed(),
+                        rejected_revocations = report.rejected_revocations.len(),
+                        rejected_circuits = report.rejected_circuits.len(),
+                        "trust context updated"
+                    );
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(report);
+                }
+            }
             RegistryMsg::Refresh => {
                 state.node.refresh(now);
                 Self::reconcile_members(state).await;

@@ -62,11 +62,18 @@ pub enum CtlCommand {
 /// `nexus ctl service` subcommands.
 #[derive(Subcommand, Debug, Clone)]
 pub enum ServiceCommand {
-    /// Register (or renew) a service described by a TOML or JSON file (see docs/sad.md).
+    /// Register (or renew) a service described by a TOML or JSON file (see docs/sad.md),
+    /// optionally with its credentials (MIC and attestations, checked by the node).
     Register {
         /// The descriptor file (`.json` is read as JSON, anything else as TOML).
         #[arg(long, value_name = "PATH")]
         file: std::path::PathBuf,
+        /// The service's MIC: its binary encoding, or that encoding as hex text.
+        #[arg(long, value_name = "PATH")]
+        mic_file: Option<std::path::PathBuf>,
+        /// An attestation over the MIC's commitment (binary or hex, 133 bytes); repeatable.
+        #[arg(long = "attestation-file", value_name = "PATH", requires = "mic_file")]
+        attestation_files: Vec<std::path::PathBuf>,
     },
     /// List services: the fabric-wide view, or `--local` for this node's registrations.
     List {
@@ -125,6 +132,18 @@ pub struct ResolveArgs {
     /// Required model family.
     #[arg(long)]
     pub model_family: Option<String>,
+    /// Only services with a verified, unexpired, unrevoked MIC.
+    #[arg(long)]
+    pub require_mic: bool,
+    /// Accept only MICs from this publisher (repeatable: any of them).
+    #[arg(long = "publisher", value_name = "NAME")]
+    pub publishers: Vec<String>,
+    /// Require a verified attestation proving "score ≥ N" (per mille, 0–1000).
+    #[arg(long, value_name = "N")]
+    pub attested_min_score: Option<u16>,
+    /// With `--attested-min-score`: the proven predicate must include "safety passed".
+    #[arg(long, requires = "attested_min_score")]
+    pub require_safety: bool,
     /// How many endpoints to return.
     #[arg(long)]
     pub k: Option<u32>,
@@ -167,6 +186,18 @@ impl ResolveArgs {
         if let Some(v) = &self.model_family {
             put("model_family", v.clone().into());
         }
+        if self.require_mic {
+            put("require_mic", true.into());
+        }
+        if !self.publishers.is_empty() {
+            put("publishers", self.publishers.clone().into());
+        }
+        if let Some(min_score) = self.attested_min_score {
+            put(
+                "attested",
+                serde_json::json!({ "min_score": min_score, "require_safety": self.require_safety }),
+            );
+        }
         if let Some(v) = self.k {
             put("k", v.into());
         }
@@ -199,6 +230,44 @@ pub fn read_service_file(path: &std::path::Path) -> anyhow::Result<serde_json::V
     } else {
         toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))
     }
+}
+
+/// Reads a credential file as hex: text that is all hex digits (surrounding whitespace ignored)
+/// is taken as is, anything else as the raw binary encoding.
+pub fn read_credential_hex(path: &std::path::Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else if bytes.is_empty() {
+        anyhow::bail!("{} is empty", path.display())
+    } else {
+        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+/// A registration body: the descriptor's JSON plus, with a MIC file, its `credentials`
+/// member (`{"mic": hex, "attestations": [hex, ...]}`).
+pub fn registration_body(
+    file: &std::path::Path,
+    mic_file: Option<&std::path::Path>,
+    attestation_files: &[std::path::PathBuf],
+) -> anyhow::Result<serde_json::Value> {
+    let mut body = read_service_file(file)?;
+    if let Some(mic) = mic_file {
+        let attestations = attestation_files
+            .iter()
+            .map(|p| read_credential_hex(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let obj = body
+            .as_object_mut()
+            .ok_or_else(|| anyhow::anyhow!("{} is not a table/object", file.display()))?;
+        obj.insert(
+            "credentials".into(),
+            serde_json::json!({ "mic": read_credential_hex(mic)?, "attestations": attestations }),
+        );
+    }
+    Ok(body)
 }
 
 /// `nexus ctl send` flags.
@@ -603,8 +672,12 @@ pub fn resolve_table(r: &ResolveResponse) -> String {
 
 async fn service(client: &Client, command: ServiceCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        ServiceCommand::Register { file } => {
-            let body = read_service_file(&file)?;
+        ServiceCommand::Register {
+            file,
+            mic_file,
+            attestation_files,
+        } => {
+            let body = registration_body(&file, mic_file.as_deref(), &attestation_files)?;
             let (s, raw): (ServiceDto, _) = client.post("/v1/services", &body).await?;
             if json {
                 println!("{raw}");

@@ -235,7 +235,130 @@ async fn bad_registry_input_is_refused_and_changes_nothing() {
             .send()
     };
     let json_ct = "application/json";
+    // A well-formed MIC (the smallest encoding: no model, publisher, claims or commitment) that
+    // no CA signed; this node knows no CA key, so it is refused as "unknown CA key".
+    let mut mic = b"NXMC\x01".to_vec();
+    mic.extend_from_slice(&17u64.to_be_bytes());
+    mic.extend_from_slice(&[7; 32]);
+    mic.extend_from_slice(&[2, 0, 0, 0, 0, 0]);
+    mic.extend_from_slice(&0u64.to_be_bytes());
+    mic.extend_from_slice(&u64::MAX.to_be_bytes());
+    mic.extend_from_slice(&3u32.to_be_bytes());
+    mic.extend_from_slice(&[1; 64]);
+    let mic_hex: String = mic.iter().map(|b| format!("{b:02x}")).collect();
+    let unknown_ca =
+        format!(r#"{{"id":"x","tasks":["llm.code"],"credentials":{{"mic":"{mic_hex}"}}}}"#);
+    let bad_attestation = format!(
+        r#"{{"id":"x","tasks":["llm.code"],"credentials":{{"mic":"{mic_hex}","attestations":["0g"]}}}}"#
+    );
+    let short_attestation = format!(
+        r#"{{"id":"x","tasks":["llm.code"],"credentials":{{"mic":"{mic_hex}","attestations":["00"]}}}}"#
+    );
     let cases: Vec<(reqwest::Method, &str, &str, &str, u16, &str)> = vec![
+        (
+            reqwest::Method::POST,
+            "/v1/services",
+            r#"{"id":"x","tasks":["llm.code"],"credentials":{"mic":"zz"}}"#,
+            json_ct,
+            422,
+            "credentials.mic: not valid hex",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/services",
+            r#"{"id":"x","tasks":["llm.code"],"credentials":{"mic":"00"}}"#,
+            json_ct,
+            422,
+            "credentials.mic: MIC truncated",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/services",
+            r#"{"id":"x","tasks":["llm.code"],"credentials":{"attestations":[]}}"#,
+            json_ct,
+            422,
+            "mic",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/services",
+            r#"{"id":"x","tasks":["llm.code"],"credentials":{"mic":"00","proof":1}}"#,
+            json_ct,
+            422,
+            "proof",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/services",
+            r#"{"id":"x","tasks":["llm.code"],"credentials":"abc"}"#,
+            json_ct,
+            422,
+            "credentials",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/services",
+            &bad_attestation,
+            json_ct,
+            422,
+            "credentials.attestations[0]: not valid hex",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/services",
+            &short_attestation,
+            json_ct,
+            422,
+            "credentials.attestations[0]",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/services",
+            &unknown_ca,
+            json_ct,
+            422,
+            "credentials: MIC 17: unknown CA key 3",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/services/x",
+            &unknown_ca,
+            json_ct,
+            422,
+            "unknown CA key",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/resolve",
+            r#"{"task":"llm.code","attested":{"min_score":1001}}"#,
+            json_ct,
+            422,
+            "attested.min_score",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/resolve",
+            r#"{"task":"llm.code","attested":{"min_score":1,"safety":true}}"#,
+            json_ct,
+            422,
+            "safety",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/resolve",
+            r#"{"task":"llm.code","publishers":["a","b","c","d","e","f","g","h","i"]}"#,
+            json_ct,
+            422,
+            "publishers",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/resolve",
+            r#"{"task":"llm.code","publishers":["a|b"]}"#,
+            json_ct,
+            422,
+            "publishers[0]",
+        ),
         (reqwest::Method::POST, "/v1/services", "{", json_ct, 400, ""),
         (
             reqwest::Method::POST,
@@ -412,4 +535,14 @@ async fn bad_registry_input_is_refused_and_changes_nothing() {
     }
     // Nothing was registered by any of it.
     assert!(fabric_ids(&node).await.is_empty());
+    // A trust-constrained intent over an empty registry is fine (and lists nothing).
+    let (status, body) = post(
+        &node,
+        "/v1/resolve",
+        &json!({"task": "llm.code", "require_mic": true, "publishers": ["acme"],
+                "attested": {"min_score": 800, "require_safety": true}, "explain": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["candidates"], json!([]));
 }

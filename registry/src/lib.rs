@@ -55,6 +55,12 @@ pub use intent::{
     Attested, CANONICAL_VERSION, INTENT_JSON_BYTES_MAX, Intent, IntentError, K_DEFAULT, K_MAX,
     PUBLISHERS_MAX, Preferences, WEIGHT_MAX,
 };
+/// The trust types the registry's API speaks (re-exported so drivers need no direct
+/// `nexus-trust` dependency).
+pub use nexus_trust::verify::{
+    Credentials, CredentialsError, CredentialsJson, TrustContext, TrustReject, TrustUpdate,
+    UpdateReport, Verified,
+};
 pub use node::{
     ANTI_ENTROPY_ADVERTS_MAX, LOCAL_SERVICES_MAX, LocalService, MemoryStore, NodeError, Output,
     RegistryNode, RegistryStore, StepReport, TAG_ADVERT, TAG_DIGEST_PUSH, TAG_DIGEST_REPLY,

@@ -1,6 +1,11 @@
 //! Registry endpoints: service registration (`/v1/services`), intent resolution
 //! (`/v1/resolve`), compiled intent routes and the overlay's view. Handlers talk to the registry
 //! and gossip actors by message.
+//!
+//! A registration body is a SAD plus an optional `"credentials": {"mic": "<hex>",
+//! "attestations": ["<hex>", ...]}` (the service's MIC and attestation encodings); bad hex, a
+//! MIC or attestation that does not decode, and credentials the node rejects (forged, expired,
+//! revoked, failed proof, unknown CA key) are 422 problems naming the field and the reason.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +17,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nexus_actors::{GossipMsg, RegistryMsg, Scope, ServiceView, SupervisorMsg};
 use nexus_gossip::{MemberView, NodeId};
-use nexus_registry::{Intent, LoadUpdate, NodeError as RegistryError, Resolution, Sad};
+use nexus_registry::{
+    Credentials, CredentialsError, CredentialsJson, Intent, LoadUpdate, NodeError as RegistryError,
+    Resolution, Sad,
+};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 
@@ -123,22 +131,85 @@ fn well_formed(bytes: &[u8]) -> Result<(), Problem> {
         })
 }
 
-fn parse_sad(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Sad, Problem> {
+fn invalid_credentials(detail: String) -> Problem {
+    invalid("invalid-credentials", "Invalid credentials", detail)
+}
+
+/// `credentials.<field>: <reason>` for a credentials decoding error.
+fn credentials_detail(e: &CredentialsError) -> String {
+    let field = e.field();
+    let text = match e {
+        CredentialsError::Hex { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    };
+    let text = text
+        .strip_prefix(&format!("{field}: "))
+        .map(str::to_owned)
+        .unwrap_or(text);
+    format!("credentials.{field}: {text}")
+}
+
+/// The `credentials` member of a registration body.
+fn parse_credentials(value: serde_json::Value) -> Result<Credentials, Problem> {
+    let json: CredentialsJson = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        invalid_credentials(if path.is_empty() || path == "." {
+            format!("credentials: {inner}")
+        } else {
+            format!("credentials.{path}: {inner}")
+        })
+    })?;
+    Credentials::try_from(json).map_err(|e| invalid_credentials(credentials_detail(&e)))
+}
+
+/// A registration body: the SAD's fields plus an optional `credentials` member.
+fn parse_registration(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Sad, Option<Credentials>), Problem> {
     let bytes = json_body(headers, body)?;
     well_formed(&bytes)?;
-    Sad::from_json(&bytes).map_err(|e| {
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            e.to_string(),
+        )
+    })?;
+    let credentials = match value.as_object_mut().and_then(|o| o.remove("credentials")) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(c) => Some(parse_credentials(c)?),
+    };
+    let sad_bytes = serde_json::to_vec(&value).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            e.to_string(),
+        )
+    })?;
+    let sad = Sad::from_json(&sad_bytes).map_err(|e| {
         invalid(
             "invalid-service",
             "Invalid service descriptor",
             e.to_string(),
         )
-    })
+    })?;
+    Ok((sad, credentials))
 }
 
-async fn register(s: &AppState, sad: Sad) -> Result<Response, Problem> {
-    let registered = call_registry(s, |r| RegistryMsg::Register(Box::new(sad), r))
-        .await?
-        .map_err(registry_problem)?;
+async fn register(
+    s: &AppState,
+    sad: Sad,
+    credentials: Option<Credentials>,
+) -> Result<Response, Problem> {
+    let registered = call_registry(s, |r| {
+        RegistryMsg::Register(Box::new(sad), credentials.map(Box::new), r)
+    })
+    .await?
+    .map_err(registry_problem)?;
     let members = member_index(s).await;
     let status = if registered.created {
         StatusCode::CREATED
@@ -149,7 +220,9 @@ async fn register(s: &AppState, sad: Sad) -> Result<Response, Problem> {
 }
 
 /// Register a service on this node, or renew/update it (same id). The lease runs `ttl_s`
-/// seconds from now; renew by registering again or by a load update.
+/// seconds from now; renew by registering again or by a load update. An optional
+/// `"credentials": {"mic": "<hex>", "attestations": ["<hex>"]}` member is checked against the
+/// node's trust context and advertised with the service.
 #[utoipa::path(post, path = "/v1/services", tag = "registry",
     request_body(content = Sad, content_type = "application/json"),
     responses((status = 201, description = "Registered", body = ServiceDto),
@@ -162,8 +235,8 @@ pub(super) async fn post_service(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let sad = parse_sad(&headers, body)?;
-    register(&s, sad).await
+    let (sad, credentials) = parse_registration(&headers, body)?;
+    register(&s, sad, credentials).await
 }
 
 /// Register or update the service `id` (the body's `id` must be the same).
@@ -178,7 +251,7 @@ pub(super) async fn put_service(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let sad = parse_sad(&headers, body)?;
+    let (sad, credentials) = parse_registration(&headers, body)?;
     if sad.id != id {
         return Err(invalid(
             "invalid-service",
@@ -186,7 +259,7 @@ pub(super) async fn put_service(
             format!("id: {:?} does not match the path's {id:?}", sad.id),
         ));
     }
-    register(&s, sad).await
+    register(&s, sad, credentials).await
 }
 
 /// Withdraw a service registered on this node (the withdrawal reaches every node).
