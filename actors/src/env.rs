@@ -96,6 +96,12 @@ impl SledStorage {
             .map_err(|e| StorageError::Backend(e.to_string()))?;
         Ok(SledStorage { db })
     }
+
+    /// The underlying database, for components that keep their own trees in it (the CA's Raft
+    /// log and state machine). They must not touch the default tree, which this type owns.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
 }
 
 impl Storage for SledStorage {

@@ -7,7 +7,9 @@
 //! repair). Overlay deliveries, member-down verdicts and probe RTTs go to the registry actor
 //! through its bounded inbox; when the inbox is full they are dropped and counted (the
 //! registry's anti-entropy and membership reconciliation repair the loss), so a slow registry
-//! never stalls membership.
+//! never stalls membership. Overlay deliveries starting with the revocation magic `NXRV` go to
+//! the trust actor's inbox instead, under the same drop-and-count rule (its revocation poll
+//! repairs the loss).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use crate::task::AbortOnDrop;
 use crate::env::{DatagramSocket, Storage, next_generation};
 use crate::metrics::NodeMetrics;
 use crate::registry_actor::{RegistryInbox, RegistryInput};
+use crate::trust_actor::{TrustInbox, TrustInput, is_revocation_payload};
 
 /// Peer addresses remembered across restarts, so a node rejoins even if its seeds are gone.
 pub const KNOWN_PEERS_MAX: usize = 64;
@@ -58,6 +61,9 @@ pub struct GossipArgs<S: DatagramSocket> {
     /// The registry's inbox (overlay deliveries, member-down verdicts, RTT samples), if the node
     /// runs a registry.
     pub registry: Option<RegistryInbox>,
+    /// The trust actor's inbox (overlay deliveries that are revocation records), if the node
+    /// runs one.
+    pub trust: Option<TrustInbox>,
 }
 
 impl<S: DatagramSocket> Clone for GossipArgs<S> {
@@ -75,6 +81,7 @@ impl<S: DatagramSocket> Clone for GossipArgs<S> {
             rng_seed: self.rng_seed,
             overlay: self.overlay.clone(),
             registry: self.registry.clone(),
+            trust: self.trust.clone(),
         }
     }
 }
@@ -156,6 +163,16 @@ impl<S: DatagramSocket> GossipActor<S> {
         }
     }
 
+    /// Hands an input to the trust actor without waiting; a full inbox drops it (counted; the
+    /// trust actor's revocation poll repairs the loss).
+    fn to_trust(state: &GossipState<S>, input: TrustInput) {
+        if let Some(inbox) = &state.args.trust
+            && inbox.try_send(input).is_err()
+        {
+            state.args.metrics.trust_inbox_dropped.inc();
+        }
+    }
+
     async fn send(state: &GossipState<S>, dst: SocketAddr, payload: &[u8]) {
         let metrics = &state.args.metrics;
         match state.args.socket.send_to(payload, dst).await {
@@ -210,7 +227,13 @@ impl<S: DatagramSocket> GossipActor<S> {
             match event {
                 OverlayEvent::Delivered { payload, .. } => {
                     state.args.metrics.overlay_delivered.inc();
-                    Self::to_registry(state, RegistryInput::Delivered(payload));
+                    // Demultiplexed by magic: revocation records (`NXRV`) go to the trust
+                    // actor, everything else (adverts) to the registry.
+                    if is_revocation_payload(&payload) {
+                        Self::to_trust(state, TrustInput::Revocation(payload));
+                    } else {
+                        Self::to_registry(state, RegistryInput::Delivered(payload));
+                    }
                 }
                 OverlayEvent::Direct { from, payload } => {
                     Self::to_registry(state, RegistryInput::Direct(from, payload));

@@ -14,7 +14,11 @@
 //! registrations (persisted), signed adverts spread through the gossip actor's broadcast
 //! overlay, anti-entropy, intent resolution and the intent route table.
 //!
-//! Not here yet: the trust and session actors (their issues add them).
+//! The trust actor ([`TrustActor`]) runs the node's CA Raft member (CA voters) or a client of
+//! the CA group, obtains and renews the node's own certificate, and keeps the node's revocation
+//! set (revocations arrive by gossip and by polling the CA).
+//!
+//! Not here yet: the session actors (their issue adds them).
 #![deny(missing_docs)]
 
 pub mod env;
@@ -25,6 +29,7 @@ mod registry_actor;
 mod supervisor;
 mod table_compiler;
 mod task;
+pub mod trust_actor;
 
 pub use gossip_actor::{GossipActor, GossipArgs, GossipMsg, GossipState, KNOWN_PEERS_MAX};
 pub use identity::{IdentityError, KEY_FILE, NodeKey};
@@ -40,4 +45,8 @@ pub use supervisor::{
 pub use table_compiler::{
     FibView, RouteStatus, TableArgs, TableCompiler, TableError, TableMsg, parse_node_id,
     parse_routing_key, routing_key_hex,
+};
+pub use trust_actor::{
+    CaAccess, CaSettings, HandoffTcp, TrustActor, TrustArgs, TrustInbox, TrustInput, TrustMsg,
+    TrustView, trust_inbox,
 };

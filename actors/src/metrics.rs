@@ -86,6 +86,27 @@ pub struct NodeMetrics {
     pub overlay_active_view: Gauge,
     /// Time to resolve one intent inside the registry actor, seconds.
     pub registry_resolve_seconds: Histogram,
+    /// This node's CA role: 0 none/shutdown, 1 learner, 2 follower, 3 candidate, 4 leader
+    /// (non-voters report 0).
+    pub ca_role: Gauge,
+    /// The CA group's current term as this voter sees it.
+    pub ca_term: Gauge,
+    /// The CA leader's Raft id as this voter sees it (-1 when none is known). Raft ids are the
+    /// first 8 bytes of the node id; the gauge shows them reinterpreted as signed.
+    pub ca_leader: Gauge,
+    /// The last CA log index this voter applied (-1 before the first).
+    pub ca_last_applied: Gauge,
+    /// Certificates issued (and renewed) through this node's admin API or for itself.
+    pub ca_issued: Counter,
+    /// Revocations committed through this node.
+    pub ca_revoked: Counter,
+    /// Revocation records in this node's revocation set.
+    pub trust_revocations: Gauge,
+    /// Milliseconds between a revocation's commit (its `revoked_at_ms`) and this node learning
+    /// it, for the last new record (wall clocks of two nodes; skew shows up here).
+    pub trust_revocation_lag_ms: Gauge,
+    /// Inputs dropped because the trust actor's inbox was full.
+    pub trust_inbox_dropped: Counter,
 }
 
 impl Default for NodeMetrics {
@@ -246,6 +267,58 @@ impl NodeMetrics {
             "Time to resolve one intent",
             registry_resolve_seconds.clone(),
         );
+        let ca_role = Gauge::default();
+        registry.register(
+            "ca_role",
+            "CA role: 0 none, 1 learner, 2 follower, 3 candidate, 4 leader",
+            ca_role.clone(),
+        );
+        let ca_term = Gauge::default();
+        registry.register("ca_term", "CA Raft term", ca_term.clone());
+        let ca_leader = Gauge::default();
+        ca_leader.set(-1);
+        registry.register(
+            "ca_leader",
+            "CA leader's Raft id (-1 when unknown)",
+            ca_leader.clone(),
+        );
+        let ca_last_applied = Gauge::default();
+        ca_last_applied.set(-1);
+        registry.register(
+            "ca_last_applied",
+            "Last CA log index applied on this voter",
+            ca_last_applied.clone(),
+        );
+        let ca_issued = Counter::default();
+        registry.register(
+            "ca_issued",
+            "Certificates issued or renewed through this node",
+            ca_issued.clone(),
+        );
+        let ca_revoked = Counter::default();
+        registry.register(
+            "ca_revoked",
+            "Revocations committed through this node",
+            ca_revoked.clone(),
+        );
+        let trust_revocations = Gauge::default();
+        registry.register(
+            "trust_revocations",
+            "Revocation records in this node's revocation set",
+            trust_revocations.clone(),
+        );
+        let trust_revocation_lag_ms = Gauge::default();
+        registry.register(
+            "trust_revocation_lag_ms",
+            "Milliseconds from a revocation's commit to this node learning it (last new record)",
+            trust_revocation_lag_ms.clone(),
+        );
+        let trust_inbox_dropped = Counter::default();
+        registry.register(
+            "trust_inbox_dropped",
+            "Inputs dropped because the trust actor's inbox was full",
+            trust_inbox_dropped.clone(),
+        );
         for state in MemberState::ALL {
             members
                 .get_or_create(&StateLabel {
@@ -280,6 +353,15 @@ impl NodeMetrics {
             overlay_delivered,
             overlay_active_view,
             registry_resolve_seconds,
+            ca_role,
+            ca_term,
+            ca_leader,
+            ca_last_applied,
+            ca_issued,
+            ca_revoked,
+            trust_revocations,
+            trust_revocation_lag_ms,
+            trust_inbox_dropped,
         }
     }
 
@@ -325,6 +407,10 @@ mod tests {
             "nexus_gossip_bytes_out_total 0",
             "nexus_probe_rtt_seconds_bucket",
             "nexus_actor_restarts_total{actor=\"gossip\"} 1",
+            "nexus_ca_role 0",
+            "nexus_ca_leader -1",
+            "nexus_ca_issued_total 0",
+            "nexus_trust_revocations 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -152,6 +152,7 @@ async fn start_node(name: &str, seeds: Vec<SocketAddr>) -> TestNode {
         rng_seed: node_id[0] as u64,
         overlay: nexus_gossip::OverlayConfig::default(),
         registry: None,
+        trust: None,
     };
     let (exit_tx, _exit_rx) = watch::channel(None);
     let (sup, _) = Actor::spawn(

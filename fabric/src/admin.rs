@@ -3,6 +3,7 @@
 //! Handlers never share state with other actors: they ask the supervisor for the current child
 //! and send it a message, with a deadline. Every error is `application/problem+json`.
 
+mod ca;
 mod registry;
 
 use std::net::SocketAddr;
@@ -638,11 +639,16 @@ async fn metrics(State(s): State<AppState>) -> Response {
     info(title = "Nexus admin API", description = "Administer one Nexus node. Errors are application/problem+json (RFC 9457)."),
     paths(health, node, members, actors, leave, crash, metrics, openapi, fib, fib_rollback, routes, put_route, delete_route,
         registry::post_service, registry::put_service, registry::delete_service, registry::patch_load,
-        registry::list_services, registry::get_service, registry::resolve, registry::intent_routes, registry::overlay),
+        registry::list_services, registry::get_service, registry::resolve, registry::intent_routes, registry::overlay,
+        ca::status, ca::issue, ca::get_cert, ca::list_certs, ca::renew, ca::revoke, ca::revocations, ca::keys,
+        ca::circuit, ca::proving_key, ca::add_voter, ca::remove_voter, ca::node_mic, ca::node_trust),
     components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, NextHopDto, Route, RouteRequest, Routes,
         crate::api::ServiceDto, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
         crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
-        crate::api::OverlayDto)),
+        crate::api::OverlayDto,
+        ca::CaStatusDto, ca::MicDto, ca::MicList, ca::RenewRequest, ca::RevokeRequest, ca::RevocationDto,
+        ca::RevocationList, ca::CircuitRef, ca::CaKeysDto, ca::CircuitDto, ca::ProvingKeyDto, ca::AddVoterRequest,
+        ca::VotersDto, ca::TrustDto)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -766,6 +772,22 @@ fn router(state: AppState) -> Router {
         .route("/v1/resolve", post(registry::resolve))
         .route("/v1/intent-routes", get(registry::intent_routes))
         .route("/v1/overlay", get(registry::overlay))
+        .route("/v1/ca/status", get(ca::status))
+        .route("/v1/ca/certs", get(ca::list_certs).post(ca::issue))
+        .route("/v1/ca/certs/{serial}", get(ca::get_cert))
+        .route("/v1/ca/certs/{serial}/renew", post(ca::renew))
+        .route("/v1/ca/certs/{serial}/revoke", post(ca::revoke))
+        .route("/v1/ca/revocations", get(ca::revocations))
+        .route("/v1/ca/keys", get(ca::keys))
+        .route("/v1/ca/circuits/{id}", get(ca::circuit))
+        .route("/v1/ca/circuits/{id}/proving-key", get(ca::proving_key))
+        .route("/v1/ca/voters", post(ca::add_voter))
+        .route(
+            "/v1/ca/voters/{id}",
+            axum::routing::delete(ca::remove_voter),
+        )
+        .route("/v1/node/mic", get(ca::node_mic))
+        .route("/v1/node/trust", get(ca::node_trust))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -867,6 +889,19 @@ mod tests {
             "/v1/debug/crash/{actor}",
             "/v1/openapi.json",
             "/metrics",
+            "/v1/ca/status",
+            "/v1/ca/certs",
+            "/v1/ca/certs/{serial}",
+            "/v1/ca/certs/{serial}/renew",
+            "/v1/ca/certs/{serial}/revoke",
+            "/v1/ca/revocations",
+            "/v1/ca/keys",
+            "/v1/ca/circuits/{id}",
+            "/v1/ca/circuits/{id}/proving-key",
+            "/v1/ca/voters",
+            "/v1/ca/voters/{id}",
+            "/v1/node/mic",
+            "/v1/node/trust",
         ] {
             assert!(doc["paths"][path].is_object(), "missing {path}");
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use nexus_actors::{RegistrySettings, RestartPolicy};
+use nexus_actors::{CaSettings, RegistrySettings, RestartPolicy};
 use nexus_gossip::{MemberMeta, MembershipConfig, MembershipSettings};
 use serde::Deserialize;
 
@@ -112,6 +112,23 @@ struct FileConfig {
     debug: DebugFile,
     #[serde(default)]
     registry: RegistryFile,
+    #[serde(default)]
+    ca: CaFile,
+}
+
+/// `[ca]`: the certificate authority (NexTrust). See docs/operations.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaFile {
+    voter: Option<bool>,
+    raft_listen: Option<String>,
+    bootstrap_expect: Option<u64>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+    client_timeout_ms: Option<u64>,
+    node_cert_validity_s: Option<u64>,
+    revocation_poll_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +205,8 @@ pub struct NodeConfig {
     pub registry: RegistrySettings,
     /// Whether `POST /v1/debug/crash/{actor}` is enabled.
     pub fault_injection: bool,
+    /// The certificate authority (`[ca]`).
+    pub ca: CaSettings,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -212,6 +231,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("supervisor", &self.supervisor)
             .field("registry", &self.registry)
             .field("fault_injection", &self.fault_injection)
+            .field("ca", &self.ca)
             .finish()
     }
 }
@@ -418,6 +438,8 @@ impl NodeConfig {
             return err("registry.anti_entropy_ms", "must be at least 100");
         }
 
+        let ca = parse_ca(&file.ca)?;
+
         Ok(NodeConfig {
             name,
             roles,
@@ -441,8 +463,135 @@ impl NodeConfig {
             supervisor,
             registry,
             fault_injection: file.debug.fault_injection.unwrap_or(false),
+            ca,
         })
     }
+}
+
+/// Parses and checks `[ca]`. Every error names its key as `ca.<key>`.
+fn parse_ca(file: &CaFile) -> Result<CaSettings, ConfigError> {
+    let d = CaSettings::default();
+    let voter = file.voter.unwrap_or(d.voter);
+    let raft_listen = match &file.raft_listen {
+        Some(a) => Some(parse_addr("ca.raft_listen", a)?),
+        None => None,
+    };
+    match (voter, raft_listen) {
+        (true, None) => {
+            return err(
+                "ca.raft_listen",
+                "required when ca.voter = true (the address the CA's Raft listener binds, e.g. 127.0.0.1:7800)",
+            );
+        }
+        (false, Some(_)) => {
+            return err(
+                "ca.raft_listen",
+                "only CA voters listen for Raft; set ca.voter = true or remove this key",
+            );
+        }
+        _ => {}
+    }
+    if let Some(a) = raft_listen
+        && a.ip().is_unspecified()
+    {
+        // Peers dial the address a voter advertises; an unspecified one is useless to them.
+        return err(
+            "ca.raft_listen",
+            format!("{a} is unspecified; give the IP peers reach this node's Raft listener at"),
+        );
+    }
+    let bootstrap_expect = match file.bootstrap_expect {
+        None => d.bootstrap_expect,
+        Some(n @ (3 | 5)) => n as usize,
+        Some(n) => {
+            return err(
+                "ca.bootstrap_expect",
+                format!("must be 3 or 5 (the CA group's voter count), got {n}"),
+            );
+        }
+    };
+    let bounded = |field: &str, value: Option<u64>, default: u64, min: u64, max: u64| match value {
+        None => Ok(default),
+        Some(v) if v < min || v > max => err(field, format!("must be in {min}..={max}, got {v}")),
+        Some(v) => Ok(v),
+    };
+    let heartbeat_ms = bounded(
+        "ca.heartbeat_ms",
+        file.heartbeat_ms,
+        d.heartbeat_ms,
+        5,
+        10_000,
+    )?;
+    let election_timeout_min_ms = bounded(
+        "ca.election_timeout_min_ms",
+        file.election_timeout_min_ms,
+        d.election_timeout_min_ms,
+        10,
+        60_000,
+    )?;
+    let election_timeout_max_ms = bounded(
+        "ca.election_timeout_max_ms",
+        file.election_timeout_max_ms,
+        d.election_timeout_max_ms,
+        11,
+        120_000,
+    )?;
+    if election_timeout_min_ms <= heartbeat_ms {
+        return err(
+            "ca.election_timeout_min_ms",
+            format!(
+                "must be greater than ca.heartbeat_ms ({heartbeat_ms}); a follower would campaign between heartbeats"
+            ),
+        );
+    }
+    if election_timeout_max_ms <= election_timeout_min_ms {
+        return err(
+            "ca.election_timeout_max_ms",
+            format!("must be greater than ca.election_timeout_min_ms ({election_timeout_min_ms})"),
+        );
+    }
+    let client_timeout_ms = bounded(
+        "ca.client_timeout_ms",
+        file.client_timeout_ms,
+        d.client_timeout_ms,
+        100,
+        600_000,
+    )?;
+    if client_timeout_ms <= election_timeout_max_ms {
+        return err(
+            "ca.client_timeout_ms",
+            format!(
+                "must be greater than ca.election_timeout_max_ms ({election_timeout_max_ms}) so an operation survives one election"
+            ),
+        );
+    }
+    let validity_s_max = nexus_trust::ca::VALIDITY_MS_MAX / 1000;
+    let validity_s_min = nexus_trust::ca::VALIDITY_MS_MIN.div_ceil(1000);
+    let node_cert_validity_s = bounded(
+        "ca.node_cert_validity_s",
+        file.node_cert_validity_s,
+        d.node_cert_validity.as_secs(),
+        validity_s_min,
+        validity_s_max,
+    )?;
+    let revocation_poll_ms = bounded(
+        "ca.revocation_poll_ms",
+        file.revocation_poll_ms,
+        u64::try_from(d.revocation_poll.as_millis()).unwrap_or(u64::MAX),
+        100,
+        3_600_000,
+    )?;
+    Ok(CaSettings {
+        voter,
+        raft_listen,
+        bootstrap_expect,
+        heartbeat_ms,
+        election_timeout_min_ms,
+        election_timeout_max_ms,
+        client_timeout_ms,
+        node_cert_validity: Duration::from_secs(node_cert_validity_s),
+        revocation_poll: Duration::from_millis(revocation_poll_ms),
+    })
 }
 
 fn toml_error(e: toml::de::Error) -> ConfigError {
@@ -635,6 +784,90 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn ca_defaults_and_a_voter() {
+        let c = parse("").expect("defaults");
+        assert!(!c.ca.voter);
+        assert_eq!(c.ca.raft_listen, None);
+        assert_eq!(c.ca.bootstrap_expect, 3);
+        assert_eq!(c.ca.node_cert_validity, Duration::from_secs(86_400));
+        assert_eq!(c.ca.revocation_poll, Duration::from_millis(5_000));
+        let v = parse(
+            "[ca]\nvoter = true\nraft_listen = \"127.0.0.1:7800\"\nbootstrap_expect = 5\n\
+             heartbeat_ms = 20\nelection_timeout_min_ms = 100\nelection_timeout_max_ms = 200\n\
+             client_timeout_ms = 2000\nnode_cert_validity_s = 600\nrevocation_poll_ms = 250",
+        )
+        .expect("valid voter");
+        assert!(v.ca.voter);
+        assert_eq!(
+            v.ca.raft_listen,
+            Some("127.0.0.1:7800".parse().expect("addr"))
+        );
+        assert_eq!(v.ca.bootstrap_expect, 5);
+        assert_eq!(
+            (
+                v.ca.heartbeat_ms,
+                v.ca.election_timeout_min_ms,
+                v.ca.election_timeout_max_ms
+            ),
+            (20, 100, 200)
+        );
+        assert_eq!(v.ca.node_cert_validity, Duration::from_secs(600));
+        assert_eq!(v.ca.revocation_poll, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_ca_settings_name_their_key() {
+        assert_eq!(field_of("[ca]\nvoter = true"), "ca.raft_listen");
+        assert_eq!(
+            field_of("[ca]\nraft_listen = \"127.0.0.1:7800\""),
+            "ca.raft_listen"
+        );
+        assert_eq!(
+            field_of("[ca]\nvoter = true\nraft_listen = \"nope\""),
+            "ca.raft_listen"
+        );
+        assert_eq!(
+            field_of("[ca]\nvoter = true\nraft_listen = \"0.0.0.0:7800\""),
+            "ca.raft_listen"
+        );
+        assert_eq!(
+            field_of("[ca]\nbootstrap_expect = 4"),
+            "ca.bootstrap_expect"
+        );
+        assert_eq!(
+            field_of("[ca]\nbootstrap_expect = 1"),
+            "ca.bootstrap_expect"
+        );
+        assert_eq!(field_of("[ca]\nheartbeat_ms = 0"), "ca.heartbeat_ms");
+        assert_eq!(
+            field_of("[ca]\nheartbeat_ms = 100\nelection_timeout_min_ms = 100"),
+            "ca.election_timeout_min_ms"
+        );
+        assert_eq!(
+            field_of("[ca]\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 400"),
+            "ca.election_timeout_max_ms"
+        );
+        assert_eq!(
+            field_of("[ca]\nclient_timeout_ms = 500"),
+            "ca.client_timeout_ms"
+        );
+        assert_eq!(
+            field_of("[ca]\nnode_cert_validity_s = 10"),
+            "ca.node_cert_validity_s"
+        );
+        assert_eq!(
+            field_of("[ca]\nnode_cert_validity_s = 99999999999"),
+            "ca.node_cert_validity_s"
+        );
+        assert_eq!(
+            field_of("[ca]\nrevocation_poll_ms = 5"),
+            "ca.revocation_poll_ms"
+        );
+        assert_eq!(field_of("[ca]\nvoter = \"yes\""), "config");
+        assert_eq!(field_of("[ca]\nvotr = true"), "votr");
     }
 
     #[test]

@@ -13,6 +13,8 @@ use crate::api::{
 };
 use crate::config::TOKEN_ENV;
 
+pub mod ca;
+
 /// `nexus ctl` flags.
 #[derive(Args, Debug, Clone)]
 pub struct CtlArgs {
@@ -57,6 +59,12 @@ pub enum CtlCommand {
     Service(ServiceCommand),
     /// Resolve an intent to ranked endpoints.
     Resolve(ResolveArgs),
+    /// The certificate authority: status, issue, get, list, renew, revoke, keys, voters.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// ZK attestations: commit to model properties, prove predicates, export for snarkjs.
+    #[command(subcommand)]
+    Attest(ca::AttestCommand),
 }
 
 /// `nexus ctl service` subcommands.
@@ -821,6 +829,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 print!("{}", resolve_table(&r));
             }
         }
+        CtlCommand::Ca(command) => ca::ca(&client, command, args.json).await?,
+        CtlCommand::Attest(command) => ca::attest(&client, command, args.json).await?,
         CtlCommand::Leave { reason } => {
             let body = serde_json::json!({ "reason": reason });
             let (r, raw): (LeaveResponse, _) = client.post("/v1/leave", &body).await?;

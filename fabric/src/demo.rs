@@ -44,16 +44,36 @@ impl Drop for DemoNode {
     }
 }
 
+/// CA voters the demo runs (its first nodes), and their Raft ports: admin port + this offset.
+const DEMO_CA_VOTERS: u16 = 3;
+const RAFT_PORT_OFFSET: u16 = 100;
+
 async fn spawn_node(
     exe: &Path,
     dir: &Path,
     index: u16,
     admin_port: u16,
     seed: Option<&str>,
+    ca_voter: bool,
 ) -> anyhow::Result<DemoNode> {
     let name = format!("node-{index}");
     let admin = format!("127.0.0.1:{admin_port}");
     let data_dir = dir.join(&name);
+    // Every node takes part in NexTrust; the first three are CA voters (short Raft timings so the
+    // demo's CA forms and fails over quickly on loopback).
+    let config = dir.join(format!("{name}.toml"));
+    let ca = if ca_voter {
+        let raft = admin_port
+            .checked_add(RAFT_PORT_OFFSET)
+            .context("--admin-base-port too high for the CA's Raft ports")?;
+        format!(
+            "[ca]\nvoter = true\nraft_listen = \"127.0.0.1:{raft}\"\nheartbeat_ms = 50\n\
+             election_timeout_min_ms = 300\nelection_timeout_max_ms = 600\nrevocation_poll_ms = 1000\n"
+        )
+    } else {
+        "[ca]\nrevocation_poll_ms = 1000\n".to_owned()
+    };
+    std::fs::write(&config, ca).with_context(|| format!("writing {}", config.display()))?;
     let log = dir.join(format!("{name}.log"));
     let log_file =
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -72,6 +92,8 @@ async fn spawn_node(
     ])
     .arg("--data-dir")
     .arg(&data_dir)
+    .arg("--config")
+    .arg(&config)
     .env_remove(crate::config::TOKEN_ENV)
     .stdin(Stdio::null())
     .stdout(Stdio::null())
@@ -185,6 +207,77 @@ async fn advertise_and_resolve(
         last.admin
     );
     Ok(Some(r.routing_key))
+}
+
+/// NexTrust on the demo's CA voters: the CA's status, a model MIC carrying a Poseidon commitment
+/// to hidden properties, and a Groth16 attestation that "score ≥ 80 % ∧ safety passed" proven
+/// against the CA's proving key and verified with its verifying key.
+async fn trust_demo(nodes: &[DemoNode], deadline: tokio::time::Instant) -> anyhow::Result<()> {
+    use crate::ctl::ca::{commit, prove, status_table};
+    use nexus_trust::zk::{Predicate, Properties};
+    let (Some(first), Some(last)) = (nodes.first(), nodes.last()) else {
+        return Ok(());
+    };
+    let client = Client::new(&first.admin, None)?;
+    let status = loop {
+        if let Ok((s, _)) = client.get::<serde_json::Value>("/v1/ca/status").await
+            && s["bootstrapped"] == true
+        {
+            break s;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out waiting for the CA to bootstrap");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "
+the CA is up (Raft over the first {DEMO_CA_VOTERS} nodes; `nexus ctl ca status`):"
+    );
+    print!("{}", status_table(&status));
+
+    let properties = Properties::new(850, true, 42)?;
+    let (opening, commitment) = commit(properties);
+    println!(
+        "
+model publisher commits to hidden properties (score 85.0 %, safety passed, dataset 42):
+  commitment {}",
+        hex::encode(commitment.to_bytes())
+    );
+    let request = serde_json::json!({
+        "subject_key": hex::encode([0x4du8; 32]),
+        "kind": "model",
+        "model": {"arch_hash": hex::encode([0xa1u8; 32]), "weights_commitment": hex::encode([0xb2u8; 32])},
+        "publisher": "acme-ai",
+        "claims": [{"key": "task", "value": "llm.code"}],
+        "zk_commitment": hex::encode(commitment.to_bytes()),
+        "validity_ms": 86_400_000u64,
+    });
+    let (mic, _): (serde_json::Value, _) = client.post("/v1/ca/certs", &request).await?;
+    println!(
+        "issued model MIC serial {} ({}) with the commitment inside",
+        mic["serial"],
+        mic["fingerprint"].as_str().unwrap_or("")
+    );
+    let predicate = Predicate {
+        min_score: 800,
+        require_safety: true,
+    };
+    let holder = Client::new(&last.admin, None)?;
+    let started = tokio::time::Instant::now();
+    let attestation = prove(&holder, &opening, predicate).await?;
+    println!(
+        "holder proves \"score ≥ 80 % ∧ safety passed\" without revealing the values ({:.0} ms, via {}):\n  attestation {}…  ({} bytes, verified against the CA's verifying key)",
+        started.elapsed().as_secs_f64() * 1000.0,
+        last.name,
+        &hex::encode(attestation.encode())[..32],
+        attestation.encode().len()
+    );
+    println!(
+        "  (registering services with MIC credentials and resolving with an attestation \
+         constraint arrive with the registry's trust integration)"
+    );
+    Ok(())
 }
 
 /// Sockets standing in for the code services, so the demo can show frames arriving.
@@ -339,7 +432,8 @@ async fn run_in(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     );
 
     let mut nodes = Vec::new();
-    let mut first = spawn_node(&exe, dir, 1, args.admin_base_port, None).await?;
+    let ca = args.nodes >= DEMO_CA_VOTERS;
+    let mut first = spawn_node(&exe, dir, 1, args.admin_base_port, None, ca).await?;
     let first_client = Client::new(&first.admin, None)?;
     // Poll node-1's own admin API (its node name proves it is ours, not another process on the
     // port) and stop at once if the process exits (e.g. port in use).
@@ -364,7 +458,7 @@ async fn run_in(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
             .admin_base_port
             .checked_add(i - 1)
             .context("--admin-base-port too high")?;
-        nodes.push(spawn_node(&exe, dir, i, port, Some(&seed)).await?);
+        nodes.push(spawn_node(&exe, dir, i, port, Some(&seed), ca && i <= DEMO_CA_VOTERS).await?);
     }
 
     let want = usize::from(args.nodes);
@@ -399,6 +493,10 @@ async fn run_in(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         );
     }
     println!("logs: {}/node-*.log", dir.display());
+
+    if ca {
+        trust_demo(&nodes, deadline).await?;
+    }
 
     let sinks = bind_sinks()?;
     if let Some(key) = advertise_and_resolve(&nodes, deadline, &sinks).await?

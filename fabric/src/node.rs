@@ -2,7 +2,7 @@
 //! the supervision tree and waits for a signal, a leave request or an escalation.
 //!
 //! Startup order is chosen so a bad configuration leaves nothing behind: the config is parsed,
-//! then both sockets are bound (a port in use fails before any file exists), and only then is the
+//! then the sockets are bound (gossip, admin, data plane, and a CA voter's Raft listener) (a port in use fails before any file exists), and only then is the
 //! data directory created — and removed again if a later step fails.
 
 use std::fs;
@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use nexus_actors::env::{SledStorage, Storage};
 use nexus_actors::{
-    ChildSpec, GossipActor, GossipArgs, GossipMsg, NodeExit, NodeKey, NodeMetrics, NodeSupervisor,
-    RegistryActor, RegistryArgs, SupervisorArgs, SupervisorMsg, TableArgs, TableCompiler,
-    registry_inbox,
+    ChildSpec, GossipActor, GossipArgs, GossipMsg, HandoffTcp, NodeExit, NodeKey, NodeMetrics,
+    NodeSupervisor, RegistryActor, RegistryArgs, SupervisorArgs, SupervisorMsg, TableArgs,
+    TableCompiler, TrustActor, TrustArgs, registry_inbox, trust_inbox,
 };
 use nexus_dataplane::fib::{Fib, FibTable, RouteSet, compile};
 use nexus_dataplane::forward::{
@@ -184,6 +184,19 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             }
         }),
     };
+    // The CA voter's Raft listener, bound now for the same reason; the trust actor takes it over.
+    let raft = match (config.ca.voter, config.ca.raft_listen) {
+        (true, Some(addr)) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| bind_error("ca.raft_listen", addr, &e))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| StartError::Runtime(e.to_string()))?;
+            Some((HandoffTcp::new(listener), bound))
+        }
+        _ => None,
+    };
+    let raft_addr = raft.as_ref().map(|(_, a)| *a);
     // Peers are told where the admin API is; an unspecified bind (0.0.0.0) is useless to them,
     // so share the advertised IP with the admin port instead.
     let admin_shared = if admin_addr.ip().is_unspecified() {
@@ -195,6 +208,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     // 2. Data directory: identity key and database.
     let data = open_data_dir(&config.data_dir)?;
     let node_id = data.key.node_id();
+    let db = data.storage.db().clone();
     let storage: Arc<dyn Storage> = Arc::new(data.storage);
     let meta = MemberMeta::new(
         config.name.clone(),
@@ -210,7 +224,9 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         } else {
             a
         }
-    }));
+    }))
+    // CA voters tell peers (and CA clients) where their Raft listener is.
+    .with_ca_raft(raft_addr);
 
     // 3. The supervision tree: gossip first, then the registry, the table compiler and the
     //    admin API.
@@ -226,6 +242,31 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         inbox: registry_rx,
         settings: config.registry.clone(),
     };
+    let (trust_tx, trust_rx) = trust_inbox();
+    let node_seed = {
+        use rand_core_06::RngCore;
+        rand_core_06::OsRng.next_u64()
+    };
+    let trust_args = TrustArgs {
+        key: data.key.signing_key().clone(),
+        name: config.name.clone(),
+        storage: storage.clone(),
+        db: config.ca.voter.then_some(db),
+        raft_listener: raft.as_ref().map(|(l, _)| l.clone()),
+        raft_addr,
+        settings: config.ca.clone(),
+        metrics: metrics.clone(),
+        inbox: trust_rx,
+        // openraft's election-timeout RNG, derived from the node seed.
+        raft_seed: node_seed.rotate_left(29) ^ 0x6361_5f72_6166_7421,
+        ca_seed: {
+            use rand_core_06::RngCore;
+            let mut seed = [0u8; 32];
+            rand_core_06::OsRng.fill_bytes(&mut seed);
+            seed
+        },
+        clock: nexus_trust::raft::node::CaClock::wall(),
+    };
     let gossip_args = GossipArgs {
         socket: Arc::new(socket),
         advertise,
@@ -236,12 +277,10 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         storage,
         metrics: metrics.clone(),
         epoch: started,
-        rng_seed: {
-            use rand_core_06::RngCore;
-            rand_core_06::OsRng.next_u64()
-        },
+        rng_seed: node_seed,
         overlay: OverlayConfig::default(),
         registry: Some(registry_tx),
+        trust: Some(trust_tx),
     };
     // The forwarding table: an empty generation 0 until the table compiler installs one. The
     // handle outlives actor restarts; the data plane will read it.
@@ -293,6 +332,9 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
                 ChildSpec::new("registry", move |supervisor| {
                     (RegistryActor, (registry_args.clone(), supervisor))
                 }),
+                ChildSpec::new("trust", move |supervisor| {
+                    (TrustActor, (trust_args.clone(), supervisor))
+                }),
                 ChildSpec::new("table", move |supervisor| {
                     (TableCompiler, (table_args.clone(), supervisor))
                 }),
@@ -325,6 +367,9 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
         dataplane_backend = ?config.dataplane_backend,
+        ca_raft = %raft_addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into()),
         data_dir = %config.data_dir.display(),
         "node started"
     );

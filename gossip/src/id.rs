@@ -64,6 +64,8 @@ pub struct MemberMeta {
     version: String,
     roles: Vec<String>,
     dataplane: Option<SocketAddr>,
+    /// Where the member's CA Raft listener is, if it is a CA voter.
+    ca_raft: Option<SocketAddr>,
 }
 
 /// A metadata field broke its limit.
@@ -104,6 +106,7 @@ impl MemberMeta {
             version: version.into(),
             roles,
             dataplane: None,
+            ca_raft: None,
         };
         meta.check()?;
         Ok(meta)
@@ -164,6 +167,17 @@ impl MemberMeta {
     /// The same record, saying where the node's data plane receives frames.
     pub fn with_dataplane(mut self, dataplane: Option<SocketAddr>) -> Self {
         self.dataplane = dataplane;
+        self
+    }
+
+    /// Where the node's CA Raft listener accepts peers and clients, if it is a CA voter.
+    pub fn ca_raft(&self) -> Option<SocketAddr> {
+        self.ca_raft
+    }
+
+    /// The same record, saying where the node's CA Raft listener is (CA voters only).
+    pub fn with_ca_raft(mut self, ca_raft: Option<SocketAddr>) -> Self {
+        self.ca_raft = ca_raft;
         self
     }
 }
@@ -296,6 +310,10 @@ fn encode_fields(
         None => out.push(0),
         Some(a) => put_addr(&mut out, a),
     }
+    match &meta.ca_raft {
+        None => out.push(0),
+        Some(a) => put_addr(&mut out, a),
+    }
     out
 }
 
@@ -395,6 +413,7 @@ fn decode_fields(wire: &[u8]) -> Result<(SocketAddr, NodeId, u64, MemberMeta), I
         )));
     }
     let dataplane = r.opt_addr("dataplane")?;
+    let ca_raft = r.opt_addr("ca_raft")?;
     if !r.0.is_empty() {
         return Err(IdDecodeError::Trailing(r.0.len()));
     }
@@ -404,6 +423,7 @@ fn decode_fields(wire: &[u8]) -> Result<(SocketAddr, NodeId, u64, MemberMeta), I
         version,
         roles,
         dataplane,
+        ca_raft,
     };
     let node_id = NodeId(node_id);
     if let Some(problem) = meta_problem(&node_id, &meta) {
@@ -716,6 +736,27 @@ mod tests {
         assert_eq!(new.generation(), 4);
         assert!(new.win_addr_conflict(&old));
         assert!(!old.win_addr_conflict(&new));
+    }
+
+    #[test]
+    fn ca_raft_address_roundtrips_on_the_wire() {
+        let addr: SocketAddr = "127.0.0.1:7946".parse().expect("addr");
+        let raft: SocketAddr = "[::1]:7800".parse().expect("raft addr");
+        let with = MemberId::new(addr, NodeId([5; 32]), 2, meta("v").with_ca_raft(Some(raft)));
+        let back = MemberId::from_wire(with.wire()).expect("decodes");
+        assert_eq!(back.meta().ca_raft(), Some(raft));
+        let without = MemberId::new(addr, NodeId([5; 32]), 2, meta("v"));
+        assert_ne!(with.wire(), without.wire());
+        assert_eq!(
+            MemberId::from_wire(without.wire())
+                .expect("decodes")
+                .meta()
+                .ca_raft(),
+            None
+        );
+        // A truncated trailing address is refused, not read as absent.
+        let wire = with.wire();
+        assert!(MemberId::from_wire(&wire[..wire.len() - 3]).is_err());
     }
 
     #[test]

@@ -298,6 +298,7 @@ async fn node_main(ctx: NodeCtx) -> turmoil::Result {
         rng_seed: ctx.gossip_seed,
         overlay: nexus_gossip::OverlayConfig::default(),
         registry: None,
+        trust: None,
     };
     let (exit, _) = watch::channel(None);
     let spawned = Actor::spawn(

@@ -79,7 +79,7 @@ impl<T: Transport> CaClient<T> {
         *self.leader.lock().unwrap_or_else(PoisonError::into_inner) = addr;
     }
 
-    async fn call<R>(
+    pub(crate) async fn call<R>(
         &self,
         op: &'static str,
         req: impl Fn() -> ClientRequest,

@@ -18,10 +18,12 @@
 //! MIC-bound handshake is the place for that) or encrypt Raft traffic.
 
 pub mod batcher;
+pub mod bootstrap;
 pub mod client;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod remote_read;
 pub mod runtime;
 pub mod server;
 pub mod state_machine;
@@ -39,6 +41,7 @@ pub use network::{LinkError, PeerLink};
 pub use node::{
     CaClientError, CaNode, CaNodeConfig, CaRole, CaStatus, CaTimings, SnapshotPolicy, StartError,
 };
+pub use remote_read::{CaAnswer, CaKeyEntry, CaQuery};
 pub use runtime::{SeededRuntime, SeededThreadRng, seed_thread_rng, set_default_seed};
 pub use state_machine::SledStateMachine;
 pub use transport::{TcpTransport, Transport};

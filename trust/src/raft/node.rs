@@ -417,6 +417,7 @@ impl<T: Transport> Core<T> {
                     .map_done(|()| ClientReply::MembershipChanged),
             ),
             ClientRequest::Status => ClientReply::Status(self.status()),
+            ClientRequest::Read(query) => self.serve_read(query, deadline).await,
         }
     }
 

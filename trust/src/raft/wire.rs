@@ -154,6 +154,8 @@ pub enum ClientRequest {
     },
     /// The member's view of the cluster.
     Status,
+    /// A linearizable read of the CA state (leader only; see `remote_read`).
+    Read(super::remote_read::CaQuery),
 }
 
 /// A response on the wire.
@@ -193,6 +195,8 @@ pub enum ClientReply {
     Status(CaStatus),
     /// The request failed on the leader; the reason.
     Failed(String),
+    /// Answer to [`ClientRequest::Read`].
+    Read(super::remote_read::CaAnswer),
 }
 
 #[cfg(test)]

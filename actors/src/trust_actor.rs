@@ -1,0 +1,1265 @@
+//! [`TrustActor`]: the node's part in NexTrust. It owns the CA Raft member (on CA voters) or a
+//! client of the CA group (everywhere else), the node's own certificate, and the node's
+//! revocation set; it holds no protocol logic itself (the CA state machine, the MIC format and
+//! the revocation set are sans-IO cores in `nexus-trust`).
+//!
+//! What it does, on a timer (`tick`, 250 ms) and on input:
+//! - **Voters** start a [`CaNode`] on the node's sled database when the actor starts (a restart
+//!   of the actor restarts the member from its log). Voters advertise their Raft address in
+//!   membership metadata ([`nexus_gossip::MemberMeta::ca_raft`]).
+//! - **Bootstrap**, like Consul's `bootstrap_expect`: while a voter's group has no membership,
+//!   and at least `bootstrap_expect` voters are alive in membership, the voter with the lowest
+//!   node id among the `bootstrap_expect` lowest calls `initialize` with exactly those. Then
+//!   whoever is leader and sees the CA state not bootstrapped proposes `Command::Bootstrap` with
+//!   a fresh CA Ed25519 key and the attestation circuit's Groth16 keys (`zk::setup`); the state
+//!   machine refuses a second bootstrap, so two leaders racing is harmless.
+//!   Assumption (as in Consul): do not start more voters than `bootstrap_expect` before the
+//!   group exists; later voters join through `POST /v1/ca/voters`.
+//! - **Non-voters** build a [`CaClient`] over the Raft addresses of the voters they see alive.
+//! - **Trust material**: once the CA is bootstrapped, every node reads the CA keys and circuit
+//!   verifying keys (linearizable read) and persists them.
+//! - **Node MIC**: every node obtains a MIC for its own identity key (kind `node`, idempotent
+//!   `request_id` derived from the node id), stores it, and renews it at 2/3 of its lifetime.
+//! - **Revocations**: the admin API commits a revoke and hands the record here
+//!   ([`TrustMsg::Committed`]); this actor broadcasts it through the gossip overlay. Records
+//!   arriving by gossip (the gossip actor demultiplexes overlay payloads by their `NXRV` magic
+//!   into [`TrustInput::Revocation`]) are verified into the [`RevocationSet`]; every
+//!   `revocation_poll` the node also asks the CA for `revocations_after(contiguous_seq)`, the
+//!   backstop for anything gossip lost. The set is persisted after every change.
+//! - **Registry**: after each change of the trust material (and every [`REGISTRY_RESEND_TICKS`]
+//!   ticks, so a restarted registry catches up) the registry actor gets a
+//!   `RegistryMsg::Trust(TrustUpdate)`: CA keys, circuit verifying keys and every revocation
+//!   record held (duplicates are harmless to it).
+//!
+//! Slow work (Raft writes and reads, Groth16 setup) runs in spawned tasks that report back as
+//! [`TrustMsg::Done`], so the mailbox keeps answering the admin API; at most one task of each
+//! [`Job`] kind runs at a time. The admin API does its CA operations itself through the
+//! [`CaAccess`] handle it asks for ([`TrustMsg::Access`]); handles are cheap clones.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use nexus_gossip::{MemberState, MemberView, NodeId};
+use nexus_trust::ca::{CaError, Command, IssueRequest, Response};
+use nexus_trust::mic::{CaKeys, Claim, Mic, SubjectKind};
+use nexus_trust::raft::node::CaClock;
+use nexus_trust::raft::{
+    CaAnswer, CaClient, CaClientError, CaKeyEntry, CaNode, CaNodeConfig, CaPeer, CaQuery, CaRole,
+    CaStatus, CaTimings, TcpTransport, Transport,
+};
+use nexus_trust::revocation::{Inserted, REVOCATION_MAGIC, RevocationSet, SignedRevocation};
+use nexus_trust::verify::TrustUpdate;
+use nexus_trust::zk;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, mpsc};
+
+use crate::GossipMsg;
+use crate::env::Storage;
+use crate::metrics::NodeMetrics;
+use crate::registry_actor::RegistryMsg;
+use crate::supervisor::SupervisorMsg;
+use crate::task::AbortOnDrop;
+
+/// Inputs the trust actor's inbox holds before the gossip actor starts dropping them.
+pub const TRUST_INBOX_CAPACITY: usize = 1024;
+/// How often the actor checks bootstrap, certificates and metrics.
+pub const TICK: Duration = Duration::from_millis(250);
+/// Revocation records asked for in one poll (the CA caps it at `ca::LIST_LIMIT_MAX`).
+pub const REVOCATION_PAGE: u32 = 1_000;
+/// Serials [`TrustView::revoked`] lists at most.
+pub const VIEW_REVOKED_MAX: usize = 1_000;
+/// Ticks between re-sends of the trust material to the registry (20 × 250 ms = 5 s).
+pub const REGISTRY_RESEND_TICKS: u64 = 20;
+/// Deadline for asking another actor.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// The CA key id of the first (and, for now, only) CA key.
+pub const CA_KEY_ID: u32 = 1;
+/// Publisher named in node MICs.
+pub const NODE_MIC_PUBLISHER: &str = "nexus-node";
+
+const NODE_MIC_KEY: &str = "trust/node-mic";
+const CA_KEYS_KEY: &str = "trust/ca-keys";
+const CIRCUIT_PREFIX: &str = "trust/circuit/";
+const REVOCATIONS_KEY: &str = "trust/revocations";
+
+/// `[ca]` settings (see docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaSettings {
+    /// Whether this node is a CA voter (runs a Raft member).
+    pub voter: bool,
+    /// Where a voter's Raft listener binds.
+    pub raft_listen: Option<SocketAddr>,
+    /// Voters that must be alive before the group is formed (3 or 5).
+    pub bootstrap_expect: usize,
+    /// Raft heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomised election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomised election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Deadline of one CA operation (write, read, membership change).
+    pub client_timeout_ms: u64,
+    /// Lifetime of the node's own MIC.
+    pub node_cert_validity: Duration,
+    /// How often the node asks the CA for revocations it has not seen (gossip's backstop).
+    pub revocation_poll: Duration,
+}
+
+impl Default for CaSettings {
+    fn default() -> Self {
+        let t = CaTimings::default();
+        CaSettings {
+            voter: false,
+            raft_listen: None,
+            bootstrap_expect: 3,
+            heartbeat_ms: t.heartbeat_ms,
+            election_timeout_min_ms: t.election_min_ms,
+            election_timeout_max_ms: t.election_max_ms,
+            client_timeout_ms: t.client_timeout_ms,
+            node_cert_validity: Duration::from_secs(86_400),
+            revocation_poll: Duration::from_millis(5_000),
+        }
+    }
+}
+
+impl CaSettings {
+    fn timings(&self) -> CaTimings {
+        CaTimings {
+            heartbeat_ms: self.heartbeat_ms,
+            election_min_ms: self.election_timeout_min_ms,
+            election_max_ms: self.election_timeout_max_ms,
+            client_timeout_ms: self.client_timeout_ms,
+        }
+    }
+}
+
+/// The Raft id of a node: the first 8 bytes of its node id, big-endian.
+pub fn raft_id(node: &NodeId) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&node.0[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The idempotency key of a node's first MIC request: the same on every retry and restart.
+pub fn node_mic_request_id(node: &NodeId) -> [u8; 16] {
+    let digest = Sha256::new()
+        .chain_update(b"nexus/node-mic/v1\0")
+        .chain_update(node.0)
+        .finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
+}
+
+/// TCP for the CA listener, handing over the listener `nexus node run` bound at startup (so a
+/// port in use is a configuration error before anything is written). A restarted member binds
+/// the same address again.
+#[derive(Clone, Debug, Default)]
+pub struct HandoffTcp {
+    slot: Arc<std::sync::Mutex<Option<std::net::TcpListener>>>,
+}
+
+/// Attempts to re-bind the Raft address while the previous member's listener is closing.
+const REBIND_ATTEMPTS: u32 = 40;
+
+impl HandoffTcp {
+    /// A transport whose first `bind` returns `listener`.
+    pub fn new(listener: std::net::TcpListener) -> Self {
+        HandoffTcp {
+            slot: Arc::new(std::sync::Mutex::new(Some(listener))),
+        }
+    }
+}
+
+impl Transport for HandoffTcp {
+    type Stream = tokio::net::TcpStream;
+    type Listener = tokio::net::TcpListener;
+
+    async fn bind(&self, addr: &str) -> std::io::Result<Self::Listener> {
+        let handed = self
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(listener) = handed {
+            listener.set_nonblocking(true)?;
+            return tokio::net::TcpListener::from_std(listener);
+        }
+        // The previous member's listener closes when its aborted server task is dropped,
+        // shortly after shutdown: retry for a moment.
+        let mut attempt = 0;
+        loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse && attempt < REBIND_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn accept(listener: &mut Self::Listener) -> std::io::Result<(Self::Stream, String)> {
+        <TcpTransport as Transport>::accept(listener).await
+    }
+
+    fn local_addr(listener: &Self::Listener) -> std::io::Result<String> {
+        <TcpTransport as Transport>::local_addr(listener)
+    }
+
+    async fn connect(&self, addr: &str) -> std::io::Result<Self::Stream> {
+        TcpTransport.connect(addr).await
+    }
+}
+
+/// How the admin API (and this actor's tasks) reach the CA: through this node's own member, or
+/// through a client of the voters.
+#[derive(Clone, Debug)]
+pub enum CaAccess {
+    /// This node is a voter.
+    Voter(Arc<CaNode<HandoffTcp>>),
+    /// This node is a client of the voters it sees in membership.
+    Client(Arc<CaClient>),
+}
+
+impl CaAccess {
+    /// Proposes `cmd` (forwarded to the leader) and returns what applying it produced.
+    pub async fn write(&self, cmd: Command) -> Result<Response, CaClientError> {
+        match self {
+            CaAccess::Voter(n) => n.write(cmd).await,
+            CaAccess::Client(c) => c.write(cmd).await,
+        }
+    }
+
+    /// A linearizable read of the CA state.
+    pub async fn read(&self, query: CaQuery) -> Result<CaAnswer, CaClientError> {
+        match self {
+            CaAccess::Voter(n) => n.read(query).await,
+            CaAccess::Client(c) => c.read(query).await,
+        }
+    }
+
+    /// The group's status: this voter's own view, or the view of the member a client reaches.
+    pub async fn status(&self) -> Result<CaStatus, CaClientError> {
+        match self {
+            CaAccess::Voter(n) => Ok(n.status()),
+            CaAccess::Client(c) => c.status().await,
+        }
+    }
+
+    /// Adds a voter (learner first, then promotion).
+    pub async fn add_voter(&self, id: u64, peer: CaPeer) -> Result<(), CaClientError> {
+        match self {
+            CaAccess::Voter(n) => n.add_voter(id, peer).await,
+            CaAccess::Client(c) => c.add_voter(id, peer).await,
+        }
+    }
+
+    /// Removes a voter.
+    pub async fn remove_voter(&self, id: u64) -> Result<(), CaClientError> {
+        match self {
+            CaAccess::Voter(n) => n.remove_voter(id).await,
+            CaAccess::Client(c) => c.remove_voter(id).await,
+        }
+    }
+
+    /// Whether this node is a voter.
+    pub fn is_voter(&self) -> bool {
+        matches!(self, CaAccess::Voter(_))
+    }
+}
+
+/// What the gossip actor hands the trust actor.
+#[derive(Debug, Clone)]
+pub enum TrustInput {
+    /// An overlay broadcast starting with the revocation magic `NXRV`.
+    Revocation(Vec<u8>),
+}
+
+/// Sending half of the trust actor's inbox (held by the gossip actor).
+pub type TrustInbox = mpsc::Sender<TrustInput>;
+
+/// Creates the trust actor's inbox; the receiver outlives actor restarts.
+pub fn trust_inbox() -> (TrustInbox, Arc<Mutex<mpsc::Receiver<TrustInput>>>) {
+    let (tx, rx) = mpsc::channel(TRUST_INBOX_CAPACITY);
+    (tx, Arc::new(Mutex::new(rx)))
+}
+
+/// Whether an overlay payload is a revocation record (for the gossip actor's demultiplexer).
+pub fn is_revocation_payload(payload: &[u8]) -> bool {
+    payload.starts_with(&REVOCATION_MAGIC)
+}
+
+/// The trust material a node holds, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustView {
+    /// Whether this node is a CA voter.
+    pub voter: bool,
+    /// This node's Raft id.
+    pub raft_id: u64,
+    /// The CA keys this node trusts (empty until the CA is bootstrapped and read).
+    pub ca_keys: Vec<CaKeyEntry>,
+    /// Circuit ids whose verifying keys this node holds.
+    pub circuits: Vec<u16>,
+    /// This node's own MIC.
+    pub node_mic: Option<Mic>,
+    /// Revocation records held.
+    pub revocations: usize,
+    /// Every revocation seq up to this one has been seen.
+    pub contiguous_seq: u64,
+    /// Revoked serials held (ascending, at most [`VIEW_REVOKED_MAX`]).
+    pub revoked: Vec<u64>,
+}
+
+/// Background work kinds; at most one of each runs at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Job {
+    /// Form the Raft group.
+    Initialize,
+    /// Propose `Command::Bootstrap`.
+    Bootstrap,
+    /// Read the CA keys and circuit keys.
+    FetchKeys,
+    /// Obtain or renew the node MIC.
+    NodeMic,
+    /// Ask for revocations after the contiguous seq.
+    PollRevocations,
+}
+
+/// What a background job produced.
+#[derive(Debug)]
+pub enum JobResult {
+    /// `initialize` returned.
+    Initialized,
+    /// The bootstrap command was applied (or refused as a second one).
+    Bootstrapped,
+    /// The CA is not bootstrapped yet (nothing to fetch).
+    NotBootstrapped,
+    /// CA keys and circuit verifying keys.
+    Keys(Vec<CaKeyEntry>, Vec<(u16, Vec<u8>)>),
+    /// The node MIC (new or renewed).
+    NodeMic(Box<Mic>),
+    /// Revocation records after the asked seq.
+    Revocations(Vec<SignedRevocation>),
+}
+
+/// Messages to [`TrustActor`].
+#[derive(Debug)]
+pub enum TrustMsg {
+    /// Timer.
+    Tick,
+    /// Timer: poll the CA for revocations.
+    Poll,
+    /// An input from the gossip actor (through the inbox pump).
+    Input(TrustInput),
+    /// The CA handle for the admin API (`None` while no voter is known).
+    Access(RpcReplyPort<Option<CaAccess>>),
+    /// The node's trust material.
+    View(RpcReplyPort<TrustView>),
+    /// A revocation this node committed: insert it and broadcast it.
+    Committed(Box<SignedRevocation>),
+    /// A background job finished.
+    Done(Job, Result<JobResult, String>),
+}
+
+/// Arguments of [`TrustActor`]; cloned for every (re)start.
+#[derive(Clone)]
+pub struct TrustArgs {
+    /// The node's identity key (its public half is the node id and the node MIC's subject).
+    pub key: SigningKey,
+    /// The node's name (a claim in its MIC).
+    pub name: String,
+    /// Durable node storage (node MIC, CA keys, revocation set).
+    pub storage: Arc<dyn Storage>,
+    /// The node's sled database, for the Raft log (voters only).
+    pub db: Option<sled::Db>,
+    /// The listener for the Raft address, bound at startup (voters only).
+    pub raft_listener: Option<HandoffTcp>,
+    /// The address the Raft listener is bound to (voters only).
+    pub raft_addr: Option<SocketAddr>,
+    /// Settings.
+    pub settings: CaSettings,
+    /// Where metrics go.
+    pub metrics: NodeMetrics,
+    /// Input from the gossip actor.
+    pub inbox: Arc<Mutex<mpsc::Receiver<TrustInput>>>,
+    /// Seed of openraft's RNG (derived from the node seed).
+    pub raft_seed: u64,
+    /// Entropy for a CA key and circuit setup if this node bootstraps the CA.
+    pub ca_seed: [u8; 32],
+    /// The wall clock (certificate validity, revocation expiry); virtual in the simulator.
+    pub clock: CaClock,
+}
+
+impl std::fmt::Debug for TrustArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustArgs")
+            .field("settings", &self.settings)
+            .field("raft_addr", &self.raft_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State of [`TrustActor`].
+pub struct TrustState {
+    args: TrustArgs,
+    node_id: NodeId,
+    supervisor: ActorRef<SupervisorMsg>,
+    access: Option<CaAccess>,
+    /// Voter Raft addresses the current client was built with (non-voters).
+    client_members: Vec<String>,
+    keys: CaKeys,
+    key_entries: Vec<CaKeyEntry>,
+    circuits: BTreeMap<u16, Vec<u8>>,
+    revocations: RevocationSet,
+    node_mic: Option<Mic>,
+    running: BTreeSet<Job>,
+    /// Earliest next attempt per job after a failure (milliseconds of `args.clock`).
+    not_before_ms: BTreeMap<Job, u64>,
+    /// Whether the CA was seen bootstrapped.
+    bootstrapped: bool,
+    /// The registry has not been sent the current trust material yet.
+    registry_dirty: bool,
+    /// Ticks handled (for the periodic re-send to the registry).
+    ticks: u64,
+    _timers: Vec<AbortOnDrop>,
+}
+
+impl std::fmt::Debug for TrustState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustState")
+            .field("voter", &self.args.settings.voter)
+            .field("bootstrapped", &self.bootstrapped)
+            .field("revocations", &self.revocations.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The trust actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrustActor;
+
+/// Pause before retrying a failed job.
+const RETRY_MS: u64 = 1_000;
+
+fn load_keys(storage: &dyn Storage) -> Result<(Vec<CaKeyEntry>, CaKeys), String> {
+    let Some(bytes) = storage.get(CA_KEYS_KEY).map_err(|e| e.to_string())? else {
+        return Ok((Vec::new(), CaKeys::new()));
+    };
+    let entries: Vec<CaKeyEntry> = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{CA_KEYS_KEY}: stored value is corrupt: {e}"))?;
+    let keys = keys_of(&entries)?;
+    Ok((entries, keys))
+}
+
+fn keys_of(entries: &[CaKeyEntry]) -> Result<CaKeys, String> {
+    let mut keys = CaKeys::new();
+    for e in entries {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&e.public_key)
+            .map_err(|err| format!("CA key {} is not an Ed25519 public key: {err}", e.ca_key_id))?;
+        keys.insert(e.ca_key_id, key);
+    }
+    Ok(keys)
+}
+
+impl TrustState {
+    fn now_ms(&self) -> u64 {
+        self.args.clock.now_ms()
+    }
+
+    fn view(&self) -> TrustView {
+        TrustView {
+            voter: self.args.settings.voter,
+            raft_id: raft_id(&self.node_id),
+            ca_keys: self.key_entries.clone(),
+            circuits: self.circuits.keys().copied().collect(),
+            node_mic: self.node_mic.clone(),
+            revocations: self.revocations.len(),
+            contiguous_seq: self.revocations.contiguous_seq(),
+            revoked: self.revoked_serials(),
+        }
+    }
+
+    fn revoked_serials(&self) -> Vec<u64> {
+        // The set exposes records by serial only through `get`; its export lists them by
+        // serial, so walk the export's records.
+        decode_export_records(&self.revocations.export())
+            .into_iter()
+            .map(|r| r.serial)
+            .take(VIEW_REVOKED_MAX)
+            .collect()
+    }
+
+    fn persist_revocations(&self) {
+        if let Err(err) = self
+            .args
+            .storage
+            .put(REVOCATIONS_KEY, &self.revocations.export())
+        {
+            tracing::warn!(%err, "cannot persist the revocation set");
+        }
+        self.args
+            .metrics
+            .trust_revocations
+            .set(i64::try_from(self.revocations.len()).unwrap_or(i64::MAX));
+    }
+
+    fn due(&self, job: Job) -> bool {
+        !self.running.contains(&job)
+            && self
+                .not_before_ms
+                .get(&job)
+                .is_none_or(|at| self.now_ms() >= *at)
+    }
+}
+
+/// The records in a [`RevocationSet::export`], by serial (the set has no iterator; its export
+/// lists the records).
+fn decode_export_records(export: &[u8]) -> Vec<SignedRevocation> {
+    use nexus_trust::revocation::REVOCATION_BYTES;
+    // magic 4, version 1, contiguous 8, gap count 4, gaps 8 each, record count 4, records.
+    let read_u32 = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = export.get(at..at + 4)?.try_into().ok()?;
+        usize::try_from(u32::from_be_bytes(b)).ok()
+    };
+    let Some(gaps) = read_u32(13) else {
+        return Vec::new();
+    };
+    let records_at = 17 + 8 * gaps;
+    let Some(count) = read_u32(records_at) else {
+        return Vec::new();
+    };
+    (0..count)
+        .filter_map(|i| {
+            let start = records_at + 4 + i * REVOCATION_BYTES;
+            SignedRevocation::decode(export.get(start..start + REVOCATION_BYTES)?).ok()
+        })
+        .collect()
+}
+
+impl TrustActor {
+    async fn gossip(state: &TrustState) -> Option<ActorRef<GossipMsg>> {
+        let lookup = state
+            .supervisor
+            .call(
+                |r| SupervisorMsg::Lookup("gossip".into(), r),
+                Some(CALL_TIMEOUT),
+            )
+            .await;
+        let Ok(CallResult::Success(Some(cell))) = lookup else {
+            return None;
+        };
+        Some(cell.into())
+    }
+
+    async fn members(state: &TrustState) -> Vec<MemberView> {
+        let Some(gossip) = Self::gossip(state).await else {
+            return Vec::new();
+        };
+        match gossip.call(GossipMsg::Members, Some(CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(members)) => members,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Alive members advertising a CA Raft address, by node id (ascending).
+    fn voters_alive(members: &[MemberView]) -> BTreeMap<NodeId, SocketAddr> {
+        let mut voters = BTreeMap::new();
+        for m in members {
+            if m.state != MemberState::Alive {
+                continue;
+            }
+            if let Some(addr) = m.id.meta().ca_raft() {
+                voters.insert(m.id.node_id(), addr);
+            }
+        }
+        voters
+    }
+
+    /// Marks the trust material as changed: the registry gets it after this message.
+    fn publish_to_registry(state: &mut TrustState) {
+        state.registry_dirty = true;
+    }
+
+    /// Sends the trust material to the registry actor (CA keys, verifying keys, every
+    /// revocation record held). If the registry is restarting, it stays marked and goes with
+    /// the next message or tick.
+    async fn send_to_registry(state: &mut TrustState) {
+        if state.keys.is_empty() {
+            state.registry_dirty = false;
+            return;
+        }
+        let lookup = state
+            .supervisor
+            .call(
+                |r| SupervisorMsg::Lookup("registry".into(), r),
+                Some(CALL_TIMEOUT),
+            )
+            .await;
+        let Ok(CallResult::Success(Some(cell))) = lookup else {
+            return;
+        };
+        let registry: ActorRef<RegistryMsg> = cell.into();
+        let update = TrustUpdate {
+            ca_keys: state.keys.clone(),
+            circuits: state
+                .circuits
+                .iter()
+                .map(|(id, vk)| (*id, vk.clone()))
+                .collect(),
+            revocations: decode_export_records(&state.revocations.export()),
+        };
+        if registry
+            .send_message(RegistryMsg::Trust(Box::new(update), None))
+            .is_ok()
+        {
+            state.registry_dirty = false;
+        }
+    }
+
+    fn spawn_job<F>(myself: &ActorRef<TrustMsg>, state: &mut TrustState, job: Job, work: F)
+    where
+        F: std::future::Future<Output = Result<JobResult, String>> + Send + 'static,
+    {
+        state.running.insert(job);
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let result = work.await;
+            let _ = me.send_message(TrustMsg::Done(job, result));
+        });
+    }
+
+    async fn tick(myself: &ActorRef<TrustMsg>, state: &mut TrustState) {
+        let members = Self::members(state).await;
+        let voters = Self::voters_alive(&members);
+        match state.access.clone() {
+            Some(CaAccess::Voter(node)) => {
+                let status = node.status();
+                Self::export_status(state, &status);
+                if status.voters.is_empty() {
+                    Self::maybe_initialize(myself, state, &voters);
+                } else if status.role == CaRole::Leader && !state.bootstrapped {
+                    Self::maybe_bootstrap(myself, state);
+                }
+            }
+            _ => {
+                // A client over the voters alive now; rebuilt when that set changes.
+                let addrs: Vec<String> = voters.values().map(ToString::to_string).collect();
+                if !addrs.is_empty() && addrs != state.client_members {
+                    let timeout = Duration::from_millis(state.args.settings.client_timeout_ms);
+                    let client = CaClient::with_transport(TcpTransport, addrs.clone(), timeout);
+                    state.access = Some(CaAccess::Client(Arc::new(client)));
+                    state.client_members = addrs;
+                }
+            }
+        }
+        let Some(access) = state.access.clone() else {
+            return;
+        };
+        if state.keys.is_empty() || !state.bootstrapped {
+            if state.due(Job::FetchKeys) {
+                Self::spawn_job(myself, state, Job::FetchKeys, fetch_keys(access));
+            }
+            return;
+        }
+        if Self::node_mic_due(state) && state.due(Job::NodeMic) {
+            let work = obtain_node_mic(
+                access,
+                state.args.key.verifying_key().to_bytes(),
+                state.node_id,
+                state.args.name.clone(),
+                state.node_mic.clone(),
+                state.args.settings.node_cert_validity,
+                state.args.clock.clone(),
+            );
+            Self::spawn_job(myself, state, Job::NodeMic, work);
+        }
+    }
+
+    /// Whether the node has no valid MIC, or has passed 2/3 of its lifetime.
+    fn node_mic_due(state: &TrustState) -> bool {
+        let Some(mic) = &state.node_mic else {
+            return true;
+        };
+        let b = &mic.body;
+        let life = b.not_after_ms.saturating_sub(b.not_before_ms);
+        let renew_at = b.not_before_ms.saturating_add(life / 3 * 2);
+        state.now_ms() >= renew_at || state.revocations.is_revoked(b.serial)
+    }
+
+    fn export_status(state: &TrustState, status: &CaStatus) {
+        let m = &state.args.metrics;
+        m.ca_role.set(status.role.as_gauge());
+        m.ca_term
+            .set(i64::try_from(status.term).unwrap_or(i64::MAX));
+        m.ca_leader.set(
+            status
+                .leader
+                .map(|l| i64::from_be_bytes(l.to_be_bytes()))
+                .unwrap_or(-1),
+        );
+        m.ca_last_applied.set(
+            status
+                .last_applied_index
+                .and_then(|i| i64::try_from(i).ok())
+                .unwrap_or(-1),
+        );
+    }
+
+    fn maybe_initialize(
+        myself: &ActorRef<TrustMsg>,
+        state: &mut TrustState,
+        voters: &BTreeMap<NodeId, SocketAddr>,
+    ) {
+        let expect = state.args.settings.bootstrap_expect;
+        if voters.len() < expect || !state.due(Job::Initialize) {
+            return;
+        }
+        let founders: Vec<(NodeId, SocketAddr)> =
+            voters.iter().take(expect).map(|(n, a)| (*n, *a)).collect();
+        if founders.first().map(|(n, _)| *n) != Some(state.node_id) {
+            return; // The lowest node id forms the group; the others wait to be contacted.
+        }
+        let Some(CaAccess::Voter(node)) = state.access.clone() else {
+            return;
+        };
+        let members: BTreeMap<u64, CaPeer> = founders
+            .iter()
+            .map(|(n, a)| {
+                (
+                    raft_id(n),
+                    CaPeer {
+                        addr: a.to_string(),
+                        node: n.to_hex(),
+                    },
+                )
+            })
+            .collect();
+        tracing::info!(
+            voters = members.len(),
+            "forming the CA group (bootstrap_expect reached)"
+        );
+        Self::spawn_job(myself, state, Job::Initialize, async move {
+            node.initialize(members)
+                .await
+                .map(|()| JobResult::Initialized)
+                .map_err(|e| e.to_string())
+        });
+    }
+
+    fn maybe_bootstrap(myself: &ActorRef<TrustMsg>, state: &mut TrustState) {
+        if !state.due(Job::Bootstrap) {
+            return;
+        }
+        let Some(CaAccess::Voter(node)) = state.access.clone() else {
+            return;
+        };
+        let seed = state.args.ca_seed;
+        Self::spawn_job(myself, state, Job::Bootstrap, async move {
+            let bootstrapped = node
+                .read_linearizable(|s| s.is_bootstrapped())
+                .await
+                .map_err(|e| e.to_string())?;
+            if bootstrapped {
+                return Ok(JobResult::Bootstrapped);
+            }
+            // Groth16 setup is CPU work (tens of ms in release builds): off the runtime.
+            let bootstrap = tokio::task::spawn_blocking(move || {
+                nexus_trust::raft::bootstrap::generate(seed, CA_KEY_ID)
+                    .map_err(|e| format!("circuit setup: {e}"))
+            })
+            .await
+            .map_err(|e| format!("circuit setup task: {e}"))??;
+            match node.write(Command::Bootstrap(Box::new(bootstrap))).await {
+                Ok(Response::Bootstrapped { ca_key_id }) => {
+                    tracing::info!(ca_key_id, "CA bootstrapped");
+                    Ok(JobResult::Bootstrapped)
+                }
+                Ok(Response::Error(CaError::AlreadyBootstrapped { .. })) => {
+                    Ok(JobResult::Bootstrapped)
+                }
+                Ok(other) => Err(format!("unexpected bootstrap response {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+    }
+
+    /// Verifies and keeps one revocation record; true if it was new.
+    fn accept_revocation(state: &mut TrustState, record: SignedRevocation) -> bool {
+        if state.keys.is_empty() {
+            // No CA key to check it against yet: the poll after the keys arrive catches up.
+            return false;
+        }
+        let now = state.now_ms();
+        let revoked_at = record.revoked_at_ms;
+        let serial = record.serial;
+        match state.revocations.insert(&state.keys, record, now) {
+            Ok(Inserted::New) => {
+                state
+                    .args
+                    .metrics
+                    .trust_revocation_lag_ms
+                    .set(i64::try_from(now.saturating_sub(revoked_at)).unwrap_or(i64::MAX));
+                tracing::info!(serial, "revocation learnt");
+                true
+            }
+            Ok(Inserted::Duplicate | Inserted::AlreadyExpired) => false,
+            Err(err) => {
+                tracing::warn!(serial, %err, "revocation record rejected");
+                false
+            }
+        }
+    }
+
+    fn on_done(state: &mut TrustState, job: Job, result: Result<JobResult, String>) {
+        state.running.remove(&job);
+        let result = match result {
+            Ok(r) => r,
+            Err(reason) => {
+                tracing::debug!(?job, %reason, "trust job failed; retrying");
+                let at = state.now_ms().saturating_add(RETRY_MS);
+                state.not_before_ms.insert(job, at);
+                return;
+            }
+        };
+        state.not_before_ms.remove(&job);
+        match result {
+            JobResult::Initialized => {}
+            JobResult::Bootstrapped => {}
+            JobResult::NotBootstrapped => {
+                let at = state.now_ms().saturating_add(RETRY_MS / 2);
+                state.not_before_ms.insert(job, at);
+            }
+            JobResult::Keys(entries, circuits) => {
+                let keys = match keys_of(&entries) {
+                    Ok(k) => k,
+                    Err(err) => {
+                        tracing::warn!(%err, "CA keys rejected");
+                        return;
+                    }
+                };
+                if entries != state.key_entries {
+                    match serde_json::to_vec(&entries) {
+                        Ok(bytes) => {
+                            if let Err(err) = state.args.storage.put(CA_KEYS_KEY, &bytes) {
+                                tracing::warn!(%err, "cannot persist CA keys");
+                            }
+                        }
+                        Err(err) => tracing::warn!(%err, "cannot encode CA keys"),
+                    }
+                }
+                for (id, vk) in &circuits {
+                    if state.circuits.get(id) != Some(vk)
+                        && let Err(err) =
+                            state.args.storage.put(&format!("{CIRCUIT_PREFIX}{id}"), vk)
+                    {
+                        tracing::warn!(%err, circuit = id, "cannot persist a verifying key");
+                    }
+                }
+                state.key_entries = entries;
+                state.keys = keys;
+                state.circuits = circuits.into_iter().collect();
+                state.bootstrapped = true;
+                Self::publish_to_registry(state);
+            }
+            JobResult::NodeMic(mic) => {
+                if let Err(err) = mic.verify(&state.keys, state.now_ms()) {
+                    tracing::warn!(%err, serial = mic.body.serial, "node MIC from the CA does not verify");
+                    let at = state.now_ms().saturating_add(RETRY_MS);
+                    state.not_before_ms.insert(job, at);
+                    return;
+                }
+                if let Err(err) = state.args.storage.put(NODE_MIC_KEY, &mic.encode()) {
+                    tracing::warn!(%err, "cannot persist the node MIC");
+                }
+                tracing::info!(
+                    serial = mic.body.serial,
+                    not_after_ms = mic.body.not_after_ms,
+                    "node MIC obtained"
+                );
+                state.args.metrics.ca_issued.inc();
+                state.node_mic = Some(*mic);
+            }
+            JobResult::Revocations(records) => {
+                let mut changed = false;
+                for r in records {
+                    changed |= Self::accept_revocation(state, r);
+                }
+                if changed {
+                    state.persist_revocations();
+                    Self::publish_to_registry(state);
+                }
+            }
+        }
+    }
+}
+
+async fn fetch_keys(access: CaAccess) -> Result<JobResult, String> {
+    let keys = match access
+        .read(CaQuery::Keys)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        CaAnswer::Keys(k) => k,
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    if keys.is_empty() {
+        return Ok(JobResult::NotBootstrapped);
+    }
+    let circuit = zk::ATTESTATION_CIRCUIT_ID;
+    let circuits = match access
+        .read(CaQuery::Circuit(circuit))
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        CaAnswer::Circuit(Some(c)) => vec![(circuit, c.verifying_key)],
+        CaAnswer::Circuit(None) => Vec::new(),
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    Ok(JobResult::Keys(keys, circuits))
+}
+
+async fn obtain_node_mic(
+    access: CaAccess,
+    subject_key: [u8; 32],
+    node_id: NodeId,
+    name: String,
+    current: Option<Mic>,
+    validity: Duration,
+    clock: CaClock,
+) -> Result<JobResult, String> {
+    let validity_ms = u64::try_from(validity.as_millis()).unwrap_or(u64::MAX);
+    let response = match current {
+        // Renew: a new serial for the same subject, with the old one in its provenance.
+        Some(mic) => access
+            .write(Command::Renew {
+                now_ms: clock.now_ms(),
+                serial: mic.body.serial,
+                validity_ms,
+            })
+            .await
+            .map_err(|e| e.to_string())?,
+        None => {
+            let request = IssueRequest {
+                request_id: Some(node_mic_request_id(&node_id)),
+                subject_key,
+                kind: SubjectKind::Node,
+                model: None,
+                publisher: NODE_MIC_PUBLISHER.into(),
+                provenance: vec![],
+                claims: vec![Claim {
+                    key: "name".into(),
+                    value: name,
+                }],
+                zk_commitment: None,
+                validity_ms,
+            };
+            access
+                .write(Command::Issue {
+                    now_ms: clock.now_ms(),
+                    requests: vec![request],
+                })
+                .await
+                .map_err(|e| e.to_string())?
+        }
+    };
+    let mic = match response {
+        Response::Issued(mut results) if results.len() == 1 => {
+            results.remove(0).map_err(|e| e.to_string())?
+        }
+        Response::Renewed(result) => result.map_err(|e| e.to_string())?,
+        other => return Err(format!("unexpected response {other:?}")),
+    };
+    if mic.body.subject_key != subject_key {
+        return Err(format!(
+            "the CA returned MIC {} for another subject",
+            mic.body.serial
+        ));
+    }
+    Ok(JobResult::NodeMic(Box::new(mic)))
+}
+
+async fn poll_revocations(access: CaAccess, after: u64) -> Result<JobResult, String> {
+    match access
+        .read(CaQuery::RevocationsAfter {
+            seq: after,
+            limit: REVOCATION_PAGE,
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        CaAnswer::Revocations(records) => Ok(JobResult::Revocations(records)),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+impl Actor for TrustActor {
+    type Msg = TrustMsg;
+    type State = TrustState;
+    type Arguments = (TrustArgs, ActorRef<SupervisorMsg>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TrustMsg>,
+        (args, supervisor): (TrustArgs, ActorRef<SupervisorMsg>),
+    ) -> Result<TrustState, ActorProcessingErr> {
+        let node_id = NodeId(args.key.verifying_key().to_bytes());
+        let storage = args.storage.clone();
+        let (key_entries, keys) = load_keys(storage.as_ref())?;
+        let revocations = match storage.get(REVOCATIONS_KEY)? {
+            Some(bytes) if !keys.is_empty() => RevocationSet::import(&bytes, &keys)
+                .map_err(|e| format!("{REVOCATIONS_KEY}: {e}"))?,
+            _ => RevocationSet::new(),
+        };
+        let mut circuits = BTreeMap::new();
+        for (k, v) in storage.scan_prefix(CIRCUIT_PREFIX)? {
+            if let Ok(id) = k[CIRCUIT_PREFIX.len()..].parse::<u16>() {
+                circuits.insert(id, v);
+            }
+        }
+        let now = args.clock.now_ms();
+        let node_mic = match storage.get(NODE_MIC_KEY)? {
+            None => None,
+            Some(bytes) => match Mic::decode(&bytes) {
+                Ok(mic) if mic.verify(&keys, now).is_ok() => Some(mic),
+                Ok(mic) => {
+                    tracing::info!(
+                        serial = mic.body.serial,
+                        "stored node MIC no longer valid; obtaining a new one"
+                    );
+                    None
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "stored node MIC is corrupt; obtaining a new one");
+                    None
+                }
+            },
+        };
+        let access = if args.settings.voter {
+            let (Some(db), Some(transport), Some(addr)) =
+                (args.db.clone(), args.raft_listener.clone(), args.raft_addr)
+            else {
+                return Err("a CA voter needs the sled database and a bound Raft listener".into());
+            };
+            // The defaults of a TCP member, on the handed-over listener.
+            let d = CaNodeConfig::new(raft_id(&node_id), addr.to_string(), db, args.raft_seed);
+            let config = CaNodeConfig {
+                transport,
+                node_id: d.node_id,
+                listen_addr: d.listen_addr,
+                db: d.db,
+                seed: d.seed,
+                timings: args.settings.timings(),
+                snapshot: d.snapshot,
+                frame_bytes_max: d.frame_bytes_max,
+                issue_batch_max: d.issue_batch_max,
+                issue_queue_max: d.issue_queue_max,
+                issue_pipeline_max: d.issue_pipeline_max,
+                clock: args.clock.clone(),
+            };
+            let node = CaNode::start(config).await?;
+            tracing::info!(raft_id = raft_id(&node_id), addr = %node.local_addr(), "CA voter started");
+            Some(CaAccess::Voter(Arc::new(node)))
+        } else {
+            None
+        };
+        args.metrics
+            .trust_revocations
+            .set(i64::try_from(revocations.len()).unwrap_or(i64::MAX));
+
+        // Timers and the inbox pump die with the state (also on a panic).
+        let mut timers = Vec::new();
+        let me = myself.clone();
+        timers.push(AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if me.send_message(TrustMsg::Tick).is_err() {
+                    break;
+                }
+            }
+        })));
+        let me = myself.clone();
+        let poll = args.settings.revocation_poll;
+        timers.push(AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if me.send_message(TrustMsg::Poll).is_err() {
+                    break;
+                }
+            }
+        })));
+        let me = myself.clone();
+        let inbox = args.inbox.clone();
+        timers.push(AbortOnDrop(tokio::spawn(async move {
+            let mut rx = inbox.lock().await;
+            while let Some(input) = rx.recv().await {
+                if me.send_message(TrustMsg::Input(input)).is_err() {
+                    break;
+                }
+            }
+        })));
+        let bootstrapped = !keys.is_empty();
+        Ok(TrustState {
+            args,
+            node_id,
+            supervisor,
+            access,
+            client_members: Vec::new(),
+            keys,
+            key_entries,
+            circuits,
+            revocations,
+            node_mic,
+            running: BTreeSet::new(),
+            not_before_ms: BTreeMap::new(),
+            bootstrapped,
+            registry_dirty: bootstrapped,
+            ticks: 0,
+            _timers: timers,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<TrustMsg>,
+        state: &mut TrustState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(CaAccess::Voter(node)) = state.access.take() {
+            node.shutdown().await;
+            state.args.metrics.ca_role.set(0);
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TrustMsg>,
+        message: TrustMsg,
+        state: &mut TrustState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            TrustMsg::Tick => {
+                state.ticks += 1;
+                if state.ticks.is_multiple_of(REGISTRY_RESEND_TICKS) && state.bootstrapped {
+                    state.registry_dirty = true;
+                }
+                Self::tick(&myself, state).await;
+            }
+            TrustMsg::Poll => {
+                if let Some(access) = state.access.clone()
+                    && state.bootstrapped
+                    && state.due(Job::PollRevocations)
+                {
+                    let after = state.revocations.contiguous_seq();
+                    Self::spawn_job(
+                        &myself,
+                        state,
+                        Job::PollRevocations,
+                        poll_revocations(access, after),
+                    );
+                }
+            }
+            TrustMsg::Input(TrustInput::Revocation(bytes)) => {
+                match SignedRevocation::decode(&bytes) {
+                    Ok(record) => {
+                        if Self::accept_revocation(state, record) {
+                            state.persist_revocations();
+                            Self::publish_to_registry(state);
+                        }
+                    }
+                    Err(err) => tracing::debug!(%err, "undecodable revocation broadcast"),
+                }
+            }
+            TrustMsg::Committed(record) => {
+                state.args.metrics.ca_revoked.inc();
+                let bytes = record.encode();
+                if Self::accept_revocation(state, *record) {
+                    state.persist_revocations();
+                    Self::publish_to_registry(state);
+                }
+                match Self::gossip(state).await {
+                    Some(g) => {
+                        if g.send_message(GossipMsg::Broadcast(bytes)).is_err() {
+                            tracing::debug!(
+                                "gossip actor gone; revocation not broadcast (polls catch up)"
+                            );
+                        }
+                    }
+                    None => tracing::debug!("gossip actor unavailable; revocation not broadcast"),
+                }
+            }
+            TrustMsg::Access(reply) => {
+                let _ = reply.send(state.access.clone());
+            }
+            TrustMsg::View(reply) => {
+                let _ = reply.send(state.view());
+            }
+            TrustMsg::Done(job, result) => Self::on_done(state, job, result),
+        }
+        if state.registry_dirty {
+            Self::send_to_registry(state).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_ids_and_request_ids_are_stable_and_distinct() {
+        let a = NodeId([1; 32]);
+        let mut b = NodeId([1; 32]);
+        b.0[0] = 2;
+        assert_eq!(raft_id(&a), 0x0101_0101_0101_0101);
+        assert_ne!(raft_id(&a), raft_id(&b));
+        assert_eq!(node_mic_request_id(&a), node_mic_request_id(&a));
+        assert_ne!(node_mic_request_id(&a), node_mic_request_id(&b));
+    }
+
+    #[test]
+    fn revocation_payloads_are_recognised_by_magic() {
+        assert!(is_revocation_payload(b"NXRV\x01rest"));
+        assert!(!is_revocation_payload(b"NXAD\x01rest"));
+        assert!(!is_revocation_payload(b"NX"));
+    }
+
+    #[test]
+    fn export_serials_are_read_back() {
+        use nexus_trust::revocation::RevocationReason;
+        let signing = SigningKey::from_bytes(&[9; 32]);
+        let mut keys = CaKeys::new();
+        keys.insert(1, signing.verifying_key());
+        let mut set = RevocationSet::new();
+        for (seq, serial) in [(1, 40), (2, 7), (4, 12)] {
+            let r = SignedRevocation::sign(
+                &signing,
+                1,
+                seq,
+                serial,
+                u64::MAX / 2,
+                5,
+                RevocationReason::Superseded,
+            );
+            set.insert(&keys, r, 10).expect("insert");
+        }
+        let serials: Vec<u64> = decode_export_records(&set.export())
+            .iter()
+            .map(|r| r.serial)
+            .collect();
+        assert_eq!(serials, vec![7, 12, 40]);
+        assert!(decode_export_records(b"NXRS").is_empty());
+    }
+}

@@ -1,0 +1,931 @@
+//! Certificate-authority endpoints (`/v1/ca/...`) and the node's own trust material
+//! (`/v1/node/mic`, `/v1/node/trust`).
+//!
+//! Any node serves them: a CA voter through its own Raft member, any other node through a client
+//! of the voters it sees in membership (writes and linearizable reads go to the leader). The
+//! handlers ask the trust actor for that handle ([`TrustMsg::Access`]) and then call the CA
+//! themselves, so a slow Raft round trip never blocks the actor. Errors are problem+json:
+//! no CA reachable or not bootstrapped → 503 `ca-unavailable`; an operation whose outcome is
+//! unknown (deadline, broken forward) → 504 `ca-timeout`; an unknown serial → 404
+//! `unknown-serial`; a request the CA refuses → 422 naming the field or rule.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nexus_actors::trust_actor::{CaAccess, TrustMsg, TrustView, raft_id};
+use nexus_actors::{GossipMsg, SupervisorMsg};
+use nexus_gossip::{MemberState, NodeId};
+use nexus_trust::ca::{
+    CaError, Command, IssueRequest, NOT_BEFORE_BACKDATE_MS, Response as CaResponse,
+};
+use nexus_trust::mic::Mic;
+use nexus_trust::raft::node::CaClock;
+use nexus_trust::raft::{CaAnswer, CaClientError, CaKeyEntry, CaPeer, CaQuery, CaStatus};
+use nexus_trust::revocation::{RevocationReason, SignedRevocation};
+use nexus_trust::zk;
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ACTOR_CALL_TIMEOUT, AppState, call_supervisor, gossip, parse_json};
+use crate::api::Problem;
+
+/// Most certificates or revocations one list call returns.
+pub const CA_LIST_LIMIT_MAX: u32 = 1_000;
+/// Default page size of list calls.
+pub const CA_LIST_LIMIT_DEFAULT: u32 = 100;
+
+/// `GET /v1/ca/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaStatusDto {
+    /// Whether this node is a CA voter (otherwise `raft` is the view of the member it reached).
+    pub voter: bool,
+    /// This node's Raft id (the first 8 bytes of its node id, as a decimal u64).
+    pub raft_id: u64,
+    /// The Raft view.
+    #[schema(value_type = Object)]
+    pub raft: CaStatus,
+    /// Whether the CA has a signing key (`Command::Bootstrap` applied).
+    pub bootstrapped: bool,
+    /// Certificates issued (including renewals), if the CA state was readable.
+    pub mics: Option<u64>,
+    /// Revocations committed, if the CA state was readable.
+    pub revocations: Option<u64>,
+    /// The serial the next certificate gets, if the CA state was readable.
+    pub next_serial: Option<u64>,
+}
+
+/// A certificate as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MicDto {
+    /// The serial.
+    pub serial: u64,
+    /// The decoded certificate (body + signature, hex fields).
+    #[schema(value_type = Object)]
+    pub mic: Mic,
+    /// The binary encoding (`docs/trust.md`), hex.
+    pub encoded: String,
+    /// A short fingerprint for logs.
+    pub fingerprint: String,
+    /// The revocation record, if revoked.
+    #[schema(value_type = Option<Object>)]
+    pub revocation: Option<SignedRevocation>,
+}
+
+impl MicDto {
+    fn new(mic: Mic, revocation: Option<SignedRevocation>) -> Self {
+        MicDto {
+            serial: mic.body.serial,
+            encoded: hex::encode(mic.encode()),
+            fingerprint: mic.fingerprint(),
+            mic,
+            revocation,
+        }
+    }
+}
+
+/// `GET /v1/ca/certs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MicList {
+    /// Certificates with serials above `after`, ascending.
+    pub certs: Vec<MicDto>,
+    /// Pass as `after` for the next page (`null` when this page was the last).
+    pub next_after: Option<u64>,
+}
+
+/// Body of `POST /v1/ca/certs/{serial}/renew` (optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// Lifetime of the new certificate; default: the renewed one's.
+    pub validity_ms: Option<u64>,
+}
+
+/// Body of `POST /v1/ca/certs/{serial}/revoke` (optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// `unspecified` (default), `key_compromise`, `superseded`, `cessation_of_operation` or
+    /// `privilege_withdrawn`.
+    #[schema(value_type = Option<String>)]
+    pub reason: Option<RevocationReason>,
+}
+
+/// `POST /v1/ca/certs/{serial}/revoke`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevocationDto {
+    /// The signed record (repeated revokes return the first one).
+    #[schema(value_type = Object)]
+    pub revocation: SignedRevocation,
+    /// Its binary encoding (what gossip carries), hex.
+    pub encoded: String,
+}
+
+/// `GET /v1/ca/revocations`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevocationList {
+    /// Records with `seq` above `after`, in seq order.
+    #[schema(value_type = Vec<Object>)]
+    pub revocations: Vec<SignedRevocation>,
+    /// Pass as `after` for the next page (`null` when this page was the last).
+    pub next_after: Option<u64>,
+}
+
+/// One circuit's verifying-key identity.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CircuitRef {
+    /// Circuit id.
+    pub id: u16,
+    /// SHA-256 of the verifying key, hex.
+    pub verifying_key_id: String,
+}
+
+/// `GET /v1/ca/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaKeysDto {
+    /// The CA's Ed25519 public keys by id.
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<CaKeyEntry>,
+    /// The circuits whose keys the CA holds.
+    pub circuits: Vec<CircuitRef>,
+}
+
+/// `GET /v1/ca/circuits/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CircuitDto {
+    /// Circuit id.
+    pub id: u16,
+    /// SHA-256 of the verifying key, hex.
+    pub verifying_key_id: String,
+    /// The Groth16 verifying key (ark compressed), hex.
+    pub verifying_key: String,
+}
+
+/// `GET /v1/ca/circuits/{id}/proving-key`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProvingKeyDto {
+    /// Circuit id.
+    pub id: u16,
+    /// The Groth16 proving key (ark compressed), hex.
+    pub proving_key: String,
+}
+
+/// Body of `POST /v1/ca/voters`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddVoterRequest {
+    /// The new voter's node id (64 hex digits).
+    pub node: String,
+    /// Its Raft address; default: the `ca_raft` address it advertises in membership.
+    pub raft_addr: Option<String>,
+}
+
+/// `POST /v1/ca/voters`, `DELETE /v1/ca/voters/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VotersDto {
+    /// Voter Raft ids after the change.
+    pub voters: Vec<u64>,
+}
+
+/// `GET /v1/node/trust`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrustDto {
+    /// Whether this node is a CA voter.
+    pub voter: bool,
+    /// This node's Raft id.
+    pub raft_id: u64,
+    /// The CA keys this node trusts.
+    #[schema(value_type = Vec<Object>)]
+    pub ca_keys: Vec<CaKeyEntry>,
+    /// Circuits whose verifying keys this node holds.
+    pub circuits: Vec<u16>,
+    /// This node's MIC serial, once issued.
+    pub node_mic_serial: Option<u64>,
+    /// Revocation records held.
+    pub revocations: usize,
+    /// Every revocation seq up to this one has been seen.
+    pub contiguous_seq: u64,
+    /// Revoked serials held (ascending, at most 1000).
+    pub revoked: Vec<u64>,
+}
+
+fn problem(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(status, slug, title, detail)
+}
+
+fn unavailable(detail: impl Into<String>) -> Problem {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ca-unavailable",
+        "CA unavailable",
+        detail,
+    )
+}
+
+fn bad_request(slug: &str, detail: impl Into<String>) -> Problem {
+    problem(StatusCode::BAD_REQUEST, slug, "Bad request", detail)
+}
+
+fn client_problem(e: CaClientError) -> Problem {
+    match e {
+        CaClientError::NoLeader { .. }
+        | CaClientError::Unreachable { .. }
+        | CaClientError::QueueFull { .. }
+        | CaClientError::ShuttingDown(_) => unavailable(e.to_string()),
+        CaClientError::Timeout { .. } | CaClientError::ForwardFailed { .. } => problem(
+            StatusCode::GATEWAY_TIMEOUT,
+            "ca-timeout",
+            "CA operation outcome unknown",
+            format!("{e}; retry (issuance with a request_id is idempotent)"),
+        ),
+        CaClientError::Rejected { .. } => problem(
+            StatusCode::CONFLICT,
+            "ca-rejected",
+            "CA rejected the operation",
+            e.to_string(),
+        ),
+    }
+}
+
+fn ca_error_problem(e: CaError) -> Problem {
+    match e {
+        CaError::NotBootstrapped => unavailable("the CA is not bootstrapped yet; retry shortly"),
+        CaError::UnknownSerial { serial } => unknown_serial(serial),
+        CaError::RequestIdReused { .. } => problem(
+            StatusCode::CONFLICT,
+            "request-id-reused",
+            "Request id reused",
+            e.to_string(),
+        ),
+        CaError::Revoked { .. } => problem(
+            StatusCode::CONFLICT,
+            "revoked",
+            "Certificate revoked",
+            e.to_string(),
+        ),
+        CaError::SerialsExhausted => problem(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "serials-exhausted",
+            "Serial numbers exhausted",
+            e.to_string(),
+        ),
+        other => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-certificate-request",
+            "Invalid certificate request",
+            field_detail(&other),
+        ),
+    }
+}
+
+/// The CA's refusal, prefixed with the request field it concerns where one does.
+fn field_detail(e: &CaError) -> String {
+    let field = match e {
+        CaError::ValidityOutOfRange { .. } | CaError::TimeOverflow { .. } => Some("validity_ms"),
+        CaError::MissingModelIdentity => Some("model"),
+        CaError::UnknownProvenance { .. } | CaError::RevokedProvenance { .. } => Some("provenance"),
+        _ => None,
+    };
+    match field {
+        Some(f) => format!("{f}: {e}"),
+        None => e.to_string(),
+    }
+}
+
+fn unknown_serial(serial: u64) -> Problem {
+    problem(
+        StatusCode::NOT_FOUND,
+        "unknown-serial",
+        "Unknown serial",
+        format!("no certificate with serial {serial}"),
+    )
+}
+
+fn parse_serial(text: &str) -> Result<u64, Problem> {
+    match text.parse::<u64>() {
+        Ok(s) if s > 0 => Ok(s),
+        _ => Err(bad_request(
+            "bad-serial",
+            format!("{text:?} is not a certificate serial (a decimal integer ≥ 1)"),
+        )),
+    }
+}
+
+fn parse_query_u64(q: &BTreeMap<String, String>, key: &str, default: u64) -> Result<u64, Problem> {
+    match q.get(key) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            bad_request(
+                "bad-query",
+                format!("{key}={v:?}: expected a non-negative integer"),
+            )
+        }),
+    }
+}
+
+fn parse_limit(q: &BTreeMap<String, String>) -> Result<u32, Problem> {
+    let limit = parse_query_u64(q, "limit", u64::from(CA_LIST_LIMIT_DEFAULT))?;
+    if limit == 0 || limit > u64::from(CA_LIST_LIMIT_MAX) {
+        return Err(bad_request(
+            "bad-query",
+            format!("limit={limit}: expected 1..={CA_LIST_LIMIT_MAX}"),
+        ));
+    }
+    Ok(u32::try_from(limit).unwrap_or(CA_LIST_LIMIT_MAX))
+}
+
+fn reject_unknown_query(q: &BTreeMap<String, String>, allowed: &[&str]) -> Result<(), Problem> {
+    match q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(bad_request(
+            "bad-query",
+            format!(
+                "unknown query parameter {k:?} (allowed: {})",
+                allowed.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+async fn trust(s: &AppState) -> Result<ActorRef<TrustMsg>, Problem> {
+    call_supervisor(s, |r| SupervisorMsg::Lookup("trust".into(), r))
+        .await?
+        .map(ActorRef::from)
+        .ok_or_else(|| Problem::unavailable("trust"))
+}
+
+async fn call_trust<T: Send + 'static>(
+    s: &AppState,
+    make: impl FnOnce(RpcReplyPort<T>) -> TrustMsg,
+) -> Result<T, Problem> {
+    match trust(s).await?.call(make, Some(ACTOR_CALL_TIMEOUT)).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        _ => Err(Problem::unavailable("trust")),
+    }
+}
+
+async fn access(s: &AppState) -> Result<CaAccess, Problem> {
+    call_trust(s, TrustMsg::Access).await?.ok_or_else(|| {
+        unavailable("this node is not a CA voter and sees no CA voter alive in membership")
+    })
+}
+
+async fn read(s: &AppState, query: CaQuery) -> Result<CaAnswer, Problem> {
+    access(s).await?.read(query).await.map_err(client_problem)
+}
+
+fn unexpected(answer: impl std::fmt::Debug) -> Problem {
+    problem(
+        StatusCode::BAD_GATEWAY,
+        "ca-protocol",
+        "Unexpected CA answer",
+        format!("{answer:?}"),
+    )
+}
+
+fn now_ms() -> u64 {
+    CaClock::wall().now_ms()
+}
+
+/// The CA group's status as this node sees it.
+#[utoipa::path(get, path = "/v1/ca/status", tag = "ca",
+    responses((status = 200, body = CaStatusDto), (status = 503, body = Problem)))]
+pub(super) async fn status(State(s): State<AppState>) -> Result<axum::Json<CaStatusDto>, Problem> {
+    let access = access(&s).await?;
+    let raft = access.status().await.map_err(client_problem)?;
+    // Counters need the leader; a status call must work without one, so they are optional.
+    let stats = match access.read(CaQuery::Stats).await {
+        Ok(CaAnswer::Stats(st)) => Some(st),
+        _ => None,
+    };
+    let node = NodeId(parse_hex32(&s.ctx.node.id).unwrap_or_default());
+    Ok(axum::Json(CaStatusDto {
+        voter: access.is_voter(),
+        raft_id: raft_id(&node),
+        raft,
+        bootstrapped: stats.is_some_and(|st| st.bootstrapped),
+        mics: stats.map(|st| st.mics),
+        revocations: stats.map(|st| st.revocations),
+        next_serial: stats.map(|st| st.next_serial),
+    }))
+}
+
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(text).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Issue a certificate. The CA stamps the serial, the validity window and its key id.
+#[utoipa::path(post, path = "/v1/ca/certs", tag = "ca",
+    request_body(content = Object, description = "IssueRequest (docs/trust.md)", content_type = "application/json"),
+    responses((status = 201, body = MicDto), (status = 400, body = Problem), (status = 409, body = Problem),
+              (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+              (status = 503, body = Problem), (status = 504, body = Problem)))]
+pub(super) async fn issue(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let request: IssueRequest = parse_json(&headers, body)?;
+    let access = access(&s).await?;
+    let response = access
+        .write(Command::Issue {
+            now_ms: now_ms(),
+            requests: vec![request],
+        })
+        .await
+        .map_err(client_problem)?;
+    let mic = match response {
+        CaResponse::Issued(mut results) if results.len() == 1 => {
+            results.remove(0).map_err(ca_error_problem)?
+        }
+        CaResponse::Error(e) => return Err(ca_error_problem(e)),
+        other => return Err(unexpected(other)),
+    };
+    s.ctx.metrics.ca_issued.inc();
+    Ok((StatusCode::CREATED, axum::Json(MicDto::new(mic, None))).into_response())
+}
+
+/// One certificate, with its revocation if revoked (linearizable read).
+#[utoipa::path(get, path = "/v1/ca/certs/{serial}", tag = "ca",
+    params(("serial" = u64, Path, description = "Certificate serial")),
+    responses((status = 200, body = MicDto), (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 503, body = Problem)))]
+pub(super) async fn get_cert(
+    State(s): State<AppState>,
+    Path(serial): Path<String>,
+) -> Result<axum::Json<MicDto>, Problem> {
+    let serial = parse_serial(&serial)?;
+    match read(&s, CaQuery::Get(serial)).await? {
+        CaAnswer::Mic(Some(found)) => {
+            let (mic, rev) = *found;
+            Ok(axum::Json(MicDto::new(mic, rev)))
+        }
+        CaAnswer::Mic(None) => Err(unknown_serial(serial)),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Certificates with serials above `after`, ascending, at most `limit` (1..=1000, default 100).
+#[utoipa::path(get, path = "/v1/ca/certs", tag = "ca",
+    params(("after" = Option<u64>, Query, description = "Exclusive lower bound (default 0)"),
+           ("limit" = Option<u32>, Query, description = "Page size, 1..=1000 (default 100)")),
+    responses((status = 200, body = MicList), (status = 400, body = Problem), (status = 503, body = Problem)))]
+pub(super) async fn list_certs(
+    State(s): State<AppState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<axum::Json<MicList>, Problem> {
+    reject_unknown_query(&q, &["after", "limit"])?;
+    let after = parse_query_u64(&q, "after", 0)?;
+    let limit = parse_limit(&q)?;
+    match read(&s, CaQuery::List { after, limit }).await? {
+        CaAnswer::Mics(mics) => {
+            let full = mics.len() == limit as usize;
+            let next_after = mics.last().map(|m| m.body.serial).filter(|_| full);
+            Ok(axum::Json(MicList {
+                certs: mics.into_iter().map(|m| MicDto::new(m, None)).collect(),
+                next_after,
+            }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Problem> {
+    if body.as_ref().is_ok_and(|b| b.is_empty()) {
+        return Ok(T::default());
+    }
+    parse_json(headers, body)
+}
+
+/// Renew a certificate: a new serial for the same subject and content, the old serial in its
+/// provenance.
+#[utoipa::path(post, path = "/v1/ca/certs/{serial}/renew", tag = "ca",
+    params(("serial" = u64, Path, description = "Certificate serial")),
+    request_body(content = Option<RenewRequest>, content_type = "application/json"),
+    responses((status = 201, body = MicDto), (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
+pub(super) async fn renew(
+    State(s): State<AppState>,
+    Path(serial): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let serial = parse_serial(&serial)?;
+    let request: RenewRequest = optional_json(&headers, body)?;
+    let access = access(&s).await?;
+    let validity_ms = match request.validity_ms {
+        Some(v) => v,
+        None => match access
+            .read(CaQuery::Get(serial))
+            .await
+            .map_err(client_problem)?
+        {
+            CaAnswer::Mic(Some(found)) => {
+                let body = &found.0.body;
+                body.not_after_ms
+                    .saturating_sub(body.not_before_ms)
+                    .saturating_sub(NOT_BEFORE_BACKDATE_MS)
+            }
+            CaAnswer::Mic(None) => return Err(unknown_serial(serial)),
+            other => return Err(unexpected(other)),
+        },
+    };
+    let response = access
+        .write(Command::Renew {
+            now_ms: now_ms(),
+            serial,
+            validity_ms,
+        })
+        .await
+        .map_err(client_problem)?;
+    let mic = match response {
+        CaResponse::Renewed(r) => r.map_err(ca_error_problem)?,
+        CaResponse::Error(e) => return Err(ca_error_problem(e)),
+        other => return Err(unexpected(other)),
+    };
+    s.ctx.metrics.ca_issued.inc();
+    Ok((StatusCode::CREATED, axum::Json(MicDto::new(mic, None))).into_response())
+}
+
+/// Revoke a certificate (idempotent: a repeated revoke returns the first record). The record is
+/// broadcast to every node through the gossip overlay.
+#[utoipa::path(post, path = "/v1/ca/certs/{serial}/revoke", tag = "ca",
+    params(("serial" = u64, Path, description = "Certificate serial")),
+    request_body(content = Option<RevokeRequest>, content_type = "application/json"),
+    responses((status = 200, body = RevocationDto), (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem)))]
+pub(super) async fn revoke(
+    State(s): State<AppState>,
+    Path(serial): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<RevocationDto>, Problem> {
+    let serial = parse_serial(&serial)?;
+    let request: RevokeRequest = optional_json(&headers, body)?;
+    let access = access(&s).await?;
+    let response = access
+        .write(Command::Revoke {
+            now_ms: now_ms(),
+            serial,
+            reason: request.reason.unwrap_or(RevocationReason::Unspecified),
+        })
+        .await
+        .map_err(client_problem)?;
+    let record = match response {
+        CaResponse::Revoked(r) => r.map_err(ca_error_problem)?,
+        CaResponse::Error(e) => return Err(ca_error_problem(e)),
+        other => return Err(unexpected(other)),
+    };
+    // The trust actor keeps it and broadcasts it; if it is restarting, the revocation polls
+    // of every node still find it.
+    if let Ok(t) = trust(&s).await {
+        let _ = t.send_message(TrustMsg::Committed(Box::new(record.clone())));
+    }
+    Ok(axum::Json(RevocationDto {
+        encoded: hex::encode(record.encode()),
+        revocation: record,
+    }))
+}
+
+/// Revocation records with `seq` above `after` (the delta a node that has seen `after` needs).
+#[utoipa::path(get, path = "/v1/ca/revocations", tag = "ca",
+    params(("after" = Option<u64>, Query, description = "Exclusive lower bound on seq (default 0)"),
+           ("limit" = Option<u32>, Query, description = "Page size, 1..=1000 (default 100)")),
+    responses((status = 200, body = RevocationList), (status = 400, body = Problem), (status = 503, body = Problem)))]
+pub(super) async fn revocations(
+    State(s): State<AppState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<axum::Json<RevocationList>, Problem> {
+    reject_unknown_query(&q, &["after", "limit"])?;
+    let seq = parse_query_u64(&q, "after", 0)?;
+    let limit = parse_limit(&q)?;
+    match read(&s, CaQuery::RevocationsAfter { seq, limit }).await? {
+        CaAnswer::Revocations(records) => {
+            let full = records.len() == limit as usize;
+            let next_after = records.last().map(|r| r.seq).filter(|_| full);
+            Ok(axum::Json(RevocationList {
+                revocations: records,
+                next_after,
+            }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The CA's public keys and the circuits it holds keys for.
+#[utoipa::path(get, path = "/v1/ca/keys", tag = "ca",
+    responses((status = 200, body = CaKeysDto), (status = 503, body = Problem)))]
+pub(super) async fn keys(State(s): State<AppState>) -> Result<axum::Json<CaKeysDto>, Problem> {
+    let keys = match read(&s, CaQuery::Keys).await? {
+        CaAnswer::Keys(k) => k,
+        other => return Err(unexpected(other)),
+    };
+    if keys.is_empty() {
+        return Err(unavailable("the CA is not bootstrapped yet; retry shortly"));
+    }
+    let mut circuits = Vec::new();
+    if let CaAnswer::Circuit(Some(c)) =
+        read(&s, CaQuery::Circuit(zk::ATTESTATION_CIRCUIT_ID)).await?
+    {
+        circuits.push(CircuitRef {
+            id: zk::ATTESTATION_CIRCUIT_ID,
+            verifying_key_id: hex::encode(zk::key_id(&c.verifying_key)),
+        });
+    }
+    Ok(axum::Json(CaKeysDto { keys, circuits }))
+}
+
+fn parse_circuit(text: &str) -> Result<u16, Problem> {
+    text.parse::<u16>().map_err(|_| {
+        bad_request(
+            "bad-circuit",
+            format!("{text:?} is not a circuit id (an integer 0..=65535)"),
+        )
+    })
+}
+
+async fn circuit_keys(s: &AppState, id: u16) -> Result<nexus_trust::ca::CircuitKeys, Problem> {
+    match read(s, CaQuery::Circuit(id)).await? {
+        CaAnswer::Circuit(Some(c)) => Ok(c),
+        CaAnswer::Circuit(None) => Err(problem(
+            StatusCode::NOT_FOUND,
+            "unknown-circuit",
+            "Unknown circuit",
+            format!("the CA holds no keys for circuit {id}"),
+        )),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// A circuit's verifying key; `?format=snarkjs` returns snarkjs's `verification_key.json`.
+#[utoipa::path(get, path = "/v1/ca/circuits/{id}", tag = "ca",
+    params(("id" = u16, Path, description = "Circuit id (1: attestation)"),
+           ("format" = Option<String>, Query, description = "`snarkjs` for snarkjs JSON")),
+    responses((status = 200, body = CircuitDto), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub(super) async fn circuit(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, Problem> {
+    reject_unknown_query(&q, &["format"])?;
+    let id = parse_circuit(&id)?;
+    let snarkjs = match q.get("format").map(String::as_str) {
+        None | Some("nexus") => false,
+        Some("snarkjs") => true,
+        Some(other) => {
+            return Err(bad_request(
+                "bad-query",
+                format!("format={other:?}: expected `snarkjs` or `nexus`"),
+            ));
+        }
+    };
+    let keys = circuit_keys(&s, id).await?;
+    if snarkjs {
+        let vk = keys.verifying_key().map_err(|e| {
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "bad-circuit-key",
+                "Stored verifying key does not parse",
+                e.to_string(),
+            )
+        })?;
+        return Ok(axum::Json(zk::snarkjs::verification_key_json(&vk)).into_response());
+    }
+    Ok(axum::Json(CircuitDto {
+        id,
+        verifying_key_id: hex::encode(zk::key_id(&keys.verifying_key)),
+        verifying_key: hex::encode(&keys.verifying_key),
+    })
+    .into_response())
+}
+
+/// A circuit's proving key (what a holder needs to prove an attestation).
+#[utoipa::path(get, path = "/v1/ca/circuits/{id}/proving-key", tag = "ca",
+    params(("id" = u16, Path, description = "Circuit id (1: attestation)")),
+    responses((status = 200, body = ProvingKeyDto), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub(super) async fn proving_key(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ProvingKeyDto>, Problem> {
+    let id = parse_circuit(&id)?;
+    let keys = circuit_keys(&s, id).await?;
+    Ok(axum::Json(ProvingKeyDto {
+        id,
+        proving_key: hex::encode(&keys.proving_key),
+    }))
+}
+
+fn parse_node(text: &str, field: &str) -> Result<NodeId, Problem> {
+    parse_hex32(text).map(NodeId).ok_or_else(|| {
+        problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid request body",
+            format!("{field}: {text:?} is not a node id (64 hex digits)"),
+        )
+    })
+}
+
+async fn voters_after(access: &CaAccess) -> Vec<u64> {
+    access
+        .status()
+        .await
+        .map(|st| st.voters)
+        .unwrap_or_default()
+}
+
+/// Add a CA voter (it must run with `[ca] voter = true`); it joins as a learner, catches up,
+/// then votes.
+#[utoipa::path(post, path = "/v1/ca/voters", tag = "ca",
+    request_body(content = AddVoterRequest, content_type = "application/json"),
+    responses((status = 200, body = VotersDto), (status = 400, body = Problem), (status = 409, body = Problem),
+              (status = 422, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem)))]
+pub(super) async fn add_voter(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<VotersDto>, Problem> {
+    let request: AddVoterRequest = parse_json(&headers, body)?;
+    let node = parse_node(&request.node, "node")?;
+    let addr = match &request.raft_addr {
+        Some(a) => a.parse::<std::net::SocketAddr>().map_err(|_| {
+            problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "Invalid request body",
+                format!("raft_addr: {a:?} is not IP:PORT"),
+            )
+        })?,
+        None => {
+            let g = gossip(&s).await?;
+            let members = match g.call(GossipMsg::Members, Some(ACTOR_CALL_TIMEOUT)).await {
+                Ok(CallResult::Success(m)) => m,
+                _ => return Err(Problem::unavailable("gossip")),
+            };
+            members
+                .iter()
+                .filter(|m| m.state == MemberState::Alive && m.id.node_id() == node)
+                .find_map(|m| m.id.meta().ca_raft())
+                .ok_or_else(|| {
+                    problem(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid-body",
+                        "Invalid request body",
+                        "raft_addr: not given, and the node is not an alive member advertising a CA Raft address",
+                    )
+                })?
+        }
+    };
+    let access = access(&s).await?;
+    access
+        .add_voter(
+            raft_id(&node),
+            CaPeer {
+                addr: addr.to_string(),
+                node: node.to_hex(),
+            },
+        )
+        .await
+        .map_err(client_problem)?;
+    Ok(axum::Json(VotersDto {
+        voters: voters_after(&access).await,
+    }))
+}
+
+/// Remove a CA voter by node id (64 hex digits) or Raft id (decimal).
+#[utoipa::path(delete, path = "/v1/ca/voters/{id}", tag = "ca",
+    params(("id" = String, Path, description = "Node id (hex) or Raft id (decimal)")),
+    responses((status = 200, body = VotersDto), (status = 400, body = Problem), (status = 409, body = Problem),
+              (status = 503, body = Problem)))]
+pub(super) async fn remove_voter(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<VotersDto>, Problem> {
+    let raft = match (parse_hex32(&id), id.parse::<u64>()) {
+        (Some(node), _) => raft_id(&NodeId(node)),
+        (None, Ok(n)) => n,
+        _ => {
+            return Err(bad_request(
+                "bad-voter",
+                format!("{id:?} is neither a node id (64 hex digits) nor a Raft id (decimal)"),
+            ));
+        }
+    };
+    let access = access(&s).await?;
+    access.remove_voter(raft).await.map_err(client_problem)?;
+    Ok(axum::Json(VotersDto {
+        voters: voters_after(&access).await,
+    }))
+}
+
+async fn view(s: &AppState) -> Result<TrustView, Problem> {
+    call_trust(s, TrustMsg::View).await
+}
+
+/// This node's own certificate (kind `node`, subject = its identity key).
+#[utoipa::path(get, path = "/v1/node/mic", tag = "ca",
+    responses((status = 200, body = MicDto), (status = 404, body = Problem), (status = 503, body = Problem)))]
+pub(super) async fn node_mic(State(s): State<AppState>) -> Result<axum::Json<MicDto>, Problem> {
+    let view = view(&s).await?;
+    match view.node_mic {
+        Some(mic) => Ok(axum::Json(MicDto::new(mic, None))),
+        None => Err(problem(
+            StatusCode::NOT_FOUND,
+            "no-node-mic",
+            "No node certificate yet",
+            "this node has not obtained its MIC yet (the CA may not be bootstrapped); retry shortly",
+        )),
+    }
+}
+
+/// The trust material this node holds: CA keys, circuits, its MIC serial, its revocation set.
+#[utoipa::path(get, path = "/v1/node/trust", tag = "ca",
+    responses((status = 200, body = TrustDto), (status = 503, body = Problem)))]
+pub(super) async fn node_trust(State(s): State<AppState>) -> Result<axum::Json<TrustDto>, Problem> {
+    let v = view(&s).await?;
+    Ok(axum::Json(TrustDto {
+        voter: v.voter,
+        raft_id: v.raft_id,
+        ca_keys: v.ca_keys,
+        circuits: v.circuits,
+        node_mic_serial: v.node_mic.map(|m| m.body.serial),
+        revocations: v.revocations,
+        contiguous_seq: v.contiguous_seq,
+        revoked: v.revoked,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_and_queries_are_checked() {
+        assert_eq!(parse_serial("7").expect("ok"), 7);
+        for bad in ["0", "-1", "x", "", "18446744073709551616"] {
+            let p = parse_serial(bad).expect_err(bad);
+            assert_eq!(
+                (p.status, p.kind.as_str()),
+                (400, "urn:nexus:problem:bad-serial")
+            );
+        }
+        let mut q = BTreeMap::new();
+        assert_eq!(parse_limit(&q).expect("default"), CA_LIST_LIMIT_DEFAULT);
+        q.insert("limit".to_owned(), "0".to_owned());
+        assert_eq!(parse_limit(&q).expect_err("zero").status, 400);
+        q.insert("limit".to_owned(), "1001".to_owned());
+        assert_eq!(parse_limit(&q).expect_err("over").status, 400);
+        q.insert("limit".to_owned(), "abc".to_owned());
+        assert_eq!(parse_limit(&q).expect_err("nan").status, 400);
+        q.insert("limt".to_owned(), "1".to_owned());
+        assert!(reject_unknown_query(&q, &["after", "limit"]).is_err());
+    }
+
+    #[test]
+    fn ca_errors_map_to_statuses_naming_the_field() {
+        let p = ca_error_problem(CaError::ValidityOutOfRange {
+            validity_ms: 1,
+            min_ms: 2,
+            max_ms: 3,
+        });
+        assert_eq!(p.status, 422);
+        assert!(p.detail.starts_with("validity_ms:"), "{}", p.detail);
+        assert_eq!(
+            ca_error_problem(CaError::MissingModelIdentity)
+                .detail
+                .split(':')
+                .next(),
+            Some("model")
+        );
+        assert_eq!(
+            ca_error_problem(CaError::UnknownSerial { serial: 9 }).status,
+            404
+        );
+        assert_eq!(ca_error_problem(CaError::NotBootstrapped).status, 503);
+        assert_eq!(
+            client_problem(CaClientError::Timeout {
+                op: "write",
+                after_ms: 5
+            })
+            .status,
+            504
+        );
+        assert_eq!(
+            client_problem(CaClientError::NoLeader {
+                op: "write",
+                waited_ms: 5
+            })
+            .kind,
+            "urn:nexus:problem:ca-unavailable"
+        );
+    }
+}

@@ -1,0 +1,623 @@
+//! `nexus ctl ca …` (the certificate authority) and `nexus ctl attest …` (ZK attestations over a
+//! MIC's committed properties).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use nexus_trust::zk::{self, Attestation, Commitment, Opening, Predicate, Properties};
+use serde_json::{Value, json};
+
+use super::{Client, table};
+
+/// `nexus ctl ca` subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum CaCommand {
+    /// The CA group's status as this node sees it.
+    Status,
+    /// Issue a certificate (from `--file`, or from the flags).
+    Issue(IssueArgs),
+    /// Show one certificate.
+    Get {
+        /// Serial.
+        serial: u64,
+    },
+    /// List certificates with serials above `--after`.
+    List {
+        /// Exclusive lower bound.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Page size (1–1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Renew a certificate (a new serial; the old one goes into its provenance).
+    Renew {
+        /// Serial.
+        serial: u64,
+        /// Lifetime of the new certificate, seconds [default: the renewed one's].
+        #[arg(long)]
+        validity_s: Option<u64>,
+    },
+    /// Revoke a certificate (idempotent); every node learns it through gossip.
+    Revoke {
+        /// Serial.
+        serial: u64,
+        /// `unspecified`, `key_compromise`, `superseded`, `cessation_of_operation` or
+        /// `privilege_withdrawn`.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// List revocation records with seq above `--after`.
+    Revocations {
+        /// Exclusive lower bound on seq.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// The CA's public keys and circuits.
+    Keys,
+    /// Add or remove CA voters.
+    #[command(subcommand)]
+    Voters(VotersCommand),
+}
+
+/// `nexus ctl ca voters` subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum VotersCommand {
+    /// Add a voter (a node running with `[ca] voter = true`).
+    Add {
+        /// Its node id (64 hex digits).
+        #[arg(long)]
+        node: String,
+        /// Its Raft address [default: what it advertises in membership].
+        #[arg(long)]
+        raft_addr: Option<String>,
+    },
+    /// Remove a voter by node id (hex) or Raft id (decimal).
+    Remove {
+        /// Node id or Raft id.
+        id: String,
+    },
+}
+
+/// `nexus ctl ca issue` flags.
+#[derive(Args, Debug, Clone)]
+pub struct IssueArgs {
+    /// An IssueRequest JSON file (docs/trust.md); the other flags are then ignored.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["subject_key", "kind", "publisher"])]
+    pub file: Option<PathBuf>,
+    /// The subject's Ed25519 public key, 64 hex digits.
+    #[arg(long, required_unless_present = "file")]
+    pub subject_key: Option<String>,
+    /// `node`, `model` or `agent`.
+    #[arg(long, required_unless_present = "file")]
+    pub kind: Option<String>,
+    /// Publisher name.
+    #[arg(long, required_unless_present = "file")]
+    pub publisher: Option<String>,
+    /// Model architecture hash (64 hex digits; models).
+    #[arg(long, requires = "weights_commitment")]
+    pub arch_hash: Option<String>,
+    /// Commitment to the weights (64 hex digits; models).
+    #[arg(long, requires = "arch_hash")]
+    pub weights_commitment: Option<String>,
+    /// Capability claim `KEY=VALUE` (repeatable).
+    #[arg(long = "claim", value_name = "KEY=VALUE")]
+    pub claims: Vec<String>,
+    /// Parent serial (repeatable).
+    #[arg(long = "provenance", value_name = "SERIAL")]
+    pub provenance: Vec<u64>,
+    /// Poseidon commitment to hidden properties (64 hex digits; see `nexus ctl attest commit`).
+    #[arg(long)]
+    pub zk_commitment: Option<String>,
+    /// Lifetime, seconds.
+    #[arg(long, default_value_t = 86_400)]
+    pub validity_s: u64,
+    /// Idempotency key (32 hex digits): a retry returns the same certificate.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+impl IssueArgs {
+    /// The request as the API's JSON.
+    pub fn to_json(&self) -> anyhow::Result<Value> {
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            return serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()));
+        }
+        let mut body = json!({
+            "subject_key": self.subject_key,
+            "kind": self.kind,
+            "publisher": self.publisher,
+            "provenance": self.provenance,
+            "validity_ms": self.validity_s.saturating_mul(1000),
+        });
+        let mut claims = Vec::new();
+        for c in &self.claims {
+            let (k, v) = c
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--claim {c:?} is not KEY=VALUE"))?;
+            claims.push(json!({"key": k, "value": v}));
+        }
+        body["claims"] = claims.into();
+        if let (Some(a), Some(w)) = (&self.arch_hash, &self.weights_commitment) {
+            body["model"] = json!({"arch_hash": a, "weights_commitment": w});
+        }
+        if let Some(z) = &self.zk_commitment {
+            body["zk_commitment"] = z.clone().into();
+        }
+        if let Some(r) = &self.request_id {
+            body["request_id"] = r.clone().into();
+        }
+        Ok(body)
+    }
+}
+
+/// `nexus ctl attest` subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum AttestCommand {
+    /// Commit to hidden model properties: writes the opening (keep it secret) and prints the
+    /// commitment to put in the model's MIC (`ca issue --zk-commitment`).
+    Commit {
+        /// Benchmark score, per mille (0–1000; 850 = 85.0 %).
+        #[arg(long)]
+        score: u16,
+        /// The safety evaluation passed.
+        #[arg(long)]
+        safety: bool,
+        /// Dataset id.
+        #[arg(long)]
+        dataset: u64,
+        /// Where to write the opening (hex).
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
+    /// Prove a predicate over an opening with the CA's proving key; prints the attestation (hex)
+    /// after checking it against the CA's verifying key.
+    Prove {
+        /// The opening file `attest commit` wrote.
+        #[arg(long, value_name = "PATH")]
+        opening: PathBuf,
+        /// Lowest score the predicate claims, per mille.
+        #[arg(long)]
+        min_score: u16,
+        /// The predicate also claims a passed safety evaluation.
+        #[arg(long)]
+        require_safety: bool,
+    },
+    /// Export for snarkjs: `verification_key.json`, and with `--attestation` and `--commitment`
+    /// also `proof.json` and `public.json` (`snarkjs groth16 verify` checks them).
+    Export {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        snarkjs: PathBuf,
+        /// An attestation (hex) to export.
+        #[arg(long, requires = "commitment")]
+        attestation: Option<String>,
+        /// The commitment (hex) the attestation is about.
+        #[arg(long, requires = "attestation")]
+        commitment: Option<String>,
+    },
+}
+
+fn print_json_or(json: bool, raw: &str, human: impl FnOnce()) {
+    if json {
+        println!("{raw}");
+    } else {
+        human();
+    }
+}
+
+fn cert_line(m: &Value) -> Vec<String> {
+    let b = &m["mic"]["body"];
+    vec![
+        m["serial"].to_string(),
+        b["kind"].as_str().unwrap_or("?").to_owned(),
+        b["subject_key"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(12)
+            .collect(),
+        b["publisher"].as_str().unwrap_or("").to_owned(),
+        b["not_after_ms"].to_string(),
+        if b["zk_commitment"].is_null() {
+            "-"
+        } else {
+            "yes"
+        }
+        .to_owned(),
+        if m["revocation"].is_null() {
+            "-".to_owned()
+        } else {
+            m["revocation"]["reason"]
+                .as_str()
+                .unwrap_or("revoked")
+                .to_owned()
+        },
+    ]
+}
+
+const CERT_HEADERS: [&str; 7] = [
+    "SERIAL",
+    "KIND",
+    "SUBJECT",
+    "PUBLISHER",
+    "NOT AFTER (MS)",
+    "ZK",
+    "REVOKED",
+];
+
+/// The `ca status` summary.
+pub fn status_table(s: &Value) -> String {
+    let r = &s["raft"];
+    let rows = vec![
+        vec![
+            "this node".into(),
+            if s["voter"] == true {
+                "voter"
+            } else {
+                "client"
+            }
+            .into(),
+        ],
+        vec!["raft id".into(), s["raft_id"].to_string()],
+        vec![
+            "role (answering member)".into(),
+            r["role"].as_str().unwrap_or("?").to_lowercase(),
+        ],
+        vec!["term".into(), r["term"].to_string()],
+        vec![
+            "leader".into(),
+            format!(
+                "{} at {}",
+                r["leader"],
+                r["leader_addr"].as_str().unwrap_or("?")
+            ),
+        ],
+        vec!["voters".into(), r["voters"].to_string()],
+        vec!["last applied".into(), r["last_applied_index"].to_string()],
+        vec!["bootstrapped".into(), s["bootstrapped"].to_string()],
+        vec!["certificates".into(), s["mics"].to_string()],
+        vec!["revocations".into(), s["revocations"].to_string()],
+    ];
+    table(&["FIELD", "VALUE"], &rows)
+}
+
+/// Runs `nexus ctl ca …`.
+pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Status => {
+            let (s, raw): (Value, _) = client.get("/v1/ca/status").await?;
+            print_json_or(json, &raw, || print!("{}", status_table(&s)));
+        }
+        CaCommand::Issue(args) => {
+            let (m, raw): (Value, _) = client.post("/v1/ca/certs", &args.to_json()?).await?;
+            print_json_or(json, &raw, || {
+                println!(
+                    "issued serial {} ({})",
+                    m["serial"],
+                    m["fingerprint"].as_str().unwrap_or("")
+                );
+            });
+        }
+        CaCommand::Get { serial } => {
+            let (m, raw): (Value, _) = client.get(&format!("/v1/ca/certs/{serial}")).await?;
+            print_json_or(json, &raw, || {
+                print!("{}", table(&CERT_HEADERS, &[cert_line(&m)]));
+                println!("encoded: {}", m["encoded"].as_str().unwrap_or(""));
+            });
+        }
+        CaCommand::List { after, limit } => {
+            let (l, raw): (Value, _) = client
+                .get(&format!("/v1/ca/certs?after={after}&limit={limit}"))
+                .await?;
+            print_json_or(json, &raw, || {
+                let rows: Vec<Vec<String>> = l["certs"]
+                    .as_array()
+                    .map(|a| a.iter().map(cert_line).collect())
+                    .unwrap_or_default();
+                print!("{}", table(&CERT_HEADERS, &rows));
+                if let Some(next) = l["next_after"].as_u64() {
+                    println!("more: --after {next}");
+                }
+            });
+        }
+        CaCommand::Renew { serial, validity_s } => {
+            let body = match validity_s {
+                Some(s) => json!({"validity_ms": s.saturating_mul(1000)}),
+                None => json!({}),
+            };
+            let (m, raw): (Value, _) = client
+                .post(&format!("/v1/ca/certs/{serial}/renew"), &body)
+                .await?;
+            print_json_or(json, &raw, || {
+                println!("renewed {serial} as serial {}", m["serial"])
+            });
+        }
+        CaCommand::Revoke { serial, reason } => {
+            let (r, raw): (Value, _) = client
+                .post(
+                    &format!("/v1/ca/certs/{serial}/revoke"),
+                    &json!({"reason": reason}),
+                )
+                .await?;
+            print_json_or(json, &raw, || {
+                let rev = &r["revocation"];
+                println!(
+                    "revoked serial {} (seq {}, reason {})",
+                    rev["serial"],
+                    rev["seq"],
+                    rev["reason"].as_str().unwrap_or("?")
+                );
+            });
+        }
+        CaCommand::Revocations { after } => {
+            let (l, raw): (Value, _) = client
+                .get(&format!("/v1/ca/revocations?after={after}"))
+                .await?;
+            print_json_or(json, &raw, || {
+                let rows: Vec<Vec<String>> = l["revocations"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|r| {
+                                vec![
+                                    r["seq"].to_string(),
+                                    r["serial"].to_string(),
+                                    r["reason"].as_str().unwrap_or("?").to_owned(),
+                                    r["revoked_at_ms"].to_string(),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                print!(
+                    "{}",
+                    table(&["SEQ", "SERIAL", "REASON", "REVOKED AT (MS)"], &rows)
+                );
+            });
+        }
+        CaCommand::Keys => {
+            let (k, raw): (Value, _) = client.get("/v1/ca/keys").await?;
+            print_json_or(json, &raw, || {
+                for key in k["keys"].as_array().into_iter().flatten() {
+                    println!(
+                        "CA key {}: {}",
+                        key["ca_key_id"],
+                        key["public_key"].as_str().unwrap_or("")
+                    );
+                }
+                for c in k["circuits"].as_array().into_iter().flatten() {
+                    println!(
+                        "circuit {}: verifying key {}",
+                        c["id"],
+                        c["verifying_key_id"].as_str().unwrap_or("")
+                    );
+                }
+            });
+        }
+        CaCommand::Voters(VotersCommand::Add { node, raft_addr }) => {
+            let body = json!({"node": node, "raft_addr": raft_addr});
+            let (v, raw): (Value, _) = client.post("/v1/ca/voters", &body).await?;
+            print_json_or(json, &raw, || println!("voters: {}", v["voters"]));
+        }
+        CaCommand::Voters(VotersCommand::Remove { id }) => {
+            let (v, raw): (Value, _) = client.delete(&format!("/v1/ca/voters/{id}")).await?;
+            print_json_or(json, &raw, || println!("voters: {}", v["voters"]));
+        }
+    }
+    Ok(())
+}
+
+fn read_hex_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    hex::decode(text.trim()).with_context(|| format!("{} is not hex", path.display()))
+}
+
+/// The commitment to `properties` under a fresh salt: the opening (secret) and its commitment.
+pub fn commit(properties: Properties) -> (Opening, Commitment) {
+    // The salt (fresh from the OS) hides the values behind the commitment.
+    let mut rng = rand_08::rngs::OsRng;
+    let opening = Opening::new(properties, &mut rng);
+    let commitment = opening.commitment();
+    (opening, commitment)
+}
+
+/// Proves `predicate` over `opening` with the CA's attestation circuit keys fetched from
+/// `client`, and checks the proof against the CA's verifying key before returning it.
+pub async fn prove(
+    client: &Client,
+    opening: &Opening,
+    predicate: Predicate,
+) -> anyhow::Result<Attestation> {
+    let circuit = zk::ATTESTATION_CIRCUIT_ID;
+    let (pk, _): (Value, _) = client
+        .get(&format!("/v1/ca/circuits/{circuit}/proving-key"))
+        .await?;
+    let (vk, _): (Value, _) = client.get(&format!("/v1/ca/circuits/{circuit}")).await?;
+    let pk = hex::decode(pk["proving_key"].as_str().unwrap_or_default())
+        .context("the CA's proving key is not hex")?;
+    let vk = hex::decode(vk["verifying_key"].as_str().unwrap_or_default())
+        .context("the CA's verifying key is not hex")?;
+    let opening = *opening;
+    let attestation = tokio::task::spawn_blocking(move || -> anyhow::Result<Attestation> {
+        let pk = zk::ProvingKey::from_bytes(&pk).context("parsing the proving key")?;
+        let attestation = Attestation::create(
+            circuit,
+            &pk,
+            &opening,
+            &predicate,
+            &mut rand_08::rngs::OsRng,
+        )?;
+        let mut verifier = zk::Verifier::new(1);
+        verifier
+            .verify_attestation(circuit, &vk, &opening.commitment(), &attestation)
+            .context("the proof does not verify under the CA's verifying key")?;
+        Ok(attestation)
+    })
+    .await
+    .context("prover task")??;
+    Ok(attestation)
+}
+
+/// Runs `nexus ctl attest …`.
+pub async fn attest(client: &Client, command: AttestCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        AttestCommand::Commit {
+            score,
+            safety,
+            dataset,
+            out,
+        } => {
+            let properties = Properties::new(score, safety, dataset)?;
+            let (opening, commitment) = commit(properties);
+            write_secret(&out, &hex::encode(opening.encode()))?;
+            let c = hex::encode(commitment.to_bytes());
+            if json {
+                println!("{}", json!({"commitment": c, "opening": out}));
+            } else {
+                println!("commitment {c}");
+                println!("opening written to {} (keep it secret)", out.display());
+            }
+        }
+        AttestCommand::Prove {
+            opening,
+            min_score,
+            require_safety,
+        } => {
+            let opening = Opening::decode(&read_hex_file(&opening)?)?;
+            let predicate = Predicate {
+                min_score,
+                require_safety,
+            };
+            if let Err(v) = predicate.check(&opening.properties) {
+                bail!("the predicate is false for this opening: {v}");
+            }
+            let attestation = prove(client, &opening, predicate).await?;
+            let a = hex::encode(attestation.encode());
+            if json {
+                println!(
+                    "{}",
+                    json!({"attestation": a, "commitment": hex::encode(opening.commitment().to_bytes())})
+                );
+            } else {
+                println!("{a}");
+            }
+        }
+        AttestCommand::Export {
+            snarkjs,
+            attestation,
+            commitment,
+        } => {
+            std::fs::create_dir_all(&snarkjs)
+                .with_context(|| format!("creating {}", snarkjs.display()))?;
+            let circuit = zk::ATTESTATION_CIRCUIT_ID;
+            let (_, raw): (Value, _) = client
+                .get(&format!("/v1/ca/circuits/{circuit}?format=snarkjs"))
+                .await?;
+            let mut written = vec![write_file(&snarkjs.join("verification_key.json"), &raw)?];
+            if let (Some(a), Some(c)) = (attestation, commitment) {
+                let a = Attestation::decode(
+                    &hex::decode(a.trim()).context("--attestation is not hex")?,
+                )?;
+                let c = Commitment::from_slice(
+                    &hex::decode(c.trim()).context("--commitment is not hex")?,
+                )?;
+                let proof = a.parsed_proof()?;
+                written.push(write_file(
+                    &snarkjs.join("proof.json"),
+                    &zk::snarkjs::proof_json(&proof).to_string(),
+                )?);
+                written.push(write_file(
+                    &snarkjs.join("public.json"),
+                    &zk::snarkjs::public_json(&c, &a.predicate).to_string(),
+                )?);
+            }
+            for p in written {
+                println!("wrote {}", p.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, text: &str) -> anyhow::Result<PathBuf> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_path_buf())
+}
+
+/// Writes `text` to a new file readable only by its owner (an opening reveals the properties).
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_flags_become_an_issue_request() {
+        let args = IssueArgs {
+            file: None,
+            subject_key: Some("ab".repeat(32)),
+            kind: Some("model".into()),
+            publisher: Some("acme".into()),
+            arch_hash: Some("01".repeat(32)),
+            weights_commitment: Some("02".repeat(32)),
+            claims: vec!["task=code".into()],
+            provenance: vec![3],
+            zk_commitment: None,
+            validity_s: 60,
+            request_id: None,
+        };
+        let body = args.to_json().expect("json");
+        let req: nexus_trust::ca::IssueRequest =
+            serde_json::from_value(body).expect("a valid IssueRequest");
+        assert_eq!(req.validity_ms, 60_000);
+        assert_eq!(req.claims[0].key, "task");
+        assert!(req.model.is_some());
+        let bad = IssueArgs {
+            claims: vec!["novalue".into()],
+            ..args
+        };
+        assert!(bad.to_json().is_err());
+    }
+
+    #[test]
+    fn a_commitment_opens_to_its_properties() {
+        let props = Properties::new(850, true, 7).expect("props");
+        let (opening, commitment) = commit(props);
+        let back = Opening::decode(&opening.encode()).expect("decode");
+        assert_eq!(back.commitment(), commitment);
+        assert!(
+            Predicate {
+                min_score: 800,
+                require_safety: true
+            }
+            .check(&back.properties)
+            .is_ok()
+        );
+        assert!(
+            Predicate {
+                min_score: 900,
+                require_safety: false
+            }
+            .check(&back.properties)
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,477 @@
+//! The CA with real `nexus` processes: three voters form the group and bootstrap it, certificates
+//! survive a SIGKILL of the leader (read back from a survivor and from the restarted node), a
+//! revocation committed on one node reaches a fourth, non-voting node, every node holds its own
+//! MIC, and the CA API answers bad input with problem+json while the node keeps serving.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test harness measures wall-clock deadlines of real processes; cores never do"
+)]
+
+mod ca_common;
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ca_common::*;
+use serde_json::{Value, json};
+
+/// Bound on a revocation reaching a non-voter (gossip first; the 500 ms poll is the backstop).
+const REVOCATION_BOUND: Duration = Duration::from_secs(5);
+/// Bound on a new leader after the old one is killed (election timeout ≤ 500 ms, plus
+/// detection and retries).
+const ELECTION_BOUND: Duration = Duration::from_secs(10);
+
+async fn issue_ok(c: &reqwest::Client, admin: &str, n: u64) -> (u64, String) {
+    let (status, body) = post(
+        c,
+        &format!("{admin}/v1/ca/certs"),
+        &issue_body(n, Some(n.into())),
+    )
+    .await;
+    assert_eq!(status, 201, "issue {n} on {admin}: {body}");
+    (
+        body["serial"].as_u64().expect("serial"),
+        body["encoded"].as_str().expect("encoded").to_owned(),
+    )
+}
+
+async fn check_all_present(c: &reqwest::Client, admin: &str, acked: &BTreeMap<u64, String>) {
+    for (serial, encoded) in acked {
+        let (status, body) = get(c, &format!("{admin}/v1/ca/certs/{serial}")).await;
+        assert_eq!(status, 200, "serial {serial} on {admin}: {body}");
+        assert_eq!(
+            body["encoded"].as_str(),
+            Some(encoded.as_str()),
+            "serial {serial} bytes differ on {admin}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voters_bootstrap_survive_a_leader_kill_and_revocations_reach_a_client() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let c = http();
+    let mut nodes = vec![start_voter(
+        "v1",
+        &tmp.path().join("v1"),
+        &[],
+        "127.0.0.1:0",
+    )];
+    let seed = nodes[0].node.gossip.clone();
+    for name in ["v2", "v3"] {
+        nodes.push(start_voter(
+            name,
+            &tmp.path().join(name),
+            &[&seed],
+            "127.0.0.1:0",
+        ));
+    }
+    let status = wait_bootstrapped(&c, &nodes[0].node, Duration::from_secs(40)).await;
+    assert_eq!(
+        status["raft"]["voters"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+
+    // Issue through every node (followers forward to the leader).
+    let mut acked = BTreeMap::new();
+    for n in 1..=12u64 {
+        let admin = nodes[(n % 3) as usize].node.admin.clone();
+        let (serial, encoded) = issue_ok(&c, &admin, n).await;
+        assert!(
+            acked.insert(serial, encoded).is_none(),
+            "serial {serial} issued twice"
+        );
+    }
+    // A retry with the same request_id returns the same certificate.
+    let (again, _) = issue_ok(&c, &nodes[1].node.admin, 5).await;
+    assert_eq!(acked.iter().filter(|(s, _)| **s == again).count(), 1);
+    assert_eq!(acked.len(), 12);
+
+    // Kill the leader.
+    let raft_ids: Vec<u64> = {
+        let mut ids = Vec::new();
+        for n in &nodes {
+            let (_, t) = get(&c, &format!("{}/v1/node/trust", n.node.admin)).await;
+            ids.push(t["raft_id"].as_u64().expect("raft id"));
+        }
+        ids
+    };
+    let leader = status["raft"]["leader"].as_u64().expect("leader");
+    let li = raft_ids
+        .iter()
+        .position(|i| *i == leader)
+        .expect("leader is a voter");
+    let killed_raft = nodes[li].raft.clone().expect("raft addr");
+    let killed_dir = nodes[li].node.data_dir.clone();
+    let killed_name = nodes[li].node.name.clone();
+    nodes[li].node.sigkill();
+    let survivor = &nodes[(li + 1) % 3].node;
+    let killed_at = Instant::now();
+    let new_leader = eventually(
+        ELECTION_BOUND,
+        "a new leader among the survivors",
+        || async {
+            let (s, b) = get(&c, &format!("{}/v1/ca/status", survivor.admin)).await;
+            let l = b["raft"]["leader"].as_u64();
+            (s == 200 && l.is_some() && l != Some(leader)).then_some(l)
+        },
+    )
+    .await;
+    eprintln!("new leader {new_leader:?} after {:?}", killed_at.elapsed());
+    for n in 100..110u64 {
+        let (serial, encoded) = issue_ok(&c, &survivor.admin, n).await;
+        assert!(acked.insert(serial, encoded).is_none());
+    }
+    check_all_present(&c, &survivor.admin, &acked).await;
+
+    // Restart the killed voter on its Raft address: it catches up and serves the same bytes.
+    let seed = nodes[(li + 1) % 3].node.gossip.clone();
+    nodes[li] = start_voter(&killed_name, &killed_dir, &[&seed], &killed_raft);
+    wait_bootstrapped(&c, &nodes[li].node, Duration::from_secs(20)).await;
+    check_all_present(&c, &nodes[li].node.admin, &acked).await;
+
+    // A fourth node, not a voter: a CA client that learns revocations.
+    let client = start_client("c4", &tmp.path().join("c4"), &[&seed]);
+    let (s, listed) = get(
+        &c,
+        &format!("{}/v1/ca/certs?after=0&limit=1000", client.node.admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{listed}");
+    let listed: Vec<u64> = listed["certs"]
+        .as_array()
+        .expect("certs")
+        .iter()
+        .map(|m| m["serial"].as_u64().expect("serial"))
+        .collect();
+    for serial in acked.keys() {
+        assert!(listed.contains(serial), "client's list lacks {serial}");
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the client holds the CA keys",
+        || async {
+            let (_, t) = get(&c, &format!("{}/v1/node/trust", client.node.admin)).await;
+            (t["ca_keys"].as_array().is_some_and(|k| !k.is_empty())).then_some(())
+        },
+    )
+    .await;
+    let victim = *acked.keys().nth(3).expect("serial");
+    let revoked_at = Instant::now();
+    let revoker = &nodes[(li + 2) % 3].node;
+    let (s, first) = post(
+        &c,
+        &format!("{}/v1/ca/certs/{victim}/revoke", revoker.admin),
+        &json!({"reason": "key_compromise"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{first}");
+    // Idempotent: the same record again.
+    let (s, second) = post(
+        &c,
+        &format!("{}/v1/ca/certs/{victim}/revoke", nodes[li].node.admin),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(first["encoded"], second["encoded"]);
+    eventually(
+        REVOCATION_BOUND,
+        "the client rejects the revoked serial",
+        || async {
+            let (_, t) = get(&c, &format!("{}/v1/node/trust", client.node.admin)).await;
+            let revoked = t["revoked"].as_array().cloned().unwrap_or_default();
+            revoked.contains(&json!(victim)).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "revocation reached the client after {:?}",
+        revoked_at.elapsed()
+    );
+    let (s, revs) = get(
+        &c,
+        &format!("{}/v1/ca/revocations?after=0", client.node.admin),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(revs["revocations"][0]["serial"], json!(victim), "{revs}");
+    let (_, got) = get(&c, &format!("{}/v1/ca/certs/{victim}", client.node.admin)).await;
+    assert_eq!(got["revocation"]["reason"], "key_compromise", "{got}");
+
+    // Every node holds its own MIC: kind node, subject = its node id, verifiable.
+    for n in nodes.iter().map(|n| &n.node).chain([&client.node]) {
+        let mic = eventually(Duration::from_secs(20), "a node MIC", || async {
+            let (s, m) = get(&c, &format!("{}/v1/node/mic", n.admin)).await;
+            (s == 200).then_some(m)
+        })
+        .await;
+        let (_, me) = get(&c, &format!("{}/v1/node", n.admin)).await;
+        assert_eq!(mic["mic"]["body"]["kind"], "node");
+        assert_eq!(mic["mic"]["body"]["subject_key"], me["id"], "{}", n.name);
+    }
+    let metrics = nodes[0].node.metrics().await;
+    assert!(metrics.contains("nexus_ca_role "), "{metrics}");
+    assert!(
+        client
+            .node
+            .metrics()
+            .await
+            .contains("nexus_trust_revocations 1")
+    );
+
+    bad_input(&c, &client.node.admin).await;
+    bad_input(&c, &nodes[0].node.admin).await;
+}
+
+async fn expect_problem(r: reqwest::Response, status: u16, slug: &str) {
+    assert_eq!(r.status().as_u16(), status);
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: Value = r.json().await.expect("problem json");
+    assert_eq!(body["type"], format!("urn:nexus:problem:{slug}"), "{body}");
+}
+
+/// Bad input on the CA API: problem+json with the right status, and the node keeps serving.
+async fn bad_input(c: &reqwest::Client, admin: &str) {
+    let certs = format!("{admin}/v1/ca/certs");
+    let send = |body: &'static str| {
+        c.post(&certs)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    expect_problem(
+        send("{not json").await.expect("send"),
+        400,
+        "malformed-json",
+    )
+    .await;
+    let r = c
+        .post(&certs)
+        .json(&{
+            let mut b = issue_body(1, None);
+            b["colour"] = json!("red");
+            b
+        })
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 422);
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("colour")),
+        "{body}"
+    );
+    let r = c
+        .post(&certs)
+        .json(&{
+            let mut b = issue_body(1, None);
+            b["validity_ms"] = json!(5);
+            b
+        })
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 422);
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("validity_ms")),
+        "{body}"
+    );
+    let r = c
+        .post(&certs)
+        .json(&{
+            let mut b = issue_body(1, None);
+            b["subject_key"] = json!("abcd");
+            b
+        })
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 422);
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("subject_key")),
+        "{body}"
+    );
+    expect_problem(
+        c.post(&certs).body("{}").send().await.expect("send"),
+        415,
+        "unsupported-media-type",
+    )
+    .await;
+    // The server answers 413 without reading the rest and closes the connection: a client of
+    // its own, so the pooled connection of `c` stays usable.
+    expect_problem(
+        reqwest::Client::new()
+            .post(&certs)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 2 << 20])
+            .send()
+            .await
+            .expect("send"),
+        413,
+        "body-too-large",
+    )
+    .await;
+    for bad in ["0", "x", "-3", "99999999999999999999"] {
+        expect_problem(
+            c.get(format!("{certs}/{bad}")).send().await.expect("send"),
+            400,
+            "bad-serial",
+        )
+        .await;
+    }
+    expect_problem(
+        c.get(format!("{certs}/987654")).send().await.expect("send"),
+        404,
+        "unknown-serial",
+    )
+    .await;
+    expect_problem(
+        c.post(format!("{certs}/987654/revoke"))
+            .send()
+            .await
+            .expect("send"),
+        404,
+        "unknown-serial",
+    )
+    .await;
+    expect_problem(
+        c.get(format!("{certs}?limit=0"))
+            .send()
+            .await
+            .expect("send"),
+        400,
+        "bad-query",
+    )
+    .await;
+    expect_problem(
+        c.get(format!("{certs}?after=x"))
+            .send()
+            .await
+            .expect("send"),
+        400,
+        "bad-query",
+    )
+    .await;
+    expect_problem(
+        c.get(format!("{admin}/v1/ca/circuits/77"))
+            .send()
+            .await
+            .expect("send"),
+        404,
+        "unknown-circuit",
+    )
+    .await;
+    expect_problem(
+        c.get(format!("{admin}/v1/ca/circuits/1?format=pem"))
+            .send()
+            .await
+            .expect("send"),
+        400,
+        "bad-query",
+    )
+    .await;
+    expect_problem(
+        c.delete(&certs).send().await.expect("send"),
+        405,
+        "method-not-allowed",
+    )
+    .await;
+    expect_problem(
+        c.put(format!("{admin}/v1/ca/status"))
+            .send()
+            .await
+            .expect("send"),
+        405,
+        "method-not-allowed",
+    )
+    .await;
+    expect_problem(
+        c.post(format!("{admin}/v1/ca/voters"))
+            .json(&json!({"node": "zz"}))
+            .send()
+            .await
+            .expect("send"),
+        422,
+        "invalid-body",
+    )
+    .await;
+    // Still serving: a good request after all of that.
+    let (s, _) = get(c, &format!("{admin}/v1/ca/keys")).await;
+    assert_eq!(s, 200);
+    let (s, vk) = get(c, &format!("{admin}/v1/ca/circuits/1?format=snarkjs")).await;
+    assert_eq!(s, 200);
+    assert_eq!(vk["protocol"], "groth16");
+}
+
+/// A voter's Raft port in use, or a bad `[ca]` value: exit 2 with one line naming the key, and
+/// no data directory created.
+#[test]
+fn bad_ca_config_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let cases = [
+        (
+            format!("[ca]\nvoter = true\nraft_listen = \"127.0.0.1:{port}\"\n"),
+            "ca.raft_listen",
+        ),
+        ("[ca]\nvoter = true\n".to_owned(), "ca.raft_listen"),
+        (
+            "[ca]\nbootstrap_expect = 2\n".to_owned(),
+            "ca.bootstrap_expect",
+        ),
+        (
+            "[ca]\nheartbeat_ms = 500\nelection_timeout_min_ms = 400\n".to_owned(),
+            "ca.election_timeout_min_ms",
+        ),
+    ];
+    for (config, key) in cases {
+        let path = dir.path().join("nexus.toml");
+        std::fs::write(&path, &config).expect("write");
+        let data = dir.path().join("data");
+        let out = common::nexus()
+            .args([
+                "node",
+                "run",
+                "--bind",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("NEXUS_ADMIN_TOKEN")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run nexus");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{config}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        assert!(
+            lines[0].starts_with(&format!("error: {key}")),
+            "{config}: {stderr}"
+        );
+        assert!(!data.exists(), "nothing created");
+    }
+    drop(taken);
+}
