@@ -273,11 +273,88 @@ model publisher commits to hidden properties (score 85.0 %, safety passed, datas
         &hex::encode(attestation.encode())[..32],
         attestation.encode().len()
     );
+
+    // The model's operator registers it with its MIC and the attestation as credentials; the
+    // node checks them before accepting, every other node verifies them inline on delivery.
+    let service = serde_json::json!({
+        "id": "coder-attested", "tasks": ["llm.code"], "model_family": "acme",
+        "context_window": 131072, "latency_ms_p50": 110, "latency_ms_p99": 170,
+        "price_micros_per_1k": 400, "modalities": ["text"], "region": "eu-west",
+        "endpoint": {"port": 9010}, "trust": {"mic_serial": mic["serial"]},
+        "credentials": {"mic": mic["encoded"], "attestations": [hex::encode(attestation.encode())]},
+    });
+    let (_, _): (ServiceDto, _) = client.post("/v1/services", &service).await?;
     println!(
-        "  (registering services with MIC credentials and resolving with an attestation \
-         constraint arrive with the registry's trust integration)"
+        "\n{} registers coder-attested with the MIC and the attestation as credentials",
+        first.name
     );
+    let intent = serde_json::json!({"task": "llm.code", "k": 3, "explain": true,
+        "attested": {"min_score": 800, "require_safety": true}});
+    println!("resolve on {}: {intent}", last.name);
+    let matches = |r: &ResolveResponse| r.candidates.iter().any(|c| c.id == "coder-attested");
+    let r = wait_resolve(
+        &holder,
+        &intent,
+        deadline,
+        "coder-attested to resolve",
+        |r| matches(r),
+    )
+    .await?;
+    print!("{}", resolve_table(&r));
+
+    let serial = mic["serial"].as_u64().unwrap_or_default();
+    let revoke = serde_json::json!({"reason": "key_compromise"});
+    let _: (serde_json::Value, _) = client
+        .post(&format!("/v1/ca/certs/{serial}/revoke"), &revoke)
+        .await?;
+    let revoked_at = tokio::time::Instant::now();
+    println!(
+        "\nrevoke MIC serial {serial} on {} (committed through Raft, spread by gossip)",
+        first.name
+    );
+    let r = wait_resolve(
+        &holder,
+        &intent,
+        deadline,
+        "the revoked service to drop out",
+        |r| !matches(r),
+    )
+    .await?;
+    println!(
+        "{} excludes coder-attested {:.0} ms later:",
+        last.name,
+        revoked_at.elapsed().as_secs_f64() * 1000.0
+    );
+    for e in r
+        .excluded
+        .iter()
+        .flatten()
+        .filter(|e| e.id == "coder-attested")
+    {
+        println!("  excluded {}: {}", e.id, e.reason);
+    }
     Ok(())
+}
+
+/// Resolves `intent` through `client` until `done` holds for the answer.
+async fn wait_resolve(
+    client: &Client,
+    intent: &serde_json::Value,
+    deadline: tokio::time::Instant,
+    what: &str,
+    done: impl Fn(&ResolveResponse) -> bool,
+) -> anyhow::Result<ResolveResponse> {
+    loop {
+        if let Ok((r, _)) = client.post::<ResolveResponse>("/v1/resolve", intent).await
+            && done(&r)
+        {
+            return Ok(r);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Sockets standing in for the code services, so the demo can show frames arriving.

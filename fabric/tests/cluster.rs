@@ -135,6 +135,19 @@ fn demo_brings_up_three_nodes_and_stops_them() {
     assert_eq!(stdout.matches("  alive  ").count(), 3, "{stdout}");
     // Services were advertised fabric-wide and resolved; frames reached the two matching
     // services, and after a crash of one's node, only the other.
+    // NexTrust: a MIC-credentialed service resolves under an attestation constraint, and
+    // after its MIC is revoked node-3 excludes it, saying why.
+    assert!(stdout.contains("issued model MIC serial"), "{stdout}");
+    assert!(
+        stdout.contains("node-3 excludes coder-attested"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("excluded coder-attested") && l.contains("revoked")),
+        "{stdout}"
+    );
     assert!(stdout.contains("node-3 sees all 6 services"), "{stdout}");
     assert!(stdout.contains("excluded coder-small"), "{stdout}");
     let counts: Vec<usize> = stdout
