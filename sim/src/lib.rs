@@ -10,9 +10,13 @@
 //! `GossipActor`) inside turmoil hosts: simulated clock and UDP network, in-memory durable
 //! storage. Slower and limited to 1000 nodes; what it cannot map (`skew`, bandwidth) is rejected
 //! with an error naming the field.
+//!
+//! CA scenarios (a `[ca]` table, [`ca`]) run the Raft-replicated CA's real `CaNode` in turmoil
+//! hosts under partitions and crashes and check the client history for linearizability.
 #![deny(missing_docs)]
 
 pub mod broadcast;
+pub mod ca;
 pub mod core_mode;
 pub mod invariants;
 pub mod net;
@@ -79,6 +83,9 @@ pub fn run(
     progress: Option<core_mode::Progress<'_>>,
 ) -> Result<RunReport, ScenarioError> {
     check_capacity(scenario)?;
+    if scenario.ca.is_some() {
+        return ca::run(scenario, seed, trace, None, progress);
+    }
     match scenario.mode {
         Mode::Core => Ok(core_mode::CoreSim::new(scenario, seed, trace).run(progress)),
         Mode::Node => node_mode::run(scenario, seed, trace, progress),

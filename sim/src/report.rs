@@ -60,6 +60,31 @@ pub struct RunReport {
     pub trace_error: Option<String>,
     /// Registry measurements (core mode, scenarios that use the registry).
     pub registry: Option<RegistrySummary>,
+    /// CA measurements (scenarios with a `[ca]` table).
+    pub ca: Option<CaSummary>,
+}
+
+/// What a CA run (`[ca]`) measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CaSummary {
+    /// CA voters.
+    pub voters: usize,
+    /// Client hosts.
+    pub clients: usize,
+    /// Client attempts recorded.
+    pub attempts: u64,
+    /// Attempts acknowledged with a definite answer (applied, refused, or read).
+    pub acknowledged: u64,
+    /// Attempts certainly not applied (no leader, unreachable).
+    pub not_applied: u64,
+    /// Attempts whose outcome is unknown (deadline passed, connection broke).
+    pub unknown: u64,
+    /// Certificates every voter held at the end.
+    pub certificates: usize,
+    /// Revocations every voter held at the end.
+    pub revocations: usize,
+    /// States the linearizability search visited.
+    pub search_states: u64,
 }
 
 /// What a run with the capability registry measured.
@@ -137,6 +162,7 @@ impl RunReport {
             samples,
             trace_error,
             registry: None,
+            ca: None,
         }
     }
 
@@ -195,6 +221,16 @@ impl RunReport {
             out.push_str(&format!(
                 "{:<14} {} resolves, {} adverts broadcast\n",
                 "", r.resolves, r.adverts_broadcast
+            ));
+        }
+        if let Some(c) = &self.ca {
+            out.push_str(&format!(
+                "{:<14} {} voters, {} clients: {} attempts ({} answered, {} not applied, {} unknown)\n",
+                "ca", c.voters, c.clients, c.attempts, c.acknowledged, c.not_applied, c.unknown
+            ));
+            out.push_str(&format!(
+                "{:<14} {} certificates, {} revocations on every voter; {} search states\n",
+                "", c.certificates, c.revocations, c.search_states
             ));
         }
         out.push_str("invariants:\n");

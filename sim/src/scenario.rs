@@ -108,6 +108,34 @@ struct File {
     node: NodeFile,
     #[serde(default)]
     registry: Option<RegistryFile>,
+    #[serde(default)]
+    ca: Option<CaFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaFile {
+    clients: Option<usize>,
+    think: Option<String>,
+    op_timeout: Option<String>,
+    retries: Option<u32>,
+    settle: Option<String>,
+    heartbeat: Option<String>,
+    election_min: Option<String>,
+    election_max: Option<String>,
+    client_timeout: Option<String>,
+    snapshot_every: Option<u64>,
+    mix: Option<CaMixFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaMixFile {
+    issue: Option<u32>,
+    renew: Option<u32>,
+    revoke: Option<u32>,
+    get: Option<u32>,
+    list: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -385,9 +413,47 @@ pub struct Scenario {
     pub bounds: Bounds,
     /// Node mode's network step (`[node] tick`); `None` picks a default from the timings.
     pub node_tick: Option<Duration>,
+    /// The Raft-replicated CA, when the scenario has a `[ca]` table: the nodes are CA voters
+    /// running the real `CaNode` in turmoil hosts, driven by client hosts (`crate::ca`).
+    pub ca: Option<CaScenario>,
     /// The capability registry, when the scenario uses it (a `[registry]` table or any registry
     /// action); `None` keeps a run membership-only (and its trace what it always was).
     pub registry: Option<RegistryScenario>,
+}
+
+/// Most CA voters a `[ca]` scenario may have.
+pub const CA_VOTERS_MAX: usize = 7;
+/// Most CA client hosts.
+pub const CA_CLIENTS_MAX: usize = 16;
+
+/// The CA settings of a scenario (`[ca]`; docs/simulator.md, "The CA in the simulator").
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaScenario {
+    /// Client hosts (`c1..cK`), each with one operation outstanding at a time.
+    pub clients: usize,
+    /// Mean pause between a client's operations (drawn uniformly in `[think/2, 3·think/2]`).
+    pub think: Duration,
+    /// How long a client waits for one attempt's answer before it gives up on it (outcome
+    /// unknown) and retries elsewhere.
+    pub op_timeout: Duration,
+    /// Further attempts after a failed one (issues keep their request id; renews are never
+    /// retried: they carry no request id, so a retry could renew twice).
+    pub retries: u32,
+    /// After `duration`: every cut is healed and every killed voter restarted, clients stop,
+    /// and the final read of every voter waits this long.
+    pub settle: Duration,
+    /// Raft heartbeat interval.
+    pub heartbeat: Duration,
+    /// Raft election timeout range.
+    pub election_min: Duration,
+    /// Raft election timeout range (exclusive upper bound).
+    pub election_max: Duration,
+    /// Deadline of one CA operation inside a voter (`CaTimings::client_timeout_ms`).
+    pub client_timeout: Duration,
+    /// Snapshot after this many applied entries (small values exercise snapshot install).
+    pub snapshot_every: u64,
+    /// Relative weights of issue, renew, revoke, get and list.
+    pub mix: [u32; 5],
 }
 
 /// Registry settings, actions and bounds of a scenario (`[registry]` and the registry actions
@@ -985,7 +1051,21 @@ impl Scenario {
             }
             None
         };
-        if last + bounds.converge_within > duration {
+        let ca = match f.ca {
+            Some(c) => {
+                if registry.is_some() {
+                    return err(
+                        "ca",
+                        "a scenario runs either the CA or the registry, not both",
+                    );
+                }
+                Some(Self::check_ca(
+                    c, f.mode, n, &topology, &network, &timeline,
+                )?)
+            }
+            None => None,
+        };
+        if ca.is_none() && last + bounds.converge_within > duration {
             return err(
                 "invariants.converge_within",
                 format!(
@@ -1014,6 +1094,141 @@ impl Scenario {
                 None => None,
             },
             registry,
+            ca,
+        })
+    }
+
+    fn check_ca(
+        c: CaFile,
+        mode: Mode,
+        n: usize,
+        topology: &Topology,
+        network: &Network,
+        timeline: &[TimedAction],
+    ) -> Result<CaScenario, ScenarioError> {
+        if mode != Mode::Node {
+            return err(
+                "mode",
+                "a [ca] scenario runs the real CaNode in turmoil hosts: set mode = \"node\"",
+            );
+        }
+        if n > CA_VOTERS_MAX {
+            return err(
+                "nodes",
+                format!("a [ca] scenario has 1..={CA_VOTERS_MAX} nodes (the CA voters)"),
+            );
+        }
+        if !matches!(topology, Topology::Mesh { .. }) {
+            return err(
+                "topology",
+                "a [ca] scenario supports the mesh topology only",
+            );
+        }
+        for (field, set) in [
+            ("network.jitter", !network.jitter.is_zero()),
+            ("network.loss", network.loss > 0.0),
+            ("network.duplicate", network.duplicate > 0.0),
+            ("network.reorder", network.reorder > 0.0),
+            ("network.bandwidth_kbps", network.bandwidth_kbps > 0),
+        ] {
+            if set {
+                return err(
+                    field,
+                    "not supported with [ca]: the CA runs over turmoil TCP, which has no \
+                     per-segment impairments; use partitions and kills",
+                );
+            }
+        }
+        for t in timeline {
+            if !matches!(
+                t.action,
+                Action::Kill(_) | Action::Restart(_) | Action::Partition(_) | Action::Heal
+            ) {
+                let what = match t.action {
+                    Action::PartitionOneWay { .. } => {
+                        "a one-way partition is not supported with [ca]: turmoil's TCP does not \
+                         retransmit, so a cut that drops segments would kill connections for good \
+                         instead of stalling them (two-way partitions hold segments until the heal)"
+                            .to_string()
+                    }
+                    _ => format!(
+                        "{} is not supported with [ca] (kill, restart, two-way partition and heal \
+                         are)",
+                        t.action.name()
+                    ),
+                };
+                return err(format!("timeline[{}].action", t.index), what);
+            }
+        }
+        let dur = |field: &str, v: &Option<String>, default_ms: u64| match v {
+            Some(text) => parse_duration(field, text),
+            None => Ok(Duration::from_millis(default_ms)),
+        };
+        let clients = c.clients.unwrap_or(3);
+        if clients == 0 || clients > CA_CLIENTS_MAX {
+            return err("ca.clients", format!("must be 1..={CA_CLIENTS_MAX}"));
+        }
+        let think = dur("ca.think", &c.think, 100)?;
+        if think < Duration::from_millis(2) {
+            return err("ca.think", "must be at least 2ms");
+        }
+        let heartbeat = dur("ca.heartbeat", &c.heartbeat, 50)?;
+        let election_min = dur("ca.election_min", &c.election_min, 300)?;
+        let election_max = dur("ca.election_max", &c.election_max, 600)?;
+        if heartbeat.is_zero() || heartbeat >= election_min {
+            return err("ca.heartbeat", "must be above 0 and below election_min");
+        }
+        if election_min >= election_max {
+            return err("ca.election_max", "must be above election_min");
+        }
+        let client_timeout = dur("ca.client_timeout", &c.client_timeout, 2_000)?;
+        if client_timeout < election_max {
+            return err(
+                "ca.client_timeout",
+                "must be at least election_max (an operation must outlive an election)",
+            );
+        }
+        let op_timeout = dur("ca.op_timeout", &c.op_timeout, 3_000)?;
+        if op_timeout <= client_timeout {
+            return err(
+                "ca.op_timeout",
+                "must exceed ca.client_timeout (the voter answers before the client gives up)",
+            );
+        }
+        let settle = dur("ca.settle", &c.settle, 10_000)?;
+        if settle < election_max * 4 {
+            return err("ca.settle", "must be at least 4 × election_max");
+        }
+        let snapshot_every = c.snapshot_every.unwrap_or(100);
+        if snapshot_every == 0 {
+            return err("ca.snapshot_every", "must be at least 1");
+        }
+        let m = c.mix.unwrap_or_default();
+        let mix = [
+            m.issue.unwrap_or(40),
+            m.renew.unwrap_or(10),
+            m.revoke.unwrap_or(15),
+            m.get.unwrap_or(30),
+            m.list.unwrap_or(5),
+        ];
+        if mix[0] == 0 {
+            return err(
+                "ca.mix.issue",
+                "must be above 0 (everything else needs certificates)",
+            );
+        }
+        Ok(CaScenario {
+            clients,
+            think,
+            op_timeout,
+            retries: c.retries.unwrap_or(3).min(20),
+            settle,
+            heartbeat,
+            election_min,
+            election_max,
+            client_timeout,
+            snapshot_every,
+            mix,
         })
     }
 

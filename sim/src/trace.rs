@@ -60,6 +60,16 @@ pub enum TraceEvent {
         /// What happened (e.g. `register coder-1 v1`, `resolve llm.code -> [n3/coder-1 v1]`).
         event: String,
     },
+    /// A CA client operation was answered (or given up on), or a CA run's final read happened
+    /// (scenarios with a `[ca]` table).
+    Ca {
+        /// Virtual time, µs.
+        t_us: u64,
+        /// The client (0-based) or voter.
+        node: usize,
+        /// What happened (e.g. `#3 c1→n2 issue rid 0a0b0c0d -> issued 4 [0.100s..0.180s]`).
+        event: String,
+    },
     /// An invariant was violated.
     Violation {
         /// Virtual time, µs.
@@ -198,6 +208,12 @@ impl Trace {
             }
             TraceEvent::Registry { t_us, node, event } => {
                 h.u64(6);
+                h.u64(*t_us);
+                h.u64(*node as u64);
+                h.feed(event.as_bytes());
+            }
+            TraceEvent::Ca { t_us, node, event } => {
+                h.u64(7);
                 h.u64(*t_us);
                 h.u64(*node as u64);
                 h.feed(event.as_bytes());
