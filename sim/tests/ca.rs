@@ -26,6 +26,17 @@ fn run(s: &Scenario, seed: u64) -> RunReport {
     nexus_sim::run(s, seed, Trace::new(), None).expect("runs")
 }
 
+/// CA runs in this binary take turns: two at once in one process can starve sled 0.34's I/O
+/// pool (more than seven `flush_async` calls in flight, each waiting for a write queued behind
+/// it), which hangs both.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn assert_ok(r: &RunReport) {
     for v in &r.invariants {
         assert!(
@@ -38,6 +49,7 @@ fn assert_ok(r: &RunReport) {
 
 #[test]
 fn one_run_makes_progress_and_is_linearizable() {
+    let _turn = exclusive();
     let (_, s) = scenario("ca-partition.toml");
     let r = run(&s, 1);
     eprint!("{}", r.table());
@@ -58,6 +70,7 @@ fn one_run_makes_progress_and_is_linearizable() {
 
 #[test]
 fn small_swarm_over_both_scenarios() {
+    let _turn = exclusive();
     let seeds: u64 = std::env::var("NEXUS_CA_SWARM_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -65,7 +78,10 @@ fn small_swarm_over_both_scenarios() {
     let mut failures = Vec::new();
     for name in ["ca-partition.toml", "ca-crash.toml"] {
         let (path, s) = scenario(name);
-        let report = swarm(&s, 2..=seeds + 1, 2, &|| {});
+        // One job: two CA runs at once in one process put more than seven sled `flush_async`
+        // calls in flight, which can starve sled 0.34's I/O pool for good (docs/simulator.md,
+        // "The CA in the simulator").
+        let report = swarm(&s, 2..=seeds + 1, 1, &|| {});
         eprintln!(
             "{}: {} seeds, {} failed, {:.1}s",
             s.name,
@@ -98,7 +114,9 @@ fn child_print_trace_hash() {
     let Ok(seed) = std::env::var("NEXUS_CA_CHILD_SEED") else {
         return;
     };
-    let (_, s) = scenario("ca-partition.toml");
+    let name =
+        std::env::var("NEXUS_CA_CHILD_SCENARIO").unwrap_or_else(|_| "ca-partition.toml".into());
+    let (_, s) = scenario(&name);
     let r = run(&s, seed.parse().expect("seed"));
     println!("ca trace hash: {}", r.trace_hash);
 }
@@ -141,6 +159,7 @@ fn same_seed_same_trace_hash_across_processes() {
 
 #[test]
 fn a_tampered_real_history_is_caught() {
+    let _turn = exclusive();
     let (_, s) = scenario("ca-partition.toml");
     let (report, history) =
         nexus_sim::ca::runner::run_with_history(&s, 5, Trace::new(), None).expect("runs");
