@@ -46,6 +46,20 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
     serde_json::from_slice(bytes)
 }
 
+/// Flushes `db` to disk on the calling task. sled's `flush_async` completes on sled's own I/O
+/// thread pool: when it completes is up to the OS scheduler (so a simulated run is not
+/// reproducible), and with several flushes in flight the pool's threads were seen waiting on each
+/// other (a hang). A synchronous flush has neither problem; on a multi-thread runtime it runs
+/// under `block_in_place` so the worker's other tasks move to another thread meanwhile.
+pub(crate) fn flush_durably(db: &sled::Db) -> Result<(), sled::Error> {
+    let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+    if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) {
+        tokio::task::block_in_place(|| db.flush()).map(|_| ())
+    } else {
+        db.flush().map(|_| ())
+    }
+}
+
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -95,10 +109,7 @@ impl SledLogStore {
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| StorageIOError::write(&e))?;
+        flush_durably(&self.db).map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
@@ -172,10 +183,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.write_meta(KEY_VOTE, vote, StorageIOError::write_vote)?;
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        flush_durably(&self.db).map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }
 
@@ -220,7 +228,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             batch.insert(&index_key(entry.get_log_id().index), bytes);
         }
         let result = match self.log.apply_batch(batch) {
-            Ok(()) => self.db.flush_async().await.map(|_| ()),
+            Ok(()) => flush_durably(&self.db),
             Err(e) => Err(e),
         };
         match result {

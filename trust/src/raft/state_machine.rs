@@ -102,8 +102,7 @@ async fn save_snapshot(
     batch.insert(KEY_DATA, data);
     tree.apply_batch(batch)
         .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
-    db.flush_async()
-        .await
+    crate::raft::log_store::flush_durably(db)
         .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
     Ok(())
 }
