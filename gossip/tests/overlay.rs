@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use nexus_gossip::{
-    KIND_DISCONNECT, KIND_GOSSIP, KIND_IHAVE, KIND_PRUNE, MessageId, OVERLAY_PAYLOAD_MAX, Overlay,
-    OverlayConfig, OverlayError, OverlayEvent, PACKET_BYTES_MAX, Timestamp, is_overlay_kind,
+    KIND_DISCONNECT, KIND_GOSSIP, KIND_IHAVE, KIND_KEEPALIVE, KIND_NEIGHBOR, KIND_PRUNE, MessageId,
+    OVERLAY_PAYLOAD_MAX, Overlay, OverlayConfig, OverlayError, OverlayEvent, PACKET_BYTES_MAX,
+    Timestamp, is_overlay_kind,
 };
 
 fn addr(i: usize) -> SocketAddr {
@@ -153,6 +154,20 @@ impl Net {
 
     fn live(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.nodes.len()).filter(|i| self.alive[*i])
+    }
+
+    /// Links (i, j) held by i but not by j, between live nodes.
+    fn one_sided(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for i in self.live() {
+            for p in self.nodes[i].active_view() {
+                let j = index(p);
+                if self.alive[j] && !self.nodes[j].active_view().contains(&addr(i)) {
+                    out.push((i, j));
+                }
+            }
+        }
+        out
     }
 
     fn assert_symmetric(&self) {
@@ -311,6 +326,204 @@ fn peer_down_repairs_the_active_view_and_broadcasts_reach_every_survivor() {
     let id = net.broadcast(survivors[3], b"after repair");
     net.run(Duration::from_secs(3));
     assert_eq!(net.reached(id), survivors.len() - 1);
+}
+
+// ----- keepalive and rotation (partial-view deployments, off by default) -----
+
+fn keepalive_config() -> OverlayConfig {
+    OverlayConfig {
+        keepalive_period: Some(Duration::from_secs(1)),
+        keepalive_timeout: Duration::from_secs(3),
+        ..config()
+    }
+}
+
+fn keepalive(sender: SocketAddr) -> Vec<u8> {
+    header(KIND_KEEPALIVE, 0, sender)
+}
+
+#[test]
+fn keepalive_drops_a_silent_neighbour_and_keeps_a_talking_one() {
+    let mut core = core_with_neighbours(keepalive_config());
+    let mut sent_to_1 = 0;
+    let mut asked_2 = 0;
+    for s in 1..=6u64 {
+        let t = Timestamp::from_micros(s * 1_000_000);
+        // addr(1) keeps talking; addr(2) went silent after the accept at t ≈ 0.
+        core.handle_datagram(t, addr(1), &keepalive(addr(1)))
+            .expect("keepalive");
+        core.handle_timeout(t);
+        core.check_invariants();
+        let out = transmits(&mut core);
+        sent_to_1 += out
+            .iter()
+            .filter(|(to, kind)| *to == addr(1) && *kind == KIND_KEEPALIVE)
+            .count();
+        asked_2 += out
+            .iter()
+            .filter(|(to, kind)| *to == addr(2) && *kind == KIND_NEIGHBOR)
+            .count();
+    }
+    assert_eq!(core.active_view(), vec![addr(1)]);
+    assert_eq!(core.stats().keepalive_timeouts, 1);
+    // Kept as a candidate (a partition may be all that cut it off), so a later repair asked it
+    // again; with no answer that request timed out and removed it from both views.
+    assert!(asked_2 >= 1, "the dropped peer was never asked again");
+    assert!(core.stats().neighbor_timeouts >= 1);
+    assert!(!core.passive_view().contains(&addr(2)));
+    let events: Vec<OverlayEvent> = std::iter::from_fn(|| core.poll_event()).collect();
+    assert!(events.contains(&OverlayEvent::NeighborDown(addr(2))));
+    assert!(!events.contains(&OverlayEvent::NeighborDown(addr(1))));
+    assert!(sent_to_1 >= 5, "one KeepAlive per period: {sent_to_1}");
+}
+
+#[test]
+fn keepalive_off_sends_nothing_and_drops_nobody() {
+    let mut core = core_with_neighbours(config());
+    for s in 1..=30u64 {
+        core.handle_timeout(Timestamp::from_micros(s * 1_000_000));
+        assert!(
+            transmits(&mut core)
+                .iter()
+                .all(|(_, kind)| *kind != KIND_KEEPALIVE)
+        );
+    }
+    assert_eq!(core.active_view(), vec![addr(1), addr(2)]);
+    assert_eq!(core.stats().keepalive_timeouts, 0);
+}
+
+#[test]
+fn a_keepalive_from_a_non_neighbour_is_answered_with_disconnect() {
+    let mut core = core_with_neighbours(keepalive_config());
+    let t = Timestamp::from_micros(10);
+    core.handle_datagram(t, addr(7), &keepalive(addr(7)))
+        .expect("keepalive");
+    assert_eq!(transmits(&mut core), vec![(addr(7), KIND_DISCONNECT)]);
+    assert!(!core.active_view().contains(&addr(7)));
+}
+
+#[test]
+fn keepalive_does_not_flap_healthy_neighbours_under_loss() {
+    let mut net = Net::bootstrap(30, keepalive_config(), 4);
+    // 2 % loss on every datagram, decided by a hash of (time, link, bytes): deterministic.
+    net.drop = Box::new(|now, i, j, bytes| {
+        let mut h = now.as_micros() ^ ((i as u64) << 20) ^ ((j as u64) << 40);
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+        h.is_multiple_of(50)
+    });
+    let before: u64 = net.nodes.iter().map(|c| c.stats().keepalive_timeouts).sum();
+    net.run(Duration::from_secs(60));
+    let after: u64 = net.nodes.iter().map(|c| c.stats().keepalive_timeouts).sum();
+    assert_eq!(after - before, 0, "a healthy neighbour was dropped");
+    net.assert_symmetric();
+}
+
+#[test]
+fn keepalive_alone_removes_a_crashed_node_and_repairs() {
+    let mut net = Net::bootstrap(30, keepalive_config(), 5);
+    let dead = [3, 11, 17];
+    for d in dead {
+        net.alive[d] = false;
+    }
+    // No peer_down anywhere: detection is the keepalive's.
+    net.run(Duration::from_secs(8));
+    for i in net.live().collect::<Vec<_>>() {
+        let act = net.nodes[i].active_view();
+        assert!(
+            act.iter().all(|p| !dead.contains(&index(*p))),
+            "node {i} still holds a dead neighbour: {act:?}"
+        );
+        assert!(!act.is_empty(), "node {i} isolated");
+    }
+    net.assert_symmetric();
+    let origin = net.live().next().expect("a survivor");
+    let id = net.broadcast(origin, b"after the crash");
+    net.run(Duration::from_secs(3));
+    assert_eq!(net.reached(id), 30 - dead.len() - 1);
+}
+
+#[test]
+fn rotation_bridges_a_healed_partition() {
+    let cfg = OverlayConfig {
+        rotate_period: Some(Duration::from_secs(5)),
+        ..keepalive_config()
+    };
+    let mut net = Net::bootstrap(40, cfg, 6);
+    let start = net.now;
+    let (cut, heal) = (
+        start + Duration::from_secs(1),
+        start + Duration::from_secs(31),
+    );
+    net.drop = Box::new(move |now, i, j, _| now >= cut && now < heal && (i < 20) != (j < 20));
+    net.run(Duration::from_secs(31));
+    // Cut off: no link crosses the partition any more.
+    for i in 0..40 {
+        assert!(
+            net.nodes[i]
+                .active_view()
+                .iter()
+                .all(|p| (index(*p) < 20) == (i < 20)),
+            "node {i} kept a neighbour across the partition"
+        );
+    }
+    net.run(Duration::from_secs(30));
+    // Healed: rotation asked passive peers across, so one component again.
+    let mut seen = [false; 40];
+    let mut stack = vec![0usize];
+    seen[0] = true;
+    while let Some(i) = stack.pop() {
+        for p in net.nodes[i].active_view() {
+            let j = index(p);
+            if !seen[j] {
+                seen[j] = true;
+                stack.push(j);
+            }
+        }
+    }
+    assert!(seen.iter().all(|s| *s), "still split after the heal");
+    let rotations: u64 = net.nodes.iter().map(|c| c.stats().rotations).sum();
+    assert!(rotations > 0);
+    // A rotation in flight leaves a link one-sided for a round trip; none may last (a stale
+    // one is cut by the Disconnect answering its next KeepAlive).
+    let first = net.one_sided();
+    net.run(Duration::from_millis(1500));
+    let later = net.one_sided();
+    let lasting: Vec<_> = first.iter().filter(|l| later.contains(l)).collect();
+    assert!(lasting.is_empty(), "one-sided links lasted: {lasting:?}");
+}
+
+#[test]
+fn rotation_asks_a_passive_peer_with_high_priority_only_when_full() {
+    let cfg = OverlayConfig {
+        active_view: 2,
+        rotate_period: Some(Duration::from_secs(1)),
+        ..config()
+    };
+    let mut core = core_with_neighbours(cfg);
+    let t = Timestamp::from_micros(2);
+    core.peer_up(t, addr(5));
+    let _ = transmits(&mut core);
+    core.handle_timeout(Timestamp::from_micros(5_000_000));
+    let out: Vec<(SocketAddr, u8)> = transmits(&mut core)
+        .into_iter()
+        .filter(|(_, k)| *k == KIND_NEIGHBOR)
+        .collect();
+    assert_eq!(out, vec![(addr(5), KIND_NEIGHBOR)]);
+    assert_eq!(core.stats().rotations, 1);
+    // Accepted: the new neighbour is in, a random old one was evicted with Disconnect.
+    let t = Timestamp::from_micros(5_100_000);
+    core.handle_datagram(t, addr(5), &accept(addr(5)))
+        .expect("accept");
+    assert!(core.active_view().contains(&addr(5)));
+    assert_eq!(core.active_view().len(), 2);
+    assert!(
+        transmits(&mut core)
+            .iter()
+            .any(|(_, k)| *k == KIND_DISCONNECT)
+    );
+    core.check_invariants();
 }
 
 // ----- Plumtree -----
@@ -556,7 +769,11 @@ fn every_cache_and_queue_stays_bounded_under_a_flood() {
 
 #[test]
 fn bad_datagrams_are_rejected_and_change_nothing() {
-    let mut core = core_with_neighbours(OverlayConfig::default());
+    // Keepalive and rotation on, so their paths (and timers) are exercised too.
+    let mut core = core_with_neighbours(OverlayConfig {
+        rotate_period: Some(Duration::from_secs(5)),
+        ..keepalive_config()
+    });
     let t = Timestamp::from_micros(10);
     let good = gossip(addr(1), id(1), 1, b"payload");
     let before = (core.active_view(), core.cached_messages());
@@ -600,6 +817,7 @@ fn bad_datagrams_are_rejected_and_change_nothing() {
         good.clone(),
         ihave(addr(2), &[id(7), id(8)]),
         accept(addr(3)),
+        keepalive(addr(2)),
         header(0x11, 0, addr(1)),
         header(0x16, 0, addr(1)),
     ];

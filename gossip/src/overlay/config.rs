@@ -55,6 +55,20 @@ pub struct OverlayConfig {
     pub transmit_queue_max: usize,
     /// Events waiting in [`crate::Overlay::poll_event`] at most.
     pub events_max: usize,
+    /// Keepalive period (`None`, the default: off). When set, the overlay detects dead
+    /// neighbours itself instead of waiting for the driver's [`crate::Overlay::peer_down`]:
+    /// every period a node sends KeepAlive to each neighbour, and drops a neighbour it has heard
+    /// nothing from for `keepalive_timeout`. For partial-view deployments with no SWIM beside
+    /// the overlay; a node that runs SWIM leaves it off.
+    pub keepalive_period: Option<Duration>,
+    /// How long a neighbour may stay silent (no datagram of any kind) before it is dropped from
+    /// the active view when keepalive is on; at least two keepalive periods.
+    pub keepalive_timeout: Duration,
+    /// Active-view rotation period (`None`, the default: off). When set, a node whose active view
+    /// is full asks a random passive peer to become a neighbour with high priority every period,
+    /// so views keep mixing and a partition that healed is bridged again even when no SWIM feeds
+    /// `peer_up` (see `docs/protocols/overlay.md` §4.4).
+    pub rotate_period: Option<Duration>,
 }
 
 impl Default for OverlayConfig {
@@ -77,6 +91,9 @@ impl Default for OverlayConfig {
             lazy_queue_max: 8192,
             transmit_queue_max: 4096,
             events_max: 4096,
+            keepalive_period: None,
+            keepalive_timeout: Duration::from_secs(3),
+            rotate_period: None,
         }
     }
 }
@@ -132,6 +149,23 @@ impl OverlayConfig {
         {
             return err("overlay.*_max", "every bound must be above 0");
         }
+        if let Some(period) = self.keepalive_period {
+            if period < Duration::from_millis(10) {
+                return err("overlay.keepalive_period_ms", "must be at least 10");
+            }
+            if self.keepalive_timeout < period * 2 {
+                return err(
+                    "overlay.keepalive_timeout_ms",
+                    "must be at least two keepalive periods",
+                );
+            }
+        }
+        if self
+            .rotate_period
+            .is_some_and(|p| p < Duration::from_millis(10))
+        {
+            return err("overlay.rotate_period_ms", "must be at least 10");
+        }
         Ok(())
     }
 }
@@ -169,5 +203,42 @@ mod tests {
             ..OverlayConfig::default()
         };
         assert!(bad.check().is_err());
+        let keepalive = OverlayConfig {
+            keepalive_period: Some(Duration::from_secs(1)),
+            keepalive_timeout: Duration::from_secs(3),
+            rotate_period: Some(Duration::from_secs(10)),
+            ..OverlayConfig::default()
+        };
+        assert_eq!(keepalive.check(), Ok(()));
+        let bad = OverlayConfig {
+            keepalive_timeout: Duration::from_millis(1500),
+            ..keepalive.clone()
+        };
+        assert_eq!(
+            bad.check().map_err(|e| e.field),
+            Err("overlay.keepalive_timeout_ms")
+        );
+        let bad = OverlayConfig {
+            keepalive_period: Some(Duration::from_millis(1)),
+            ..keepalive.clone()
+        };
+        assert_eq!(
+            bad.check().map_err(|e| e.field),
+            Err("overlay.keepalive_period_ms")
+        );
+        let bad = OverlayConfig {
+            rotate_period: Some(Duration::ZERO),
+            ..keepalive
+        };
+        assert_eq!(
+            bad.check().map_err(|e| e.field),
+            Err("overlay.rotate_period_ms")
+        );
+        // The timeout is not checked while keepalive is off.
+        let off = OverlayConfig {
+            keepalive_timeout: Duration::ZERO,
+            ..OverlayConfig::default()
+        };
+        assert_eq!(off.check(), Ok(()));
     }
 }

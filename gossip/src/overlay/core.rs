@@ -65,6 +65,10 @@ enum Timer {
     Flush,
     Graft(MessageId),
     NeighborTimeout(SocketAddr),
+    /// Keepalive tick (only with `keepalive_period`).
+    KeepAlive,
+    /// Active-view rotation tick (only with `rotate_period`).
+    Rotate,
 }
 
 #[derive(Debug)]
@@ -100,6 +104,8 @@ pub struct Overlay {
     started: bool,
     contact: Option<SocketAddr>,
     active: BTreeSet<SocketAddr>,
+    /// When each neighbour was last heard from (any datagram); keys = `active`.
+    heard: BTreeMap<SocketAddr, Timestamp>,
     passive: BTreeSet<SocketAddr>,
     /// Plumtree's split of the active view (eager ∪ lazy = active, disjoint).
     eager: BTreeSet<SocketAddr>,
@@ -143,6 +149,7 @@ impl Overlay {
             started: false,
             contact: None,
             active: BTreeSet::new(),
+            heard: BTreeMap::new(),
             passive: BTreeSet::new(),
             eager: BTreeSet::new(),
             lazy: BTreeSet::new(),
@@ -284,6 +291,9 @@ impl Overlay {
         self.start(now);
         self.stats.received.bump(msg.kind());
         self.stats.bytes_received += bytes.len() as u64;
+        if let Some(heard) = self.heard.get_mut(&sender) {
+            *heard = now;
+        }
         self.on_message(now, sender, msg);
         self.debug_check();
         Ok(())
@@ -325,6 +335,8 @@ impl Overlay {
                     self.stats.neighbor_timeouts += 1;
                     self.repair(now);
                 }
+                Timer::KeepAlive => self.keepalive(now),
+                Timer::Rotate => self.rotate(now),
             }
         }
         for (peer, ids) in grafts {
@@ -462,9 +474,15 @@ impl Overlay {
                 "pending request without its timeout"
             );
         }
-        // Periodic timers (2), the flush, one per missing message and one per pending request.
         assert!(
-            self.timers.len() <= 3 + self.missing.len() + self.pending.len(),
+            self.heard.len() == self.active.len()
+                && self.heard.keys().all(|p| self.active.contains(p)),
+            "keepalive clocks are not the active view"
+        );
+        // Periodic timers (shuffle, repair, keepalive, rotation), the flush, one per missing
+        // message and one per pending request.
+        assert!(
+            self.timers.len() <= 5 + self.missing.len() + self.pending.len(),
             "timer queue holds stale timers"
         );
         self.cache.check_invariants();
@@ -491,6 +509,17 @@ impl Overlay {
             Timer::Shuffle,
         );
         self.schedule(now + self.config.repair_period, Timer::Repair);
+        // Keepalive and rotation (both off by default) start at random phases too.
+        for (period, timer) in [
+            (self.config.keepalive_period, Timer::KeepAlive),
+            (self.config.rotate_period, Timer::Rotate),
+        ] {
+            if let Some(period) = period {
+                let us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX);
+                let offset = Duration::from_micros(self.rng.random_range(0..us.max(1)));
+                self.schedule(now + offset + period / 2, timer);
+            }
+        }
     }
 
     fn schedule(&mut self, at: Timestamp, timer: Timer) -> TimerKey {
@@ -600,7 +629,72 @@ impl Overlay {
                 from: sender,
                 payload,
             }),
+            // A neighbour's keepalive only refreshes its clock (done for every datagram in
+            // `handle_datagram`); one from a node that is not a neighbour means it still holds
+            // a link we dropped: Disconnect restores symmetry.
+            Message::KeepAlive => {
+                if !self.active.contains(&sender) {
+                    self.stranger(sender);
+                }
+            }
         }
+    }
+
+    /// Keepalive tick: drops every neighbour silent for `keepalive_timeout` (it is taken for
+    /// dead or unreachable, as if `peer_down` had been called, and repaired), then sends
+    /// KeepAlive to every neighbour. A dropped neighbour is kept as a passive candidate after the
+    /// repair has picked its replacements: if it is only cut off by a partition it can be asked
+    /// again after the heal, and if it is dead the request times out and removes it.
+    fn keepalive(&mut self, now: Timestamp) {
+        let Some(period) = self.config.keepalive_period else {
+            return;
+        };
+        self.schedule(now + period, Timer::KeepAlive);
+        let timeout = self.config.keepalive_timeout;
+        let silent: Vec<SocketAddr> = self
+            .heard
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(**at) >= timeout)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in &silent {
+            self.stats.keepalive_timeouts += 1;
+            self.remove_active(*peer);
+        }
+        if !silent.is_empty() {
+            self.repair(now);
+            for peer in silent {
+                self.add_passive(peer, &[]);
+            }
+        }
+        let peers: Vec<SocketAddr> = self.active.iter().copied().collect();
+        for peer in peers {
+            self.send(peer, Message::KeepAlive);
+        }
+    }
+
+    /// Rotation tick: a node with a full active view and no request in flight asks one random
+    /// passive peer to become a neighbour with high priority (accepted even by a full view,
+    /// which evicts a random neighbour; so does this node when the accept arrives). Under-full
+    /// views are left to `repair`.
+    fn rotate(&mut self, now: Timestamp) {
+        let Some(period) = self.config.rotate_period else {
+            return;
+        };
+        self.schedule(now + period, Timer::Rotate);
+        if self.active.len() < self.config.active_view || !self.pending.is_empty() {
+            return;
+        }
+        let Some(peer) = pick(&mut self.rng, &self.passive, |_| true) else {
+            return;
+        };
+        self.stats.rotations += 1;
+        let key = self.schedule(
+            now + self.config.neighbor_timeout,
+            Timer::NeighborTimeout(peer),
+        );
+        self.pending.insert(peer, key);
+        self.send(peer, Message::Neighbor { high: true });
     }
 
     fn on_join(&mut self, now: Timestamp, new: SocketAddr) {
@@ -708,7 +802,7 @@ impl Overlay {
 
     /// Adds `peer` to the active view (evicting a random neighbour if full, who gets a
     /// Disconnect and moves to the passive view).
-    fn add_active(&mut self, _now: Timestamp, peer: SocketAddr) {
+    fn add_active(&mut self, now: Timestamp, peer: SocketAddr) {
         if peer == self.me || self.active.contains(&peer) {
             return;
         }
@@ -725,6 +819,7 @@ impl Overlay {
             self.timers.remove(&key);
         }
         self.active.insert(peer);
+        self.heard.insert(peer, now);
         // Plumtree: a new neighbour starts eager; redundant links are pruned by duplicates.
         self.eager.insert(peer);
         self.stats.neighbor_up += 1;
@@ -735,6 +830,7 @@ impl Overlay {
         if !self.active.remove(&peer) {
             return false;
         }
+        self.heard.remove(&peer);
         self.eager.remove(&peer);
         self.lazy.remove(&peer);
         self.stats.neighbor_down += 1;

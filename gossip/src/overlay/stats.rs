@@ -2,8 +2,8 @@
 
 use crate::overlay::wire::{
     KIND_DIRECT, KIND_DISCONNECT, KIND_FORWARD_JOIN, KIND_GOSSIP, KIND_GRAFT, KIND_IHAVE,
-    KIND_JOIN, KIND_NEIGHBOR, KIND_NEIGHBOR_ACCEPT, KIND_NEIGHBOR_REJECT, KIND_PRUNE, KIND_SHUFFLE,
-    KIND_SHUFFLE_REPLY,
+    KIND_JOIN, KIND_KEEPALIVE, KIND_NEIGHBOR, KIND_NEIGHBOR_ACCEPT, KIND_NEIGHBOR_REJECT,
+    KIND_PRUNE, KIND_SHUFFLE, KIND_SHUFFLE_REPLY,
 };
 
 /// Datagrams counted per overlay message kind.
@@ -35,6 +35,8 @@ pub struct KindCounts {
     pub prune: u64,
     /// Direct (unicast application messages).
     pub direct: u64,
+    /// KeepAlive (only with keepalive on).
+    pub keepalive: u64,
 }
 
 impl KindCounts {
@@ -53,12 +55,13 @@ impl KindCounts {
             KIND_GRAFT => &mut self.graft,
             KIND_PRUNE => &mut self.prune,
             KIND_DIRECT => &mut self.direct,
+            KIND_KEEPALIVE => &mut self.keepalive,
             _ => return,
         };
         *slot += 1;
     }
 
-    /// HyParView membership datagrams (Join … ShuffleReply).
+    /// HyParView membership datagrams (Join … ShuffleReply, KeepAlive).
     pub fn membership(&self) -> u64 {
         self.join
             + self.forward_join
@@ -68,6 +71,7 @@ impl KindCounts {
             + self.disconnect
             + self.shuffle
             + self.shuffle_reply
+            + self.keepalive
     }
 
     /// Plumtree control datagrams (IHave, Graft, Prune).
@@ -130,4 +134,8 @@ pub struct OverlayStats {
     pub neighbor_down: u64,
     /// Neighbor requests that timed out.
     pub neighbor_timeouts: u64,
+    /// Neighbours dropped because nothing came from them for `keepalive_timeout`.
+    pub keepalive_timeouts: u64,
+    /// High-priority Neighbor requests sent by active-view rotation.
+    pub rotations: u64,
 }

@@ -42,6 +42,9 @@ pub const KIND_GRAFT: u8 = 0x1a;
 pub const KIND_PRUNE: u8 = 0x1b;
 /// A unicast application message (not broadcast, not cached).
 pub const KIND_DIRECT: u8 = 0x1c;
+/// HyParView extension: "I am alive and you are in my active view" (sent only when keepalive
+/// is on; see `docs/protocols/overlay.md` §4.4).
+pub const KIND_KEEPALIVE: u8 = 0x1d;
 /// Flag bit 0 of a Neighbor request: high priority (the sender has no neighbour at all).
 pub const FLAG_HIGH_PRIORITY: u8 = 0x01;
 
@@ -174,6 +177,7 @@ pub(crate) enum Message {
     Direct {
         payload: Vec<u8>,
     },
+    KeepAlive,
 }
 
 impl Message {
@@ -192,6 +196,7 @@ impl Message {
             Message::Graft { .. } => KIND_GRAFT,
             Message::Prune => KIND_PRUNE,
             Message::Direct { .. } => KIND_DIRECT,
+            Message::KeepAlive => KIND_KEEPALIVE,
         }
     }
 
@@ -211,7 +216,8 @@ impl Message {
             | Message::NeighborAccept
             | Message::NeighborReject
             | Message::Disconnect
-            | Message::Prune => {}
+            | Message::Prune
+            | Message::KeepAlive => {}
             Message::ForwardJoin { new, ttl } => {
                 put_addr(&mut out, *new);
                 out.push(*ttl);
@@ -272,7 +278,7 @@ impl Message {
         } else {
             0
         };
-        if !is_overlay_kind(kind) || kind > KIND_DIRECT || flags & !allowed_flags != 0 {
+        if !is_overlay_kind(kind) || kind > KIND_KEEPALIVE || flags & !allowed_flags != 0 {
             return Err(OverlayError::UnknownKind { kind, flags });
         }
         let sender = r.addr()?;
@@ -327,6 +333,7 @@ impl Message {
             KIND_DIRECT => Message::Direct {
                 payload: r.payload()?,
             },
+            KIND_KEEPALIVE => Message::KeepAlive,
             _ => return Err(OverlayError::UnknownKind { kind, flags }),
         };
         let rest = bytes.len() - r.pos;
@@ -484,6 +491,7 @@ mod tests {
             },
             Message::Prune,
             Message::Direct { payload: vec![] },
+            Message::KeepAlive,
         ]
     }
 
@@ -552,6 +560,24 @@ mod tests {
         );
         m[11] = 2;
         assert_eq!(Message::decode(&m), Err(OverlayError::Truncated(m.len())));
+        // KeepAlive (0x1d) is the last kind; the rest of the overlay's range stays reserved.
+        let keepalive = Message::KeepAlive.encode(a(1));
+        assert_eq!(keepalive, [0x4e, 1, 0x1d, 0, 4, 10, 0, 0, 1, 0, 1]);
+        let mut m = keepalive.clone();
+        m[2] = 0x1e;
+        assert!(matches!(
+            Message::decode(&m),
+            Err(OverlayError::UnknownKind { kind: 0x1e, .. })
+        ));
+        let mut m = keepalive.clone();
+        m[3] = 1;
+        assert!(matches!(
+            Message::decode(&m),
+            Err(OverlayError::UnknownKind { flags: 1, .. })
+        ));
+        let mut m = keepalive;
+        m.push(0);
+        assert_eq!(Message::decode(&m), Err(OverlayError::Trailing(1)));
         let big = vec![0x4e; PACKET_BYTES_MAX + 1];
         assert!(matches!(
             Message::decode(&big),
