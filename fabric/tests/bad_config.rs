@@ -8,38 +8,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
-
-use common::nexus;
-
-fn run(dir: &Path, args: &[&str], config: Option<&str>) -> Output {
-    let data = dir.join("data");
-    let mut cmd = nexus();
-    cmd.args(["node", "run", "--data-dir"])
-        .arg(&data)
-        .args(args)
-        .env_remove("NEXUS_ADMIN_TOKEN")
-        .env_remove("RUST_LOG");
-    if let Some(text) = config {
-        let path = dir.join("nexus.toml");
-        std::fs::write(&path, text).expect("write");
-        cmd.arg("--config").arg(path);
-    }
-    cmd.output().expect("run nexus")
-}
-
-fn assert_config_error(dir: &Path, out: &Output, field: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one line: {stderr}");
-    assert!(
-        lines[0].starts_with(&format!("error: {field}")),
-        "names {field}: {stderr}"
-    );
-    assert!(!dir.join("data").exists(), "nothing created on bad config");
-}
+use common::{assert_config_error, nexus, run_with_config as run};
 
 #[test]
 fn malformed_addresses() {

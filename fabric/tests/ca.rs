@@ -53,22 +53,7 @@ async fn check_all_present(c: &reqwest::Client, admin: &str, acked: &BTreeMap<u6
 async fn voters_bootstrap_survive_a_leader_kill_and_revocations_reach_a_client() {
     let tmp = tempfile::tempdir().expect("tmp");
     let c = http();
-    let mut nodes = vec![start_voter(
-        "v1",
-        &tmp.path().join("v1"),
-        &[],
-        "127.0.0.1:0",
-    )];
-    let seed = nodes[0].node.gossip.clone();
-    for name in ["v2", "v3"] {
-        nodes.push(start_voter(
-            name,
-            &tmp.path().join(name),
-            &[&seed],
-            "127.0.0.1:0",
-        ));
-    }
-    let status = wait_bootstrapped(&c, &nodes[0].node, Duration::from_secs(40)).await;
+    let (mut nodes, status) = start_three_voters(&c, tmp.path()).await;
     assert_eq!(
         status["raft"]["voters"].as_array().map(Vec::len),
         Some(3),
@@ -228,12 +213,14 @@ async fn voters_bootstrap_survive_a_leader_kill_and_revocations_reach_a_client()
 }
 
 async fn expect_problem(r: reqwest::Response, status: u16, slug: &str) {
-    assert_eq!(r.status().as_u16(), status);
+    let url = r.url().to_string();
+    assert_eq!(r.status().as_u16(), status, "{url}");
     assert_eq!(
         r.headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
+        Some("application/problem+json"),
+        "{url}"
     );
     let body: Value = r.json().await.expect("problem json");
     assert_eq!(body["type"], format!("urn:nexus:problem:{slug}"), "{body}");
@@ -242,72 +229,32 @@ async fn expect_problem(r: reqwest::Response, status: u16, slug: &str) {
 /// Bad input on the CA API: problem+json with the right status, and the node keeps serving.
 async fn bad_input(c: &reqwest::Client, admin: &str) {
     let certs = format!("{admin}/v1/ca/certs");
-    let send = |body: &'static str| {
+    expect_problem(
         c.post(&certs)
             .header("content-type", "application/json")
-            .body(body)
+            .body("{not json")
             .send()
-    };
-    expect_problem(
-        send("{not json").await.expect("send"),
+            .await
+            .expect("send"),
         400,
         "malformed-json",
     )
     .await;
-    let r = c
-        .post(&certs)
-        .json(&{
-            let mut b = issue_body(1, None);
-            b["colour"] = json!("red");
-            b
-        })
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status().as_u16(), 422);
-    let body: Value = r.json().await.expect("json");
-    assert!(
-        body["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("colour")),
-        "{body}"
-    );
-    let r = c
-        .post(&certs)
-        .json(&{
-            let mut b = issue_body(1, None);
-            b["validity_ms"] = json!(5);
-            b
-        })
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status().as_u16(), 422);
-    let body: Value = r.json().await.expect("json");
-    assert!(
-        body["detail"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("validity_ms")),
-        "{body}"
-    );
-    let r = c
-        .post(&certs)
-        .json(&{
-            let mut b = issue_body(1, None);
-            b["subject_key"] = json!("abcd");
-            b
-        })
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status().as_u16(), 422);
-    let body: Value = r.json().await.expect("json");
-    assert!(
-        body["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("subject_key")),
-        "{body}"
-    );
+    // A well-formed issue request with one field spoiled: 422 whose detail names the field.
+    for (field, value, named) in [
+        ("colour", json!("red"), "colour"),
+        ("validity_ms", json!(5), "validity_ms"),
+        ("subject_key", json!("abcd"), "subject_key"),
+    ] {
+        let mut b = issue_body(1, None);
+        b[field] = value;
+        let (status, body) = post(c, &certs, &b).await;
+        assert_eq!(status, 422, "{field}: {body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| d.contains(named)),
+            "{field}: {body}"
+        );
+    }
     expect_problem(
         c.post(&certs).body("{}").send().await.expect("send"),
         415,
@@ -328,80 +275,72 @@ async fn bad_input(c: &reqwest::Client, admin: &str) {
         "body-too-large",
     )
     .await;
-    for bad in ["0", "x", "-3", "99999999999999999999"] {
-        expect_problem(
-            c.get(format!("{certs}/{bad}")).send().await.expect("send"),
+    let mut cases: Vec<(reqwest::Method, String, u16, &str)> =
+        ["0", "x", "-3", "99999999999999999999"]
+            .into_iter()
+            .map(|bad| {
+                (
+                    reqwest::Method::GET,
+                    format!("{certs}/{bad}"),
+                    400,
+                    "bad-serial",
+                )
+            })
+            .collect();
+    cases.extend([
+        (
+            reqwest::Method::GET,
+            format!("{certs}/987654"),
+            404,
+            "unknown-serial",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{certs}/987654/revoke"),
+            404,
+            "unknown-serial",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{certs}?limit=0"),
             400,
-            "bad-serial",
-        )
-        .await;
+            "bad-query",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{certs}?after=x"),
+            400,
+            "bad-query",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{admin}/v1/ca/circuits/77"),
+            404,
+            "unknown-circuit",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{admin}/v1/ca/circuits/1?format=pem"),
+            400,
+            "bad-query",
+        ),
+        (
+            reqwest::Method::DELETE,
+            certs.clone(),
+            405,
+            "method-not-allowed",
+        ),
+        (
+            reqwest::Method::PUT,
+            format!("{admin}/v1/ca/status"),
+            405,
+            "method-not-allowed",
+        ),
+    ]);
+    for (method, url, status, slug) in cases {
+        let r = c.request(method, &url).send().await.expect("send");
+        expect_problem(r, status, slug).await;
     }
-    expect_problem(
-        c.get(format!("{certs}/987654")).send().await.expect("send"),
-        404,
-        "unknown-serial",
-    )
-    .await;
-    expect_problem(
-        c.post(format!("{certs}/987654/revoke"))
-            .send()
-            .await
-            .expect("send"),
-        404,
-        "unknown-serial",
-    )
-    .await;
-    expect_problem(
-        c.get(format!("{certs}?limit=0"))
-            .send()
-            .await
-            .expect("send"),
-        400,
-        "bad-query",
-    )
-    .await;
-    expect_problem(
-        c.get(format!("{certs}?after=x"))
-            .send()
-            .await
-            .expect("send"),
-        400,
-        "bad-query",
-    )
-    .await;
-    expect_problem(
-        c.get(format!("{admin}/v1/ca/circuits/77"))
-            .send()
-            .await
-            .expect("send"),
-        404,
-        "unknown-circuit",
-    )
-    .await;
-    expect_problem(
-        c.get(format!("{admin}/v1/ca/circuits/1?format=pem"))
-            .send()
-            .await
-            .expect("send"),
-        400,
-        "bad-query",
-    )
-    .await;
-    expect_problem(
-        c.delete(&certs).send().await.expect("send"),
-        405,
-        "method-not-allowed",
-    )
-    .await;
-    expect_problem(
-        c.put(format!("{admin}/v1/ca/status"))
-            .send()
-            .await
-            .expect("send"),
-        405,
-        "method-not-allowed",
-    )
-    .await;
     expect_problem(
         c.post(format!("{admin}/v1/ca/voters"))
             .json(&json!({"node": "zz"}))
@@ -443,35 +382,12 @@ fn bad_ca_config_exits_2_naming_the_key() {
         ),
     ];
     for (config, key) in cases {
-        let path = dir.path().join("nexus.toml");
-        std::fs::write(&path, &config).expect("write");
-        let data = dir.path().join("data");
-        let out = common::nexus()
-            .args([
-                "node",
-                "run",
-                "--bind",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .arg("--config")
-            .arg(&path)
-            .env_remove("NEXUS_ADMIN_TOKEN")
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run nexus");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{config}: {stderr}");
-        let lines: Vec<&str> = stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "one line: {stderr}");
-        assert!(
-            lines[0].starts_with(&format!("error: {key}")),
-            "{config}: {stderr}"
+        let out = common::run_with_config(
+            dir.path(),
+            &["--bind", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+            Some(&config),
         );
-        assert!(!data.exists(), "nothing created");
+        common::assert_config_error(dir.path(), &out, key);
     }
     drop(taken);
 }

@@ -27,22 +27,7 @@ const CYCLES: usize = 21;
 async fn acknowledged_certificates_survive_kill_restart_cycles() {
     let tmp = tempfile::tempdir().expect("tmp");
     let c = http();
-    let mut nodes = vec![start_voter(
-        "v1",
-        &tmp.path().join("v1"),
-        &[],
-        "127.0.0.1:0",
-    )];
-    let seed = nodes[0].node.gossip.clone();
-    for name in ["v2", "v3"] {
-        nodes.push(start_voter(
-            name,
-            &tmp.path().join(name),
-            &[&seed],
-            "127.0.0.1:0",
-        ));
-    }
-    wait_bootstrapped(&c, &nodes[0].node, Duration::from_secs(40)).await;
+    let (mut nodes, _) = start_three_voters(&c, tmp.path()).await;
 
     // The client: round-robin over the current admin addresses, retrying each request id until
     // it is acknowledged.

@@ -51,6 +51,18 @@ pub fn start_voter(name: &str, dir: &Path, seeds: &[&str], raft_listen: &str) ->
     CaProc { node, raft }
 }
 
+/// Starts three voters `v1`..`v3` under `root` (v2 and v3 join through v1) and waits until the
+/// group has bootstrapped the CA; returns them and the CA status.
+pub async fn start_three_voters(c: &reqwest::Client, root: &Path) -> (Vec<CaProc>, Value) {
+    let mut nodes = vec![start_voter("v1", &root.join("v1"), &[], "127.0.0.1:0")];
+    let seed = nodes[0].node.gossip.clone();
+    for name in ["v2", "v3"] {
+        nodes.push(start_voter(name, &root.join(name), &[&seed], "127.0.0.1:0"));
+    }
+    let status = wait_bootstrapped(c, &nodes[0].node, Duration::from_secs(40)).await;
+    (nodes, status)
+}
+
 pub fn start_client(name: &str, dir: &Path, seeds: &[&str]) -> CaProc {
     let node = start_node(name, dir, seeds, &client_config(), None);
     CaProc { node, raft: None }

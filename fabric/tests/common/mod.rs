@@ -274,3 +274,34 @@ impl Sink {
         out
     }
 }
+
+/// Runs `nexus node run` to completion with its data dir at `dir/data`, the extra `args`, and
+/// `config` (if any) written to `dir/nexus.toml`.
+pub fn run_with_config(dir: &Path, args: &[&str], config: Option<&str>) -> std::process::Output {
+    let data = dir.join("data");
+    let mut cmd = nexus();
+    cmd.args(["node", "run", "--data-dir"])
+        .arg(&data)
+        .args(args)
+        .env_remove("NEXUS_ADMIN_TOKEN")
+        .env_remove("RUST_LOG");
+    if let Some(text) = config {
+        let path = dir.join("nexus.toml");
+        std::fs::write(&path, text).expect("write");
+        cmd.arg("--config").arg(path);
+    }
+    cmd.output().expect("run nexus")
+}
+
+/// The exit of a bad configuration: code 2, one line `error: <field>…`, nothing created.
+pub fn assert_config_error(dir: &Path, out: &std::process::Output, field: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line: {stderr}");
+    assert!(
+        lines[0].starts_with(&format!("error: {field}")),
+        "names {field}: {stderr}"
+    );
+    assert!(!dir.join("data").exists(), "nothing created on bad config");
+}
