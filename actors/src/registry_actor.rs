@@ -49,7 +49,7 @@ use tokio::time::Instant;
 
 use crate::env::Storage;
 use crate::metrics::NodeMetrics;
-use crate::supervisor::SupervisorMsg;
+use crate::supervisor::{SupervisorMsg, lookup_child};
 use crate::task::AbortOnDrop;
 use crate::{GossipMsg, TableMsg};
 
@@ -370,17 +370,8 @@ impl RegistryActor {
         if let Some(g) = &state.gossip {
             return Some(g.clone());
         }
-        let lookup = state
-            .supervisor
-            .call(
-                |r| SupervisorMsg::Lookup("gossip".into(), r),
-                Some(CALL_TIMEOUT),
-            )
-            .await;
-        let Ok(CallResult::Success(Some(cell))) = lookup else {
-            return None;
-        };
-        let gossip: ActorRef<GossipMsg> = cell.into();
+        let gossip: ActorRef<GossipMsg> =
+            lookup_child(&state.supervisor, "gossip", CALL_TIMEOUT).await?;
         state.gossip = Some(gossip.clone());
         Some(gossip)
     }
@@ -450,17 +441,10 @@ impl RegistryActor {
         {
             return;
         }
-        let lookup = state
-            .supervisor
-            .call(
-                |r| SupervisorMsg::Lookup("table".into(), r),
-                Some(CALL_TIMEOUT),
-            )
-            .await;
-        let Ok(CallResult::Success(Some(cell))) = lookup else {
+        let Some(table) = lookup_child::<TableMsg>(&state.supervisor, "table", CALL_TIMEOUT).await
+        else {
             return; // Retried after the next change or refresh.
         };
-        let table: ActorRef<TableMsg> = cell.into();
         if table
             .send_message(TableMsg::Registry {
                 routes,

@@ -168,6 +168,23 @@ pub enum SupervisorMsg {
     Kill(String, RpcReplyPort<bool>),
 }
 
+/// The supervisor's running child `name` as an actor taking `M`: `None` while it restarts, if
+/// there is no such child, or if the supervisor did not answer within `timeout`. Siblings find
+/// each other this way instead of holding references that a restart would leave stale.
+pub async fn lookup_child<M: ractor::Message>(
+    supervisor: &ActorRef<SupervisorMsg>,
+    name: &str,
+    timeout: Duration,
+) -> Option<ActorRef<M>> {
+    match supervisor
+        .call(|r| SupervisorMsg::Lookup(name.to_owned(), r), Some(timeout))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(Some(cell))) => Some(cell.into()),
+        _ => None,
+    }
+}
+
 struct Child {
     spec: ChildSpec,
     cell: Option<ActorCell>,

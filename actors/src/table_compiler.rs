@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::GossipMsg;
 use crate::env::Storage;
 use crate::metrics::NodeMetrics;
-use crate::supervisor::SupervisorMsg;
+use crate::supervisor::{SupervisorMsg, lookup_child};
 use crate::task::AbortOnDrop;
 
 /// Storage key of the static routes.
@@ -361,17 +361,8 @@ impl TableCompiler {
     async fn live_members(
         state: &TableState,
     ) -> Option<(BTreeSet<[u8; 32]>, BTreeMap<[u8; 32], SocketAddr>)> {
-        let lookup = state
-            .supervisor
-            .call(
-                |r| SupervisorMsg::Lookup("gossip".into(), r),
-                Some(MEMBERS_TIMEOUT),
-            )
-            .await;
-        let Ok(CallResult::Success(Some(cell))) = lookup else {
-            return None;
-        };
-        let gossip: ActorRef<GossipMsg> = cell.into();
+        let gossip: ActorRef<GossipMsg> =
+            lookup_child(&state.supervisor, "gossip", MEMBERS_TIMEOUT).await?;
         match gossip.call(GossipMsg::Members, Some(MEMBERS_TIMEOUT)).await {
             Ok(CallResult::Success(members)) => {
                 let alive: Vec<_> = members

@@ -62,7 +62,7 @@ use crate::GossipMsg;
 use crate::env::Storage;
 use crate::metrics::NodeMetrics;
 use crate::registry_actor::RegistryMsg;
-use crate::supervisor::SupervisorMsg;
+use crate::supervisor::{SupervisorMsg, lookup_child};
 use crate::task::AbortOnDrop;
 
 /// Inputs the trust actor's inbox holds before the gossip actor starts dropping them.
@@ -546,17 +546,7 @@ fn decode_export_records(export: &[u8]) -> Vec<SignedRevocation> {
 
 impl TrustActor {
     async fn gossip(state: &TrustState) -> Option<ActorRef<GossipMsg>> {
-        let lookup = state
-            .supervisor
-            .call(
-                |r| SupervisorMsg::Lookup("gossip".into(), r),
-                Some(CALL_TIMEOUT),
-            )
-            .await;
-        let Ok(CallResult::Success(Some(cell))) = lookup else {
-            return None;
-        };
-        Some(cell.into())
+        lookup_child(&state.supervisor, "gossip", CALL_TIMEOUT).await
     }
 
     async fn members(state: &TrustState) -> Vec<MemberView> {
@@ -596,17 +586,11 @@ impl TrustActor {
             state.registry_dirty = false;
             return;
         }
-        let lookup = state
-            .supervisor
-            .call(
-                |r| SupervisorMsg::Lookup("registry".into(), r),
-                Some(CALL_TIMEOUT),
-            )
-            .await;
-        let Ok(CallResult::Success(Some(cell))) = lookup else {
+        let Some(registry) =
+            lookup_child::<RegistryMsg>(&state.supervisor, "registry", CALL_TIMEOUT).await
+        else {
             return;
         };
-        let registry: ActorRef<RegistryMsg> = cell.into();
         let update = TrustUpdate {
             ca_keys: state.keys.clone(),
             circuits: state
