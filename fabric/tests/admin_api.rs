@@ -14,21 +14,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-const PROBLEM: &str = "application/problem+json";
-
-async fn problem(response: reqwest::Response, status: u16, kind: &str) -> Value {
-    assert_eq!(response.status().as_u16(), status);
-    assert_eq!(
-        response.headers()["content-type"].to_str().expect("ct"),
-        PROBLEM
-    );
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body["type"], format!("urn:nexus:problem:{kind}"), "{body}");
-    assert_eq!(body["status"], status);
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
-    body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_problem_json_and_the_node_keeps_running() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -36,13 +21,13 @@ async fn bad_requests_get_problem_json_and_the_node_keeps_running() {
     let http = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", node.admin);
 
-    problem(
+    expect_problem(
         http.get(url("/v1/nope")).send().await.expect("send"),
         404,
         "not-found",
     )
     .await;
-    problem(
+    expect_problem(
         http.delete(url("/v1/members")).send().await.expect("send"),
         405,
         "method-not-allowed",
@@ -53,13 +38,13 @@ async fn bad_requests_get_problem_json_and_the_node_keeps_running() {
             .header("content-type", "application/json")
             .body(body)
     };
-    problem(
+    expect_problem(
         json("{\"reason\":").send().await.expect("send"),
         400,
         "malformed-json",
     )
     .await;
-    let unknown = problem(
+    let unknown = expect_problem(
         json("{\"reasn\":\"x\"}").send().await.expect("send"),
         422,
         "invalid-body",
@@ -71,13 +56,13 @@ async fn bad_requests_get_problem_json_and_the_node_keeps_running() {
             .expect("detail")
             .contains("unknown field")
     );
-    problem(
+    expect_problem(
         json("{\"reason\":7}").send().await.expect("send"),
         422,
         "invalid-body",
     )
     .await;
-    problem(
+    expect_problem(
         http.post(url("/v1/leave"))
             .header("content-type", "text/plain")
             .body("x")
@@ -91,7 +76,7 @@ async fn bad_requests_get_problem_json_and_the_node_keeps_running() {
     // The server answers 413 without reading the rest of the body and closes the connection, so
     // this request gets a client of its own: a pooled connection would be dead for the next one.
     let big = vec![b' '; 2 << 20];
-    problem(
+    expect_problem(
         reqwest::Client::new()
             .post(url("/v1/leave"))
             .header("content-type", "application/json")
@@ -104,7 +89,7 @@ async fn bad_requests_get_problem_json_and_the_node_keeps_running() {
     )
     .await;
     // Fault injection is off by default.
-    problem(
+    expect_problem(
         http.post(url("/v1/debug/crash/gossip"))
             .send()
             .await
@@ -164,14 +149,14 @@ async fn token_is_required_on_every_request_when_set() {
             .await
             .expect("send");
         assert!(r.headers().contains_key("www-authenticate"));
-        problem(r, 401, "unauthorized").await;
+        expect_problem(r, 401, "unauthorized").await;
         let wrong = http
             .get(format!("{}{path}", node.admin))
             .bearer_auth("wrong-token-0123456789")
             .send()
             .await
             .expect("send");
-        problem(wrong, 401, "unauthorized").await;
+        expect_problem(wrong, 401, "unauthorized").await;
     }
     let ok = http
         .get(format!("{}/v1/members", node.admin))

@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ca_common::*;
-use serde_json::{Value, json};
+use common::expect_problem;
+use serde_json::json;
 
 /// Bound on a revocation reaching a non-voter (gossip first; the 500 ms poll is the backstop).
 const REVOCATION_BOUND: Duration = Duration::from_secs(5);
@@ -210,20 +211,6 @@ async fn voters_bootstrap_survive_a_leader_kill_and_revocations_reach_a_client()
 
     bad_input(&c, &client.node.admin).await;
     bad_input(&c, &nodes[0].node.admin).await;
-}
-
-async fn expect_problem(r: reqwest::Response, status: u16, slug: &str) {
-    let url = r.url().to_string();
-    assert_eq!(r.status().as_u16(), status, "{url}");
-    assert_eq!(
-        r.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json"),
-        "{url}"
-    );
-    let body: Value = r.json().await.expect("problem json");
-    assert_eq!(body["type"], format!("urn:nexus:problem:{slug}"), "{body}");
 }
 
 /// Bad input on the CA API: problem+json with the right status, and the node keeps serving.

@@ -305,3 +305,31 @@ pub fn assert_config_error(dir: &Path, out: &std::process::Output, field: &str) 
     );
     assert!(!dir.join("data").exists(), "nothing created on bad config");
 }
+
+/// Asserts an RFC 9457 problem response: the status, `application/problem+json`, the type
+/// `urn:nexus:problem:<kind>`, a matching `status` member and a non-empty `detail`; returns the
+/// body.
+pub async fn expect_problem(response: reqwest::Response, status: u16, kind: &str) -> Value {
+    let url = response.url().to_string();
+    assert_eq!(response.status().as_u16(), status, "{url}");
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "{url}"
+    );
+    let body: Value = response.json().await.expect("problem json");
+    assert_eq!(
+        body["type"],
+        format!("urn:nexus:problem:{kind}"),
+        "{url}: {body}"
+    );
+    assert_eq!(body["status"], status, "{url}: {body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{url}: {body}"
+    );
+    body
+}
