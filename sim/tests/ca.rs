@@ -5,12 +5,14 @@
 //!
 //! `NEXUS_CA_SWARM_SEEDS` (default 4) sets how many seeds the swarm runs per scenario.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::{env_u64, run, swarm_failures};
 use nexus_sim::ca::history::{GetView, OpKind, OpResult};
 use nexus_sim::ca::linearizability::{check_linearizable, check_replicas};
-use nexus_sim::swarm::swarm;
 use nexus_sim::trace::Trace;
 use nexus_sim::{RunReport, Scenario};
 
@@ -20,10 +22,6 @@ fn scenario(name: &str) -> (PathBuf, Scenario) {
         .join(name);
     let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
     (path, s)
-}
-
-fn run(s: &Scenario, seed: u64) -> RunReport {
-    nexus_sim::run(s, seed, Trace::new(), None).expect("runs")
 }
 
 /// CA runs in this binary take turns, which keeps the debug build's CPU load low (two at once used
@@ -70,33 +68,12 @@ fn one_run_makes_progress_and_is_linearizable() {
 #[test]
 fn small_swarm_over_both_scenarios() {
     let _turn = exclusive();
-    let seeds: u64 = std::env::var("NEXUS_CA_SWARM_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+    let seeds = env_u64("NEXUS_CA_SWARM_SEEDS", 4);
     let mut failures = Vec::new();
     for name in ["ca-partition.toml", "ca-crash.toml"] {
         let (path, s) = scenario(name);
         // One job: CA runs take turns in this binary (see `ONE_AT_A_TIME`).
-        let report = swarm(&s, 2..=seeds + 1, 1, &|| {});
-        eprintln!(
-            "{}: {} seeds, {} failed, {:.1}s",
-            s.name,
-            report.runs,
-            report.failures.len(),
-            report.wall_s
-        );
-        for f in &report.failures {
-            failures.push(format!(
-                "{} seed {}: {} — {} (reproduce: nexus sim run {} --seed {})",
-                s.name,
-                f.seed,
-                f.invariant,
-                f.detail,
-                path.display(),
-                f.seed
-            ));
-        }
+        failures.extend(swarm_failures(&path, &s, 2..=seeds + 1, 1));
     }
     assert!(
         failures.is_empty(),

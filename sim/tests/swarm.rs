@@ -1,17 +1,16 @@
 //! CI's small swarm: every shipped scenario small enough for a test run (≤ 100 nodes) over many
 //! seeds. `NEXUS_SWARM_SEEDS` (default 30) sets how many.
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::{env_u64, swarm_failures};
 use nexus_sim::Scenario;
-use nexus_sim::swarm::swarm;
 
 #[test]
 fn shipped_scenarios_hold_over_many_seeds() {
-    let seeds: u64 = std::env::var("NEXUS_SWARM_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let seeds = env_u64("NEXUS_SWARM_SEEDS", 30);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("scenarios")
@@ -33,25 +32,7 @@ fn shipped_scenarios_hold_over_many_seeds() {
             eprintln!("skipping {} ({} nodes): benchmark-sized", s.name, s.nodes);
             continue;
         }
-        let report = swarm(&s, 1..=seeds, 2, &|| {});
-        eprintln!(
-            "{}: {} seeds, {} failed, {:.1}s",
-            s.name,
-            report.runs,
-            report.failures.len(),
-            report.wall_s
-        );
-        for f in &report.failures {
-            failures.push(format!(
-                "{} seed {}: {} — {} (reproduce: nexus sim run {} --seed {})",
-                s.name,
-                f.seed,
-                f.invariant,
-                f.detail,
-                path.display(),
-                f.seed
-            ));
-        }
+        failures.extend(swarm_failures(&path, &s, 1..=seeds, 2));
         ran += 1;
     }
     assert!(ran >= 4, "ran {ran} scenarios");

@@ -2,7 +2,8 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 
 use nexus_sim::trace::Trace;
 use nexus_sim::{RunReport, Scenario};
@@ -24,4 +25,46 @@ pub fn verdict<'a>(r: &'a RunReport, name: &str) -> &'a nexus_sim::invariants::V
         .iter()
         .find(|v| v.invariant == name)
         .unwrap_or_else(|| panic!("checker {name} present"))
+}
+
+/// A `u64` from the environment variable `name`, or `default` when unset or not a number.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Swarms scenario `s` (loaded from `path`) over `seeds` with `jobs` workers, prints a summary
+/// line, and returns one line per failing seed naming the invariant and the command that
+/// reproduces it.
+pub fn swarm_failures(
+    path: &Path,
+    s: &Scenario,
+    seeds: RangeInclusive<u64>,
+    jobs: usize,
+) -> Vec<String> {
+    let report = nexus_sim::swarm::swarm(s, seeds, jobs, &|| {});
+    eprintln!(
+        "{}: {} seeds, {} failed, {:.1}s",
+        s.name,
+        report.runs,
+        report.failures.len(),
+        report.wall_s
+    );
+    report
+        .failures
+        .iter()
+        .map(|f| {
+            format!(
+                "{} seed {}: {} — {} (reproduce: nexus sim run {} --seed {})",
+                s.name,
+                f.seed,
+                f.invariant,
+                f.detail,
+                path.display(),
+                f.seed
+            )
+        })
+        .collect()
 }
