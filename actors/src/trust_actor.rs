@@ -747,6 +747,7 @@ impl TrustActor {
         };
         let seed = state.args.ca_seed;
         Self::spawn_job(myself, state, Job::Bootstrap, async move {
+            let started = tokio::time::Instant::now();
             let bootstrapped = node
                 .read_linearizable(|s| s.is_bootstrapped())
                 .await
@@ -754,6 +755,7 @@ impl TrustActor {
             if bootstrapped {
                 return Ok(JobResult::Bootstrapped);
             }
+            let read_ms = started.elapsed().as_millis();
             // Groth16 setup is CPU work (tens of ms in release builds): off the runtime.
             let bootstrap = tokio::task::spawn_blocking(move || {
                 nexus_trust::raft::bootstrap::generate(seed, CA_KEY_ID)
@@ -761,9 +763,16 @@ impl TrustActor {
             })
             .await
             .map_err(|e| format!("circuit setup task: {e}"))??;
+            let setup_ms = started.elapsed().as_millis() - read_ms;
+            tracing::info!(
+                read_ms,
+                setup_ms,
+                "CA bootstrap: keys generated; committing"
+            );
             match node.write(Command::Bootstrap(Box::new(bootstrap))).await {
                 Ok(Response::Bootstrapped { ca_key_id }) => {
-                    tracing::info!(ca_key_id, "CA bootstrapped");
+                    let total_ms = started.elapsed().as_millis();
+                    tracing::info!(ca_key_id, total_ms, "CA bootstrapped");
                     Ok(JobResult::Bootstrapped)
                 }
                 Ok(Response::Error(CaError::AlreadyBootstrapped { .. })) => {
