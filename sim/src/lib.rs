@@ -11,6 +11,10 @@
 //! storage. Slower and limited to 1000 nodes; what it cannot map (`skew`, bandwidth) is rejected
 //! with an error naming the field.
 //!
+//! Partial-view membership (`membership = "partial"`, [`partial_view`]) runs the HyParView +
+//! Plumtree overlay core alone on core mode's engine, without SWIM: memory linear in N, which
+//! is how core mode reaches 100,000 nodes.
+//!
 //! CA scenarios (a `[ca]` table, [`ca`]) run the Raft-replicated CA's real `CaNode` in turmoil
 //! hosts under partitions and crashes and check the client history for linearizability.
 #![deny(missing_docs)]
@@ -21,6 +25,7 @@ pub mod core_mode;
 pub mod invariants;
 pub mod net;
 pub mod node_mode;
+pub mod partial_view;
 pub mod report;
 pub mod scenario;
 pub mod swarm;
@@ -56,20 +61,32 @@ pub fn check_capacity(scenario: &Scenario) -> Result<(), ScenarioError> {
     if scenario.mode != Mode::Core {
         return Ok(());
     }
-    let need = core_memory_estimate(scenario.nodes);
+    let need = match scenario.partial {
+        Some(_) => partial_view::memory_estimate(scenario.nodes),
+        None => core_memory_estimate(scenario.nodes),
+    };
     if let Some(avail) = mem_available()
         && need > avail
     {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         return Err(ScenarioError {
             field: "nodes".into(),
-            message: format!(
-                "core mode keeps every node's full member list (SWIM): {} nodes need about {:.1} GiB, \
-                 this machine has {:.1} GiB available (see docs/simulator.md, \"Scale\")",
-                scenario.nodes,
-                gib(need),
-                gib(avail)
-            ),
+            message: match scenario.partial {
+                None => format!(
+                    "core mode keeps every node's full member list (SWIM): {} nodes need about {:.1} GiB, \
+                     this machine has {:.1} GiB available (see docs/simulator.md, \"Scale\"; \
+                     membership = \"partial\" needs memory linear in N)",
+                    scenario.nodes,
+                    gib(need),
+                    gib(avail)
+                ),
+                Some(_) => format!(
+                    "partial-view membership: {} nodes need about {:.1} GiB, this machine has {:.1} GiB available",
+                    scenario.nodes,
+                    gib(need),
+                    gib(avail)
+                ),
+            },
         });
     }
     Ok(())
@@ -87,6 +104,9 @@ pub fn run(
         return ca::run(scenario, seed, trace, None, progress);
     }
     match scenario.mode {
+        Mode::Core if scenario.partial.is_some() => {
+            Ok(partial_view::run(scenario, seed, trace, progress))
+        }
         Mode::Core => Ok(core_mode::CoreSim::new(scenario, seed, trace).run(progress)),
         Mode::Node => node_mode::run(scenario, seed, trace, progress),
     }

@@ -110,6 +110,22 @@ struct File {
     registry: Option<RegistryFile>,
     #[serde(default)]
     ca: Option<CaFile>,
+    #[serde(default)]
+    membership: Option<String>,
+    #[serde(default)]
+    overlay: Option<OverlayFile>,
+}
+
+/// `[overlay]`: the overlay settings of a `membership = "partial"` scenario.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverlayFile {
+    active_view: Option<usize>,
+    passive_view: Option<usize>,
+    shuffle_period: Option<String>,
+    keepalive_period: Option<String>,
+    keepalive_timeout: Option<String>,
+    rotate_period: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +249,7 @@ struct InvariantsFile {
     no_stale_endpoints: Option<bool>,
     withdrawn_disappear: Option<bool>,
     stale_bound: Option<String>,
+    broadcast_reach_min: Option<f64>,
 }
 
 /// Where nodes sit and how far apart they are.
@@ -419,6 +436,21 @@ pub struct Scenario {
     /// The capability registry, when the scenario uses it (a `[registry]` table or any registry
     /// action); `None` keeps a run membership-only (and its trace what it always was).
     pub registry: Option<RegistryScenario>,
+    /// Partial-view membership (`membership = "partial"`): the nodes run the HyParView +
+    /// Plumtree overlay core alone, without SWIM (`crate::partial_view`). `None`: SWIM.
+    pub partial: Option<PartialScenario>,
+}
+
+/// Settings of a partial-view membership run (`membership = "partial"`, `[overlay]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartialScenario {
+    /// The overlay core's settings on every node (keepalive always on: it is the only failure
+    /// detector in this mode).
+    pub overlay: nexus_gossip::OverlayConfig,
+    /// When set, one broadcast from a random healthy node is started at every sample of the
+    /// liveness phase and must reach at least this share of the healthy nodes of its network
+    /// component (`[invariants] broadcast_reach_min`).
+    pub broadcast_reach_min: Option<f64>,
 }
 
 /// Most CA voters a `[ca]` scenario may have.
@@ -1065,7 +1097,10 @@ impl Scenario {
             }
             None => None,
         };
-        if ca.is_none() && last + bounds.converge_within > duration {
+        // A partial-view run's default bound is its own (set below), checked there.
+        let partial_default =
+            f.membership.as_deref() == Some("partial") && f.invariants.converge_within.is_none();
+        if ca.is_none() && !partial_default && last + bounds.converge_within > duration {
             return err(
                 "invariants.converge_within",
                 format!(
@@ -1074,6 +1109,35 @@ impl Scenario {
                     last, bounds.converge_within, duration
                 ),
             );
+        }
+        let partial = Self::check_partial(
+            f.membership.as_deref(),
+            f.overlay,
+            f.invariants.broadcast_reach_min,
+            f.mode,
+            &timeline,
+            registry.is_some() || ca.is_some(),
+        )?;
+        let mut bounds = bounds;
+        if let Some(p) = &partial
+            && f.invariants.converge_within.is_none()
+        {
+            // Detection (a keepalive timeout and a period) plus a few rotation periods to bridge
+            // a healed cut.
+            let rotate = p.overlay.rotate_period.unwrap_or(Duration::ZERO);
+            let keepalive = p.overlay.keepalive_period.unwrap_or(Duration::ZERO);
+            bounds.converge_within =
+                (p.overlay.keepalive_timeout + keepalive + rotate * 3).max(Duration::from_secs(10));
+            if last + bounds.converge_within > duration {
+                return err(
+                    "invariants.converge_within",
+                    format!(
+                        "the last timeline event ({last:?}) plus the partial-view default converge_within ({:?}) \
+                         is past the end of the run ({duration:?}); lengthen `duration` or set the bound",
+                        bounds.converge_within
+                    ),
+                );
+            }
         }
         Ok(Scenario {
             name: f.name,
@@ -1095,7 +1159,106 @@ impl Scenario {
             },
             registry,
             ca,
+            partial,
         })
+    }
+
+    /// `membership` and `[overlay]`: partial-view membership is core mode only, without the
+    /// registry or the CA (both need SWIM's member list), and without `skew` (the partial-view
+    /// engine runs every node on virtual time).
+    fn check_partial(
+        membership: Option<&str>,
+        overlay: Option<OverlayFile>,
+        reach_min: Option<f64>,
+        mode: Mode,
+        timeline: &[TimedAction],
+        registry_or_ca: bool,
+    ) -> Result<Option<PartialScenario>, ScenarioError> {
+        match membership {
+            None | Some("swim") => {
+                if overlay.is_some() {
+                    return err("overlay", "only with membership = \"partial\"");
+                }
+                if reach_min.is_some() {
+                    return err(
+                        "invariants.broadcast_reach_min",
+                        "only with membership = \"partial\"",
+                    );
+                }
+                return Ok(None);
+            }
+            Some("partial") => {}
+            Some(other) => {
+                return err(
+                    "membership",
+                    format!(
+                        "{other:?}: must be \"swim\" (full membership) or \"partial\" (HyParView views)"
+                    ),
+                );
+            }
+        }
+        if mode != Mode::Core {
+            return err(
+                "membership",
+                "partial-view membership runs in core mode only",
+            );
+        }
+        if registry_or_ca {
+            return err(
+                "membership",
+                "partial-view membership runs without the registry and the CA (they need SWIM's member list)",
+            );
+        }
+        if let Some(t) = timeline
+            .iter()
+            .find(|t| matches!(t.action, Action::Skew { .. }))
+        {
+            return err(
+                format!("timeline[{}].action", t.index),
+                "skew is not simulated with partial-view membership",
+            );
+        }
+        let o = overlay.unwrap_or_default();
+        let dur = |field: &str, v: &Option<String>, default: Duration| match v {
+            Some(text) => parse_duration(&format!("overlay.{field}"), text),
+            None => Ok(default),
+        };
+        let base = nexus_gossip::OverlayConfig::default();
+        let overlay = nexus_gossip::OverlayConfig {
+            active_view: o.active_view.unwrap_or(base.active_view),
+            passive_view: o.passive_view.unwrap_or(base.passive_view),
+            shuffle_period: dur("shuffle_period", &o.shuffle_period, base.shuffle_period)?,
+            keepalive_period: Some(dur(
+                "keepalive_period",
+                &o.keepalive_period,
+                Duration::from_secs(1),
+            )?),
+            keepalive_timeout: dur(
+                "keepalive_timeout",
+                &o.keepalive_timeout,
+                Duration::from_secs(4),
+            )?,
+            rotate_period: Some(dur(
+                "rotate_period",
+                &o.rotate_period,
+                Duration::from_secs(10),
+            )?),
+            ..base
+        };
+        overlay.check().map_err(|e| ScenarioError {
+            // `overlay.keepalive_timeout_ms` → `overlay.keepalive_timeout` (the file's key).
+            field: e.field.trim_end_matches("_ms").to_owned(),
+            message: e.reason.into(),
+        })?;
+        let broadcast_reach_min = match reach_min {
+            None => None,
+            Some(r) if r > 0.0 && r <= 1.0 => Some(r),
+            Some(_) => return err("invariants.broadcast_reach_min", "must be in (0, 1]"),
+        };
+        Ok(Some(PartialScenario {
+            overlay,
+            broadcast_reach_min,
+        }))
     }
 
     fn check_ca(
@@ -1457,6 +1620,68 @@ mod tests {
         assert_eq!(
             field_of("[invariants]\nconverge_within = \"61s\"\n"),
             "invariants.converge_within"
+        );
+    }
+
+    #[test]
+    fn partial_membership_and_its_bad_values() {
+        let s = Scenario::parse(&format!("{MIN}membership = \"swim\"\n")).expect("valid");
+        assert!(s.partial.is_none());
+        let s = Scenario::parse(&format!(
+            "{MIN}membership = \"partial\"\n[overlay]\nkeepalive_period = \"500ms\"\n\
+             keepalive_timeout = \"2s\"\nactive_view = 4\n[invariants]\nbroadcast_reach_min = 0.99\n"
+        ))
+        .expect("valid");
+        let p = s.partial.expect("partial");
+        assert_eq!(p.overlay.active_view, 4);
+        assert_eq!(p.overlay.keepalive_period, Some(Duration::from_millis(500)));
+        assert_eq!(p.overlay.rotate_period, Some(Duration::from_secs(10)));
+        assert_eq!(p.broadcast_reach_min, Some(0.99));
+        // Keepalive timeout 4 s + period 1 s + 3 rotations of 10 s.
+        let s = Scenario::parse(&format!("{MIN}membership = \"partial\"\n")).expect("valid");
+        assert_eq!(s.bounds.converge_within, Duration::from_secs(35));
+
+        assert_eq!(field_of("membership = \"gossip\"\n"), "membership");
+        assert_eq!(field_of("membership = 3\n"), "scenario");
+        assert_eq!(
+            field_of("[overlay]\nactive_view = 4\n"),
+            "overlay",
+            "[overlay] without partial membership"
+        );
+        assert_eq!(
+            field_of("[invariants]\nbroadcast_reach_min = 0.5\n"),
+            "invariants.broadcast_reach_min"
+        );
+        let partial = |extra: &str| field_of(&format!("membership = \"partial\"\n{extra}"));
+        assert_eq!(partial("mode = \"node\"\n"), "membership");
+        assert_eq!(
+            partial("[overlay]\nkeepalive_timeout = \"1s\"\n"),
+            "overlay.keepalive_timeout"
+        );
+        assert_eq!(
+            partial("[overlay]\nkeepalive_period = \"soon\"\n"),
+            "overlay.keepalive_period"
+        );
+        assert_eq!(
+            partial("[overlay]\nactive_view = 0\n"),
+            "overlay.active_view"
+        );
+        assert_eq!(partial("[overlay]\nfanout = 3\n"), "fanout");
+        assert_eq!(
+            partial("[invariants]\nbroadcast_reach_min = 1.5\n"),
+            "invariants.broadcast_reach_min"
+        );
+        assert_eq!(
+            partial(
+                "[[timeline]]\nat = \"1s\"\naction = \"skew\"\nnodes = [\"n1\"]\ndrift_ppm = 5\n"
+            ),
+            "timeline[0].action"
+        );
+        assert_eq!(partial("[registry]\n"), "membership");
+        assert_eq!(
+            partial("[[timeline]]\nat = \"50s\"\naction = \"heal\"\n"),
+            "invariants.converge_within",
+            "the default liveness window must fit"
         );
     }
 

@@ -11,6 +11,10 @@
 //!
 //! Scenarios that use the capability registry also get the registry checkers
 //! ([`registry::all`]): `registry_convergence`, `no_stale_endpoints`, `withdrawn_disappear`.
+//!
+//! Partial-view scenarios (`membership = "partial"`) have no member list; they get the
+//! active-view checkers instead ([`overlay::all`]): `overlay_connected`, `overlay_symmetric`,
+//! `overlay_no_isolated`, `overlay_no_dead` and, optionally, `overlay_reach`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,6 +29,12 @@ pub mod agreement;
 pub mod false_down;
 pub mod no_phantoms;
 pub mod no_stale_endpoints;
+pub mod overlay;
+pub mod overlay_connected;
+pub mod overlay_no_dead;
+pub mod overlay_no_isolated;
+pub mod overlay_reach;
+pub mod overlay_symmetric;
 pub mod registry;
 pub mod registry_convergence;
 pub mod self_down;

@@ -4,6 +4,7 @@
 
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use nexus_sim::trace::Trace;
 use nexus_sim::{RunReport, Scenario};
@@ -67,4 +68,27 @@ pub fn swarm_failures(
             )
         })
         .collect()
+}
+
+/// Runs this test binary again in a child process, running only the test `child` with
+/// `NEXUS_SIM_CHILD_SEED=seed`, and returns what it printed after `child trace hash: `. The
+/// child test must return at once when the variable is unset, and print that line when set.
+pub fn hash_in_child(child: &str, seed: u64) -> String {
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .env("NEXUS_SIM_CHILD_SEED", seed.to_string())
+        .output()
+        .expect("runs the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        // libtest may print the child's line after "test <name> ... ".
+        .find_map(|l| l.split_once("child trace hash: ").map(|(_, h)| h.trim()))
+        .unwrap_or_else(|| panic!("no hash in:\n{stdout}"))
+        .to_owned()
 }
