@@ -4,7 +4,8 @@
 //! `clients` concurrent tasks each issue MICs in a loop for `secs` seconds through the leader's
 //! `CaNode::issue` (group-commit batcher), then the same through `issue_unbatched` (one Raft
 //! entry per MIC), then batched through a follower (forwarded to the leader). Prints throughput
-//! (MIC/s), p50 / p99 / max latency and the mean batch size.
+//! (MIC/s), p50 / p99 / max latency and the mean batch size, and how many of the leader's
+//! presigned MIC signatures the members used.
 //!
 //! `cargo bench -p nexus-trust --bench issuance` (clients: `NEXUS_ISSUE_BENCH_CLIENTS`, default
 //! 256; seconds per mode: `NEXUS_ISSUE_BENCH_SECS`, default 5).
@@ -212,6 +213,13 @@ fn main() {
         let o = run(nodes[&leader].clone(), Mode::Unbatched, clients, secs, next.clone()).await;
         report("unbatched (leader)", &o, None);
 
+        let presign = nodes[&leader].presign_stats();
+        println!(
+            "leader's presigned signatures: {} batches, {} used, {} missed (members signed themselves)",
+            presign.batches.load(Ordering::Relaxed),
+            presign.used.load(Ordering::Relaxed),
+            presign.missed.load(Ordering::Relaxed),
+        );
         let mics = nodes[&leader]
             .read_linearizable(|s| s.stats().mics)
             .await

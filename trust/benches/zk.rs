@@ -9,6 +9,11 @@
 //! `cargo bench -p nexus-trust --bench zk` (repetitions per batch measurement:
 //! `NEXUS_ZK_BENCH_REPS`, default 10, at least 256 / batch size). Prints markdown tables; figures
 //! go to docs/BENCHMARKS.md.
+//!
+//! `NEXUS_ZK_BENCH_VERIFY_LOOP=n` instead runs only key generation, one proof and `n` prepared-key
+//! verifications, for instruction counts that a shared machine's load does not disturb: run it
+//! under `valgrind --tool=callgrind` with `n = 0` and with `n = 100`; the difference / 100 is the
+//! instruction count of one verification.
 #![allow(
     clippy::disallowed_methods,
     reason = "a benchmark measures wall-clock time"
@@ -90,7 +95,35 @@ fn row(step: &str, s: &Stats) {
     );
 }
 
+/// Key generation, one proof, `n` verifications (see the module docs).
+fn verify_loop(n: u64) {
+    let mut rng = StdRng::seed_from_u64(0x2b);
+    let keys = setup(&mut rng).unwrap();
+    let pk = keys.proving_key().unwrap();
+    let prepared = PreparedKey::from_bytes(&keys.verifying_key).unwrap();
+    let predicate = Predicate {
+        min_score: 800,
+        require_safety: true,
+    };
+    let opening = Opening::new(Properties::new(900, true, 7).unwrap(), &mut rng);
+    let proof = prove(&pk, &opening, &predicate, &mut rng).unwrap();
+    let commitment = opening.commitment();
+    for _ in 0..n {
+        prepared
+            .verify(black_box(&commitment), &predicate, black_box(&proof))
+            .unwrap();
+    }
+    println!("{n} verifications");
+}
+
 fn main() {
+    if let Some(n) = std::env::var("NEXUS_ZK_BENCH_VERIFY_LOOP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        verify_loop(n);
+        return;
+    }
     let reps: usize = std::env::var("NEXUS_ZK_BENCH_REPS")
         .ok()
         .and_then(|v| v.parse().ok())

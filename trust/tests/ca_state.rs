@@ -999,3 +999,261 @@ fn write_fuzz_seeds() {
         );
     }
 }
+
+// ---- Command::IssueSigned: the leader signs once, members use its signatures ----
+
+/// A batch that exercises every kind of outcome: new MICs, a retry of an earlier request id, a
+/// request id repeated inside the batch, a refused request, and provenance on a MIC issued
+/// earlier in the same batch.
+fn mixed_batch(ca: &CaState) -> Vec<IssueRequest> {
+    let first = ca.next_serial();
+    let mut with_id = request(50);
+    with_id.request_id = Some([5; 16]);
+    let mut refused = request(51);
+    refused.validity_ms = 1;
+    let mut child = request(52);
+    child.provenance = vec![first];
+    vec![
+        request(53),
+        with_id.clone(),
+        refused,
+        with_id,
+        child,
+        request(54),
+    ]
+}
+
+/// Applies `requests` once as `Issue` and once as `IssueSigned` (planned at `guess`), on two
+/// replicas with the same history; returns both answers and both snapshots.
+fn issue_both_ways(
+    history: &[Vec<IssueRequest>],
+    requests: &[IssueRequest],
+    guess: impl Fn(&CaState) -> u64,
+    key_id: impl Fn(u32) -> u32,
+) -> (Response, Response, Vec<u8>, Vec<u8>) {
+    let (mut plain, mut signed) = (ca(), ca());
+    let mut index = 1;
+    for batch in history {
+        index += 1;
+        issue(&mut plain, index, batch.clone());
+        issue(&mut signed, index, batch.clone());
+    }
+    index += 1;
+    let a = plain.apply(
+        index,
+        &Command::Issue {
+            now_ms: NOW_MS,
+            requests: requests.to_vec(),
+        },
+    );
+    let plan = signed
+        .plan_issue(NOW_MS, requests, guess(&signed))
+        .expect("bootstrapped");
+    let (ca_key_id, signatures) = plan.sign();
+    let b = signed.apply(
+        index,
+        &Command::IssueSigned {
+            now_ms: NOW_MS,
+            ca_key_id: key_id(ca_key_id),
+            requests: requests.to_vec(),
+            signatures,
+        },
+    );
+    (a, b, plain.snapshot(), signed.snapshot())
+}
+
+#[test]
+fn issue_signed_yields_the_same_answers_and_state_as_issue() {
+    let history = vec![vec![request(1), request(2)]];
+    let mut probe = ca();
+    issue(&mut probe, 2, history[0].clone());
+    let requests = mixed_batch(&probe);
+    let (a, b, sa, sb) = issue_both_ways(&history, &requests, CaState::next_serial, |id| id);
+    assert_eq!(a, b);
+    assert_eq!(sa, sb, "snapshots differ");
+    let Response::Issued(results) = a else {
+        panic!("{a:?}")
+    };
+    // New, new (id), refused, retry of the id (same MIC), child of the first, new.
+    assert!(results[0].is_ok() && results[1].is_ok() && results[4].is_ok());
+    assert!(matches!(
+        results[2],
+        Err(CaError::ValidityOutOfRange { .. })
+    ));
+    assert_eq!(results[3], results[1]);
+    assert_eq!(
+        results[4].as_ref().expect("test value").body.provenance,
+        vec![results[0].as_ref().expect("test value").body.serial]
+    );
+}
+
+#[test]
+fn the_plan_predicts_exactly_the_new_mics() {
+    let ca = ca();
+    let requests = mixed_batch(&ca);
+    let plan = ca.plan_issue(NOW_MS, &requests, 1).expect("bootstrapped");
+    // Requests 0, 1, 4 (child of 0, issued in the same batch) and 5 make new MICs; 2 is
+    // refused, 3 is a retry of 1.
+    assert_eq!(plan.new_mics(), 4);
+    let (key_id, signatures) = plan.sign();
+    assert_eq!(key_id, 7);
+    let serials: Vec<Option<u64>> = signatures.iter().map(|s| s.map(|p| p.serial)).collect();
+    assert_eq!(
+        serials,
+        vec![Some(1), Some(2), None, None, Some(3), Some(4)]
+    );
+    // Planned later (entries in flight), the child's parent is not in the batch: no serial.
+    let later = ca.plan_issue(NOW_MS, &requests, 10).expect("bootstrapped");
+    assert_eq!(later.new_mics(), 3);
+    // Not bootstrapped: no plan.
+    assert!(
+        CaState::default()
+            .plan_issue(NOW_MS, &requests, 1)
+            .is_none()
+    );
+}
+
+#[test]
+fn a_wrong_serial_guess_or_key_id_falls_back_to_signing_on_apply() {
+    let history = vec![vec![request(1), request(2), request(3)]];
+    for guess_offset in [1u64, 7] {
+        for wrong_key in [false, true] {
+            let (a, b, sa, sb) = issue_both_ways(
+                &history,
+                &[request(10), request(11)],
+                |ca| ca.next_serial() + guess_offset * u64::from(!wrong_key),
+                |id| if wrong_key { id + 1 } else { id },
+            );
+            assert_eq!(a, b, "offset {guess_offset}, wrong key {wrong_key}");
+            assert_eq!(sa, sb);
+        }
+    }
+    // A guess that is too low (an earlier entry was not counted) also falls back.
+    let (a, b, sa, sb) =
+        issue_both_ways(&history, &[request(10)], |ca| ca.next_serial() - 1, |id| id);
+    assert_eq!((a, sa), (b, sb));
+}
+
+#[test]
+fn issue_signed_with_a_signature_count_mismatch_is_refused_whole() {
+    let mut ca = ca();
+    let requests = vec![request(1), request(2)];
+    let (ca_key_id, mut signatures) = ca
+        .plan_issue(NOW_MS, &requests, ca.next_serial())
+        .expect("test value")
+        .sign();
+    signatures.pop();
+    let before = ca.snapshot();
+    let response = ca.apply(
+        2,
+        &Command::IssueSigned {
+            now_ms: NOW_MS,
+            ca_key_id,
+            requests,
+            signatures,
+        },
+    );
+    assert_eq!(
+        response,
+        Response::Error(CaError::PresignedCount {
+            requests: 2,
+            signatures: 1
+        })
+    );
+    assert_eq!(ca.stats().mics, 0);
+    assert_eq!(ca.next_serial(), 1);
+    assert_ne!(before, ca.snapshot(), "last_applied advances");
+    // Refused before bootstrap and over the batch limit too, like Issue.
+    let mut fresh = CaState::default();
+    assert_eq!(
+        fresh.apply(
+            1,
+            &Command::IssueSigned {
+                now_ms: NOW_MS,
+                ca_key_id: 7,
+                requests: vec![],
+                signatures: vec![],
+            }
+        ),
+        Response::Error(CaError::NotBootstrapped)
+    );
+    let many = vec![request(1); ISSUE_BATCH_MAX + 1];
+    assert!(matches!(
+        ca.apply(
+            3,
+            &Command::IssueSigned {
+                now_ms: NOW_MS,
+                ca_key_id: 7,
+                signatures: vec![None; many.len()],
+                requests: many,
+            }
+        ),
+        Response::Error(CaError::BatchTooLarge { .. })
+    ));
+}
+
+#[test]
+fn issue_signed_round_trips_through_json_and_rejects_bad_signatures_fields() {
+    let ca = ca();
+    let requests = vec![request(1)];
+    let (ca_key_id, signatures) = ca
+        .plan_issue(NOW_MS, &requests, 1)
+        .expect("test value")
+        .sign();
+    let cmd = Command::IssueSigned {
+        now_ms: NOW_MS,
+        ca_key_id,
+        requests,
+        signatures,
+    };
+    let json = serde_json::to_string(&cmd).expect("test value");
+    assert_eq!(
+        serde_json::from_str::<Command>(&json).expect("test value"),
+        cmd
+    );
+    // A signature of the wrong length, non-hex, or an unknown field is refused.
+    let sig = hex::encode(match &cmd {
+        Command::IssueSigned { signatures, .. } => signatures[0].expect("test value").signature,
+        _ => unreachable!(),
+    });
+    for (bad, what) in [
+        (json.replace(&sig, &sig[..126]), "128 hex characters"),
+        (
+            json.replace(&sig, &format!("zz{}", &sig[2..])),
+            "invalid hex",
+        ),
+        (
+            json.replace("\"serial\":1,", "\"serial\":1,\"extra\":0,"),
+            "unknown field",
+        ),
+    ] {
+        let err = serde_json::from_str::<Command>(&bad).expect_err("must fail");
+        assert!(err.to_string().contains(what), "{what}: {err}");
+    }
+}
+
+/// Debug builds check every presigned signature the state uses: a leader that signed something
+/// else is a bug that must surface, not a certificate that does not verify.
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "presigned MIC signature differs")]
+fn a_forged_presigned_signature_panics_in_debug_builds() {
+    let mut ca = ca();
+    let requests = vec![request(1)];
+    let (ca_key_id, mut signatures) = ca
+        .plan_issue(NOW_MS, &requests, 1)
+        .expect("test value")
+        .sign();
+    if let Some(p) = signatures[0].as_mut() {
+        p.signature[0] ^= 1;
+    }
+    ca.apply(
+        2,
+        &Command::IssueSigned {
+            now_ms: NOW_MS,
+            ca_key_id,
+            requests,
+            signatures,
+        },
+    );
+}

@@ -135,3 +135,140 @@ async fn concurrent_issues_coalesce_and_every_member_holds_the_same_mics() {
         }
     }
 }
+
+/// The leader signs each batch once (`Command::IssueSigned`); followers use its signatures.
+/// Across a leader change (the old leader stopped, then back and caught up) every member ends
+/// with byte-identical certificates that verify, serials have no gaps, and each leader's
+/// presigned signatures were actually used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_issues_across_a_leader_change_leave_identical_members() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut c = Cluster::new(
+        3,
+        SnapshotPolicy {
+            logs_since_last: 1_000_000,
+            logs_to_keep: 1_000,
+        },
+    )
+    .await;
+    let first = c.wait_leader(&c.ids(), Duration::from_secs(10)).await;
+    c.nodes[&first].write(bootstrap()).await.unwrap();
+    let batch = |from: u32| {
+        (from..from + 50)
+            .map(|n| request(n, None))
+            .collect::<Vec<_>>()
+    };
+    for r in c.nodes[&first].issue_unbatched(batch(0)).await.unwrap() {
+        r.unwrap();
+    }
+    c.nodes[&first]
+        .issue(request(100, None))
+        .await
+        .unwrap()
+        .unwrap();
+    let stats = c.nodes[&first].presign_stats();
+    assert_eq!(
+        stats.used.load(Relaxed),
+        51,
+        "first leader's signatures unused"
+    );
+    assert_eq!(stats.missed.load(Relaxed), 0);
+
+    // The leader goes away; the other two elect a new one and keep issuing, also through the
+    // remaining follower (forwarded).
+    c.stop(first).await;
+    let rest: Vec<u64> = c.ids();
+    let second = c.wait_leader(&rest, Duration::from_secs(10)).await;
+    let other = *rest.iter().find(|id| **id != second).unwrap();
+    for r in c.nodes[&second].issue_unbatched(batch(200)).await.unwrap() {
+        r.unwrap();
+    }
+    c.nodes[&other]
+        .issue(request(300, None))
+        .await
+        .unwrap()
+        .unwrap();
+    let stats = c.nodes[&second].presign_stats();
+    assert!(stats.batches.load(Relaxed) >= 2);
+    assert_eq!(
+        stats.used.load(Relaxed) + stats.missed.load(Relaxed),
+        51,
+        "every planned signature is counted once"
+    );
+    assert!(
+        stats.used.load(Relaxed) > 0,
+        "new leader's signatures unused"
+    );
+
+    // The old leader returns and catches up from the log.
+    c.restart(first).await;
+    let leader = c.wait_leader(&c.ids(), Duration::from_secs(10)).await;
+    let last = c.nodes[&leader].status().last_log_index.unwrap();
+    for id in c.ids() {
+        c.wait_applied(id, last, Duration::from_secs(10)).await;
+    }
+    let now_ms = nexus_trust::raft::node::CaClock::wall().now_ms();
+    let reference = c.nodes[&leader]
+        .read_linearizable(|s| s.list(0, 1000).into_iter().cloned().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let serials: Vec<u64> = reference.iter().map(|m| m.body.serial).collect();
+    assert_eq!(serials, (1..=102).collect::<Vec<_>>());
+    for id in c.ids() {
+        let (mics, keys) = c.nodes[&id]
+            .read_linearizable(|s| {
+                let mics: Vec<_> = s.list(0, 1000).into_iter().cloned().collect();
+                (mics, s.ca_keys().clone())
+            })
+            .await
+            .unwrap();
+        assert_eq!(mics.len(), reference.len(), "member {id}");
+        for (mic, want) in mics.iter().zip(&reference) {
+            assert_eq!(mic.encode(), want.encode(), "member {id} differs");
+            mic.verify(&keys, now_ms).unwrap();
+        }
+    }
+    // The log holds presigned entries (the path under test was taken).
+    let entries = raft_common::normal_entries(&c.dbs[&first]).await;
+    assert!(
+        entries
+            .iter()
+            .any(|(_, cmd)| matches!(cmd, Command::IssueSigned { .. })),
+        "no presigned entry in the log"
+    );
+}
+
+/// A client cannot propose presigned certificates: the listener refuses the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_send_presigned_issue_commands() {
+    let c = Cluster::new(
+        3,
+        SnapshotPolicy {
+            logs_since_last: 1_000_000,
+            logs_to_keep: 1_000,
+        },
+    )
+    .await;
+    let leader = c.wait_leader(&c.ids(), Duration::from_secs(10)).await;
+    c.nodes[&leader].write(bootstrap()).await.unwrap();
+    let client = nexus_trust::raft::CaClient::new(vec![c.addrs[&leader].clone()]);
+    let forged = Command::IssueSigned {
+        now_ms: 1,
+        ca_key_id: 1,
+        requests: vec![request(1, None)],
+        signatures: vec![Some(nexus_trust::ca::Presigned {
+            serial: 1,
+            signature: [0; 64],
+        })],
+    };
+    let err = client.write(forged).await.unwrap_err();
+    assert!(
+        err.to_string().contains("proposed only by the leader"),
+        "{err}"
+    );
+    let mics = c.nodes[&leader]
+        .read_linearizable(|s| s.stats().mics)
+        .await
+        .unwrap();
+    assert_eq!(mics, 0);
+}

@@ -111,6 +111,27 @@ pub enum Command {
         /// The requests, answered in order.
         requests: Vec<IssueRequest>,
     },
+    /// [`Command::Issue`] with the MIC signatures computed once by the proposing leader, so that
+    /// the other members do not sign again (see [`IssuePlan`]). Applies exactly like
+    /// `Issue` with the same `now_ms` and `requests`, and yields the same state: where request
+    /// `i` produces a new MIC with serial `signatures[i].serial` under key `ca_key_id`, the
+    /// given signature is used; anywhere else (the proposer's guess of the serial was wrong, e.g.
+    /// after a leader change or a concurrent failure) the member signs itself. Ed25519 is
+    /// deterministic, so both paths give the same bytes. Members do not verify the given
+    /// signatures (that would cost more than signing): every member holds the CA key, and the
+    /// leader is trusted to sign what it proposes. Clients cannot send this command (the
+    /// listener refuses it); debug builds verify every used signature.
+    IssueSigned {
+        /// The proposer's clock.
+        now_ms: u64,
+        /// The CA key the signatures are by.
+        ca_key_id: u32,
+        /// The requests, answered in order.
+        requests: Vec<IssueRequest>,
+        /// One per request: the proposer's signature of the MIC it expected the request to
+        /// produce, or `None` where it expected no new MIC.
+        signatures: Vec<Option<Presigned>>,
+    },
     /// Issues a new MIC (new serial) for the same subject, claims and commitments as `serial`,
     /// with `serial` appended to its provenance.
     Renew {
@@ -130,6 +151,60 @@ pub enum Command {
         /// Why.
         reason: RevocationReason,
     },
+}
+
+/// A MIC signature computed by the proposing leader ([`Command::IssueSigned`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Presigned {
+    /// The serial the proposer expected the MIC to get.
+    pub serial: u64,
+    /// Ed25519 signature over [`MicBody::signing_bytes`] of that MIC.
+    #[serde(with = "hex_bytes")]
+    pub signature: [u8; 64],
+}
+
+/// The MICs a batch of issue requests is expected to produce, computed read-only from a
+/// [`CaState`] by [`CaState::plan_issue`], to be signed by [`IssuePlan::sign`] outside any lock
+/// on the state and proposed as [`Command::IssueSigned`].
+pub struct IssuePlan {
+    key: CaKey,
+    bodies: Vec<Option<MicBody>>,
+}
+
+impl fmt::Debug for IssuePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuePlan")
+            .field("ca_key_id", &self.key.id)
+            .field("new_mics", &self.new_mics())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IssuePlan {
+    /// How many new MICs the plan expects (the serials it reserves).
+    pub fn new_mics(&self) -> u64 {
+        self.bodies.iter().filter(|b| b.is_some()).count() as u64
+    }
+
+    /// Signs every expected MIC. Returns the key id and one entry per request, for
+    /// [`Command::IssueSigned`].
+    pub fn sign(self) -> (u32, Vec<Option<Presigned>>) {
+        let signatures = self
+            .bodies
+            .into_iter()
+            .map(|body| {
+                body.map(|body| {
+                    let serial = body.serial;
+                    Presigned {
+                        serial,
+                        signature: body.sign(&self.key.signing).signature,
+                    }
+                })
+            })
+            .collect();
+        (self.key.id, signatures)
+    }
 }
 
 /// What applying a [`Command`] produced; returned to the client that proposed it.
@@ -247,6 +322,14 @@ pub enum CaError {
     /// All 2^64 − 1 serials are used.
     #[error("serial numbers exhausted")]
     SerialsExhausted,
+    /// A [`Command::IssueSigned`] whose signature list does not match its requests one to one.
+    #[error("presigned issue batch has {signatures} signature entries for {requests} requests")]
+    PresignedCount {
+        /// Requests in the command.
+        requests: usize,
+        /// Signature entries in the command.
+        signatures: usize,
+    },
 }
 
 /// Counters for the admin API.
@@ -363,7 +446,38 @@ impl CaState {
                     Response::Issued(
                         requests
                             .iter()
-                            .map(|request| self.issue_one(*now_ms, request))
+                            .map(|request| self.issue_one(*now_ms, request, None))
+                            .collect(),
+                    )
+                }
+            }
+            Command::IssueSigned {
+                now_ms,
+                ca_key_id,
+                requests,
+                signatures,
+            } => {
+                if self.key.is_none() {
+                    Response::Error(CaError::NotBootstrapped)
+                } else if requests.len() > ISSUE_BATCH_MAX {
+                    Response::Error(CaError::BatchTooLarge {
+                        len: requests.len(),
+                        max: ISSUE_BATCH_MAX,
+                    })
+                } else if signatures.len() != requests.len() {
+                    Response::Error(CaError::PresignedCount {
+                        requests: requests.len(),
+                        signatures: signatures.len(),
+                    })
+                } else {
+                    Response::Issued(
+                        requests
+                            .iter()
+                            .zip(signatures)
+                            .map(|(request, presigned)| {
+                                let presigned = presigned.map(|p| (*ca_key_id, p));
+                                self.issue_one(*now_ms, request, presigned)
+                            })
                             .collect(),
                     )
                 }
@@ -410,7 +524,14 @@ impl CaState {
         self.key.as_ref().ok_or(CaError::NotBootstrapped)
     }
 
-    fn issue_one(&mut self, now_ms: u64, request: &IssueRequest) -> Result<Mic, CaError> {
+    /// Issues one request. `presigned` is a (key id, signature) the proposer computed; it is
+    /// used only if it is for exactly the MIC this request produces here (same serial and key).
+    fn issue_one(
+        &mut self,
+        now_ms: u64,
+        request: &IssueRequest,
+        presigned: Option<(u32, Presigned)>,
+    ) -> Result<Mic, CaError> {
         if let Some(request_id) = request.request_id
             && let Some(&serial) = self.request_ids.get(&request_id)
         {
@@ -423,13 +544,35 @@ impl CaState {
                 false => Err(CaError::RequestIdReused { request_id, serial }),
             };
         }
+        let key_id = self.key()?.id;
+        let body = self.new_body(now_ms, request, self.next_serial, key_id, |_| false)?;
+        let signature = presigned
+            .filter(|(id, p)| *id == key_id && p.serial == body.serial)
+            .map(|(_, p)| p.signature);
+        let mic = self.commit_mic(body, signature)?;
+        if let Some(request_id) = request.request_id {
+            self.remember_request(request_id, mic.body.serial);
+        }
+        Ok(mic)
+    }
+
+    /// The body of the MIC `request` gets as serial `serial` under key `key_id`, or why it is
+    /// refused. `issued_earlier(parent)` says whether a provenance serial not yet in the record
+    /// will have been issued by then (used by [`CaState::plan_issue`]).
+    fn new_body(
+        &self,
+        now_ms: u64,
+        request: &IssueRequest,
+        serial: u64,
+        key_id: u32,
+        issued_earlier: impl Fn(u64) -> bool,
+    ) -> Result<MicBody, CaError> {
         let (not_before_ms, not_after_ms) = window(now_ms, request.validity_ms)?;
         if request.kind == SubjectKind::Model && request.model.is_none() {
             return Err(CaError::MissingModelIdentity);
         }
-        let key = self.key()?;
         let body = MicBody {
-            serial: self.next_serial,
+            serial,
             subject_key: request.subject_key,
             kind: request.kind,
             model: request.model,
@@ -439,32 +582,79 @@ impl CaState {
             zk_commitment: request.zk_commitment,
             not_before_ms,
             not_after_ms,
-            ca_key_id: key.id,
+            ca_key_id: key_id,
         };
         body.check().map_err(CaError::InvalidField)?;
         for &parent in &body.provenance {
-            if !self.mics.contains_key(&parent) {
+            if !self.mics.contains_key(&parent) && !issued_earlier(parent) {
                 return Err(CaError::UnknownProvenance { serial: parent });
             }
             if self.revocations.contains_key(&parent) {
                 return Err(CaError::RevokedProvenance { serial: parent });
             }
         }
-        let mic = self.commit_mic(body)?;
-        if let Some(request_id) = request.request_id {
-            self.remember_request(request_id, mic.body.serial);
-        }
-        Ok(mic)
+        Ok(body)
     }
 
-    /// Signs `body` (whose serial is `next_serial`) and records it.
-    fn commit_mic(&mut self, body: MicBody) -> Result<Mic, CaError> {
+    /// Read-only: the MICs `requests` (one [`Command::Issue`] at `now_ms`) are expected to
+    /// produce if applied when the next serial is `first_serial` — i.e. after the entries still
+    /// in flight, which the caller accounts for. `None` if the CA is not bootstrapped. A wrong
+    /// guess costs only speed: [`Command::IssueSigned`] falls back to signing on apply.
+    pub fn plan_issue(
+        &self,
+        now_ms: u64,
+        requests: &[IssueRequest],
+        first_serial: u64,
+    ) -> Option<IssuePlan> {
+        let key = self.key.clone()?;
+        let mut serial = first_serial;
+        let mut ids = std::collections::BTreeSet::new();
+        let bodies = requests
+            .iter()
+            .map(|request| {
+                if let Some(request_id) = request.request_id
+                    && (self.request_ids.contains_key(&request_id) || !ids.insert(request_id))
+                {
+                    // A retry: answered from the record, no new MIC.
+                    return None;
+                }
+                let body = self
+                    .new_body(now_ms, request, serial, key.id, |parent| {
+                        (first_serial..serial).contains(&parent)
+                    })
+                    .ok()?;
+                serial = serial.checked_add(1)?;
+                Some(body)
+            })
+            .collect();
+        Some(IssuePlan { key, bodies })
+    }
+
+    /// The serial the next MIC gets.
+    pub fn next_serial(&self) -> u64 {
+        self.next_serial
+    }
+
+    /// Records `body` (whose serial is `next_serial`) with `signature`, or signs it here.
+    fn commit_mic(&mut self, body: MicBody, signature: Option<[u8; 64]>) -> Result<Mic, CaError> {
         debug_assert_eq!(body.serial, self.next_serial);
         let next = self
             .next_serial
             .checked_add(1)
             .ok_or(CaError::SerialsExhausted)?;
-        let mic = body.sign(&self.key()?.signing);
+        let mic = match signature {
+            Some(signature) => {
+                let mic = Mic { body, signature };
+                // Release builds trust the leader's signature (see `Command::IssueSigned`).
+                debug_assert_eq!(
+                    mic.body.clone().sign(&self.key()?.signing).signature,
+                    mic.signature,
+                    "a presigned MIC signature differs from the member's own"
+                );
+                mic
+            }
+            None => body.sign(&self.key()?.signing),
+        };
         self.mics.insert(mic.body.serial, mic.clone());
         self.next_serial = next;
         Ok(mic)
@@ -503,7 +693,7 @@ impl CaState {
             ..old.body.clone()
         };
         body.check().map_err(CaError::InvalidField)?;
-        self.commit_mic(body)
+        self.commit_mic(body, None)
     }
 
     fn revoke(

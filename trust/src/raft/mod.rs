@@ -39,7 +39,8 @@ pub use client::CaClient;
 pub use log_store::SledLogStore;
 pub use network::{LinkError, PeerLink};
 pub use node::{
-    CaClientError, CaNode, CaNodeConfig, CaRole, CaStatus, CaTimings, SnapshotPolicy, StartError,
+    CaClientError, CaNode, CaNodeConfig, CaRole, CaStatus, CaTimings, PresignStats, SnapshotPolicy,
+    StartError,
 };
 pub use remote_read::{CaAnswer, CaKeyEntry, CaQuery};
 pub use runtime::{SeededRuntime, SeededThreadRng, seed_thread_rng, set_default_seed};

@@ -8,12 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError,
     RaftError,
 };
+use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, Config, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -26,8 +28,8 @@ use super::runtime::{seed_thread_rng, set_default_seed};
 use super::state_machine::{OpenError, SharedState, SledStateMachine};
 use super::transport::{TcpTransport, Transport};
 use super::wire::{ClientReply, ClientRequest, FRAME_BYTES_MAX_DEFAULT, WireRequest, WireResponse};
-use super::{CaPeer, CaRaft, NodeId};
-use crate::ca::{CaError, CaState, Command, ISSUE_BATCH_MAX, IssueRequest, Response};
+use super::{CaPeer, CaRaft, NodeId, TypeConfig};
+use crate::ca::{CaError, CaState, Command, ISSUE_BATCH_MAX, IssueRequest, Presigned, Response};
 use crate::mic::Mic;
 
 /// Raft timings, in milliseconds.
@@ -313,6 +315,23 @@ fn redirect<R>(f: ForwardToLeader<NodeId, CaPeer>) -> Attempt<R> {
     Attempt::Redirect(f.leader_id.zip(f.leader_node))
 }
 
+/// What a finished `client_write` means for the caller.
+fn write_outcome(
+    r: Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, CaPeer>>>,
+) -> Attempt<Response> {
+    match r {
+        Ok(r) => Attempt::Done(r.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => redirect(f),
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Attempt::Fail(CaClientError::Rejected {
+                op: "write",
+                reason: e.to_string(),
+            })
+        }
+        Err(RaftError::Fatal(f)) => Attempt::Fail(CaClientError::ShuttingDown(f.to_string())),
+    }
+}
+
 /// A change still in progress is transient (the previous change commits shortly); anything else
 /// (empty membership, unknown learner) is the caller's mistake.
 fn membership_error<R>(op: &'static str, e: ChangeMembershipError<NodeId>) -> Attempt<R> {
@@ -354,6 +373,34 @@ pub(crate) fn parse_reply<R>(
     }
 }
 
+/// How often the leader's presigned MIC signatures were used ([`Command::IssueSigned`]).
+#[derive(Debug, Default)]
+pub struct PresignStats {
+    /// Issue batches this member proposed as leader with presigned signatures.
+    pub batches: AtomicU64,
+    /// Presigned signatures the applied entry used (the serial guess was right).
+    pub used: AtomicU64,
+    /// Presigned signatures not used (wrong serial guess; the members signed themselves).
+    pub missed: AtomicU64,
+}
+
+/// Releases a presigned batch's serial reservation when its proposal fails or is abandoned
+/// (`apply` releases it when the entry is applied; releasing twice is harmless).
+struct Reservation<'a> {
+    state: &'a SharedState,
+    first: u64,
+    token: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.state
+            .write()
+            .reservations
+            .release(self.first, self.token);
+    }
+}
+
 /// The state shared by the node handle, the listener and the batcher.
 pub(crate) struct Core<T: Transport> {
     pub(crate) id: NodeId,
@@ -362,6 +409,10 @@ pub(crate) struct Core<T: Transport> {
     pub(crate) links: Arc<Links<T>>,
     pub(crate) timings: CaTimings,
     pub(crate) frame_bytes_max: u32,
+    /// Held from planning a presigned batch until it is queued in openraft, so presigned
+    /// batches enter the log in the order their serials were reserved.
+    propose_order: tokio::sync::Mutex<()>,
+    pub(crate) presign_stats: PresignStats,
 }
 
 impl<T: Transport> Core<T> {
@@ -396,6 +447,13 @@ impl<T: Transport> Core<T> {
         };
         let deadline = Instant::now() + self.client_timeout();
         match req {
+            // Only a leader proposes presigned MICs, from requests it checked itself: a client
+            // could otherwise have the CA record signatures it never made.
+            ClientRequest::Write(Command::IssueSigned { .. }) => ClientReply::Failed(
+                "presigned issue commands are proposed only by the leader itself; send an issue \
+                 command"
+                    .into(),
+            ),
             ClientRequest::Write(cmd) => reply(
                 self.local_write(cmd, deadline)
                     .await
@@ -452,23 +510,105 @@ impl<T: Transport> Core<T> {
         }
     }
 
+    /// Proposes `cmd` if this member is the leader. A [`Command::Issue`] on the leader goes out
+    /// as [`Command::IssueSigned`]: signed once here instead of on every member.
     async fn local_write(&self, cmd: Command, deadline: Instant) -> Attempt<Response> {
+        let Command::Issue { now_ms, requests } = cmd else {
+            return self.propose(cmd, deadline).await;
+        };
+        if self.raft.metrics().borrow().current_leader != Some(self.id) {
+            // Not the leader (as far as this member knows): openraft redirects the write.
+            return self
+                .propose(Command::Issue { now_ms, requests }, deadline)
+                .await;
+        }
+        let order = self.propose_order.lock().await;
+        let (cmd, reservation) = self.presign(now_ms, requests);
+        let expected: Vec<Option<u64>> = match &cmd {
+            Command::IssueSigned { signatures, .. } => {
+                signatures.iter().map(|p| p.map(|p| p.serial)).collect()
+            }
+            _ => Vec::new(),
+        };
+        let queued = tokio::time::timeout_at(deadline, self.raft.client_write_ff(cmd)).await;
+        drop(order);
+        let outcome = match queued {
+            Err(_) => self.write_timeout(),
+            Ok(Err(fatal)) => Attempt::Fail(CaClientError::ShuttingDown(fatal.to_string())),
+            Ok(Ok(rx)) => match tokio::time::timeout_at(deadline, rx).await {
+                Err(_) => self.write_timeout(),
+                Ok(Err(_)) => Attempt::Fail(CaClientError::ShuttingDown(
+                    "the Raft core stopped before answering the write".into(),
+                )),
+                Ok(Ok(result)) => write_outcome(result.map_err(RaftError::APIError)),
+            },
+        };
+        drop(reservation);
+        if let Attempt::Done(Response::Issued(results)) = &outcome {
+            let used = results
+                .iter()
+                .zip(&expected)
+                .filter(
+                    |(r, want)| matches!((r, want), (Ok(mic), Some(s)) if mic.body.serial == *s),
+                )
+                .count() as u64;
+            let planned = expected.iter().filter(|e| e.is_some()).count() as u64;
+            self.presign_stats.used.fetch_add(used, Ordering::Relaxed);
+            self.presign_stats
+                .missed
+                .fetch_add(planned - used, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// Turns an issue batch into [`Command::IssueSigned`] with a serial reservation, or leaves
+    /// it a plain [`Command::Issue`] when the state is not bootstrapped yet (apply refuses it).
+    fn presign(
+        &self,
+        now_ms: u64,
+        requests: Vec<IssueRequest>,
+    ) -> (Command, Option<Reservation<'_>>) {
+        let (plan, first, token) = {
+            let mut applied = self.state.write();
+            let first = applied
+                .reservations
+                .next_serial_after(applied.ca.next_serial());
+            let Some(plan) = applied.ca.plan_issue(now_ms, &requests, first) else {
+                return (Command::Issue { now_ms, requests }, None);
+            };
+            let token = applied.reservations.reserve(first, plan.new_mics());
+            (plan, first, token)
+        };
+        let reservation = Reservation {
+            state: &self.state,
+            first,
+            token,
+        };
+        // Signing is CPU work of tens of microseconds per MIC; no lock on the state is held.
+        let (ca_key_id, signatures): (u32, Vec<Option<Presigned>>) = plan.sign();
+        self.presign_stats.batches.fetch_add(1, Ordering::Relaxed);
+        (
+            Command::IssueSigned {
+                now_ms,
+                ca_key_id,
+                requests,
+                signatures,
+            },
+            Some(reservation),
+        )
+    }
+
+    fn write_timeout<R>(&self) -> Attempt<R> {
+        Attempt::Fail(CaClientError::Timeout {
+            op: "write",
+            after_ms: self.timings.client_timeout_ms,
+        })
+    }
+
+    async fn propose(&self, cmd: Command, deadline: Instant) -> Attempt<Response> {
         match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
-            Err(_) => Attempt::Fail(CaClientError::Timeout {
-                op: "write",
-                after_ms: self.timings.client_timeout_ms,
-            }),
-            Ok(Ok(r)) => Attempt::Done(r.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => redirect(f),
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Attempt::Fail(CaClientError::Rejected {
-                    op: "write",
-                    reason: e.to_string(),
-                })
-            }
-            Ok(Err(RaftError::Fatal(f))) => {
-                Attempt::Fail(CaClientError::ShuttingDown(f.to_string()))
-            }
+            Err(_) => self.write_timeout(),
+            Ok(r) => write_outcome(r),
         }
     }
 
@@ -743,6 +883,8 @@ impl<T: Transport> CaNode<T> {
             links,
             timings: config.timings.clone(),
             frame_bytes_max: config.frame_bytes_max,
+            propose_order: tokio::sync::Mutex::new(()),
+            presign_stats: PresignStats::default(),
         });
         let server = tokio::spawn(super::server::serve::<T>(listener, core.clone()));
         let issuer = {
@@ -822,6 +964,11 @@ impl<T: Transport> CaNode<T> {
     /// Counters of the issue batcher (batches, requests, largest batch).
     pub fn issue_stats(&self) -> &BatchStats {
         self.issuer.stats()
+    }
+
+    /// How often this member, as leader, had its presigned MIC signatures used.
+    pub fn presign_stats(&self) -> &PresignStats {
+        &self.core.presign_stats
     }
 
     /// Runs `f` on the CA state once it reflects every write acknowledged before this call

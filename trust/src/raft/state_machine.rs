@@ -5,6 +5,7 @@
 //! after it. A snapshot is `CaState::snapshot()` bytes plus openraft's snapshot meta (last log id,
 //! membership), written as one sled batch and flushed.
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -32,6 +33,56 @@ pub struct Applied {
     pub last_applied: Option<LogId<NodeId>>,
     /// The last membership applied.
     pub membership: StoredMembership<NodeId, CaPeer>,
+    /// This member's serial reservations for its presigned issue batches not yet applied (local,
+    /// not replicated; see [`Reservations`]).
+    pub(crate) reservations: Reservations,
+}
+
+/// The leader's serial reservations for presigned issue batches ([`Command::IssueSigned`]) it
+/// proposed and that are not applied yet: first presigned serial → (token, new MICs expected).
+/// The next batch's first serial is the applied state's next serial plus all of them. Kept under
+/// the same lock as the applied state and released by `apply` itself, so the sum is exact while
+/// this member stays leader; a proposal that fails is released by its proposer (by token, so a
+/// stale release never drops another batch's reservation).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Reservations {
+    next_token: u64,
+    pending: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Reservations {
+    /// The next serial once every reserved batch is applied.
+    pub(crate) fn next_serial_after(&self, applied_next: u64) -> u64 {
+        self.pending
+            .values()
+            .fold(applied_next, |s, (_, n)| s.saturating_add(*n))
+    }
+
+    /// Reserves `count` serials from `first`; returns the token that releases them.
+    pub(crate) fn reserve(&mut self, first: u64, count: u64) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        if count > 0 {
+            self.pending.insert(first, (token, count));
+        }
+        token
+    }
+
+    /// Releases the reservation starting at `first` if it is still the one `token` made.
+    pub(crate) fn release(&mut self, first: u64, token: u64) {
+        if self.pending.get(&first).is_some_and(|(t, _)| *t == token) {
+            self.pending.remove(&first);
+        }
+    }
+
+    /// An entry was applied: drop the reservation it fulfilled, if this member made one.
+    fn applied(&mut self, cmd: &Command) {
+        if let Command::IssueSigned { signatures, .. } = cmd
+            && let Some(first) = signatures.iter().flatten().next()
+        {
+            self.pending.remove(&first.serial);
+        }
+    }
 }
 
 /// A shared, read-mostly handle on the applied state (what linearizable reads look at).
@@ -45,7 +96,8 @@ impl SharedState {
         self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Applied> {
+    /// Write access (apply, snapshot install, and the leader's serial reservations).
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Applied> {
         self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -118,6 +170,7 @@ impl SledStateMachine {
                 ca: CaState::restore(&data)?,
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership,
+                reservations: Reservations::default(),
             },
         };
         Ok(Self {
@@ -193,7 +246,11 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             let response = match entry.payload {
                 // A leader's blank entry still advances the CA's applied index.
                 EntryPayload::Blank => applied.ca.apply(entry.log_id.index, &Command::Noop),
-                EntryPayload::Normal(cmd) => applied.ca.apply(entry.log_id.index, &cmd),
+                EntryPayload::Normal(cmd) => {
+                    let response = applied.ca.apply(entry.log_id.index, &cmd);
+                    applied.reservations.applied(&cmd);
+                    response
+                }
                 EntryPayload::Membership(m) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), m);
                     applied.ca.apply(entry.log_id.index, &Command::Noop)
@@ -239,5 +296,55 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::Presigned;
+
+    fn signed(serials: &[Option<u64>]) -> Command {
+        Command::IssueSigned {
+            now_ms: 0,
+            ca_key_id: 1,
+            requests: vec![],
+            signatures: serials
+                .iter()
+                .map(|s| {
+                    s.map(|serial| Presigned {
+                        serial,
+                        signature: [0; 64],
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn reservations_add_up_and_are_released_by_apply_or_by_their_own_token() {
+        let mut r = Reservations::default();
+        assert_eq!(r.next_serial_after(5), 5);
+        let a = r.reserve(5, 3);
+        let b = r.reserve(8, 2);
+        assert_eq!(r.next_serial_after(5), 10);
+        // Applying batch a (first presigned serial 5, after a request with no serial) releases it.
+        r.applied(&signed(&[None, Some(5), Some(6), Some(7)]));
+        assert_eq!(r.next_serial_after(8), 10);
+        // Releasing a again is harmless; a stale token does not drop b.
+        r.release(5, a);
+        r.release(8, a);
+        assert_eq!(r.next_serial_after(8), 10);
+        r.release(8, b);
+        assert_eq!(r.next_serial_after(8), 8);
+        // Entries that are not presigned, or carry no serial, release nothing.
+        let c = r.reserve(8, 1);
+        r.applied(&Command::Noop);
+        r.applied(&signed(&[None]));
+        assert_eq!(r.next_serial_after(8), 9);
+        // A batch expecting no new MIC reserves nothing.
+        r.release(8, c);
+        r.reserve(8, 0);
+        assert_eq!(r.next_serial_after(8), 8);
     }
 }
