@@ -203,12 +203,54 @@ struct IdInner {
     generation: u64,
     meta: MemberMeta,
     /// The canonical encoding of the four fields above.
-    wire: Box<[u8]>,
+    wire: WireBytes,
     /// A fixed 64-bit hash of `wire` (the interning key's hash, reused by state-sync digests).
     hash: u64,
     /// Why the fields would be refused on decode (built locally with metadata over a limit),
     /// so an interned identity is not accepted from the wire without the check.
     invalid: Option<MetaError>,
+    /// This address's number in the process-wide [`addr_slots`] table (`None` once the table
+    /// is full), set when the identity is interned.
+    slot: Option<u32>,
+}
+
+/// Encodings up to this many bytes are kept inside the identity's own allocation.
+const WIRE_INLINE_BYTES: usize = 126;
+
+/// The bytes of a canonical encoding, kept inside the identity's allocation when short (every
+/// identity whose metadata is not near its limits is), so comparing bytes against an interned
+/// identity reads one allocation rather than two: decoding an identity the thread already holds
+/// was dominated by those two cache misses in simulations of thousands of nodes.
+enum WireBytes {
+    Inline {
+        len: u8,
+        bytes: [u8; WIRE_INLINE_BYTES],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl WireBytes {
+    fn new(wire: &[u8]) -> Self {
+        match u8::try_from(wire.len()) {
+            Ok(len) if wire.len() <= WIRE_INLINE_BYTES => {
+                let mut bytes = [0u8; WIRE_INLINE_BYTES];
+                bytes[..wire.len()].copy_from_slice(wire);
+                WireBytes::Inline { len, bytes }
+            }
+            _ => WireBytes::Heap(wire.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for WireBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            WireBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            WireBytes::Heap(bytes) => bytes,
+        }
+    }
 }
 
 /// Whether decoding these fields must fail: metadata over a limit, except for the seed
@@ -474,15 +516,15 @@ mod intern {
     /// The live identity with this encoding, if this thread holds one.
     pub(super) fn find(wire: &[u8]) -> Option<Arc<IdInner>> {
         let h = hash(wire);
-        TABLE.with(|t| t.borrow().ids.find(h, |id| &*id.wire == wire).cloned())
+        TABLE.with(|t| t.borrow().ids.find(h, |id| *id.wire == *wire).cloned())
     }
 
     /// Interns `inner` (or returns the equal identity already interned).
-    pub(super) fn insert(inner: IdInner) -> Arc<IdInner> {
+    pub(super) fn insert(mut inner: IdInner) -> Arc<IdInner> {
         let h = inner.hash;
         TABLE.with(|t| {
             let mut t = t.borrow_mut();
-            if let Some(found) = t.ids.find(h, |id| id.wire == inner.wire) {
+            if let Some(found) = t.ids.find(h, |id| *id.wire == *inner.wire) {
                 return found.clone();
             }
             if t.ids.len() >= (2 * t.swept_at).max(1024) {
@@ -490,12 +532,51 @@ mod intern {
                 t.ids.retain(|id| Arc::strong_count(id) > 1);
                 t.swept_at = t.ids.len();
             }
+            inner.slot = super::addr_slots::slot_of(inner.addr);
             let arc = Arc::new(inner);
             t.ids.insert_unique(h, arc.clone(), |id| id.hash);
             arc
         })
     }
 }
+
+/// Process-wide numbering of the addresses identities carry, for foca's member tables
+/// ([`foca::Identity::addr_slot`]): a table finds the member holding an address by reading one
+/// vector element at the address's slot instead of probing a hash index. Slots are handed out
+/// densely in order of first sight, never reused and never freed (so identities with one
+/// address always share one slot, whichever thread interned them), up to [`ADDR_SLOTS_MAX`];
+/// identities with addresses first seen after that have no slot and are found through the hash
+/// index. Slots only locate members: they never reach the wire, an output or a trace.
+mod addr_slots {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::sync::{Mutex, PoisonError};
+
+    static SLOTS: Mutex<BTreeMap<SocketAddr, u32>> = Mutex::new(BTreeMap::new());
+
+    /// The slot of `addr`, handing out the next one on first sight (`None` once
+    /// [`super::ADDR_SLOTS_MAX`] are handed out).
+    pub(super) fn slot_of(addr: SocketAddr) -> Option<u32> {
+        // The map is only ever read or extended under the lock; a panic elsewhere while it was
+        // held cannot leave it half-updated, so a poisoned lock is still consistent.
+        let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&slot) = slots.get(&addr) {
+            return Some(slot);
+        }
+        if slots.len() >= super::ADDR_SLOTS_MAX {
+            return None;
+        }
+        let slot = u32::try_from(slots.len()).ok()?;
+        slots.insert(addr, slot);
+        Some(slot)
+    }
+}
+
+/// Addresses given a slot for foca's member tables per process (see [`MemberId`]'s
+/// `addr_slot`): beyond this many distinct addresses, identities are found through the tables'
+/// hash index instead. Each member table holds four bytes per slot up to the highest slot among
+/// its members, so this bounds that vector at 4 MiB.
+pub const ADDR_SLOTS_MAX: usize = 1 << 20;
 
 impl MemberId {
     /// A member identity.
@@ -512,8 +593,9 @@ impl MemberId {
             generation,
             meta,
             invalid,
+            slot: None,
             hash: intern::hash(&wire),
-            wire: wire.into_boxed_slice(),
+            wire: WireBytes::new(&wire),
         }))
     }
 
@@ -533,8 +615,9 @@ impl MemberId {
             generation,
             meta,
             invalid: None,
+            slot: None,
             hash: intern::hash(wire),
-            wire: wire.into(),
+            wire: WireBytes::new(wire),
         })))
     }
 
@@ -588,7 +671,7 @@ impl MemberId {
 
 impl PartialEq for MemberId {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0.wire == other.0.wire
+        Arc::ptr_eq(&self.0, &other.0) || *self.0.wire == *other.0.wire
     }
 }
 
@@ -683,6 +766,10 @@ impl foca::Identity for MemberId {
         self.0.addr
     }
 
+    fn addr_slot(&self) -> Option<u32> {
+        self.0.slot
+    }
+
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
         // Newer generation wins; on a tie (two data dirs behind one address) the order is
         // arbitrary but the same on every node.
@@ -726,6 +813,30 @@ mod tests {
             Err(MetaError::BadRole(_))
         ));
         assert!(MemberMeta::new("node-1.a_b", None, "0.1.0", vec!["ca".into()]).is_ok());
+    }
+
+    #[test]
+    fn short_and_long_encodings_intern_and_compare_alike() {
+        let addr: SocketAddr = "127.0.0.1:7".parse().expect("addr");
+        let short = MemberId::new(addr, NodeId([7; 32]), 1, meta("s"));
+        let roles: Vec<String> = (0..ROLES_MAX).map(|k| format!("role-{k:0>10}")).collect();
+        let long_meta =
+            MemberMeta::new("l".repeat(NAME_BYTES_MAX), None, "v", roles).expect("meta");
+        let long = MemberId::new(addr, NodeId([7; 32]), 1, long_meta);
+        assert!(short.wire().len() <= WIRE_INLINE_BYTES);
+        assert!(long.wire().len() > WIRE_INLINE_BYTES);
+        for id in [&short, &long] {
+            let back = MemberId::from_wire(id.wire()).expect("decodes");
+            assert!(Arc::ptr_eq(&back.0, &id.0), "interned: the same allocation");
+            assert_eq!(&back, id);
+            assert_eq!(back.wire(), id.wire());
+        }
+        assert_ne!(short, long);
+        assert_eq!(short.addr_slot(), long.addr_slot(), "one address, one slot");
+        let other: SocketAddr = "127.0.0.1:8".parse().expect("addr");
+        let elsewhere = MemberId::new(other, NodeId([7; 32]), 1, meta("s"));
+        assert!(short.addr_slot().is_some());
+        assert_ne!(short.addr_slot(), elsewhere.addr_slot());
     }
 
     #[test]

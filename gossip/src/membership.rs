@@ -384,6 +384,8 @@ pub struct Membership {
     sync_to_seed: bool,
     /// The local digest and the (membership version, own incarnation) it was computed at.
     digest_cache: Option<((u64, u16), Box<Digest>)>,
+    /// Changes of the local row (incarnation, leave), for [`Membership::table_stamp`].
+    local_changes: u64,
 }
 
 /// One bucket of a state-sync digest: member count and XOR of member hashes.
@@ -453,6 +455,7 @@ impl Membership {
             sync_armed: false,
             sync_to_seed: false,
             digest_cache: None,
+            local_changes: 0,
         }
     }
 
@@ -479,6 +482,15 @@ impl Membership {
     /// Number of other members currently alive or suspect.
     pub fn active_members(&self) -> usize {
         self.foca.num_members()
+    }
+
+    /// A stamp of the member table that only grows: it is larger after any row of
+    /// [`Membership::members_unordered`] was added or removed or changed identity, incarnation
+    /// or SWIM state (alive, suspect, down), or the local row changed (incarnation, leave). A
+    /// down row turning into a left one when a leave notice arrives does not change it. Equal
+    /// stamps mean those rows are the same, so a caller can keep what it derived from them.
+    pub fn table_stamp(&self) -> u64 {
+        self.foca.membership_version() + self.local_changes
     }
 
     /// Starts joining through `seeds` (the local address is skipped): announces to each now and
@@ -720,6 +732,7 @@ impl Membership {
             )));
         }
         // Parsed whole before anything is applied: a bad frame changes nothing.
+        self.foca.warm(&members);
         self.foca
             .apply_many(members.into_iter(), false, &mut self.effects)
             .map_err(InputError::Rejected)
@@ -875,6 +888,7 @@ impl Membership {
         self.join.active = false;
         self.drain(now);
         self.left = true;
+        self.local_changes += 1;
         self.timers.clear();
     }
 
@@ -969,7 +983,7 @@ impl Membership {
         let me = self.identity();
         // foca holds at most one member per address, so one lookup covers the whole list.
         assert!(
-            self.foca.member_at(&me.addr()).is_none_or(|m| m.id() != me),
+            self.foca.member_at(me).is_none_or(|m| m.id() != me),
             "the local identity is listed as another member"
         );
         assert!(
@@ -1039,7 +1053,10 @@ impl Membership {
                 // Only reachable after leave(): identities always renew themselves.
             }
             OwnedNotification::DataSent(header) => {
-                self.swim_incarnation = header.src_incarnation;
+                if self.swim_incarnation != header.src_incarnation {
+                    self.swim_incarnation = header.src_incarnation;
+                    self.local_changes += 1;
+                }
                 if let Message::Ping(probe) = header.message {
                     self.pings_in_flight.insert((header.dst.addr(), probe), now);
                     while self.pings_in_flight.len() > PINGS_IN_FLIGHT_MAX {
@@ -1059,5 +1076,122 @@ impl Membership {
             }
             OwnedNotification::ProbeFailed(..) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::id::MemberMeta;
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16))
+    }
+
+    fn core(i: usize) -> Membership {
+        let meta = MemberMeta::new(format!("n{i}"), None, "test", vec![]).expect("meta");
+        let id = MemberId::new(addr(i), NodeId([i as u8 + 1; 32]), 1, meta);
+        let config = MembershipConfig {
+            probe_period: Duration::from_millis(200),
+            probe_rtt: Duration::from_millis(80),
+            suspect_to_down: Duration::from_millis(600),
+            join_retry_min: Duration::from_millis(100),
+            join_retry_max: Duration::from_millis(800),
+            ..MembershipConfig::default()
+        };
+        Membership::new(id, config, 40 + i as u64)
+    }
+
+    /// The rows the stamp speaks for (a left row counts as down).
+    fn rows(core: &Membership) -> Vec<(MemberId, u16, MemberState)> {
+        let mut rows: Vec<_> = core
+            .members_unordered()
+            .into_iter()
+            .map(|m| {
+                let state = match m.state {
+                    MemberState::Left => MemberState::Down,
+                    s => s,
+                };
+                (m.id, m.swim_incarnation, state)
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    #[test]
+    fn table_stamp_grows_exactly_when_the_rows_change() {
+        // Five nodes join through node 0; node 4 crashes at 3 s (suspect, then down), node 3
+        // leaves at 6 s. After every step, a node whose stamp did not move must show the same
+        // rows as before, and stamps never shrink.
+        let mut nodes: BTreeMap<usize, Membership> = (0..5).map(|i| (i, core(i))).collect();
+        let mut seen: BTreeMap<usize, (u64, Vec<(MemberId, u16, MemberState)>)> = BTreeMap::new();
+        let mut in_flight: BTreeMap<(u64, u64), (usize, usize, Vec<u8>)> = BTreeMap::new();
+        let mut seq = 0;
+        let mut changes = 0;
+        for (i, c) in nodes.iter_mut() {
+            let seeds = if *i == 0 { vec![] } else { vec![addr(0)] };
+            c.join(Timestamp::ZERO, &seeds);
+        }
+        let mut now_us = 0u64;
+        while now_us < 10_000_000 {
+            if now_us >= 3_000_000 {
+                nodes.remove(&4);
+            }
+            if now_us >= 6_000_000
+                && let Some(c) = nodes.get_mut(&3)
+                && !c.has_left()
+            {
+                c.leave(Timestamp::from_micros(now_us));
+            }
+            let now = Timestamp::from_micros(now_us);
+            // Deliver what is due, in order, then run the timers.
+            let due: Vec<_> = in_flight
+                .range(..=(now_us, u64::MAX))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in due {
+                if let Some((from, to, payload)) = in_flight.remove(&k)
+                    && let Some(c) = nodes.get_mut(&to)
+                {
+                    let _ = c.handle_datagram(now, addr(from), &payload);
+                }
+            }
+            for c in nodes.values_mut() {
+                c.handle_timeout(now);
+            }
+            for (&i, c) in nodes.iter_mut() {
+                c.check_invariants();
+                while let Some(t) = c.poll_transmit() {
+                    let to = (0..5).find(|&j| addr(j) == t.dst).expect("known address");
+                    seq += 1;
+                    in_flight.insert((now_us + 1_000, seq), (i, to, t.payload));
+                }
+                while c.poll_event().is_some() {}
+                let stamp = c.table_stamp();
+                let now_rows = rows(c);
+                if let Some((before, before_rows)) = seen.get(&i) {
+                    assert!(stamp >= *before, "stamp of n{i} went back");
+                    if stamp == *before {
+                        assert_eq!(&now_rows, before_rows, "n{i} changed rows, same stamp");
+                    } else {
+                        changes += 1;
+                    }
+                }
+                seen.insert(i, (stamp, now_rows));
+            }
+            now_us += 10_000;
+        }
+        assert!(
+            changes >= 20,
+            "the run changed tables ({changes} stamp moves)"
+        );
+        let down = rows(&nodes[&0])
+            .iter()
+            .filter(|r| r.2 == MemberState::Down)
+            .count();
+        assert_eq!(down, 2, "n0 saw the crash and the leave");
     }
 }

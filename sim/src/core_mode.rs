@@ -21,6 +21,7 @@ use nexus_registry::{
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
+use crate::invariants::agreement;
 use crate::invariants::registry::{Entries, RegistryInvariant, RegistryTruth, RegistryWorld};
 use crate::invariants::{self, Invariant, NodeIds, Truth, World, components};
 use crate::net::{Fate, Net};
@@ -32,6 +33,9 @@ use crate::trace::{Trace, TraceEvent};
 pub const PAUSED_INBOX_MAX: usize = 1024;
 /// Gossip port every simulated node uses.
 pub const SIM_PORT: u16 = 7946;
+/// Virtual time between two checks of whether every healthy node agrees on membership (the
+/// resolution of the report's agreement times; see [`agreement::Watch`]).
+pub const AGREEMENT_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// The simulated address of node `i`: `127.a.b.c:7946` with `a.b.c` = i + 1. Nothing is ever
 /// sent to it; loopback keeps it obviously local in traces.
@@ -85,6 +89,8 @@ enum Ev {
         due: u64,
     },
     Sample,
+    /// Does every healthy node agree now? (Reads only; see [`agreement::Watch`].)
+    AgreementCheck,
 }
 
 /// An event in the queue; ordered so the max-heap pops the earliest `(at_us, seq)` first
@@ -222,6 +228,10 @@ pub struct CoreSim<'s> {
     samples: Vec<Sample>,
     stats: NetStats,
     reg: Option<Box<RegSim<'s>>>,
+    /// When agreement holds, for the report.
+    watch: agreement::Watch,
+    /// When [`CoreSim::run`] started (wall clock; never reaches the trace).
+    wall_start: Option<Instant>,
 }
 
 impl std::fmt::Debug for CoreSim<'_> {
@@ -286,6 +296,8 @@ impl<'s> CoreSim<'s> {
             checkers: invariants::all(),
             samples: Vec::new(),
             stats: NetStats::default(),
+            watch: agreement::Watch::new(n, AGREEMENT_CHECK_EVERY),
+            wall_start: None,
             reg: scenario.registry.as_ref().map(|cfg| {
                 Box::new(RegSim {
                     cfg,
@@ -360,10 +372,12 @@ impl<'s> CoreSim<'s> {
             reason = "wall time is only reported (speed ratio); it never reaches the trace"
         )]
         let wall = Instant::now();
+        self.wall_start = Some(wall);
         let end_us = duration_us(self.scenario.duration);
         for i in 0..self.nodes.len() {
             self.start_node(i);
         }
+        self.push(0, Ev::AgreementCheck);
         self.registry_after_action(false);
         let mut progress = progress;
         let step_us = (end_us / 100).max(1);
@@ -387,6 +401,11 @@ impl<'s> CoreSim<'s> {
                     self.sample();
                     let next = at + duration_us(self.scenario.sample_every);
                     self.push(next, Ev::Sample);
+                }
+                Ev::AgreementCheck => {
+                    self.check_agreement();
+                    let next = at + duration_us(self.watch.every()).max(1);
+                    self.push(next, Ev::AgreementCheck);
                 }
             }
             if at >= next_progress {
@@ -450,6 +469,7 @@ impl<'s> CoreSim<'s> {
             trace_error,
         );
         report.registry = registry_summary;
+        report.agreement = Some(self.watch.times());
         report
     }
 
@@ -465,7 +485,26 @@ impl<'s> CoreSim<'s> {
 }
 
 impl CoreSim<'_> {
+    /// One agreement check (see [`agreement::Watch`]); reads the cores, changes nothing.
+    fn check_agreement(&mut self) {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "wall time is only reported (time to agreement); it never reaches the trace"
+        )]
+        let wall_s = self.wall_start.map_or(0.0, |w| w.elapsed().as_secs_f64());
+        let world = World {
+            now: Duration::from_micros(self.now_us),
+            scenario: self.scenario,
+            truth: &self.truth,
+            net: &self.net,
+            ids: &self.ids,
+        };
+        let nodes = &self.nodes;
+        self.watch.check(&world, wall_s, |i| nodes[i].core.as_ref());
+    }
+
     fn start_node(&mut self, i: usize) {
+        self.watch.invalidate();
         let truth = &mut self.truth[i];
         truth.generation += 1;
         truth.up = true;
@@ -846,6 +885,7 @@ impl CoreSim<'_> {
         if let Event::Rejoined(id) = e {
             // The node renewed itself in memory; persist it as its durable generation.
             self.truth[i].generation = id.generation();
+            self.watch.invalidate();
         }
         if self.nodes[i].reg.is_some() {
             self.registry_on_member_event(i, e);
@@ -1445,6 +1485,7 @@ impl CoreSim<'_> {
                 }
             }
         }
+        self.watch.invalidate();
         if self.reg.is_some() {
             if let Action::Pause(set) = &self.scenario.timeline[k].action {
                 for &i in set {

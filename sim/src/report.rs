@@ -23,6 +23,31 @@ pub struct Sample {
     pub delivered: u64,
 }
 
+/// A moment of a run, in virtual time and in wall-clock time since the run started.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Moment {
+    /// Virtual time, seconds.
+    pub virtual_s: f64,
+    /// Wall-clock time since the run started, seconds.
+    pub wall_s: f64,
+}
+
+/// When every healthy node's alive set equalled its connected component (core mode), checked
+/// every `check_every_s` of virtual time, between and independently of the samples.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AgreementTimes {
+    /// Virtual seconds between checks (the resolution of the times below).
+    pub check_every_s: f64,
+    /// The first check at which every healthy node agreed; `None` if none did.
+    pub first: Option<Moment>,
+    /// The first check of the agreement that still held at the end of the run; `None` if it
+    /// did not hold at the end.
+    pub held_since: Option<Moment>,
+    /// Views compared in full against their component (the others were decided from a cached
+    /// verdict or from the member count).
+    pub full_checks: u64,
+}
+
 /// Everything one run produced.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
@@ -62,6 +87,8 @@ pub struct RunReport {
     pub registry: Option<RegistrySummary>,
     /// CA measurements (scenarios with a `[ca]` table).
     pub ca: Option<CaSummary>,
+    /// When membership agreement held (core mode).
+    pub agreement: Option<AgreementTimes>,
 }
 
 /// What a CA run (`[ca]`) measured.
@@ -163,6 +190,7 @@ impl RunReport {
             trace_error,
             registry: None,
             ca: None,
+            agreement: None,
         }
     }
 
@@ -196,6 +224,23 @@ impl RunReport {
         ];
         for (k, v) in rows {
             out.push_str(&format!("{k:<14} {v}\n"));
+        }
+        if let Some(a) = &self.agreement {
+            let at = |m: &Moment| format!("{:.1} s virtual, {:.2} s wall", m.virtual_s, m.wall_s);
+            let text = match (&a.first, &a.held_since) {
+                (None, _) => format!("never held (checked every {:.1} s)", a.check_every_s),
+                (Some(first), since) => format!(
+                    "first held at {} (checked every {:.1} s); {}",
+                    at(first),
+                    a.check_every_s,
+                    match since {
+                        Some(s) if s == first => "held from then to the end".to_owned(),
+                        Some(s) => format!("held again from {:.1} s to the end", s.virtual_s),
+                        None => "not holding at the end".to_owned(),
+                    }
+                ),
+            };
+            out.push_str(&format!("{:<14} {text}\n", "agreement"));
         }
         if let Some(r) = &self.registry {
             let converged = match r.converged_after_s {

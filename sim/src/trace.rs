@@ -242,9 +242,10 @@ impl Trace {
         }
     }
 
-    /// Records node `node`'s membership event `event` (nodes named by their index in `ids`), as
-    /// [`member_event_text`] describes it, without formatting that text unless the trace is
-    /// written to a file: at 10,000 nodes there are 10⁸ such events. RTT samples are not traced.
+    /// Records node `node`'s membership event `event`, as [`member_event_text`] describes it
+    /// (nodes named by their index in `ids`) when the trace is written to a file; the hash takes
+    /// the identity's fixed hash ([`MemberId::wire_hash`]) instead of formatting text or looking
+    /// up an index: at 10,000 nodes there are 10⁸ such events. RTT samples are not traced.
     pub fn record_member(&mut self, t_us: u64, node: usize, ids: &NodeIds, event: &Event) {
         let (code, id, generation) = match event {
             Event::MemberUp(id) => (1, Some(id), id.generation()),
@@ -263,10 +264,9 @@ impl Trace {
         h.u64(node as u64);
         h.u64(code);
         if let Some(id) = id {
-            match ids.get(&id.node_id()) {
-                Some(j) => h.u64(j as u64),
-                None => h.feed(&id.node_id().0),
-            }
+            // The identity's fixed hash (address, node id, generation, metadata) stands for it:
+            // the same in every process, and no lookup of its node index per event.
+            h.u64(id.wire_hash());
             h.u64(id.generation());
         }
         h.u64(generation);

@@ -9,9 +9,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use nexus_gossip::{MemberState, MemberView};
+use nexus_gossip::{MemberState, MemberView, Membership};
 
 use super::{Invariant, Verdict, World, components};
+use crate::report::{AgreementTimes, Moment};
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -78,6 +79,12 @@ impl Expected {
         Expected { comp, sizes }
     }
 
+    /// Healthy nodes in node `i`'s component (`None` if `i` is not healthy).
+    pub fn component_size(&self, i: usize) -> Option<u32> {
+        let c = *self.comp.get(i)?;
+        (c != usize::MAX).then(|| self.sizes[c])
+    }
+
     /// Whether node `i`'s alive set is exactly its component, every member at its current
     /// generation.
     pub fn agrees(&self, world: &World<'_>, i: usize, view: &[MemberView]) -> bool {
@@ -102,6 +109,112 @@ impl Expected {
         // Rows are one per identity; two alive rows of one node at its current generation
         // cannot occur (one identity per address), so equal counts mean equal sets.
         matched == self.sizes[mine]
+    }
+}
+
+/// Finds when agreement (every healthy node's alive set equal to its component, as
+/// [`Expected::agrees`] decides it) holds, between samples and without comparing N views of N
+/// members at every look: the engine calls [`Watch::check`] every [`Watch::every`] of virtual
+/// time and [`Watch::invalidate`] whenever the ground truth or the network changes.
+///
+/// A node's verdict is kept with its member table's stamp ([`Membership::table_stamp`]) and
+/// reused while neither the stamp nor the truth changed; a node with fewer active members than
+/// its component has is decided by that count alone; and a check stops at the first node that
+/// does not agree. Only reads the cores: it cannot change a run or its trace.
+#[derive(Debug)]
+pub struct Watch {
+    every: Duration,
+    /// What each node should see, for the current truth (`None`: to be computed).
+    expected: Option<Expected>,
+    /// Per node: the table stamp its verdict was reached at, and the verdict.
+    verdicts: Vec<Option<(u64, bool)>>,
+    holding: bool,
+    times: AgreementTimes,
+}
+
+impl Watch {
+    /// A watch over `nodes` nodes, checked every `every` of virtual time.
+    pub fn new(nodes: usize, every: Duration) -> Self {
+        Watch {
+            every,
+            expected: None,
+            verdicts: vec![None; nodes],
+            holding: false,
+            times: AgreementTimes {
+                check_every_s: every.as_secs_f64(),
+                ..AgreementTimes::default()
+            },
+        }
+    }
+
+    /// How often the engine should call [`Watch::check`].
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
+    /// The ground truth (a node's health or generation) or the network changed: every kept
+    /// verdict is stale.
+    pub fn invalidate(&mut self) {
+        self.expected = None;
+        self.verdicts.iter_mut().for_each(|v| *v = None);
+    }
+
+    /// Whether every healthy node agrees now; `core(i)` is node `i`'s core (`None` if it has
+    /// none). `wall_s` is the wall-clock time since the run started, for the report.
+    pub fn check<'c>(
+        &mut self,
+        world: &World<'_>,
+        wall_s: f64,
+        core: impl Fn(usize) -> Option<&'c Membership>,
+    ) -> bool {
+        let expected = self
+            .expected
+            .get_or_insert_with(|| Expected::new(world, components(world.truth, world.net)));
+        let mut all = true;
+        for (i, truth) in world.truth.iter().enumerate() {
+            if !truth.healthy() {
+                continue;
+            }
+            let (Some(core), Some(size)) = (core(i), expected.component_size(i)) else {
+                all = false;
+                break;
+            };
+            let stamp = core.table_stamp();
+            let agrees = match self.verdicts[i] {
+                Some((at, verdict)) if at == stamp => verdict,
+                _ => {
+                    // The local row plus at most one alive row per active member.
+                    let verdict = core.active_members() + 1 >= size as usize && {
+                        self.times.full_checks += 1;
+                        expected.agrees(world, i, &core.members_unordered())
+                    };
+                    self.verdicts[i] = Some((stamp, verdict));
+                    verdict
+                }
+            };
+            if !agrees {
+                all = false;
+                break;
+            }
+        }
+        let now = Moment {
+            virtual_s: world.now.as_secs_f64(),
+            wall_s,
+        };
+        if all && !self.holding {
+            self.times.first.get_or_insert(now);
+            self.times.held_since = Some(now);
+        }
+        if !all {
+            self.times.held_since = None;
+        }
+        self.holding = all;
+        all
+    }
+
+    /// What the watch found.
+    pub fn times(&self) -> AgreementTimes {
+        self.times.clone()
     }
 }
 

@@ -203,6 +203,7 @@ impl<T: Identity> UpdateBacklog<T> {
 mod tests {
     use super::*;
     use crate::State;
+    use alloc::vec;
 
     #[derive(Clone, Debug, PartialEq, Eq)]
     struct Id(u8);

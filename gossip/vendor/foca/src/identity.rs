@@ -63,6 +63,17 @@ pub trait Identity: Clone + Eq + fmt::Debug {
     ///
     /// Returning `true` means that self will be kept
     fn win_addr_conflict(&self, _adversary: &Self) -> bool;
+
+    /// Nexus patch: a small integer standing for this identity's
+    /// address, if the identity has one. Identities with equal
+    /// addresses must have equal slots (or none), identities with
+    /// different addresses different slots; a slot should stay small
+    /// (it indexes a vector in every member table). Member tables find
+    /// members with a slot by a vector read instead of the address
+    /// hash index. The default is none.
+    fn addr_slot(&self) -> Option<u32> {
+        None
+    }
 }
 
 #[cfg(feature = "std")]
