@@ -1104,8 +1104,11 @@ mod tests {
         Membership::new(id, config, 40 + i as u64)
     }
 
+    /// Identity, incarnation and state of each row.
+    type Rows = Vec<(MemberId, u16, MemberState)>;
+
     /// The rows the stamp speaks for (a left row counts as down).
-    fn rows(core: &Membership) -> Vec<(MemberId, u16, MemberState)> {
+    fn rows(core: &Membership) -> Rows {
         let mut rows: Vec<_> = core
             .members_unordered()
             .into_iter()
@@ -1127,7 +1130,7 @@ mod tests {
         // leaves at 6 s. After every step, a node whose stamp did not move must show the same
         // rows as before, and stamps never shrink.
         let mut nodes: BTreeMap<usize, Membership> = (0..5).map(|i| (i, core(i))).collect();
-        let mut seen: BTreeMap<usize, (u64, Vec<(MemberId, u16, MemberState)>)> = BTreeMap::new();
+        let mut seen: BTreeMap<usize, (u64, Rows)> = BTreeMap::new();
         let mut in_flight: BTreeMap<(u64, u64), (usize, usize, Vec<u8>)> = BTreeMap::new();
         let mut seq = 0;
         let mut changes = 0;
