@@ -495,7 +495,35 @@ fn rotation_bridges_a_healed_partition() {
 }
 
 #[test]
-fn rotation_asks_a_passive_peer_with_high_priority_only_when_full() {
+fn an_under_full_node_refused_by_full_peers_rotates_out_with_high_priority() {
+    // Two neighbours of five, repair slow: the only passive peer refuses the low-priority
+    // request (its view is full). Without rotation this node would stay under-full — and two
+    // such nodes holding only each other would be an island for ever.
+    let cfg = OverlayConfig {
+        repair_period: Duration::from_secs(60),
+        rotate_period: Some(Duration::from_secs(1)),
+        ..config()
+    };
+    let mut core = core_with_neighbours(cfg);
+    let t = Timestamp::from_micros(2);
+    core.peer_up(t, addr(5));
+    assert_eq!(transmits(&mut core), vec![(addr(5), KIND_NEIGHBOR)]);
+    core.handle_datagram(t, addr(5), &header(0x14, 0, addr(5)))
+        .expect("reject");
+    let _ = transmits(&mut core);
+    core.handle_timeout(Timestamp::from_micros(5_000_000));
+    let sent: Vec<Vec<u8>> = std::iter::from_fn(|| core.poll_transmit())
+        .filter(|t| t.dst == addr(5) && t.payload[2] == KIND_NEIGHBOR)
+        .map(|t| t.payload)
+        .collect();
+    assert_eq!(sent.len(), 1, "one rotation while its request is in flight");
+    assert_eq!(sent[0][3], 0x01, "high priority");
+    assert_eq!(core.stats().rotations, 1);
+    core.check_invariants();
+}
+
+#[test]
+fn rotation_asks_a_passive_peer_with_high_priority() {
     let cfg = OverlayConfig {
         active_view: 2,
         rotate_period: Some(Duration::from_secs(1)),

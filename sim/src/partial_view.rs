@@ -25,7 +25,8 @@
 //! - Node clocks are the virtual clock (no drift).
 //!
 //! Checkers: [`crate::invariants::overlay`]. A sample's "converged" value is the share of healthy
-//! nodes whose overlay component is exactly their network component.
+//! nodes in the largest overlay component of their network component (1.0 exactly when each
+//! network component is one overlay component).
 
 use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};

@@ -64,8 +64,9 @@ pub struct OverlayConfig {
     /// How long a neighbour may stay silent (no datagram of any kind) before it is dropped from
     /// the active view when keepalive is on; at least two keepalive periods.
     pub keepalive_timeout: Duration,
-    /// Active-view rotation period (`None`, the default: off). When set, a node whose active view
-    /// is full asks a random passive peer to become a neighbour with high priority every period,
+    /// Active-view rotation period (`None`, the default: off). When set, a node with a neighbour
+    /// and no request in flight asks a random passive peer to become a neighbour with high
+    /// priority every period,
     /// so views keep mixing and a partition that healed is bridged again even when no SWIM feeds
     /// `peer_up` (see `docs/protocols/overlay.md` §4.4).
     pub rotate_period: Option<Duration>,

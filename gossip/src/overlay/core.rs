@@ -673,16 +673,17 @@ impl Overlay {
         }
     }
 
-    /// Rotation tick: a node with a full active view and no request in flight asks one random
-    /// passive peer to become a neighbour with high priority (accepted even by a full view,
-    /// which evicts a random neighbour; so does this node when the accept arrives). Under-full
-    /// views are left to `repair`.
+    /// Rotation tick: a node with at least one neighbour and no request in flight asks one
+    /// random passive peer to become a neighbour with high priority (accepted even by a full
+    /// view, which evicts a random neighbour; so does this node, if full, when the accept
+    /// arrives). Under-full nodes rotate too: repair's low-priority requests are refused by full
+    /// views, so a small island (two nodes holding only each other) would never get out.
     fn rotate(&mut self, now: Timestamp) {
         let Some(period) = self.config.rotate_period else {
             return;
         };
         self.schedule(now + period, Timer::Rotate);
-        if self.active.len() < self.config.active_view || !self.pending.is_empty() {
+        if self.active.is_empty() || !self.pending.is_empty() {
             return;
         }
         let Some(peer) = pick(&mut self.rng, &self.passive, |_| true) else {
