@@ -1226,10 +1226,47 @@ fn issue_signed_round_trips_through_json_and_rejects_bad_signatures_fields() {
             json.replace("\"serial\":1,", "\"serial\":1,\"extra\":0,"),
             "unknown field",
         ),
+        (
+            json.replace("\"body_sha256\":\"", "\"body_sha256\":\"00"),
+            "64 hex characters",
+        ),
     ] {
         let err = serde_json::from_str::<Command>(&bad).expect_err("must fail");
         assert!(err.to_string().contains(what), "{what}: {err}");
     }
+}
+
+/// A presigned entry whose body digest differs from the body apply builds (a planning bug) is
+/// not used: the member signs itself, and the MIC verifies — in release builds too, where the
+/// signature itself is not checked.
+#[test]
+fn a_presigned_signature_for_another_body_is_not_used() {
+    let mut ca = ca();
+    let requests = vec![request(1)];
+    let (ca_key_id, mut signatures) = ca
+        .plan_issue(NOW_MS, &requests, 1)
+        .expect("test value")
+        .sign();
+    if let Some(p) = signatures[0].as_mut() {
+        p.signature = [7; 64]; // would not verify
+        p.body_sha256[0] ^= 1; // and names another body
+    }
+    let answer = ca.apply(
+        2,
+        &Command::IssueSigned {
+            now_ms: NOW_MS,
+            ca_key_id,
+            requests,
+            signatures,
+        },
+    );
+    let Response::Issued(results) = answer else {
+        panic!("issued: {answer:?}");
+    };
+    let mic = results[0].as_ref().expect("issued");
+    assert_ne!(mic.signature, [7; 64]);
+    mic.verify(ca.ca_keys(), NOW_MS)
+        .expect("the member signed it itself");
 }
 
 /// Debug builds check every presigned signature the state uses: a leader that signed something

@@ -259,6 +259,7 @@ async fn clients_cannot_send_presigned_issue_commands() {
         signatures: vec![Some(nexus_trust::ca::Presigned {
             serial: 1,
             signature: [0; 64],
+            body_sha256: [0; 32],
         })],
     };
     let err = client.write(forged).await.unwrap_err();

@@ -162,6 +162,17 @@ pub struct Presigned {
     /// Ed25519 signature over [`MicBody::signing_bytes`] of that MIC.
     #[serde(with = "hex_bytes")]
     pub signature: [u8; 64],
+    /// SHA-256 of the signed bytes: a member uses the signature only if its own body hashes to
+    /// this, so a body that came out differently on apply (a planning bug) gets signed there
+    /// instead of carrying a signature that does not verify. About 1 µs against ~20 µs to sign.
+    #[serde(with = "hex_bytes")]
+    pub body_sha256: [u8; 32],
+}
+
+/// SHA-256 of a body's signing bytes ([`Presigned::body_sha256`]).
+pub fn body_digest(body: &MicBody) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(body.signing_bytes()).into()
 }
 
 /// The MICs a batch of issue requests is expected to produce, computed read-only from a
@@ -196,9 +207,11 @@ impl IssuePlan {
             .map(|body| {
                 body.map(|body| {
                     let serial = body.serial;
+                    let body_sha256 = body_digest(&body);
                     Presigned {
                         serial,
                         signature: body.sign(&self.key.signing).signature,
+                        body_sha256,
                     }
                 })
             })
@@ -525,7 +538,8 @@ impl CaState {
     }
 
     /// Issues one request. `presigned` is a (key id, signature) the proposer computed; it is
-    /// used only if it is for exactly the MIC this request produces here (same serial and key).
+    /// used only if it is for exactly the MIC this request produces here (same serial, key and
+    /// body digest).
     fn issue_one(
         &mut self,
         now_ms: u64,
@@ -547,7 +561,9 @@ impl CaState {
         let key_id = self.key()?.id;
         let body = self.new_body(now_ms, request, self.next_serial, key_id, |_| false)?;
         let signature = presigned
-            .filter(|(id, p)| *id == key_id && p.serial == body.serial)
+            .filter(|(id, p)| {
+                *id == key_id && p.serial == body.serial && p.body_sha256 == body_digest(&body)
+            })
             .map(|(_, p)| p.signature);
         let mic = self.commit_mic(body, signature)?;
         if let Some(request_id) = request.request_id {

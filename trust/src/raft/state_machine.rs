@@ -315,6 +315,7 @@ mod tests {
                     s.map(|serial| Presigned {
                         serial,
                         signature: [0; 64],
+                        body_sha256: [0; 32],
                     })
                 })
                 .collect(),
