@@ -8,9 +8,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::{env_u64, run, swarm_failures};
+use common::{env_u64, hash_in_child, run, swarm_failures};
 use nexus_sim::ca::history::{GetView, OpKind, OpResult};
 use nexus_sim::ca::linearizability::{check_linearizable, check_replicas};
 use nexus_sim::trace::Trace;
@@ -82,50 +81,24 @@ fn small_swarm_over_both_scenarios() {
     );
 }
 
-/// Child half of the cross-process determinism test: prints the trace hash of one run.
+/// Child half of the cross-process determinism test: prints the trace hash of one run
+/// (`common::hash_in_child` runs it).
 #[test]
 fn child_print_trace_hash() {
-    let Ok(seed) = std::env::var("NEXUS_CA_CHILD_SEED") else {
+    let Ok(seed) = std::env::var("NEXUS_SIM_CHILD_SEED") else {
         return;
     };
-    let name =
-        std::env::var("NEXUS_CA_CHILD_SCENARIO").unwrap_or_else(|_| "ca-partition.toml".into());
-    let (_, s) = scenario(&name);
+    let (_, s) = scenario("ca-partition.toml");
     let r = run(&s, seed.parse().expect("seed"));
-    println!("ca trace hash: {}", r.trace_hash);
-}
-
-fn hash_in_child(seed: u64) -> String {
-    let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "child_print_trace_hash",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("NEXUS_CA_CHILD_SEED", seed.to_string())
-        .output()
-        .expect("runs the child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        // libtest prints the child's line after "test child_print_trace_hash ... ".
-        .find_map(|l| l.split_once("ca trace hash: ").map(|(_, h)| h.trim()))
-        .unwrap_or_else(|| panic!("no hash in:\n{stdout}"))
-        .to_owned()
+    println!("child trace hash: {}", r.trace_hash);
 }
 
 #[test]
 fn same_seed_same_trace_hash_across_processes() {
-    let a = hash_in_child(3);
-    let b = hash_in_child(3);
+    let a = hash_in_child("child_print_trace_hash", 3);
+    let b = hash_in_child("child_print_trace_hash", 3);
     assert_eq!(a, b, "same seed, separate processes");
-    let c = hash_in_child(4);
+    let c = hash_in_child("child_print_trace_hash", 4);
     assert_ne!(a, c, "a different seed gives a different run");
 }
 

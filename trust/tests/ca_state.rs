@@ -2,7 +2,7 @@
 
 use nexus_trust::ca::{
     Bootstrap, CaError, CaState, CircuitKeys, Command, ISSUE_BATCH_MAX, IssueRequest,
-    LIST_LIMIT_MAX, NOT_BEFORE_BACKDATE_MS, REQUEST_IDS_MAX, Response, SnapshotError,
+    LIST_LIMIT_MAX, NOT_BEFORE_BACKDATE_MS, Presigned, REQUEST_IDS_MAX, Response, SnapshotError,
     VALIDITY_MS_MAX, VALIDITY_MS_MIN,
 };
 use nexus_trust::mic::{Claim, Mic, MicError, MicField, ModelIdentity, SubjectKind};
@@ -1236,22 +1236,16 @@ fn issue_signed_round_trips_through_json_and_rejects_bad_signatures_fields() {
     }
 }
 
-/// A presigned entry whose body digest differs from the body apply builds (a planning bug) is
-/// not used: the member signs itself, and the MIC verifies — in release builds too, where the
-/// signature itself is not checked.
-#[test]
-fn a_presigned_signature_for_another_body_is_not_used() {
-    let mut ca = ca();
+/// Plans and signs one request on `ca`, lets `tamper` spoil the presigned entry, and applies the
+/// batch.
+fn apply_tampered_presign(ca: &mut CaState, tamper: impl FnOnce(&mut Presigned)) -> Response {
     let requests = vec![request(1)];
     let (ca_key_id, mut signatures) = ca
         .plan_issue(NOW_MS, &requests, 1)
         .expect("test value")
         .sign();
-    if let Some(p) = signatures[0].as_mut() {
-        p.signature = [7; 64]; // would not verify
-        p.body_sha256[0] ^= 1; // and names another body
-    }
-    let answer = ca.apply(
+    tamper(signatures[0].as_mut().expect("a new MIC is planned"));
+    ca.apply(
         2,
         &Command::IssueSigned {
             now_ms: NOW_MS,
@@ -1259,7 +1253,19 @@ fn a_presigned_signature_for_another_body_is_not_used() {
             requests,
             signatures,
         },
-    );
+    )
+}
+
+/// A presigned entry whose body digest differs from the body apply builds (a planning bug) is
+/// not used: the member signs itself, and the MIC verifies — in release builds too, where the
+/// signature itself is not checked.
+#[test]
+fn a_presigned_signature_for_another_body_is_not_used() {
+    let mut ca = ca();
+    let answer = apply_tampered_presign(&mut ca, |p| {
+        p.signature = [7; 64]; // would not verify
+        p.body_sha256[0] ^= 1; // and names another body
+    });
     let Response::Issued(results) = answer else {
         panic!("issued: {answer:?}");
     };
@@ -1275,22 +1281,5 @@ fn a_presigned_signature_for_another_body_is_not_used() {
 #[test]
 #[should_panic(expected = "presigned MIC signature differs")]
 fn a_forged_presigned_signature_panics_in_debug_builds() {
-    let mut ca = ca();
-    let requests = vec![request(1)];
-    let (ca_key_id, mut signatures) = ca
-        .plan_issue(NOW_MS, &requests, 1)
-        .expect("test value")
-        .sign();
-    if let Some(p) = signatures[0].as_mut() {
-        p.signature[0] ^= 1;
-    }
-    ca.apply(
-        2,
-        &Command::IssueSigned {
-            now_ms: NOW_MS,
-            ca_key_id,
-            requests,
-            signatures,
-        },
-    );
+    apply_tampered_presign(&mut ca(), |p| p.signature[0] ^= 1);
 }
