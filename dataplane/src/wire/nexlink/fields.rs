@@ -242,16 +242,20 @@ pub enum FrameType {
     Probe = 0x04,
     /// The answer to a probe.
     ProbeReply = 0x05,
+    /// One NexStream transport packet (a QUIC datagram, `docs/protocols/nexstream.md`); the
+    /// transport's own acknowledgements, control and stream data are inside it, encrypted.
+    Transport = 0x06,
 }
 
 impl FrameType {
     /// Every frame type, in code order.
-    pub const ALL: [FrameType; 5] = [
+    pub const ALL: [FrameType; 6] = [
         FrameType::Data,
         FrameType::Ack,
         FrameType::Control,
         FrameType::Probe,
         FrameType::ProbeReply,
+        FrameType::Transport,
     ];
 
     /// The flags this frame type may carry; the others are reserved (must be zero) for it.
@@ -259,7 +263,9 @@ impl FrameType {
         match self {
             FrameType::Data => Flags::ALL,
             FrameType::Control => Flags::ACK_REQUESTED,
-            FrameType::Ack | FrameType::Probe | FrameType::ProbeReply => Flags::EMPTY,
+            FrameType::Ack | FrameType::Probe | FrameType::ProbeReply | FrameType::Transport => {
+                Flags::EMPTY
+            }
         }
     }
 
@@ -280,6 +286,7 @@ impl TryFrom<u8> for FrameType {
             0x03 => Ok(FrameType::Control),
             0x04 => Ok(FrameType::Probe),
             0x05 => Ok(FrameType::ProbeReply),
+            0x06 => Ok(FrameType::Transport),
             other => Err(Error::UnknownFrameType(other)),
         }
     }
@@ -541,7 +548,12 @@ mod tests {
     fn flags_allowed_per_frame_type() {
         assert_eq!(FrameType::Data.allowed_flags(), Flags::ALL);
         assert_eq!(FrameType::Control.allowed_flags(), Flags::ACK_REQUESTED);
-        for t in [FrameType::Ack, FrameType::Probe, FrameType::ProbeReply] {
+        for t in [
+            FrameType::Ack,
+            FrameType::Probe,
+            FrameType::ProbeReply,
+            FrameType::Transport,
+        ] {
             assert!(t.allowed_flags().is_empty());
             assert!(!t.carries_tensor());
         }

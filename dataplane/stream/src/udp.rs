@@ -1,0 +1,432 @@
+//! A tokio driver: one [`Endpoint`] on one UDP socket, NexLink-framed, behind an async handle.
+//!
+//! [`StreamNode::bind`] spawns a task that owns the socket and the endpoint. The task feeds
+//! received datagrams (after the NexLink receive checks, [`crate::link`]) and timer expiries to
+//! the endpoint, carries out the handle's commands, sends every transmit (one NexLink frame per
+//! QUIC datagram; a GSO batch is split into frames) and forwards the endpoint's [`Event`]s to
+//! the channel returned by `bind`. This is the driver the node's session manager, the
+//! benchmarks and the real-socket conformance tests use; the simulator drives the endpoint
+//! directly.
+//!
+//! [`Framing::Raw`] sends bare QUIC datagrams instead (for measuring the framing's cost, and
+//! for talking to plain QUIC tools); both ends must agree.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use nexus_dataplane::wire::nexlink::NodeTag;
+use nexus_trust::verify::TrustUpdate;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::endpoint::EndpointCounters;
+use crate::link::{self, LinkAddress};
+use crate::{
+    CloseReason, ConnectError, DatagramOptions, Endpoint, ErrorCode, Event, FlowOptions,
+    MessageOptions, SendError, SessionId, SessionStats, StreamRef,
+};
+
+/// How QUIC datagrams travel on the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// In NexLink `Transport` frames (the default; what a fabric's data plane forwards).
+    NexLink,
+    /// Bare QUIC datagrams.
+    Raw,
+}
+
+/// Largest UDP datagram the driver reads.
+const RECV_BYTES_MAX: usize = 65_535;
+/// Commands queued to the driver task before callers wait.
+const COMMANDS_MAX: usize = 1024;
+/// Events queued for the application before the driver waits for it.
+pub const EVENTS_MAX: usize = 4096;
+
+/// Why a [`StreamNode`] call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The driver task has stopped.
+    #[error("the NexStream driver has stopped")]
+    Stopped,
+    /// Opening the session failed before any packet was sent.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The session closed before it was established.
+    #[error("session refused: {0}")]
+    Refused(CloseReason),
+    /// A send was refused.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+enum Command {
+    Connect([u8; 32], SocketAddr, Reply<Result<SessionId, NodeError>>),
+    OpenFlow(SessionId, FlowOptions, Reply<Result<StreamRef, SendError>>),
+    Send(StreamRef, Bytes, Reply<Result<(), SendError>>),
+    Finish(StreamRef, Reply<Result<(), SendError>>),
+    Message(
+        SessionId,
+        Bytes,
+        MessageOptions,
+        Reply<Result<StreamRef, SendError>>,
+    ),
+    Datagram(
+        SessionId,
+        u32,
+        Bytes,
+        DatagramOptions,
+        Reply<Result<(), SendError>>,
+    ),
+    Hedge(
+        Vec<SessionId>,
+        Bytes,
+        FlowOptions,
+        Reply<Result<u64, SendError>>,
+    ),
+    Cancel(StreamRef),
+    Close(SessionId, ErrorCode, String),
+    Trust(Box<TrustUpdate>),
+    Stats(Reply<(Vec<SessionStats>, EndpointCounters)>),
+    SessionTo([u8; 32], Reply<Option<SessionId>>),
+}
+
+/// The handle of a driven endpoint. Cheap to clone; the task stops when every handle is
+/// dropped.
+#[derive(Clone, Debug)]
+pub struct StreamNode {
+    tx: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+    node_id: [u8; 32],
+}
+
+/// Driver counters beyond the endpoint's.
+#[derive(Clone, Copy, Debug, Default)]
+struct LinkCounters {
+    link_rejected: u64,
+}
+
+impl StreamNode {
+    /// Binds `addr` and spawns the driver task for `endpoint`. Events arrive on the returned
+    /// channel (bounded by [`EVENTS_MAX`]; the driver waits when it is full, so read it).
+    pub async fn bind(
+        addr: SocketAddr,
+        endpoint: Endpoint,
+        framing: Framing,
+    ) -> io::Result<(StreamNode, mpsc::Receiver<Event>)> {
+        let socket = UdpSocket::bind(addr).await?;
+        let local_addr = socket.local_addr()?;
+        let node_id = endpoint.node_id();
+        let (tx, rx) = mpsc::channel(COMMANDS_MAX);
+        let (events_tx, events_rx) = mpsc::channel(EVENTS_MAX);
+        let driver = Driver {
+            socket: Arc::new(socket),
+            endpoint,
+            framing,
+            events: events_tx,
+            waiters: BTreeMap::new(),
+            counters: LinkCounters::default(),
+            out: Vec::with_capacity(2048),
+        };
+        tokio::spawn(driver.run(rx));
+        Ok((
+            StreamNode {
+                tx,
+                local_addr,
+                node_id,
+            },
+            events_rx,
+        ))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> [u8; 32] {
+        self.node_id
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
+        let (reply, wait) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        wait.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Opens a session to `peer` at `remote` and waits until it is established (the peer's
+    /// MIC verified) or refused.
+    pub async fn connect(
+        &self,
+        peer: [u8; 32],
+        remote: SocketAddr,
+    ) -> Result<SessionId, NodeError> {
+        self.call(|r| Command::Connect(peer, remote, r)).await?
+    }
+
+    /// [`Endpoint::open_flow`].
+    pub async fn open_flow(
+        &self,
+        session: SessionId,
+        opts: FlowOptions,
+    ) -> Result<StreamRef, NodeError> {
+        Ok(self.call(|r| Command::OpenFlow(session, opts, r)).await??)
+    }
+
+    /// [`Endpoint::send`].
+    pub async fn send(&self, stream: StreamRef, data: Bytes) -> Result<(), NodeError> {
+        Ok(self.call(|r| Command::Send(stream, data, r)).await??)
+    }
+
+    /// [`Endpoint::finish`].
+    pub async fn finish(&self, stream: StreamRef) -> Result<(), NodeError> {
+        Ok(self.call(|r| Command::Finish(stream, r)).await??)
+    }
+
+    /// [`Endpoint::send_message`].
+    pub async fn send_message(
+        &self,
+        session: SessionId,
+        data: Bytes,
+        opts: MessageOptions,
+    ) -> Result<StreamRef, NodeError> {
+        Ok(self
+            .call(|r| Command::Message(session, data, opts, r))
+            .await??)
+    }
+
+    /// [`Endpoint::send_datagram`].
+    pub async fn send_datagram(
+        &self,
+        session: SessionId,
+        flow: u32,
+        data: Bytes,
+        opts: DatagramOptions,
+    ) -> Result<(), NodeError> {
+        Ok(self
+            .call(|r| Command::Datagram(session, flow, data, opts, r))
+            .await??)
+    }
+
+    /// [`Endpoint::hedge`].
+    pub async fn hedge(
+        &self,
+        sessions: Vec<SessionId>,
+        request: Bytes,
+        opts: FlowOptions,
+    ) -> Result<u64, NodeError> {
+        Ok(self
+            .call(|r| Command::Hedge(sessions, request, opts, r))
+            .await??)
+    }
+
+    /// [`Endpoint::cancel`].
+    pub async fn cancel(&self, stream: StreamRef) -> Result<(), NodeError> {
+        self.tx
+            .send(Command::Cancel(stream))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// [`Endpoint::close`].
+    pub async fn close(
+        &self,
+        session: SessionId,
+        code: ErrorCode,
+        reason: &str,
+    ) -> Result<(), NodeError> {
+        self.tx
+            .send(Command::Close(session, code, reason.to_owned()))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// [`Endpoint::update_trust`].
+    pub async fn update_trust(&self, update: TrustUpdate) -> Result<(), NodeError> {
+        self.tx
+            .send(Command::Trust(Box::new(update)))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Every session's snapshot and the endpoint's counters.
+    pub async fn stats(&self) -> Result<(Vec<SessionStats>, EndpointCounters), NodeError> {
+        self.call(Command::Stats).await
+    }
+
+    /// The session to `peer`, if open.
+    pub async fn session_to(&self, peer: [u8; 32]) -> Result<Option<SessionId>, NodeError> {
+        self.call(|r| Command::SessionTo(peer, r)).await
+    }
+}
+
+struct Driver {
+    socket: Arc<UdpSocket>,
+    endpoint: Endpoint,
+    framing: Framing,
+    events: mpsc::Sender<Event>,
+    waiters: BTreeMap<SessionId, Reply<Result<SessionId, NodeError>>>,
+    counters: LinkCounters,
+    out: Vec<u8>,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; RECV_BYTES_MAX];
+        loop {
+            let timeout = self.endpoint.poll_timeout();
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    self.command(command);
+                    // Take whatever else is queued before flushing: batches sends.
+                    while let Ok(command) = commands.try_recv() {
+                        self.command(command);
+                    }
+                }
+                received = self.socket.recv_from(&mut buf) => {
+                    match received {
+                        Ok((n, from)) => self.received(from, &buf[..n]),
+                        Err(e) => debug!(error = %e, "nexstream: recv failed"),
+                    }
+                    // Drain what else the socket holds without waiting.
+                    while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
+                        self.received(from, &buf[..n]);
+                    }
+                }
+                () = sleep => self.endpoint.handle_timeout(now()),
+            }
+            self.flush().await;
+        }
+    }
+
+    fn received(&mut self, from: SocketAddr, frame: &[u8]) {
+        let now = now();
+        match self.framing {
+            Framing::Raw => self.endpoint.handle_datagram(now, from, frame),
+            Framing::NexLink => match link::decapsulate(frame) {
+                Ok((_, quic)) => self.endpoint.handle_datagram(now, from, quic),
+                Err(e) => {
+                    self.counters.link_rejected += 1;
+                    debug!(%from, error = %e, "nexstream: frame refused");
+                }
+            },
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = now();
+        let ep = &mut self.endpoint;
+        match command {
+            Command::Connect(peer, remote, reply) => match ep.connect(now, peer, remote) {
+                Ok(session) => {
+                    self.waiters.insert(session, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Command::OpenFlow(s, opts, reply) => {
+                let _ = reply.send(ep.open_flow(now, s, opts));
+            }
+            Command::Send(stream, data, reply) => {
+                let _ = reply.send(ep.send(now, stream, data));
+            }
+            Command::Finish(stream, reply) => {
+                let _ = reply.send(ep.finish(now, stream));
+            }
+            Command::Message(s, data, opts, reply) => {
+                let _ = reply.send(ep.send_message(now, s, data, opts));
+            }
+            Command::Datagram(s, flow, data, opts, reply) => {
+                let _ = reply.send(ep.send_datagram(now, s, flow, data, opts));
+            }
+            Command::Hedge(sessions, data, opts, reply) => {
+                let _ = reply.send(ep.hedge(now, &sessions, data, opts));
+            }
+            Command::Cancel(stream) => ep.cancel(now, stream),
+            Command::Close(s, code, reason) => ep.close(now, s, code, &reason),
+            Command::Trust(update) => ep.update_trust(now, &update),
+            Command::Stats(reply) => {
+                let _ = reply.send((ep.stats(), ep.counters()));
+            }
+            Command::SessionTo(peer, reply) => {
+                let _ = reply.send(ep.session_to(&peer));
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        let now = now();
+        while let Some(t) = self.endpoint.poll_transmit(now) {
+            let segment = t.segment_size.unwrap_or(t.contents.len()).max(1);
+            for quic in t.contents.chunks(segment) {
+                let bytes: &[u8] = match self.framing {
+                    Framing::Raw => quic,
+                    Framing::NexLink => {
+                        self.out.clear();
+                        let addr = LinkAddress {
+                            routing_key: t
+                                .peer
+                                .map_or(nexus_dataplane::wire::nexlink::RoutingKey(0), |p| {
+                                    link::session_key(&p)
+                                }),
+                            src: NodeTag::from_node_id(&self.endpoint.node_id()),
+                            dst: t.peer.map_or(NodeTag(0), |p| NodeTag::from_node_id(&p)),
+                            session: t.session.map_or(0, |s| s.0),
+                        };
+                        if let Err(e) = link::encapsulate(&addr, t.link_seq, quic, &mut self.out) {
+                            debug!(error = %e, "nexstream: cannot frame a transmit");
+                            continue;
+                        }
+                        &self.out
+                    }
+                };
+                if let Err(e) = self.socket.send_to(bytes, t.destination).await {
+                    // A send error is a lost packet to QUIC: loss recovery handles it.
+                    debug!(error = %e, to = %t.destination, "nexstream: send failed");
+                }
+            }
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            match &event {
+                Event::Established { session, .. } => {
+                    if let Some(w) = self.waiters.remove(session) {
+                        let _ = w.send(Ok(*session));
+                    }
+                }
+                Event::Closed {
+                    session, reason, ..
+                } => {
+                    if let Some(w) = self.waiters.remove(session) {
+                        let _ = w.send(Err(NodeError::Refused(reason.clone())));
+                    }
+                }
+                _ => {}
+            }
+            // A dropped receiver means nobody listens: events are discarded.
+            let _ = self.events.send(event).await;
+        }
+    }
+}
