@@ -17,6 +17,11 @@
 //!
 //! CA scenarios (a `[ca]` table, [`ca`]) run the Raft-replicated CA's real `CaNode` in turmoil
 //! hosts under partitions and crashes and check the client history for linearizability.
+//!
+//! NexStream scenarios (a `[stream]` table, [`stream`]) run a sans-IO NexStream endpoint per
+//! node on core mode's engine — MIC-authenticated sessions carrying all four delivery modes
+//! under loss, reordering, duplication, partitions and revocations — and check delivery,
+//! expiry, the probabilistic rate and revocation against what was sent.
 #![deny(missing_docs)]
 
 pub mod broadcast;
@@ -26,8 +31,10 @@ pub mod invariants;
 pub mod net;
 pub mod node_mode;
 pub mod partial_view;
+pub mod queue;
 pub mod report;
 pub mod scenario;
+pub mod stream;
 pub mod swarm;
 pub mod topology;
 pub mod trace;
@@ -102,6 +109,9 @@ pub fn run(
     check_capacity(scenario)?;
     if scenario.ca.is_some() {
         return ca::run(scenario, seed, trace, None, progress);
+    }
+    if scenario.stream.is_some() {
+        return Ok(stream::run(scenario, seed, trace, progress));
     }
     match scenario.mode {
         Mode::Core if scenario.partial.is_some() => {

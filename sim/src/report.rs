@@ -89,6 +89,74 @@ pub struct RunReport {
     pub ca: Option<CaSummary>,
     /// When membership agreement held (core mode).
     pub agreement: Option<AgreementTimes>,
+    /// NexStream measurements (scenarios with a `[stream]` table).
+    pub stream: Option<StreamSummary>,
+}
+
+/// Sends and deliveries of one NexStream delivery mode, over the whole run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StreamModeSummary {
+    /// The mode's short name (`ro`, `ru`, `be`, `pr`).
+    pub mode: &'static str,
+    /// Messages or datagrams the endpoints accepted from the applications.
+    pub sent: u64,
+    /// Messages or datagrams the endpoints delivered to the applications.
+    pub delivered: u64,
+}
+
+/// What a `[stream]` run measured.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StreamSummary {
+    /// Per mode, in mode order (`ro`, `ru`, `be`, `pr`).
+    pub modes: Vec<StreamModeSummary>,
+    /// `Established` events (each end of a session counts once).
+    pub sessions_established: u64,
+    /// Established sessions closed because the peer's MIC was revoked.
+    pub closed_revoked: u64,
+    /// Established sessions closed for any other reason (idle timeout, …).
+    pub closed_other: u64,
+    /// Handshakes refused because a MIC was revoked.
+    pub refused_revoked: u64,
+    /// Handshakes that failed for any other reason.
+    pub refused_other: u64,
+    /// Sends the endpoints refused (send buffer full, stream limit, …); not counted as sent.
+    pub send_refused: u64,
+    /// Streams reset or stopped before they completed.
+    pub streams_failed: u64,
+    /// Best-effort datagrams receivers dropped as expired, over the sessions open at the end.
+    pub be_expired_on_receive: u64,
+    /// The first sample at which every intended session was established, seconds.
+    pub all_established_s: Option<f64>,
+}
+
+impl Default for StreamSummary {
+    fn default() -> Self {
+        StreamSummary {
+            modes: ["ro", "ru", "be", "pr"]
+                .into_iter()
+                .map(|mode| StreamModeSummary {
+                    mode,
+                    ..StreamModeSummary::default()
+                })
+                .collect(),
+            sessions_established: 0,
+            closed_revoked: 0,
+            closed_other: 0,
+            refused_revoked: 0,
+            refused_other: 0,
+            send_refused: 0,
+            streams_failed: 0,
+            be_expired_on_receive: 0,
+            all_established_s: None,
+        }
+    }
+}
+
+impl StreamSummary {
+    /// The counters of the mode with this index (`nexus_stream::Mode::index`).
+    pub fn mode_mut(&mut self, mode: nexus_stream::Mode) -> &mut StreamModeSummary {
+        &mut self.modes[mode.index()]
+    }
 }
 
 /// What a CA run (`[ca]`) measured.
@@ -191,6 +259,7 @@ impl RunReport {
             registry: None,
             ca: None,
             agreement: None,
+            stream: None,
         }
     }
 
@@ -276,6 +345,29 @@ impl RunReport {
             out.push_str(&format!(
                 "{:<14} {} certificates, {} revocations on every voter; {} search states\n",
                 "", c.certificates, c.revocations, c.search_states
+            ));
+        }
+        if let Some(st) = &self.stream {
+            let modes: Vec<String> = st
+                .modes
+                .iter()
+                .map(|m| format!("{} {}/{}", m.mode, m.delivered, m.sent))
+                .collect();
+            out.push_str(&format!(
+                "{:<14} delivered/sent: {}\n",
+                "stream",
+                modes.join(", ")
+            ));
+            out.push_str(&format!(
+                "{:<14} {} established, {} closed on revocation, {} closed otherwise; \
+                 {} refused as revoked, {} refused otherwise; {} sends refused\n",
+                "sessions",
+                st.sessions_established,
+                st.closed_revoked,
+                st.closed_other,
+                st.refused_revoked,
+                st.refused_other,
+                st.send_refused
             ));
         }
         out.push_str("invariants:\n");

@@ -10,6 +10,13 @@ use nexus_gossip::{MembershipConfig, MembershipSettings};
 use nexus_registry::{Intent, LoadUpdate, Sad};
 use serde::Deserialize;
 
+mod stream;
+
+pub use stream::{
+    STREAM_DATAGRAM_BYTES_MAX, STREAM_FLOWS_MAX, STREAM_MESSAGE_BYTES_MAX, STREAM_NODES_MAX,
+    STREAM_RATE_MAX, StreamScenario, StreamTraffic, TimedRevoke,
+};
+
 /// Nodes a scenario may have.
 pub const NODES_MAX: usize = 100_000;
 /// Timeline entries a scenario may have.
@@ -114,6 +121,8 @@ struct File {
     membership: Option<String>,
     #[serde(default)]
     overlay: Option<OverlayFile>,
+    #[serde(default)]
+    stream: Option<stream::StreamFile>,
 }
 
 /// `[overlay]`: the overlay settings of a `membership = "partial"` scenario.
@@ -238,6 +247,8 @@ struct EventFile {
     load: Option<toml::Value>,
     #[serde(default)]
     renew: Option<bool>,
+    #[serde(default)]
+    delay: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -439,6 +450,9 @@ pub struct Scenario {
     /// Partial-view membership (`membership = "partial"`): the nodes run the HyParView +
     /// Plumtree overlay core alone, without SWIM (`crate::partial_view`). `None`: SWIM.
     pub partial: Option<PartialScenario>,
+    /// NexStream sessions between the nodes (`[stream]`, `crate::stream`): the nodes run
+    /// NexStream endpoints instead of membership.
+    pub stream: Option<StreamScenario>,
 }
 
 /// Settings of a partial-view membership run (`membership = "partial"`, `[overlay]`).
@@ -871,6 +885,7 @@ impl Scenario {
             .collect();
         let mut timeline = Vec::with_capacity(f.timeline.len());
         let mut reg_actions = Vec::new();
+        let mut revocations = Vec::new();
         for (i, e) in f.timeline.into_iter().enumerate() {
             let field = |k: &str| format!("timeline[{i}].{k}");
             let at = parse_duration(&field("at"), &e.at)?;
@@ -943,6 +958,16 @@ impl Scenario {
                 }),
                 _ => None,
             };
+            if e.action == "revoke" {
+                revocations.push(stream::revoke(
+                    i,
+                    at,
+                    nodes(&e)?,
+                    e.delay.as_deref(),
+                    f.stream.is_some(),
+                )?);
+                continue;
+            }
             if let Some(action) = registry_action {
                 if f.mode == Mode::Node {
                     return err(
@@ -1012,7 +1037,7 @@ impl Scenario {
                         field("action"),
                         format!(
                             "unknown action {other:?} (kill, restart, partition, heal, loss, pause, resume, skew, \
-                             register, update_load, withdraw, resolve)"
+                             register, update_load, withdraw, resolve, revoke)"
                         ),
                     );
                 }
@@ -1044,6 +1069,9 @@ impl Scenario {
         let last = timeline.last().map(|t| t.at).unwrap_or(Duration::ZERO);
         reg_actions.sort_by_key(|t| t.at);
         let registry = if reg_file.is_some() || !reg_actions.is_empty() {
+            if f.stream.is_some() {
+                return err("stream", "a scenario runs either [stream] or the registry");
+            }
             if f.mode == Mode::Node {
                 return err("registry", "the registry is simulated in core mode only");
             }
@@ -1097,10 +1125,37 @@ impl Scenario {
             }
             None => None,
         };
+        let stream = match f.stream {
+            Some(sf) => {
+                let other = if registry.is_some() {
+                    Some("the registry")
+                } else if ca.is_some() {
+                    Some("[ca]")
+                } else if f.membership.is_some() || f.overlay.is_some() {
+                    Some("a membership setting (stream nodes run no membership)")
+                } else {
+                    None
+                };
+                Some(stream::check(
+                    sf,
+                    f.mode,
+                    n,
+                    &timeline,
+                    revocations,
+                    other,
+                    duration,
+                )?)
+            }
+            None => None,
+        };
         // A partial-view run's default bound is its own (set below), checked there.
         let partial_default =
             f.membership.as_deref() == Some("partial") && f.invariants.converge_within.is_none();
-        if ca.is_none() && !partial_default && last + bounds.converge_within > duration {
+        if ca.is_none()
+            && stream.is_none()
+            && !partial_default
+            && last + bounds.converge_within > duration
+        {
             return err(
                 "invariants.converge_within",
                 format!(
@@ -1160,6 +1215,7 @@ impl Scenario {
             registry,
             ca,
             partial,
+            stream,
         })
     }
 

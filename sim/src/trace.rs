@@ -1,5 +1,5 @@
-//! The event trace: every delivery, drop, membership event, timeline action, registry event and
-//! violation, in order. Each run hashes it (`trace hash: <hex>`); `--trace out.jsonl` also writes it out.
+//! The event trace: every delivery, drop, membership event, timeline action, registry event,
+//! NexStream event and violation, in order. Each run hashes it (`trace hash: <hex>`); `--trace out.jsonl` also writes it out.
 
 use std::io::Write;
 
@@ -68,6 +68,16 @@ pub enum TraceEvent {
         /// The client (0-based) or voter.
         node: usize,
         /// What happened (e.g. `#3 c1→n2 issue rid 0a0b0c0d -> issued 4 [0.100s..0.180s]`).
+        event: String,
+    },
+    /// A NexStream event on a node (`[stream]` scenarios): a session connecting, established
+    /// or closed, a delivery, a failed stream, a refused send, a trust update.
+    Stream {
+        /// Virtual time, µs.
+        t_us: u64,
+        /// The node.
+        node: usize,
+        /// What happened (e.g. `established s1 n2`, `deliver ro n1->n2 f0 #3 1000B`).
         event: String,
     },
     /// An invariant was violated.
@@ -214,6 +224,12 @@ impl Trace {
             }
             TraceEvent::Ca { t_us, node, event } => {
                 h.u64(7);
+                h.u64(*t_us);
+                h.u64(*node as u64);
+                h.feed(event.as_bytes());
+            }
+            TraceEvent::Stream { t_us, node, event } => {
+                h.u64(8);
                 h.u64(*t_us);
                 h.u64(*node as u64);
                 h.feed(event.as_bytes());

@@ -1,5 +1,7 @@
 //! CI's small swarm: every shipped scenario small enough for a test run (≤ 100 nodes) over many
-//! seeds. `NEXUS_SWARM_SEEDS` (default 30) sets how many.
+//! seeds. `NEXUS_SWARM_SEEDS` (default 30) sets how many; `[stream]` scenarios, which run real
+//! TLS handshakes and QUIC connections (about a second each in a debug build), run
+//! `NEXUS_STREAM_SWARM_SEEDS` (default 8) of them.
 
 mod common;
 
@@ -11,6 +13,7 @@ use nexus_sim::Scenario;
 #[test]
 fn shipped_scenarios_hold_over_many_seeds() {
     let seeds = env_u64("NEXUS_SWARM_SEEDS", 30);
+    let stream_seeds = env_u64("NEXUS_STREAM_SWARM_SEEDS", 8);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("scenarios")
@@ -32,7 +35,12 @@ fn shipped_scenarios_hold_over_many_seeds() {
             eprintln!("skipping {} ({} nodes): benchmark-sized", s.name, s.nodes);
             continue;
         }
-        failures.extend(swarm_failures(&path, &s, 1..=seeds, 2));
+        let last = if s.stream.is_some() {
+            stream_seeds
+        } else {
+            seeds
+        };
+        failures.extend(swarm_failures(&path, &s, 1..=last, 2));
         ran += 1;
     }
     assert!(ran >= 4, "ran {ran} scenarios");

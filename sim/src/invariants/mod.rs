@@ -15,6 +15,10 @@
 //! Partial-view scenarios (`membership = "partial"`) have no member list; they get the
 //! active-view checkers instead ([`overlay::all`]): `overlay_connected`, `overlay_symmetric`,
 //! `overlay_no_isolated`, `overlay_no_dead` and, optionally, `overlay_reach`.
+//!
+//! NexStream scenarios (`[stream]`) run no membership; they get the stream checkers
+//! ([`stream::all`]): `stream_reliable`, `stream_expiry`, `stream_probability`,
+//! `stream_revocation`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,6 +42,11 @@ pub mod overlay_symmetric;
 pub mod registry;
 pub mod registry_convergence;
 pub mod self_down;
+pub mod stream;
+pub mod stream_expiry;
+pub mod stream_probability;
+pub mod stream_reliable;
+pub mod stream_revocation;
 pub mod withdrawn_disappear;
 
 /// The ground truth about one node.
