@@ -1,0 +1,219 @@
+//! gRPC over TLS: tonic 0.14 unary calls carrying one protobuf message with a `bytes` field
+//! (prost), over HTTP/2 on TCP. tonic's own TLS features are not used: the server takes TLS
+//! streams accepted by tokio-rustls and the client connects through a tokio-rustls connector,
+//! both on the raw-key configuration of [`crate::tls`] (so no second crypto provider is built).
+//! HTTP/2 windows are NexStream's flow-control windows; message size limits are lifted.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use ed25519_dalek::SigningKey;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tonic::transport::{Channel, Endpoint};
+use tonic_prost::ProstCodec;
+
+use crate::harness::{BODY_BYTES_MAX, CONNECTION_WINDOW_BYTES, Proto, STREAM_WINDOW_BYTES, Server};
+use crate::tls;
+
+const ALPN: &[u8] = b"h2";
+const PATH: &str = "/nexus.bench.Echo/Echo";
+/// Protobuf framing adds a few bytes to the body.
+const MESSAGE_BYTES_MAX: usize = BODY_BYTES_MAX + 64;
+
+/// `message Payload { bytes body = 1; }`
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Payload {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub body: Bytes,
+}
+
+/// The echo service: answers a `Payload` with the same `Payload`.
+#[derive(Clone, Debug)]
+struct EchoService;
+
+impl tonic::server::NamedService for EchoService {
+    const NAME: &'static str = "nexus.bench.Echo";
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            if req.uri().path() != PATH {
+                return Ok(tonic::Status::unimplemented("no such method").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<Payload, Payload>::default())
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX);
+            let echo = tower::service_fn(|req: tonic::Request<Payload>| async move {
+                Ok::<_, tonic::Status>(tonic::Response::new(req.into_inner()))
+            });
+            Ok(grpc.unary(echo, req).await)
+        })
+    }
+}
+
+/// A server-side TLS stream as tonic's incoming connection.
+struct TlsConn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+pub fn server(key: &SigningKey) -> Server {
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(key, &[ALPN])));
+    Server::spawn("grpc-server", move || async move {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind grpc server");
+        let addr = listener.local_addr().expect("bound");
+        // Bounded by the accept rate of one benchmark client; handshakes run in their own tasks.
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<TlsConn>>(64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = tx.send(Ok(TlsConn(tls))).await;
+                    }
+                });
+            }
+        });
+        let serve = Server::serve(async move {
+            let _ = tonic::transport::Server::builder()
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+                .add_service(EchoService)
+                .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await;
+        });
+        (addr, serve)
+    })
+}
+
+pub struct Grpc {
+    pub connector: TlsConnector,
+}
+
+impl Grpc {
+    pub fn new(client_key: &SigningKey, server_id: [u8; 32]) -> Grpc {
+        Grpc {
+            connector: TlsConnector::from(Arc::new(tls::client_config(
+                client_key,
+                server_id,
+                &[ALPN],
+            ))),
+        }
+    }
+}
+
+impl Proto for Grpc {
+    type Client = Endpoint;
+    type Conn = tonic::client::Grpc<Channel>;
+
+    async fn client(&self) -> anyhow::Result<Endpoint> {
+        Ok(Endpoint::from_static("http://bench.invalid")
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .tcp_nodelay(true))
+    }
+
+    async fn connect(&self, endpoint: Endpoint, target: SocketAddr) -> anyhow::Result<Self::Conn> {
+        let connector = self.connector.clone();
+        let channel = endpoint
+            .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                let connector = connector.clone();
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(target).await?;
+                    tcp.set_nodelay(true)?;
+                    let tls = connector
+                        .connect(ServerName::IpAddress(target.ip().into()), tcp)
+                        .await?;
+                    Ok::<_, io::Error>(TokioIo::new(tls))
+                }
+            }))
+            .await?;
+        Ok(tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX))
+    }
+
+    async fn request(&self, conn: &mut Self::Conn, body: &Bytes) -> anyhow::Result<Bytes> {
+        conn.ready().await?;
+        let answer: tonic::Response<Payload> = conn
+            .unary(
+                tonic::Request::new(Payload { body: body.clone() }),
+                http::uri::PathAndQuery::from_static(PATH),
+                ProstCodec::default(),
+            )
+            .await?;
+        Ok(answer.into_inner().body)
+    }
+
+    async fn close(&self, conn: Self::Conn) {
+        drop(conn);
+    }
+}
