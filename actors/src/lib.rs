@@ -18,7 +18,9 @@
 //! the CA group, obtains and renews the node's own certificate, and keeps the node's revocation
 //! set (revocations arrive by gossip and by polling the CA).
 //!
-//! Not here yet: the session actors (their issue adds them).
+//! The session actor ([`SessionActor`]) holds the node's NexStream sessions (`nexus-stream`):
+//! one MIC-authenticated connection per peer node, carried through the data planes, opened on
+//! demand and closed when idle, when the peer goes down or when its MIC is revoked.
 #![deny(missing_docs)]
 
 pub mod env;
@@ -26,6 +28,7 @@ mod gossip_actor;
 mod identity;
 pub mod metrics;
 mod registry_actor;
+pub mod session_actor;
 mod supervisor;
 mod table_compiler;
 mod task;
@@ -37,6 +40,10 @@ pub use metrics::NodeMetrics;
 pub use registry_actor::{
     INBOX_CAPACITY, Registered, RegistryActor, RegistryArgs, RegistryInbox, RegistryInput,
     RegistryMsg, RegistrySettings, RegistryState, Scope, ServiceView, StorageStore, registry_inbox,
+};
+pub use session_actor::{
+    ProbeError, ProbeRequest, ProbeResult, SessionActor, SessionArgs, SessionMsg, SessionView,
+    StreamSettings,
 };
 pub use supervisor::{
     ChildSpec, ChildStatus, NodeExit, NodeSupervisor, RestartPolicy, SupervisorArgs, SupervisorMsg,

@@ -25,6 +25,15 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Labels: a NexStream delivery mode and a direction.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabel {
+    /// `ro`, `ru`, `be` or `pr`.
+    pub mode: String,
+    /// `sent` / `delivered` for messages, `send` / `recv` for drops.
+    pub direction: String,
+}
+
 /// Label: an actor's name in the supervision tree.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActorLabel {
@@ -107,6 +116,15 @@ pub struct NodeMetrics {
     pub trust_revocation_lag_ms: Gauge,
     /// Inputs dropped because the trust actor's inbox was full.
     pub trust_inbox_dropped: Counter,
+    /// NexStream sessions established now.
+    pub stream_sessions: Gauge,
+    /// NexStream sessions refused or closed for a trust reason, or refused at the session limit.
+    pub stream_refused: Counter,
+    /// NexStream messages by mode: `direction="sent"` (copies not counted) or `"delivered"`.
+    pub stream_messages: Family<ModeLabel, Counter>,
+    /// NexStream messages dropped by mode: `direction="send"` (expired, pushed out of a full
+    /// queue, thinned, reset at a deadline) or `"recv"` (expired, duplicate, reset).
+    pub stream_dropped: Family<ModeLabel, Counter>,
 }
 
 impl Default for NodeMetrics {
@@ -319,6 +337,30 @@ impl NodeMetrics {
             "Inputs dropped because the trust actor's inbox was full",
             trust_inbox_dropped.clone(),
         );
+        let stream_sessions = Gauge::default();
+        registry.register(
+            "stream_sessions",
+            "NexStream sessions established",
+            stream_sessions.clone(),
+        );
+        let stream_refused = Counter::default();
+        registry.register(
+            "stream_refused",
+            "NexStream sessions refused or closed for a trust reason, or at the session limit",
+            stream_refused.clone(),
+        );
+        let stream_messages = Family::<ModeLabel, Counter>::default();
+        registry.register(
+            "stream_messages",
+            "NexStream messages by mode, sent or delivered",
+            stream_messages.clone(),
+        );
+        let stream_dropped = Family::<ModeLabel, Counter>::default();
+        registry.register(
+            "stream_dropped",
+            "NexStream messages dropped by mode, on send or on receive",
+            stream_dropped.clone(),
+        );
         for state in MemberState::ALL {
             members
                 .get_or_create(&StateLabel {
@@ -362,6 +404,10 @@ impl NodeMetrics {
             trust_revocations,
             trust_revocation_lag_ms,
             trust_inbox_dropped,
+            stream_sessions,
+            stream_refused,
+            stream_messages,
+            stream_dropped,
         }
     }
 

@@ -58,6 +58,10 @@ pub struct TableArgs {
     /// Where the local-endpoint table goes (the node hands it to its forwarder), if the node
     /// runs a data plane.
     pub local_endpoints: Option<tokio::sync::watch::Sender<LocalEndpoints>>,
+    /// The session actor's socket (NexStream), when it runs: installed as the local endpoint of
+    /// this node's session key, and every live peer with a data plane gets a route for its
+    /// session key.
+    pub session_endpoint: Option<tokio::sync::watch::Receiver<Option<SocketAddr>>>,
 }
 
 impl std::fmt::Debug for TableArgs {
@@ -146,6 +150,8 @@ pub struct TableState {
     dataplanes: BTreeMap<[u8; 32], SocketAddr>,
     intent_routes: Vec<IntentRoute>,
     local_services: Vec<(String, u16)>,
+    /// The session socket the local-endpoint table was last built with.
+    session_addr: Option<SocketAddr>,
     installed: Option<BTreeMap<RoutingKey, Vec<NextHop>>>,
     _refresh: AbortOnDrop,
 }
@@ -292,6 +298,24 @@ impl TableCompiler {
                 table.insert(RoutingKey(route.key), hops);
             }
         }
+        if state.args.session_endpoint.is_some() {
+            // NexStream: a peer's session key goes to its data plane, which delivers the frame
+            // to the peer's session socket.
+            for (node, addr) in &state.dataplanes {
+                if *node == local {
+                    continue;
+                }
+                let key = RoutingKey(nexus_stream::link::session_key_of(node).0);
+                table.entry(key).or_insert_with(|| {
+                    vec![NextHop {
+                        node: *node,
+                        addr: *addr,
+                        weight: 1,
+                        rewrite: None,
+                    }]
+                });
+            }
+        }
         for (k, hops) in &state.routes {
             let live: Vec<NextHop> = hops
                 .iter()
@@ -315,6 +339,14 @@ impl TableCompiler {
             let key = RoutingKey(service_key(state.args.local, id));
             // At most LOCAL_ENDPOINTS_MAX keys: the registry allows no more services than that.
             let _ = endpoints.insert(key, SocketAddr::from(([127, 0, 0, 1], *port)));
+        }
+        if let Some(addr) = state.session_addr {
+            let key = RoutingKey(nexus_stream::link::session_key_of(&state.args.local.0).0);
+            // One key more than the services: refused only when the table is full, and then the
+            // sessions of this node are unreachable until a service is withdrawn.
+            if endpoints.insert(key, addr).is_err() {
+                tracing::warn!("local endpoint table full: the session socket is not reachable");
+            }
         }
         endpoints
     }
@@ -406,6 +438,7 @@ impl Actor for TableCompiler {
             dataplanes: BTreeMap::new(),
             intent_routes: Vec::new(),
             local_services: Vec::new(),
+            session_addr: None,
             installed: None,
             _refresh: AbortOnDrop(refresh),
         };
@@ -512,6 +545,17 @@ impl Actor for TableCompiler {
                 let _ = reply.send(result);
             }
             TableMsg::Refresh => {
+                let session_addr = state
+                    .args
+                    .session_endpoint
+                    .as_ref()
+                    .and_then(|rx| *rx.borrow());
+                if session_addr != state.session_addr {
+                    state.session_addr = session_addr;
+                    if let Some(tx) = &state.args.local_endpoints {
+                        tx.send_replace(Self::local_endpoints(state));
+                    }
+                }
                 if let Some((live, dataplanes)) = Self::live_members(state).await
                     && (live != state.live_nodes || dataplanes != state.dataplanes)
                 {

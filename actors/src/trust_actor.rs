@@ -62,6 +62,7 @@ use crate::GossipMsg;
 use crate::env::Storage;
 use crate::metrics::NodeMetrics;
 use crate::registry_actor::RegistryMsg;
+use crate::session_actor::SessionMsg;
 use crate::supervisor::{SupervisorMsg, lookup_child};
 use crate::task::AbortOnDrop;
 
@@ -578,19 +579,15 @@ impl TrustActor {
         state.registry_dirty = true;
     }
 
-    /// Sends the trust material to the registry actor (CA keys, verifying keys, every
-    /// revocation record held). If the registry is restarting, it stays marked and goes with
-    /// the next message or tick.
+    /// Sends the trust material (CA keys, verifying keys, every revocation record held) to
+    /// the registry actor, and with the node's own MIC to the session actor. If the registry is
+    /// restarting, it stays marked and goes with the next message or tick; the session actor
+    /// gets it whenever the registry does.
     async fn send_to_registry(state: &mut TrustState) {
         if state.keys.is_empty() {
             state.registry_dirty = false;
             return;
         }
-        let Some(registry) =
-            lookup_child::<RegistryMsg>(&state.supervisor, "registry", CALL_TIMEOUT).await
-        else {
-            return;
-        };
         let update = TrustUpdate {
             ca_keys: state.keys.clone(),
             circuits: state
@@ -599,6 +596,19 @@ impl TrustActor {
                 .map(|(id, vk)| (*id, vk.clone()))
                 .collect(),
             revocations: decode_export_records(&state.revocations.export()),
+        };
+        if let Some(sessions) =
+            lookup_child::<SessionMsg>(&state.supervisor, "sessions", CALL_TIMEOUT).await
+        {
+            let _ = sessions.send_message(SessionMsg::Trust(
+                Box::new(update.clone()),
+                state.node_mic.clone().map(Box::new),
+            ));
+        }
+        let Some(registry) =
+            lookup_child::<RegistryMsg>(&state.supervisor, "registry", CALL_TIMEOUT).await
+        else {
+            return;
         };
         if registry
             .send_message(RegistryMsg::Trust(Box::new(update), None))
@@ -879,6 +889,8 @@ impl TrustActor {
                 );
                 state.args.metrics.ca_issued.inc();
                 state.node_mic = Some(*mic);
+                // The session actor presents the new MIC from now on.
+                Self::publish_to_registry(state);
             }
             JobResult::Revocations(records) => {
                 let mut changed = false;

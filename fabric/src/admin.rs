@@ -5,6 +5,7 @@
 
 mod ca;
 mod registry;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -641,14 +642,17 @@ async fn metrics(State(s): State<AppState>) -> Response {
         registry::post_service, registry::put_service, registry::delete_service, registry::patch_load,
         registry::list_services, registry::get_service, registry::resolve, registry::intent_routes, registry::overlay,
         ca::status, ca::issue, ca::get_cert, ca::list_certs, ca::renew, ca::revoke, ca::revocations, ca::keys,
-        ca::circuit, ca::proving_key, ca::add_voter, ca::remove_voter, ca::node_mic, ca::node_trust),
+        ca::circuit, ca::proving_key, ca::add_voter, ca::remove_voter, ca::node_mic, ca::node_trust,
+        sessions::list, sessions::probe),
     components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, NextHopDto, Route, RouteRequest, Routes,
         crate::api::ServiceDto, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
         crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
         crate::api::OverlayDto,
         ca::CaStatusDto, ca::MicDto, ca::MicList, ca::RenewRequest, ca::RevokeRequest, ca::RevocationDto,
         ca::RevocationList, ca::CircuitRef, ca::CaKeysDto, ca::CircuitDto, ca::ProvingKeyDto, ca::AddVoterRequest,
-        ca::VotersDto, ca::TrustDto)),
+        ca::VotersDto, ca::TrustDto,
+        sessions::Sessions, sessions::SessionDto, sessions::ModeCountersDto, sessions::ProbeRequestDto,
+        sessions::ProbeResponse)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -788,6 +792,8 @@ fn router(state: AppState) -> Router {
         )
         .route("/v1/node/mic", get(ca::node_mic))
         .route("/v1/node/trust", get(ca::node_trust))
+        .route("/v1/sessions", get(sessions::list))
+        .route("/v1/sessions/probe", post(sessions::probe))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -902,6 +908,8 @@ mod tests {
             "/v1/ca/voters/{id}",
             "/v1/node/mic",
             "/v1/node/trust",
+            "/v1/sessions",
+            "/v1/sessions/probe",
         ] {
             assert!(doc["paths"][path].is_object(), "missing {path}");
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use nexus_actors::{CaSettings, RegistrySettings, RestartPolicy};
+use nexus_actors::{CaSettings, RegistrySettings, RestartPolicy, StreamSettings};
 use nexus_gossip::{MemberMeta, MembershipConfig, MembershipSettings};
 use serde::Deserialize;
 
@@ -114,6 +114,17 @@ struct FileConfig {
     registry: RegistryFile,
     #[serde(default)]
     ca: CaFile,
+    #[serde(default)]
+    stream: StreamFile,
+}
+
+/// `[stream]`: the node's NexStream sessions. See docs/operations.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamFile {
+    idle_close_ms: Option<u64>,
+    sessions_max: Option<u64>,
+    hello_timeout_ms: Option<u64>,
 }
 
 /// `[ca]`: the certificate authority (NexTrust). See docs/operations.md.
@@ -207,6 +218,8 @@ pub struct NodeConfig {
     pub fault_injection: bool,
     /// The certificate authority (`[ca]`).
     pub ca: CaSettings,
+    /// NexStream sessions (`[stream]`); they run when the data plane does.
+    pub stream: StreamSettings,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -232,6 +245,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("registry", &self.registry)
             .field("fault_injection", &self.fault_injection)
             .field("ca", &self.ca)
+            .field("stream", &self.stream)
             .finish()
     }
 }
@@ -439,6 +453,7 @@ impl NodeConfig {
         }
 
         let ca = parse_ca(&file.ca)?;
+        let stream = parse_stream(&file.stream)?;
 
         Ok(NodeConfig {
             name,
@@ -464,8 +479,36 @@ impl NodeConfig {
             registry,
             fault_injection: file.debug.fault_injection.unwrap_or(false),
             ca,
+            stream,
         })
     }
+}
+
+/// Parses and checks `[stream]`. Every error names its key as `stream.<key>`.
+fn parse_stream(file: &StreamFile) -> Result<StreamSettings, ConfigError> {
+    let d = StreamSettings::default();
+    let sessions_max = match file.sessions_max {
+        None => d.sessions_max,
+        Some(n @ 1..=65_536) => n as usize,
+        Some(_) => return err("stream.sessions_max", "must be between 1 and 65536"),
+    };
+    let hello_timeout = ms(
+        "stream.hello_timeout_ms",
+        file.hello_timeout_ms,
+        d.hello_timeout,
+    )?;
+    if hello_timeout < Duration::from_millis(100) {
+        return err("stream.hello_timeout_ms", "must be at least 100");
+    }
+    let idle_close = ms("stream.idle_close_ms", file.idle_close_ms, d.idle_close)?;
+    if idle_close < Duration::from_secs(1) {
+        return err("stream.idle_close_ms", "must be at least 1000");
+    }
+    Ok(StreamSettings {
+        idle_close,
+        sessions_max,
+        hello_timeout,
+    })
 }
 
 /// Parses and checks `[ca]`. Every error names its key as `ca.<key>`.
@@ -868,6 +911,25 @@ mod tests {
         );
         assert_eq!(field_of("[ca]\nvoter = \"yes\""), "config");
         assert_eq!(field_of("[ca]\nvotr = true"), "votr");
+    }
+
+    #[test]
+    fn stream_settings_parse_and_bad_values_name_the_key() {
+        let c = parse("[stream]\nidle_close_ms = 5000\nsessions_max = 7\nhello_timeout_ms = 2000")
+            .expect("valid");
+        assert_eq!(c.stream.idle_close, Duration::from_secs(5));
+        assert_eq!(c.stream.sessions_max, 7);
+        assert_eq!(c.stream.hello_timeout, Duration::from_secs(2));
+        for (text, key) in [
+            ("[stream]\nsessions_max = 0", "stream.sessions_max"),
+            ("[stream]\nsessions_max = 100000", "stream.sessions_max"),
+            ("[stream]\nhello_timeout_ms = 50", "stream.hello_timeout_ms"),
+            ("[stream]\nidle_close_ms = 0", "stream.idle_close_ms"),
+            ("[stream]\nidle_close_ms = 500", "stream.idle_close_ms"),
+        ] {
+            assert_eq!(field_of(text), key, "{text}");
+        }
+        assert_eq!(field_of("[stream]\nidle = 1"), "idle");
     }
 
     #[test]

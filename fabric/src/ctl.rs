@@ -65,6 +65,41 @@ pub enum CtlCommand {
     /// ZK attestations: commit to model properties, prove predicates, export for snarkjs.
     #[command(subcommand)]
     Attest(ca::AttestCommand),
+    /// NexStream sessions: list them (default), or probe a peer over one.
+    Sessions {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        command: Option<SessionsCommand>,
+    },
+}
+
+/// `nexus ctl sessions` subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum SessionsCommand {
+    /// List the node's sessions (peer, MIC serial, RTT, window, bytes, losses).
+    List,
+    /// Exchange numbered messages with a peer in one delivery mode and report round trips.
+    Probe {
+        /// The peer: a node id (64 hex digits) or a member name.
+        #[arg(long)]
+        peer: String,
+        /// Delivery mode: ro (reliable-ordered), ru (reliable-unordered), be (best-effort), pr
+        /// (probabilistic).
+        #[arg(long, default_value = "ro")]
+        mode: String,
+        /// Messages to send.
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+        /// Bytes per message.
+        #[arg(long, default_value_t = 1024)]
+        bytes: usize,
+        /// Delivery probability per direction (mode pr only).
+        #[arg(long)]
+        probability: Option<f64>,
+        /// How long to wait for the answers, ms.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+    },
 }
 
 /// `nexus ctl service` subcommands.
@@ -753,6 +788,122 @@ async fn service(client: &Client, command: ServiceCommand, json: bool) -> anyhow
     Ok(())
 }
 
+async fn sessions(
+    admin: &str,
+    token: &Option<String>,
+    command: Option<SessionsCommand>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use crate::admin::sessions::{PROBE_TIMEOUT_MS_MAX, ProbeResponse, Sessions};
+    match command.unwrap_or(SessionsCommand::List) {
+        SessionsCommand::List => {
+            let client = Client::new(admin, token.clone())?;
+            let (s, raw): (Sessions, _) = client.get("/v1/sessions").await?;
+            if json {
+                println!("{raw}");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = s
+                .sessions
+                .iter()
+                .map(|x| {
+                    let peer = x
+                        .peer_name
+                        .clone()
+                        .or_else(|| x.peer.as_ref().map(|p| p[..16].to_owned()))
+                        .unwrap_or_else(|| "-".into());
+                    let msgs: Vec<String> = x
+                        .modes
+                        .iter()
+                        .map(|(m, c)| format!("{m}:{}/{}", c.sent, c.delivered))
+                        .collect();
+                    vec![
+                        x.id.to_string(),
+                        peer,
+                        if x.client { "out" } else { "in" }.into(),
+                        if x.established {
+                            "established"
+                        } else {
+                            "handshake"
+                        }
+                        .into(),
+                        x.mic_serial.map_or("-".into(), |s| s.to_string()),
+                        format!("{:.2}", x.rtt_us as f64 / 1000.0),
+                        x.cwnd_bytes.to_string(),
+                        format!("{}/{}", x.packets_lost, x.packets_sent),
+                        msgs.join(" "),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &[
+                        "ID",
+                        "PEER",
+                        "DIR",
+                        "STATE",
+                        "MIC",
+                        "RTT MS",
+                        "CWND",
+                        "LOST/SENT",
+                        "MESSAGES SENT/DELIVERED"
+                    ],
+                    &rows
+                )
+            );
+        }
+        SessionsCommand::Probe {
+            peer,
+            mode,
+            count,
+            bytes,
+            probability,
+            timeout_ms,
+        } => {
+            // The answer waits for the probe: give the request its timeout and a handshake.
+            let mut client = Client::new(admin, token.clone())?;
+            client.http = reqwest::Client::builder()
+                .timeout(
+                    Duration::from_millis(timeout_ms.min(PROBE_TIMEOUT_MS_MAX))
+                        + Duration::from_secs(20),
+                )
+                .build()
+                .context("building HTTP client")?;
+            let body = serde_json::json!({
+                "peer": peer, "mode": mode, "count": count, "bytes": bytes,
+                "probability": probability, "timeout_ms": timeout_ms,
+            });
+            let (r, raw): (ProbeResponse, _) = client.post("/v1/sessions/probe", &body).await?;
+            if json {
+                println!("{raw}");
+            } else {
+                println!(
+                    "{} {}: {}/{} answered, rtt p50 {:.3} ms p99 {:.3} ms max {:.3} ms, {:.1} ms in all (session {}{})",
+                    r.mode,
+                    &r.peer[..16],
+                    r.received,
+                    r.sent,
+                    r.rtt_ms_p50,
+                    r.rtt_ms_p99,
+                    r.rtt_ms_max,
+                    r.elapsed_ms,
+                    r.session,
+                    if r.opened {
+                        format!(", opened in {:.3} ms", r.connect_ms)
+                    } else {
+                        String::new()
+                    }
+                );
+                if r.received < r.sent && r.mode != "be" && r.mode != "pr" {
+                    bail!("{} of {} messages unanswered", r.sent - r.received, r.sent);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs one `nexus ctl` command, printing its result.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.admin, args.token.clone())?;
@@ -831,6 +982,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Ca(command) => ca::ca(&client, command, args.json).await?,
         CtlCommand::Attest(command) => ca::attest(&client, command, args.json).await?,
+        CtlCommand::Sessions { command } => {
+            sessions(&args.admin, &args.token, command, args.json).await?
+        }
         CtlCommand::Leave { reason } => {
             let body = serde_json::json!({ "reason": reason });
             let (r, raw): (LeaveResponse, _) = client.post("/v1/leave", &body).await?;

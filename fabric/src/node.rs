@@ -14,8 +14,8 @@ use std::time::Duration;
 use nexus_actors::env::{SledStorage, Storage};
 use nexus_actors::{
     ChildSpec, GossipActor, GossipArgs, GossipMsg, HandoffTcp, NodeExit, NodeKey, NodeMetrics,
-    NodeSupervisor, RegistryActor, RegistryArgs, SupervisorArgs, SupervisorMsg, TableArgs,
-    TableCompiler, TrustActor, TrustArgs, registry_inbox, trust_inbox,
+    NodeSupervisor, RegistryActor, RegistryArgs, SessionActor, SessionArgs, SupervisorArgs,
+    SupervisorMsg, TableArgs, TableCompiler, TrustActor, TrustArgs, registry_inbox, trust_inbox,
 };
 use nexus_dataplane::fib::{Fib, FibTable, RouteSet, compile};
 use nexus_dataplane::forward::{
@@ -292,6 +292,24 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     // The table actor publishes the local-endpoint table (registered services' keys → their
     // ports); the main task below hands each new one to the forwarder.
     let (local_tx, mut local_rx) = watch::channel(LocalEndpoints::new());
+    // NexStream sessions run with the data plane: their frames travel through it.
+    let (session_tx, session_rx) = watch::channel(None);
+    let session_args = dataplane_addr.map(|addr| {
+        let reachable = if addr.ip().is_unspecified() {
+            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        };
+        SessionArgs {
+            key: data.key.signing_key().clone(),
+            dataplane: reachable,
+            endpoint: session_tx,
+            settings: config.stream.clone(),
+            metrics: metrics.clone(),
+            anchor_unix_ms: nexus_trust::raft::node::CaClock::wall().now_ms(),
+            anchor: tokio::time::Instant::now(),
+        }
+    });
     let table_args = TableArgs {
         fib: fib.clone(),
         storage: gossip_args.storage.clone(),
@@ -299,6 +317,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         refresh: config.gossip.probe_period / 2,
         metrics: metrics.clone(),
         local_endpoints: dataplane_io.is_some().then_some(local_tx),
+        session_endpoint: session_args.is_some().then_some(session_rx),
     };
     let admin_args = AdminArgs {
         listener: Arc::new(listener),
@@ -321,27 +340,33 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         },
     };
     let (exit_tx, mut exit_rx) = watch::channel(None);
+    let mut children = vec![
+        ChildSpec::new("gossip", move |_| {
+            (GossipActor::<UdpSocket>::default(), gossip_args.clone())
+        }),
+        ChildSpec::new("registry", move |supervisor| {
+            (RegistryActor, (registry_args.clone(), supervisor))
+        }),
+        ChildSpec::new("trust", move |supervisor| {
+            (TrustActor, (trust_args.clone(), supervisor))
+        }),
+    ];
+    if let Some(session_args) = session_args {
+        children.push(ChildSpec::new("sessions", move |supervisor| {
+            (SessionActor, (session_args.clone(), supervisor))
+        }));
+    }
+    children.push(ChildSpec::new("table", move |supervisor| {
+        (TableCompiler, (table_args.clone(), supervisor))
+    }));
+    children.push(ChildSpec::new("admin", move |supervisor| {
+        (AdminActor, (admin_args.clone(), supervisor))
+    }));
     let (supervisor, handle) = Actor::spawn(
         None,
         NodeSupervisor,
         SupervisorArgs {
-            children: vec![
-                ChildSpec::new("gossip", move |_| {
-                    (GossipActor::<UdpSocket>::default(), gossip_args.clone())
-                }),
-                ChildSpec::new("registry", move |supervisor| {
-                    (RegistryActor, (registry_args.clone(), supervisor))
-                }),
-                ChildSpec::new("trust", move |supervisor| {
-                    (TrustActor, (trust_args.clone(), supervisor))
-                }),
-                ChildSpec::new("table", move |supervisor| {
-                    (TableCompiler, (table_args.clone(), supervisor))
-                }),
-                ChildSpec::new("admin", move |supervisor| {
-                    (AdminActor, (admin_args.clone(), supervisor))
-                }),
-            ],
+            children,
             policy: config.supervisor.clone(),
             metrics,
             exit: exit_tx,

@@ -99,8 +99,11 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// The session it belongs to (none for stateless answers).
     pub session: Option<SessionId>,
-    /// The peer's node id, when known (for NexLink addressing).
+    /// The peer's node id, when known.
     pub peer: Option<[u8; 32]>,
+    /// The peer's NexLink node tag, for addressing the frame: from its node id, or before the
+    /// handshake from the Source Node Tag of its frames.
+    pub peer_tag: Option<u64>,
     /// The session's packet counter (NexLink sequence field).
     pub link_seq: u32,
     /// One datagram, or several of `segment_size` bytes each (the last may be shorter) for GSO.
@@ -449,6 +452,20 @@ impl Endpoint {
 
     /// Feeds one received QUIC datagram (NexLink framing already removed).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.handle_datagram_from(now, from, None, data);
+    }
+
+    /// Like [`Endpoint::handle_datagram`], with the Source Node Tag of the NexLink frame that
+    /// carried it: a session remembers the first tag it sees and addresses its answers to it
+    /// until the handshake names the peer (several peers may share one remote address when
+    /// frames arrive through the local forwarder).
+    pub fn handle_datagram_from(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        link_src: Option<u64>,
+        data: &[u8],
+    ) {
         self.counters.datagrams_in += 1;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -459,6 +476,7 @@ impl Endpoint {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 if let Some(&id) = self.by_handle.get(&handle.0) {
                     if let Some(s) = self.sessions.get_mut(&id) {
+                        s.link_peer = s.link_peer.or(link_src);
                         s.conn.handle_event(event);
                     }
                     self.drive(now, id);
@@ -473,6 +491,9 @@ impl Endpoint {
                     match self.quinn.accept(incoming, now, &mut buf, None) {
                         Ok((handle, conn)) => {
                             let id = self.add_session(now, handle, conn, None);
+                            if let Some(s) = self.sessions.get_mut(&id) {
+                                s.link_peer = link_src;
+                            }
                             debug!(session = %id, remote = %from, "nexstream: incoming");
                             self.drive(now, id);
                         }
@@ -496,6 +517,7 @@ impl Endpoint {
             destination: t.destination,
             session: None,
             peer: None,
+            peer_tag: None,
             link_seq: 0,
             contents: buf[..t.size].to_vec(),
             segment_size: t.segment_size,
@@ -625,6 +647,10 @@ impl Endpoint {
                 destination: t.destination,
                 session: Some(id),
                 peer: s.peer,
+                peer_tag: s
+                    .peer
+                    .map(|p| nexus_dataplane::wire::nexlink::NodeTag::from_node_id(&p).0)
+                    .or(s.link_peer),
                 link_seq: s.link_seq,
                 contents: buf[..t.size].to_vec(),
                 segment_size: t.segment_size,

@@ -34,7 +34,7 @@ pub enum LinkError {
 /// The addressing fields of the frames one session sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkAddress {
-    /// What forwarders look up: the destination node's session key.
+    /// What forwarders look up: the destination node's session key ([`session_key`]).
     pub routing_key: RoutingKey,
     /// The sending node.
     pub src: NodeTag,
@@ -44,13 +44,20 @@ pub struct LinkAddress {
     pub session: u64,
 }
 
-/// The routing key of a node's NexStream endpoint: the first 16 bytes of its node id with the
-/// top bit set, a range the route compiler's capability keys (hashes) may also reach but which
-/// a node installs only for itself.
-pub fn session_key(node_id: &[u8; 32]) -> RoutingKey {
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&node_id[..16]);
-    RoutingKey(u128::from_be_bytes(b) | 1 << 127)
+/// The low 64 bits of every session key: `NXSTREAM` in ASCII.
+pub const SESSION_KEY_TAG: u64 = 0x4e58_5354_5245_414d;
+
+/// The routing key of the NexStream endpoint of the node with tag `node`: the node tag in the
+/// high 64 bits, [`SESSION_KEY_TAG`] in the low 64. Derived from the tag (not the whole node
+/// id) so that a receiver can route its answers by the Source Node Tag of a frame before the
+/// handshake has told it the peer's full key.
+pub fn session_key(node: NodeTag) -> RoutingKey {
+    RoutingKey(u128::from(node.0) << 64 | u128::from(SESSION_KEY_TAG))
+}
+
+/// [`session_key`] of a node id.
+pub fn session_key_of(node_id: &[u8; 32]) -> RoutingKey {
+    session_key(NodeTag::from_node_id(node_id))
 }
 
 /// Appends the frame carrying `quic` to `out`.
@@ -105,7 +112,7 @@ mod tests {
 
     fn addr() -> LinkAddress {
         LinkAddress {
-            routing_key: session_key(&[0xab; 32]),
+            routing_key: session_key_of(&[0xab; 32]),
             src: NodeTag(1),
             dst: NodeTag(2),
             session: 9,
@@ -155,8 +162,13 @@ mod tests {
     }
 
     #[test]
-    fn session_key_sets_top_bit() {
-        assert_eq!(session_key(&[0; 32]).0, 1 << 127);
-        assert_ne!(session_key(&[1; 32]), session_key(&[2; 32]));
+    fn session_keys_carry_the_node_tag() {
+        assert_eq!(session_key(NodeTag(0)).0, u128::from(SESSION_KEY_TAG));
+        assert_eq!(session_key(NodeTag(7)).0 >> 64, 7);
+        assert_ne!(session_key_of(&[1; 32]), session_key_of(&[2; 32]));
+        assert_eq!(
+            session_key_of(&[1; 32]),
+            session_key(NodeTag::from_node_id(&[1; 32]))
+        );
     }
 }

@@ -172,6 +172,9 @@ pub(crate) struct Session {
     pub handed_datagrams: u64,
     pub modes: [ModeCounters; 4],
     pub link_seq: u32,
+    /// The Source Node Tag of the peer's NexLink frames, when the driver passes it: answers are
+    /// routed by it before the handshake names the peer.
+    pub link_peer: Option<u64>,
 }
 
 impl fmt::Debug for Session {
@@ -219,6 +222,7 @@ impl Session {
             handed_datagrams: 0,
             modes: [ModeCounters::default(); 4],
             link_seq: 0,
+            link_peer: None,
         }
     }
 

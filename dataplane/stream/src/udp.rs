@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use nexus_dataplane::wire::nexlink::NodeTag;
-use nexus_trust::verify::TrustUpdate;
+use nexus_trust::verify::{Credentials, TrustUpdate};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -93,6 +93,7 @@ enum Command {
     Cancel(StreamRef),
     Close(SessionId, ErrorCode, String),
     Trust(Box<TrustUpdate>),
+    Credentials(Option<Box<Credentials>>),
     Stats(Reply<(Vec<SessionStats>, EndpointCounters)>),
     SessionTo([u8; 32], Reply<Option<SessionId>>),
 }
@@ -259,6 +260,14 @@ impl StreamNode {
             .map_err(|_| NodeError::Stopped)
     }
 
+    /// Replaces the credentials presented to peers (sessions opened afterwards use them).
+    pub async fn set_credentials(&self, credentials: Option<Credentials>) -> Result<(), NodeError> {
+        self.tx
+            .send(Command::Credentials(credentials.map(Box::new)))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
     /// Every session's snapshot and the endpoint's counters.
     pub async fn stats(&self) -> Result<(Vec<SessionStats>, EndpointCounters), NodeError> {
         self.call(Command::Stats).await
@@ -326,7 +335,10 @@ impl Driver {
         match self.framing {
             Framing::Raw => self.endpoint.handle_datagram(now, from, frame),
             Framing::NexLink => match link::decapsulate(frame) {
-                Ok((_, quic)) => self.endpoint.handle_datagram(now, from, quic),
+                Ok((repr, quic)) => {
+                    self.endpoint
+                        .handle_datagram_from(now, from, Some(repr.src.0), quic)
+                }
                 Err(e) => {
                     self.counters.link_rejected += 1;
                     debug!(%from, error = %e, "nexstream: frame refused");
@@ -368,6 +380,7 @@ impl Driver {
             Command::Cancel(stream) => ep.cancel(now, stream),
             Command::Close(s, code, reason) => ep.close(now, s, code, &reason),
             Command::Trust(update) => ep.update_trust(now, &update),
+            Command::Credentials(c) => ep.identity_mut().set_credentials(c.map(|c| *c)),
             Command::Stats(reply) => {
                 let _ = reply.send((ep.stats(), ep.counters()));
             }
@@ -386,14 +399,13 @@ impl Driver {
                     Framing::Raw => quic,
                     Framing::NexLink => {
                         self.out.clear();
+                        // A stateless answer to an unknown peer goes out with the
+                        // unspecified tag: a forwarder drops it unless a route says otherwise.
+                        let dst = NodeTag(t.peer_tag.unwrap_or(0));
                         let addr = LinkAddress {
-                            routing_key: t
-                                .peer
-                                .map_or(nexus_dataplane::wire::nexlink::RoutingKey(0), |p| {
-                                    link::session_key(&p)
-                                }),
+                            routing_key: link::session_key(dst),
                             src: NodeTag::from_node_id(&self.endpoint.node_id()),
-                            dst: t.peer.map_or(NodeTag(0), |p| NodeTag::from_node_id(&p)),
+                            dst,
                             session: t.session.map_or(0, |s| s.0),
                         };
                         if let Err(e) = link::encapsulate(&addr, t.link_seq, quic, &mut self.out) {
