@@ -277,6 +277,34 @@ impl DatagramHeader {
     }
 }
 
+/// Runs every decoder of this module on `data` and checks that what decodes re-encodes to
+/// exactly the bytes it came from; panics otherwise. The fuzz target and the seeded mutation
+/// tests call it.
+pub fn check_decoders(data: &[u8]) {
+    if let Ok(hello) = Hello::decode(data) {
+        assert_eq!(hello.encode(), data, "Hello re-encodes differently");
+    }
+    if let Ok(Some(len)) = Hello::frame_len(data) {
+        assert!(len >= HELLO_HEADER_LEN && len <= HELLO_BYTES_MAX);
+    }
+    for bidi in [true, false] {
+        if let Ok(Some(h)) = StreamHeader::decode_prefix(data, bidi) {
+            assert_eq!(
+                h.encode(),
+                data[..h.len()],
+                "stream header re-encodes differently"
+            );
+            assert_eq!(matches!(h, StreamHeader::Flow), bidi);
+        }
+    }
+    if let Ok((h, payload)) = DatagramHeader::decode(data) {
+        let mut out = Vec::with_capacity(data.len());
+        h.write(&mut out);
+        out.extend_from_slice(payload);
+        assert_eq!(out, data, "datagram header re-encodes differently");
+    }
+}
+
 fn be_u32(b: &[u8]) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[..4]);
@@ -292,6 +320,12 @@ fn be_u64(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hello_bound_is_the_documented_one() {
+        // docs/protocols/nexstream.md §4.2.
+        assert_eq!(HELLO_BYTES_MAX, 2_469);
+    }
 
     #[test]
     fn hello_without_credentials_round_trips() {
