@@ -188,3 +188,94 @@ impl StreamInvariant for Reliable {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::scenario::Scenario;
+    use crate::stream::payload::Header;
+
+    fn scenario() -> Scenario {
+        Scenario::parse("name = \"t\"\nnodes = 3\nduration = \"5s\"\n[stream]\n").expect("valid")
+    }
+
+    fn ro(index: u64) -> Header {
+        Header {
+            mode: Mode::ReliableOrdered,
+            src: 0,
+            dst: 1,
+            flow: 4,
+            index,
+            expires_us: 0,
+        }
+    }
+
+    /// Sends messages 0..3 on one flow of session s1 (n1 → n2), delivers `order`, and returns
+    /// the verdict with the session still established at the end.
+    fn run(order: &[u64], corrupt: bool) -> Verdict {
+        let s = scenario();
+        let revoked = BTreeSet::new();
+        let open = BTreeMap::from([((0, SessionId(1)), 1)]);
+        let w = StreamWorld {
+            now: Duration::from_secs(1),
+            scenario: &s,
+            stream: s.stream.as_ref().expect("stream"),
+            revoked: &revoked,
+            cut_periods: &[],
+            established: &open,
+        };
+        let mut c = Reliable::default();
+        for k in 0..3 {
+            c.on_sent(
+                &w,
+                &Sent {
+                    at: Duration::ZERO,
+                    session: SessionId(1),
+                    header: ro(k),
+                },
+            );
+        }
+        for &k in order {
+            let mut bytes = ro(k).encode(100);
+            if corrupt {
+                bytes[70] ^= 1;
+            }
+            c.on_delivered(
+                &w,
+                &Delivered {
+                    at: Duration::from_millis(10),
+                    node: 1,
+                    session: SessionId(7),
+                    peer: 0,
+                    mode: Mode::ReliableOrdered,
+                    header: Header::decode(&bytes),
+                },
+            );
+        }
+        c.finish(&w)
+    }
+
+    #[test]
+    fn in_order_once_and_complete_holds() {
+        let v = run(&[0, 1, 2], false);
+        assert!(v.ok, "{}", v.detail);
+    }
+
+    #[test]
+    fn reordering_duplication_loss_and_corruption_fail() {
+        let v = run(&[0, 2, 1], false);
+        assert!(!v.ok && v.detail.contains("out of order"), "{}", v.detail);
+        let v = run(&[0, 1, 1, 2], false);
+        assert!(!v.ok && v.detail.contains("duplicate"), "{}", v.detail);
+        let v = run(&[0, 1], false);
+        assert!(
+            !v.ok && v.detail.contains("2 of 3 messages"),
+            "{}",
+            v.detail
+        );
+        let v = run(&[0], true);
+        assert!(!v.ok && v.detail.contains("corrupt"), "{}", v.detail);
+    }
+}

@@ -129,3 +129,100 @@ impl StreamInvariant for Revocation {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::scenario::Scenario;
+
+    fn scenario() -> Scenario {
+        Scenario::parse("name = \"t\"\nnodes = 3\nduration = \"5s\"\n[stream]\n").expect("valid")
+    }
+
+    fn world<'a>(
+        s: &'a Scenario,
+        now_ms: u64,
+        revoked: &'a BTreeSet<usize>,
+        open: &'a BTreeMap<(usize, SessionId), usize>,
+    ) -> StreamWorld<'a> {
+        StreamWorld {
+            now: Duration::from_millis(now_ms),
+            scenario: s,
+            stream: s.stream.as_ref().expect("stream"),
+            revoked,
+            cut_periods: &[],
+            established: open,
+        }
+    }
+
+    fn established(session: u64, peer: usize) -> SessionChange {
+        SessionChange::Established {
+            session: SessionId(session),
+            peer,
+        }
+    }
+
+    fn closed(session: u64, peer: usize, established: bool, code: &str) -> SessionChange {
+        SessionChange::Closed {
+            session: SessionId(session),
+            peer: Some(peer),
+            established,
+            code: Some(code.into()),
+        }
+    }
+
+    #[test]
+    fn closing_within_the_bound_and_refusing_afterwards_holds() {
+        let s = scenario();
+        let (revoked, open) = (BTreeSet::from([2]), BTreeMap::new());
+        let mut c = Revocation::default();
+        c.on_session(&world(&s, 100, &revoked, &open), 0, &established(1, 2));
+        c.on_revocation(&world(&s, 1000, &revoked, &open), 0, &[2]);
+        c.on_session(
+            &world(&s, 1005, &revoked, &open),
+            0,
+            &closed(1, 2, true, "mic_revoked"),
+        );
+        c.on_session(
+            &world(&s, 1500, &revoked, &open),
+            0,
+            &closed(2, 2, false, "mic_revoked"),
+        );
+        let v = c.finish(&world(&s, 5000, &revoked, &open));
+        assert!(v.ok, "{}", v.detail);
+        assert_eq!(c.refused, 1);
+    }
+
+    #[test]
+    fn a_session_outliving_the_bound_fails_at_the_bound() {
+        let s = scenario();
+        let (revoked, open) = (BTreeSet::from([2]), BTreeMap::new());
+        let mut c = Revocation::default();
+        c.on_session(&world(&s, 100, &revoked, &open), 0, &established(1, 2));
+        c.on_revocation(&world(&s, 1000, &revoked, &open), 0, &[2]);
+        // Still open at the next sample, 500 ms later: the bound is 10 ms.
+        c.on_sample(&world(&s, 1500, &revoked, &open));
+        let v = c.finish(&world(&s, 5000, &revoked, &open));
+        assert!(!v.ok);
+        assert_eq!(v.violated_at_s, Some(1.01));
+        assert!(v.detail.contains("still established"), "{}", v.detail);
+    }
+
+    #[test]
+    fn a_new_session_with_a_revoked_key_fails() {
+        let s = scenario();
+        let (revoked, open) = (BTreeSet::from([2]), BTreeMap::new());
+        let mut c = Revocation::default();
+        c.on_revocation(&world(&s, 1000, &revoked, &open), 0, &[2]);
+        c.on_session(&world(&s, 2000, &revoked, &open), 0, &established(3, 2));
+        let v = c.finish(&world(&s, 5000, &revoked, &open));
+        assert!(!v.ok);
+        assert!(
+            v.detail.contains("established session s3 with n3"),
+            "{}",
+            v.detail
+        );
+    }
+}
