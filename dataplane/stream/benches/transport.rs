@@ -401,6 +401,8 @@ fn ratio(num: Duration, den: Duration) -> f64 {
 }
 
 type Results = BTreeMap<(Duration, usize, Kind, ProtoId), Summary>;
+/// UDP datagrams the kernel dropped for a full receive buffer while a protocol's cases ran.
+type Drops = BTreeMap<(Duration, ProtoId), u64>;
 
 fn main() -> anyhow::Result<()> {
     // Logs only when asked for (`RUST_LOG=nexus_stream=debug`); they cost time in the loops.
@@ -458,8 +460,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut results = Results::new();
     let mut relay_zero: BTreeMap<ProtoId, (Summary, Summary)> = BTreeMap::new();
     if config.section("rr") {
-        request_response(&config, &protocols, &servers, &mut results, &mut relay_zero).await?;
-        print_request_response(&config, &results, &relay_zero);
+        let mut drops = Drops::new();
+        request_response(
+            &config,
+            &protocols,
+            &servers,
+            &mut results,
+            &mut relay_zero,
+            &mut drops,
+        )
+        .await?;
+        print_request_response(&config, &results, &relay_zero, &drops);
     }
     if config.section("cpu") {
         handshake_cpu(&config, &protocols, &servers).await?;
@@ -519,6 +530,7 @@ async fn request_response(
     servers: &Servers,
     results: &mut Results,
     relay_zero: &mut BTreeMap<ProtoId, (Summary, Summary)>,
+    drops: &mut Drops,
 ) -> anyhow::Result<()> {
     let budget = Budget {
         time: config.case_time,
@@ -536,7 +548,6 @@ async fn request_response(
         })
         .collect();
     for &rtt in &config.rtts {
-        let rcvbuf_before = udp_rcvbuf_errors();
         for (&size, body) in &bodies {
             for &id in &config.protocols {
                 let server = servers.of(id);
@@ -550,27 +561,17 @@ async fn request_response(
                         id.name(),
                         kind.name()
                     );
+                    let drops_before = udp_rcvbuf_errors();
                     let summary = with_proto!(protocols, id, |p| match kind {
                         Kind::Warm => warm(p, id.name(), target, body, budget).await,
                         Kind::Cold => cold(p, id.name(), target, body, budget).await,
                     })
                     .with_context(|| format!("{} {} {}", id.name(), kind.name(), size))?;
                     results.insert((rtt, size, kind, id), summary);
+                    if let (Some(a), Some(b)) = (drops_before, udp_rcvbuf_errors()) {
+                        *drops.entry((rtt, id)).or_default() += b.saturating_sub(a);
+                    }
                 }
-            }
-        }
-        if let (Some(a), Some(b)) = (rcvbuf_before, udp_rcvbuf_errors()) {
-            eprintln!(
-                "rtt {}: {} UDP datagrams dropped by the kernel (receive buffer full)",
-                ms_label(rtt),
-                b - a
-            );
-            if b > a {
-                println!(
-                    "\nNote: at {} RTT the kernel dropped {} UDP datagrams for a full receive buffer (`/proc/net/snmp` RcvbufErrors).",
-                    ms_label(rtt),
-                    b - a
-                );
             }
         }
     }
@@ -606,6 +607,7 @@ fn print_request_response(
     config: &Config,
     results: &Results,
     relay_zero: &BTreeMap<ProtoId, (Summary, Summary)>,
+    drops: &Drops,
 ) {
     let ids = &config.protocols;
     let has_nex = ids.contains(&ProtoId::Nex);
@@ -650,6 +652,23 @@ fn print_request_response(
                 }
                 println!("{row}");
             }
+        }
+        let dropped: Vec<String> = ids
+            .iter()
+            .filter(|id| id.over_udp())
+            .map(|id| {
+                format!(
+                    "{} {}",
+                    id.name(),
+                    drops.get(&(rtt, *id)).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        if !dropped.is_empty() {
+            println!(
+                "\nUDP datagrams the kernel dropped for a full socket receive buffer during these cases (`/proc/net/snmp` RcvbufErrors; the relay's own sockets have 4 MiB buffers): {}",
+                dropped.join(", ")
+            );
         }
         // Throughput of the bulk sizes (both directions, medians).
         let bulk: Vec<usize> = config

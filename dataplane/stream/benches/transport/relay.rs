@@ -56,6 +56,9 @@ const CHUNK_BYTES_MAX: usize = 64 * 1024;
 const UDP_IDLE_MAX: Duration = Duration::from_secs(10);
 /// The sender wakes this long before a departure and spins the rest (bounded busy time).
 const SPIN_BEFORE: Duration = Duration::from_micros(50);
+/// Socket buffers of the relay's UDP sockets, so that the relay itself drops nothing in a burst
+/// (the kernel's default of 208 KiB overflows under a bulk transfer; `rmem_max` allows 4 MiB).
+const UDP_BUFFER_BYTES: usize = 4 << 20;
 /// Retries of a send that would block before the datagram is counted as dropped.
 const SEND_RETRIES_MAX: u32 = 10_000;
 
@@ -246,6 +249,7 @@ impl Relay {
     /// its own upstream socket, so the server sees one peer per client.
     pub fn udp(upstream: SocketAddr, shape: LinkShape) -> io::Result<Relay> {
         let front = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0).into())?;
+        big_buffers(&front)?;
         let addr = front.local_addr()?;
         Self::start(addr, move |poll, stop, scheduler| {
             udp_reader(poll, front, upstream, shape, stop, scheduler)
@@ -253,6 +257,13 @@ impl Relay {
     }
 
     /// A TCP relay on a new loopback port, forwarding each accepted connection to `upstream`.
+    ///
+    /// The kernel completes the client's TCP handshake with the relay's listener at loopback
+    /// speed, and the relay's own connection to `upstream` is direct; on a real path the SYN /
+    /// SYN-ACK exchange costs one round trip before the client can send. So that a new TCP
+    /// connection pays that round trip here too, the client's first bytes (and all after them)
+    /// leave the relay no earlier than 1.5 RTT after the connection was accepted: one RTT for
+    /// the handshake it skipped, plus the one-way delay.
     pub fn tcp(upstream: SocketAddr, shape: LinkShape) -> io::Result<Relay> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0).into())?;
         let addr = listener.local_addr()?;
@@ -316,6 +327,12 @@ impl Drop for Relay {
     }
 }
 
+fn big_buffers(socket: &UdpSocket) -> io::Result<()> {
+    let s = socket2::SockRef::from(socket);
+    s.set_recv_buffer_size(UDP_BUFFER_BYTES)?;
+    s.set_send_buffer_size(UDP_BUFFER_BYTES)
+}
+
 struct Uplink {
     socket: Arc<UdpSocket>,
     client: SocketAddr,
@@ -359,6 +376,7 @@ fn udp_reader(
                         Some(&i) => i,
                         None => {
                             let mut socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0).into())?;
+                            big_buffers(&socket)?;
                             let i = uplinks.iter().position(Option::is_none).unwrap_or_else(|| {
                                 uplinks.push(None);
                                 uplinks.len() - 1
@@ -438,6 +456,8 @@ struct Pair {
     /// [client side, server side].
     sides: [Arc<TcpStream>; 2],
     open: [bool; 2],
+    /// The client's data leaves the relay no earlier than this (see [`Relay::tcp`]).
+    client_not_before: Instant,
 }
 
 fn tcp_reader(
@@ -491,6 +511,7 @@ fn tcp_reader(
                     pairs[i] = Some(Pair {
                         sides: [Arc::new(client), Arc::new(server)],
                         open: [true, true],
+                        client_not_before: now() + 3 * shaper.shape.one_way,
                     });
                 },
                 Token(t) => {
@@ -502,16 +523,27 @@ fn tcp_reader(
                         continue;
                     }
                     let peer = pair.sides[1 - side].clone();
+                    let not_before = if side == 0 {
+                        pair.client_not_before
+                    } else {
+                        now()
+                    };
                     loop {
                         match (&*pair.sides[side]).read(&mut buf) {
                             Ok(0) => {
                                 pair.open[side] = false;
-                                let at = shaper.departure(side, 0, false).unwrap_or_else(now);
+                                let at = shaper
+                                    .departure(side, 0, false)
+                                    .unwrap_or_else(now)
+                                    .max(not_before);
                                 scheduler.push(at, Action::TcpShutdown { stream: peer });
                                 break;
                             }
                             Ok(n) => {
-                                let at = shaper.departure(side, n, false).unwrap_or_else(now);
+                                let at = shaper
+                                    .departure(side, n, false)
+                                    .unwrap_or_else(now)
+                                    .max(not_before);
                                 scheduler.push(
                                     at,
                                     Action::TcpWrite {
@@ -524,7 +556,10 @@ fn tcp_reader(
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                             Err(_) => {
                                 pair.open[side] = false;
-                                let at = shaper.departure(side, 0, false).unwrap_or_else(now);
+                                let at = shaper
+                                    .departure(side, 0, false)
+                                    .unwrap_or_else(now)
+                                    .max(not_before);
                                 scheduler.push(at, Action::TcpShutdown { stream: peer });
                                 break;
                             }
