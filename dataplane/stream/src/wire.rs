@@ -285,7 +285,7 @@ pub fn check_decoders(data: &[u8]) {
         assert_eq!(hello.encode(), data, "Hello re-encodes differently");
     }
     if let Ok(Some(len)) = Hello::frame_len(data) {
-        assert!(len >= HELLO_HEADER_LEN && len <= HELLO_BYTES_MAX);
+        assert!((HELLO_HEADER_LEN..=HELLO_BYTES_MAX).contains(&len));
     }
     for bidi in [true, false] {
         if let Ok(Some(h)) = StreamHeader::decode_prefix(data, bidi) {
