@@ -304,7 +304,7 @@ async fn warm<P: Proto>(
     target: SocketAddr,
     body: &Bytes,
     budget: Budget,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<(Summary, Option<f64>)> {
     let client = p.client().await?;
     let mut conn = p.connect(client, target).await?;
     let warmup = if body.len() >= 1 << 20 { 1 } else { 20 };
@@ -313,6 +313,7 @@ async fn warm<P: Proto>(
         check(name, &answer, body)?;
     }
     let mut samples = Vec::new();
+    let sent_before = p.datagrams_sent(&conn).await;
     let start = now();
     while budget.more(samples.len(), now() - start) {
         let t0 = now();
@@ -320,8 +321,12 @@ async fn warm<P: Proto>(
         samples.push(now() - t0);
         check(name, &answer, body)?;
     }
+    let sent = match (sent_before, p.datagrams_sent(&conn).await) {
+        (Some(a), Some(b)) => Some((b - a) as f64 / samples.len() as f64),
+        _ => None,
+    };
     p.close(conn).await;
-    Summary::of(&mut samples).context("no samples")
+    Ok((Summary::of(&mut samples).context("no samples")?, sent))
 }
 
 async fn cold<P: Proto>(
@@ -403,6 +408,8 @@ fn ratio(num: Duration, den: Duration) -> f64 {
 type Results = BTreeMap<(Duration, usize, Kind, ProtoId), Summary>;
 /// UDP datagrams the kernel dropped for a full receive buffer while a protocol's cases ran.
 type Drops = BTreeMap<(Duration, ProtoId), u64>;
+/// UDP datagrams a client sent per warm request.
+type Datagrams = BTreeMap<(Duration, usize, ProtoId), f64>;
 
 fn main() -> anyhow::Result<()> {
     // Logs only when asked for (`RUST_LOG=nexus_stream=debug`); they cost time in the loops.
@@ -461,6 +468,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut relay_zero: BTreeMap<ProtoId, (Summary, Summary)> = BTreeMap::new();
     if config.section("rr") {
         let mut drops = Drops::new();
+        let mut datagrams = Datagrams::new();
         request_response(
             &config,
             &protocols,
@@ -468,9 +476,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             &mut results,
             &mut relay_zero,
             &mut drops,
+            &mut datagrams,
         )
         .await?;
-        print_request_response(&config, &results, &relay_zero, &drops);
+        print_request_response(&config, &results, &relay_zero, &drops, &datagrams);
     }
     if config.section("cpu") {
         handshake_cpu(&config, &protocols, &servers).await?;
@@ -531,6 +540,7 @@ async fn request_response(
     results: &mut Results,
     relay_zero: &mut BTreeMap<ProtoId, (Summary, Summary)>,
     drops: &mut Drops,
+    datagrams: &mut Datagrams,
 ) -> anyhow::Result<()> {
     let budget = Budget {
         time: config.case_time,
@@ -563,7 +573,15 @@ async fn request_response(
                     );
                     let drops_before = udp_rcvbuf_errors();
                     let summary = with_proto!(protocols, id, |p| match kind {
-                        Kind::Warm => warm(p, id.name(), target, body, budget).await,
+                        Kind::Warm =>
+                            warm(p, id.name(), target, body, budget)
+                                .await
+                                .map(|(s, sent)| {
+                                    if let Some(sent) = sent {
+                                        datagrams.insert((rtt, size, id), sent);
+                                    }
+                                    s
+                                }),
                         Kind::Cold => cold(p, id.name(), target, body, budget).await,
                     })
                     .with_context(|| format!("{} {} {}", id.name(), kind.name(), size))?;
@@ -597,7 +615,7 @@ async fn request_response(
                 budget
             )
             .await)?;
-            relay_zero.insert(id, (direct, relayed));
+            relay_zero.insert(id, (direct.0, relayed.0));
         }
     }
     Ok(())
@@ -608,6 +626,7 @@ fn print_request_response(
     results: &Results,
     relay_zero: &BTreeMap<ProtoId, (Summary, Summary)>,
     drops: &Drops,
+    datagrams: &Datagrams,
 ) {
     let ids = &config.protocols;
     let has_nex = ids.contains(&ProtoId::Nex);
@@ -668,6 +687,23 @@ fn print_request_response(
             println!(
                 "\nUDP datagrams the kernel dropped for a full socket receive buffer during these cases (`/proc/net/snmp` RcvbufErrors; the relay's own sockets have 4 MiB buffers): {}",
                 dropped.join(", ")
+            );
+        }
+        let per_request: Vec<String> = config
+            .sizes
+            .iter()
+            .flat_map(|&size| {
+                ids.iter().filter_map(move |&id| {
+                    datagrams
+                        .get(&(rtt, size, id))
+                        .map(|d| format!("{} {} {d:.1}", id.name(), size_label(size)))
+                })
+            })
+            .collect();
+        if !per_request.is_empty() {
+            println!(
+                "\nUDP datagrams the client sent per warm request (its endpoint's counters): {}",
+                per_request.join(", ")
             );
         }
         // Throughput of the bulk sizes (both directions, medians).

@@ -35,6 +35,10 @@ pub trait Proto {
     async fn request(&self, conn: &mut Self::Conn, body: &Bytes) -> anyhow::Result<Bytes>;
     /// Ends the connection (not timed).
     async fn close(&self, conn: Self::Conn);
+    /// UDP datagrams this connection has sent so far, for the protocols that count them.
+    async fn datagrams_sent(&self, _conn: &Self::Conn) -> Option<u64> {
+        None
+    }
 }
 
 type Serve = Pin<Box<dyn Future<Output = ()>>>;

@@ -213,6 +213,14 @@ impl Proto for NexStream {
         Ok(answer)
     }
 
+    async fn datagrams_sent(&self, conn: &NexConn) -> Option<u64> {
+        let (sessions, _) = conn.node.stats().await.ok()?;
+        sessions
+            .iter()
+            .find(|s| s.id == conn.session)
+            .map(|s| s.sent_packets)
+    }
+
     async fn close(&self, conn: NexConn) {
         let _ = conn
             .node

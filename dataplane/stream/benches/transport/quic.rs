@@ -104,6 +104,10 @@ impl Proto for Quinn {
         Ok(Bytes::from(answer))
     }
 
+    async fn datagrams_sent(&self, conn: &QuinnConn) -> Option<u64> {
+        Some(conn.conn.stats().udp_tx.datagrams)
+    }
+
     async fn close(&self, conn: QuinnConn) {
         conn.conn.close(0u32.into(), b"done");
         conn.endpoint.close(0u32.into(), b"done");
