@@ -30,6 +30,10 @@ use tokio::sync::{mpsc, watch};
 use crate::admin::{AdminActor, AdminArgs, AdminContext, NodeInfo};
 use crate::config::{ConfigError, DataplaneBackend, NodeConfig};
 
+/// Socket buffer the data plane asks for in each direction: absorbs the bursts of a QUIC
+/// congestion window (NexStream sessions) while the forwarder thread is descheduled.
+const DATAPLANE_SOCKET_BYTES: usize = 4 << 20;
+
 /// The data plane's socket wrapped in the chosen backend, built before anything is written so a
 /// backend the host cannot run is a configuration error.
 enum DataplaneIo {
@@ -169,10 +173,13 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     let dataplane_io = match dataplane_socket {
         None => None,
         Some(socket) => Some(match config.dataplane_backend {
-            DataplaneBackend::Portable => DataplaneIo::Portable(
-                UdpIo::from_socket(socket)
-                    .map_err(|e| config_err("dataplane", format!("socket setup: {e}")))?,
-            ),
+            DataplaneBackend::Portable => {
+                let io = UdpIo::from_socket(socket)
+                    .map_err(|e| config_err("dataplane", format!("socket setup: {e}")))?;
+                // Best effort: the kernel caps the sizes at net.core.rmem_max / wmem_max.
+                let _ = io.set_buffer_sizes(DATAPLANE_SOCKET_BYTES, DATAPLANE_SOCKET_BYTES);
+                DataplaneIo::Portable(io)
+            }
             DataplaneBackend::IoUring => {
                 let io = UringIo::from_socket(socket).map_err(|e| {
                     config_err(
@@ -180,6 +187,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
                         format!("io_uring is not usable here: {e}"),
                     )
                 })?;
+                let _ = io.set_buffer_sizes(DATAPLANE_SOCKET_BYTES, DATAPLANE_SOCKET_BYTES);
                 DataplaneIo::IoUring(Box::new(io))
             }
         }),

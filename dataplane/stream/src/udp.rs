@@ -42,6 +42,8 @@ pub enum Framing {
 
 /// Largest UDP datagram the driver reads.
 const RECV_BYTES_MAX: usize = 65_535;
+/// Socket buffer the driver asks for in each direction.
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// Commands queued to the driver task before callers wait.
 const COMMANDS_MAX: usize = 1024;
 /// Events queued for the application before the driver waits for it.
@@ -122,6 +124,11 @@ impl StreamNode {
         framing: Framing,
     ) -> io::Result<(StreamNode, mpsc::Receiver<Event>)> {
         let socket = UdpSocket::bind(addr).await?;
+        // Best effort (capped at net.core.rmem_max / wmem_max): room for a congestion window's
+        // burst while the driver task waits for a core.
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
         let local_addr = socket.local_addr()?;
         let node_id = endpoint.node_id();
         let (tx, rx) = mpsc::channel(COMMANDS_MAX);
