@@ -1,8 +1,9 @@
 //! Core mode: a discrete-event engine (in the style of TigerBeetle's VOPR) that drives the
 //! sans-IO membership cores directly, without tokio, sockets or threads.
 //!
-//! One priority queue of events ordered by `(virtual time, sequence number)` holds datagram
-//! deliveries, node timer wake-ups, timeline actions and invariant samples. Every random choice
+//! One priority queue of events ([`crate::queue::EventQueue`], shared by every engine) ordered
+//! by `(virtual time, sequence number)` holds datagram deliveries, node timer wake-ups,
+//! timeline actions and invariant samples. Every random choice
 //! (network fate, node ids, each core's RNG) is drawn from generators seeded from the run's
 //! seed, so a seed fixes the whole run.
 
@@ -25,6 +26,7 @@ use crate::invariants::agreement;
 use crate::invariants::registry::{Entries, RegistryInvariant, RegistryTruth, RegistryWorld};
 use crate::invariants::{self, Invariant, NodeIds, Truth, World, components};
 use crate::net::{Fate, Net};
+use crate::queue::EventQueue;
 use crate::report::{RegistrySummary, RunReport, Sample, WithdrawTiming};
 use crate::scenario::{Action, RegistryAction, RegistryScenario, Scenario};
 use crate::trace::{Trace, TraceEvent};
@@ -91,35 +93,6 @@ enum Ev {
     Sample,
     /// Does every healthy node agree now? (Reads only; see [`agreement::Watch`].)
     AgreementCheck,
-}
-
-/// An event in the queue; ordered so the max-heap pops the earliest `(at_us, seq)` first
-/// (sequence numbers are unique, so the order is total and the run deterministic).
-#[derive(Debug)]
-struct Queued {
-    at_us: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at_us, self.seq) == (other.at_us, other.seq)
-    }
-}
-
-impl Eq for Queued {}
-
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (other.at_us, other.seq).cmp(&(self.at_us, self.seq))
-    }
 }
 
 /// A node's clock: virtual time scaled by a drift that starts at `anchor_v`.
@@ -215,8 +188,7 @@ pub struct CoreSim<'s> {
     seed: u64,
     now_us: u64,
     /// Pending events, earliest `(time, sequence)` first.
-    queue: std::collections::BinaryHeap<Queued>,
-    seq: u64,
+    queue: EventQueue<Ev>,
     nodes: Vec<SimNode>,
     /// Ground truth per node, kept beside `nodes` so checkers get a slice.
     truth: Vec<Truth>,
@@ -285,8 +257,7 @@ impl<'s> CoreSim<'s> {
             scenario,
             seed,
             now_us: 0,
-            queue: std::collections::BinaryHeap::new(),
-            seq: 0,
+            queue: EventQueue::new(),
             nodes,
             truth,
             ids,
@@ -357,12 +328,7 @@ impl<'s> CoreSim<'s> {
     }
 
     fn push(&mut self, at_us: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Queued {
-            at_us,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(at_us, ev);
     }
 
     /// Runs to the scenario's end and reports. `progress` is called about every 1% of the run.
@@ -382,12 +348,11 @@ impl<'s> CoreSim<'s> {
         let mut progress = progress;
         let step_us = (end_us / 100).max(1);
         let mut next_progress = step_us;
-        while let Some(next) = self.queue.peek() {
-            let at = next.at_us;
+        while let Some(at) = self.queue.peek_time() {
             if at > end_us {
                 break;
             }
-            let Some(Queued { ev, .. }) = self.queue.pop() else {
+            let Some((_, ev)) = self.queue.pop() else {
                 break;
             };
             self.now_us = at;

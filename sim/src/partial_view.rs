@@ -28,7 +28,7 @@
 //! nodes in the largest overlay component of their network component (1.0 exactly when each
 //! network component is one overlay component).
 
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use nexus_gossip::{MessageId, NodeId, Overlay, OverlayEvent, Timestamp};
@@ -41,6 +41,7 @@ use crate::invariants::overlay_connected::correct_share;
 use crate::invariants::overlay_reach::PROBE_WINDOW;
 use crate::invariants::{Truth, Verdict};
 use crate::net::{Fate, Net};
+use crate::queue::EventQueue;
 use crate::report::{RunReport, Sample};
 use crate::scenario::{Action, PartialScenario, Scenario};
 use crate::trace::{Trace, TraceEvent};
@@ -73,34 +74,6 @@ enum Ev {
     Sample,
 }
 
-/// A queued event; the max-heap pops the earliest `(at_us, seq)` first.
-#[derive(Debug)]
-struct Queued {
-    at_us: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at_us, self.seq) == (other.at_us, other.seq)
-    }
-}
-
-impl Eq for Queued {}
-
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (other.at_us, other.seq).cmp(&(self.at_us, self.seq))
-    }
-}
-
 #[derive(Debug)]
 struct Node {
     core: Option<Overlay>,
@@ -124,8 +97,7 @@ pub struct PartialSim<'s> {
     partial: &'s PartialScenario,
     seed: u64,
     now_us: u64,
-    queue: BinaryHeap<Queued>,
-    seq: u64,
+    queue: EventQueue<Ev>,
     nodes: Vec<Node>,
     truth: Vec<Truth>,
     down_since: Vec<Option<Duration>>,
@@ -196,8 +168,7 @@ impl<'s> PartialSim<'s> {
             partial,
             seed,
             now_us: 0,
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: EventQueue::new(),
             nodes: (0..n)
                 .map(|_| Node {
                     core: None,
@@ -226,12 +197,7 @@ impl<'s> PartialSim<'s> {
     }
 
     fn push(&mut self, at_us: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Queued {
-            at_us,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(at_us, ev);
     }
 
     /// Runs to the scenario's end and reports. `progress` is called about every 1 % of the run.
@@ -249,12 +215,11 @@ impl<'s> PartialSim<'s> {
         let mut progress = progress;
         let step_us = (end_us / 100).max(1);
         let mut next_progress = step_us;
-        while let Some(next) = self.queue.peek() {
-            let at = next.at_us;
+        while let Some(at) = self.queue.peek_time() {
             if at > end_us {
                 break;
             }
-            let Some(Queued { ev, .. }) = self.queue.pop() else {
+            let Some((_, ev)) = self.queue.pop() else {
                 break;
             };
             self.now_us = at;
