@@ -20,7 +20,8 @@ use crate::error::{CloseReason, ConnectError, ErrorCode, SendError};
 use crate::identity::{Identity, hex_prefix};
 use crate::mode::{DatagramOptions, FlowOptions, MessageOptions, Mode};
 use crate::session::{
-    QueuedDatagram, RecvState, SendState, Session, SessionId, SessionStats, StreamRef,
+    HEAD_BYTES, QueuedDatagram, Ranges, RecvState, SendState, Session, SessionId, SessionStats,
+    StreamRef, UniState,
 };
 use crate::wire::{DATAGRAM_HEADER_LEN, DatagramHeader, Hello, RO_LEN_PREFIX, StreamHeader};
 
@@ -1322,7 +1323,11 @@ impl Endpoint {
                     if s.is_peer_control(stream) {
                         s.control.peer_stream = Some(stream);
                     } else {
-                        s.recv.insert(stream, RecvState::Header { buf: Vec::new() });
+                        let state = match stream.dir() {
+                            Dir::Bi => RecvState::FlowHeader,
+                            Dir::Uni => RecvState::Uni(UniState::new()),
+                        };
+                        s.recv.insert(stream, state);
                         if !s.established {
                             s.held.insert(stream);
                         }
@@ -1645,249 +1650,349 @@ fn read_app_stream(
     config: &EndpointConfig,
     out: &mut ReadOutcome,
 ) {
-    let locally_opened = stream.initiator() == s.side();
-    let Some(mut state) = s.recv.remove(&stream) else {
+    let Some(state) = s.recv.remove(&stream) else {
         drain_discard(s, stream);
         return;
     };
-    let mut keep = true;
-    loop {
-        match &mut state {
-            RecvState::Header { buf } => {
-                let bidi = stream.dir() == Dir::Bi;
-                let mut recv = s.conn.recv_stream(stream);
-                let Ok(mut chunks) = recv.read(true) else {
-                    keep = false;
-                    break;
-                };
-                let mut header = None;
-                let mut error = None;
-                let mut ended = false;
-                loop {
-                    match StreamHeader::decode_prefix(buf, bidi) {
-                        Ok(Some(h)) => {
-                            header = Some(h);
-                            break;
-                        }
-                        Ok(None) => {}
-                        Err(_) => {
-                            error = Some(ErrorCode::BadHeader);
-                            break;
-                        }
-                    }
-                    // Read one byte at a time up to the header's length: the body is read
-                    // unordered once the header is known.
-                    let want = match buf.first().copied().and_then(Mode::from_code) {
-                        Some(Mode::ReliableUnordered) => crate::wire::MESSAGE_HEADER_LEN,
-                        Some(Mode::BestEffort) => crate::wire::BE_STREAM_HEADER_LEN,
-                        _ => 1,
-                    } - buf.len();
-                    match chunks.next(want) {
-                        Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
-                        Ok(None) => {
-                            ended = true;
-                            break;
-                        }
-                        Err(ReadError::Blocked) => break,
-                        Err(ReadError::Reset(code)) => {
-                            out.failed = Some((ErrorCode::from_u64(code.into_inner()), true));
-                            ended = true;
-                            break;
-                        }
-                    }
-                }
-                let _ = chunks.finalize();
-                if let Some(code) = error {
-                    let _ = s.conn.recv_stream(stream).stop(code.varint());
-                    out.failed = Some((code, false));
-                    keep = false;
-                    break;
-                }
-                if ended {
-                    keep = false;
-                    break;
-                }
-                let Some(h) = header else {
-                    break;
-                };
-                state = match h {
-                    StreamHeader::Flow => RecvState::Flow { buf: Vec::new() },
-                    StreamHeader::Message { len } => match reserve(s, len, config) {
-                        Ok(data) => RecvState::Message {
-                            mode: Mode::ReliableUnordered,
-                            header_len: h.len() as u64,
-                            data,
-                            received: 0,
-                            expires_ms: 0,
-                        },
-                        Err(code) => {
-                            let _ = s.conn.recv_stream(stream).stop(code.varint());
-                            out.failed = Some((code, false));
-                            keep = false;
-                            break;
-                        }
-                    },
-                    StreamHeader::BestEffort { expires_ms, len } => match reserve(s, len, config) {
-                        Ok(data) => RecvState::Message {
-                            mode: Mode::BestEffort,
-                            header_len: h.len() as u64,
-                            data,
-                            received: 0,
-                            expires_ms,
-                        },
-                        Err(code) => {
-                            let _ = s.conn.recv_stream(stream).stop(code.varint());
-                            out.failed = Some((code, false));
-                            keep = false;
-                            break;
-                        }
-                    },
-                };
+    let next = match state {
+        RecvState::Uni(uni) => read_uni(s, stream, uni, unix_ms, config, out).map(RecvState::Uni),
+        RecvState::FlowHeader => read_flow_header(s, stream, config, out),
+        RecvState::Flow { buf } => read_flow(s, stream, buf, config, out),
+    };
+    if let Some(state) = next {
+        s.recv.insert(stream, state);
+    }
+}
+
+/// The one-byte header of a flow the peer opened, read in order; then the flow itself.
+fn read_flow_header(
+    s: &mut Session,
+    stream: StreamId,
+    config: &EndpointConfig,
+    out: &mut ReadOutcome,
+) -> Option<RecvState> {
+    let mut recv = s.conn.recv_stream(stream);
+    let mut chunks = recv.read(true).ok()?;
+    let first = chunks.next(1);
+    let _ = chunks.finalize();
+    match first {
+        Ok(Some(c)) => match StreamHeader::decode_prefix(&c.bytes, true) {
+            Ok(Some(StreamHeader::Flow)) => read_flow(s, stream, Vec::new(), config, out),
+            _ => {
+                let _ = s
+                    .conn
+                    .recv_stream(stream)
+                    .stop(ErrorCode::BadHeader.varint());
+                out.failed = Some((ErrorCode::BadHeader, false));
+                None
             }
-            RecvState::Flow { buf } => {
-                let mut recv = s.conn.recv_stream(stream);
-                let Ok(mut chunks) = recv.read(true) else {
-                    keep = false;
-                    break;
-                };
-                let mut ended = false;
-                loop {
-                    match chunks.next(usize::MAX) {
-                        Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
-                        Ok(None) => {
-                            ended = true;
-                            break;
-                        }
-                        Err(ReadError::Blocked) => break,
-                        Err(ReadError::Reset(code)) => {
-                            out.failed = Some((ErrorCode::from_u64(code.into_inner()), true));
-                            ended = true;
-                            break;
-                        }
-                    }
-                    if buf.len() > config.message_bytes_max + RO_LEN_PREFIX {
-                        break;
-                    }
-                }
-                let _ = chunks.finalize();
-                if out.failed.is_some() {
-                    s.modes[Mode::ReliableOrdered.index()].dropped_recv += 1;
-                }
-                let mut at = 0;
-                while buf.len() - at >= RO_LEN_PREFIX {
-                    let mut len_bytes = [0u8; 4];
-                    len_bytes.copy_from_slice(&buf[at..at + 4]);
-                    let len = u32::from_be_bytes(len_bytes) as usize;
-                    if len > config.message_bytes_max {
-                        let _ = s
-                            .conn
-                            .recv_stream(stream)
-                            .stop(ErrorCode::TooLarge.varint());
-                        out.failed = Some((ErrorCode::TooLarge, false));
-                        ended = true;
-                        break;
-                    }
-                    if buf.len() - at - RO_LEN_PREFIX < len {
-                        break;
-                    }
-                    let data = Bytes::copy_from_slice(&buf[at + 4..at + 4 + len]);
-                    at += 4 + len;
-                    let c = &mut s.modes[Mode::ReliableOrdered.index()];
-                    c.delivered += 1;
-                    c.bytes_delivered += len as u64;
-                    out.messages.push((Mode::ReliableOrdered, data));
-                }
-                buf.drain(..at);
-                if ended {
-                    if out.failed.is_none() {
-                        out.finished_flow = true;
-                    }
-                    // Our side of a flow we opened stays in `send` until acknowledged.
-                    keep = false;
-                    let _ = locally_opened;
-                }
+        },
+        Ok(None) => None,
+        Err(ReadError::Blocked) => Some(RecvState::FlowHeader),
+        Err(ReadError::Reset(code)) => {
+            out.failed = Some((ErrorCode::from_u64(code.into_inner()), true));
+            None
+        }
+    }
+}
+
+/// A reliable-ordered flow: length-prefixed messages, read in order.
+fn read_flow(
+    s: &mut Session,
+    stream: StreamId,
+    mut buf: Vec<u8>,
+    config: &EndpointConfig,
+    out: &mut ReadOutcome,
+) -> Option<RecvState> {
+    let mut recv = s.conn.recv_stream(stream);
+    let mut chunks = recv.read(true).ok()?;
+    let mut ended = false;
+    loop {
+        match chunks.next(usize::MAX) {
+            Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
+            Ok(None) => {
+                ended = true;
                 break;
             }
-            RecvState::Message {
-                mode,
-                header_len,
-                data,
-                received,
-                expires_ms,
-            } => {
-                let mut recv = s.conn.recv_stream(stream);
-                let Ok(mut chunks) = recv.read(false) else {
-                    keep = false;
-                    break;
-                };
-                let mut ended = false;
-                let mut bad = false;
-                loop {
-                    match chunks.next(usize::MAX) {
-                        Ok(Some(c)) => {
-                            let Some(start) = c.offset.checked_sub(*header_len) else {
-                                bad = true;
-                                break;
-                            };
-                            let start = start as usize;
-                            let end = start + c.bytes.len();
-                            if end > data.len() {
-                                bad = true;
-                                break;
-                            }
-                            data[start..end].copy_from_slice(&c.bytes);
-                            *received += c.bytes.len();
-                        }
-                        Ok(None) => {
-                            ended = true;
-                            break;
-                        }
-                        Err(ReadError::Blocked) => break,
-                        Err(ReadError::Reset(code)) => {
-                            out.failed = Some((ErrorCode::from_u64(code.into_inner()), true));
-                            ended = true;
-                            break;
-                        }
-                    }
-                }
-                let _ = chunks.finalize();
-                if out.failed.is_some() {
-                    s.modes[mode.index()].dropped_recv += 1;
-                }
-                if bad {
-                    let _ = s
-                        .conn
-                        .recv_stream(stream)
-                        .stop(ErrorCode::BadHeader.varint());
-                    out.failed = Some((ErrorCode::BadHeader, false));
-                    s.reassembly_bytes -= data.len();
-                    keep = false;
-                    break;
-                }
-                if ended {
-                    s.reassembly_bytes -= data.len();
-                    keep = false;
-                    if out.failed.is_none() {
-                        if *received != data.len() {
-                            out.failed = Some((ErrorCode::BadHeader, false));
-                        } else if *expires_ms != 0 && unix_ms > *expires_ms {
-                            s.modes[mode.index()].dropped_recv += 1;
-                        } else {
-                            let c = &mut s.modes[mode.index()];
-                            c.delivered += 1;
-                            c.bytes_delivered += data.len() as u64;
-                            out.messages
-                                .push((*mode, Bytes::from(std::mem::take(data))));
-                        }
-                    }
-                }
+            Err(ReadError::Blocked) => break,
+            Err(ReadError::Reset(code)) => {
+                out.failed = Some((ErrorCode::from_u64(code.into_inner()), true));
+                ended = true;
                 break;
             }
         }
+        if buf.len() > config.message_bytes_max + RO_LEN_PREFIX {
+            break;
+        }
     }
-    if keep {
-        s.recv.insert(stream, state);
+    let _ = chunks.finalize();
+    if out.failed.is_some() {
+        s.modes[Mode::ReliableOrdered.index()].dropped_recv += 1;
     }
+    let mut at = 0;
+    while buf.len() - at >= RO_LEN_PREFIX {
+        let mut len_bytes = [0u8; 4];
+        len_bytes.copy_from_slice(&buf[at..at + 4]);
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        if len > config.message_bytes_max {
+            let _ = s
+                .conn
+                .recv_stream(stream)
+                .stop(ErrorCode::TooLarge.varint());
+            out.failed = Some((ErrorCode::TooLarge, false));
+            ended = true;
+            break;
+        }
+        if buf.len() - at - RO_LEN_PREFIX < len {
+            break;
+        }
+        let data = Bytes::copy_from_slice(&buf[at + 4..at + 4 + len]);
+        at += 4 + len;
+        let c = &mut s.modes[Mode::ReliableOrdered.index()];
+        c.delivered += 1;
+        c.bytes_delivered += len as u64;
+        out.messages.push((Mode::ReliableOrdered, data));
+    }
+    buf.drain(..at);
+    if ended {
+        if out.failed.is_none() {
+            out.finished_flow = true;
+        }
+        // Our side of a flow we opened stays in `send` until acknowledged.
+        return None;
+    }
+    Some(RecvState::Flow { buf })
+}
+
+/// A unidirectional message stream, read unordered from its first byte: chunks are placed by
+/// offset into the header, then the body. Reading unordered from the start (rather than the
+/// header in order, then the body unordered) keeps quinn from switching a stream's read mode,
+/// which can hand out bytes twice.
+fn read_uni(
+    s: &mut Session,
+    stream: StreamId,
+    mut state: UniState,
+    unix_ms: u64,
+    config: &EndpointConfig,
+    out: &mut ReadOutcome,
+) -> Option<UniState> {
+    let mut got: Vec<(u64, Bytes)> = Vec::new();
+    let mut ended = false;
+    let mut reset = None;
+    {
+        let mut recv = s.conn.recv_stream(stream);
+        let Ok(mut chunks) = recv.read(false) else {
+            release(s, &state);
+            return None;
+        };
+        loop {
+            match chunks.next(usize::MAX) {
+                Ok(Some(c)) => got.push((c.offset, c.bytes)),
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Err(ReadError::Blocked) => break,
+                Err(ReadError::Reset(code)) => {
+                    reset = Some(ErrorCode::from_u64(code.into_inner()));
+                    break;
+                }
+            }
+        }
+        let _ = chunks.finalize();
+    }
+    if let Some(code) = reset {
+        if let UniState::Body { mode, .. } = &state {
+            s.modes[mode.index()].dropped_recv += 1;
+        }
+        release(s, &state);
+        out.failed = Some((code, true));
+        return None;
+    }
+    let fail = |s: &mut Session, state: &UniState, code: ErrorCode| {
+        let _ = s.conn.recv_stream(stream).stop(code.varint());
+        release(s, state);
+        (code, false)
+    };
+    for (offset, bytes) in got {
+        match &mut state {
+            UniState::Header {
+                head,
+                have,
+                early,
+                early_bytes,
+            } => {
+                let end = offset + bytes.len() as u64;
+                let head_end = end.min(HEAD_BYTES as u64);
+                if offset < head_end {
+                    let n = (head_end - offset) as usize;
+                    head[offset as usize..head_end as usize].copy_from_slice(&bytes[..n]);
+                    have.insert(offset, head_end);
+                }
+                if end > HEAD_BYTES as u64 {
+                    let from = offset.max(HEAD_BYTES as u64);
+                    let part = bytes.slice((from - offset) as usize..);
+                    *early_bytes += part.len();
+                    s.reassembly_bytes += part.len();
+                    early.push((from, part));
+                    if *early_bytes > config.message_bytes_max + HEAD_BYTES
+                        || s.reassembly_bytes > config.reassembly_bytes_max
+                    {
+                        out.failed = Some(fail(s, &state, ErrorCode::TooLarge));
+                        return None;
+                    }
+                }
+            }
+            UniState::Body {
+                header_len,
+                data,
+                received,
+                ..
+            } => {
+                if !place(data, received, *header_len, offset, &bytes) {
+                    out.failed = Some(fail(s, &state, ErrorCode::BadHeader));
+                    return None;
+                }
+            }
+        }
+        // The header may be complete now: switch to the body and place what came early.
+        if let UniState::Header {
+            head,
+            have,
+            early,
+            early_bytes,
+        } = &mut state
+        {
+            let header_len = match head[0] {
+                _ if !have.contains(0, 1) => continue,
+                2 => crate::wire::MESSAGE_HEADER_LEN,
+                3 => crate::wire::BE_STREAM_HEADER_LEN,
+                _ => {
+                    out.failed = Some(fail(s, &state, ErrorCode::BadHeader));
+                    return None;
+                }
+            };
+            if !have.contains(0, header_len as u64) {
+                continue;
+            }
+            let (mode, len, expires_ms) =
+                match StreamHeader::decode_prefix(&head[..header_len], false) {
+                    Ok(Some(StreamHeader::Message { len })) => (Mode::ReliableUnordered, len, 0),
+                    Ok(Some(StreamHeader::BestEffort { expires_ms, len })) => {
+                        (Mode::BestEffort, len, expires_ms)
+                    }
+                    _ => {
+                        out.failed = Some(fail(s, &state, ErrorCode::BadHeader));
+                        return None;
+                    }
+                };
+            s.reassembly_bytes -= *early_bytes;
+            let early = std::mem::take(early);
+            let head_tail: Vec<(u64, Bytes)> = (header_len..HEAD_BYTES)
+                .filter(|&i| have.contains(i as u64, i as u64 + 1))
+                .map(|i| (i as u64, Bytes::copy_from_slice(&head[i..=i])))
+                .collect();
+            let data = match reserve(s, len, config) {
+                Ok(data) => data,
+                Err(code) => {
+                    let _ = s.conn.recv_stream(stream).stop(code.varint());
+                    out.failed = Some((code, false));
+                    return None;
+                }
+            };
+            let mut body = UniState::Body {
+                mode,
+                header_len: header_len as u64,
+                data,
+                received: Ranges::default(),
+                expires_ms,
+            };
+            if let UniState::Body {
+                header_len,
+                data,
+                received,
+                ..
+            } = &mut body
+            {
+                for (offset, bytes) in head_tail.iter().chain(early.iter()) {
+                    if !place(data, received, *header_len, *offset, bytes) {
+                        out.failed = Some(fail(s, &body, ErrorCode::BadHeader));
+                        return None;
+                    }
+                }
+            }
+            state = body;
+        }
+    }
+    if !ended {
+        return Some(state);
+    }
+    // The stream finished and every byte was read.
+    match state {
+        UniState::Header { .. } => {
+            out.failed = Some(fail(s, &state, ErrorCode::BadHeader));
+            None
+        }
+        UniState::Body {
+            mode,
+            data,
+            received,
+            expires_ms,
+            ..
+        } => {
+            s.reassembly_bytes -= data.len();
+            if received.covered() != data.len() as u64 {
+                let _ = s
+                    .conn
+                    .recv_stream(stream)
+                    .stop(ErrorCode::BadHeader.varint());
+                out.failed = Some((ErrorCode::BadHeader, false));
+            } else if expires_ms != 0 && unix_ms > expires_ms {
+                s.modes[mode.index()].dropped_recv += 1;
+            } else {
+                let c = &mut s.modes[mode.index()];
+                c.delivered += 1;
+                c.bytes_delivered += data.len() as u64;
+                out.messages.push((mode, Bytes::from(data)));
+            }
+            None
+        }
+    }
+}
+
+/// Gives back the reassembly budget a message stream holds.
+fn release(s: &mut Session, state: &UniState) {
+    s.reassembly_bytes -= match state {
+        UniState::Header { early_bytes, .. } => *early_bytes,
+        UniState::Body { data, .. } => data.len(),
+    };
+}
+
+/// Copies the body part of a chunk at stream `offset` into `data`; false if it lies beyond the
+/// declared length.
+fn place(
+    data: &mut [u8],
+    received: &mut Ranges,
+    header_len: u64,
+    offset: u64,
+    bytes: &[u8],
+) -> bool {
+    let end = offset + bytes.len() as u64;
+    let body_start = offset.max(header_len);
+    if end <= body_start {
+        return true;
+    }
+    let skip = (body_start - offset) as usize;
+    let (start, stop) = (
+        (body_start - header_len) as usize,
+        (end - header_len) as usize,
+    );
+    if stop > data.len() {
+        return false;
+    }
+    data[start..stop].copy_from_slice(&bytes[skip..]);
+    received.insert(start as u64, stop as u64);
+    true
 }
 
 /// Allocates a message buffer of `len` bytes within the session's reassembly bound.

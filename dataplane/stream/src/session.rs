@@ -108,19 +108,103 @@ pub(crate) struct SendState {
 /// How a received stream is being read.
 #[derive(Debug)]
 pub(crate) enum RecvState {
-    /// Reading the header, in order.
-    Header { buf: Vec<u8> },
+    /// A flow the peer opened: its one-byte header, read in order.
+    FlowHeader,
     /// A reliable-ordered flow: length-prefixed messages, in order.
     Flow { buf: Vec<u8> },
-    /// One message of `data.len()` bytes, placed by offset from unordered chunks.
-    Message {
+    /// A unidirectional message stream, read unordered from its first byte.
+    Uni(UniState),
+}
+
+/// The longest unidirectional stream header ([`crate::wire::BE_STREAM_HEADER_LEN`]).
+pub(crate) const HEAD_BYTES: usize = crate::wire::BE_STREAM_HEADER_LEN;
+
+/// A unidirectional message stream being read.
+#[derive(Debug)]
+pub(crate) enum UniState {
+    /// Header bytes placed by offset; body bytes that arrived before the header completed.
+    Header {
+        head: [u8; HEAD_BYTES],
+        have: Ranges,
+        early: Vec<(u64, Bytes)>,
+        /// Bytes in `early` (charged to the session's reassembly budget).
+        early_bytes: usize,
+    },
+    /// One message of `data.len()` bytes, placed by offset.
+    Body {
         mode: Mode,
         header_len: u64,
         data: Vec<u8>,
-        received: usize,
+        /// Which body bytes have arrived (chunks may overlap).
+        received: Ranges,
         /// Unix ms after which the message is not delivered; 0 = never.
         expires_ms: u64,
     },
+}
+
+impl UniState {
+    pub fn new() -> UniState {
+        UniState::Header {
+            head: [0; HEAD_BYTES],
+            have: Ranges::default(),
+            early: Vec::new(),
+            early_bytes: 0,
+        }
+    }
+}
+
+/// A set of byte ranges `[start, end)`, merged; counts the bytes it covers.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Ranges {
+    /// start → end, disjoint and not adjacent.
+    spans: BTreeMap<u64, u64>,
+    covered: u64,
+}
+
+impl Ranges {
+    /// Adds `[start, end)`; returns how many bytes were not covered before.
+    pub fn insert(&mut self, mut start: u64, mut end: u64) -> u64 {
+        if start >= end {
+            return 0;
+        }
+        let before = self.covered;
+        // Merge with a span that begins at or before `start` and reaches it.
+        if let Some((&s, &e)) = self.spans.range(..=start).next_back()
+            && e >= start
+        {
+            if e >= end {
+                return 0;
+            }
+            start = s;
+            end = end.max(e);
+            self.spans.remove(&s);
+            self.covered -= e - s;
+        }
+        // Absorb every span that begins inside `[start, end]`.
+        while let Some((&s, &e)) = self.spans.range(start..=end).next() {
+            end = end.max(e);
+            self.spans.remove(&s);
+            self.covered -= e - s;
+        }
+        self.spans.insert(start, end);
+        self.covered += end - start;
+        self.covered - before
+    }
+
+    /// Bytes covered.
+    pub fn covered(&self) -> u64 {
+        self.covered
+    }
+
+    /// Whether every byte of `[start, end)` is covered.
+    pub fn contains(&self, start: u64, end: u64) -> bool {
+        start >= end
+            || self
+                .spans
+                .range(..=start)
+                .next_back()
+                .is_some_and(|(_, &e)| e >= end)
+    }
 }
 
 /// A datagram waiting for its turn.
@@ -293,5 +377,33 @@ impl Session {
         } else {
             (s.path.lost_packets as f64 / s.path.sent_packets as f64).min(0.99)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ranges;
+
+    #[test]
+    fn ranges_merge_and_count_each_byte_once() {
+        let mut r = Ranges::default();
+        assert_eq!(r.insert(10, 20), 10);
+        assert_eq!(r.insert(10, 20), 0);
+        assert_eq!(r.insert(15, 25), 5);
+        assert_eq!(r.insert(0, 5), 5);
+        assert_eq!(r.insert(5, 10), 5);
+        assert_eq!(r.covered(), 25);
+        assert_eq!(r.insert(30, 40), 10);
+        assert_eq!(r.insert(0, 50), 15);
+        assert_eq!(r.covered(), 50);
+        assert_eq!(r.insert(7, 7), 0);
+        assert_eq!(r.insert(9, 3), 0);
+        assert_eq!(r.spans.len(), 1);
+        assert!(r.contains(0, 50) && r.contains(3, 4) && r.contains(9, 9));
+        assert!(!r.contains(49, 51));
+        let mut gap = Ranges::default();
+        gap.insert(0, 2);
+        gap.insert(3, 5);
+        assert!(gap.contains(0, 2) && !gap.contains(0, 5) && !gap.contains(2, 3));
     }
 }

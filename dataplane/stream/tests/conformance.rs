@@ -674,6 +674,49 @@ fn reliable_modes_survive_loss_duplication_and_reordering() {
     assert!(net.datagrams_lost > 0, "the link did lose packets");
 }
 
+/// Unordered messages under heavy duplication, reordering and loss arrive exactly once. (The
+/// simulator's `stream-unordered-overlap` scenario reproduces the case where duplicated data of
+/// a held stream made a header-then-body reader fail; `sim/tests/stream.rs` keeps it.)
+#[test]
+fn unordered_messages_survive_heavy_duplication() {
+    let link = LinkModel {
+        latency: Duration::from_millis(5),
+        jitter: Duration::from_millis(10),
+        loss: 0.03,
+        duplicate: 0.3,
+        bandwidth_bps: 0,
+    };
+    for seed in 1..=6 {
+        let (_ca, specs) = specs(2);
+        let mut net = SimNet::new(seed, specs, link);
+        let s = net.connect(0, 1).expect("established");
+        for i in 0..40u8 {
+            let len = 1 + (usize::from(i) * 977) % 9000;
+            net.send_message(0, s, payload(len, i), MessageOptions::default())
+                .expect("send");
+        }
+        let mut got = Vec::new();
+        while got.len() < 40 {
+            let e = expect_event(&mut net, 1, Duration::from_secs(60), "message", |e| {
+                matches!(e, Event::Message { .. }) || matches!(e, Event::StreamFailed { .. })
+            });
+            match e {
+                Event::Message { data, .. } => got.push(data),
+                other => panic!("seed {seed}: {other:?}"),
+            }
+        }
+        for i in 0..40u8 {
+            let len = 1 + (usize::from(i) * 977) % 9000;
+            let want = payload(len, i);
+            assert_eq!(
+                got.iter().filter(|d| **d == want).count(),
+                1,
+                "seed {seed}, message {i}"
+            );
+        }
+    }
+}
+
 #[test]
 fn probabilistic_rate_is_within_bounds() {
     for (p, loss) in [(0.3, 0.0), (0.5, 0.1), (0.95, 0.2)] {
