@@ -111,7 +111,9 @@ pub struct StreamSummary {
     pub modes: Vec<StreamModeSummary>,
     /// `Established` events (each end of a session counts once).
     pub sessions_established: u64,
-    /// Established sessions closed because the peer's MIC was revoked.
+    /// Established sessions closed because a MIC was revoked, on either end. A revoked node
+    /// that opens a session counts its end as established once it has verified the server's
+    /// MIC, until the server's refusal arrives a round trip later: those count here too.
     pub closed_revoked: u64,
     /// Established sessions closed for any other reason (idle timeout, …).
     pub closed_other: u64,

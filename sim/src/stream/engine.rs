@@ -379,10 +379,15 @@ impl<'s> StreamSim<'s> {
         );
     }
 
+    /// Opens node `i`'s session to its target `peer`. If the endpoint already holds one with
+    /// that peer (opened the other way), it is used, and the node looks again `reconnect`
+    /// later, so the target is reconnected if that session goes away.
     fn connect(&mut self, i: usize, peer: usize) {
         let now = self.now();
         let key = self.fixture.node_id(peer);
         if self.nodes[i].ep.session_to(&key).is_some() {
+            let at = self.now_us + duration_us(self.cfg.reconnect);
+            self.queue.push(at, Ev::Reconnect { node: i, peer });
             return;
         }
         match self.nodes[i].ep.connect(now, key, node_addr(peer)) {
