@@ -88,3 +88,80 @@ impl StreamInvariant for Expiry {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use nexus_stream::SessionId;
+
+    use super::*;
+    use crate::scenario::Scenario;
+    use crate::stream::payload::Header;
+
+    /// Delivers one best-effort datagram expiring at 1.0305 s at each of `at_us`.
+    fn run(at_us: &[u64]) -> Verdict {
+        let s =
+            Scenario::parse("name = \"t\"\nnodes = 2\nduration = \"5s\"\n[stream]\npeers = 1\n")
+                .expect("valid");
+        let (revoked, open) = (BTreeSet::new(), BTreeMap::new());
+        let w = StreamWorld {
+            now: Duration::from_secs(2),
+            scenario: &s,
+            stream: s.stream.as_ref().expect("stream"),
+            revoked: &revoked,
+            cut_periods: &[],
+            established: &open,
+        };
+        let h = Header {
+            mode: Mode::BestEffort,
+            src: 0,
+            dst: 1,
+            flow: 0,
+            index: 9,
+            expires_us: 1_030_500,
+        };
+        let mut c = Expiry::default();
+        c.on_sent(
+            &w,
+            &Sent {
+                at: Duration::from_secs(1),
+                session: SessionId(1),
+                header: h,
+            },
+        );
+        for &t in at_us {
+            c.on_delivered(
+                &w,
+                &Delivered {
+                    at: Duration::from_micros(t),
+                    node: 1,
+                    session: SessionId(2),
+                    peer: 0,
+                    mode: Mode::BestEffort,
+                    header: Header::decode(&h.encode(200)),
+                },
+            );
+        }
+        c.finish(&w)
+    }
+
+    #[test]
+    fn in_time_holds_late_or_twice_fails() {
+        assert!(run(&[1_020_000]).ok);
+        // Within the expiry's millisecond: the wire cannot tell it apart.
+        assert!(run(&[1_030_999]).ok);
+        let late = run(&[1_031_000]);
+        assert!(
+            !late.ok && late.detail.contains("expired at 1.030500 s"),
+            "{}",
+            late.detail
+        );
+        let twice = run(&[1_010_000, 1_020_000]);
+        assert!(
+            !twice.ok && twice.detail.contains("twice"),
+            "{}",
+            twice.detail
+        );
+    }
+}

@@ -121,3 +121,78 @@ impl StreamInvariant for Probability {
         Verdict::from_first(self.name(), self.first.as_ref(), || text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::scenario::Scenario;
+    use crate::stream::payload::Header;
+
+    /// Sends 1000 probabilistic datagrams (p = 0.5) at 0..10 s, delivers the first `delivered`
+    /// of them, with a cut from 4 s to 5 s; the session lasts to the end.
+    fn run(delivered: u64) -> Verdict {
+        let s = Scenario::parse(
+            "name = \"t\"\nnodes = 2\nduration = \"10s\"\n[stream]\npeers = 1\n[stream.pr]\np = 0.5\n",
+        )
+        .expect("valid");
+        let revoked = BTreeSet::new();
+        let open = BTreeMap::from([((0, SessionId(1)), 1)]);
+        let cuts = [(Duration::from_secs(4), Some(Duration::from_secs(5)))];
+        let w = StreamWorld {
+            now: Duration::from_secs(15),
+            scenario: &s,
+            stream: s.stream.as_ref().expect("stream"),
+            revoked: &revoked,
+            cut_periods: &cuts,
+            established: &open,
+        };
+        let mut c = Probability::default();
+        for k in 0..1000u64 {
+            let header = Header {
+                mode: Mode::Probabilistic,
+                src: 0,
+                dst: 1,
+                flow: 0,
+                index: k,
+                expires_us: 0,
+            };
+            let at = Duration::from_millis(k * 10);
+            c.on_sent(
+                &w,
+                &Sent {
+                    at,
+                    session: SessionId(1),
+                    header,
+                },
+            );
+            if k < delivered {
+                c.on_delivered(
+                    &w,
+                    &Delivered {
+                        at,
+                        node: 1,
+                        session: SessionId(2),
+                        peer: 0,
+                        mode: Mode::Probabilistic,
+                        header: Header::decode(&header.encode(60)),
+                    },
+                );
+            }
+        }
+        c.finish(&w)
+    }
+
+    #[test]
+    fn a_rate_near_p_holds_and_one_far_off_fails() {
+        // Sends within 1 s of the 4–5 s cut (3 s to 6 s inclusive: 301 datagrams) do not
+        // count: 699 do, 300 of them delivered.
+        let v = run(500);
+        assert!(v.ok, "{}", v.detail);
+        assert!(v.detail.contains("300 of 699 delivered"), "{}", v.detail);
+        // 100 delivered, all before 1 s: 100 / 699 is far below p = 0.5.
+        let v = run(100);
+        assert!(!v.ok && v.detail.contains("off p"), "{}", v.detail);
+    }
+}
