@@ -140,7 +140,8 @@ impl StreamNode {
             events: events_tx,
             waiters: BTreeMap::new(),
             counters: LinkCounters::default(),
-            out: Vec::with_capacity(2048),
+            out: Vec::with_capacity(64 << 10),
+            gso: cfg!(target_os = "linux"),
         };
         tokio::spawn(driver.run(rx));
         Ok((
@@ -294,6 +295,54 @@ struct Driver {
     waiters: BTreeMap<SessionId, Reply<Result<SessionId, NodeError>>>,
     counters: LinkCounters,
     out: Vec<u8>,
+    /// Whether batches go out as one UDP GSO send (`UDP_SEGMENT`); off after a refusal.
+    gso: bool,
+}
+
+/// Sends `buf` as frames of `frame_len` bytes (the last may be shorter) in one `sendmsg` with
+/// `UDP_SEGMENT`.
+#[cfg(target_os = "linux")]
+async fn send_gso(
+    socket: &UdpSocket,
+    buf: &[u8],
+    frame_len: usize,
+    to: SocketAddr,
+) -> io::Result<()> {
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
+    let segment = u16::try_from(frame_len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+    let addr = SockaddrStorage::from(to);
+    socket
+        .async_io(tokio::io::Interest::WRITABLE, || {
+            let iov = [IoSlice::new(buf)];
+            let cmsgs = [ControlMessage::UdpGsoSegments(&segment)];
+            sendmsg(
+                socket.as_raw_fd(),
+                &iov,
+                &cmsgs,
+                MsgFlags::MSG_DONTWAIT,
+                Some(&addr),
+            )
+            .map(|_| ())
+            .map_err(io::Error::from)
+        })
+        .await
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn send_gso(
+    _socket: &UdpSocket,
+    _buf: &[u8],
+    _frame_len: usize,
+    _to: SocketAddr,
+) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "UDP GSO is Linux-only",
+    ))
 }
 
 fn now() -> Instant {
@@ -401,13 +450,15 @@ impl Driver {
         let now = now();
         while let Some(t) = self.endpoint.poll_transmit(now) {
             let segment = t.segment_size.unwrap_or(t.contents.len()).max(1);
-            for quic in t.contents.chunks(segment) {
-                let bytes: &[u8] = match self.framing {
-                    Framing::Raw => quic,
+            // Frame every QUIC datagram of the batch; equal-size frames stay one GSO batch
+            // (the last may be shorter, as UDP_SEGMENT allows).
+            self.out.clear();
+            let mut frame_len = segment;
+            let mut frames = 0usize;
+            for (i, quic) in t.contents.chunks(segment).enumerate() {
+                match self.framing {
+                    Framing::Raw => self.out.extend_from_slice(quic),
                     Framing::NexLink => {
-                        self.out.clear();
-                        // A stateless answer to an unknown peer goes out with the
-                        // unspecified tag: a forwarder drops it unless a route says otherwise.
                         let dst = NodeTag(t.peer_tag.unwrap_or(0));
                         let addr = LinkAddress {
                             routing_key: link::session_key(dst),
@@ -415,14 +466,28 @@ impl Driver {
                             dst,
                             session: t.session.map_or(0, |s| s.0),
                         };
-                        if let Err(e) = link::encapsulate(&addr, t.link_seq, quic, &mut self.out) {
+                        let seq = t.link_seq.wrapping_add(i as u32);
+                        if let Err(e) = link::encapsulate(&addr, seq, quic, &mut self.out) {
                             debug!(error = %e, "nexstream: cannot frame a transmit");
-                            continue;
+                            break;
                         }
-                        &self.out
+                        frame_len = segment + nexus_dataplane::wire::nexlink::HEADER_LEN;
                     }
-                };
-                if let Err(e) = self.socket.send_to(bytes, t.destination).await {
+                }
+                frames += 1;
+            }
+            if frames > 1 && self.gso {
+                match send_gso(&self.socket, &self.out, frame_len, t.destination).await {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        // Not offered again; the batch goes out frame by frame below.
+                        debug!(error = %e, "nexstream: UDP GSO refused; sending frame by frame");
+                        self.gso = false;
+                    }
+                }
+            }
+            for frame in self.out.chunks(frame_len) {
+                if let Err(e) = self.socket.send_to(frame, t.destination).await {
                     // A send error is a lost packet to QUIC: loss recovery handles it.
                     debug!(error = %e, to = %t.destination, "nexstream: send failed");
                 }

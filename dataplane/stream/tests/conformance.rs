@@ -46,6 +46,28 @@ macro_rules! conformance {
     };
 }
 
+/// Up to `n` datagram events of `node`, waiting at most a few seconds for the last ones.
+fn datagrams(h: &mut dyn Harness, node: usize, n: usize) -> Vec<Event> {
+    let mut got = Vec::new();
+    let start = h.now();
+    while got.len() < n {
+        let left = Duration::from_secs(3).saturating_sub(h.now().saturating_duration_since(start));
+        match h.next_event(node, left) {
+            Some(e @ Event::Datagram { .. }) => got.push(e),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    got
+}
+
+/// How many of `n` datagrams must arrive: all on the lossless simulated link; on real sockets,
+/// where datagrams are unreliable by design and a loaded machine's socket buffers may drop some
+/// of a burst, nine tenths.
+fn least(h: &dyn Harness, n: usize) -> usize {
+    if h.name() == "sim" { n } else { n * 9 / 10 }
+}
+
 fn payload(len: usize, seed: u8) -> Bytes {
     Bytes::from(
         (0..len)
@@ -175,10 +197,7 @@ conformance!(
                 .expect("send");
         }
         let mut seqs = Vec::new();
-        for _ in 0..20 {
-            let e = expect_event(h, 1, WAIT, "datagram", |e| {
-                matches!(e, Event::Datagram { .. })
-            });
+        for e in datagrams(h, 1, 20) {
             let Event::Datagram {
                 mode,
                 flow,
@@ -194,7 +213,9 @@ conformance!(
             seqs.push(seq);
         }
         seqs.sort_unstable();
-        assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+        seqs.dedup();
+        assert!(seqs.iter().all(|s| (1..=20).contains(s)));
+        assert!(seqs.len() >= least(h, 20), "{} of 20 delivered", seqs.len());
         // Too large for a datagram: travels on a stream, still best-effort.
         h.send_datagram(
             0,
@@ -227,15 +248,15 @@ conformance!(
             h.send_datagram(0, s, 9, payload(200, i), opts)
                 .expect("send");
         }
-        for _ in 0..50 {
-            let e = expect_event(h, 1, WAIT, "datagram", |e| {
-                matches!(e, Event::Datagram { .. })
-            });
-            let Event::Datagram { mode, .. } = e else {
-                unreachable!()
-            };
-            assert_eq!(mode, Mode::Probabilistic);
-        }
+        let got = datagrams(h, 1, 50);
+        assert!(got.len() >= least(h, 50), "{} of 50 delivered", got.len());
+        assert!(got.iter().all(|e| matches!(
+            e,
+            Event::Datagram {
+                mode: Mode::Probabilistic,
+                ..
+            }
+        )));
         // A probabilistic message must fit a datagram.
         assert!(matches!(
             h.send_datagram(0, s, 9, payload(5000, 0), opts),
