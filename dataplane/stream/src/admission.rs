@@ -49,6 +49,9 @@ impl Weights {
     }
 }
 
+/// The shortest wait [`Admission::wake_at`] asks for.
+const WAKE_MIN: Duration = Duration::from_micros(50);
+
 /// Packet opportunities between probes while the streams are idle.
 pub const PROBE_EVERY: u32 = 4;
 
@@ -57,6 +60,8 @@ pub const PROBE_EVERY: u32 = 4;
 pub struct Admission {
     share: f64,
     tokens: f64,
+    /// Fill rate at the last refill, bytes per second.
+    rate: f64,
     last: Option<Instant>,
     stream_frames: u64,
     active_until: Option<Instant>,
@@ -69,6 +74,7 @@ impl Admission {
         Admission {
             share: weights.datagram_share(),
             tokens: f64::INFINITY,
+            rate: 0.0,
             last: None,
             stream_frames: 0,
             active_until: None,
@@ -124,8 +130,30 @@ impl Admission {
             .map_or(Duration::ZERO, |l| now.saturating_duration_since(l));
         self.last = Some(now);
         let rtt = rtt.max(Duration::from_millis(1)).as_secs_f64();
-        let rate = self.share * cwnd as f64 / rtt;
-        self.tokens = (self.tokens + rate * elapsed.as_secs_f64()).min(cap);
+        self.rate = self.share * cwnd as f64 / rtt;
+        self.tokens = (self.tokens + self.rate * elapsed.as_secs_f64()).min(cap);
+    }
+
+    /// When a datagram of `bytes` bytes waiting for tokens can go: when the bucket will hold
+    /// them, or when the streams stop counting as active, whichever is first. `None` when it
+    /// can go now (the bucket is not limiting). The endpoint's timer includes this, so a queue
+    /// held back by the bucket does not wait for unrelated traffic to be sent.
+    pub fn wake_at(&self, bytes: usize) -> Option<Instant> {
+        let last = self.last?;
+        let missing = bytes as f64 - self.tokens;
+        if missing <= 0.0 {
+            return None;
+        }
+        // At least a little later than the last refill, so a timer never fires in a loop.
+        let refill = (self.rate > 0.0).then(|| {
+            last + Duration::from_secs_f64(
+                (missing / self.rate).clamp(WAKE_MIN.as_secs_f64(), 3600.0),
+            )
+        });
+        match (refill, self.active_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Takes `bytes` if the bucket holds them.
@@ -209,6 +237,31 @@ mod tests {
         // No new frames: nothing changes.
         a.observe(start + Duration::from_millis(30), 3, RTT);
         assert!(!a.streams_active(start + Duration::from_millis(30), false));
+    }
+
+    #[test]
+    fn wake_at_says_when_a_held_datagram_can_go() {
+        let start = t0();
+        let mut a = Admission::new(Weights {
+            reliable: 1,
+            datagram: 1,
+        });
+        assert_eq!(a.wake_at(1000), None, "never refilled: not limiting");
+        a.observe(start, 1, RTT);
+        a.refill(start, true, CWND, RTT);
+        while a.take(1000) {}
+        // 5 MB/s: 1000 bytes take at most 200 µs; the streams stay active for 20 ms.
+        let at = a.wake_at(1000).expect("limited");
+        assert!(
+            at > start && at <= start + Duration::from_micros(200),
+            "{:?}",
+            at - start
+        );
+        a.refill(at, true, CWND, RTT);
+        assert!(a.take(1000));
+        // Idle streams: unlimited, nothing to wait for.
+        a.refill(start + Duration::from_millis(30), false, CWND, RTT);
+        assert_eq!(a.wake_at(1_000_000), None);
     }
 
     #[test]

@@ -531,7 +531,14 @@ impl Endpoint {
         for s in self.sessions.values_mut() {
             let t = s.conn.poll_timeout();
             let hello = (!s.established && !s.closed).then_some(s.hello_deadline);
-            for t in [t, hello].into_iter().flatten() {
+            // Datagrams held back by the admission bucket go when it has refilled (while quinn
+            // still holds earlier ones, its own sending wakes the endpoint).
+            let admission = s
+                .datagrams
+                .front()
+                .filter(|_| s.conn.stats().frame_tx.datagram >= s.handed_datagrams)
+                .and_then(|d| s.admission.wake_at(d.payload.len() + DATAGRAM_HEADER_LEN));
+            for t in [t, hello, admission].into_iter().flatten() {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         }
@@ -1475,28 +1482,18 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        let len = match Hello::frame_len(&s.control.peer_buf) {
-            Ok(Some(len)) if s.control.peer_buf.len() >= len => len,
-            Ok(_) => return,
-            Err(e) => {
-                self.close_session(
-                    now,
-                    id,
-                    ErrorCode::ProtocolViolation,
-                    &format!("bad hello: {e}"),
-                );
-                return;
+        let decoded = match Hello::frame_len(&s.control.peer_buf) {
+            Ok(Some(len)) if s.control.peer_buf.len() >= len => {
+                Hello::decode(&s.control.peer_buf[..len])
             }
+            Ok(_) => return,
+            Err(e) => Err(e),
         };
-        let hello = match Hello::decode(&s.control.peer_buf[..len]) {
+        let hello = match decoded {
             Ok(h) => h,
             Err(e) => {
-                self.close_session(
-                    now,
-                    id,
-                    ErrorCode::ProtocolViolation,
-                    &format!("bad hello: {e}"),
-                );
+                let why = format!("bad hello: {e}");
+                self.close_session(now, id, ErrorCode::ProtocolViolation, &why);
                 return;
             }
         };
