@@ -6,7 +6,7 @@ use nexus_trust::verify::TrustReject;
 
 /// NexStream's application error codes: in QUIC `CONNECTION_CLOSE` (application) frames and in
 /// `RESET_STREAM` / `STOP_SENDING` frames. Values are part of the protocol
-/// (`docs/protocols/nexstream.md` §6).
+/// (`docs/protocols/nexstream.md` §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ErrorCode {
     /// Orderly close, no error.

@@ -1,6 +1,6 @@
 //! NexStream's own encodings inside QUIC: the `Hello`, stream headers and datagram headers.
 //!
-//! Layouts (all integers big-endian; `docs/protocols/nexstream.md` §4 is the specification):
+//! Layouts (all integers big-endian; `docs/protocols/nexstream.md` §5.2 and §6 are the specification):
 //!
 //! ```text
 //! Hello (control stream)   "NXS" ‖ version u8 (1) ‖ creds_len u16 ‖ credentials
@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn hello_bound_is_the_documented_one() {
-        // docs/protocols/nexstream.md §4.2.
+        // docs/protocols/nexstream.md §5.2.
         assert_eq!(HELLO_BYTES_MAX, 2_469);
     }
 
