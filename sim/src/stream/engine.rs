@@ -26,6 +26,12 @@ use crate::report::{RunReport, Sample, StreamSummary};
 use crate::scenario::{Action, Scenario, StreamScenario, StreamTraffic};
 use crate::trace::{Trace, TraceEvent};
 
+/// Most wake-ups in a row a node's timer may ask for at or before the instant it was just run
+/// at (each one then runs 1 µs later). More means the endpoint's timer fires in a loop without
+/// progress: the run stops with a panic naming the node instead of crawling through virtual
+/// time a microsecond at a time.
+const OVERDUE_WAKES_MAX: u32 = 100_000;
+
 /// The endpoint's flow label for best-effort datagrams.
 const BE_FLOW: u32 = 1;
 /// The endpoint's flow label for probabilistic datagrams.
@@ -83,6 +89,8 @@ struct Node {
     sessions: BTreeMap<SessionId, Sess>,
     wake_at: Option<u64>,
     wake_token: u64,
+    /// Wake-ups in a row whose timer was already due (see [`OVERDUE_WAKES_MAX`]).
+    overdue_wakes: u32,
     /// Next flow id (reliable-ordered).
     next_flow: u64,
     /// Next message index per mode (reliable-unordered, best-effort, probabilistic).
@@ -200,6 +208,7 @@ impl<'s> StreamSim<'s> {
                     sessions: BTreeMap::new(),
                     wake_at: None,
                     wake_token: 0,
+                    overdue_wakes: 0,
                     next_flow: 0,
                     next_index: [0; 4],
                 }
@@ -477,17 +486,29 @@ impl<'s> StreamSim<'s> {
                 self.on_event(i, e);
             }
         }
+        let now_us = self.now_us;
         let node = &mut self.nodes[i];
         node.ep.check_invariants();
         let base = self.base;
-        let at = node.ep.poll_timeout().map(|t| {
-            let ns = t.saturating_duration_since(base).as_nanos();
-            // Round up: the timer must be due when it fires. Never at this instant again:
-            // what is due now has just run.
-            u64::try_from(ns.div_ceil(1000))
+        let due_us = node.ep.poll_timeout().map(|t| {
+            // Round up: the timer must be due when it fires.
+            u64::try_from(t.saturating_duration_since(base).as_nanos().div_ceil(1000))
                 .unwrap_or(u64::MAX)
-                .max(self.now_us + 1)
         });
+        if due_us.is_some_and(|d| d <= now_us) {
+            node.overdue_wakes += 1;
+            assert!(
+                node.overdue_wakes <= OVERDUE_WAKES_MAX,
+                "n{}'s endpoint timer was due at or before now {OVERDUE_WAKES_MAX} times in a row \
+                 (at {:.6} s virtual): it fires in a loop without progress",
+                i + 1,
+                now_us as f64 / 1e6
+            );
+        } else {
+            node.overdue_wakes = 0;
+        }
+        // Never at this instant again: what is due now has just run.
+        let at = due_us.map(|d| d.max(now_us + 1));
         if at != node.wake_at {
             node.wake_at = at;
             node.wake_token += 1;
