@@ -2,7 +2,7 @@
 //! baseline ([`crate::tls`]); ALPN `bench/1`. A request is one bidirectional stream: write the
 //! body, finish, read the answer to its end. quinn's own UDP layer (GSO/GRO where the kernel
 //! has them), its default MTU settings (1200 initial, discovery up to 1452), and NexStream's
-//! flow-control windows.
+//! flow-control windows and socket buffer sizes.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -26,14 +26,31 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// Socket buffers of quinn's sockets: the same 4 MiB NexStream's driver asks for, so that
+/// neither loses datagrams to the kernel's 208 KiB default in a burst.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+fn socket() -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let s = socket2::SockRef::from(&socket);
+    s.set_recv_buffer_size(SOCKET_BUFFER_BYTES)?;
+    s.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
+    Ok(socket)
+}
+
 pub fn server(key: &SigningKey) -> Server {
     let tls = tls::server_config(key, &[ALPN]);
     Server::spawn("quinn-server", move || async move {
         let crypto = QuicServerConfig::try_from(tls).expect("QUIC-capable TLS config");
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(transport());
-        let endpoint = quinn::Endpoint::server(config, (Ipv4Addr::LOCALHOST, 0).into())
-            .expect("bind quinn server");
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(config),
+            socket().expect("bind quinn server"),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .expect("quinn server endpoint");
         let addr = endpoint.local_addr().expect("bound");
         let serve = Server::serve(async move {
             while let Some(incoming) = endpoint.accept().await {
@@ -79,7 +96,12 @@ impl Proto for Quinn {
     type Conn = QuinnConn;
 
     async fn client(&self) -> anyhow::Result<quinn::Endpoint> {
-        let mut endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into())?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket()?,
+            Arc::new(quinn::TokioRuntime),
+        )?;
         endpoint.set_default_client_config(self.config.clone());
         Ok(endpoint)
     }
