@@ -102,7 +102,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<SimExit> {
         ),
         None => Trace::new(),
     };
-    let total_ms = u64::try_from(scenario.duration.as_millis()).unwrap_or(u64::MAX);
+    // A NexStream run goes on for its settle period after `duration`.
+    let settle = scenario
+        .stream
+        .as_ref()
+        .map_or(Duration::ZERO, |s| s.settle);
+    let total_ms = u64::try_from((scenario.duration + settle).as_millis()).unwrap_or(u64::MAX);
     let pb = bar(
         total_ms,
         !args.no_progress,
