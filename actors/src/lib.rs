@@ -42,8 +42,8 @@ pub use registry_actor::{
     RegistryMsg, RegistrySettings, RegistryState, Scope, ServiceView, StorageStore, registry_inbox,
 };
 pub use session_actor::{
-    ProbeError, ProbeRequest, ProbeResult, SessionActor, SessionArgs, SessionMsg, SessionView,
-    StreamSettings,
+    ProbeError, ProbeRequest, ProbeResult, ProbeSignal, SessionActor, SessionArgs, SessionMsg,
+    SessionView, StreamSettings,
 };
 pub use supervisor::{
     ChildSpec, ChildStatus, NodeExit, NodeSupervisor, RestartPolicy, SupervisorArgs, SupervisorMsg,

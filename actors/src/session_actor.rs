@@ -183,6 +183,18 @@ pub enum ProbeError {
     Unavailable(String),
 }
 
+/// What a probe's listener hears about its session.
+#[derive(Debug)]
+pub enum ProbeSignal {
+    /// The answer to message `seq` arrived.
+    Reply(u32, tokio::time::Instant),
+    /// The session closed (for example the peer refused this node's MIC).
+    Closed(String),
+}
+
+/// Sessions whose close reason is kept for probes that start listening late.
+const CLOSED_KEPT: usize = 64;
+
 /// Messages to [`SessionActor`].
 #[derive(Debug)]
 pub enum SessionMsg {
@@ -198,11 +210,7 @@ pub enum SessionMsg {
     /// An event of the endpoint.
     Event(Box<Event>),
     /// A probe's reply listener for a session (probe id).
-    Listen(
-        SessionId,
-        u64,
-        mpsc::UnboundedSender<(u32, tokio::time::Instant)>,
-    ),
+    Listen(SessionId, u64, mpsc::UnboundedSender<ProbeSignal>),
     /// The probe ended.
     Unlisten(SessionId, u64),
     /// Timer: membership, idle sessions, metrics.
@@ -221,7 +229,9 @@ pub struct SessionState {
     /// Alive peers with a data plane.
     live: BTreeMap<[u8; 32], SocketAddr>,
     last_activity: BTreeMap<SessionId, tokio::time::Instant>,
-    listeners: BTreeMap<(SessionId, u64), mpsc::UnboundedSender<(u32, tokio::time::Instant)>>,
+    listeners: BTreeMap<(SessionId, u64), mpsc::UnboundedSender<ProbeSignal>>,
+    /// Close reasons of the last [`CLOSED_KEPT`] sessions.
+    closed: std::collections::VecDeque<(SessionId, String)>,
     next_probe: u64,
     /// Per-mode totals of sessions that have closed (sent, delivered, dropped send, dropped
     /// recv), so the exported counters stay monotonic.
@@ -314,7 +324,10 @@ impl SessionActor {
         let mut seq = [0u8; 4];
         seq.copy_from_slice(&data[12..16]);
         if let Some(tx) = state.listeners.get(&(session, u64::from_be_bytes(id))) {
-            let _ = tx.send((u32::from_be_bytes(seq), tokio::time::Instant::now()));
+            let _ = tx.send(ProbeSignal::Reply(
+                u32::from_be_bytes(seq),
+                tokio::time::Instant::now(),
+            ));
         }
     }
 
@@ -465,7 +478,7 @@ async fn run_probe(
         Err(e) => return Err(ProbeError::Unavailable(e.to_string())),
     };
     let connect_ms = started.elapsed().as_secs_f64() * 1e3;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::unbounded_channel::<ProbeSignal>();
     myself
         .send_message(SessionMsg::Listen(session, id, tx))
         .map_err(|e| ProbeError::Unavailable(e.to_string()))?;
@@ -514,13 +527,18 @@ async fn run_probe(
     let deadline = first + request.timeout;
     let mut rtts = Vec::new();
     let mut last = first;
+    let mut closed = None;
     while !sent_at.is_empty() {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((seq, at))) => {
+            Ok(Some(ProbeSignal::Reply(seq, at))) => {
                 if let Some(sent) = sent_at.remove(&seq) {
                     rtts.push(at.duration_since(sent).as_secs_f64() * 1e3);
                     last = at;
                 }
+            }
+            Ok(Some(ProbeSignal::Closed(reason))) => {
+                closed = Some(reason);
+                break;
             }
             _ => break,
         }
@@ -529,8 +547,10 @@ async fn run_probe(
     if let Some(flow) = flow {
         let _ = node.finish(flow).await;
     }
-    if let (Some(e), true) = (send_error, rtts.is_empty()) {
-        return Err(ProbeError::Refused(e));
+    if rtts.is_empty()
+        && let Some(why) = closed.or(send_error)
+    {
+        return Err(ProbeError::Refused(why));
     }
     rtts.sort_by(f64::total_cmp);
     let received = u32::try_from(rtts.len()).unwrap_or(u32::MAX);
@@ -594,6 +614,7 @@ impl Actor for SessionActor {
             live: BTreeMap::new(),
             last_activity: BTreeMap::new(),
             listeners: BTreeMap::new(),
+            closed: std::collections::VecDeque::new(),
             next_probe: 1,
             closed_totals: [[0; 4]; 4],
             last_seen: BTreeMap::new(),
@@ -678,6 +699,15 @@ impl Actor for SessionActor {
                         session, reason, ..
                     } => {
                         tracing::info!(session = %session, %reason, "sessions: closed");
+                        for ((s, _), tx) in &state.listeners {
+                            if s == session {
+                                let _ = tx.send(ProbeSignal::Closed(reason.to_string()));
+                            }
+                        }
+                        state.closed.push_back((*session, reason.to_string()));
+                        if state.closed.len() > CLOSED_KEPT {
+                            state.closed.pop_front();
+                        }
                     }
                     Event::Message { stream, .. } => {
                         state
@@ -695,6 +725,9 @@ impl Actor for SessionActor {
                 Self::route_reply(state, &event);
             }
             SessionMsg::Listen(session, id, tx) => {
+                if let Some((_, reason)) = state.closed.iter().find(|(s, _)| *s == session) {
+                    let _ = tx.send(ProbeSignal::Closed(reason.clone()));
+                }
                 state.listeners.insert((session, id), tx);
             }
             SessionMsg::Unlisten(session, id) => {

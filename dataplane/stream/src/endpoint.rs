@@ -809,8 +809,7 @@ impl Endpoint {
         if let Some(d) = opts.deadline {
             self.deadlines.insert((d, session, stream));
         }
-        self.flush_stream(session, stream);
-        self.drive(now, session);
+        // The header waits for the first message, so both leave in one packet.
         Ok(StreamRef::new(session, stream))
     }
 
@@ -831,8 +830,10 @@ impl Endpoint {
             return Err(SendError::NoStream);
         }
         if !s.send.contains_key(&id) {
-            // The peer's flow, first answer: start our side of it.
-            if id.initiator() == s.side() || !s.recv.contains_key(&id) {
+            // The peer's flow, first answer: start our side of it. The peer may have finished
+            // its side already (a request and its FIN in one flight); quinn still holds our
+            // sending half until we finish it.
+            if id.initiator() == s.side() || s.conn.send_stream(id).priority().is_err() {
                 return Err(SendError::NoStream);
             }
             s.send.insert(
@@ -1211,7 +1212,9 @@ impl Endpoint {
 
     fn on_conn_event(&mut self, now: Instant, id: SessionId, event: quinn_proto::Event) {
         match event {
-            quinn_proto::Event::HandshakeDataReady => {}
+            // A server may send 0.5-RTT data: its Hello leaves with its handshake flight, so
+            // the client can verify it as soon as the handshake completes.
+            quinn_proto::Event::HandshakeDataReady => self.send_hello(id),
             quinn_proto::Event::Connected => self.on_connected(now, id),
             quinn_proto::Event::ConnectionLost { reason } => self.on_lost(id, reason),
             quinn_proto::Event::Stream(ev) => self.on_stream_event(now, id, ev),
@@ -1220,11 +1223,38 @@ impl Endpoint {
         }
     }
 
-    fn on_connected(&mut self, now: Instant, id: SessionId) {
+    /// Opens this end's control stream and writes its Hello, once per session: on a server as
+    /// soon as it may send (0.5-RTT), on a client when the handshake completes.
+    fn send_hello(&mut self, id: SessionId) {
         let hello = Hello {
             credentials: self.identity.credentials().cloned(),
         }
         .encode();
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if s.control.sent || s.closed {
+            return;
+        }
+        let Some(stream) = s.conn.streams().open(Dir::Uni) else {
+            // No stream credit yet: the Connected event tries again.
+            return;
+        };
+        s.buffered_send_bytes += hello.len();
+        s.send.insert(
+            stream,
+            SendState {
+                mode: Mode::ReliableOrdered,
+                pending: VecDeque::from([Bytes::from(hello)]),
+                finish: true,
+                finished: false,
+            },
+        );
+        s.control.sent = true;
+        self.flush_stream(id, stream);
+    }
+
+    fn on_connected(&mut self, now: Instant, id: SessionId) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -1270,23 +1300,7 @@ impl Endpoint {
             }
             _ => {}
         }
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        if let Some(stream) = s.conn.streams().open(Dir::Uni) {
-            s.buffered_send_bytes += hello.len();
-            s.send.insert(
-                stream,
-                SendState {
-                    mode: Mode::ReliableOrdered,
-                    pending: VecDeque::from([Bytes::from(hello)]),
-                    finish: true,
-                    finished: false,
-                },
-            );
-            s.control.sent = true;
-            self.flush_stream(id, stream);
-        }
+        self.send_hello(id);
         // The peer's control stream may have arrived with the handshake.
         self.read_streams(now, id);
     }

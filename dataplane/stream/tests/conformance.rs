@@ -46,6 +46,28 @@ macro_rules! conformance {
     };
 }
 
+/// The reason `from`'s session to `to` is refused. The server sends its Hello with its
+/// handshake flight, so the client may count the session established (it has verified the
+/// server) before the server's verdict on the client arrives a round trip later as a close.
+fn refused<H: Harness + ?Sized>(h: &mut H, from: usize, to: usize) -> String {
+    match h.connect(from, to) {
+        Err(reason) => reason,
+        Ok(session) => {
+            let e = expect_event(
+                h,
+                from,
+                WAIT,
+                "refusal",
+                |e| matches!(e, Event::Closed { session: s, .. } if *s == session),
+            );
+            let Event::Closed { reason, .. } = e else {
+                unreachable!()
+            };
+            reason.to_string()
+        }
+    }
+}
+
 /// Up to `n` datagram events of `node`, waiting at most a few seconds for the last ones.
 fn datagrams(h: &mut dyn Harness, node: usize, n: usize) -> Vec<Event> {
     let mut got = Vec::new();
@@ -330,6 +352,41 @@ conformance!(
 );
 
 conformance!(
+    a_finished_request_can_be_answered,
+    2,
+    |h: &mut dyn Harness, _ca: Ca| {
+        // The client sends its request and finishes its side at once, then waits.
+        let s = h.connect(0, 1).expect("established");
+        let flow = h.open_flow(0, s, FlowOptions::default()).expect("flow");
+        h.send(0, flow, payload(700, 3)).expect("send");
+        h.finish(0, flow).expect("finish");
+        let e = expect_event(h, 1, WAIT, "request", |e| {
+            matches!(e, Event::Message { .. })
+        });
+        let Event::Message { stream, data, .. } = e else {
+            unreachable!()
+        };
+        assert_eq!(data, payload(700, 3));
+        expect_event(h, 1, WAIT, "finished", |e| {
+            matches!(e, Event::FlowFinished { .. })
+        });
+        h.send(1, stream, payload(9, 4))
+            .expect("answer a finished request");
+        h.finish(1, stream).expect("finish the answer");
+        let e = expect_event(h, 0, WAIT, "answer", |e| matches!(e, Event::Message { .. }));
+        let Event::Message {
+            stream: got, data, ..
+        } = e
+        else {
+            unreachable!()
+        };
+        assert_eq!((got, data), (flow, payload(9, 4)));
+        // Once answered and finished, the flow takes no more.
+        assert_eq!(h.send(1, stream, payload(1, 1)), Err(SendError::NoStream));
+    }
+);
+
+conformance!(
     cancel_resets_the_peer_stream,
     2,
     |h: &mut dyn Harness, _ca: Ca| {
@@ -401,7 +458,7 @@ conformance!(
             "{reason}"
         );
         // A fresh connection (no resumption exists) is refused too.
-        let err = h.connect(0, 1).expect_err("revoked client refused");
+        let err = refused(h, 0, 1);
         assert!(err.contains("mic_revoked"), "{err}");
         // Node 2 has not heard of the revocation: it still accepts node 0.
         h.connect(0, 2).expect("node 2 accepts");
@@ -555,7 +612,7 @@ fn refusals_name_their_reason() {
         let (mut ca, mut specs) = specs(2);
         (case.make)(&mut ca, &mut specs[0]);
         let mut net = SimNet::new(3, specs, LinkModel::default());
-        let err = net.connect(0, 1).expect_err(case.name);
+        let err = refused(&mut net, 0, 1);
         assert!(err.contains(case.code.name()), "{}: {err}", case.name);
         // The server counts the refusal.
         assert_eq!(net.endpoints[1].counters().refused, 1, "{}", case.name);
@@ -935,4 +992,37 @@ fn session_limit_refuses_extra_peers() {
     let err = net.connect(1, 2).expect_err("second refused");
     assert!(!err.is_empty());
     assert_eq!(net.endpoints[2].counters().refused_full, 1);
+}
+
+/// Round trips of a cold request: the server sends its Hello with its handshake flight
+/// (0.5-RTT), so the client is established after one round trip and has its answer after two.
+#[test]
+fn a_cold_request_takes_two_round_trips() {
+    let rtt = Duration::from_millis(20);
+    let (_ca, mut net) = sim(
+        2,
+        LinkModel {
+            latency: rtt / 2,
+            ..LinkModel::default()
+        },
+    );
+    let start = net.now();
+    let s = net.connect(0, 1).expect("established");
+    let connected = net.now() - start;
+    let flow = net.open_flow(0, s, FlowOptions::default()).expect("flow");
+    net.send(0, flow, payload(10, 0)).expect("send");
+    let e = expect_event(&mut net, 1, WAIT, "request", |e| {
+        matches!(e, Event::Message { .. })
+    });
+    let Event::Message { stream, .. } = e else {
+        unreachable!()
+    };
+    net.send(1, stream, payload(10, 1)).expect("answer");
+    expect_event(&mut net, 0, WAIT, "answer", |e| {
+        matches!(e, Event::Message { .. })
+    });
+    let answered = net.now() - start;
+    let slack = Duration::from_millis(2);
+    assert!(connected <= rtt + slack, "established after {connected:?}");
+    assert!(answered <= 2 * rtt + slack, "answered after {answered:?}");
 }
