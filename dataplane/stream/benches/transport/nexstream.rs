@@ -206,11 +206,8 @@ impl Proto for NexStream {
             .open_flow(conn.session, FlowOptions::default())
             .await?;
         conn.node.send(flow, body.clone()).await?;
-        let answer = conn.answer(flow).await?;
-        // This side is finished only after the answer: a flow the peer has already finished
-        // when its request is read can no longer be answered (`send` returns `NoStream`).
         conn.node.finish(flow).await?;
-        Ok(answer)
+        conn.answer(flow).await
     }
 
     async fn datagrams_sent(&self, conn: &NexConn) -> Option<u64> {
