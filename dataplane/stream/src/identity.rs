@@ -116,11 +116,15 @@ impl Identity {
         self.credentials = credentials;
     }
 
-    /// The quinn server crypto configuration: demands an Ed25519 raw key from every client.
-    pub fn server_crypto(
+    /// A rustls server configuration with this identity's raw key: TLS 1.3 only, demands an
+    /// Ed25519 raw key from every client, no tickets, no session cache, no early data, the
+    /// given ALPN ids. NexStream's QUIC configuration is built from it; other TLS users (the
+    /// benchmark's TCP and QUIC baselines) can take the same handshake.
+    pub fn tls_server_config(
         &self,
         provider: Arc<CryptoProvider>,
-    ) -> Result<Arc<quinn_proto::crypto::rustls::QuicServerConfig>, IdentityError> {
+        alpn: &[&[u8]],
+    ) -> Result<rustls::ServerConfig, IdentityError> {
         let verifier = Arc::new(RawKeyClientVerifier {
             algorithms: provider.signature_verification_algorithms,
         });
@@ -130,10 +134,44 @@ impl Identity {
             .with_cert_resolver(Arc::new(
                 rustls::server::AlwaysResolvesServerRawPublicKeys::new(self.certified.clone()),
             ));
-        tls.alpn_protocols = vec![crate::ALPN.to_vec()];
+        tls.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         tls.send_tls13_tickets = 0;
         tls.max_early_data_size = 0;
+        Ok(tls)
+    }
+
+    /// A rustls client configuration with this identity's raw key that accepts only a server
+    /// proving `peer`'s key: TLS 1.3 only, no resumption, no early data, the given ALPN ids.
+    pub fn tls_client_config(
+        &self,
+        provider: Arc<CryptoProvider>,
+        peer: [u8; 32],
+        alpn: &[&[u8]],
+    ) -> Result<rustls::ClientConfig, IdentityError> {
+        let verifier = Arc::new(PinnedServerVerifier {
+            expected: peer,
+            algorithms: provider.signature_verification_algorithms,
+        });
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(Arc::new(
+                rustls::client::AlwaysResolvesClientRawPublicKeys::new(self.certified.clone()),
+            ));
+        tls.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        tls.resumption = rustls::client::Resumption::disabled();
+        tls.enable_early_data = false;
+        Ok(tls)
+    }
+
+    /// The quinn server crypto configuration: demands an Ed25519 raw key from every client.
+    pub fn server_crypto(
+        &self,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Arc<quinn_proto::crypto::rustls::QuicServerConfig>, IdentityError> {
+        let tls = self.tls_server_config(provider, &[crate::ALPN])?;
         let quic = quinn_proto::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| IdentityError::Quic(e.to_string()))?;
         Ok(Arc::new(quic))
@@ -146,20 +184,7 @@ impl Identity {
         provider: Arc<CryptoProvider>,
         peer: [u8; 32],
     ) -> Result<Arc<quinn_proto::crypto::rustls::QuicClientConfig>, IdentityError> {
-        let verifier = Arc::new(PinnedServerVerifier {
-            expected: peer,
-            algorithms: provider.signature_verification_algorithms,
-        });
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_cert_resolver(Arc::new(
-                rustls::client::AlwaysResolvesClientRawPublicKeys::new(self.certified.clone()),
-            ));
-        tls.alpn_protocols = vec![crate::ALPN.to_vec()];
-        tls.resumption = rustls::client::Resumption::disabled();
-        tls.enable_early_data = false;
+        let tls = self.tls_client_config(provider, peer, &[crate::ALPN])?;
         let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| IdentityError::Quic(e.to_string()))?;
         Ok(Arc::new(quic))
