@@ -1,4 +1,4 @@
-//! FIB benchmarks, side by side in one run (the "measure and record"):
+//! FIB benchmarks, side by side in one run:
 //!
 //! - `lookup_hit/*`, `lookup_miss/*`: one exact-match lookup of a random key, at 1k / 100k / 1M
 //!   keys, for the FIB and for `BTreeMap<u128, u32>`, `std::collections::HashMap<u128, u32>`

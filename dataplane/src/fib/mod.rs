@@ -70,7 +70,7 @@ pub use handle::{Fib, FibCounters, FibGuard, FibReader, InstallError, RollbackEr
 pub use route::{NextHop, NodeIdHex, RouteError, RouteSet, RoutingKey};
 pub use table::{Entries, FibEntry, FibTable, LoadError, NextHopGroup, NextHopRef, TableStats};
 
-/// Most routes (keys) in one generation. Sized for the 1M-key goal with headroom to the
+/// Most routes (keys) in one generation. Sized for a 1M-key table with headroom to the
 /// next power of two; it bounds the slot array at [`SLOTS_MAX`].
 pub const ROUTES_MAX: usize = 1 << 20;
 
