@@ -140,12 +140,12 @@ impl<Req: Send + 'static, Out: Send + 'static> GroupCommit<Req, Out> {
                 queue_max: self.queue_max,
             },
             mpsc::error::TrySendError::Closed(_) => {
-                CaClientError::ShuttingDown("the issue batcher has stopped".into())
+                CaClientError::ShuttingDown("the issuance batcher has stopped".into())
             }
         })?;
         rx.await.map_err(|_| {
             CaClientError::ShuttingDown(
-                "the issue batcher stopped with the request in flight".into(),
+                "the issuance batcher stopped with the request in flight".into(),
             )
         })?
     }

@@ -235,8 +235,8 @@ pub enum CaClientError {
         /// The last connect error.
         last_error: String,
     },
-    /// The issue queue is full (not applied); retry later.
-    #[error("issue queue full ({queue_max} requests waiting)")]
+    /// The issuance queue is full (not applied); retry later.
+    #[error("issuance queue full ({queue_max} requests waiting)")]
     QueueFull {
         /// The configured bound.
         queue_max: usize,
@@ -961,7 +961,7 @@ impl<T: Transport> CaNode<T> {
         self.core.issue_batch(self.clock.now_ms(), requests).await
     }
 
-    /// Counters of the issue batcher (batches, requests, largest batch).
+    /// Counters of the issuance batcher (batches, requests, largest batch).
     pub fn issue_stats(&self) -> &BatchStats {
         self.issuer.stats()
     }
