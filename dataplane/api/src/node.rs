@@ -1,0 +1,324 @@
+//! What the SDK asks of its local node: trust material and certificates over the admin HTTP
+//! API, service registration and load reports, and intent resolution over the node's binary
+//! NexAPI endpoint (one UDP datagram each way).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ed25519_dalek::VerifyingKey;
+use nexus_registry::{Intent, LoadUpdate, Sad};
+use nexus_trust::mic::{CaKeys, IssueRequest, Mic};
+use nexus_trust::revocation::SignedRevocation;
+use nexus_trust::verify::{Credentials, TrustUpdate};
+use serde::Deserialize;
+use tokio::net::UdpSocket;
+
+use crate::error::Error;
+use crate::wire::{ErrorCode, Limits, Message, ResolveAnswer};
+
+/// How to reach the local node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's admin API base URL, e.g. `http://127.0.0.1:7700`.
+    pub admin: String,
+    /// Bearer token of the admin API, if it requires one.
+    pub token: Option<String>,
+    /// The node's local NexAPI endpoint (binary resolve), e.g. `127.0.0.1:7800`.
+    pub api: SocketAddr,
+    /// How long one resolve datagram waits for its answer before it is sent again.
+    pub resolve_timeout: Duration,
+    /// Resolve datagrams sent before giving up.
+    pub resolve_attempts: u32,
+}
+
+impl NodeConfig {
+    /// The node at `admin` with its NexAPI endpoint at `api`, no token.
+    pub fn new(admin: impl Into<String>, api: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            admin: admin.into().trim_end_matches('/').to_owned(),
+            token: None,
+            api,
+            resolve_timeout: Duration::from_millis(250),
+            resolve_attempts: 4,
+        }
+    }
+}
+
+/// A connection to the local node.
+#[derive(Debug)]
+pub struct NodeClient {
+    config: NodeConfig,
+    http: reqwest::Client,
+    resolver: UdpSocket,
+    call: AtomicU64,
+    revocations_after: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct CaKeyEntry {
+    ca_key_id: u32,
+    public_key: String,
+}
+
+#[derive(Deserialize)]
+struct CaKeysDto {
+    keys: Vec<CaKeyEntry>,
+}
+
+#[derive(Deserialize)]
+struct RevocationList {
+    revocations: Vec<SignedRevocation>,
+    next_after: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct MicDto {
+    mic: Mic,
+}
+
+#[derive(Deserialize)]
+struct ProblemDto {
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    detail: String,
+}
+
+impl NodeClient {
+    /// A client of the node `config` names. Nothing is sent yet.
+    pub async fn new(config: NodeConfig) -> Result<NodeClient, Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Node(format!("HTTP client: {e}")))?;
+        let bind: SocketAddr = if config.api.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        }
+        .parse()
+        .map_err(|e| Error::Node(format!("{e}")))?;
+        let resolver = UdpSocket::bind(bind)
+            .await
+            .map_err(|e| Error::Node(format!("resolve socket: {e}")))?;
+        resolver
+            .connect(config.api)
+            .await
+            .map_err(|e| Error::Node(format!("resolve socket to {}: {e}", config.api)))?;
+        Ok(NodeClient {
+            config,
+            http,
+            resolver,
+            call: AtomicU64::new(1),
+            revocations_after: AtomicU64::new(0),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.config.admin));
+        match &self.config.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, Error> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::Node(format!("{what}: {e}")))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Node(format!("{what}: {e}")))?;
+        if !status.is_success() {
+            let detail = serde_json::from_slice::<ProblemDto>(&body)
+                .map(|p| format!("{}: {}", p.title, p.detail))
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(Error::Node(format!("{what}: HTTP {status}: {detail}")));
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::Node(format!("{what}: answer: {e}")))
+    }
+
+    /// The CA keys and every revocation the node holds (the first call), or the revocations
+    /// issued since the previous call.
+    pub async fn trust_update(&self) -> Result<TrustUpdate, Error> {
+        let keys: CaKeysDto = self
+            .send("CA keys", self.request(reqwest::Method::GET, "/v1/ca/keys"))
+            .await?;
+        let mut ca_keys = CaKeys::new();
+        for k in keys.keys {
+            let bytes: [u8; 32] = hex::decode(&k.public_key)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    Error::Node(format!("CA key {} is not 32 hex bytes", k.ca_key_id))
+                })?;
+            let key = VerifyingKey::from_bytes(&bytes)
+                .map_err(|e| Error::Node(format!("CA key {}: {e}", k.ca_key_id)))?;
+            ca_keys.insert(k.ca_key_id, key);
+        }
+        let mut revocations = Vec::new();
+        let mut after = self.revocations_after.load(Ordering::Relaxed);
+        loop {
+            let page: RevocationList = self
+                .send(
+                    "revocations",
+                    self.request(
+                        reqwest::Method::GET,
+                        &format!("/v1/ca/revocations?after={after}&limit=1000"),
+                    ),
+                )
+                .await?;
+            if let Some(last) = page.revocations.last() {
+                after = after.max(last.seq);
+            }
+            revocations.extend(page.revocations);
+            match page.next_after {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        self.revocations_after.store(after, Ordering::Relaxed);
+        Ok(TrustUpdate {
+            ca_keys,
+            circuits: Vec::new(),
+            revocations,
+        })
+    }
+
+    /// Has the fabric's CA certify `request.subject_key`.
+    pub async fn issue(&self, request: &IssueRequest) -> Result<Credentials, Error> {
+        let dto: MicDto = self
+            .send(
+                "certificate issue",
+                self.request(reqwest::Method::POST, "/v1/ca/certs")
+                    .json(request),
+            )
+            .await?;
+        Ok(Credentials {
+            mic: dto.mic,
+            attestations: Vec::new(),
+        })
+    }
+
+    /// Registers (or renews) a service on the node with `credentials` advertised.
+    pub async fn register(&self, sad: &Sad, credentials: &Credentials) -> Result<(), Error> {
+        let mut body = serde_json::to_value(sad).map_err(|e| Error::Node(format!("{e}")))?;
+        let creds = serde_json::json!({
+            "mic": hex::encode(credentials.mic.encode()),
+            "attestations": credentials
+                .attestations
+                .iter()
+                .map(|a| hex::encode(a.encode()))
+                .collect::<Vec<_>>(),
+        });
+        if let Some(o) = body.as_object_mut() {
+            o.insert("credentials".into(), creds);
+        }
+        let _: serde_json::Value = self
+            .send(
+                "service registration",
+                self.request(reqwest::Method::POST, "/v1/services")
+                    .json(&body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reports a service's load.
+    pub async fn report_load(&self, service: &str, load: &LoadUpdate) -> Result<(), Error> {
+        let _: serde_json::Value = self
+            .send(
+                "load report",
+                self.request(
+                    reqwest::Method::PATCH,
+                    &format!("/v1/services/{service}/load"),
+                )
+                .json(load),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Withdraws a service.
+    pub async fn withdraw(&self, service: &str) -> Result<(), Error> {
+        let response = self
+            .request(reqwest::Method::DELETE, &format!("/v1/services/{service}"))
+            .send()
+            .await
+            .map_err(|e| Error::Node(format!("withdraw: {e}")))?;
+        if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(Error::Node(format!("withdraw: HTTP {}", response.status())))
+        }
+    }
+
+    /// Resolves `intent` over the node's binary NexAPI endpoint: one datagram each way, sent
+    /// again after [`NodeConfig::resolve_timeout`] up to [`NodeConfig::resolve_attempts`]
+    /// times.
+    pub async fn resolve(&self, intent: &Intent) -> Result<ResolveAnswer, Error> {
+        let call = self.call.fetch_add(1, Ordering::Relaxed);
+        let request = Message::Resolve {
+            call,
+            intent: Box::new(intent.clone()),
+        }
+        .encode();
+        let mut buf = vec![0u8; 65_536];
+        for _ in 0..self.config.resolve_attempts.max(1) {
+            self.resolver
+                .send(&request)
+                .await
+                .map_err(|e| Error::Node(format!("resolve to {}: {e}", self.config.api)))?;
+            let deadline = tokio::time::Instant::now() + self.config.resolve_timeout;
+            loop {
+                let received =
+                    tokio::time::timeout_at(deadline, self.resolver.recv(&mut buf)).await;
+                let n = match received {
+                    Err(_) => break,
+                    // ICMP port unreachable: nothing listens there.
+                    Ok(Err(e)) => {
+                        return Err(Error::Node(format!(
+                            "resolve at {}: {e} (is the node's [api] listener on?)",
+                            self.config.api
+                        )));
+                    }
+                    Ok(Ok(n)) => n,
+                };
+                let answer =
+                    Message::decode(&Bytes::copy_from_slice(&buf[..n]), &Limits::default());
+                match answer {
+                    Ok(Message::Answer(a)) if a.call == call => return Ok(a),
+                    Ok(Message::Error(e)) if e.call == call || e.call == 0 => {
+                        return Err(Error::Api(e));
+                    }
+                    // A late answer to an earlier attempt, or noise: keep waiting.
+                    _ => {}
+                }
+            }
+        }
+        Err(Error::Api(crate::wire::ApiError::new(
+            call,
+            ErrorCode::Unavailable,
+            format!(
+                "no resolve answer from {} after {} attempts",
+                self.config.api, self.config.resolve_attempts
+            ),
+        )))
+    }
+}
