@@ -13,6 +13,7 @@
 //!   reports load and answers calls; deadlines, cancellation, idempotency and resumable token
 //!   streams are handled here, not by the application.
 //! - [`safetensors`]: tensors to and from safetensors files.
+//! - [`sample`]: a sample model for demos and examples.
 //!
 //! Both ends authenticate with certificates (MICs) from the fabric's CA and follow its
 //! revocations: a client and a service each get a fresh Ed25519 key certified through their
@@ -25,6 +26,7 @@ mod error;
 mod metrics;
 pub mod node;
 pub mod safetensors;
+pub mod sample;
 mod service;
 mod transport;
 pub mod wire;

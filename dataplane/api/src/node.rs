@@ -34,6 +34,41 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The node whose admin API is at `admin`: asks it (`GET /v1/node`) where its NexAPI
+    /// endpoint listens.
+    pub async fn discover(admin: &str, token: Option<String>) -> Result<NodeConfig, Error> {
+        let admin = admin.trim_end_matches('/');
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Node(format!("HTTP client: {e}")))?;
+        let mut request = http.get(format!("{admin}/v1/node"));
+        if let Some(t) = &token {
+            request = request.bearer_auth(t);
+        }
+        let node: serde_json::Value = request
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| Error::Node(format!("GET {admin}/v1/node: {e}")))?
+            .json()
+            .await
+            .map_err(|e| Error::Node(format!("GET {admin}/v1/node: {e}")))?;
+        let api = node["api"]
+            .as_str()
+            .ok_or_else(|| {
+                Error::Node(format!(
+                    "the node at {admin} has no NexAPI endpoint (its [api] listen is off)"
+                ))
+            })?
+            .parse()
+            .map_err(|e| Error::Node(format!("the node's NexAPI address: {e}")))?;
+        Ok(NodeConfig {
+            token,
+            ..NodeConfig::new(admin, api)
+        })
+    }
+
     /// The node at `admin` with its NexAPI endpoint at `api`, no token.
     pub fn new(admin: impl Into<String>, api: SocketAddr) -> NodeConfig {
         NodeConfig {
