@@ -251,6 +251,36 @@ impl NodeClient {
         })
     }
 
+    /// Waits until the node's own trust context holds CA key `ca_key_id` (right after the CA
+    /// bootstraps, a node may not have fetched it yet and would refuse credentials it signed).
+    pub async fn wait_for_ca_key(&self, ca_key_id: u32, within: Duration) -> Result<(), Error> {
+        #[derive(Deserialize)]
+        struct TrustDto {
+            ca_keys: Vec<CaKeyEntry>,
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let trust: Result<TrustDto, Error> = self
+                .send(
+                    "node trust",
+                    self.request(reqwest::Method::GET, "/v1/node/trust"),
+                )
+                .await;
+            match trust {
+                Ok(t) if t.ca_keys.iter().any(|k| k.ca_key_id == ca_key_id) => return Ok(()),
+                Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(_) => {
+                    return Err(Error::Node(format!(
+                        "the node does not trust CA key {ca_key_id} after {within:?}"
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Registers (or renews) a service on the node with `credentials` advertised.
     pub async fn register(&self, sad: &Sad, credentials: &Credentials) -> Result<(), Error> {
         let mut body = serde_json::to_value(sad).map_err(|e| Error::Node(format!("{e}")))?;

@@ -268,6 +268,8 @@ impl<H: Handler> Service<H> {
         let mut sad = config.sad.clone();
         sad.endpoint.port = transport.node.local_addr().port();
         sad.trust.mic_serial = Some(credentials.mic.body.serial);
+        node.wait_for_ca_key(credentials.mic.body.ca_key_id, Duration::from_secs(30))
+            .await?;
         node.register(&sad, &credentials).await?;
         let shared = Arc::new(Shared {
             handler,
