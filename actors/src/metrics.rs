@@ -125,7 +125,18 @@ pub struct NodeMetrics {
     /// NexStream messages dropped by mode: `direction="send"` (expired, pushed out of a full
     /// queue, thinned, reset at a deadline) or `"recv"` (expired, duplicate, reset).
     pub stream_dropped: Family<ModeLabel, Counter>,
+    /// `RESOLVE` requests the local NexAPI endpoint answered with an `ANSWER`.
+    pub api_resolve: Counter,
+    /// Datagrams the local NexAPI endpoint could not serve, by reason ([`API_ERROR_REASONS`]).
+    pub api_errors: Family<ReasonLabel, Counter>,
+    /// Time from a `RESOLVE` datagram's receipt to its `ANSWER` handed to the socket, seconds.
+    pub api_resolve_seconds: Histogram,
 }
+
+/// The `reason` labels of `nexus_api_errors_total`, exported from the start: `decode` (the
+/// datagram is not a NexAPI message), `kind` (a message other than `RESOLVE`), `registry` (the
+/// registry actor did not answer), `send` (the answer could not be sent).
+pub const API_ERROR_REASONS: [&str; 4] = ["decode", "kind", "registry", "send"];
 
 impl Default for NodeMetrics {
     fn default() -> Self {
@@ -361,6 +372,31 @@ impl NodeMetrics {
             "NexStream messages dropped by mode, on send or on receive",
             stream_dropped.clone(),
         );
+        let api_resolve = Counter::default();
+        registry.register(
+            "api_resolve",
+            "RESOLVE requests the local NexAPI endpoint answered",
+            api_resolve.clone(),
+        );
+        let api_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "api_errors",
+            "Datagrams the local NexAPI endpoint could not serve, by reason",
+            api_errors.clone(),
+        );
+        for reason in API_ERROR_REASONS {
+            // Created at 0, so every reason is exported from the start.
+            let _ = api_errors.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
+        // 1 µs .. ~0.5 s.
+        let api_resolve_seconds = Histogram::new(exponential_buckets(0.000_001, 2.0, 20));
+        registry.register(
+            "api_resolve_seconds",
+            "Time from a RESOLVE datagram's receipt to its ANSWER sent, local NexAPI endpoint",
+            api_resolve_seconds.clone(),
+        );
         for state in MemberState::ALL {
             members
                 .get_or_create(&StateLabel {
@@ -408,6 +444,9 @@ impl NodeMetrics {
             stream_refused,
             stream_messages,
             stream_dropped,
+            api_resolve,
+            api_errors,
+            api_resolve_seconds,
         }
     }
 
@@ -457,6 +496,9 @@ mod tests {
             "nexus_ca_leader -1",
             "nexus_ca_issued_total 0",
             "nexus_trust_revocations 0",
+            "nexus_api_resolve_total 0",
+            "nexus_api_errors_total{reason=\"decode\"} 0",
+            "nexus_api_resolve_seconds_bucket",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -40,7 +40,8 @@ use ed25519_dalek::SigningKey;
 use nexus_gossip::{MemberState, NodeId};
 use nexus_registry::{
     Coord, Credentials, CredentialsJson, Intent, LoadUpdate, Millis, NodeError, Output,
-    RegistryNode, RegistryStore, Resolution, Route, Sad, TrustUpdate, TrustVerdict, UpdateReport,
+    RegistryNode, RegistryStore, Resolution, Route, Sad, ServiceKey, TrustUpdate, TrustVerdict,
+    UpdateReport,
 };
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -238,6 +239,18 @@ pub struct Registered {
     pub view: ServiceView,
 }
 
+/// A resolution and, for each of its candidates in order, the subject key of the MIC its advert
+/// carries: the key the service's NexStream endpoint proves. `None` for an advert without
+/// credentials (a candidate's credentials are always verified: adverts whose credentials are
+/// pending or rejected are never candidates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyedResolution {
+    /// The resolution, as [`RegistryMsg::Resolve`] answers it.
+    pub resolution: Resolution,
+    /// One entry per candidate of `resolution`, in the same order.
+    pub keys: Vec<Option<[u8; 32]>>,
+}
+
 /// Messages to [`RegistryActor`].
 #[derive(Debug)]
 pub enum RegistryMsg {
@@ -260,6 +273,9 @@ pub enum RegistryMsg {
     Services(Scope, RpcReplyPort<Vec<ServiceView>>),
     /// Resolve an intent.
     Resolve(Box<Intent>, RpcReplyPort<Resolution>),
+    /// Resolve an intent, and give each candidate's MIC subject key (the local NexAPI
+    /// endpoint's answer carries them).
+    ResolveWithKeys(Box<Intent>, RpcReplyPort<KeyedResolution>),
     /// This node's Vivaldi coordinate.
     Coordinate(RpcReplyPort<Coord>),
     /// The compiled intent routes and the version of the last delta.
@@ -356,6 +372,17 @@ impl RegistryState {
 }
 
 impl RegistryActor {
+    /// Resolves `intent` (tracking its class) and counts it.
+    fn resolve(state: &mut RegistryState, now: Millis, intent: &Intent) -> Resolution {
+        let started = Instant::now();
+        let resolution = state.node.resolve(now, intent);
+        let m = &state.args.metrics;
+        m.registry_resolves.inc();
+        m.registry_resolve_seconds
+            .observe(started.elapsed().as_secs_f64());
+        resolution
+    }
+
     fn input(state: &mut RegistryState, now: Millis, input: RegistryInput) {
         match input {
             RegistryInput::Delivered(bytes) => state.node.on_delivered(now, &bytes),
@@ -635,13 +662,22 @@ impl Actor for RegistryActor {
                 let _ = reply.send(views);
             }
             RegistryMsg::Resolve(intent, reply) => {
-                let started = Instant::now();
-                let resolution = state.node.resolve(now, &intent);
-                let m = &state.args.metrics;
-                m.registry_resolves.inc();
-                m.registry_resolve_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                let _ = reply.send(resolution);
+                let _ = reply.send(Self::resolve(state, now, &intent));
+            }
+            RegistryMsg::ResolveWithKeys(intent, reply) => {
+                let resolution = Self::resolve(state, now, &intent);
+                let registry = state.node.registry();
+                let keys = resolution
+                    .candidates
+                    .iter()
+                    .map(|c| {
+                        registry
+                            .record(&ServiceKey::new(c.node, c.service.as_str()))
+                            .and_then(|e| e.trust().verified())
+                            .map(|v| v.subject_key)
+                    })
+                    .collect();
+                let _ = reply.send(KeyedResolution { resolution, keys });
             }
             RegistryMsg::Coordinate(reply) => {
                 let _ = reply.send(state.node.coordinate());
