@@ -62,6 +62,8 @@ pub struct NodeInfo {
     pub data_dir: String,
     /// Data-plane UDP address, if the forwarder runs.
     pub dataplane: Option<SocketAddr>,
+    /// The local NexAPI endpoint's UDP address, if it runs.
+    pub api: Option<SocketAddr>,
 }
 
 /// Everything the admin API needs; cloned into every (re)start of [`AdminActor`].
@@ -296,6 +298,7 @@ async fn node(State(s): State<AppState>) -> Result<axum::Json<Node>, Problem> {
         state: me.state.as_str().into(),
         data_dir: n.data_dir.clone(),
         dataplane: n.dataplane.map(|a| a.to_string()),
+        api: n.api.map(|a| a.to_string()),
         uptime_s: s.ctx.started.elapsed().as_secs(),
     }))
 }

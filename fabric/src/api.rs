@@ -104,6 +104,9 @@ pub struct Node {
     pub data_dir: String,
     /// Data-plane UDP address (NexLink frames), if the forwarder runs.
     pub dataplane: Option<String>,
+    /// The local NexAPI endpoint's UDP address (binary resolve), if it runs.
+    #[serde(default)]
+    pub api: Option<String>,
     /// Seconds since the process started.
     pub uptime_s: u64,
 }

@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 /// Default admin API address.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7700";
+/// Default local NexAPI endpoint (UDP, `[api] listen`).
+pub const DEFAULT_API: &str = "127.0.0.1:7800";
 /// Default gossip bind address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7946";
 /// Default data directory.
@@ -68,6 +70,10 @@ pub struct NodeRunArgs {
     /// The data plane's I/O backend [default: portable].
     #[arg(long, value_enum)]
     pub dataplane_backend: Option<DataplaneBackend>,
+    /// Local NexAPI endpoint (binary resolve over UDP), a loopback address, or `off`
+    /// [default: 127.0.0.1:7800]. Overrides `[api] listen`.
+    #[arg(long, value_name = "IP:PORT|off")]
+    pub api: Option<String>,
     /// Bearer token required on every admin request (required when --admin is not loopback).
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -116,6 +122,15 @@ struct FileConfig {
     ca: CaFile,
     #[serde(default)]
     stream: StreamFile,
+    #[serde(default)]
+    api: ApiFile,
+}
+
+/// `[api]`: the node's local NexAPI endpoint. See docs/operations.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiFile {
+    listen: Option<String>,
 }
 
 /// `[stream]`: the node's NexStream sessions. See docs/operations.md.
@@ -220,6 +235,9 @@ pub struct NodeConfig {
     pub ca: CaSettings,
     /// NexStream sessions (`[stream]`); they run when the data plane does.
     pub stream: StreamSettings,
+    /// The local NexAPI endpoint's UDP address (`[api] listen`, a loopback address); `None`
+    /// leaves it off.
+    pub api: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -246,6 +264,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("fault_injection", &self.fault_injection)
             .field("ca", &self.ca)
             .field("stream", &self.stream)
+            .field("api", &self.api)
             .finish()
     }
 }
@@ -454,6 +473,7 @@ impl NodeConfig {
 
         let ca = parse_ca(&file.ca)?;
         let stream = parse_stream(&file.stream)?;
+        let api = parse_api(args.api.or(file.api.listen).as_deref())?;
 
         Ok(NodeConfig {
             name,
@@ -480,8 +500,35 @@ impl NodeConfig {
             fault_injection: file.debug.fault_injection.unwrap_or(false),
             ca,
             stream,
+            api,
         })
     }
+}
+
+/// Parses `[api] listen` (or `--api`): a loopback `IP:PORT`, or `off`. The endpoint answers
+/// anyone who can reach it, without authentication, so only loopback addresses are accepted.
+fn parse_api(value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+    let field = "api.listen";
+    let value = value.unwrap_or(DEFAULT_API).trim();
+    if value == "off" {
+        return Ok(None);
+    }
+    let Ok(addr) = value.parse::<SocketAddr>() else {
+        return err(
+            field,
+            format!("{value:?} is neither an IP:PORT address (e.g. {DEFAULT_API}) nor \"off\""),
+        );
+    };
+    if !addr.ip().is_loopback() {
+        return err(
+            field,
+            format!(
+                "{addr} is not a loopback address; the local NexAPI endpoint answers without \
+                 authentication, so it listens on 127.0.0.1 or [::1] only (or set \"off\")"
+            ),
+        );
+    }
+    Ok(Some(addr))
 }
 
 /// Parses and checks `[stream]`. Every error names its key as `stream.<key>`.
@@ -930,6 +977,54 @@ mod tests {
             assert_eq!(field_of(text), key, "{text}");
         }
         assert_eq!(field_of("[stream]\nidle = 1"), "idle");
+    }
+
+    #[test]
+    fn api_listen_defaults_to_loopback_and_can_be_turned_off() {
+        let c = parse("").expect("defaults");
+        assert_eq!(c.api.map(|a| a.to_string()).as_deref(), Some(DEFAULT_API));
+        let c = parse("[api]\nlisten = \"127.0.0.1:0\"").expect("port 0");
+        assert_eq!(c.api, Some("127.0.0.1:0".parse().expect("addr")));
+        let c = parse("[api]\nlisten = \"[::1]:7800\"").expect("v6 loopback");
+        assert_eq!(c.api, Some("[::1]:7800".parse().expect("addr")));
+        assert_eq!(parse("[api]\nlisten = \"off\"").expect("off").api, None);
+        // The flag overrides the file, both ways.
+        let args = NodeRunArgs {
+            api: Some("off".into()),
+            ..NodeRunArgs::default()
+        };
+        let c = NodeConfig::from_toml("[api]\nlisten = \"127.0.0.1:9\"", args).expect("valid");
+        assert_eq!(c.api, None);
+        let args = NodeRunArgs {
+            api: Some("127.0.0.1:9".into()),
+            ..NodeRunArgs::default()
+        };
+        let c = NodeConfig::from_toml("[api]\nlisten = \"off\"", args).expect("valid");
+        assert_eq!(c.api, Some("127.0.0.1:9".parse().expect("addr")));
+    }
+
+    #[test]
+    fn api_listen_must_be_loopback_and_well_formed() {
+        for text in [
+            "[api]\nlisten = \"0.0.0.0:7800\"",
+            "[api]\nlisten = \"10.0.0.1:7800\"",
+            "[api]\nlisten = \"[::]:7800\"",
+        ] {
+            let e = parse(text).expect_err(text);
+            assert_eq!(e.field, "api.listen", "{text}");
+            assert!(e.message.contains("loopback"), "{e}");
+        }
+        let e = parse("[api]\nlisten = \"127.0.0.1\"").expect_err("no port");
+        assert_eq!(e.field, "api.listen");
+        assert!(e.message.contains("off"), "{e}");
+        assert_eq!(field_of("[api]\nlisten = \"OFF\""), "api.listen");
+        assert_eq!(field_of("[api]\nport = 1"), "port");
+        let args = NodeRunArgs {
+            api: Some("0.0.0.0:1".into()),
+            ..NodeRunArgs::default()
+        };
+        let e = NodeConfig::from_toml("", args).expect_err("flag checked too");
+        assert_eq!(e.field, "api.listen");
     }
 
     #[test]

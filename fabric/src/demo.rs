@@ -89,6 +89,8 @@ async fn spawn_node(
         &admin,
         "--dataplane",
         "127.0.0.1:0",
+        "--api",
+        "127.0.0.1:0",
     ])
     .arg("--data-dir")
     .arg(&data_dir)

@@ -1,5 +1,5 @@
-//! The `nexus` binary's library: configuration, the admin HTTP API, the node composition root,
-//! the `nexus ctl` client and `nexus demo`.
+//! The `nexus` binary's library: configuration, the admin HTTP API, the local NexAPI endpoint,
+//! the node composition root, the `nexus ctl` client and `nexus demo`.
 //!
 //! `fabric` wires the cores (`nexus-gossip`) and actors (`nexus-actors`) into a running node with
 //! real sockets, a sled data directory and an axum admin server. It holds no protocol logic.
@@ -11,5 +11,6 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod logging;
+pub mod nexapi;
 pub mod node;
 pub mod sim_cmd;

@@ -2,7 +2,8 @@
 //! the supervision tree and waits for a signal, a leave request or an escalation.
 //!
 //! Startup order is chosen so a bad configuration leaves nothing behind: the config is parsed,
-//! then the sockets are bound (gossip, admin, data plane, and a CA voter's Raft listener) (a port in use fails before any file exists), and only then is the
+//! then the sockets are bound (gossip, admin, data plane, a CA voter's Raft listener and the
+//! local NexAPI endpoint) (a port in use fails before any file exists), and only then is the
 //! data directory created — and removed again if a later step fails.
 
 use std::fs;
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::admin::{AdminActor, AdminArgs, AdminContext, NodeInfo};
 use crate::config::{ConfigError, DataplaneBackend, NodeConfig};
+use crate::nexapi::{ApiActor, ApiArgs};
 
 /// Socket buffer the data plane asks for in each direction: absorbs the bursts of a QUIC
 /// congestion window (NexStream sessions) while the forwarder thread is descheduled.
@@ -205,6 +207,23 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         _ => None,
     };
     let raft_addr = raft.as_ref().map(|(_, a)| *a);
+    // The local NexAPI endpoint (binary resolve), bound now for the same reason; the api actor
+    // serves it.
+    let api_socket = match config.api {
+        Some(addr) => Some(Arc::new(
+            UdpSocket::bind(addr)
+                .await
+                .map_err(|e| bind_error("api.listen", addr, &e))?,
+        )),
+        None => None,
+    };
+    let api_addr = match &api_socket {
+        Some(s) => Some(
+            s.local_addr()
+                .map_err(|e| StartError::Runtime(e.to_string()))?,
+        ),
+        None => None,
+    };
     // Peers are told where the admin API is; an unspecified bind (0.0.0.0) is useless to them,
     // so share the advertised IP with the admin port instead.
     let admin_shared = if admin_addr.ip().is_unspecified() {
@@ -236,8 +255,8 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     // CA voters tell peers (and CA clients) where their Raft listener is.
     .with_ca_raft(raft_addr);
 
-    // 3. The supervision tree: gossip first, then the registry, the table compiler and the
-    //    admin API.
+    // 3. The supervision tree: gossip first, then the registry, the table compiler, the admin
+    //    API and the local NexAPI endpoint.
     let metrics = NodeMetrics::new();
     let metrics_for_export = metrics.clone();
     let (leave_tx, mut leave_rx) = mpsc::channel::<String>(1);
@@ -339,6 +358,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
                 roles: config.roles.clone(),
                 data_dir: absolute(&config.data_dir).display().to_string(),
                 dataplane: dataplane_addr,
+                api: api_addr,
             }),
             metrics: metrics.clone(),
             token: config.admin_token.as_deref().map(Arc::from),
@@ -370,6 +390,15 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     children.push(ChildSpec::new("admin", move |supervisor| {
         (AdminActor, (admin_args.clone(), supervisor))
     }));
+    if let Some(socket) = api_socket {
+        let api_args = ApiArgs {
+            socket,
+            metrics: metrics.clone(),
+        };
+        children.push(ChildSpec::new("api", move |supervisor| {
+            (ApiActor, (api_args.clone(), supervisor))
+        }));
+    }
     let (supervisor, handle) = Actor::spawn(
         None,
         NodeSupervisor,
@@ -401,6 +430,9 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             .unwrap_or_else(|| "off".into()),
         dataplane_backend = ?config.dataplane_backend,
         ca_raft = %raft_addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into()),
+        api = %api_addr
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
         data_dir = %config.data_dir.display(),

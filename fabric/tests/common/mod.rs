@@ -74,6 +74,8 @@ pub fn start_node(
         "127.0.0.1:0",
         "--admin",
         "127.0.0.1:0",
+        "--api",
+        "127.0.0.1:0",
     ])
     .args(["--log-format", "json", "--log-level", "info"])
     .arg("--config")
