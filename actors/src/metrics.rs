@@ -461,6 +461,19 @@ impl NodeMetrics {
         }
     }
 
+    /// Registers more metrics in this registry (names get the `nexus_` prefix), through
+    /// `register`. Only before the first clone: once the registry is shared it returns `false`
+    /// and registers nothing.
+    pub fn register_more(&mut self, register: impl FnOnce(&mut Registry)) -> bool {
+        match Arc::get_mut(&mut self.registry) {
+            Some(registry) => {
+                register(registry);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();

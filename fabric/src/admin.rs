@@ -64,6 +64,8 @@ pub struct NodeInfo {
     pub dataplane: Option<SocketAddr>,
     /// The local NexAPI endpoint's UDP address, if it runs.
     pub api: Option<SocketAddr>,
+    /// The OpenAI-compatible gateway's TCP address, if it runs.
+    pub gateway: Option<SocketAddr>,
 }
 
 /// Everything the admin API needs; cloned into every (re)start of [`AdminActor`].
@@ -299,6 +301,7 @@ async fn node(State(s): State<AppState>) -> Result<axum::Json<Node>, Problem> {
         data_dir: n.data_dir.clone(),
         dataplane: n.dataplane.map(|a| a.to_string()),
         api: n.api.map(|a| a.to_string()),
+        gateway: n.gateway.map(|a| a.to_string()),
         uptime_s: s.ctx.started.elapsed().as_secs(),
     }))
 }

@@ -107,6 +107,9 @@ pub struct Node {
     /// The local NexAPI endpoint's UDP address (binary resolve), if it runs.
     #[serde(default)]
     pub api: Option<String>,
+    /// The OpenAI-compatible gateway's TCP address, if it runs.
+    #[serde(default)]
+    pub gateway: Option<String>,
     /// Seconds since the process started.
     pub uptime_s: u64,
 }

@@ -74,6 +74,10 @@ pub struct NodeRunArgs {
     /// [default: 127.0.0.1:7800]. Overrides `[api] listen`.
     #[arg(long, value_name = "IP:PORT|off")]
     pub api: Option<String>,
+    /// OpenAI-compatible HTTP gateway address, or `off` [default: off]. Overrides
+    /// `[gateway] listen`.
+    #[arg(long, value_name = "IP:PORT|off")]
+    pub gateway: Option<String>,
     /// Bearer token required on every admin request (required when --admin is not loopback).
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -124,6 +128,10 @@ struct FileConfig {
     stream: StreamFile,
     #[serde(default)]
     api: ApiFile,
+    #[serde(default)]
+    gateway: crate::gateway::GatewayFile,
+    #[serde(default)]
+    upstream: Vec<crate::upstream::UpstreamFile>,
 }
 
 /// `[api]`: the node's local NexAPI endpoint. See docs/operations.md.
@@ -238,6 +246,10 @@ pub struct NodeConfig {
     /// The local NexAPI endpoint's UDP address (`[api] listen`, a loopback address); `None`
     /// leaves it off.
     pub api: Option<SocketAddr>,
+    /// The OpenAI-compatible gateway (`[gateway]`, `--gateway`); `None` leaves it off.
+    pub gateway: Option<crate::gateway::GatewaySettings>,
+    /// OpenAI-compatible servers the node serves to the fabric (`[[upstream]]`).
+    pub upstreams: Vec<crate::upstream::UpstreamSettings>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -265,6 +277,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("ca", &self.ca)
             .field("stream", &self.stream)
             .field("api", &self.api)
+            .field("gateway", &self.gateway)
+            .field("upstreams", &self.upstreams)
             .finish()
     }
 }
@@ -474,6 +488,8 @@ impl NodeConfig {
         let ca = parse_ca(&file.ca)?;
         let stream = parse_stream(&file.stream)?;
         let api = parse_api(args.api.or(file.api.listen).as_deref())?;
+        let gateway = crate::gateway::parse_settings(args.gateway.as_deref(), &file.gateway, api)?;
+        let upstreams = crate::upstream::parse_settings(&file.upstream, api)?;
 
         Ok(NodeConfig {
             name,
@@ -501,6 +517,8 @@ impl NodeConfig {
             ca,
             stream,
             api,
+            gateway,
+            upstreams,
         })
     }
 }

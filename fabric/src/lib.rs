@@ -1,5 +1,6 @@
 //! The `nexus` binary's library: configuration, the admin HTTP API, the local NexAPI endpoint,
-//! the node composition root, the `nexus ctl` client and `nexus demo`.
+//! the OpenAI-compatible gateway and upstream services, the node composition root, the
+//! `nexus ctl` client and `nexus demo`.
 //!
 //! `fabric` wires the cores (`nexus-gossip`) and actors (`nexus-actors`) into a running node with
 //! real sockets, a sled data directory and an axum admin server. It holds no protocol logic.
@@ -10,7 +11,9 @@ pub mod api;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod gateway;
 pub mod logging;
 pub mod nexapi;
 pub mod node;
 pub mod sim_cmd;
+pub mod upstream;

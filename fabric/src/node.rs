@@ -2,9 +2,9 @@
 //! the supervision tree and waits for a signal, a leave request or an escalation.
 //!
 //! Startup order is chosen so a bad configuration leaves nothing behind: the config is parsed,
-//! then the sockets are bound (gossip, admin, data plane, a CA voter's Raft listener and the
-//! local NexAPI endpoint) (a port in use fails before any file exists), and only then is the
-//! data directory created — and removed again if a later step fails.
+//! then the sockets are bound (gossip, admin, data plane, a CA voter's Raft listener, the
+//! local NexAPI endpoint and the gateway) (a port in use fails before any file exists), and
+//! only then is the data directory created — and removed again if a later step fails.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -224,6 +224,15 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         ),
         None => None,
     };
+    // The OpenAI-compatible gateway's listener, bound now for the same reason.
+    let gateway_listener = match &config.gateway {
+        Some(g) => Some(
+            std::net::TcpListener::bind(g.listen)
+                .map_err(|e| bind_error("gateway.listen", g.listen, &e))?,
+        ),
+        None => None,
+    };
+    let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
     // Peers are told where the admin API is; an unspecified bind (0.0.0.0) is useless to them,
     // so share the advertised IP with the admin port instead.
     let admin_shared = if admin_addr.ip().is_unspecified() {
@@ -256,8 +265,38 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     .with_ca_raft(raft_addr);
 
     // 3. The supervision tree: gossip first, then the registry, the table compiler, the admin
-    //    API and the local NexAPI endpoint.
-    let metrics = NodeMetrics::new();
+    //    API, the local NexAPI endpoint and the gateway.
+    let gateway_metrics = crate::gateway::GatewayMetrics::default();
+    let mut metrics = NodeMetrics::new();
+    if gateway_listener.is_some() {
+        metrics.register_more(|registry| gateway_metrics.register(registry));
+    }
+    // The node's own SDK users (the gateway's client, upstream services) reach it as any
+    // application does: through its admin API (on loopback when it is bound to an unspecified
+    // address) and its NexAPI endpoint.
+    let sdk_node = api_addr.map(|api| {
+        let admin = match admin_addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                std::net::SocketAddr::from(([127, 0, 0, 1], admin_addr.port()))
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, admin_addr.port()))
+            }
+            _ => admin_addr,
+        };
+        let mut node = nexus_api::NodeConfig::new(format!("http://{admin}"), api);
+        node.token = config.admin_token.clone();
+        node
+    });
+    let gateway = match (&config.gateway, gateway_listener, &sdk_node) {
+        (Some(settings), Some(listener), Some(node)) => Some(crate::gateway::Gateway::new(
+            settings.clone(),
+            listener,
+            node.clone(),
+            gateway_metrics,
+        )),
+        _ => None,
+    };
     let metrics_for_export = metrics.clone();
     let (leave_tx, mut leave_rx) = mpsc::channel::<String>(1);
     let (registry_tx, registry_rx) = registry_inbox();
@@ -359,6 +398,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
                 data_dir: absolute(&config.data_dir).display().to_string(),
                 dataplane: dataplane_addr,
                 api: api_addr,
+                gateway: gateway_addr,
             }),
             metrics: metrics.clone(),
             token: config.admin_token.as_deref().map(Arc::from),
@@ -399,6 +439,9 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             (ApiActor, (api_args.clone(), supervisor))
         }));
     }
+    if let Some(gateway) = &gateway {
+        children.push(crate::gateway::child(gateway.clone()));
+    }
     let (supervisor, handle) = Actor::spawn(
         None,
         NodeSupervisor,
@@ -416,6 +459,15 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         return Err(StartError::Runtime(format!(
             "starting the {child} actor: {reason}"
         )));
+    }
+    // The gateway's client and the upstream services need certificates from the CA; their
+    // tasks retry until it issues them.
+    let mut sdk_tasks = Vec::new();
+    if let Some(gateway) = &gateway {
+        sdk_tasks.push(gateway.connect());
+    }
+    if let Some(node) = &sdk_node {
+        sdk_tasks.extend(crate::upstream::start(&config.upstreams, node));
     }
 
     tracing::info!(
@@ -435,6 +487,10 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         api = %api_addr
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
+        gateway = %gateway_addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into()),
+        upstreams = config.upstreams.len(),
         data_dir = %config.data_dir.display(),
         "node started"
     );
@@ -492,6 +548,9 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     };
     if leave_first {
         graceful_leave(&supervisor).await;
+    }
+    for task in sdk_tasks {
+        task.abort();
     }
     let escalated = matches!(&*exit_rx.borrow(), Some(NodeExit::Escalated { .. }));
     if !escalated {

@@ -1,0 +1,347 @@
+//! The OpenAI-compatible gateway against real node processes and the official `openai` Python
+//! client. Three CA voters on loopback: n1 serves a mock OpenAI-compatible server
+//! (`openai/mock_upstream.py`, started here on an ephemeral port) to the fabric as an
+//! `[[upstream]]`; n3 runs the gateway. `openai/client.py` calls the gateway: a streamed chat
+//! (every token in order), a non-streamed chat, embeddings (1024 floats), bad requests, an
+//! unknown model and an intent no service matches, each answered as OpenAI's API answers. The
+//! raw Server-Sent Events and the gateway's metrics are checked here.
+//!
+//! The client runs in a virtual environment at `fabric/tests/openai/.venv`, created with
+//! `python3 -m venv` and the pinned requirements if it is missing; without python3 the test
+//! fails.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the shared harness measures wall-clock deadlines of real processes"
+)]
+
+mod ca_common;
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ca_common::{CA_TIMINGS, eventually, get, http, post, wait_bootstrapped};
+use common::{NodeProc, fast_config, start_node};
+use serde_json::{Value, json};
+
+fn openai_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai")
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The virtual environment's python with the pinned `openai` package, created if missing.
+fn venv_python() -> PathBuf {
+    let dir = openai_dir();
+    let python = dir.join(".venv/bin/python");
+    if !python.exists() {
+        if let Err(e) = Command::new("python3").arg("--version").output() {
+            panic!(
+                "python3 is required: this test runs the official openai Python client \
+                 (python3 -m venv, pip install -r fabric/tests/openai/requirements.txt), \
+                 but python3 cannot be run: {e}"
+            );
+        }
+        run(
+            Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(dir.join(".venv")),
+            "python3 -m venv fabric/tests/openai/.venv",
+        );
+    }
+    let has_openai = Command::new(&python)
+        .args(["-c", "import openai"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_openai {
+        run(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(dir.join("requirements.txt")),
+            "pip install -r fabric/tests/openai/requirements.txt",
+        );
+    }
+    python
+}
+
+/// The mock upstream server, killed when dropped.
+struct Upstream {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_upstream(python: &Path) -> Upstream {
+    let mut child = Command::new(python)
+        .arg(openai_dir().join("mock_upstream.py"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the mock upstream");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the mock upstream's port");
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the mock upstream printed {line:?}, not PORT <n>"));
+    Upstream { child, port }
+}
+
+fn config(extra: &str) -> String {
+    fast_config(&format!(
+        "[ca]\nvoter = true\nraft_listen = \"127.0.0.1:0\"\n{CA_TIMINGS}\
+         [api]\nlisten = \"127.0.0.1:0\"\n{extra}"
+    ))
+}
+
+fn upstream_config(port: u16) -> String {
+    format!(
+        "[[upstream]]\nurl = \"http://127.0.0.1:{port}\"\n[upstream.service]\n\
+         id = \"mock-openai\"\ntasks = [\"llm.chat\", \"embed.text\"]\nmodel_family = \"tiny\"\n\
+         context_window = 8192\nlatency_ms_p50 = 20\nlatency_ms_p99 = 40\nttl_s = 30\n"
+    )
+}
+
+fn logged(node: &NodeProc, message: &str) -> Option<Value> {
+    node.logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == message)
+}
+
+async fn wait_logged(node: &NodeProc, message: &str, within: Duration) -> Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = logged(node, message) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: no {message:?} log line within {within:?}; logs:\n{}",
+            node.name,
+            node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_client_through_the_gateway_to_an_upstream_service() {
+    let python = venv_python();
+    let upstream = start_upstream(&python);
+    let root = tempfile::tempdir().expect("tmp");
+    let c = http();
+    let n1 = start_node(
+        "n1",
+        &root.path().join("n1"),
+        &[],
+        &config(&upstream_config(upstream.port)),
+        None,
+    );
+    let seed = n1.gossip.clone();
+    let _n2 = start_node("n2", &root.path().join("n2"), &[&seed], &config(""), None);
+    let n3 = start_node(
+        "n3",
+        &root.path().join("n3"),
+        &[&seed],
+        &config("[gateway]\nlisten = \"127.0.0.1:0\"\n"),
+        None,
+    );
+    let gateway = logged(&n3, "node started").expect("node started")["gateway"]
+        .as_str()
+        .expect("gateway address")
+        .to_owned();
+    assert_ne!(gateway, "off");
+    let node = n3.get("/v1/node").await;
+    assert_eq!(node["gateway"], gateway.as_str(), "{node}");
+    let base = format!("http://{gateway}");
+
+    // Before the CA exists the gateway answers, typed, that it is not ready (unless the CA
+    // was faster than this request).
+    let (status, body) = post(
+        &c,
+        &format!("{base}/v1/chat/completions"),
+        &json!({"model": "tiny-chat", "messages": [{"role": "user", "content": "1"}]}),
+    )
+    .await;
+    if status == 503 {
+        assert_eq!(body["error"]["code"], "not_ready", "{body}");
+    }
+
+    wait_bootstrapped(&c, &n1, Duration::from_secs(60)).await;
+    let registered = wait_logged(&n1, "upstream service registered", Duration::from_secs(60)).await;
+    assert_eq!(registered["service"], "mock-openai", "{registered}");
+    wait_logged(
+        &n3,
+        "gateway connected to the fabric",
+        Duration::from_secs(60),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "n3 resolves the upstream service",
+        || async {
+            let (status, body) = post(
+                &c,
+                &format!("{}/v1/resolve", n3.admin),
+                &json!({"task": "llm.chat"}),
+            )
+            .await;
+            (status == 200
+                && body["candidates"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["id"] == "mock-openai")))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // The raw stream: OpenAI's chunks as Server-Sent Events, ending with [DONE].
+    let raw = c
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({
+            "model": "tiny-chat", "stream": true,
+            "messages": [{"role": "user", "content": "4"}],
+        }))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(raw.status(), 200);
+    assert!(
+        raw.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/event-stream")),
+        "{:?}",
+        raw.headers()
+    );
+    let text = raw.text().await.expect("events");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("chunk JSON"))
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "tok0 tok1 tok2 tok3 ", "{text}");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    assert_eq!(
+        chunks.last().expect("chunks")["choices"][0]["finish_reason"],
+        "stop"
+    );
+    // Unknown paths get OpenAI-style errors too.
+    let (status, body) = get(&c, &format!("{base}/v1/nope")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_url"))
+    );
+
+    // The official client.
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(&python)
+            .arg(openai_dir().join("client.py"))
+            .arg(format!("{base}/v1"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the openai client finished within 180 s")
+    .expect("run the openai client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "the openai client failed ({}):\n{stdout}\n{}\nn3 logs:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        n3.logs()
+    );
+
+    // The gateway's metrics in n3's registry.
+    let text = c
+        .get(format!("{}/metrics", n3.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let calls = |op: &str, outcome: &str| {
+        metric(
+            &text,
+            &format!("nexus_gateway_calls_total{{op=\"{op}\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert!(calls("stream", "ok") >= 4.0, "{text}");
+    assert!(calls("infer", "ok") >= 2.0, "{text}");
+    assert!(calls("stream", "unknown_model") >= 2.0, "{text}");
+    assert!(
+        metric(&text, "nexus_gateway_time_to_first_token_seconds_count") >= 4.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "nexus_gateway_inter_token_seconds_count") >= 20.0,
+        "{text}"
+    );
+    let http = |route: &str, status: u16| {
+        metric(
+            &text,
+            &format!("nexus_gateway_http_requests_total{{route=\"{route}\",status=\"{status}\"}}"),
+        )
+    };
+    assert!(http("/v1/chat/completions", 200) >= 4.0, "{text}");
+    assert!(http("/v1/chat/completions", 400) >= 2.0, "{text}");
+    assert!(http("/v1/chat/completions", 404) >= 2.0, "{text}");
+    assert!(http("/v1/chat/completions", 503) >= 1.0, "{text}");
+    assert!(http("/v1/embeddings", 200) >= 2.0, "{text}");
+    assert!(http("/v1/models", 200) >= 1.0, "{text}");
+    assert!(http("other", 404) >= 1.0, "{text}");
+}
