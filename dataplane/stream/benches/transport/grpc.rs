@@ -120,8 +120,26 @@ impl AsyncWrite for TlsConn {
 }
 
 pub fn server(key: &SigningKey) -> Server {
+    serve("grpc-server", key, EchoService)
+}
+
+/// Serves `service` with tonic over TLS (`key`, ALPN `h2`) on a new loopback port, on a
+/// [`Server`] thread named `name`; HTTP/2 windows are NexStream's flow-control windows.
+pub fn serve<S>(name: &str, key: &SigningKey, service: S) -> Server
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(key, &[ALPN])));
-    Server::spawn("grpc-server", move || async move {
+    Server::spawn(name, move || async move {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind grpc server");
@@ -146,12 +164,42 @@ pub fn server(key: &SigningKey) -> Server {
             let _ = tonic::transport::Server::builder()
                 .initial_stream_window_size(STREAM_WINDOW_BYTES)
                 .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-                .add_service(EchoService)
+                .add_service(service)
                 .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await;
         });
         (addr, serve)
     })
+}
+
+/// A tonic endpoint with NexStream's flow-control windows as HTTP/2 windows, not connected.
+pub fn endpoint() -> Endpoint {
+    Endpoint::from_static("http://bench.invalid")
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .tcp_nodelay(true)
+}
+
+/// Connects `endpoint` to `target`: TCP, then TLS through `connector`, then HTTP/2.
+pub async fn channel(
+    connector: &TlsConnector,
+    endpoint: Endpoint,
+    target: SocketAddr,
+) -> anyhow::Result<Channel> {
+    let connector = connector.clone();
+    Ok(endpoint
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(target).await?;
+                tcp.set_nodelay(true)?;
+                let tls = connector
+                    .connect(ServerName::IpAddress(target.ip().into()), tcp)
+                    .await?;
+                Ok::<_, io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await?)
 }
 
 pub struct Grpc {
@@ -175,27 +223,11 @@ impl Proto for Grpc {
     type Conn = tonic::client::Grpc<Channel>;
 
     async fn client(&self) -> anyhow::Result<Endpoint> {
-        Ok(Endpoint::from_static("http://bench.invalid")
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .tcp_nodelay(true))
+        Ok(endpoint())
     }
 
     async fn connect(&self, endpoint: Endpoint, target: SocketAddr) -> anyhow::Result<Self::Conn> {
-        let connector = self.connector.clone();
-        let channel = endpoint
-            .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-                let connector = connector.clone();
-                async move {
-                    let tcp = tokio::net::TcpStream::connect(target).await?;
-                    tcp.set_nodelay(true)?;
-                    let tls = connector
-                        .connect(ServerName::IpAddress(target.ip().into()), tcp)
-                        .await?;
-                    Ok::<_, io::Error>(TokioIo::new(tls))
-                }
-            }))
-            .await?;
+        let channel = channel(&self.connector, endpoint, target).await?;
         Ok(tonic::client::Grpc::new(channel)
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX))

@@ -43,16 +43,22 @@ async fn echo(Json(req): Json<EchoJson>) -> Result<Json<EchoJson>, StatusCode> {
 }
 
 pub fn server(key: &SigningKey) -> Server {
+    let app = axum::Router::new()
+        .route("/echo", post(echo))
+        // base64 makes a body 4/3 as large, plus the JSON around it.
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX * 2));
+    serve("https-server", key, app)
+}
+
+/// Serves `app` over TLS (`key`, ALPN `http/1.1`) with hyper's HTTP/1.1 connection per TLS
+/// stream, on a new loopback port, on a [`Server`] thread named `name`.
+pub fn serve(name: &str, key: &SigningKey, app: axum::Router) -> Server {
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(key, &[ALPN])));
-    Server::spawn("https-server", move || async move {
+    Server::spawn(name, move || async move {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind https server");
         let addr = listener.local_addr().expect("bound");
-        let app = axum::Router::new()
-            .route("/echo", post(echo))
-            // base64 makes a body 4/3 as large, plus the JSON around it.
-            .layer(DefaultBodyLimit::max(BODY_BYTES_MAX * 2));
         let serve = Server::serve(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
