@@ -24,70 +24,15 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/dnsmasq.rs"]
+mod dnsmasq;
 
-use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::start_node;
+use dnsmasq::{Dnsmasq, query};
 use serde_json::json;
-
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.local_addr().expect("addr").port()
-}
-
-fn start_dnsmasq(port: u16) -> Dnsmasq {
-    let binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or_else(|| {
-            panic!("dnsmasq not found; run fabric/benches/resolve_vs_dns.sh, which installs it")
-        });
-    let child = Command::new(binary)
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--user=root",
-            "--pid-file=",
-            "--host-record=coder-1.nexus.test,127.0.0.1",
-        ])
-        .arg(format!("--port={port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dnsmasq");
-    Dnsmasq(child)
-}
-
-/// A DNS query for `name` IN A with id `id` (RFC 1035 §4.1).
-fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = Vec::with_capacity(64);
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00]); // RD
-    q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // 1 question
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&[0, 1, 0, 1]); // A, IN
-    q
-}
 
 /// Sends one query and checks the answer: same id, NOERROR, one answer.
 fn dns_lookup(socket: &UdpSocket, id: u16, q: &mut [u8], buf: &mut [u8]) -> bool {
@@ -153,26 +98,14 @@ async fn main() {
     }
     let intent = json!({"task": "task.7", "min_context": 32768, "max_latency_ms": 250, "k": 3});
 
-    let port = free_udp_port();
-    let _dns = start_dnsmasq(port);
+    let dns = Dnsmasq::start(&[("coder-1.nexus.test", Ipv4Addr::LOCALHOST)]);
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket
-        .connect(("127.0.0.1", port))
-        .expect("connect to dnsmasq");
+    socket.connect(dns.addr).expect("connect to dnsmasq");
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
     let mut q = query(0, "coder-1.nexus.test");
     let mut buf = [0u8; 512];
-    // Wait for dnsmasq to answer.
-    let started = Instant::now();
-    while !dns_lookup(&socket, 1, &mut q, &mut buf) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "dnsmasq never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     let resolve = || async {
         let r = http
