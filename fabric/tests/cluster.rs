@@ -165,6 +165,17 @@ fn demo_brings_up_three_nodes_and_stops_them() {
     assert!(stdout.contains("failed over after"), "{stdout}");
     // After the failover every flow reaches coder-deepseek (sorted first by id).
     assert_eq!(counts[3..], [100, 0, 0], "{stdout}");
+    // NexAPI: the sample model on node-1 streamed every word of the prompt back to a client on
+    // node-3, in order, then its END.
+    assert!(stdout.contains("NexAPI: service demo-chat"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "tokens travel from one node to another as they are generated, each one sent the \
+             moment the model produces it"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("20 tokens, first after"), "{stdout}");
     // The nodes are gone: their admin ports are free again.
     std::thread::sleep(Duration::from_millis(200));
     assert!(std::net::TcpListener::bind(("127.0.0.1", base)).is_ok());
