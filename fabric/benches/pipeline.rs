@@ -38,7 +38,7 @@
 //!
 //! | variable | default (`--quick`) | meaning |
 //! |---|---|---|
-//! | `NEXUS_PIPELINE_PROTOCOLS` | `cold-http,warm-http,grpc` | rows |
+//! | `NEXUS_PIPELINE_PROTOCOLS` | `cold-http,warm-http,grpc,nexus-cold,nexus-warm` | rows |
 //! | `NEXUS_PIPELINE_RTT_MS` | `0,1,10` | RTTs; 0 = direct loopback, others through the relay |
 //! | `NEXUS_PIPELINE_SERVICE_MS` | `0,2` | service times of every service |
 //! | `NEXUS_PIPELINE_REQUESTS` | `200` (`20`) | measured pipelines per case |
@@ -57,6 +57,18 @@
 //! servers it needs as a field of [`Servers`] (started in [`Servers::start`]), and a variant of
 //! [`ProtoId`] whose arm in [`run_case`] names the type.
 
+#[path = "../tests/ca_common/mod.rs"]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the process-test harness measures wall-clock deadlines of real processes"
+)]
+mod ca_common;
+#[path = "../tests/common/mod.rs"]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the process-test harness measures wall-clock deadlines of real processes"
+)]
+mod common;
 #[path = "common/dnsmasq.rs"]
 mod dnsmasq;
 #[path = "../../dataplane/stream/benches/transport/grpc.rs"]
@@ -79,6 +91,8 @@ mod harness;
 mod https;
 #[path = "pipeline/json_http.rs"]
 mod json_http;
+#[path = "pipeline/nexus.rs"]
+mod nexus;
 #[path = "../../dataplane/stream/benches/transport/relay.rs"]
 #[allow(
     dead_code,
@@ -201,10 +215,12 @@ struct Servers {
     grpc: [Server; 4],
     /// The resolver of H0 (only when H0 runs).
     dns: Option<Dnsmasq>,
+    /// The fabric of the Nexus rows (only when one runs).
+    nexus: Option<nexus::NexusFabric>,
 }
 
 impl Servers {
-    fn start(config: &Config) -> Servers {
+    async fn start(config: &Config) -> anyhow::Result<Servers> {
         let behaviour = Arc::new(Behaviour::new(config.embed_dim, config.token_gap));
         let server_key = SigningKey::from_bytes(&[0x51; 32]);
         let client_key = SigningKey::from_bytes(&[0xc1; 32]);
@@ -215,14 +231,25 @@ impl Servers {
                 .collect();
             Dnsmasq::start(&records)
         });
-        Servers {
+        let nexus = if config
+            .protocols
+            .iter()
+            .any(|p| matches!(p, ProtoId::NexusCold | ProtoId::NexusWarm))
+        {
+            eprintln!("starting a 3-node fabric for the Nexus rows");
+            Some(nexus::NexusFabric::start().await?)
+        } else {
+            None
+        };
+        Ok(Servers {
             https: json_http::servers(&server_key, &behaviour),
             grpc: tonic_grpc::servers(&server_key, &behaviour),
             server_id: server_key.verifying_key().to_bytes(),
             client_key,
             behaviour,
             dns,
-        }
+            nexus,
+        })
     }
 
     async fn https_cpu(&self) -> Duration {
@@ -243,26 +270,30 @@ impl Servers {
 
     /// dnsmasq's CPU time so far (user + system, in the kernel's 10 ms ticks).
     fn resolver_cpu(&self) -> Duration {
-        let Some(dns) = &self.dns else {
-            return Duration::ZERO;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", dns.child.id())) else {
-            return Duration::ZERO;
-        };
-        // Fields after the command name: state is the 3rd field, utime the 14th, stime the 15th.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return Duration::ZERO;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        // USER_HZ is 100 on Linux.
-        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+        self.dns
+            .as_ref()
+            .map_or(Duration::ZERO, |dns| process_cpu(dns.child.id()))
     }
+}
+
+/// A process's CPU time so far (user + system, in the kernel's 10 ms ticks).
+fn process_cpu(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name: state is the 3rd field, utime the 14th, stime the 15th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,16 +301,26 @@ enum ProtoId {
     ColdHttp,
     WarmHttp,
     Grpc,
+    NexusCold,
+    NexusWarm,
 }
 
 impl ProtoId {
-    const ALL: [ProtoId; 3] = [ProtoId::ColdHttp, ProtoId::WarmHttp, ProtoId::Grpc];
+    const ALL: [ProtoId; 5] = [
+        ProtoId::ColdHttp,
+        ProtoId::WarmHttp,
+        ProtoId::Grpc,
+        ProtoId::NexusCold,
+        ProtoId::NexusWarm,
+    ];
 
     fn key(self) -> &'static str {
         match self {
             ProtoId::ColdHttp => "cold-http",
             ProtoId::WarmHttp => "warm-http",
             ProtoId::Grpc => "grpc",
+            ProtoId::NexusCold => "nexus-cold",
+            ProtoId::NexusWarm => "nexus-warm",
         }
     }
 }
@@ -354,15 +395,18 @@ impl Config {
                 other => anyhow::bail!("unknown argument {other:?} (only --quick)"),
             }
         }
-        let protocols = list("NEXUS_PIPELINE_PROTOCOLS", "cold-http,warm-http,grpc")
-            .iter()
-            .map(|s| {
-                ProtoId::ALL
-                    .into_iter()
-                    .find(|p| p.key() == s)
-                    .with_context(|| format!("unknown protocol {s:?}"))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let protocols = list(
+            "NEXUS_PIPELINE_PROTOCOLS",
+            "cold-http,warm-http,grpc,nexus-cold,nexus-warm",
+        )
+        .iter()
+        .map(|s| {
+            ProtoId::ALL
+                .into_iter()
+                .find(|p| p.key() == s)
+                .with_context(|| format!("unknown protocol {s:?}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
         let tensor_bytes = parse_size(&env_or("NEXUS_PIPELINE_TENSOR_BYTES", "4M"))?;
         ensure!(
             tensor_bytes > 0 && tensor_bytes <= TENSOR_BYTES_MAX && tensor_bytes % 4 == 0,
@@ -634,6 +678,8 @@ async fn run_case(
         ProtoId::ColdHttp => case::<json_http::ColdHttp>(servers, work, rtt, config).await,
         ProtoId::WarmHttp => case::<json_http::WarmHttp>(servers, work, rtt, config).await,
         ProtoId::Grpc => case::<tonic_grpc::Grpc>(servers, work, rtt, config).await,
+        ProtoId::NexusCold => case::<nexus::NexusCold>(servers, work, rtt, config).await,
+        ProtoId::NexusWarm => case::<nexus::NexusWarm>(servers, work, rtt, config).await,
     }
 }
 
@@ -730,7 +776,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let started = now();
-    let servers = Servers::start(&config);
+    let servers = Servers::start(&config).await?;
     let work = Rc::new(Work::new(&config));
     println!("# Multi-model pipeline benchmark\n");
     println!(

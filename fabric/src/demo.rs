@@ -617,7 +617,7 @@ async fn token_stream_demo(nodes: &[DemoNode]) -> anyhow::Result<()> {
     }
     let prompt = "tokens travel from one node to another as they are generated, \
                   each one sent the moment the model produces it";
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut stream = client
         .stream(&intent, "echo", nexus_api::Bytes::from(prompt))
         .await?;

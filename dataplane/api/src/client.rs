@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nexus_registry::Intent;
@@ -91,6 +91,7 @@ struct Inner {
     calls: AtomicU64,
     resolved: Mutex<HashMap<String, (Instant, Arc<ResolveAnswer>)>>,
     acks: Arc<TensorAcks>,
+    connecting: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     metrics: Metrics,
     identity: [u8; 32],
 }
@@ -118,6 +119,7 @@ impl Client {
             calls: AtomicU64::new(1),
             resolved: Mutex::default(),
             acks,
+            connecting: Mutex::default(),
             metrics: config.metrics.clone(),
             identity: identity.key.verifying_key().to_bytes(),
             config,
@@ -159,10 +161,10 @@ impl Client {
         let ttl = self.inner.config.resolve_ttl;
         if !ttl.is_zero() {
             let cache = lock(&self.inner.resolved);
-            if let Some((at, answer)) = cache.get(&key) {
-                if at.elapsed() < ttl {
-                    return Ok(answer.clone());
-                }
+            if let Some((at, answer)) = cache.get(&key)
+                && at.elapsed() < ttl
+            {
+                return Ok(answer.clone());
             }
         }
         let answer = Arc::new(self.inner.node.resolve(intent).await?);
@@ -171,7 +173,7 @@ impl Client {
             if cache.len() >= 1024 {
                 cache.clear();
             }
-            cache.insert(key, (Instant::now(), answer.clone()));
+            cache.insert(key, (crate::now(), answer.clone()));
         }
         Ok(answer)
     }
@@ -213,12 +215,33 @@ impl Client {
         if let Some(s) = self.inner.transport.session_to(&key) {
             return Ok(s);
         }
-        self.inner
+        // One connect per peer at a time: concurrent first calls share the session.
+        let gate = lock(&self.inner.connecting).entry(key).or_default().clone();
+        let _turn = gate.lock().await;
+        if let Some(s) = self.inner.transport.session_to(&key) {
+            return Ok(s);
+        }
+        let session = self
+            .inner
             .transport
             .node
             .connect(key, SocketAddr::new(host, candidate.port))
             .await
-            .map_err(|e| Error::Transport(format!("{}: {e}", candidate.service)))
+            .map_err(|e| Error::Transport(format!("{}: {e}", candidate.service)))?;
+        self.inner.transport.pool(key, session);
+        lock(&self.inner.connecting).remove(&key);
+        Ok(session)
+    }
+
+    /// Closes every pooled session (calls in progress on them fail); later calls open new
+    /// ones.
+    pub async fn close_sessions(&self) {
+        let node = &self.inner.transport.node;
+        for session in self.inner.transport.take_sessions() {
+            let _ = node
+                .close(session, nexus_stream::ErrorCode::NoError, "client closing")
+                .await;
+        }
     }
 
     /// Asks `candidate`'s service which models it serves (`HELLO`).
@@ -229,7 +252,7 @@ impl Client {
             version_max: VERSION,
             agent: concat!("nexus-api/", env!("CARGO_PKG_VERSION")).into(),
         });
-        let deadline = Instant::now() + self.inner.config.deadline;
+        let deadline = crate::now() + self.inner.config.deadline;
         match self.exchange(session, hello.encode(), deadline).await? {
             Message::HelloAck(ack) => Ok(ack),
             Message::Error(e) => Err(Error::Api(e)),
@@ -249,12 +272,12 @@ impl Client {
         opts: &CallOptions,
     ) -> (Request, Instant) {
         let timeout = opts.deadline.unwrap_or(self.inner.config.deadline);
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::now() + timeout;
         let request = Request {
             call: self.next_call(),
             op,
             deadline_ms: unix_ms_in(timeout),
-            idempotency: Some(opts.idempotency.unwrap_or_else(rand::random)),
+            idempotency: Some(opts.idempotency.unwrap_or_else(crate::os_random)),
             resume_from: None,
             model: model.to_owned(),
             payload,
@@ -336,7 +359,7 @@ impl Client {
         payload: Bytes,
         opts: CallOptions,
     ) -> Result<Bytes, Error> {
-        let started = Instant::now();
+        let started = crate::now();
         let candidates = self.candidates(intent).await?;
         let result = if opts.hedge > 1 {
             self.hedged(&candidates, model, payload, &opts).await
@@ -380,7 +403,7 @@ impl Client {
                 Err(e @ (Error::Transport(_) | Error::Node(_))) => last = Some(e),
                 Err(e) => return Err(e),
             }
-            if Instant::now() >= deadline {
+            if crate::now() >= deadline {
                 break;
             }
         }
@@ -480,7 +503,7 @@ impl Client {
             events: None,
             next_seq: 0,
             end: None,
-            started: Instant::now(),
+            started: crate::now(),
             last_token: None,
             resumes: 0,
             done: false,
@@ -503,7 +526,7 @@ impl Client {
         tensor: Tensor,
         deadline: Option<Duration>,
     ) -> Result<(), Error> {
-        let started = Instant::now();
+        let started = crate::now();
         let limits = Limits::default();
         tensor
             .header
@@ -523,7 +546,7 @@ impl Client {
                 Message::Tensor(tensor).encode(),
                 MessageOptions {
                     priority: 0,
-                    deadline: Some(Instant::now() + timeout),
+                    deadline: Some(crate::now() + timeout),
                 },
             )
             .await;
@@ -645,7 +668,7 @@ impl TokenStream {
                                 continue; // already received before a resume
                             }
                             self.next_seq = t.seq + 1;
-                            let now = Instant::now();
+                            let now = crate::now();
                             match self.last_token {
                                 None => self.client.inner.metrics.observe_ttft(now - self.started),
                                 Some(prev) => {
@@ -792,8 +815,5 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Unix milliseconds `after` from now.
 pub(crate) fn unix_ms_in(after: Duration) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (now + after).as_millis() as u64
+    crate::unix_ms_now().saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX))
 }

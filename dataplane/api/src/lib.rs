@@ -85,6 +85,20 @@ impl Default for EndpointSettings {
     }
 }
 
+/// A value from the operating system's RNG (keys, idempotency keys). With
+/// [`EndpointSettings::seed`] the transport's own draws are seeded; these are the
+/// application's.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "an application's key and idempotency keys come from the OS-seeded RNG"
+)]
+pub(crate) fn os_random<T>() -> T
+where
+    rand::distr::StandardUniform: rand::distr::Distribution<T>,
+{
+    rand::random()
+}
+
 /// A key and the certificate the fabric's CA issued for it.
 #[derive(Clone, Debug)]
 struct Identity {
@@ -101,7 +115,7 @@ impl Identity {
         publisher: &str,
         validity: Duration,
     ) -> Result<Identity, Error> {
-        let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        let key = SigningKey::from_bytes(&os_random::<[u8; 32]>());
         let request = IssueRequest {
             request_id: None,
             subject_key: key.verifying_key().to_bytes(),
@@ -118,7 +132,18 @@ impl Identity {
     }
 }
 
-fn unix_ms_now() -> u64 {
+/// Now, on the monotonic clock (tokio's, so paused-time tests control it). The SDK drives
+/// I/O; its cores (nexus-stream's endpoint, the registry) take time as input.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Now, as Unix milliseconds: deadlines on the wire and MIC validity are Unix time.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the SDK is a driver: it reads the wall clock for wire deadlines and MIC validity"
+)]
+pub(crate) fn unix_ms_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -150,7 +175,7 @@ async fn start_endpoint(
         stream_identity,
         trust,
         settings.seed,
-        Instant::now(),
+        now(),
         now_ms,
     )
     .map_err(|e| Error::Transport(format!("endpoint: {e}")))?;

@@ -37,6 +37,9 @@ pub struct ServiceConfig {
     /// Where the service's NexStream endpoint binds; its port is advertised, its host is the
     /// node's (a service runs on its node's host).
     pub bind: SocketAddr,
+    /// The port clients reach the service at, when it differs from the bound port (a port
+    /// forward or NAT in front of it); the bound port if unset.
+    pub advertise_port: Option<u16>,
     /// Publisher named in the service's certificate.
     pub publisher: String,
     /// With a model identity the certificate is a model MIC, else an agent MIC.
@@ -60,6 +63,7 @@ impl ServiceConfig {
             node,
             sad,
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            advertise_port: None,
             publisher: "nexus-api".into(),
             model: None,
             renew: None,
@@ -266,7 +270,9 @@ impl<H: Handler> Service<H> {
         let (transport, inbound) =
             crate::start_endpoint(&node, identity, config.bind, &config.endpoint).await?;
         let mut sad = config.sad.clone();
-        sad.endpoint.port = transport.node.local_addr().port();
+        sad.endpoint.port = config
+            .advertise_port
+            .unwrap_or_else(|| transport.node.local_addr().port());
         sad.trust.mic_serial = Some(credentials.mic.body.serial);
         node.wait_for_ca_key(credentials.mic.body.ca_key_id, Duration::from_secs(30))
             .await?;
@@ -493,7 +499,7 @@ async fn serve_flow<H: Handler>(
             reply(answer).await;
         }
         Ok(Message::Request(request)) => {
-            let started = std::time::Instant::now();
+            let started = crate::now();
             let op = request.op;
             let answer = serve_request(&shared, flow, peer, request, &mut events).await;
             let result: Result<(), Error> = match &answer {

@@ -36,10 +36,13 @@ pub(crate) enum Inbound {
     Closed { session: SessionId },
 }
 
+/// Where a hedge's first answer goes, and the sessions it was sent on.
+type HedgeWaiter = (Vec<SessionId>, oneshot::Sender<Result<Bytes, String>>);
+
 #[derive(Default, Debug)]
 struct Routes {
     flows: HashMap<StreamRef, mpsc::UnboundedSender<FlowEvent>>,
-    hedges: HashMap<u64, (Vec<SessionId>, oneshot::Sender<Result<Bytes, String>>)>,
+    hedges: HashMap<u64, HedgeWaiter>,
     early_hedges: HashMap<u64, Result<Bytes, String>>,
     peers: HashMap<SessionId, [u8; 32]>,
     sessions: HashMap<[u8; 32], SessionId>,
@@ -108,6 +111,22 @@ impl Transport {
         rx
     }
 
+    /// Pools `session` as the one to `peer` (before its `Established` event is routed).
+    pub fn pool(&self, peer: [u8; 32], session: SessionId) {
+        let mut r = lock(&self.routes);
+        r.sessions.insert(peer, session);
+        r.peers.insert(session, peer);
+    }
+
+    /// Takes every pooled session out of the pool (they are no longer handed to new calls).
+    pub fn take_sessions(&self) -> Vec<SessionId> {
+        lock(&self.routes)
+            .sessions
+            .drain()
+            .map(|(_, s)| s)
+            .collect()
+    }
+
     /// The established session to `peer`, if one is open.
     pub fn session_to(&self, peer: &[u8; 32]) -> Option<SessionId> {
         lock(&self.routes).sessions.get(peer).copied()
@@ -135,10 +154,10 @@ fn route(routes: &Mutex<Routes>, inbound: &mpsc::UnboundedSender<Inbound>, event
         Event::Closed {
             session, reason, ..
         } => {
-            if let Some(peer) = r.peers.remove(&session) {
-                if r.sessions.get(&peer) == Some(&session) {
-                    r.sessions.remove(&peer);
-                }
+            if let Some(peer) = r.peers.remove(&session)
+                && r.sessions.get(&peer) == Some(&session)
+            {
+                r.sessions.remove(&peer);
             }
             let text = reason_text(&reason);
             let dead: Vec<StreamRef> = r

@@ -1571,12 +1571,11 @@ mod tests {
 
     fn tensor_bytes(header: TensorHeader, data_len: usize) -> Bytes {
         // The encoder does not check; the decoder must.
-        let m = Message::Tensor(Tensor {
+        Message::Tensor(Tensor {
             header,
             data: Bytes::from(vec![0u8; data_len]),
         })
-        .encode();
-        m
+        .encode()
     }
 
     #[test]
