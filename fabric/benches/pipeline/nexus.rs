@@ -127,7 +127,10 @@ impl Handler for Mock {
             other => {
                 return Err(api_error(
                     ErrorCode::UnknownDtype,
-                    format!("a {} tensor is not a KV-cache hand-off", other.kserve_name()),
+                    format!(
+                        "a {} tensor is not a KV-cache hand-off",
+                        other.kserve_name()
+                    ),
                 ));
             }
         };
