@@ -448,7 +448,8 @@ impl RegistryActor {
             .set(state.node.local_services().len() as i64);
         m.registry_services_fabric
             .set(state.node.registry().len() as i64);
-        m.registry_routes_version.set(state.node.routes().0 as i64);
+        m.registry_routes_version
+            .set(state.node.routes_version() as i64);
     }
 
     /// Hands the table compiler the intent routes and the local services, when they changed.
@@ -598,6 +599,14 @@ impl Actor for RegistryActor {
         state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
         let now = state.now();
+        let query = matches!(
+            message,
+            RegistryMsg::Resolve(..)
+                | RegistryMsg::ResolveWithKeys(..)
+                | RegistryMsg::Services(..)
+                | RegistryMsg::Coordinate(..)
+                | RegistryMsg::Routes(..)
+        );
         match message {
             RegistryMsg::Register(sad, credentials, reply) => {
                 let id = sad.id.clone();
@@ -722,7 +731,14 @@ impl Actor for RegistryActor {
             RegistryMsg::AntiEntropy => state.node.anti_entropy(),
         }
         Self::drain(state).await;
-        Self::update_table(state).await;
+        // A query changes no local service, and only a resolve can move the routes (it tracks
+        // its class): after one, the table compiler is updated only if the routes moved, which
+        // spares every resolve a walk over the local services.
+        let routes_moved =
+            state.sent_to_table.as_ref().map(|(v, _)| *v) != Some(state.node.routes_version());
+        if !query || routes_moved {
+            Self::update_table(state).await;
+        }
         Ok(())
     }
 }

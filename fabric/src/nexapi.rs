@@ -22,13 +22,14 @@
 //!
 //! Each of these failures counts in `nexus_api_errors_total{reason}`; answered resolves count in
 //! `nexus_api_resolve_total` and `nexus_api_resolve_seconds`. Nothing a datagram holds can stop
-//! the endpoint. [`HANDLERS`] tasks receive on the one socket, so that many requests are served
-//! at once; further datagrams wait in the socket's receive buffer (and the kernel drops what
-//! does not fit, as for any UDP server).
+//! the endpoint. One task receives and answers the datagrams in turn, as dnsmasq does; further
+//! datagrams wait in the socket's receive buffer (and the kernel drops what does not fit, as
+//! for any UDP server). Several tasks reading one tokio socket would all be woken by every
+//! datagram; one task avoids that, and a resolve occupies it for tens of microseconds.
 //!
-//! Host IPs come from a copy of the member list each handler keeps for up to
-//! [`MEMBERS_MAX_AGE`] (re-read sooner when a candidate's node is missing from it), so a
-//! resolve costs one round trip to the registry actor and none to the gossip actor.
+//! Host IPs come from a copy of the member list the task keeps for up to [`MEMBERS_MAX_AGE`]
+//! (re-read sooner when a candidate's node is missing from it), so a resolve costs one round
+//! trip to the registry actor and none to the gossip actor.
 //!
 //! The endpoint does not authenticate anyone: the configuration refuses a non-loopback address
 //! for it (`[api] listen`).
@@ -50,14 +51,12 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Tasks receiving on the endpoint's socket: requests served at once.
-pub const HANDLERS: usize = 4;
 /// Largest answer, bytes. The endpoint is on loopback (MTU 65,536), so an answer is one
 /// unfragmented datagram up to the UDP limit; this stays under it.
 pub const ANSWER_BYTES_MAX: usize = 65_000;
 /// Deadline of one call to the registry, gossip or supervisor actor.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a handler uses its copy of the member list (for candidates' host IPs).
+/// How long the endpoint uses its copy of the member list (for candidates' host IPs).
 pub const MEMBERS_MAX_AGE: Duration = Duration::from_secs(1);
 /// Longest `message` of an `ERROR` answer, bytes.
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 256;
@@ -206,21 +205,19 @@ pub enum ApiMsg {
     ReceiveFailed(String),
 }
 
-/// Owns the handler tasks.
+/// Owns the serving task.
 #[derive(Debug)]
 pub struct ApiState {
-    handlers: Vec<JoinHandle<()>>,
+    server: JoinHandle<()>,
 }
 
 impl Drop for ApiState {
     fn drop(&mut self) {
-        for h in &self.handlers {
-            h.abort();
-        }
+        self.server.abort();
     }
 }
 
-/// The local NexAPI endpoint's actor: starts [`HANDLERS`] tasks on the socket and fails (to be
+/// The local NexAPI endpoint's actor: starts the task serving the socket and fails (to be
 /// restarted) if receiving fails.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiActor;
@@ -235,21 +232,18 @@ impl Actor for ApiActor {
         myself: ActorRef<ApiMsg>,
         (args, supervisor): (ApiArgs, ActorRef<SupervisorMsg>),
     ) -> Result<ApiState, ActorProcessingErr> {
-        let handlers = (0..HANDLERS)
-            .map(|_| {
-                let handler = Handler {
-                    socket: args.socket.clone(),
-                    metrics: args.metrics.clone(),
-                    supervisor: supervisor.clone(),
-                    registry: None,
-                    gossip: None,
-                    hosts: BTreeMap::new(),
-                    hosts_read: None,
-                };
-                tokio::spawn(handler.serve(myself.clone()))
-            })
-            .collect();
-        Ok(ApiState { handlers })
+        let handler = Handler {
+            socket: args.socket,
+            metrics: args.metrics,
+            supervisor,
+            registry: None,
+            gossip: None,
+            hosts: BTreeMap::new(),
+            hosts_read: None,
+        };
+        Ok(ApiState {
+            server: tokio::spawn(handler.serve(myself)),
+        })
     }
 
     async fn handle(
@@ -266,7 +260,7 @@ impl Actor for ApiActor {
     }
 }
 
-/// One handler task: receives a datagram, answers it, repeats. Caches the registry and gossip
+/// The serving task: receives a datagram, answers it, repeats. Caches the registry and gossip
 /// actors' references (looked up again after a restart) and the member list's host IPs.
 struct Handler {
     socket: Arc<UdpSocket>,

@@ -360,6 +360,12 @@ impl<S: RegistryStore> RegistryNode<S> {
         self.vivaldi.coord()
     }
 
+    /// The version of the last route delta (what [`RegistryNode::routes`] returns first),
+    /// without copying the routes.
+    pub fn routes_version(&self) -> u64 {
+        self.compiled_version
+    }
+
     /// The compiled intent routes and the version of the last route delta.
     pub fn routes(&self) -> (u64, Vec<Route>) {
         (
