@@ -1,17 +1,23 @@
-//! Intent resolution through a real node's admin API, side by side with a DNS A-record lookup
-//! against a real local resolver (dnsmasq), in one run:
+//! Intent resolution through a real node — over its admin API (HTTP + JSON) and over its local
+//! NexAPI endpoint (binary, UDP) — side by side with a DNS A-record lookup against a real local
+//! resolver (dnsmasq), in one run:
 //!
 //! - a `nexus node run` process (release build) holds `NEXUS_BENCH_SERVICES` services (default
 //!   1000, registered through `POST /v1/services`, spread over 40 task tags);
 //! - dnsmasq, started by this bench on a loopback port, answers an A record from its own
 //!   configuration (`--host-record`, no upstream, no cache misses);
-//! - the bench alternates one `POST /v1/resolve` (HTTP/1.1 keep-alive) and one DNS query (UDP,
-//!   one datagram each way), `NEXUS_BENCH_ROUNDS` times (default 5000), timing each call, and
-//!   prints p50 / p99 / mean of both and the ratio.
+//! - each round makes one `POST /v1/resolve` (HTTP/1.1 keep-alive, JSON answer decoded), one
+//!   binary `RESOLVE` of the same intent to the node's NexAPI endpoint (a connected UDP socket,
+//!   one datagram each way, the `ANSWER` decoded and checked) and one DNS query (UDP, one
+//!   datagram each way), in an order that rotates every round, `NEXUS_BENCH_ROUNDS` times
+//!   (default 5000), timing each call; it prints p50 / p99 / mean of each and the ratios, and
+//!   the node's own mean time from a `RESOLVE` datagram's receipt to its answer
+//!   (`nexus_api_resolve_seconds`) beside the registry core's (`nexus_registry_resolve_seconds`).
 //!
-//! The two answer different questions (the resolve ranks every advert of a task against numeric
-//! constraints and preferences; the DNS lookup returns a stored record), so the ratio says what
-//! richer addressing costs over the cheapest lookup there is, on the same loopback and machine.
+//! The resolves answer a different question than DNS (they rank every advert of a task against
+//! numeric constraints and preferences; the DNS lookup returns a stored record), so the ratios
+//! say what richer addressing costs over the cheapest lookup there is, on the same loopback and
+//! machine, and what the binary endpoint saves over HTTP and JSON.
 //!
 //! Run: `bash fabric/benches/resolve_vs_dns.sh` (installs dnsmasq-base from Debian's packages
 //! if missing, then `cargo bench -p nexus-fabric --bench resolve_vs_dns`). Results and
@@ -27,11 +33,14 @@ mod common;
 #[path = "common/dnsmasq.rs"]
 mod dnsmasq;
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::start_node;
 use dnsmasq::{Dnsmasq, query};
+use nexus_api::wire::ResolveAnswer;
+use nexus_api::{Bytes, Limits, Message};
+use nexus_registry::Intent;
 use serde_json::json;
 
 /// Sends one query and checks the answer: same id, NOERROR, one answer.
@@ -45,6 +54,23 @@ fn dns_lookup(socket: &UdpSocket, id: u16, q: &mut [u8], buf: &mut [u8]) -> bool
             buf[..2] == id.to_be_bytes() && buf[3] & 0x0f == 0 && buf[6..8] == [0, 1]
         }
         _ => false,
+    }
+}
+
+/// Sends one binary `RESOLVE` (`request`, its call id at bytes 2..10 set to `call`) and decodes
+/// the answer: an `ANSWER` to the same call.
+fn nexapi_resolve(
+    socket: &UdpSocket,
+    call: u64,
+    request: &mut [u8],
+    buf: &mut [u8],
+) -> Option<ResolveAnswer> {
+    request[2..10].copy_from_slice(&call.to_be_bytes());
+    socket.send(request).ok()?;
+    let n = socket.recv(buf).ok()?;
+    match Message::decode(&Bytes::copy_from_slice(&buf[..n]), &Limits::default()) {
+        Ok(Message::Answer(a)) if a.call == call => Some(a),
+        _ => None,
     }
 }
 
@@ -97,6 +123,31 @@ async fn main() {
         assert!(r.status().is_success(), "register {i}: {}", r.status());
     }
     let intent = json!({"task": "task.7", "min_context": 32768, "max_latency_ms": 250, "k": 3});
+    let node_info: serde_json::Value = http
+        .get(format!("{}/v1/node", node.admin))
+        .send()
+        .await
+        .expect("GET /v1/node")
+        .json()
+        .await
+        .expect("json");
+    let api: SocketAddr = node_info["api"]
+        .as_str()
+        .expect("the node's NexAPI endpoint")
+        .parse()
+        .expect("address");
+    let binary = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    binary.connect(api).expect("connect to the NexAPI endpoint");
+    binary
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut request = Message::Resolve {
+        call: 0,
+        intent: Box::new(Intent::from_json(intent.to_string().as_bytes()).expect("intent")),
+    }
+    .encode()
+    .to_vec();
+    let mut answer_buf = vec![0u8; 65_536];
 
     let dns = Dnsmasq::start(&[("coder-1.nexus.test", Ipv4Addr::LOCALHOST)]);
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -115,38 +166,124 @@ async fn main() {
             .await
             .expect("resolve");
         let body: serde_json::Value = r.json().await.expect("json");
-        body["candidates"].as_array().map(Vec::len).unwrap_or(0)
+        body
     };
+    // The binary answer is the HTTP answer.
+    let by_http = resolve().await;
+    let by_binary = nexapi_resolve(&binary, 1, &mut request, &mut answer_buf).expect("ANSWER");
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["candidates"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|c| c["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        by_binary
+            .candidates
+            .iter()
+            .map(|c| c.service.clone())
+            .collect::<Vec<_>>(),
+        ids(&by_http)
+    );
+    assert!(
+        !by_binary.candidates.is_empty(),
+        "the resolve found nothing"
+    );
     // Warm-up: connections, caches.
     for i in 0..200u16 {
-        assert!(resolve().await > 0, "the resolve found nothing");
+        assert!(
+            !ids(&resolve().await).is_empty(),
+            "the resolve found nothing"
+        );
+        assert!(nexapi_resolve(&binary, i.into(), &mut request, &mut answer_buf).is_some());
         assert!(dns_lookup(&socket, i, &mut q, &mut buf));
     }
     let mut api = Vec::with_capacity(rounds);
+    let mut nexapi = Vec::with_capacity(rounds);
     let mut dns = Vec::with_capacity(rounds);
     for i in 0..rounds {
-        let t = Instant::now();
-        let found = resolve().await;
-        api.push(t.elapsed());
-        assert!(found > 0);
-        let t = Instant::now();
-        let ok = dns_lookup(&socket, i as u16, &mut q, &mut buf);
-        dns.push(t.elapsed());
-        assert!(ok, "DNS lookup {i} failed");
+        // The order rotates, so no lookup always follows the same one.
+        for step in 0..3 {
+            match (i + step) % 3 {
+                0 => {
+                    let t = Instant::now();
+                    let found = ids(&resolve().await).len();
+                    api.push(t.elapsed());
+                    assert!(found > 0);
+                }
+                1 => {
+                    let t = Instant::now();
+                    let answer = nexapi_resolve(&binary, i as u64, &mut request, &mut answer_buf);
+                    nexapi.push(t.elapsed());
+                    assert!(
+                        answer.is_some_and(|a| !a.candidates.is_empty()),
+                        "NexAPI resolve {i} failed"
+                    );
+                }
+                _ => {
+                    let t = Instant::now();
+                    let ok = dns_lookup(&socket, i as u16, &mut q, &mut buf);
+                    dns.push(t.elapsed());
+                    assert!(ok, "DNS lookup {i} failed");
+                }
+            }
+        }
     }
     let (a50, a99, amean) = percentiles(api);
+    let (n50, n99, nmean) = percentiles(nexapi);
     let (d50, d99, dmean) = percentiles(dns);
     println!(
-        "resolve via admin API vs DNS A lookup (dnsmasq), {services} adverts, {rounds} rounds each, alternating"
+        "resolve via admin API and via the NexAPI endpoint vs DNS A lookup (dnsmasq), {services} adverts, {rounds} rounds each, order rotating"
     );
     println!("| lookup | p50 µs | p99 µs | mean µs |");
     println!("| --- | ---: | ---: | ---: |");
     println!("| POST /v1/resolve (k=3, HTTP keep-alive) | {a50:.1} | {a99:.1} | {amean:.1} |");
+    println!("| NexAPI RESOLVE (k=3, binary, UDP) | {n50:.1} | {n99:.1} | {nmean:.1} |");
     println!("| DNS A query, UDP (dnsmasq) | {d50:.1} | {d99:.1} | {dmean:.1} |");
     println!(
-        "| ratio resolve / DNS | {:.2} | {:.2} | {:.2} |",
+        "| ratio HTTP resolve / DNS | {:.2} | {:.2} | {:.2} |",
         a50 / d50,
         a99 / d99,
         amean / dmean
+    );
+    println!(
+        "| ratio NexAPI resolve / DNS | {:.2} | {:.2} | {:.2} |",
+        n50 / d50,
+        n99 / d99,
+        nmean / dmean
+    );
+    println!(
+        "| ratio HTTP resolve / NexAPI resolve | {:.2} | {:.2} | {:.2} |",
+        a50 / n50,
+        a99 / n99,
+        amean / nmean
+    );
+    // The node's own view: time from a RESOLVE datagram's receipt to its ANSWER sent, and the
+    // registry core's share (both resolves, HTTP and binary, count in the latter).
+    let metrics = http
+        .get(format!("{}/metrics", node.admin))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let mean_us = |histogram: &str| {
+        value(&format!("{histogram}_sum")) / value(&format!("{histogram}_count")) * 1e6
+    };
+    println!(
+        "node side, mean: NexAPI datagram received → ANSWER sent {:.1} µs; registry core resolve {:.1} µs",
+        mean_us("nexus_api_resolve_seconds"),
+        mean_us("nexus_registry_resolve_seconds")
     );
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Resolve through the admin API side by side with a DNS A lookup against a local dnsmasq.
+# Resolve through the admin API and the binary NexAPI endpoint side by side with a DNS A lookup
+# against a local dnsmasq.
 # Installs dnsmasq (Debian's dnsmasq-base: the binary, no system service) if it is missing, then
 # runs the bench. Usage: bash fabric/benches/resolve_vs_dns.sh   (env: NEXUS_BENCH_SERVICES,
 # NEXUS_BENCH_ROUNDS)
