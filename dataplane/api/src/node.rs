@@ -240,7 +240,7 @@ impl NodeClient {
     pub async fn issue(&self, request: &IssueRequest) -> Result<Credentials, Error> {
         let dto: MicDto = self
             .send(
-                "certificate issue",
+                "certificate issuance",
                 self.request(reqwest::Method::POST, "/v1/ca/certs")
                     .json(request),
             )
