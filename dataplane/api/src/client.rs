@@ -221,15 +221,17 @@ impl Client {
         if let Some(s) = self.inner.transport.session_to(&key) {
             return Ok(s);
         }
-        let session = self
+        let connected = self
             .inner
             .transport
             .node
             .connect(key, SocketAddr::new(host, candidate.port))
-            .await
-            .map_err(|e| Error::Transport(format!("{}: {e}", candidate.service)))?;
-        self.inner.transport.pool(key, session);
+            .await;
+        // The gate is needed only while a connect is under way, failed or not.
         lock(&self.inner.connecting).remove(&key);
+        let session =
+            connected.map_err(|e| Error::Transport(format!("{}: {e}", candidate.service)))?;
+        self.inner.transport.pool(key, session);
         Ok(session)
     }
 

@@ -417,6 +417,7 @@ impl Drop for InFlight<'_> {
 }
 
 async fn serve_tensor<H: Handler>(shared: Arc<Shared<H>>, stream: StreamRef, data: Bytes) {
+    let started = crate::now();
     // The transfer id sits right after version and kind: an error about a tensor that does
     // not decode still names it, so the sender's wait ends.
     let transfer = data
@@ -447,20 +448,18 @@ async fn serve_tensor<H: Handler>(shared: Arc<Shared<H>>, stream: StreamRef, dat
         )),
         Err(e) => Message::Error(ApiError::new(transfer, ErrorCode::from(&e), e.to_string())),
     };
-    let ok = matches!(answer, Message::Response(_));
+    let result: Result<(), Error> = match &answer {
+        Message::Error(e) => Err(Error::Api(e.clone())),
+        _ => Ok(()),
+    };
     let _ = shared
         .transport
         .node
         .send_message(stream.session, answer.encode(), MessageOptions::default())
         .await;
-    let result: Result<(), Error> = if ok {
-        Ok(())
-    } else {
-        Err(Error::api(ErrorCode::BadRequest, ""))
-    };
     shared
         .metrics
-        .observe_call("tensor", &result, Duration::ZERO);
+        .observe_call("tensor", &result, started.elapsed());
 }
 
 async fn serve_flow<H: Handler>(
