@@ -7,6 +7,10 @@
 //! - `forwarder (UringIo)`: the same with the io_uring backend [`UringIo`];
 //! - `fwd (UdpIo) no GSO` / `fwd (UringIo) no GSO`: both backends with UDP GSO on sends turned
 //!   off ([`ForwarderConfig::gso`]), to show what GSO adds over `sendmmsg` / batched `sendmsg`;
+//! - `fwd (UdpIo) no srcchk` / `fwd (UringIo) no srcchk`: both backends with the source check
+//!   off ([`ForwarderConfig::source_check`]). Every other forwarder path checks sources, against
+//!   a generation allowing [`ALLOWED_SOURCES`] addresses (the sender's among them), so each
+//!   pair shows what the check costs;
 //! - `tokio-relay`: sender → a minimal tokio UDP relay (`recv_from` → `send_to` a fixed next
 //!   hop, current-thread runtime on its own thread) → sink.
 //!
@@ -17,10 +21,13 @@
 //! Rounds are interleaved so drift on a shared machine hits every path alike.
 //!
 //! After the rounds, the per-frame header work alone is timed in-process (no sockets): parse +
-//! hop-limit decrement, and the same plus the routing-key rewrite — the only per-frame cost the
-//! rewrite adds, too small to see through the sockets.
+//! hop-limit decrement, the same plus the routing-key rewrite, and the same plus the
+//! allowed-source lookup — the only per-frame costs the rewrite and the source check add, too
+//! small to see through the sockets.
 //!
-//! Run: `cargo bench -p nexus-dataplane --bench forward`. Loopback only.
+//! Run: `cargo bench -p nexus-dataplane --bench forward`. Loopback only. With `-- source-check`
+//! only the four forwarder paths with the source check on and off run, for
+//! [`SOURCE_CHECK_ROUNDS`] rounds, followed by per-round on/off ratios and the header work.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -28,7 +35,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nexus_dataplane::fib::{Fib, FibTable, NextHop, RouteSet, RoutingKey, compile};
+use std::net::{IpAddr, Ipv4Addr};
+
+use nexus_dataplane::fib::{Fib, FibTable, NextHop, RouteSet, RoutingKey, SourceSet, compile};
 use nexus_dataplane::forward::{
     Forwarder, ForwarderConfig, LocalEndpoints, PacketIo, UdpIo, UringIo,
 };
@@ -54,6 +63,11 @@ const KEY_REWRITTEN: RoutingKey = RoutingKey(0x5e41_0000_0000_0000_0000_0000_000
 const HEADER_WORK_FRAMES: u32 = 10_000_000;
 /// Interleaved rounds of the header-work measurement.
 const HEADER_WORK_ROUNDS: usize = 5;
+/// Addresses the forwarders' generation allows: the sender's (127.0.0.1) and this many minus one
+/// others, about a large fabric's member data planes.
+const ALLOWED_SOURCES: u32 = 1024;
+/// Rounds of `-- source-check`.
+const SOURCE_CHECK_ROUNDS: usize = 5;
 
 /// Clock reads: this binary is a measurement driver; time is what it measures.
 #[derive(Clone, Copy)]
@@ -203,13 +217,16 @@ fn new_sink() -> (UdpSocket, SocketAddr) {
 }
 
 /// A path under test: started towards a sink, returns the address to send to and a stopper.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
     Kernel,
     Forwarder,
     ForwarderNoGso,
+    ForwarderNoCheck,
     ForwarderRewrite,
     Uring,
     UringNoGso,
+    UringNoCheck,
     TokioRelay,
 }
 
@@ -220,6 +237,8 @@ impl Path {
             Path::Forwarder => "forwarder (UdpIo)",
             Path::ForwarderNoGso => "fwd (UdpIo) no GSO",
             Path::UringNoGso => "fwd (UringIo) no GSO",
+            Path::ForwarderNoCheck => "fwd (UdpIo) no srcchk",
+            Path::UringNoCheck => "fwd (UringIo) no srcchk",
             Path::ForwarderRewrite => "fwd (UdpIo) rewrite",
             Path::Uring => "forwarder (UringIo)",
             Path::TokioRelay => "tokio relay",
@@ -230,20 +249,30 @@ impl Path {
         let (sink, sink_addr) = new_sink();
         match self {
             Path::Kernel => phase(clock, sink_addr, sink, count, paced),
-            Path::Forwarder | Path::ForwarderNoGso | Path::ForwarderRewrite => {
+            Path::Forwarder
+            | Path::ForwarderNoGso
+            | Path::ForwarderNoCheck
+            | Path::ForwarderRewrite => {
                 let io = UdpIo::bind("127.0.0.1:0").expect("bind forwarder");
                 io.set_buffer_sizes(SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES)
                     .expect("buffers");
-                let rewrite = matches!(self, Path::ForwarderRewrite).then_some(KEY_REWRITTEN);
-                let gso = !matches!(self, Path::ForwarderNoGso);
-                forward_through(io, rewrite, gso, clock, sink, sink_addr, count, paced)
+                let options = Options {
+                    rewrite: matches!(self, Path::ForwarderRewrite).then_some(KEY_REWRITTEN),
+                    gso: !matches!(self, Path::ForwarderNoGso),
+                    source_check: !matches!(self, Path::ForwarderNoCheck),
+                };
+                forward_through(io, options, clock, sink, sink_addr, count, paced)
             }
-            Path::Uring | Path::UringNoGso => {
+            Path::Uring | Path::UringNoGso | Path::UringNoCheck => {
                 let io = UringIo::bind("127.0.0.1:0").expect("bind io_uring forwarder");
                 io.set_buffer_sizes(SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES)
                     .expect("buffers");
-                let gso = matches!(self, Path::Uring);
-                forward_through(io, None, gso, clock, sink, sink_addr, count, paced)
+                let options = Options {
+                    rewrite: None,
+                    gso: !matches!(self, Path::UringNoGso),
+                    source_check: !matches!(self, Path::UringNoCheck),
+                };
+                forward_through(io, options, clock, sink, sink_addr, count, paced)
             }
             Path::TokioRelay => {
                 let relay = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
@@ -264,20 +293,50 @@ impl Path {
     }
 }
 
+/// How a forwarder path runs.
+struct Options {
+    /// The key the next hop writes into every frame, if any.
+    rewrite: Option<RoutingKey>,
+    /// UDP GSO on sends.
+    gso: bool,
+    /// The source check ([`ForwarderConfig::source_check`]).
+    source_check: bool,
+}
+
+/// The generation's allowed sources: 127.0.0.1 (where the sender is) and
+/// `ALLOWED_SOURCES - 1` addresses in 10.0.0.0/8.
+fn allowed_sources() -> SourceSet {
+    let mut sources = SourceSet::new();
+    sources
+        .insert(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .expect("unicast");
+    for n in 1..ALLOWED_SOURCES {
+        sources
+            .insert(IpAddr::V4(Ipv4Addr::from_bits(0x0a00_0000 + n)))
+            .expect("unicast, within SOURCES_MAX");
+    }
+    sources
+}
+
 /// One phase through a forwarder on `io` with a single route to the sink, whose next hop
-/// rewrites the routing key to `rewrite` if given, with UDP GSO on sends if `gso`.
-#[allow(clippy::too_many_arguments, reason = "a bench helper")]
+/// rewrites the routing key to `options.rewrite` if given, with UDP GSO on sends and the source
+/// check as `options` says.
 fn forward_through(
     io: impl PacketIo + 'static,
-    rewrite: Option<RoutingKey>,
-    gso: bool,
+    options: Options,
     clock: Clock,
     sink: UdpSocket,
     sink_addr: SocketAddr,
     count: usize,
     paced: bool,
 ) -> SinkResult {
+    let Options {
+        rewrite,
+        gso,
+        source_check,
+    } = options;
     let mut routes = RouteSet::new(1);
+    routes.set_sources(allowed_sources());
     routes
         .insert(
             KEY,
@@ -292,6 +351,7 @@ fn forward_through(
     let fib = Fib::new(FibTable::load(compile(&routes).expect("compile")).expect("load"));
     let config = ForwarderConfig {
         gso,
+        source_check,
         ..ForwarderConfig::default()
     };
     let forwarder =
@@ -321,22 +381,39 @@ fn tokio_relay(socket: UdpSocket, next_hop: SocketAddr, stop: Arc<AtomicBool>) {
     });
 }
 
-/// Nanoseconds per frame of the forwarder's header work on one 128-byte frame in place: parse
-/// (every receive check, the full checksum verify included), hop-limit decrement, and the
-/// routing-key rewrite if `rewrite`. The frame is restored from the template each time (a
-/// 64-byte copy, the same in both variants), so every iteration does the same work.
-fn header_work_ns(clock: Clock, rewrite: bool) -> f64 {
+/// What [`header_work_ns`] does per frame besides parse + hop-limit decrement.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Nothing more.
+    Plain,
+    /// The routing-key rewrite.
+    Rewrite,
+    /// The allowed-source lookup in a generation of [`ALLOWED_SOURCES`] addresses (a hit, as for
+    /// every frame a fabric forwards).
+    SourceCheck,
+}
+
+/// Nanoseconds per frame of the forwarder's header work on one 128-byte frame in place: the
+/// source lookup if `work` says so (it comes first in the forwarder too), parse (every receive
+/// check, the full checksum verify included), hop-limit decrement, and the routing-key rewrite
+/// if `work` says so. The frame is restored from the template each time (a 64-byte copy, the
+/// same in every variant), so every iteration does the same work.
+fn header_work_ns(clock: Clock, work: Work, table: &FibTable) -> f64 {
     let template = frame_template();
     let mut frame = template.clone();
     let key = nexus_dataplane::wire::nexlink::RoutingKey(KEY_REWRITTEN.0);
+    let source = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let start = clock.now_ns();
     for _ in 0..HEADER_WORK_FRAMES {
         frame[..HEADER_LEN].copy_from_slice(&template[..HEADER_LEN]);
         let datagram = std::hint::black_box(&mut frame[..]);
+        if matches!(work, Work::SourceCheck) && !table.allows_source(std::hint::black_box(source)) {
+            continue;
+        }
         let repr = Repr::parse(&Packet::new_unchecked(&*datagram)).expect("the template parses");
         let mut packet = Packet::new_unchecked(&mut datagram[..repr.buffer_len()]);
         let _lowered = packet.decrement_hop_limit();
-        if rewrite {
+        if matches!(work, Work::Rewrite) {
             packet.rewrite_routing_key(std::hint::black_box(key));
         }
         std::hint::black_box(&frame);
@@ -354,24 +431,43 @@ fn percentile_us(sorted: &[u64], p: f64) -> f64 {
 
 fn main() {
     let clock = Clock::start();
-    let paths = [
-        Path::Kernel,
-        Path::Forwarder,
-        Path::ForwarderNoGso,
-        Path::ForwarderRewrite,
-        Path::Uring,
-        Path::UringNoGso,
-        Path::TokioRelay,
-    ];
+    let source_check_only = std::env::args().any(|arg| arg == "source-check");
+    let (paths, rounds) = if source_check_only {
+        (
+            vec![
+                Path::Forwarder,
+                Path::ForwarderNoCheck,
+                Path::Uring,
+                Path::UringNoCheck,
+            ],
+            SOURCE_CHECK_ROUNDS,
+        )
+    } else {
+        (
+            vec![
+                Path::Kernel,
+                Path::Forwarder,
+                Path::ForwarderNoGso,
+                Path::ForwarderNoCheck,
+                Path::ForwarderRewrite,
+                Path::Uring,
+                Path::UringNoGso,
+                Path::UringNoCheck,
+                Path::TokioRelay,
+            ],
+            ROUNDS,
+        )
+    };
     println!(
         "forward bench: loopback, {}-byte frames, blast {BLAST_FRAMES} frames from one sender \
-         thread, paced {PACED_FRAMES} frames at ~{PACED_RATE_PPS} pps, {ROUNDS} rounds, \
-         {} CPUs",
+         thread, paced {PACED_FRAMES} frames at ~{PACED_RATE_PPS} pps, {rounds} rounds, \
+         {} CPUs; forwarders check sources against {ALLOWED_SOURCES} allowed addresses \
+         unless marked no srcchk",
         HEADER_LEN + PAYLOAD_LEN,
         thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<20} {:>5} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "{:<24} {:>5} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "path",
         "round",
         "blast rx",
@@ -382,15 +478,18 @@ fn main() {
         "paced p50",
         "paced p99"
     );
-    for round in 1..=ROUNDS {
+    // (path, round) → blast receive rate, for the on/off ratios.
+    let mut rates: Vec<(Path, usize, f64)> = Vec::new();
+    for round in 1..=rounds {
         for path in &paths {
             let mut blast = path.run(clock, BLAST_FRAMES, false);
             let mut paced = path.run(clock, PACED_FRAMES, true);
             blast.latencies_ns.sort_unstable();
             paced.latencies_ns.sort_unstable();
             let loss = 100.0 * (BLAST_FRAMES - blast.received) as f64 / BLAST_FRAMES as f64;
+            rates.push((*path, round, blast.rate_pps));
             println!(
-                "{:<20} {:>5} {:>10} {:>7.2} {:>10.1} {:>8.1}us {:>8.1}us {:>8.1}us {:>8.1}us{}{}",
+                "{:<24} {:>5} {:>10} {:>7.2} {:>10.1} {:>8.1}us {:>8.1}us {:>8.1}us {:>8.1}us{}{}",
                 path.name(),
                 round,
                 blast.received,
@@ -416,19 +515,57 @@ fn main() {
             );
         }
     }
+    let rate = |path: Path, round: usize| {
+        rates
+            .iter()
+            .find(|(p, r, _)| *p == path && *r == round)
+            .map(|(_, _, rate)| *rate)
+    };
+    for (on, off, name) in [
+        (Path::Forwarder, Path::ForwarderNoCheck, "UdpIo"),
+        (Path::Uring, Path::UringNoCheck, "UringIo"),
+    ] {
+        let ratios: Vec<f64> = (1..=rounds)
+            .filter_map(|round| Some(rate(on, round)? / rate(off, round)?))
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "source check on/off, blast rx rate, {name}: {} (median {:.3}, mean {:.3})",
+            shown.join(" / "),
+            sorted[sorted.len() / 2],
+            ratios.iter().sum::<f64>() / ratios.len() as f64
+        );
+    }
     println!(
         "header work per frame, in-process ({HEADER_WORK_FRAMES} frames per round): \
-         parse + hop-limit decrement vs. + routing-key rewrite"
+         parse + hop-limit decrement vs. + routing-key rewrite vs. + source lookup \
+         ({ALLOWED_SOURCES} allowed addresses)"
     );
+    let mut routes = RouteSet::new(1);
+    routes.set_sources(allowed_sources());
+    let table = FibTable::load(compile(&routes).expect("compile")).expect("load");
     // Interleaved, and the best of the rounds reported too: on a shared machine the minimum is
     // the cost, the rest is other work stealing the core.
-    let (mut plain_min, mut rewrite_min) = (f64::INFINITY, f64::INFINITY);
+    let mut best = [f64::INFINITY; 3];
     for round in 1..=HEADER_WORK_ROUNDS {
-        let plain = header_work_ns(clock, false);
-        let rewrite = header_work_ns(clock, true);
-        plain_min = plain_min.min(plain);
-        rewrite_min = rewrite_min.min(rewrite);
-        println!("round {round}: {plain:>6.1} ns plain, {rewrite:>6.1} ns with rewrite");
+        let plain = header_work_ns(clock, Work::Plain, &table);
+        let rewrite = header_work_ns(clock, Work::Rewrite, &table);
+        let checked = header_work_ns(clock, Work::SourceCheck, &table);
+        for (best, now) in best.iter_mut().zip([plain, rewrite, checked]) {
+            *best = best.min(now);
+        }
+        println!(
+            "round {round}: {plain:>6.1} ns plain, {rewrite:>6.1} ns with rewrite, \
+             {checked:>6.1} ns with source lookup"
+        );
     }
-    println!("best: {plain_min:>6.1} ns plain, {rewrite_min:>6.1} ns with rewrite");
+    println!(
+        "best: {:>6.1} ns plain, {:>6.1} ns with rewrite, {:>6.1} ns with source lookup",
+        best[0], best[1], best[2]
+    );
 }

@@ -3,7 +3,7 @@
 //! under concurrent lookups.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use nexus_dataplane::fib::{
     Fib, FibTable, HEADER_LEN, InstallError, LoadError, NextHop, ROUTES_MAX, RollbackError,
-    RouteError, RouteSet, RoutingKey, TABLE_FORMAT_VERSION, TableImage, compile,
+    RouteError, RouteSet, RoutingKey, SourceIp, SourceSet, TABLE_FORMAT_VERSION, TableImage,
+    compile,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -286,6 +287,198 @@ fn a_corrupted_rewrite_flag_is_rejected() {
 }
 
 #[test]
+fn allowed_sources_round_trip_and_swap_with_the_routes() {
+    let ips: Vec<IpAddr> = ["10.0.0.7", "127.0.0.1", "2001:db8::5", "::ffff:10.0.0.7"]
+        .iter()
+        .map(|text| text.parse().expect("ip"))
+        .collect();
+    let mut set = RouteSet::new(1);
+    set.insert(RoutingKey(1), vec![hop(1, 9000, 1)])
+        .expect("valid");
+    set.set_sources(SourceSet::try_from(ips).expect("unicast"));
+    assert_eq!(
+        set.sources().len(),
+        3,
+        "an IPv4 address and its mapped form are one"
+    );
+    let table = load(&set);
+    let listed: Vec<String> = table.sources().map(|s| s.to_string()).collect();
+    assert_eq!(listed, ["10.0.0.7", "127.0.0.1", "2001:db8::5"]);
+    assert_eq!(table.stats().sources, 3);
+    for allowed in ["10.0.0.7", "::ffff:10.0.0.7", "127.0.0.1", "2001:db8::5"] {
+        assert!(
+            table.allows_source(allowed.parse().expect("ip")),
+            "{allowed}"
+        );
+    }
+    for other in ["10.0.0.8", "127.0.0.2", "::1", "2001:db8::6"] {
+        assert!(!table.allows_source(other.parse().expect("ip")), "{other}");
+    }
+
+    // Installing a generation swaps the set with the routes; rollback brings both back.
+    let fib = Fib::new(table);
+    let mut next = RouteSet::new(2);
+    next.insert(RoutingKey(2), vec![hop(2, 9000, 1)])
+        .expect("valid");
+    next.set_sources(SourceSet::try_from(vec!["10.9.9.9".parse().expect("ip")]).expect("unicast"));
+    fib.install(load(&next)).expect("newer");
+    let current = fib.load();
+    assert!(current.allows_source("10.9.9.9".parse().expect("ip")));
+    assert!(!current.allows_source("127.0.0.1".parse().expect("ip")));
+    assert!(current.lookup(RoutingKey(1)).is_none());
+    drop(current);
+    fib.rollback().expect("a previous generation");
+    let current = fib.load();
+    assert!(current.allows_source("127.0.0.1".parse().expect("ip")));
+    assert!(!current.allows_source("10.9.9.9".parse().expect("ip")));
+    assert!(current.lookup(RoutingKey(1)).is_some());
+}
+
+/// Placeholder sources found nowhere else in an image: 2001:db8::1:0:n.
+fn placeholder_source(n: usize) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 1, 0, n as u16 + 1))
+}
+
+/// An image with `count` placeholder sources, and the offset of its first source entry.
+fn image_with_placeholder_sources(count: usize) -> (Vec<u8>, usize) {
+    let mut set = RouteSet::new(6);
+    set.insert(RoutingKey(1), vec![hop(1, 9000, 1)])
+        .expect("valid");
+    let ips: Vec<IpAddr> = (0..count).map(placeholder_source).collect();
+    set.set_sources(SourceSet::try_from(ips.clone()).expect("unicast"));
+    let bytes = compile(&set).expect("compiles").as_bytes().to_vec();
+    let stored: Vec<u8> = ips
+        .iter()
+        .flat_map(|ip| SourceIp::new(*ip).to_be_bytes())
+        .collect();
+    let at = bytes
+        .windows(stored.len())
+        .position(|window| window == stored)
+        .expect("the sources are stored back to back, 16 bytes each, in ascending order");
+    (bytes, at)
+}
+
+/// The set's rules written out plainly: the index of the first entry that breaks one.
+fn reference_source_check(entries: &[[u8; 16]]) -> Result<(), usize> {
+    for (index, entry) in entries.iter().enumerate() {
+        let unicast = match Ipv6Addr::from(*entry).to_canonical() {
+            IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+            IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+        };
+        if !unicast || (index > 0 && entries[index - 1] >= *entry) {
+            return Err(index);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `entries` over the placeholder sources, reseals, and checks that load agrees with the
+/// reference: a valid set loads as written, a malformed one is refused naming its first bad
+/// entry. (The fuzz target `fib_image` checks the same over arbitrary bytes.)
+fn load_with_sources(entries: &[[u8; 16]]) -> Result<(), String> {
+    let (mut bytes, at) = image_with_placeholder_sources(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        bytes[at + 16 * index..at + 16 * (index + 1)].copy_from_slice(entry);
+    }
+    reseal(&mut bytes);
+    let loaded = FibTable::load(TableImage::from_bytes(&bytes));
+    match (loaded, reference_source_check(entries)) {
+        (Ok(table), Ok(())) => {
+            let listed: Vec<[u8; 16]> = table.sources().map(SourceIp::to_be_bytes).collect();
+            assert_eq!(listed, entries);
+            for entry in entries {
+                assert!(table.allows_source(Ipv6Addr::from(*entry).into()));
+            }
+            Ok(())
+        }
+        (Err(LoadError::Inconsistent { generation, detail }), Err(index)) => {
+            assert_eq!(generation, 6);
+            assert!(
+                detail.starts_with(&format!("allowed source {index}: ")),
+                "entry {index}: {detail}"
+            );
+            Err(detail)
+        }
+        (loaded, expected) => panic!("load gave {loaded:?}, the reference {expected:?}"),
+    }
+}
+
+#[test]
+fn a_malformed_source_set_is_refused_with_the_bad_entry_named() {
+    let v4 = |text: &str| SourceIp::new(text.parse().expect("ip")).to_be_bytes();
+    let cases: [(&[[u8; 16]], &str); 6] = [
+        (
+            &[v4("10.0.0.2"), v4("10.0.0.1")],
+            "allowed source 1: 10.0.0.1 does not ascend after 10.0.0.2 (duplicate or misordered address)",
+        ),
+        (
+            &[v4("10.0.0.1"), v4("10.0.0.1")],
+            "allowed source 1: 10.0.0.1 does not ascend after 10.0.0.1 (duplicate or misordered address)",
+        ),
+        (&[[0; 16]], "allowed source 0: :: is not a unicast address"),
+        (
+            &[v4("10.0.0.1"), v4("0.0.0.0")],
+            "allowed source 1: 0.0.0.0 is not a unicast address",
+        ),
+        (
+            &[v4("239.1.1.1")],
+            "allowed source 0: 239.1.1.1 is not a unicast address",
+        ),
+        (
+            &[v4("10.0.0.1"), v4("ff05::2")],
+            "allowed source 1: ff05::2 is not a unicast address",
+        ),
+    ];
+    for (entries, message) in cases {
+        let detail = load_with_sources(entries).expect_err("malformed");
+        assert_eq!(detail, message);
+    }
+    assert_eq!(
+        load_with_sources(&[v4("10.0.0.1"), v4("2001:db8::1")]),
+        Ok(())
+    );
+}
+
+#[test]
+fn seeded_mutations_of_the_source_set_are_refused_exactly_when_malformed() {
+    let mut rng = StdRng::seed_from_u64(0x5eed_50c5);
+    let (mut refused, mut accepted) = (0, 0);
+    for _ in 0..2000 {
+        let count = rng.random_range(1..=8);
+        // Start from a valid ascending set and mutate: a byte, a swap, a copy, or a zeroed entry.
+        let mut entries: Vec<[u8; 16]> = (0..count)
+            .map(|n| {
+                SourceIp::new(IpAddr::from([10, 0, (n / 256) as u8, (n % 256) as u8])).to_be_bytes()
+            })
+            .collect();
+        match rng.random_range(0..5) {
+            0 => {
+                let (entry, byte) = (rng.random_range(0..count), rng.random_range(0..16));
+                entries[entry][byte] = rng.random();
+            }
+            1 if count > 1 => {
+                let entry = rng.random_range(1..count);
+                entries.swap(entry - 1, entry);
+            }
+            2 if count > 1 => {
+                let entry = rng.random_range(1..count);
+                entries[entry] = entries[entry - 1];
+            }
+            3 => entries[rng.random_range(0..count)] = [0; 16],
+            _ => entries[rng.random_range(0..count)] = rng.random(),
+        }
+        match load_with_sources(&entries) {
+            Ok(()) => accepted += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        refused > 500 && accepted > 100,
+        "{refused} refused, {accepted} accepted"
+    );
+}
+
+#[test]
 fn compiling_is_deterministic() {
     let (set, _) = random_route_set(42, 3000);
     let first = compile(&set).expect("compiles");
@@ -461,16 +654,16 @@ fn errors_say_what_is_wrong() {
     let (set, _) = random_route_set(5, 10);
     let mut bytes = compile(&set).expect("compiles").as_bytes().to_vec();
     assert_eq!(
-        TABLE_FORMAT_VERSION, 2,
-        "version 2: next hops carry a rewrite"
+        TABLE_FORMAT_VERSION, 3,
+        "version 3: a generation carries its allowed sources"
     );
-    bytes[8] = 1;
+    bytes[8] = 2;
     let error = FibTable::load(TableImage::from_bytes(&bytes)).expect_err("version");
     assert_eq!(
         error.to_string(),
-        "table image format version 1; this build reads version 2"
+        "table image format version 2; this build reads version 3"
     );
-    bytes[8] = 2;
+    bytes[8] = 3;
     bytes[40] ^= 0xff;
     let error = FibTable::load(TableImage::from_bytes(&bytes)).expect_err("checksum");
     assert!(

@@ -13,13 +13,13 @@
 //! socket to one socket keeps order, and the forwarder sends in receive order).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use nexus_dataplane::fib::{Fib, FibTable, NextHop, RouteSet, RoutingKey, compile};
+use nexus_dataplane::fib::{Fib, FibTable, NextHop, RouteSet, RoutingKey, SourceSet, compile};
 use nexus_dataplane::forward::{
     DROP_REASONS, Forwarder, ForwarderConfig, ForwarderCounters, ForwarderHandle, LocalEndpoints,
     PacketIo, UdpIo,
@@ -136,11 +136,28 @@ fn hop(node: u8, addr: SocketAddr, weight: u32) -> NextHop {
     }
 }
 
+/// Where the suite's senders (and forwarders, which feed each other) send from.
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// A second loopback address (Linux routes all of 127.0.0.0/8 to `lo`): a sender bound here is
+/// a source the tables do not allow unless they say so.
+const OTHER_LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// A generation with `routes` that allows frames from [`LOOPBACK`], where every sender and
+/// forwarder of the suite sends from.
 fn table(generation: u64, routes: &[(RoutingKey, Vec<NextHop>)]) -> FibTable {
+    table_with_sources(generation, routes, &[LOOPBACK])
+}
+
+fn table_with_sources(
+    generation: u64,
+    routes: &[(RoutingKey, Vec<NextHop>)],
+    sources: &[IpAddr],
+) -> FibTable {
     let mut set = RouteSet::new(generation);
     for (key, hops) in routes {
         set.insert(*key, hops.clone()).expect("valid route");
     }
+    set.set_sources(SourceSet::try_from(sources.to_vec()).expect("valid sources"));
     FibTable::load(compile(&set).expect("compiles")).expect("loads")
 }
 
@@ -281,10 +298,16 @@ struct Rig {
 
 impl Rig {
     fn start<B: Backend>(initial: FibTable, local: LocalEndpoints) -> Rig {
+        Self::start_with::<B>(initial, local, true)
+    }
+
+    /// A rig whose forwarder checks sources or not.
+    fn start_with<B: Backend>(initial: FibTable, local: LocalEndpoints, source_check: bool) -> Rig {
         let fib = Fib::new(initial);
         let config = ForwarderConfig {
             thread_name: "forwarder-under-test".to_owned(),
             recv_timeout: Duration::from_millis(20),
+            source_check,
             ..ForwarderConfig::default()
         };
         let forwarder = Forwarder::spawn(config, &fib, local, B::bind()).expect("spawn");
@@ -299,14 +322,28 @@ impl Rig {
 
     /// Sends one datagram, first waiting until the forwarder is at most `IN_FLIGHT_MAX` behind.
     fn send(&mut self, datagram: &[u8]) {
-        if self.sent >= IN_FLIGHT_MAX {
-            let behind = self.sent - IN_FLIGHT_MAX;
-            self.wait_counters("the forwarder to catch up", |c| c.received >= behind);
-        }
+        self.pace();
         self.sender
             .send_to(datagram, self.forwarder.local_addr())
             .expect("send to forwarder");
         self.sent += 1;
+    }
+
+    /// [`send`](Self::send) from another socket (another source address).
+    fn send_from(&mut self, socket: &UdpSocket, datagram: &[u8]) {
+        self.pace();
+        socket
+            .send_to(datagram, self.forwarder.local_addr())
+            .expect("send to forwarder");
+        self.sent += 1;
+    }
+
+    /// Waits until the forwarder is at most `IN_FLIGHT_MAX` datagrams behind.
+    fn pace(&self) {
+        if self.sent >= IN_FLIGHT_MAX {
+            let behind = self.sent - IN_FLIGHT_MAX;
+            self.wait_counters("the forwarder to catch up", |c| c.received >= behind);
+        }
     }
 
     /// Sends one datagram that must reach one of `sinks`, first waiting until at most
@@ -997,6 +1034,187 @@ fn forwarded_flows_with_gso_keep_order<B: Backend>() {
     );
 }
 
+/// A socket on [`OTHER_LOOPBACK`]: a source the suite's tables allow only when they say so.
+fn other_sender() -> UdpSocket {
+    UdpSocket::bind(SocketAddr::new(OTHER_LOOPBACK, 0)).expect("bind 127.0.0.2:0")
+}
+
+/// Frames from a source the generation does not allow are dropped as `source_not_allowed`
+/// before anything else looks at them: a routable frame, a frame for a local endpoint, a frame
+/// with no route and a malformed datagram all count under that reason only (no `no_route`, no
+/// `truncated`, no local delivery), while a frame from the allowed source is forwarded.
+fn frames_from_other_sources_are_dropped_before_lookup<B: Backend>() {
+    let sink = Sink::start();
+    let local_sink = Sink::start();
+    let mut local = LocalEndpoints::new();
+    local.insert(KEY_LOCAL, local_sink.addr).expect("room");
+    let mut rig = Rig::start::<B>(table(1, &[(KEY_A, vec![hop(1, sink.addr, 1)])]), local);
+    let stranger = other_sender();
+    let refused = [
+        FrameSpec::new(KEY_A).encode(),
+        FrameSpec::new(KEY_LOCAL).encode(),
+        FrameSpec::new(KEY_UNKNOWN).encode(),
+        b"not a nexlink frame".to_vec(),
+    ];
+    for datagram in &refused {
+        rig.send_from(&stranger, datagram);
+    }
+    // Sent after the refused ones from the allowed source: it arrives, and alone.
+    let mut marker = FrameSpec::new(KEY_A);
+    marker.seq = 9;
+    rig.send(&marker.encode());
+    let got = sink.wait_for(1);
+    let counters = rig.settle();
+    assert_eq!(got.len(), 1, "only the allowed source's frame is forwarded");
+    assert_eq!(parse(&got[0]).seq.0, 9);
+    assert_eq!(local_sink.count(), 0, "nothing delivered locally");
+    assert_eq!((counters.forwarded, counters.delivered_local), (1, 0));
+    only_drop(&counters, "source_not_allowed", refused.len() as u64);
+}
+
+/// The allowed sources belong to the generation: generation 1 allows 127.0.0.1 and routes to
+/// the old next hop, generation 2 allows 127.0.0.2 and routes to the new one. Frames alternate
+/// between the two sources while generation 2 is installed mid-stream: every frame that is
+/// forwarded went where the generation that allowed its source routes it (never old sources
+/// with new routes, or the reverse), and none is both before and after the cut. A rollback
+/// brings generation 1's sources back with its routes.
+fn generation_swap_changes_allowed_sources_with_the_routes<B: Backend>() {
+    const FRAMES: u32 = 2000;
+    const SWAP_AFTER: u32 = 700;
+    let old_hop = Sink::start();
+    let new_hop = Sink::start();
+    let mut rig = Rig::start::<B>(
+        table_with_sources(1, &[(KEY_A, vec![hop(1, old_hop.addr, 1)])], &[LOOPBACK]),
+        LocalEndpoints::new(),
+    );
+    let new_table = table_with_sources(
+        2,
+        &[(KEY_A, vec![hop(2, new_hop.addr, 1)])],
+        &[OTHER_LOOPBACK],
+    );
+    let stranger = other_sender();
+    let fib = rig.fib.clone();
+    let (go, wait_for_go) = std::sync::mpsc::sync_channel::<()>(1);
+    let installer = thread::spawn(move || {
+        wait_for_go.recv().expect("sender signals");
+        fib.install(new_table).expect("generation 2 installs")
+    });
+    // Every sent frame ends at a sink or as a drop: pace on both, so no sink socket overflows.
+    let accounted = |rig: &Rig| -> u64 {
+        let dropped = rig
+            .forwarder
+            .counters()
+            .dropped_for("source_not_allowed")
+            .expect("known reason");
+        (old_hop.count() + new_hop.count()) as u64 + dropped
+    };
+    for seq in 0..FRAMES {
+        let behind = rig.sent.saturating_sub(IN_FLIGHT_MAX);
+        wait_until("the sinks and drops to catch up", || {
+            accounted(&rig) >= behind
+        });
+        let mut frame = FrameSpec::new(KEY_A);
+        frame.seq = seq;
+        // Even sequence numbers from 127.0.0.1, odd ones from 127.0.0.2.
+        if seq % 2 == 0 {
+            rig.send(&frame.encode());
+        } else {
+            rig.send_from(&stranger, &frame.encode());
+        }
+        if seq == SWAP_AFTER {
+            go.send(()).expect("installer waiting");
+        }
+    }
+    assert_eq!(installer.join().expect("installer"), 1);
+    wait_until("every frame at a sink or dropped", || {
+        accounted(&rig) >= u64::from(FRAMES)
+    });
+    let counters = rig.settle();
+    assert_eq!(counters.generation, 2);
+    let dropped = counters
+        .dropped_for("source_not_allowed")
+        .expect("known reason");
+    assert_eq!(counters.forwarded + dropped, u64::from(FRAMES));
+    only_drop(&counters, "source_not_allowed", dropped);
+
+    let seqs =
+        |sink: &Sink| -> Vec<u32> { sink.datagrams().iter().map(|d| parse(d).seq.0).collect() };
+    let (old_seqs, new_seqs) = (seqs(&old_hop), seqs(&new_hop));
+    assert!(
+        old_seqs.iter().all(|seq| seq % 2 == 0),
+        "only 127.0.0.1's frames took generation 1's route: {old_seqs:?}"
+    );
+    assert!(
+        new_seqs.iter().all(|seq| seq % 2 == 1),
+        "only 127.0.0.2's frames took generation 2's route: {new_seqs:?}"
+    );
+    assert!(
+        !old_seqs.is_empty() && !new_seqs.is_empty(),
+        "the swap happened mid-stream"
+    );
+    let old_max = old_seqs.iter().max().expect("non-empty");
+    let new_min = new_seqs.iter().min().expect("non-empty");
+    assert!(
+        old_max < new_min,
+        "one cut between the generations: old max {old_max}, new min {new_min}"
+    );
+    assert_eq!(counters.forwarded, (old_seqs.len() + new_seqs.len()) as u64);
+
+    // Rollback: generation 1's sources come back with its routes.
+    assert_eq!(rig.fib.rollback(), Ok(1));
+    let mut from_stranger = FrameSpec::new(KEY_A);
+    from_stranger.seq = FRAMES + 1;
+    rig.send_from(&stranger, &from_stranger.encode());
+    let mut from_loopback = FrameSpec::new(KEY_A);
+    from_loopback.seq = FRAMES;
+    rig.send(&from_loopback.encode());
+    let got = old_hop.wait_for(old_seqs.len() + 1);
+    let counters = rig.settle();
+    assert_eq!(counters.generation, 1);
+    assert_eq!(
+        got.last().map(|d| parse(d).seq.0),
+        Some(FRAMES),
+        "127.0.0.1 allowed again, on generation 1's route"
+    );
+    assert_eq!(
+        new_hop.count(),
+        new_seqs.len(),
+        "nothing more on the new route"
+    );
+    only_drop(&counters, "source_not_allowed", dropped + 1);
+}
+
+/// With the source check off, a generation that allows no source at all forwards frames from
+/// every source; the same generation with the check on drops them all.
+fn source_check_off_forwards_every_source<B: Backend>() {
+    let routes = |sink: &Sink| vec![(KEY_A, vec![hop(1, sink.addr, 1)])];
+    let stranger = other_sender();
+    for source_check in [false, true] {
+        let sink = Sink::start();
+        let mut rig = Rig::start_with::<B>(
+            table_with_sources(1, &routes(&sink), &[]),
+            LocalEndpoints::new(),
+            source_check,
+        );
+        let mut frame = FrameSpec::new(KEY_A);
+        rig.send(&frame.encode());
+        frame.seq = 1;
+        rig.send_from(&stranger, &frame.encode());
+        let counters = rig.settle();
+        if source_check {
+            assert_eq!(counters.forwarded, 0);
+            only_drop(&counters, "source_not_allowed", 2);
+            assert_eq!(sink.count(), 0);
+        } else {
+            let got = sink.wait_for(2);
+            let seqs: BTreeSet<u32> = got.iter().map(|d| parse(d).seq.0).collect();
+            assert_eq!(seqs, BTreeSet::from([0, 1]));
+            assert_eq!(counters.forwarded, 2);
+            only_drop(&counters, "", 0);
+        }
+    }
+}
+
 macro_rules! conformance_suite {
     ($module:ident, $backend:ty) => {
         mod $module {
@@ -1053,6 +1271,18 @@ macro_rules! conformance_suite {
             #[test]
             fn forwarded_flows_with_gso_keep_order() {
                 super::forwarded_flows_with_gso_keep_order::<$backend>();
+            }
+            #[test]
+            fn frames_from_other_sources_are_dropped_before_lookup() {
+                super::frames_from_other_sources_are_dropped_before_lookup::<$backend>();
+            }
+            #[test]
+            fn generation_swap_changes_allowed_sources_with_the_routes() {
+                super::generation_swap_changes_allowed_sources_with_the_routes::<$backend>();
+            }
+            #[test]
+            fn source_check_off_forwards_every_source() {
+                super::source_check_off_forwards_every_source::<$backend>();
             }
             #[test]
             fn shutdown_is_clean() {

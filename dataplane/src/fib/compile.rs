@@ -81,7 +81,8 @@ pub enum CompileError {
     },
 }
 
-/// Compiles `routes` into a table image for generation `routes.generation()`.
+/// Compiles `routes` (and its allowed-source set) into a table image for generation
+/// `routes.generation()`.
 ///
 /// Deterministic: the same route set gives byte-identical images (groups are numbered in key
 /// order, hash seeds are tried in a fixed order). Cost is linear in the routes plus the next hops.
@@ -156,6 +157,12 @@ pub(crate) fn build_record(routes: &RouteSet) -> TableRecord {
         groups,
         hops,
         cumulative,
+        // SourceIp orders as its big-endian bytes: ascending here is ascending in the image.
+        sources: routes
+            .sources()
+            .iter()
+            .map(|source| source.to_be_bytes())
+            .collect(),
     }
 }
 

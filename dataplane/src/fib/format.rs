@@ -15,18 +15,28 @@
 //! pointers (rkyv 0.8 defaults), so an image must stay under 2 GiB; [`TABLE_BYTES_MAX`] keeps it
 //! well under.
 //!
-//! Format version 2 (the current [`TABLE_FORMAT_VERSION`]): each next hop ([`HopRecord`]) is
-//! its node id (32 bytes), its address, its weight (u32), a rewrite flag byte (0: the frame's
-//! routing key is sent unchanged; 1: it is replaced) and the rewrite key (16 bytes in network
-//! byte order, exactly what goes into the NexLink header; all zero when the flag is 0). Load
-//! refuses any other flag value, and a non-zero key under flag 0. Version 1 had no rewrite.
+//! Each next hop ([`HopRecord`]) is its node id (32 bytes), its address, its weight (u32), a
+//! rewrite flag byte (0: the frame's routing key is sent unchanged; 1: it is replaced) and the
+//! rewrite key (16 bytes in network byte order, exactly what goes into the NexLink header; all
+//! zero when the flag is 0). Load refuses any other flag value, and a non-zero key under flag 0.
+//!
+//! Format version 3 (the current [`TABLE_FORMAT_VERSION`]) added the allowed-source set
+//! ([`TableRecord::sources`], the last field of the root): the IP addresses the data plane
+//! accepts frames from, each as 16 bytes in network byte order — an IPv6 address as is, an IPv4
+//! address as its IPv4-mapped IPv6 address `::ffff:a.b.c.d` — in strictly ascending byte order
+//! (so no address twice), at most [`SOURCES_MAX`] of them, each a unicast address (not `::`,
+//! `::ffff:0.0.0.0`, multicast or `::ffff:255.255.255.255`). Load refuses a set that breaks any
+//! of these. A P4 or NIC target can load the list as exact-match entries on the source address
+//! as it is; the forwarder builds a hash set from it once, at load.
+//!
+//! History: version 1 had no rewrite; version 2 added the rewrite; version 3 the sources.
 
 use std::mem::size_of;
 use std::net::SocketAddr;
 
 use rkyv::{Archive, Serialize};
 
-use super::{NEXT_HOPS_TOTAL_MAX, ROUTES_MAX, SLOTS_MAX};
+use super::{NEXT_HOPS_TOTAL_MAX, ROUTES_MAX, SLOTS_MAX, SOURCES_MAX};
 
 /// First 8 bytes of every table image.
 pub const TABLE_MAGIC: [u8; 8] = *b"NEXUSFIB";
@@ -34,10 +44,11 @@ pub const TABLE_MAGIC: [u8; 8] = *b"NEXUSFIB";
 /// Version of the image format this build writes and reads.
 ///
 /// History: 1 — first format; 2 — each next hop carries a routing-key rewrite (a flag byte and
-/// 16 key bytes; the layout is in this module's source, `fib/format.rs`). A build reads only
+/// 16 key bytes); 3 — the generation carries its allowed-source set (16-byte addresses in
+/// ascending order). The layout is in this module's source, `fib/format.rs`. A build reads only
 /// its own version: images are compiled by the same node that loads them, so there is nothing
 /// to migrate.
-pub const TABLE_FORMAT_VERSION: u32 = 2;
+pub const TABLE_FORMAT_VERSION: u32 = 3;
 
 /// [`HopRecord::rewrite_flag`]: the next hop leaves the frame's routing key unchanged.
 pub(crate) const REWRITE_NONE: u8 = 0;
@@ -63,6 +74,7 @@ pub const TABLE_BYTES_MAX: usize = HEADER_LEN
     + ROUTES_MAX * size_of::<u32>()
     + ROUTES_MAX * size_of::<ArchivedGroupRecord>()
     + NEXT_HOPS_TOTAL_MAX * (size_of::<ArchivedHopRecord>() + size_of::<u32>())
+    + SOURCES_MAX * size_of::<[u8; 16]>()
     + 4096;
 
 const _: () = assert!(
@@ -104,6 +116,9 @@ pub(crate) struct TableRecord {
     pub(crate) hops: Vec<HopRecord>,
     /// Parallel to `hops`: the running sum of weights within the hop's group (inclusive).
     pub(crate) cumulative: Vec<u32>,
+    /// The allowed-source set: canonical 16-byte addresses
+    /// ([`SourceIp`](super::SourceIp)), strictly ascending, each unicast.
+    pub(crate) sources: Vec<[u8; 16]>,
 }
 
 /// One hash-table slot. Empty when `hop_count == 0` (an occupied slot has at least one hop).

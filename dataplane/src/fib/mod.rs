@@ -61,6 +61,7 @@ mod compile;
 mod format;
 mod handle;
 mod route;
+mod source;
 mod table;
 mod validate;
 
@@ -68,6 +69,7 @@ pub use compile::{CompileError, TableImage, compile};
 pub use format::{FLOW_MIX, HEADER_LEN, TABLE_BYTES_MAX, TABLE_FORMAT_VERSION, TABLE_MAGIC};
 pub use handle::{Fib, FibCounters, FibGuard, FibReader, InstallError, RollbackError};
 pub use route::{NextHop, NodeIdHex, RouteError, RouteSet, RoutingKey};
+pub use source::{SourceError, SourceIp, SourceSet};
 pub use table::{Entries, FibEntry, FibTable, LoadError, NextHopGroup, NextHopRef, TableStats};
 
 /// Most routes (keys) in one generation. Sized for a 1M-key table with headroom to the
@@ -80,6 +82,10 @@ pub const NEXT_HOPS_MAX: usize = 64;
 /// Most next hops summed over all routes of a generation (before groups are deduplicated). This,
 /// with [`ROUTES_MAX`], bounds a compiled image below [`TABLE_BYTES_MAX`].
 pub const NEXT_HOPS_TOTAL_MAX: usize = 1 << 22;
+
+/// Most addresses in one generation's allowed-source set ([`SourceSet`]): the data planes of a
+/// large fabric's members plus the node's local addresses, with room to spare.
+pub const SOURCES_MAX: usize = 1 << 16;
 
 /// Largest sum of the weights of one group: cumulative weights are archived as u32.
 pub const WEIGHT_TOTAL_MAX: u32 = u32::MAX;

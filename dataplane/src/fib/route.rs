@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
+use super::source::SourceSet;
 use super::{NEXT_HOPS_MAX, NEXT_HOPS_TOTAL_MAX, ROUTES_MAX, WEIGHT_TOTAL_MAX};
 
 /// A 128-bit routing key: the hash of a canonical capability class (DESIGN.md §3).
@@ -167,12 +168,17 @@ pub enum RouteError {
 /// [`NEXT_HOPS_TOTAL_MAX`], weights ≥ 1, [`WEIGHT_TOTAL_MAX`]): the only ways to add routes check
 /// them, so [`compile`](super::compile) never meets a route it cannot lay out. The table
 /// compiler keeps one, applies route deltas with [`insert`](Self::insert) and
-/// [`remove`](Self::remove), sets the next generation number and compiles it.
+/// [`remove`](Self::remove), sets the allowed sources ([`set_sources`](Self::set_sources)) and
+/// the next generation number and compiles it.
+///
+/// The allowed-source set travels with the routes: a generation's image holds both, so one
+/// install (or rollback) changes both at once. A new set allows nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteSet {
     generation: u64,
     routes: BTreeMap<RoutingKey, Vec<NextHop>>,
     next_hops_total: usize,
+    sources: SourceSet,
 }
 
 impl RouteSet {
@@ -182,6 +188,7 @@ impl RouteSet {
             generation,
             routes: BTreeMap::new(),
             next_hops_total: 0,
+            sources: SourceSet::new(),
         }
     }
 
@@ -258,6 +265,16 @@ impl RouteSet {
     /// All routes in key order.
     pub fn routes(&self) -> &BTreeMap<RoutingKey, Vec<NextHop>> {
         &self.routes
+    }
+
+    /// The addresses this generation accepts frames from.
+    pub fn sources(&self) -> &SourceSet {
+        &self.sources
+    }
+
+    /// Replaces the allowed-source set, returning the one it replaced.
+    pub fn set_sources(&mut self, sources: SourceSet) -> SourceSet {
+        std::mem::replace(&mut self.sources, sources)
     }
 }
 

@@ -1,11 +1,13 @@
 //! One loaded, validated, immutable table generation, and the read-only views lookups return.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::iter::FusedIterator;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use rkyv::Archived;
 use rkyv::util::AlignedVec;
+use rustc_hash::FxBuildHasher;
 use yoke::Yoke;
 
 use super::compile::TableImage;
@@ -15,6 +17,7 @@ use super::format::{
     TABLE_FORMAT_VERSION, TABLE_MAGIC, VERSION_AT, flow_point, home_slot,
 };
 use super::route::{NextHop, RoutingKey};
+use super::source::SourceIp;
 use super::validate::check_table;
 
 /// Why a table image was refused. Nothing was loaded or installed.
@@ -105,6 +108,8 @@ pub struct TableStats {
     pub slots: usize,
     /// The longest probe a lookup can make, minus one.
     pub probe_len_max: u32,
+    /// Addresses in the allowed-source set.
+    pub sources: usize,
     /// Size of the image in bytes.
     pub image_bytes: usize,
     /// The image's CRC-32.
@@ -122,8 +127,16 @@ type ArchiveCell = Yoke<&'static ArchivedTableRecord, Box<AlignedVec<IMAGE_ALIGN
 /// Immutable: a new generation is a new `FibTable`. Lookups take `&self`, lock nothing and
 /// allocate nothing; the buffer is owned here together with the validated archive reference, so
 /// the table can be shared across threads in an `Arc` (which is what [`Fib`](super::Fib) does).
+///
+/// The routes are read in place; the allowed-source set is also copied once, at load, into a
+/// hash set of canonical addresses ([`allows_source`](Self::allows_source): one multiply-hash
+/// and one probe group per frame), which lives and is swapped with the generation.
 pub struct FibTable {
     archive: ArchiveCell,
+    /// The archive's `sources` as canonical u128s (FxHash: the keys are the control plane's, and
+    /// an attacker choosing the probed address cannot make a probe longer than the longest
+    /// collision chain among those keys).
+    sources: HashSet<u128, FxBuildHasher>,
     generation: u64,
     hash_seed: u64,
     slot_bits: u32,
@@ -161,7 +174,13 @@ impl FibTable {
         )?;
         let table: &ArchivedTableRecord = archive.get();
         let slot_count = table.slots.len();
+        let sources = table
+            .sources
+            .iter()
+            .map(|bytes| SourceIp::from_be_bytes(*bytes).to_bits())
+            .collect();
         Ok(FibTable {
+            sources,
             generation: header.generation,
             hash_seed: table.hash_seed.to_native(),
             slot_bits: slot_count.trailing_zeros(),
@@ -224,6 +243,21 @@ impl FibTable {
         self.lookup(key).map(|group| group.select(flow_hash))
     }
 
+    /// Whether this generation accepts frames from `ip` (an IPv4 address and its IPv4-mapped
+    /// IPv6 form are the same source). One hash and one probe; no allocation.
+    #[inline]
+    pub fn allows_source(&self, ip: IpAddr) -> bool {
+        self.sources.contains(&SourceIp::new(ip).to_bits())
+    }
+
+    /// The allowed-source set in canonical (ascending) order, read from the image.
+    pub fn sources(&self) -> impl ExactSizeIterator<Item = SourceIp> + '_ {
+        self.record()
+            .sources
+            .iter()
+            .map(|bytes| SourceIp::from_be_bytes(*bytes))
+    }
+
     /// All routes in ascending key order.
     pub fn entries(&self) -> Entries<'_> {
         let table = self.record();
@@ -257,6 +291,7 @@ impl FibTable {
             next_hops: table.hops.len(),
             slots: table.slots.len(),
             probe_len_max: self.probe_len_max,
+            sources: table.sources.len(),
             image_bytes: self.image_bytes,
             crc32: self.crc32,
         }

@@ -2,20 +2,51 @@
 //!
 //! bytecheck proves the archive is memory-safe to read; these checks prove it is a table the
 //! lookup code can trust: every index in range, every key reachable from its home slot within the
-//! stored probe bound, weights consistent with the cumulative runs. After they pass, lookups
-//! index without further checks failing (a failure there would be a bug, and panics).
+//! stored probe bound, weights consistent with the cumulative runs, an allowed-source set in
+//! canonical form. After they pass, lookups index without further checks failing (a failure
+//! there would be a bug, and panics).
 
 use super::format::{
     ArchivedHopRecord, ArchivedSlotRecord, ArchivedTableRecord, REWRITE_KEY, REWRITE_NONE,
     home_slot,
 };
-use super::{NEXT_HOPS_MAX, NEXT_HOPS_TOTAL_MAX, ROUTES_MAX, SLOTS_MAX, SLOTS_MIN};
+use super::source::SourceIp;
+use super::{NEXT_HOPS_MAX, NEXT_HOPS_TOTAL_MAX, ROUTES_MAX, SLOTS_MAX, SLOTS_MIN, SOURCES_MAX};
 
 /// Checks a table archive; on failure says what is wrong (for `LoadError::Inconsistent`).
 pub(crate) fn check_table(table: &ArchivedTableRecord) -> Result<(), String> {
     check_groups(table)?;
     check_slots(table)?;
-    check_order(table)
+    check_order(table)?;
+    check_sources(table)
+}
+
+/// The allowed-source set: at most `SOURCES_MAX` unicast addresses in strictly ascending order
+/// (one encoding per set, so equal sets give equal images, and no address twice).
+fn check_sources(table: &ArchivedTableRecord) -> Result<(), String> {
+    let sources = table.sources.as_slice();
+    if sources.len() > SOURCES_MAX {
+        return Err(format!(
+            "{} allowed sources, more than SOURCES_MAX = {SOURCES_MAX}",
+            sources.len()
+        ));
+    }
+    let mut previous: Option<SourceIp> = None;
+    for (index, bytes) in sources.iter().enumerate() {
+        let source = SourceIp::from_be_bytes(*bytes);
+        if !source.is_unicast() {
+            return Err(format!(
+                "allowed source {index}: {source} is not a unicast address"
+            ));
+        }
+        if let Some(previous) = previous.filter(|previous| *previous >= source) {
+            return Err(format!(
+                "allowed source {index}: {source} does not ascend after {previous} (duplicate or misordered address)"
+            ));
+        }
+        previous = Some(source);
+    }
+    Ok(())
 }
 
 fn check_groups(table: &ArchivedTableRecord) -> Result<(), String> {
@@ -221,9 +252,11 @@ fn check_order(table: &ArchivedTableRecord) -> Result<(), String> {
 mod tests {
     use std::net::SocketAddr;
 
+    use super::super::SOURCES_MAX;
     use super::super::compile::{build_record, serialize};
     use super::super::format::{SlotRecord, TableRecord};
     use super::super::route::{NextHop, RouteSet, RoutingKey};
+    use super::super::source::SourceIp;
     use super::super::table::{FibTable, LoadError};
 
     fn record(keys: u128) -> TableRecord {
@@ -460,6 +493,88 @@ mod tests {
             })
             .collect();
         assert!(rewrites.contains(&Some(RoutingKey(7))), "{rewrites:?}");
+    }
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> [u8; 16] {
+        SourceIp::new(std::net::IpAddr::from([a, b, c, d])).to_be_bytes()
+    }
+
+    #[test]
+    fn allowed_sources_load_and_are_looked_up_by_ip() {
+        let mut good = record(10);
+        good.sources = vec![v4(10, 0, 0, 1), v4(127, 0, 0, 1)];
+        good.sources
+            .push(SourceIp::new("2001:db8::7".parse().expect("ip")).to_be_bytes());
+        let table = FibTable::load(serialize(&good).expect("serializes")).expect("loads");
+        assert_eq!(table.stats().sources, 3);
+        assert!(table.allows_source("127.0.0.1".parse().expect("ip")));
+        assert!(table.allows_source("::ffff:10.0.0.1".parse().expect("ip")));
+        assert!(table.allows_source("2001:db8::7".parse().expect("ip")));
+        assert!(!table.allows_source("127.0.0.2".parse().expect("ip")));
+        assert!(!table.allows_source("::1".parse().expect("ip")));
+        let listed: Vec<String> = table.sources().map(|s| s.to_string()).collect();
+        assert_eq!(listed, ["10.0.0.1", "127.0.0.1", "2001:db8::7"]);
+    }
+
+    #[test]
+    fn allowed_sources_misordered() {
+        let mut bad = record(10);
+        bad.sources = vec![v4(10, 0, 0, 2), v4(10, 0, 0, 1)];
+        assert_eq!(
+            load_detail(&bad),
+            "allowed source 1: 10.0.0.1 does not ascend after 10.0.0.2 (duplicate or misordered address)"
+        );
+    }
+
+    #[test]
+    fn allowed_source_twice() {
+        let mut bad = record(10);
+        bad.sources = vec![v4(10, 0, 0, 1), v4(10, 0, 0, 3), v4(10, 0, 0, 3)];
+        assert_eq!(
+            load_detail(&bad),
+            "allowed source 2: 10.0.0.3 does not ascend after 10.0.0.3 (duplicate or misordered address)"
+        );
+    }
+
+    #[test]
+    fn allowed_source_not_unicast() {
+        for (bytes, shown) in [
+            ([0u8; 16], "::"),
+            (v4(0, 0, 0, 0), "0.0.0.0"),
+            (v4(224, 0, 0, 251), "224.0.0.251"),
+            (v4(255, 255, 255, 255), "255.255.255.255"),
+            (
+                SourceIp::new("ff02::1".parse().expect("ip")).to_be_bytes(),
+                "ff02::1",
+            ),
+        ] {
+            let mut bad = record(10);
+            bad.sources = vec![bytes];
+            assert_eq!(
+                load_detail(&bad),
+                format!("allowed source 0: {shown} is not a unicast address")
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_allowed_sources() {
+        let mut bad = record(10);
+        bad.sources = (1..=SOURCES_MAX as u32 + 1)
+            .map(|n| {
+                SourceIp::new(std::net::Ipv4Addr::from(0x0a00_0000u32 + n).into()).to_be_bytes()
+            })
+            .collect();
+        assert_eq!(
+            load_detail(&bad),
+            format!(
+                "{} allowed sources, more than SOURCES_MAX = {SOURCES_MAX}",
+                SOURCES_MAX + 1
+            )
+        );
+        // At the limit the same set loads.
+        bad.sources.pop();
+        FibTable::load(serialize(&bad).expect("serializes")).expect("loads at SOURCES_MAX");
     }
 
     #[test]

@@ -75,6 +75,14 @@ impl PacketBatch {
         )
     }
 
+    /// The address of slot `index` (the source of a received datagram). Panics if
+    /// `index >= len()`.
+    #[inline]
+    pub fn addr(&self, index: usize) -> SocketAddr {
+        assert!(index < self.len, "slot {index} of a batch of {}", self.len);
+        self.addrs[index]
+    }
+
     /// Datagram `index`, writable (a forwarder rewrites the header in place). Panics if
     /// `index >= len()`.
     #[inline]
@@ -166,6 +174,7 @@ mod tests {
         batch.commit(2, addr);
         assert_eq!(batch.get(0), (&b"abc"[..], addr));
         assert_eq!(batch.get(1), (&b"xy"[..], addr));
+        assert_eq!(batch.addr(1), addr);
         batch.get_mut(1)[0] = b'z';
         assert_eq!(batch.get(1).0, b"zy");
         assert!(!batch.push(&[0; DATAGRAM_BYTES_MAX + 1], addr));

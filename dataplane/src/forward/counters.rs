@@ -5,16 +5,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::wire::nexlink::Error;
 
 /// Every drop reason a forwarder counts: the NexLink receive checks and `hop_limit_exceeded`
-/// ([`Error::REASONS`], same order), then `no_route` (the FIB has no entry for the key).
-/// Stable labels for `nexus_dataplane_drops_total{reason=..}`; all are pre-registered, so a
-/// reason that never happened reads 0.
+/// ([`Error::REASONS`], same order), then `no_route` (the FIB has no entry for the key), then
+/// `source_not_allowed` (the datagram's source IP is not in the generation's allowed-source
+/// set; checked before anything else, so such a datagram counts under no other reason).
+/// Stable labels for `nexus_dataplane_dropped_total{reason=..}`; the node exports every one,
+/// so a reason that never happened reads 0.
 pub const DROP_REASONS: [&str; DROP_REASON_COUNT] = drop_reasons();
 
 /// Number of drop reasons.
-pub const DROP_REASON_COUNT: usize = Error::REASONS.len() + 1;
+pub const DROP_REASON_COUNT: usize = Error::REASONS.len() + 2;
 
 /// Index of `no_route` in [`DROP_REASONS`].
 pub(crate) const NO_ROUTE: usize = Error::REASONS.len();
+
+/// Index of `source_not_allowed` in [`DROP_REASONS`].
+pub(crate) const SOURCE_NOT_ALLOWED: usize = Error::REASONS.len() + 1;
 
 const fn drop_reasons() -> [&'static str; DROP_REASON_COUNT] {
     let mut out = [""; DROP_REASON_COUNT];
@@ -24,6 +29,7 @@ const fn drop_reasons() -> [&'static str; DROP_REASON_COUNT] {
         i += 1;
     }
     out[NO_ROUTE] = "no_route";
+    out[SOURCE_NOT_ALLOWED] = "source_not_allowed";
     out
 }
 
@@ -162,6 +168,8 @@ mod tests {
     fn drop_reasons_extend_the_wire_reasons() {
         assert_eq!(&DROP_REASONS[..Error::REASONS.len()], &Error::REASONS[..]);
         assert_eq!(DROP_REASONS[NO_ROUTE], "no_route");
+        assert_eq!(DROP_REASONS[SOURCE_NOT_ALLOWED], "source_not_allowed");
+        assert_eq!(DROP_REASONS.last(), Some(&"source_not_allowed"));
         let errors = [
             Error::Truncated { len: 0 },
             Error::BadVersion(0),

@@ -11,7 +11,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::batch::{BATCH_MAX, PacketBatch};
-use super::counters::{ForwarderCounters, NO_ROUTE, SharedCounters, reason_index};
+use super::counters::{
+    ForwarderCounters, NO_ROUTE, SOURCE_NOT_ALLOWED, SharedCounters, reason_index,
+};
 use super::io::PacketIo;
 use super::local::LocalEndpoints;
 use crate::fib::{Fib, FibReader, RoutingKey};
@@ -38,6 +40,11 @@ pub struct ForwarderConfig {
     /// kernel can ([`PacketIo::set_gso`]; Linux 4.18+). On by default: it cuts the per-frame
     /// send cost, and a refused GSO send falls back to plain sends.
     pub gso: bool,
+    /// Drop every datagram whose source IP is not in the FIB generation's allowed-source set
+    /// ([`FibTable::allows_source`](crate::fib::FibTable::allows_source)), before any other
+    /// check, as `source_not_allowed`. On by default; off, the forwarder forwards for any
+    /// source (the operator's escape hatch, and what the forwarding bench compares against).
+    pub source_check: bool,
 }
 
 impl Default for ForwarderConfig {
@@ -46,6 +53,7 @@ impl Default for ForwarderConfig {
             thread_name: "nexus-forwarder".to_owned(),
             recv_timeout: Duration::from_millis(50),
             gso: true,
+            source_check: true,
         }
     }
 }
@@ -87,6 +95,10 @@ pub fn flow_hash(src: NodeTag, session: SessionId, stream: StreamId) -> u64 {
 /// Per receive batch: load the FIB generation and the local-endpoint table once (the whole
 /// batch sees one generation), then per datagram:
 ///
+/// 0. with [`ForwarderConfig::source_check`] on, unless the generation allows the datagram's
+///    source IP ([`FibTable::allows_source`](crate::fib::FibTable::allows_source)), drop it as
+///    `source_not_allowed` — before parsing, local delivery or any lookup, so such a datagram
+///    costs one hash probe and counts under no other reason;
 /// 1. [`Repr::parse`] (every NexLink receive check); a failure drops the datagram under the
 ///    error's [`reason`](WireError::reason);
 /// 2. if the routing key is a local endpoint, send the frame there unchanged (`delivered_local`);
@@ -99,10 +111,12 @@ pub fn flow_hash(src: NodeTag, session: SessionId, stream: StreamId) -> u64 {
 /// Only the frame (header + declared payload) is sent on; bytes after it in the datagram are
 /// not part of it and are dropped. The thread never waits on the control plane: its only shared
 /// reads are the FIB's and the local table's atomic pointers, once per batch, and it reads no
-/// clock (waits are the backend's receive timeout).
+/// clock (waits are the backend's receive timeout). The allowed-source set is part of the FIB
+/// generation, so a batch checks sources and routes against the same generation.
 pub struct Forwarder<I> {
     io: I,
     fib: FibReader,
+    source_check: bool,
     local: Arc<ArcSwap<LocalEndpoints>>,
     shared: Arc<SharedCounters>,
     stop: Arc<AtomicBool>,
@@ -137,6 +151,7 @@ impl<I: PacketIo + 'static> Forwarder<I> {
         let forwarder = Forwarder {
             io,
             fib: fib.reader(),
+            source_check: config.source_check,
             local: Arc::clone(&local),
             shared: Arc::clone(&shared),
             stop: Arc::clone(&stop),
@@ -199,6 +214,10 @@ impl<I: PacketIo> Forwarder<I> {
         self.tx.clear();
         for index in 0..self.rx.len() {
             counters.received += 1;
+            if self.source_check && !table.allows_source(self.rx.addr(index).ip()) {
+                counters.dropped[SOURCE_NOT_ALLOWED] += 1;
+                continue;
+            }
             let datagram = self.rx.get_mut(index);
             let repr = match Repr::parse(&Packet::new_unchecked(&*datagram)) {
                 Ok(repr) => repr,
