@@ -15,15 +15,24 @@
 //!
 //! Next hops are filtered by membership: a next hop whose node is not alive (or is not this node)
 //! is left out, and a key with no live next hop is left out entirely, so traffic fails over when
-//! membership declares a node down — within one `refresh` period of the verdict. A new
-//! generation is compiled only when the effective table changes.
+//! membership declares a node down — within one `refresh` period of the verdict.
+//!
+//! Each generation also carries its *allowed sources*, the IP addresses the data plane accepts
+//! frames from ([`SourceSet`]; a forwarder with the source check on drops everything else): the
+//! data-plane address of every member that is alive or suspect (this node's own included; a
+//! suspect member still forwards, and its frames are let in until membership declares it down),
+//! the loopback address while this node has a local service (local services are delivered to,
+//! and send from, `127.0.0.1`), and the address of this node's session socket. A new generation
+//! is compiled only when the effective table or the allowed sources change.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nexus_dataplane::fib::{Fib, FibTable, NextHop, RouteError, RouteSet, RoutingKey, compile};
+use nexus_dataplane::fib::{
+    Fib, FibTable, NextHop, RouteError, RouteSet, RoutingKey, SourceSet, compile,
+};
 use nexus_dataplane::forward::LocalEndpoints;
 use nexus_gossip::{MemberState, NodeId};
 use nexus_registry::{Route as IntentRoute, service_key};
@@ -41,6 +50,8 @@ use crate::task::AbortOnDrop;
 const ROUTES_KEY: &str = "fib/static-routes";
 /// Deadline for asking the gossip actor for the member list.
 const MEMBERS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Where this node's local services are delivered to, and send from.
+const LOCAL_SERVICE_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Arguments of [`TableCompiler`]; cloned for every (re)start.
 #[derive(Clone)]
@@ -148,12 +159,31 @@ pub struct TableState {
     live_nodes: BTreeSet<[u8; 32]>,
     /// Data-plane address of each live member that runs one.
     dataplanes: BTreeMap<[u8; 32], SocketAddr>,
+    /// Data-plane IPs of the members that are alive or suspect (allowed sources).
+    member_sources: BTreeSet<IpAddr>,
     intent_routes: Vec<IntentRoute>,
     local_services: Vec<(String, u16)>,
     /// The session socket the local-endpoint table was last built with.
     session_addr: Option<SocketAddr>,
-    installed: Option<BTreeMap<RoutingKey, Vec<NextHop>>>,
+    installed: Option<Installed>,
     _refresh: AbortOnDrop,
+}
+
+/// What the installed generation was compiled from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Installed {
+    routes: BTreeMap<RoutingKey, Vec<NextHop>>,
+    sources: SourceSet,
+}
+
+/// What one read of the member list yields.
+struct Members {
+    /// Node ids of the alive members.
+    live: BTreeSet<[u8; 32]>,
+    /// Data-plane addresses of the alive members that run one.
+    dataplanes: BTreeMap<[u8; 32], SocketAddr>,
+    /// Data-plane IPs of the alive and suspect members.
+    sources: BTreeSet<IpAddr>,
 }
 
 impl std::fmt::Debug for TableState {
@@ -259,6 +289,29 @@ fn decode_routes(bytes: &[u8]) -> Result<BTreeMap<RoutingKey, Vec<NextHop>>, Str
     Ok(set.routes().clone())
 }
 
+/// The allowed sources of a generation: the members' data-plane IPs, the local services' IP
+/// while there is one, the session socket's IP. An address the set refuses is left out with a
+/// warning.
+fn allowed_sources(
+    member_sources: &BTreeSet<IpAddr>,
+    has_local_services: bool,
+    session: Option<SocketAddr>,
+) -> SourceSet {
+    let mut sources = SourceSet::new();
+    let local_services = has_local_services.then_some(LOCAL_SERVICE_IP);
+    for ip in member_sources
+        .iter()
+        .copied()
+        .chain(local_services)
+        .chain(session.map(|addr| addr.ip()))
+    {
+        if let Err(err) = sources.insert(ip) {
+            tracing::warn!(%err, "allowed source left out");
+        }
+    }
+    sources
+}
+
 impl TableCompiler {
     /// The table the routes and the live set call for.
     fn effective(state: &TableState) -> BTreeMap<RoutingKey, Vec<NextHop>> {
@@ -273,7 +326,7 @@ impl TableCompiler {
                     }
                     NextHop {
                         node: local,
-                        addr: SocketAddr::from(([127, 0, 0, 1], hop.port)),
+                        addr: SocketAddr::new(LOCAL_SERVICE_IP, hop.port),
                         weight: hop.weight.max(1),
                         rewrite: Some(RoutingKey(service_key(hop.node, &hop.service))),
                     }
@@ -332,13 +385,24 @@ impl TableCompiler {
         table
     }
 
+    /// The addresses the data plane accepts frames from (see the module docs). An address the
+    /// set refuses (unspecified, or past `SOURCES_MAX`) is left out with a warning: its frames
+    /// are dropped, the rest of the table is installed.
+    fn sources(state: &TableState) -> SourceSet {
+        allowed_sources(
+            &state.member_sources,
+            !state.local_services.is_empty(),
+            state.session_addr,
+        )
+    }
+
     /// The local-endpoint table for this node's registered services.
     fn local_endpoints(state: &TableState) -> LocalEndpoints {
         let mut endpoints = LocalEndpoints::new();
         for (id, port) in &state.local_services {
             let key = RoutingKey(service_key(state.args.local, id));
             // At most LOCAL_ENDPOINTS_MAX keys: the registry allows no more services than that.
-            let _ = endpoints.insert(key, SocketAddr::from(([127, 0, 0, 1], *port)));
+            let _ = endpoints.insert(key, SocketAddr::new(LOCAL_SERVICE_IP, *port));
         }
         if let Some(addr) = state.session_addr {
             let key = RoutingKey(nexus_stream::link::session_key_of(&state.args.local.0).0);
@@ -351,14 +415,21 @@ impl TableCompiler {
         endpoints
     }
 
-    /// Compiles and installs the effective table if it differs from the installed one.
+    /// Compiles and installs the effective table and allowed sources if they differ from the
+    /// installed ones.
     fn recompile(state: &mut TableState) -> Result<u64, TableError> {
         let effective = Self::effective(state);
-        if state.installed.as_ref() == Some(&effective) {
+        let sources = Self::sources(state);
+        if state
+            .installed
+            .as_ref()
+            .is_some_and(|installed| installed.routes == effective && installed.sources == sources)
+        {
             return Ok(state.args.fib.generation());
         }
         let generation = state.args.fib.generation_max() + 1;
-        let set = RouteSet::from_routes(generation, effective.clone())?;
+        let mut set = RouteSet::from_routes(generation, effective.clone())?;
+        set.set_sources(sources.clone());
         let image = compile(&set).map_err(|e| TableError::Internal(e.to_string()))?;
         let table = FibTable::load(image).map_err(|e| TableError::Internal(e.to_string()))?;
         state
@@ -370,11 +441,15 @@ impl TableCompiler {
             generation,
             routes = effective.len(),
             configured = state.routes.len(),
+            sources = sources.len(),
             "forwarding table installed"
         );
         state.args.metrics.fib_generation.set(generation as i64);
         state.args.metrics.fib_routes.set(effective.len() as i64);
-        state.installed = Some(effective);
+        state.installed = Some(Installed {
+            routes: effective,
+            sources,
+        });
         Ok(generation)
     }
 
@@ -389,28 +464,44 @@ impl TableCompiler {
             .map_err(|e| TableError::Internal(e.to_string()))
     }
 
-    /// Live members' node ids and the data-plane addresses of those that run one.
-    async fn live_members(
-        state: &TableState,
-    ) -> Option<(BTreeSet<[u8; 32]>, BTreeMap<[u8; 32], SocketAddr>)> {
+    /// Live members' node ids, the data-plane addresses of those that run one, and the
+    /// data-plane IPs of the members that are alive or suspect.
+    async fn live_members(state: &TableState) -> Option<Members> {
         let gossip: ActorRef<GossipMsg> =
             lookup_child(&state.supervisor, "gossip", MEMBERS_TIMEOUT).await?;
         match gossip.call(GossipMsg::Members, Some(MEMBERS_TIMEOUT)).await {
             Ok(CallResult::Success(members)) => {
+                let sources = members
+                    .iter()
+                    .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+                    .filter_map(|m| Some(m.id.meta().dataplane()?.ip()))
+                    .collect();
                 let alive: Vec<_> = members
                     .into_iter()
                     .filter(|m| m.state == MemberState::Alive)
                     .collect();
-                Some((
-                    alive.iter().map(|m| m.id.node_id().0).collect(),
-                    alive
+                Some(Members {
+                    live: alive.iter().map(|m| m.id.node_id().0).collect(),
+                    dataplanes: alive
                         .iter()
                         .filter_map(|m| Some((m.id.node_id().0, m.id.meta().dataplane()?)))
                         .collect(),
-                ))
+                    sources,
+                })
             }
             _ => None,
         }
+    }
+
+    /// Takes a member list read; returns whether anything the table depends on changed.
+    fn set_members(state: &mut TableState, members: Members) -> bool {
+        let changed = members.live != state.live_nodes
+            || members.dataplanes != state.dataplanes
+            || members.sources != state.member_sources;
+        state.live_nodes = members.live;
+        state.dataplanes = members.dataplanes;
+        state.member_sources = members.sources;
+        changed
     }
 }
 
@@ -436,6 +527,7 @@ impl Actor for TableCompiler {
             routes,
             live_nodes: BTreeSet::new(),
             dataplanes: BTreeMap::new(),
+            member_sources: BTreeSet::new(),
             intent_routes: Vec::new(),
             local_services: Vec::new(),
             session_addr: None,
@@ -444,9 +536,8 @@ impl Actor for TableCompiler {
         };
         // The installed generation may be newer than what we would compile (an actor restart):
         // compare against nothing so the first refresh reinstalls from the stored routes.
-        if let Some((live, dataplanes)) = Self::live_members(&state).await {
-            state.live_nodes = live;
-            state.dataplanes = dataplanes;
+        if let Some(members) = Self::live_members(&state).await {
+            Self::set_members(&mut state, members);
         }
         Self::recompile(&mut state)?;
         Ok(state)
@@ -496,14 +587,17 @@ impl Actor for TableCompiler {
                 let _ = reply.send(result);
             }
             TableMsg::Routes(reply) => {
-                let installed = state.installed.clone().unwrap_or_default();
+                let installed = state.installed.as_ref().map(|installed| &installed.routes);
                 let list = state
                     .routes
                     .iter()
                     .map(|(k, hops)| RouteStatus {
                         key: *k,
                         next_hops: hops.clone(),
-                        live: installed.get(k).map(Vec::len).unwrap_or(0),
+                        live: installed
+                            .and_then(|routes| routes.get(k))
+                            .map(Vec::len)
+                            .unwrap_or(0),
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -530,16 +624,18 @@ impl Actor for TableCompiler {
                     .map_err(|e| TableError::Rollback(e.to_string()));
                 if let Ok(generation) = result {
                     tracing::warn!(generation, "forwarding table rolled back by an operator");
-                    // The rolled-back table stays until the routes or the live set change.
-                    state.installed = Some(
-                        state
-                            .args
-                            .fib
-                            .snapshot()
-                            .entries()
-                            .map(|e| (e.key, e.group.to_vec()))
-                            .collect(),
-                    );
+                    // The rolled-back table (routes and allowed sources) stays until the routes,
+                    // the live set or the sources change.
+                    let table = state.args.fib.snapshot();
+                    let mut sources = SourceSet::new();
+                    for source in table.sources() {
+                        // The image's sources passed the same checks on load.
+                        let _ = sources.insert(source.ip());
+                    }
+                    state.installed = Some(Installed {
+                        routes: table.entries().map(|e| (e.key, e.group.to_vec())).collect(),
+                        sources,
+                    });
                     state.args.metrics.fib_generation.set(generation as i64);
                 }
                 let _ = reply.send(result);
@@ -550,34 +646,39 @@ impl Actor for TableCompiler {
                     .session_endpoint
                     .as_ref()
                     .and_then(|rx| *rx.borrow());
+                let mut changed = false;
                 if session_addr != state.session_addr {
                     state.session_addr = session_addr;
                     if let Some(tx) = &state.args.local_endpoints {
                         tx.send_replace(Self::local_endpoints(state));
                     }
+                    changed = true;
                 }
-                if let Some((live, dataplanes)) = Self::live_members(state).await
-                    && (live != state.live_nodes || dataplanes != state.dataplanes)
-                {
-                    state.live_nodes = live;
-                    state.dataplanes = dataplanes;
+                if let Some(members) = Self::live_members(state).await {
+                    changed |= Self::set_members(state, members);
+                }
+                if changed {
                     Self::recompile(state)?;
                 }
             }
             TableMsg::Registry { routes, local } => {
+                let mut changed = false;
                 if local != state.local_services {
                     state.local_services = local;
                     if let Some(tx) = &state.args.local_endpoints {
                         tx.send_replace(Self::local_endpoints(state));
                     }
+                    // The loopback source comes and goes with the local services.
+                    changed = true;
                 }
                 if routes != state.intent_routes {
                     state.intent_routes = routes;
-                    if let Err(err) = Self::recompile(state) {
-                        // An intent route the table cannot hold (a limit) must not take the
-                        // static routes down with it.
-                        tracing::warn!(%err, "intent routes not installed");
-                    }
+                    changed = true;
+                }
+                if changed && let Err(err) = Self::recompile(state) {
+                    // An intent route the table cannot hold (a limit) must not take the static
+                    // routes down with it.
+                    tracing::warn!(%err, "intent routes not installed");
                 }
             }
         }
@@ -614,6 +715,33 @@ mod tests {
         assert_eq!(decode_routes(&bytes), Ok(routes));
         assert!(decode_routes(b"{").is_err());
         assert!(decode_routes(b"[{\"key\":\"zz\",\"next_hops\":[]}]").is_err());
+    }
+
+    #[test]
+    fn allowed_sources_are_members_local_services_and_the_session_socket() {
+        let ip = |text: &str| -> IpAddr { text.parse().expect("ip") };
+        let members: BTreeSet<IpAddr> = [ip("10.0.0.1"), ip("10.0.0.2"), ip("0.0.0.0")].into();
+        let listed =
+            |set: &SourceSet| -> Vec<String> { set.iter().map(|s| s.to_string()).collect() };
+
+        let none = allowed_sources(&members, false, None);
+        assert_eq!(
+            listed(&none),
+            ["10.0.0.1", "10.0.0.2"],
+            "0.0.0.0 is left out"
+        );
+        let with_services = allowed_sources(&members, true, None);
+        assert_eq!(
+            listed(&with_services),
+            ["10.0.0.1", "10.0.0.2", "127.0.0.1"]
+        );
+        let with_session = allowed_sources(
+            &members,
+            false,
+            Some("10.0.0.9:4000".parse().expect("addr")),
+        );
+        assert_eq!(listed(&with_session), ["10.0.0.1", "10.0.0.2", "10.0.0.9"]);
+        assert!(allowed_sources(&BTreeSet::new(), false, None).is_empty());
     }
 
     #[test]

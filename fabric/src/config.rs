@@ -107,7 +107,8 @@ struct FileConfig {
     advertise: Option<String>,
     admin: Option<String>,
     admin_token: Option<String>,
-    dataplane: Option<String>,
+    #[serde(default)]
+    dataplane: DataplaneFile,
     dataplane_backend: Option<DataplaneBackend>,
     seeds: Option<Vec<String>>,
     data_dir: Option<PathBuf>,
@@ -132,6 +133,52 @@ struct FileConfig {
     gateway: crate::gateway::GatewayFile,
     #[serde(default)]
     upstream: Vec<crate::upstream::UpstreamFile>,
+}
+
+/// `dataplane`: the data plane's address as a string (`dataplane = "IP:PORT"`), or the
+/// `[dataplane]` table (`listen`, `source_check`). See docs/operations.md.
+#[derive(Debug, Default)]
+struct DataplaneFile {
+    listen: Option<String>,
+    source_check: Option<bool>,
+}
+
+/// The `[dataplane]` table form of [`DataplaneFile`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataplaneTable {
+    listen: Option<String>,
+    source_check: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for DataplaneFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = DataplaneFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an \"IP:PORT\" string or a [dataplane] table (listen, source_check)")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<DataplaneFile, E> {
+                Ok(DataplaneFile {
+                    listen: Some(value.to_owned()),
+                    source_check: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<DataplaneFile, A::Error> {
+                let table =
+                    DataplaneTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(DataplaneFile {
+                    listen: table.listen,
+                    source_check: table.source_check,
+                })
+            }
+        }
+        deserializer.deserialize_any(Either)
+    }
 }
 
 /// `[api]`: the node's local NexAPI endpoint. See docs/operations.md.
@@ -223,6 +270,9 @@ pub struct NodeConfig {
     pub dataplane: Option<SocketAddr>,
     /// Data-plane I/O backend.
     pub dataplane_backend: DataplaneBackend,
+    /// Whether the data plane drops frames from sources its table generation does not allow
+    /// (`[dataplane] source_check`, default true).
+    pub dataplane_source_check: bool,
     /// Resolved seed addresses.
     pub seeds: Vec<SocketAddr>,
     /// Data directory.
@@ -266,6 +316,7 @@ impl std::fmt::Debug for NodeConfig {
             )
             .field("dataplane", &self.dataplane)
             .field("dataplane_backend", &self.dataplane_backend)
+            .field("dataplane_source_check", &self.dataplane_source_check)
             .field("seeds", &self.seeds)
             .field("data_dir", &self.data_dir)
             .field("log_level", &self.log_level)
@@ -498,10 +549,11 @@ impl NodeConfig {
             advertise,
             admin,
             admin_token,
-            dataplane: match args.dataplane.or(file.dataplane) {
+            dataplane: match args.dataplane.or(file.dataplane.listen) {
                 Some(d) => Some(parse_addr("dataplane", &d)?),
                 None => None,
             },
+            dataplane_source_check: file.dataplane.source_check.unwrap_or(true),
             dataplane_backend: args
                 .dataplane_backend
                 .or(file.dataplane_backend)
@@ -892,6 +944,39 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn dataplane_is_an_address_or_a_table_with_the_source_check() {
+        let c = parse("dataplane = \"127.0.0.1:7000\"").expect("string form");
+        assert_eq!(c.dataplane, Some("127.0.0.1:7000".parse().expect("addr")));
+        assert!(c.dataplane_source_check, "on by default");
+        assert!(parse("").expect("defaults").dataplane_source_check);
+        let c = parse("[dataplane]\nlisten = \"127.0.0.1:7001\"\nsource_check = false")
+            .expect("table form");
+        assert_eq!(c.dataplane, Some("127.0.0.1:7001".parse().expect("addr")));
+        assert!(!c.dataplane_source_check);
+        let c = parse("[dataplane]\nsource_check = true").expect("table without listen");
+        assert_eq!(c.dataplane, None);
+        assert!(c.dataplane_source_check);
+        let args = NodeRunArgs {
+            dataplane: Some("127.0.0.1:7002".into()),
+            ..NodeRunArgs::default()
+        };
+        let c = NodeConfig::from_toml("[dataplane]\nlisten = \"127.0.0.1:1\"", args)
+            .expect("flag over table");
+        assert_eq!(c.dataplane, Some("127.0.0.1:7002".parse().expect("addr")));
+        assert_eq!(field_of("[dataplane]\nlisten = \"127.0.0.1\""), "dataplane");
+        let e = parse("[dataplane]\nsource_chek = false").expect_err("unknown key");
+        assert_eq!(e.field, "source_chek", "{e}");
+        let e = parse("[dataplane]\nsource_check = \"no\"").expect_err("not a bool");
+        assert!(e.message.contains("invalid type"), "{e}");
+        let e = parse("dataplane = 7000").expect_err("neither form");
+        assert!(
+            e.message
+                .contains("an \"IP:PORT\" string or a [dataplane] table"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -481,6 +481,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
         dataplane_backend = ?config.dataplane_backend,
+        dataplane_source_check = config.dataplane_source_check,
         ca_raft = %raft_addr
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
@@ -500,7 +501,17 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         .map_err(|e| StartError::Runtime(format!("installing SIGTERM handler: {e}")))?;
     // The data plane: its own OS thread, reading the table generations the table actor installs.
     // The forwarder is generic over its backend, so each arm spawns its own monomorphisation.
-    let config_fwd = ForwarderConfig::default;
+    // With the source check on (the default) it forwards only for the sources the table
+    // compiler puts in each generation: members' data planes and this node's own senders.
+    if dataplane_io.is_some() && !config.dataplane_source_check {
+        tracing::warn!(
+            "[dataplane] source_check is off: the data plane forwards frames from any source"
+        );
+    }
+    let config_fwd = || ForwarderConfig {
+        source_check: config.dataplane_source_check,
+        ..ForwarderConfig::default()
+    };
     let forwarder = match dataplane_io {
         None => None,
         Some(DataplaneIo::Portable(io)) => Some(Forwarder::spawn(
