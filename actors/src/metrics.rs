@@ -109,6 +109,15 @@ pub struct NodeMetrics {
     pub ca_issued: Counter,
     /// Revocations committed through this node.
     pub ca_revoked: Counter,
+    /// Inbound CA Raft-link connections refused in the TLS handshake (key not admitted, not
+    /// TLS, bad signature, timeout, handshake limit).
+    pub ca_handshakes_refused: Counter,
+    /// Outbound CA Raft-link handshakes that failed (the server's key is not a CA member, or
+    /// the TLS handshake broke).
+    pub ca_handshakes_failed_out: Counter,
+    /// Requests refused on established CA links (a Raft RPC or membership change from a key
+    /// that is not a voter).
+    pub ca_frames_refused: Counter,
     /// Revocation records in this node's revocation set.
     pub trust_revocations: Gauge,
     /// Milliseconds between a revocation's commit (its `revoked_at_ms`) and this node learning
@@ -330,6 +339,24 @@ impl NodeMetrics {
             "Revocations committed through this node",
             ca_revoked.clone(),
         );
+        let ca_handshakes_refused = Counter::default();
+        registry.register(
+            "ca_handshakes_refused",
+            "Inbound CA link connections refused in the TLS handshake",
+            ca_handshakes_refused.clone(),
+        );
+        let ca_handshakes_failed_out = Counter::default();
+        registry.register(
+            "ca_handshakes_failed_out",
+            "Outbound CA link TLS handshakes that failed",
+            ca_handshakes_failed_out.clone(),
+        );
+        let ca_frames_refused = Counter::default();
+        registry.register(
+            "ca_frames_refused",
+            "Requests refused on CA links (Raft RPCs or membership changes from non-voters)",
+            ca_frames_refused.clone(),
+        );
         let trust_revocations = Gauge::default();
         registry.register(
             "trust_revocations",
@@ -437,6 +464,9 @@ impl NodeMetrics {
             ca_last_applied,
             ca_issued,
             ca_revoked,
+            ca_handshakes_refused,
+            ca_handshakes_failed_out,
+            ca_frames_refused,
             trust_revocations,
             trust_revocation_lag_ms,
             trust_inbox_dropped,
@@ -508,6 +538,9 @@ mod tests {
             "nexus_ca_role 0",
             "nexus_ca_leader -1",
             "nexus_ca_issued_total 0",
+            "nexus_ca_handshakes_refused_total 0",
+            "nexus_ca_handshakes_failed_out_total 0",
+            "nexus_ca_frames_refused_total 0",
             "nexus_trust_revocations 0",
             "nexus_api_resolve_total 0",
             "nexus_api_errors_total{reason=\"decode\"} 0",

@@ -16,6 +16,15 @@
 //!   Assumption (as in Consul): do not start more voters than `bootstrap_expect` before the
 //!   group exists; later voters join through `POST /v1/ca/voters`.
 //! - **Non-voters** build a [`CaClient`] over the Raft addresses of the voters they see alive.
+//! - **Authenticated links**: every CA link (Raft RPCs between voters, client requests from
+//!   other nodes) is TLS 1.3 with the node identity key as a raw public key
+//!   ([`TlsTransport`]). Each tick the actor hands the link policy what it knows of the fabric:
+//!   the keys of members advertising a CA Raft address (the expected voters, which stand in
+//!   for the voter set until this node's Raft membership exists) and the keys of every alive or
+//!   suspect member (allowed to send client requests). The voter set itself comes from the
+//!   Raft membership (see `nexus_trust::raft::policy`). Refusals are exported as
+//!   `nexus_ca_handshakes_refused_total`, `nexus_ca_handshakes_failed_out_total` and
+//!   `nexus_ca_frames_refused_total`.
 //! - **Trust material**: once the CA is bootstrapped, every node reads the CA keys and circuit
 //!   verifying keys (linearizable read) and persists them.
 //! - **Node MIC**: every node obtains a MIC for its own identity key (kind `node`, idempotent
@@ -48,7 +57,7 @@ use nexus_trust::mic::{CaKeys, Claim, Mic, SubjectKind};
 use nexus_trust::raft::node::CaClock;
 use nexus_trust::raft::{
     CaAnswer, CaClient, CaClientError, CaKeyEntry, CaNode, CaNodeConfig, CaPeer, CaQuery, CaRole,
-    CaStatus, CaTimings, TcpTransport, Transport,
+    CaStatus, CaTimings, LinkPolicy, TcpTransport, TlsTransport, Transport,
 };
 use nexus_trust::revocation::{Inserted, REVOCATION_MAGIC, RevocationSet, SignedRevocation};
 use nexus_trust::verify::TrustUpdate;
@@ -220,14 +229,19 @@ impl Transport for HandoffTcp {
     }
 }
 
+/// A voter's CA links: TLS with the node key over the handed-over TCP listener.
+pub type VoterLinks = TlsTransport<HandoffTcp>;
+/// A non-voter's CA links: TLS with the node key over TCP.
+pub type ClientLinks = TlsTransport<TcpTransport>;
+
 /// How the admin API (and this actor's tasks) reach the CA: through this node's own member, or
 /// through a client of the voters.
 #[derive(Clone, Debug)]
 pub enum CaAccess {
     /// This node is a voter.
-    Voter(Arc<CaNode<HandoffTcp>>),
+    Voter(Arc<CaNode<VoterLinks>>),
     /// This node is a client of the voters it sees in membership.
-    Client(Arc<CaClient>),
+    Client(Arc<CaClient<ClientLinks>>),
 }
 
 impl CaAccess {
@@ -416,6 +430,12 @@ pub struct TrustState {
     access: Option<CaAccess>,
     /// Voter Raft addresses the current client was built with (non-voters).
     client_members: Vec<String>,
+    /// Who may use this node's CA links (fed each tick; the Raft member keeps the voters).
+    link_policy: Arc<LinkPolicy>,
+    /// The transport a non-voter's client uses (shares `link_policy`).
+    client_links: ClientLinks,
+    /// Link refusal counters already added to the metrics.
+    link_stats_exported: (u64, u64, u64),
     keys: CaKeys,
     key_entries: Vec<CaKeyEntry>,
     circuits: BTreeMap<u16, Vec<u8>>,
@@ -630,8 +650,40 @@ impl TrustActor {
         });
     }
 
+    /// Hands the link policy the fabric's keys: expected voters (members advertising a CA
+    /// Raft address) and allowed clients (every alive or suspect member).
+    fn feed_link_policy(state: &TrustState, members: &[MemberView]) {
+        let mut expected_voters = BTreeSet::new();
+        let mut clients = BTreeSet::new();
+        for m in members {
+            if !matches!(m.state, MemberState::Alive | MemberState::Suspect) {
+                continue;
+            }
+            let key = m.id.node_id().0;
+            if m.id.meta().ca_raft().is_some() {
+                expected_voters.insert(key);
+            }
+            clients.insert(key);
+        }
+        state.link_policy.set_fabric(expected_voters, clients);
+    }
+
+    /// Adds the link refusals counted since the last tick to the metrics.
+    fn export_link_stats(state: &mut TrustState) {
+        let now = state.link_policy.stats().snapshot();
+        let last = state.link_stats_exported;
+        let m = &state.args.metrics;
+        m.ca_handshakes_refused.inc_by(now.0.saturating_sub(last.0));
+        m.ca_handshakes_failed_out
+            .inc_by(now.1.saturating_sub(last.1));
+        m.ca_frames_refused.inc_by(now.2.saturating_sub(last.2));
+        state.link_stats_exported = now;
+    }
+
     async fn tick(myself: &ActorRef<TrustMsg>, state: &mut TrustState) {
         let members = Self::members(state).await;
+        Self::feed_link_policy(state, &members);
+        Self::export_link_stats(state);
         let voters = Self::voters_alive(&members);
         match state.access.clone() {
             Some(CaAccess::Voter(node)) => {
@@ -648,7 +700,11 @@ impl TrustActor {
                 let addrs: Vec<String> = voters.values().map(ToString::to_string).collect();
                 if !addrs.is_empty() && addrs != state.client_members {
                     let timeout = Duration::from_millis(state.args.settings.client_timeout_ms);
-                    let client = CaClient::with_transport(TcpTransport, addrs.clone(), timeout);
+                    let client = CaClient::with_transport(
+                        state.client_links.clone(),
+                        addrs.clone(),
+                        timeout,
+                    );
                     state.access = Some(CaAccess::Client(Arc::new(client)));
                     state.client_members = addrs;
                 }
@@ -1047,28 +1103,24 @@ impl Actor for TrustActor {
                 }
             },
         };
+        // One policy per incarnation: its counters start at zero with `link_stats_exported`.
+        let link_policy = Arc::new(LinkPolicy::new());
+        let client_links = TlsTransport::new(TcpTransport, &args.key, link_policy.clone())
+            .map_err(|e| format!("CA link TLS configuration: {e}"))?;
         let access = if args.settings.voter {
-            let (Some(db), Some(transport), Some(addr)) =
+            let (Some(db), Some(listener), Some(addr)) =
                 (args.db.clone(), args.raft_listener.clone(), args.raft_addr)
             else {
                 return Err("a CA voter needs the sled database and a bound Raft listener".into());
             };
-            // The defaults of a TCP member, on the handed-over listener.
-            let d = CaNodeConfig::new(raft_id(&node_id), addr.to_string(), db, args.raft_seed);
-            let config = CaNodeConfig {
-                transport,
-                node_id: d.node_id,
-                listen_addr: d.listen_addr,
-                db: d.db,
-                seed: d.seed,
-                timings: args.settings.timings(),
-                snapshot: d.snapshot,
-                frame_bytes_max: d.frame_bytes_max,
-                issue_batch_max: d.issue_batch_max,
-                issue_queue_max: d.issue_queue_max,
-                issue_pipeline_max: d.issue_pipeline_max,
-                clock: args.clock.clone(),
-            };
+            let transport = TlsTransport::new(listener, &args.key, link_policy.clone())
+                .map_err(|e| format!("CA link TLS configuration: {e}"))?;
+            // The defaults of a TCP member, over TLS on the handed-over listener.
+            let mut config =
+                CaNodeConfig::new(raft_id(&node_id), addr.to_string(), db, args.raft_seed)
+                    .with_transport(transport);
+            config.timings = args.settings.timings();
+            config.clock = args.clock.clone();
             let node = CaNode::start(config).await?;
             tracing::info!(raft_id = raft_id(&node_id), addr = %node.local_addr(), "CA voter started");
             Some(CaAccess::Voter(Arc::new(node)))
@@ -1121,6 +1173,9 @@ impl Actor for TrustActor {
             supervisor,
             access,
             client_members: Vec::new(),
+            link_policy,
+            client_links,
+            link_stats_exported: (0, 0, 0),
             keys,
             key_entries,
             circuits,

@@ -12,8 +12,11 @@
 //! - [`zk`] — Poseidon commitments, the attestation circuit, Groth16 prove / verify / batch
 //!   verify, prepared-key cache, snarkjs export.
 //! - [`revocation`] — signed revocation deltas and the revocation set every node keeps.
-//! - [`raft`] — openraft type config, seeded runtime, sled log + state-machine storage, the TCP
-//!   transport and the CA node handle an actor drives.
+//! - [`raft`] — openraft type config, seeded runtime, sled log + state-machine storage, the
+//!   authenticated (TLS 1.3, raw Ed25519 keys) transport over TCP, and the CA node handle an
+//!   actor drives.
+//! - [`tls`] — Ed25519 node keys as RFC 7250 raw public keys in rustls: the provider, the
+//!   configurations and the key-checking verifiers the CA links and NexStream share.
 //! - [`verify`] — inline verification of a service's credentials (MIC + attestations) against
 //!   what a node knows of the CA: the context the registry checks adverts with.
 
@@ -21,5 +24,6 @@ pub mod ca;
 pub mod mic;
 pub mod raft;
 pub mod revocation;
+pub mod tls;
 pub mod verify;
 pub mod zk;

@@ -13,6 +13,11 @@
 //!   connection runs a full handshake and every session's MIC is checked afresh — resumption
 //!   cannot let a revoked peer back in.
 //!
+//! The raw-key rustls pieces (provider, key encoding, verifiers, configurations) live in
+//! [`nexus_trust::tls`], shared with the CA's Raft links; this module adds NexStream's choices
+//! (any key from a client, a pinned key for a server, the QUIC configurations) and the
+//! credentials.
+//!
 //! The MIC itself is not in the TLS handshake (raw public keys carry only the key): it travels
 //! in the `Hello` on each side's control stream ([`crate::wire::Hello`]), and the endpoint
 //! checks that it certifies the key this handshake authenticated.
@@ -20,23 +25,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
+use nexus_trust::tls::{AnyKey, PinnedKey, TlsError};
+pub use nexus_trust::tls::{ED25519_SPKI_PREFIX, ed25519_key_of, system_provider};
 use nexus_trust::verify::Credentials;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{
-    CertificateDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime,
-};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-
-/// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE, AlgorithmIdentifier
-/// id-Ed25519, BIT STRING of 33 bytes (a zero unused-bits byte, then the key).
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
 
 /// A raw key or configuration could not be built. Nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +44,15 @@ pub enum IdentityError {
     /// quinn refused the rustls configuration (no QUIC-capable cipher suite).
     #[error("QUIC crypto configuration refused: {0}")]
     Quic(String),
+}
+
+impl From<TlsError> for IdentityError {
+    fn from(e: TlsError) -> Self {
+        match e {
+            TlsError::Tls(e) => IdentityError::Tls(e),
+            TlsError::Encoding(e) => IdentityError::Encoding(e),
+        }
+    }
 }
 
 /// A node's identity on NexStream: its Ed25519 key and the credentials it presents.
@@ -79,20 +82,7 @@ impl Identity {
         key: SigningKey,
         credentials: Option<Credentials>,
     ) -> Result<Identity, IdentityError> {
-        let pkcs8 = key
-            .to_pkcs8_der()
-            .map_err(|e| IdentityError::Encoding(e.to_string()))?;
-        let signer = rustls::crypto::ring::sign::any_eddsa_type(&PrivatePkcs8KeyDer::from(
-            pkcs8.as_bytes().to_vec(),
-        ))?;
-        let spki = key
-            .verifying_key()
-            .to_public_key_der()
-            .map_err(|e| IdentityError::Encoding(e.to_string()))?;
-        let certified = Arc::new(CertifiedKey::new(
-            vec![CertificateDer::from(spki.as_bytes().to_vec())],
-            signer,
-        ));
+        let certified = nexus_trust::tls::certified_key(&key)?;
         Ok(Identity {
             key,
             certified,
@@ -125,20 +115,12 @@ impl Identity {
         provider: Arc<CryptoProvider>,
         alpn: &[&[u8]],
     ) -> Result<rustls::ServerConfig, IdentityError> {
-        let verifier = Arc::new(RawKeyClientVerifier {
-            algorithms: provider.signature_verification_algorithms,
-        });
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(
-                rustls::server::AlwaysResolvesServerRawPublicKeys::new(self.certified.clone()),
-            ));
-        tls.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-        tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        tls.send_tls13_tickets = 0;
-        tls.max_early_data_size = 0;
-        Ok(tls)
+        Ok(nexus_trust::tls::server_config(
+            provider,
+            self.certified.clone(),
+            AnyKey,
+            alpn,
+        )?)
     }
 
     /// A rustls client configuration with this identity's raw key that accepts only a server
@@ -149,21 +131,12 @@ impl Identity {
         peer: [u8; 32],
         alpn: &[&[u8]],
     ) -> Result<rustls::ClientConfig, IdentityError> {
-        let verifier = Arc::new(PinnedServerVerifier {
-            expected: peer,
-            algorithms: provider.signature_verification_algorithms,
-        });
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_cert_resolver(Arc::new(
-                rustls::client::AlwaysResolvesClientRawPublicKeys::new(self.certified.clone()),
-            ));
-        tls.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-        tls.resumption = rustls::client::Resumption::disabled();
-        tls.enable_early_data = false;
-        Ok(tls)
+        Ok(nexus_trust::tls::client_config(
+            provider,
+            self.certified.clone(),
+            PinnedKey(peer),
+            alpn,
+        )?)
     }
 
     /// The quinn server crypto configuration: demands an Ed25519 raw key from every client.
@@ -191,147 +164,6 @@ impl Identity {
     }
 }
 
-/// The crypto provider NexStream uses: ring, TLS 1.3 suites, X25519 only; randomness from the
-/// operating system.
-#[allow(
-    deprecated,
-    reason = "ring's provider without post-quantum groups is what X25519-only pinning wants"
-)]
-pub fn system_provider() -> CryptoProvider {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.kx_groups = vec![rustls::crypto::ring::kx_group::X25519];
-    provider
-        .cipher_suites
-        .retain(|s| s.version() == &rustls::version::TLS13);
-    provider
-}
-
-/// Extracts the Ed25519 key from a raw-public-key "certificate" (its SubjectPublicKeyInfo).
-pub fn ed25519_key_of(spki: &[u8]) -> Option<[u8; 32]> {
-    let key = spki.strip_prefix(&ED25519_SPKI_PREFIX[..])?;
-    let key: [u8; 32] = key.try_into().ok()?;
-    // A valid point; strict checks happen in the handshake signature verification.
-    VerifyingKey::from_bytes(&key).ok()?;
-    Some(key)
-}
-
-fn bad_key() -> rustls::Error {
-    rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-}
-
-fn verify_ed25519(
-    message: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &DigitallySignedStruct,
-    algorithms: &WebPkiSupportedAlgorithms,
-) -> Result<HandshakeSignatureValid, rustls::Error> {
-    if dss.scheme != SignatureScheme::ED25519 {
-        return Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::NoSignatureSchemesInCommon,
-        ));
-    }
-    ed25519_key_of(cert.as_ref()).ok_or_else(bad_key)?;
-    rustls::crypto::verify_tls13_signature_with_raw_key(
-        message,
-        &SubjectPublicKeyInfoDer::from(cert.as_ref()),
-        dss,
-        algorithms,
-    )
-}
-
-/// The trait methods both verifiers share: TLS 1.2 refused (QUIC is TLS 1.3 only), Ed25519
-/// handshake signatures over raw keys, raw public keys required.
-macro_rules! raw_ed25519_signatures {
-    () => {
-        fn verify_tls12_signature(
-            &self,
-            _message: &[u8],
-            _cert: &CertificateDer<'_>,
-            _dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Err(rustls::Error::PeerIncompatible(
-                rustls::PeerIncompatible::Tls13RequiredForQuic,
-            ))
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_ed25519(message, cert, dss, &self.algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            vec![SignatureScheme::ED25519]
-        }
-
-        fn requires_raw_public_keys(&self) -> bool {
-            true
-        }
-    };
-}
-
-/// Client side: the server must prove exactly the expected node key.
-#[derive(Debug)]
-struct PinnedServerVerifier {
-    expected: [u8; 32],
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinnedServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if !intermediates.is_empty() {
-            return Err(bad_key());
-        }
-        match ed25519_key_of(end_entity.as_ref()) {
-            Some(key) if key == self.expected => Ok(ServerCertVerified::assertion()),
-            Some(_) => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            )),
-            None => Err(bad_key()),
-        }
-    }
-
-    raw_ed25519_signatures!();
-}
-
-/// Server side: any well-formed Ed25519 raw key that signs the handshake; whether it is
-/// certified is decided by the `Hello` that follows.
-#[derive(Debug)]
-struct RawKeyClientVerifier {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ClientCertVerifier for RawKeyClientVerifier {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        if !intermediates.is_empty() {
-            return Err(bad_key());
-        }
-        ed25519_key_of(end_entity.as_ref()).ok_or_else(bad_key)?;
-        Ok(ClientCertVerified::assertion())
-    }
-
-    raw_ed25519_signatures!();
-}
-
 /// The first bytes of a key, in hex, for logs.
 pub(crate) fn hex_prefix(key: &[u8; 32]) -> String {
     key[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -342,21 +174,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spki_round_trip_and_refusals() {
+    fn identity_presents_its_key_as_a_raw_public_key() {
         let key = SigningKey::from_bytes(&[7; 32]);
-        let spki = key
-            .verifying_key()
-            .to_public_key_der()
-            .expect("encode spki");
-        assert_eq!(spki.as_bytes().len(), 44);
-        assert_eq!(
-            ed25519_key_of(spki.as_bytes()),
-            Some(key.verifying_key().to_bytes())
-        );
-        assert_eq!(ed25519_key_of(&spki.as_bytes()[..43]), None);
-        let mut wrong_alg = spki.as_bytes().to_vec();
-        wrong_alg[8] = 0x71; // id-Ed448
-        assert_eq!(ed25519_key_of(&wrong_alg), None);
-        assert_eq!(ed25519_key_of(&[]), None);
+        let id = Identity::new(key.clone(), None).expect("identity");
+        assert_eq!(id.node_id(), key.verifying_key().to_bytes());
+        let spki = id.certified.cert[0].as_ref();
+        assert_eq!(spki.len(), 44);
+        assert_eq!(ed25519_key_of(spki), Some(id.node_id()));
     }
 }

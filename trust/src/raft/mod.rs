@@ -11,11 +11,18 @@
 //! - [`wire`] / [`transport`] / [`network`] / [`server`] — length-prefixed frames over one
 //!   persistent, multiplexed connection per peer ([`PeerLink`]); the listener serves Raft RPCs
 //!   and client requests (writes, read indexes, membership changes, status).
+//! - [`tls_transport`] / [`policy`] — [`TlsTransport`]: the links as mutually authenticated
+//!   TLS 1.3 with the nodes' Ed25519 keys as raw public keys, and the [`LinkPolicy`] it
+//!   enforces: only keys the policy admits complete a handshake, only voters send Raft RPCs
+//!   (checked per frame), the policy follows the Raft membership. The protocol is specified in
+//!   `docs/protocols/ca-raft.md`.
 //! - [`node`] / [`batcher`] / [`client`] — [`CaNode`], the handle the TrustActor drives, and
 //!   [`CaClient`] for nodes that are not CA members.
 //!
-//! What it does not do: authenticate peers (the transport is plain TCP; the session layer's
-//! MIC-bound handshake is the place for that) or encrypt Raft traffic.
+//! What it does not do: check MICs on the links (a link authenticates the node key; whether
+//! that key is a fabric member or a voter is the policy's question), or authenticate peers on
+//! a plain [`TcpTransport`] — tests, benchmarks and the simulator use plain links; a node uses
+//! [`TlsTransport`].
 
 pub mod batcher;
 pub mod bootstrap;
@@ -23,10 +30,12 @@ pub mod client;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod policy;
 pub mod remote_read;
 pub mod runtime;
 pub mod server;
 pub mod state_machine;
+pub mod tls_transport;
 pub mod transport;
 pub mod wire;
 
@@ -42,9 +51,11 @@ pub use node::{
     CaClientError, CaNode, CaNodeConfig, CaRole, CaStatus, CaTimings, PresignStats, SnapshotPolicy,
     StartError,
 };
+pub use policy::{LinkPolicy, LinkStats, MessageKind, Refusal};
 pub use remote_read::{CaAnswer, CaKeyEntry, CaQuery};
 pub use runtime::{SeededRuntime, SeededThreadRng, seed_thread_rng, set_default_seed};
 pub use state_machine::SledStateMachine;
+pub use tls_transport::TlsTransport;
 pub use transport::{TcpTransport, Transport};
 pub use wire::FrameError;
 

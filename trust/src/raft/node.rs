@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::batcher::{BatchStats, GroupCommit};
 use super::log_store::SledLogStore;
 use super::network::{CaNetworkFactory, LinkError, Links};
+use super::policy::{LinkPolicy, parse_node_key};
 use super::runtime::{seed_thread_rng, set_default_seed};
 use super::state_machine::{OpenError, SharedState, SledStateMachine};
 use super::transport::{TcpTransport, Transport};
@@ -157,6 +158,26 @@ impl CaNodeConfig<TcpTransport> {
             issue_pipeline_max: 2,
             clock: CaClock::wall(),
             transport: TcpTransport,
+        }
+    }
+}
+
+impl<T: Transport> CaNodeConfig<T> {
+    /// The same configuration over another transport (e.g. [`super::TlsTransport`]).
+    pub fn with_transport<U: Transport>(self, transport: U) -> CaNodeConfig<U> {
+        CaNodeConfig {
+            node_id: self.node_id,
+            listen_addr: self.listen_addr,
+            db: self.db,
+            seed: self.seed,
+            timings: self.timings,
+            snapshot: self.snapshot,
+            frame_bytes_max: self.frame_bytes_max,
+            issue_batch_max: self.issue_batch_max,
+            issue_queue_max: self.issue_queue_max,
+            issue_pipeline_max: self.issue_pipeline_max,
+            clock: self.clock,
+            transport,
         }
     }
 }
@@ -359,6 +380,10 @@ pub(crate) fn parse_reply<R>(
         WireResponse::Client(ClientReply::Failed(reason)) => {
             Attempt::Fail(CaClientError::Rejected { op, reason })
         }
+        WireResponse::Refused(reason) => Attempt::Fail(CaClientError::Rejected {
+            op,
+            reason: format!("refused by the CA link policy: {reason}"),
+        }),
         WireResponse::Client(c) => match want(c) {
             Ok(r) => Attempt::Done(r),
             Err(other) => Attempt::Fail(CaClientError::Rejected {
@@ -409,6 +434,8 @@ pub(crate) struct Core<T: Transport> {
     pub(crate) links: Arc<Links<T>>,
     pub(crate) timings: CaTimings,
     pub(crate) frame_bytes_max: u32,
+    /// The transport's access policy, if it authenticates peers (see [`Transport::policy`]).
+    pub(crate) policy: Option<Arc<LinkPolicy>>,
     /// Held from planning a presigned batch until it is queued in openraft, so presigned
     /// batches enter the log in the order their serials were reserved.
     propose_order: tokio::sync::Mutex<()>,
@@ -815,6 +842,8 @@ pub struct CaNode<T: Transport = TcpTransport> {
     core: Arc<Core<T>>,
     local_addr: String,
     server: JoinHandle<()>,
+    /// Keeps the transport's policy in step with the membership (authenticating transports).
+    membership_feed: Option<JoinHandle<()>>,
     issuer: GroupCommit<IssueRequest, Result<Mic, CaError>>,
     clock: CaClock,
 }
@@ -831,6 +860,60 @@ impl<T: Transport> std::fmt::Debug for CaNode<T> {
 impl<T: Transport> Drop for CaNode<T> {
     fn drop(&mut self) {
         self.server.abort();
+        if let Some(feed) = &self.membership_feed {
+            feed.abort();
+        }
+    }
+}
+
+/// A set of node keys.
+type KeySet = BTreeSet<[u8; 32]>;
+
+/// The node keys of the voters and learners in `raft`'s effective membership, and the node
+/// fields that are not keys (a member added with a malformed node id cannot be authenticated).
+fn membership_keys(raft: &CaRaft) -> (KeySet, KeySet, Vec<String>) {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let membership = m.membership_config.membership();
+    let mut bad = Vec::new();
+    let mut keys_of = |ids: Vec<NodeId>| -> KeySet {
+        ids.into_iter()
+            .filter_map(|id| membership.get_node(&id))
+            .filter_map(|peer| {
+                let key = parse_node_key(&peer.node);
+                if key.is_none() {
+                    bad.push(peer.to_string());
+                }
+                key
+            })
+            .collect()
+    };
+    let voters = keys_of(membership.voter_ids().collect());
+    let learners = keys_of(membership.learner_ids().collect());
+    (voters, learners, bad)
+}
+
+/// Hands every change of the membership's keys to `policy`, until Raft stops.
+async fn feed_membership(raft: CaRaft, policy: Arc<LinkPolicy>) {
+    let mut rx = raft.metrics();
+    let mut last: Option<(KeySet, KeySet)> = None;
+    loop {
+        let (voters, learners, bad) = membership_keys(&raft);
+        if last.as_ref() != Some(&(voters.clone(), learners.clone())) {
+            if !bad.is_empty() {
+                tracing::warn!(members = ?bad, "CA members whose node id is not a 32-byte hex key cannot be authenticated");
+            }
+            tracing::debug!(
+                voters = voters.len(),
+                learners = learners.len(),
+                "CA link policy: membership changed"
+            );
+            policy.set_membership(voters.clone(), learners.clone());
+            last = Some((voters, learners));
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -883,8 +966,15 @@ impl<T: Transport> CaNode<T> {
             links,
             timings: config.timings.clone(),
             frame_bytes_max: config.frame_bytes_max,
+            policy: config.transport.policy(),
             propose_order: tokio::sync::Mutex::new(()),
             presign_stats: PresignStats::default(),
+        });
+        // The policy learns this member's membership before the listener serves a frame.
+        let membership_feed = core.policy.clone().map(|policy| {
+            let (voters, learners, _) = membership_keys(&core.raft);
+            policy.set_membership(voters, learners);
+            tokio::spawn(feed_membership(core.raft.clone(), policy))
         });
         let server = tokio::spawn(super::server::serve::<T>(listener, core.clone()));
         let issuer = {
@@ -903,6 +993,7 @@ impl<T: Transport> CaNode<T> {
             core,
             local_addr,
             server,
+            membership_feed,
             issuer,
             clock: config.clock,
         })
@@ -1053,6 +1144,9 @@ impl<T: Transport> CaNode<T> {
     /// Stops the listener and Raft, closes peer links. In-flight requests fail. Idempotent.
     pub async fn shutdown(&self) {
         self.server.abort();
+        if let Some(feed) = &self.membership_feed {
+            feed.abort();
+        }
         self.issuer.stop();
         self.core.links.clear();
         if let Err(e) = self.core.raft.shutdown().await {

@@ -8,8 +8,16 @@
 //! connection continues; a length prefix that is too large or too small gets
 //! [`WireResponse::BadFrame`] with id 0 and the connection is closed (the stream cannot be
 //! resynchronised). Neither affects other connections or the node.
+//!
+//! On a transport that authenticates peers ([`Transport::policy`]) every request is checked
+//! against the policy before it is decoded: the kind comes from the payload's first bytes
+//! ([`wire::request_kind`]) and the key is the one the peer proved in the handshake; once
+//! decoded, the request's own kind must be the same. A refused request gets
+//! [`WireResponse::Refused`] for its id, counts in `frames_refused`, and the connection
+//! continues (its other requests may be allowed).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -18,6 +26,7 @@ use tokio::task::JoinSet;
 
 use super::network::LINK_QUEUE_MAX;
 use super::node::Core;
+use super::policy::MessageKind;
 use super::transport::Transport;
 use super::wire::{self, BAD_FRAME_ID, ClientReply, FrameError, WireRequest, WireResponse};
 
@@ -79,8 +88,46 @@ fn encode_response(id: u64, resp: &WireResponse, frame_bytes_max: u32) -> Option
     }
 }
 
+/// Whether the peer holding `key` may send a request of `kind` (see the module docs).
+fn admit<T: Transport>(
+    core: &Core<T>,
+    key: Option<&[u8; 32]>,
+    kind: MessageKind,
+) -> Result<(), String> {
+    let Some(policy) = &core.policy else {
+        return Ok(());
+    };
+    let Some(key) = key else {
+        return Err("the link did not authenticate a node key".into());
+    };
+    policy
+        .admits(key, kind)
+        .map_err(|refusal| refusal.to_string())
+}
+
+/// Answers request `id` with [`WireResponse::Refused`] and counts it.
+async fn refuse<T: Transport>(
+    core: &Core<T>,
+    tx: &mpsc::Sender<Vec<u8>>,
+    peer: &str,
+    id: u64,
+    reason: String,
+) {
+    if let Some(policy) = &core.policy {
+        policy
+            .stats()
+            .frames_refused
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::info!(%peer, %reason, "CA listener: request refused");
+    if let Some(frame) = encode_response(id, &WireResponse::Refused(reason), core.frame_bytes_max) {
+        let _ = tx.send(frame).await;
+    }
+}
+
 async fn serve_conn<T: Transport>(stream: T::Stream, peer: &str, core: Arc<Core<T>>) {
     let frame_bytes_max = core.frame_bytes_max;
+    let peer_key = T::peer_key(&stream);
     let (mut rd, wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(LINK_QUEUE_MAX);
     let writer = tokio::spawn(async move {
@@ -109,6 +156,11 @@ async fn serve_conn<T: Transport>(stream: T::Stream, peer: &str, core: Arc<Core<
         match frame {
             Ok(None) => break,
             Ok(Some((id, payload))) => {
+                let kind = wire::request_kind(&payload);
+                if let Err(reason) = admit(&core, peer_key.as_ref(), kind) {
+                    refuse(&core, &tx, peer, id, reason).await;
+                    continue;
+                }
                 let req: WireRequest = match serde_json::from_slice(&payload) {
                     Ok(r) => r,
                     Err(e) => {
@@ -121,6 +173,14 @@ async fn serve_conn<T: Transport>(stream: T::Stream, peer: &str, core: Arc<Core<
                         continue;
                     }
                 };
+                // The classification by prefix and the decoded request must agree; a payload
+                // built to pass as one kind and decode as another is refused.
+                if core.policy.is_some() && req.kind() != kind {
+                    let reason =
+                        format!("request decodes as {} but was framed as {kind}", req.kind());
+                    refuse(&core, &tx, peer, id, reason).await;
+                    continue;
+                }
                 let Ok(permit) = inflight.clone().acquire_owned().await else {
                     break;
                 };

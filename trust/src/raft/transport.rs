@@ -1,8 +1,13 @@
 //! The byte-stream transport under the Raft network, as a trait so the simulator can plug in
-//! turmoil's TCP; [`TcpTransport`] is the production implementation (tokio TCP, `TCP_NODELAY`).
+//! turmoil's TCP. [`TcpTransport`] is plain tokio TCP (`TCP_NODELAY`); a node's production
+//! links are [`super::TlsTransport`] over it, which authenticates both ends' node keys and
+//! enforces a [`LinkPolicy`].
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
+
+use super::policy::LinkPolicy;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -23,6 +28,19 @@ pub trait Transport: Clone + Send + Sync + 'static {
     fn local_addr(listener: &Self::Listener) -> io::Result<String>;
     /// Opens a connection to `addr`.
     fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// The node key the peer of an accepted stream proved in its handshake; `None` on a
+    /// transport that does not authenticate peers.
+    fn peer_key(_stream: &Self::Stream) -> Option<[u8; 32]> {
+        None
+    }
+
+    /// The policy this transport enforces, if it authenticates peers: the node keeps its
+    /// membership current and the listener asks it before serving each frame. `None` (plain
+    /// TCP, the simulator's turmoil TCP): every frame is served.
+    fn policy(&self) -> Option<Arc<LinkPolicy>> {
+        None
+    }
 }
 
 /// tokio TCP with Nagle disabled (Raft frames are small and latency-bound).

@@ -7,6 +7,13 @@
 //! server's complaint about a frame it could not parse ([`WireResponse::BadFrame`]) after which
 //! it closes the connection.
 //!
+//! On an authenticated link ([`super::TlsTransport`]) the listener classifies each request
+//! payload by its first bytes before decoding it ([`request_kind`]): a payload that starts
+//! with the client tag `{"Client":` and a client variant's tag counts as a client request, one
+//! with `AddVoter` / `RemoveVoter` as a membership change, anything else as a Raft RPC. A kind
+//! the sender's key may not send is refused with [`WireResponse::Refused`], undecoded (see
+//! [`super::policy`]).
+//!
 //! JSON is the codec on purpose: the types are openraft's serde types, the volume is small
 //! (commands are batched), and a human can read a captured frame.
 
@@ -19,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::node::CaStatus;
+use super::policy::MessageKind;
 use super::{CaPeer, NodeId, TypeConfig};
 use crate::ca::{Command, Response};
 
@@ -119,6 +127,38 @@ pub async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::i
     w.flush().await
 }
 
+/// The first bytes of every serialised [`WireRequest::Client`] (serde_json writes an externally
+/// tagged enum as `{"Variant":…}` without whitespace).
+pub const CLIENT_TAG: &[u8] = b"{\"Client\":";
+
+/// What follows [`CLIENT_TAG`] in the serialised client requests that any admitted key may send.
+const CLIENT_BODIES: [&[u8]; 4] = [
+    b"\"Status\"",
+    b"\"ReadIndex\"",
+    b"{\"Write\":",
+    b"{\"Read\":",
+];
+/// What follows [`CLIENT_TAG`] in a serialised membership change.
+const MEMBERSHIP_BODIES: [&[u8]; 2] = [b"{\"AddVoter\":", b"{\"RemoveVoter\":"];
+
+/// What a request payload asks for, from its first bytes and without decoding it. A payload is
+/// a client request if it starts with [`CLIENT_TAG`] and one of the client variants' tags, a
+/// membership change if it starts with the tag and `AddVoter` or `RemoveVoter`, and a Raft RPC
+/// otherwise — which is what an unrecognisable payload must be treated as: the strictest kind.
+/// The listener checks after decoding that [`WireRequest::kind`] agrees.
+pub fn request_kind(payload: &[u8]) -> MessageKind {
+    let Some(body) = payload.strip_prefix(CLIENT_TAG) else {
+        return MessageKind::Raft;
+    };
+    if CLIENT_BODIES.iter().any(|tag| body.starts_with(tag)) {
+        MessageKind::Client
+    } else if MEMBERSHIP_BODIES.iter().any(|tag| body.starts_with(tag)) {
+        MessageKind::Membership
+    } else {
+        MessageKind::Raft
+    }
+}
+
 /// A request on the wire.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum WireRequest {
@@ -130,6 +170,19 @@ pub enum WireRequest {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A client request.
     Client(ClientRequest),
+}
+
+impl WireRequest {
+    /// Whether this is a Raft RPC, a membership change or another client request.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Self::AppendEntries(_) | Self::Vote(_) | Self::InstallSnapshot(_) => MessageKind::Raft,
+            Self::Client(ClientRequest::AddVoter { .. } | ClientRequest::RemoveVoter { .. }) => {
+                MessageKind::Membership
+            }
+            Self::Client(_) => MessageKind::Client,
+        }
+    }
 }
 
 /// A client's request to a CA member. A member that is not the leader answers writes, read
@@ -175,6 +228,10 @@ pub enum WireResponse {
     BadRequest(String),
     /// The frame itself was unusable (too large, too short); the server closes the connection.
     BadFrame(String),
+    /// The sender's key may not send this kind of request (a Raft RPC from a key that is not a
+    /// voter, or any request from a key no longer allowed). Nothing was decoded or applied;
+    /// the connection continues.
+    Refused(String),
 }
 
 /// A CA member's answer to a [`ClientRequest`].
@@ -265,6 +322,108 @@ mod tests {
     fn garbage_payload_does_not_decode_as_a_request() {
         assert!(serde_json::from_slice::<WireRequest>(b"\x00\x01garbage").is_err());
         assert!(serde_json::from_slice::<WireRequest>(b"{\"Nope\":1}").is_err());
+    }
+
+    #[test]
+    fn request_kind_matches_the_decoded_kind() {
+        let peer = CaPeer {
+            addr: "127.0.0.1:1".into(),
+            node: "ab".repeat(32),
+        };
+        let requests = [
+            WireRequest::Client(ClientRequest::Status),
+            WireRequest::Client(ClientRequest::ReadIndex),
+            WireRequest::Client(ClientRequest::Write(Command::Noop)),
+            WireRequest::Client(ClientRequest::Read(crate::raft::remote_read::CaQuery::Keys)),
+            WireRequest::Client(ClientRequest::AddVoter { id: 4, peer }),
+            WireRequest::Client(ClientRequest::RemoveVoter { id: 4 }),
+            WireRequest::Vote(VoteRequest::new(openraft::Vote::new(3, 1), None)),
+        ];
+        let mut kinds = Vec::new();
+        for req in requests {
+            let bytes = serde_json::to_vec(&req).expect("encode");
+            assert_eq!(request_kind(&bytes), req.kind(), "{req:?}");
+            kinds.push(req.kind());
+        }
+        use MessageKind::{Client, Membership, Raft};
+        assert_eq!(
+            kinds,
+            [Client, Client, Client, Client, Membership, Membership, Raft]
+        );
+        // Anything unrecognised is the strictest kind.
+        assert_eq!(request_kind(b""), Raft);
+        assert_eq!(request_kind(b" {\"Client\":\"Status\"}"), Raft);
+        assert_eq!(request_kind(b"{\"Client\""), Raft);
+        assert_eq!(request_kind(b"{\"Client\":"), Raft);
+        assert_eq!(request_kind(b"{\"Client\": \"Status\"}"), Raft);
+        assert_eq!(request_kind(b"{\"Client\":{\"Nope\":1}}"), Raft);
+        assert_eq!(request_kind(b"{\"\\u0043lient\":\"Status\"}"), Raft);
+        assert_eq!(request_kind(b"{\"Client\":\"Status\"}"), Client);
+    }
+
+    /// The fuzz target's property on seeded mutations of real requests: the prefix check never
+    /// lets a payload through as a client request or membership change that decodes as another
+    /// kind.
+    #[test]
+    fn mutated_requests_never_decode_as_a_laxer_kind() {
+        let peer = CaPeer {
+            addr: "127.0.0.1:1".into(),
+            node: "ab".repeat(32),
+        };
+        let seeds: Vec<Vec<u8>> = [
+            WireRequest::Client(ClientRequest::Status),
+            WireRequest::Client(ClientRequest::Write(Command::Noop)),
+            WireRequest::Client(ClientRequest::AddVoter { id: 4, peer }),
+            WireRequest::Client(ClientRequest::RemoveVoter { id: 2 }),
+            WireRequest::Vote(VoteRequest::new(openraft::Vote::new(3, 1), None)),
+        ]
+        .iter()
+        .map(|r| serde_json::to_vec(r).expect("encode"))
+        .collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut decoded, mut laxer) = (0, 0);
+        for round in 0..20_000usize {
+            let a = &seeds[round % seeds.len()];
+            let b = &seeds[(next() as usize) % seeds.len()];
+            let mut m = a.clone();
+            match next() % 4 {
+                0 => {
+                    let i = (next() as usize) % m.len();
+                    m[i] = next() as u8;
+                }
+                1 => {
+                    // A client prefix spliced onto another request's tail.
+                    let cut = (next() as usize) % (m.len() + 1);
+                    let tail = (next() as usize) % (b.len() + 1);
+                    m.truncate(cut);
+                    m.extend_from_slice(&b[tail..]);
+                }
+                2 => {
+                    let i = (next() as usize) % (m.len() + 1);
+                    m.insert(i, b"{}\":, "[(next() as usize) % 6]);
+                }
+                _ => m.truncate((next() as usize) % (m.len() + 1)),
+            }
+            let framed = request_kind(&m);
+            if let Ok(req) = serde_json::from_slice::<WireRequest>(&m) {
+                decoded += 1;
+                if framed != MessageKind::Raft {
+                    assert_eq!(req.kind(), framed, "{}", String::from_utf8_lossy(&m));
+                    laxer += 1;
+                }
+            }
+        }
+        // The mutations reach decodable requests of every kind, so the assertion ran.
+        assert!(
+            decoded > 1_000 && laxer > 100,
+            "decoded {decoded}, client-framed {laxer}"
+        );
     }
 
     #[test]
