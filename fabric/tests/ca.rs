@@ -1,7 +1,9 @@
-//! The CA with real `nexus` processes: three voters form the group and bootstrap it, certificates
-//! survive a SIGKILL of the leader (read back from a survivor and from the restarted node), a
-//! revocation committed on one node reaches a fourth, non-voting node, every node holds its own
-//! MIC, and the CA API answers bad input with problem+json while the node keeps serving.
+//! The CA with real `nexus` processes: three voters form the group and bootstrap it, outsiders
+//! speaking Raft to a voter's port (plain TCP, TLS with an unknown key) are refused and mint
+//! nothing, certificates survive a SIGKILL of the leader (read back from a survivor and from the
+//! restarted node), a revocation committed on one node reaches a fourth, non-voting node, every
+//! node holds its own MIC, and the CA API answers bad input with problem+json while the node
+//! keeps serving.
 
 #![allow(
     clippy::disallowed_methods,
@@ -75,6 +77,8 @@ async fn voters_bootstrap_survive_a_leader_kill_and_revocations_reach_a_client()
     let (again, _) = issue_ok(&c, &nodes[1].node.admin, 5).await;
     assert_eq!(acked.iter().filter(|(s, _)| **s == again).count(), 1);
     assert_eq!(acked.len(), 12);
+
+    outsiders_are_refused(&c, &nodes, &status).await;
 
     // Kill the leader.
     let raft_ids: Vec<u64> = {
@@ -211,6 +215,175 @@ async fn voters_bootstrap_survive_a_leader_kill_and_revocations_reach_a_client()
 
     bad_input(&c, &client.node.admin).await;
     bad_input(&c, &nodes[0].node.admin).await;
+}
+
+/// The subject key of the certificate a forged AppendEntries would mint.
+const FORGED_SUBJECT: [u8; 32] = [0xf0; 32];
+
+/// A valid AppendEntries frame, built with the CA's own types and encoder, that would append and
+/// commit a certificate for `FORGED_SUBJECT` on a member whose log ends at `last_index` of
+/// `term`, led by `leader`: a higher term, continuing that log.
+fn forged_append(term: u64, leader: u64, last_index: u64) -> Vec<u8> {
+    use nexus_trust::ca::{Command, IssueRequest};
+    use nexus_trust::mic::{Claim, SubjectKind};
+    use nexus_trust::raft::wire::{self, FRAME_BYTES_MAX_DEFAULT, WireRequest};
+    use nexus_trust::raft::{Entry, TypeConfig};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
+
+    let prev = LogId::new(CommittedLeaderId::new(term, leader), last_index);
+    let log_id = LogId::new(CommittedLeaderId::new(term + 1, leader), last_index + 1);
+    let request = IssueRequest {
+        request_id: None,
+        subject_key: FORGED_SUBJECT,
+        kind: SubjectKind::Agent,
+        model: None,
+        publisher: "forged".into(),
+        provenance: vec![],
+        claims: vec![Claim {
+            key: "forged".into(),
+            value: "yes".into(),
+        }],
+        zk_commitment: None,
+        validity_ms: 3_600_000,
+    };
+    let rpc = openraft::raft::AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(term + 1, leader),
+        prev_log_id: Some(prev),
+        entries: vec![Entry {
+            log_id,
+            payload: EntryPayload::Normal(Command::Issue {
+                now_ms: 1,
+                requests: vec![request],
+            }),
+        }],
+        leader_commit: Some(log_id),
+    };
+    let payload = serde_json::to_vec(&WireRequest::AppendEntries(rpc)).expect("encode");
+    wire::encode_frame(1, &payload, FRAME_BYTES_MAX_DEFAULT).expect("frame")
+}
+
+/// The certificates a voter lists, without the nodes' own MICs (which the trust actors may
+/// still be obtaining): `(serial, subject key)`.
+async fn non_node_certs(c: &reqwest::Client, admin: &str) -> Vec<(u64, String)> {
+    let (s, listed) = get(c, &format!("{admin}/v1/ca/certs?after=0&limit=1000")).await;
+    assert_eq!(s, 200, "{listed}");
+    listed["certs"]
+        .as_array()
+        .expect("certs")
+        .iter()
+        .filter(|m| m["mic"]["body"]["kind"] != "node")
+        .map(|m| {
+            (
+                m["serial"].as_u64().expect("serial"),
+                m["mic"]["body"]["subject_key"]
+                    .as_str()
+                    .expect("subject key")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in metrics:\n{metrics}"))
+}
+
+/// A process that is not a voter speaks a valid AppendEntries to a follower's Raft port: over
+/// plain TCP and over TLS with a key nobody admitted. Both are refused in the handshake, counted,
+/// and nothing is applied.
+async fn outsiders_are_refused(c: &reqwest::Client, nodes: &[CaProc], status: &serde_json::Value) {
+    use nexus_trust::raft::wire::{self, FRAME_BYTES_MAX_DEFAULT};
+    use nexus_trust::raft::{LinkPolicy, TcpTransport, TlsTransport, Transport};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let leader = status["raft"]["leader"].as_u64().expect("leader");
+    let mut target = None;
+    for n in nodes {
+        let (_, t) = get(c, &format!("{}/v1/node/trust", n.node.admin)).await;
+        if t["raft_id"].as_u64() != Some(leader) {
+            target = Some(n);
+            break;
+        }
+    }
+    let target = target.expect("a follower");
+    let raft_addr = target.raft.clone().expect("raft addr");
+    let (_, before) = get(c, &format!("{}/v1/ca/status", target.node.admin)).await;
+    let term = before["raft"]["term"].as_u64().expect("term");
+    let last_index = before["raft"]["last_log_index"]
+        .as_u64()
+        .expect("last index");
+    let certs_before = non_node_certs(c, &target.node.admin).await;
+    let refused_before = counter(
+        &target.node.metrics().await,
+        "nexus_ca_handshakes_refused_total",
+    );
+    let frame = forged_append(term, leader, last_index);
+
+    // Plain TCP: at most a TLS alert comes back, never a CA frame.
+    let mut tcp = tokio::net::TcpStream::connect(&raft_addr)
+        .await
+        .expect("connect");
+    tcp.write_all(&frame).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    assert!(
+        answer.is_empty() || (answer[0] == 0x15 && answer.len() == 7),
+        "plain TCP got something other than a TLS alert: {answer:02x?}"
+    );
+
+    // TLS with a key that is no fabric member: the handshake is refused (TLS 1.3 reports the
+    // server's refusal of a client key on the client's first read).
+    let (_, me) = get(c, &format!("{}/v1/node", target.node.admin)).await;
+    let voter_key: [u8; 32] = hex::decode(me["id"].as_str().expect("node id"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let policy = std::sync::Arc::new(LinkPolicy::new());
+    policy.set_fabric([voter_key].into(), Default::default());
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[0x66; 32]);
+    let links = TlsTransport::new(TcpTransport, &stranger, policy).expect("tls");
+    if let Ok(mut tls) = links.connect(&raft_addr).await {
+        let sent = tls.write_all(&frame).await.and(tls.flush().await);
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            wire::read_frame(&mut tls, FRAME_BYTES_MAX_DEFAULT),
+        )
+        .await;
+        assert!(
+            sent.is_err() || matches!(read, Ok(Err(_)) | Ok(Ok(None))),
+            "a stranger's TLS link answered: {read:?}"
+        );
+    }
+
+    let refused = eventually(
+        Duration::from_secs(5),
+        "both handshakes counted as refused",
+        || async {
+            let n = counter(
+                &target.node.metrics().await,
+                "nexus_ca_handshakes_refused_total",
+            );
+            (n >= refused_before + 2).then_some(n)
+        },
+    )
+    .await;
+    eprintln!("outsiders refused: nexus_ca_handshakes_refused_total {refused_before} -> {refused}");
+    let (_, after) = get(c, &format!("{}/v1/ca/status", target.node.admin)).await;
+    assert_eq!(after["raft"]["term"], before["raft"]["term"], "{after}");
+    let certs_after = non_node_certs(c, &target.node.admin).await;
+    assert_eq!(certs_after, certs_before);
+    let forged = hex::encode(FORGED_SUBJECT);
+    assert!(certs_after.iter().all(|(_, key)| *key != forged));
+    let (s, list) = get(
+        c,
+        &format!("{}/v1/ca/certs?after=0&limit=1000", target.node.admin),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(!list.to_string().contains(&forged), "forged MIC listed");
 }
 
 /// Bad input on the CA API: problem+json with the right status, and the node keeps serving.
