@@ -18,7 +18,10 @@
 //! carries the send time and a sequence number): a blast of `BLAST_FRAMES` frames as fast as one
 //! sender thread can go (received packets/s at the sink, loss, latency under overload), then a
 //! paced phase of `PACED_FRAMES` at roughly `PACED_RATE_PPS` (one-way latency without queueing).
-//! Rounds are interleaved so drift on a shared machine hits every path alike.
+//! Rounds are interleaved so drift on a shared machine hits every path alike. For forwarder
+//! paths the blast phase also reports the forwarder thread's CPU time per received datagram
+//! (its `schedstat` run time): the cost of the forwarding work itself, which the receive rate
+//! (bounded by the sender and the sink on a shared 2-vCPU machine) shows only through noise.
 //!
 //! After the rounds, the per-frame header work alone is timed in-process (no sockets): parse +
 //! hop-limit decrement, the same plus the routing-key rewrite, and the same plus the
@@ -27,19 +30,22 @@
 //!
 //! Run: `cargo bench -p nexus-dataplane --bench forward`. Loopback only. With `-- source-check`
 //! only the four forwarder paths with the source check on and off run, for
-//! [`SOURCE_CHECK_ROUNDS`] rounds, followed by per-round on/off ratios and the header work.
+//! [`SOURCE_CHECK_ROUNDS`] rounds (every other round in reverse order), followed by per-round
+//! on/off ratios of the receive rate and of the forwarder's CPU time per frame, then the
+//! forwarder without sockets (an in-memory [`PacketIo`] that hands it copies of one frame and
+//! discards what it sends: its full per-frame work at one core's speed, in Mpps, check on and
+//! off in interleaved pairs), and the header work.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use nexus_dataplane::fib::{Fib, FibTable, NextHop, RouteSet, RoutingKey, SourceSet, compile};
 use nexus_dataplane::forward::{
-    Forwarder, ForwarderConfig, LocalEndpoints, PacketIo, UdpIo, UringIo,
+    Forwarder, ForwarderConfig, LocalEndpoints, PacketBatch, PacketIo, UdpIo, UringIo,
 };
 use nexus_dataplane::wire::nexlink::{
     DeliveryMode, Ecn, Flags, FrameType, HEADER_LEN, HopLimit, NodeTag, Packet, Repr, SeqNumber,
@@ -67,7 +73,11 @@ const HEADER_WORK_ROUNDS: usize = 5;
 /// others, about a large fabric's member data planes.
 const ALLOWED_SOURCES: u32 = 1024;
 /// Rounds of `-- source-check`.
-const SOURCE_CHECK_ROUNDS: usize = 5;
+const SOURCE_CHECK_ROUNDS: usize = 10;
+/// Frames per run of the in-memory forwarding measurement.
+const MEM_FRAMES: u64 = 5_000_000;
+/// Interleaved on/off pairs of the in-memory forwarding measurement.
+const MEM_ROUNDS: usize = 12;
 
 /// Clock reads: this binary is a measurement driver; time is what it measures.
 #[derive(Clone, Copy)]
@@ -123,6 +133,8 @@ fn big_buffers(socket: &UdpSocket) {
 struct SinkResult {
     /// GSO sends and the frames they carried, for a forwarder path.
     gso: Option<(u64, u64)>,
+    /// The forwarder thread's CPU time per datagram it received (ns), for a forwarder path.
+    cpu_ns_per_frame: Option<f64>,
     received: usize,
     rate_pps: f64,
     latencies_ns: Vec<u64>,
@@ -160,6 +172,7 @@ fn run_sink(socket: UdpSocket, clock: Clock, expected: usize, done: Arc<AtomicBo
     let span_s = (last_ns.saturating_sub(first_ns)) as f64 / 1e9;
     SinkResult {
         gso: None,
+        cpu_ns_per_frame: None,
         received: latencies_ns.len(),
         rate_pps: if span_s > 0.0 {
             latencies_ns.len() as f64 / span_s
@@ -354,13 +367,42 @@ fn forward_through(
         source_check,
         ..ForwarderConfig::default()
     };
+    let thread_name = config.thread_name.clone();
     let forwarder =
         Forwarder::spawn(config, &fib, LocalEndpoints::new(), io).expect("spawn forwarder");
+    // The thread names itself when it starts: wait for that (a few ms at most).
+    let cpu_before = (0..500).find_map(|_| {
+        thread_cpu_ns(&thread_name).or_else(|| {
+            thread::sleep(Duration::from_millis(1));
+            None
+        })
+    });
     let mut result = phase(clock, forwarder.local_addr(), sink, count, paced);
+    let cpu_after = thread_cpu_ns(&thread_name);
     let counters = forwarder.shutdown().expect("forwarder stops");
     assert_eq!(counters.dropped_total(), 0, "{counters:?}");
     result.gso = Some((counters.gso_sends, counters.gso_segments));
+    result.cpu_ns_per_frame = cpu_before
+        .zip(cpu_after)
+        .filter(|_| counters.received > 0)
+        .map(|(before, after)| after.saturating_sub(before) as f64 / counters.received as f64);
     result
+}
+
+/// CPU time (ns, from `/proc/self/task/*/schedstat`) of this process's thread named `name`
+/// (the kernel keeps the first 15 bytes of a thread's name); `None` if there is no such thread
+/// or no schedstat. The bench runs one forwarder at a time, so the name is unambiguous.
+fn thread_cpu_ns(name: &str) -> Option<u64> {
+    let comm = &name[..name.len().min(15)];
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let path = task.path();
+        let task_comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if task_comm.trim_end() == comm {
+            let schedstat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+            return schedstat.split_whitespace().next()?.parse().ok();
+        }
+    }
+    None
 }
 
 fn tokio_relay(socket: UdpSocket, next_hop: SocketAddr, stop: Arc<AtomicBool>) {
@@ -429,6 +471,112 @@ fn percentile_us(sorted: &[u64], p: f64) -> f64 {
     sorted[index] as f64 / 1e3
 }
 
+/// A [`PacketIo`] without sockets: every receive fills the batch with copies of one frame
+/// "from" 127.0.0.1 until `frames` have been handed out, every send is counted and discarded.
+/// Through it the forwarder's own per-frame work (source check, parse, hop-limit decrement,
+/// lookup, copy into the send batch) runs as fast as one core allows, with no kernel in the
+/// way; the socket paths above show the same code behind real I/O.
+struct MemIo {
+    frame: Vec<u8>,
+    from: SocketAddr,
+    left: u64,
+    sent: Arc<AtomicU64>,
+}
+
+impl PacketIo for MemIo {
+    fn recv_batch(&mut self, batch: &mut PacketBatch, timeout: Duration) -> io::Result<usize> {
+        if self.left == 0 {
+            thread::sleep(timeout);
+            return Ok(0);
+        }
+        let mut n = 0;
+        while self.left > 0 {
+            let Some(slot) = batch.next_slot() else { break };
+            slot[..self.frame.len()].copy_from_slice(&self.frame);
+            batch.commit(self.frame.len(), self.from);
+            self.left -= 1;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn send_batch(&mut self, batch: &PacketBatch, from: usize) -> io::Result<usize> {
+        let n = batch.len() - from;
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(SocketAddr::from(([127, 0, 0, 1], 1)))
+    }
+}
+
+/// Million frames per second through a forwarder on [`MemIo`], and the forwarder thread's CPU
+/// time per frame (ns), the source check on or off, against the same generation as the socket
+/// paths (one route, [`ALLOWED_SOURCES`] sources).
+fn mem_forward(clock: Clock, source_check: bool) -> (f64, f64) {
+    let mut routes = RouteSet::new(1);
+    routes.set_sources(allowed_sources());
+    routes
+        .insert(
+            KEY,
+            vec![NextHop {
+                node: [9; 32],
+                addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+                weight: 1,
+                rewrite: None,
+            }],
+        )
+        .expect("route");
+    let fib = Fib::new(FibTable::load(compile(&routes).expect("compile")).expect("load"));
+    let sent = Arc::new(AtomicU64::new(0));
+    let io = MemIo {
+        frame: frame_template(),
+        from: SocketAddr::from(([127, 0, 0, 1], 40000)),
+        left: MEM_FRAMES,
+        sent: Arc::clone(&sent),
+    };
+    let config = ForwarderConfig {
+        source_check,
+        recv_timeout: Duration::from_millis(1),
+        ..ForwarderConfig::default()
+    };
+    let thread_name = config.thread_name.clone();
+    let start = clock.now_ns();
+    let forwarder = Forwarder::spawn(config, &fib, LocalEndpoints::new(), io).expect("spawn");
+    let mut cpu_ns = 0;
+    while sent.load(Ordering::Relaxed) < MEM_FRAMES {
+        // The thread's run time so far (it starts at 0 with the thread); the last read before
+        // the frames are all out is within one poll of the total.
+        cpu_ns = thread_cpu_ns(&thread_name).unwrap_or(cpu_ns);
+        thread::sleep(Duration::from_micros(500));
+    }
+    let elapsed_ns = clock.now_ns() - start;
+    cpu_ns = thread_cpu_ns(&thread_name).unwrap_or(cpu_ns);
+    let counters = forwarder.shutdown().expect("forwarder stops");
+    assert_eq!(counters.forwarded, MEM_FRAMES, "{counters:?}");
+    (
+        MEM_FRAMES as f64 * 1e3 / elapsed_ns as f64,
+        cpu_ns as f64 / MEM_FRAMES as f64,
+    )
+}
+
+/// One line of per-round on/off ratios with their median and mean; nothing if there are none.
+fn print_ratios(what: &str, ratios: &[f64]) {
+    if ratios.is_empty() {
+        return;
+    }
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "source check on/off, {what}: {} (median {:.3}, mean {:.3})",
+        shown.join(" / "),
+        sorted[sorted.len() / 2],
+        ratios.iter().sum::<f64>() / ratios.len() as f64
+    );
+}
+
 fn main() {
     let clock = Clock::start();
     let source_check_only = std::env::args().any(|arg| arg == "source-check");
@@ -478,18 +626,25 @@ fn main() {
         "paced p50",
         "paced p99"
     );
-    // (path, round) → blast receive rate, for the on/off ratios.
-    let mut rates: Vec<(Path, usize, f64)> = Vec::new();
+    // (path, round) → blast receive rate and forwarder CPU ns per frame, for the on/off ratios.
+    let mut rates: Vec<(Path, usize, f64, Option<f64>)> = Vec::new();
     for round in 1..=rounds {
-        for path in &paths {
+        // With `source-check`, every other round runs the paths in reverse, so that neither
+        // side of a pair always runs first.
+        let order: Vec<Path> = if source_check_only && round % 2 == 0 {
+            paths.iter().rev().copied().collect()
+        } else {
+            paths.clone()
+        };
+        for path in &order {
             let mut blast = path.run(clock, BLAST_FRAMES, false);
             let mut paced = path.run(clock, PACED_FRAMES, true);
             blast.latencies_ns.sort_unstable();
             paced.latencies_ns.sort_unstable();
             let loss = 100.0 * (BLAST_FRAMES - blast.received) as f64 / BLAST_FRAMES as f64;
-            rates.push((*path, round, blast.rate_pps));
+            rates.push((*path, round, blast.rate_pps, blast.cpu_ns_per_frame));
             println!(
-                "{:<24} {:>5} {:>10} {:>7.2} {:>10.1} {:>8.1}us {:>8.1}us {:>8.1}us {:>8.1}us{}{}",
+                "{:<24} {:>5} {:>10} {:>7.2} {:>10.1} {:>8.1}us {:>8.1}us {:>8.1}us {:>8.1}us{}{}{}",
                 path.name(),
                 round,
                 blast.received,
@@ -511,6 +666,10 @@ fn main() {
                         segments as f64 / sends as f64
                     ),
                     _ => String::new(),
+                },
+                match blast.cpu_ns_per_frame {
+                    Some(ns) => format!("  fwd cpu {ns:.0} ns/frame"),
+                    None => String::new(),
                 }
             );
         }
@@ -518,28 +677,69 @@ fn main() {
     let rate = |path: Path, round: usize| {
         rates
             .iter()
-            .find(|(p, r, _)| *p == path && *r == round)
-            .map(|(_, _, rate)| *rate)
+            .find(|(p, r, _, _)| *p == path && *r == round)
+            .map(|(_, _, rate, _)| *rate)
+    };
+    let cpu = |path: Path, round: usize| {
+        rates
+            .iter()
+            .find(|(p, r, _, _)| *p == path && *r == round)
+            .and_then(|(_, _, _, cpu)| *cpu)
     };
     for (on, off, name) in [
         (Path::Forwarder, Path::ForwarderNoCheck, "UdpIo"),
         (Path::Uring, Path::UringNoCheck, "UringIo"),
     ] {
-        let ratios: Vec<f64> = (1..=rounds)
+        let rate_ratios: Vec<f64> = (1..=rounds)
             .filter_map(|round| Some(rate(on, round)? / rate(off, round)?))
             .collect();
-        if ratios.is_empty() {
-            continue;
-        }
-        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
-        let mut sorted = ratios.clone();
-        sorted.sort_by(f64::total_cmp);
-        println!(
-            "source check on/off, blast rx rate, {name}: {} (median {:.3}, mean {:.3})",
-            shown.join(" / "),
-            sorted[sorted.len() / 2],
-            ratios.iter().sum::<f64>() / ratios.len() as f64
+        print_ratios(&format!("blast rx rate, {name}"), &rate_ratios);
+        let cpu_ratios: Vec<f64> = (1..=rounds)
+            .filter_map(|round| Some(cpu(on, round)? / cpu(off, round)?))
+            .collect();
+        print_ratios(
+            &format!("forwarder CPU time per frame, {name}"),
+            &cpu_ratios,
         );
+    }
+    if source_check_only {
+        println!(
+            "in-memory forwarding (no sockets; {MEM_FRAMES} frames per run, {MEM_ROUNDS} \
+             interleaved on/off pairs, the order alternating)"
+        );
+        let (mut mpps_ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
+        let (mut on_all, mut off_all) = (Vec::new(), Vec::new());
+        for round in 1..=MEM_ROUNDS {
+            let (on, off) = if round % 2 == 1 {
+                let on = mem_forward(clock, true);
+                (on, mem_forward(clock, false))
+            } else {
+                let off = mem_forward(clock, false);
+                (mem_forward(clock, true), off)
+            };
+            println!(
+                "round {round}: check on {:.3} Mpps, {:.1} ns/frame; off {:.3} Mpps, {:.1} ns/frame",
+                on.0, on.1, off.0, off.1
+            );
+            mpps_ratios.push(on.0 / off.0);
+            cpu_ratios.push(on.1 / off.1);
+            on_all.push(on);
+            off_all.push(off);
+        }
+        let best_mpps = |v: &[(f64, f64)]| v.iter().map(|r| r.0).fold(0.0, f64::max);
+        let best_ns = |v: &[(f64, f64)]| v.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
+        println!(
+            "best: on {:.3} Mpps, {:.1} ns/frame; off {:.3} Mpps, {:.1} ns/frame; \
+             on/off {:.3} (Mpps), {:.3} (ns/frame)",
+            best_mpps(&on_all),
+            best_ns(&on_all),
+            best_mpps(&off_all),
+            best_ns(&off_all),
+            best_mpps(&on_all) / best_mpps(&off_all),
+            best_ns(&on_all) / best_ns(&off_all)
+        );
+        print_ratios("in-memory Mpps", &mpps_ratios);
+        print_ratios("in-memory forwarder CPU ns per frame", &cpu_ratios);
     }
     println!(
         "header work per frame, in-process ({HEADER_WORK_FRAMES} frames per round): \

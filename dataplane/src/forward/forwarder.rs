@@ -2,7 +2,7 @@
 //! send it on — and [`ForwarderHandle`], the control plane's only way to reach it.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -98,7 +98,8 @@ pub fn flow_hash(src: NodeTag, session: SessionId, stream: StreamId) -> u64 {
 /// 0. with [`ForwarderConfig::source_check`] on, unless the generation allows the datagram's
 ///    source IP ([`FibTable::allows_source`](crate::fib::FibTable::allows_source)), drop it as
 ///    `source_not_allowed` — before parsing, local delivery or any lookup, so such a datagram
-///    costs one hash probe and counts under no other reason;
+///    costs one hash probe and counts under no other reason (a datagram from the same IP as
+///    the last one the batch allowed is not probed again);
 /// 1. [`Repr::parse`] (every NexLink receive check); a failure drops the datagram under the
 ///    error's [`reason`](WireError::reason);
 /// 2. if the routing key is a local endpoint, send the frame there unchanged (`delivered_local`);
@@ -212,11 +213,21 @@ impl<I: PacketIo> Forwarder<I> {
         counters.batches += 1;
         counters.generation = table.generation();
         self.tx.clear();
+        // The last source this batch's generation allowed: a batch usually holds runs of
+        // datagrams from one sender, and comparing two addresses is cheaper than a hash probe.
+        // Per batch, because the next batch may see another generation.
+        let mut allowed_last: Option<IpAddr> = None;
         for index in 0..self.rx.len() {
             counters.received += 1;
-            if self.source_check && !table.allows_source(self.rx.addr(index).ip()) {
-                counters.dropped[SOURCE_NOT_ALLOWED] += 1;
-                continue;
+            if self.source_check {
+                let source = self.rx.addr(index).ip();
+                if allowed_last != Some(source) {
+                    if !table.allows_source(source) {
+                        counters.dropped[SOURCE_NOT_ALLOWED] += 1;
+                        continue;
+                    }
+                    allowed_last = Some(source);
+                }
             }
             let datagram = self.rx.get_mut(index);
             let repr = match Repr::parse(&Packet::new_unchecked(&*datagram)) {
