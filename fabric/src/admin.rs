@@ -2,35 +2,51 @@
 //!
 //! Handlers never share state with other actors: they ask the supervisor for the current child
 //! and send it a message, with a deadline. Every error is `application/problem+json`.
+//!
+//! Access control: every route is added through [`RouteTable::route`] with its [`Access`] (open,
+//! or the [`Scope`] a token must hold), so the router table in [`routes`] is the one place
+//! that says who may call what; a middleware checks the request's bearer token against it, and
+//! the OpenAPI document shows each operation's scope. When the node has no `admin_token`, ACLs
+//! are off and every request is allowed. Optional TLS (`admin_tls_cert`, `admin_tls_key`) is in
+//! [`tls`].
 
 mod ca;
 mod registry;
 pub mod sessions;
+pub mod tls;
+mod tokens;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::handler::Handler;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter};
 use nexus_actors::{
     GossipMsg, NodeMetrics, SupervisorMsg, TableError, TableMsg, parse_node_id, parse_routing_key,
     routing_key_hex,
 };
 use nexus_dataplane::fib::{NextHop, RoutingKey};
 use nexus_gossip::MemberView;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use utoipa::OpenApi;
+
+use crate::acl::{AclStore, Scope};
 
 use crate::api::{
     ActorHealth, ActorNode, Actors, CrashResponse, FibDto, FibEntryDto, GenerationResponse, Health,
@@ -75,14 +91,56 @@ pub struct AdminContext {
     pub node: Arc<NodeInfo>,
     /// The node's metrics.
     pub metrics: NodeMetrics,
-    /// Bearer token required on every request, if set.
-    pub token: Option<Arc<str>>,
+    /// ACL tokens; without a bootstrap token ACLs are off and every request is allowed.
+    pub acl: Arc<AclStore>,
+    /// TLS certificate and key, if the API serves HTTPS.
+    pub tls: Option<Arc<tls::AdminTls>>,
+    /// The admin API's own counters.
+    pub admin_metrics: AdminMetrics,
     /// Tells the node's main task that a leave was requested (it then stops the node).
     pub leave: mpsc::Sender<String>,
     /// Whether `POST /v1/debug/crash/{actor}` is enabled.
     pub fault_injection: bool,
     /// When the process started.
     pub started: tokio::time::Instant,
+}
+
+/// Counters of the admin API (`nexus_admin_*`).
+#[derive(Debug, Clone, Default)]
+pub struct AdminMetrics {
+    /// Requests refused by access control, by `reason`: `missing` (no token), `malformed`
+    /// (an Authorization header that is not `Bearer <secret>`), `invalid` (unknown or revoked
+    /// token), `forbidden` (the token lacks the endpoint's scope).
+    pub auth_failures: Family<Vec<(String, String)>, Counter>,
+    /// TLS handshakes and certificate reloads.
+    pub tls: tls::TlsMetrics,
+}
+
+impl AdminMetrics {
+    /// Registers the counters (names get the registry's `nexus_` prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "admin_auth_failures",
+            "Admin API requests refused by access control, by reason",
+            self.auth_failures.clone(),
+        );
+        registry.register(
+            "admin_tls_handshake_failures",
+            "Admin API TLS handshakes that failed or timed out",
+            self.tls.handshake_failures.clone(),
+        );
+        registry.register(
+            "admin_tls_reloads",
+            "Admin API certificate reloads (SIGHUP) by result",
+            self.tls.reloads.clone(),
+        );
+    }
+
+    fn refused(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .inc();
+    }
 }
 
 #[derive(Clone)]
@@ -494,9 +552,9 @@ async fn fib_rollback(
 }
 
 /// The static routes with how many next hops are live.
-#[utoipa::path(get, path = "/v1/routes", tag = "forwarding",
+#[utoipa::path(get, path = "/v1/routes", tag = "forwarding", operation_id = "routes",
     responses((status = 200, body = Routes), (status = 503, body = Problem)))]
-async fn routes(State(s): State<AppState>) -> Result<axum::Json<Routes>, Problem> {
+async fn routes_list(State(s): State<AppState>) -> Result<axum::Json<Routes>, Problem> {
     let list = call_table(&s, TableMsg::Routes).await?;
     Ok(axum::Json(Routes {
         routes: list
@@ -644,12 +702,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Nexus admin API", description = "Administer one Nexus node. Errors are application/problem+json (RFC 9457)."),
-    paths(health, node, members, actors, leave, crash, metrics, openapi, fib, fib_rollback, routes, put_route, delete_route,
+    paths(health, node, members, actors, leave, crash, metrics, openapi, fib, fib_rollback, routes_list, put_route, delete_route,
         registry::post_service, registry::put_service, registry::delete_service, registry::patch_load,
         registry::list_services, registry::get_service, registry::resolve, registry::intent_routes, registry::overlay,
         ca::status, ca::issue, ca::get_cert, ca::list_certs, ca::renew, ca::revoke, ca::revocations, ca::keys,
         ca::circuit, ca::proving_key, ca::add_voter, ca::remove_voter, ca::node_mic, ca::node_trust,
-        sessions::list, sessions::probe),
+        sessions::list, sessions::probe, tokens::create, tokens::list, tokens::revoke),
     components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, NextHopDto, Route, RouteRequest, Routes,
         crate::api::ServiceDto, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
         crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
@@ -658,8 +716,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
         ca::RevocationList, ca::CircuitRef, ca::CaKeysDto, ca::CircuitDto, ca::ProvingKeyDto, ca::AddVoterRequest,
         ca::VotersDto, ca::TrustDto,
         sessions::Sessions, sessions::SessionDto, sessions::ModeCountersDto, sessions::ProbeRequestDto,
-        sessions::ProbeResponse)),
-    modifiers(&BearerAuth),
+        sessions::ProbeResponse,
+        crate::api::TokenCreateRequest, crate::api::TokenDto, crate::api::TokenCreated,
+        crate::api::TokenList, crate::api::TokenRevoked)),
+    modifiers(&BearerAuth, &ScopeSecurity),
     security(("bearer" = []))
 )]
 struct ApiDoc;
@@ -672,8 +732,52 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An ACL token's secret (or the node's admin_token). Each operation's \
+                         security requirement and x-nexus-scope name the scope it needs; \
+                         `management` implies every scope. Without an admin_token on the node \
+                         no token is checked.",
+                    ))
+                    .build(),
+            ),
         );
+    }
+}
+
+/// Sets each operation's security requirement from the router table: `bearer` with the
+/// required scope, or none for open endpoints; and `x-nexus-scope` (`open` or the scope).
+struct ScopeSecurity;
+
+impl utoipa::Modify for ScopeSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::SecurityRequirement;
+        for r in route_table() {
+            let Some(item) = openapi.paths.paths.get_mut(r.path) else {
+                continue;
+            };
+            let operation = match r.method {
+                Method::GET => item.get.as_mut(),
+                Method::POST => item.post.as_mut(),
+                Method::PUT => item.put.as_mut(),
+                Method::DELETE => item.delete.as_mut(),
+                Method::PATCH => item.patch.as_mut(),
+                _ => None,
+            };
+            let Some(operation) = operation else {
+                continue;
+            };
+            operation.security = Some(match r.access {
+                Access::Open => vec![SecurityRequirement::default()],
+                Access::Scope(scope) => vec![SecurityRequirement::new("bearer", [scope.as_str()])],
+            });
+            operation
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert("x-nexus-scope".into(), r.access.name().into());
+        }
     }
 }
 
@@ -693,118 +797,367 @@ pub fn openapi_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
 }
 
-async fn not_found(request: Request) -> Problem {
+async fn not_found(State(s): State<AppState>, request: Request) -> Response {
+    let (method, path) = (request.method(), request.uri().path());
+    if let Err(refusal) = authorize(&s, method, path, request.headers(), None) {
+        return refusal.into_response();
+    }
     Problem::new(
         StatusCode::NOT_FOUND,
         "not-found",
         "Not found",
-        format!("no route for {} {}", request.method(), request.uri().path()),
+        format!("no route for {method} {path}"),
     )
+    .into_response()
 }
 
-async fn method_not_allowed(request: Request) -> Problem {
+async fn method_not_allowed(State(s): State<AppState>, request: Request) -> Response {
+    let (method, path) = (request.method(), request.uri().path());
+    if let Err(refusal) = authorize(&s, method, path, request.headers(), None) {
+        return refusal.into_response();
+    }
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
         "Method not allowed",
-        format!(
-            "{} is not allowed on {}",
-            request.method(),
-            request.uri().path()
-        ),
+        format!("{method} is not allowed on {path}"),
     )
+    .into_response()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, also when ACLs are on (liveness probes, the API's own description).
+    Open,
+    /// A token holding this scope (or `management`).
+    Scope(Scope),
 }
 
-async fn auth(State(s): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &s.ctx.token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                // The auth scheme is case-insensitive (RFC 9110 §11.1).
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(token)
-            });
-        let ok = presented.is_some_and(|p| constant_time_eq(p.trim().as_bytes(), token.as_bytes()));
-        if !ok {
-            let detail = if presented.is_some() {
-                "the bearer token is not valid"
-            } else {
-                "this node requires Authorization: Bearer <token> on every request"
+impl Access {
+    /// `open` or the scope's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Open => "open",
+            Access::Scope(s) => s.as_str(),
+        }
+    }
+}
+
+/// One row of the router table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAccess {
+    /// HTTP method.
+    pub method: Method,
+    /// Path as axum matches it (`/v1/services/{id}`), the same as in the OpenAPI document.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+}
+
+/// The admin API's routes under construction. The only way to add a route is
+/// [`RouteTable::route`], which takes its [`Access`]: a route without one cannot be written.
+struct RouteTable {
+    paths: BTreeMap<&'static str, MethodRouter<AppState>>,
+    table: Vec<RouteAccess>,
+}
+
+impl RouteTable {
+    fn new() -> RouteTable {
+        RouteTable {
+            paths: BTreeMap::new(),
+            table: Vec::new(),
+        }
+    }
+
+    /// Adds `method path` served by `handler`, callable as `access` says.
+    fn route<H, T>(mut self, method: Method, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        assert!(
+            !self
+                .table
+                .iter()
+                .any(|r| r.method == method && r.path == path),
+            "{method} {path} is declared twice"
+        );
+        let filter = MethodFilter::try_from(method.clone())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let methods = self.paths.remove(path).unwrap_or_default();
+        self.paths.insert(path, methods.on(filter, handler));
+        self.table.push(RouteAccess {
+            method,
+            path,
+            access,
+        });
+        self
+    }
+}
+
+const OPEN: Access = Access::Open;
+const READ: Access = Access::Scope(Scope::Read);
+const SERVICES_WRITE: Access = Access::Scope(Scope::ServicesWrite);
+const ROUTES_WRITE: Access = Access::Scope(Scope::RoutesWrite);
+const CA_ISSUE: Access = Access::Scope(Scope::CaIssue);
+const CA_REVOKE: Access = Access::Scope(Scope::CaRevoke);
+const CA_ADMIN: Access = Access::Scope(Scope::CaAdmin);
+const OPERATOR: Access = Access::Scope(Scope::Operator);
+const MANAGEMENT: Access = Access::Scope(Scope::Management);
+
+/// The router table: every admin endpoint with the scope it requires. docs/operations.md
+/// ("Admin API access control") shows the same table.
+fn routes() -> RouteTable {
+    use Method as M;
+    RouteTable::new()
+        // Open: liveness probes carry no token, and the API's description holds no state.
+        .route(M::GET, "/v1/health", OPEN, health)
+        .route(M::GET, "/v1/openapi.json", OPEN, openapi)
+        // The node.
+        .route(M::GET, "/v1/node", READ, node)
+        .route(M::GET, "/v1/members", READ, members)
+        .route(M::GET, "/v1/actors", READ, actors)
+        .route(M::GET, "/metrics", READ, metrics)
+        .route(M::POST, "/v1/leave", OPERATOR, leave)
+        .route(M::POST, "/v1/debug/crash/{actor}", OPERATOR, crash)
+        // Forwarding.
+        .route(M::GET, "/v1/fib", READ, fib)
+        .route(M::POST, "/v1/fib/rollback", ROUTES_WRITE, fib_rollback)
+        .route(M::GET, "/v1/routes", READ, routes_list)
+        .route(M::PUT, "/v1/routes/{key}", ROUTES_WRITE, put_route)
+        .route(M::DELETE, "/v1/routes/{key}", ROUTES_WRITE, delete_route)
+        // Registry.
+        .route(M::GET, "/v1/services", READ, registry::list_services)
+        .route(
+            M::POST,
+            "/v1/services",
+            SERVICES_WRITE,
+            registry::post_service,
+        )
+        .route(M::GET, "/v1/services/{id}", READ, registry::get_service)
+        .route(
+            M::PUT,
+            "/v1/services/{id}",
+            SERVICES_WRITE,
+            registry::put_service,
+        )
+        .route(
+            M::DELETE,
+            "/v1/services/{id}",
+            SERVICES_WRITE,
+            registry::delete_service,
+        )
+        .route(
+            M::PATCH,
+            "/v1/services/{id}/load",
+            SERVICES_WRITE,
+            registry::patch_load,
+        )
+        .route(M::POST, "/v1/resolve", READ, registry::resolve)
+        .route(M::GET, "/v1/intent-routes", READ, registry::intent_routes)
+        .route(M::GET, "/v1/overlay", READ, registry::overlay)
+        // Certificate authority.
+        .route(M::GET, "/v1/ca/status", READ, ca::status)
+        .route(M::GET, "/v1/ca/certs", READ, ca::list_certs)
+        .route(M::POST, "/v1/ca/certs", CA_ISSUE, ca::issue)
+        .route(M::GET, "/v1/ca/certs/{serial}", READ, ca::get_cert)
+        .route(M::POST, "/v1/ca/certs/{serial}/renew", CA_ISSUE, ca::renew)
+        .route(
+            M::POST,
+            "/v1/ca/certs/{serial}/revoke",
+            CA_REVOKE,
+            ca::revoke,
+        )
+        .route(M::GET, "/v1/ca/revocations", READ, ca::revocations)
+        .route(M::GET, "/v1/ca/keys", READ, ca::keys)
+        .route(M::GET, "/v1/ca/circuits/{id}", READ, ca::circuit)
+        .route(
+            M::GET,
+            "/v1/ca/circuits/{id}/proving-key",
+            READ,
+            ca::proving_key,
+        )
+        .route(M::POST, "/v1/ca/voters", CA_ADMIN, ca::add_voter)
+        .route(M::DELETE, "/v1/ca/voters/{id}", CA_ADMIN, ca::remove_voter)
+        .route(M::GET, "/v1/node/mic", READ, ca::node_mic)
+        .route(M::GET, "/v1/node/trust", READ, ca::node_trust)
+        // Sessions.
+        .route(M::GET, "/v1/sessions", READ, sessions::list)
+        .route(M::POST, "/v1/sessions/probe", OPERATOR, sessions::probe)
+        // ACL tokens.
+        .route(M::GET, "/v1/acl/tokens", MANAGEMENT, tokens::list)
+        .route(M::POST, "/v1/acl/tokens", MANAGEMENT, tokens::create)
+        .route(
+            M::DELETE,
+            "/v1/acl/tokens/{accessor}",
+            MANAGEMENT,
+            tokens::revoke,
+        )
+}
+
+/// Every admin endpoint with who may call it, in the order of the router table.
+pub fn route_table() -> &'static [RouteAccess] {
+    static TABLE: OnceLock<Vec<RouteAccess>> = OnceLock::new();
+    TABLE.get_or_init(|| routes().table)
+}
+
+/// The access of `method path` (a matched route's path), if the table has it.
+fn access_of(method: &Method, path: &str) -> Option<Access> {
+    static INDEX: OnceLock<BTreeMap<(String, &'static str), Access>> = OnceLock::new();
+    INDEX
+        .get_or_init(|| {
+            route_table()
+                .iter()
+                .map(|r| ((r.method.to_string(), r.path), r.access))
+                .collect()
+        })
+        .get(&(method.to_string(), path))
+        .copied()
+}
+
+/// Why a request's Authorization header gave no token.
+#[derive(Debug, PartialEq, Eq)]
+enum BadAuthorization {
+    Missing,
+    Malformed(&'static str),
+}
+
+/// The bearer secret of a request: exactly one `Authorization: Bearer <secret>` header (the
+/// scheme is case-insensitive, RFC 9110 §11.1), a secret of visible ASCII.
+fn bearer(headers: &HeaderMap) -> Result<&str, BadAuthorization> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(BadAuthorization::Missing);
+    };
+    if values.next().is_some() {
+        return Err(BadAuthorization::Malformed(
+            "send one Authorization header, not several",
+        ));
+    }
+    let value = value.to_str().map_err(|_| {
+        BadAuthorization::Malformed("the Authorization header is not visible ASCII")
+    })?;
+    let Some((scheme, secret)) = value.trim().split_once(' ') else {
+        return Err(BadAuthorization::Malformed(
+            "the Authorization header is not `Bearer <secret>`",
+        ));
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(BadAuthorization::Malformed(
+            "the Authorization scheme is not Bearer",
+        ));
+    }
+    let secret = secret.trim();
+    if secret.is_empty() || secret.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(BadAuthorization::Malformed(
+            "the bearer secret is empty or holds spaces",
+        ));
+    }
+    Ok(secret)
+}
+
+/// Checks a request's token: `needed` is the endpoint's scope, or `None` for "any valid token"
+/// (unknown routes, so that they reveal nothing without one). `Err` is the refusal to send.
+fn authorize(
+    s: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    needed: Option<Scope>,
+) -> Result<(), Problem> {
+    if !s.ctx.acl.enabled() {
+        return Ok(());
+    }
+    let unauthorized = |kind: &str, detail: String| {
+        Problem::new(StatusCode::UNAUTHORIZED, kind, "Unauthorized", detail)
+    };
+    let secret = match bearer(headers) {
+        Ok(secret) => secret,
+        Err(BadAuthorization::Missing) => {
+            s.ctx.admin_metrics.refused("missing");
+            let what = match needed {
+                Some(scope) => format!("{method} {path} needs a token with the scope {scope}"),
+                None => "this node requires a token".to_owned(),
             };
-            return Problem::new(
-                StatusCode::UNAUTHORIZED,
+            return Err(unauthorized(
                 "unauthorized",
-                "Unauthorized",
-                detail,
+                format!("{what}: send Authorization: Bearer <secret>"),
+            ));
+        }
+        Err(BadAuthorization::Malformed(why)) => {
+            s.ctx.admin_metrics.refused("malformed");
+            return Err(unauthorized(
+                "malformed-authorization",
+                format!("{why}; send Authorization: Bearer <secret>"),
+            ));
+        }
+    };
+    let Some(identity) = s.ctx.acl.authenticate(secret) else {
+        s.ctx.admin_metrics.refused("invalid");
+        return Err(unauthorized(
+            "unauthorized",
+            "the bearer token is not valid (unknown or revoked)".into(),
+        ));
+    };
+    match needed {
+        Some(needed) if !identity.allows(needed) => {
+            s.ctx.admin_metrics.refused("forbidden");
+            let held: Vec<&str> = identity.scopes.iter().map(|s| s.as_str()).collect();
+            Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                format!(
+                    "{method} {path} needs the scope {needed}; token {} has {}",
+                    identity.accessor,
+                    held.join(", ")
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Access control: finds the matched route's scope in the router table and checks the
+/// request's token against it. A matched route missing from the table is refused (it cannot
+/// be added without one; this keeps it so).
+async fn auth(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let method = request.method().clone();
+    let needed = match access_of(&method, &path) {
+        Some(Access::Open) => return next.run(request).await,
+        Some(Access::Scope(needed)) => needed,
+        None => {
+            return Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "route-without-scope",
+                "Route without scope",
+                format!("{method} {path} is not in the admin API's router table"),
             )
             .into_response();
         }
+    };
+    match authorize(&s, &method, &path, request.headers(), Some(needed)) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
     }
-    next.run(request).await
 }
 
-/// The admin API's routes (exposed for in-process tests).
+/// The admin API's routes.
 fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/node", get(node))
-        .route("/v1/members", get(members))
-        .route("/v1/actors", get(actors))
-        .route("/v1/leave", post(leave))
-        .route("/v1/debug/crash/{actor}", post(crash))
-        .route("/v1/fib", get(fib))
-        .route("/v1/fib/rollback", post(fib_rollback))
-        .route("/v1/routes", get(routes))
-        .route(
-            "/v1/routes/{key}",
-            axum::routing::put(put_route).delete(delete_route),
-        )
-        .route(
-            "/v1/services",
-            get(registry::list_services).post(registry::post_service),
-        )
-        .route(
-            "/v1/services/{id}",
-            get(registry::get_service)
-                .put(registry::put_service)
-                .delete(registry::delete_service),
-        )
-        .route(
-            "/v1/services/{id}/load",
-            axum::routing::patch(registry::patch_load),
-        )
-        .route("/v1/resolve", post(registry::resolve))
-        .route("/v1/intent-routes", get(registry::intent_routes))
-        .route("/v1/overlay", get(registry::overlay))
-        .route("/v1/ca/status", get(ca::status))
-        .route("/v1/ca/certs", get(ca::list_certs).post(ca::issue))
-        .route("/v1/ca/certs/{serial}", get(ca::get_cert))
-        .route("/v1/ca/certs/{serial}/renew", post(ca::renew))
-        .route("/v1/ca/certs/{serial}/revoke", post(ca::revoke))
-        .route("/v1/ca/revocations", get(ca::revocations))
-        .route("/v1/ca/keys", get(ca::keys))
-        .route("/v1/ca/circuits/{id}", get(ca::circuit))
-        .route("/v1/ca/circuits/{id}/proving-key", get(ca::proving_key))
-        .route("/v1/ca/voters", post(ca::add_voter))
-        .route(
-            "/v1/ca/voters/{id}",
-            axum::routing::delete(ca::remove_voter),
-        )
-        .route("/v1/node/mic", get(ca::node_mic))
-        .route("/v1/node/trust", get(ca::node_trust))
-        .route("/v1/sessions", get(sessions::list))
-        .route("/v1/sessions/probe", post(sessions::probe))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
+    let mut router = Router::new();
+    for (path, methods) in routes().paths {
+        router = router.route(path, methods);
+    }
+    router
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
@@ -855,16 +1208,30 @@ impl Actor for AdminActor {
         let std_listener = args.listener.try_clone()?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let tls = match &args.ctx.tls {
+            Some(tls) => Some((tls.server_config()?, args.ctx.admin_metrics.tls.clone())),
+            None => None,
+        };
         let app = router(AppState {
             ctx: args.ctx,
             supervisor,
         });
         let me = myself.clone();
-        let server = tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
-                let _ = me.send_message(AdminMsg::ServerFailed(err.to_string()));
+        let server = match tls {
+            None => tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, app).await {
+                    let _ = me.send_message(AdminMsg::ServerFailed(err.to_string()));
+                }
+            }),
+            Some((config, metrics)) => {
+                let listener = tls::TlsListener::new(listener, config, metrics)?;
+                tokio::spawn(async move {
+                    if let Err(err) = axum::serve(listener, app).await {
+                        let _ = me.send_message(AdminMsg::ServerFailed(err.to_string()));
+                    }
+                })
             }
-        });
+        };
         Ok(AdminState { server })
     }
 
@@ -950,9 +1317,97 @@ mod tests {
     }
 
     #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
+    fn bearer_parsing() {
+        let headers = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(
+                    header::AUTHORIZATION,
+                    HeaderValue::from_str(v).expect("header"),
+                );
+            }
+            h
+        };
+        assert_eq!(bearer(&headers(&["Bearer abc"])), Ok("abc"));
+        assert_eq!(bearer(&headers(&["bearer  abc "])), Ok("abc"));
+        assert_eq!(bearer(&headers(&[])), Err(BadAuthorization::Missing));
+        for bad in [
+            &["Basic abc"][..],
+            &["Bearer"],
+            &["Bearer "],
+            &["Bearerabc"],
+            &["Bearer a b"],
+            &["Bearer a", "Bearer b"],
+        ] {
+            assert!(
+                matches!(bearer(&headers(bad)), Err(BadAuthorization::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xff").expect("opaque"),
+        );
+        assert!(matches!(bearer(&h), Err(BadAuthorization::Malformed(_))));
+    }
+
+    /// Every operation in the OpenAPI document is in the router table and the other way
+    /// round, and each declares its security: so a route without a scope fails here.
+    #[test]
+    fn every_route_declares_its_scope() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_json()).expect("json");
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("item") {
+                if !["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                    continue;
+                }
+                let method: Method = method.to_uppercase().parse().expect("method");
+                let access = access_of(&method, path)
+                    .unwrap_or_else(|| panic!("{method} {path} is not in the router table"));
+                assert_eq!(op["x-nexus-scope"], access.name(), "{method} {path}");
+                let security = op["security"].as_array().expect("security");
+                match access {
+                    Access::Open => assert_eq!(security, &[serde_json::json!({})]),
+                    Access::Scope(scope) => assert_eq!(
+                        security,
+                        &[serde_json::json!({ "bearer": [scope.as_str()] })],
+                        "{method} {path}"
+                    ),
+                }
+                documented.insert((method.to_string(), path.clone()));
+            }
+        }
+        for r in route_table() {
+            assert!(
+                documented.contains(&(r.method.to_string(), r.path.to_owned())),
+                "{} {} is served but not in the OpenAPI document",
+                r.method,
+                r.path
+            );
+        }
+        assert_eq!(documented.len(), route_table().len());
+        let open: Vec<&str> = route_table()
+            .iter()
+            .filter(|r| r.access == Access::Open)
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(open, ["/v1/health", "/v1/openapi.json"]);
+        assert!(
+            route_table()
+                .iter()
+                .filter(|r| r.path.starts_with("/v1/acl/"))
+                .all(|r| r.access == Access::Scope(Scope::Management))
+        );
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+
+    #[test]
+    #[should_panic(expected = "declared twice")]
+    fn a_route_cannot_be_declared_twice() {
+        let _ = RouteTable::new()
+            .route(Method::GET, "/x", OPEN, health)
+            .route(Method::GET, "/x", READ, health);
     }
 }

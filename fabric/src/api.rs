@@ -373,3 +373,61 @@ pub struct OverlayDto {
     #[schema(value_type = Object)]
     pub coordinate: serde_json::Value,
 }
+
+// ---- ACL tokens ----
+
+/// Body of `POST /v1/acl/tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateRequest {
+    /// What the token is for (at most 256 bytes, no control characters).
+    #[serde(default)]
+    #[schema(max_length = 256)]
+    pub description: String,
+    /// Scopes: `read`, `services:write`, `routes:write`, `ca:issue`, `ca:revoke`, `ca:admin`,
+    /// `operator`, `management` (at least one).
+    pub scopes: Vec<String>,
+}
+
+/// A token as `GET /v1/acl/tokens` shows it (never with its secret).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct TokenDto {
+    /// Accessor id: names the token in lists and revocations (not a secret).
+    pub accessor: String,
+    /// What the token is for.
+    pub description: String,
+    /// What it may do.
+    pub scopes: Vec<String>,
+    /// Creation time, seconds since the Unix epoch (0 for the bootstrap token).
+    pub created_unix_s: u64,
+    /// `stored`, `bootstrap` (the node's `admin_token`) or `node-internal` (minted in memory
+    /// for the node's own gateway and upstream services).
+    pub kind: String,
+}
+
+/// `POST /v1/acl/tokens` response: the token and its secret, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    /// The token.
+    pub token: TokenDto,
+    /// The secret to send as `Authorization: Bearer <secret>`. The node keeps only its
+    /// SHA-256; it cannot be shown again.
+    pub secret: String,
+}
+
+/// `GET /v1/acl/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenList {
+    /// The bootstrap token first (when ACLs are on), then stored and node-internal tokens by
+    /// accessor.
+    pub tokens: Vec<TokenDto>,
+}
+
+/// `DELETE /v1/acl/tokens/{accessor}` response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenRevoked {
+    /// The revoked token's accessor id.
+    pub accessor: String,
+    /// Always `revoked`.
+    pub status: String,
+}

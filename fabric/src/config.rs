@@ -78,9 +78,17 @@ pub struct NodeRunArgs {
     /// `[gateway] listen`.
     #[arg(long, value_name = "IP:PORT|off")]
     pub gateway: Option<String>,
-    /// Bearer token required on every admin request (required when --admin is not loopback).
+    /// The bootstrap management token of the admin API; setting it turns ACLs on (required
+    /// when --admin is not loopback).
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// PEM certificate chain: the admin API serves HTTPS (with --admin-tls-key; reloaded on
+    /// SIGHUP).
+    #[arg(long, value_name = "PEM", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// PEM private key of --admin-tls-cert.
+    #[arg(long, value_name = "PEM", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
     /// Comma-separated seed addresses to join through.
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
@@ -107,6 +115,8 @@ struct FileConfig {
     advertise: Option<String>,
     admin: Option<String>,
     admin_token: Option<String>,
+    admin_tls_cert: Option<PathBuf>,
+    admin_tls_key: Option<PathBuf>,
     #[serde(default)]
     dataplane: DataplaneFile,
     dataplane_backend: Option<DataplaneBackend>,
@@ -264,8 +274,10 @@ pub struct NodeConfig {
     pub advertise: Option<SocketAddr>,
     /// Admin API address.
     pub admin: SocketAddr,
-    /// Admin bearer token.
+    /// The admin API's bootstrap management token (ACLs are on when it is set).
     pub admin_token: Option<String>,
+    /// The admin API's certificate and key files; `None` serves plain HTTP.
+    pub admin_tls: Option<crate::admin::tls::TlsFiles>,
     /// Data-plane UDP address; `None` leaves the forwarder off.
     pub dataplane: Option<SocketAddr>,
     /// Data-plane I/O backend.
@@ -314,6 +326,7 @@ impl std::fmt::Debug for NodeConfig {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("admin_tls", &self.admin_tls)
             .field("dataplane", &self.dataplane)
             .field("dataplane_backend", &self.dataplane_backend)
             .field("dataplane_source_check", &self.dataplane_source_check)
@@ -473,6 +486,23 @@ impl NodeConfig {
                 ),
             );
         }
+        let admin_tls = match (
+            args.admin_tls_cert.or(file.admin_tls_cert),
+            args.admin_tls_key.or(file.admin_tls_key),
+        ) {
+            (None, None) => None,
+            (Some(_), None) => return err("admin_tls_key", "required with admin_tls_cert"),
+            (None, Some(_)) => return err("admin_tls_cert", "required with admin_tls_key"),
+            (Some(cert), Some(key)) => {
+                let files = crate::admin::tls::TlsFiles { cert, key };
+                // Loaded now so that a bad file is a config error; the node loads them again
+                // when it starts serving.
+                if let Err(e) = crate::admin::tls::load(&files) {
+                    return err(e.field(), e.to_string());
+                }
+                Some(files)
+            }
+        };
         let seed_specs = args.seeds.or(file.seeds).unwrap_or_default();
         if seed_specs.len() > SEEDS_MAX {
             return err("seeds", format!("at most {SEEDS_MAX} seeds"));
@@ -549,6 +579,7 @@ impl NodeConfig {
             advertise,
             admin,
             admin_token,
+            admin_tls,
             dataplane: match args.dataplane.or(file.dataplane.listen) {
                 Some(d) => Some(parse_addr("dataplane", &d)?),
                 None => None,

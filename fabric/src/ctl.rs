@@ -13,7 +13,11 @@ use crate::api::{
 };
 use crate::config::TOKEN_ENV;
 
+pub mod acl;
 pub mod ca;
+
+/// Environment variable naming the PEM file `nexus ctl --ca-cert` reads.
+pub const CA_CERT_ENV: &str = "NEXUS_CA_CERT";
 
 /// `nexus ctl` flags.
 #[derive(Args, Debug, Clone)]
@@ -26,9 +30,12 @@ pub struct CtlArgs {
         global = true
     )]
     pub admin: String,
-    /// Bearer token for the admin API.
+    /// Bearer token for the admin API (an ACL token's secret, or the node's admin_token).
     #[arg(long, env = TOKEN_ENV, hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// PEM file of the CA certificate(s) to trust for an `https://` admin URL.
+    #[arg(long, value_name = "PEM", env = CA_CERT_ENV, global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -65,6 +72,9 @@ pub enum CtlCommand {
     /// ZK attestations: commit to model properties, prove predicates, export for snarkjs.
     #[command(subcommand)]
     Attest(ca::AttestCommand),
+    /// ACL tokens: create, list, revoke (needs the management scope).
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
     /// NexStream sessions: list them (default), or probe a peer over one.
     Sessions {
         /// What to do (default: list).
@@ -465,21 +475,63 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    ca_cert: Option<Vec<u8>>,
 }
 
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:7700`).
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        Client::with_ca_cert(base, token, None)
+    }
+
+    /// A client for `base` that trusts the PEM certificates in `ca_cert` for `https://`.
+    pub fn with_ca_cert(
+        base: &str,
+        token: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let base = if base.contains("://") {
             base.trim_end_matches('/').to_owned()
         } else {
             format!("http://{}", base.trim_end_matches('/'))
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .context("building HTTP client")?;
-        Ok(Client { http, base, token })
+        let ca_cert = match ca_cert {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("--ca-cert: reading {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let mut client = Client {
+            http: reqwest::Client::new(),
+            base,
+            token,
+            ca_cert,
+        };
+        client.http = client.http_client(Duration::from_secs(5))?;
+        Ok(client)
+    }
+
+    /// An HTTP client with this client's TLS trust and the given request timeout.
+    fn http_client(&self, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(pem) = &self.ca_cert {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .context("--ca-cert: not a PEM certificate bundle")?;
+            if certs.is_empty() {
+                bail!("--ca-cert: the file holds no PEM certificate");
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        } else if self.base.starts_with("https://") {
+            bail!(
+                "{} is an https:// URL: name the CA certificate that signed the node's admin \
+                 certificate with --ca-cert or {CA_CERT_ENV}",
+                self.base
+            );
+        }
+        builder.build().context("building HTTP client")
     }
 
     async fn send<T: DeserializeOwned>(
@@ -490,10 +542,16 @@ impl Client {
             Some(t) => request.bearer_auth(t),
             None => request,
         };
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+        let response = request.send().await.map_err(|e| {
+            // reqwest's top-level message hides the cause (refused, TLS, timeout).
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            anyhow::anyhow!("cannot reach the admin API at {}: {why}", self.base)
+        })?;
         let status = response.status();
         let text = response.text().await.context("reading the response")?;
         if !status.is_success() {
@@ -789,15 +847,13 @@ async fn service(client: &Client, command: ServiceCommand, json: bool) -> anyhow
 }
 
 async fn sessions(
-    admin: &str,
-    token: &Option<String>,
+    client: &Client,
     command: Option<SessionsCommand>,
     json: bool,
 ) -> anyhow::Result<()> {
     use crate::admin::sessions::{PROBE_TIMEOUT_MS_MAX, ProbeResponse, Sessions};
     match command.unwrap_or(SessionsCommand::List) {
         SessionsCommand::List => {
-            let client = Client::new(admin, token.clone())?;
             let (s, raw): (Sessions, _) = client.get("/v1/sessions").await?;
             if json {
                 println!("{raw}");
@@ -862,14 +918,11 @@ async fn sessions(
             timeout_ms,
         } => {
             // The answer waits for the probe: give the request its timeout and a handshake.
-            let mut client = Client::new(admin, token.clone())?;
-            client.http = reqwest::Client::builder()
-                .timeout(
-                    Duration::from_millis(timeout_ms.min(PROBE_TIMEOUT_MS_MAX))
-                        + Duration::from_secs(20),
-                )
-                .build()
-                .context("building HTTP client")?;
+            let mut client = client.clone();
+            client.http = client.http_client(
+                Duration::from_millis(timeout_ms.min(PROBE_TIMEOUT_MS_MAX))
+                    + Duration::from_secs(20),
+            )?;
             let body = serde_json::json!({
                 "peer": peer, "mode": mode, "count": count, "bytes": bytes,
                 "probability": probability, "timeout_ms": timeout_ms,
@@ -906,7 +959,7 @@ async fn sessions(
 
 /// Runs one `nexus ctl` command, printing its result.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.admin, args.token.clone())?;
+    let client = Client::with_ca_cert(&args.admin, args.token.clone(), args.ca_cert.as_deref())?;
     if let CtlCommand::Send(send_args) = &args.command {
         let key = send_key(send_args, &client).await?;
         return send(send_args, key);
@@ -982,9 +1035,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Ca(command) => ca::ca(&client, command, args.json).await?,
         CtlCommand::Attest(command) => ca::attest(&client, command, args.json).await?,
-        CtlCommand::Sessions { command } => {
-            sessions(&args.admin, &args.token, command, args.json).await?
-        }
+        CtlCommand::Acl(command) => acl::acl(&client, command, args.json).await?,
+        CtlCommand::Sessions { command } => sessions(&client, command, args.json).await?,
         CtlCommand::Leave { reason } => {
             let body = serde_json::json!({ "reason": reason });
             let (r, raw): (LeaveResponse, _) = client.post("/v1/leave", &body).await?;

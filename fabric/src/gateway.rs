@@ -207,16 +207,17 @@ impl Gateway {
         node: NodeConfig,
         metrics: GatewayMetrics,
     ) -> Arc<Gateway> {
+        // The node's admin API, with the node's TLS trust when it serves HTTPS.
+        let admin = node
+            .http_client(Duration::from_secs(10))
+            .unwrap_or_default();
         Arc::new(Gateway {
             settings,
             listener: Arc::new(listener),
             node,
             metrics,
             client: OnceLock::new(),
-            admin: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            admin,
         })
     }
 

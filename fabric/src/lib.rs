@@ -6,6 +6,7 @@
 //! real sockets, a sled data directory and an axum admin server. It holds no protocol logic.
 #![deny(missing_docs)]
 
+pub mod acl;
 pub mod admin;
 pub mod api;
 pub mod config;

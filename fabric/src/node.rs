@@ -241,8 +241,33 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         admin_addr
     };
 
+    // SIGHUP reloads what can change without a restart: the admin API's certificate. Installed
+    // before "node started" is logged, so a SIGHUP sent after that line never kills the node.
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| StartError::Runtime(format!("installing SIGHUP handler: {e}")))?;
+    // The admin API's certificate (checked when the config was read; read again now).
+    let admin_metrics = crate::admin::AdminMetrics::default();
+    let admin_tls = match &config.admin_tls {
+        Some(files) => Some(
+            crate::admin::tls::AdminTls::new(files.clone(), admin_metrics.tls.clone())
+                .map_err(|e| config_err(e.field(), e.to_string()))?,
+        ),
+        None => None,
+    };
+
     // 2. Data directory: identity key and database.
     let data = open_data_dir(&config.data_dir)?;
+    let acl = Arc::new(
+        crate::acl::AclStore::open(&config.data_dir, config.admin_token.as_deref())
+            .map_err(|e| config_err("data_dir", format!("ACL token store: {e}")))?,
+    );
+    if !acl.enabled() {
+        tracing::warn!(
+            stored_tokens_ignored = acl.stored_count(),
+            "the admin API has no admin_token: ACLs are off and every request is allowed; \
+             set admin_token (--admin-token, NEXUS_ADMIN_TOKEN) to require scoped tokens"
+        );
+    }
     let node_id = data.key.node_id();
     let db = data.storage.db().clone();
     let storage: Arc<dyn Storage> = Arc::new(data.storage);
@@ -268,12 +293,36 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     //    API, the local NexAPI endpoint and the gateway.
     let gateway_metrics = crate::gateway::GatewayMetrics::default();
     let mut metrics = NodeMetrics::new();
+    metrics.register_more(|registry| admin_metrics.register(registry));
     if gateway_listener.is_some() {
         metrics.register_more(|registry| gateway_metrics.register(registry));
     }
     // The node's own SDK users (the gateway's client, upstream services) reach it as any
     // application does: through its admin API (on loopback when it is bound to an unspecified
-    // address) and its NexAPI endpoint.
+    // address) and its NexAPI endpoint. With ACLs on they hold a node-internal token with the
+    // scopes they need (read the CA's keys and revocations, have their keys certified, register
+    // and report load); with TLS they accept exactly the certificate the node serves.
+    let sdk_token = acl.enabled().then(|| {
+        acl.mint_internal(
+            "the node's gateway and upstream services",
+            [
+                crate::acl::Scope::Read,
+                crate::acl::Scope::ServicesWrite,
+                crate::acl::Scope::CaIssue,
+            ]
+            .into(),
+            0,
+            &mut rand_core_06::OsRng,
+        )
+        .expose()
+        .to_owned()
+    });
+    let sdk_tls = match &admin_tls {
+        Some(tls) => Some(Arc::new(tls.pinned_client_config().map_err(|e| {
+            StartError::Runtime(format!("the admin API's TLS client configuration: {e}"))
+        })?)),
+        None => None,
+    };
     let sdk_node = api_addr.map(|api| {
         let admin = match admin_addr.ip() {
             std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
@@ -284,8 +333,10 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             }
             _ => admin_addr,
         };
-        let mut node = nexus_api::NodeConfig::new(format!("http://{admin}"), api);
-        node.token = config.admin_token.clone();
+        let scheme = if admin_tls.is_some() { "https" } else { "http" };
+        let mut node = nexus_api::NodeConfig::new(format!("{scheme}://{admin}"), api);
+        node.token = sdk_token.clone();
+        node.tls = sdk_tls.clone();
         node
     });
     let gateway = match (&config.gateway, gateway_listener, &sdk_node) {
@@ -401,7 +452,9 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
                 gateway: gateway_addr,
             }),
             metrics: metrics.clone(),
-            token: config.admin_token.as_deref().map(Arc::from),
+            acl: acl.clone(),
+            tls: admin_tls.clone(),
+            admin_metrics: admin_metrics.clone(),
             leave: leave_tx,
             fault_injection: config.fault_injection,
             started,
@@ -477,6 +530,8 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         gossip = %bound,
         advertise = %advertise,
         admin = %admin_addr,
+        admin_tls = admin_tls.is_some(),
+        acl = acl.enabled(),
         dataplane = %dataplane_addr
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
@@ -539,6 +594,10 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             _ = exit_rx.changed() => break false,
             _ = sigterm.recv() => { tracing::info!("SIGTERM received; leaving"); break true }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received; leaving"); break true }
+            _ = sighup.recv() => match &admin_tls {
+                Some(tls) => { tls.reload(); }
+                None => tracing::info!("SIGHUP received; nothing to reload (the admin API serves plain HTTP)"),
+            },
             reason = leave_rx.recv() => {
                 tracing::info!(reason = reason.as_deref().unwrap_or(""), "leave complete; stopping");
                 break false

@@ -1,6 +1,7 @@
 //! The admin API against a real node process: bad input gets problem JSON and the node keeps
-//! running; the token is enforced; a crashed actor is restarted while membership keeps working;
-//! too many crashes stop the node with a non-zero exit.
+//! running; the token is enforced (except on the open `/v1/health`); a crashed actor is
+//! restarted while membership keeps working; too many crashes stop the node with a non-zero
+//! exit.
 
 #![allow(
     clippy::disallowed_methods,
@@ -142,7 +143,14 @@ async fn token_is_required_on_every_request_when_set() {
         Some(token),
     );
     let http = reqwest::Client::new();
-    for path in ["/v1/health", "/v1/members", "/metrics", "/v1/nope"] {
+    // Liveness probes carry no token: /v1/health stays open (docs/operations.md, section 11).
+    let health = http
+        .get(format!("{}/v1/health", node.admin))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(health.status().as_u16(), 200);
+    for path in ["/v1/members", "/metrics", "/v1/nope"] {
         let r = http
             .get(format!("{}{path}", node.admin))
             .send()

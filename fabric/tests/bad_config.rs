@@ -118,3 +118,115 @@ fn check_accepts_a_good_file() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration ok"));
 }
+
+/// A self-signed certificate and its key, written to `dir/<tag>.crt` and `dir/<tag>.key`.
+fn tls_pair(dir: &std::path::Path, tag: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let (c, k) = (
+        dir.join(format!("{tag}.crt")),
+        dir.join(format!("{tag}.key")),
+    );
+    std::fs::write(&c, cert.pem()).expect("write");
+    std::fs::write(&k, key.serialize_pem()).expect("write");
+    (c.display().to_string(), k.display().to_string())
+}
+
+#[test]
+fn bad_admin_tls_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let files = tempfile::tempdir().expect("tmp");
+    let (cert, key) = tls_pair(files.path(), "a");
+    let (_, other_key) = tls_pair(files.path(), "b");
+    let garbage = files.path().join("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN NOTHING-----\n").expect("write");
+    let garbage = garbage.display().to_string();
+    let text = files.path().join("text.pem");
+    std::fs::write(&text, "just text\n").expect("write");
+    let text = text.display().to_string();
+    let missing = files.path().join("missing.pem").display().to_string();
+    let cases: [(&[&str], &str, &str); 7] = [
+        (
+            &["--admin-tls-cert", &missing, "--admin-tls-key", &key],
+            "admin_tls_cert",
+            "cannot read",
+        ),
+        (
+            &["--admin-tls-cert", &garbage, "--admin-tls-key", &key],
+            "admin_tls_cert",
+            "has no -----END NOTHING----- line",
+        ),
+        (
+            &["--admin-tls-cert", &text, "--admin-tls-key", &key],
+            "admin_tls_cert",
+            "holds no PEM certificate",
+        ),
+        (
+            &["--admin-tls-cert", &cert, "--admin-tls-key", &garbage],
+            "admin_tls_key",
+            "private key",
+        ),
+        (
+            &["--admin-tls-cert", &cert, "--admin-tls-key", &cert],
+            "admin_tls_key",
+            "private key",
+        ),
+        (
+            &["--admin-tls-cert", &cert, "--admin-tls-key", &other_key],
+            "admin_tls_key",
+            "does not match",
+        ),
+        (
+            &["--admin-tls-cert", &cert, "--admin-tls-key", &missing],
+            "admin_tls_key",
+            "cannot read",
+        ),
+    ];
+    for (args, field, says) in cases {
+        let out = run(dir.path(), args, None);
+        assert_config_error(dir.path(), &out, field);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    // One without the other, in the file.
+    let out = run(
+        dir.path(),
+        &[],
+        Some(&format!("admin_tls_cert = {cert:?}\n")),
+    );
+    assert_config_error(dir.path(), &out, "admin_tls_key");
+    let out = run(dir.path(), &[], Some(&format!("admin_tls_key = {key:?}\n")));
+    assert_config_error(dir.path(), &out, "admin_tls_cert");
+}
+
+#[test]
+fn malformed_acl_token_store() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(
+        data.join("acl_tokens.json"),
+        b"{\"format\": \"nexus-acl-tokens\"",
+    )
+    .expect("write");
+    let out = run(
+        dir.path(),
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--api",
+            "off",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: data_dir"), "{stderr}");
+    assert!(last.contains("acl_tokens.json"), "{stderr}");
+}

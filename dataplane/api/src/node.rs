@@ -3,6 +3,7 @@
 //! NexAPI endpoint (one UDP datagram each way).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -21,10 +22,17 @@ use crate::wire::{ErrorCode, Limits, Message, ResolveAnswer};
 /// How to reach the local node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// The node's admin API base URL, e.g. `http://127.0.0.1:7700`.
+    /// The node's admin API base URL, e.g. `http://127.0.0.1:7700` or `https://…` when the
+    /// node serves TLS.
     pub admin: String,
-    /// Bearer token of the admin API, if it requires one.
+    /// Bearer token (an ACL token's secret) of the admin API, if it requires one. The SDK needs
+    /// the scopes `read`, `ca:issue` and, for services, `services:write`.
     pub token: Option<String>,
+    /// PEM certificates trusted for an `https://` admin URL (the CA that signed the node's
+    /// admin certificate). Without it and without `tls` no certificate is trusted.
+    pub ca_cert: Option<Vec<u8>>,
+    /// A complete TLS client configuration for the admin API; takes precedence over `ca_cert`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The node's local NexAPI endpoint (binary resolve), e.g. `127.0.0.1:7800`.
     pub api: SocketAddr,
     /// How long one resolve datagram waits for its answer before it is sent again.
@@ -37,11 +45,22 @@ impl NodeConfig {
     /// The node whose admin API is at `admin`: asks it (`GET /v1/node`) where its NexAPI
     /// endpoint listens.
     pub async fn discover(admin: &str, token: Option<String>) -> Result<NodeConfig, Error> {
+        NodeConfig::discover_with_ca(admin, token, None).await
+    }
+
+    /// [`NodeConfig::discover`] for an `https://` admin URL: `ca_cert` holds the PEM
+    /// certificates to trust.
+    pub async fn discover_with_ca(
+        admin: &str,
+        token: Option<String>,
+        ca_cert: Option<Vec<u8>>,
+    ) -> Result<NodeConfig, Error> {
         let admin = admin.trim_end_matches('/');
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::Node(format!("HTTP client: {e}")))?;
+        let probe = NodeConfig {
+            ca_cert: ca_cert.clone(),
+            ..NodeConfig::new(admin, SocketAddr::from(([127, 0, 0, 1], 0)))
+        };
+        let http = probe.http_client(Duration::from_secs(10))?;
         let mut request = http.get(format!("{admin}/v1/node"));
         if let Some(t) = &token {
             request = request.bearer_auth(t);
@@ -65,8 +84,31 @@ impl NodeConfig {
             .map_err(|e| Error::Node(format!("the node's NexAPI address: {e}")))?;
         Ok(NodeConfig {
             token,
+            ca_cert,
             ..NodeConfig::new(admin, api)
         })
+    }
+
+    /// An HTTP client for the admin API with this configuration's TLS trust.
+    pub fn http_client(&self, timeout: Duration) -> Result<reqwest::Client, Error> {
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(tls) = &self.tls {
+            builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(tls));
+        } else if let Some(pem) = &self.ca_cert {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Node(format!("the admin CA certificate: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Node(
+                    "the admin CA certificate holds no PEM certificate".into(),
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        builder
+            .build()
+            .map_err(|e| Error::Node(format!("HTTP client: {e}")))
     }
 
     /// The node at `admin` with its NexAPI endpoint at `api`, no token.
@@ -74,6 +116,8 @@ impl NodeConfig {
         NodeConfig {
             admin: admin.into().trim_end_matches('/').to_owned(),
             token: None,
+            ca_cert: None,
+            tls: None,
             api,
             resolve_timeout: Duration::from_millis(250),
             resolve_attempts: 4,
@@ -124,10 +168,7 @@ struct ProblemDto {
 impl NodeClient {
     /// A client of the node `config` names. Nothing is sent yet.
     pub async fn new(config: NodeConfig) -> Result<NodeClient, Error> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::Node(format!("HTTP client: {e}")))?;
+        let http = config.http_client(Duration::from_secs(10))?;
         let bind: SocketAddr = if config.api.is_ipv4() {
             "127.0.0.1:0"
         } else {
