@@ -149,6 +149,22 @@ async fn voters_bootstrap_survive_a_leader_kill_and_revocations_reach_a_client()
         },
     )
     .await;
+    // A non-voting node may send client requests (above) but not voter changes: the voters
+    // refuse a membership change from its key.
+    let (_, c4) = get(&c, &format!("{}/v1/node", client.node.admin)).await;
+    let (s, refused) = post(
+        &c,
+        &format!("{}/v1/ca/voters", client.node.admin),
+        &json!({"node": c4["id"], "raft_addr": "127.0.0.1:9"}),
+    )
+    .await;
+    assert_eq!(s, 409, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("refused by the CA link policy")),
+        "{refused}"
+    );
     let victim = *acked.keys().nth(3).expect("serial");
     let revoked_at = Instant::now();
     let revoker = &nodes[(li + 2) % 3].node;
