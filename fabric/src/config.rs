@@ -955,42 +955,6 @@ mod tests {
     }
 
     #[test]
-    fn dataplane_is_an_address_or_a_table_with_the_source_check() {
-        let c = parse("dataplane = \"127.0.0.1:7000\"").expect("string form");
-        assert_eq!(c.dataplane, Some("127.0.0.1:7000".parse().expect("addr")));
-        assert!(c.dataplane_source_check, "on by default");
-        assert!(parse("").expect("defaults").dataplane_source_check);
-        let c = parse("[dataplane]\nlisten = \"127.0.0.1:7001\"\nsource_check = false")
-            .expect("table form");
-        assert_eq!(c.dataplane, Some("127.0.0.1:7001".parse().expect("addr")));
-        assert!(!c.dataplane_source_check);
-        let c = parse("[dataplane]\nsource_check = true").expect("table without listen");
-        assert_eq!(c.dataplane, None);
-        assert!(c.dataplane_source_check);
-        let args = NodeRunArgs {
-            dataplane: Some("127.0.0.1:7002".into()),
-            ..NodeRunArgs::default()
-        };
-        let c = NodeConfig::from_toml("[dataplane]\nlisten = \"127.0.0.1:1\"", args)
-            .expect("flag over table");
-        assert_eq!(c.dataplane, Some("127.0.0.1:7002".parse().expect("addr")));
-        assert_eq!(field_of("[dataplane]\nlisten = \"127.0.0.1\""), "dataplane");
-        let e = parse("[dataplane]\nsource_chek = false").expect_err("unknown key");
-        assert_eq!(e.field, "source_chek", "{e}");
-        let e = parse("[dataplane]\nsource_check = \"no\"").expect_err("not a bool");
-        assert!(e.message.contains("invalid type"), "{e}");
-        let e = parse("dataplane = \"127.0.0.1:1\"\n[dataplane]\nsource_check = false")
-            .expect_err("both forms");
-        assert!(e.message.contains("duplicate key"), "{e}");
-        let e = parse("dataplane = 7000").expect_err("neither form");
-        assert!(
-            e.message
-                .contains("an \"IP:PORT\" string or a [dataplane] table"),
-            "{e}"
-        );
-    }
-
-    #[test]
     fn bad_log_filter_and_empty_env_token() {
         assert_eq!(field_of("log_level = \"info,=bad=\""), "log_level");
         let args = NodeRunArgs {
@@ -1038,6 +1002,9 @@ mod tests {
         assert_eq!(e.field, "source_chek", "{e}");
         let e = parse("[dataplane]\nsource_check = \"no\"").expect_err("not a bool");
         assert!(e.message.contains("invalid type"), "{e}");
+        let e = parse("dataplane = \"127.0.0.1:1\"\n[dataplane]\nsource_check = false")
+            .expect_err("both forms");
+        assert!(e.message.contains("duplicate key"), "{e}");
         let e = parse("dataplane = 7000").expect_err("neither form");
         assert!(
             e.message
