@@ -13,13 +13,19 @@
 //! [`is_overlay_kind`] and `docs/protocols/overlay.md`). SWIM stays the source of liveness: the
 //! driver feeds its verdicts to the overlay with [`Overlay::peer_up`] / [`Overlay::peer_down`].
 //!
-//! What it does not do (yet): message authentication (the wire is unauthenticated UDP; node ids are
-//! public keys so signing can be added without a format change). Vivaldi coordinates are the
-//! registry's (`nexus-registry`), fed from the RTT samples emitted as [`Event::ProbeRtt`].
+//! The fabric keyring ([`Keyring`], [`DatagramGuard`]) seals every datagram of both cores with a
+//! shared symmetric key (XChaCha20-Poly1305) and opens incoming ones with any installed key, with
+//! memberlist's migration switches; keyring operations travel between nodes as sealed
+//! [`KeyringRequest`] / [`KeyringResponse`] datagrams (kinds `0x20..=0x2f`). A shared key
+//! authenticates the fabric, not a single node: any holder of the key can speak for any member.
+//! Vivaldi coordinates are the registry's (`nexus-registry`), fed from the RTT samples emitted as
+//! [`Event::ProbeRtt`].
 #![deny(missing_docs)]
 
 mod codec;
 mod id;
+mod keyring;
+mod keyring_ops;
 mod leave;
 mod membership;
 mod overlay;
@@ -30,6 +36,16 @@ pub use codec::{CodecError, PACKET_BYTES_MAX};
 pub use id::{
     ID_WIRE_BYTES_MAX, IdDecodeError, MemberId, MemberMeta, MetaError, NAME_BYTES_MAX, NodeId,
     ROLE_BYTES_MAX, ROLES_MAX, VERSION_BYTES_MAX,
+};
+pub use keyring::{
+    DatagramGuard, DropReason, GuardConfig, GuardStats, Incoming, KEY_BYTES, KEYS_MAX, KeyError,
+    Keyring, KeyringError, KeyringFileError, KeyringOp, NONCE_BYTES, SEAL_OVERHEAD,
+    SEALED_BYTES_MAX, SEALED_VERSION, SecretKey, TAG_BYTES, is_sealed_byte,
+};
+pub use keyring_ops::{
+    KEYRING_ERROR_BYTES_MAX, KEYRING_WIRE_VERSION, KIND_KEYRING_REQUEST, KIND_KEYRING_RESPONSE,
+    KeyringQuery, KeyringRequest, KeyringResponse, KeyringSummary, KeyringWireError, MemberOutcome,
+    REPLAY_WINDOW_IDS, ReplayWindow, is_keyring_kind,
 };
 pub use leave::{LEAVE_NOTICES_MAX, LeaveDecodeError, LeaveNotice};
 pub use membership::{
