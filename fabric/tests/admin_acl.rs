@@ -258,6 +258,30 @@ async fn every_endpoint_checks_its_scope_and_tokens_survive_a_restart() {
         .expect("send");
     expect_problem(r, 401, "unauthorized").await;
 
+    // Unknown paths and methods reveal nothing without a token; with any valid one they are
+    // 404 and 405.
+    for (method, path, status, kind) in [
+        ("PATCH", "/v1/node", 405, "method-not-allowed"),
+        ("DELETE", "/v1/health", 405, "method-not-allowed"),
+        ("GET", "/v1/nope", 404, "not-found"),
+    ] {
+        let method: reqwest::Method = method.parse().expect("method");
+        let url = format!("{}{path}", node.admin);
+        let r = http
+            .request(method.clone(), &url)
+            .send()
+            .await
+            .expect("send");
+        expect_problem(r, 401, "unauthorized").await;
+        let r = http
+            .request(method, &url)
+            .bearer_auth(&secrets["read"])
+            .send()
+            .await
+            .expect("send");
+        expect_problem(r, status, kind).await;
+    }
+
     // Unknown scope names are refused at creation with the known ones listed.
     let out = ctl(
         &node.admin,
