@@ -7,8 +7,15 @@
 //! (MIC/s), p50 / p99 / max latency and the mean batch size, and how many of the leader's
 //! presigned MIC signatures the members used.
 //!
+//! Then the links: the same group over plain TCP and over the authenticated links a node runs
+//! (`TlsTransport`: TLS 1.3, Ed25519 raw keys), side by side in alternating rounds — commit
+//! latency of one issue at a time (one client, through the leader and through a follower, whose
+//! request is forwarded over a link) and throughput with `clients` clients through a follower —
+//! with the TLS/TCP ratio of each figure.
+//!
 //! `cargo bench -p nexus-trust --bench issuance` (clients: `NEXUS_ISSUE_BENCH_CLIENTS`, default
-//! 256; seconds per mode: `NEXUS_ISSUE_BENCH_SECS`, default 5).
+//! 256; seconds per mode: `NEXUS_ISSUE_BENCH_SECS`, default 5; `NEXUS_ISSUE_BENCH_ONLY=links`
+//! runs only the link comparison, with `NEXUS_ISSUE_BENCH_ROUNDS` rounds, default 3).
 #![allow(
     clippy::disallowed_methods,
     reason = "a benchmark measures wall-clock time"
@@ -22,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use nexus_trust::ca::{Bootstrap, Command, IssueRequest, Response};
 use nexus_trust::mic::{Claim, SubjectKind};
-use nexus_trust::raft::{CaNode, CaNodeConfig, CaPeer, CaRole};
+use nexus_trust::raft::{
+    CaNode, CaNodeConfig, CaPeer, CaRole, LinkPolicy, TcpTransport, TlsTransport, Transport,
+};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -65,8 +74,8 @@ struct Outcome {
     lat_us: Vec<u64>,
 }
 
-async fn run(
-    node: Arc<CaNode>,
+async fn run<T: Transport>(
+    node: Arc<CaNode<T>>,
     mode: Mode,
     clients: u64,
     secs: u64,
@@ -133,14 +142,168 @@ fn report(label: &str, o: &Outcome, batches: Option<(u64, u64)>) {
     );
 }
 
+/// Starts a bootstrapped 3-member group; member `id` listens over `transport(id)`. Returns the
+/// members and the leader's id.
+async fn group<T: Transport>(
+    dirs: &[tempfile::TempDir],
+    transport: impl Fn(u64) -> T,
+    node_of: impl Fn(u64) -> String,
+) -> (BTreeMap<u64, Arc<CaNode<T>>>, u64) {
+    let mut nodes = BTreeMap::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let db = sled::open(dir.path()).unwrap();
+        let config =
+            CaNodeConfig::new(id, "127.0.0.1:0", db, 100 + id).with_transport(transport(id));
+        nodes.insert(id, Arc::new(CaNode::start(config).await.unwrap()));
+    }
+    let members: BTreeMap<u64, CaPeer> = nodes
+        .iter()
+        .map(|(id, n)| {
+            (
+                *id,
+                CaPeer {
+                    addr: n.local_addr().to_string(),
+                    node: node_of(*id),
+                },
+            )
+        })
+        .collect();
+    nodes[&1].initialize(members).await.unwrap();
+    let leader = loop {
+        if let Some(l) = nodes.values().find(|n| n.status().role == CaRole::Leader) {
+            break l.id();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let boot = Command::Bootstrap(Box::new(Bootstrap {
+        ca_secret_key: [5; 32],
+        ca_key_id: 1,
+        circuits: vec![],
+    }));
+    assert_eq!(
+        nodes[&leader].write(boot).await.unwrap(),
+        Response::Bootstrapped { ca_key_id: 1 }
+    );
+    (nodes, leader)
+}
+
+/// One row of the link comparison, accumulated over rounds.
+#[derive(Default)]
+struct Row {
+    issued: u64,
+    secs: f64,
+    lat_us: Vec<u64>,
+}
+
+impl Row {
+    fn add(&mut self, o: Outcome) {
+        self.issued += o.issued;
+        self.secs += o.secs;
+        self.lat_us.extend(o.lat_us);
+        self.lat_us.sort_unstable();
+    }
+
+    fn rate(&self) -> f64 {
+        self.issued as f64 / self.secs
+    }
+}
+
+/// Plain TCP against the authenticated links, in alternating rounds.
+async fn links(clients: u64, secs: u64, rounds: u64) {
+    let key = |id: u64| ed25519_dalek::SigningKey::from_bytes(&[id as u8; 32]);
+    let public = |id: u64| key(id).verifying_key().to_bytes();
+    // Each TLS member knows the three voter keys, as the trust actor tells it from gossip.
+    let policy = || {
+        let p = Arc::new(LinkPolicy::new());
+        p.set_fabric((1..=3).map(public).collect(), Default::default());
+        p
+    };
+    let tcp_dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let tls_dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (tcp, tcp_leader) = group(&tcp_dirs, |_| TcpTransport, |id| format!("{id:064x}")).await;
+    let (tls, tls_leader) = group(
+        &tls_dirs,
+        |id| TlsTransport::new(TcpTransport, &key(id), policy()).unwrap(),
+        |id| hex::encode(public(id)),
+    )
+    .await;
+    let tcp_follower = *tcp.keys().find(|id| **id != tcp_leader).unwrap();
+    let tls_follower = *tls.keys().find(|id| **id != tls_leader).unwrap();
+    println!(
+        "links: plain TCP vs TLS 1.3 (Ed25519 raw keys), two 3-member groups side by side, {rounds} alternating rounds of {secs} s per row"
+    );
+    let next = Arc::new(AtomicU64::new(10_000_000));
+    // Warm-up: connections (and TLS handshakes) up, caches warm.
+    run(
+        tcp[&tcp_follower].clone(),
+        Mode::Batched,
+        8,
+        1,
+        next.clone(),
+    )
+    .await;
+    run(
+        tls[&tls_follower].clone(),
+        Mode::Batched,
+        8,
+        1,
+        next.clone(),
+    )
+    .await;
+    let labels = [
+        "commit, 1 client, leader",
+        "commit, 1 client, via follower",
+        "throughput, via follower",
+    ];
+    let mut rows: Vec<(Row, Row)> = labels.iter().map(|_| Default::default()).collect();
+    for _ in 0..rounds {
+        for (i, (tcp_row, tls_row)) in rows.iter_mut().enumerate() {
+            let (n, tcp_node, tls_node) = match i {
+                0 => (1, &tcp[&tcp_leader], &tls[&tls_leader]),
+                1 => (1, &tcp[&tcp_follower], &tls[&tls_follower]),
+                _ => (clients, &tcp[&tcp_follower], &tls[&tls_follower]),
+            };
+            tcp_row.add(run(tcp_node.clone(), Mode::Batched, n, secs, next.clone()).await);
+            tls_row.add(run(tls_node.clone(), Mode::Batched, n, secs, next.clone()).await);
+        }
+    }
+    for (label, (t, s)) in labels.iter().zip(&rows) {
+        println!(
+            "{label:<32} TCP p50 {:>6.2} ms p99 {:>6.2} ms {:>7.0} MIC/s | TLS p50 {:>6.2} ms p99 {:>6.2} ms {:>7.0} MIC/s | TLS/TCP p50 {:.2}x p99 {:.2}x rate {:.2}x",
+            pct(&t.lat_us, 0.5),
+            pct(&t.lat_us, 0.99),
+            t.rate(),
+            pct(&s.lat_us, 0.5),
+            pct(&s.lat_us, 0.99),
+            s.rate(),
+            pct(&s.lat_us, 0.5) / pct(&t.lat_us, 0.5),
+            pct(&s.lat_us, 0.99) / pct(&t.lat_us, 0.99),
+            s.rate() / t.rate(),
+        );
+    }
+    for n in tcp.values() {
+        n.shutdown().await;
+    }
+    for n in tls.values() {
+        n.shutdown().await;
+    }
+}
+
 fn main() {
     let clients = env("NEXUS_ISSUE_BENCH_CLIENTS", 256);
     let secs = env("NEXUS_ISSUE_BENCH_SECS", 5);
+    let rounds = env("NEXUS_ISSUE_BENCH_ROUNDS", 3);
+    let only_links = std::env::var("NEXUS_ISSUE_BENCH_ONLY").is_ok_and(|v| v == "links");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
+        if only_links {
+            links(clients, secs, rounds).await;
+            return;
+        }
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes = BTreeMap::new();
         for (i, dir) in dirs.iter().enumerate() {
@@ -228,5 +391,6 @@ fn main() {
         for n in nodes.values() {
             n.shutdown().await;
         }
+        links(clients, secs, rounds).await;
     });
 }
