@@ -10,15 +10,32 @@
 //! never stalls membership. Overlay deliveries starting with the revocation magic `NXRV` go to
 //! the trust actor's inbox instead, under the same drop-and-count rule (its revocation poll
 //! repairs the loss).
+//!
+//! Gossip encryption: a [`DatagramGuard`] sits between the socket and both cores. Every datagram
+//! the cores emit goes out through it (sealed with the keyring's primary key when encryption is
+//! on with `verify_outgoing`), every datagram received goes through it first (opened with any
+//! installed key; plaintext refused with `verify_incoming`); what it drops is counted by reason
+//! in `nexus_gossip_dropped_total`. Fabric-wide keyring operations ([`GossipMsg::Keyring`]) are
+//! applied here, persisted to the keyring file (atomic write), sent sealed to every alive or
+//! suspect member as a [`KeyringRequest`], and answered with a [`KeyringSummary`] once every
+//! member answered or the deadline passed.
 
+use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nexus_gossip::{
-    Event, MemberId, MemberMeta, MemberState, MemberView, Membership, MembershipConfig, NodeId,
-    Overlay, OverlayConfig, OverlayEvent, PACKET_BYTES_MAX, Timestamp, is_overlay_kind,
+    DatagramGuard, Event, GuardConfig, Incoming, Keyring, KeyringError, KeyringOp, KeyringQuery,
+    KeyringRequest, KeyringResponse, KeyringSummary, MemberId, MemberMeta, MemberState, MemberView,
+    Membership, MembershipConfig, NodeId, Overlay, OverlayConfig, OverlayEvent, ReplayWindow,
+    SEALED_BYTES_MAX, Timestamp, is_keyring_kind, is_overlay_kind,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use tokio::time::Instant;
 
 use crate::task::AbortOnDrop;
@@ -31,6 +48,76 @@ use crate::trust_actor::{TrustInbox, TrustInput, is_revocation_payload};
 /// Peer addresses remembered across restarts, so a node rejoins even if its seeds are gone.
 pub const KNOWN_PEERS_MAX: usize = 64;
 const KNOWN_PEERS_KEY: &str = "gossip/known-peers";
+
+/// Longest deadline a fabric-wide keyring operation may be given.
+pub const KEYRING_TIMEOUT_MAX: Duration = Duration::from_secs(30);
+/// Keyring operations one node runs at once (each waits for its answers).
+pub const KEYRING_QUERIES_MAX: usize = 16;
+
+/// Gossip encryption settings of a node.
+#[derive(Debug, Clone)]
+pub struct GossipSecurity {
+    /// The keyring (none: plaintext gossip) and the migration switches.
+    pub guard: GuardConfig,
+    /// Where keyring operations persist the keyring. When the file exists at a (re)start, the
+    /// keyring in it replaces `guard.keyring` (it holds the operations applied since).
+    pub keyring_file: Option<PathBuf>,
+    /// Seed for nonces and keyring request ids. A node draws it from the OS at its IO edge: a
+    /// nonce must never repeat under one key, so a fixed seed is for tests and the simulator.
+    /// Each (re)start mixes the node's generation into it.
+    pub seed: [u8; 32],
+}
+
+impl GossipSecurity {
+    /// Plaintext gossip, no keyring.
+    pub fn plaintext() -> Self {
+        GossipSecurity {
+            guard: GuardConfig::plaintext(),
+            keyring_file: None,
+            seed: [0; 32],
+        }
+    }
+}
+
+/// Why a keyring file could not be written.
+fn write_keyring_file(path: &Path, keyring: &Keyring) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        // Owner-only: the file holds secret keys.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(keyring.to_json().as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads a keyring file; `Ok(None)` if it does not exist.
+pub fn read_keyring_file(path: &Path) -> Result<Option<Keyring>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Keyring::from_json(&text)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes `keyring` to `path` atomically (a temporary file, synced, renamed over it), owner-only.
+pub fn persist_keyring_file(path: &Path, keyring: &Keyring) -> Result<(), String> {
+    write_keyring_file(path, keyring).map_err(|e| format!("{}: {e}", path.display()))
+}
 
 /// Arguments of [`GossipActor`]; cloned for every (re)start.
 #[derive(Debug)]
@@ -64,6 +151,8 @@ pub struct GossipArgs<S: DatagramSocket> {
     /// The trust actor's inbox (overlay deliveries that are revocation records), if the node
     /// runs one.
     pub trust: Option<TrustInbox>,
+    /// Gossip encryption.
+    pub security: GossipSecurity,
 }
 
 impl<S: DatagramSocket> Clone for GossipArgs<S> {
@@ -82,6 +171,7 @@ impl<S: DatagramSocket> Clone for GossipArgs<S> {
             overlay: self.overlay.clone(),
             registry: self.registry.clone(),
             trust: self.trust.clone(),
+            security: self.security.clone(),
         }
     }
 }
@@ -105,6 +195,11 @@ pub enum GossipMsg {
     DirectToRandomNeighbor(Vec<u8>),
     /// The overlay's active and passive views.
     OverlayViews(RpcReplyPort<(Vec<SocketAddr>, Vec<SocketAddr>)>),
+    /// Apply a keyring operation here and on every alive or suspect member; replies once every
+    /// member answered or the deadline (at most [`KEYRING_TIMEOUT_MAX`]) passed.
+    Keyring(KeyringOp, Duration, RpcReplyPort<KeyringSummary>),
+    /// A keyring operation's deadline (its request id).
+    KeyringDeadline(u64),
     /// Fault injection: panic inside the actor, as a bug would.
     Crash,
 }
@@ -121,6 +216,23 @@ pub struct GossipState<S: DatagramSocket> {
     timer: Option<(Timestamp, AbortOnDrop)>,
     /// The known-peers list last persisted, so an unchanged list is not rewritten (and synced).
     peers_saved: String,
+    /// Seals and opens datagrams (encryption), counts drops.
+    guard: DatagramGuard,
+    /// Keyring request ids seen, so a replayed request is not applied twice.
+    replay: ReplayWindow,
+    /// Keyring operations this node started, waiting for answers (at most
+    /// [`KEYRING_QUERIES_MAX`]).
+    queries: BTreeMap<u64, PendingQuery>,
+    /// Keyring request ids.
+    ids: StdRng,
+}
+
+/// A keyring operation waiting for its answers.
+#[derive(Debug)]
+struct PendingQuery {
+    query: KeyringQuery,
+    reply: RpcReplyPort<KeyringSummary>,
+    _deadline: AbortOnDrop,
 }
 
 /// The gossip actor.
@@ -173,7 +285,24 @@ impl<S: DatagramSocket> GossipActor<S> {
         }
     }
 
-    async fn send(state: &GossipState<S>, dst: SocketAddr, payload: &[u8]) {
+    /// Sends a core's datagram through the guard (sealed when encryption is on).
+    async fn send(state: &mut GossipState<S>, dst: SocketAddr, payload: &[u8]) {
+        let payload = state.guard.outgoing(payload);
+        if state.guard.seals() {
+            state.args.metrics.gossip_sealed.inc();
+        }
+        Self::send_raw(state, dst, &payload).await;
+    }
+
+    /// Sends a keyring message, always sealed; nothing without a keyring.
+    async fn send_sealed(state: &mut GossipState<S>, dst: SocketAddr, plaintext: &[u8]) {
+        if let Some(sealed) = state.guard.seal_always(plaintext) {
+            state.args.metrics.gossip_sealed.inc();
+            Self::send_raw(state, dst, &sealed).await;
+        }
+    }
+
+    async fn send_raw(state: &GossipState<S>, dst: SocketAddr, payload: &[u8]) {
         let metrics = &state.args.metrics;
         match state.args.socket.send_to(payload, dst).await {
             Ok(_) => {
@@ -280,6 +409,159 @@ impl<S: DatagramSocket> GossipActor<S> {
         }
     }
 
+    /// Applies a keyring operation to this node's keyring and persists it; the answer a member
+    /// sends back (the local node's own included).
+    fn apply_keyring_op(state: &mut GossipState<S>, id: u64, op: &KeyringOp) -> KeyringResponse {
+        let member = state.args.advertise;
+        let Some(current) = state.guard.keyring() else {
+            return KeyringResponse {
+                id,
+                member,
+                error: Some(KeyringError::NotEnabled.to_string()),
+                keys: Vec::new(),
+            };
+        };
+        let mut next = current.clone();
+        let error = match next.apply(op) {
+            Ok(false) => None,
+            Ok(true) => {
+                let persisted = match &state.args.security.keyring_file {
+                    Some(path) => persist_keyring_file(path, &next),
+                    None => Ok(()),
+                };
+                match persisted {
+                    Ok(()) => {
+                        tracing::info!(op = op.name(), keys = next.keys().len(), "keyring changed");
+                        // Invariant: the guard has a keyring (checked above).
+                        let _ = state.guard.set_keyring(next);
+                        None
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, op = op.name(), "cannot persist the keyring; operation not applied");
+                        Some(format!("cannot persist the keyring: {err}"))
+                    }
+                }
+            }
+            Err(err) => Some(err.to_string()),
+        };
+        KeyringResponse {
+            id,
+            member,
+            error,
+            keys: state
+                .guard
+                .keyring()
+                .map(|k| k.keys().to_vec())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Starts a fabric-wide keyring operation: applies it here, sends it to every alive or
+    /// suspect member, and waits for their answers until `timeout`.
+    async fn start_keyring_op(
+        myself: &ActorRef<GossipMsg>,
+        state: &mut GossipState<S>,
+        op: KeyringOp,
+        timeout: Duration,
+        reply: RpcReplyPort<KeyringSummary>,
+    ) {
+        // Oldest first out when too many are waiting: it is answered with what it has.
+        while state.queries.len() >= KEYRING_QUERIES_MAX {
+            let Some((_, pending)) = state.queries.pop_first() else {
+                break;
+            };
+            let _ = pending.reply.send(pending.query.finish());
+        }
+        let mut id = state.ids.next_u64();
+        while state.queries.contains_key(&id) {
+            id = state.ids.next_u64();
+        }
+        state.replay.insert(id);
+        let local = Self::apply_keyring_op(state, id, &op);
+        let name = state.core.identity().meta().name().to_owned();
+        let members: Vec<(SocketAddr, String)> = if state.guard.keyring().is_some() {
+            state
+                .core
+                .members()
+                .into_iter()
+                .filter(|m| {
+                    !m.local && matches!(m.state, MemberState::Alive | MemberState::Suspect)
+                })
+                .map(|m| (m.id.addr(), m.id.meta().name().to_owned()))
+                .collect()
+        } else {
+            // Without a keyring nothing can be sent sealed: the local refusal is the answer.
+            Vec::new()
+        };
+        let request = KeyringRequest { id, op: op.clone() }.encode();
+        for (addr, _) in &members {
+            Self::send_sealed(state, *addr, &request).await;
+        }
+        let query = KeyringQuery::new(id, op, (name, local), members);
+        if query.pending().next().is_none() {
+            let _ = reply.send(query.finish());
+            return;
+        }
+        let me = myself.clone();
+        let timeout = timeout.min(KEYRING_TIMEOUT_MAX);
+        let deadline = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let _ = me.send_message(GossipMsg::KeyringDeadline(id));
+        });
+        state.queries.insert(
+            id,
+            PendingQuery {
+                query,
+                reply,
+                _deadline: AbortOnDrop(deadline),
+            },
+        );
+    }
+
+    /// A keyring request or response from a peer (opened already if it came sealed).
+    async fn handle_keyring_message(
+        state: &mut GossipState<S>,
+        from: SocketAddr,
+        bytes: &[u8],
+        sealed: bool,
+    ) {
+        let metrics = state.args.metrics.clone();
+        if !sealed {
+            // Keyring messages travel only sealed, whatever verify_incoming says.
+            metrics.gossip_drop("keyring_plaintext");
+            tracing::debug!(%from, "plaintext keyring message dropped");
+            return;
+        }
+        if let Ok(request) = KeyringRequest::decode(bytes) {
+            if !state.replay.insert(request.id) {
+                metrics.gossip_drop("keyring_replay");
+                tracing::debug!(%from, id = request.id, "keyring request replayed; dropped");
+                return;
+            }
+            let response = Self::apply_keyring_op(state, request.id, &request.op);
+            if let Some(error) = &response.error {
+                tracing::info!(%from, op = request.op.name(), %error, "keyring operation refused");
+            }
+            Self::send_sealed(state, from, &response.encode()).await;
+            return;
+        }
+        match KeyringResponse::decode(bytes) {
+            Ok(response) => {
+                let done = match state.queries.get_mut(&response.id) {
+                    Some(pending) => pending.query.handle_response(&response),
+                    None => return, // Late (after the deadline) or not ours.
+                };
+                if done && let Some(pending) = state.queries.remove(&response.id) {
+                    let _ = pending.reply.send(pending.query.finish());
+                }
+            }
+            Err(err) => {
+                metrics.gossip_drop("keyring_malformed");
+                tracing::debug!(%from, %err, "malformed keyring message dropped");
+            }
+        }
+    }
+
     fn publish_members(state: &mut GossipState<S>) {
         let members = state.core.members();
         let mut counts = [0i64; 4];
@@ -365,7 +647,7 @@ impl<S: DatagramSocket> Actor for GossipActor<S> {
         let me = myself.clone();
         let metrics = args.metrics.clone();
         let recv = tokio::spawn(async move {
-            let mut buf = vec![0u8; PACKET_BYTES_MAX + 1];
+            let mut buf = vec![0u8; SEALED_BYTES_MAX + 1];
             loop {
                 match socket.recv_from(&mut buf).await {
                     Ok((len, from)) => {
@@ -391,6 +673,25 @@ impl<S: DatagramSocket> Actor for GossipActor<S> {
             seeds = seeds.len(),
             "gossip started"
         );
+        let mut guard = args.security.guard.clone();
+        if guard.keyring.is_some()
+            && let Some(path) = &args.security.keyring_file
+        {
+            // The file holds the operations applied since the node started.
+            match read_keyring_file(path) {
+                Ok(Some(keyring)) => guard.keyring = Some(keyring),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(%err, "cannot read the keyring file; using the keyring the node started with")
+                }
+            }
+        }
+        let mut nonce_seed = args.security.seed;
+        for (b, g) in nonce_seed.iter_mut().zip(generation.to_le_bytes()) {
+            *b ^= g;
+        }
+        let mut ids_seed = nonce_seed;
+        ids_seed[31] ^= 0x5a;
         let mut state = GossipState {
             core,
             overlay,
@@ -399,6 +700,10 @@ impl<S: DatagramSocket> Actor for GossipActor<S> {
             _recv: AbortOnDrop(recv),
             timer: None,
             peers_saved: String::new(),
+            guard: DatagramGuard::new(guard, nonce_seed),
+            replay: ReplayWindow::default(),
+            queries: BTreeMap::new(),
+            ids: StdRng::from_seed(ids_seed),
         };
         Self::after_step(&myself, &mut state).await;
         Self::publish_members(&mut state);
@@ -413,6 +718,26 @@ impl<S: DatagramSocket> Actor for GossipActor<S> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             GossipMsg::Datagram(from, bytes) => {
+                let opened = match state.guard.incoming(&bytes) {
+                    Ok(Incoming::Opened(plain)) => Some(plain),
+                    Ok(Incoming::Plain(_)) => None,
+                    Err(reason) => {
+                        state.args.metrics.gossip_drop(reason.as_str());
+                        tracing::debug!(%from, %reason, "gossip datagram dropped");
+                        return Ok(());
+                    }
+                };
+                let sealed = opened.is_some();
+                if sealed {
+                    state.args.metrics.gossip_opened.inc();
+                } else {
+                    state.args.metrics.gossip_plaintext_in.inc();
+                }
+                let bytes = opened.unwrap_or(bytes);
+                if bytes.len() > 2 && is_keyring_kind(bytes[2]) {
+                    Self::handle_keyring_message(state, from, &bytes, sealed).await;
+                    return Ok(());
+                }
                 let at = now(state.args.epoch);
                 let result = if bytes.len() > 2 && is_overlay_kind(bytes[2]) {
                     state
@@ -451,6 +776,16 @@ impl<S: DatagramSocket> Actor for GossipActor<S> {
                 {
                     tracing::debug!(%to, %err, "direct overlay message refused");
                 }
+            }
+            GossipMsg::Keyring(op, timeout, reply) => {
+                Self::start_keyring_op(&myself, state, op, timeout, reply).await;
+                return Ok(());
+            }
+            GossipMsg::KeyringDeadline(id) => {
+                if let Some(pending) = state.queries.remove(&id) {
+                    let _ = pending.reply.send(pending.query.finish());
+                }
+                return Ok(());
             }
             GossipMsg::OverlayViews(reply) => {
                 let _ = reply.send((state.overlay.active_view(), state.overlay.passive_view()));

@@ -34,7 +34,10 @@ mod table_compiler;
 mod task;
 pub mod trust_actor;
 
-pub use gossip_actor::{GossipActor, GossipArgs, GossipMsg, GossipState, KNOWN_PEERS_MAX};
+pub use gossip_actor::{
+    GossipActor, GossipArgs, GossipMsg, GossipSecurity, GossipState, KEYRING_QUERIES_MAX,
+    KEYRING_TIMEOUT_MAX, KNOWN_PEERS_MAX, persist_keyring_file, read_keyring_file,
+};
 pub use identity::{IdentityError, KEY_FILE, NodeKey};
 pub use metrics::NodeMetrics;
 pub use registry_actor::{

@@ -57,6 +57,15 @@ pub struct NodeMetrics {
     pub gossip_bytes_out: Counter,
     /// Gossip datagrams rejected as malformed.
     pub gossip_rejected: Counter,
+    /// Gossip datagrams sealed with the keyring's primary key.
+    pub gossip_sealed: Counter,
+    /// Sealed gossip datagrams opened with an installed key.
+    pub gossip_opened: Counter,
+    /// Plaintext gossip datagrams accepted (encryption off, or `verify_incoming` off).
+    pub gossip_plaintext_in: Counter,
+    /// Gossip datagrams dropped before any protocol core saw them, by reason
+    /// ([`GOSSIP_DROP_REASONS`]).
+    pub gossip_dropped: Family<ReasonLabel, Counter>,
     /// Round-trip time of direct SWIM probes, seconds.
     pub probe_rtt: Histogram,
     /// Restarts of supervised actors.
@@ -147,6 +156,23 @@ pub struct NodeMetrics {
 /// registry actor did not answer), `send` (the answer could not be sent).
 pub const API_ERROR_REASONS: [&str; 4] = ["decode", "kind", "registry", "send"];
 
+/// The `reason` labels of `nexus_gossip_dropped_total`, exported from the start: the keyring
+/// guard's ([`nexus_gossip::DropReason::as_str`]: `too_short`, `too_long`, `unknown_version`,
+/// `no_key`, `plaintext_refused`, `not_enabled`), then the keyring messages' own:
+/// `keyring_plaintext` (a keyring message that arrived unsealed), `keyring_malformed` (it does
+/// not decode), `keyring_replay` (a request id already seen).
+pub const GOSSIP_DROP_REASONS: [&str; 9] = [
+    "too_short",
+    "too_long",
+    "unknown_version",
+    "no_key",
+    "plaintext_refused",
+    "not_enabled",
+    "keyring_plaintext",
+    "keyring_malformed",
+    "keyring_replay",
+];
+
 impl Default for NodeMetrics {
     fn default() -> Self {
         Self::new()
@@ -163,6 +189,10 @@ impl NodeMetrics {
         let gossip_bytes_in = Counter::default();
         let gossip_bytes_out = Counter::default();
         let gossip_rejected = Counter::default();
+        let gossip_sealed = Counter::default();
+        let gossip_opened = Counter::default();
+        let gossip_plaintext_in = Counter::default();
+        let gossip_dropped = Family::<ReasonLabel, Counter>::default();
         // 100 µs .. ~3.3 s.
         let probe_rtt = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let actor_restarts = Family::<ActorLabel, Counter>::default();
@@ -212,6 +242,32 @@ impl NodeMetrics {
             "Gossip datagrams rejected as malformed",
             gossip_rejected.clone(),
         );
+        registry.register(
+            "gossip_sealed",
+            "Gossip datagrams sealed with the keyring's primary key",
+            gossip_sealed.clone(),
+        );
+        registry.register(
+            "gossip_opened",
+            "Sealed gossip datagrams opened with an installed key",
+            gossip_opened.clone(),
+        );
+        registry.register(
+            "gossip_plaintext_in",
+            "Plaintext gossip datagrams accepted",
+            gossip_plaintext_in.clone(),
+        );
+        registry.register(
+            "gossip_dropped",
+            "Gossip datagrams dropped before decoding (keyring), by reason",
+            gossip_dropped.clone(),
+        );
+        for reason in GOSSIP_DROP_REASONS {
+            // Created at 0, so every reason is exported from the start.
+            let _ = gossip_dropped.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
         registry.register(
             "probe_rtt_seconds",
             "Round-trip time of direct SWIM probes",
@@ -439,6 +495,10 @@ impl NodeMetrics {
             gossip_bytes_in,
             gossip_bytes_out,
             gossip_rejected,
+            gossip_sealed,
+            gossip_opened,
+            gossip_plaintext_in,
+            gossip_dropped,
             probe_rtt,
             actor_restarts,
             fib_generation,
@@ -478,6 +538,15 @@ impl NodeMetrics {
             api_errors,
             api_resolve_seconds,
         }
+    }
+
+    /// Counts one gossip datagram dropped for `reason` (one of [`GOSSIP_DROP_REASONS`]).
+    pub fn gossip_drop(&self, reason: &str) {
+        self.gossip_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// Sets the per-state member gauges from a count per state.
@@ -533,6 +602,10 @@ mod tests {
             "nexus_members{state=\"down\"} 1",
             "nexus_gossip_messages_in_total 1",
             "nexus_gossip_bytes_out_total 0",
+            "nexus_gossip_sealed_total 0",
+            "nexus_gossip_opened_total 0",
+            "nexus_gossip_dropped_total{reason=\"no_key\"} 0",
+            "nexus_gossip_dropped_total{reason=\"keyring_replay\"} 0",
             "nexus_probe_rtt_seconds_bucket",
             "nexus_actor_restarts_total{actor=\"gossip\"} 1",
             "nexus_ca_role 0",
@@ -548,5 +621,14 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn gossip_drop_reasons_start_with_every_guard_reason() {
+        let guard: Vec<&str> = nexus_gossip::DropReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        assert_eq!(&GOSSIP_DROP_REASONS[..guard.len()], guard.as_slice());
     }
 }

@@ -153,6 +153,7 @@ async fn start_node(name: &str, seeds: Vec<SocketAddr>) -> TestNode {
         overlay: nexus_gossip::OverlayConfig::default(),
         registry: None,
         trust: None,
+        security: nexus_actors::GossipSecurity::plaintext(),
     };
     let (exit_tx, _exit_rx) = watch::channel(None);
     let (sup, _) = Actor::spawn(

@@ -11,6 +11,7 @@
 //! [`tls`].
 
 mod ca;
+pub mod keyring;
 mod registry;
 pub mod sessions;
 pub mod tls;
@@ -707,7 +708,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
         registry::list_services, registry::get_service, registry::resolve, registry::intent_routes, registry::overlay,
         ca::status, ca::issue, ca::get_cert, ca::list_certs, ca::renew, ca::revoke, ca::revocations, ca::keys,
         ca::circuit, ca::proving_key, ca::add_voter, ca::remove_voter, ca::node_mic, ca::node_trust,
-        sessions::list, sessions::probe, tokens::create, tokens::list, tokens::revoke),
+        sessions::list, sessions::probe, tokens::create, tokens::list, tokens::revoke,
+        keyring::list, keyring::install, keyring::use_key, keyring::remove),
     components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, NextHopDto, Route, RouteRequest, Routes,
         crate::api::ServiceDto, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
         crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
@@ -718,7 +720,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
         sessions::Sessions, sessions::SessionDto, sessions::ModeCountersDto, sessions::ProbeRequestDto,
         sessions::ProbeResponse,
         crate::api::TokenCreateRequest, crate::api::TokenDto, crate::api::TokenCreated,
-        crate::api::TokenList, crate::api::TokenRevoked)),
+        crate::api::TokenList, crate::api::TokenRevoked,
+        keyring::KeyringRequestDto, keyring::KeyringAnswer, keyring::KeyCountDto, keyring::KeyringRefusalDto, keyring::KeyringSilentDto)),
     modifiers(&BearerAuth, &ScopeSecurity),
     security(("bearer" = []))
 )]
@@ -985,6 +988,11 @@ fn routes() -> RouteTable {
         // Sessions.
         .route(M::GET, "/v1/sessions", READ, sessions::list)
         .route(M::POST, "/v1/sessions/probe", OPERATOR, sessions::probe)
+        // Gossip keyring.
+        .route(M::GET, "/v1/keyring", OPERATOR, keyring::list)
+        .route(M::POST, "/v1/keyring/install", OPERATOR, keyring::install)
+        .route(M::POST, "/v1/keyring/use", OPERATOR, keyring::use_key)
+        .route(M::POST, "/v1/keyring/remove", OPERATOR, keyring::remove)
         // ACL tokens.
         .route(M::GET, "/v1/acl/tokens", MANAGEMENT, tokens::list)
         .route(M::POST, "/v1/acl/tokens", MANAGEMENT, tokens::create)

@@ -261,6 +261,23 @@ fn err<T>(field: &str, message: impl Into<String>) -> Result<T, ConfigError> {
     })
 }
 
+/// Gossip encryption as configured (`[gossip] encrypt_key`, `keyring_file`, `verify_incoming`,
+/// `verify_outgoing`). The keyring file, when it exists, is read at start and wins over
+/// `encrypt_key`. `Debug` does not show the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GossipEncryption {
+    /// The fabric key from `encrypt_key`.
+    pub encrypt_key: Option<nexus_gossip::SecretKey>,
+    /// Where the keyring is kept (default `keyring.json` in the data directory).
+    pub keyring_file: PathBuf,
+    /// Refuse plaintext datagrams (default true; only with a key).
+    pub verify_incoming: bool,
+    /// Seal every datagram sent (default true; only with a key).
+    pub verify_outgoing: bool,
+    /// Whether `verify_incoming` or `verify_outgoing` was written in the file.
+    pub verify_set: bool,
+}
+
 /// A fully parsed node configuration. Its `Debug` output redacts the admin token.
 #[derive(Clone)]
 pub struct NodeConfig {
@@ -295,6 +312,8 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// Membership timings.
     pub gossip: MembershipConfig,
+    /// Gossip encryption settings.
+    pub gossip_encryption: GossipEncryption,
     /// Restart policy of the supervision tree.
     pub supervisor: RestartPolicy,
     /// Registry timings (`[registry]`).
@@ -335,6 +354,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("log_level", &self.log_level)
             .field("log_format", &self.log_format)
             .field("gossip", &self.gossip)
+            .field("gossip_encryption", &self.gossip_encryption)
             .field("supervisor", &self.supervisor)
             .field("registry", &self.registry)
             .field("fault_injection", &self.fault_injection)
@@ -531,6 +551,8 @@ impl NodeConfig {
             message: e.reason.into(),
         })?;
 
+        let gossip_encryption = parse_gossip_encryption(&file.gossip, &data_dir)?;
+
         let p = RestartPolicy::default();
         let s = &file.supervisor;
         let supervisor = RestartPolicy {
@@ -594,6 +616,7 @@ impl NodeConfig {
             log_level,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             gossip,
+            gossip_encryption,
             supervisor,
             registry,
             fault_injection: file.debug.fault_injection.unwrap_or(false),
@@ -604,6 +627,36 @@ impl NodeConfig {
             upstreams,
         })
     }
+}
+
+/// Parses the encryption keys of `[gossip]`.
+fn parse_gossip_encryption(
+    gossip: &MembershipSettings,
+    data_dir: &std::path::Path,
+) -> Result<GossipEncryption, ConfigError> {
+    let encrypt_key = match &gossip.encrypt_key {
+        Some(text) => Some(
+            nexus_gossip::SecretKey::parse(text).map_err(|e| ConfigError {
+                field: "gossip.encrypt_key".into(),
+                message: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    let keyring_file = match &gossip.keyring_file {
+        Some(p) if p.as_os_str().is_empty() => {
+            return err("gossip.keyring_file", "must not be empty");
+        }
+        Some(p) => p.clone(),
+        None => data_dir.join("keyring.json"),
+    };
+    Ok(GossipEncryption {
+        encrypt_key,
+        keyring_file,
+        verify_incoming: gossip.verify_incoming.unwrap_or(true),
+        verify_outgoing: gossip.verify_outgoing.unwrap_or(true),
+        verify_set: gossip.verify_incoming.is_some() || gossip.verify_outgoing.is_some(),
+    })
 }
 
 /// Parses `[api] listen` (or `--api`): a loopback `IP:PORT`, or `off`. The endpoint answers

@@ -15,6 +15,7 @@ use crate::config::TOKEN_ENV;
 
 pub mod acl;
 pub mod ca;
+pub mod keyring;
 
 /// Environment variable naming the PEM file `nexus ctl --ca-cert` reads.
 pub const CA_CERT_ENV: &str = "NEXUS_CA_CERT";
@@ -75,6 +76,9 @@ pub enum CtlCommand {
     /// ACL tokens: create, list, revoke (needs the management scope).
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// The gossip keyring of the whole fabric: list, install, use, remove (operator scope).
+    #[command(subcommand)]
+    Keyring(keyring::KeyringCommand),
     /// NexStream sessions: list them (default), or probe a peer over one.
     Sessions {
         /// What to do (default: list).
@@ -1036,6 +1040,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Ca(command) => ca::ca(&client, command, args.json).await?,
         CtlCommand::Attest(command) => ca::attest(&client, command, args.json).await?,
         CtlCommand::Acl(command) => acl::acl(&client, command, args.json).await?,
+        CtlCommand::Keyring(command) => keyring::keyring(&client, command, args.json).await?,
         CtlCommand::Sessions { command } => sessions(&client, command, args.json).await?,
         CtlCommand::Leave { reason } => {
             let body = serde_json::json!({ "reason": reason });

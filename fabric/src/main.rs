@@ -25,6 +25,9 @@ enum Command {
     /// Rehearse a fabric in the deterministic simulator.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Print a fresh gossip encryption key (base64 of 32 random bytes from the OS), for
+    /// `[gossip] encrypt_key` or `nexus ctl keyring install`.
+    Keygen,
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,6 +105,13 @@ fn main() -> std::process::ExitCode {
                     std::process::ExitCode::FAILURE
                 }
             }
+        }
+        Command::Keygen => {
+            use rand_core_06::RngCore;
+            let mut key = [0u8; nexus_gossip::KEY_BYTES];
+            rand_core_06::OsRng.fill_bytes(&mut key);
+            println!("{}", nexus_gossip::SecretKey::from_bytes(key).to_base64());
+            std::process::ExitCode::SUCCESS
         }
         Command::Demo(args) => match runtime.block_on(demo::run(args)) {
             Ok(()) => std::process::ExitCode::SUCCESS,

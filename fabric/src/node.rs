@@ -66,6 +66,68 @@ pub enum StartError {
     Runtime(String),
 }
 
+/// The gossip encryption the node starts with: the keyring file if it exists, else a keyring of
+/// `encrypt_key` (written to the keyring file), else plaintext.
+fn gossip_security(config: &NodeConfig) -> Result<nexus_actors::GossipSecurity, StartError> {
+    use nexus_gossip::{GuardConfig, Keyring};
+    let e = &config.gossip_encryption;
+    let file = nexus_actors::read_keyring_file(&e.keyring_file)
+        .map_err(|err| config_err("gossip.keyring_file", err))?;
+    let keyring = match (file, &e.encrypt_key) {
+        (Some(keyring), key) => {
+            if let Some(key) = key
+                && !keyring.contains(key)
+            {
+                tracing::warn!(
+                    file = %e.keyring_file.display(),
+                    "gossip.encrypt_key is not in the keyring file; the keyring file is used"
+                );
+            }
+            Some(keyring)
+        }
+        (None, Some(key)) => {
+            let keyring = Keyring::new(key.clone());
+            nexus_actors::persist_keyring_file(&e.keyring_file, &keyring)
+                .map_err(|err| config_err("gossip.keyring_file", err))?;
+            Some(keyring)
+        }
+        (None, None) => None,
+    };
+    if keyring.is_none() && e.verify_set {
+        return Err(config_err(
+            "gossip.verify_incoming",
+            "verify_incoming and verify_outgoing need gossip.encrypt_key or a keyring file",
+        )
+        .into());
+    }
+    let enabled = keyring.is_some();
+    tracing::info!(
+        encryption = enabled,
+        verify_incoming = enabled && e.verify_incoming,
+        verify_outgoing = enabled && e.verify_outgoing,
+        "gossip encryption"
+    );
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the node's IO edge: nonces must never repeat under a key, so they come from the OS"
+    )]
+    let seed = {
+        use rand_core_06::RngCore;
+        let mut seed = [0u8; 32];
+        rand_core_06::OsRng.fill_bytes(&mut seed);
+        seed
+    };
+    Ok(nexus_actors::GossipSecurity {
+        guard: GuardConfig {
+            keyring,
+            verify_incoming: e.verify_incoming,
+            verify_outgoing: e.verify_outgoing,
+        },
+        keyring_file: enabled.then(|| e.keyring_file.clone()),
+        seed,
+    })
+}
+
 fn config_err(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
@@ -398,6 +460,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         overlay: OverlayConfig::default(),
         registry: Some(registry_tx),
         trust: Some(trust_tx),
+        security: gossip_security(&config)?,
     };
     // The forwarding table: an empty generation 0 until the table compiler installs one. The
     // handle outlives actor restarts; the data plane will read it.

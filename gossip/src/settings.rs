@@ -29,6 +29,15 @@ pub struct MembershipSettings {
     pub join_retry_max_ms: Option<u64>,
     /// `cluster_size_hint`.
     pub cluster_size_hint: Option<u32>,
+    /// `encrypt_key`: the fabric key, base64 of 32 bytes (a node reads it; [`Self::resolve`]
+    /// does not, it only gives the timings).
+    pub encrypt_key: Option<String>,
+    /// `keyring_file`: where the node keeps its keyring (a node reads it).
+    pub keyring_file: Option<std::path::PathBuf>,
+    /// `verify_incoming`: refuse plaintext datagrams (a node reads it).
+    pub verify_incoming: Option<bool>,
+    /// `verify_outgoing`: seal every datagram sent (a node reads it).
+    pub verify_outgoing: Option<bool>,
 }
 
 fn ms(field: &'static str, value: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {

@@ -299,6 +299,7 @@ async fn node_main(ctx: NodeCtx) -> turmoil::Result {
         overlay: nexus_gossip::OverlayConfig::default(),
         registry: None,
         trust: None,
+        security: nexus_actors::GossipSecurity::plaintext(),
     };
     let (exit, _) = watch::channel(None);
     let spawned = Actor::spawn(
