@@ -1,5 +1,7 @@
 //! The Nexus data plane: the NexLink wire codec ([`wire`]), the compiled forwarding table
-//! ([`fib`]; next hops may rewrite the routing key, MPLS-style), and the forwarder ([`forward`]):
+//! ([`fib`]; next hops may rewrite the routing key, MPLS-style; each generation carries the
+//! source IPs it accepts frames from), and the forwarder ([`forward`], which drops frames from
+//! any other source before looking at them):
 //! a thread that reads the FIB without ever waiting on the control plane, over a batched I/O
 //! trait with two backends — a portable UDP one (`recvmmsg`/`sendmmsg`) and an io_uring one
 //! (multishot receive into a provided buffer ring, batched sends), both with UDP GSO on sends —

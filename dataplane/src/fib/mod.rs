@@ -8,7 +8,9 @@
 //! lookups read the archive in place, never deserializing it. A [`Fib`] handle swaps whole
 //! generations atomically (`arc-swap`): a lookup made on one loaded generation sees that
 //! generation only — the old table or the new one, never a mix. The previous generation is kept
-//! for [`Fib::rollback`].
+//! for [`Fib::rollback`]. Each generation also carries its allowed-source set ([`SourceSet`]:
+//! the IPs its data plane accepts frames from, checked by [`FibTable::allows_source`]), so an
+//! install or a rollback swaps the sources with the routes.
 //!
 //! What it does not do: it does not fold route deltas (that is the table-compiler actor's job; it
 //! keeps a [`RouteSet`] and calls [`compile`]), does no longest-prefix or wildcard matching (the
@@ -18,13 +20,14 @@
 //!
 //! # Call order
 //!
-//! Control plane (table compiler): `RouteSet::new(g)` → `insert`/`remove` → `set_generation(g+1)`
-//! → [`compile`] → (publish [`TableImage::as_bytes`] to other targets) → [`FibTable::load`] →
+//! Control plane (table compiler): `RouteSet::new(g)` → `insert`/`remove` → `set_sources` →
+//! `set_generation(g+1)` → [`compile`] → (publish [`TableImage::as_bytes`] to other targets) → [`FibTable::load`] →
 //! [`Fib::install`]. Operator: [`Fib::rollback`], [`Fib::snapshot`] + [`FibTable::entries_from`]
 //! for a paged `GET /v1/fib`.
 //!
 //! Data plane (forwarder thread): [`Fib::reader`] once, then per batch of packets
-//! `let table = reader.table();` and per packet `table.route(key, flow_hash)`.
+//! `let table = reader.table();` and per packet `table.allows_source(ip)` (with the source check
+//! on), then `table.route(key, flow_hash)`.
 //!
 //! # Layout of a generation
 //!
@@ -38,7 +41,8 @@
 //! writes into a frame it sends to that hop (an MPLS-style label swap, so an intent-class key
 //! at the ingress becomes the per-service key the egress node delivers by). A hop is identified
 //! by (node id, address, rewrite), so one node address may appear in a group once per service.
-//! The image format is in `format.rs` ([`TABLE_FORMAT_VERSION`] 2 added the rewrite). A
+//! The image format is in `format.rs` ([`TABLE_FORMAT_VERSION`] 2 added the rewrite, 3 the
+//! allowed-source set: 16-byte addresses in ascending order, read into a hash set at load). A
 //! key-sorted index of slots serves the ordered `entries` view. `benches/fib.rs` measures it
 //! against a sorted array, `BTreeMap` and `HashMap` at 1k, 100k and 1M keys.
 //!

@@ -1,5 +1,7 @@
-//! The forwarder: a data-plane thread that receives NexLink frames over UDP in batches, checks
-//! them, delivers frames for local services, and sends the rest on to the FIB's next hop.
+//! The forwarder: a data-plane thread that receives NexLink frames over UDP in batches, drops
+//! those from sources the FIB generation does not allow ([`ForwarderConfig::source_check`]),
+//! checks the rest, delivers frames for local services, and sends the others on to the FIB's
+//! next hop.
 //!
 //! What it does: [`Forwarder::spawn`] starts the loop described on [`Forwarder`] on its own OS
 //! thread over any [`PacketIo`] backend; [`ForwarderHandle`] reads its [`ForwarderCounters`]
