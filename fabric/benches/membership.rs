@@ -3,7 +3,9 @@
 //! - time from starting N processes to every node seeing N alive members (N = 3, 10);
 //! - time from SIGKILL of one node to every survivor reporting it down, at the *default*
 //!   timings (what an operator gets), beside the protocol's worst-case bound;
-//! - resident memory (VmRSS) per node once the fabric is up.
+//! - resident memory (VmRSS) per node once the fabric is up;
+//! - each of these with gossip encryption off and on (`[gossip] encrypt_key`, every datagram
+//!   sealed and opened), trials alternating between the two, with the on/off ratio of medians.
 //!
 //! Run: `cargo bench -p nexus-fabric --bench membership` (set `NEXUS_BENCH_TRIALS`, default 3).
 //! Results and conditions are recorded in docs/BENCHMARKS.md.
@@ -57,10 +59,14 @@ async fn all_see(nodes: &[NodeProc], n: usize) -> bool {
     true
 }
 
-async fn trial(n: usize) -> Trial {
+/// A fixed key: the bench measures the cost of sealing, not key handling.
+const BENCH_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+
+async fn trial(n: usize, encrypted: bool) -> Trial {
     let dir = tempfile::tempdir().expect("tmp");
-    // Default timings: an empty config file.
-    let config = "";
+    // Default timings: an empty config file, or only the key.
+    let keyed = format!("[gossip]\nencrypt_key = \"{BENCH_KEY}\"\n");
+    let config = if encrypted { keyed.as_str() } else { "" };
     let start = Instant::now();
     let mut nodes = vec![start_node("n1", &dir.path().join("n1"), &[], config, None)];
     let seed = nodes[0].gossip.clone();
@@ -123,31 +129,47 @@ async fn main() {
         defaults.probe_period, defaults.probe_rtt, defaults.suspect_to_down
     );
     println!(
-        "{:>5}  {:>22}  {:>28}  {:>10}  {:>14}",
-        "nodes", "full membership ms", "detection after SIGKILL ms", "bound ms", "RSS KiB/node"
+        "{:>5}  {:>9}  {:>22}  {:>28}  {:>10}  {:>14}",
+        "nodes",
+        "encrypted",
+        "full membership ms",
+        "detection after SIGKILL ms",
+        "bound ms",
+        "RSS KiB/node"
     );
+    let fmt = |v: &[f64]| {
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(0.0, f64::max);
+        format!("{:.0} ({:.0}–{:.0})", median(v.to_vec()), min, max)
+    };
     for n in [3usize, 10] {
-        let mut full = Vec::new();
-        let mut detect = Vec::new();
-        let mut rss = Vec::new();
+        // [off, on]: full membership ms, detection ms, RSS KiB.
+        let mut full = [Vec::new(), Vec::new()];
+        let mut detect = [Vec::new(), Vec::new()];
+        let mut rss = [Vec::new(), Vec::new()];
         for _ in 0..trials {
-            let t = trial(n).await;
-            full.push(t.full_membership.as_secs_f64() * 1e3);
-            detect.push(t.detection.as_secs_f64() * 1e3);
-            rss.extend(t.rss_kib);
+            // Alternate, so drift in the machine's load hits both alike.
+            for (i, encrypted) in [false, true].into_iter().enumerate() {
+                let t = trial(n, encrypted).await;
+                full[i].push(t.full_membership.as_secs_f64() * 1e3);
+                detect[i].push(t.detection.as_secs_f64() * 1e3);
+                rss[i].extend(t.rss_kib.iter().map(|&k| k as f64));
+            }
         }
-        let fmt = |v: &[f64]| {
-            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = v.iter().copied().fold(0.0, f64::max);
-            format!("{:.0} ({:.0}–{:.0})", median(v.to_vec()), min, max)
-        };
-        let rss_med = median(rss.iter().map(|&k| k as f64).collect());
+        for (i, label) in ["off", "on"].into_iter().enumerate() {
+            println!(
+                "{n:>5}  {label:>9}  {:>22}  {:>28}  {:>10}  {:>14.0}",
+                fmt(&full[i]),
+                fmt(&detect[i]),
+                defaults.detection_bound(n).as_millis(),
+                median(rss[i].clone())
+            );
+        }
         println!(
-            "{n:>5}  {:>22}  {:>28}  {:>10}  {:>14.0}",
-            fmt(&full),
-            fmt(&detect),
-            defaults.detection_bound(n).as_millis(),
-            rss_med
+            "{n:>5}  {:>9}  {:>22.3}  {:>28.3}",
+            "on/off",
+            median(full[1].clone()) / median(full[0].clone()),
+            median(detect[1].clone()) / median(detect[0].clone())
         );
     }
     println!("(median (min–max) over trials; RSS is the median over every node of every trial)");
