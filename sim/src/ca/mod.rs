@@ -6,8 +6,12 @@
 //!
 //! # What runs
 //!
-//! - **Voters** `n1..nN`: `CaNode<TurmoilTransport>` ([`transport`]) with the production Raft
-//!   layer (openraft, sled log and state machine, framed peer links, forwarding). openraft's
+//! - **Voters** `n1..nN`: `CaNode<TlsTransport<TurmoilTransport>>` ([`transport`]) with the
+//!   production Raft layer (openraft, sled log and state machine, framed peer links,
+//!   forwarding) over the node's authenticated links: TLS 1.3 with node keys derived from the
+//!   run seed, the link policy admitting the voters (docs/protocols/ca-raft.md). TLS draws its
+//!   handshake randomness from the OS, which changes the bytes on the wire but not their
+//!   lengths or timing, so runs stay reproducible. openraft's
 //!   only randomness (election timeouts) comes from `SeededRuntime`'s thread RNG, which
 //!   `CaNode::start` seeds from the voter's seed (derived from the run seed and its boot count);
 //!   the CA clock stamped into commands is turmoil's virtual time. Each voter also serves an

@@ -1,7 +1,8 @@
 //! The CA run: voters running the real `CaNode` in turmoil hosts, client hosts issuing
 //! operations through each voter's admin endpoint, the scenario's faults, the history.
 //!
-//! Each voter host runs `CaNode<TurmoilTransport>` (Raft listener on port [`RAFT_PORT`]) and an
+//! Each voter host runs `CaNode<VoterLinks>` (Raft listener on port [`RAFT_PORT`]: the node's
+//! authenticated TLS links over turmoil's TCP, with a node key derived from the run seed) and an
 //! admin endpoint on [`ADMIN_PORT`] that stands in for the node's admin API: it turns a request
 //! into `CaNode::write` (forwarded to the leader by the node itself) or
 //! `CaNode::read_linearizable`, and maps the answer and its error to "applied", "refused",
@@ -12,6 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use nexus_trust::ca::{
@@ -20,7 +22,10 @@ use nexus_trust::ca::{
 use nexus_trust::mic::SubjectKind;
 use nexus_trust::raft::node::CaClock;
 use nexus_trust::raft::wire::FRAME_BYTES_MAX_DEFAULT;
-use nexus_trust::raft::{CaClientError, CaNode, CaNodeConfig, CaPeer, CaTimings, SnapshotPolicy};
+use nexus_trust::raft::{
+    CaClientError, CaNode, CaNodeConfig, CaPeer, CaTimings, LinkPolicy, SnapshotPolicy,
+    TlsTransport,
+};
 use nexus_trust::revocation::RevocationReason;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -123,7 +128,19 @@ async fn read_frame<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(r: &m
 }
 
 /// The voter's side of one admin request.
-async fn serve(node: &CaNode<TurmoilTransport>, req: AdminRequest) -> AdminReply {
+/// A voter's CA links: TLS 1.3 with its node key over turmoil's TCP, as a node runs them over
+/// real TCP (docs/protocols/ca-raft.md).
+pub type VoterLinks = TlsTransport<TurmoilTransport>;
+
+/// Voter `i`'s node key, derived from the run seed. Every voter derives all of them: they are
+/// the expected voters of each one's link policy and the `node` of each `CaPeer`.
+fn voter_key(run_seed: u64, i: usize) -> ed25519_dalek::SigningKey {
+    let mut secret = [0u8; 32];
+    StdRng::seed_from_u64(derive_seed(run_seed, 0x6b00 + i as u64, 0)).fill_bytes(&mut secret);
+    ed25519_dalek::SigningKey::from_bytes(&secret)
+}
+
+async fn serve(node: &CaNode<VoterLinks>, req: AdminRequest) -> AdminReply {
     let write = |cmd: Command| node.write(cmd);
     let now_ms = || -> u64 { virtual_ms() };
     let result = match req {
@@ -277,6 +294,8 @@ struct VoterCtx {
     /// `crate::ca`).
     db: sled::Db,
     seed: u64,
+    /// The run's seed (node keys derive from it).
+    run_seed: u64,
     boots: Rc<Cell<u64>>,
     timings: CaTimings,
     snapshot_every: u64,
@@ -293,6 +312,19 @@ fn client_host(k: usize) -> String {
 async fn voter_main(ctx: VoterCtx) -> turmoil::Result {
     let boot = ctx.boots.get() + 1;
     ctx.boots.set(boot);
+    let policy = Arc::new(LinkPolicy::new());
+    policy.set_fabric(
+        (0..ctx.voters)
+            .map(|j| voter_key(ctx.run_seed, j).verifying_key().to_bytes())
+            .collect(),
+        Default::default(),
+    );
+    let transport = TlsTransport::new(
+        TurmoilTransport,
+        &voter_key(ctx.run_seed, ctx.index),
+        policy,
+    )
+    .map_err(|e| format!("CA link TLS configuration: {e}"))?;
     let config = CaNodeConfig {
         node_id: ctx.index as u64 + 1,
         listen_addr: format!("0.0.0.0:{RAFT_PORT}"),
@@ -308,7 +340,7 @@ async fn voter_main(ctx: VoterCtx) -> turmoil::Result {
         issue_queue_max: 1024,
         issue_pipeline_max: 1,
         clock: CaClock::from_fn(virtual_ms),
-        transport: TurmoilTransport,
+        transport,
     };
     let node = Rc::new(CaNode::start(config).await?);
     if ctx.index == 0 && boot == 1 {
@@ -318,7 +350,12 @@ async fn voter_main(ctx: VoterCtx) -> turmoil::Result {
                     j as u64 + 1,
                     CaPeer {
                         addr: format!("{}:{RAFT_PORT}", voter_host(j)),
-                        node: format!("{:064x}", j + 1),
+                        node: voter_key(ctx.run_seed, j)
+                            .verifying_key()
+                            .to_bytes()
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect(),
                     },
                 )
             })
@@ -704,6 +741,7 @@ fn run_inner(
             voters: n,
             db,
             seed: derive_seed(seed, 0xca00 + i as u64, 0),
+            run_seed: seed,
             boots: Rc::new(Cell::new(0)),
             timings: timings.clone(),
             snapshot_every: ca.snapshot_every,

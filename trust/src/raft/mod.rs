@@ -21,8 +21,8 @@
 //!
 //! What it does not do: check MICs on the links (a link authenticates the node key; whether
 //! that key is a fabric member or a voter is the policy's question), or authenticate peers on
-//! a plain [`TcpTransport`] — tests, benchmarks and the simulator use plain links; a node uses
-//! [`TlsTransport`].
+//! a plain [`TcpTransport`] — some tests and benchmarks use plain links; a node and the
+//! simulator use [`TlsTransport`].
 
 pub mod batcher;
 pub mod bootstrap;

@@ -37,7 +37,7 @@ pub trait Transport: Clone + Send + Sync + 'static {
 
     /// The policy this transport enforces, if it authenticates peers: the node keeps its
     /// membership current and the listener asks it before serving each frame. `None` (plain
-    /// TCP, the simulator's turmoil TCP): every frame is served.
+    /// TCP, turmoil TCP on its own): every frame is served.
     fn policy(&self) -> Option<Arc<LinkPolicy>> {
         None
     }
