@@ -1411,6 +1411,63 @@ mod tests {
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     }
 
+    /// docs/operations.md section 11a lists every endpoint with its scope: the same set as the
+    /// router table, so the operators' table cannot drift from what the node enforces.
+    #[test]
+    fn the_documented_scope_table_is_the_router_table() {
+        let doc = include_str!("../../docs/operations.md");
+        let start = doc.find("## 11a.").expect("section 11a");
+        let end = start + doc[start..].find("## 11b.").expect("section 11b");
+        let mut documented = std::collections::BTreeSet::new();
+        for line in doc[start..end].lines() {
+            let cells: Vec<&str> = line
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect();
+            let [methods, paths, scope] = cells[..] else {
+                continue;
+            };
+            let methods: Vec<&str> = methods.split(", ").collect();
+            if !methods
+                .iter()
+                .all(|m| ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(m))
+            {
+                continue;
+            }
+            for method in &methods {
+                for path in paths.split(", ") {
+                    documented.insert((
+                        (*method).to_owned(),
+                        path.trim_matches('`').to_owned(),
+                        scope.trim_matches('`').to_owned(),
+                    ));
+                }
+            }
+        }
+        let served: std::collections::BTreeSet<(String, String, String)> = route_table()
+            .iter()
+            .map(|r| {
+                (
+                    r.method.to_string(),
+                    r.path.to_owned(),
+                    r.access.name().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            served.difference(&documented).collect::<Vec<_>>(),
+            Vec::<&(String, String, String)>::new(),
+            "served but not in the table of docs/operations.md section 11a"
+        );
+        assert_eq!(
+            documented.difference(&served).collect::<Vec<_>>(),
+            Vec::<&(String, String, String)>::new(),
+            "in the table of docs/operations.md section 11a but not served so"
+        );
+    }
+
     #[test]
     #[should_panic(expected = "declared twice")]
     fn a_route_cannot_be_declared_twice() {
