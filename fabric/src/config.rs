@@ -873,6 +873,46 @@ mod tests {
     }
 
     #[test]
+    fn gossip_encryption_keys() {
+        let c = parse("").expect("defaults");
+        assert_eq!(c.gossip_encryption.encrypt_key, None);
+        assert_eq!(
+            c.gossip_encryption.keyring_file,
+            PathBuf::from(DEFAULT_DATA_DIR).join("keyring.json")
+        );
+        assert!(c.gossip_encryption.verify_incoming && c.gossip_encryption.verify_outgoing);
+        assert!(!c.gossip_encryption.verify_set);
+        let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let c = parse(&format!(
+            "[gossip]\nencrypt_key = \"{key}\"\nkeyring_file = \"/k.json\"\nverify_incoming = false"
+        ))
+        .expect("encryption");
+        let e = &c.gossip_encryption;
+        assert_eq!(
+            e.encrypt_key.as_ref().map(|k| k.to_base64()),
+            Some(key.into())
+        );
+        assert_eq!(e.keyring_file, PathBuf::from("/k.json"));
+        assert!(!e.verify_incoming && e.verify_outgoing && e.verify_set);
+        assert!(!format!("{c:?}").contains(key), "the key is not printed");
+        let e = parse("[gossip]\nencrypt_key = \"c2hvcnQ=\"").expect_err("short key");
+        assert_eq!(e.field, "gossip.encrypt_key");
+        assert!(
+            e.message.contains("32 bytes") && e.message.contains("nexus keygen"),
+            "{e}"
+        );
+        let e = parse("[gossip]\nencrypt_key = \"!!\"").expect_err("not base64");
+        assert_eq!(e.field, "gossip.encrypt_key");
+        assert_eq!(
+            field_of("[gossip]\nkeyring_file = \"\""),
+            "gossip.keyring_file"
+        );
+        // Type errors inside [gossip] are reported like the timings' (field "config").
+        let e = parse("[gossip]\nverify_incoming = 1").expect_err("not a bool");
+        assert!(e.message.contains("expected a boolean"), "{e}");
+    }
+
+    #[test]
     fn defaults() {
         let c = parse("").expect("defaults");
         assert_eq!(c.bind.to_string(), DEFAULT_BIND);
