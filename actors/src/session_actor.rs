@@ -38,7 +38,7 @@ use nexus_gossip::MemberState;
 use nexus_stream::udp::{Framing, NodeError, StreamNode};
 use nexus_stream::{
     DatagramOptions, Endpoint, EndpointConfig, ErrorCode, Event, FlowOptions, MessageOptions, Mode,
-    Probability, SessionId, SessionStats,
+    Probability, SendError, SessionId, SessionStats,
 };
 use nexus_trust::mic::Mic;
 use nexus_trust::verify::{Credentials, TrustContext, TrustUpdate};
@@ -459,6 +459,26 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// How long a probe waits for a session's close reason after a send found the session gone.
+const CLOSE_REASON_WAIT: Duration = Duration::from_secs(2);
+
+/// What a probe reports for a refused open or send. A session the driver has already closed
+/// (`NoSession`) has its `Closed` event, with the peer's reason (e.g. `mic_revoked`), on the way
+/// to the actor: wait for it briefly rather than report "no such session".
+async fn refusal(rx: &mut mpsc::UnboundedReceiver<ProbeSignal>, error: NodeError) -> String {
+    if !matches!(error, NodeError::Send(SendError::NoSession)) {
+        return error.to_string();
+    }
+    let until = tokio::time::Instant::now() + CLOSE_REASON_WAIT;
+    loop {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some(ProbeSignal::Closed(reason))) => return reason,
+            Ok(Some(ProbeSignal::Reply(..))) => {}
+            Ok(None) | Err(_) => return error.to_string(),
+        }
+    }
+}
+
 /// Runs one probe on `node` (a spawned task: the actor keeps answering meanwhile).
 async fn run_probe(
     myself: ActorRef<SessionMsg>,
@@ -485,15 +505,18 @@ async fn run_probe(
     let mut sent_at = BTreeMap::new();
     let first = tokio::time::Instant::now();
     let flow = if request.mode == Mode::ReliableOrdered {
-        Some(
-            node.open_flow(session, FlowOptions::default())
-                .await
-                .map_err(|e| ProbeError::Refused(e.to_string()))?,
-        )
+        match node.open_flow(session, FlowOptions::default()).await {
+            Ok(flow) => Some(flow),
+            Err(e) => {
+                let why = refusal(&mut rx, e).await;
+                let _ = myself.send_message(SessionMsg::Unlisten(session, id));
+                return Err(ProbeError::Refused(why));
+            }
+        }
     } else {
         None
     };
-    let mut send_error = None;
+    let mut send_error: Option<NodeError> = None;
     for seq in 0..request.count {
         let payload = probe_payload(id, seq, request.bytes);
         let result = match (request.mode, flow) {
@@ -519,7 +542,7 @@ async fn run_probe(
                 sent_at.insert(seq, tokio::time::Instant::now());
             }
             Err(e) => {
-                send_error = Some(e.to_string());
+                send_error = Some(e);
                 break;
             }
         }
@@ -543,13 +566,16 @@ async fn run_probe(
             _ => break,
         }
     }
+    let refused = match (rtts.is_empty(), closed, send_error) {
+        (true, Some(why), _) => Some(why),
+        (true, None, Some(e)) => Some(refusal(&mut rx, e).await),
+        _ => None,
+    };
     let _ = myself.send_message(SessionMsg::Unlisten(session, id));
     if let Some(flow) = flow {
         let _ = node.finish(flow).await;
     }
-    if rtts.is_empty()
-        && let Some(why) = closed.or(send_error)
-    {
+    if let Some(why) = refused {
         return Err(ProbeError::Refused(why));
     }
     rtts.sort_by(f64::total_cmp);
