@@ -153,6 +153,13 @@ impl<'de> Deserialize<'de> for Scope {
     }
 }
 
+/// `N` random bytes from `rng` as `2 N` lowercase hex digits.
+fn random_hex<const N: usize>(rng: &mut (impl RngCore + CryptoRng)) -> String {
+    let mut bytes = [0u8; N];
+    rng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 /// An accessor id: names a token in lists and revocations; not a secret.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AccessorId(String);
@@ -160,9 +167,7 @@ pub struct AccessorId(String);
 impl AccessorId {
     /// A fresh random accessor id.
     pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> AccessorId {
-        let mut bytes = [0u8; ACCESSOR_BYTES];
-        rng.fill_bytes(&mut bytes);
-        AccessorId(hex::encode(bytes))
+        AccessorId(random_hex::<ACCESSOR_BYTES>(rng))
     }
 
     /// The id as text.
@@ -202,9 +207,7 @@ pub struct Secret(String);
 impl Secret {
     /// A fresh random secret.
     pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Secret {
-        let mut bytes = [0u8; SECRET_BYTES];
-        rng.fill_bytes(&mut bytes);
-        Secret(hex::encode(bytes))
+        Secret(random_hex::<SECRET_BYTES>(rng))
     }
 
     /// The secret's text (shown once, at creation).

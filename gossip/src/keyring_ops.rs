@@ -17,6 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use crate::codec::PACKET_BYTES_MAX;
 use crate::keyring::{KEY_BYTES, KEYS_MAX, KeyringOp, SecretKey};
 use crate::membership::WIRE_MAGIC;
+use crate::overlay::wire::put_addr;
 
 /// Second byte of a keyring message.
 pub const KEYRING_WIRE_VERSION: u8 = 1;
@@ -92,20 +93,6 @@ pub struct KeyringResponse {
     pub error: Option<String>,
     /// The responder's keys after the operation, the primary first (empty without a keyring).
     pub keys: Vec<SecretKey>,
-}
-
-fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
-    match addr.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
-    out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
 struct Reader<'a> {

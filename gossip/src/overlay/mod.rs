@@ -10,7 +10,7 @@ mod cache;
 mod config;
 mod core;
 mod stats;
-mod wire;
+pub(crate) mod wire;
 
 pub use config::{ACTIVE_VIEW_MAX, OverlayConfig, PASSIVE_VIEW_MAX};
 pub use core::{ANNOUNCERS_MAX, GRAFT_ATTEMPTS_MAX, Overlay, OverlayEvent};

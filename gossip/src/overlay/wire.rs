@@ -344,7 +344,9 @@ impl Message {
     }
 }
 
-fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+/// Appends `addr` as a tag (4 or 6), its address bytes and its port, big-endian; the keyring
+/// messages use the same encoding.
+pub(crate) fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr.ip() {
         IpAddr::V4(ip) => {
             out.push(4);
