@@ -242,6 +242,26 @@ pub struct TokenRecord {
     pub created_unix_s: u64,
 }
 
+impl TokenRecord {
+    /// A new token: a fresh secret and accessor id, and the record that holds the secret's hash.
+    fn fresh(
+        description: &str,
+        scopes: BTreeSet<Scope>,
+        created_unix_s: u64,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> (TokenRecord, Secret) {
+        let secret = Secret::generate(rng);
+        let record = TokenRecord {
+            accessor: AccessorId::generate(rng),
+            secret_sha256: secret_hash(secret.expose()),
+            description: description.to_owned(),
+            scopes,
+            created_unix_s,
+        };
+        (record, secret)
+    }
+}
+
 /// Who a request's token names, and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -583,14 +603,7 @@ impl AclStore {
         if self.read().stored.len() >= TOKENS_MAX {
             return Err(StoreError::Full);
         }
-        let secret = Secret::generate(rng);
-        let record = TokenRecord {
-            accessor: AccessorId::generate(rng),
-            secret_sha256: secret_hash(secret.expose()),
-            description: description.to_owned(),
-            scopes,
-            created_unix_s,
-        };
+        let (record, secret) = TokenRecord::fresh(description, scopes, created_unix_s, rng);
         let bytes = {
             let tokens = self.read();
             encode_store(tokens.stored.values().chain(std::iter::once(&record)))
@@ -614,14 +627,7 @@ impl AclStore {
         created_unix_s: u64,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Secret {
-        let secret = Secret::generate(rng);
-        let record = TokenRecord {
-            accessor: AccessorId::generate(rng),
-            secret_sha256: secret_hash(secret.expose()),
-            description: description.to_owned(),
-            scopes,
-            created_unix_s,
-        };
+        let (record, secret) = TokenRecord::fresh(description, scopes, created_unix_s, rng);
         let mut tokens = self.write_lock();
         tokens
             .by_hash
