@@ -433,6 +433,17 @@ impl<'s> CoreSim<'s> {
             std::mem::take(&mut self.samples),
             trace_error,
         );
+        report.latency = registry_summary.as_ref().and_then(|r| {
+            crate::report::LatencySummary::from_ms(
+                "withdrawal spread: from a withdrawal (or lease expiry) at its origin until the \
+                 last healthy node that held the service dropped it",
+                r.withdrawals
+                    .iter()
+                    .filter_map(|w| w.gone_after_s)
+                    .map(|s| s * 1000.0)
+                    .collect(),
+            )
+        });
         report.registry = registry_summary;
         report.agreement = Some(self.watch.times());
         report

@@ -26,11 +26,14 @@
 
 pub mod broadcast;
 pub mod ca;
+pub mod compare;
 pub mod core_mode;
+pub mod html;
 pub mod invariants;
 pub mod net;
 pub mod node_mode;
 pub mod partial_view;
+pub mod plot;
 pub mod queue;
 pub mod report;
 pub mod scenario;

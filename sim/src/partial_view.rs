@@ -42,7 +42,7 @@ use crate::invariants::overlay_reach::PROBE_WINDOW;
 use crate::invariants::{Truth, Verdict};
 use crate::net::{Fate, Net};
 use crate::queue::EventQueue;
-use crate::report::{RunReport, Sample};
+use crate::report::{LatencySummary, RunReport, Sample};
 use crate::scenario::{Action, PartialScenario, Scenario};
 use crate::trace::{Trace, TraceEvent};
 
@@ -89,6 +89,8 @@ struct Running {
     origin: usize,
     started_us: u64,
     got: Vec<bool>,
+    /// Microseconds from the start to each delivery, in delivery order.
+    latencies_us: Vec<u64>,
 }
 
 /// A partial-view simulation of one scenario with one seed.
@@ -113,6 +115,8 @@ pub struct PartialSim<'s> {
     samples: Vec<Sample>,
     stats: NetStats,
     probe: Option<Running>,
+    /// Delivery latencies of the probes evaluated so far (reported, never traced).
+    probe_latencies_us: Vec<u64>,
 }
 
 impl std::fmt::Debug for PartialSim<'_> {
@@ -188,6 +192,7 @@ impl<'s> PartialSim<'s> {
             samples: Vec::new(),
             stats: NetStats::default(),
             probe: None,
+            probe_latencies_us: Vec::new(),
         };
         for (k, t) in scenario.timeline.iter().enumerate() {
             sim.push(duration_us(t.at), Ev::Action(k));
@@ -254,7 +259,14 @@ impl<'s> PartialSim<'s> {
             );
         }
         let trace_error = self.trace.finish().err().map(|e| e.to_string());
-        RunReport::new(
+        let latency = LatencySummary::from_ms(
+            "broadcast delivery: from a probe's start at its origin to its delivery at each node",
+            self.probe_latencies_us
+                .iter()
+                .map(|us| *us as f64 / 1000.0)
+                .collect(),
+        );
+        let mut report = RunReport::new(
             self.scenario,
             self.seed,
             wall.elapsed(),
@@ -264,7 +276,9 @@ impl<'s> PartialSim<'s> {
             verdicts,
             std::mem::take(&mut self.samples),
             trace_error,
-        )
+        );
+        report.latency = latency;
+        report
     }
 
     fn start_node(&mut self, i: usize, contact: Option<usize>) {
@@ -381,8 +395,11 @@ impl<'s> PartialSim<'s> {
                 if let OverlayEvent::Delivered { id, .. } = e
                     && let Some(p) = self.probe.as_mut()
                     && p.id == id
+                    && !p.got[i]
                 {
                     p.got[i] = true;
+                    p.latencies_us
+                        .push(self.now_us.saturating_sub(p.started_us));
                 }
             }
             core.check_invariants();
@@ -626,8 +643,10 @@ impl<'s> PartialSim<'s> {
         }
         let (converged, _, _) = correct_share(&world);
         let healthy = self.truth.iter().filter(|t| t.healthy()).count();
-        if evaluated.is_some() {
-            self.probe = None;
+        if evaluated.is_some()
+            && let Some(p) = self.probe.take()
+        {
+            self.probe_latencies_us.extend(p.latencies_us);
         }
         let end_us = duration_us(self.scenario.duration);
         let liveness_us = duration_us(world.liveness_from());
@@ -672,6 +691,7 @@ impl<'s> PartialSim<'s> {
             origin,
             started_us: self.now_us,
             got,
+            latencies_us: Vec::new(),
         });
         self.after_step(origin);
     }

@@ -1,17 +1,25 @@
-//! The run report: a summary table for people, JSON for scripts, and an SVG plot of convergence
-//! over virtual time.
+//! The run report: a summary table for people, JSON for scripts (`report.json`), an SVG plot of
+//! convergence over virtual time (`convergence.svg`) and a self-contained HTML page with every
+//! plot (`report.html`, [`crate::html`]).
+//!
+//! What the report holds never feeds the trace hash: the hash is taken over the trace events
+//! alone, before the report is assembled.
 
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core_mode::NetStats;
 use crate::invariants::Verdict;
-use crate::scenario::{Mode, Scenario};
+use crate::scenario::{Action, Mode, NodeSet, Scenario};
+
+/// The version of `report.json`'s layout. Raised when a field that `nexus sim compare` reads
+/// changes meaning or disappears; readers refuse other versions.
+pub const REPORT_FORMAT: u32 = 1;
 
 /// One point of the convergence curve.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Virtual time, seconds.
     pub t_s: f64,
@@ -51,6 +59,8 @@ pub struct AgreementTimes {
 /// Everything one run produced.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
+    /// Layout version of this report ([`REPORT_FORMAT`]).
+    pub format: u32,
     /// Scenario name.
     pub scenario: String,
     /// Fidelity level.
@@ -91,6 +101,234 @@ pub struct RunReport {
     pub agreement: Option<AgreementTimes>,
     /// NexStream measurements (scenarios with a `[stream]` table).
     pub stream: Option<StreamSummary>,
+    /// The scenario's faults as spans of virtual time (from its timeline).
+    pub faults: Vec<FaultSpan>,
+    /// How long after the last timeline action the convergence curve reached 50 %, 99 % and
+    /// 100 %.
+    pub convergence: ConvergenceTimes,
+    /// The distribution of the delivery latency the run measured, if it measures one
+    /// (broadcast probes of partial-view runs, withdrawals of registry runs).
+    pub latency: Option<LatencySummary>,
+}
+
+/// A fault of the scenario's timeline as a span of virtual time: from the action that starts
+/// it to the one that repairs it (`kill`–`restart`, `partition`–`heal`, `pause`–`resume`,
+/// `loss`–`loss` with rate 0 or another rate, `skew`–`skew` with drift 0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultSpan {
+    /// The starting action's name (`kill`, `partition`, `pause`, `loss`, `skew`).
+    pub kind: String,
+    /// Start, virtual seconds.
+    pub from_s: f64,
+    /// End, virtual seconds; `None` if nothing in the timeline repairs it.
+    pub to_s: Option<f64>,
+    /// Nodes it affects (0 = the whole network).
+    pub nodes: usize,
+    /// What it does, e.g. `n1..n16 | n17..n32` or `rate 0.01`.
+    pub detail: String,
+}
+
+/// How long after `from_s` (the last timeline action, 0 without one) the convergence curve
+/// first reached a share of the healthy nodes, at sample resolution; `None` if it never did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConvergenceTimes {
+    /// Virtual time the times count from, seconds.
+    pub from_s: f64,
+    /// Seconds until half the healthy nodes had a correct view.
+    pub p50_s: Option<f64>,
+    /// Seconds until 99 % had.
+    pub p99_s: Option<f64>,
+    /// Seconds until all had.
+    pub all_s: Option<f64>,
+}
+
+impl ConvergenceTimes {
+    /// Reads the times off a convergence curve.
+    pub fn from_samples(samples: &[Sample], from_s: f64) -> Self {
+        let reach = |share: f64| {
+            samples
+                .iter()
+                .find(|s| s.t_s >= from_s && s.converged + 1e-12 >= share)
+                .map(|s| s.t_s - from_s)
+        };
+        ConvergenceTimes {
+            from_s,
+            p50_s: reach(0.5),
+            p99_s: reach(0.99),
+            all_s: reach(1.0),
+        }
+    }
+}
+
+/// Points on a latency CDF (0 %, 1 %, …, 100 %).
+const CDF_POINTS: usize = 101;
+
+/// A latency distribution: percentiles and a CDF of a bounded number of points.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// What was measured, e.g. `broadcast delivery (probe start to each node)`.
+    pub what: String,
+    /// Measurements.
+    pub count: u64,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile, milliseconds.
+    pub p90_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Largest, milliseconds.
+    pub max_ms: f64,
+    /// (latency ms, share of measurements at or below it), at every whole percent.
+    pub cdf: Vec<(f64, f64)>,
+}
+
+impl LatencySummary {
+    /// Summarises measurements in milliseconds; `None` when there are none.
+    pub fn from_ms(what: &str, mut values: Vec<f64>) -> Option<Self> {
+        values.retain(|v| v.is_finite());
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            // Nearest rank: the smallest value with at least q of the measurements at or below.
+            let rank = (q * values.len() as f64).ceil() as usize;
+            values[rank.clamp(1, values.len()) - 1]
+        };
+        Some(LatencySummary {
+            what: what.to_owned(),
+            count: values.len() as u64,
+            p50_ms: at(0.5),
+            p90_ms: at(0.9),
+            p99_ms: at(0.99),
+            max_ms: values[values.len() - 1],
+            cdf: (0..CDF_POINTS)
+                .map(|k| {
+                    let q = k as f64 / (CDF_POINTS - 1) as f64;
+                    (if k == 0 { values[0] } else { at(q) }, q)
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Node sets as short text: `n1..n16, n20` (at most four ranges, then `…`).
+fn nodes_text(set: &NodeSet) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &i in set {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == i => *end = i,
+            _ => ranges.push((i, i)),
+        }
+    }
+    let mut parts: Vec<String> = ranges
+        .iter()
+        .take(4)
+        .map(|&(a, b)| {
+            if a == b {
+                format!("n{}", a + 1)
+            } else {
+                format!("n{}..n{}", a + 1, b + 1)
+            }
+        })
+        .collect();
+    if ranges.len() > 4 {
+        parts.push("…".into());
+    }
+    parts.join(", ")
+}
+
+/// The scenario's faults as spans (see [`FaultSpan`]).
+pub fn fault_spans(scenario: &Scenario) -> Vec<FaultSpan> {
+    let mut spans: Vec<FaultSpan> = Vec::new();
+    // Open spans: index into `spans`, with the nodes they affect.
+    let mut open: Vec<(usize, Option<NodeSet>)> = Vec::new();
+    let close = |spans: &mut Vec<FaultSpan>,
+                 open: &mut Vec<(usize, Option<NodeSet>)>,
+                 at: f64,
+                 kind: &str,
+                 nodes: Option<&NodeSet>| {
+        open.retain(|(k, set)| {
+            let s = &mut spans[*k];
+            let hit = s.kind == kind
+                && match (set, nodes) {
+                    (Some(a), Some(b)) => !a.is_disjoint(b),
+                    _ => true,
+                };
+            if hit {
+                s.to_s = Some(at);
+            }
+            !hit
+        });
+    };
+    for t in &scenario.timeline {
+        let at = t.at.as_secs_f64();
+        let mut start = |kind: &str, set: Option<NodeSet>, nodes: usize, detail: String| {
+            open.push((spans.len(), set));
+            spans.push(FaultSpan {
+                kind: kind.to_owned(),
+                from_s: at,
+                to_s: None,
+                nodes,
+                detail,
+            });
+        };
+        match &t.action {
+            Action::Kill(set) => start("kill", Some(set.clone()), set.len(), nodes_text(set)),
+            Action::Pause(set) => start("pause", Some(set.clone()), set.len(), nodes_text(set)),
+            Action::Partition(groups) => start(
+                "partition",
+                None,
+                groups.iter().map(|g| g.len()).sum(),
+                groups
+                    .iter()
+                    .map(nodes_text)
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            ),
+            Action::PartitionOneWay { from, to } => start(
+                "partition",
+                None,
+                from.len() + to.len(),
+                format!("{} → {} cut", nodes_text(from), nodes_text(to)),
+            ),
+            Action::Loss { nodes, rate } => {
+                close(&mut spans, &mut open, at, "loss", nodes.as_ref());
+                if *rate > 0.0 {
+                    let detail = match nodes {
+                        Some(set) => format!("rate {rate} from {}", nodes_text(set)),
+                        None => format!("rate {rate}"),
+                    };
+                    let n = nodes.as_ref().map_or(0, |s| s.len());
+                    open.push((spans.len(), nodes.clone()));
+                    spans.push(FaultSpan {
+                        kind: "loss".into(),
+                        from_s: at,
+                        to_s: None,
+                        nodes: n,
+                        detail,
+                    });
+                }
+            }
+            Action::Skew { nodes, drift_ppm } => {
+                close(&mut spans, &mut open, at, "skew", Some(nodes));
+                if *drift_ppm != 0 {
+                    open.push((spans.len(), Some(nodes.clone())));
+                    spans.push(FaultSpan {
+                        kind: "skew".into(),
+                        from_s: at,
+                        to_s: None,
+                        nodes: nodes.len(),
+                        detail: format!("{drift_ppm} ppm on {}", nodes_text(nodes)),
+                    });
+                }
+            }
+            Action::Restart(set) => close(&mut spans, &mut open, at, "kill", Some(set)),
+            Action::Resume(set) => close(&mut spans, &mut open, at, "pause", Some(set)),
+            Action::Heal => close(&mut spans, &mut open, at, "partition", None),
+        }
+    }
+    spans
 }
 
 /// Sends and deliveries of one NexStream delivery mode, over the whole run.
@@ -237,7 +475,16 @@ impl RunReport {
     ) -> Self {
         let virtual_s = scenario.duration.as_secs_f64();
         let wall_s = wall.as_secs_f64();
+        let last_action_s = scenario
+            .timeline
+            .iter()
+            .map(|t| t.at.as_secs_f64())
+            .fold(0.0, f64::max);
         RunReport {
+            format: REPORT_FORMAT,
+            convergence: ConvergenceTimes::from_samples(&samples, last_action_s),
+            faults: fault_spans(scenario),
+            latency: None,
             scenario: scenario.name.clone(),
             mode: scenario.mode,
             seed,
@@ -384,51 +631,120 @@ impl RunReport {
         out
     }
 
-    /// Writes the convergence plot as SVG.
+    /// Writes the convergence plot as SVG (the same chart `report.html` shows first).
     pub fn write_svg(&self, path: &Path) -> Result<(), String> {
-        use plotters::prelude::*;
-        let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let max_t = self.samples.last().map(|s| s.t_s).unwrap_or(1.0).max(1e-3);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!(
-                    "{}: nodes with a correct view (seed {})",
-                    self.scenario, self.seed
-                ),
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0f64..max_t, 0f64..1.05f64)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("virtual time (s)")
-            .y_desc("fraction converged")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(LineSeries::new(
-                self.samples.iter().map(|s| (s.t_s, s.converged)),
-                &BLUE,
-            ))
-            .map_err(|e| e.to_string())?;
-        let n = self.nodes.max(1) as f64;
-        chart
-            .draw_series(LineSeries::new(
-                self.samples.iter().map(|s| (s.t_s, s.healthy as f64 / n)),
-                &RED.mix(0.6),
-            ))
-            .map_err(|e| e.to_string())?
-            .label("healthy nodes (fraction)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.mix(0.6)));
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())
+        let svg = crate::plot::line_chart(&crate::html::convergence_chart(self));
+        std::fs::write(path, svg).map_err(|e| e.to_string())
+    }
+
+    /// Writes `report.html`: the summary, the convergence curve, the latency distribution, the
+    /// invariant timelines and the fault schedule, in one self-contained file.
+    pub fn write_html(&self, path: &Path) -> Result<(), String> {
+        std::fs::write(path, crate::html::run_report(self)).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_pair_with_their_repairs() {
+        let s = Scenario::parse(
+            r#"
+name = "f"
+nodes = 20
+duration = "60s"
+[[timeline]]
+at = "1s"
+action = "loss"
+rate = 0.1
+[[timeline]]
+at = "2s"
+action = "loss"
+rate = 0.2
+[[timeline]]
+at = "3s"
+action = "kill"
+nodes = ["n1..n3", "n7"]
+[[timeline]]
+at = "4s"
+action = "pause"
+nodes = ["n10"]
+[[timeline]]
+at = "5s"
+action = "restart"
+nodes = ["n1..n3", "n7"]
+[[timeline]]
+at = "6s"
+action = "loss"
+rate = 0.0
+[[timeline]]
+at = "7s"
+action = "partition"
+groups = [["n1..n10"], ["n11..n20"]]
+[[timeline]]
+at = "9s"
+action = "heal"
+[invariants]
+converge_within = "20s"
+"#,
+        )
+        .expect("scenario");
+        let got = fault_spans(&s);
+        let got: Vec<_> = got
+            .iter()
+            .map(|f| {
+                (
+                    f.kind.as_str(),
+                    f.from_s,
+                    f.to_s,
+                    f.nodes,
+                    f.detail.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("loss", 1.0, Some(2.0), 0, "rate 0.1"),
+                ("loss", 2.0, Some(6.0), 0, "rate 0.2"),
+                ("kill", 3.0, Some(5.0), 4, "n1..n3, n7"),
+                ("pause", 4.0, None, 1, "n10"),
+                ("partition", 7.0, Some(9.0), 20, "n1..n10 | n11..n20"),
+            ]
+        );
+    }
+
+    #[test]
+    fn percentiles_and_convergence_times() {
+        let l = LatencySummary::from_ms("x", (1..=100).map(f64::from).collect()).expect("some");
+        assert_eq!(
+            (l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms),
+            (50.0, 90.0, 99.0, 100.0)
+        );
+        assert_eq!(l.cdf[0], (1.0, 0.0));
+        assert_eq!(l.cdf[100], (100.0, 1.0));
+        assert!(LatencySummary::from_ms("x", vec![f64::NAN]).is_none());
+        let sample = |t_s, converged| Sample {
+            t_s,
+            converged,
+            healthy: 4,
+            delivered: 0,
+        };
+        let curve = [
+            sample(0.0, 1.0),
+            sample(10.0, 0.25),
+            sample(12.0, 0.5),
+            sample(14.0, 0.75),
+            sample(16.0, 1.0),
+        ];
+        let c = ConvergenceTimes::from_samples(&curve, 10.0);
+        assert_eq!(
+            (c.p50_s, c.p99_s, c.all_s),
+            (Some(2.0), Some(6.0), Some(6.0))
+        );
+        let never = ConvergenceTimes::from_samples(&curve[..4], 10.0);
+        assert_eq!(never.all_s, None);
     }
 }
