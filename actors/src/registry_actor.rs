@@ -406,9 +406,13 @@ impl RegistryActor {
     /// Carries out the core's outputs, and counts what it reports.
     async fn drain(state: &mut RegistryState) {
         while let Some(output) = state.node.poll_output() {
+            // A broadcast's span lasts until its hand-off to the gossip actor below.
+            let mut _broadcast = tracing::Span::none();
             let msg = match output {
                 Output::Broadcast(bytes) => {
                     state.args.metrics.registry_adverts_published.inc();
+                    _broadcast = tracing::debug_span!(target: TRACE_TARGET,
+                        "registry.broadcast", bytes = bytes.len());
                     GossipMsg::Broadcast(bytes)
                 }
                 Output::Direct(to, bytes) => GossipMsg::SendDirect(to, bytes),
@@ -427,6 +431,9 @@ impl RegistryActor {
             }
         }
         let report = state.node.take_report();
+        let span = tracing::Span::current();
+        span.record("applied", report.applied);
+        span.record("rejected", report.rejected);
         let m = &state.args.metrics;
         m.registry_adverts_applied.inc_by(u64::from(report.applied));
         m.registry_adverts_rejected
@@ -598,6 +605,40 @@ impl Actor for RegistryActor {
         message: RegistryMsg,
         state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
+        let span = trace_span(&message);
+        tracing::Instrument::instrument(Self::step(message, state), span).await
+    }
+}
+
+/// The `tracing` target of the spans the node exports as traces (fabric/src/telemetry.rs).
+const TRACE_TARGET: &str = "nexus_trace";
+
+/// The exported span of a message: a registration (its broadcast is a child span) or a
+/// delivered advert being applied; none for the rest. `DEBUG` spans: disabled at the call site
+/// unless trace export (or a debug log filter) wants them.
+fn trace_span(message: &RegistryMsg) -> tracing::Span {
+    let delivered = |i: &RegistryInput| matches!(i, RegistryInput::Delivered(_));
+    match message {
+        RegistryMsg::Register(sad, ..) => tracing::debug_span!(target: TRACE_TARGET,
+            "registry.register", service = %sad.id, version = tracing::field::Empty,
+            created = tracing::field::Empty),
+        RegistryMsg::Input(input) if delivered(input) => tracing::debug_span!(
+            target: TRACE_TARGET, "registry.apply", adverts = 1_usize,
+            applied = tracing::field::Empty, rejected = tracing::field::Empty),
+        RegistryMsg::Inputs(inputs) if inputs.iter().any(delivered) => tracing::debug_span!(
+            target: TRACE_TARGET, "registry.apply",
+            adverts = inputs.iter().filter(|i| delivered(i)).count(),
+            applied = tracing::field::Empty, rejected = tracing::field::Empty),
+        _ => tracing::Span::none(),
+    }
+}
+
+impl RegistryActor {
+    /// Handles one message (inside its [`trace_span`]).
+    async fn step(
+        message: RegistryMsg,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
         let now = state.now();
         let query = matches!(
             message,
@@ -619,6 +660,9 @@ impl Actor for RegistryActor {
                             .ok_or_else(|| NodeError::Unknown(id.clone()))?;
                         tracing::info!(service = %id, version = view.sad.version, created,
                         "service registered");
+                        let span = tracing::Span::current();
+                        span.record("version", view.sad.version);
+                        span.record("created", created);
                         Ok(Registered { created, view })
                     });
                 let _ = reply.send(result);

@@ -143,6 +143,8 @@ struct FileConfig {
     gateway: crate::gateway::GatewayFile,
     #[serde(default)]
     upstream: Vec<crate::upstream::UpstreamFile>,
+    #[serde(default)]
+    telemetry: crate::telemetry::TelemetryFile,
 }
 
 /// `dataplane`: the data plane's address as a string (`dataplane = "IP:PORT"`), or the
@@ -331,6 +333,8 @@ pub struct NodeConfig {
     pub gateway: Option<crate::gateway::GatewaySettings>,
     /// OpenAI-compatible servers the node serves to the fabric (`[[upstream]]`).
     pub upstreams: Vec<crate::upstream::UpstreamSettings>,
+    /// Trace export (`[telemetry]`, `OTEL_EXPORTER_OTLP_ENDPOINT`); `None` leaves it off.
+    pub telemetry: Option<crate::telemetry::TelemetrySettings>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -363,6 +367,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("api", &self.api)
             .field("gateway", &self.gateway)
             .field("upstreams", &self.upstreams)
+            .field("telemetry", &self.telemetry)
             .finish()
     }
 }
@@ -593,6 +598,15 @@ impl NodeConfig {
         let api = parse_api(args.api.or(file.api.listen).as_deref())?;
         let gateway = crate::gateway::parse_settings(args.gateway.as_deref(), &file.gateway, api)?;
         let upstreams = crate::upstream::parse_settings(&file.upstream, api)?;
+        let telemetry = crate::telemetry::parse_settings(
+            &file.telemetry,
+            std::env::var(crate::telemetry::ENV_ENDPOINT)
+                .ok()
+                .as_deref(),
+            std::env::var(crate::telemetry::ENV_SERVICE_NAME)
+                .ok()
+                .as_deref(),
+        )?;
 
         Ok(NodeConfig {
             name,
@@ -625,6 +639,7 @@ impl NodeConfig {
             api,
             gateway,
             upstreams,
+            telemetry,
         })
     }
 }

@@ -17,4 +17,5 @@ pub mod logging;
 pub mod nexapi;
 pub mod node;
 pub mod sim_cmd;
+pub mod telemetry;
 pub mod upstream;

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::Directive;
 
 use crate::config::LogFormat;
+use crate::telemetry::{Telemetry, TelemetrySettings};
 
 /// Targets switched off unless the filter names them.
 const QUIET_TARGETS: [&str; 2] = ["r1cs", "gr1cs"];
@@ -32,12 +33,19 @@ pub fn filter(spec: &str) -> Result<EnvFilter, String> {
     Ok(filter)
 }
 
-/// Installs the global subscriber. Call once, before the node starts.
+/// Installs the global subscriber: the log layer (stderr, text or JSON) and, when `telemetry`
+/// holds export settings and the node's name, the trace export layer (fabric/src/telemetry.rs).
+/// Call once, before the node starts and outside the async runtime; the [`Telemetry`] returned
+/// must be shut down before the process exits.
 pub fn init(
     level: Option<&str>,
     file_level: Option<&str>,
     format: LogFormat,
-) -> Result<(), String> {
+    telemetry: Option<(&TelemetrySettings, &str)>,
+) -> Result<Option<Telemetry>, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let env = std::env::var("RUST_LOG").ok();
     let spec = match (level, env.as_deref(), file_level) {
         (Some(flag), _, _) => flag,
@@ -47,15 +55,24 @@ pub fn init(
     };
     let filter = filter(spec)?;
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let log = match format {
+        LogFormat::Text => log.with_filter(filter).boxed(),
+        LogFormat::Json => log.json().flatten_event(true).with_filter(filter).boxed(),
     };
-    result.map_err(|e| format!("log setup: {e}"))
+    let telemetry = match telemetry {
+        Some((settings, instance)) => Some(Telemetry::start(settings, instance)?),
+        None => None,
+    };
+    let export = telemetry.as_ref().map(Telemetry::layer);
+    tracing_subscriber::registry()
+        .with(log)
+        .with(export)
+        .try_init()
+        .map_err(|e| format!("log setup: {e}"))?;
+    Ok(telemetry)
 }
 
 #[cfg(test)]

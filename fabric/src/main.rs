@@ -68,21 +68,28 @@ fn main() -> std::process::ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail_config(e),
             };
-            if let Err(e) = logging::init(
+            let telemetry = match logging::init(
                 args.log_level.as_deref(),
                 config.log_level.as_deref(),
                 config.log_format,
+                config.telemetry.as_ref().map(|t| (t, config.name.as_str())),
             ) {
-                return fail_config(e);
-            }
-            match runtime.block_on(node::run(config)) {
+                Ok(t) => t,
+                Err(e) => return fail_config(e),
+            };
+            let code = match runtime.block_on(node::run(config)) {
                 Ok(code) => std::process::ExitCode::from(code as u8),
                 Err(StartError::Config(e)) => fail_config(e),
                 Err(StartError::Runtime(e)) => {
                     eprintln!("error: {e}");
                     std::process::ExitCode::from(ExitCode::Failed as u8)
                 }
+            };
+            // Spans still queued are sent before the process exits.
+            if let Some(t) = telemetry {
+                t.shutdown();
             }
+            code
         }
         Command::Ctl(args) => match runtime.block_on(ctl::run(args)) {
             Ok(()) => std::process::ExitCode::SUCCESS,

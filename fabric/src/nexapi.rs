@@ -328,7 +328,15 @@ impl Handler {
                 return Some(Message::Error(decode_error(datagram, &e)));
             }
         };
-        let Some(keyed) = self.resolve(intent).await else {
+        let span = tracing::debug_span!(target: crate::telemetry::TARGET, "nexapi.resolve",
+            call, task = %intent.task, k = intent.k, candidates = tracing::field::Empty,
+            results = tracing::field::Empty);
+        let resolved = tracing::Instrument::instrument(self.resolve(intent), span.clone()).await;
+        if let Some(keyed) = &resolved {
+            span.record("candidates", keyed.resolution.considered);
+            span.record("results", keyed.resolution.candidates.len());
+        }
+        let Some(keyed) = resolved else {
             self.count("registry");
             return Some(Message::Error(ApiError::new(
                 call,

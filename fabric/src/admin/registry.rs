@@ -411,7 +411,16 @@ pub(super) async fn resolve(
     let intent = Intent::from_json(&bytes)
         .map_err(|e| invalid("invalid-intent", "Invalid intent", e.to_string()))?;
     let explain = intent.explain;
-    let res = call_registry(&s, |r| RegistryMsg::Resolve(Box::new(intent), r)).await?;
+    let span = tracing::debug_span!(target: crate::telemetry::TARGET, "admin.resolve",
+        task = %intent.task, k = intent.k, candidates = tracing::field::Empty,
+        results = tracing::field::Empty);
+    let res = tracing::Instrument::instrument(
+        call_registry(&s, |r| RegistryMsg::Resolve(Box::new(intent), r)),
+        span.clone(),
+    )
+    .await?;
+    span.record("candidates", res.considered);
+    span.record("results", res.candidates.len());
     let members = member_index(&s).await;
     Ok(axum::Json(resolve_dto(res, &members, explain)))
 }
