@@ -107,7 +107,11 @@ pub fn convergence_chart(r: &RunReport) -> LineChart {
         title: format!("{}: convergence (seed {})", r.scenario, r.seed),
         x_label: "virtual time (s)".into(),
         y_label: "share of nodes".into(),
-        x_max: r.virtual_s,
+        // CA and NexStream runs sample on through their settle period.
+        x_max: r
+            .samples
+            .last()
+            .map_or(r.virtual_s, |s| s.t_s.max(r.virtual_s)),
         y_max: 1.0,
         series,
         spans: fault_spans(&r.faults, r.virtual_s),
@@ -119,7 +123,12 @@ fn latency_chart(title: &str, lat: &[(&str, &LatencySummary)]) -> String {
         title: title.to_owned(),
         x_label: "latency (ms)".into(),
         y_label: "share of deliveries".into(),
-        x_max: 0.0,
+        // A long tail would squeeze the body of the curve into the first pixels: the axis
+        // ends at 1.5 × p99 (the tables give the maximum).
+        x_max: lat
+            .iter()
+            .map(|(_, l)| (l.p99_ms * 1.5).min(l.max_ms))
+            .fold(0.0, f64::max),
         y_max: 1.0,
         series: lat
             .iter()
@@ -222,7 +231,8 @@ pub fn run_report(r: &RunReport) -> String {
         Some(l) => {
             let _ = write!(
                 out,
-                "<p class=\"note\">Cumulative distribution of {}.</p>{}",
+                "<p class=\"note\">Cumulative distribution of {}; the axis ends at 1.5 × p99 \
+                 or the maximum, whichever is smaller.</p>{}",
                 escape(&l.what),
                 latency_chart(&format!("{}: latency CDF", r.scenario), &[("this run", l)])
             );
@@ -357,7 +367,12 @@ pub fn compare_report(c: &Comparison, a: &LoadedReport, b: &LoadedReport) -> Str
             "different"
         },
     );
-    let end = a.virtual_s.max(b.virtual_s);
+    let last = |r: &LoadedReport| {
+        r.samples
+            .last()
+            .map_or(r.virtual_s, |s| s.t_s.max(r.virtual_s))
+    };
+    let end = last(a).max(last(b));
     let mut spans = fault_spans(&a.faults, a.virtual_s);
     if a.faults != b.faults {
         spans.extend(

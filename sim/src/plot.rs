@@ -92,9 +92,10 @@ pub struct LineChart {
     pub x_label: String,
     /// Y axis title.
     pub y_label: String,
-    /// Largest x shown (the axis runs from 0); raised to the data's largest x if smaller.
+    /// Largest x shown (the axis runs from 0); 0 = the data's largest x. Points beyond it are
+    /// drawn at the edge.
     pub x_max: f64,
-    /// Largest y shown (the axis runs from 0); raised to the data's largest y if smaller.
+    /// Largest y shown (the axis runs from 0); 0 = the data's largest y.
     pub y_max: f64,
     /// The curves.
     pub series: Vec<Series>,
@@ -142,9 +143,9 @@ fn tick_label(v: f64) -> String {
     if s == "-0" { "0".into() } else { s.into() }
 }
 
-/// An axis bound: `wanted`, raised to the data's largest value and kept positive.
+/// An axis bound: `wanted` if positive, else the data's largest value; kept positive.
 fn bound(wanted: f64, data_max: f64) -> f64 {
-    let m = wanted.max(data_max);
+    let m = if wanted > 0.0 { wanted } else { data_max };
     if m.is_finite() && m > 0.0 { m } else { 1.0 }
 }
 
