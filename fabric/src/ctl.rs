@@ -1,4 +1,6 @@
-//! `nexus ctl`: a thin client of the admin API. Tables for people, `--json` for scripts.
+//! `nexus ctl`: a thin client of the admin API. Tables for people, `--json` for scripts (the
+//! API's JSON, pretty-printed, alone on stdout); errors on stderr with the exit codes of
+//! [`error::CtlExit`].
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -13,15 +15,53 @@ use crate::api::{
 };
 use crate::config::TOKEN_ENV;
 
+/// `print!` to stdout; a closed pipe (`nexus ctl members | head -1`) ends the process quietly
+/// (exit 0) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::ctl::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` with [`out!`]'s handling of a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::ctl::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub mod acl;
 pub mod ca;
+pub mod error;
 pub mod keyring;
+pub mod output;
+
+pub use error::{CtlError, CtlExit, usage};
+pub use output::{Table, print_json};
+
+/// The exit-code table of `nexus ctl`, shown by `--help` and in the man pages.
+pub const CTL_EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the node answered with an error (HTTP 4xx/5xx other than 401
+     and 403), or the outcome is a failure (a keyring change some
+     member did not take, unanswered probe messages)
+  2  usage or local input error (bad flag or value, unreadable or
+     malformed file)
+  3  the node cannot be reached (connection refused, timeout, TLS or
+     DNS failure)
+  4  the node refused the credentials (HTTP 401 or 403)
+
+Tables show times as RFC 3339 UTC with a relative age; --json prints
+the API's JSON. States are coloured only when stdout is a terminal
+and NO_COLOR is unset.";
 
 /// Environment variable naming the PEM file `nexus ctl --ca-cert` reads.
 pub const CA_CERT_ENV: &str = "NEXUS_CA_CERT";
 
 /// `nexus ctl` flags.
 #[derive(Args, Debug, Clone)]
+#[command(after_long_help = CTL_EXIT_CODES)]
 pub struct CtlArgs {
     /// Admin API base URL.
     #[arg(
@@ -37,7 +77,7 @@ pub struct CtlArgs {
     /// PEM file of the CA certificate(s) to trust for an `https://` admin URL.
     #[arg(long, value_name = "PEM", env = CA_CERT_ENV, global = true)]
     pub ca_cert: Option<std::path::PathBuf>,
-    /// Print the API's JSON instead of a table.
+    /// Print the API's JSON (pretty-printed, nothing else on stdout) instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
     /// What to do.
@@ -399,9 +439,11 @@ pub fn data_frame(
 }
 
 /// The routing key `send` uses: `--key`, or the routing key of resolving `--task` on the node.
+/// With `json`, the resolution's summary goes to stderr so stdout holds only the JSON.
 async fn send_key(
     args: &SendArgs,
     client: &Client,
+    json: bool,
 ) -> anyhow::Result<nexus_dataplane::fib::RoutingKey> {
     let text = match (&args.key, &args.task) {
         (Some(key), _) => key.clone(),
@@ -417,7 +459,7 @@ async fn send_key(
             if r.candidates.is_empty() {
                 bail!("no service matches {intent}");
             }
-            println!(
+            let summary = format!(
                 "resolved {intent} to routing key {} ({} candidate(s), best {} on {})",
                 r.routing_key,
                 r.candidates.len(),
@@ -427,6 +469,11 @@ async fn send_key(
                     .clone()
                     .unwrap_or_else(|| r.candidates[0].node.chars().take(12).collect())
             );
+            if json {
+                eprintln!("{summary}");
+            } else {
+                outln!("{summary}");
+            }
             // Resolving makes the node track the class; its table actor installs the route
             // moments later. Wait (briefly) until the forwarding table has it.
             for _ in 0..40 {
@@ -438,13 +485,17 @@ async fn send_key(
             }
             r.routing_key
         }
-        (None, None) => bail!("give --key or --task"),
+        (None, None) => return Err(usage(anyhow::anyhow!("give --key or --task"))),
     };
-    nexus_actors::parse_routing_key(&text)
-        .ok_or_else(|| anyhow::anyhow!("--key {text:?} is not a routing key (32 hex digits)"))
+    nexus_actors::parse_routing_key(&text).ok_or_else(|| {
+        usage(anyhow::anyhow!(
+            "--key {text:?} is not a routing key (32 hex digits)"
+        ))
+    })
 }
 
-fn send(args: &SendArgs, key: nexus_dataplane::fib::RoutingKey) -> anyhow::Result<()> {
+/// Sends the frames; prints a line, or with `json` an object `{sent, frame_bytes, key, to}`.
+fn send(args: &SendArgs, key: nexus_dataplane::fib::RoutingKey, json: bool) -> anyhow::Result<()> {
     let local: std::net::SocketAddr = if args.to.is_ipv6() {
         "[::]:0".parse()?
     } else {
@@ -463,13 +514,20 @@ fn send(args: &SendArgs, key: nexus_dataplane::fib::RoutingKey) -> anyhow::Resul
             .send_to(&frame, args.to)
             .with_context(|| format!("sending to {}", args.to))?;
     }
-    println!(
-        "sent {} frame(s) of {} bytes for key {} to {}",
-        args.count,
-        64 + usize::from(args.payload),
-        nexus_actors::routing_key_hex(key),
-        args.to
-    );
+    let frame_bytes = 64 + usize::from(args.payload);
+    let key = nexus_actors::routing_key_hex(key);
+    if json {
+        let v = serde_json::json!({
+            "sent": args.count, "frame_bytes": frame_bytes, "key": key, "to": args.to.to_string(),
+        });
+        print_json(&v.to_string());
+    } else {
+        outln!(
+            "sent {} frame(s) of {frame_bytes} bytes for key {key} to {}",
+            args.count,
+            args.to
+        );
+    }
     Ok(())
 }
 
@@ -554,15 +612,24 @@ impl Client {
                 why = format!("{why}: {s}");
                 source = s.source();
             }
-            anyhow::anyhow!("cannot reach the admin API at {}: {why}", self.base)
+            CtlError::Unreachable {
+                base: self.base.clone(),
+                why,
+            }
         })?;
         let status = response.status();
-        let text = response.text().await.context("reading the response")?;
+        let text = response.text().await.map_err(|e| CtlError::Unreachable {
+            base: self.base.clone(),
+            why: format!("reading the response: {e}"),
+        })?;
         if !status.is_success() {
-            if let Ok(problem) = serde_json::from_str::<Problem>(&text) {
-                bail!("{} ({}): {}", problem.title, problem.status, problem.detail);
-            }
-            bail!("HTTP {status}: {text}");
+            let message = match serde_json::from_str::<Problem>(&text) {
+                Ok(problem) => {
+                    format!("{} ({}): {}", problem.title, problem.status, problem.detail)
+                }
+                Err(_) => format!("HTTP {status}: {text}"),
+            };
+            return Err(CtlError::from_status(status.as_u16(), message).into());
         }
         let value = serde_json::from_str(&text)
             .with_context(|| format!("unexpected response from {}", self.base))?;
@@ -602,37 +669,15 @@ impl Client {
     }
 }
 
-/// Renders rows as an aligned text table.
+/// Renders rows as an aligned text table without colour (see [`Table`] for the renderer).
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
-        let mut first = true;
-        for (cell, w) in cells.zip(&widths) {
-            if !first {
-                out.push_str("  ");
-            }
-            first = false;
-            let _ = write!(out, "{cell:<w$}");
-        }
-        let trimmed = out.trim_end().len();
-        out.truncate(trimmed);
-        out.push('\n');
-    };
-    line(&mut out, &mut headers.iter().copied());
-    for row in rows {
-        line(&mut out, &mut row.iter().map(String::as_str));
-    }
-    out
+    let mut t = Table::new(headers);
+    t.extend(rows.iter().cloned());
+    t.render(false)
 }
 
 /// The members table `nexus ctl members` and `nexus demo` print.
-pub fn members_table(members: &Members) -> String {
+pub fn members_table(members: &Members) -> Table {
     let rows: Vec<Vec<String>> = members
         .members
         .iter()
@@ -652,22 +697,24 @@ pub fn members_table(members: &Members) -> String {
             ]
         })
         .collect();
-    table(
-        &[
-            "NAME",
-            "ID",
-            "ADDR",
-            "STATE",
-            "INCARNATION",
-            "ADMIN",
-            "ROLES",
-        ],
-        &rows,
-    )
+    let mut t = Table::new(&[
+        "NAME",
+        "ID",
+        "ADDR",
+        "STATE",
+        "INCARNATION",
+        "ADMIN",
+        "ROLES",
+    ])
+    .state_column("STATE");
+    t.extend(rows);
+    t
 }
 
-/// The services table `nexus ctl service list` prints.
-pub fn services_table(services: &[ServiceDto]) -> String {
+/// The services table `nexus ctl service list` prints; EXPIRES is when the lease (or this
+/// node's copy of a remote advert) runs out unless renewed.
+pub fn services_table(services: &[ServiceDto]) -> Table {
+    let now = output::now_ms();
     let rows: Vec<Vec<String>> = services
         .iter()
         .map(|s| {
@@ -688,25 +735,24 @@ pub fn services_table(services: &[ServiceDto]) -> String {
                 v.price_micros_per_1k.to_string(),
                 format!("{}%/{}", v.load.utilization_pct, v.load.queue_depth),
                 v.version.to_string(),
-                format!("{}s", s.expires_in_ms / 1000),
+                output::time_ms(now.saturating_add(s.expires_in_ms), now),
             ]
         })
         .collect();
-    table(
-        &[
-            "ID",
-            "NODE",
-            "TASKS",
-            "FAMILY",
-            "CONTEXT",
-            "P50/P99 MS",
-            "PRICE",
-            "LOAD",
-            "VERSION",
-            "EXPIRES",
-        ],
-        &rows,
-    )
+    let mut t = Table::new(&[
+        "ID",
+        "NODE",
+        "TASKS",
+        "FAMILY",
+        "CONTEXT",
+        "P50/P99 MS",
+        "PRICE",
+        "LOAD",
+        "VERSION",
+        "EXPIRES",
+    ]);
+    t.extend(rows);
+    t
 }
 
 /// The ranked table `nexus ctl resolve` and `nexus demo` print.
@@ -743,19 +789,18 @@ pub fn resolve_table(r: &ResolveResponse) -> String {
         "routing key {}  ({} adverts considered)\n",
         r.routing_key, r.considered
     );
-    out.push_str(&table(
-        &[
-            "RANK",
-            "ID",
-            "NODE",
-            "ENDPOINT",
-            "SCORE",
-            "CONTEXT",
-            "P50/P99 MS",
-            "PRICE",
-        ],
-        &rows,
-    ));
+    let mut t = Table::new(&[
+        "RANK",
+        "ID",
+        "NODE",
+        "ENDPOINT",
+        "SCORE",
+        "CONTEXT",
+        "P50/P99 MS",
+        "PRICE",
+    ]);
+    t.extend(rows);
+    out.push_str(&t.to_string());
     for c in &r.candidates {
         for why in &c.why {
             let _ = writeln!(out, "  {}: {why}", c.id);
@@ -782,12 +827,13 @@ async fn service(client: &Client, command: ServiceCommand, json: bool) -> anyhow
             mic_file,
             attestation_files,
         } => {
-            let body = registration_body(&file, mic_file.as_deref(), &attestation_files)?;
+            let body =
+                registration_body(&file, mic_file.as_deref(), &attestation_files).map_err(usage)?;
             let (s, raw): (ServiceDto, _) = client.post("/v1/services", &body).await?;
             if json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
-                println!(
+                outln!(
                     "registered {} (version {}, lease {} s)",
                     s.service.id,
                     s.service.version,
@@ -803,18 +849,18 @@ async fn service(client: &Client, command: ServiceCommand, json: bool) -> anyhow
             };
             let (s, raw): (Services, _) = client.get(path).await?;
             if json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
-                print!("{}", services_table(&s.services));
+                out!("{}", services_table(&s.services));
             }
         }
         ServiceCommand::Deregister { id } => {
             let (w, raw): (WithdrawResponse, _) =
                 client.delete(&format!("/v1/services/{id}")).await?;
             if json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
-                println!("{} {}", w.id, w.status);
+                outln!("{} {}", w.id, w.status);
             }
         }
         ServiceCommand::Load {
@@ -841,9 +887,9 @@ async fn service(client: &Client, command: ServiceCommand, json: bool) -> anyhow
                 .patch(&format!("/v1/services/{id}/load"), &body.into())
                 .await?;
             if json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
-                println!("{} updated (version {})", s.service.id, s.service.version);
+                outln!("{} updated (version {})", s.service.id, s.service.version);
             }
         }
     }
@@ -860,9 +906,10 @@ async fn sessions(
         SessionsCommand::List => {
             let (s, raw): (Sessions, _) = client.get("/v1/sessions").await?;
             if json {
-                println!("{raw}");
+                print_json(&raw);
                 return Ok(());
             }
+            let now = output::now_ms();
             let rows: Vec<Vec<String>> = s
                 .sessions
                 .iter()
@@ -891,27 +938,26 @@ async fn sessions(
                         format!("{:.2}", x.rtt_us as f64 / 1000.0),
                         x.cwnd_bytes.to_string(),
                         format!("{}/{}", x.packets_lost, x.packets_sent),
+                        output::relative_ms(now.saturating_sub(x.idle_ms), now),
                         msgs.join(" "),
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "ID",
-                        "PEER",
-                        "DIR",
-                        "STATE",
-                        "MIC",
-                        "RTT MS",
-                        "CWND",
-                        "LOST/SENT",
-                        "MESSAGES SENT/DELIVERED"
-                    ],
-                    &rows
-                )
-            );
+            let mut t = Table::new(&[
+                "ID",
+                "PEER",
+                "DIR",
+                "STATE",
+                "MIC",
+                "RTT MS",
+                "CWND",
+                "LOST/SENT",
+                "LAST ACTIVE",
+                "MESSAGES SENT/DELIVERED",
+            ])
+            .state_column("STATE");
+            t.extend(rows);
+            out!("{t}");
         }
         SessionsCommand::Probe {
             peer,
@@ -923,19 +969,21 @@ async fn sessions(
         } => {
             // The answer waits for the probe: give the request its timeout and a handshake.
             let mut client = client.clone();
-            client.http = client.http_client(
-                Duration::from_millis(timeout_ms.min(PROBE_TIMEOUT_MS_MAX))
-                    + Duration::from_secs(20),
-            )?;
+            client.http = client
+                .http_client(
+                    Duration::from_millis(timeout_ms.min(PROBE_TIMEOUT_MS_MAX))
+                        + Duration::from_secs(20),
+                )
+                .map_err(usage)?;
             let body = serde_json::json!({
                 "peer": peer, "mode": mode, "count": count, "bytes": bytes,
                 "probability": probability, "timeout_ms": timeout_ms,
             });
             let (r, raw): (ProbeResponse, _) = client.post("/v1/sessions/probe", &body).await?;
             if json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
-                println!(
+                outln!(
                     "{} {}: {}/{} answered, rtt p50 {:.3} ms p99 {:.3} ms max {:.3} ms, {:.1} ms in all (session {}{})",
                     r.mode,
                     &r.peer[..16],
@@ -952,9 +1000,9 @@ async fn sessions(
                         String::new()
                     }
                 );
-                if r.received < r.sent && r.mode != "be" && r.mode != "pr" {
-                    bail!("{} of {} messages unanswered", r.sent - r.received, r.sent);
-                }
+            }
+            if r.received < r.sent && r.mode != "be" && r.mode != "pr" {
+                bail!("{} of {} messages unanswered", r.sent - r.received, r.sent);
             }
         }
     }
@@ -963,44 +1011,48 @@ async fn sessions(
 
 /// Runs one `nexus ctl` command, printing its result.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let client = Client::with_ca_cert(&args.admin, args.token.clone(), args.ca_cert.as_deref())?;
+    let client = Client::with_ca_cert(&args.admin, args.token.clone(), args.ca_cert.as_deref())
+        .map_err(usage)?;
     if let CtlCommand::Send(send_args) = &args.command {
-        let key = send_key(send_args, &client).await?;
-        return send(send_args, key);
+        let key = send_key(send_args, &client, args.json).await?;
+        return send(send_args, key, args.json);
     }
     match args.command {
         CtlCommand::Node => {
             let (n, raw): (Node, _) = client.get("/v1/node").await?;
             if args.json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
-                let rows = vec![
-                    vec!["id".into(), n.id],
-                    vec!["name".into(), n.name],
-                    vec!["state".into(), n.state],
-                    vec!["incarnation".into(), n.incarnation.to_string()],
-                    vec!["gossip".into(), format!("{} (bound {})", n.addr, n.bind)],
-                    vec!["admin".into(), n.admin],
-                    vec!["version".into(), n.version],
-                    vec!["roles".into(), n.roles.join(",")],
-                    vec!["data dir".into(), n.data_dir],
-                    vec!["uptime".into(), format!("{}s", n.uptime_s)],
-                ];
-                print!("{}", table(&["FIELD", "VALUE"], &rows));
+                let now = output::now_ms();
+                let started = now.saturating_sub(n.uptime_s.saturating_mul(1000));
+                let t = Table::fields(vec![
+                    ("id", n.id),
+                    ("name", n.name),
+                    ("state", n.state),
+                    ("incarnation", n.incarnation.to_string()),
+                    ("gossip", format!("{} (bound {})", n.addr, n.bind)),
+                    ("admin", n.admin),
+                    ("version", n.version),
+                    ("roles", n.roles.join(",")),
+                    ("data dir", n.data_dir),
+                    ("started", output::time_ms(started, now)),
+                ])
+                .state_column("VALUE");
+                out!("{t}");
             }
         }
         CtlCommand::Members => {
             let (m, raw): (Members, _) = client.get("/v1/members").await?;
             if args.json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
-                print!("{}", members_table(&m));
+                out!("{}", members_table(&m));
             }
         }
         CtlCommand::Actors => {
             let (a, raw): (Actors, _) = client.get("/v1/actors").await?;
             if args.json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
                 let rows: Vec<Vec<String>> = a
                     .children
@@ -1015,13 +1067,11 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                         ]
                     })
                     .collect();
-                print!(
-                    "{}",
-                    table(
-                        &["ACTOR", "STATUS", "RESTARTS", "RECENT/MAX", "LAST FAILURE"],
-                        &rows
-                    )
-                );
+                let mut t =
+                    Table::new(&["ACTOR", "STATUS", "RESTARTS", "RECENT/MAX", "LAST FAILURE"])
+                        .state_column("STATUS");
+                t.extend(rows);
+                out!("{t}");
             }
         }
         CtlCommand::Send(_) => {
@@ -1029,12 +1079,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Service(command) => service(&client, command, args.json).await?,
         CtlCommand::Resolve(resolve) => {
-            let (r, raw): (ResolveResponse, _) =
-                client.post("/v1/resolve", &resolve.to_json()?).await?;
+            let intent = resolve.to_json().map_err(usage)?;
+            let (r, raw): (ResolveResponse, _) = client.post("/v1/resolve", &intent).await?;
             if args.json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
-                print!("{}", resolve_table(&r));
+                out!("{}", resolve_table(&r));
             }
         }
         CtlCommand::Ca(command) => ca::ca(&client, command, args.json).await?,
@@ -1046,9 +1096,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let body = serde_json::json!({ "reason": reason });
             let (r, raw): (LeaveResponse, _) = client.post("/v1/leave", &body).await?;
             if args.json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
-                println!("node {}; it will exit shortly", r.status);
+                outln!("node {}; it will exit shortly", r.status);
             }
         }
     }
@@ -1060,7 +1110,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_aligns_columns() {
+    fn table_helper_aligns_columns() {
         let t = table(
             &["A", "LONG HEADER"],
             &[

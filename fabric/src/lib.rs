@@ -9,6 +9,7 @@
 pub mod acl;
 pub mod admin;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod demo;

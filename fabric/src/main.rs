@@ -1,42 +1,11 @@
 //! `nexus`: run a node, administer it, or start a local demo fabric.
 
-use clap::{Parser, Subcommand};
-use nexus_fabric::config::{NodeConfig, NodeRunArgs};
+use clap::Parser;
+use nexus_fabric::cli::{Cli, Command, NodeCommand};
+use nexus_fabric::config::NodeConfig;
 use nexus_fabric::node::{ExitCode, StartError};
 use nexus_fabric::sim_cmd::{self, SimCommand, SimExit};
-use nexus_fabric::{ctl, demo, logging, node};
-
-#[derive(Parser, Debug)]
-#[command(name = "nexus", version, about = "Nexus: an AI-native routing fabric", long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run and check nodes.
-    #[command(subcommand)]
-    Node(NodeCommand),
-    /// Administer a running node through its admin API.
-    Ctl(ctl::CtlArgs),
-    /// Start a live local fabric (3 nodes on loopback) and serve until Ctrl-C.
-    Demo(demo::DemoArgs),
-    /// Rehearse a fabric in the deterministic simulator.
-    #[command(subcommand)]
-    Sim(SimCommand),
-    /// Print a fresh gossip encryption key (base64 of 32 random bytes from the OS), for
-    /// `[gossip] encrypt_key` or `nexus ctl keyring install`.
-    Keygen,
-}
-
-#[derive(Subcommand, Debug)]
-enum NodeCommand {
-    /// Run a node in the foreground.
-    Run(NodeRunArgs),
-    /// Parse and check a configuration without starting anything.
-    Check(NodeRunArgs),
-}
+use nexus_fabric::{cli, ctl, demo, logging, node};
 
 fn fail_config(message: impl std::fmt::Display) -> std::process::ExitCode {
     eprintln!("error: {message}");
@@ -45,6 +14,28 @@ fn fail_config(message: impl std::fmt::Display) -> std::process::ExitCode {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Documents clap derives need no runtime.
+    match &cli.command {
+        Command::Completions(args) => {
+            cli::completions(args.shell, &mut std::io::stdout());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Command::Man(args) => {
+            return match cli::man(args.out.as_deref(), &mut std::io::stdout()) {
+                Ok(written) => {
+                    for path in written {
+                        println!("wrote {}", path.display());
+                    }
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,13 +86,15 @@ fn main() -> std::process::ExitCode {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
-                std::process::ExitCode::FAILURE
+                std::process::ExitCode::from(ctl::error::exit_code(&e) as u8)
             }
         },
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled before the runtime"),
         Command::Sim(cmd) => {
             let result = match cmd {
                 SimCommand::Run(args) => sim_cmd::run(args),
                 SimCommand::Swarm(args) => sim_cmd::swarm_cmd(args),
+                SimCommand::Compare(args) => sim_cmd::compare_cmd(args),
             };
             match result {
                 Ok(SimExit::Passed) => std::process::ExitCode::SUCCESS,

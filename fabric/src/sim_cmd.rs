@@ -1,4 +1,4 @@
-//! `nexus sim run|swarm`: the command line of the simulator (`nexus-sim`).
+//! `nexus sim run|swarm|compare`: the command line of the simulator (`nexus-sim`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +16,24 @@ pub enum SimCommand {
     Run(RunArgs),
     /// Run one scenario over many seeds and list the failing ones.
     Swarm(SwarmArgs),
+    /// Compare two runs (their output directories or report.json files): key figures side by
+    /// side with differences and ratios, invariant outcomes, trace hashes.
+    Compare(CompareArgs),
+}
+
+/// `nexus sim compare` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// Run A: an output directory of `nexus sim run` or its report.json.
+    pub a: PathBuf,
+    /// Run B: likewise.
+    pub b: PathBuf,
+    /// Print the comparison as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write compare.html (both convergence curves on one plot, the table) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// `nexus sim run` flags.
@@ -32,12 +50,16 @@ pub struct RunArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Directory for report.json and convergence.svg [default: sim-out/<scenario>-seed<seed>].
+    /// Directory for report.json, convergence.svg and report.html
+    /// [default: sim-out/<scenario>-seed<seed>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Do not show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Do not write report.html.
+    #[arg(long)]
+    pub no_html: bool,
 }
 
 /// `nexus sim swarm` flags.
@@ -66,7 +88,7 @@ pub enum SimExit {
     Passed,
     /// An invariant failed (exit 1).
     Failed,
-    /// The scenario file is invalid (exit 2).
+    /// The input is invalid: a scenario file, seeds, or a report to compare (exit 2).
     BadScenario,
 }
 
@@ -129,15 +151,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<SimExit> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("sim-out/{}-seed{seed}", scenario.name)));
-    write_outputs(&report, &out)?;
+    write_outputs(&report, &out, !args.no_html)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.table());
         println!(
-            "report: {}/report.json, plot: {}/convergence.svg",
-            out.display(),
-            out.display()
+            "report: {d}/report.json, plot: {d}/convergence.svg{}",
+            if args.no_html {
+                String::new()
+            } else {
+                format!(", page: {}/report.html", out.display())
+            },
+            d = out.display(),
         );
     }
     if let Some(e) = &report.trace_error {
@@ -162,7 +188,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<SimExit> {
     Ok(SimExit::Passed)
 }
 
-fn write_outputs(report: &RunReport, dir: &Path) -> anyhow::Result<()> {
+fn write_outputs(report: &RunReport, dir: &Path, html: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(
         dir.join("report.json"),
@@ -171,7 +197,53 @@ fn write_outputs(report: &RunReport, dir: &Path) -> anyhow::Result<()> {
     .with_context(|| format!("writing {}/report.json", dir.display()))?;
     report
         .write_svg(&dir.join("convergence.svg"))
-        .map_err(|e| anyhow::anyhow!("writing {}/convergence.svg: {e}", dir.display()))
+        .map_err(|e| anyhow::anyhow!("writing {}/convergence.svg: {e}", dir.display()))?;
+    if html {
+        report
+            .write_html(&dir.join("report.html"))
+            .map_err(|e| anyhow::anyhow!("writing {}/report.html: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs `nexus sim compare`: exit 0 when both runs passed, 1 when either failed an invariant,
+/// 2 when a report cannot be read.
+pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<SimExit> {
+    use nexus_sim::compare;
+    let (a_path, a) = match compare::load(&args.a) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(SimExit::BadScenario);
+        }
+    };
+    let (b_path, b) = match compare::load(&args.b) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(SimExit::BadScenario);
+        }
+    };
+    let c = compare::compare(&a_path, &a, &b_path, &b);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        print!("{}", c.table());
+    }
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("compare.html");
+        std::fs::write(&path, nexus_sim::html::compare_report(&c, &a, &b))
+            .with_context(|| format!("writing {}", path.display()))?;
+        if !args.json {
+            println!("page: {}", path.display());
+        }
+    }
+    Ok(if c.both_passed {
+        SimExit::Passed
+    } else {
+        SimExit::Failed
+    })
 }
 
 /// Runs `nexus sim swarm`.

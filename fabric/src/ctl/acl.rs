@@ -2,7 +2,8 @@
 
 use clap::Subcommand;
 
-use super::{Client, table};
+use super::output::{now_ms, time_ms};
+use super::{Client, Table, print_json};
 use crate::api::{TokenCreated, TokenList, TokenRevoked};
 
 /// `nexus ctl acl` subcommands.
@@ -51,19 +52,23 @@ pub async fn acl(client: &Client, command: AclCommand, json: bool) -> anyhow::Re
             let body = serde_json::json!({ "description": description, "scopes": scopes });
             let (t, raw): (TokenCreated, _) = client.post("/v1/acl/tokens", &body).await?;
             if json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
-                println!("accessor  {}", t.token.accessor);
-                println!("secret    {}", t.secret);
-                println!("scopes    {}", t.token.scopes.join(","));
-                println!("The secret is shown only now; the node keeps only its SHA-256.");
+                let t = Table::fields(vec![
+                    ("accessor", t.token.accessor),
+                    ("secret", t.secret),
+                    ("scopes", t.token.scopes.join(",")),
+                ]);
+                out!("{t}");
+                outln!("The secret is shown only now; the node keeps only its SHA-256.");
             }
         }
         TokenCommand::List => {
             let (list, raw): (TokenList, _) = client.get("/v1/acl/tokens").await?;
             if json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
+                let now = now_ms();
                 let rows: Vec<Vec<String>> = list
                     .tokens
                     .iter()
@@ -72,7 +77,11 @@ pub async fn acl(client: &Client, command: AclCommand, json: bool) -> anyhow::Re
                             t.accessor.clone(),
                             t.kind.clone(),
                             t.scopes.join(","),
-                            t.created_unix_s.to_string(),
+                            // 0: the bootstrap token, which has no creation time.
+                            match t.created_unix_s {
+                                0 => "-".to_owned(),
+                                s => time_ms(s.saturating_mul(1000), now),
+                            },
                             if t.description.is_empty() {
                                 "-".into()
                             } else {
@@ -81,28 +90,18 @@ pub async fn acl(client: &Client, command: AclCommand, json: bool) -> anyhow::Re
                         ]
                     })
                     .collect();
-                print!(
-                    "{}",
-                    table(
-                        &[
-                            "ACCESSOR",
-                            "KIND",
-                            "SCOPES",
-                            "CREATED (UNIX S)",
-                            "DESCRIPTION"
-                        ],
-                        &rows
-                    )
-                );
+                let mut t = Table::new(&["ACCESSOR", "KIND", "SCOPES", "CREATED", "DESCRIPTION"]);
+                t.extend(rows);
+                out!("{t}");
             }
         }
         TokenCommand::Revoke { accessor } => {
             let (r, raw): (TokenRevoked, _) =
                 client.delete(&format!("/v1/acl/tokens/{accessor}")).await?;
             if json {
-                println!("{raw}");
+                print_json(&raw);
             } else {
-                println!("{} {}", r.accessor, r.status);
+                outln!("{} {}", r.accessor, r.status);
             }
         }
     }

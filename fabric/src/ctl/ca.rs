@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use nexus_trust::zk::{self, Attestation, Commitment, Opening, Predicate, Properties};
 use serde_json::{Value, json};
 
-use super::{Client, table};
+use super::output::{now_ms, time_json_ms};
+use super::{Client, Table, print_json, usage};
 
 /// `nexus ctl ca` subcommands.
 #[derive(Subcommand, Debug, Clone)]
@@ -204,13 +205,13 @@ pub enum AttestCommand {
 
 fn print_json_or(json: bool, raw: &str, human: impl FnOnce()) {
     if json {
-        println!("{raw}");
+        print_json(raw);
     } else {
         human();
     }
 }
 
-fn cert_line(m: &Value) -> Vec<String> {
+fn cert_line(m: &Value, now_ms: u64) -> Vec<String> {
     let b = &m["mic"]["body"];
     vec![
         m["serial"].to_string(),
@@ -222,7 +223,7 @@ fn cert_line(m: &Value) -> Vec<String> {
             .take(12)
             .collect(),
         b["publisher"].as_str().unwrap_or("").to_owned(),
-        b["not_after_ms"].to_string(),
+        time_json_ms(&b["not_after_ms"], now_ms),
         if b["zk_commitment"].is_null() {
             "-"
         } else {
@@ -240,50 +241,56 @@ fn cert_line(m: &Value) -> Vec<String> {
     ]
 }
 
-const CERT_HEADERS: [&str; 7] = [
-    "SERIAL",
-    "KIND",
-    "SUBJECT",
-    "PUBLISHER",
-    "NOT AFTER (MS)",
-    "ZK",
-    "REVOKED",
-];
+/// The certificate table (`ca list`, `ca get`); REVOKED (the reason) is red on a terminal.
+fn cert_table(certs: &[Value]) -> Table {
+    let now = now_ms();
+    let mut t = Table::new(&[
+        "SERIAL",
+        "KIND",
+        "SUBJECT",
+        "PUBLISHER",
+        "NOT AFTER",
+        "ZK",
+        "REVOKED",
+    ])
+    .alarm_column("REVOKED");
+    t.extend(certs.iter().map(|m| cert_line(m, now)));
+    t
+}
 
 /// The `ca status` summary.
-pub fn status_table(s: &Value) -> String {
+pub fn status_table(s: &Value) -> Table {
     let r = &s["raft"];
-    let rows = vec![
-        vec![
-            "this node".into(),
+    Table::fields(vec![
+        (
+            "this node",
             if s["voter"] == true {
                 "voter"
             } else {
                 "client"
             }
             .into(),
-        ],
-        vec!["raft id".into(), s["raft_id"].to_string()],
-        vec![
-            "role (answering member)".into(),
+        ),
+        ("raft id", s["raft_id"].to_string()),
+        (
+            "role (answering member)",
             r["role"].as_str().unwrap_or("?").to_lowercase(),
-        ],
-        vec!["term".into(), r["term"].to_string()],
-        vec![
-            "leader".into(),
+        ),
+        ("term", r["term"].to_string()),
+        (
+            "leader",
             format!(
                 "{} at {}",
                 r["leader"],
                 r["leader_addr"].as_str().unwrap_or("?")
             ),
-        ],
-        vec!["voters".into(), r["voters"].to_string()],
-        vec!["last applied".into(), r["last_applied_index"].to_string()],
-        vec!["bootstrapped".into(), s["bootstrapped"].to_string()],
-        vec!["certificates".into(), s["mics"].to_string()],
-        vec!["revocations".into(), s["revocations"].to_string()],
-    ];
-    table(&["FIELD", "VALUE"], &rows)
+        ),
+        ("voters", r["voters"].to_string()),
+        ("last applied", r["last_applied_index"].to_string()),
+        ("bootstrapped", s["bootstrapped"].to_string()),
+        ("certificates", s["mics"].to_string()),
+        ("revocations", s["revocations"].to_string()),
+    ])
 }
 
 /// Runs `nexus ctl ca …`.
@@ -291,12 +298,13 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
     match command {
         CaCommand::Status => {
             let (s, raw): (Value, _) = client.get("/v1/ca/status").await?;
-            print_json_or(json, &raw, || print!("{}", status_table(&s)));
+            print_json_or(json, &raw, || out!("{}", status_table(&s)));
         }
         CaCommand::Issue(args) => {
-            let (m, raw): (Value, _) = client.post("/v1/ca/certs", &args.to_json()?).await?;
+            let body = args.to_json().map_err(usage)?;
+            let (m, raw): (Value, _) = client.post("/v1/ca/certs", &body).await?;
             print_json_or(json, &raw, || {
-                println!(
+                outln!(
                     "issued serial {} ({})",
                     m["serial"],
                     m["fingerprint"].as_str().unwrap_or("")
@@ -306,8 +314,18 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
         CaCommand::Get { serial } => {
             let (m, raw): (Value, _) = client.get(&format!("/v1/ca/certs/{serial}")).await?;
             print_json_or(json, &raw, || {
-                print!("{}", table(&CERT_HEADERS, &[cert_line(&m)]));
-                println!("encoded: {}", m["encoded"].as_str().unwrap_or(""));
+                let b = &m["mic"]["body"];
+                let now = now_ms();
+                out!("{}", cert_table(std::slice::from_ref(&m)));
+                outln!("not before: {}", time_json_ms(&b["not_before_ms"], now));
+                outln!("not after:  {}", time_json_ms(&b["not_after_ms"], now));
+                if !m["revocation"].is_null() {
+                    outln!(
+                        "revoked:    {}",
+                        time_json_ms(&m["revocation"]["revoked_at_ms"], now)
+                    );
+                }
+                outln!("encoded: {}", m["encoded"].as_str().unwrap_or(""));
             });
         }
         CaCommand::List { after, limit } => {
@@ -315,13 +333,10 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
                 .get(&format!("/v1/ca/certs?after={after}&limit={limit}"))
                 .await?;
             print_json_or(json, &raw, || {
-                let rows: Vec<Vec<String>> = l["certs"]
-                    .as_array()
-                    .map(|a| a.iter().map(cert_line).collect())
-                    .unwrap_or_default();
-                print!("{}", table(&CERT_HEADERS, &rows));
+                let certs = l["certs"].as_array().map_or(&[][..], Vec::as_slice);
+                out!("{}", cert_table(certs));
                 if let Some(next) = l["next_after"].as_u64() {
-                    println!("more: --after {next}");
+                    outln!("more: --after {next}");
                 }
             });
         }
@@ -334,7 +349,7 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
                 .post(&format!("/v1/ca/certs/{serial}/renew"), &body)
                 .await?;
             print_json_or(json, &raw, || {
-                println!("renewed {serial} as serial {}", m["serial"])
+                outln!("renewed {serial} as serial {}", m["serial"])
             });
         }
         CaCommand::Revoke { serial, reason } => {
@@ -346,7 +361,7 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
                 .await?;
             print_json_or(json, &raw, || {
                 let rev = &r["revocation"];
-                println!(
+                outln!(
                     "revoked serial {} (seq {}, reason {})",
                     rev["serial"],
                     rev["seq"],
@@ -359,6 +374,7 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
                 .get(&format!("/v1/ca/revocations?after={after}"))
                 .await?;
             print_json_or(json, &raw, || {
+                let now = now_ms();
                 let rows: Vec<Vec<String>> = l["revocations"]
                     .as_array()
                     .map(|a| {
@@ -368,30 +384,30 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
                                     r["seq"].to_string(),
                                     r["serial"].to_string(),
                                     r["reason"].as_str().unwrap_or("?").to_owned(),
-                                    r["revoked_at_ms"].to_string(),
+                                    time_json_ms(&r["revoked_at_ms"], now),
+                                    time_json_ms(&r["not_after_ms"], now),
                                 ]
                             })
                             .collect()
                     })
                     .unwrap_or_default();
-                print!(
-                    "{}",
-                    table(&["SEQ", "SERIAL", "REASON", "REVOKED AT (MS)"], &rows)
-                );
+                let mut t = Table::new(&["SEQ", "SERIAL", "REASON", "REVOKED AT", "NOT AFTER"]);
+                t.extend(rows);
+                out!("{t}");
             });
         }
         CaCommand::Keys => {
             let (k, raw): (Value, _) = client.get("/v1/ca/keys").await?;
             print_json_or(json, &raw, || {
                 for key in k["keys"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "CA key {}: {}",
                         key["ca_key_id"],
                         key["public_key"].as_str().unwrap_or("")
                     );
                 }
                 for c in k["circuits"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "circuit {}: verifying key {}",
                         c["id"],
                         c["verifying_key_id"].as_str().unwrap_or("")
@@ -402,11 +418,11 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
         CaCommand::Voters(VotersCommand::Add { node, raft_addr }) => {
             let body = json!({"node": node, "raft_addr": raft_addr});
             let (v, raw): (Value, _) = client.post("/v1/ca/voters", &body).await?;
-            print_json_or(json, &raw, || println!("voters: {}", v["voters"]));
+            print_json_or(json, &raw, || outln!("voters: {}", v["voters"]));
         }
         CaCommand::Voters(VotersCommand::Remove { id }) => {
             let (v, raw): (Value, _) = client.delete(&format!("/v1/ca/voters/{id}")).await?;
-            print_json_or(json, &raw, || println!("voters: {}", v["voters"]));
+            print_json_or(json, &raw, || outln!("voters: {}", v["voters"]));
         }
     }
     Ok(())
@@ -473,15 +489,15 @@ pub async fn attest(client: &Client, command: AttestCommand, json: bool) -> anyh
             dataset,
             out,
         } => {
-            let properties = Properties::new(score, safety, dataset)?;
+            let properties = Properties::new(score, safety, dataset).map_err(usage)?;
             let (opening, commitment) = commit(properties);
             write_secret(&out, &hex::encode(opening.encode()))?;
             let c = hex::encode(commitment.to_bytes());
             if json {
-                println!("{}", json!({"commitment": c, "opening": out}));
+                print_json(&json!({"commitment": c, "opening": out}).to_string());
             } else {
-                println!("commitment {c}");
-                println!("opening written to {} (keep it secret)", out.display());
+                outln!("commitment {c}");
+                outln!("opening written to {} (keep it secret)", out.display());
             }
         }
         AttestCommand::Prove {
@@ -489,23 +505,27 @@ pub async fn attest(client: &Client, command: AttestCommand, json: bool) -> anyh
             min_score,
             require_safety,
         } => {
-            let opening = Opening::decode(&read_hex_file(&opening)?)?;
+            let opening = read_hex_file(&opening)
+                .and_then(|b| Ok(Opening::decode(&b)?))
+                .map_err(usage)?;
             let predicate = Predicate {
                 min_score,
                 require_safety,
             };
             if let Err(v) = predicate.check(&opening.properties) {
-                bail!("the predicate is false for this opening: {v}");
+                return Err(usage(anyhow::anyhow!(
+                    "the predicate is false for this opening: {v}"
+                )));
             }
             let attestation = prove(client, &opening, predicate).await?;
             let a = hex::encode(attestation.encode());
             if json {
-                println!(
-                    "{}",
-                    json!({"attestation": a, "commitment": hex::encode(opening.commitment().to_bytes())})
+                print_json(
+                    &json!({"attestation": a, "commitment": hex::encode(opening.commitment().to_bytes())})
+                        .to_string(),
                 );
             } else {
-                println!("{a}");
+                outln!("{a}");
             }
         }
         AttestCommand::Export {
@@ -514,19 +534,19 @@ pub async fn attest(client: &Client, command: AttestCommand, json: bool) -> anyh
             commitment,
         } => {
             std::fs::create_dir_all(&snarkjs)
-                .with_context(|| format!("creating {}", snarkjs.display()))?;
+                .with_context(|| format!("creating {}", snarkjs.display()))
+                .map_err(usage)?;
+            // Parse the inputs before asking the node anything.
+            let parsed = match (attestation, commitment) {
+                (Some(a), Some(c)) => Some(parse_attestation(&a, &c).map_err(usage)?),
+                _ => None,
+            };
             let circuit = zk::ATTESTATION_CIRCUIT_ID;
             let (_, raw): (Value, _) = client
                 .get(&format!("/v1/ca/circuits/{circuit}?format=snarkjs"))
                 .await?;
             let mut written = vec![write_file(&snarkjs.join("verification_key.json"), &raw)?];
-            if let (Some(a), Some(c)) = (attestation, commitment) {
-                let a = Attestation::decode(
-                    &hex::decode(a.trim()).context("--attestation is not hex")?,
-                )?;
-                let c = Commitment::from_slice(
-                    &hex::decode(c.trim()).context("--commitment is not hex")?,
-                )?;
+            if let Some((a, c)) = parsed {
                 let proof = a.parsed_proof()?;
                 written.push(write_file(
                     &snarkjs.join("proof.json"),
@@ -537,12 +557,24 @@ pub async fn attest(client: &Client, command: AttestCommand, json: bool) -> anyh
                     &zk::snarkjs::public_json(&c, &a.predicate).to_string(),
                 )?);
             }
-            for p in written {
-                println!("wrote {}", p.display());
+            if json {
+                let paths: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+                print_json(&json!({ "written": paths }).to_string());
+            } else {
+                for p in written {
+                    outln!("wrote {}", p.display());
+                }
             }
         }
     }
     Ok(())
+}
+
+/// `--attestation` and `--commitment` (hex) of `attest export`.
+fn parse_attestation(a: &str, c: &str) -> anyhow::Result<(Attestation, Commitment)> {
+    let a = Attestation::decode(&hex::decode(a.trim()).context("--attestation is not hex")?)?;
+    let c = Commitment::from_slice(&hex::decode(c.trim()).context("--commitment is not hex")?)?;
+    Ok((a, c))
 }
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<PathBuf> {

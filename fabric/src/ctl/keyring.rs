@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Subcommand;
 
-use super::{Client, table};
+use super::{Client, Table, print_json, usage};
 use crate::admin::keyring::{KEYRING_TIMEOUT_MS_DEFAULT, KeyringAnswer};
 
 /// `nexus ctl keyring` subcommands.
@@ -62,7 +62,9 @@ pub fn render(a: &KeyringAnswer) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(&["KEY", "MEMBERS", "PRIMARY"], &rows));
+    let mut t = Table::new(&["KEY", "MEMBERS", "PRIMARY"]);
+    t.extend(rows);
+    out.push_str(&t.to_string());
     for r in &a.refused {
         out.push_str(&format!(
             "refused by {} ({}): {}\n",
@@ -86,11 +88,13 @@ pub async fn keyring(client: &Client, command: KeyringCommand, json: bool) -> an
     if let Some(key) = &key
         && let Err(e) = nexus_gossip::SecretKey::parse(key)
     {
-        bail!("{e}");
+        return Err(usage(anyhow::anyhow!("{e}")));
     }
     // The node answers after the members did (or the deadline passed): wait longer than that.
     let client = Client {
-        http: client.http_client(Duration::from_millis(timeout_ms) + Duration::from_secs(5))?,
+        http: client
+            .http_client(Duration::from_millis(timeout_ms) + Duration::from_secs(5))
+            .map_err(usage)?,
         ..client.clone()
     };
     let (answer, raw): (KeyringAnswer, _) = match key {
@@ -105,9 +109,9 @@ pub async fn keyring(client: &Client, command: KeyringCommand, json: bool) -> an
         }
     };
     if json {
-        println!("{raw}");
+        print_json(&raw);
     } else {
-        print!("{}", render(&answer));
+        out!("{}", render(&answer));
     }
     if !answer.complete {
         bail!(
