@@ -118,6 +118,9 @@ pub struct NodeMetrics {
     pub ca_issued: Counter,
     /// Revocations committed through this node.
     pub ca_revoked: Counter,
+    /// Time from proposing a CA command through this node's admin API (issue, renew, revoke)
+    /// to its answer: forwarding to the leader, Raft commit and apply; seconds.
+    pub ca_commit_seconds: Histogram,
     /// Inbound CA Raft-link connections refused in the TLS handshake (key not admitted, not
     /// TLS, bad signature, timeout, handshake limit).
     pub ca_handshakes_refused: Counter,
@@ -361,6 +364,13 @@ impl NodeMetrics {
             "Time to resolve one intent",
             registry_resolve_seconds.clone(),
         );
+        // 1 ms .. ~33 s.
+        let ca_commit_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "ca_commit_seconds",
+            "Time from proposing a CA command through the admin API to its commit and apply",
+            ca_commit_seconds.clone(),
+        );
         let ca_role = Gauge::default();
         registry.register(
             "ca_role",
@@ -524,6 +534,7 @@ impl NodeMetrics {
             ca_last_applied,
             ca_issued,
             ca_revoked,
+            ca_commit_seconds,
             ca_handshakes_refused,
             ca_handshakes_failed_out,
             ca_frames_refused,

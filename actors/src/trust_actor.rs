@@ -253,6 +253,22 @@ impl CaAccess {
         }
     }
 
+    /// [`CaAccess::write`], timed into `seconds` (answered or not).
+    pub async fn write_timed(
+        &self,
+        cmd: Command,
+        seconds: &prometheus_client::metrics::histogram::Histogram,
+    ) -> Result<Response, CaClientError> {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a driver timing a real Raft round"
+        )]
+        let started = std::time::Instant::now();
+        let result = self.write(cmd).await;
+        seconds.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
     /// A linearizable read of the CA state.
     pub async fn read(&self, query: CaQuery) -> Result<CaAnswer, CaClientError> {
         match self {

@@ -434,10 +434,13 @@ pub(super) async fn issue(
     let request: IssueRequest = parse_json(&headers, body)?;
     let access = access(&s).await?;
     let response = access
-        .write(Command::Issue {
-            now_ms: now_ms(),
-            requests: vec![request],
-        })
+        .write_timed(
+            Command::Issue {
+                now_ms: now_ms(),
+                requests: vec![request],
+            },
+            &s.ctx.metrics.ca_commit_seconds,
+        )
         .await
         .map_err(client_problem)?;
     let mic = match response {
@@ -540,11 +543,14 @@ pub(super) async fn renew(
         },
     };
     let response = access
-        .write(Command::Renew {
-            now_ms: now_ms(),
-            serial,
-            validity_ms,
-        })
+        .write_timed(
+            Command::Renew {
+                now_ms: now_ms(),
+                serial,
+                validity_ms,
+            },
+            &s.ctx.metrics.ca_commit_seconds,
+        )
         .await
         .map_err(client_problem)?;
     let mic = match response {
@@ -573,11 +579,14 @@ pub(super) async fn revoke(
     let request: RevokeRequest = optional_json(&headers, body)?;
     let access = access(&s).await?;
     let response = access
-        .write(Command::Revoke {
-            now_ms: now_ms(),
-            serial,
-            reason: request.reason.unwrap_or(RevocationReason::Unspecified),
-        })
+        .write_timed(
+            Command::Revoke {
+                now_ms: now_ms(),
+                serial,
+                reason: request.reason.unwrap_or(RevocationReason::Unspecified),
+            },
+            &s.ctx.metrics.ca_commit_seconds,
+        )
         .await
         .map_err(client_problem)?;
     let record = match response {
