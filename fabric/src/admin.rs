@@ -16,6 +16,7 @@ mod registry;
 pub mod sessions;
 pub mod tls;
 mod tokens;
+pub mod ui;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -709,7 +710,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
         ca::status, ca::issue, ca::get_cert, ca::list_certs, ca::renew, ca::revoke, ca::revocations, ca::keys,
         ca::circuit, ca::proving_key, ca::add_voter, ca::remove_voter, ca::node_mic, ca::node_trust,
         sessions::list, sessions::probe, tokens::create, tokens::list, tokens::revoke,
-        keyring::list, keyring::install, keyring::use_key, keyring::remove),
+        keyring::list, keyring::install, keyring::use_key, keyring::remove,
+        ui::page, ui::script, ui::stylesheet, ui::icon, ui::token_self),
     components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, NextHopDto, Route, RouteRequest, Routes,
         crate::api::ServiceDto, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
         crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
@@ -721,7 +723,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
         sessions::ProbeResponse,
         crate::api::TokenCreateRequest, crate::api::TokenDto, crate::api::TokenCreated,
         crate::api::TokenList, crate::api::TokenRevoked,
-        keyring::KeyringRequestDto, keyring::KeyringAnswer, keyring::KeyCountDto, keyring::KeyringRefusalDto, keyring::KeyringSilentDto)),
+        keyring::KeyringRequestDto, keyring::KeyringAnswer, keyring::KeyCountDto, keyring::KeyringRefusalDto, keyring::KeyringSilentDto,
+        ui::TokenSelf)),
     modifiers(&BearerAuth, &ScopeSecurity),
     security(("bearer" = []))
 )]
@@ -1002,6 +1005,14 @@ fn routes() -> RouteTable {
             MANAGEMENT,
             tokens::revoke,
         )
+        .route(M::GET, "/v1/token/self", READ, ui::token_self)
+        // The web UI's assets: open like the API's description, since a browser sends no
+        // token when it navigates and they hold no state; the page fetches everything it
+        // shows from the API with the user's token (fabric/src/admin/ui.rs).
+        .route(M::GET, "/ui", OPEN, ui::page)
+        .route(M::GET, "/ui/app.js", OPEN, ui::script)
+        .route(M::GET, "/ui/app.css", OPEN, ui::stylesheet)
+        .route(M::GET, "/ui/favicon.svg", OPEN, ui::icon)
 }
 
 /// Every admin endpoint with who may call it, in the order of the router table.
@@ -1137,7 +1148,13 @@ async fn auth(State(s): State<AppState>, request: Request, next: Next) -> Respon
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
     let method = request.method().clone();
-    let needed = match access_of(&method, &path) {
+    // axum answers HEAD with the GET handler (without the body): the same access applies.
+    let declared = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    let needed = match access_of(&declared, &path) {
         Some(Access::Open) => return next.run(request).await,
         Some(Access::Scope(needed)) => needed,
         None => {
@@ -1291,6 +1308,9 @@ mod tests {
             "/v1/node/trust",
             "/v1/sessions",
             "/v1/sessions/probe",
+            "/v1/token/self",
+            "/ui",
+            "/ui/app.js",
         ] {
             assert!(doc["paths"][path].is_object(), "missing {path}");
         }
@@ -1401,7 +1421,17 @@ mod tests {
             .filter(|r| r.access == Access::Open)
             .map(|r| r.path)
             .collect();
-        assert_eq!(open, ["/v1/health", "/v1/openapi.json"]);
+        assert_eq!(
+            open,
+            [
+                "/v1/health",
+                "/v1/openapi.json",
+                "/ui",
+                "/ui/app.js",
+                "/ui/app.css",
+                "/ui/favicon.svg"
+            ]
+        );
         assert!(
             route_table()
                 .iter()
