@@ -20,6 +20,9 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:7946";
 pub const DEFAULT_DATA_DIR: &str = "./nexus-data";
 /// Environment variable holding the admin bearer token.
 pub const TOKEN_ENV: &str = "NEXUS_ADMIN_TOKEN";
+/// Environment variable holding the gossip encryption key; it stands for `[gossip] encrypt_key`
+/// (and wins over it), so the key can come from a secret store instead of the config file.
+pub const GOSSIP_KEY_ENV: &str = "NEXUS_GOSSIP_KEY";
 /// Seeds accepted at most.
 pub const SEEDS_MAX: usize = 64;
 
@@ -104,6 +107,13 @@ pub struct NodeRunArgs {
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// TCP address of a CA voter's Raft listener (`[ca] raft_listen`) [default: unset].
+    #[arg(long, value_name = "IP:PORT")]
+    pub ca_raft_listen: Option<String>,
+    /// The gossip encryption key from `NEXUS_GOSSIP_KEY` (no flag: a key on the command line
+    /// would show in the process list). [`NodeConfig::load`] reads the environment.
+    #[arg(skip)]
+    pub gossip_key: Option<String>,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -431,7 +441,11 @@ impl NodeConfig {
             None => FileConfig::default(),
             Some(path) => Self::read_file(path)?,
         };
-        Self::merge(args.clone(), file)
+        let mut args = args.clone();
+        if args.gossip_key.is_none() {
+            args.gossip_key = std::env::var(GOSSIP_KEY_ENV).ok();
+        }
+        Self::merge(args, file)
     }
 
     /// Parses a config file's text (exposed for tests and `nexus node check`).
@@ -556,7 +570,8 @@ impl NodeConfig {
             message: e.reason.into(),
         })?;
 
-        let gossip_encryption = parse_gossip_encryption(&file.gossip, &data_dir)?;
+        let gossip_encryption =
+            parse_gossip_encryption(&file.gossip, args.gossip_key.as_deref(), &data_dir)?;
 
         let p = RestartPolicy::default();
         let s = &file.supervisor;
@@ -593,7 +608,11 @@ impl NodeConfig {
             return err("registry.anti_entropy_ms", "must be at least 100");
         }
 
-        let ca = parse_ca(&file.ca)?;
+        let mut ca_file = file.ca;
+        if let Some(listen) = args.ca_raft_listen {
+            ca_file.raft_listen = Some(listen);
+        }
+        let ca = parse_ca(&ca_file)?;
         let stream = parse_stream(&file.stream)?;
         let api = parse_api(args.api.or(file.api.listen).as_deref())?;
         let gateway = crate::gateway::parse_settings(args.gateway.as_deref(), &file.gateway, api)?;
@@ -644,16 +663,22 @@ impl NodeConfig {
     }
 }
 
-/// Parses the encryption keys of `[gossip]`.
+/// Parses the encryption keys of `[gossip]`; `env_key` (`NEXUS_GOSSIP_KEY`) stands for
+/// `encrypt_key` and wins over it, an empty one counting as unset.
 fn parse_gossip_encryption(
     gossip: &MembershipSettings,
+    env_key: Option<&str>,
     data_dir: &std::path::Path,
 ) -> Result<GossipEncryption, ConfigError> {
-    let encrypt_key = match &gossip.encrypt_key {
+    let (text, source) = match env_key.filter(|k| !k.is_empty()) {
+        Some(k) => (Some(k), format!("{GOSSIP_KEY_ENV}: ")),
+        None => (gossip.encrypt_key.as_deref(), String::new()),
+    };
+    let encrypt_key = match text {
         Some(text) => Some(
             nexus_gossip::SecretKey::parse(text).map_err(|e| ConfigError {
                 field: "gossip.encrypt_key".into(),
-                message: e.to_string(),
+                message: format!("{source}{e}"),
             })?,
         ),
         None => None,
@@ -925,6 +950,51 @@ mod tests {
         // Type errors inside [gossip] are reported like the timings' (field "config").
         let e = parse("[gossip]\nverify_incoming = 1").expect_err("not a bool");
         assert!(e.message.contains("expected a boolean"), "{e}");
+    }
+
+    #[test]
+    fn gossip_key_from_the_environment_and_raft_listen_flag() {
+        let file_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let env_key = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+        let with = |key: &str| NodeRunArgs {
+            gossip_key: Some(key.into()),
+            ..NodeRunArgs::default()
+        };
+        let file = format!("[gossip]\nencrypt_key = \"{file_key}\"");
+        let c = NodeConfig::from_toml(&file, with(env_key)).expect("env key");
+        let shown = c
+            .gossip_encryption
+            .encrypt_key
+            .as_ref()
+            .map(|k| k.to_base64());
+        assert_eq!(shown.as_deref(), Some(env_key), "the environment wins");
+        let c = NodeConfig::from_toml(&file, with("")).expect("empty env");
+        let shown = c
+            .gossip_encryption
+            .encrypt_key
+            .as_ref()
+            .map(|k| k.to_base64());
+        assert_eq!(shown.as_deref(), Some(file_key), "empty counts as unset");
+        let e = NodeConfig::from_toml("", with("c2hvcnQ=")).expect_err("short");
+        assert_eq!(e.field, "gossip.encrypt_key");
+        assert!(e.message.starts_with("NEXUS_GOSSIP_KEY: "), "{e}");
+
+        let args = NodeRunArgs {
+            ca_raft_listen: Some("127.0.0.1:7801".into()),
+            ..NodeRunArgs::default()
+        };
+        let c = NodeConfig::from_toml("[ca]\nvoter = true\nraft_listen = \"127.0.0.1:9\"", args)
+            .expect("flag over file");
+        assert_eq!(
+            c.ca.raft_listen,
+            Some("127.0.0.1:7801".parse().expect("addr"))
+        );
+        let args = NodeRunArgs {
+            ca_raft_listen: Some("0.0.0.0:7801".into()),
+            ..NodeRunArgs::default()
+        };
+        let e = NodeConfig::from_toml("[ca]\nvoter = true", args).expect_err("unspecified");
+        assert_eq!(e.field, "ca.raft_listen");
     }
 
     #[test]

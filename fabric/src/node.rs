@@ -32,6 +32,8 @@ use crate::admin::{AdminActor, AdminArgs, AdminContext, NodeInfo};
 use crate::config::{ConfigError, DataplaneBackend, NodeConfig};
 use crate::nexapi::{ApiActor, ApiArgs};
 
+pub mod sd_notify;
+
 /// Socket buffer the data plane asks for in each direction: absorbs the bursts of a QUIC
 /// congestion window (NexStream sessions) while the forwarder thread is descheduled.
 const DATAPLANE_SOCKET_BYTES: usize = 4 << 20;
@@ -307,6 +309,10 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     // before "node started" is logged, so a SIGHUP sent after that line never kills the node.
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| StartError::Runtime(format!("installing SIGHUP handler: {e}")))?;
+    // SIGTERM likewise: once "node started" is logged (and before READY=1 reaches a service
+    // manager) it is a graceful leave, never the default action that kills the process.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| StartError::Runtime(format!("installing SIGTERM handler: {e}")))?;
     // The admin API's certificate (checked when the config was read; read again now).
     let admin_metrics = crate::admin::AdminMetrics::default();
     let admin_tls = match &config.admin_tls {
@@ -615,8 +621,6 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     );
 
     // 4. Wait for a signal, a leave request or an escalation.
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| StartError::Runtime(format!("installing SIGTERM handler: {e}")))?;
     // The data plane: its own OS thread, reading the table generations the table actor installs.
     // The forwarder is generic over its backend, so each arm spawns its own monomorphisation.
     // With the source check on (the default) it forwards only for the sources the table
@@ -650,6 +654,21 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     let exporter = forwarder
         .as_ref()
         .map(|f| spawn_counter_export(f, metrics_for_export.clone()));
+    // systemd (Type=notify): READY=1 once every actor runs, then WATCHDOG=1 if asked for.
+    let notifier = match sd_notify::Notifier::from_env() {
+        Ok(n) => n.map(Arc::new),
+        Err(e) => {
+            tracing::warn!(%e, "not notifying the service manager");
+            None
+        }
+    };
+    let readiness = notifier.clone().map(|n| {
+        tokio::spawn(sd_notify::ready_and_watchdog(
+            n,
+            supervisor.clone(),
+            format!("serving; admin {admin_addr}, gossip {bound}"),
+        ))
+    });
     let mut local_open = true;
     let leave_first = loop {
         tokio::select! {
@@ -679,6 +698,15 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             }
         }
     };
+    if let Some(task) = readiness {
+        task.abort();
+    }
+    if let Some(n) = &notifier
+        && exit_rx.borrow().is_none()
+        && let Err(e) = n.notify("STOPPING=1\nSTATUS=leaving")
+    {
+        tracing::warn!(%e, "could not notify the service manager (STOPPING=1)");
+    }
     if leave_first {
         graceful_leave(&supervisor).await;
     }
