@@ -15,8 +15,10 @@
 //!
 //! The spans (names and attributes are documented in docs/operations.md §12a):
 //! `admin.resolve`, `nexapi.resolve`, `registry.register`, `registry.broadcast`,
-//! `registry.apply`, `gateway.request`, `gateway.call`, `upstream.request`. Not instrumented:
-//! anything per packet (the data plane's forwarder, NexStream's datagram path).
+//! `registry.apply`. Each node exports its own spans; no trace context crosses a hop (a NexAPI
+//! REQUEST has no field for one), so the gateway → NexStream → upstream path is not traced yet.
+//! Not instrumented on purpose: anything per packet (the data plane's forwarder, NexStream's
+//! datagram path).
 
 use std::time::Duration;
 
@@ -210,42 +212,6 @@ impl Telemetry {
         if let Err(e) = self.provider.shutdown() {
             eprintln!("warning: trace export shutdown: {e}");
         }
-    }
-}
-
-/// The W3C trace context of the current span, when it is exported and sampled: trace id,
-/// span id and trace flags, for carrying across a hop.
-pub fn current_context() -> Option<([u8; 16], [u8; 8], u8)> {
-    use opentelemetry::trace::TraceContextExt as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let cx = tracing::Span::current().context();
-    let span = cx.span();
-    let sc = span.span_context();
-    sc.is_valid().then(|| {
-        (
-            sc.trace_id().to_bytes(),
-            sc.span_id().to_bytes(),
-            sc.trace_flags().to_u8(),
-        )
-    })
-}
-
-/// Makes the remote context `(trace id, span id, flags)` the parent of `span`.
-pub fn set_remote_parent(span: &tracing::Span, remote: ([u8; 16], [u8; 8], u8)) {
-    use opentelemetry::trace::{
-        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
-    };
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let (trace, id, flags) = remote;
-    let sc = SpanContext::new(
-        TraceId::from_bytes(trace),
-        SpanId::from_bytes(id),
-        TraceFlags::new(flags),
-        true,
-        TraceState::default(),
-    );
-    if sc.is_valid() {
-        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc));
     }
 }
 
