@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    Actors, FibDto, LeaveResponse, Members, Node, Problem, ResolveResponse, ServiceDto, Services,
-    WithdrawResponse,
+    Actors, FibDto, Health, LeaveResponse, Members, Node, Problem, ResolveResponse, ServiceDto,
+    Services, WithdrawResponse,
 };
 use crate::config::TOKEN_ENV;
 
@@ -90,6 +90,10 @@ pub struct CtlArgs {
 pub enum CtlCommand {
     /// Show this node (id, addresses, incarnation).
     Node,
+    /// Check the node's health (`GET /v1/health`, open without a token): exit 0 when every
+    /// actor runs, 1 while one restarts, 3 when the node cannot be reached (container health
+    /// checks).
+    Health,
     /// List the members this node sees.
     Members,
     /// Show the supervision tree with restart counts.
@@ -1038,6 +1042,18 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     ("started", output::time_ms(started, now)),
                 ])
                 .state_column("VALUE");
+                out!("{t}");
+            }
+        }
+        CtlCommand::Health => {
+            // 503 (an actor restarting) is an error answer, so the exit code is the health.
+            let (h, raw): (Health, _) = client.get("/v1/health").await?;
+            if args.json {
+                print_json(&raw);
+            } else {
+                let mut t = Table::new(&["ACTOR", "STATUS"]).state_column("STATUS");
+                t.extend(h.actors.into_iter().map(|a| vec![a.name, a.status]));
+                outln!("{}", h.status);
                 out!("{t}");
             }
         }

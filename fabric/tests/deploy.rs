@@ -281,6 +281,10 @@ impl Node {
     }
 
     fn start_logging(data_dir: &Path, env: &[(&str, &str)], filter: &str) -> Node {
+        Self::start_with(data_dir, env, filter, &[])
+    }
+
+    fn start_with(data_dir: &Path, env: &[(&str, &str)], filter: &str, args: &[&str]) -> Node {
         let mut cmd = nexus();
         cmd.args([
             "node",
@@ -300,6 +304,7 @@ impl Node {
         ])
         .arg("--data-dir")
         .arg(data_dir)
+        .args(args)
         .env_remove("RUST_LOG")
         .env_remove("NEXUS_ADMIN_TOKEN")
         .env_remove("NEXUS_GOSSIP_KEY")
@@ -367,11 +372,16 @@ impl Node {
 
 /// `GET path` over plain HTTP/1.1: (status code, body).
 fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http(addr, "GET", path)
+}
+
+/// `method path` without a body over plain HTTP/1.1: (status code, body).
+fn http(addr: &str, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     s.read_to_string(&mut response)?;
@@ -537,4 +547,58 @@ fn gossip_key_from_the_environment() {
     assert!(keyring.contains(key), "{keyring}");
     node.sigterm();
     assert_eq!(node.wait_exit(Duration::from_secs(20)).code(), Some(0));
+}
+
+#[test]
+fn ctl_health_exit_codes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // Fault injection, and restarts slow enough to see an actor restarting.
+    let config = dir.path().join("nexus.toml");
+    std::fs::write(
+        &config,
+        "[debug]\nfault_injection = true\n[supervisor]\nbackoff_min_ms = 4000\nbackoff_max_ms = 4000\n",
+    )
+    .expect("config");
+    let mut node = Node::start_with(
+        &dir.path().join("data"),
+        &[],
+        "info",
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let admin = node.admin();
+    let health = || {
+        output(
+            nexus()
+                .args(["ctl", "--admin", &format!("http://{admin}"), "health"])
+                .env_remove("NEXUS_ADMIN")
+                .env_remove("NEXUS_ADMIN_TOKEN"),
+            "nexus ctl health",
+        )
+    };
+    // Every actor runs: 0 (after "node started" the last children may still be starting).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = health();
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("ok\n") && said.contains("registry"),
+        "{said}"
+    );
+    // An actor restarting: 503 degraded, exit 1.
+    let (code, body) = http(&admin, "POST", "/v1/debug/crash/registry").expect("crash");
+    assert!(code < 300, "{code} {body}");
+    let out = health();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("degraded"), "{}", text(&out));
+    // The node gone: unreachable, exit 3.
+    node.sigterm();
+    assert_eq!(node.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    let out = health();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 }
