@@ -593,7 +593,16 @@ fn ctl_health_exit_codes() {
     // An actor restarting: 503 degraded, exit 1.
     let (code, body) = http(&admin, "POST", "/v1/debug/crash/registry").expect("crash");
     assert!(code < 300, "{code} {body}");
-    let out = health();
+    // The supervisor learns of the exit just after the crash call returns: ask until it has
+    // (the restart waits 4 s).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let out = loop {
+        let out = health();
+        if out.status.code() != Some(0) || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("degraded"), "{}", text(&out));
     // The node gone: unreachable, exit 3.
