@@ -115,11 +115,14 @@ where
     }
 }
 
-fn service(id: &str, tasks: &[&str], context: u64, p50: u64, price: u64, util: u64) -> Value {
+/// A service descriptor; `family` and `region` only make the pages look like a real fabric.
+fn service(id: &str, tasks: &[&str], family_region: (&str, &str), numbers: [u64; 4]) -> Value {
+    let [context, p50, price, util] = numbers;
+    let (family, region) = family_region;
     json!({
-        "id": id, "tasks": tasks, "model_family": "test-family", "context_window": context,
+        "id": id, "tasks": tasks, "model_family": family, "context_window": context,
         "latency_ms_p50": p50, "latency_ms_p99": p50 * 4, "price_micros_per_1k": price,
-        "modalities": ["text"], "region": "eu-west",
+        "modalities": ["text"], "region": region,
         "load": {"queue_depth": util / 10, "utilization_pct": util},
         "endpoint": {"port": 9000 + p50 % 1000, "stream": 1}, "ttl_s": 600
     })
@@ -224,22 +227,46 @@ async fn the_web_ui_in_a_real_browser() {
             service(
                 "coder-large",
                 &["llm.code", "llm.chat"],
-                200_000,
-                90,
-                900,
-                55,
+                ("qwen-2.5", "eu-west"),
+                [200_000, 90, 900, 55],
             ),
         ),
         (
             1,
-            service("coder-fast", &["llm.code"], 128_000, 40, 400, 12),
+            service(
+                "coder-fast",
+                &["llm.code"],
+                ("llama-3", "eu-west"),
+                [128_000, 40, 400, 12],
+            ),
         ),
         (
             2,
-            service("coder-small", &["llm.code"], 32_000, 25, 100, 30),
+            service(
+                "coder-small",
+                &["llm.code"],
+                ("phi-3", "us-east"),
+                [32_000, 25, 100, 30],
+            ),
         ),
-        (2, service("embedder", &["embedding"], 8_192, 8, 20, 85)),
-        (1, service("vision", &["vision.detect"], 0, 30, 0, 97)),
+        (
+            2,
+            service(
+                "embedder",
+                &["embedding"],
+                ("bge", "us-east"),
+                [8_192, 8, 20, 85],
+            ),
+        ),
+        (
+            1,
+            service(
+                "vision",
+                &["vision.detect"],
+                ("yolo", "eu-west"),
+                [0, 30, 0, 97],
+            ),
+        ),
     ];
     for (at, sad) in &services {
         let (status, body) = call(

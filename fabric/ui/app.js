@@ -481,10 +481,10 @@ async function servicesPage() {
       table(
         'services',
         [
-          { title: 'Service', cell: (x) => [h('strong', {}, x.service.id), x.local ? badge('local', 'info') : null] },
-          { title: 'Node', cell: (x) => x.node_name || shortHex(x.node) },
+          { title: 'Service', cell: (x) => [h('strong', {}, x.service.id), x.local ? badge('local', 'info') : null], cls: 'nowrap' },
+          { title: 'Node', cell: (x) => x.node_name || shortHex(x.node), cls: 'nowrap' },
           { title: 'Tasks', cell: (x) => chips(x.service.tasks) },
-          { title: 'Model', cell: (x) => orDash(x.service.model_family) },
+          { title: 'Model', cell: (x) => orDash(x.service.model_family), cls: 'nowrap' },
           { title: 'Context', cell: (x) => orDash(x.service.context_window, int), cls: 'num' },
           {
             title: 'Latency p50 / p99',
@@ -495,11 +495,15 @@ async function servicesPage() {
           {
             title: 'Region',
             cell: (x) => orDash([x.service.region, x.service.zone].filter(Boolean).join(' / ')),
+            cls: 'nowrap',
           },
-          { title: 'Load', cell: (x) => loadBar(x.service.load.utilization_pct) },
-          { title: 'Queue', cell: (x) => int(x.service.load.queue_depth), cls: 'num' },
+          {
+            title: 'Load (queue)',
+            cell: (x) => [loadBar(x.service.load.utilization_pct), h('span', { class: 'muted queue' }, ` (${int(x.service.load.queue_depth)})`)],
+            cls: 'nowrap',
+          },
           { title: 'MIC', cell: (x) => orDash(x.service.trust.mic_serial, (v) => badge(`#${v}`, 'info')) },
-          { title: 'Lease left', cell: (x) => duration(Math.round(x.expires_in_ms / 1000)), cls: 'num' },
+          { title: 'Lease', cell: (x) => duration(Math.round(x.expires_in_ms / 1000)), cls: 'num' },
         ],
         services,
         { rowAttrs: (x) => ({ 'data-service': x.service.id, 'data-node': x.node_name || x.node }), empty: 'No service is registered.' },
@@ -671,8 +675,8 @@ function resolveResult(result, intent) {
         'resolve-results',
         [
           { title: '#', cell: (c) => String(result.candidates.indexOf(c) + 1), cls: 'num' },
-          { title: 'Service', cell: (c) => h('strong', {}, c.id) },
-          { title: 'Node', cell: (c) => c.node_name || shortHex(c.node) },
+          { title: 'Service', cell: (c) => h('strong', {}, c.id), cls: 'nowrap' },
+          { title: 'Node', cell: (c) => c.node_name || shortHex(c.node), cls: 'nowrap' },
           { title: 'Score', cell: scoreCell },
           {
             title: 'Endpoint',
@@ -1126,9 +1130,8 @@ async function overlayPage() {
   const view = (addr) => (active.has(addr) ? 'active' : passive.has(addr) ? 'passive' : 'none');
 
   const width = 720;
-  const height = 460;
   const cx = width / 2;
-  const cy = height / 2 - 10;
+  const cy = 230;
   const radius = 160;
   // Peers on a circle around this node; with two they sit left and right, never on the
   // vertical line where labels would cross the edges.
@@ -1154,9 +1157,13 @@ async function overlayPage() {
     shapes.push(nodeShape(x, y, peer.name, peer.addr, peer.state, { 'data-view': kind }));
   });
   shapes.push(nodeShape(cx, cy, me ? me.name : 'this node', me ? me.addr : '', 'self', { 'data-view': 'self' }));
+  // The drawing's extent: the nodes with their labels, and room for the legend above them.
+  const ys = [cy, ...peers.map((_, i) => place(i)[1])];
+  const top = Math.min(...ys) - 90;
+  const bottom = Math.max(...ys) + 70;
   const legend = s(
     'g',
-    { class: 'legend', transform: 'translate(16, 20)' },
+    { class: 'legend', transform: `translate(16, ${top + 20})` },
     s('line', { x1: 0, y1: 0, x2: 28, y2: 0, class: 'edge active' }),
     s('text', { x: 36, y: 4 }, 'active view (overlay neighbour)'),
     s('line', { x1: 0, y1: 22, x2: 28, y2: 22, class: 'edge passive' }),
@@ -1164,7 +1171,7 @@ async function overlayPage() {
   );
   const graph = s(
     'svg',
-    { id: 'overlay-graph', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'Overlay views of this node' },
+    { id: 'overlay-graph', viewBox: `0 ${top} ${width} ${bottom - top}`, role: 'img', 'aria-label': 'Overlay views of this node' },
     legend,
     ...edges,
     ...shapes,
