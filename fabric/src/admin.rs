@@ -1173,6 +1173,18 @@ async fn auth(State(s): State<AppState>, request: Request, next: Next) -> Respon
     }
 }
 
+/// One exported span per routed admin request, refused ones included (`admin.request`, with
+/// the method, the route and the status; docs/operations.md §12a). A `DEBUG` span of the trace
+/// target: disabled at its call site unless trace export is on.
+async fn trace_request(route: MatchedPath, request: Request, next: Next) -> Response {
+    let span = tracing::debug_span!(target: crate::telemetry::TARGET, "admin.request",
+        http.request.method = %request.method(), http.route = route.as_str(),
+        http.response.status_code = tracing::field::Empty);
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
 /// The admin API's routes.
 fn router(state: AppState) -> Router {
     let mut router = Router::new();
@@ -1181,6 +1193,7 @@ fn router(state: AppState) -> Router {
     }
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), auth))
+        .route_layer(middleware::from_fn(trace_request))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

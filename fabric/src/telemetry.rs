@@ -14,9 +14,10 @@
 //! the process exits.
 //!
 //! The spans (names and attributes are documented in docs/operations.md §12a):
-//! `admin.resolve`, `nexapi.resolve`, `registry.register`, `registry.broadcast`,
-//! `registry.apply`. Each node exports its own spans; no trace context crosses a hop (a NexAPI
-//! REQUEST has no field for one), so the gateway → NexStream → upstream path is not traced yet.
+//! `admin.request`, `admin.resolve`, `nexapi.resolve`, `registry.register`,
+//! `registry.broadcast`, `registry.apply`. Each node exports its own spans; no trace context
+//! crosses a hop (a NexAPI REQUEST has no field for one), so the gateway → NexStream →
+//! upstream path is not traced yet.
 //! Not instrumented on purpose: anything per packet (the data plane's forwarder, NexStream's
 //! datagram path).
 

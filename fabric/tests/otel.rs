@@ -276,6 +276,23 @@ async fn resolves_and_registrations_arrive_as_spans_at_an_otlp_receiver() {
         assert_eq!(a.get("candidates").map(String::as_str), Some("1"), "{name}");
         assert_eq!(a.get("results").map(String::as_str), Some("1"), "{name}");
     }
+    // The admin resolve runs inside its request's span.
+    let resolve = find(&spans, "n2", "admin.resolve")[0];
+    let request = find(&spans, "n2", "admin.request")
+        .into_iter()
+        .find(|r| r.span_id == resolve.parent_span_id)
+        .unwrap_or_else(|| panic!("admin.resolve has an admin.request parent: {spans:#?}"));
+    assert_eq!(request.trace_id, resolve.trace_id);
+    assert_eq!(request.attributes["http.route"], "/v1/resolve");
+    assert_eq!(request.attributes["http.request.method"], "POST");
+    assert_eq!(request.attributes["http.response.status_code"], "200");
+    assert!(
+        find(&spans, "n1", "admin.request")
+            .iter()
+            .any(|r| r.attributes["http.route"] == "/v1/services"
+                && r.attributes["http.response.status_code"] == "201"),
+        "the registration's request on n1: {spans:#?}"
+    );
     assert_eq!(
         find(&spans, "n2", "nexapi.resolve")[0]
             .attributes
@@ -288,6 +305,7 @@ async fn resolves_and_registrations_arrive_as_spans_at_an_otlp_receiver() {
     for name in &names {
         assert!(
             [
+                "admin.request",
                 "admin.resolve",
                 "nexapi.resolve",
                 "registry.register",
