@@ -7,6 +7,7 @@
     reason = "the shared harness measures wall-clock deadlines of real processes; cores never do"
 )]
 
+mod ca_common;
 mod common;
 
 use std::path::Path;
@@ -515,4 +516,124 @@ async fn ctl_json_tables_colour_and_exit_codes_against_a_node() {
     // --json changes nothing about errors: still stderr and the same code.
     let (c, _) = code(&mut ctl(admin, None, &["--json", "members"]));
     assert_eq!(c, Some(4));
+}
+
+/// `2026-12-07T14:03:11Z`: a UTC RFC 3339 time to the second.
+fn is_rfc3339(w: &str) -> bool {
+    let b = w.as_bytes();
+    w.len() == 20
+        && w.ends_with('Z')
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && w.chars().filter(char::is_ascii_digit).count() == 14
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_tables_show_rfc3339_times_and_revocations() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (voters, _) = ca_common::start_three_voters(&ca_common::http(), dir.path()).await;
+    let admin = voters[0].node.admin.as_str();
+    let key = "ab".repeat(32);
+    let issue = [
+        "ca",
+        "issue",
+        "--subject-key",
+        &key,
+        "--kind",
+        "agent",
+        "--publisher",
+        "cli",
+        "--validity-s",
+        "7200",
+    ];
+    let issued = ok(&ctl(admin, None, &[&["--json"][..], &issue[..]].concat())
+        .output()
+        .expect("run"));
+    let issued: Value = serde_json::from_str(&issued).expect("json");
+    let serial = issued["serial"].as_u64().expect("serial").to_string();
+    let not_after_ms = issued["mic"]["body"]["not_after_ms"].as_u64().expect("ms");
+    ok(&ctl(
+        admin,
+        None,
+        &["ca", "revoke", &serial, "--reason", "superseded"],
+    )
+    .output()
+    .expect("run"));
+
+    // The list: NOT AFTER as RFC 3339, about two hours ahead; REVOKED names the reason.
+    let list = ok(&ctl(admin, None, &["ca", "list"]).output().expect("run"));
+    let row = list
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(serial.as_str()))
+        .unwrap_or_else(|| panic!("no row for {serial}:\n{list}"));
+    let time = row
+        .split_whitespace()
+        .find(|w| is_rfc3339(w))
+        .unwrap_or_else(|| panic!("no RFC 3339 time in {row:?}"));
+    let seconds = i64::try_from(not_after_ms / 1000).expect("fits");
+    let expected = chrono::DateTime::from_timestamp(seconds, 0)
+        .expect("valid")
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    assert_eq!(time, expected, "{row}");
+    assert!(row.contains("(in 1h)") || row.contains("(in 2h)"), "{row}");
+    assert!(row.contains("superseded"), "{row}");
+    assert!(
+        !list.contains(&not_after_ms.to_string()),
+        "raw milliseconds in:\n{list}"
+    );
+
+    // The revocation: when, as RFC 3339 in the past (or now).
+    let revocations = ok(&ctl(admin, None, &["ca", "revocations"])
+        .output()
+        .expect("run"));
+    let line = revocations
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("{revocations}"));
+    assert!(
+        line.split_whitespace().filter(|w| is_rfc3339(w)).count() == 2,
+        "{line}"
+    );
+    assert!(line.contains(" ago)") || line.contains("(now)"), "{line}");
+
+    // One certificate: both ends of its validity and the revocation time.
+    let one = ok(&ctl(admin, None, &["ca", "get", &serial])
+        .output()
+        .expect("run"));
+    for field in ["not before:", "not after:", "revoked:"] {
+        let line = one
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} in\n{one}"));
+        assert!(line.split_whitespace().any(is_rfc3339), "{line}");
+    }
+
+    // --json is the API's own JSON: milliseconds, unchanged.
+    let json = ok(&ctl(admin, None, &["--json", "ca", "get", &serial])
+        .output()
+        .expect("run"));
+    let v: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["mic"]["body"]["not_after_ms"], not_after_ms);
+
+    // On a terminal the revocation reason is red; through NO_COLOR it is plain.
+    let tty = on_terminal(&ctl(admin, None, &["ca", "list"]), false);
+    assert!(tty.contains("\x1b[31msuperseded\x1b[0m"), "{tty:?}");
+    let plain = on_terminal(&ctl(admin, None, &["ca", "list"]), true);
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+
+    // A serial that does not exist: the node answers 404, exit 1.
+    let out = ctl(admin, None, &["ca", "get", "999999"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
 }

@@ -332,9 +332,23 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
             let (l, raw): (Value, _) = client
                 .get(&format!("/v1/ca/certs?after={after}&limit={limit}"))
                 .await?;
-            print_json_or(json, &raw, || {
-                let certs = l["certs"].as_array().map_or(&[][..], Vec::as_slice);
-                out!("{}", cert_table(certs));
+            if json {
+                print_json(&raw);
+                return Ok(());
+            }
+            // The list carries no revocations (only `GET /v1/ca/certs/{serial}` does): join the
+            // revocation records in, so REVOKED is true for every row.
+            let revoked = revocations_by_serial(client).await?;
+            let mut certs = l["certs"].as_array().cloned().unwrap_or_default();
+            for m in &mut certs {
+                if m["revocation"].is_null()
+                    && let Some(r) = m["serial"].as_u64().and_then(|s| revoked.get(&s))
+                {
+                    m["revocation"] = r.clone();
+                }
+            }
+            print_json_or(false, &raw, || {
+                out!("{}", cert_table(&certs));
                 if let Some(next) = l["next_after"].as_u64() {
                     outln!("more: --after {next}");
                 }
@@ -426,6 +440,30 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// Every revocation record by serial, read page by page (at most `REVOCATION_PAGES_MAX` pages).
+async fn revocations_by_serial(
+    client: &Client,
+) -> anyhow::Result<std::collections::BTreeMap<u64, Value>> {
+    const REVOCATION_PAGES_MAX: usize = 100;
+    let mut by_serial = std::collections::BTreeMap::new();
+    let mut after = 0u64;
+    for _ in 0..REVOCATION_PAGES_MAX {
+        let (page, _): (Value, _) = client
+            .get(&format!("/v1/ca/revocations?after={after}"))
+            .await?;
+        for r in page["revocations"].as_array().into_iter().flatten() {
+            if let Some(serial) = r["serial"].as_u64() {
+                by_serial.insert(serial, r.clone());
+            }
+        }
+        match page["next_after"].as_u64() {
+            Some(next) if next > after => after = next,
+            _ => break,
+        }
+    }
+    Ok(by_serial)
 }
 
 fn read_hex_file(path: &Path) -> anyhow::Result<Vec<u8>> {
