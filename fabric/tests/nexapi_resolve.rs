@@ -258,6 +258,7 @@ async fn binary_resolve_answers_what_http_resolve_answers_and_survives_bad_datag
         deadline_ms: 0,
         idempotency: None,
         resume_from: None,
+        trace: None,
         model: "m".into(),
         payload: Bytes::from_static(b"x"),
     })

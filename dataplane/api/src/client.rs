@@ -73,6 +73,9 @@ pub struct CallOptions {
     /// Send the call to this many of the best endpoints at once; the first answer wins and the
     /// others are cancelled (0 or 1: no hedging).
     pub hedge: usize,
+    /// The caller's trace context, sent with the request so the service's spans join the
+    /// caller's trace (none: the request carries no trace context).
+    pub trace: Option<crate::TraceContext>,
 }
 
 /// A NexAPI client. Cheap to clone.
@@ -281,6 +284,7 @@ impl Client {
             deadline_ms: unix_ms_in(timeout),
             idempotency: Some(opts.idempotency.unwrap_or_else(crate::os_random)),
             resume_from: None,
+            trace: opts.trace,
             model: model.to_owned(),
             payload,
         };

@@ -49,7 +49,7 @@ pub use node::{NodeClient, NodeConfig};
 pub use service::{Call, Handler, Service, ServiceConfig, TokenSink};
 pub use wire::{
     ApiError, Candidate, DType, ErrorCode, Finish, KvBlock, Limits, Message, ModelMeta,
-    ResolveAnswer, StreamEnd, Tensor, TensorHeader, TensorSpec, Token, WireError,
+    ResolveAnswer, StreamEnd, Tensor, TensorHeader, TensorSpec, Token, TraceContext, WireError,
 };
 
 /// Transport and identity settings shared by clients and services.

@@ -86,6 +86,9 @@ pub struct Call {
     pub deadline_ms: u64,
     /// The caller's key (its certified NexStream identity).
     pub peer: Option<[u8; 32]>,
+    /// The caller's trace context, if the request carried one: the parent of the spans the
+    /// handler makes for this call.
+    pub trace: Option<crate::TraceContext>,
 }
 
 impl Call {
@@ -608,6 +611,7 @@ async fn serve_request<H: Handler>(
         payload: request.payload.clone(),
         deadline_ms: request.deadline_ms,
         peer,
+        trace: request.trace,
     };
     let remaining = call.remaining();
     let deadline = async {

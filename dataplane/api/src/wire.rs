@@ -130,6 +130,9 @@ pub enum WireError {
     /// The encoded intent breaks an intent rule.
     #[error("intent: {0}")]
     Intent(String),
+    /// An id that must not be all zeros is.
+    #[error("{0} is all zeros")]
+    Zero(&'static str),
 }
 
 /// Element types, after KServe's Open Inference Protocol.
@@ -311,10 +314,30 @@ pub struct Request {
     /// For a resumed stream: the first token sequence number wanted (tokens before it were
     /// received).
     pub resume_from: Option<u64>,
+    /// The caller's trace context (W3C Trace Context in binary), so the service's spans join
+    /// the caller's trace.
+    pub trace: Option<TraceContext>,
     /// The model to run.
     pub model: String,
     /// The application's request bytes (a prompt, an encoded tensor, …).
     pub payload: Bytes,
+}
+
+/// A W3C Trace Context `traceparent` (version 00) in binary: the trace a request belongs to
+/// and the caller's span, so spans on the service's node continue the caller's trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    /// The trace id; never all zeros.
+    pub trace_id: [u8; 16],
+    /// The caller's span id (the parent of the service's spans); never all zeros.
+    pub span_id: [u8; 8],
+    /// The trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// Bytes on the wire.
+    pub const LEN: usize = 25;
 }
 
 /// A unary call's answer.
@@ -708,6 +731,7 @@ const K_ERROR: u8 = 0x7f;
 
 const F_IDEMPOTENCY: u8 = 0x01;
 const F_RESUME: u8 = 0x02;
+const F_TRACE: u8 = 0x04;
 
 // Intent presence flags.
 const I_MIN_CONTEXT: u16 = 1 << 0;
@@ -770,6 +794,9 @@ impl Message {
                 if r.resume_from.is_some() {
                     flags |= F_RESUME;
                 }
+                if r.trace.is_some() {
+                    flags |= F_TRACE;
+                }
                 w.put_u8(flags);
                 w.put_u64(r.deadline_ms);
                 if let Some(k) = r.idempotency {
@@ -777,6 +804,11 @@ impl Message {
                 }
                 if let Some(s) = r.resume_from {
                     w.put_u64(s);
+                }
+                if let Some(t) = r.trace {
+                    w.put_slice(&t.trace_id);
+                    w.put_slice(&t.span_id);
+                    w.put_u8(t.flags);
                 }
                 put_str(&mut w, &r.model);
                 put_blob(&mut w, &r.payload);
@@ -934,7 +966,7 @@ impl Message {
                     }
                 };
                 let flags = r.u8("request.flags")?;
-                if flags & !(F_IDEMPOTENCY | F_RESUME) != 0 {
+                if flags & !(F_IDEMPOTENCY | F_RESUME | F_TRACE) != 0 {
                     return Err(WireError::Code {
                         field: "request.flags",
                         code: flags.into(),
@@ -951,6 +983,24 @@ impl Message {
                 } else {
                     None
                 };
+                let trace = if flags & F_TRACE != 0 {
+                    let trace_id = r.array::<16>("request.trace_id")?;
+                    let span_id = r.array::<8>("request.span_id")?;
+                    let flags = r.u8("request.trace_flags")?;
+                    if trace_id == [0; 16] {
+                        return Err(WireError::Zero("request.trace_id"));
+                    }
+                    if span_id == [0; 8] {
+                        return Err(WireError::Zero("request.span_id"));
+                    }
+                    Some(TraceContext {
+                        trace_id,
+                        span_id,
+                        flags,
+                    })
+                } else {
+                    None
+                };
                 let model = r.str("request.model")?;
                 let payload = r.blob("request.payload", limits.payload_bytes_max)?;
                 Message::Request(Request {
@@ -959,6 +1009,7 @@ impl Message {
                     deadline_ms,
                     idempotency,
                     resume_from,
+                    trace,
                     model,
                     payload,
                 })
@@ -1471,6 +1522,11 @@ mod tests {
             deadline_ms: 1_700_000_000_000,
             idempotency: Some([9; 16]),
             resume_from: Some(42),
+            trace: Some(TraceContext {
+                trace_id: [0x4b; 16],
+                span_id: [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7],
+                flags: 1,
+            }),
             model: "coder-7b".into(),
             payload: Bytes::from_static(b"fn main() {"),
         }));
@@ -1480,6 +1536,7 @@ mod tests {
             deadline_ms: 0,
             idempotency: None,
             resume_from: None,
+            trace: None,
             model: String::new(),
             payload: Bytes::new(),
         }));
@@ -1683,6 +1740,7 @@ mod tests {
             deadline_ms: 0,
             idempotency: None,
             resume_from: None,
+            trace: None,
             model: "m".into(),
             payload: Bytes::new(),
         })
@@ -1705,6 +1763,70 @@ mod tests {
                 field: "request.flags",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn a_bad_trace_context_is_refused() {
+        let d = |b: &[u8]| Message::decode(&Bytes::copy_from_slice(b), &Limits::default());
+        let trace = TraceContext {
+            trace_id: [7; 16],
+            span_id: [8; 8],
+            flags: 1,
+        };
+        let request = |trace| {
+            Message::Request(Request {
+                call: 1,
+                op: Op::Infer,
+                deadline_ms: 0,
+                idempotency: None,
+                resume_from: None,
+                trace: Some(trace),
+                model: "m".into(),
+                payload: Bytes::new(),
+            })
+            .encode()
+            .to_vec()
+        };
+        let good = request(trace);
+        // version, kind, call 8, op, flags, deadline 8: the trace context starts at byte 20.
+        assert_eq!(&good[20..36], &[7; 16]);
+        assert!(matches!(
+            d(&good[..30]),
+            Err(WireError::Truncated {
+                field: "request.trace_id",
+                ..
+            })
+        ));
+        assert!(matches!(
+            d(&good[..40]),
+            Err(WireError::Truncated {
+                field: "request.span_id",
+                ..
+            })
+        ));
+        assert!(matches!(
+            d(&good[..44]),
+            Err(WireError::Truncated {
+                field: "request.trace_flags",
+                ..
+            })
+        ));
+        let zero_trace = request(TraceContext {
+            trace_id: [0; 16],
+            ..trace
+        });
+        assert!(matches!(
+            d(&zero_trace),
+            Err(WireError::Zero("request.trace_id"))
+        ));
+        let zero_span = request(TraceContext {
+            span_id: [0; 8],
+            ..trace
+        });
+        assert!(matches!(
+            d(&zero_span),
+            Err(WireError::Zero("request.span_id"))
         ));
     }
 

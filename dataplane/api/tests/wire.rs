@@ -51,6 +51,11 @@ fn samples() -> Vec<Message> {
             deadline_ms: 99,
             idempotency: Some([3; 16]),
             resume_from: Some(4),
+            trace: Some(nexus_api::TraceContext {
+                trace_id: [5; 16],
+                span_id: [6; 8],
+                flags: 0,
+            }),
             model: "m".into(),
             payload: Bytes::from_static(b"prompt"),
         }),
