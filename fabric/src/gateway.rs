@@ -36,7 +36,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nexus_actors::SupervisorMsg;
 use nexus_api::{
-    Client, ClientConfig, ErrorCode, Finish, Metrics, NodeConfig, StreamEnd, Token, TokenStream,
+    CallOptions, Client, ClientConfig, ErrorCode, Finish, Metrics, NodeConfig, StreamEnd, Token,
+    TokenStream,
 };
 use nexus_registry::Intent;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -47,6 +48,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::config::ConfigError;
 
@@ -639,12 +641,21 @@ fn usage(end: Option<StreamEnd>) -> Value {
 
 /// `POST /v1/chat/completions`.
 async fn chat(State(gw): State<Arc<Gateway>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let span = request_span("/v1/chat/completions");
     let answer = async {
         let request = map_request(Kind::Chat, &read_body(body)?)?;
+        let span = tracing::Span::current();
+        span.record("model", request.model.as_str());
+        span.record("stream", request.stream);
         let client = gw.client()?;
         check_endpoint(client, &request.intent).await?;
         let mut tokens = client
-            .stream(&request.intent, &request.model, request.payload.clone())
+            .stream_with(
+                &request.intent,
+                &request.model,
+                request.payload.clone(),
+                traced(&span),
+            )
             .await
             .map_err(|e| Failure::from_sdk(&e))?;
         // The first token (or the service's error) comes before the HTTP status, so a refused
@@ -660,7 +671,36 @@ async fn chat(State(gw): State<Arc<Gateway>>, body: Result<Bytes, BytesRejection
             collect(tokens, first, request).await
         }
     };
-    answer.await.unwrap_or_else(IntoResponse::into_response)
+    finish_span(answer.instrument(span.clone()).await, &span)
+}
+
+/// The `gateway.request` span of one HTTP call: from the request until the answer starts (the
+/// first token of a stream, or the whole answer). Its context goes with the NexAPI REQUEST, so
+/// the service's node continues the trace (`upstream.call`).
+fn request_span(route: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        target: crate::telemetry::TARGET,
+        "gateway.request",
+        route,
+        model = tracing::field::Empty,
+        stream = tracing::field::Empty,
+        status = tracing::field::Empty,
+    )
+}
+
+/// Call options carrying `span`'s trace context (none with trace export off).
+fn traced(span: &tracing::Span) -> CallOptions {
+    CallOptions {
+        trace: crate::telemetry::trace_of(span),
+        ..CallOptions::default()
+    }
+}
+
+/// The HTTP answer, with its status recorded on the request's span.
+fn finish_span(answer: Result<Response, Failure>, span: &tracing::Span) -> Response {
+    let response = answer.unwrap_or_else(IntoResponse::into_response);
+    span.record("status", response.status().as_u16());
+    response
 }
 
 /// A non-streaming chat answer: the token stream collected into one `chat.completion`.
@@ -805,12 +845,20 @@ async fn embeddings(
     State(gw): State<Arc<Gateway>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let span = request_span("/v1/embeddings");
     let answer = async {
         let request = map_request(Kind::Embeddings, &read_body(body)?)?;
+        let span = tracing::Span::current();
+        span.record("model", request.model.as_str());
         let client = gw.client()?;
         check_endpoint(client, &request.intent).await?;
         let answer = client
-            .infer(&request.intent, &request.model, request.payload)
+            .infer_with(
+                &request.intent,
+                &request.model,
+                request.payload,
+                traced(&span),
+            )
             .await
             .map_err(|e| Failure::from_sdk(&e))?;
         if serde_json::from_slice::<serde::de::IgnoredAny>(&answer).is_err() {
@@ -824,7 +872,7 @@ async fn embeddings(
         }
         Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
     };
-    answer.await.unwrap_or_else(IntoResponse::into_response)
+    finish_span(answer.instrument(span.clone()).await, &span)
 }
 
 /// `GET /v1/models`: one model per model family (or service id, for a service without a

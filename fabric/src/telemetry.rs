@@ -15,9 +15,11 @@
 //!
 //! The spans (names and attributes are documented in docs/operations.md §12a):
 //! `admin.request`, `admin.resolve`, `nexapi.resolve`, `registry.register`,
-//! `registry.broadcast`, `registry.apply`. Each node exports its own spans; no trace context
-//! crosses a hop (a NexAPI REQUEST has no field for one), so the gateway → NexStream →
-//! upstream path is not traced yet.
+//! `registry.broadcast`, `registry.apply`, `gateway.request`, `upstream.call`. A gateway call
+//! crosses nodes in one trace: the gateway sends its span's context in the NexAPI REQUEST
+//! ([`trace_of`]) and the service's node makes `upstream.call` its child
+//! ([`set_remote_parent`]). Adverts are not linked across nodes (the signed advert has no room
+//! for a trace context): `registry.apply` starts its own trace.
 //! Not instrumented on purpose: anything per packet (the data plane's forwarder, NexStream's
 //! datagram path).
 
@@ -151,6 +153,43 @@ pub fn parse_settings(
         service_name: service_name.to_owned(),
         sample_ratio,
     }))
+}
+
+/// The trace context of `span` for a NexAPI request, when the span is recorded and exported
+/// (`None` with export off: the span is disabled and has no valid context).
+pub fn trace_of(span: &tracing::Span) -> Option<nexus_api::TraceContext> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = span.context();
+    let otel = cx.span();
+    let sc = otel.span_context();
+    sc.is_valid().then(|| nexus_api::TraceContext {
+        trace_id: sc.trace_id().to_bytes(),
+        span_id: sc.span_id().to_bytes(),
+        flags: sc.trace_flags().to_u8(),
+    })
+}
+
+/// Makes `span` a child of the remote caller's span `trace` (a NexAPI REQUEST's trace
+/// context); nothing without one, or when `span` is disabled.
+pub fn set_remote_parent(span: &tracing::Span, trace: Option<nexus_api::TraceContext>) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let Some(t) = trace else { return };
+    if span.is_disabled() {
+        return;
+    }
+    let remote = SpanContext::new(
+        TraceId::from_bytes(t.trace_id),
+        SpanId::from_bytes(t.span_id),
+        TraceFlags::new(t.flags),
+        true,
+        TraceState::default(),
+    );
+    // Fails only when the span is not known to the OpenTelemetry layer (export off).
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
 }
 
 /// A running exporter. Call [`Telemetry::shutdown`] before the process exits so the spans

@@ -29,6 +29,7 @@ use nexus_registry::Sad;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::config::ConfigError;
 
@@ -278,8 +279,8 @@ fn status_error(url: &str, status: u16, body: &[u8]) -> ApiError {
     ApiError::new(0, code, format!("upstream {url}: HTTP {status}: {detail}"))
 }
 
-impl Handler for Forward {
-    async fn infer(&self, call: Call) -> Result<Bytes, ApiError> {
+impl Forward {
+    async fn forward_infer(&self, call: Call) -> Result<Bytes, ApiError> {
         let mut body = payload(&call)?;
         let path = if body.contains_key("messages") {
             body.insert("stream".into(), Value::Bool(false));
@@ -296,7 +297,11 @@ impl Handler for Forward {
         response.bytes().await.map_err(|e| self.transport(&e))
     }
 
-    async fn stream(&self, call: Call, mut tokens: TokenSink) -> Result<(Finish, u32), ApiError> {
+    async fn forward_stream(
+        &self,
+        call: Call,
+        mut tokens: TokenSink,
+    ) -> Result<(Finish, u32), ApiError> {
         let mut body = payload(&call)?;
         if !body.contains_key("messages") {
             return Err(bad_request(
@@ -366,6 +371,51 @@ impl Handler for Forward {
             ))
         })
     }
+}
+
+impl Handler for Forward {
+    async fn infer(&self, call: Call) -> Result<Bytes, ApiError> {
+        let span = self.span(&call, "infer");
+        let result = self.forward_infer(call).instrument(span.clone()).await;
+        record_outcome(&span, result.as_ref().err());
+        result
+    }
+
+    async fn stream(&self, call: Call, tokens: TokenSink) -> Result<(Finish, u32), ApiError> {
+        let span = self.span(&call, "stream");
+        let result = self
+            .forward_stream(call, tokens)
+            .instrument(span.clone())
+            .await;
+        record_outcome(&span, result.as_ref().err());
+        result
+    }
+}
+
+impl Forward {
+    /// The `upstream.call` span of one NexAPI call served by this upstream: a child of the
+    /// caller's span when the REQUEST carried a trace context (the gateway's
+    /// `gateway.request` on another node).
+    fn span(&self, call: &Call, op: &'static str) -> tracing::Span {
+        let span = tracing::debug_span!(
+            target: crate::telemetry::TARGET,
+            "upstream.call",
+            op,
+            model = call.model.as_str(),
+            upstream = self.url.as_str(),
+            outcome = tracing::field::Empty,
+        );
+        crate::telemetry::set_remote_parent(&span, call.trace);
+        span
+    }
+}
+
+/// Records how a call ended on its span: `ok` or the NexAPI error code.
+fn record_outcome(span: &tracing::Span, error: Option<&ApiError>) {
+    match error {
+        None => span.record("outcome", "ok"),
+        Some(e) => span.record("outcome", e.code.name()),
+    };
 }
 
 /// Pieces of `text` of at most `max` bytes, cut at character boundaries.

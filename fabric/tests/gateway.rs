@@ -17,6 +17,7 @@
 
 mod ca_common;
 mod common;
+mod otlp;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -171,20 +172,23 @@ async fn openai_client_through_the_gateway_to_an_upstream_service() {
     let upstream = start_upstream(&python);
     let root = tempfile::tempdir().expect("tmp");
     let c = http();
-    let n1 = start_node(
+    // n1 (the upstream's node) and n3 (the gateway) export their spans to this receiver.
+    let (collector, spans) = otlp::receiver().await;
+    let telemetry = format!("[telemetry]\notlp_endpoint = \"{collector}\"\n");
+    let mut n1 = start_node(
         "n1",
         &root.path().join("n1"),
         &[],
-        &config(&upstream_config(upstream.port)),
+        &config(&format!("{}{telemetry}", upstream_config(upstream.port))),
         None,
     );
     let seed = n1.gossip.clone();
     let _n2 = start_node("n2", &root.path().join("n2"), &[&seed], &config(""), None);
-    let n3 = start_node(
+    let mut n3 = start_node(
         "n3",
         &root.path().join("n3"),
         &[&seed],
-        &config("[gateway]\nlisten = \"127.0.0.1:0\"\n"),
+        &config(&format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{telemetry}")),
         None,
     );
     let gateway = logged(&n3, "node started").expect("node started")["gateway"]
@@ -344,4 +348,82 @@ async fn openai_client_through_the_gateway_to_an_upstream_service() {
     assert!(http("/v1/embeddings", 200) >= 2.0, "{text}");
     assert!(http("/v1/models", 200) >= 1.0, "{text}");
     assert!(http("other", 404) >= 1.0, "{text}");
+
+    // One trace across two nodes: n3's `gateway.request` sent its context in the NexAPI
+    // REQUEST, and n1's `upstream.call` is its child. The nodes leave on SIGTERM, which flushes
+    // the spans still queued.
+    for node in [&mut n3, &mut n1] {
+        node.sigterm();
+        assert!(
+            node.wait_exit(Duration::from_secs(20)).success(),
+            "{} did not leave cleanly:\n{}",
+            node.name,
+            node.logs()
+        );
+    }
+    let spans = spans.lock().expect("spans").clone();
+    let of = |instance: &str, name: &str| -> Vec<otlp::Received> {
+        spans
+            .iter()
+            .filter(|s| s.instance == instance && s.name == name)
+            .cloned()
+            .collect()
+    };
+    let gateway_spans = of("n3", "gateway.request");
+    let upstream_spans = of("n1", "upstream.call");
+    assert!(
+        of("n1", "gateway.request").is_empty() && of("n3", "upstream.call").is_empty(),
+        "spans on the wrong node: {spans:#?}"
+    );
+    let parent_of = |u: &otlp::Received| {
+        gateway_spans
+            .iter()
+            .find(|g| g.trace_id == u.trace_id && g.span_id == u.parent_span_id)
+            .cloned()
+    };
+    for (op, route) in [
+        ("stream", "/v1/chat/completions"),
+        ("infer", "/v1/embeddings"),
+    ] {
+        let joined: Vec<_> = upstream_spans
+            .iter()
+            .filter(|u| u.attributes.get("op").map(String::as_str) == Some(op))
+            .filter(|u| u.attributes.get("outcome").map(String::as_str) == Some("ok"))
+            .filter_map(|u| Some((u.clone(), parent_of(u)?)))
+            .collect();
+        assert!(
+            !joined.is_empty(),
+            "no {op} upstream.call on n1 is a child of a gateway.request on n3:\n\
+             gateway: {gateway_spans:#?}\nupstream: {upstream_spans:#?}"
+        );
+        for (u, g) in &joined {
+            assert_eq!(
+                g.attributes.get("route").map(String::as_str),
+                Some(route),
+                "{g:?}"
+            );
+            assert_eq!(
+                g.attributes.get("status").map(String::as_str),
+                Some("200"),
+                "{g:?}"
+            );
+            assert_eq!(
+                u.attributes.get("upstream"),
+                Some(&format!("http://127.0.0.1:{}", upstream.port)),
+                "{u:?}"
+            );
+            assert_eq!(
+                u.attributes.get("model"),
+                g.attributes.get("model"),
+                "{u:?} {g:?}"
+            );
+        }
+    }
+    // A call the service refused still ends its span, with the error code.
+    assert!(
+        upstream_spans
+            .iter()
+            .any(|u| u.attributes.get("outcome").map(String::as_str) == Some("unknown_model")),
+        "{upstream_spans:#?}"
+    );
 }
