@@ -44,9 +44,9 @@ impl Drop for DemoNode {
     }
 }
 
-/// CA voters the demo runs (its first nodes), and their Raft ports: admin port + this offset.
+/// CA voters the demo runs (its first nodes). Their Raft ports are picked by the system (port
+/// 0) and advertised through gossip, so a busy port cannot stop the demo.
 const DEMO_CA_VOTERS: u16 = 3;
-const RAFT_PORT_OFFSET: u16 = 100;
 
 async fn spawn_node(
     exe: &Path,
@@ -63,13 +63,9 @@ async fn spawn_node(
     // demo's CA forms and fails over quickly on loopback).
     let config = dir.join(format!("{name}.toml"));
     let ca = if ca_voter {
-        let raft = admin_port
-            .checked_add(RAFT_PORT_OFFSET)
-            .context("--admin-base-port too high for the CA's Raft ports")?;
-        format!(
-            "[ca]\nvoter = true\nraft_listen = \"127.0.0.1:{raft}\"\nheartbeat_ms = 50\n\
-             election_timeout_min_ms = 300\nelection_timeout_max_ms = 600\nrevocation_poll_ms = 1000\n"
-        )
+        "[ca]\nvoter = true\nraft_listen = \"127.0.0.1:0\"\nheartbeat_ms = 50\n\
+         election_timeout_min_ms = 300\nelection_timeout_max_ms = 600\nrevocation_poll_ms = 1000\n"
+            .to_owned()
     } else {
         "[ca]\nrevocation_poll_ms = 1000\n".to_owned()
     };
