@@ -5,13 +5,16 @@
 //! a thread that reads the FIB without ever waiting on the control plane, over a batched I/O
 //! trait with two backends — a portable UDP one (`recvmmsg`/`sendmmsg`) and an io_uring one
 //! (multishot receive into a provided buffer ring, batched sends), both with UDP GSO on sends —
-//! held to one conformance suite.
+//! held to one conformance suite. [`conformance`] holds the packet-level cases (bytes in,
+//! verdict out) that every forwarding target — this forwarder's [`forward::decide`], the P4
+//! switch target, the XDP NIC target — must pass.
 //!
 //! The table compiler that installs generations (static routes and the registry's intent
 //! routes, plus the local-endpoint table of registered services) is an actor in `nexus-actors`.
 //! Not built yet: publication to P4 and NIC targets; see the README.
 #![deny(missing_docs)]
 
+pub mod conformance;
 pub mod fib;
 pub mod forward;
 pub mod wire;

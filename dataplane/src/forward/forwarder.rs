@@ -11,15 +11,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::batch::{BATCH_MAX, PacketBatch};
-use super::counters::{
-    ForwarderCounters, NO_ROUTE, SOURCE_NOT_ALLOWED, SharedCounters, reason_index,
-};
+use super::counters::{ForwarderCounters, SharedCounters};
+use super::decide::{DropReason, Verdict, decide};
 use super::io::PacketIo;
 use super::local::LocalEndpoints;
-use crate::fib::{Fib, FibReader, RoutingKey};
-use crate::wire::nexlink::{
-    Error as WireError, NodeTag, Packet, Repr, RoutingKey as WireRoutingKey, SessionId, StreamId,
-};
+use crate::fib::{Fib, FibReader};
+use crate::wire::nexlink::{NodeTag, SessionId, StreamId};
 
 /// Longest a forwarder waits in one receive call, so it notices shutdown within this bound.
 pub const RECV_TIMEOUT_MS_MAX: u64 = 1000;
@@ -93,21 +90,11 @@ pub fn flow_hash(src: NodeTag, session: SessionId, stream: StreamId) -> u64 {
 /// The forwarding loop's state, owned by its thread. Started with [`Forwarder::spawn`].
 ///
 /// Per receive batch: load the FIB generation and the local-endpoint table once (the whole
-/// batch sees one generation), then per datagram:
-///
-/// 0. with [`ForwarderConfig::source_check`] on, unless the generation allows the datagram's
-///    source IP ([`FibTable::allows_source`](crate::fib::FibTable::allows_source)), drop it as
-///    `source_not_allowed` — before parsing, local delivery or any lookup, so such a datagram
-///    costs one hash probe and counts under no other reason (a datagram from the same IP as
-///    the last one the batch allowed is not probed again);
-/// 1. [`Repr::parse`] (every NexLink receive check); a failure drops the datagram under the
-///    error's [`reason`](WireError::reason);
-/// 2. if the routing key is a local endpoint, send the frame there unchanged (`delivered_local`);
-/// 3. otherwise [`Packet::decrement_hop_limit`] (drop `hop_limit_exceeded` at 1), then
-///    `FibTable::route(key, flow_hash(src, session, stream))` (drop `no_route` on a miss);
-/// 4. if the chosen next hop has a [rewrite](crate::fib::NextHopRef::rewrite), write that key
-///    into the frame ([`Packet::rewrite_routing_key`], an incremental checksum update), and send
-///    the frame to the next hop (`forwarded`).
+/// batch sees one generation), then per datagram run [`decide`](super::decide) — source check
+/// (with [`ForwarderConfig::source_check`] on), every NexLink receive check, local delivery,
+/// hop-limit decrement, FIB lookup with [`flow_hash`], routing-key rewrite — and count its
+/// verdict (`forwarded`, `delivered_local`, or the drop reason). A datagram from the same IP
+/// as the last one the batch allowed is not probed against the allowed sources again.
 ///
 /// Only the frame (header + declared payload) is sent on; bytes after it in the datagram are
 /// not part of it and are dropped. The thread never waits on the control plane: its only shared
@@ -219,47 +206,27 @@ impl<I: PacketIo> Forwarder<I> {
         let mut allowed_last: Option<IpAddr> = None;
         for index in 0..self.rx.len() {
             counters.received += 1;
-            if self.source_check {
-                let source = self.rx.addr(index).ip();
-                if allowed_last != Some(source) {
-                    if !table.allows_source(source) {
-                        counters.dropped[SOURCE_NOT_ALLOWED] += 1;
-                        continue;
-                    }
-                    allowed_last = Some(source);
-                }
-            }
+            let source = self.rx.addr(index).ip();
+            let check = (self.source_check && allowed_last != Some(source)).then_some(source);
             let datagram = self.rx.get_mut(index);
-            let repr = match Repr::parse(&Packet::new_unchecked(&*datagram)) {
-                Ok(repr) => repr,
-                Err(e) => {
-                    counters.dropped[reason_index(&e)] += 1;
-                    continue;
-                }
-            };
-            // parse checked that the declared payload is present.
-            let frame = &mut datagram[..repr.buffer_len()];
-            let key = RoutingKey(repr.routing_key.0);
-            if let Some(endpoint) = local.get(key) {
-                push(&mut self.tx, frame, endpoint);
-                counters.delivered_local += 1;
-                continue;
-            }
-            if let Err(e) = Packet::new_unchecked(&mut *frame).decrement_hop_limit() {
-                debug_assert_eq!(e, WireError::HopLimitExceeded, "parse refused hop limit 0");
-                counters.dropped[reason_index(&e)] += 1;
-                continue;
-            }
-            match table.route(key, flow_hash(repr.src, repr.session, repr.stream)) {
-                Some(next_hop) => {
-                    if let Some(rewrite) = next_hop.rewrite() {
-                        Packet::new_unchecked(&mut *frame)
-                            .rewrite_routing_key(WireRoutingKey(rewrite.0));
-                    }
-                    push(&mut self.tx, frame, next_hop.addr());
+            match decide(table, &local, check, datagram) {
+                Verdict::Forward { to, len } => {
+                    push(&mut self.tx, &datagram[..len], to);
                     counters.forwarded += 1;
                 }
-                None => counters.dropped[NO_ROUTE] += 1,
+                Verdict::Local { to, len } => {
+                    push(&mut self.tx, &datagram[..len], to);
+                    counters.delivered_local += 1;
+                }
+                Verdict::Drop(reason) => {
+                    counters.dropped[reason.index()] += 1;
+                    if reason == DropReason::SOURCE_NOT_ALLOWED {
+                        continue;
+                    }
+                }
+            }
+            if check.is_some() {
+                allowed_last = check;
             }
         }
     }

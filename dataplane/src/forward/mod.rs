@@ -3,7 +3,9 @@
 //! checks the rest, delivers frames for local services, and sends the others on to the FIB's
 //! next hop.
 //!
-//! What it does: [`Forwarder::spawn`] starts the loop described on [`Forwarder`] on its own OS
+//! What it does: [`decide`] is the per-datagram decision as a pure function (bytes and one
+//! table generation in, a [`Verdict`] out), the definition every target is held to
+//! ([`crate::conformance`]). [`Forwarder::spawn`] starts the loop described on [`Forwarder`] on its own OS
 //! thread over any [`PacketIo`] backend; [`ForwarderHandle`] reads its [`ForwarderCounters`]
 //! (forwarded, delivered locally, dropped per [`DROP_REASONS`] label, batches, FIB generation),
 //! replaces its [`LocalEndpoints`] and shuts it down. New FIB generations reach it through the
@@ -38,6 +40,7 @@
 
 mod batch;
 mod counters;
+mod decide;
 mod forwarder;
 mod io;
 mod local;
@@ -47,6 +50,7 @@ mod uring;
 
 pub use batch::{BATCH_MAX, DATAGRAM_BYTES_MAX, PacketBatch};
 pub use counters::{DROP_REASON_COUNT, DROP_REASONS, ForwarderCounters};
+pub use decide::{DropReason, Verdict, decide};
 pub use forwarder::{
     CountersReader, Forwarder, ForwarderConfig, ForwarderError, ForwarderHandle,
     RECV_ERRORS_CONSECUTIVE_MAX, RECV_TIMEOUT_MS_MAX, flow_hash,
