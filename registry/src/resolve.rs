@@ -6,15 +6,18 @@
 //! CA key against the resolving node's trust context when it is about to enter the top k (and
 //! for every record in explain mode).
 
-use nexus_trust::verify::{TrustContext, Verified};
+pub(crate) mod constraint;
 
-use crate::index::{NodeKind, Row, Summary, TaskRows, hash_bit, modality_bit, str_hash};
-use crate::intent::{Intent, K_MAX, PUBLISHERS_MAX};
+use nexus_trust::verify::{TrustContext, TrustReject, Verified};
+
+use crate::index::{NodeKind, Row, Summary, TaskRows};
+use crate::intent::{Intent, K_MAX};
 use crate::sad::{Endpoint, Sad};
 use crate::store::{Entry, Registry, ServiceKey};
 use crate::trust::TrustVerdict;
 use crate::vivaldi::{Coord, estimate_rtt};
 use crate::{Millis, NodeId};
+use constraint::{Constraints, Unmet};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -109,9 +112,8 @@ fn proximity_term(rtt_s: f64) -> f64 {
 /// Compiled form of an intent's constraints and weights.
 struct Query<'a> {
     intent: &'a Intent,
-    region: Option<u64>,
-    family: Option<u64>,
-    modalities: u64,
+    /// The intent's hard constraints, one value each.
+    constraints: Constraints<'a>,
     weights: [f64; 4],
     weight_sum: f64,
     now: Millis,
@@ -123,12 +125,9 @@ struct Query<'a> {
     lazy_proximity: bool,
     /// Some constraint other than the lease is set.
     filters: bool,
-    /// [`str_hash`] of the intent's publishers (`publishers_len` used) and their presence mask.
-    publishers: [u64; PUBLISHERS_MAX],
-    publishers_len: usize,
-    publisher_mask: u64,
-    /// `(1 + min_score, require_safety)` of the attestation requirement.
-    attested: Option<(u32, bool)>,
+    /// Some constraint compares hashes: a row must be confirmed on the SAD (or the verified
+    /// MIC) before it enters the top k.
+    needs_exact: bool,
     trust: Option<&'a TrustContext>,
     /// Unix time (ms) of `now`, for MIC validity windows.
     unix_now: u64,
@@ -136,120 +135,47 @@ struct Query<'a> {
 
 impl<'a> Query<'a> {
     fn new(intent: &'a Intent, ctx: &'a ResolveContext<'a>, unix_epoch_ms: u64) -> Self {
-        let mut publishers = [0u64; PUBLISHERS_MAX];
-        let mut publishers_len = 0;
-        let mut publisher_mask = 0;
-        for p in intent.publishers.iter().take(PUBLISHERS_MAX) {
-            let h = str_hash(p);
-            publishers[publishers_len] = h;
-            publishers_len += 1;
-            publisher_mask |= hash_bit(h);
-        }
         let p = &intent.prefer;
         let weights = [p.latency, p.load, p.price, p.proximity]
             .map(|w| if w.is_finite() && w > 0.0 { w } else { 0.0 });
+        let constraints = Constraints::of(intent);
         Query {
             intent,
-            region: intent.region.as_deref().map(str_hash),
-            family: intent.model_family.as_deref().map(str_hash),
-            modalities: intent.modalities.iter().fold(0, |m, x| m | modality_bit(x)),
             weight_sum: weights.iter().sum(),
             lazy_proximity: weights[3] > 0.0 && weights[3] * 2.0 <= weights.iter().sum(),
-            filters: intent.min_context.is_some()
-                || intent.max_latency_ms.is_some()
-                || intent.max_latency_p99_ms.is_some()
-                || intent.max_price_micros_per_1k.is_some()
-                || intent.require_mic
-                || intent.region.is_some()
-                || intent.model_family.is_some()
-                || !intent.modalities.is_empty()
-                || !intent.publishers.is_empty()
-                || intent.attested.is_some(),
+            filters: !constraints.is_empty(),
+            needs_exact: constraints.hashed(),
+            constraints,
             weights,
             now: ctx.now,
             local: ctx.local_coord.as_ref(),
-            publishers,
-            publishers_len,
-            publisher_mask,
-            attested: intent
-                .attested
-                .map(|a| (u32::from(a.min_score) + 1, a.require_safety)),
             trust: ctx.trust,
             unix_now: unix_epoch_ms.saturating_add(ctx.now),
         }
     }
 
-    fn publishers(&self) -> &[u64] {
-        &self.publishers[..self.publishers_len]
-    }
-
     /// A verified MIC is still good at resolve time: within its window, its CA key trusted,
     /// not revoked (the last two need the trust context).
-    fn mic_current(&self, v: &Verified) -> Result<(), String> {
+    fn mic_current(&self, v: &Verified) -> Result<(), TrustReject> {
         match self.trust {
-            Some(t) => t.status(v, self.unix_now).map_err(|r| r.to_string()),
-            None if self.unix_now > v.not_after_ms => Err(format!(
-                "MIC {} expired at {} ms (now {} ms)",
-                v.serial, v.not_after_ms, self.unix_now
-            )),
+            Some(t) => t.status(v, self.unix_now),
+            None if self.unix_now > v.not_after_ms => Err(TrustReject::Expired {
+                serial: v.serial,
+                now_ms: self.unix_now,
+                not_after_ms: v.not_after_ms,
+            }),
             None => Ok(()),
         }
     }
 
     /// The row-level filter (hash comparisons for strings).
     fn row_passes(&self, row: &Row) -> bool {
-        let i = self.intent;
-        row.expires_at > self.now
-            && i.min_context.is_none_or(|m| row.context_window >= m)
-            && i.max_latency_ms
-                .is_none_or(|m| row.p50 != 0 && row.p50 <= m)
-            && i.max_latency_p99_ms
-                .is_none_or(|m| row.p99 != 0 && row.p99 <= m)
-            && i.max_price_micros_per_1k.is_none_or(|m| row.price <= m)
-            && (!i.require_mic || row.serial != 0)
-            && self.region.is_none_or(|h| row.region == h)
-            && self.family.is_none_or(|h| row.family == h)
-            && row.modalities & self.modalities == self.modalities
-            && (self.publishers_len == 0
-                || (row.serial != 0 && self.publishers().contains(&row.publisher)))
-            && self.attested.is_none_or(|(min, safe)| {
-                (if safe {
-                    row.attest_safe
-                } else {
-                    row.attest_any
-                }) >= min
-            })
+        row.expires_at > self.now && self.constraints.pass(row)
     }
 
     /// Whether some row under `s` may pass [`Query::row_passes`] (`false` = none can).
     fn may_contain(&self, s: &Summary) -> bool {
-        let i = self.intent;
-        s.rows > 0
-            && s.expires_max > self.now
-            && i.min_context.is_none_or(|m| s.context_max >= m)
-            && i.max_latency_ms.is_none_or(|m| s.p50_min <= m)
-            && i.max_latency_p99_ms.is_none_or(|m| s.p99_min <= m)
-            && i.max_price_micros_per_1k.is_none_or(|m| s.price_min <= m)
-            && (!i.require_mic || s.mic_any)
-            && self.region.is_none_or(|h| s.regions & hash_bit(h) != 0)
-            && self.family.is_none_or(|h| s.families & hash_bit(h) != 0)
-            && s.modalities & self.modalities == self.modalities
-            && (self.publishers_len == 0 || s.publishers & self.publisher_mask != 0)
-            && self.attested.is_none_or(|(min, safe)| {
-                (if safe {
-                    s.attest_safe_max
-                } else {
-                    s.attest_any_max
-                }) >= min
-            })
-    }
-
-    /// Whether hash comparisons must be confirmed on the SAD (or the verified MIC).
-    fn needs_exact(&self) -> bool {
-        self.region.is_some()
-            || self.family.is_some()
-            || self.modalities != 0
-            || self.publishers_len != 0
+        s.rows > 0 && s.expires_max > self.now && self.constraints.may_pass(s)
     }
 
     /// The check a row that passed the filter gets before it enters the top k: its MIC is still
@@ -261,7 +187,7 @@ impl<'a> Query<'a> {
         {
             return false;
         }
-        !self.needs_exact()
+        !self.needs_exact
             || self
                 .first_failure(&row.sad, None, row.verified.as_deref(), row.expires_at)
                 .is_none()
@@ -362,192 +288,34 @@ impl<'a> Query<'a> {
 }
 
 impl Query<'_> {
-    /// The first constraint a record fails, as an explain reason; exact string comparisons.
-    /// `blocked` is the verdict of a record whose credentials are pending or rejected,
-    /// `verified` its verified credentials, `expires_at` its lease end.
+    /// The first reason a record is not a candidate; exact string comparisons. `blocked` is the
+    /// verdict of a record whose credentials are pending or rejected, `verified` its verified
+    /// credentials, `expires_at` its lease end.
     fn first_failure(
         &self,
         sad: &Sad,
         blocked: Option<&TrustVerdict>,
         verified: Option<&Verified>,
         expires_at: Millis,
-    ) -> Option<String> {
-        let now = self.now;
-        if expires_at <= now {
-            return Some(format!("lease ended at {expires_at} ms (now {now} ms)"));
+    ) -> Option<Unmet> {
+        if expires_at <= self.now {
+            return Some(Unmet::LeaseEnded {
+                expires_at_ms: expires_at,
+                now_ms: self.now,
+            });
         }
-        if let Some(reason) = blocked.and_then(TrustVerdict::block_reason) {
-            return Some(reason);
+        match blocked {
+            Some(TrustVerdict::Pending) => return Some(Unmet::CredentialsPending),
+            Some(TrustVerdict::Rejected(r)) => return Some(Unmet::CredentialsRejected(r.clone())),
+            Some(TrustVerdict::Unclaimed | TrustVerdict::Verified(_)) | None => {}
         }
         if let Some(v) = verified
             && let Err(reason) = self.mic_current(v)
         {
-            return Some(reason);
+            return Some(Unmet::MicNotCurrent(reason));
         }
-        if let Some(reason) = constraint_failure(self.intent, sad) {
-            return Some(reason);
-        }
-        trust_failure(self.intent, sad, verified)
+        self.constraints.check(sad, verified).err()
     }
-}
-
-/// The first trust constraint a record with these verified credentials (if any) fails.
-fn trust_failure(intent: &Intent, sad: &Sad, verified: Option<&Verified>) -> Option<String> {
-    let needs_mic =
-        intent.require_mic || !intent.publishers.is_empty() || intent.attested.is_some();
-    if !needs_mic {
-        return None;
-    }
-    let Some(v) = verified else {
-        return Some(match sad.trust.mic_serial {
-            Some(serial) => format!(
-                "no verified MIC: the SAD names MIC {serial} but the advert carries no credentials"
-            ),
-            None => "no verified MIC (the advert carries no credentials)".to_string(),
-        });
-    };
-    if !intent.publishers.is_empty() && !intent.publishers.contains(&v.publisher) {
-        return Some(format!(
-            "publisher {:?} (MIC {}) not in {:?}",
-            v.publisher, v.serial, intent.publishers
-        ));
-    }
-    if let Some(a) = &intent.attested
-        && !v.proves(a.min_score, a.require_safety)
-    {
-        let wanted = if a.require_safety {
-            format!("score >= {} and safety passed", a.min_score)
-        } else {
-            format!("score >= {}", a.min_score)
-        };
-        let proven: Vec<String> = v
-            .predicates
-            .iter()
-            .map(|p| {
-                if p.require_safety {
-                    format!("score >= {} and safety passed", p.min_score)
-                } else {
-                    format!("score >= {}", p.min_score)
-                }
-            })
-            .collect();
-        return Some(if proven.is_empty() {
-            format!("no attestation proves {wanted} (MIC {} has none)", v.serial)
-        } else {
-            format!(
-                "no attestation proves {wanted} (MIC {} proves: {})",
-                v.serial,
-                proven.join("; ")
-            )
-        });
-    }
-    None
-}
-
-/// The first non-trust constraint `sad` fails.
-fn constraint_failure(intent: &Intent, sad: &Sad) -> Option<String> {
-    if let Some(min) = intent.min_context
-        && sad.context_window < min
-    {
-        return Some(format!(
-            "context_window {} < min_context {min}",
-            sad.context_window
-        ));
-    }
-    if let Some(max) = intent.max_latency_ms {
-        if sad.latency_ms_p50 == 0 {
-            return Some(format!("latency_ms_p50 unknown, max_latency_ms {max}"));
-        }
-        if sad.latency_ms_p50 > max {
-            return Some(format!(
-                "latency_ms_p50 {} > max_latency_ms {max}",
-                sad.latency_ms_p50
-            ));
-        }
-    }
-    if let Some(max) = intent.max_latency_p99_ms {
-        if sad.latency_ms_p99 == 0 {
-            return Some(format!("latency_ms_p99 unknown, max_latency_p99_ms {max}"));
-        }
-        if sad.latency_ms_p99 > max {
-            return Some(format!(
-                "latency_ms_p99 {} > max_latency_p99_ms {max}",
-                sad.latency_ms_p99
-            ));
-        }
-    }
-    if let Some(max) = intent.max_price_micros_per_1k
-        && sad.price_micros_per_1k > max
-    {
-        return Some(format!(
-            "price_micros_per_1k {} > max_price_micros_per_1k {max}",
-            sad.price_micros_per_1k
-        ));
-    }
-    for m in &intent.modalities {
-        if !sad.modalities.contains(m) {
-            return Some(format!("modality {m:?} not offered"));
-        }
-    }
-    if let Some(region) = &intent.region
-        && &sad.region != region
-    {
-        return Some(format!("region {:?} != {region:?}", sad.region));
-    }
-    if let Some(family) = &intent.model_family
-        && &sad.model_family != family
-    {
-        return Some(format!("model_family {:?} != {family:?}", sad.model_family));
-    }
-    None
-}
-
-/// Why a SAD met each constraint (explain).
-fn reasons_met(intent: &Intent, sad: &Sad, verified: Option<&Verified>) -> Vec<String> {
-    let mut why = vec![format!("task {:?}", intent.task)];
-    if let Some(min) = intent.min_context {
-        why.push(format!("context_window {} >= {min}", sad.context_window));
-    }
-    if let Some(max) = intent.max_latency_ms {
-        why.push(format!("latency_p50 {} ms <= {max}", sad.latency_ms_p50));
-    }
-    if let Some(max) = intent.max_latency_p99_ms {
-        why.push(format!("latency_p99 {} ms <= {max}", sad.latency_ms_p99));
-    }
-    if let Some(max) = intent.max_price_micros_per_1k {
-        why.push(format!("price {} <= {max}", sad.price_micros_per_1k));
-    }
-    if !intent.modalities.is_empty() {
-        why.push(format!("modalities {:?} offered", intent.modalities));
-    }
-    if let Some(r) = &intent.region {
-        why.push(format!("region {r:?}"));
-    }
-    if let Some(f) = &intent.model_family {
-        why.push(format!("model_family {f:?}"));
-    }
-    if let Some(v) = verified {
-        why.push(format!(
-            "MIC {} verified (publisher {:?}, {}, valid until {} ms)",
-            v.serial, v.publisher, v.kind, v.not_after_ms
-        ));
-    }
-    if !intent.publishers.is_empty()
-        && let Some(v) = verified
-    {
-        why.push(format!(
-            "publisher {:?} in {:?}",
-            v.publisher, intent.publishers
-        ));
-    }
-    if let Some(a) = &intent.attested {
-        why.push(if a.require_safety {
-            format!("attested score >= {} and safety passed", a.min_score)
-        } else {
-            format!("attested score >= {}", a.min_score)
-        });
-    }
-    why
 }
 
 /// A heap item: better = higher score, then lower (node, service).
@@ -710,7 +478,7 @@ impl Registry {
                         resolution.excluded.push(Exclusion {
                             service: key.service.clone(),
                             node: key.node,
-                            reason,
+                            reason: reason.to_string(),
                         });
                     }
                     continue;
@@ -880,7 +648,12 @@ impl Registry {
                 let entry = self.get(item.key);
                 let coord = entry.and_then(Entry::coord);
                 let verified = entry.and_then(|e| e.trust().verified()).map(AsRef::as_ref);
-                let mut why = reasons_met(intent, sad, verified);
+                let mut why: Vec<String> = query
+                    .constraints
+                    .met(&intent.task, sad, verified)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 why.extend(score_terms(query, sad, coord, ctx));
                 why
             } else {
@@ -945,7 +718,7 @@ impl Registry {
                         resolution.excluded.push(Exclusion {
                             service: key.service.clone(),
                             node: key.node,
-                            reason,
+                            reason: reason.to_string(),
                         });
                     }
                 }

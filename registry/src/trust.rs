@@ -40,15 +40,6 @@ impl TrustVerdict {
     pub fn blocks(&self) -> bool {
         matches!(self, TrustVerdict::Pending | TrustVerdict::Rejected(_))
     }
-
-    /// Why a blocked record is excluded (explain).
-    pub(crate) fn block_reason(&self) -> Option<String> {
-        match self {
-            TrustVerdict::Pending => Some("credentials not verified yet".into()),
-            TrustVerdict::Rejected(r) => Some(format!("credentials rejected: {r}")),
-            TrustVerdict::Unclaimed | TrustVerdict::Verified(_) => None,
-        }
-    }
 }
 
 /// The registry-time instant (ms since the node's epoch) after which a MIC valid until
