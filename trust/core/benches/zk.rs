@@ -6,7 +6,7 @@
 //! compare (it leaves out the time the thread waited for a core); the wall time says what a caller
 //! saw in that run.
 //!
-//! `cargo bench -p nexus-trust --bench zk` (repetitions per batch measurement:
+//! `cargo bench -p nexus-trust-core --bench zk` (repetitions per batch measurement:
 //! `NEXUS_ZK_BENCH_REPS`, default 10, at least 256 / batch size). Prints markdown tables; figures
 //! go to docs/BENCHMARKS.md.
 //!
@@ -23,7 +23,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use nexus_trust::zk::{
+use nexus_trust_core::zk::{
     ATTESTATION_BYTES, ATTESTATION_CIRCUIT_ID, Attestation, BatchItem, Opening, Predicate,
     PreparedKey, Properties, Verifier, constraint_count, prove, setup,
 };

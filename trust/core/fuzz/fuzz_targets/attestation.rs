@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nexus_trust::zk::{Attestation, Commitment, Opening, Predicate};
+use nexus_trust_core::zk::{Attestation, Commitment, Opening, Predicate};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(att) = Attestation::decode(data) {

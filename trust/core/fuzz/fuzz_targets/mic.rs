@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nexus_trust::mic::{CaKeys, Mic};
+use nexus_trust_core::mic::{CaKeys, Mic};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(mic) = Mic::decode(data) else {

@@ -8,7 +8,7 @@ use ark_bn254::{Bn254, Fr};
 use ark_ff::{BigInteger, Field, PrimeField};
 use ark_groth16::Groth16;
 use ark_serialize::CanonicalDeserialize;
-use nexus_trust::zk::{
+use nexus_trust_core::zk::{
     ATTESTATION_BYTES, ATTESTATION_CIRCUIT_ID, Attestation, BatchItem, CircuitKeys, Commitment,
     OPENING_BYTES, Opening, PROOF_BYTES, PUBLIC_INPUTS, Predicate, PredicateViolation, Proof,
     Properties, ProvingKey, Salt, Verifier, VerifyingKey, ZkError, poseidon, prove, setup,
@@ -495,7 +495,7 @@ fn key_and_proof_decoders_reject_bad_bytes() {
     assert!(VerifyingKey::from_bytes(&[]).is_err());
     assert!(ProvingKey::from_bytes(&keys.proving_key[..1000]).is_err());
     assert!(matches!(
-        ProvingKey::from_bytes(&vec![0u8; nexus_trust::zk::PROVING_KEY_BYTES_MAX + 1]),
+        ProvingKey::from_bytes(&vec![0u8; nexus_trust_core::zk::PROVING_KEY_BYTES_MAX + 1]),
         Err(ZkError::MalformedKey {
             which: "proving",
             ..

@@ -6,14 +6,14 @@
 use std::sync::OnceLock;
 
 use ed25519_dalek::SigningKey;
-use nexus_trust::ca::{Bootstrap, CaState, Command, IssueRequest, Response};
-use nexus_trust::mic::{CaKeys, Mic, MicError, ModelIdentity, SubjectKind};
-use nexus_trust::revocation::{RevocationReason, SignedRevocation};
-use nexus_trust::verify::{
+use nexus_trust_core::ca::{Bootstrap, CaState, Command, IssueRequest, Response};
+use nexus_trust_core::mic::{CaKeys, Mic, MicError, ModelIdentity, SubjectKind};
+use nexus_trust_core::revocation::{RevocationReason, SignedRevocation};
+use nexus_trust_core::verify::{
     CREDENTIAL_ATTESTATIONS_MAX, CREDENTIALS_BYTES_MAX, Credentials, CredentialsError,
     CredentialsJson, TrustContext, TrustReject, TrustUpdate,
 };
-use nexus_trust::zk::{
+use nexus_trust_core::zk::{
     ATTESTATION_BYTES, ATTESTATION_CIRCUIT_ID, Attestation, CircuitKeys, Opening, Predicate,
     Properties, ProvingKey, ZkError, setup,
 };

@@ -2,8 +2,8 @@
 //! tampering, seeded random mutations, and the JSON views.
 
 use ed25519_dalek::{Signer, SigningKey};
-use nexus_trust::ca::IssueRequest;
-use nexus_trust::mic::{
+use nexus_trust_core::ca::IssueRequest;
+use nexus_trust_core::mic::{
     CLAIM_KEY_BYTES_MAX, CLAIM_VALUE_BYTES_MAX, CLAIMS_MAX, CaKeys, Claim, MIC_BYTES_MAX,
     MIC_BYTES_MIN, MIC_VERSION, Mic, MicBody, MicError, MicField, ModelIdentity, PROVENANCE_MAX,
     PUBLISHER_BYTES_MAX, SubjectKind,

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nexus_trust::mic::CaKeys;
-use nexus_trust::revocation::{RevocationSet, SignedRevocation};
+use nexus_trust_core::mic::CaKeys;
+use nexus_trust_core::revocation::{RevocationSet, SignedRevocation};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(record) = SignedRevocation::decode(data) {

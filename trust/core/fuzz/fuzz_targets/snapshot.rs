@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nexus_trust::ca::CaState;
+use nexus_trust_core::ca::CaState;
 use sha2::{Digest, Sha256};
 
 fn check(data: &[u8]) {

@@ -1,12 +1,12 @@
 //! The CA state machine driven through `apply`, asserting on what it returned and stored.
 
-use nexus_trust::ca::{
+use nexus_trust_core::ca::{
     Bootstrap, CaError, CaState, CircuitKeys, Command, ISSUE_BATCH_MAX, IssueRequest,
     LIST_LIMIT_MAX, NOT_BEFORE_BACKDATE_MS, Presigned, REQUEST_IDS_MAX, Response, SnapshotError,
     VALIDITY_MS_MAX, VALIDITY_MS_MIN,
 };
-use nexus_trust::mic::{Claim, Mic, MicError, MicField, ModelIdentity, SubjectKind};
-use nexus_trust::revocation::{RevocationReason, SignedRevocation};
+use nexus_trust_core::mic::{Claim, Mic, MicError, MicField, ModelIdentity, SubjectKind};
+use nexus_trust_core::revocation::{RevocationReason, SignedRevocation};
 use rand_08::{Rng, SeedableRng, rngs::StdRng};
 
 const DAY_MS: u64 = 86_400_000;
@@ -973,10 +973,10 @@ fn command_and_response_round_trip_through_serde() {
     assert_ne!(generated.ca_secret_key, [0; 32]);
 }
 
-/// Not a check: writes seed inputs for the cargo-fuzz targets (`trust/fuzz/README.md`).
-/// Run with `cargo test -p nexus-trust --test ca_state -- --ignored write_fuzz_seeds`.
+/// Not a check: writes seed inputs for the cargo-fuzz targets (`trust/core/fuzz/README.md`).
+/// Run with `cargo test -p nexus-trust-core --test ca_state -- --ignored write_fuzz_seeds`.
 #[test]
-#[ignore = "tool: writes fuzz seed corpora under trust/fuzz/corpus"]
+#[ignore = "tool: writes fuzz seed corpora under trust/core/fuzz/corpus"]
 fn write_fuzz_seeds() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let ca = busy_state();

@@ -721,17 +721,19 @@ impl<'a> Reader<'a> {
 }
 
 /// Serde for fixed byte arrays as lowercase hex strings (JSON views).
-pub(crate) mod hex_bytes {
+pub mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
-    pub(crate) fn serialize<S: Serializer, const N: usize>(
+    /// Writes `bytes` as a lowercase hex string.
+    pub fn serialize<S: Serializer, const N: usize>(
         bytes: &[u8; N],
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(bytes))
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+    /// Reads exactly `N` bytes from a hex string.
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
         d: D,
     ) -> Result<[u8; N], D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;

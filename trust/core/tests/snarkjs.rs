@@ -1,8 +1,8 @@
 //! Independent verification: proofs and verifying keys exported as snarkjs JSON are checked by
-//! `snarkjs groth16 verify` (snarkjs 0.7.6, pinned in `trust/snarkjs/package-lock.json`).
+//! `snarkjs groth16 verify` (snarkjs 0.7.6, pinned in `trust/core/snarkjs/package-lock.json`).
 //!
-//! Needs `node` and the npm-installed snarkjs under `trust/snarkjs/node_modules` (`.ci/run` runs
-//! `npm ci --prefix trust/snarkjs`; if it is missing this test runs that itself). Without `npm`
+//! Needs `node` and the npm-installed snarkjs under `trust/core/snarkjs/node_modules` (`.ci/run` runs
+//! `npm ci --prefix trust/core/snarkjs`; if it is missing this test runs that itself). Without `npm`
 //! the test fails with a message saying so; it never passes without running snarkjs.
 #![allow(clippy::unwrap_used, reason = "test code")]
 
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-use nexus_trust::zk::{Opening, Predicate, Properties, Verifier, prove, setup, snarkjs as export};
+use nexus_trust_core::zk::{Opening, Predicate, Properties, Verifier, prove, setup, snarkjs as export};
 use rand_08::SeedableRng;
 use rand_08::rngs::StdRng;
 
@@ -32,7 +32,7 @@ fn snarkjs_cli() -> PathBuf {
             .unwrap_or_else(|e| {
                 panic!(
                     "snarkjs is not installed under {} and `npm` could not be run ({e}); install \
-                     Node.js + npm, then `npm ci --prefix trust/snarkjs`",
+                     Node.js + npm, then `npm ci --prefix trust/core/snarkjs`",
                     dir.display()
                 )
             });

@@ -2,9 +2,9 @@
 //! path from a CA `Revoke` to a node reporting the serial revoked.
 
 use ed25519_dalek::SigningKey;
-use nexus_trust::ca::{Bootstrap, CaState, Command, IssueRequest, Response};
-use nexus_trust::mic::{CaKeys, SubjectKind};
-use nexus_trust::revocation::{
+use nexus_trust_core::ca::{Bootstrap, CaState, Command, IssueRequest, Response};
+use nexus_trust_core::mic::{CaKeys, SubjectKind};
+use nexus_trust_core::revocation::{
     Inserted, REVOCATION_BYTES, RevocationError, RevocationField, RevocationReason, RevocationSet,
     SignedRevocation,
 };

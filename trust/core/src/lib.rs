@@ -1,0 +1,26 @@
+//! The sans-IO core of NexTrust, the fabric's certificate authority and verifier: everything a
+//! node needs to check credentials and everything the CA decides, with no async runtime, storage
+//! or network (no tokio, sled, openraft or rustls). `nexus-trust` runs the CA group over Raft
+//! on top of this crate and re-exports its modules; the registry and the data path depend on
+//! this crate alone.
+//!
+//! The CA state machine ([`ca::CaState`], deterministic) issues, renews and revokes Model
+//! Identity Certificates ([`mic`]) for nodes, models and agents. A MIC may commit (Poseidon) to
+//! hidden model properties; the holder proves predicates over them with Groth16 proofs ([`zk`])
+//! that any node verifies inline. Revocations are signed records ([`revocation`]) every node
+//! keeps in a verified set.
+//!
+//! Module map (each owns its files):
+//! - [`mic`] — the MIC binary format, signing and verification (spec: `docs/trust.md`).
+//! - [`ca`] — the CA state machine: commands, responses, snapshots, revocation deltas.
+//! - [`zk`] — Poseidon commitments, the attestation circuit, Groth16 prove / verify / batch
+//!   verify, prepared-key cache, snarkjs export.
+//! - [`revocation`] — signed revocation deltas and the revocation set every node keeps.
+//! - [`verify`] — inline verification of a service's credentials (MIC + attestations) against
+//!   what a node knows of the CA: the context the registry checks adverts with.
+
+pub mod ca;
+pub mod mic;
+pub mod revocation;
+pub mod verify;
+pub mod zk;
