@@ -51,9 +51,9 @@ use utoipa::OpenApi;
 use crate::acl::{AclStore, Scope};
 
 use crate::api::{
-    ActorHealth, ActorNode, Actors, CrashResponse, FibDto, FibEntryDto, GenerationResponse, Health,
-    LeaveRequest, LeaveResponse, Member, MemberMetaDto, Members, NextHopDto, Node, Problem, Route,
-    RouteRequest, Routes,
+    ActorHealth, ActorNode, Actors, CrashResponse, FIB_ENTRIES_MAX, FibDto, FibEntryDto, FibQuery,
+    GenerationResponse, Health, LeaveRequest, LeaveResponse, Member, MemberMetaDto, Members,
+    NextHopDto, Node, Problem, Route, RouteRequest, Routes,
 };
 
 /// Largest request body accepted, bytes.
@@ -224,6 +224,39 @@ pub fn parse_json<T: DeserializeOwned>(
     })
 }
 
+/// A query string parsed into `T`, whose serde refuses unknown keys: an unknown key, a
+/// repeated key or a value of the wrong type is a 400 problem (`bad-query`) naming it.
+#[derive(Debug, Clone, Default)]
+pub struct TypedQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for TypedQuery<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Problem> {
+        parse_query(&parts.uri).map(TypedQuery)
+    }
+}
+
+/// The query of `uri` as `T` (see [`TypedQuery`]).
+pub fn parse_query<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Problem> {
+    axum::extract::Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| bad_query(e.body_text()))
+}
+
+/// A 400 problem for a query parameter.
+fn bad_query(detail: impl Into<String>) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "bad-query",
+        "Bad query parameter",
+        detail,
+    )
+}
+
 /// A request body that claims to be JSON (size limit and content type checked), not yet
 /// parsed: for endpoints whose body type has its own validating parser.
 fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
@@ -274,22 +307,60 @@ async fn call_supervisor<T: Send + 'static>(
     }
 }
 
-async fn gossip(s: &AppState) -> Result<ActorRef<GossipMsg>, Problem> {
-    call_supervisor(s, |r| SupervisorMsg::Lookup("gossip".into(), r))
+/// A supervised child the admin API asks by message: its message type and the name the
+/// supervisor knows it by.
+trait Child: ractor::Message {
+    /// The child's name in the supervision tree.
+    const NAME: &'static str;
+}
+
+impl Child for GossipMsg {
+    const NAME: &'static str = "gossip";
+}
+impl Child for TableMsg {
+    const NAME: &'static str = "table";
+}
+impl Child for nexus_actors::RegistryMsg {
+    const NAME: &'static str = "registry";
+}
+impl Child for nexus_actors::TrustMsg {
+    const NAME: &'static str = "trust";
+}
+impl Child for nexus_actors::SessionMsg {
+    const NAME: &'static str = "sessions";
+}
+
+/// The running child `M::NAME`, looked up in the supervisor (503 while it restarts).
+async fn child<M: Child>(s: &AppState) -> Result<ActorRef<M>, Problem> {
+    call_supervisor(s, |r| SupervisorMsg::Lookup(M::NAME.into(), r))
         .await?
         .map(ActorRef::from)
-        .ok_or_else(|| Problem::unavailable("gossip"))
+        .ok_or_else(|| Problem::unavailable(M::NAME))
+}
+
+/// Asks the child `M::NAME` with the message `make` builds and waits at most `timeout` for
+/// its answer; no answer (restarting, stopped, too slow) is a 503.
+async fn ask_within<M: Child, T: Send + 'static>(
+    s: &AppState,
+    timeout: Duration,
+    make: impl FnOnce(RpcReplyPort<T>) -> M,
+) -> Result<T, Problem> {
+    match child::<M>(s).await?.call(make, Some(timeout)).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        _ => Err(Problem::unavailable(M::NAME)),
+    }
+}
+
+/// [`ask_within`] with the usual deadline, [`ACTOR_CALL_TIMEOUT`].
+async fn ask<M: Child, T: Send + 'static>(
+    s: &AppState,
+    make: impl FnOnce(RpcReplyPort<T>) -> M,
+) -> Result<T, Problem> {
+    ask_within(s, ACTOR_CALL_TIMEOUT, make).await
 }
 
 async fn member_views(s: &AppState) -> Result<Vec<MemberView>, Problem> {
-    let gossip = gossip(s).await?;
-    match gossip
-        .call(GossipMsg::Members, Some(ACTOR_CALL_TIMEOUT))
-        .await
-    {
-        Ok(CallResult::Success(v)) => Ok(v),
-        _ => Err(Problem::unavailable("gossip")),
-    }
+    ask(s, GossipMsg::Members).await
 }
 
 fn to_member(view: &MemberView) -> Member {
@@ -426,40 +497,13 @@ async fn leave(
             "reason: at most 256 bytes",
         ));
     }
-    let gossip = gossip(&s).await?;
-    match gossip
-        .call(GossipMsg::Leave, Some(ACTOR_CALL_TIMEOUT))
-        .await
-    {
-        Ok(CallResult::Success(())) => {}
-        _ => return Err(Problem::unavailable("gossip")),
-    }
+    ask(&s, GossipMsg::Leave).await?;
     tracing::info!(%reason, "leave requested through the admin API");
     // The main task may already be stopping (a signal arrived); then this send fails harmlessly.
     let _ = s.ctx.leave.try_send(reason);
     Ok(axum::Json(LeaveResponse {
         status: "left".into(),
     }))
-}
-
-/// Entries `GET /v1/fib` returns at most.
-pub const FIB_ENTRIES_MAX: usize = 1000;
-
-async fn table(s: &AppState) -> Result<ActorRef<TableMsg>, Problem> {
-    call_supervisor(s, |r| SupervisorMsg::Lookup("table".into(), r))
-        .await?
-        .map(ActorRef::from)
-        .ok_or_else(|| Problem::unavailable("table"))
-}
-
-async fn call_table<T: Send + 'static>(
-    s: &AppState,
-    make: impl FnOnce(RpcReplyPort<T>) -> TableMsg,
-) -> Result<T, Problem> {
-    match table(s).await?.call(make, Some(ACTOR_CALL_TIMEOUT)).await {
-        Ok(CallResult::Success(v)) => Ok(v),
-        _ => Err(Problem::unavailable("table")),
-    }
 }
 
 fn hop_dto(h: &NextHop) -> NextHopDto {
@@ -507,25 +551,19 @@ fn table_problem(e: TableError) -> Problem {
 
 /// The installed forwarding table: generation and the first entries.
 #[utoipa::path(get, path = "/v1/fib", tag = "forwarding",
-    params(("limit" = Option<usize>, Query, description = "Entries to return (at most 1000; default 100)")),
-    responses((status = 200, body = FibDto), (status = 503, body = Problem)))]
+    params(FibQuery),
+    responses((status = 200, body = FibDto), (status = 400, body = Problem), (status = 503, body = Problem)))]
 async fn fib(
     State(s): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<std::collections::BTreeMap<String, String>>,
+    TypedQuery(q): TypedQuery<FibQuery>,
 ) -> Result<axum::Json<FibDto>, Problem> {
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(v) => v.parse::<usize>().map_err(|_| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "bad-query",
-                "Bad query parameter",
-                format!("limit={v:?} is not a number"),
-            )
-        })?,
+    let limit = q.limit.unwrap_or(100);
+    if limit > FIB_ENTRIES_MAX {
+        return Err(bad_query(format!(
+            "limit={limit}: expected 0..={FIB_ENTRIES_MAX}"
+        )));
     }
-    .min(FIB_ENTRIES_MAX);
-    let view = call_table(&s, |r| TableMsg::View(limit, r)).await?;
+    let view = ask(&s, |r| TableMsg::View(limit as usize, r)).await?;
     Ok(axum::Json(FibDto {
         generation: view.generation,
         previous_generation: view.previous_generation,
@@ -547,9 +585,7 @@ async fn fib(
 async fn fib_rollback(
     State(s): State<AppState>,
 ) -> Result<axum::Json<GenerationResponse>, Problem> {
-    let generation = call_table(&s, TableMsg::Rollback)
-        .await?
-        .map_err(table_problem)?;
+    let generation = ask(&s, TableMsg::Rollback).await?.map_err(table_problem)?;
     Ok(axum::Json(GenerationResponse { generation }))
 }
 
@@ -557,7 +593,7 @@ async fn fib_rollback(
 #[utoipa::path(get, path = "/v1/routes", tag = "forwarding", operation_id = "routes",
     responses((status = 200, body = Routes), (status = 503, body = Problem)))]
 async fn routes_list(State(s): State<AppState>) -> Result<axum::Json<Routes>, Problem> {
-    let list = call_table(&s, TableMsg::Routes).await?;
+    let list = ask(&s, TableMsg::Routes).await?;
     Ok(axum::Json(Routes {
         routes: list
             .iter()
@@ -620,7 +656,7 @@ async fn put_route(
             rewrite,
         });
     }
-    let generation = call_table(&s, |r| TableMsg::PutRoute(key, hops, r))
+    let generation = ask(&s, |r| TableMsg::PutRoute(key, hops, r))
         .await?
         .map_err(table_problem)?;
     Ok(axum::Json(GenerationResponse { generation }))
@@ -635,7 +671,7 @@ async fn delete_route(
     Path(key): Path<String>,
 ) -> Result<axum::Json<GenerationResponse>, Problem> {
     let key = key_from_path(&key)?;
-    let existed = call_table(&s, |r| TableMsg::DeleteRoute(key, r))
+    let existed = ask(&s, |r| TableMsg::DeleteRoute(key, r))
         .await?
         .map_err(table_problem)?;
     if !existed {
@@ -646,7 +682,7 @@ async fn delete_route(
             format!("no static route for key {}", routing_key_hex(key)),
         ));
     }
-    let view = call_table(&s, |r| TableMsg::View(0, r)).await?;
+    let view = ask(&s, |r| TableMsg::View(0, r)).await?;
     Ok(axum::Json(GenerationResponse {
         generation: view.generation,
     }))
@@ -670,8 +706,10 @@ async fn crash(
     }
     let found = if actor == "gossip" {
         // A real panic inside the actor, not just a kill.
-        let gossip = gossip(&s).await?;
-        gossip.send_message(GossipMsg::Crash).is_ok()
+        child::<GossipMsg>(&s)
+            .await?
+            .send_message(GossipMsg::Crash)
+            .is_ok()
     } else {
         call_supervisor(&s, |r| SupervisorMsg::Kill(actor.clone(), r)).await?
     };
@@ -715,7 +753,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
     components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, NextHopDto, Route, RouteRequest, Routes,
         crate::api::ServiceDto, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
         crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
-        crate::api::OverlayDto,
+        crate::api::OverlayDto, crate::api::ServiceScope, crate::api::KeyFormat,
         ca::CaStatusDto, ca::MicDto, ca::MicList, ca::RenewRequest, ca::RevokeRequest, ca::RevocationDto,
         ca::RevocationList, ca::CircuitRef, ca::CaKeysDto, ca::CircuitDto, ca::ProvingKeyDto, ca::AddVoterRequest,
         ca::VotersDto, ca::TrustDto,
@@ -725,7 +763,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         crate::api::TokenList, crate::api::TokenRevoked,
         keyring::KeyringRequestDto, keyring::KeyringAnswer, keyring::KeyCountDto, keyring::KeyringRefusalDto, keyring::KeyringSilentDto,
         ui::TokenSelf)),
-    modifiers(&BearerAuth, &ScopeSecurity),
+    modifiers(&BearerAuth, &ScopeSecurity, &ProblemResponses),
     security(("bearer" = []))
 )]
 struct ApiDoc;
@@ -761,18 +799,7 @@ impl utoipa::Modify for ScopeSecurity {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::SecurityRequirement;
         for r in route_table() {
-            let Some(item) = openapi.paths.paths.get_mut(r.path) else {
-                continue;
-            };
-            let operation = match r.method {
-                Method::GET => item.get.as_mut(),
-                Method::POST => item.post.as_mut(),
-                Method::PUT => item.put.as_mut(),
-                Method::DELETE => item.delete.as_mut(),
-                Method::PATCH => item.patch.as_mut(),
-                _ => None,
-            };
-            let Some(operation) = operation else {
+            let Some(operation) = operation_mut(openapi, r) else {
                 continue;
             };
             operation.security = Some(match r.access {
@@ -783,6 +810,116 @@ impl utoipa::Modify for ScopeSecurity {
                 .extensions
                 .get_or_insert_with(Default::default)
                 .insert("x-nexus-scope".into(), r.access.name().into());
+        }
+    }
+}
+
+/// The operation of a router-table row in the document, if documented.
+fn operation_mut<'a>(
+    openapi: &'a mut utoipa::openapi::OpenApi,
+    r: &RouteAccess,
+) -> Option<&'a mut utoipa::openapi::path::Operation> {
+    let item = openapi.paths.paths.get_mut(r.path)?;
+    match r.method {
+        Method::GET => item.get.as_mut(),
+        Method::POST => item.post.as_mut(),
+        Method::PUT => item.put.as_mut(),
+        Method::DELETE => item.delete.as_mut(),
+        Method::PATCH => item.patch.as_mut(),
+        _ => None,
+    }
+}
+
+/// A response whose body is a [`Problem`] (`application/problem+json`).
+fn problem_response(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_MEDIA_TYPE,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
+/// The media type of every error response.
+const PROBLEM_MEDIA_TYPE: &str = "application/problem+json";
+
+/// Makes the error responses true for every operation, from what the server does for all of
+/// them rather than from each handler's annotation:
+/// - a [`Problem`] body is declared as `application/problem+json` (what [`Problem`]'s
+///   `IntoResponse` sends), not `application/json`;
+/// - an operation that needs a scope can answer 401 (no valid token; with `WWW-Authenticate`)
+///   and 403 (the token lacks the scope), as [`auth`] does when ACLs are on;
+/// - an operation with a request body can answer 400 (malformed JSON), 413 (larger than
+///   [`BODY_BYTES_MAX`]), 415 (not JSON) and 422 (the body does not fit the schema), as
+///   [`parse_json`] does;
+/// - an operation with query parameters can answer 400 ([`TypedQuery`]).
+struct ProblemResponses;
+
+impl utoipa::Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::path::ParameterIn;
+        for r in route_table() {
+            let Some(op) = operation_mut(openapi, r) else {
+                continue;
+            };
+            for response in op.responses.responses.values_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                let problem = response.content.get("application/json").is_some_and(|c| {
+                    matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem"))
+                });
+                if problem && let Some(content) = response.content.shift_remove("application/json")
+                {
+                    response.content.insert(PROBLEM_MEDIA_TYPE.into(), content);
+                }
+            }
+            let has_body = op.request_body.is_some();
+            let has_query = op
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| p.parameter_in == ParameterIn::Query);
+            let mut add = |status: u16, description: &str| {
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| RefOr::T(problem_response(description)));
+            };
+            if has_body {
+                add(400, "Malformed JSON");
+                add(413, "Request body too large");
+                add(415, "The body is not application/json");
+                add(422, "The body does not fit the schema");
+            }
+            if has_query {
+                add(400, "A query parameter is unknown, repeated or malformed");
+            }
+            if let Access::Scope(_) = r.access {
+                add(403, "The token lacks the scope this operation needs");
+                let unauthorized = op
+                    .responses
+                    .responses
+                    .entry("401".into())
+                    .or_insert_with(|| RefOr::T(problem_response("No valid bearer token")));
+                if let RefOr::T(response) = unauthorized {
+                    response.headers.insert(
+                        "WWW-Authenticate".into(),
+                        utoipa::openapi::header::HeaderBuilder::new()
+                            .schema(
+                                utoipa::openapi::ObjectBuilder::new()
+                                    .schema_type(utoipa::openapi::schema::Type::String),
+                            )
+                            .description(Some("`Bearer realm=\"nexus\"`"))
+                            .build(),
+                    );
+                }
+            }
         }
     }
 }

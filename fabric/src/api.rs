@@ -2,7 +2,7 @@
 //! OpenAPI schemas are generated from these definitions.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// Problem details (RFC 9457), the body of every error response
 /// (`Content-Type: application/problem+json`).
@@ -430,4 +430,87 @@ pub struct TokenRevoked {
     pub accessor: String,
     /// Always `revoked`.
     pub status: String,
+}
+
+// ---- Query parameters (each refuses unknown keys: 400 naming the key) ----
+
+/// Entries `GET /v1/fib` returns at most.
+pub const FIB_ENTRIES_MAX: u32 = 1000;
+/// Page size of the CA's lists at most.
+pub const CA_LIST_LIMIT_MAX: u32 = 1000;
+/// Page size of the CA's lists without `limit`.
+pub const CA_LIST_LIMIT_DEFAULT: u32 = 100;
+
+/// Query of `GET /v1/fib`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FibQuery {
+    /// Entries to return, 0 to 1000 (default 100).
+    #[param(minimum = 0, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+/// Which services `GET /v1/services` lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceScope {
+    /// Every service this node knows of, local and remote.
+    #[default]
+    Fabric,
+    /// Only the services registered on this node.
+    Local,
+}
+
+impl ServiceScope {
+    /// `fabric` or `local`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceScope::Fabric => "fabric",
+            ServiceScope::Local => "local",
+        }
+    }
+}
+
+/// Query of `GET /v1/services`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesQuery {
+    /// `fabric` (default) or `local`.
+    pub scope: Option<ServiceScope>,
+}
+
+/// Query of the CA's paged lists (`GET /v1/ca/certs`, `GET /v1/ca/revocations`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Exclusive lower bound: a serial (certificates) or a sequence number (revocations);
+    /// default 0.
+    #[param(minimum = 0)]
+    pub after: Option<u64>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+/// How a circuit key is encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyFormat {
+    /// The node's own JSON with hex keys.
+    #[default]
+    Nexus,
+    /// snarkjs's JSON.
+    Snarkjs,
+}
+
+/// Query of `GET /v1/ca/circuits/{id}` and `GET /v1/ca/circuits/{id}/proving-key`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFormatQuery {
+    /// `nexus` (default) or `snarkjs`.
+    pub format: Option<KeyFormat>,
 }

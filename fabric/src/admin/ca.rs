@@ -9,15 +9,12 @@
 //! unknown (deadline, broken forward) → 504 `ca-timeout`; an unknown serial → 404
 //! `unknown-serial`; a request the CA refuses → 422 naming the field or rule.
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nexus_actors::trust_actor::{CaAccess, TrustMsg, TrustView, raft_id};
-use nexus_actors::{GossipMsg, SupervisorMsg};
 use nexus_gossip::{MemberState, NodeId};
 use nexus_trust::ca::{
     CaError, Command, IssueRequest, NOT_BEFORE_BACKDATE_MS, Response as CaResponse,
@@ -27,18 +24,13 @@ use nexus_trust::raft::node::CaClock;
 use nexus_trust::raft::{CaAnswer, CaClientError, CaKeyEntry, CaPeer, CaQuery, CaStatus};
 use nexus_trust::revocation::{RevocationReason, SignedRevocation};
 use nexus_trust::zk;
-use ractor::rpc::CallResult;
-use ractor::{ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ACTOR_CALL_TIMEOUT, AppState, call_supervisor, gossip, parse_json};
-use crate::api::Problem;
-
-/// Most certificates or revocations one list call returns.
-pub const CA_LIST_LIMIT_MAX: u32 = 1_000;
-/// Default page size of list calls.
-pub const CA_LIST_LIMIT_DEFAULT: u32 = 100;
+use super::{AppState, TypedQuery, ask, child, member_views, parse_json};
+use crate::api::{
+    CA_LIST_LIMIT_DEFAULT, CA_LIST_LIMIT_MAX, KeyFormat, KeyFormatQuery, PageQuery, Problem,
+};
 
 /// `GET /v1/ca/status`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -316,61 +308,20 @@ fn parse_serial(text: &str) -> Result<u64, Problem> {
     }
 }
 
-fn parse_query_u64(q: &BTreeMap<String, String>, key: &str, default: u64) -> Result<u64, Problem> {
-    match q.get(key) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| {
-            bad_request(
-                "bad-query",
-                format!("{key}={v:?}: expected a non-negative integer"),
-            )
-        }),
-    }
-}
-
-fn parse_limit(q: &BTreeMap<String, String>) -> Result<u32, Problem> {
-    let limit = parse_query_u64(q, "limit", u64::from(CA_LIST_LIMIT_DEFAULT))?;
-    if limit == 0 || limit > u64::from(CA_LIST_LIMIT_MAX) {
-        return Err(bad_request(
+/// The page size of a CA list: 1 to [`CA_LIST_LIMIT_MAX`], [`CA_LIST_LIMIT_DEFAULT`] without one.
+fn page_limit(q: &PageQuery) -> Result<u32, Problem> {
+    match q.limit {
+        None => Ok(CA_LIST_LIMIT_DEFAULT),
+        Some(limit @ 1..=CA_LIST_LIMIT_MAX) => Ok(limit),
+        Some(limit) => Err(bad_request(
             "bad-query",
             format!("limit={limit}: expected 1..={CA_LIST_LIMIT_MAX}"),
-        ));
-    }
-    Ok(u32::try_from(limit).unwrap_or(CA_LIST_LIMIT_MAX))
-}
-
-fn reject_unknown_query(q: &BTreeMap<String, String>, allowed: &[&str]) -> Result<(), Problem> {
-    match q.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(bad_request(
-            "bad-query",
-            format!(
-                "unknown query parameter {k:?} (allowed: {})",
-                allowed.join(", ")
-            ),
         )),
-        None => Ok(()),
-    }
-}
-
-async fn trust(s: &AppState) -> Result<ActorRef<TrustMsg>, Problem> {
-    call_supervisor(s, |r| SupervisorMsg::Lookup("trust".into(), r))
-        .await?
-        .map(ActorRef::from)
-        .ok_or_else(|| Problem::unavailable("trust"))
-}
-
-async fn call_trust<T: Send + 'static>(
-    s: &AppState,
-    make: impl FnOnce(RpcReplyPort<T>) -> TrustMsg,
-) -> Result<T, Problem> {
-    match trust(s).await?.call(make, Some(ACTOR_CALL_TIMEOUT)).await {
-        Ok(CallResult::Success(v)) => Ok(v),
-        _ => Err(Problem::unavailable("trust")),
     }
 }
 
 async fn access(s: &AppState) -> Result<CaAccess, Problem> {
-    call_trust(s, TrustMsg::Access).await?.ok_or_else(|| {
+    ask(s, TrustMsg::Access).await?.ok_or_else(|| {
         unavailable("this node is not a CA voter and sees no CA voter alive in membership")
     })
 }
@@ -476,16 +427,14 @@ pub(super) async fn get_cert(
 
 /// Certificates with serials above `after`, ascending, at most `limit` (1..=1000, default 100).
 #[utoipa::path(get, path = "/v1/ca/certs", tag = "ca",
-    params(("after" = Option<u64>, Query, description = "Exclusive lower bound (default 0)"),
-           ("limit" = Option<u32>, Query, description = "Page size, 1..=1000 (default 100)")),
+    params(PageQuery),
     responses((status = 200, body = MicList), (status = 400, body = Problem), (status = 503, body = Problem)))]
 pub(super) async fn list_certs(
     State(s): State<AppState>,
-    Query(q): Query<BTreeMap<String, String>>,
+    TypedQuery(q): TypedQuery<PageQuery>,
 ) -> Result<axum::Json<MicList>, Problem> {
-    reject_unknown_query(&q, &["after", "limit"])?;
-    let after = parse_query_u64(&q, "after", 0)?;
-    let limit = parse_limit(&q)?;
+    let after = q.after.unwrap_or(0);
+    let limit = page_limit(&q)?;
     match read(&s, CaQuery::List { after, limit }).await? {
         CaAnswer::Mics(mics) => {
             let full = mics.len() == limit as usize;
@@ -596,7 +545,7 @@ pub(super) async fn revoke(
     };
     // The trust actor keeps it and broadcasts it; if it is restarting, the revocation polls
     // of every node still find it.
-    if let Ok(t) = trust(&s).await {
+    if let Ok(t) = child::<TrustMsg>(&s).await {
         let _ = t.send_message(TrustMsg::Committed(Box::new(record.clone())));
     }
     Ok(axum::Json(RevocationDto {
@@ -607,16 +556,14 @@ pub(super) async fn revoke(
 
 /// Revocation records with `seq` above `after` (the delta a node that has seen `after` needs).
 #[utoipa::path(get, path = "/v1/ca/revocations", tag = "ca",
-    params(("after" = Option<u64>, Query, description = "Exclusive lower bound on seq (default 0)"),
-           ("limit" = Option<u32>, Query, description = "Page size, 1..=1000 (default 100)")),
+    params(PageQuery),
     responses((status = 200, body = RevocationList), (status = 400, body = Problem), (status = 503, body = Problem)))]
 pub(super) async fn revocations(
     State(s): State<AppState>,
-    Query(q): Query<BTreeMap<String, String>>,
+    TypedQuery(q): TypedQuery<PageQuery>,
 ) -> Result<axum::Json<RevocationList>, Problem> {
-    reject_unknown_query(&q, &["after", "limit"])?;
-    let seq = parse_query_u64(&q, "after", 0)?;
-    let limit = parse_limit(&q)?;
+    let seq = q.after.unwrap_or(0);
+    let limit = page_limit(&q)?;
     match read(&s, CaQuery::RevocationsAfter { seq, limit }).await? {
         CaAnswer::Revocations(records) => {
             let full = records.len() == limit as usize;
@@ -678,25 +625,15 @@ async fn circuit_keys(s: &AppState, id: u16) -> Result<nexus_trust::ca::CircuitK
 /// A circuit's verifying key; `?format=snarkjs` returns snarkjs's `verification_key.json`.
 #[utoipa::path(get, path = "/v1/ca/circuits/{id}", tag = "ca",
     params(("id" = u16, Path, description = "Circuit id (1: attestation)"),
-           ("format" = Option<String>, Query, description = "`snarkjs` for snarkjs JSON")),
+           KeyFormatQuery),
     responses((status = 200, body = CircuitDto), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn circuit(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<BTreeMap<String, String>>,
+    TypedQuery(q): TypedQuery<KeyFormatQuery>,
 ) -> Result<Response, Problem> {
-    reject_unknown_query(&q, &["format"])?;
     let id = parse_circuit(&id)?;
-    let snarkjs = match q.get("format").map(String::as_str) {
-        None | Some("nexus") => false,
-        Some("snarkjs") => true,
-        Some(other) => {
-            return Err(bad_request(
-                "bad-query",
-                format!("format={other:?}: expected `snarkjs` or `nexus`"),
-            ));
-        }
-    };
+    let snarkjs = q.format.unwrap_or_default() == KeyFormat::Snarkjs;
     let keys = circuit_keys(&s, id).await?;
     if snarkjs {
         let vk = keys.verifying_key().map_err(|e| {
@@ -775,11 +712,7 @@ pub(super) async fn add_voter(
             )
         })?,
         None => {
-            let g = gossip(&s).await?;
-            let members = match g.call(GossipMsg::Members, Some(ACTOR_CALL_TIMEOUT)).await {
-                Ok(CallResult::Success(m)) => m,
-                _ => return Err(Problem::unavailable("gossip")),
-            };
+            let members = member_views(&s).await?;
             members
                 .iter()
                 .filter(|m| m.state == MemberState::Alive && m.id.node_id() == node)
@@ -837,7 +770,7 @@ pub(super) async fn remove_voter(
 }
 
 async fn view(s: &AppState) -> Result<TrustView, Problem> {
-    call_trust(s, TrustMsg::View).await
+    ask(s, TrustMsg::View).await
 }
 
 /// This node's own certificate (kind `node`, subject = its identity key).
@@ -887,16 +820,28 @@ mod tests {
                 (400, "urn:nexus:problem:bad-serial")
             );
         }
-        let mut q = BTreeMap::new();
-        assert_eq!(parse_limit(&q).expect("default"), CA_LIST_LIMIT_DEFAULT);
-        q.insert("limit".to_owned(), "0".to_owned());
-        assert_eq!(parse_limit(&q).expect_err("zero").status, 400);
-        q.insert("limit".to_owned(), "1001".to_owned());
-        assert_eq!(parse_limit(&q).expect_err("over").status, 400);
-        q.insert("limit".to_owned(), "abc".to_owned());
-        assert_eq!(parse_limit(&q).expect_err("nan").status, 400);
-        q.insert("limt".to_owned(), "1".to_owned());
-        assert!(reject_unknown_query(&q, &["after", "limit"]).is_err());
+        let page = |query: &str| -> Result<u32, Problem> {
+            let uri: axum::http::Uri = format!("/v1/ca/certs?{query}").parse().expect("uri");
+            page_limit(&super::super::parse_query::<PageQuery>(&uri)?)
+        };
+        assert_eq!(page("").expect("default"), CA_LIST_LIMIT_DEFAULT);
+        assert_eq!(page("limit=1000&after=5").expect("max"), 1000);
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=abc",
+            "limit=-1",
+            "limt=1",
+            "limit=1&limit=2",
+        ] {
+            let p = page(bad).expect_err(bad);
+            assert_eq!(
+                (p.status, p.kind.as_str()),
+                (400, "urn:nexus:problem:bad-query"),
+                "{bad}"
+            );
+        }
+        assert!(page("limt=1").expect_err("unknown").detail.contains("limt"));
     }
 
     #[test]

@@ -9,16 +9,15 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use nexus_actors::{GossipMsg, KEYRING_TIMEOUT_MAX};
 use nexus_gossip::{KeyringError, KeyringOp, KeyringSummary, SecretKey};
-use ractor::rpc::CallResult;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ACTOR_CALL_TIMEOUT, AppState, gossip, parse_json};
+use super::{ACTOR_CALL_TIMEOUT, AppState, TypedQuery, ask_within, parse_json};
 use crate::api::Problem;
 
 /// How long an operation waits for the members' answers unless the request says otherwise.
@@ -154,17 +153,10 @@ fn timeout(ms: Option<u64>) -> Result<Duration, Problem> {
 }
 
 async fn run(s: &AppState, op: KeyringOp, wait: Duration) -> Result<Json<KeyringAnswer>, Problem> {
-    let gossip = gossip(s).await?;
-    let summary = match gossip
-        .call(
-            |reply| GossipMsg::Keyring(op, wait, reply),
-            Some(wait + ACTOR_CALL_TIMEOUT),
-        )
-        .await
-    {
-        Ok(CallResult::Success(summary)) => summary,
-        _ => return Err(Problem::unavailable("gossip")),
-    };
+    let summary = ask_within(s, wait + ACTOR_CALL_TIMEOUT, |reply| {
+        GossipMsg::Keyring(op, wait, reply)
+    })
+    .await?;
     let not_enabled = KeyringError::NotEnabled.to_string();
     if summary.members == 1
         && summary
@@ -206,16 +198,8 @@ fn op_body(
               (status = 422, description = "Bad timeout", body = Problem)))]
 pub(super) async fn list(
     State(s): State<AppState>,
-    query: Result<Query<KeyringQueryDto>, axum::extract::rejection::QueryRejection>,
+    TypedQuery(query): TypedQuery<KeyringQueryDto>,
 ) -> Result<Json<KeyringAnswer>, Problem> {
-    let Query(query) = query.map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad-query",
-            "Bad query string",
-            e.body_text(),
-        )
-    })?;
     run(&s, KeyringOp::List, timeout(query.timeout_ms)?).await
 }
 

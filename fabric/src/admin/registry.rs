@@ -12,44 +12,22 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use nexus_actors::{GossipMsg, RegistryMsg, Scope, ServiceView, SupervisorMsg};
+use nexus_actors::{GossipMsg, RegistryMsg, Scope, ServiceView};
 use nexus_gossip::{MemberView, NodeId};
 use nexus_registry::{
     Credentials, CredentialsError, CredentialsJson, Intent, LoadUpdate, NodeError as RegistryError,
     Resolution, Sad,
 };
-use ractor::rpc::CallResult;
-use ractor::{ActorRef, RpcReplyPort};
 
-use super::{ACTOR_CALL_TIMEOUT, AppState, call_supervisor, gossip, json_body, member_views};
+use super::{AppState, TypedQuery, ask, json_body, member_views};
 use crate::api::{
     CandidateDto, EndpointDto, ExclusionDto, IntentHopDto, IntentRouteDto, IntentRoutes,
-    OverlayDto, Problem, ResolveResponse, ServiceDto, Services, WithdrawResponse,
+    OverlayDto, Problem, ResolveResponse, ServiceDto, ServiceScope, Services, ServicesQuery,
+    WithdrawResponse,
 };
-
-async fn registry(s: &AppState) -> Result<ActorRef<RegistryMsg>, Problem> {
-    call_supervisor(s, |r| SupervisorMsg::Lookup("registry".into(), r))
-        .await?
-        .map(ActorRef::from)
-        .ok_or_else(|| Problem::unavailable("registry"))
-}
-
-async fn call_registry<T: Send + 'static>(
-    s: &AppState,
-    make: impl FnOnce(RpcReplyPort<T>) -> RegistryMsg,
-) -> Result<T, Problem> {
-    match registry(s)
-        .await?
-        .call(make, Some(ACTOR_CALL_TIMEOUT))
-        .await
-    {
-        Ok(CallResult::Success(v)) => Ok(v),
-        _ => Err(Problem::unavailable("registry")),
-    }
-}
 
 fn invalid(slug: &str, title: &str, detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, slug, title, detail)
@@ -205,7 +183,7 @@ async fn register(
     sad: Sad,
     credentials: Option<Credentials>,
 ) -> Result<Response, Problem> {
-    let registered = call_registry(s, |r| {
+    let registered = ask(s, |r| {
         RegistryMsg::Register(Box::new(sad), credentials.map(Box::new), r)
     })
     .await?
@@ -271,7 +249,7 @@ pub(super) async fn delete_service(
     Path(id): Path<String>,
 ) -> Result<axum::Json<WithdrawResponse>, Problem> {
     let key = id.clone();
-    call_registry(&s, |r| RegistryMsg::Deregister(key, r))
+    ask(&s, |r| RegistryMsg::Deregister(key, r))
         .await?
         .map_err(registry_problem)?;
     Ok(axum::Json(WithdrawResponse {
@@ -293,7 +271,7 @@ pub(super) async fn patch_load(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<ServiceDto>, Problem> {
     let update: LoadUpdate = super::parse_json(&headers, body)?;
-    let view = call_registry(&s, |r| RegistryMsg::PatchLoad(id, update, r))
+    let view = ask(&s, |r| RegistryMsg::PatchLoad(id, update, r))
         .await?
         .map_err(registry_problem)?;
     let members = member_index(&s).await;
@@ -303,32 +281,21 @@ pub(super) async fn patch_load(
 /// Services: `scope=fabric` (default) lists every live advert this node holds; `scope=local`
 /// only the services registered on this node.
 #[utoipa::path(get, path = "/v1/services", tag = "registry",
-    params(("scope" = Option<String>, Query, description = "`fabric` (default) or `local`")),
-    responses((status = 200, body = Services), (status = 400, body = Problem)))]
+    params(ServicesQuery),
+    responses((status = 200, body = Services), (status = 400, body = Problem), (status = 503, body = Problem)))]
 pub(super) async fn list_services(
     State(s): State<AppState>,
-    Query(q): Query<BTreeMap<String, String>>,
+    TypedQuery(q): TypedQuery<ServicesQuery>,
 ) -> Result<axum::Json<Services>, Problem> {
-    let scope = match q.get("scope").map(String::as_str) {
-        None | Some("fabric") => Scope::Fabric,
-        Some("local") => Scope::Local,
-        Some(other) => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "bad-query",
-                "Bad query parameter",
-                format!("scope={other:?}: expected `fabric` or `local`"),
-            ));
-        }
+    let wanted = q.scope.unwrap_or_default();
+    let scope = match wanted {
+        ServiceScope::Fabric => Scope::Fabric,
+        ServiceScope::Local => Scope::Local,
     };
-    let views = call_registry(&s, |r| RegistryMsg::Services(scope, r)).await?;
+    let views = ask(&s, |r| RegistryMsg::Services(scope, r)).await?;
     let members = member_index(&s).await;
     Ok(axum::Json(Services {
-        scope: match scope {
-            Scope::Local => "local",
-            Scope::Fabric => "fabric",
-        }
-        .into(),
+        scope: wanted.as_str().into(),
         services: views
             .into_iter()
             .map(|v| service_dto(v, &members))
@@ -344,7 +311,7 @@ pub(super) async fn get_service(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ServiceDto>, Problem> {
-    let views = call_registry(&s, |r| RegistryMsg::Services(Scope::Local, r)).await?;
+    let views = ask(&s, |r| RegistryMsg::Services(Scope::Local, r)).await?;
     let view = views
         .into_iter()
         .find(|v| v.sad.id == id)
@@ -415,7 +382,7 @@ pub(super) async fn resolve(
         task = %intent.task, k = intent.k, candidates = tracing::field::Empty,
         results = tracing::field::Empty);
     let res = tracing::Instrument::instrument(
-        call_registry(&s, |r| RegistryMsg::Resolve(Box::new(intent), r)),
+        ask(&s, |r| RegistryMsg::Resolve(Box::new(intent), r)),
         span.clone(),
     )
     .await?;
@@ -432,7 +399,7 @@ pub(super) async fn resolve(
 pub(super) async fn intent_routes(
     State(s): State<AppState>,
 ) -> Result<axum::Json<IntentRoutes>, Problem> {
-    let (version, routes) = call_registry(&s, RegistryMsg::Routes).await?;
+    let (version, routes) = ask(&s, RegistryMsg::Routes).await?;
     Ok(axum::Json(IntentRoutes {
         version,
         routes: routes
@@ -459,15 +426,8 @@ pub(super) async fn intent_routes(
 #[utoipa::path(get, path = "/v1/overlay", tag = "registry",
     responses((status = 200, body = OverlayDto), (status = 503, body = Problem)))]
 pub(super) async fn overlay(State(s): State<AppState>) -> Result<axum::Json<OverlayDto>, Problem> {
-    let g = gossip(&s).await?;
-    let (active, passive) = match g
-        .call(GossipMsg::OverlayViews, Some(ACTOR_CALL_TIMEOUT))
-        .await
-    {
-        Ok(CallResult::Success(v)) => v,
-        _ => return Err(Problem::unavailable("gossip")),
-    };
-    let coord = call_registry(&s, RegistryMsg::Coordinate).await?;
+    let (active, passive) = ask(&s, GossipMsg::OverlayViews).await?;
+    let coord = ask(&s, RegistryMsg::Coordinate).await?;
     Ok(axum::Json(OverlayDto {
         active: active.iter().map(ToString::to_string).collect(),
         passive: passive.iter().map(ToString::to_string).collect(),

@@ -10,14 +10,12 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use nexus_actors::session_actor::{PROBE_BYTES_MAX, PROBE_COUNT_MAX};
-use nexus_actors::{ProbeError, ProbeRequest, SessionMsg, SessionView, SupervisorMsg};
+use nexus_actors::{ProbeError, ProbeRequest, SessionMsg, SessionView};
 use nexus_stream::Mode;
-use ractor::ActorRef;
-use ractor::rpc::CallResult;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ACTOR_CALL_TIMEOUT, AppState, call_supervisor, member_views, parse_json};
+use super::{AppState, ask, ask_within, member_views, parse_json};
 use crate::api::Problem;
 
 /// Longest probe the API runs (its answer waits for it).
@@ -146,7 +144,8 @@ fn invalid(detail: impl Into<String>) -> Problem {
     )
 }
 
-async fn sessions_actor(s: &AppState) -> Result<ActorRef<SessionMsg>, Problem> {
+/// Sessions need the data plane: without one the node runs no session actor (409).
+fn require_dataplane(s: &AppState) -> Result<(), Problem> {
     if s.ctx.node.dataplane.is_none() {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -155,10 +154,7 @@ async fn sessions_actor(s: &AppState) -> Result<ActorRef<SessionMsg>, Problem> {
             "NexStream sessions travel through the data plane; start the node with --dataplane",
         ));
     }
-    call_supervisor(s, |r| SupervisorMsg::Lookup("sessions".into(), r))
-        .await?
-        .map(ActorRef::from)
-        .ok_or_else(|| Problem::unavailable("sessions"))
+    Ok(())
 }
 
 fn session_dto(v: SessionView, names: &BTreeMap<[u8; 32], String>) -> SessionDto {
@@ -216,11 +212,8 @@ async fn member_names(s: &AppState) -> BTreeMap<[u8; 32], String> {
     responses((status = 200, body = Sessions), (status = 409, body = Problem),
               (status = 503, body = Problem)))]
 pub(super) async fn list(State(s): State<AppState>) -> Result<axum::Json<Sessions>, Problem> {
-    let actor = sessions_actor(&s).await?;
-    let views = match actor.call(SessionMsg::List, Some(ACTOR_CALL_TIMEOUT)).await {
-        Ok(CallResult::Success(v)) => v,
-        _ => return Err(Problem::unavailable("sessions")),
-    };
+    require_dataplane(&s)?;
+    let views = ask(&s, SessionMsg::List).await?;
     let names = member_names(&s).await;
     Ok(axum::Json(Sessions {
         sessions: views.into_iter().map(|v| session_dto(v, &names)).collect(),
@@ -265,7 +258,7 @@ pub(super) async fn probe(
             "timeout_ms: must be 1 to {PROBE_TIMEOUT_MS_MAX}"
         )));
     }
-    let actor = sessions_actor(&s).await?;
+    require_dataplane(&s)?;
     let names = member_names(&s).await;
     let peer = nexus_actors::parse_node_id(&req.peer)
         .or_else(|| {
@@ -295,13 +288,7 @@ pub(super) async fn probe(
     };
     // The probe's own timeout, plus room for a handshake.
     let wait = Duration::from_millis(timeout_ms) + Duration::from_secs(15);
-    let result = match actor
-        .call(|r| SessionMsg::Probe(Box::new(request), r), Some(wait))
-        .await
-    {
-        Ok(CallResult::Success(r)) => r,
-        _ => return Err(Problem::unavailable("sessions")),
-    };
+    let result = ask_within(&s, wait, |r| SessionMsg::Probe(Box::new(request), r)).await?;
     match result {
         Ok(r) => Ok(axum::Json(ProbeResponse {
             peer: hex::encode(peer),
