@@ -13,9 +13,10 @@
 //!   actor drives.
 //! - [`tls`] — Ed25519 node keys as RFC 7250 raw public keys in rustls: the provider, the
 //!   configurations and the key-checking verifiers the CA links and NexStream share.
-//! - [`mic`], [`ca`], [`zk`], [`revocation`], [`verify`] — re-exported from `nexus-trust-core`.
+//! - [`mic`], [`ca`], [`zk`], [`revocation`], [`verify`], [`engine`] — re-exported from
+//!   `nexus-trust-core`.
 
-pub use nexus_trust_core::{ca, mic, revocation, verify, zk};
+pub use nexus_trust_core::{ca, engine, mic, revocation, verify, zk};
 
 pub mod raft;
 pub mod tls;

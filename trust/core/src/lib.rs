@@ -16,10 +16,14 @@
 //! - [`zk`] — Poseidon commitments, the attestation circuit, Groth16 prove / verify / batch
 //!   verify, prepared-key cache, snarkjs export.
 //! - [`revocation`] — signed revocation deltas and the revocation set every node keeps.
+//! - [`engine`] — the node's trust decisions (forming the CA group, bootstrap, reading the CA
+//!   keys, obtaining and renewing the node MIC, polling revocations) as a sans-IO engine that
+//!   emits commands the trust actor carries out.
 //! - [`verify`] — inline verification of a service's credentials (MIC + attestations) against
 //!   what a node knows of the CA: the context the registry checks adverts with.
 
 pub mod ca;
+pub mod engine;
 pub mod mic;
 pub mod revocation;
 pub mod verify;
