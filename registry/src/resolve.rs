@@ -10,7 +10,7 @@ pub(crate) mod constraint;
 
 use nexus_trust::verify::{TrustContext, TrustReject, Verified};
 
-use crate::index::{NodeKind, Row, Summary, TaskRows};
+use crate::index::{NodeKind, PackedCoord, Row, Summary, TaskRows};
 use crate::intent::{Intent, K_MAX};
 use crate::sad::{Endpoint, Sad};
 use crate::store::{Entry, Registry, ServiceKey};
@@ -123,8 +123,6 @@ struct Query<'a> {
     /// mostly its static terms, and most queued children are never expanded. (When proximity
     /// dominates, the parent's bound is too loose to order the search; measured slower.)
     lazy_proximity: bool,
-    /// Some constraint other than the lease is set.
-    filters: bool,
     /// Some constraint compares hashes: a row must be confirmed on the SAD (or the verified
     /// MIC) before it enters the top k.
     needs_exact: bool,
@@ -143,7 +141,6 @@ impl<'a> Query<'a> {
             intent,
             weight_sum: weights.iter().sum(),
             lazy_proximity: weights[3] > 0.0 && weights[3] * 2.0 <= weights.iter().sum(),
-            filters: !constraints.is_empty(),
             needs_exact: constraints.hashed(),
             constraints,
             weights,
@@ -208,7 +205,11 @@ impl<'a> Query<'a> {
     }
 
     fn proximity(&self, row: &Row) -> f64 {
-        match (self.local, &row.coord) {
+        self.proximity_of(row.coord.as_ref())
+    }
+
+    fn proximity_of(&self, coord: Option<&PackedCoord>) -> f64 {
+        match (self.local, coord) {
             (Some(local), Some(c)) => proximity_term(c.distance_from(local)),
             _ => NEUTRAL_TERM,
         }
@@ -502,18 +503,8 @@ impl Registry {
     /// Row filter, score, and the exact check for a row about to enter the top k.
     fn offer_row<'r>(query: &Query<'_>, row: &'r Row, key: &'r ServiceKey, top: &mut TopK<'r>) {
         if query.row_passes(row) {
-            Self::offer_passing_row(query, row, key, top);
+            top.offer(query.score(row), key, &row.sad, || query.confirm(row));
         }
-    }
-
-    /// [`Registry::offer_row`] for a row that passed the row filter.
-    fn offer_passing_row<'r>(
-        query: &Query<'_>,
-        row: &'r Row,
-        key: &'r ServiceKey,
-        top: &mut TopK<'r>,
-    ) {
-        top.offer(query.score(row), key, &row.sad, || query.confirm(row));
     }
 
     /// Best-first search of the task's tree: pop the node with the highest score bound, stop
@@ -558,24 +549,29 @@ impl Registry {
             }
             match &rows.nodes[next.node as usize].kind {
                 NodeKind::Leaf(leaf) => {
+                    // The rows that are live and pass the constraints' row checks (one pass
+                    // per constraint over the leaf's columns), then per row: its static terms
+                    // with the leaf's proximity bound, an upper bound of its score that needs
+                    // no distance, before the score itself.
                     let proximity = next.proximity;
-                    for (row, key) in leaf.rows.iter().zip(&leaf.keys) {
-                        // The row's static terms with the leaf's proximity bound: an upper bound
-                        // of its score that needs no distance. With constraints, the row filter
-                        // (integer compares, rejecting most rows) goes first.
-                        if query.filters && !query.row_passes(row) {
-                            continue;
-                        }
-                        let bound =
-                            query.combine([row.terms[0], row.terms[1], row.terms[2], proximity]);
+                    let cols = &leaf.cols;
+                    let mut mask = query.constraints.mask(cols, query.now);
+                    while mask != 0 {
+                        let i = mask.trailing_zeros() as usize;
+                        mask &= mask - 1;
+                        let terms = [cols.terms[0][i], cols.terms[1][i], cols.terms[2][i]];
+                        let bound = query.combine([terms[0], terms[1], terms[2], proximity]);
                         if below(bound, top.threshold()) {
                             continue;
                         }
-                        if query.filters {
-                            Self::offer_passing_row(query, row, key, top);
-                        } else {
-                            Self::offer_row(query, row, key, top);
-                        }
+                        let row = &leaf.rows[i];
+                        let score = query.combine([
+                            terms[0],
+                            terms[1],
+                            terms[2],
+                            query.proximity_of(cols.coord[i].as_ref()),
+                        ]);
+                        top.offer(score, &leaf.keys[i], &row.sad, || query.confirm(row));
                     }
                 }
                 NodeKind::Inner { children, .. } => {

@@ -3,7 +3,9 @@
 //! sorted): seeded random registries — inserts, updates, withdrawals, node down, lease ends
 //! (before and after `expire`) — and random intents (every constraint kind, random weights,
 //! k 1..=64, explain on and off, with and without a local coordinate). Every field of the
-//! resolution must be equal, and each score must match the formula of docs/sad.md.
+//! resolution must be equal, each score must match the formula of docs/sad.md, and the
+//! candidates and exclusions must agree with the constraints as that document states them
+//! (written in this file, independently of the crate's constraint code).
 
 mod common;
 
@@ -11,6 +13,7 @@ use common::{key, node};
 use nexus_registry::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
 
 const NODES: u8 = 24;
 const TASKS: [&str; 5] = ["llm.chat", "llm.code", "vision.detect", "audio.asr", "rare"];
@@ -179,6 +182,58 @@ fn check(r: &Registry, i: &Intent, ctx: &ResolveContext, step: &str) {
     if !i.explain {
         assert_eq!(fast.excluded_total, 0, "{step}: counts only with explain");
     }
+    // The constraints as docs/sad.md states them, written here against the SAD (not with the
+    // crate's constraint code, which both resolve paths share): the candidates are records
+    // that meet them, as many as there are up to k, and explain excludes exactly the rest.
+    let meeting: BTreeSet<ServiceKey> = r
+        .iter()
+        .filter(|(_, e)| meets(i, e, ctx.now))
+        .map(|(key, _)| key.clone())
+        .collect();
+    for c in &fast.candidates {
+        let key = ServiceKey::new(c.node, c.service.clone());
+        assert!(
+            meeting.contains(&key),
+            "{step}: {key:?} does not meet {i:?}"
+        );
+    }
+    let k = i.k.clamp(1, K_MAX) as usize;
+    assert_eq!(fast.candidates.len(), meeting.len().min(k), "{step}: {i:?}");
+    if i.explain {
+        assert_eq!(
+            fast.excluded_total,
+            fast.considered - meeting.len(),
+            "{step}: {i:?}"
+        );
+    }
+}
+
+/// Whether a record meets an intent's task and hard constraints (docs/sad.md), at `now`.
+fn meets(i: &Intent, e: &Entry, now: Millis) -> bool {
+    let Some(sad) = e.shared_sad() else {
+        return false;
+    };
+    let verified = e.trust().verified();
+    sad.tasks.contains(&i.task)
+        && e.expires_at() > now
+        && !e.trust().blocks()
+        && i.min_context.is_none_or(|m| sad.context_window >= m)
+        && i.max_latency_ms
+            .is_none_or(|m| sad.latency_ms_p50 != 0 && sad.latency_ms_p50 <= m)
+        && i.max_latency_p99_ms
+            .is_none_or(|m| sad.latency_ms_p99 != 0 && sad.latency_ms_p99 <= m)
+        && i.max_price_micros_per_1k
+            .is_none_or(|m| sad.price_micros_per_1k <= m)
+        && i.modalities.iter().all(|m| sad.modalities.contains(m))
+        && i.region.as_ref().is_none_or(|r| &sad.region == r)
+        && i.model_family
+            .as_ref()
+            .is_none_or(|f| &sad.model_family == f)
+        && (!i.require_mic || verified.is_some())
+        && (i.publishers.is_empty()
+            || verified.is_some_and(|v| i.publishers.contains(&v.publisher)))
+        && i.attested
+            .is_none_or(|a| verified.is_some_and(|v| v.proves(a.min_score, a.require_safety)))
 }
 
 fn publish(r: &mut Registry, now: Millis, n: u8, s: &Sad, c: Option<Coord>, version: u64) {

@@ -15,7 +15,8 @@ use std::fmt;
 
 use nexus_trust::verify::{TrustReject, Verified};
 
-use crate::index::{Row, Summary, hash_bit, modality_bit, str_hash};
+use crate::Millis;
+use crate::index::{Columns, LEAF_ROWS_MAX, Row, Summary, hash_bit, modality_bit, str_hash};
 use crate::intent::{Intent, PUBLISHERS_MAX};
 use crate::sad::Sad;
 
@@ -83,6 +84,39 @@ impl Constraint<'_> {
                     row.attest_any
                 };
                 proven > u32::from(min_score)
+            }
+        }
+    }
+
+    /// [`Constraint::passes`] over a leaf's rows: bit `i` is row `i`'s answer.
+    #[inline]
+    pub(crate) fn mask(&self, c: &Columns) -> u64 {
+        match *self {
+            Constraint::MinContext(min) => bits(&c.context_window, |x| x >= min),
+            Constraint::MaxLatencyP50(max) => bits(&c.p50, |x| x != 0 && x <= max),
+            Constraint::MaxLatencyP99(max) => bits(&c.p99, |x| x != 0 && x <= max),
+            Constraint::MaxPrice(max) => bits(&c.price, |x| x <= max),
+            Constraint::Modalities { mask, .. } => bits(&c.modalities, |x| x & mask == mask),
+            Constraint::Region { hash, .. } => bits(&c.region, |x| x == hash),
+            Constraint::ModelFamily { hash, .. } => bits(&c.family, |x| x == hash),
+            Constraint::RequireMic => bits(&c.serial, |x| x != 0),
+            Constraint::Publishers {
+                ref hashes, len, ..
+            } => {
+                let hashes = &hashes[..len];
+                // A row without a MIC has publisher hash 0, which no listed name hashes to.
+                bits(&c.publisher, |x| x != 0 && hashes.contains(&x)) & bits(&c.serial, |x| x != 0)
+            }
+            Constraint::Attested {
+                min_score,
+                require_safety,
+            } => {
+                let proven = if require_safety {
+                    &c.attest_safe
+                } else {
+                    &c.attest_any
+                };
+                bits(proven, |x| x > u32::from(min_score))
             }
         }
     }
@@ -276,6 +310,17 @@ impl Constraint<'_> {
     }
 }
 
+/// Bit `i` set where `f(col[i])`; `col` is a leaf's column (at most [`LEAF_ROWS_MAX`] rows).
+#[inline]
+fn bits<T: Copy>(col: &[T], f: impl Fn(T) -> bool) -> u64 {
+    debug_assert!(col.len() <= LEAF_ROWS_MAX && LEAF_ROWS_MAX <= 64);
+    let mut m = 0u64;
+    for (i, &x) in col.iter().enumerate() {
+        m |= u64::from(f(x)) << i;
+    }
+    m
+}
+
 /// The verified MIC a credentials constraint needs.
 fn verified_mic<'v>(sad: &Sad, verified: Option<&'v Verified>) -> Result<&'v Verified, Unmet> {
     verified.ok_or(Unmet::NoVerifiedMic {
@@ -367,14 +412,24 @@ impl<'a> Constraints<'a> {
         self.list[..self.len].iter()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Every constraint passes the row.
     #[inline]
     pub(crate) fn pass(&self, row: &Row) -> bool {
         self.iter().all(|c| c.passes(row))
+    }
+
+    /// The rows of a leaf that are live at `now` and pass every constraint's row check, as a
+    /// bit mask.
+    #[inline]
+    pub(crate) fn mask(&self, c: &Columns, now: Millis) -> u64 {
+        let mut m = bits(&c.expires_at, |e| e > now);
+        for constraint in self.iter() {
+            if m == 0 {
+                break;
+            }
+            m &= constraint.mask(c);
+        }
+        m
     }
 
     /// Every constraint may pass some row under `s`.
