@@ -864,3 +864,7 @@ fn route_entity(key: u128, route: Route) -> entity::Entity {
         }),
     )
 }
+
+#[cfg(test)]
+#[path = "entries_tests.rs"]
+mod tests;
