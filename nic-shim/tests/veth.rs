@@ -1,0 +1,401 @@
+//! End to end on veth pairs in network namespaces the test creates and removes: a sender in
+//! one namespace, the XDP forwarder on the router namespace's interface, receivers in a third;
+//! a generation swap in the middle of the stream loses no frame and mixes no generations.
+//! Needs root, `ip` and `ethtool`; prints `SKIPPED: <reason>` and passes without them.
+
+mod common;
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use nexus_dataplane::fib::NextHop;
+use nexus_nic::{Egress, StaticNeighbours, XdpConfig, XdpLimits, XdpMode, XdpTarget};
+use nix::sched::{CloneFlags, setns};
+use nix::sys::socket::{setsockopt, sockopt};
+
+const FRAMES: u32 = 2000;
+const KEY: u128 = 0xabcd_0000_0000_0000_0000_0000_0000_0001;
+
+/// Runs shell-free `ip`/`ethtool` commands and fails loudly.
+fn run(args: &[&str]) {
+    let status = Command::new(args[0])
+        .args(&args[1..])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(status.success(), "{args:?}: {status}");
+}
+
+fn output(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Three namespaces (sender, router, receiver), deleted on drop even when the test fails.
+struct Bed {
+    ns: [String; 3],
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for ns in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+const A0: &str = "nxa0";
+const A1: &str = "nxa1";
+const B1: &str = "nxb1";
+const B0: &str = "nxb0";
+const MAC_A0: [u8; 6] = [0x02, 0x4e, 0, 0, 0xa, 0];
+const MAC_A1: [u8; 6] = [0x02, 0x4e, 0, 0, 0xa, 1];
+const MAC_B1: [u8; 6] = [0x02, 0x4e, 0, 0, 0xb, 1];
+const MAC_B0: [u8; 6] = [0x02, 0x4e, 0, 0, 0xb, 0];
+const IP_A0: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
+const IP_A1: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
+const IP_B1: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
+const IP_B0: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl Bed {
+    fn new(tag: &str) -> Bed {
+        let id = format!("{}{tag}", std::process::id());
+        let bed = Bed {
+            ns: [
+                format!("nxs-{id}"),
+                format!("nxr-{id}"),
+                format!("nxd-{id}"),
+            ],
+        };
+        let [s, r, d] = &bed.ns;
+        for ns in &bed.ns {
+            run(&["ip", "netns", "add", ns]);
+        }
+        // Interfaces are created inside the namespaces, so their names never meet another
+        // test's.
+        run(&[
+            "ip",
+            "-n",
+            s,
+            "link",
+            "add",
+            A0,
+            "address",
+            &mac(MAC_A0),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            A1,
+            "address",
+            &mac(MAC_A1),
+            "netns",
+            r,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            r,
+            "link",
+            "add",
+            B1,
+            "address",
+            &mac(MAC_B1),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            B0,
+            "address",
+            &mac(MAC_B0),
+            "netns",
+            d,
+        ]);
+        for (ns, dev, ip) in [
+            (s, A0, IP_A0),
+            (r, A1, IP_A1),
+            (r, B1, IP_B1),
+            (d, B0, IP_B0),
+        ] {
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                dev,
+            ]);
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        for ns in &bed.ns {
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        // Partial checksums would reach XDP unfinished; the sender computes them.
+        run(&["ip", "netns", "exec", s, "ethtool", "-K", A0, "tx", "off"]);
+        // The receiver's kernel must accept datagrams from the router's address directly.
+        run(&[
+            "ip",
+            "-n",
+            s,
+            "neigh",
+            "replace",
+            &IP_A1.to_string(),
+            "lladdr",
+            &mac(MAC_A1),
+            "dev",
+            A0,
+        ]);
+        bed
+    }
+
+    fn ifindex(&self, ns: usize, dev: &str) -> u32 {
+        let text = output(&["ip", "-n", &self.ns[ns], "-o", "link", "show", "dev", dev]);
+        text.split(':')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .expect("ifindex")
+    }
+}
+
+/// Moves the calling thread into namespace `ns`.
+fn enter(ns: &str) {
+    let file = File::open(format!("/var/run/netns/{ns}")).expect("netns file");
+    setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+}
+
+fn tools_missing() -> Option<&'static str> {
+    if !is_root() {
+        return Some("network namespaces and XDP need root");
+    }
+    for tool in ["ip", "ethtool"] {
+        let found = Command::new(tool).arg("-V").output().is_ok();
+        if !found {
+            return Some(if tool == "ip" {
+                "iproute2 (ip) is not installed"
+            } else {
+                "ethtool is not installed"
+            });
+        }
+    }
+    None
+}
+
+fn swap_mid_stream(mode: XdpMode, tag: &str) {
+    if let Some(reason) = tools_missing() {
+        println!("SKIPPED: {reason}");
+        return;
+    }
+    let bed = Bed::new(tag);
+    let a1 = bed.ifindex(1, A1);
+    let b1 = bed.ifindex(1, B1);
+    let to = |port: u16| NextHop {
+        node: [9; 32],
+        addr: SocketAddrV4::new(IP_B0, port).into(),
+        weight: 1,
+        rewrite: None,
+    };
+    let one = table(1, &[(KEY, vec![to(7501)])], &[IP_A0]);
+    let two = table(2, &[(KEY, vec![to(7502)])], &[IP_A0]);
+    let mut neighbours = StaticNeighbours::new();
+    neighbours.insert(
+        IP_B0,
+        Egress {
+            ifindex: b1,
+            src_mac: MAC_B1,
+            dst_mac: MAC_B0,
+            src_ip: IP_B1,
+        },
+    );
+
+    // Receivers in the third namespace: (port, seq) of every frame.
+    let received: Arc<Mutex<Vec<(u16, u32)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let receivers: Vec<_> = [7501u16, 7502]
+        .into_iter()
+        .map(|port| {
+            let (received, stop, ready, ns) = (
+                received.clone(),
+                stop.clone(),
+                ready.clone(),
+                bed.ns[2].clone(),
+            );
+            thread::spawn(move || {
+                enter(&ns);
+                let socket = UdpSocket::bind(SocketAddrV4::new(IP_B0, port)).expect("bind");
+                // Room for the whole stream: a receiver thread starved of CPU must not drop
+                // what XDP forwarded.
+                setsockopt(&socket, sockopt::RcvBufForce, &(8 << 20)).expect("SO_RCVBUFFORCE");
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(50)))
+                    .expect("timeout");
+                ready.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                        assert_eq!(
+                            from,
+                            std::net::SocketAddr::from(SocketAddrV4::new(IP_B1, PORT)),
+                            "source of forwarded frames"
+                        );
+                        assert!(n >= 64);
+                        let seq = u32::from_be_bytes([buf[52], buf[53], buf[54], buf[55]]);
+                        assert_eq!(buf[4], 7, "hop limit decremented");
+                        received.lock().expect("lock").push((port, seq));
+                    }
+                }
+            })
+        })
+        .collect();
+    while ready.load(Ordering::SeqCst) < 2 {
+        thread::sleep(Duration::from_millis(5));
+    }
+
+    // In native mode the far end of the egress pair needs a program of its own to receive
+    // redirected frames: a pass-through, attached from the receiver's namespace.
+    let far_end = (mode == XdpMode::Native).then(|| {
+        let (ns, stop, ready) = (bed.ns[2].clone(), stop.clone(), ready.clone());
+        let b0 = bed.ifindex(2, B0);
+        thread::spawn(move || {
+            enter(&ns);
+            let mut pass = XdpTarget::load(XdpConfig {
+                port: PORT,
+                source_check: false,
+                limits: XdpLimits::default(),
+            })
+            .expect("load pass-through");
+            pass.attach_pass(b0, XdpMode::Native)
+                .expect("attach pass-through");
+            ready.fetch_add(1, Ordering::SeqCst);
+            while !stop.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(10));
+            }
+        })
+    });
+    let expected_ready = if far_end.is_some() { 3 } else { 2 };
+    while ready.load(Ordering::SeqCst) < expected_ready {
+        thread::sleep(Duration::from_millis(5));
+    }
+
+    // The router: load, install generation 1, attach; then swap to generation 2 mid-stream.
+    let router_ns = bed.ns[1].clone();
+    let sender_ns = bed.ns[0].clone();
+    let router = thread::spawn({
+        let received = received.clone();
+        move || {
+            enter(&router_ns);
+            let mut target = XdpTarget::load(XdpConfig {
+                port: PORT,
+                source_check: true,
+                limits: XdpLimits::default(),
+            })
+            .expect("load");
+            target.install_fib(&one, &neighbours).expect("install 1");
+            target.attach(a1, mode).expect("attach");
+            let sender = thread::spawn(move || {
+                enter(&sender_ns);
+                let socket = UdpSocket::bind(SocketAddrV4::new(IP_A0, 0)).expect("bind");
+                for seq in 0..FRAMES {
+                    let mut frame = nexlink(KEY, 8, 1, 2, 3, b"end to end");
+                    frame[52..56].copy_from_slice(&seq.to_be_bytes());
+                    nexus_dataplane::wire::nexlink::Packet::new_unchecked(&mut frame[..])
+                        .fill_checksum();
+                    socket
+                        .send_to(&frame, SocketAddrV4::new(IP_A1, PORT))
+                        .expect("send");
+                    if seq % 8 == 0 {
+                        thread::sleep(Duration::from_micros(500));
+                    }
+                }
+            });
+            // Swap once a quarter of the stream has arrived.
+            for _ in 0..500 {
+                if received.lock().expect("lock").len() >= (FRAMES / 4) as usize {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+            target.install_fib(&two, &neighbours).expect("install 2");
+            sender.join().expect("sender");
+            let deadline = std::time::Duration::from_secs(5);
+            let mut waited = Duration::ZERO;
+            while received.lock().expect("lock").len() < FRAMES as usize && waited < deadline {
+                thread::sleep(Duration::from_millis(10));
+                waited += Duration::from_millis(10);
+            }
+            let counters = target.counters().expect("counters");
+            target.detach_all();
+            counters
+        }
+    });
+    let counters = router.join().expect("router");
+    stop.store(true, Ordering::SeqCst);
+    for receiver in receivers {
+        receiver.join().expect("receiver");
+    }
+    if let Some(far_end) = far_end {
+        far_end.join().expect("far end");
+    }
+    let received = received.lock().expect("lock").clone();
+    assert_eq!(counters.forwarded, u64::from(FRAMES), "{counters:?}");
+    assert_eq!(counters.dropped_total(), 0, "{counters:?}");
+    assert_eq!(counters.generation, 2);
+    let mut seqs: Vec<u32> = received.iter().map(|(_, s)| *s).collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (0..FRAMES).collect::<Vec<_>>(),
+        "every frame once, none lost"
+    );
+    let last_one = received
+        .iter()
+        .filter(|(p, _)| *p == 7501)
+        .map(|(_, s)| *s)
+        .max()
+        .expect("some on generation 1");
+    let first_two = received
+        .iter()
+        .filter(|(p, _)| *p == 7502)
+        .map(|(_, s)| *s)
+        .min()
+        .expect("some on generation 2");
+    assert_eq!(
+        first_two,
+        last_one + 1,
+        "generation 1 serves a prefix of the stream, 2 the rest"
+    );
+    drop(bed);
+}
+
+#[test]
+fn native_mode_swaps_generations_mid_stream_without_loss() {
+    swap_mid_stream(XdpMode::Native, "n");
+}
+
+#[test]
+fn generic_mode_swaps_generations_mid_stream_without_loss() {
+    swap_mid_stream(XdpMode::Generic, "g");
+}
