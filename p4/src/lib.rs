@@ -12,6 +12,8 @@
 //! - [`client`]: the P4Runtime gRPC client (arbitration on `StreamChannel`,
 //!   `SetForwardingPipelineConfig`, `Write`, `Read`) that pushes each generation and restores
 //!   the previous state when a push fails;
+//! - [`publisher`]: a task that keeps one switch on the latest generation the table compiler
+//!   hands it (reconnecting and reinstalling after a failure);
 //! - [`reference`]: the program executed in Rust, fed only through P4Runtime updates; it runs
 //!   the data plane's packet-level conformance cases
 //!   ([`nexus_dataplane::conformance`]) and must agree with the software forwarder on each.
@@ -26,4 +28,5 @@ pub mod controller;
 pub mod entries;
 pub mod program;
 pub mod proto;
+pub mod publisher;
 pub mod reference;

@@ -33,6 +33,7 @@ use nexus_p4::proto::v1::{
     Action, ActionProfileGroup, ActionProfileMember, Entity, FieldMatch, TableAction, TableEntry,
     Update, UpdateType, action, action_profile_group, entity, field_match, table_action,
 };
+use nexus_p4::publisher::P4Publisher;
 use nexus_p4::reference::ReferencePipeline;
 
 const KEY_C: RoutingKey = RoutingKey(0xc000_0000_0000_0000_0000_0000_0000_000c);
@@ -491,4 +492,69 @@ async fn unreachable_target_bad_config_and_a_second_controller_are_errors() {
     .await
     .expect_err("no device 7");
     assert!(err.to_string().contains("no device 7"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publisher_keeps_the_switch_on_the_latest_generation() {
+    let server = Server::start(&[]);
+    let publisher = P4Publisher::spawn(server.config(10));
+    let mut status = publisher.subscribe();
+    let mut mirror = Mirror::new();
+    let g1 = routes(1, &[(KEY_A, vec![hop(1)])]);
+    let g2 = routes(2, &[(KEY_A, vec![hop(2)]), (KEY_B, vec![hop(1)])]);
+    publisher.publish(g1.clone(), local());
+    mirror.push(g1, local());
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s| s.installed == Some(1)),
+    )
+    .await
+    .expect("generation 1 within 20 s")
+    .expect("publisher running");
+    publisher.publish(g2.clone(), local());
+    mirror.push(g2, local());
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s| s.installed == Some(2)),
+    )
+    .await
+    .expect("generation 2 within 20 s")
+    .expect("publisher running");
+    let done = publisher.status();
+    assert!(done.connected && done.failures == 0, "{done:?}");
+    drop(publisher);
+    // A later controller (higher election id) reads what the publisher left.
+    let mut reader = loop {
+        match P4Client::connect(server.config(11)).await {
+            Ok(client) => break client,
+            Err(ClientError::NotPrimary(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(
+        &reader.read_entries().await.expect("read"),
+        mirror.reference.entries()
+    );
+
+    // Nobody listening: the publisher reports it and keeps trying.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let lost = P4Publisher::spawn(P4Config {
+        target: format!("127.0.0.1:{port}"),
+        rpc_timeout: Duration::from_secs(1),
+        ..server.config(12)
+    });
+    let mut lost_status = lost.subscribe();
+    let s = tokio::time::timeout(
+        Duration::from_secs(20),
+        lost_status.wait_for(|s| s.last_error.is_some()),
+    )
+    .await
+    .expect("an error within 20 s")
+    .expect("publisher running")
+    .clone();
+    assert!(!s.connected && s.installed.is_none(), "{s:?}");
 }
