@@ -14,7 +14,7 @@
 //!   the previous state when a push fails;
 //! - [`publisher`]: a task that keeps one switch on the latest generation the table compiler
 //!   hands it (reconnecting and reinstalling after a failure);
-//! - [`reference`]: the program executed in Rust, fed only through P4Runtime updates; it runs
+//! - [`reference`](mod@reference): the program executed in Rust, fed only through P4Runtime updates; it runs
 //!   the data plane's packet-level conformance cases
 //!   ([`nexus_dataplane::conformance`]) and must agree with the software forwarder on each.
 //!
