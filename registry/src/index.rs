@@ -75,7 +75,7 @@ pub(crate) fn hash_bit(h: u64) -> u64 {
 }
 
 /// A coordinate packed for the row (f32; proximity needs no more).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct PackedCoord {
     pub(crate) vec: [f32; VIVALDI_DIMENSIONS],
     pub(crate) height: f32,
@@ -322,108 +322,11 @@ impl Summary {
     }
 }
 
-/// A leaf's rows as columns: the fields the search reads for every row of a leaf it expands
-/// (lease, the constraint fields, the static terms, the coordinate), each in its own vector so
-/// a constraint or a bound is checked over a whole leaf with sequential loads
-/// ([`crate::resolve`] turns them into bit masks, one bit per row).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Columns {
-    pub(crate) expires_at: Vec<Millis>,
-    pub(crate) price: Vec<u64>,
-    pub(crate) region: Vec<u64>,
-    pub(crate) family: Vec<u64>,
-    pub(crate) modalities: Vec<u64>,
-    pub(crate) context_window: Vec<u32>,
-    pub(crate) p50: Vec<u32>,
-    pub(crate) p99: Vec<u32>,
-    pub(crate) serial: Vec<u64>,
-    pub(crate) publisher: Vec<u64>,
-    pub(crate) attest_any: Vec<u32>,
-    pub(crate) attest_safe: Vec<u32>,
-    /// Latency, load and price terms.
-    pub(crate) terms: [Vec<f64>; 3],
-    /// The packed coordinate (`None` for a row without one).
-    pub(crate) coord: Vec<Option<PackedCoord>>,
-}
-
-impl Columns {
-    fn of(rows: &[Row]) -> Columns {
-        let mut c = Columns::default();
-        for r in rows {
-            c.push(r);
-        }
-        c
-    }
-
-    fn push(&mut self, r: &Row) {
-        self.expires_at.push(r.expires_at);
-        self.price.push(r.price);
-        self.region.push(r.region);
-        self.family.push(r.family);
-        self.modalities.push(r.modalities);
-        self.context_window.push(r.context_window);
-        self.p50.push(r.p50);
-        self.p99.push(r.p99);
-        self.serial.push(r.serial);
-        self.publisher.push(r.publisher);
-        self.attest_any.push(r.attest_any);
-        self.attest_safe.push(r.attest_safe);
-        for (col, t) in self.terms.iter_mut().zip(r.terms) {
-            col.push(t);
-        }
-        self.coord.push(r.coord);
-    }
-
-    fn swap_remove(&mut self, i: usize) {
-        self.expires_at.swap_remove(i);
-        self.price.swap_remove(i);
-        self.region.swap_remove(i);
-        self.family.swap_remove(i);
-        self.modalities.swap_remove(i);
-        self.context_window.swap_remove(i);
-        self.p50.swap_remove(i);
-        self.p99.swap_remove(i);
-        self.serial.swap_remove(i);
-        self.publisher.swap_remove(i);
-        self.attest_any.swap_remove(i);
-        self.attest_safe.swap_remove(i);
-        for col in &mut self.terms {
-            col.swap_remove(i);
-        }
-        self.coord.swap_remove(i);
-    }
-}
-
-/// A leaf's rows and their keys (parallel vectors), and the rows' [`Columns`]. A leaf holds at
-/// most [`LEAF_ROWS_MAX`] rows between calls (it splits past that), so one `u64` bit mask
-/// covers it.
+/// A leaf's rows and their keys (parallel vectors).
 #[derive(Debug, Default)]
 pub(crate) struct Leaf {
     pub(crate) rows: Vec<Row>,
     pub(crate) keys: Vec<ServiceKey>,
-    pub(crate) cols: Box<Columns>,
-}
-
-impl Leaf {
-    fn new(rows: Vec<Row>, keys: Vec<ServiceKey>) -> Leaf {
-        Leaf {
-            cols: Box::new(Columns::of(&rows)),
-            rows,
-            keys,
-        }
-    }
-
-    fn push(&mut self, row: Row, key: ServiceKey) {
-        self.cols.push(&row);
-        self.rows.push(row);
-        self.keys.push(key);
-    }
-
-    fn swap_remove(&mut self, i: usize) {
-        self.cols.swap_remove(i);
-        self.rows.swap_remove(i);
-        self.keys.swap_remove(i);
-    }
 }
 
 #[derive(Debug)]
@@ -536,7 +439,8 @@ impl TaskRows {
         }
         let leaf = self.leaf_mut(at);
         let pos = leaf.rows.len() as u32;
-        leaf.push(row, key.clone());
+        leaf.rows.push(row);
+        leaf.keys.push(key.clone());
         self.order.insert(ordered, Loc { node: at, pos });
         if self.leaf_mut(at).rows.len() > LEAF_ROWS_MAX {
             // ~2 nodes per leaf: log2(nodes) ≈ log2(leaves) + 1.
@@ -555,7 +459,8 @@ impl TaskRows {
             return false;
         };
         let leaf = self.leaf_mut(loc.node);
-        leaf.swap_remove(loc.pos as usize);
+        leaf.rows.swap_remove(loc.pos as usize);
+        leaf.keys.swap_remove(loc.pos as usize);
         if let (Some(moved_row), Some(moved_key)) = (
             leaf.rows.get(loc.pos as usize),
             leaf.keys.get(loc.pos as usize),
@@ -613,7 +518,7 @@ impl TaskRows {
                 }
             }
             let (rows, keys) = pairs.into_iter().unzip();
-            self.nodes[at as usize].kind = NodeKind::Leaf(Leaf::new(rows, keys));
+            self.nodes[at as usize].kind = NodeKind::Leaf(Leaf { rows, keys });
             return;
         }
         let dim = widest_feature(&pairs);
@@ -665,8 +570,6 @@ impl TaskRows {
             match &node.kind {
                 NodeKind::Leaf(l) => {
                     assert_eq!(l.rows.len(), l.keys.len(), "{task}: leaf vectors");
-                    assert!(l.rows.len() <= LEAF_ROWS_MAX, "{task}: leaf {i} size");
-                    assert_eq!(*l.cols, Columns::of(&l.rows), "{task}: leaf {i} columns");
                     assert_eq!(
                         node.summary,
                         Summary::of_rows(&l.rows),

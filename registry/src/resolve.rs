@@ -17,7 +17,7 @@ use crate::store::{Entry, Registry, ServiceKey};
 use crate::trust::TrustVerdict;
 use crate::vivaldi::{Coord, estimate_rtt};
 use crate::{Millis, NodeId};
-use constraint::{Constraints, Unmet};
+use constraint::{Constraints, RowCheck, Unmet};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -114,6 +114,8 @@ struct Query<'a> {
     intent: &'a Intent,
     /// The intent's hard constraints, one value each.
     constraints: Constraints<'a>,
+    /// Their row checks, fused.
+    row_check: RowCheck,
     weights: [f64; 4],
     weight_sum: f64,
     now: Millis,
@@ -123,6 +125,8 @@ struct Query<'a> {
     /// mostly its static terms, and most queued children are never expanded. (When proximity
     /// dominates, the parent's bound is too loose to order the search; measured slower.)
     lazy_proximity: bool,
+    /// The intent has hard constraints (beyond the lease).
+    constrained: bool,
     /// Some constraint compares hashes: a row must be confirmed on the SAD (or the verified
     /// MIC) before it enters the top k.
     needs_exact: bool,
@@ -141,6 +145,8 @@ impl<'a> Query<'a> {
             intent,
             weight_sum: weights.iter().sum(),
             lazy_proximity: weights[3] > 0.0 && weights[3] * 2.0 <= weights.iter().sum(),
+            constrained: !constraints.is_empty(),
+            row_check: constraints.row_check(),
             needs_exact: constraints.hashed(),
             constraints,
             weights,
@@ -167,7 +173,7 @@ impl<'a> Query<'a> {
 
     /// The row-level filter (hash comparisons for strings).
     fn row_passes(&self, row: &Row) -> bool {
-        row.expires_at > self.now && self.constraints.pass(row)
+        row.expires_at > self.now && self.row_check.pass(row)
     }
 
     /// Whether some row under `s` may pass [`Query::row_passes`] (`false` = none can).
@@ -549,29 +555,24 @@ impl Registry {
             }
             match &rows.nodes[next.node as usize].kind {
                 NodeKind::Leaf(leaf) => {
-                    // The rows that are live and pass the constraints' row checks (one pass
-                    // per constraint over the leaf's columns), then per row: its static terms
-                    // with the leaf's proximity bound, an upper bound of its score that needs
-                    // no distance, before the score itself.
                     let proximity = next.proximity;
-                    let cols = &leaf.cols;
-                    let mut mask = query.constraints.mask(cols, query.now);
-                    while mask != 0 {
-                        let i = mask.trailing_zeros() as usize;
-                        mask &= mask - 1;
-                        let terms = [cols.terms[0][i], cols.terms[1][i], cols.terms[2][i]];
-                        let bound = query.combine([terms[0], terms[1], terms[2], proximity]);
+                    for (row, key) in leaf.rows.iter().zip(&leaf.keys) {
+                        // The row's static terms with the leaf's proximity bound: an upper bound
+                        // of its score that needs no distance. With constraints, the row check
+                        // (integer compares, rejecting most rows) goes first.
+                        if query.constrained && !query.row_passes(row) {
+                            continue;
+                        }
+                        let bound =
+                            query.combine([row.terms[0], row.terms[1], row.terms[2], proximity]);
                         if below(bound, top.threshold()) {
                             continue;
                         }
-                        let row = &leaf.rows[i];
-                        let score = query.combine([
-                            terms[0],
-                            terms[1],
-                            terms[2],
-                            query.proximity_of(cols.coord[i].as_ref()),
-                        ]);
-                        top.offer(score, &leaf.keys[i], &row.sad, || query.confirm(row));
+                        if query.constrained {
+                            top.offer(query.score(row), key, &row.sad, || query.confirm(row));
+                        } else {
+                            Self::offer_row(query, row, key, top);
+                        }
                     }
                 }
                 NodeKind::Inner { children, .. } => {

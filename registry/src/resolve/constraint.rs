@@ -1,12 +1,14 @@
 //! The hard constraints of an [`Intent`], one value each.
 //!
-//! A [`Constraint`] knows everything resolve needs of it: [`Constraint::passes`], the row check
-//! the search runs (integer compares, 64-bit hashes for strings); [`Constraint::may_pass`], its
+//! A [`Constraint`] knows everything resolve needs of it: its row check (integer compares,
+//! 64-bit hashes for strings), which it adds to the fused [`RowCheck`] the search runs on every
+//! row it visits (`Constraint::narrow`); [`Constraint::may_pass`], its
 //! bound on an index [`Summary`] (whether any row under a tree node can pass, so the search
 //! skips the subtree); [`Constraint::check`], the exact check on the descriptor and the verified
 //! credentials with the typed reason a record failed it ([`Unmet`]); and [`Constraint::met`],
 //! the typed reason a candidate met it ([`Met`]). Adding a constraint is one variant here, its
-//! arms in these methods, and its line in [`Constraints::of`].
+//! arms in these methods, and its line in [`Constraints::of`] (plus a [`RowCheck`] field if its
+//! row check reads a row field no other constraint reads).
 //!
 //! Reasons are typed; their text (`Display`) is what the admin API's explain output and
 //! `nexus ctl resolve --explain` print.
@@ -15,8 +17,7 @@ use std::fmt;
 
 use nexus_trust::verify::{TrustReject, Verified};
 
-use crate::Millis;
-use crate::index::{Columns, LEAF_ROWS_MAX, Row, Summary, hash_bit, modality_bit, str_hash};
+use crate::index::{Row, Summary, hash_bit, modality_bit, str_hash};
 use crate::intent::{Intent, PUBLISHERS_MAX};
 use crate::sad::Sad;
 
@@ -58,71 +59,29 @@ pub(crate) enum Constraint<'a> {
 }
 
 impl Constraint<'_> {
-    /// The row check: whether the row meets the constraint, up to hash collisions for strings
-    /// (a string constraint is confirmed with [`Constraint::check`] before a row is answered).
-    #[inline]
-    pub(crate) fn passes(&self, row: &Row) -> bool {
+    /// Adds the constraint's row check to `check` (its fields, compared with hashes for
+    /// strings: a string constraint is confirmed with [`Constraint::check`] before a row is
+    /// answered).
+    fn narrow(&self, check: &mut RowCheck) {
         match *self {
-            Constraint::MinContext(min) => row.context_window >= min,
-            Constraint::MaxLatencyP50(max) => row.p50 != 0 && row.p50 <= max,
-            Constraint::MaxLatencyP99(max) => row.p99 != 0 && row.p99 <= max,
-            Constraint::MaxPrice(max) => row.price <= max,
-            Constraint::Modalities { mask, .. } => row.modalities & mask == mask,
-            Constraint::Region { hash, .. } => row.region == hash,
-            Constraint::ModelFamily { hash, .. } => row.family == hash,
-            Constraint::RequireMic => row.serial != 0,
-            Constraint::Publishers {
-                ref hashes, len, ..
-            } => row.serial != 0 && hashes[..len].contains(&row.publisher),
+            Constraint::MinContext(min) => check.min_context = Some(min),
+            Constraint::MaxLatencyP50(max) => check.max_p50 = Some(max),
+            Constraint::MaxLatencyP99(max) => check.max_p99 = Some(max),
+            Constraint::MaxPrice(max) => check.max_price = Some(max),
+            Constraint::Modalities { mask, .. } => check.modalities = mask,
+            Constraint::Region { hash, .. } => check.region = Some(hash),
+            Constraint::ModelFamily { hash, .. } => check.family = Some(hash),
+            Constraint::RequireMic => check.mic = true,
+            Constraint::Publishers { hashes, len, .. } => check.publishers = Some((hashes, len)),
             Constraint::Attested {
                 min_score,
                 require_safety,
-            } => {
-                let proven = if require_safety {
-                    row.attest_safe
-                } else {
-                    row.attest_any
-                };
-                proven > u32::from(min_score)
-            }
-        }
-    }
-
-    /// [`Constraint::passes`] over a leaf's rows: bit `i` is row `i`'s answer.
-    #[inline]
-    pub(crate) fn mask(&self, c: &Columns) -> u64 {
-        match *self {
-            Constraint::MinContext(min) => bits(&c.context_window, |x| x >= min),
-            Constraint::MaxLatencyP50(max) => bits(&c.p50, |x| x != 0 && x <= max),
-            Constraint::MaxLatencyP99(max) => bits(&c.p99, |x| x != 0 && x <= max),
-            Constraint::MaxPrice(max) => bits(&c.price, |x| x <= max),
-            Constraint::Modalities { mask, .. } => bits(&c.modalities, |x| x & mask == mask),
-            Constraint::Region { hash, .. } => bits(&c.region, |x| x == hash),
-            Constraint::ModelFamily { hash, .. } => bits(&c.family, |x| x == hash),
-            Constraint::RequireMic => bits(&c.serial, |x| x != 0),
-            Constraint::Publishers {
-                ref hashes, len, ..
-            } => {
-                let hashes = &hashes[..len];
-                // A row without a MIC has publisher hash 0, which no listed name hashes to.
-                bits(&c.publisher, |x| x != 0 && hashes.contains(&x)) & bits(&c.serial, |x| x != 0)
-            }
-            Constraint::Attested {
-                min_score,
-                require_safety,
-            } => {
-                let proven = if require_safety {
-                    &c.attest_safe
-                } else {
-                    &c.attest_any
-                };
-                bits(proven, |x| x > u32::from(min_score))
-            }
+            } => check.attested = Some((u32::from(min_score) + 1, require_safety)),
         }
     }
 
     /// The bound the index prunes with: `false` if no row under a node with summary `s` can
-    /// pass [`Constraint::passes`].
+    /// pass its row check.
     #[inline]
     pub(crate) fn may_pass(&self, s: &Summary) -> bool {
         match *self {
@@ -310,15 +269,49 @@ impl Constraint<'_> {
     }
 }
 
-/// Bit `i` set where `f(col[i])`; `col` is a leaf's column (at most [`LEAF_ROWS_MAX`] rows).
-#[inline]
-fn bits<T: Copy>(col: &[T], f: impl Fn(T) -> bool) -> u64 {
-    debug_assert!(col.len() <= LEAF_ROWS_MAX && LEAF_ROWS_MAX <= 64);
-    let mut m = 0u64;
-    for (i, &x) in col.iter().enumerate() {
-        m |= u64::from(f(x)) << i;
+/// The row checks of an intent's constraints fused into one test (the search's inner loop
+/// runs it on most rows it visits): each constraint sets its fields in `Constraint::narrow`;
+/// unset fields pass every row.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RowCheck {
+    min_context: Option<u32>,
+    max_p50: Option<u32>,
+    max_p99: Option<u32>,
+    max_price: Option<u64>,
+    /// Modality bits every row must have (0: none).
+    modalities: u64,
+    region: Option<u64>,
+    family: Option<u64>,
+    mic: bool,
+    /// Publisher hashes (the first `len`).
+    publishers: Option<([u64; PUBLISHERS_MAX], usize)>,
+    /// `(1 + min_score, require_safety)`.
+    attested: Option<(u32, bool)>,
+}
+
+impl RowCheck {
+    /// Whether the row passes every constraint's row check.
+    #[inline]
+    pub(crate) fn pass(&self, row: &Row) -> bool {
+        self.min_context.is_none_or(|m| row.context_window >= m)
+            && self.max_p50.is_none_or(|m| row.p50 != 0 && row.p50 <= m)
+            && self.max_p99.is_none_or(|m| row.p99 != 0 && row.p99 <= m)
+            && self.max_price.is_none_or(|m| row.price <= m)
+            && (!self.mic || row.serial != 0)
+            && self.region.is_none_or(|h| row.region == h)
+            && self.family.is_none_or(|h| row.family == h)
+            && row.modalities & self.modalities == self.modalities
+            && self.publishers.as_ref().is_none_or(|(hashes, len)| {
+                row.serial != 0 && hashes[..*len].contains(&row.publisher)
+            })
+            && self.attested.is_none_or(|(min, safe)| {
+                (if safe {
+                    row.attest_safe
+                } else {
+                    row.attest_any
+                }) >= min
+            })
     }
-    m
 }
 
 /// The verified MIC a credentials constraint needs.
@@ -412,24 +405,17 @@ impl<'a> Constraints<'a> {
         self.list[..self.len].iter()
     }
 
-    /// Every constraint passes the row.
-    #[inline]
-    pub(crate) fn pass(&self, row: &Row) -> bool {
-        self.iter().all(|c| c.passes(row))
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
-    /// The rows of a leaf that are live at `now` and pass every constraint's row check, as a
-    /// bit mask.
-    #[inline]
-    pub(crate) fn mask(&self, c: &Columns, now: Millis) -> u64 {
-        let mut m = bits(&c.expires_at, |e| e > now);
-        for constraint in self.iter() {
-            if m == 0 {
-                break;
-            }
-            m &= constraint.mask(c);
+    /// Their row checks, fused.
+    pub(crate) fn row_check(&self) -> RowCheck {
+        let mut check = RowCheck::default();
+        for c in self.iter() {
+            c.narrow(&mut check);
         }
-        m
+        check
     }
 
     /// Every constraint may pass some row under `s`.
