@@ -294,7 +294,58 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
             "send the body as Content-Type: application/json",
         ));
     }
-    Ok(body)
+    // serde reads a struct from an array too (`[1, 2]` as its fields in order); every body of
+    // this API is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid request body",
+            "the body must be a JSON object, not an array",
+        ));
+    }
+    Ok(integral_numbers(body))
+}
+
+/// JSON does not tell integers from other numbers: `5.0` is the integer 5 (the OpenAPI
+/// document's `integer` type includes it), but serde refuses it for an integer field. A body
+/// with such a number is rewritten with the number as an integer; any other body, a malformed
+/// one included, is passed on unchanged.
+fn integral_numbers(body: Bytes) -> Bytes {
+    fn fix(v: &mut serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // Exactly representable integers only (|f| < 2^64 and no fraction).
+                let integer = if f.fract() != 0.0 || !f.is_finite() {
+                    None
+                } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                    Some(serde_json::Number::from(f as u64))
+                } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                    Some(serde_json::Number::from(f as i64))
+                } else {
+                    None
+                };
+                match integer {
+                    Some(i) => {
+                        *n = i;
+                        true
+                    }
+                    None => false,
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, v| fix(v) | c),
+            serde_json::Value::Object(map) => map.values_mut().fold(false, |c, v| fix(v) | c),
+            _ => false,
+        }
+    }
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    if !fix(&mut value) {
+        return body;
+    }
+    serde_json::to_vec(&value).map(Bytes::from).unwrap_or(body)
 }
 
 async fn call_supervisor<T: Send + 'static>(
@@ -609,7 +660,7 @@ async fn routes_list(State(s): State<AppState>) -> Result<axum::Json<Routes>, Pr
 /// Set a static route: routing key → weighted next hops (persisted; installed while their nodes
 /// are alive).
 #[utoipa::path(put, path = "/v1/routes/{key}", tag = "forwarding",
-    params(("key" = String, Path, description = "Routing key, 32 hex digits")),
+    params(("key" = String, Path, description = "Routing key, 32 hex digits", pattern = "^[0-9a-fA-F]{32}$")),
     request_body(content = RouteRequest, content_type = "application/json"),
     responses((status = 200, body = GenerationResponse), (status = 400, body = Problem),
               (status = 413, body = Problem), (status = 415, body = Problem),
@@ -664,8 +715,9 @@ async fn put_route(
 
 /// Remove a static route.
 #[utoipa::path(delete, path = "/v1/routes/{key}", tag = "forwarding",
-    params(("key" = String, Path, description = "Routing key, 32 hex digits")),
-    responses((status = 200, body = GenerationResponse), (status = 404, body = Problem)))]
+    params(("key" = String, Path, description = "Routing key, 32 hex digits", pattern = "^[0-9a-fA-F]{32}$")),
+    responses((status = 200, body = GenerationResponse), (status = 400, body = Problem),
+              (status = 404, body = Problem), (status = 503, body = Problem)))]
 async fn delete_route(
     State(s): State<AppState>,
     Path(key): Path<String>,
@@ -928,16 +980,79 @@ impl utoipa::Modify for ProblemResponses {
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "node",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
 }
 
 /// The OpenAPI document as JSON (for `nexus ctl openapi` and tests).
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        bound_integers(&mut doc);
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    })
+    .clone()
+}
+
+/// Gives every integer schema the bounds of its Rust type (`format` `u-int8`..`u-int64`,
+/// `int8`..`int64`), tightening only: an explicit `minimum`/`maximum` inside them stays. A
+/// client (or a fuzzer) then knows that a `u16` port above 65535 is refused.
+fn bound_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let integer = match map.get("type") {
+                Some(Value::String(t)) => t == "integer",
+                Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            // utoipa spells the unsigned formats `u-int8`..`u-int64`.
+            let format = map
+                .get("format")
+                .and_then(Value::as_str)
+                .map(|f| f.replace('-', ""));
+            let bounds: Option<(i128, i128)> = match format.as_deref() {
+                Some("uint8") => Some((0, u8::MAX.into())),
+                Some("uint16") => Some((0, u16::MAX.into())),
+                Some("uint32") => Some((0, u32::MAX.into())),
+                Some("uint64") => Some((0, u64::MAX.into())),
+                Some("int8") => Some((i8::MIN.into(), i8::MAX.into())),
+                Some("int16") => Some((i16::MIN.into(), i16::MAX.into())),
+                Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+                Some("int64") => Some((i64::MIN.into(), i64::MAX.into())),
+                _ => None,
+            };
+            if integer && let Some((lo, hi)) = bounds {
+                let number = |i: i128| -> Value {
+                    match u64::try_from(i) {
+                        Ok(u) => u.into(),
+                        Err(_) => i64::try_from(i).unwrap_or(i64::MIN).into(),
+                    }
+                };
+                let as_i128 = |v: &Value| {
+                    v.as_u64()
+                        .map(i128::from)
+                        .or_else(|| v.as_i64().map(i128::from))
+                        .or_else(|| v.as_f64().map(|f| f as i128))
+                };
+                let min = map
+                    .get("minimum")
+                    .and_then(as_i128)
+                    .map_or(lo, |m| m.max(lo));
+                let max = map
+                    .get("maximum")
+                    .and_then(as_i128)
+                    .map_or(hi, |m| m.min(hi));
+                map.insert("minimum".into(), number(min));
+                map.insert("maximum".into(), number(max));
+            }
+            for child in map.values_mut() {
+                bound_integers(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
 }
 
 async fn not_found(State(s): State<AppState>, request: Request) -> Response {
@@ -1492,6 +1607,141 @@ mod tests {
         let media = parse_json::<LeaveRequest>(&text, Ok(Bytes::from_static(b"{}")))
             .expect_err("content type");
         assert_eq!(media.status, 415);
+    }
+
+    #[test]
+    fn bodies_are_objects_and_integral_numbers_are_integers() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Numbers {
+            n: u32,
+            f: f64,
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let body = |b: &'static [u8]| Ok(Bytes::from_static(b));
+        let array =
+            parse_json::<LeaveRequest>(&headers, body(b" [null, null]")).expect_err("array");
+        assert_eq!(
+            (array.status, array.kind.as_str()),
+            (422, "urn:nexus:problem:invalid-body")
+        );
+        let n: Numbers = parse_json(&headers, body(b"{\"n\": 5.0, \"f\": 1.5}")).expect("5.0");
+        assert_eq!((n.n, n.f), (5, 1.5));
+        for bad in [
+            &b"{\"n\": 5.5, \"f\": 1}"[..],
+            b"{\"n\": -1.0, \"f\": 1}",
+            b"{\"n\": 4294967296.0, \"f\": 1}",
+        ] {
+            let p = parse_json::<Numbers>(&headers, Ok(Bytes::copy_from_slice(bad)))
+                .expect_err("not a u32");
+            assert_eq!(p.status, 422, "{}", String::from_utf8_lossy(bad));
+            assert!(p.detail.starts_with("n:"), "{}", p.detail);
+        }
+        let syntax = parse_json::<Numbers>(&headers, body(b"{\"n\": 5,")).expect_err("syntax");
+        assert_eq!(syntax.status, 400);
+    }
+
+    #[test]
+    fn typed_queries_refuse_unknown_repeated_and_malformed_keys() {
+        use crate::api::{ServiceScope, ServicesQuery};
+        let fib = |q: &str| parse_query::<FibQuery>(&format!("/v1/fib{q}").parse().expect("uri"));
+        assert_eq!(fib("").expect("none").limit, None);
+        assert_eq!(fib("?limit=7").expect("7").limit, Some(7));
+        for bad in [
+            "?limt=7",
+            "?limit=7&limit=8",
+            "?limit=x",
+            "?limit=-1",
+            "?limit=",
+            "?limit=4294967296",
+        ] {
+            let p = fib(bad).expect_err(bad);
+            assert_eq!(
+                (p.status, p.kind.as_str()),
+                (400, "urn:nexus:problem:bad-query"),
+                "{bad}"
+            );
+        }
+        assert!(fib("?limt=7").expect_err("unknown").detail.contains("limt"));
+        let services = |q: &str| {
+            parse_query::<ServicesQuery>(&format!("/v1/services{q}").parse().expect("uri"))
+        };
+        assert_eq!(
+            services("?scope=local").expect("local").scope,
+            Some(ServiceScope::Local)
+        );
+        assert_eq!(services("?scope=regional").expect_err("bad").status, 400);
+    }
+
+    /// The document states what the server enforces for every operation: integer bounds of
+    /// the Rust types, problem bodies as application/problem+json, 401/403 where a scope is
+    /// needed, the body errors where a body is read.
+    #[test]
+    fn the_document_states_bounds_media_types_and_refusals() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_json()).expect("json");
+        let schemas = &doc["components"]["schemas"];
+        let port = &schemas["Endpoint"]["properties"]["port"];
+        assert_eq!(
+            (&port["minimum"], &port["maximum"]),
+            (&0.into(), &65535.into())
+        );
+        let version = &schemas["Sad"]["properties"]["version"];
+        assert_eq!(version["maximum"], u64::MAX);
+        let k = &schemas["Intent"]["properties"]["k"];
+        assert_eq!((&k["minimum"], &k["maximum"]), (&1.into(), &64.into()));
+        assert_eq!(schemas["Sad"]["properties"]["tasks"]["minItems"], 1);
+        assert_eq!(
+            schemas["RouteRequest"]["properties"]["next_hops"]["minItems"],
+            1
+        );
+        for r in route_table() {
+            let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+            let responses = op["responses"].as_object().expect("responses");
+            for (status, response) in responses {
+                if (status.starts_with('4') || status.starts_with('5'))
+                    && let Some(content) = response["content"].as_object()
+                {
+                    assert!(
+                        !content.contains_key("application/json")
+                            || !content["application/json"]["schema"]["$ref"]
+                                .as_str()
+                                .is_some_and(|s| s.ends_with("/Problem")),
+                        "{} {} {status}: a problem declared as application/json",
+                        r.method,
+                        r.path
+                    );
+                }
+            }
+            if let Access::Scope(_) = r.access {
+                for status in ["401", "403"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{} {} {status}",
+                        r.method,
+                        r.path
+                    );
+                }
+                assert!(
+                    responses["401"]["headers"]["WWW-Authenticate"].is_object(),
+                    "{} {}",
+                    r.method,
+                    r.path
+                );
+            }
+            if op["requestBody"].is_object() {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{} {} {status}",
+                        r.method,
+                        r.path
+                    );
+                }
+            }
+        }
     }
 
     #[test]

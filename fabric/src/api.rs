@@ -170,14 +170,21 @@ pub struct CrashResponse {
 #[serde(deny_unknown_fields)]
 pub struct NextHopDto {
     /// The next hop's node id (64 hex digits).
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub node: String,
-    /// Where frames for it are sent (`ip:port`).
+    /// Where frames for it are sent (`ip:port`; the schema shows the IPv4 form, IPv6 is
+    /// `[addr]:port`).
+    #[schema(
+        pattern = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]):([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    )]
     pub addr: String,
-    /// Relative share of flows (1 or more).
+    /// Relative share of flows (1 or more; a route's weights add up to at most 2^32 − 1).
+    #[schema(minimum = 1)]
     pub weight: u32,
     /// Routing key (32 hex digits) written into frames sent to this hop (label swap); absent:
     /// the key is left as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub rewrite: Option<String>,
 }
 
@@ -186,6 +193,7 @@ pub struct NextHopDto {
 #[serde(deny_unknown_fields)]
 pub struct RouteRequest {
     /// The next hops (1–64).
+    #[schema(min_items = 1, max_items = 64)]
     pub next_hops: Vec<NextHopDto>,
 }
 
@@ -382,11 +390,39 @@ pub struct OverlayDto {
 pub struct TokenCreateRequest {
     /// What the token is for (at most 256 bytes, no control characters).
     #[serde(default)]
-    #[schema(max_length = 256)]
+    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub description: String,
     /// Scopes: `read`, `services:write`, `routes:write`, `ca:issue`, `ca:revoke`, `ca:admin`,
-    /// `operator`, `management` (at least one).
+    /// `operator`, `management` (at least one, each once).
+    #[schema(schema_with = scopes_schema)]
     pub scopes: Vec<String>,
+}
+
+/// The scope names a token may hold.
+pub const SCOPE_NAMES: [&str; 8] = [
+    "read",
+    "services:write",
+    "routes:write",
+    "ca:issue",
+    "ca:revoke",
+    "ca:admin",
+    "operator",
+    "management",
+];
+
+fn scopes_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .description(Some("Scopes the token holds: at least one, each once."))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(SCOPE_NAMES)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(SCOPE_NAMES.len()))
+        .unique_items(true)
+        .build()
 }
 
 /// A token as `GET /v1/acl/tokens` shows it (never with its secret).

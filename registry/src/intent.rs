@@ -33,6 +33,7 @@ pub const PUBLISHERS_MAX: usize = 8;
 #[serde(deny_unknown_fields)]
 pub struct Attested {
     /// Lowest acceptable proven score, per mille.
+    #[schema(maximum = 1000)]
     pub min_score: u16,
     /// Whether the proven predicate must include "safety evaluation passed".
     #[serde(default)]
@@ -45,12 +46,16 @@ pub struct Attested {
 #[serde(deny_unknown_fields, default)]
 pub struct Preferences {
     /// Weight of the p50-latency term.
+    #[schema(minimum = 0, maximum = 1000)]
     pub latency: f64,
     /// Weight of the load term (utilisation and queue depth).
+    #[schema(minimum = 0, maximum = 1000)]
     pub load: f64,
     /// Weight of the price term.
+    #[schema(minimum = 0, maximum = 1000)]
     pub price: f64,
     /// Weight of the proximity term (Vivaldi RTT estimate from the resolving node).
+    #[schema(minimum = 0, maximum = 1000)]
     pub proximity: f64,
 }
 
@@ -65,6 +70,22 @@ impl Default for Preferences {
     }
 }
 
+/// The OpenAPI schema of `publishers`: what [`Intent::validate`] accepts, in printable ASCII
+/// (a publisher may hold other characters; the schema does not promise them).
+fn publishers_schema() -> utoipa::openapi::schema::Array {
+    let mut schema = crate::sad::string_list_schema(
+        "Publishers, one of which must have issued the verified MIC (empty = any publisher, no \
+         MIC needed): at most 8, each 1..=64 bytes without control characters, '|' or ','.",
+        0,
+        PUBLISHERS_MAX,
+        "^[ -+\\--{}~]+$",
+        PUBLISHER_BYTES_MAX,
+    );
+    // Repeating a publisher is allowed.
+    schema.unique_items = false;
+    schema
+}
+
 fn k_default() -> u32 {
     K_DEFAULT
 }
@@ -75,6 +96,11 @@ fn k_default() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct Intent {
     /// Required task tag (exact match against a SAD's `tasks`).
+    #[schema(
+        pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$",
+        min_length = 1,
+        max_length = 32
+    )]
     pub task: String,
     /// Minimum context window, tokens.
     #[serde(default)]
@@ -90,12 +116,15 @@ pub struct Intent {
     pub max_price_micros_per_1k: Option<u64>,
     /// Modalities the service must all offer.
     #[serde(default)]
+    #[schema(schema_with = crate::sad::modalities_schema)]
     pub modalities: Vec<String>,
     /// Required region (exact).
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9._-]{1,32}$")]
     pub region: Option<String>,
     /// Required model family (exact).
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9._-]{1,32}$")]
     pub model_family: Option<String>,
     /// The advert must carry a MIC this node verified (CA signature, validity window) and that is
     /// not revoked.
@@ -104,6 +133,7 @@ pub struct Intent {
     /// The verified MIC's publisher must be one of these (exact match; empty = any publisher,
     /// no MIC needed). At most [`PUBLISHERS_MAX`].
     #[serde(default)]
+    #[schema(schema_with = publishers_schema)]
     pub publishers: Vec<String>,
     /// A verified attestation must prove a predicate at least this strong.
     #[serde(default)]
@@ -113,6 +143,7 @@ pub struct Intent {
     pub prefer: Preferences,
     /// Candidates wanted, 1..=[`K_MAX`], default [`K_DEFAULT`].
     #[serde(default = "k_default")]
+    #[schema(minimum = 1, maximum = 64)]
     pub k: u32,
     /// Return reasons: why each candidate matched, its score terms, and why others did not.
     #[serde(default)]

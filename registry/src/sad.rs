@@ -97,6 +97,7 @@ pub struct Load {
     pub queue_depth: u32,
     /// Busy share of the service's capacity, 0..=100.
     #[serde(default)]
+    #[schema(maximum = 100)]
     pub utilization_pct: u8,
 }
 
@@ -122,6 +123,7 @@ pub struct TrustRefs {
     pub mic_serial: Option<u64>,
     /// Attestation references (at most [`ATTESTATIONS_MAX`], each printable ASCII).
     #[serde(default)]
+    #[schema(schema_with = attestations_schema)]
     pub attestations: Vec<String>,
 }
 
@@ -148,14 +150,17 @@ fn ttl_default() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct Sad {
     /// Service id, unique per node: 1..=64 bytes of `[a-z0-9._-]`.
+    #[schema(pattern = "^[a-z0-9._-]{1,64}$")]
     pub id: String,
     /// Where the service listens.
     #[serde(default)]
     pub endpoint: Endpoint,
     /// Task tags (`llm.chat`, `embedding`, ...): 1..=8, each lower-case dotted, at most 32 bytes.
+    #[schema(schema_with = tasks_schema)]
     pub tasks: Vec<String>,
     /// Model family (`llama-3`), `[a-z0-9._-]`, may be empty.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9._-]{0,32}$")]
     pub model_family: String,
     /// Hash of the model architecture; 64 hex digits in JSON.
     #[serde(default, with = "hex32")]
@@ -166,6 +171,7 @@ pub struct Sad {
     pub context_window: u32,
     /// Input/output modalities (`text`, `image`, `audio`, ...).
     #[serde(default)]
+    #[schema(schema_with = modalities_schema)]
     pub modalities: Vec<String>,
     /// Output tokens per second the service can sustain (0 = unknown).
     #[serde(default)]
@@ -185,15 +191,18 @@ pub struct Sad {
     pub load: Load,
     /// Region (`eu-west-1`), `[a-z0-9._-]`, may be empty.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9._-]{0,32}$")]
     pub region: String,
     /// Zone within the region, `[a-z0-9._-]`, may be empty.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9._-]{0,32}$")]
     pub zone: String,
     /// Trust references.
     #[serde(default)]
     pub trust: TrustRefs,
     /// Lease in seconds, [`TTL_S_MIN`]..=[`TTL_S_MAX`], default [`TTL_S_DEFAULT`].
     #[serde(default = "ttl_default")]
+    #[schema(minimum = 5, maximum = 86_400)]
     pub ttl_s: u32,
     /// Advert version, set by the node when it publishes (a caller may pass a minimum).
     #[serde(default)]
@@ -263,6 +272,7 @@ pub struct LoadUpdate {
     pub queue_depth: Option<u32>,
     /// New utilisation, 0..=100.
     #[serde(default)]
+    #[schema(maximum = 100)]
     pub utilization_pct: Option<u8>,
     /// New median latency, ms.
     #[serde(default)]
@@ -270,6 +280,69 @@ pub struct LoadUpdate {
     /// New p99 latency, ms.
     #[serde(default)]
     pub latency_ms_p99: Option<u32>,
+}
+
+/// The OpenAPI schema of a list of distinct strings, each matching `pattern`, `min..=max` of
+/// them, each 1..=`item_bytes_max` long (the patterns allow only ASCII, so characters are
+/// bytes): the same rules [`check_list`] and the item check enforce.
+pub(crate) fn string_list_schema(
+    description: &str,
+    min: usize,
+    max: usize,
+    pattern: &str,
+    item_bytes_max: usize,
+) -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .description(Some(description))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(pattern))
+                .min_length(Some(1))
+                .max_length(Some(item_bytes_max)),
+        )
+        .min_items(Some(min))
+        .max_items(Some(max))
+        .unique_items(true)
+        .build()
+}
+
+/// Pattern of a task tag ([`check_task`]): dot-separated segments of `[a-z0-9_-]` (at most
+/// [`TASK_BYTES_MAX`] bytes in all).
+pub const TASK_PATTERN: &str = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$";
+
+fn tasks_schema() -> utoipa::openapi::schema::Array {
+    string_list_schema(
+        "Task tags (`llm.chat`, `embedding`, ...): 1..=8, each lower-case dotted, at most 32 bytes.",
+        1,
+        TASKS_MAX,
+        TASK_PATTERN,
+        TASK_BYTES_MAX,
+    )
+}
+
+/// Pattern of a modality ([`check_modality`]).
+pub const MODALITY_PATTERN: &str = "^[a-z0-9-]+$";
+
+pub(crate) fn modalities_schema() -> utoipa::openapi::schema::Array {
+    string_list_schema(
+        "Modalities (`text`, `image`, `audio`, ...): at most 6, each 1..=16 bytes of `[a-z0-9-]`.",
+        0,
+        MODALITIES_MAX,
+        MODALITY_PATTERN,
+        MODALITY_BYTES_MAX,
+    )
+}
+
+fn attestations_schema() -> utoipa::openapi::schema::Array {
+    string_list_schema(
+        "Attestation references: at most 3, each 1..=48 bytes of printable ASCII without spaces.",
+        0,
+        ATTESTATIONS_MAX,
+        "^[!-~]+$",
+        ATTESTATION_BYTES_MAX,
+    )
 }
 
 pub(crate) fn is_id_char(c: u8) -> bool {

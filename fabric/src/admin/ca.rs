@@ -94,7 +94,8 @@ pub struct MicList {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
-    /// Lifetime of the new certificate; default: the renewed one's.
+    /// Lifetime of the new certificate, 60 s to 397 days; default: the renewed one's.
+    #[schema(minimum = 60_000, maximum = 34_300_800_000_u64)]
     pub validity_ms: Option<u64>,
 }
 
@@ -104,7 +105,7 @@ pub struct RenewRequest {
 pub struct RevokeRequest {
     /// `unspecified` (default), `key_compromise`, `superseded`, `cessation_of_operation` or
     /// `privilege_withdrawn`.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(unspecified|key_compromise|superseded|cessation_of_operation|privilege_withdrawn)$")]
     pub reason: Option<RevocationReason>,
 }
 
@@ -407,7 +408,7 @@ pub(super) async fn issue(
 
 /// One certificate, with its revocation if revoked (linearizable read).
 #[utoipa::path(get, path = "/v1/ca/certs/{serial}", tag = "ca",
-    params(("serial" = u64, Path, description = "Certificate serial")),
+    params(("serial" = u64, Path, description = "Certificate serial (1 or more)", minimum = 1)),
     responses((status = 200, body = MicDto), (status = 400, body = Problem), (status = 404, body = Problem),
               (status = 503, body = Problem)))]
 pub(super) async fn get_cert(
@@ -455,13 +456,14 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(
     if body.as_ref().is_ok_and(|b| b.is_empty()) {
         return Ok(T::default());
     }
-    parse_json(headers, body)
+    // `null` is "no body" as well: the document declares these bodies nullable.
+    Ok(parse_json::<Option<T>>(headers, body)?.unwrap_or_default())
 }
 
 /// Renew a certificate: a new serial for the same subject and content, the old serial in its
 /// provenance.
 #[utoipa::path(post, path = "/v1/ca/certs/{serial}/renew", tag = "ca",
-    params(("serial" = u64, Path, description = "Certificate serial")),
+    params(("serial" = u64, Path, description = "Certificate serial (1 or more)", minimum = 1)),
     request_body(content = Option<RenewRequest>, content_type = "application/json"),
     responses((status = 201, body = MicDto), (status = 400, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
@@ -514,7 +516,7 @@ pub(super) async fn renew(
 /// Revoke a certificate (idempotent: a repeated revoke returns the first record). The record is
 /// broadcast to every node through the gossip overlay.
 #[utoipa::path(post, path = "/v1/ca/certs/{serial}/revoke", tag = "ca",
-    params(("serial" = u64, Path, description = "Certificate serial")),
+    params(("serial" = u64, Path, description = "Certificate serial (1 or more)", minimum = 1)),
     request_body(content = Option<RevokeRequest>, content_type = "application/json"),
     responses((status = 200, body = RevocationDto), (status = 400, body = Problem), (status = 404, body = Problem),
               (status = 422, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem)))]
@@ -624,9 +626,11 @@ async fn circuit_keys(s: &AppState, id: u16) -> Result<nexus_trust::ca::CircuitK
 
 /// A circuit's verifying key; `?format=snarkjs` returns snarkjs's `verification_key.json`.
 #[utoipa::path(get, path = "/v1/ca/circuits/{id}", tag = "ca",
-    params(("id" = u16, Path, description = "Circuit id (1: attestation)"),
+    params(("id" = u16, Path, description = "Circuit id (1: attestation)", minimum = 0, maximum = 65535),
            KeyFormatQuery),
-    responses((status = 200, body = CircuitDto), (status = 400, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, description = "The verifying key: the node's form, or snarkjs's `verification_key.json` with `format=snarkjs`",
+                content((CircuitDto = "application/json"), (Object = "application/json"))),
+              (status = 400, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
 pub(super) async fn circuit(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -656,7 +660,7 @@ pub(super) async fn circuit(
 
 /// A circuit's proving key (what a holder needs to prove an attestation).
 #[utoipa::path(get, path = "/v1/ca/circuits/{id}/proving-key", tag = "ca",
-    params(("id" = u16, Path, description = "Circuit id (1: attestation)")),
+    params(("id" = u16, Path, description = "Circuit id (1: attestation)", minimum = 0, maximum = 65535)),
     responses((status = 200, body = ProvingKeyDto), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn proving_key(
     State(s): State<AppState>,
@@ -745,7 +749,7 @@ pub(super) async fn add_voter(
 
 /// Remove a CA voter by node id (64 hex digits) or Raft id (decimal).
 #[utoipa::path(delete, path = "/v1/ca/voters/{id}", tag = "ca",
-    params(("id" = String, Path, description = "Node id (hex) or Raft id (decimal)")),
+    params(("id" = String, Path, description = "Node id (64 hex digits) or Raft id (decimal)", pattern = "^([0-9a-fA-F]{64}|[0-9]{1,20})$")),
     responses((status = 200, body = VotersDto), (status = 400, body = Problem), (status = 409, body = Problem),
               (status = 503, body = Problem)))]
 pub(super) async fn remove_voter(

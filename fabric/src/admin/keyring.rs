@@ -28,9 +28,11 @@ pub const KEYRING_TIMEOUT_MS_DEFAULT: u64 = 3_000;
 #[serde(deny_unknown_fields)]
 pub struct KeyringRequestDto {
     /// The key: base64 of 32 bytes (`nexus keygen`).
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub key: String,
     /// How long to wait for the members' answers, ms (default 3000, at most 30000).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 30_000)]
     pub timeout_ms: Option<u64>,
 }
 
@@ -40,6 +42,7 @@ pub struct KeyringRequestDto {
 #[serde(deny_unknown_fields)]
 pub struct KeyringQueryDto {
     /// How long to wait for the members' answers, ms (default 3000, at most 30000).
+    #[param(minimum = 1, maximum = 30_000)]
     pub timeout_ms: Option<u64>,
 }
 

@@ -88,18 +88,23 @@ pub struct ProbeRequestDto {
     /// The peer: its node id (64 hex digits) or its member name.
     pub peer: String,
     /// `ro`, `ru`, `be` or `pr`.
+    #[schema(pattern = "^(ro|ru|be|pr)$")]
     pub mode: String,
     /// Messages to send, 1–10000 (default 10).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub count: Option<u32>,
     /// Bytes per message, 16 to 16 MiB (default 1024).
     #[serde(default)]
+    #[schema(minimum = 16, maximum = 16_777_216)]
     pub bytes: Option<usize>,
-    /// Delivery probability of each direction for `pr`, in (0, 1] (default 1).
+    /// Delivery probability of each direction for `pr` (only), in (0, 1] (default 1).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub probability: Option<f64>,
     /// How long to wait for the answers, ms, 1–60000 (default 5000).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 60_000)]
     pub timeout_ms: Option<u64>,
 }
 
@@ -234,6 +239,7 @@ pub(super) async fn probe(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<ProbeResponse>, Problem> {
     let req: ProbeRequestDto = parse_json(&headers, body)?;
+    require_dataplane(&s)?;
     let mode = mode_by_name(&req.mode)
         .ok_or_else(|| invalid(format!("mode: {:?} is not one of ro, ru, be, pr", req.mode)))?;
     let count = req.count.unwrap_or(10);
@@ -258,7 +264,6 @@ pub(super) async fn probe(
             "timeout_ms: must be 1 to {PROBE_TIMEOUT_MS_MAX}"
         )));
     }
-    require_dataplane(&s)?;
     let names = member_names(&s).await;
     let peer = nexus_actors::parse_node_id(&req.peer)
         .or_else(|| {
