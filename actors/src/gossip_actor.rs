@@ -392,7 +392,7 @@ impl<S: DatagramSocket> GossipActor<S> {
         if cfg!(debug_assertions) {
             state.core.check_invariants();
         }
-        let next = match (state.core.poll_timeout(), state.overlay.next_deadline()) {
+        let next = match (state.core.poll_timeout(), state.overlay.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

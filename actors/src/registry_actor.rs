@@ -10,9 +10,14 @@
 //!   gossip actor; when full, input is dropped and counted — anti-entropy repairs the loss).
 //! - **Anti-entropy**: every `anti_entropy` period a digest goes to one random overlay neighbour,
 //!   which answers with the adverts of every origin whose summary differs, and its own digest.
-//! - **Membership**: every refresh the member list is read; services of members that are down or
-//!   have left are withdrawn locally (the member-down events through the inbox only make this
-//!   faster).
+//! - **Membership**: after every refresh the core asks for the member list
+//!   ([`nexus_registry::Output::ReadMembers`]); the actor reads it from the gossip actor and hands
+//!   it back, and the core withdraws the services of members that are down or have left (the
+//!   member-down events through the inbox only make this faster).
+//! - **Timers** are the core's ([`RegistryNode::poll_timeout`] / [`RegistryNode::handle_timeout`]):
+//!   the actor keeps one sleeping task armed at the core's next deadline, which sends
+//!   [`RegistryMsg::Timeout`]; the refresh and anti-entropy periods come from
+//!   [`RegistrySettings`].
 //! - **Routes**: resolves register their intent class in the route table; whenever adverts, load
 //!   or membership change, the table is recomputed and the resulting delta folded into the
 //!   compiled route set the admin API shows (`GET /v1/intent-routes`). Installing these routes
@@ -31,15 +36,13 @@
 //! blocks ([`nexus_registry::VERSION_BLOCK`]), so a restarted node always outranks what it
 //! advertised before.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use nexus_gossip::{MemberState, NodeId};
+use nexus_gossip::NodeId;
 use nexus_registry::{
-    Coord, Credentials, CredentialsJson, Intent, LoadUpdate, Millis, NodeError, Output,
+    Coord, Credentials, CredentialsJson, Intent, LoadUpdate, Millis, NodeError, NodeTimers, Output,
     RegistryNode, RegistryStore, Resolution, Route, Sad, ServiceKey, TrustUpdate, TrustVerdict,
     UpdateReport,
 };
@@ -65,20 +68,8 @@ pub const INBOX_BURST_MAX: usize = 256;
 /// Deadline for asking another actor.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What the gossip actor hands the registry.
-#[derive(Debug, Clone)]
-pub enum RegistryInput {
-    /// An overlay broadcast was delivered (a signed advert).
-    Delivered(Vec<u8>),
-    /// A unicast overlay message (anti-entropy) from a neighbour.
-    Direct(SocketAddr, Vec<u8>),
-    /// Membership declared a node down (or it left).
-    MemberDown(NodeId),
-    /// A direct probe's round trip, for the Vivaldi coordinate.
-    Rtt(NodeId, Duration),
-    /// This node was declared down and rejoined: re-advertise its services.
-    Rejoined,
-}
+/// What the gossip actor hands the registry: the core's input, fed to it unchanged.
+pub use nexus_registry::NodeInput as RegistryInput;
 
 /// Sending half of the registry's inbox (held by the gossip actor).
 pub type RegistryInbox = mpsc::Sender<RegistryInput>;
@@ -97,6 +88,17 @@ pub struct RegistrySettings {
     pub refresh: Duration,
     /// How often a digest goes to a random overlay neighbour.
     pub anti_entropy: Duration,
+}
+
+impl RegistrySettings {
+    /// The core's timer periods.
+    pub fn timers(&self) -> NodeTimers {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        NodeTimers {
+            refresh: ms(self.refresh),
+            anti_entropy: Some(ms(self.anti_entropy)),
+        }
+    }
 }
 
 impl Default for RegistrySettings {
@@ -288,10 +290,8 @@ pub enum RegistryMsg {
     /// The TrustActor's update (CA keys, circuit keys, revocations); replies with what changed
     /// when a port is given.
     Trust(Box<TrustUpdate>, Option<RpcReplyPort<UpdateReport>>),
-    /// Timer: leases, expiry, membership, routes.
-    Refresh,
-    /// Timer: send a digest to a random neighbour.
-    AntiEntropy,
+    /// The core's timer is due (refresh: leases, expiry, membership, routes; anti-entropy).
+    Timeout,
 }
 
 /// State of [`RegistryActor`].
@@ -302,7 +302,9 @@ pub struct RegistryState {
     gossip: Option<ActorRef<GossipMsg>>,
     /// What the table compiler last received: route version and local (service, port) list.
     sent_to_table: Option<(u64, Vec<(String, u16)>)>,
-    _timers: Vec<AbortOnDrop>,
+    /// The core's deadline the timer task is armed for, and that task.
+    timer: Option<(Millis, AbortOnDrop)>,
+    _pump: AbortOnDrop,
 }
 
 impl std::fmt::Debug for RegistryState {
@@ -383,16 +385,6 @@ impl RegistryActor {
         resolution
     }
 
-    fn input(state: &mut RegistryState, now: Millis, input: RegistryInput) {
-        match input {
-            RegistryInput::Delivered(bytes) => state.node.on_delivered(now, &bytes),
-            RegistryInput::Direct(from, bytes) => state.node.on_direct(now, from, &bytes),
-            RegistryInput::MemberDown(node) => state.node.on_member_down(now, node),
-            RegistryInput::Rtt(node, rtt) => state.node.on_rtt(node, rtt),
-            RegistryInput::Rejoined => state.node.on_rejoined(now),
-        }
-    }
-
     async fn gossip(state: &mut RegistryState) -> Option<ActorRef<GossipMsg>> {
         if let Some(g) = &state.gossip {
             return Some(g.clone());
@@ -417,6 +409,13 @@ impl RegistryActor {
                 }
                 Output::Direct(to, bytes) => GossipMsg::SendDirect(to, bytes),
                 Output::DirectToRandomNeighbor(bytes) => GossipMsg::DirectToRandomNeighbor(bytes),
+                Output::ReadMembers => {
+                    Self::read_members(state).await;
+                    // Asked after every refresh: the table compiler may have restarted and lost
+                    // what it was sent, so it is sent again.
+                    state.sent_to_table = None;
+                    continue;
+                }
             };
             let Some(gossip) = Self::gossip(state).await else {
                 tracing::debug!("gossip actor unavailable; registry output dropped");
@@ -491,9 +490,10 @@ impl RegistryActor {
         }
     }
 
-    /// Withdraws services of members the member list shows down or left (and not alive under
-    /// a newer generation).
-    async fn reconcile_members(state: &mut RegistryState) {
+    /// Answers the core's [`Output::ReadMembers`]: the gossip actor's member list, handed to
+    /// the core (which withdraws the services of members down or left). Nothing if the gossip
+    /// actor does not answer: the next refresh asks again.
+    async fn read_members(state: &mut RegistryState) {
         let Some(gossip) = Self::gossip(state).await else {
             return;
         };
@@ -504,21 +504,25 @@ impl RegistryActor {
                 return;
             }
         };
-        let alive: BTreeSet<NodeId> = members
-            .iter()
-            .filter(|m| m.state == MemberState::Alive)
-            .map(|m| m.id.node_id())
-            .collect();
-        let dead: BTreeSet<NodeId> = members
-            .iter()
-            .filter(|m| matches!(m.state, MemberState::Down | MemberState::Left))
-            .map(|m| m.id.node_id())
-            .filter(|id| !alive.contains(id))
-            .collect();
         let now = state.now();
-        for node in dead {
-            state.node.on_member_down(now, node);
+        state.node.on_members(now, &members);
+    }
+
+    /// Arms the timer task at the core's next deadline (if it moved).
+    fn arm_timer(myself: &ActorRef<RegistryMsg>, state: &mut RegistryState) {
+        let deadline = state.node.poll_timeout();
+        if state.timer.as_ref().map(|(at, _)| *at) == deadline {
+            return;
         }
+        state.timer = deadline.map(|at| {
+            let wake = state.args.epoch + Duration::from_millis(at);
+            let me = myself.clone();
+            let task = tokio::spawn(async move {
+                tokio::time::sleep_until(wake).await;
+                let _ = me.send_message(RegistryMsg::Timeout);
+            });
+            (at, AbortOnDrop(task))
+        });
     }
 }
 
@@ -550,6 +554,7 @@ impl Actor for RegistryActor {
             stored,
         )?;
         node.set_unix_epoch_ms(unix_epoch_ms(args.epoch));
+        node.start_timers(millis(args.epoch), args.settings.timers());
         // The pump: inbox → mailbox, forwarding what is queued together as one burst. It holds
         // the receiver's lock while this incarnation runs.
         let inbox = args.inbox.clone();
@@ -574,19 +579,13 @@ impl Actor for RegistryActor {
                 }
             }
         });
-        let refresh = myself.send_interval(args.settings.refresh, || RegistryMsg::Refresh);
-        let anti_entropy =
-            myself.send_interval(args.settings.anti_entropy, || RegistryMsg::AntiEntropy);
         let mut state = RegistryState {
             node,
             gossip: None,
             sent_to_table: None,
             supervisor,
-            _timers: vec![
-                AbortOnDrop(pump),
-                AbortOnDrop(refresh),
-                AbortOnDrop(anti_entropy),
-            ],
+            timer: None,
+            _pump: AbortOnDrop(pump),
             args,
         };
         if restored > 0 {
@@ -596,17 +595,20 @@ impl Actor for RegistryActor {
             );
         }
         Self::drain(&mut state).await;
+        Self::arm_timer(&myself, &mut state);
         Ok(state)
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<RegistryMsg>,
+        myself: ActorRef<RegistryMsg>,
         message: RegistryMsg,
         state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
         let span = trace_span(&message);
-        tracing::Instrument::instrument(Self::step(message, state), span).await
+        let result = tracing::Instrument::instrument(Self::step(message, state), span).await;
+        Self::arm_timer(&myself, state);
+        result
     }
 }
 
@@ -739,12 +741,12 @@ impl RegistryActor {
                 let _ = reply.send(state.node.routes());
             }
             RegistryMsg::Input(input) => {
-                Self::input(state, now, input);
+                state.node.handle_input(now, input);
                 state.node.flush_trust(now);
             }
             RegistryMsg::Inputs(inputs) => {
                 for input in inputs {
-                    Self::input(state, now, input);
+                    state.node.handle_input(now, input);
                 }
                 state.node.flush_trust(now);
             }
@@ -766,13 +768,11 @@ impl RegistryActor {
                     let _ = reply.send(report);
                 }
             }
-            RegistryMsg::Refresh => {
-                state.node.refresh(now);
-                Self::reconcile_members(state).await;
-                // The table compiler may have restarted and lost what it was sent.
-                state.sent_to_table = None;
+            RegistryMsg::Timeout => {
+                // A deadline that has passed fires; the timer task is re-armed after the step.
+                state.timer = None;
+                state.node.handle_timeout(now);
             }
-            RegistryMsg::AntiEntropy => state.node.anti_entropy(),
         }
         Self::drain(state).await;
         // A query changes no local service, and only a resolve can move the routes (it tracks

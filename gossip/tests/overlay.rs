@@ -127,7 +127,7 @@ impl Net {
                 }
             }
             for i in 0..self.nodes.len() {
-                if self.alive[i] && self.nodes[i].next_deadline().is_some_and(|d| d <= self.now) {
+                if self.alive[i] && self.nodes[i].poll_timeout().is_some_and(|d| d <= self.now) {
                     let now = self.now;
                     self.nodes[i].handle_timeout(now);
                     self.drain(i);
@@ -666,7 +666,7 @@ fn duplicates_are_suppressed_and_pruned() {
         "no Delivered for our own broadcast"
     );
     assert_eq!(transmits(&mut core), vec![(addr(1), KIND_GOSSIP)]);
-    let flush = core.next_deadline().expect("flush armed");
+    let flush = core.poll_timeout().expect("flush armed");
     assert_eq!(flush, t + OverlayConfig::default().ihave_flush);
     core.handle_timeout(flush);
     assert_eq!(transmits(&mut core), vec![(addr(2), KIND_IHAVE)]);
@@ -773,7 +773,7 @@ fn every_cache_and_queue_stays_bounded_under_a_flood() {
     while core.poll_event().is_some() {}
     let end = Timestamp::from_micros(10) + Duration::from_secs(120);
     let mut now = Timestamp::from_micros(10);
-    while let Some(d) = core.next_deadline() {
+    while let Some(d) = core.poll_timeout() {
         if d > end {
             break;
         }

@@ -5,8 +5,8 @@
 //! resolves client [`Intent`]s against an index to ranked [`Candidate`]s. [`Vivaldi`]
 //! coordinates give the proximity term; [`RouteTable`] turns resolved intent classes into
 //! [`RouteDelta`]s for the table compiler. [`RegistryNode`] is one node's whole registry
-//! (leases, persisted versions, anti-entropy, membership reactions) with storage injected, as the
-//! registry actor and the simulator drive it.
+//! (leases, persisted versions, anti-entropy, membership reactions, and the timers that run them)
+//! with storage injected, as the registry actor and the simulator drive it.
 //!
 //! It owns no socket, reads no clock and draws no randomness: time comes in as [`Millis`], every
 //! iteration that reaches output is in `BTreeMap` order. The node's registry actor drives it; the
@@ -62,9 +62,9 @@ pub use nexus_trust::verify::{
     UpdateReport, Verified,
 };
 pub use node::{
-    ANTI_ENTROPY_ADVERTS_MAX, LOCAL_SERVICES_MAX, LocalService, MemoryStore, NodeError, Output,
-    RegistryNode, RegistryStore, StepReport, TAG_ADVERT, TAG_DIGEST_PUSH, TAG_DIGEST_REPLY,
-    TRUST_BATCH_MAX, VERSION_BLOCK,
+    ANTI_ENTROPY_ADVERTS_MAX, LOCAL_SERVICES_MAX, LocalService, MemoryStore, NodeError, NodeInput,
+    NodeTimers, Output, RegistryNode, RegistryStore, StepReport, TAG_ADVERT, TAG_DIGEST_PUSH,
+    TAG_DIGEST_REPLY, TRUST_BATCH_MAX, VERSION_BLOCK,
 };
 pub use resolve::{
     Candidate, EXCLUSIONS_MAX, Exclusion, LATENCY_REF_MS, NEUTRAL_TERM, PRICE_REF_MICROS,

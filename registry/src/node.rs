@@ -2,7 +2,15 @@
 //! leases, advert versions that survive restarts, the anti-entropy exchange, reactions to
 //! membership, Vivaldi updates and the intent route table. The node's registry actor and the
 //! simulator drive the same code: they feed it `(now, input)` and carry out its outputs (a
-//! broadcast, a unicast to a peer, a unicast to a random overlay neighbour).
+//! broadcast, a unicast to a peer, a unicast to a random overlay neighbour, a request for the
+//! member list).
+//!
+//! Timers are the node's own (quinn-proto's shape): once [`RegistryNode::start_timers`] gave it
+//! the periods, the driver wakes it at [`RegistryNode::poll_timeout`] and calls
+//! [`RegistryNode::handle_timeout`], which runs the refresh (leases, expiry, routes) and the
+//! anti-entropy round when each is due. After a refresh the node asks for the member list
+//! ([`Output::ReadMembers`]); the driver hands it to [`RegistryNode::on_members`], which
+//! withdraws the services of members shown down or left.
 //!
 //! Storage is injected ([`RegistryStore`]): the registrations and the version floor are written
 //! through it *before* the advert that depends on them is emitted, and a failed write leaves the
@@ -18,12 +26,13 @@
 //! revocations (or changes keys) re-evaluates the held verdicts and recomputes the routes, so
 //! route deltas drop revoked services.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use nexus_gossip::{MemberState, MemberView};
 use nexus_trust::verify::{Credentials, TrustContext, TrustReject, TrustUpdate, UpdateReport};
 use rand_08::SeedableRng;
 use rand_08::rngs::StdRng;
@@ -50,6 +59,8 @@ pub const ANTI_ENTROPY_ADVERTS_MAX: usize = 256;
 pub const TRUST_BATCH_MAX: usize = 256;
 /// Domain tag of the batch-verification RNG seed derived from the node key.
 const TRUST_SEED_DOMAIN: &[u8] = b"nexus-registry/trust-batch-rng/v1\0";
+/// Domain tag of the timer phases derived from the node key.
+const TIMER_SEED_DOMAIN: &[u8] = b"nexus-registry/timer-phase/v1\0";
 
 /// First byte of an anti-entropy unicast: a digest that wants the receiver's digest back.
 pub const TAG_DIGEST_PUSH: u8 = 0x01;
@@ -156,6 +167,51 @@ pub enum Output {
     Direct(SocketAddr, Vec<u8>),
     /// Send an anti-entropy message to one random overlay neighbour.
     DirectToRandomNeighbor(Vec<u8>),
+    /// Read the member list from membership and hand it to [`RegistryNode::on_members`] (asked
+    /// after every refresh; if membership cannot answer, skipping it is safe: the next refresh
+    /// asks again).
+    ReadMembers,
+}
+
+/// An event from the node's gossip layer, as the registry actor's inbox and the simulator hand
+/// it to [`RegistryNode::handle_input`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeInput {
+    /// An overlay broadcast was delivered (a signed advert).
+    Delivered(Vec<u8>),
+    /// A unicast overlay message (anti-entropy) from a neighbour.
+    Direct(SocketAddr, Vec<u8>),
+    /// Membership declared a node down (or it left).
+    MemberDown(NodeId),
+    /// A direct probe's round trip, for the Vivaldi coordinate.
+    Rtt(NodeId, Duration),
+    /// This node was declared down and rejoined: re-advertise its services.
+    Rejoined,
+}
+
+/// The periods of the node's timers (the `[registry]` settings of a node's config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeTimers {
+    /// How often leases, expiry, membership and routes are checked (ms, at least 1).
+    pub refresh: Millis,
+    /// How often a digest goes to a random overlay neighbour (ms, at least 1); `None`: never.
+    pub anti_entropy: Option<Millis>,
+}
+
+/// When the node's timers fire next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimerState {
+    periods: NodeTimers,
+    next_refresh: Millis,
+    next_anti_entropy: Option<Millis>,
+}
+
+/// The first deadline after `at` of a timer with `period`, stepping from `at` by whole periods.
+fn next_after(mut at: Millis, period: Millis, now: Millis) -> Millis {
+    if at <= now {
+        at += (now - at) / period * period + period;
+    }
+    at
 }
 
 /// Why a registry request failed. Nothing changed in every case.
@@ -228,6 +284,9 @@ pub struct RegistryNode<S: RegistryStore> {
     trust: TrustContext,
     /// Seeded from the node key: batch verification's nonces (deterministic per node).
     trust_rng: StdRng,
+    /// Derived from the node key: where in its period each timer first fires.
+    timer_phase: u64,
+    timers: Option<TimerState>,
 }
 
 impl<S: RegistryStore> std::fmt::Debug for RegistryNode<S> {
@@ -279,6 +338,13 @@ impl<S: RegistryStore> RegistryNode<S> {
             .chain_update(key.to_bytes())
             .finalize()
             .into();
+        let phase: [u8; 32] = sha2::Sha256::new()
+            .chain_update(TIMER_SEED_DOMAIN)
+            .chain_update(key.to_bytes())
+            .finalize()
+            .into();
+        let mut timer_phase = [0u8; 8];
+        timer_phase.copy_from_slice(&phase[..8]);
         let mut node = RegistryNode {
             core: Registry::new(local_id),
             key,
@@ -297,6 +363,8 @@ impl<S: RegistryStore> RegistryNode<S> {
             report: StepReport::default(),
             trust: TrustContext::new(),
             trust_rng: StdRng::from_seed(seed),
+            timer_phase: u64::from_le_bytes(timer_phase),
+            timers: None,
         };
         for (mut sad, credentials) in stored.into_iter().take(LOCAL_SERVICES_MAX) {
             if sad.validate().is_err() {
@@ -692,6 +760,18 @@ impl<S: RegistryStore> RegistryNode<S> {
         }
     }
 
+    /// One event from the gossip layer (see [`NodeInput`]). Credentials that arrive with adverts
+    /// wait for [`RegistryNode::flush_trust`].
+    pub fn handle_input(&mut self, now: Millis, input: NodeInput) {
+        match input {
+            NodeInput::Delivered(bytes) => self.on_delivered(now, &bytes),
+            NodeInput::Direct(from, bytes) => self.on_direct(now, from, &bytes),
+            NodeInput::MemberDown(node) => self.on_member_down(now, node),
+            NodeInput::Rtt(node, rtt) => self.on_rtt(node, rtt),
+            NodeInput::Rejoined => self.on_rejoined(now),
+        }
+    }
+
     /// A broadcast the overlay delivered (a signed advert).
     pub fn on_delivered(&mut self, now: Millis, payload: &[u8]) {
         self.apply_remote(now, payload);
@@ -783,7 +863,8 @@ impl<S: RegistryStore> RegistryNode<S> {
     }
 
     /// Periodic work: local leases (withdraw unrenewed services, re-publish the rest every
-    /// `ttl_s / 3`), expiry of remote copies, routes.
+    /// `ttl_s / 3`), expiry of remote copies, routes ([`RegistryNode::handle_timeout`] runs it
+    /// every refresh period).
     pub fn refresh(&mut self, now: Millis) {
         self.flush_trust(now);
         let expired: Vec<String> = self
@@ -833,7 +914,82 @@ impl<S: RegistryStore> RegistryNode<S> {
         }
     }
 
-    /// Periodic anti-entropy: a digest to one random neighbour.
+    /// Starts (or restarts with new periods) the node's timers at `now`. Each first fires at a
+    /// point within its period derived from the node key, so nodes started together do not all
+    /// refresh at one instant; then every period. Until this is called the node has no timers.
+    pub fn start_timers(&mut self, now: Millis, periods: NodeTimers) {
+        let periods = NodeTimers {
+            refresh: periods.refresh.max(1),
+            anti_entropy: periods.anti_entropy.map(|p| p.max(1)),
+        };
+        let phase = self.timer_phase;
+        self.timers = Some(TimerState {
+            periods,
+            next_refresh: now + 1 + phase % periods.refresh,
+            next_anti_entropy: periods
+                .anti_entropy
+                .map(|p| now + 1 + phase.rotate_left(32) % p),
+        });
+    }
+
+    /// When [`RegistryNode::handle_timeout`] is next due (`None`: no timers started).
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let t = self.timers.as_ref()?;
+        Some(
+            t.next_anti_entropy
+                .map_or(t.next_refresh, |a| a.min(t.next_refresh)),
+        )
+    }
+
+    /// Runs the timers due at `now`: the refresh ([`RegistryNode::refresh`], then
+    /// [`Output::ReadMembers`]) and the anti-entropy round ([`RegistryNode::anti_entropy`]).
+    /// Early calls do nothing; a timer that missed several periods fires once.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let Some(mut t) = self.timers else {
+            return;
+        };
+        let refresh_due = now >= t.next_refresh;
+        if refresh_due {
+            t.next_refresh = next_after(t.next_refresh, t.periods.refresh, now);
+        }
+        let anti_entropy_due = match (t.next_anti_entropy, t.periods.anti_entropy) {
+            (Some(at), Some(period)) if now >= at => {
+                t.next_anti_entropy = Some(next_after(at, period, now));
+                true
+            }
+            _ => false,
+        };
+        self.timers = Some(t);
+        if refresh_due {
+            self.refresh(now);
+            self.outputs.push_back(Output::ReadMembers);
+        }
+        if anti_entropy_due {
+            self.anti_entropy();
+        }
+    }
+
+    /// The member list ([`Output::ReadMembers`]'s answer): withdraws the services of every
+    /// member shown down or left and not alive under another generation.
+    pub fn on_members(&mut self, now: Millis, members: &[MemberView]) {
+        let alive: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .map(|m| m.id.node_id())
+            .collect();
+        let dead: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|m| matches!(m.state, MemberState::Down | MemberState::Left))
+            .map(|m| m.id.node_id())
+            .filter(|id| !alive.contains(id))
+            .collect();
+        for node in dead {
+            self.on_member_down(now, node);
+        }
+    }
+
+    /// Periodic anti-entropy: a digest to one random neighbour ([`RegistryNode::handle_timeout`]
+    /// runs it every anti-entropy period).
     pub fn anti_entropy(&mut self) {
         for payload in self.digest_payloads(TAG_DIGEST_PUSH) {
             self.outputs

@@ -1,5 +1,6 @@
-//! Broadcast-overlay measurement in core mode: N [`Overlay`] cores (HyParView + Plumtree, no
-//! SWIM) on a discrete-event engine with seeded per-link latency and loss, in virtual time.
+//! Broadcast-overlay measurement in core mode: N `Overlay` cores (HyParView + Plumtree, no
+//! SWIM) on the overlay event loop ([`crate::overlay_net`]) with seeded per-link latency and
+//! loss, in virtual time.
 //!
 //! [`run`] bootstraps the overlay (each node joins through a random earlier node and is told of
 //! a few random earlier nodes with `peer_up`, as SWIM would eventually tell it), then measures:
@@ -16,13 +17,15 @@
 //! [`BroadcastReport`] (including its trace hash); `sim/tests/broadcast.rs` checks that.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use nexus_gossip::{MessageId, Overlay, OverlayConfig, OverlayEvent, OverlayStats, Timestamp};
-use rand::rngs::StdRng;
+use nexus_gossip::{MessageId, OverlayConfig, OverlayEvent, OverlayStats, Timestamp};
+use rand::Rng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+
+use crate::engine::{node_addr, node_index};
+use crate::overlay_net::{LinkModel, OverlayApp, OverlayNet};
 
 /// Settings of one measurement run.
 #[derive(Clone, Debug, PartialEq)]
@@ -197,41 +200,6 @@ pub struct BroadcastReport {
     pub trace_hash: u64,
 }
 
-/// Node `i`'s address: 10.x.y.z:7000 with `i` in the low 24 bits.
-pub fn node_addr(i: usize) -> SocketAddr {
-    let i = u32::try_from(i).unwrap_or(u32::MAX) & 0x00ff_ffff;
-    SocketAddr::from((Ipv4Addr::from(0x0a00_0000 | i), 7000))
-}
-
-fn node_index(addr: SocketAddr) -> Option<usize> {
-    match addr {
-        SocketAddr::V4(a) if a.port() == 7000 => {
-            let bits = u32::from(*a.ip());
-            (bits >> 24 == 10).then_some((bits & 0x00ff_ffff) as usize)
-        }
-        _ => None,
-    }
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-#[derive(Debug)]
-enum Ev {
-    Start(usize),
-    Timer(usize),
-    Datagram {
-        to: usize,
-        from: SocketAddr,
-        bytes: Vec<u8>,
-    },
-    Broadcast(usize),
-}
-
 /// Datagram counters summed over live nodes.
 #[derive(Clone, Copy, Debug, Default)]
 struct Counts {
@@ -251,197 +219,114 @@ struct Track {
     got: Vec<Option<(u16, u64)>>,
 }
 
-/// The discrete-event engine.
+/// The measurement on the overlay: broadcasts from chosen origins, their deliveries tracked.
 #[derive(Debug)]
-struct Engine {
-    cfg: BroadcastSimConfig,
-    nodes: Vec<Overlay>,
-    alive: Vec<bool>,
-    armed: Vec<Option<Timestamp>>,
-    queue: BTreeMap<(Timestamp, u64), Ev>,
-    seq: u64,
-    now: Timestamp,
-    rng: StdRng,
+struct Tracker {
+    payload_bytes: usize,
     tracks: BTreeMap<MessageId, Track>,
-    datagrams: u64,
-    trace: u64,
 }
 
-impl Engine {
-    fn new(cfg: BroadcastSimConfig) -> Self {
-        let nodes = (0..cfg.nodes)
-            .map(|i| {
-                Overlay::new(
-                    node_addr(i),
-                    cfg.overlay.clone(),
-                    splitmix(cfg.seed ^ splitmix(i as u64 + 1)),
-                )
-            })
-            .collect();
-        Engine {
-            rng: StdRng::seed_from_u64(splitmix(cfg.seed)),
-            alive: vec![true; cfg.nodes],
-            armed: vec![None; cfg.nodes],
-            nodes,
-            cfg,
-            queue: BTreeMap::new(),
-            seq: 0,
-            now: Timestamp::ZERO,
-            tracks: BTreeMap::new(),
-            datagrams: 0,
-            trace: 0xcbf2_9ce4_8422_2325,
-        }
-    }
-
-    fn hash(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.trace = (self.trace ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn at(&mut self, t: Timestamp, ev: Ev) {
-        self.seq += 1;
-        self.queue.insert((t, self.seq), ev);
-    }
-
-    fn latency(&self, a: usize, b: usize) -> Duration {
-        let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
-        let h = splitmix(self.cfg.seed ^ splitmix(lo << 32 | hi));
-        let min = self.cfg.latency_min.as_micros() as u64;
-        let span = (self.cfg.latency_max.as_micros() as u64).saturating_sub(min) + 1;
-        Duration::from_micros(min + h % span)
-    }
-
-    /// Drains node `i`'s outputs after a call into it and re-arms its timer.
-    fn after_step(&mut self, i: usize) {
-        self.nodes[i].check_invariants();
-        while let Some(t) = self.nodes[i].poll_transmit() {
-            let Some(j) = node_index(t.dst) else { continue };
-            if j >= self.nodes.len() {
-                continue;
-            }
-            if self.cfg.loss_ppm > 0 && self.rng.random_range(0..1_000_000) < self.cfg.loss_ppm {
-                continue;
-            }
-            let when = self.now + self.latency(i, j);
-            self.at(
-                when,
-                Ev::Datagram {
-                    to: j,
-                    from: node_addr(i),
-                    bytes: t.payload,
-                },
-            );
-        }
-        while let Some(ev) = self.nodes[i].poll_event() {
-            if let OverlayEvent::Delivered { id, hops, .. } = ev {
-                self.hash(&id.0);
-                self.hash(&(i as u64).to_le_bytes());
-                if let Some(track) = self.tracks.get_mut(&id) {
-                    let dt = self.now.as_micros() - track.sent_at.as_micros();
-                    assert!(track.got[i].is_none(), "node {i} delivered {id} twice");
-                    track.got[i] = Some((hops, dt));
-                }
-            }
-        }
-        if let Some(d) = self.nodes[i].next_deadline() {
-            let d = d.max(self.now);
-            if self.armed[i].is_none_or(|a| d < a) {
-                self.armed[i] = Some(d);
-                self.at(d, Ev::Timer(i));
-            }
-        }
-    }
-
-    fn run_until(&mut self, end: Timestamp) {
-        while let Some(entry) = self.queue.first_entry() {
-            if entry.key().0 > end {
-                break;
-            }
-            let ((t, _), ev) = entry.remove_entry();
-            self.now = t;
-            match ev {
-                Ev::Start(i) => self.start(i),
-                Ev::Timer(i) => {
-                    if self.armed[i] != Some(t) {
-                        continue;
-                    }
-                    self.armed[i] = None;
-                    if self.alive[i] {
-                        self.nodes[i].handle_timeout(t);
-                        self.after_step(i);
-                    }
-                }
-                Ev::Datagram { to, from, bytes } => {
-                    if !self.alive[to] {
-                        continue;
-                    }
-                    self.datagrams += 1;
-                    self.hash(&t.as_micros().to_le_bytes());
-                    self.hash(&bytes);
-                    // Datagrams the cores produce always decode; an error here is a bug.
-                    if let Err(e) = self.nodes[to].handle_datagram(t, from, &bytes) {
-                        panic!("node {to} rejected a datagram from {from}: {e}");
-                    }
-                    self.after_step(to);
-                }
-                Ev::Broadcast(i) => {
-                    self.broadcast(i);
-                }
-            }
-        }
-        self.now = self.now.max(end);
-    }
-
-    fn start(&mut self, i: usize) {
-        if i > 0 {
-            let contact = self.rng.random_range(0..i);
-            self.nodes[i].join(self.now, node_addr(contact));
-            let mut earlier: Vec<usize> = (0..i).filter(|j| *j != contact).collect();
-            earlier.shuffle(&mut self.rng);
-            for j in earlier.into_iter().take(self.cfg.known_peers) {
-                self.nodes[i].peer_up(self.now, node_addr(j));
-            }
-        }
-        self.after_step(i);
-    }
-
-    fn broadcast(&mut self, i: usize) -> MessageId {
-        let mut payload = vec![0u8; self.cfg.payload_bytes];
-        self.rng.fill(&mut payload[..]);
-        let id = match self.nodes[i].broadcast(self.now, payload) {
+impl Tracker {
+    /// Node `i` broadcasts a random payload now; its deliveries are tracked.
+    fn broadcast(&mut self, net: &mut OverlayNet<usize>, i: usize) -> MessageId {
+        let mut payload = vec![0u8; self.payload_bytes];
+        net.fill(&mut payload);
+        let id = match net.nodes[i].broadcast(net.now, payload) {
             Ok(id) => id,
             Err(e) => panic!("broadcast refused: {e}"),
         };
-        let mut got = vec![None; self.nodes.len()];
+        let mut got = vec![None; net.nodes.len()];
         got[i] = Some((0, 0));
         self.tracks.insert(
             id,
             Track {
-                sent_at: self.now,
+                sent_at: net.now,
                 got,
             },
         );
-        self.after_step(i);
+        net.after_step(i, self);
         id
+    }
+}
+
+impl OverlayApp for Tracker {
+    /// A scheduled broadcast from this node.
+    type Own = usize;
+
+    fn on_event(&mut self, net: &mut OverlayNet<usize>, i: usize, event: OverlayEvent) {
+        if let OverlayEvent::Delivered { id, hops, .. } = event {
+            net.hash(&id.0);
+            net.hash(&(i as u64).to_le_bytes());
+            if let Some(track) = self.tracks.get_mut(&id) {
+                let dt = net.now.as_micros() - track.sent_at.as_micros();
+                assert!(track.got[i].is_none(), "node {i} delivered {id} twice");
+                track.got[i] = Some((hops, dt));
+            }
+        }
+    }
+
+    fn on_own(&mut self, net: &mut OverlayNet<usize>, origin: usize) {
+        self.broadcast(net, origin);
+    }
+}
+
+/// The overlay and the measurement on it.
+#[derive(Debug)]
+struct Engine {
+    cfg: BroadcastSimConfig,
+    net: OverlayNet<usize>,
+    app: Tracker,
+}
+
+impl Engine {
+    fn new(cfg: BroadcastSimConfig) -> Self {
+        let link = LinkModel {
+            seed: cfg.seed,
+            latency_min: cfg.latency_min,
+            latency_max: cfg.latency_max,
+            loss_ppm: cfg.loss_ppm,
+            known_peers: cfg.known_peers,
+        };
+        Engine {
+            net: OverlayNet::new(cfg.nodes, &cfg.overlay, link),
+            app: Tracker {
+                payload_bytes: cfg.payload_bytes,
+                tracks: BTreeMap::new(),
+            },
+            cfg,
+        }
+    }
+
+    fn run_until(&mut self, end: Timestamp) {
+        self.net.run_until(end, &mut self.app);
+    }
+
+    fn broadcast(&mut self, i: usize) -> MessageId {
+        self.app.broadcast(&mut self.net, i)
     }
 
     fn random_live(&mut self) -> usize {
         loop {
-            let i = self.rng.random_range(0..self.nodes.len());
-            if self.alive[i] {
+            let i = self.net.rng.random_range(0..self.net.nodes.len());
+            if self.net.alive[i] {
                 return i;
             }
         }
     }
 
     fn live(&self) -> usize {
-        self.alive.iter().filter(|a| **a).count()
+        self.net.alive.iter().filter(|a| **a).count()
     }
 
     fn counts(&self) -> Counts {
         let mut sum = Counts::default();
-        for (n, _) in self.nodes.iter().zip(&self.alive).filter(|(_, a)| **a) {
+        for (n, _) in self
+            .net
+            .nodes
+            .iter()
+            .zip(&self.net.alive)
+            .filter(|(_, a)| **a)
+        {
             let s: OverlayStats = n.stats();
             sum.gossip += s.sent.gossip;
             sum.ihave += s.sent.ihave;
@@ -456,21 +341,21 @@ impl Engine {
 
     /// The share of the other live nodes that got `id`.
     fn delivery(&self, id: &MessageId) -> f64 {
-        let Some(track) = self.tracks.get(id) else {
+        let Some(track) = self.app.tracks.get(id) else {
             return 0.0;
         };
         let live = self.live();
-        let reached = (0..self.nodes.len())
-            .filter(|i| self.alive[*i] && track.got[*i].is_some())
+        let reached = (0..self.net.nodes.len())
+            .filter(|i| self.net.alive[*i] && track.got[*i].is_some())
             .count();
         (reached.saturating_sub(1)) as f64 / (live.saturating_sub(1)).max(1) as f64
     }
 
     fn spread(&self, id: &MessageId) -> SpreadReport {
         let live = self.live();
-        let mut got: Vec<(u16, u64)> = match self.tracks.get(id) {
-            Some(track) => (0..self.nodes.len())
-                .filter(|i| self.alive[*i])
+        let mut got: Vec<(u16, u64)> = match self.app.tracks.get(id) {
+            Some(track) => (0..self.net.nodes.len())
+                .filter(|i| self.net.alive[*i])
                 .filter_map(|i| track.got[i])
                 .collect(),
             None => Vec::new(),
@@ -492,12 +377,13 @@ impl Engine {
     }
 
     fn views(&self) -> ViewReport {
-        let n = self.nodes.len();
+        let nodes = &self.net.nodes;
+        let n = nodes.len();
         let mut links = 0usize;
         let mut symmetric = 0usize;
         let mut active_min = usize::MAX;
         let (mut active_sum, mut passive_sum) = (0usize, 0usize);
-        for (i, node) in self.nodes.iter().enumerate() {
+        for (i, node) in nodes.iter().enumerate() {
             let act = node.active_view();
             active_min = active_min.min(act.len());
             active_sum += act.len();
@@ -505,7 +391,7 @@ impl Engine {
             for p in act {
                 links += 1;
                 if let Some(j) = node_index(p)
-                    && self.nodes[j].active_view().contains(&node_addr(i))
+                    && nodes[j].active_view().contains(&node_addr(i))
                 {
                     symmetric += 1;
                 }
@@ -515,7 +401,7 @@ impl Engine {
         let mut seen = vec![false; n];
         let mut stack = vec![0usize];
         let mut adj: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, node) in self.nodes.iter().enumerate() {
+        for (i, node) in nodes.iter().enumerate() {
             for p in node.active_view() {
                 if let Some(j) = node_index(p) {
                     adj[i].push(j);
@@ -544,22 +430,23 @@ impl Engine {
     }
 
     fn wait(&mut self, d: Duration) {
-        let end = self.now + d;
+        let end = self.net.now + d;
         self.run_until(end);
     }
 
     /// Schedules `count` broadcasts from random live nodes, evenly over `span`, runs them and
     /// `spread_wait` more; returns their ids.
     fn stream(&mut self, count: usize, span: Duration) -> Vec<MessageId> {
-        let before: Vec<MessageId> = self.tracks.keys().copied().collect();
+        let before: Vec<MessageId> = self.app.tracks.keys().copied().collect();
         let step = span / u32::try_from(count.max(1)).unwrap_or(u32::MAX);
         for k in 0..count {
             let i = self.random_live();
-            let when = self.now + step * u32::try_from(k).unwrap_or(u32::MAX);
-            self.at(when, Ev::Broadcast(i));
+            let when = self.net.now + step * u32::try_from(k).unwrap_or(u32::MAX);
+            self.net.schedule(when, i);
         }
         self.wait(span + self.cfg.spread_wait);
-        self.tracks
+        self.app
+            .tracks
             .keys()
             .copied()
             .filter(|id| !before.contains(id))
@@ -574,7 +461,7 @@ pub fn run(cfg: &BroadcastSimConfig) -> BroadcastReport {
     // 1. Bootstrap.
     for i in 0..n {
         let t = Timestamp::ZERO + cfg.join_spacing * u32::try_from(i).unwrap_or(u32::MAX);
-        e.at(t, Ev::Start(i));
+        e.net.start_at(t, i);
     }
     let end =
         Timestamp::ZERO + cfg.join_spacing * u32::try_from(n).unwrap_or(u32::MAX) + cfg.settle;
@@ -631,21 +518,21 @@ pub fn run(cfg: &BroadcastSimConfig) -> BroadcastReport {
         warm,
         stream,
         failure,
-        datagrams: e.datagrams,
-        trace_hash: e.trace,
+        datagrams: e.net.datagrams,
+        trace_hash: e.net.trace_hash(),
     }
 }
 
 fn failure_phase(e: &mut Engine) -> FailureReport {
     let cfg = e.cfg.clone();
-    let n = e.nodes.len();
+    let n = e.net.nodes.len();
     let crashed_count = ((n as f64 * cfg.fail_fraction) as usize).min(n.saturating_sub(2));
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut e.rng);
+    order.shuffle(&mut e.net.rng);
     for &i in &order[..crashed_count] {
-        e.alive[i] = false;
+        e.net.alive[i] = false;
     }
-    let t_crash = e.now;
+    let t_crash = e.net.now;
     // Before detection: probes spread over the first part of the detection delay.
     let probe_span = cfg.detection_delay.saturating_sub(cfg.spread_wait);
     let ids = e.stream(cfg.failure_probes, probe_span);
@@ -654,29 +541,29 @@ fn failure_phase(e: &mut Engine) -> FailureReport {
     // SWIM's verdicts reach every survivor: passive entries first, so that a repair triggered
     // by a dead neighbour does not pick a dead passive peer SWIM already reported.
     for i in 0..n {
-        if !e.alive[i] {
+        if !e.net.alive[i] {
             continue;
         }
-        let now = e.now;
-        let dead_passive: Vec<SocketAddr> = e.nodes[i]
+        let now = e.net.now;
+        let dead_passive: Vec<SocketAddr> = e.net.nodes[i]
             .passive_view()
             .into_iter()
-            .filter(|p| node_index(*p).is_some_and(|j| !e.alive[j]))
+            .filter(|p| node_index(*p).is_some_and(|j| !e.net.alive[j]))
             .collect();
-        let dead_active: Vec<SocketAddr> = e.nodes[i]
+        let dead_active: Vec<SocketAddr> = e.net.nodes[i]
             .active_view()
             .into_iter()
-            .filter(|p| node_index(*p).is_some_and(|j| !e.alive[j]))
+            .filter(|p| node_index(*p).is_some_and(|j| !e.net.alive[j]))
             .collect();
         for p in dead_passive.into_iter().chain(dead_active) {
-            e.nodes[i].peer_down(now, p);
+            e.net.nodes[i].peer_down(now, p);
         }
-        e.after_step(i);
+        e.net.after_step(i, &mut e.app);
     }
     e.wait(cfg.repair_wait);
     let ids = e.stream(cfg.failure_probes, cfg.stream_span);
     let after: Vec<f64> = ids.iter().map(|id| e.delivery(id)).collect();
-    let survivors: Vec<usize> = (0..n).filter(|i| e.alive[*i]).collect();
+    let survivors: Vec<usize> = (0..n).filter(|i| e.net.alive[*i]).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let min = |v: &[f64]| v.iter().copied().fold(1.0, f64::min);
     FailureReport {
@@ -688,11 +575,11 @@ fn failure_phase(e: &mut Engine) -> FailureReport {
         after_min: min(&after),
         isolated_after: survivors
             .iter()
-            .filter(|i| e.nodes[**i].active_view().is_empty())
+            .filter(|i| e.net.nodes[**i].active_view().is_empty())
             .count(),
         active_mean_after: survivors
             .iter()
-            .map(|i| e.nodes[*i].active_view().len())
+            .map(|i| e.net.nodes[*i].active_view().len())
             .sum::<usize>() as f64
             / survivors.len().max(1) as f64,
     }

@@ -3,8 +3,10 @@
 //! seed always gives the same run (`nexus sim run scenario.toml --seed 7`).
 //!
 //! Core mode ([`core_mode::CoreSim`]) drives the sans-IO membership cores from `nexus-gossip`
-//! with a discrete-event engine — no tokio, no sockets. It is the test bed later issues extend
-//! with new event kinds and invariants (dissemination, registry, CA).
+//! with a discrete-event engine — no tokio, no sockets; with a `[registry]` section its registry
+//! harness runs each node's overlay and `nexus_registry::RegistryNode` (the registry actor's
+//! core, timers included). Every engine shares [`engine`] (addresses, seeds, the event-queue
+//! entry, the run loop); the overlay measurements share [`overlay_net`].
 //!
 //! Node mode ([`node_mode`]) runs the real actor tree of every node (`NodeSupervisor` with its
 //! `GossipActor`) inside turmoil hosts: simulated clock and UDP network, in-memory durable
@@ -28,10 +30,12 @@ pub mod broadcast;
 pub mod ca;
 pub mod compare;
 pub mod core_mode;
+pub mod engine;
 pub mod html;
 pub mod invariants;
 pub mod net;
 pub mod node_mode;
+pub mod overlay_net;
 pub mod partial_view;
 pub mod plot;
 pub mod queue;
@@ -107,7 +111,7 @@ pub fn run(
     scenario: &Scenario,
     seed: u64,
     trace: trace::Trace,
-    progress: Option<core_mode::Progress<'_>>,
+    progress: Option<engine::Progress<'_>>,
 ) -> Result<RunReport, ScenarioError> {
     check_capacity(scenario)?;
     if scenario.ca.is_some() {

@@ -33,9 +33,12 @@ use std::time::{Duration, Instant};
 
 use nexus_gossip::{MessageId, NodeId, Overlay, OverlayEvent, Timestamp};
 use rand::rngs::StdRng;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, RngCore};
 
-use crate::core_mode::{NetStats, PAUSED_INBOX_MAX, Progress, derive_seed, node_addr, node_index};
+use crate::engine::{
+    NetStats, PAUSED_INBOX_MAX, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us,
+    node_addr, node_index, queue_deliveries, seeded_rng,
+};
 use crate::invariants::overlay::{self, OverlayInvariant, OverlayWorld, Probe, label_components};
 use crate::invariants::overlay_connected::correct_share;
 use crate::invariants::overlay_reach::PROBE_WINDOW;
@@ -59,27 +62,14 @@ pub fn memory_estimate(nodes: usize) -> u64 {
 /// Payload size of a broadcast probe.
 const PROBE_PAYLOAD_BYTES: usize = 64;
 
-#[derive(Debug)]
-enum Ev {
-    Deliver {
-        from: usize,
-        to: usize,
-        payload: Vec<u8>,
-    },
-    Wake {
-        node: usize,
-        token: u64,
-    },
-    Action(usize),
-    Sample,
-}
+/// Partial-view mode schedules only the engine's common events.
+type Ev = SimEvent<std::convert::Infallible>;
 
 #[derive(Debug)]
 struct Node {
     core: Option<Overlay>,
     inbox: VecDeque<(usize, Vec<u8>)>,
-    wake_at: Option<u64>,
-    wake_token: u64,
+    wake: WakeTimer,
 }
 
 /// A broadcast probe in flight.
@@ -153,7 +143,7 @@ impl<'s> PartialSim<'s> {
             .as_ref()
             .expect("PartialSim runs membership = \"partial\" scenarios only");
         let n = scenario.nodes;
-        let mut id_rng = StdRng::seed_from_u64(derive_seed(seed, 1, 0));
+        let mut id_rng = seeded_rng(seed, 1, 0);
         let truth = (0..n)
             .map(|_| {
                 let mut id = [0u8; 32];
@@ -177,16 +167,15 @@ impl<'s> PartialSim<'s> {
                 .map(|_| Node {
                     core: None,
                     inbox: VecDeque::new(),
-                    wake_at: None,
-                    wake_token: 0,
+                    wake: WakeTimer::default(),
                 })
                 .collect(),
             truth,
             down_since: vec![None; n],
             cut_nodes: BTreeSet::new(),
             net: Net::new(n, scenario.topology.clone(), scenario.network.clone()),
-            rng: StdRng::seed_from_u64(derive_seed(seed, 2, 0)),
-            aux_rng: StdRng::seed_from_u64(derive_seed(seed, 7, 0)),
+            rng: seeded_rng(seed, 2, 0),
+            aux_rng: seeded_rng(seed, 7, 0),
             trace,
             checkers: overlay::all(partial),
             samples: Vec::new(),
@@ -212,21 +201,13 @@ impl<'s> PartialSim<'s> {
             reason = "wall time is only reported (speed ratio); it never reaches the trace"
         )]
         let wall = Instant::now();
-        let end_us = duration_us(self.scenario.duration);
+        let mut run = RunLoop::new(self.scenario.duration, progress);
+        let end_us = run.end_us();
         for i in 0..self.nodes.len() {
             let contact = (i > 0).then(|| self.aux_rng.random_range(0..i));
             self.start_node(i, contact);
         }
-        let mut progress = progress;
-        let step_us = (end_us / 100).max(1);
-        let mut next_progress = step_us;
-        while let Some(at) = self.queue.peek_time() {
-            if at > end_us {
-                break;
-            }
-            let Some((_, ev)) = self.queue.pop() else {
-                break;
-            };
+        while let Some((at, ev)) = run.next(&mut self.queue) {
             self.now_us = at;
             match ev {
                 Ev::Deliver { from, to, payload } => self.deliver(from, to, payload),
@@ -237,12 +218,7 @@ impl<'s> PartialSim<'s> {
                     let next = at + duration_us(self.scenario.sample_every);
                     self.push(next, Ev::Sample);
                 }
-            }
-            if at >= next_progress {
-                if let Some(p) = progress.as_mut() {
-                    p(Duration::from_micros(at), self.scenario.duration);
-                }
-                next_progress = at + step_us;
+                Ev::Own(never) => match never {},
             }
         }
         self.now_us = end_us;
@@ -371,10 +347,9 @@ impl<'s> PartialSim<'s> {
 
     fn wake(&mut self, i: usize, token: u64) {
         let node = &mut self.nodes[i];
-        if token != node.wake_token || self.truth[i].paused {
+        if self.truth[i].paused || !node.wake.fire(token) {
             return;
         }
-        node.wake_at = None;
         if let Some(core) = node.core.as_mut() {
             core.handle_timeout(Timestamp::from_micros(self.now_us));
         }
@@ -403,7 +378,7 @@ impl<'s> PartialSim<'s> {
                 }
             }
             core.check_invariants();
-            core.next_deadline()
+            core.poll_timeout()
         };
         for t in sends {
             let Some(to) = node_index(t.dst).filter(|j| *j < self.nodes.len()) else {
@@ -415,35 +390,14 @@ impl<'s> PartialSim<'s> {
             {
                 Fate::Drop(reason) => self.drop_datagram(i, to, reason, Some(&t.payload)),
                 Fate::Deliver(delays) => {
-                    let last = delays.len() - 1;
-                    let mut payload = Some(t.payload);
-                    for (k, d) in delays.iter().enumerate() {
-                        let p = if k == last {
-                            payload.take().unwrap_or_default()
-                        } else {
-                            payload.clone().unwrap_or_default()
-                        };
-                        self.push(
-                            self.now_us + duration_us(*d),
-                            Ev::Deliver {
-                                from: i,
-                                to,
-                                payload: p,
-                            },
-                        );
-                    }
+                    queue_deliveries(&mut self.queue, self.now_us, i, to, &delays, t.payload);
                 }
             }
         }
         let node = &mut self.nodes[i];
         let at = next.map(|l| l.as_micros().max(self.now_us));
-        if at != node.wake_at {
-            node.wake_at = at;
-            node.wake_token += 1;
-            if let Some(at) = at {
-                let token = node.wake_token;
-                self.push(at, Ev::Wake { node: i, token });
-            }
+        if let (Some(at), Some(token)) = (at, node.wake.arm(at)) {
+            self.push(at, Ev::Wake { node: i, token });
         }
     }
 
@@ -465,8 +419,7 @@ impl<'s> PartialSim<'s> {
                         continue;
                     }
                     node.inbox.clear();
-                    node.wake_token += 1;
-                    node.wake_at = None;
+                    node.wake.cancel();
                     let t = &mut self.truth[i];
                     t.up = false;
                     t.paused = false;
@@ -540,7 +493,7 @@ impl<'s> PartialSim<'s> {
         if let Some(core) = self.nodes[i].core.as_mut() {
             core.handle_timeout(Timestamp::from_micros(self.now_us));
         }
-        self.nodes[i].wake_at = None;
+        self.nodes[i].wake.forget();
         self.after_step(i);
     }
 
@@ -600,17 +553,9 @@ impl<'s> PartialSim<'s> {
                 )
             },
         );
-        let world = OverlayWorld {
-            now,
-            scenario: self.scenario,
-            partial: self.partial,
-            truth: &self.truth,
-            active: &active,
-            net_comp: &net_comp,
-            overlay_comp: &overlay_comp,
-            down_since: &self.down_since,
-        };
-        for c in &mut self.checkers {
+        let mut checkers = std::mem::take(&mut self.checkers);
+        let world = self.overlay_world(&active, &net_comp, &overlay_comp);
+        for c in &mut checkers {
             c.on_sample(&world);
         }
         // Broadcast probes (liveness phase only, one at a time).
@@ -636,12 +581,14 @@ impl<'s> PartialSim<'s> {
         if let Some(result) = &evaluated {
             // An origin that crashed or paused meanwhile proves nothing about the overlay.
             if result.expected > 0 {
-                for c in &mut self.checkers {
+                for c in &mut checkers {
                     c.on_probe(&world, result);
                 }
             }
         }
         let (converged, _, _) = correct_share(&world);
+        let liveness_us = duration_us(world.liveness_from());
+        self.checkers = checkers;
         let healthy = self.truth.iter().filter(|t| t.healthy()).count();
         if evaluated.is_some()
             && let Some(p) = self.probe.take()
@@ -649,7 +596,6 @@ impl<'s> PartialSim<'s> {
             self.probe_latencies_us.extend(p.latencies_us);
         }
         let end_us = duration_us(self.scenario.duration);
-        let liveness_us = duration_us(world.liveness_from());
         if self.partial.broadcast_reach_min.is_some()
             && self.probe.is_none()
             && self.now_us >= liveness_us
@@ -698,25 +644,30 @@ impl<'s> PartialSim<'s> {
 
     fn finish(&mut self) -> Vec<Verdict> {
         let n = self.nodes.len();
-        let now = Duration::from_micros(self.now_us);
         // Verdicts read only times and bounds from the world; the graph is not needed.
         let active: Vec<Vec<usize>> = vec![Vec::new(); n];
         let comp = vec![usize::MAX; n];
-        let world = OverlayWorld {
-            now,
+        let mut checkers = std::mem::take(&mut self.checkers);
+        let world = self.overlay_world(&active, &comp, &comp);
+        checkers.iter_mut().map(|c| c.finish(&world)).collect()
+    }
+
+    /// What the overlay checkers see now, given the sample's graph.
+    fn overlay_world<'w>(
+        &'w self,
+        active: &'w [Vec<usize>],
+        net_comp: &'w [usize],
+        overlay_comp: &'w [usize],
+    ) -> OverlayWorld<'w> {
+        OverlayWorld {
+            now: Duration::from_micros(self.now_us),
             scenario: self.scenario,
             partial: self.partial,
             truth: &self.truth,
-            active: &active,
-            net_comp: &comp,
-            overlay_comp: &comp,
+            active,
+            net_comp,
+            overlay_comp,
             down_since: &self.down_since,
-        };
-        let mut checkers = std::mem::take(&mut self.checkers);
-        checkers.iter_mut().map(|c| c.finish(&world)).collect()
+        }
     }
-}
-
-fn duration_us(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

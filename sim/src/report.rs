@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core_mode::NetStats;
+use crate::engine::NetStats;
 use crate::invariants::Verdict;
 use crate::scenario::{Action, Mode, NodeSet, Scenario};
 

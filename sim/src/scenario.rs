@@ -692,6 +692,18 @@ fn parse_intent(
     }
 }
 
+/// What checking the timeline needs from the sections checked before it.
+#[derive(Clone, Copy)]
+struct TimelineContext<'a> {
+    n: usize,
+    topology: &'a Topology,
+    named: &'a BTreeMap<String, NodeSet>,
+    duration: Duration,
+    mode: Mode,
+    /// Whether the scenario has a `[stream]` section.
+    stream: bool,
+}
+
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
@@ -704,15 +716,21 @@ impl Scenario {
 
     /// Parses and checks a scenario's text.
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
-        let file: File = toml::from_str(text).map_err(|e| ScenarioError {
-            field: e
-                .message()
-                .split('`')
-                .nth(1)
-                .filter(|_| e.message().contains("unknown field"))
-                .unwrap_or("scenario")
-                .to_owned(),
+        let syntax = |e: toml::de::Error| ScenarioError {
+            field: "scenario".into(),
             message: e.message().replace('\n', " "),
+        };
+        let de = toml::Deserializer::parse(text).map_err(syntax)?;
+        // The path serde reached names the field: `timeline[2].at`, or an unknown key itself.
+        let file: File = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = match e.path().to_string() {
+                p if p == "." => "scenario".to_owned(),
+                p => p,
+            };
+            ScenarioError {
+                field,
+                message: e.into_inner().message().replace('\n', " "),
+            }
         })?;
         Self::check(file)
     }
@@ -754,318 +772,25 @@ impl Scenario {
             message: e.reason.into(),
         })?;
 
-        let topology = match f.topology {
-            TopologyFile::Mesh { latency } => Topology::Mesh {
-                latency: match latency {
-                    Some(l) => parse_duration("topology.latency", &l)?,
-                    None => Duration::from_millis(1),
-                },
-            },
-            TopologyFile::Racks {
-                pods,
-                racks_per_pod,
-                intra_rack,
-                intra_pod,
-                inter_pod,
-            } => {
-                if pods == 0 || racks_per_pod == 0 {
-                    return err("topology", "pods and racks_per_pod must be at least 1");
-                }
-                Topology::Racks {
-                    pods,
-                    racks_per_pod,
-                    intra_rack: parse_duration("topology.intra_rack", &intra_rack)?,
-                    intra_pod: parse_duration("topology.intra_pod", &intra_pod)?,
-                    inter_pod: parse_duration("topology.inter_pod", &inter_pod)?,
-                }
-            }
-            TopologyFile::Wan {
-                regions,
-                rtt_ms,
-                intra_region,
-            } => {
-                let r = regions.len();
-                if r == 0 || rtt_ms.len() != r || rtt_ms.iter().any(|row| row.len() != r) {
-                    return err(
-                        "topology.rtt_ms",
-                        format!("must be a {r}×{r} matrix, one row per region"),
-                    );
-                }
-                if rtt_ms.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
-                    return err("topology.rtt_ms", "entries must be finite and non-negative");
-                }
-                Topology::Wan {
-                    one_way: rtt_ms
-                        .iter()
-                        .map(|row| {
-                            row.iter()
-                                .map(|ms| Duration::from_secs_f64(ms / 2e3))
-                                .collect()
-                        })
-                        .collect(),
-                    regions,
-                    intra_region: parse_duration("topology.intra_region", &intra_region)?,
-                }
-            }
-        };
+        let topology = Self::check_topology(f.topology)?;
 
-        let mut named = BTreeMap::new();
-        for (name, list) in &f.groups {
-            let field = format!("groups.{name}");
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return err(field, "group names are [A-Za-z0-9_-]+");
-            }
-            // Groups are made of plain selectors; a group cannot name another group.
-            let set = select(n, &topology, &BTreeMap::new(), &field, list)?;
-            named.insert(name.clone(), set);
-        }
-        let seeds = match &f.seeds {
-            None => vec![0],
-            Some(list) => {
-                let set = select(n, &topology, &named, "seeds", list)?;
-                if set.is_empty() {
-                    return err("seeds", "must name at least one node");
-                }
-                set.into_iter().collect()
-            }
-        };
-        let prob = |field: &str, v: Option<f64>| -> Result<f64, ScenarioError> {
-            match v {
-                None => Ok(0.0),
-                Some(p) if (0.0..=1.0).contains(&p) => Ok(p),
-                Some(_) => err(field, "must be a probability in 0..=1"),
-            }
-        };
-        let network = Network {
-            jitter: match &f.network.jitter {
-                Some(j) => parse_duration("network.jitter", j)?,
-                None => Duration::ZERO,
-            },
-            jitter_distribution: f.network.jitter_distribution.unwrap_or_default(),
-            loss: prob("network.loss", f.network.loss)?,
-            duplicate: prob("network.duplicate", f.network.duplicate)?,
-            reorder: prob("network.reorder", f.network.reorder)?,
-            bandwidth_kbps: f.network.bandwidth_kbps.unwrap_or(0),
-        };
+        let named = Self::check_groups(n, &topology, &f.groups)?;
+        let seeds = Self::check_seeds(n, &topology, &named, f.seeds.as_deref())?;
+        let network = Self::check_network(&f.network)?;
 
-        if f.timeline.len() > TIMELINE_MAX {
-            return err("timeline", format!("at most {TIMELINE_MAX} entries"));
-        }
         let reg_file = f.registry;
-        let mut named_services = BTreeMap::new();
-        let mut named_intents = BTreeMap::new();
-        if let Some(rf) = &reg_file {
-            for (name, v) in &rf.services {
-                let field = format!("registry.services.{name}");
-                named_services.insert(name.clone(), parse_service(&field, v, &BTreeMap::new())?);
-            }
-            for (name, v) in &rf.intents {
-                let field = format!("registry.intents.{name}");
-                if !matches!(v, toml::Value::Table(_)) {
-                    return err(field, "must be a table (an intent)");
-                }
-                named_intents.insert(name.clone(), parse_intent(&field, v, &BTreeMap::new())?);
-            }
-        }
-        let registered_ids: BTreeSet<String> = f
-            .timeline
-            .iter()
-            .filter(|e| e.action == "register")
-            .filter_map(|e| match &e.service {
-                Some(toml::Value::Table(t)) => {
-                    t.get("id").and_then(|v| v.as_str()).map(str::to_owned)
-                }
-                Some(toml::Value::String(name)) => named_services.get(name).map(|s| s.id.clone()),
-                _ => None,
-            })
-            .collect();
-        let mut timeline = Vec::with_capacity(f.timeline.len());
-        let mut reg_actions = Vec::new();
-        let mut revocations = Vec::new();
-        for (i, e) in f.timeline.into_iter().enumerate() {
-            let field = |k: &str| format!("timeline[{i}].{k}");
-            let at = parse_duration(&field("at"), &e.at)?;
-            if at > duration {
-                return err(field("at"), "after the end of the run");
-            }
-            let nodes = |e: &EventFile| -> Result<NodeSet, ScenarioError> {
-                match &e.nodes {
-                    Some(list) => select(n, &topology, &named, &field("nodes"), list),
-                    None => err(field("nodes"), format!("{} needs `nodes`", e.action)),
-                }
-            };
-            let service_id = |e: &EventFile| -> Result<String, ScenarioError> {
-                match &e.id {
-                    None => err(
-                        field("id"),
-                        format!("{} needs `id` (a service id)", e.action),
-                    ),
-                    Some(id) if !registered_ids.contains(id) => err(
-                        field("id"),
-                        format!("no `register` action in this scenario registers {id:?}"),
-                    ),
-                    Some(id) => Ok(id.clone()),
-                }
-            };
-            let registry_action = match e.action.as_str() {
-                "register" => Some(RegistryAction::Register {
-                    nodes: nodes(&e)?,
-                    sad: Box::new(match &e.service {
-                        Some(v) => parse_service(&field("service"), v, &named_services)?,
-                        None => return err(field("service"), "register needs `service`"),
-                    }),
-                    renew: e.renew.unwrap_or(true),
-                }),
-                "update_load" => {
-                    let Some(v) = &e.load else {
-                        return err(
-                            field("load"),
-                            "update_load needs `load` (queue_depth, utilization_pct, latency_ms_p50, latency_ms_p99)",
-                        );
-                    };
-                    let update: LoadUpdate = serde_json::from_slice(&toml_json(&field("load"), v)?)
-                        .map_err(|e| ScenarioError {
-                            field: field("load"),
-                            message: e.to_string(),
-                        })?;
-                    // The same checks a node applies (utilisation range, p99 ≥ p50).
-                    Sad::new("check", "check")
-                        .apply_load(&update)
-                        .map_err(|e| ScenarioError {
-                            field: format!("{}.{}", field("load"), e.field),
-                            message: e.reason,
-                        })?;
-                    Some(RegistryAction::UpdateLoad {
-                        nodes: nodes(&e)?,
-                        id: service_id(&e)?,
-                        update,
-                    })
-                }
-                "withdraw" => Some(RegistryAction::Withdraw {
-                    nodes: nodes(&e)?,
-                    id: service_id(&e)?,
-                }),
-                "resolve" => Some(RegistryAction::Resolve {
-                    nodes: nodes(&e)?,
-                    intent: Box::new(match &e.intent {
-                        Some(v) => parse_intent(&field("intent"), v, &named_intents)?,
-                        None => return err(field("intent"), "resolve needs `intent`"),
-                    }),
-                }),
-                _ => None,
-            };
-            if e.action == "revoke" {
-                revocations.push(stream::revoke(
-                    i,
-                    at,
-                    nodes(&e)?,
-                    e.delay.as_deref(),
-                    f.stream.is_some(),
-                )?);
-                continue;
-            }
-            if let Some(action) = registry_action {
-                if f.mode == Mode::Node {
-                    return err(
-                        field("action"),
-                        format!("{} is a registry action: core mode only", e.action),
-                    );
-                }
-                reg_actions.push(TimedRegistryAction {
-                    index: i,
-                    at,
-                    action,
-                });
-                continue;
-            }
-            let action = match e.action.as_str() {
-                "kill" => Action::Kill(nodes(&e)?),
-                "restart" => Action::Restart(nodes(&e)?),
-                "pause" => Action::Pause(nodes(&e)?),
-                "resume" => Action::Resume(nodes(&e)?),
-                "heal" => Action::Heal,
-                "partition" => match (&e.groups, &e.from, &e.to) {
-                    (Some(groups), None, None) => {
-                        if groups.len() < 2 {
-                            return err(field("groups"), "needs at least two groups");
-                        }
-                        let sets = groups
-                            .iter()
-                            .map(|g| select(n, &topology, &named, &field("groups"), g))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        Action::Partition(sets)
-                    }
-                    (None, Some(from), Some(to)) => Action::PartitionOneWay {
-                        from: select(n, &topology, &named, &field("from"), from)?,
-                        to: select(n, &topology, &named, &field("to"), to)?,
-                    },
-                    _ => {
-                        return err(
-                            field("action"),
-                            "partition needs either `groups` or both `from` and `to`",
-                        );
-                    }
-                },
-                "loss" => Action::Loss {
-                    nodes: match &e.nodes {
-                        Some(list) => Some(select(n, &topology, &named, &field("nodes"), list)?),
-                        None => None,
-                    },
-                    rate: match e.rate {
-                        Some(r) if (0.0..=1.0).contains(&r) => r,
-                        _ => return err(field("rate"), "loss needs `rate` in 0..=1"),
-                    },
-                },
-                "skew" => Action::Skew {
-                    nodes: nodes(&e)?,
-                    drift_ppm: match e.drift_ppm {
-                        Some(p) if p.abs() <= 500_000 => p,
-                        _ => {
-                            return err(
-                                field("drift_ppm"),
-                                "skew needs `drift_ppm` within ±500000",
-                            );
-                        }
-                    },
-                },
-                other => {
-                    return err(
-                        field("action"),
-                        format!(
-                            "unknown action {other:?} (kill, restart, partition, heal, loss, pause, resume, skew, \
-                             register, update_load, withdraw, resolve, revoke)"
-                        ),
-                    );
-                }
-            };
-            timeline.push(TimedAction {
-                index: i,
-                at,
-                action,
-            });
-        }
-        // Stable sort keeps the file's order for actions at the same instant.
-        timeline.sort_by_key(|t| t.at);
-
-        let bounds = Bounds {
-            converge_within: match &f.invariants.converge_within {
-                Some(c) => parse_duration("invariants.converge_within", c)?,
-                // Detection (suspicion + a few probe periods) plus a few anti-entropy rounds;
-                // independent of N, unlike the worst-case detection bound.
-                None => (gossip.suspect_to_down
-                    + gossip.probe_period * (4 * nexus_gossip::ANTI_ENTROPY_PERIODS + 2))
-                    .max(Duration::from_secs(10)),
-            },
-            false_down_rate_max: match f.invariants.false_down_rate_max {
-                None => 0.01,
-                Some(r) if (0.0..=1.0).contains(&r) => r,
-                Some(_) => return err("invariants.false_down_rate_max", "must be in 0..=1"),
-            },
+        let cx = TimelineContext {
+            n,
+            topology: &topology,
+            named: &named,
+            duration,
+            mode: f.mode,
+            stream: f.stream.is_some(),
         };
+        let (timeline, mut reg_actions, revocations) =
+            Self::check_timeline(f.timeline, reg_file.as_ref(), &cx)?;
+
+        let bounds = Self::check_bounds(&f.invariants, &gossip)?;
         let last = timeline.last().map(|t| t.at).unwrap_or(Duration::ZERO);
         reg_actions.sort_by_key(|t| t.at);
         let registry = if reg_file.is_some() || !reg_actions.is_empty() {
@@ -1216,6 +941,365 @@ impl Scenario {
             ca,
             partial,
             stream,
+        })
+    }
+
+    /// `timeline`: network actions, registry actions and revocations, each in time order
+    /// (file order at one instant).
+    #[allow(clippy::type_complexity)]
+    fn check_timeline(
+        events: Vec<EventFile>,
+        registry: Option<&RegistryFile>,
+        cx: &TimelineContext<'_>,
+    ) -> Result<(Vec<TimedAction>, Vec<TimedRegistryAction>, Vec<TimedRevoke>), ScenarioError> {
+        let TimelineContext {
+            n,
+            topology,
+            named,
+            duration,
+            mode,
+            stream,
+        } = *cx;
+        if events.len() > TIMELINE_MAX {
+            return err("timeline", format!("at most {TIMELINE_MAX} entries"));
+        }
+        let mut named_services = BTreeMap::new();
+        let mut named_intents = BTreeMap::new();
+        if let Some(rf) = registry {
+            for (name, v) in &rf.services {
+                let field = format!("registry.services.{name}");
+                named_services.insert(name.clone(), parse_service(&field, v, &BTreeMap::new())?);
+            }
+            for (name, v) in &rf.intents {
+                let field = format!("registry.intents.{name}");
+                if !matches!(v, toml::Value::Table(_)) {
+                    return err(field, "must be a table (an intent)");
+                }
+                named_intents.insert(name.clone(), parse_intent(&field, v, &BTreeMap::new())?);
+            }
+        }
+        let registered_ids: BTreeSet<String> = events
+            .iter()
+            .filter(|e| e.action == "register")
+            .filter_map(|e| match &e.service {
+                Some(toml::Value::Table(t)) => {
+                    t.get("id").and_then(|v| v.as_str()).map(str::to_owned)
+                }
+                Some(toml::Value::String(name)) => named_services.get(name).map(|s| s.id.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut timeline = Vec::with_capacity(events.len());
+        let mut reg_actions = Vec::new();
+        let mut revocations = Vec::new();
+        for (i, e) in events.into_iter().enumerate() {
+            let field = |k: &str| format!("timeline[{i}].{k}");
+            let at = parse_duration(&field("at"), &e.at)?;
+            if at > duration {
+                return err(field("at"), "after the end of the run");
+            }
+            let nodes = |e: &EventFile| -> Result<NodeSet, ScenarioError> {
+                match &e.nodes {
+                    Some(list) => select(n, topology, named, &field("nodes"), list),
+                    None => err(field("nodes"), format!("{} needs `nodes`", e.action)),
+                }
+            };
+            let service_id = |e: &EventFile| -> Result<String, ScenarioError> {
+                match &e.id {
+                    None => err(
+                        field("id"),
+                        format!("{} needs `id` (a service id)", e.action),
+                    ),
+                    Some(id) if !registered_ids.contains(id) => err(
+                        field("id"),
+                        format!("no `register` action in this scenario registers {id:?}"),
+                    ),
+                    Some(id) => Ok(id.clone()),
+                }
+            };
+            let registry_action = match e.action.as_str() {
+                "register" => Some(RegistryAction::Register {
+                    nodes: nodes(&e)?,
+                    sad: Box::new(match &e.service {
+                        Some(v) => parse_service(&field("service"), v, &named_services)?,
+                        None => return err(field("service"), "register needs `service`"),
+                    }),
+                    renew: e.renew.unwrap_or(true),
+                }),
+                "update_load" => {
+                    let Some(v) = &e.load else {
+                        return err(
+                            field("load"),
+                            "update_load needs `load` (queue_depth, utilization_pct, latency_ms_p50, latency_ms_p99)",
+                        );
+                    };
+                    let update: LoadUpdate = serde_json::from_slice(&toml_json(&field("load"), v)?)
+                        .map_err(|e| ScenarioError {
+                            field: field("load"),
+                            message: e.to_string(),
+                        })?;
+                    // The same checks a node applies (utilisation range, p99 ≥ p50).
+                    Sad::new("check", "check")
+                        .apply_load(&update)
+                        .map_err(|e| ScenarioError {
+                            field: format!("{}.{}", field("load"), e.field),
+                            message: e.reason,
+                        })?;
+                    Some(RegistryAction::UpdateLoad {
+                        nodes: nodes(&e)?,
+                        id: service_id(&e)?,
+                        update,
+                    })
+                }
+                "withdraw" => Some(RegistryAction::Withdraw {
+                    nodes: nodes(&e)?,
+                    id: service_id(&e)?,
+                }),
+                "resolve" => Some(RegistryAction::Resolve {
+                    nodes: nodes(&e)?,
+                    intent: Box::new(match &e.intent {
+                        Some(v) => parse_intent(&field("intent"), v, &named_intents)?,
+                        None => return err(field("intent"), "resolve needs `intent`"),
+                    }),
+                }),
+                _ => None,
+            };
+            if e.action == "revoke" {
+                revocations.push(stream::revoke(
+                    i,
+                    at,
+                    nodes(&e)?,
+                    e.delay.as_deref(),
+                    stream,
+                )?);
+                continue;
+            }
+            if let Some(action) = registry_action {
+                if mode == Mode::Node {
+                    return err(
+                        field("action"),
+                        format!("{} is a registry action: core mode only", e.action),
+                    );
+                }
+                reg_actions.push(TimedRegistryAction {
+                    index: i,
+                    at,
+                    action,
+                });
+                continue;
+            }
+            let action = match e.action.as_str() {
+                "kill" => Action::Kill(nodes(&e)?),
+                "restart" => Action::Restart(nodes(&e)?),
+                "pause" => Action::Pause(nodes(&e)?),
+                "resume" => Action::Resume(nodes(&e)?),
+                "heal" => Action::Heal,
+                "partition" => match (&e.groups, &e.from, &e.to) {
+                    (Some(groups), None, None) => {
+                        if groups.len() < 2 {
+                            return err(field("groups"), "needs at least two groups");
+                        }
+                        let sets = groups
+                            .iter()
+                            .map(|g| select(n, topology, named, &field("groups"), g))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Action::Partition(sets)
+                    }
+                    (None, Some(from), Some(to)) => Action::PartitionOneWay {
+                        from: select(n, topology, named, &field("from"), from)?,
+                        to: select(n, topology, named, &field("to"), to)?,
+                    },
+                    _ => {
+                        return err(
+                            field("action"),
+                            "partition needs either `groups` or both `from` and `to`",
+                        );
+                    }
+                },
+                "loss" => Action::Loss {
+                    nodes: match &e.nodes {
+                        Some(list) => Some(select(n, topology, named, &field("nodes"), list)?),
+                        None => None,
+                    },
+                    rate: match e.rate {
+                        Some(r) if (0.0..=1.0).contains(&r) => r,
+                        _ => return err(field("rate"), "loss needs `rate` in 0..=1"),
+                    },
+                },
+                "skew" => Action::Skew {
+                    nodes: nodes(&e)?,
+                    drift_ppm: match e.drift_ppm {
+                        Some(p) if p.abs() <= 500_000 => p,
+                        _ => {
+                            return err(
+                                field("drift_ppm"),
+                                "skew needs `drift_ppm` within ±500000",
+                            );
+                        }
+                    },
+                },
+                other => {
+                    return err(
+                        field("action"),
+                        format!(
+                            "unknown action {other:?} (kill, restart, partition, heal, loss, pause, resume, skew, \
+                             register, update_load, withdraw, resolve, revoke)"
+                        ),
+                    );
+                }
+            };
+            timeline.push(TimedAction {
+                index: i,
+                at,
+                action,
+            });
+        }
+        // Stable sort keeps the file's order for actions at the same instant.
+        timeline.sort_by_key(|t| t.at);
+        Ok((timeline, reg_actions, revocations))
+    }
+
+    /// `[topology]`.
+    fn check_topology(topology: TopologyFile) -> Result<Topology, ScenarioError> {
+        Ok(match topology {
+            TopologyFile::Mesh { latency } => Topology::Mesh {
+                latency: match latency {
+                    Some(l) => parse_duration("topology.latency", &l)?,
+                    None => Duration::from_millis(1),
+                },
+            },
+            TopologyFile::Racks {
+                pods,
+                racks_per_pod,
+                intra_rack,
+                intra_pod,
+                inter_pod,
+            } => {
+                if pods == 0 || racks_per_pod == 0 {
+                    return err("topology", "pods and racks_per_pod must be at least 1");
+                }
+                Topology::Racks {
+                    pods,
+                    racks_per_pod,
+                    intra_rack: parse_duration("topology.intra_rack", &intra_rack)?,
+                    intra_pod: parse_duration("topology.intra_pod", &intra_pod)?,
+                    inter_pod: parse_duration("topology.inter_pod", &inter_pod)?,
+                }
+            }
+            TopologyFile::Wan {
+                regions,
+                rtt_ms,
+                intra_region,
+            } => {
+                let r = regions.len();
+                if r == 0 || rtt_ms.len() != r || rtt_ms.iter().any(|row| row.len() != r) {
+                    return err(
+                        "topology.rtt_ms",
+                        format!("must be a {r}×{r} matrix, one row per region"),
+                    );
+                }
+                if rtt_ms.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
+                    return err("topology.rtt_ms", "entries must be finite and non-negative");
+                }
+                Topology::Wan {
+                    one_way: rtt_ms
+                        .iter()
+                        .map(|row| {
+                            row.iter()
+                                .map(|ms| Duration::from_secs_f64(ms / 2e3))
+                                .collect()
+                        })
+                        .collect(),
+                    regions,
+                    intra_region: parse_duration("topology.intra_region", &intra_region)?,
+                }
+            }
+        })
+    }
+
+    /// `groups`: named node sets (made of plain selectors; a group cannot name another).
+    fn check_groups(
+        n: usize,
+        topology: &Topology,
+        groups: &BTreeMap<String, Vec<String>>,
+    ) -> Result<BTreeMap<String, NodeSet>, ScenarioError> {
+        let mut named = BTreeMap::new();
+        for (name, list) in groups {
+            let field = format!("groups.{name}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return err(field, "group names are [A-Za-z0-9_-]+");
+            }
+            // Groups are made of plain selectors; a group cannot name another group.
+            let set = select(n, topology, &BTreeMap::new(), &field, list)?;
+            named.insert(name.clone(), set);
+        }
+        Ok(named)
+    }
+
+    /// `seeds`: the nodes every node joins through (default: the first).
+    fn check_seeds(
+        n: usize,
+        topology: &Topology,
+        named: &BTreeMap<String, NodeSet>,
+        seeds: Option<&[String]>,
+    ) -> Result<Vec<usize>, ScenarioError> {
+        Ok(match seeds {
+            None => vec![0],
+            Some(list) => {
+                let set = select(n, topology, named, "seeds", list)?;
+                if set.is_empty() {
+                    return err("seeds", "must name at least one node");
+                }
+                set.into_iter().collect()
+            }
+        })
+    }
+
+    /// `[network]`.
+    fn check_network(network: &NetworkFile) -> Result<Network, ScenarioError> {
+        let prob = |field: &str, v: Option<f64>| -> Result<f64, ScenarioError> {
+            match v {
+                None => Ok(0.0),
+                Some(p) if (0.0..=1.0).contains(&p) => Ok(p),
+                Some(_) => err(field, "must be a probability in 0..=1"),
+            }
+        };
+        Ok(Network {
+            jitter: match &network.jitter {
+                Some(j) => parse_duration("network.jitter", j)?,
+                None => Duration::ZERO,
+            },
+            jitter_distribution: network.jitter_distribution.unwrap_or_default(),
+            loss: prob("network.loss", network.loss)?,
+            duplicate: prob("network.duplicate", network.duplicate)?,
+            reorder: prob("network.reorder", network.reorder)?,
+            bandwidth_kbps: network.bandwidth_kbps.unwrap_or(0),
+        })
+    }
+
+    /// The membership bounds of `[invariants]` (defaults from the gossip settings).
+    fn check_bounds(
+        invariants: &InvariantsFile,
+        gossip: &MembershipConfig,
+    ) -> Result<Bounds, ScenarioError> {
+        Ok(Bounds {
+            converge_within: match &invariants.converge_within {
+                Some(c) => parse_duration("invariants.converge_within", c)?,
+                // Detection (suspicion + a few probe periods) plus a few anti-entropy rounds;
+                // independent of N, unlike the worst-case detection bound.
+                None => (gossip.suspect_to_down
+                    + gossip.probe_period * (4 * nexus_gossip::ANTI_ENTROPY_PERIODS + 2))
+                    .max(Duration::from_secs(10)),
+            },
+            false_down_rate_max: match invariants.false_down_rate_max {
+                None => 0.01,
+                Some(r) if (0.0..=1.0).contains(&r) => r,
+                Some(_) => return err("invariants.false_down_rate_max", "must be in 0..=1"),
+            },
         })
     }
 
@@ -1698,7 +1782,14 @@ mod tests {
         assert_eq!(s.bounds.converge_within, Duration::from_secs(35));
 
         assert_eq!(field_of("membership = \"gossip\"\n"), "membership");
-        assert_eq!(field_of("membership = 3\n"), "scenario");
+        // A wrong type is named by the path serde reached.
+        assert_eq!(field_of("membership = 3\n"), "membership");
+        assert_eq!(field_of("[network]\nloss = \"x\"\n"), "network.loss");
+        assert_eq!(
+            field_of("[[timeline]]\nat = \"1s\"\naction = \"kill\"\nnodes = 3\n"),
+            "timeline[0].nodes"
+        );
+        assert_eq!(field_of("name = \"t\"\n"), "scenario", "a duplicate key is a syntax error");
         assert_eq!(
             field_of("[overlay]\nactive_view = 4\n"),
             "overlay",
@@ -1722,7 +1813,7 @@ mod tests {
             partial("[overlay]\nactive_view = 0\n"),
             "overlay.active_view"
         );
-        assert_eq!(partial("[overlay]\nfanout = 3\n"), "fanout");
+        assert_eq!(partial("[overlay]\nfanout = 3\n"), "overlay.fanout");
         assert_eq!(
             partial("[invariants]\nbroadcast_reach_min = 1.5\n"),
             "invariants.broadcast_reach_min"

@@ -207,7 +207,7 @@ fn bad_stream_values_are_refused_naming_the_field() {
         ("[stream]\nidle_timeout = \"1s\"\n", "stream.idle_timeout"),
         ("[stream]\npr_sigmas = -1.0\n", "stream.pr_sigmas"),
         ("[stream]\npr_margin = 1.5\n", "stream.pr_margin"),
-        ("[stream]\nwindow = 3\n", "window"),
+        ("[stream]\nwindow = 3\n", "stream.window"),
         ("[stream.pr]\np = 0.0\n", "stream.pr.p"),
         ("[stream.pr]\np = 1.5\n", "stream.pr.p"),
         ("[stream.pr]\nbytes = 1400\n", "stream.pr.bytes"),

@@ -88,10 +88,10 @@ struct Missing {
 /// 1. [`Overlay::join`] once with a contact (any live member), and [`Overlay::peer_up`] /
 ///    [`Overlay::peer_down`] whenever SWIM reports a member alive or gone;
 /// 2. [`Overlay::handle_datagram`] for every datagram whose kind [`crate::is_overlay_kind`];
-/// 3. [`Overlay::handle_timeout`] when [`Overlay::next_deadline`] is reached;
+/// 3. [`Overlay::handle_timeout`] when [`Overlay::poll_timeout`] is reached;
 /// 4. after each of those (and after [`Overlay::broadcast`] / [`Overlay::send_direct`]), drain
 ///    [`Overlay::poll_transmit`] and [`Overlay::poll_event`], then re-read
-///    [`Overlay::next_deadline`].
+///    [`Overlay::poll_timeout`].
 ///
 /// Same seed and same inputs give the same outputs.
 #[derive(Debug)]
@@ -354,7 +354,7 @@ impl Overlay {
     }
 
     /// When [`Overlay::handle_timeout`] should next be called.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
         let timer = self.timers.keys().next().map(|k| k.at);
         match (timer, self.cache.next_expiry()) {
             (Some(a), Some(b)) => Some(a.min(b)),

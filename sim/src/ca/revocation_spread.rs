@@ -1,7 +1,7 @@
 //! Revocation propagation: how long until every node of a fabric rejects a revoked serial.
 //!
-//! N broadcast-overlay cores ([`Overlay`]: HyParView + Plumtree, the gossip actor's overlay, no
-//! SWIM) on a discrete-event engine in virtual time, with the link model of
+//! N broadcast-overlay cores (`Overlay`: HyParView + Plumtree, the gossip actor's overlay, no
+//! SWIM) on the overlay event loop in virtual time, with the link model of
 //! [`crate::broadcast`] (each link draws one fixed latency in `[latency_min, latency_max]` from
 //! the seed; each datagram is lost with `loss_ppm`). The overlay is bootstrapped the same way
 //! (each node joins through a random earlier node and learns of a few others) and warmed up
@@ -21,21 +21,21 @@
 //! CA catch-up path (`revocations_after`) a node uses after missing a broadcast — with loss,
 //! nodes that miss a record are the 100 % tail (Plumtree's IHave/Graft repairs most of it).
 //!
-//! The engine duplicates [`crate::broadcast`]'s small event loop rather than reshaping that
-//! module: the two measure different things and share only the link model, which is copied
-//! exactly (same latency hash).
+//! The overlay, its link model and its event loop are [`crate::overlay_net`]'s, shared with
+//! [`crate::broadcast`]; this module is the measurement on top ([`crate::overlay_net::OverlayApp`]).
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::convert::Infallible;
 use std::time::Duration;
 
-use nexus_gossip::{Overlay, OverlayConfig, OverlayEvent, Timestamp};
+use nexus_gossip::{OverlayConfig, OverlayEvent, Timestamp};
 use nexus_trust::ca::{Bootstrap, CaState, Command, IssueRequest, Response};
 use nexus_trust::mic::{CaKeys, SubjectKind};
 use nexus_trust::revocation::{RevocationReason, RevocationSet, SignedRevocation};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, RngCore};
+
+use crate::engine::seeded_rng;
+use crate::overlay_net::{LinkModel, OverlayApp, OverlayNet};
 
 /// Settings of one propagation measurement.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,122 +136,25 @@ impl RevocationSpreadReport {
     }
 }
 
-fn node_addr(i: usize) -> SocketAddr {
-    let i = u32::try_from(i).unwrap_or(u32::MAX) & 0x00ff_ffff;
-    SocketAddr::from((Ipv4Addr::from(0x0a00_0000 | i), 7000))
-}
-
-fn node_index(addr: SocketAddr) -> Option<usize> {
-    match addr {
-        SocketAddr::V4(a) if a.port() == 7000 => {
-            let bits = u32::from(*a.ip());
-            (bits >> 24 == 10).then_some((bits & 0x00ff_ffff) as usize)
-        }
-        _ => None,
-    }
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-enum Ev {
-    Start(usize),
-    Timer(usize),
-    Datagram {
-        to: usize,
-        from: SocketAddr,
-        bytes: Vec<u8>,
-    },
-}
-
-struct Engine {
-    cfg: RevocationSpreadConfig,
-    nodes: Vec<Overlay>,
+/// The measurement on the overlay: each node's revocation set, fed by the records it delivers.
+struct Verifier {
     sets: Vec<RevocationSet>,
     keys: CaKeys,
-    armed: Vec<Option<Timestamp>>,
-    queue: BTreeMap<(Timestamp, u64), Ev>,
-    seq: u64,
-    now: Timestamp,
-    rng: StdRng,
     /// serial → per node: µs after the broadcast when it started rejecting it.
     watch: BTreeMap<u64, (Timestamp, Vec<Option<u64>>)>,
     verified: u64,
     rejected_records: u64,
-    datagrams: u64,
-    trace: u64,
 }
 
-impl Engine {
-    fn hash(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.trace = (self.trace ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn at(&mut self, t: Timestamp, ev: Ev) {
-        self.seq += 1;
-        self.queue.insert((t, self.seq), ev);
-    }
-
-    /// The same per-link latency as `crate::broadcast`.
-    fn latency(&self, a: usize, b: usize) -> Duration {
-        let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
-        let h = splitmix(self.cfg.seed ^ splitmix(lo << 32 | hi));
-        let min = self.cfg.latency_min.as_micros() as u64;
-        let span = (self.cfg.latency_max.as_micros() as u64).saturating_sub(min) + 1;
-        Duration::from_micros(min + h % span)
-    }
-
-    fn now_ms(&self) -> u64 {
-        // The nodes' wall clock: the CA's epoch plus virtual time.
-        EPOCH_MS + self.now.as_micros() / 1000
-    }
-
-    fn after_step(&mut self, i: usize) {
-        while let Some(t) = self.nodes[i].poll_transmit() {
-            let Some(j) = node_index(t.dst) else { continue };
-            if j >= self.nodes.len() {
-                continue;
-            }
-            if self.cfg.loss_ppm > 0 && self.rng.random_range(0..1_000_000) < self.cfg.loss_ppm {
-                continue;
-            }
-            let when = self.now + self.latency(i, j);
-            self.at(
-                when,
-                Ev::Datagram {
-                    to: j,
-                    from: node_addr(i),
-                    bytes: t.payload,
-                },
-            );
-        }
-        while let Some(ev) = self.nodes[i].poll_event() {
-            if let OverlayEvent::Delivered { payload, .. } = ev {
-                self.deliver(i, &payload);
-            }
-        }
-        if let Some(d) = self.nodes[i].next_deadline() {
-            let d = d.max(self.now);
-            if self.armed[i].is_none_or(|a| d < a) {
-                self.armed[i] = Some(d);
-                self.at(d, Ev::Timer(i));
-            }
-        }
-    }
-
-    /// Node `i` got a broadcast: if it is a revocation record, decode, verify, insert.
-    fn deliver(&mut self, i: usize, payload: &[u8]) {
+impl Verifier {
+    /// Node `i` got a broadcast at `now`: if it is a revocation record, decode, verify, insert.
+    fn deliver(&mut self, now: Timestamp, i: usize, payload: &[u8]) {
         // Warm-up broadcasts are tagged 0; revocations 1.
         let Some((&1, record)) = payload.split_first() else {
             return;
         };
-        let now_ms = self.now_ms();
+        // The nodes' wall clock: the CA's epoch plus virtual time.
+        let now_ms = EPOCH_MS + now.as_micros() / 1000;
         let inserted = SignedRevocation::decode(record)
             .map_err(|e| e.to_string())
             .and_then(|r| {
@@ -264,61 +167,25 @@ impl Engine {
             return;
         }
         self.verified += 1;
-        let now = self.now;
         for (serial, (sent, got)) in &mut self.watch {
             if got[i].is_none() && self.sets[i].is_revoked(*serial) {
                 got[i] = Some(now.as_micros() - sent.as_micros());
             }
         }
     }
+}
 
-    fn run_until(&mut self, end: Timestamp) {
-        while let Some(entry) = self.queue.first_entry() {
-            if entry.key().0 > end {
-                break;
-            }
-            let ((t, _), ev) = entry.remove_entry();
-            self.now = t;
-            match ev {
-                Ev::Start(i) => {
-                    if i > 0 {
-                        let contact = self.rng.random_range(0..i);
-                        self.nodes[i].join(t, node_addr(contact));
-                        let mut earlier: Vec<usize> = (0..i).filter(|j| *j != contact).collect();
-                        earlier.shuffle(&mut self.rng);
-                        for j in earlier.into_iter().take(self.cfg.known_peers) {
-                            self.nodes[i].peer_up(t, node_addr(j));
-                        }
-                    }
-                    self.after_step(i);
-                }
-                Ev::Timer(i) => {
-                    if self.armed[i] != Some(t) {
-                        continue;
-                    }
-                    self.armed[i] = None;
-                    self.nodes[i].handle_timeout(t);
-                    self.after_step(i);
-                }
-                Ev::Datagram { to, from, bytes } => {
-                    self.datagrams += 1;
-                    self.hash(&t.as_micros().to_le_bytes());
-                    self.hash(&bytes);
-                    if let Err(e) = self.nodes[to].handle_datagram(t, from, &bytes) {
-                        panic!("node {to} rejected a datagram from {from}: {e}");
-                    }
-                    self.after_step(to);
-                }
-            }
+impl OverlayApp for Verifier {
+    type Own = Infallible;
+
+    fn on_event(&mut self, net: &mut OverlayNet<Infallible>, i: usize, event: OverlayEvent) {
+        if let OverlayEvent::Delivered { payload, .. } = event {
+            self.deliver(net.now, i, &payload);
         }
-        self.now = self.now.max(end);
     }
 
-    fn broadcast(&mut self, i: usize, payload: Vec<u8>) {
-        if let Err(e) = self.nodes[i].broadcast(self.now, payload) {
-            panic!("broadcast refused: {e}");
-        }
-        self.after_step(i);
+    fn on_own(&mut self, _: &mut OverlayNet<Infallible>, event: Infallible) {
+        match event {}
     }
 }
 
@@ -329,7 +196,7 @@ const EPOCH_MS: u64 = 1_704_067_200_000;
 pub fn run(cfg: &RevocationSpreadConfig) -> RevocationSpreadReport {
     let n = cfg.nodes;
     // The CA: bootstrapped with a seed-derived key; it issues one MIC per revocation.
-    let mut rng = StdRng::seed_from_u64(splitmix(cfg.seed ^ 0xca));
+    let mut rng = seeded_rng(cfg.seed, 10, 0);
     let mut ca_secret_key = [0u8; 32];
     rng.fill_bytes(&mut ca_secret_key);
     let mut ca = CaState::new();
@@ -351,54 +218,45 @@ pub fn run(cfg: &RevocationSpreadConfig) -> RevocationSpreadReport {
         "bootstrap: {boot:?}"
     );
     let keys = ca.ca_keys().clone();
-    let mut e = Engine {
-        nodes: (0..n)
-            .map(|i| {
-                Overlay::new(
-                    node_addr(i),
-                    cfg.overlay.clone(),
-                    splitmix(cfg.seed ^ splitmix(i as u64 + 1)),
-                )
-            })
-            .collect(),
+    let link = LinkModel {
+        seed: cfg.seed,
+        latency_min: cfg.latency_min,
+        latency_max: cfg.latency_max,
+        loss_ppm: cfg.loss_ppm,
+        known_peers: cfg.known_peers,
+    };
+    let mut net: OverlayNet<Infallible> = OverlayNet::new(n, &cfg.overlay, link);
+    let mut v = Verifier {
         sets: vec![RevocationSet::new(); n],
         keys,
-        armed: vec![None; n],
-        queue: BTreeMap::new(),
-        seq: 0,
-        now: Timestamp::ZERO,
-        rng: StdRng::seed_from_u64(splitmix(cfg.seed)),
         watch: BTreeMap::new(),
         verified: 0,
         rejected_records: 0,
-        datagrams: 0,
-        trace: 0xcbf2_9ce4_8422_2325,
-        cfg: cfg.clone(),
     };
     for i in 0..n {
         let t = Timestamp::ZERO + cfg.join_spacing * u32::try_from(i).unwrap_or(u32::MAX);
-        e.at(t, Ev::Start(i));
+        net.start_at(t, i);
     }
     let end =
         Timestamp::ZERO + cfg.join_spacing * u32::try_from(n).unwrap_or(u32::MAX) + cfg.settle;
-    e.run_until(end);
+    net.run_until(end, &mut v);
     // Warm-up: ordinary broadcasts prune the redundant eager links into a tree.
     for _ in 0..cfg.warmup_broadcasts {
-        let i = e.rng.random_range(0..n);
+        let i = net.rng.random_range(0..n);
         let mut payload = vec![0u8; 256];
-        e.rng.fill(&mut payload[1..]);
-        e.broadcast(i, payload);
-        let t = e.now + Duration::from_millis(250);
-        e.run_until(t);
+        net.fill(&mut payload[1..]);
+        net.broadcast(i, payload, &mut v);
+        let t = net.now + Duration::from_millis(250);
+        net.run_until(t, &mut v);
     }
-    let t = e.now + cfg.spread_wait;
-    e.run_until(t);
+    let t = net.now + cfg.spread_wait;
+    net.run_until(t, &mut v);
 
     let mut timings = Vec::new();
     for _ in 0..cfg.revocations {
-        let now_ms = e.now_ms();
+        let now_ms = EPOCH_MS + net.now.as_micros() / 1000;
         let mut subject_key = [0u8; 32];
-        e.rng.fill_bytes(&mut subject_key);
+        net.fill(&mut subject_key);
         let issued = apply(
             &mut ca,
             Command::Issue {
@@ -435,17 +293,17 @@ pub fn run(cfg: &RevocationSpreadConfig) -> RevocationSpreadReport {
             other => panic!("revoke failed: {other:?}"),
         };
         let bytes = record.encode();
-        let origin = e.rng.random_range(0..n);
-        e.watch.insert(serial, (e.now, vec![None; n]));
+        let origin = net.rng.random_range(0..n);
+        v.watch.insert(serial, (net.now, vec![None; n]));
         let mut payload = Vec::with_capacity(bytes.len() + 1);
         payload.push(1);
         payload.extend_from_slice(&bytes);
         // The origin (the leader that committed it) applies it first.
-        e.deliver(origin, &payload);
-        e.broadcast(origin, payload);
-        let t = e.now + cfg.spread_wait;
-        e.run_until(t);
-        let got = e
+        v.deliver(net.now, origin, &payload);
+        net.broadcast(origin, payload, &mut v);
+        let t = net.now + cfg.spread_wait;
+        net.run_until(t, &mut v);
+        let got = v
             .watch
             .get(&serial)
             .map(|(_, g)| g.clone())
@@ -468,10 +326,10 @@ pub fn run(cfg: &RevocationSpreadConfig) -> RevocationSpreadReport {
     RevocationSpreadReport {
         nodes: n,
         timings,
-        verified: e.verified,
-        rejected_records: e.rejected_records,
-        datagrams: e.datagrams,
-        trace_hash: e.trace,
+        verified: v.verified,
+        rejected_records: v.rejected_records,
+        datagrams: net.datagrams,
+        trace_hash: net.trace_hash(),
     }
 }
 

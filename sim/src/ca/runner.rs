@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::history::{GetView, History, Op, OpKind, OpResult, Refusal, VoterFinal};
 use super::linearizability::{check_linearizable, check_replicas};
 use super::transport::TurmoilTransport;
-use crate::core_mode::{NetStats, Progress, derive_seed};
+use crate::engine::{NetStats, Progress, derive_seed};
 use crate::invariants::Verdict;
 use crate::report::{CaSummary, RunReport};
 use crate::scenario::{Action, CaScenario, Scenario, ScenarioError, Topology};

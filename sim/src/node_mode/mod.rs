@@ -79,7 +79,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tokio::sync::{Notify, watch};
 
-use crate::core_mode::{NetStats, PAUSED_INBOX_MAX, Progress, derive_seed};
+use crate::engine::{NetStats, PAUSED_INBOX_MAX, Progress, derive_seed};
 use crate::invariants::{self, Invariant, Truth, World};
 use crate::net::Net;
 use crate::report::{RunReport, Sample};

@@ -8,7 +8,7 @@
 //! seed.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,37 +16,17 @@ use nexus_actors::env::DatagramSocket;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::core_mode::{NetStats, SIM_PORT};
+use crate::engine::{NetStats, SIM_PORT};
 use crate::net::Net;
 use crate::scenario::JitterDistribution;
 use crate::trace::{Trace, TraceEvent};
 
-/// The simulated address of node `i`: `10.a.b.c:7946` with `a.b.c` = i + 1. Not loopback:
-/// turmoil delivers datagrams to a loopback address back to the sending host.
-pub fn node_addr(i: usize) -> SocketAddr {
-    let v = (i as u32 + 1) & 0x00ff_ffff;
-    SocketAddr::V4(SocketAddrV4::new(node_ip(v), SIM_PORT))
-}
+pub use crate::engine::{node_addr, node_index};
 
-fn node_ip(v: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, (v >> 16) as u8, (v >> 8) as u8, v as u8)
-}
-
-/// The turmoil host address of node `i`.
+/// The turmoil host address of node `i` (not loopback: turmoil delivers datagrams to a loopback
+/// address back to the sending host).
 pub fn node_host(i: usize) -> IpAddr {
     node_addr(i).ip()
-}
-
-/// Inverse of [`node_addr`].
-pub fn node_index(addr: SocketAddr) -> Option<usize> {
-    match addr {
-        SocketAddr::V4(a) if a.port() == SIM_PORT && a.ip().octets()[0] == 10 => {
-            let [_, x, y, z] = a.ip().octets();
-            let v = (u32::from(x) << 16) | (u32::from(y) << 8) | u32::from(z);
-            (v as usize).checked_sub(1)
-        }
-        _ => None,
-    }
 }
 
 /// Virtual time of the running host, µs since the start of the run.

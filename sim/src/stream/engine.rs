@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use super::fixture::{ANCHOR_UNIX_MS, Fixture};
 use super::payload::Header;
-use crate::core_mode::{NetStats, Progress, derive_seed, node_addr, node_index};
+use crate::engine::{NetStats, Progress, derive_seed, node_addr, node_index};
 use crate::invariants::Verdict;
 use crate::invariants::stream::{
     self as checks, Delivered, Sent, SessionChange, StreamInvariant, StreamWorld,

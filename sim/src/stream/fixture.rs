@@ -6,7 +6,7 @@ use nexus_trust::mic::{CaKeys, MicBody, SubjectKind};
 use nexus_trust::revocation::{RevocationReason, SignedRevocation};
 use nexus_trust::verify::{Credentials, TrustContext, TrustUpdate};
 
-use crate::core_mode::derive_seed;
+use crate::engine::derive_seed;
 
 /// Unix milliseconds at virtual time zero (2024-01-01T00:00:00Z, as in CA runs).
 pub const ANCHOR_UNIX_MS: u64 = 1_704_067_200_000;

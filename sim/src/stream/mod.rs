@@ -2,7 +2,7 @@
 //! [`Endpoint`](nexus_stream::Endpoint) per node — the sans-IO transport over quinn-proto with
 //! MIC-authenticated sessions — on core mode's discrete-event engine: the same event queue
 //! ([`crate::queue`]), network model ([`crate::net::Net`]: topology latency, jitter, loss,
-//! duplication, reordering, bandwidth, partitions), seeds ([`crate::core_mode::derive_seed`]),
+//! duplication, reordering, bandwidth, partitions), seeds ([`crate::engine::derive_seed`]),
 //! timeline, trace hash and report. No tokio, sockets or threads.
 //!
 //! # What runs

@@ -8,7 +8,7 @@
 
 use nexus_stream::Mode;
 
-use crate::core_mode::derive_seed;
+use crate::engine::derive_seed;
 
 /// Header bytes; the smallest message a scenario may send.
 pub const HEADER_BYTES: usize = 40;

@@ -1,0 +1,278 @@
+//! What every engine of the simulator shares: the node-address scheme, the seed derivation and
+//! its seeded generators, the entry of a scenario engine's event queue, the loop that pops it
+//! until the scenario's end, and a node's wake-up timer. The queue itself is
+//! [`crate::queue::EventQueue`]; the overlay engines' event loop is [`crate::overlay_net`].
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::queue::EventQueue;
+
+/// Datagrams buffered for a paused node; later ones are dropped (its socket buffer is full).
+pub const PAUSED_INBOX_MAX: usize = 1024;
+
+/// Counters of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Datagrams delivered.
+    pub delivered: u64,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// Datagrams dropped (any reason).
+    pub dropped: u64,
+}
+
+/// Port every simulated node uses.
+pub const SIM_PORT: u16 = 7946;
+
+/// The simulated address of node `i`: `10.a.b.c:7946` with `a.b.c` = i + 1 (node mode's
+/// turmoil hosts have these addresses; the other engines use them as names).
+pub fn node_addr(i: usize) -> SocketAddr {
+    let v = (i as u32 + 1) & 0x00ff_ffff;
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::new(10, (v >> 16) as u8, (v >> 8) as u8, v as u8),
+        SIM_PORT,
+    ))
+}
+
+/// Inverse of [`node_addr`].
+pub fn node_index(addr: SocketAddr) -> Option<usize> {
+    match addr {
+        SocketAddr::V4(a) if a.port() == SIM_PORT && a.ip().octets()[0] == 10 => {
+            let [_, x, y, z] = a.ip().octets();
+            let v = (u32::from(x) << 16) | (u32::from(y) << 8) | u32::from(z);
+            (v as usize).checked_sub(1)
+        }
+        _ => None,
+    }
+}
+
+/// Derives an independent seed from the run seed and two labels (SplitMix64's finaliser):
+/// every generator and every seeded core of a run takes its seed from here, so the run seed
+/// fixes the whole run.
+pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A generator seeded with [`derive_seed`]`(seed, a, b)`.
+pub fn seeded_rng(seed: u64, a: u64, b: u64) -> StdRng {
+    StdRng::seed_from_u64(derive_seed(seed, a, b))
+}
+
+/// An entry of a scenario engine's event queue: the kinds every engine schedules, and the
+/// engine's own (`X`).
+#[derive(Debug)]
+pub enum SimEvent<X> {
+    /// A datagram arrives.
+    Deliver {
+        /// Sender.
+        from: usize,
+        /// Receiver.
+        to: usize,
+        /// The datagram.
+        payload: Vec<u8>,
+    },
+    /// A node's timer (if `token` is still its current one, see [`WakeTimer`]).
+    Wake {
+        /// The node.
+        node: usize,
+        /// Which arming of its timer.
+        token: u64,
+    },
+    /// A network timeline entry (index into `Scenario::timeline`).
+    Action(usize),
+    /// An invariant sample.
+    Sample,
+    /// One of the engine's own events.
+    Own(X),
+}
+
+/// Called with (virtual time, total) as a run advances, for progress bars.
+pub type Progress<'a> = &'a mut dyn FnMut(Duration, Duration);
+
+/// The loop of a scenario run: pops events in `(time, sequence)` order until the scenario's
+/// end, and calls the progress callback about every 1 % of the run.
+pub struct RunLoop<'p> {
+    total: Duration,
+    end_us: u64,
+    step_us: u64,
+    next_progress: u64,
+    progress: Option<Progress<'p>>,
+}
+
+impl std::fmt::Debug for RunLoop<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunLoop")
+            .field("end_us", &self.end_us)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'p> RunLoop<'p> {
+    /// A loop over a run of `duration` virtual time.
+    pub fn new(duration: Duration, progress: Option<Progress<'p>>) -> Self {
+        let end_us = duration_us(duration);
+        let step_us = (end_us / 100).max(1);
+        RunLoop {
+            total: duration,
+            end_us,
+            step_us,
+            next_progress: step_us,
+            progress,
+        }
+    }
+
+    /// The scenario's end, µs of virtual time.
+    pub fn end_us(&self) -> u64 {
+        self.end_us
+    }
+
+    /// The next event due by the end, with its time; `None` once there is none.
+    pub fn next<E>(&mut self, queue: &mut EventQueue<E>) -> Option<(u64, E)> {
+        if queue.peek_time()? > self.end_us {
+            return None;
+        }
+        let (at, ev) = queue.pop()?;
+        if at >= self.next_progress {
+            if let Some(p) = self.progress.as_mut() {
+                p(Duration::from_micros(at), self.total);
+            }
+            self.next_progress = at + self.step_us;
+        }
+        Some((at, ev))
+    }
+}
+
+/// A node's wake-up timer in an engine's queue: re-arming it invalidates the wake-up queued
+/// before, so only the latest one fires.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WakeTimer {
+    at: Option<u64>,
+    token: u64,
+}
+
+impl WakeTimer {
+    /// Arms the timer for `at` (`None`: disarms it). Returns the token of the wake-up to queue
+    /// at that time, or `None` if nothing needs queueing (disarmed, or already armed for `at`).
+    pub fn arm(&mut self, at: Option<u64>) -> Option<u64> {
+        if at == self.at {
+            return None;
+        }
+        self.at = at;
+        self.token += 1;
+        at.map(|_| self.token)
+    }
+
+    /// Whether a queued wake-up with `token` is the current one; if so the timer is disarmed
+    /// (the node re-arms it after its step).
+    pub fn fire(&mut self, token: u64) -> bool {
+        if token != self.token {
+            return false;
+        }
+        self.at = None;
+        true
+    }
+
+    /// Forgets the armed time (the next [`WakeTimer::arm`] queues a wake-up even for the same
+    /// time), keeping the token, so a wake-up already queued still fires.
+    pub fn forget(&mut self) {
+        self.at = None;
+    }
+
+    /// Invalidates any queued wake-up and disarms the timer (a node crashed).
+    pub fn cancel(&mut self) {
+        self.token += 1;
+        self.at = None;
+    }
+}
+
+/// Queues the copies of a datagram the network model delivers (one per delay: duplicates are
+/// copies; the last one takes the payload).
+pub fn queue_deliveries<X>(
+    queue: &mut EventQueue<SimEvent<X>>,
+    now_us: u64,
+    from: usize,
+    to: usize,
+    delays: &[Duration],
+    payload: Vec<u8>,
+) {
+    let Some((last, copies)) = delays.split_last() else {
+        return;
+    };
+    for d in copies {
+        let payload = payload.clone();
+        queue.push(
+            now_us + duration_us(*d),
+            SimEvent::Deliver { from, to, payload },
+        );
+    }
+    queue.push(
+        now_us + duration_us(*last),
+        SimEvent::Deliver { from, to, payload },
+    );
+}
+
+/// `d` in µs (saturating).
+pub fn duration_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip() {
+        for i in [0, 1, 255, 256, 65_535, 99_999] {
+            assert_eq!(node_index(node_addr(i)), Some(i));
+        }
+        assert_eq!(node_index("127.0.0.1:80".parse().expect("addr")), None);
+        assert_eq!(node_index("10.0.0.0:7946".parse().expect("addr")), None);
+    }
+
+    #[test]
+    fn derived_seeds_differ_by_label() {
+        let s = derive_seed(7, 1, 0);
+        assert_eq!(s, derive_seed(7, 1, 0));
+        assert_ne!(s, derive_seed(7, 2, 0));
+        assert_ne!(s, derive_seed(7, 1, 1));
+        assert_ne!(s, derive_seed(8, 1, 0));
+    }
+
+    #[test]
+    fn run_loop_stops_at_the_end() {
+        let mut q = EventQueue::new();
+        q.push(5, "a");
+        q.push(10, "b");
+        q.push(11, "c");
+        let mut seen = Vec::new();
+        {
+            let mut report = |t: Duration, _| seen.push(t);
+            let mut run = RunLoop::new(Duration::from_micros(10), Some(&mut report));
+            let popped: Vec<_> = std::iter::from_fn(|| run.next(&mut q)).collect();
+            assert_eq!(popped, [(5, "a"), (10, "b")]);
+        }
+        assert_eq!(q.len(), 1);
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn only_the_latest_wake_up_fires() {
+        let mut w = WakeTimer::default();
+        let first = w.arm(Some(5)).expect("armed");
+        assert_eq!(w.arm(Some(5)), None, "same time: nothing new to queue");
+        let second = w.arm(Some(3)).expect("re-armed");
+        assert!(!w.fire(first));
+        assert!(w.fire(second));
+        let third = w.arm(Some(9)).expect("armed");
+        w.cancel();
+        assert!(!w.fire(third));
+    }
+}
