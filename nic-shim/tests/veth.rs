@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use common::*;
 use nexus_dataplane::fib::NextHop;
-use nexus_nic::{Egress, StaticNeighbours, XdpConfig, XdpLimits, XdpMode, XdpTarget};
+use nexus_nic::{
+    Egress, StaticNeighbours, XdpConfig, XdpLimits, XdpMode, XdpTarget, XskConfig, XskMode,
+    XskSocket,
+};
 use nix::sched::{CloneFlags, setns};
 use nix::sys::socket::{setsockopt, sockopt};
 
@@ -398,4 +401,118 @@ fn native_mode_swaps_generations_mid_stream_without_loss() {
 #[test]
 fn generic_mode_swaps_generations_mid_stream_without_loss() {
     swap_mid_stream(XdpMode::Generic, "g");
+}
+
+/// A frame for a local-delivery key reaches an AF_XDP socket on the router's interface (asked
+/// for zero-copy, bound in copy mode on veth), unchanged; the socket sends a reply back out of
+/// the same interface through its transmit ring, and the sender's socket receives it.
+fn local_delivery_through_af_xdp(mode: XdpMode, tag: &str) {
+    if let Some(reason) = tools_missing() {
+        println!("SKIPPED: {reason}");
+        return;
+    }
+    const LOCAL: u128 = 0x10ca_1000_0000_0000_0000_0000_0000_0001;
+    let bed = Bed::new(tag);
+    let a1 = bed.ifindex(1, A1);
+    let sender_ns = bed.ns[0].clone();
+    let sender = thread::spawn(move || {
+        enter(&sender_ns);
+        let socket = UdpSocket::bind(SocketAddrV4::new(IP_A0, 7600)).expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        socket
+    })
+    .join()
+    .expect("sender socket");
+    let router_ns = bed.ns[1].clone();
+    let frame = nexlink(LOCAL, 1, 1, 2, 3, b"for a local service");
+    let sent = frame.clone();
+    let (received, counters, xsk_mode) = thread::scope(|scope| {
+        let router = scope.spawn(|| {
+            enter(&router_ns);
+            let mut target = XdpTarget::load(XdpConfig {
+                port: PORT,
+                source_check: false,
+                limits: XdpLimits::default(),
+            })
+            .expect("load");
+            target
+                .set_local_keys([nexus_dataplane::fib::RoutingKey(LOCAL)])
+                .expect("local keys");
+            target.attach(a1, mode).expect("attach");
+            let mut xsk = XskSocket::bind(
+                a1,
+                0,
+                XskConfig {
+                    zero_copy: true,
+                    ..XskConfig::default()
+                },
+            )
+            .expect("AF_XDP bind");
+            target.register_xsk(0, &xsk).expect("register");
+            let mut frames = Vec::new();
+            for _ in 0..300 {
+                xsk.recv(&mut frames, 16);
+                if !frames.is_empty() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            let received = frames
+                .first()
+                .cloned()
+                .expect("a frame on the AF_XDP socket");
+            // The reply: the same frame with Ethernet, IPv4 and UDP endpoints swapped (the IPv4
+            // checksum is unchanged by the swap; no UDP checksum).
+            let mut reply = received.clone();
+            reply[0..6].copy_from_slice(&received[6..12]);
+            reply[6..12].copy_from_slice(&received[0..6]);
+            reply[26..30].copy_from_slice(&received[30..34]);
+            reply[30..34].copy_from_slice(&received[26..30]);
+            reply[34..36].copy_from_slice(&received[36..38]);
+            reply[36..38].copy_from_slice(&received[34..36]);
+            reply[40..42].fill(0);
+            assert!(
+                xsk.send(&reply).expect("AF_XDP send"),
+                "a free transmit frame"
+            );
+            let counters = target.counters().expect("counters");
+            let mode = xsk.mode();
+            // Keep the socket open until the reply is out.
+            thread::sleep(Duration::from_millis(200));
+            drop(xsk);
+            target.detach_all();
+            (received, counters, mode)
+        });
+        thread::sleep(Duration::from_millis(300));
+        sender
+            .send_to(&frame, SocketAddrV4::new(IP_A1, PORT))
+            .expect("send");
+        let mut buf = [0u8; 2048];
+        let (n, from) = sender
+            .recv_from(&mut buf)
+            .expect("the reply from the AF_XDP socket");
+        assert_eq!(
+            from,
+            std::net::SocketAddr::from(SocketAddrV4::new(IP_A1, PORT))
+        );
+        assert_eq!(&buf[..n], &sent[..], "the reply carries the frame");
+        router.join().expect("router")
+    });
+    assert_eq!(xsk_mode, XskMode::Copy, "veth has no zero-copy: copy mode");
+    assert_eq!(&received[42..], &frame[..], "delivered unchanged");
+    assert_eq!(counters.delivered_local, 1, "{counters:?}");
+    assert_eq!(counters.received, 1, "{counters:?}");
+    drop(bed);
+}
+
+#[test]
+fn native_mode_delivers_local_keys_to_an_af_xdp_socket() {
+    local_delivery_through_af_xdp(XdpMode::Native, "xn");
+}
+
+#[test]
+fn generic_mode_delivers_local_keys_to_an_af_xdp_socket() {
+    local_delivery_through_af_xdp(XdpMode::Generic, "xg");
 }
