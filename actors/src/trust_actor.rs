@@ -1,21 +1,26 @@
 //! [`TrustActor`]: the node's part in NexTrust. It owns the CA Raft member (on CA voters) or a
 //! client of the CA group (everywhere else), the node's own certificate, and the node's
-//! revocation set; it holds no protocol logic itself (the CA state machine, the MIC format and
-//! the revocation set are sans-IO cores in `nexus-trust`).
+//! revocation set; it makes no protocol decision itself: the CA state machine, the MIC format
+//! and the revocation set are sans-IO cores in `nexus-trust-core`, and the node's trust
+//! decisions are its [`TrustEngine`], which this actor feeds with events and whose
+//! [`TrustCommand`]s it carries out.
 //!
-//! What it does, on a timer (`tick`, 250 ms) and on input:
+//! What it does, on a timer (every [`TICK`], or the revocation poll if shorter) and on input:
 //! - **Voters** start a [`CaNode`] on the node's sled database when the actor starts (a restart
 //!   of the actor restarts the member from its log). Voters advertise their Raft address in
 //!   membership metadata ([`nexus_gossip::MemberMeta::ca_raft`]).
-//! - **Bootstrap**, like Consul's `bootstrap_expect`: while a voter's group has no membership,
-//!   and at least `bootstrap_expect` voters are alive in membership, the voter with the lowest
-//!   node id among the `bootstrap_expect` lowest calls `initialize` with exactly those. Then
-//!   whoever is leader and sees the CA state not bootstrapped proposes `Command::Bootstrap` with
-//!   a fresh CA Ed25519 key and the attestation circuit's Groth16 keys (`zk::setup`); the state
-//!   machine refuses a second bootstrap, so two leaders racing is harmless.
+//! - **Engine inputs**: each tick the alive members advertising a CA Raft address and, on a
+//!   voter, its Raft status; the results of the work the engine asked for (verified and stored
+//!   here first); revocation-set changes. The engine decides, like Consul's
+//!   `bootstrap_expect`, which voter forms the group and with whom, when the leader proposes
+//!   `Command::Bootstrap` (a fresh CA Ed25519 key and the attestation circuit's Groth16 keys,
+//!   `zk::setup`; the state machine refuses a second bootstrap, so two leaders racing is
+//!   harmless), when to read the CA keys, when to obtain or renew the node MIC (2/3 of its
+//!   lifetime), when to poll revocations, and when to hand the material to the registry.
 //!   Assumption (as in Consul): do not start more voters than `bootstrap_expect` before the
 //!   group exists; later voters join through `POST /v1/ca/voters`.
-//! - **Non-voters** build a [`CaClient`] over the Raft addresses of the voters they see alive.
+//! - **Non-voters** build a [`CaClient`] over the Raft addresses the engine names
+//!   ([`TrustCommand::Connect`]).
 //! - **Authenticated links**: every CA link (Raft RPCs between voters, client requests from
 //!   other nodes) is TLS 1.3 with the node identity key as a raw public key
 //!   ([`TlsTransport`]). Each tick the actor hands the link policy what it knows of the fabric:
@@ -25,24 +30,22 @@
 //!   Raft membership (see `nexus_trust::raft::policy`). Refusals are exported as
 //!   `nexus_ca_handshakes_refused_total`, `nexus_ca_handshakes_failed_out_total` and
 //!   `nexus_ca_frames_refused_total`.
-//! - **Trust material**: once the CA is bootstrapped, every node reads the CA keys and circuit
-//!   verifying keys (linearizable read) and persists them.
-//! - **Node MIC**: every node obtains a MIC for its own identity key (kind `node`, idempotent
-//!   `request_id` derived from the node id), stores it, and renews it at 2/3 of its lifetime.
+//! - **Trust material**: the CA keys and circuit verifying keys (linearizable read), the node
+//!   MIC (kind `node`, idempotent `request_id` derived from the node id) and the revocation set
+//!   are persisted after every change.
 //! - **Revocations**: the admin API commits a revoke and hands the record here
 //!   ([`TrustMsg::Committed`]); this actor broadcasts it through the gossip overlay. Records
 //!   arriving by gossip (the gossip actor demultiplexes overlay payloads by their `NXRV` magic
-//!   into [`TrustInput::Revocation`]) are verified into the [`RevocationSet`]; every
-//!   `revocation_poll` the node also asks the CA for `revocations_after(contiguous_seq)`, the
-//!   backstop for anything gossip lost. The set is persisted after every change.
-//! - **Registry**: after each change of the trust material (and every [`REGISTRY_RESEND_TICKS`]
-//!   ticks, so a restarted registry catches up) the registry actor gets a
+//!   into [`TrustInput::Revocation`]) are verified into the [`RevocationSet`]; the engine's
+//!   polls of `revocations_after(contiguous_seq)` are the backstop for anything gossip lost.
+//! - **Registry**: on [`TrustCommand::Publish`] (after each change of the trust material, and
+//!   every [`REGISTRY_RESEND`], so a restarted registry catches up) the registry actor gets a
 //!   `RegistryMsg::Trust(TrustUpdate)`: CA keys, circuit verifying keys and every revocation
-//!   record held (duplicates are harmless to it).
+//!   record held (duplicates are harmless to it); the session actor gets it with the node MIC.
 //!
 //! Slow work (Raft writes and reads, Groth16 setup) runs in spawned tasks that report back as
-//! [`TrustMsg::Done`], so the mailbox keeps answering the admin API; at most one task of each
-//! [`Job`] kind runs at a time. The admin API does its CA operations itself through the
+//! [`TrustMsg::Done`], so the mailbox keeps answering the admin API; the engine runs at most one
+//! task of each [`Job`] kind at a time. The admin API does its CA operations itself through the
 //! [`CaAccess`] handle it asks for ([`TrustMsg::Access`]); handles are cheap clones.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,6 +56,10 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use nexus_gossip::{MemberState, MemberView, NodeId};
 use nexus_trust::ca::{CaError, Command, IssueRequest, Response};
+use nexus_trust::engine::{
+    CaMember, EngineConfig, Held, JobOutcome, NodeMicLife, RevocationFacts, TrustCommand,
+    TrustEngine,
+};
 use nexus_trust::mic::{CaKeys, Claim, Mic, SubjectKind};
 use nexus_trust::raft::node::CaClock;
 use nexus_trust::raft::{
@@ -77,14 +84,14 @@ use crate::task::AbortOnDrop;
 
 /// Inputs the trust actor's inbox holds before the gossip actor starts dropping them.
 pub const TRUST_INBOX_CAPACITY: usize = 1024;
-/// How often the actor checks bootstrap, certificates and metrics.
+/// How often the actor feeds the engine (membership, Raft status, time) and exports metrics.
 pub const TICK: Duration = Duration::from_millis(250);
 /// Revocation records asked for in one poll (the CA caps it at `ca::LIST_LIMIT_MAX`).
 pub const REVOCATION_PAGE: u32 = 1_000;
 /// Serials [`TrustView::revoked`] lists at most.
 pub const VIEW_REVOKED_MAX: usize = 1_000;
-/// Ticks between re-sends of the trust material to the registry (20 × 250 ms = 5 s).
-pub const REGISTRY_RESEND_TICKS: u64 = 20;
+/// Period of the re-sends of the trust material to the registry.
+pub const REGISTRY_RESEND: Duration = Duration::from_secs(5);
 /// Deadline for asking another actor.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// The CA key id of the first (and, for now, only) CA key.
@@ -349,20 +356,8 @@ pub struct TrustView {
     pub revoked: Vec<u64>,
 }
 
-/// Background work kinds; at most one of each runs at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Job {
-    /// Form the Raft group.
-    Initialize,
-    /// Propose `Command::Bootstrap`.
-    Bootstrap,
-    /// Read the CA keys and circuit keys.
-    FetchKeys,
-    /// Obtain or renew the node MIC.
-    NodeMic,
-    /// Ask for revocations after the contiguous seq.
-    PollRevocations,
-}
+/// Background work kinds (the engine runs at most one of each at a time).
+pub use nexus_trust::engine::Job;
 
 /// What a background job produced.
 #[derive(Debug)]
@@ -384,10 +379,8 @@ pub enum JobResult {
 /// Messages to [`TrustActor`].
 #[derive(Debug)]
 pub enum TrustMsg {
-    /// Timer.
+    /// Timer: feed the engine.
     Tick,
-    /// Timer: poll the CA for revocations.
-    Poll,
     /// An input from the gossip actor (through the inbox pump).
     Input(TrustInput),
     /// The CA handle for the admin API (`None` while no voter is known).
@@ -444,8 +437,8 @@ pub struct TrustState {
     node_id: NodeId,
     supervisor: ActorRef<SupervisorMsg>,
     access: Option<CaAccess>,
-    /// Voter Raft addresses the current client was built with (non-voters).
-    client_members: Vec<String>,
+    /// The node's trust decisions.
+    engine: TrustEngine,
     /// Who may use this node's CA links (fed each tick; the Raft member keeps the voters).
     link_policy: Arc<LinkPolicy>,
     /// The transport a non-voter's client uses (shares `link_policy`).
@@ -457,15 +450,6 @@ pub struct TrustState {
     circuits: BTreeMap<u16, Vec<u8>>,
     revocations: RevocationSet,
     node_mic: Option<Mic>,
-    running: BTreeSet<Job>,
-    /// Earliest next attempt per job after a failure (milliseconds of `args.clock`).
-    not_before_ms: BTreeMap<Job, u64>,
-    /// Whether the CA was seen bootstrapped.
-    bootstrapped: bool,
-    /// The registry has not been sent the current trust material yet.
-    registry_dirty: bool,
-    /// Ticks handled (for the periodic re-send to the registry).
-    ticks: u64,
     _timers: Vec<AbortOnDrop>,
 }
 
@@ -473,7 +457,7 @@ impl std::fmt::Debug for TrustState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrustState")
             .field("voter", &self.args.settings.voter)
-            .field("bootstrapped", &self.bootstrapped)
+            .field("holds_keys", &self.engine.holds_keys())
             .field("revocations", &self.revocations.len())
             .finish_non_exhaustive()
     }
@@ -482,9 +466,6 @@ impl std::fmt::Debug for TrustState {
 /// The trust actor.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TrustActor;
-
-/// Pause before retrying a failed job.
-const RETRY_MS: u64 = 1_000;
 
 fn load_keys(storage: &dyn Storage) -> Result<(Vec<CaKeyEntry>, CaKeys), String> {
     let Some(bytes) = storage.get(CA_KEYS_KEY).map_err(|e| e.to_string())? else {
@@ -548,12 +529,16 @@ impl TrustState {
             .set(i64::try_from(self.revocations.len()).unwrap_or(i64::MAX));
     }
 
-    fn due(&self, job: Job) -> bool {
-        !self.running.contains(&job)
-            && self
-                .not_before_ms
-                .get(&job)
-                .is_none_or(|at| self.now_ms() >= *at)
+    /// What the engine knows of the revocation set after a change (`changed`) or a poll.
+    fn revocation_facts(&self, changed: bool) -> RevocationFacts {
+        RevocationFacts {
+            changed,
+            contiguous_seq: self.revocations.contiguous_seq(),
+            node_mic_revoked: self
+                .node_mic
+                .as_ref()
+                .is_some_and(|m| self.revocations.is_revoked(m.body.serial)),
+        }
     }
 }
 
@@ -596,33 +581,27 @@ impl TrustActor {
         }
     }
 
-    /// Alive members advertising a CA Raft address, by node id (ascending).
-    fn voters_alive(members: &[MemberView]) -> BTreeMap<NodeId, SocketAddr> {
+    /// Alive members advertising a CA Raft address, by node key (ascending).
+    fn voters_alive(members: &[MemberView]) -> BTreeMap<[u8; 32], SocketAddr> {
         let mut voters = BTreeMap::new();
         for m in members {
             if m.state != MemberState::Alive {
                 continue;
             }
             if let Some(addr) = m.id.meta().ca_raft() {
-                voters.insert(m.id.node_id(), addr);
+                voters.insert(m.id.node_id().0, addr);
             }
         }
         voters
     }
 
-    /// Marks the trust material as changed: the registry gets it after this message.
-    fn publish_to_registry(state: &mut TrustState) {
-        state.registry_dirty = true;
-    }
-
     /// Sends the trust material (CA keys, verifying keys, every revocation record held) to
-    /// the registry actor, and with the node's own MIC to the session actor. If the registry is
-    /// restarting, it stays marked and goes with the next message or tick; the session actor
-    /// gets it whenever the registry does.
-    async fn send_to_registry(state: &mut TrustState) {
+    /// the registry actor, and with the node's own MIC to the session actor. False if the
+    /// registry could not be reached (restarting): the engine asks again with its next call;
+    /// the session actor gets it whenever the registry does.
+    async fn send_to_registry(state: &TrustState) -> bool {
         if state.keys.is_empty() {
-            state.registry_dirty = false;
-            return;
+            return true;
         }
         let update = TrustUpdate {
             ca_keys: state.keys.clone(),
@@ -644,21 +623,17 @@ impl TrustActor {
         let Some(registry) =
             lookup_child::<RegistryMsg>(&state.supervisor, "registry", CALL_TIMEOUT).await
         else {
-            return;
+            return false;
         };
-        if registry
+        registry
             .send_message(RegistryMsg::Trust(Box::new(update), None))
             .is_ok()
-        {
-            state.registry_dirty = false;
-        }
     }
 
-    fn spawn_job<F>(myself: &ActorRef<TrustMsg>, state: &mut TrustState, job: Job, work: F)
+    fn spawn_job<F>(myself: &ActorRef<TrustMsg>, job: Job, work: F)
     where
         F: std::future::Future<Output = Result<JobResult, String>> + Send + 'static,
     {
-        state.running.insert(job);
         let me = myself.clone();
         tokio::spawn(async move {
             let result = work.await;
@@ -696,68 +671,124 @@ impl TrustActor {
         state.link_stats_exported = now;
     }
 
-    async fn tick(myself: &ActorRef<TrustMsg>, state: &mut TrustState) {
+    /// Feeds the engine what it needs each tick (voters alive, this voter's Raft status) and
+    /// the time.
+    async fn tick(state: &mut TrustState) {
         let members = Self::members(state).await;
         Self::feed_link_policy(state, &members);
         Self::export_link_stats(state);
-        let voters = Self::voters_alive(&members);
-        match state.access.clone() {
-            Some(CaAccess::Voter(node)) => {
-                let status = node.status();
-                Self::export_status(state, &status);
-                if status.voters.is_empty() {
-                    Self::maybe_initialize(myself, state, &voters);
-                } else if status.role == CaRole::Leader && !state.bootstrapped {
-                    Self::maybe_bootstrap(myself, state);
-                }
-            }
-            _ => {
-                // A client over the voters alive now; rebuilt when that set changes.
-                let addrs: Vec<String> = voters.values().map(ToString::to_string).collect();
-                if !addrs.is_empty() && addrs != state.client_members {
-                    let timeout = Duration::from_millis(state.args.settings.client_timeout_ms);
-                    let client = CaClient::with_transport(
-                        state.client_links.clone(),
-                        addrs.clone(),
-                        timeout,
+        state.engine.on_voters(Self::voters_alive(&members));
+        if let Some(CaAccess::Voter(node)) = &state.access {
+            let status = node.status();
+            Self::export_status(state, &status);
+            state.engine.on_ca_member(CaMember {
+                formed: !status.voters.is_empty(),
+                leader: status.role == CaRole::Leader,
+            });
+        }
+        let now = state.now_ms();
+        state.engine.handle_timeout(now);
+    }
+
+    /// Carries out the engine's commands.
+    async fn execute(myself: &ActorRef<TrustMsg>, state: &mut TrustState) {
+        while let Some(command) = state.engine.poll_command() {
+            match command {
+                TrustCommand::Initialize { founders } => {
+                    let Some(CaAccess::Voter(node)) = state.access.clone() else {
+                        let now = state.now_ms();
+                        state
+                            .engine
+                            .handle_job(now, Job::Initialize, JobOutcome::Failed);
+                        continue;
+                    };
+                    let members: BTreeMap<u64, CaPeer> = founders
+                        .iter()
+                        .map(|f| {
+                            let node = NodeId(f.node);
+                            (
+                                raft_id(&node),
+                                CaPeer {
+                                    addr: f.addr.to_string(),
+                                    node: node.to_hex(),
+                                },
+                            )
+                        })
+                        .collect();
+                    tracing::info!(
+                        voters = members.len(),
+                        "forming the CA group (bootstrap_expect reached)"
                     );
+                    Self::spawn_job(myself, Job::Initialize, async move {
+                        node.initialize(members)
+                            .await
+                            .map(|()| JobResult::Initialized)
+                            .map_err(|e| e.to_string())
+                    });
+                }
+                TrustCommand::Bootstrap => {
+                    let Some(CaAccess::Voter(node)) = state.access.clone() else {
+                        let now = state.now_ms();
+                        state
+                            .engine
+                            .handle_job(now, Job::Bootstrap, JobOutcome::Failed);
+                        continue;
+                    };
+                    Self::spawn_job(myself, Job::Bootstrap, bootstrap(node, state.args.ca_seed));
+                }
+                TrustCommand::Connect { voters } => {
+                    let addrs: Vec<String> = voters.iter().map(ToString::to_string).collect();
+                    let timeout = Duration::from_millis(state.args.settings.client_timeout_ms);
+                    let client =
+                        CaClient::with_transport(state.client_links.clone(), addrs, timeout);
                     state.access = Some(CaAccess::Client(Arc::new(client)));
-                    state.client_members = addrs;
+                }
+                TrustCommand::FetchKeys => {
+                    if let Some(access) = Self::access_for(state, Job::FetchKeys) {
+                        Self::spawn_job(myself, Job::FetchKeys, fetch_keys(access));
+                    }
+                }
+                TrustCommand::ObtainNodeMic { renew } => {
+                    if let Some(access) = Self::access_for(state, Job::NodeMic) {
+                        let work = obtain_node_mic(
+                            access,
+                            state.args.key.verifying_key().to_bytes(),
+                            state.node_id,
+                            state.args.name.clone(),
+                            renew,
+                            state.args.settings.node_cert_validity,
+                            state.args.clock.clone(),
+                        );
+                        Self::spawn_job(myself, Job::NodeMic, work);
+                    }
+                }
+                TrustCommand::PollRevocations { after } => {
+                    if let Some(access) = Self::access_for(state, Job::PollRevocations) {
+                        Self::spawn_job(
+                            myself,
+                            Job::PollRevocations,
+                            poll_revocations(access, after),
+                        );
+                    }
+                }
+                TrustCommand::Publish => {
+                    if !Self::send_to_registry(state).await {
+                        state.engine.on_publish_failed();
+                    }
                 }
             }
-        }
-        let Some(access) = state.access.clone() else {
-            return;
-        };
-        if state.keys.is_empty() || !state.bootstrapped {
-            if state.due(Job::FetchKeys) {
-                Self::spawn_job(myself, state, Job::FetchKeys, fetch_keys(access));
-            }
-            return;
-        }
-        if Self::node_mic_due(state) && state.due(Job::NodeMic) {
-            let work = obtain_node_mic(
-                access,
-                state.args.key.verifying_key().to_bytes(),
-                state.node_id,
-                state.args.name.clone(),
-                state.node_mic.clone(),
-                state.args.settings.node_cert_validity,
-                state.args.clock.clone(),
-            );
-            Self::spawn_job(myself, state, Job::NodeMic, work);
         }
     }
 
-    /// Whether the node has no valid MIC, or has passed 2/3 of its lifetime.
-    fn node_mic_due(state: &TrustState) -> bool {
-        let Some(mic) = &state.node_mic else {
-            return true;
-        };
-        let b = &mic.body;
-        let life = b.not_after_ms.saturating_sub(b.not_before_ms);
-        let renew_at = b.not_before_ms.saturating_add(life / 3 * 2);
-        state.now_ms() >= renew_at || state.revocations.is_revoked(b.serial)
+    /// The CA handle for a job's work; without one (the engine asks only when the node reaches
+    /// the CA) the job fails back to the engine.
+    fn access_for(state: &mut TrustState, job: Job) -> Option<CaAccess> {
+        let access = state.access.clone();
+        if access.is_none() {
+            let now = state.now_ms();
+            state.engine.handle_job(now, job, JobOutcome::Failed);
+        }
+        access
     }
 
     fn export_status(state: &TrustState, status: &CaStatus) {
@@ -777,93 +808,6 @@ impl TrustActor {
                 .and_then(|i| i64::try_from(i).ok())
                 .unwrap_or(-1),
         );
-    }
-
-    fn maybe_initialize(
-        myself: &ActorRef<TrustMsg>,
-        state: &mut TrustState,
-        voters: &BTreeMap<NodeId, SocketAddr>,
-    ) {
-        let expect = state.args.settings.bootstrap_expect;
-        if voters.len() < expect || !state.due(Job::Initialize) {
-            return;
-        }
-        let founders: Vec<(NodeId, SocketAddr)> =
-            voters.iter().take(expect).map(|(n, a)| (*n, *a)).collect();
-        if founders.first().map(|(n, _)| *n) != Some(state.node_id) {
-            return; // The lowest node id forms the group; the others wait to be contacted.
-        }
-        let Some(CaAccess::Voter(node)) = state.access.clone() else {
-            return;
-        };
-        let members: BTreeMap<u64, CaPeer> = founders
-            .iter()
-            .map(|(n, a)| {
-                (
-                    raft_id(n),
-                    CaPeer {
-                        addr: a.to_string(),
-                        node: n.to_hex(),
-                    },
-                )
-            })
-            .collect();
-        tracing::info!(
-            voters = members.len(),
-            "forming the CA group (bootstrap_expect reached)"
-        );
-        Self::spawn_job(myself, state, Job::Initialize, async move {
-            node.initialize(members)
-                .await
-                .map(|()| JobResult::Initialized)
-                .map_err(|e| e.to_string())
-        });
-    }
-
-    fn maybe_bootstrap(myself: &ActorRef<TrustMsg>, state: &mut TrustState) {
-        if !state.due(Job::Bootstrap) {
-            return;
-        }
-        let Some(CaAccess::Voter(node)) = state.access.clone() else {
-            return;
-        };
-        let seed = state.args.ca_seed;
-        Self::spawn_job(myself, state, Job::Bootstrap, async move {
-            let started = tokio::time::Instant::now();
-            let bootstrapped = node
-                .read_linearizable(|s| s.is_bootstrapped())
-                .await
-                .map_err(|e| e.to_string())?;
-            if bootstrapped {
-                return Ok(JobResult::Bootstrapped);
-            }
-            let read_ms = started.elapsed().as_millis();
-            // Groth16 setup is CPU work (tens of ms in release builds): off the runtime.
-            let bootstrap = tokio::task::spawn_blocking(move || {
-                nexus_trust::raft::bootstrap::generate(seed, CA_KEY_ID)
-                    .map_err(|e| format!("circuit setup: {e}"))
-            })
-            .await
-            .map_err(|e| format!("circuit setup task: {e}"))??;
-            let setup_ms = started.elapsed().as_millis() - read_ms;
-            tracing::info!(
-                read_ms,
-                setup_ms,
-                "CA bootstrap: keys generated; committing"
-            );
-            match node.write(Command::Bootstrap(Box::new(bootstrap))).await {
-                Ok(Response::Bootstrapped { ca_key_id }) => {
-                    let total_ms = started.elapsed().as_millis();
-                    tracing::info!(ca_key_id, total_ms, "CA bootstrapped");
-                    Ok(JobResult::Bootstrapped)
-                }
-                Ok(Response::Error(CaError::AlreadyBootstrapped { .. })) => {
-                    Ok(JobResult::Bootstrapped)
-                }
-                Ok(other) => Err(format!("unexpected bootstrap response {other:?}")),
-                Err(e) => Err(e.to_string()),
-            }
-        });
     }
 
     /// Verifies and keeps one revocation record; true if it was new.
@@ -893,88 +837,131 @@ impl TrustActor {
         }
     }
 
+    /// Verifies and stores what a job produced, and tells the engine what it came to.
     fn on_done(state: &mut TrustState, job: Job, result: Result<JobResult, String>) {
-        state.running.remove(&job);
-        let result = match result {
-            Ok(r) => r,
+        let outcome = match result {
             Err(reason) => {
                 tracing::debug!(?job, %reason, "trust job failed; retrying");
-                let at = state.now_ms().saturating_add(RETRY_MS);
-                state.not_before_ms.insert(job, at);
-                return;
+                JobOutcome::Failed
             }
-        };
-        state.not_before_ms.remove(&job);
-        match result {
-            JobResult::Initialized => {}
-            JobResult::Bootstrapped => {}
-            JobResult::NotBootstrapped => {
-                let at = state.now_ms().saturating_add(RETRY_MS / 2);
-                state.not_before_ms.insert(job, at);
-            }
-            JobResult::Keys(entries, circuits) => {
-                let keys = match keys_of(&entries) {
-                    Ok(k) => k,
-                    Err(err) => {
-                        tracing::warn!(%err, "CA keys rejected");
-                        return;
-                    }
-                };
-                if entries != state.key_entries {
-                    match serde_json::to_vec(&entries) {
-                        Ok(bytes) => {
-                            if let Err(err) = state.args.storage.put(CA_KEYS_KEY, &bytes) {
-                                tracing::warn!(%err, "cannot persist CA keys");
-                            }
-                        }
-                        Err(err) => tracing::warn!(%err, "cannot encode CA keys"),
-                    }
-                }
-                for (id, vk) in &circuits {
-                    if state.circuits.get(id) != Some(vk)
-                        && let Err(err) =
-                            state.args.storage.put(&format!("{CIRCUIT_PREFIX}{id}"), vk)
-                    {
-                        tracing::warn!(%err, circuit = id, "cannot persist a verifying key");
-                    }
-                }
-                state.key_entries = entries;
-                state.keys = keys;
-                state.circuits = circuits.into_iter().collect();
-                state.bootstrapped = true;
-                Self::publish_to_registry(state);
-            }
-            JobResult::NodeMic(mic) => {
-                if let Err(err) = mic.verify(&state.keys, state.now_ms()) {
-                    tracing::warn!(%err, serial = mic.body.serial, "node MIC from the CA does not verify");
-                    let at = state.now_ms().saturating_add(RETRY_MS);
-                    state.not_before_ms.insert(job, at);
-                    return;
-                }
-                if let Err(err) = state.args.storage.put(NODE_MIC_KEY, &mic.encode()) {
-                    tracing::warn!(%err, "cannot persist the node MIC");
-                }
-                tracing::info!(
-                    serial = mic.body.serial,
-                    not_after_ms = mic.body.not_after_ms,
-                    "node MIC obtained"
-                );
-                state.args.metrics.ca_issued.inc();
-                state.node_mic = Some(*mic);
-                // The session actor presents the new MIC from now on.
-                Self::publish_to_registry(state);
-            }
-            JobResult::Revocations(records) => {
+            Ok(JobResult::Initialized) => JobOutcome::Initialized,
+            Ok(JobResult::Bootstrapped) => JobOutcome::Bootstrapped,
+            Ok(JobResult::NotBootstrapped) => JobOutcome::NotBootstrapped,
+            Ok(JobResult::Keys(entries, circuits)) => Self::keep_keys(state, entries, circuits),
+            Ok(JobResult::NodeMic(mic)) => Self::keep_node_mic(state, *mic),
+            Ok(JobResult::Revocations(records)) => {
                 let mut changed = false;
                 for r in records {
                     changed |= Self::accept_revocation(state, r);
                 }
                 if changed {
                     state.persist_revocations();
-                    Self::publish_to_registry(state);
                 }
+                JobOutcome::Revocations(state.revocation_facts(changed))
+            }
+        };
+        let now = state.now_ms();
+        state.engine.handle_job(now, job, outcome);
+    }
+
+    fn keep_keys(
+        state: &mut TrustState,
+        entries: Vec<CaKeyEntry>,
+        circuits: Vec<(u16, Vec<u8>)>,
+    ) -> JobOutcome {
+        let keys = match keys_of(&entries) {
+            Ok(k) => k,
+            Err(err) => {
+                tracing::warn!(%err, "CA keys rejected");
+                return JobOutcome::Keys { accepted: false };
+            }
+        };
+        if entries != state.key_entries {
+            match serde_json::to_vec(&entries) {
+                Ok(bytes) => {
+                    if let Err(err) = state.args.storage.put(CA_KEYS_KEY, &bytes) {
+                        tracing::warn!(%err, "cannot persist CA keys");
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "cannot encode CA keys"),
             }
         }
+        for (id, vk) in &circuits {
+            if state.circuits.get(id) != Some(vk)
+                && let Err(err) = state.args.storage.put(&format!("{CIRCUIT_PREFIX}{id}"), vk)
+            {
+                tracing::warn!(%err, circuit = id, "cannot persist a verifying key");
+            }
+        }
+        state.key_entries = entries;
+        state.keys = keys;
+        state.circuits = circuits.into_iter().collect();
+        JobOutcome::Keys { accepted: true }
+    }
+
+    fn keep_node_mic(state: &mut TrustState, mic: Mic) -> JobOutcome {
+        if let Err(err) = mic.verify(&state.keys, state.now_ms()) {
+            tracing::warn!(%err, serial = mic.body.serial, "node MIC from the CA does not verify");
+            return JobOutcome::Failed;
+        }
+        if let Err(err) = state.args.storage.put(NODE_MIC_KEY, &mic.encode()) {
+            tracing::warn!(%err, "cannot persist the node MIC");
+        }
+        tracing::info!(
+            serial = mic.body.serial,
+            not_after_ms = mic.body.not_after_ms,
+            "node MIC obtained"
+        );
+        state.args.metrics.ca_issued.inc();
+        let life = mic_life(&mic, &state.revocations);
+        state.node_mic = Some(mic);
+        JobOutcome::NodeMic(life)
+    }
+}
+
+/// The engine's view of a node MIC.
+fn mic_life(mic: &Mic, revocations: &RevocationSet) -> NodeMicLife {
+    NodeMicLife {
+        serial: mic.body.serial,
+        not_before_ms: mic.body.not_before_ms,
+        not_after_ms: mic.body.not_after_ms,
+        revoked: revocations.is_revoked(mic.body.serial),
+    }
+}
+
+/// Proposes the CA bootstrap unless the CA already is bootstrapped.
+async fn bootstrap(node: Arc<CaNode<VoterLinks>>, seed: [u8; 32]) -> Result<JobResult, String> {
+    let started = tokio::time::Instant::now();
+    let bootstrapped = node
+        .read_linearizable(|s| s.is_bootstrapped())
+        .await
+        .map_err(|e| e.to_string())?;
+    if bootstrapped {
+        return Ok(JobResult::Bootstrapped);
+    }
+    let read_ms = started.elapsed().as_millis();
+    // Groth16 setup is CPU work (tens of ms in release builds): off the runtime.
+    let bootstrap = tokio::task::spawn_blocking(move || {
+        nexus_trust::raft::bootstrap::generate(seed, CA_KEY_ID)
+            .map_err(|e| format!("circuit setup: {e}"))
+    })
+    .await
+    .map_err(|e| format!("circuit setup task: {e}"))??;
+    let setup_ms = started.elapsed().as_millis() - read_ms;
+    tracing::info!(
+        read_ms,
+        setup_ms,
+        "CA bootstrap: keys generated; committing"
+    );
+    match node.write(Command::Bootstrap(Box::new(bootstrap))).await {
+        Ok(Response::Bootstrapped { ca_key_id }) => {
+            let total_ms = started.elapsed().as_millis();
+            tracing::info!(ca_key_id, total_ms, "CA bootstrapped");
+            Ok(JobResult::Bootstrapped)
+        }
+        Ok(Response::Error(CaError::AlreadyBootstrapped { .. })) => Ok(JobResult::Bootstrapped),
+        Ok(other) => Err(format!("unexpected bootstrap response {other:?}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -1008,17 +995,17 @@ async fn obtain_node_mic(
     subject_key: [u8; 32],
     node_id: NodeId,
     name: String,
-    current: Option<Mic>,
+    renew: Option<u64>,
     validity: Duration,
     clock: CaClock,
 ) -> Result<JobResult, String> {
-    let validity_ms = u64::try_from(validity.as_millis()).unwrap_or(u64::MAX);
-    let response = match current {
+    let validity_ms = millis(validity);
+    let response = match renew {
         // Renew: a new serial for the same subject, with the old one in its provenance.
-        Some(mic) => access
+        Some(serial) => access
             .write(Command::Renew {
                 now_ms: clock.now_ms(),
-                serial: mic.body.serial,
+                serial,
                 validity_ms,
             })
             .await
@@ -1149,25 +1136,18 @@ impl Actor for TrustActor {
 
         // Timers and the inbox pump die with the state (also on a panic).
         let mut timers = Vec::new();
+        // The engine's deadlines are multiples of these periods: ticking at the shorter one
+        // meets each within one tick.
         let me = myself.clone();
+        let period = TICK
+            .min(args.settings.revocation_poll)
+            .max(Duration::from_millis(1));
         timers.push(AbortOnDrop(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TICK);
+            let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 if me.send_message(TrustMsg::Tick).is_err() {
-                    break;
-                }
-            }
-        })));
-        let me = myself.clone();
-        let poll = args.settings.revocation_poll;
-        timers.push(AbortOnDrop(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(poll);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if me.send_message(TrustMsg::Poll).is_err() {
                     break;
                 }
             }
@@ -1182,13 +1162,28 @@ impl Actor for TrustActor {
                 }
             }
         })));
-        let bootstrapped = !keys.is_empty();
+        let engine = TrustEngine::new(
+            EngineConfig {
+                node: node_id.0,
+                voter: args.settings.voter,
+                bootstrap_expect: args.settings.bootstrap_expect,
+                tick_ms: millis(TICK),
+                revocation_poll_ms: millis(args.settings.revocation_poll),
+                publish_every_ms: millis(REGISTRY_RESEND),
+            },
+            now,
+            Held {
+                keys: !keys.is_empty(),
+                node_mic: node_mic.as_ref().map(|m| mic_life(m, &revocations)),
+                contiguous_seq: revocations.contiguous_seq(),
+            },
+        );
         Ok(TrustState {
             args,
             node_id,
             supervisor,
             access,
-            client_members: Vec::new(),
+            engine,
             link_policy,
             client_links,
             link_stats_exported: (0, 0, 0),
@@ -1197,11 +1192,6 @@ impl Actor for TrustActor {
             circuits,
             revocations,
             node_mic,
-            running: BTreeSet::new(),
-            not_before_ms: BTreeMap::new(),
-            bootstrapped,
-            registry_dirty: bootstrapped,
-            ticks: 0,
             _timers: timers,
         })
     }
@@ -1225,33 +1215,14 @@ impl Actor for TrustActor {
         state: &mut TrustState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            TrustMsg::Tick => {
-                state.ticks += 1;
-                if state.ticks.is_multiple_of(REGISTRY_RESEND_TICKS) && state.bootstrapped {
-                    state.registry_dirty = true;
-                }
-                Self::tick(&myself, state).await;
-            }
-            TrustMsg::Poll => {
-                if let Some(access) = state.access.clone()
-                    && state.bootstrapped
-                    && state.due(Job::PollRevocations)
-                {
-                    let after = state.revocations.contiguous_seq();
-                    Self::spawn_job(
-                        &myself,
-                        state,
-                        Job::PollRevocations,
-                        poll_revocations(access, after),
-                    );
-                }
-            }
+            TrustMsg::Tick => Self::tick(state).await,
             TrustMsg::Input(TrustInput::Revocation(bytes)) => {
                 match SignedRevocation::decode(&bytes) {
                     Ok(record) => {
                         if Self::accept_revocation(state, record) {
                             state.persist_revocations();
-                            Self::publish_to_registry(state);
+                            let facts = state.revocation_facts(true);
+                            state.engine.on_revocations(facts);
                         }
                     }
                     Err(err) => tracing::debug!(%err, "undecodable revocation broadcast"),
@@ -1262,7 +1233,8 @@ impl Actor for TrustActor {
                 let bytes = record.encode();
                 if Self::accept_revocation(state, *record) {
                     state.persist_revocations();
-                    Self::publish_to_registry(state);
+                    let facts = state.revocation_facts(true);
+                    state.engine.on_revocations(facts);
                 }
                 match Self::gossip(state).await {
                     Some(g) => {
@@ -1283,11 +1255,16 @@ impl Actor for TrustActor {
             }
             TrustMsg::Done(job, result) => Self::on_done(state, job, result),
         }
-        if state.registry_dirty {
-            Self::send_to_registry(state).await;
-        }
+        #[cfg(debug_assertions)]
+        state.engine.check_invariants();
+        Self::execute(&myself, state).await;
         Ok(())
     }
+}
+
+/// Milliseconds of a duration, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -11,15 +11,12 @@ use nexus_registry::{
     MemoryStore, NodeError, Output, RegistryNode, RegistryStore, Resolution, ResolveContext, Sad,
     ServiceKey, SignedAdvert, TrustVerdict, node_id_of,
 };
-use nexus_trust::ca::{Bootstrap, CaState, Command, IssueRequest, Response, VALIDITY_MS_MIN};
-use nexus_trust::mic::{Mic, ModelIdentity, SubjectKind};
+use nexus_trust::ca::{CaState, Command, Response, VALIDITY_MS_MIN};
+use nexus_trust::mic::Mic;
 use nexus_trust::revocation::RevocationReason;
+use nexus_trust::testkit;
 use nexus_trust::verify::{Credentials, TrustReject, TrustUpdate};
-use nexus_trust::zk::{
-    ATTESTATION_CIRCUIT_ID, Attestation, Opening, Predicate, Properties, ProvingKey, setup,
-};
-use rand_08::SeedableRng;
-use rand_08::rngs::StdRng;
+use nexus_trust::zk::{Attestation, Opening, ProvingKey};
 
 /// Unix time (ms) of registry time 0 in these tests.
 const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -42,58 +39,24 @@ struct Fixture {
 }
 
 fn opening(score: u16, safety: bool, seed: u64) -> Opening {
-    Opening::new(
-        Properties::new(score, safety, 7).unwrap(),
-        &mut StdRng::seed_from_u64(seed),
-    )
+    testkit::opening(score, safety, 7, seed)
 }
 
 fn attest(pk: &ProvingKey, o: &Opening, min_score: u16, require_safety: bool) -> Attestation {
-    Attestation::create(
-        ATTESTATION_CIRCUIT_ID,
-        pk,
-        o,
-        &Predicate {
-            min_score,
-            require_safety,
-        },
-        &mut StdRng::seed_from_u64(u64::from(min_score)),
-    )
-    .unwrap()
+    testkit::attest(pk, o, min_score, require_safety, u64::from(min_score))
 }
 
 /// Keys, MICs and proofs: built once per test binary (setup and proving cost tens of ms each).
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let keys = setup(&mut StdRng::seed_from_u64(21)).unwrap();
-        let other = setup(&mut StdRng::seed_from_u64(22)).unwrap();
-        let pk = keys.proving_key().unwrap();
-        let mut ca = CaState::default();
-        let bootstrap = Bootstrap::generate(
-            &mut StdRng::seed_from_u64(23),
-            3,
-            vec![(ATTESTATION_CIRCUIT_ID, keys)],
-        );
-        assert!(matches!(
-            ca.apply(1, &Command::Bootstrap(Box::new(bootstrap))),
-            Response::Bootstrapped { ca_key_id: 3 }
-        ));
+        let (keys, pk) = testkit::circuit_keys(21);
+        let (_, other_pk) = testkit::circuit_keys(22);
+        let mut ca = testkit::bootstrapped_ca(testkit::seeded_bootstrap(23, 3, keys));
         let o_acme = opening(870, true, 1);
         let o_beta = opening(700, false, 2);
-        let request = |publisher: &str, o: Option<&Opening>, validity_ms| IssueRequest {
-            request_id: None,
-            subject_key: [9; 32],
-            kind: SubjectKind::Model,
-            model: Some(ModelIdentity {
-                arch_hash: [1; 32],
-                weights_commitment: [2; 32],
-            }),
-            publisher: publisher.into(),
-            provenance: vec![],
-            claims: vec![],
-            zk_commitment: o.map(|o| o.commitment().to_bytes()),
-            validity_ms,
+        let request = |publisher: &str, o: Option<&Opening>, validity_ms| {
+            testkit::model_request([9; 32], publisher, o, validity_ms)
         };
         let requests = vec![
             request("acme", Some(&o_acme), 30 * DAY_MS),
@@ -102,16 +65,7 @@ fn fixture() -> &'static Fixture {
             request("acme", Some(&o_acme), VALIDITY_MS_MIN),
             request("acme", Some(&o_acme), 30 * DAY_MS),
         ];
-        let mics: Vec<Mic> = match ca.apply(
-            2,
-            &Command::Issue {
-                now_ms: EPOCH_MS,
-                requests,
-            },
-        ) {
-            Response::Issued(r) => r.into_iter().map(Result::unwrap).collect(),
-            other => panic!("{other:?}"),
-        };
+        let mics = testkit::issue(&mut ca, 2, EPOCH_MS, requests);
         assert_eq!(
             mics.iter().map(|m| m.body.serial).collect::<Vec<_>>(),
             vec![ACME, BETA, PLAIN, SHORT, DOOMED]
@@ -120,7 +74,7 @@ fn fixture() -> &'static Fixture {
             acme_att: attest(&pk, &o_acme, 800, true),
             acme_weak: attest(&pk, &o_acme, 700, false),
             beta_att: attest(&pk, &o_beta, 650, false),
-            wrong_key_att: attest(&other.proving_key().unwrap(), &o_acme, 800, true),
+            wrong_key_att: attest(&other_pk, &o_acme, 800, true),
             ca,
             mics,
         }

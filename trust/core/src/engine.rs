@@ -10,8 +10,8 @@
 //!
 //! Call order: [`TrustEngine::new`]; then, whenever they change, [`TrustEngine::on_voters`]
 //! (alive members advertising a CA Raft address) and [`TrustEngine::on_ca_member`] (voters
-//! only); [`TrustEngine::handle_timeout`] at [`TrustEngine::poll_timeout`] (calling it earlier
-//! is harmless); [`TrustEngine::handle_job`] when a command's work finishes;
+//! only); [`TrustEngine::handle_timeout`] at [`TrustEngine::poll_timeout`] at the latest (it
+//! re-evaluates on every call, so calling it earlier is harmless); [`TrustEngine::handle_job`] when a command's work finishes;
 //! [`TrustEngine::on_revocations`] when the node's revocation set changed by other means (gossip,
 //! a revoke this node committed). After each call, drain [`TrustEngine::poll_command`].
 //!
@@ -168,7 +168,8 @@ pub struct EngineConfig {
     pub voter: bool,
     /// Voters that must be alive before the group is formed.
     pub bootstrap_expect: usize,
-    /// How often the engine re-evaluates (group forming, keys, node MIC).
+    /// The longest the engine goes without re-evaluating (group forming, keys, node MIC):
+    /// [`TrustEngine::poll_timeout`] is never further ahead.
     pub tick_ms: u64,
     /// How often the node asks the CA for revocations.
     pub revocation_poll_ms: u64,
@@ -292,7 +293,8 @@ impl TrustEngine {
         self.flush_publish();
     }
 
-    /// When [`TrustEngine::handle_timeout`] next has something to decide.
+    /// When [`TrustEngine::handle_timeout`] should be called next at the latest (it evaluates
+    /// on every call; the revocation poll and the periodic publish have their own deadlines).
     pub fn poll_timeout(&self) -> u64 {
         self.next_tick_ms
             .min(self.next_poll_ms)
@@ -303,17 +305,19 @@ impl TrustEngine {
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
         if Self::reached(self.next_publish_ms, self.config.publish_every_ms, now_ms) {
-            self.next_publish_ms = now_ms.saturating_add(self.config.publish_every_ms);
+            self.next_publish_ms =
+                Self::next_after(self.next_publish_ms, self.config.publish_every_ms, now_ms);
             if self.held.keys {
                 self.publish_due = true;
             }
         }
-        if Self::reached(self.next_tick_ms, self.config.tick_ms, now_ms) {
-            self.next_tick_ms = now_ms.saturating_add(self.config.tick_ms);
-            self.evaluate();
-        }
+        // The evaluation is idempotent (a running or pausing job is not asked for twice), so it
+        // runs on every call: a driver that calls late or in a burst loses nothing.
+        self.next_tick_ms = now_ms.saturating_add(self.config.tick_ms);
+        self.evaluate();
         if Self::reached(self.next_poll_ms, self.config.revocation_poll_ms, now_ms) {
-            self.next_poll_ms = now_ms.saturating_add(self.config.revocation_poll_ms);
+            self.next_poll_ms =
+                Self::next_after(self.next_poll_ms, self.config.revocation_poll_ms, now_ms);
             if self.reaches_ca() && self.held.keys && self.due(Job::PollRevocations) {
                 self.start(
                     Job::PollRevocations,
@@ -362,6 +366,18 @@ impl TrustEngine {
     /// ahead means the clock stepped back, and counts as come.
     fn reached(deadline_ms: u64, period_ms: u64, now_ms: u64) -> bool {
         now_ms >= deadline_ms || deadline_ms > now_ms.saturating_add(period_ms)
+    }
+
+    /// The deadline after `deadline_ms`, on its period's grid (a late call does not shift the
+    /// schedule); a call more than a period late, or a clock that stepped back, restarts the
+    /// grid at `now_ms`.
+    fn next_after(deadline_ms: u64, period_ms: u64, now_ms: u64) -> u64 {
+        let next = deadline_ms.saturating_add(period_ms);
+        if next > now_ms && next <= now_ms.saturating_add(period_ms) {
+            next
+        } else {
+            now_ms.saturating_add(period_ms)
+        }
     }
 
     /// Whether the node can reach the CA: its own member, or a client it was told to build.

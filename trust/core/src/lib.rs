@@ -21,10 +21,14 @@
 //!   emits commands the trust actor carries out.
 //! - [`verify`] — inline verification of a service's credentials (MIC + attestations) against
 //!   what a node knows of the CA: the context the registry checks adverts with.
+//! - `testkit` (feature `testkit`, tests only) — seeded CA fixtures: a bootstrapped CA state,
+//!   MIC requests, openings and attestations from fixed seeds.
 
 pub mod ca;
 pub mod engine;
 pub mod mic;
 pub mod revocation;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod verify;
 pub mod zk;

@@ -7,15 +7,16 @@ use std::sync::OnceLock;
 
 use ed25519_dalek::SigningKey;
 use nexus_trust_core::ca::{Bootstrap, CaState, Command, IssueRequest, Response};
-use nexus_trust_core::mic::{CaKeys, Mic, MicError, ModelIdentity, SubjectKind};
+use nexus_trust_core::mic::{CaKeys, Mic, MicError, SubjectKind};
 use nexus_trust_core::revocation::{RevocationReason, SignedRevocation};
+use nexus_trust_core::testkit;
 use nexus_trust_core::verify::{
     CREDENTIAL_ATTESTATIONS_MAX, CREDENTIALS_BYTES_MAX, Credentials, CredentialsError,
     CredentialsJson, TrustContext, TrustReject, TrustUpdate,
 };
 use nexus_trust_core::zk::{
     ATTESTATION_BYTES, ATTESTATION_CIRCUIT_ID, Attestation, CircuitKeys, Opening, Predicate,
-    Properties, ProvingKey, ZkError, setup,
+    ProvingKey, ZkError,
 };
 use rand_08::SeedableRng;
 use rand_08::rngs::StdRng;
@@ -35,90 +36,39 @@ struct Keys {
 fn keys() -> &'static Keys {
     static K: OnceLock<Keys> = OnceLock::new();
     K.get_or_init(|| {
-        let circuit = setup(&mut StdRng::seed_from_u64(11)).unwrap();
-        let other = setup(&mut StdRng::seed_from_u64(12)).unwrap();
+        let (circuit, pk) = testkit::circuit_keys(11);
+        let (other, other_pk) = testkit::circuit_keys(12);
         Keys {
-            pk: circuit.proving_key().unwrap(),
-            other_pk: other.proving_key().unwrap(),
             circuit,
+            pk,
             other,
+            other_pk,
         }
     })
 }
 
 /// A bootstrapped CA (log index 1) whose circuit 1 is `keys().circuit`.
 fn ca() -> CaState {
-    let mut ca = CaState::default();
-    let bootstrap = Bootstrap {
+    testkit::bootstrapped_ca(Bootstrap {
         ca_secret_key: [42; 32],
         ca_key_id: CA_KEY_ID,
         circuits: vec![(ATTESTATION_CIRCUIT_ID, keys().circuit.clone())],
-    };
-    assert_eq!(
-        ca.apply(1, &Command::Bootstrap(Box::new(bootstrap))),
-        Response::Bootstrapped {
-            ca_key_id: CA_KEY_ID
-        }
-    );
-    ca
+    })
 }
 
 fn opening(score: u16, safety: bool, seed: u64) -> Opening {
-    Opening::new(
-        Properties::new(score, safety, 99).unwrap(),
-        &mut StdRng::seed_from_u64(seed),
-    )
+    testkit::opening(score, safety, 99, seed)
 }
 
 fn request(publisher: &str, commitment: Option<&Opening>, validity_ms: u64) -> IssueRequest {
-    IssueRequest {
-        request_id: None,
-        subject_key: [5; 32],
-        kind: SubjectKind::Model,
-        model: Some(ModelIdentity {
-            arch_hash: [1; 32],
-            weights_commitment: [2; 32],
-        }),
-        publisher: publisher.into(),
-        provenance: vec![],
-        claims: vec![],
-        zk_commitment: commitment.map(|o| o.commitment().to_bytes()),
-        validity_ms,
-    }
+    testkit::model_request([5; 32], publisher, commitment, validity_ms)
 }
 
 fn issue(ca: &mut CaState, index: u64, request: IssueRequest) -> Mic {
-    match ca.apply(
-        index,
-        &Command::Issue {
-            now_ms: NOW_MS,
-            requests: vec![request],
-        },
-    ) {
-        Response::Issued(mut results) => results.remove(0).unwrap(),
-        other => panic!("expected Issued, got {other:?}"),
-    }
+    testkit::issue(ca, index, NOW_MS, vec![request]).remove(0)
 }
 
-fn attest(
-    pk: &ProvingKey,
-    o: &Opening,
-    min_score: u16,
-    require_safety: bool,
-    seed: u64,
-) -> Attestation {
-    Attestation::create(
-        ATTESTATION_CIRCUIT_ID,
-        pk,
-        o,
-        &Predicate {
-            min_score,
-            require_safety,
-        },
-        &mut StdRng::seed_from_u64(seed),
-    )
-    .unwrap()
-}
+use testkit::attest;
 
 fn context(ca: &CaState) -> TrustContext {
     let mut ctx = TrustContext::new();

@@ -8,7 +8,7 @@
 //!
 //! A thread that was never seeded explicitly (a worker thread of a multi-threaded runtime in
 //! production) seeds itself from the process default seed ([`set_default_seed`], which
-//! `CaNode::start` sets from its configured seed) mixed with a per-thread counter, so distinct
+//! `CaNode::start` sets from its configured seed) plus a per-thread counter, so distinct
 //! threads draw distinct streams and nothing reads OS entropy.
 
 use std::cell::RefCell;
@@ -39,20 +39,14 @@ pub fn set_default_seed(seed: u64) {
     DEFAULT_SEED.store(seed, Ordering::Relaxed);
 }
 
-/// splitmix64 finaliser: spreads a counter over the whole seed space.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 fn with_rng<T>(f: impl FnOnce(&mut StdRng) -> T) -> T {
     RNG.with(|cell| {
         let mut slot = cell.borrow_mut();
         let rng = slot.get_or_insert_with(|| {
             let n = THREAD_COUNTER.fetch_add(1, Ordering::Relaxed);
-            StdRng::seed_from_u64(DEFAULT_SEED.load(Ordering::Relaxed) ^ mix(n))
+            // `seed_from_u64` expands its input through PCG32, so neighbouring seeds give
+            // unrelated streams.
+            StdRng::seed_from_u64(DEFAULT_SEED.load(Ordering::Relaxed).wrapping_add(n))
         });
         f(rng)
     })
