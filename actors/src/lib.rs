@@ -15,8 +15,10 @@
 //! overlay, anti-entropy, intent resolution and the intent route table.
 //!
 //! The trust actor ([`TrustActor`]) runs the node's CA Raft member (CA voters) or a client of
-//! the CA group, obtains and renews the node's own certificate, and keeps the node's revocation
-//! set (revocations arrive by gossip and by polling the CA).
+//! the CA group and carries out the commands of the node's trust engine
+//! (`nexus_trust::engine::TrustEngine`, which decides when to form the group, bootstrap the CA,
+//! obtain or renew the node's own certificate and poll revocations); it keeps the node's
+//! revocation set (revocations arrive by gossip and by polling the CA).
 //!
 //! The session actor ([`SessionActor`]) holds the node's NexStream sessions (`nexus-stream`):
 //! one MIC-authenticated connection per peer node, carried through the data planes, opened on
