@@ -15,7 +15,7 @@
 //! [`TrustEngine::on_revocations`] when the node's revocation set changed by other means (gossip,
 //! a revoke this node committed). After each call, drain [`TrustEngine::poll_command`].
 //!
-//! Decisions, unchanged from the rules in `docs/trust.md`:
+//! Decisions (the node's part of NexTrust in `docs/architecture.md`):
 //! - **Founders** (like Consul's `bootstrap_expect`): while a voter's Raft group has no
 //!   membership and at least `bootstrap_expect` voters are alive, the voter with the lowest node
 //!   key among the `bootstrap_expect` lowest forms the group with exactly those.
