@@ -305,7 +305,7 @@ impl Summary {
         self.families |= o.families;
     }
 
-    fn of_rows(rows: &[Row]) -> Summary {
+    pub(crate) fn of_rows(rows: &[Row]) -> Summary {
         let mut s = Summary::empty();
         for r in rows {
             s.add(r);

@@ -744,3 +744,140 @@ impl fmt::Display for Met {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intent::Attested;
+    use crate::trust::TrustVerdict;
+    use nexus_trust::mic::SubjectKind;
+    use nexus_trust::zk::Predicate;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::sync::Arc;
+
+    const REGIONS: [&str; 3] = ["eu-west", "us-east", ""];
+    const FAMILIES: [&str; 3] = ["llama-3", "qwen-2", ""];
+    const MODALITIES: [&str; 3] = ["text", "image", "audio"];
+    const PUBLISHERS: [&str; 3] = ["acme", "beta", "cortex"];
+
+    fn record(rng: &mut StdRng) -> (Arc<Sad>, TrustVerdict) {
+        let mut sad = Sad::new("svc", "llm.chat");
+        sad.context_window = [4096, 32_768, 128_000][rng.random_range(0..3)];
+        sad.latency_ms_p50 = [0, 50, 200, 800][rng.random_range(0..4)];
+        sad.latency_ms_p99 = [0, 300, 2000][rng.random_range(0..3)];
+        sad.price_micros_per_1k = [0, 500, 5000][rng.random_range(0..3)];
+        sad.region = REGIONS[rng.random_range(0..3)].into();
+        sad.model_family = FAMILIES[rng.random_range(0..3)].into();
+        sad.modalities = MODALITIES
+            .iter()
+            .filter(|_| rng.random_bool(0.5))
+            .map(|m| (*m).to_string())
+            .collect();
+        let verdict = if rng.random_bool(0.5) {
+            sad.trust.mic_serial = Some(rng.random_range(1..100));
+            TrustVerdict::Verified(Arc::new(Verified {
+                serial: sad.trust.mic_serial.unwrap_or(1),
+                kind: SubjectKind::Model,
+                publisher: PUBLISHERS[rng.random_range(0..3)].into(),
+                subject_key: [1; 32],
+                ca_key_id: 1,
+                not_before_ms: 0,
+                not_after_ms: u64::MAX,
+                predicates: (0..rng.random_range(0..3))
+                    .map(|_| Predicate {
+                        min_score: [500, 800, 950][rng.random_range(0..3)],
+                        require_safety: rng.random_bool(0.5),
+                    })
+                    .collect(),
+            }))
+        } else {
+            TrustVerdict::Unclaimed
+        };
+        (Arc::new(sad), verdict)
+    }
+
+    fn intent(rng: &mut StdRng) -> Intent {
+        let mut i = Intent::new("llm.chat");
+        let pick = |rng: &mut StdRng| rng.random_bool(0.4);
+        if pick(rng) {
+            i.min_context = Some([8192, 128_000][rng.random_range(0..2)]);
+        }
+        if pick(rng) {
+            i.max_latency_ms = Some([50, 500][rng.random_range(0..2)]);
+        }
+        if pick(rng) {
+            i.max_latency_p99_ms = Some([300, 1000][rng.random_range(0..2)]);
+        }
+        if pick(rng) {
+            i.max_price_micros_per_1k = Some([0, 1000][rng.random_range(0..2)]);
+        }
+        if pick(rng) {
+            i.modalities = vec![MODALITIES[rng.random_range(0..3)].into()];
+        }
+        if pick(rng) {
+            i.region = Some(REGIONS[rng.random_range(0..2)].into());
+        }
+        if pick(rng) {
+            i.model_family = Some(FAMILIES[rng.random_range(0..2)].into());
+        }
+        i.require_mic = pick(rng);
+        if pick(rng) {
+            i.publishers = vec![PUBLISHERS[rng.random_range(0..3)].into()];
+        }
+        if pick(rng) {
+            i.attested = Some(Attested {
+                min_score: [500, 900][rng.random_range(0..2)],
+                require_safety: rng.random_bool(0.5),
+            });
+        }
+        i
+    }
+
+    /// For every constraint of random intents over random records: the exact check implies the
+    /// row check (equal unless the row check compares hashes), and a summary of rows of which
+    /// one passes the row check may pass (the index never prunes a subtree holding a passing
+    /// row).
+    #[test]
+    fn check_row_check_and_bound_agree() {
+        let mut rng = StdRng::seed_from_u64(14);
+        let mut exact_passes = 0;
+        for _ in 0..300 {
+            let records: Vec<(Arc<Sad>, TrustVerdict)> = (0..rng.random_range(1..6))
+                .map(|_| record(&mut rng))
+                .collect();
+            let rows: Vec<Row> = records
+                .iter()
+                .map(|(sad, verdict)| Row::of(sad, None, 1000, verdict, 0))
+                .collect();
+            let summary = Summary::of_rows(&rows);
+            let i = intent(&mut rng);
+            for c in Constraints::of(&i).iter() {
+                let mut check = RowCheck::default();
+                c.narrow(&mut check);
+                let mut any_row_passes = false;
+                for ((sad, verdict), row) in records.iter().zip(&rows) {
+                    let exact = c.check(sad, verdict.verified().map(AsRef::as_ref)).is_ok();
+                    let row_passes = check.pass(row);
+                    assert!(
+                        !exact || row_passes,
+                        "{c:?} on {sad:?}: exact without row check"
+                    );
+                    if !c.hashed() {
+                        assert_eq!(exact, row_passes, "{c:?} on {sad:?}");
+                    }
+                    exact_passes += usize::from(exact);
+                    any_row_passes |= row_passes;
+                }
+                assert!(
+                    !any_row_passes || c.may_pass(&summary),
+                    "{c:?}: bound prunes a passing row"
+                );
+            }
+        }
+        assert!(
+            exact_passes > 100,
+            "the generator exercises passing records"
+        );
+    }
+}
