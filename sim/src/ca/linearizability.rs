@@ -772,6 +772,18 @@ mod tests {
             self
         }
 
+        /// An operation invoked at `inv` whose outcome the client never learnt (a timeout).
+        fn unknown(&mut self, kind: OpKind, inv: u64) -> &mut Self {
+            self.op(kind, inv, None, OpResult::Unknown("timeout".into()))
+        }
+
+        /// A history the checker must refuse, with a detail naming `needle`.
+        fn must_fail(&self, needle: &str) -> Violation {
+            let v = check_linearizable(&self.history()).expect_err(needle);
+            assert!(v.detail.contains(needle), "{}", v.detail);
+            v
+        }
+
         fn issue(&mut self, r: u8, inv: u64, done: u64, serial: Serial) -> &mut Self {
             self.op(
                 OpKind::Issue { request_id: rid(r) },
@@ -848,8 +860,7 @@ mod tests {
             .op(OpKind::Revoke { serial: 1 }, 20, Some(30), revoked())
             // Invoked after the revoke was acknowledged, yet sees it live.
             .op(OpKind::Get { serial: 1 }, 40, Some(50), got(1, false));
-        let v = check_linearizable(&h.history()).expect_err("stale read");
-        assert!(v.detail.contains("serial 1"), "{}", v.detail);
+        let v = h.must_fail("serial 1");
         assert_eq!(v.at_us, 50, "{}", v.detail);
     }
 
@@ -857,23 +868,16 @@ mod tests {
     fn duplicate_serial_is_caught() {
         let mut h = H::new();
         h.issue(1, 0, 10, 1).issue(2, 5, 15, 1);
-        let v = check_linearizable(&h.history()).expect_err("duplicate serial");
-        assert!(v.detail.contains("duplicate serial 1"), "{}", v.detail);
+        h.must_fail("duplicate serial 1");
     }
 
     #[test]
     fn idempotent_retry_with_a_different_serial_is_caught() {
         let mut h = H::new();
-        h.op(
-            OpKind::Issue { request_id: rid(1) },
-            0,
-            None,
-            OpResult::Unknown("timeout".into()),
-        )
-        .issue(1, 100, 110, 1)
-        .issue(1, 200, 210, 2);
-        let v = check_linearizable(&h.history()).expect_err("retry changed serial");
-        assert!(v.detail.contains("idempotent retry"), "{}", v.detail);
+        h.unknown(OpKind::Issue { request_id: rid(1) }, 0)
+            .issue(1, 100, 110, 1)
+            .issue(1, 200, 210, 2);
+        h.must_fail("idempotent retry");
     }
 
     #[test]
@@ -881,14 +885,9 @@ mod tests {
         // The first attempt timed out but took effect (serial 1); issue 2 then got serial 2; the
         // retry of request 1 returns serial 1 although issue 2 was acknowledged before it.
         let mut h = H::new();
-        h.op(
-            OpKind::Issue { request_id: rid(1) },
-            0,
-            None,
-            OpResult::Unknown("timeout".into()),
-        )
-        .issue(2, 50, 60, 2)
-        .issue(1, 100, 110, 1);
+        h.unknown(OpKind::Issue { request_id: rid(1) }, 0)
+            .issue(2, 50, 60, 2)
+            .issue(1, 100, 110, 1);
         check_linearizable(&h.history()).expect("linearizable");
     }
 
@@ -896,8 +895,7 @@ mod tests {
     fn allocation_against_real_time_is_caught() {
         let mut h = H::new();
         h.issue(1, 0, 10, 2).issue(2, 20, 30, 1);
-        let v = check_linearizable(&h.history()).expect_err("out of order");
-        assert!(v.detail.contains("allocated after"), "{}", v.detail);
+        h.must_fail("allocated after");
     }
 
     #[test]
@@ -905,12 +903,7 @@ mod tests {
         for later in [false, true] {
             let mut h = H::new();
             h.issue(1, 0, 10, 1)
-                .op(
-                    OpKind::Revoke { serial: 1 },
-                    20,
-                    None,
-                    OpResult::Unknown("timeout".into()),
-                )
+                .unknown(OpKind::Revoke { serial: 1 }, 20)
                 .op(OpKind::Get { serial: 1 }, 30, Some(40), got(1, false))
                 .op(OpKind::Get { serial: 1 }, 50, Some(60), got(1, later));
             check_linearizable(&h.history()).expect("linearizable either way");
@@ -918,12 +911,7 @@ mod tests {
         // But once seen revoked, never live again.
         let mut h = H::new();
         h.issue(1, 0, 10, 1)
-            .op(
-                OpKind::Revoke { serial: 1 },
-                20,
-                None,
-                OpResult::Unknown("timeout".into()),
-            )
+            .unknown(OpKind::Revoke { serial: 1 }, 20)
             .op(OpKind::Get { serial: 1 }, 30, Some(40), got(1, true))
             .op(OpKind::Get { serial: 1 }, 50, Some(60), got(1, false));
         check_linearizable(&h.history()).expect_err("revoked then live");
@@ -951,33 +939,18 @@ mod tests {
         let mut h = H::new();
         h.issue(1, 0, 10, 1)
             .op(OpKind::Get { serial: 2 }, 20, Some(30), got(2, false));
-        let v = check_linearizable(&h.history()).expect_err("phantom");
-        assert!(
-            v.detail.contains("no client was told about"),
-            "{}",
-            v.detail
-        );
+        h.must_fail("no client was told about");
         // With an issue of unknown outcome invoked before the read, it is explained.
         let mut h = H::new();
         h.issue(1, 0, 10, 1)
-            .op(
-                OpKind::Issue { request_id: rid(2) },
-                12,
-                None,
-                OpResult::Unknown("timeout".into()),
-            )
+            .unknown(OpKind::Issue { request_id: rid(2) }, 12)
             .op(OpKind::Get { serial: 2 }, 20, Some(30), got(2, false));
         check_linearizable(&h.history()).expect("explained by the unknown issue");
         // But not if the read finished before that issue was invoked.
         let mut h = H::new();
         h.issue(1, 0, 10, 1)
             .op(OpKind::Get { serial: 2 }, 20, Some(30), got(2, false))
-            .op(
-                OpKind::Issue { request_id: rid(2) },
-                40,
-                None,
-                OpResult::Unknown("timeout".into()),
-            );
+            .unknown(OpKind::Issue { request_id: rid(2) }, 40);
         check_linearizable(&h.history()).expect_err("read before any creation");
     }
 
@@ -990,8 +963,7 @@ mod tests {
             Some(40),
             OpResult::Listed(vec![1]),
         );
-        let v = check_linearizable(&h.history()).expect_err("stale list");
-        assert!(v.detail.contains("stale list"), "{}", v.detail);
+        h.must_fail("stale list");
     }
 
     #[test]
@@ -1006,8 +978,7 @@ mod tests {
                 revoked: false,
             })),
         );
-        let v = check_linearizable(&h.history()).expect_err("bytes");
-        assert!(v.detail.contains("different MIC bytes"), "{}", v.detail);
+        h.must_fail("different MIC bytes");
     }
 
     #[test]
