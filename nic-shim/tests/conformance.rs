@@ -128,7 +128,7 @@ impl PacketPipeline for XdpPipeline {
 #[test]
 fn every_conformance_case_passes_on_xdp() {
     if !is_root() {
-        println!("SKIPPED: loading an XDP program needs root (CAP_BPF and CAP_NET_ADMIN)");
+        println!("SKIPPED: loading an XDP program needs root with CAP_SYS_ADMIN and CAP_NET_ADMIN");
         return;
     }
     let all = cases();

@@ -191,7 +191,7 @@ fn enter(ns: &str) {
 
 fn tools_missing() -> Option<&'static str> {
     if !is_root() {
-        return Some("network namespaces and XDP need root");
+        return Some("network namespaces and XDP need root with CAP_SYS_ADMIN and CAP_NET_ADMIN");
     }
     for tool in ["ip", "ethtool"] {
         let found = Command::new(tool).arg("-V").output().is_ok();
