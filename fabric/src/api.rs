@@ -1,6 +1,8 @@
 //! The admin API's JSON types, shared by the server (`admin`) and the CLI (`ctl`). Their
 //! OpenAPI schemas are generated from these definitions.
 
+pub mod ca;
+
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

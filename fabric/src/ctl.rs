@@ -650,7 +650,7 @@ impl Client {
     pub async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
-        body: &serde_json::Value,
+        body: &(impl serde::Serialize + ?Sized),
     ) -> anyhow::Result<(T, String)> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await

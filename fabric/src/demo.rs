@@ -304,8 +304,10 @@ async fn trust_demo(nodes: &[DemoNode], deadline: tokio::time::Instant) -> anyho
     };
     let client = Client::new(&first.admin, None)?;
     let status = loop {
-        if let Ok((s, _)) = client.get::<serde_json::Value>("/v1/ca/status").await
-            && s["bootstrapped"] == true
+        if let Ok((s, _)) = client
+            .get::<crate::api::ca::CaStatusDto>("/v1/ca/status")
+            .await
+            && s.bootstrapped
         {
             break s;
         }

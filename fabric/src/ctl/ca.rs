@@ -6,10 +6,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use nexus_trust::zk::{self, Attestation, Commitment, Opening, Predicate, Properties};
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::output::{now_ms, time_json_ms};
+use super::output::{now_ms, time_ms};
 use super::{Client, Table, print_json, usage};
+use crate::api::ca::{
+    AddVoterRequest, CaKeysDto, CaStatusDto, CircuitDto, MicDto, MicList, ProvingKeyDto,
+    RenewRequest, RevocationDto, RevocationList, VotersDto,
+};
 
 /// `nexus ctl ca` subcommands.
 #[derive(Subcommand, Debug, Clone)]
@@ -211,38 +216,42 @@ fn print_json_or(json: bool, raw: &str, human: impl FnOnce()) {
     }
 }
 
-fn cert_line(m: &Value, now_ms: u64) -> Vec<String> {
-    let b = &m["mic"]["body"];
+/// A value as its JSON text (`null` for `None`): how the tables show numbers, lists and
+/// absent values.
+fn js<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// An enum's wire name (`key_compromise`, `model`), as the API spells it.
+fn wire_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(name)) => name,
+        _ => js(v),
+    }
+}
+
+fn cert_line(m: &MicDto, now_ms: u64) -> Vec<String> {
+    let b = &m.mic.body;
     vec![
-        m["serial"].to_string(),
-        b["kind"].as_str().unwrap_or("?").to_owned(),
-        b["subject_key"]
-            .as_str()
-            .unwrap_or("")
-            .chars()
-            .take(12)
-            .collect(),
-        b["publisher"].as_str().unwrap_or("").to_owned(),
-        time_json_ms(&b["not_after_ms"], now_ms),
-        if b["zk_commitment"].is_null() {
+        m.serial.to_string(),
+        wire_name(&b.kind),
+        hex::encode(b.subject_key).chars().take(12).collect(),
+        b.publisher.clone(),
+        time_ms(b.not_after_ms, now_ms),
+        if b.zk_commitment.is_none() {
             "-"
         } else {
             "yes"
         }
         .to_owned(),
-        if m["revocation"].is_null() {
-            "-".to_owned()
-        } else {
-            m["revocation"]["reason"]
-                .as_str()
-                .unwrap_or("revoked")
-                .to_owned()
-        },
+        m.revocation
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |r| wire_name(&r.reason)),
     ]
 }
 
 /// The certificate table (`ca list`, `ca get`); REVOKED (the reason) is red on a terminal.
-fn cert_table(certs: &[Value]) -> Table {
+fn cert_table(certs: &[MicDto]) -> Table {
     let now = now_ms();
     let mut t = Table::new(&[
         "SERIAL",
@@ -259,37 +268,26 @@ fn cert_table(certs: &[Value]) -> Table {
 }
 
 /// The `ca status` summary.
-pub fn status_table(s: &Value) -> Table {
-    let r = &s["raft"];
+pub fn status_table(s: &CaStatusDto) -> Table {
+    let r = &s.raft;
     Table::fields(vec![
-        (
-            "this node",
-            if s["voter"] == true {
-                "voter"
-            } else {
-                "client"
-            }
-            .into(),
-        ),
-        ("raft id", s["raft_id"].to_string()),
-        (
-            "role (answering member)",
-            r["role"].as_str().unwrap_or("?").to_lowercase(),
-        ),
-        ("term", r["term"].to_string()),
+        ("this node", if s.voter { "voter" } else { "client" }.into()),
+        ("raft id", s.raft_id.to_string()),
+        ("role (answering member)", wire_name(&r.role).to_lowercase()),
+        ("term", r.term.to_string()),
         (
             "leader",
             format!(
                 "{} at {}",
-                r["leader"],
-                r["leader_addr"].as_str().unwrap_or("?")
+                js(&r.leader),
+                r.leader_addr.as_deref().unwrap_or("?")
             ),
         ),
-        ("voters", r["voters"].to_string()),
-        ("last applied", r["last_applied_index"].to_string()),
-        ("bootstrapped", s["bootstrapped"].to_string()),
-        ("certificates", s["mics"].to_string()),
-        ("revocations", s["revocations"].to_string()),
+        ("voters", js(&r.voters)),
+        ("last applied", js(&r.last_applied_index)),
+        ("bootstrapped", s.bootstrapped.to_string()),
+        ("certificates", js(&s.mics)),
+        ("revocations", js(&s.revocations)),
     ])
 }
 
@@ -297,39 +295,32 @@ pub fn status_table(s: &Value) -> Table {
 pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Result<()> {
     match command {
         CaCommand::Status => {
-            let (s, raw): (Value, _) = client.get("/v1/ca/status").await?;
+            let (s, raw): (CaStatusDto, _) = client.get("/v1/ca/status").await?;
             print_json_or(json, &raw, || out!("{}", status_table(&s)));
         }
         CaCommand::Issue(args) => {
             let body = args.to_json().map_err(usage)?;
-            let (m, raw): (Value, _) = client.post("/v1/ca/certs", &body).await?;
+            let (m, raw): (MicDto, _) = client.post("/v1/ca/certs", &body).await?;
             print_json_or(json, &raw, || {
-                outln!(
-                    "issued serial {} ({})",
-                    m["serial"],
-                    m["fingerprint"].as_str().unwrap_or("")
-                );
+                outln!("issued serial {} ({})", m.serial, m.fingerprint);
             });
         }
         CaCommand::Get { serial } => {
-            let (m, raw): (Value, _) = client.get(&format!("/v1/ca/certs/{serial}")).await?;
+            let (m, raw): (MicDto, _) = client.get(&format!("/v1/ca/certs/{serial}")).await?;
             print_json_or(json, &raw, || {
-                let b = &m["mic"]["body"];
+                let b = &m.mic.body;
                 let now = now_ms();
                 out!("{}", cert_table(std::slice::from_ref(&m)));
-                outln!("not before: {}", time_json_ms(&b["not_before_ms"], now));
-                outln!("not after:  {}", time_json_ms(&b["not_after_ms"], now));
-                if !m["revocation"].is_null() {
-                    outln!(
-                        "revoked:    {}",
-                        time_json_ms(&m["revocation"]["revoked_at_ms"], now)
-                    );
+                outln!("not before: {}", time_ms(b.not_before_ms, now));
+                outln!("not after:  {}", time_ms(b.not_after_ms, now));
+                if let Some(r) = &m.revocation {
+                    outln!("revoked:    {}", time_ms(r.revoked_at_ms, now));
                 }
-                outln!("encoded: {}", m["encoded"].as_str().unwrap_or(""));
+                outln!("encoded: {}", m.encoded);
             });
         }
         CaCommand::List { after, limit } => {
-            let (l, raw): (Value, _) = client
+            let (l, raw): (MicList, _) = client
                 .get(&format!("/v1/ca/certs?after={after}&limit={limit}"))
                 .await?;
             if json {
@@ -339,104 +330,91 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
             // The list carries no revocations (only `GET /v1/ca/certs/{serial}` does): join the
             // revocation records in, so REVOKED is true for every row.
             let revoked = revocations_by_serial(client).await?;
-            let mut certs = l["certs"].as_array().cloned().unwrap_or_default();
+            let mut certs = l.certs;
             for m in &mut certs {
-                if m["revocation"].is_null()
-                    && let Some(r) = m["serial"].as_u64().and_then(|s| revoked.get(&s))
-                {
-                    m["revocation"] = r.clone();
+                if m.revocation.is_none() {
+                    m.revocation = revoked.get(&m.serial).cloned();
                 }
             }
             print_json_or(false, &raw, || {
                 out!("{}", cert_table(&certs));
-                if let Some(next) = l["next_after"].as_u64() {
+                if let Some(next) = l.next_after {
                     outln!("more: --after {next}");
                 }
             });
         }
         CaCommand::Renew { serial, validity_s } => {
-            let body = match validity_s {
-                Some(s) => json!({"validity_ms": s.saturating_mul(1000)}),
-                None => json!({}),
+            let body = RenewRequest {
+                validity_ms: validity_s.map(|s| s.saturating_mul(1000)),
             };
-            let (m, raw): (Value, _) = client
+            let (m, raw): (MicDto, _) = client
                 .post(&format!("/v1/ca/certs/{serial}/renew"), &body)
                 .await?;
             print_json_or(json, &raw, || {
-                outln!("renewed {serial} as serial {}", m["serial"])
+                outln!("renewed {serial} as serial {}", m.serial)
             });
         }
         CaCommand::Revoke { serial, reason } => {
-            let (r, raw): (Value, _) = client
+            // The reason goes as typed: the node names the allowed ones if it is not one.
+            let (r, raw): (RevocationDto, _) = client
                 .post(
                     &format!("/v1/ca/certs/{serial}/revoke"),
                     &json!({"reason": reason}),
                 )
                 .await?;
             print_json_or(json, &raw, || {
-                let rev = &r["revocation"];
+                let rev = &r.revocation;
                 outln!(
                     "revoked serial {} (seq {}, reason {})",
-                    rev["serial"],
-                    rev["seq"],
-                    rev["reason"].as_str().unwrap_or("?")
+                    rev.serial,
+                    rev.seq,
+                    wire_name(&rev.reason)
                 );
             });
         }
         CaCommand::Revocations { after } => {
-            let (l, raw): (Value, _) = client
+            let (l, raw): (RevocationList, _) = client
                 .get(&format!("/v1/ca/revocations?after={after}"))
                 .await?;
             print_json_or(json, &raw, || {
                 let now = now_ms();
-                let rows: Vec<Vec<String>> = l["revocations"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|r| {
-                                vec![
-                                    r["seq"].to_string(),
-                                    r["serial"].to_string(),
-                                    r["reason"].as_str().unwrap_or("?").to_owned(),
-                                    time_json_ms(&r["revoked_at_ms"], now),
-                                    time_json_ms(&r["not_after_ms"], now),
-                                ]
-                            })
-                            .collect()
+                let rows: Vec<Vec<String>> = l
+                    .revocations
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.seq.to_string(),
+                            r.serial.to_string(),
+                            wire_name(&r.reason),
+                            time_ms(r.revoked_at_ms, now),
+                            time_ms(r.not_after_ms, now),
+                        ]
                     })
-                    .unwrap_or_default();
+                    .collect();
                 let mut t = Table::new(&["SEQ", "SERIAL", "REASON", "REVOKED AT", "NOT AFTER"]);
                 t.extend(rows);
                 out!("{t}");
             });
         }
         CaCommand::Keys => {
-            let (k, raw): (Value, _) = client.get("/v1/ca/keys").await?;
+            let (k, raw): (CaKeysDto, _) = client.get("/v1/ca/keys").await?;
             print_json_or(json, &raw, || {
-                for key in k["keys"].as_array().into_iter().flatten() {
-                    outln!(
-                        "CA key {}: {}",
-                        key["ca_key_id"],
-                        key["public_key"].as_str().unwrap_or("")
-                    );
+                for key in &k.keys {
+                    outln!("CA key {}: {}", key.ca_key_id, hex::encode(key.public_key));
                 }
-                for c in k["circuits"].as_array().into_iter().flatten() {
-                    outln!(
-                        "circuit {}: verifying key {}",
-                        c["id"],
-                        c["verifying_key_id"].as_str().unwrap_or("")
-                    );
+                for c in &k.circuits {
+                    outln!("circuit {}: verifying key {}", c.id, c.verifying_key_id);
                 }
             });
         }
         CaCommand::Voters(VotersCommand::Add { node, raft_addr }) => {
-            let body = json!({"node": node, "raft_addr": raft_addr});
-            let (v, raw): (Value, _) = client.post("/v1/ca/voters", &body).await?;
-            print_json_or(json, &raw, || outln!("voters: {}", v["voters"]));
+            let body = AddVoterRequest { node, raft_addr };
+            let (v, raw): (VotersDto, _) = client.post("/v1/ca/voters", &body).await?;
+            print_json_or(json, &raw, || outln!("voters: {}", js(&v.voters)));
         }
         CaCommand::Voters(VotersCommand::Remove { id }) => {
-            let (v, raw): (Value, _) = client.delete(&format!("/v1/ca/voters/{id}")).await?;
-            print_json_or(json, &raw, || outln!("voters: {}", v["voters"]));
+            let (v, raw): (VotersDto, _) = client.delete(&format!("/v1/ca/voters/{id}")).await?;
+            print_json_or(json, &raw, || outln!("voters: {}", js(&v.voters)));
         }
     }
     Ok(())
@@ -445,20 +423,18 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
 /// Every revocation record by serial, read page by page (at most `REVOCATION_PAGES_MAX` pages).
 async fn revocations_by_serial(
     client: &Client,
-) -> anyhow::Result<std::collections::BTreeMap<u64, Value>> {
+) -> anyhow::Result<std::collections::BTreeMap<u64, nexus_trust::revocation::SignedRevocation>> {
     const REVOCATION_PAGES_MAX: usize = 100;
     let mut by_serial = std::collections::BTreeMap::new();
     let mut after = 0u64;
     for _ in 0..REVOCATION_PAGES_MAX {
-        let (page, _): (Value, _) = client
+        let (page, _): (RevocationList, _) = client
             .get(&format!("/v1/ca/revocations?after={after}"))
             .await?;
-        for r in page["revocations"].as_array().into_iter().flatten() {
-            if let Some(serial) = r["serial"].as_u64() {
-                by_serial.insert(serial, r.clone());
-            }
+        for r in page.revocations {
+            by_serial.insert(r.serial, r);
         }
-        match page["next_after"].as_u64() {
+        match page.next_after {
             Some(next) if next > after => after = next,
             _ => break,
         }
@@ -489,14 +465,12 @@ pub async fn prove(
     predicate: Predicate,
 ) -> anyhow::Result<Attestation> {
     let circuit = zk::ATTESTATION_CIRCUIT_ID;
-    let (pk, _): (Value, _) = client
+    let (pk, _): (ProvingKeyDto, _) = client
         .get(&format!("/v1/ca/circuits/{circuit}/proving-key"))
         .await?;
-    let (vk, _): (Value, _) = client.get(&format!("/v1/ca/circuits/{circuit}")).await?;
-    let pk = hex::decode(pk["proving_key"].as_str().unwrap_or_default())
-        .context("the CA's proving key is not hex")?;
-    let vk = hex::decode(vk["verifying_key"].as_str().unwrap_or_default())
-        .context("the CA's verifying key is not hex")?;
+    let (vk, _): (CircuitDto, _) = client.get(&format!("/v1/ca/circuits/{circuit}")).await?;
+    let pk = hex::decode(pk.proving_key).context("the CA's proving key is not hex")?;
+    let vk = hex::decode(vk.verifying_key).context("the CA's verifying key is not hex")?;
     let opening = *opening;
     let attestation = tokio::task::spawn_blocking(move || -> anyhow::Result<Attestation> {
         let pk = zk::ProvingKey::from_bytes(&pk).context("parsing the proving key")?;
