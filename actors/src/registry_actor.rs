@@ -20,9 +20,8 @@
 //!   [`RegistrySettings`].
 //! - **Routes**: resolves register their intent class in the route table; whenever adverts, load
 //!   or membership change, the table is recomputed and the resulting delta folded into the
-//!   compiled route set the admin API shows (`GET /v1/intent-routes`). Installing these routes
-//!   into the forwarding table is the data-plane issue's part (it needs each node's data-plane
-//!   address and egress delivery for intent classes), not done here.
+//!   compiled route set the admin API shows (`GET /v1/intent-routes`) and sends to the table
+//!   compiler ([`crate::table_compiler`]), which installs them into the forwarding table.
 //!
 //! - **Trust**: a registration may carry credentials (MIC + attestations), checked against the
 //!   node's trust context before it is accepted and advertised with the service; adverts that

@@ -101,7 +101,8 @@ pub struct Load {
     pub utilization_pct: u8,
 }
 
-/// References to trust material (filled and verified by the trust issue; carried opaquely here).
+/// References to trust material (carried opaquely in the SAD; the registry verifies them against
+/// the node's trust context before it accepts or advertises the service).
 #[derive(
     Clone,
     Debug,
