@@ -1789,7 +1789,11 @@ mod tests {
             field_of("[[timeline]]\nat = \"1s\"\naction = \"kill\"\nnodes = 3\n"),
             "timeline[0].nodes"
         );
-        assert_eq!(field_of("name = \"t\"\n"), "scenario", "a duplicate key is a syntax error");
+        assert_eq!(
+            field_of("name = \"t\"\n"),
+            "scenario",
+            "a duplicate key is a syntax error"
+        );
         assert_eq!(
             field_of("[overlay]\nactive_view = 4\n"),
             "overlay",

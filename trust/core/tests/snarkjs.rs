@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-use nexus_trust_core::zk::{Opening, Predicate, Properties, Verifier, prove, setup, snarkjs as export};
+use nexus_trust_core::zk::{
+    Opening, Predicate, Properties, Verifier, prove, setup, snarkjs as export,
+};
 use rand_08::SeedableRng;
 use rand_08::rngs::StdRng;
 
