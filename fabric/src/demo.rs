@@ -369,7 +369,24 @@ model publisher commits to hidden properties (score 85.0 %, safety passed, datas
         "endpoint": {"port": 9010}, "trust": {"mic_serial": mic["serial"]},
         "credentials": {"mic": mic["encoded"], "attestations": [hex::encode(attestation.encode())]},
     });
-    let (_, _): (ServiceDto, _) = client.post("/v1/services", &service).await?;
+    // The node's trust actor reads the CA keys from the CA shortly after the bootstrap (it polls
+    // while the CA is not bootstrapped); until then it refuses credentials as signed by an
+    // unknown CA key (422), and the operator tries again.
+    loop {
+        match client.post::<ServiceDto>("/v1/services", &service).await {
+            Ok(_) => break,
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<crate::ctl::error::CtlError>(),
+                    Some(crate::ctl::error::CtlError::Answered { status: 422, message })
+                        if message.contains("unknown CA key")
+                ) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     println!(
         "\n{} registers coder-attested with the MIC and the attestation as credentials",
         first.name
