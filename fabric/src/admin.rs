@@ -294,9 +294,13 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
             "send the body as Content-Type: application/json",
         ));
     }
+    // Malformed JSON is passed on unchanged: the body's parse reports it as 400.
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Ok(body);
+    };
     // serde reads a struct from an array too (`[1, 2]` as its fields in order); every body of
     // this API is an object.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+    if value.is_array() {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-body",
@@ -304,14 +308,14 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
             "the body must be a JSON object, not an array",
         ));
     }
-    Ok(integral_numbers(body))
+    Ok(integral_numbers(body, value))
 }
 
 /// JSON does not tell integers from other numbers: `5.0` is the integer 5 (the OpenAPI
 /// document's `integer` type includes it), but serde refuses it for an integer field. A body
-/// with such a number is rewritten with the number as an integer; any other body, a malformed
-/// one included, is passed on unchanged.
-fn integral_numbers(body: Bytes) -> Bytes {
+/// with such a number is rewritten with the number as an integer; any other body is passed on
+/// unchanged. `value` is `body` parsed.
+fn integral_numbers(body: Bytes, mut value: serde_json::Value) -> Bytes {
     fn fix(v: &mut serde_json::Value) -> bool {
         match v {
             serde_json::Value::Number(n) if n.is_f64() => {
@@ -339,9 +343,6 @@ fn integral_numbers(body: Bytes) -> Bytes {
             _ => false,
         }
     }
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return body;
-    };
     if !fix(&mut value) {
         return body;
     }
