@@ -43,9 +43,9 @@ pub use gossip_actor::{
 pub use identity::{IdentityError, KEY_FILE, NodeKey};
 pub use metrics::NodeMetrics;
 pub use registry_actor::{
-    INBOX_CAPACITY, KeyedResolution, Registered, RegistryActor, RegistryArgs, RegistryInbox,
-    RegistryInput, RegistryMsg, RegistrySettings, RegistryState, Scope, ServiceView, StorageStore,
-    registry_inbox,
+    INBOX_CAPACITY, KeyedResolution, Registered, RegistryActor, RegistryArgs, RegistryChanges,
+    RegistryInbox, RegistryInput, RegistryMsg, RegistrySettings, RegistryState, Scope, ServiceView,
+    StorageStore, registry_inbox,
 };
 pub use session_actor::{
     ProbeError, ProbeRequest, ProbeResult, ProbeSignal, SessionActor, SessionArgs, SessionMsg,
@@ -56,8 +56,8 @@ pub use supervisor::{
     SupervisorState, TreeSnapshot,
 };
 pub use table_compiler::{
-    FibView, RouteStatus, TableArgs, TableCompiler, TableError, TableMsg, parse_node_id,
-    parse_routing_key, routing_key_hex,
+    FibView, RouteStatus, TableArgs, TableCompiler, TableError, TableGeneration, TableMsg,
+    parse_node_id, parse_routing_key, routing_key_hex,
 };
 pub use trust_actor::{
     CaAccess, CaSettings, HandoffTcp, TrustActor, TrustArgs, TrustInbox, TrustInput, TrustMsg,

@@ -24,6 +24,13 @@
 //! the loopback address while this node has a local service (local services are delivered to,
 //! and send from, `127.0.0.1`), and the address of this node's session socket. A new generation
 //! is compiled only when the effective table or the allowed sources change.
+//!
+//! Every generation the node forwards with is also handed to the node's hardware targets (a P4
+//! switch, the NIC's XDP program) through [`TableArgs::generations`]: a watch channel holding
+//! the latest [`TableGeneration`] (routes with allowed sources, and the local endpoints). It is
+//! sent after each installed generation, after a rollback (the table rolled back to), and when
+//! the local endpoints change under the installed generation. A target that falls behind skips
+//! to the latest one; this crate does not know the targets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -73,6 +80,26 @@ pub struct TableArgs {
     /// this node's session key, and every live peer with a data plane gets a route for its
     /// session key.
     pub session_endpoint: Option<tokio::sync::watch::Receiver<Option<SocketAddr>>>,
+    /// Where every table generation the node forwards with goes (its hardware targets read
+    /// it), if anything reads them: the latest [`TableGeneration`], replaced whole.
+    pub generations: Option<tokio::sync::watch::Sender<Option<Arc<TableGeneration>>>>,
+}
+
+/// A forwarding-table generation as the node's hardware targets take it: the routes with their
+/// allowed sources (numbered like the [`Fib`]'s generation) and the local endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableGeneration {
+    /// The routes and allowed sources; [`RouteSet::generation`] is the generation's number.
+    pub routes: RouteSet,
+    /// Routing keys delivered to this node's services and session socket.
+    pub local: LocalEndpoints,
+}
+
+impl TableGeneration {
+    /// The generation's number.
+    pub fn generation(&self) -> u64 {
+        self.routes.generation()
+    }
 }
 
 impl std::fmt::Debug for TableArgs {
@@ -166,6 +193,8 @@ pub struct TableState {
     /// The session socket the local-endpoint table was last built with.
     session_addr: Option<SocketAddr>,
     installed: Option<Installed>,
+    /// The route set of the generation last handed to [`TableArgs::generations`].
+    published: Option<RouteSet>,
     _refresh: AbortOnDrop,
 }
 
@@ -437,6 +466,7 @@ impl TableCompiler {
             .fib
             .install(table)
             .map_err(|e| TableError::Internal(e.to_string()))?;
+        Self::publish(state, Some(set));
         tracing::info!(
             generation,
             routes = effective.len(),
@@ -451,6 +481,30 @@ impl TableCompiler {
             sources,
         });
         Ok(generation)
+    }
+
+    /// Hands the installed generation to the hardware targets: `routes` when a new one was
+    /// installed, else the last one published (the local endpoints changed).
+    fn publish(state: &mut TableState, routes: Option<RouteSet>) {
+        let Some(tx) = &state.args.generations else {
+            return;
+        };
+        if let Some(routes) = routes {
+            state.published = Some(routes);
+        }
+        let Some(routes) = state.published.clone() else {
+            return; // Nothing installed yet: the first generation carries the endpoints.
+        };
+        let local = Self::local_endpoints(state);
+        tx.send_replace(Some(Arc::new(TableGeneration { routes, local })));
+    }
+
+    /// Passes new local endpoints to the forwarder and the hardware targets.
+    fn local_endpoints_changed(state: &mut TableState) {
+        if let Some(tx) = &state.args.local_endpoints {
+            tx.send_replace(Self::local_endpoints(state));
+        }
+        Self::publish(state, None);
     }
 
     fn persist(
@@ -532,6 +586,7 @@ impl Actor for TableCompiler {
             local_services: Vec::new(),
             session_addr: None,
             installed: None,
+            published: None,
             _refresh: AbortOnDrop(refresh),
         };
         // The installed generation may be newer than what we would compile (an actor restart):
@@ -632,10 +687,19 @@ impl Actor for TableCompiler {
                         // The image's sources passed the same checks on load.
                         let _ = sources.insert(source.ip());
                     }
-                    state.installed = Some(Installed {
-                        routes: table.entries().map(|e| (e.key, e.group.to_vec())).collect(),
-                        sources,
-                    });
+                    let routes: BTreeMap<RoutingKey, Vec<NextHop>> =
+                        table.entries().map(|e| (e.key, e.group.to_vec())).collect();
+                    // The rolled-back table was a valid route set when it was compiled.
+                    match RouteSet::from_routes(generation, routes.clone()) {
+                        Ok(mut set) => {
+                            set.set_sources(sources.clone());
+                            Self::publish(state, Some(set));
+                        }
+                        Err(err) => {
+                            tracing::warn!(%err, "rolled-back table not handed to the targets");
+                        }
+                    }
+                    state.installed = Some(Installed { routes, sources });
                     state.args.metrics.fib_generation.set(generation as i64);
                 }
                 let _ = reply.send(result);
@@ -649,9 +713,7 @@ impl Actor for TableCompiler {
                 let mut changed = false;
                 if session_addr != state.session_addr {
                     state.session_addr = session_addr;
-                    if let Some(tx) = &state.args.local_endpoints {
-                        tx.send_replace(Self::local_endpoints(state));
-                    }
+                    Self::local_endpoints_changed(state);
                     changed = true;
                 }
                 if let Some(members) = Self::live_members(state).await {
@@ -665,9 +727,7 @@ impl Actor for TableCompiler {
                 let mut changed = false;
                 if local != state.local_services {
                     state.local_services = local;
-                    if let Some(tx) = &state.args.local_endpoints {
-                        tx.send_replace(Self::local_endpoints(state));
-                    }
+                    Self::local_endpoints_changed(state);
                     // The loopback source comes and goes with the local services.
                     changed = true;
                 }
