@@ -419,7 +419,6 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     let metrics_for_export = metrics.clone();
     let (leave_tx, mut leave_rx) = mpsc::channel::<String>(1);
     let (registry_tx, registry_rx) = registry_inbox();
-    let registry_changes = nexus_actors::RegistryChanges::default();
     let registry_args = RegistryArgs {
         key: data.key.signing_key().clone(),
         storage: storage.clone(),
@@ -427,7 +426,6 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         epoch: started,
         inbox: registry_rx,
         settings: config.registry.clone(),
-        changes: registry_changes.clone(),
     };
     let (trust_tx, trust_rx) = trust_inbox();
     let node_seed = {
@@ -505,7 +503,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         refresh: config.gossip.probe_period / 2,
         metrics: metrics.clone(),
         local_endpoints: dataplane_io.is_some().then_some(local_tx),
-        session_endpoint: session_args.is_some().then(|| session_rx.clone()),
+        session_endpoint: session_args.is_some().then_some(session_rx),
         generations: None,
     };
     let admin_args = AdminArgs {
@@ -522,7 +520,6 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
                 dataplane: dataplane_addr,
                 api: api_addr,
                 gateway: gateway_addr,
-                sessions: session_args.is_some().then_some(session_rx),
             }),
             metrics: metrics.clone(),
             acl: acl.clone(),
@@ -560,7 +557,6 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         let api_args = ApiArgs {
             socket,
             metrics: metrics.clone(),
-            registry_changes: registry_changes.clone(),
         };
         children.push(ChildSpec::new("api", move |supervisor| {
             (ApiActor, (api_args.clone(), supervisor))
