@@ -111,6 +111,20 @@ pub struct Transmit {
     pub contents: Vec<u8>,
     /// Segment size when `contents` holds several datagrams.
     pub segment_size: Option<usize>,
+    /// How the NexLink frame is addressed when not by the session key of `peer_tag` (a routed
+    /// session, [`Endpoint::connect_routed`], or a session whose peer came through another
+    /// node's data plane, [`Endpoint::handle_frame`]).
+    pub link: Option<LinkRoute>,
+}
+
+/// The NexLink addressing of a session's frames other than the default (the routing key is the
+/// peer's session key, the Destination Node Tag its node tag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkRoute {
+    /// The routing key the frames carry.
+    pub routing_key: u128,
+    /// The Destination Node Tag the frames carry.
+    pub dst: u64,
 }
 
 /// What the endpoint tells its driver and application.
@@ -398,6 +412,42 @@ impl Endpoint {
         self.sessions.values().map(Session::stats).collect()
     }
 
+    /// Opens a *routed* session: its frames carry `route` (a capability class's routing key,
+    /// and as Destination Node Tag the tag of the node answers return through) and go to
+    /// `remote` (that node's relay, [`crate::udp::StreamNode::set_relay`]), whose data plane
+    /// picks the peer. The handshake fails unless the peer proves one of the keys in `accept`;
+    /// the peer's key is known after [`Event::Established`], and then the session is found by
+    /// [`Endpoint::session_to`] like any other.
+    pub fn connect_routed(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        route: LinkRoute,
+        accept: &[[u8; 32]],
+    ) -> Result<SessionId, ConnectError> {
+        if self.sessions.len() >= self.config.sessions_max {
+            return Err(ConnectError::TooManySessions {
+                max: self.config.sessions_max,
+            });
+        }
+        let crypto = self
+            .identity
+            .client_crypto_any_of(self.provider.clone(), accept.to_vec())?;
+        let mut client = quinn_proto::ClientConfig::new(crypto);
+        client.transport_config(self.transport.clone());
+        let mut dcid = [0u8; 16];
+        self.rng.fill_bytes(&mut dcid);
+        client.initial_dst_cid_provider(Arc::new(move || quinn_proto::ConnectionId::new(&dcid)));
+        let (handle, conn) = self.quinn.connect(now, client, remote, "nexus")?;
+        let id = self.add_session(now, handle, conn, None);
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.link_route = Some(route);
+        }
+        debug!(session = %id, key = %format_args!("{:032x}", route.routing_key), %remote, "nexstream: connecting (routed)");
+        self.drive(now, id);
+        Ok(id)
+    }
+
     /// Opens a session to the node `peer` at `remote`. The handshake fails unless the server
     /// proves `peer`'s key; the session is usable after [`Event::Established`].
     pub fn connect(
@@ -467,6 +517,22 @@ impl Endpoint {
         link_src: Option<u64>,
         data: &[u8],
     ) {
+        self.handle_frame(now, from, link_src, None, data);
+    }
+
+    /// Like [`Endpoint::handle_datagram_from`], with the Destination Node Tag of the frame too.
+    /// A new session whose first frame names another node than this one as destination was
+    /// opened on the routed path ([`Endpoint::connect_routed`]): its answers go to that node's
+    /// session key, with the peer's tag as destination, so that node's relay hands them to
+    /// the peer.
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        link_src: Option<u64>,
+        link_dst: Option<u64>,
+        data: &[u8],
+    ) {
         self.counters.datagrams_in += 1;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -492,8 +558,13 @@ impl Endpoint {
                     match self.quinn.accept(incoming, now, &mut buf, None) {
                         Ok((handle, conn)) => {
                             let id = self.add_session(now, handle, conn, None);
+                            let own = nexus_dataplane::wire::nexlink::NodeTag::from_node_id(
+                                &self.identity.node_id(),
+                            )
+                            .0;
                             if let Some(s) = self.sessions.get_mut(&id) {
                                 s.link_peer = link_src;
+                                s.link_via = link_dst.filter(|&d| d != 0 && d != own);
                             }
                             debug!(session = %id, remote = %from, "nexstream: incoming");
                             self.drive(now, id);
@@ -522,6 +593,7 @@ impl Endpoint {
             link_seq: 0,
             contents: buf[..t.size].to_vec(),
             segment_size: t.segment_size,
+            link: None,
         });
     }
 
@@ -651,17 +723,29 @@ impl Endpoint {
         }
         let out = transmit.map(|t| {
             s.link_seq = s.link_seq.wrapping_add(1);
+            let peer_tag = s
+                .peer
+                .map(|p| nexus_dataplane::wire::nexlink::NodeTag::from_node_id(&p).0)
+                .or(s.link_peer);
+            let link = s.link_route.or_else(|| {
+                let via = s.link_via?;
+                Some(LinkRoute {
+                    routing_key: crate::link::session_key(nexus_dataplane::wire::nexlink::NodeTag(
+                        via,
+                    ))
+                    .0,
+                    dst: peer_tag?,
+                })
+            });
             Transmit {
                 destination: t.destination,
                 session: Some(id),
                 peer: s.peer,
-                peer_tag: s
-                    .peer
-                    .map(|p| nexus_dataplane::wire::nexlink::NodeTag::from_node_id(&p).0)
-                    .or(s.link_peer),
+                peer_tag,
                 link_seq: s.link_seq,
                 contents: buf[..t.size].to_vec(),
                 segment_size: t.segment_size,
+                link,
             }
         });
         self.buf = buf;

@@ -164,6 +164,43 @@ impl Identity {
     }
 }
 
+/// Any key of a set: a routed session's accepted peers (the candidates a resolve answer named
+/// for the capability class), since the data plane, not the client, picks the one it reaches.
+#[derive(Debug, Clone)]
+pub struct AnyOfKeys(pub Vec<[u8; 32]>);
+
+impl nexus_trust::tls::KeyCheck for AnyOfKeys {
+    fn check(&self, key: &[u8; 32]) -> Result<(), rustls::Error> {
+        if self.0.contains(key) {
+            Ok(())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+}
+
+impl Identity {
+    /// The quinn client crypto configuration for a routed session: the handshake fails unless
+    /// the server proves one of the keys in `accept`.
+    pub fn client_crypto_any_of(
+        &self,
+        provider: Arc<CryptoProvider>,
+        accept: Vec<[u8; 32]>,
+    ) -> Result<Arc<quinn_proto::crypto::rustls::QuicClientConfig>, IdentityError> {
+        let tls = nexus_trust::tls::client_config(
+            provider,
+            self.certified.clone(),
+            AnyOfKeys(accept),
+            &[crate::ALPN],
+        )?;
+        let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| IdentityError::Quic(e.to_string()))?;
+        Ok(Arc::new(quic))
+    }
+}
+
 /// The first bytes of a key, in hex, for logs.
 pub(crate) fn hex_prefix(key: &[u8; 32]) -> String {
     key[..8].iter().map(|b| format!("{b:02x}")).collect()

@@ -49,7 +49,7 @@ mod session;
 pub mod udp;
 pub mod wire;
 
-pub use endpoint::{Endpoint, EndpointConfig, Event, Transmit};
+pub use endpoint::{Endpoint, EndpointConfig, Event, LinkRoute, Transmit};
 pub use error::{CloseReason, ConnectError, ErrorCode, SendError};
 pub use mode::{DatagramOptions, FlowOptions, MessageOptions, Mode, Probability};
 pub use session::{ModeCounters, SessionId, SessionStats, StreamRef};

@@ -259,6 +259,11 @@ pub(crate) struct Session {
     /// The Source Node Tag of the peer's NexLink frames, when the driver passes it: answers are
     /// routed by it before the handshake names the peer.
     pub link_peer: Option<u64>,
+    /// A routed session's addressing ([`crate::Endpoint::connect_routed`]).
+    pub link_route: Option<crate::endpoint::LinkRoute>,
+    /// The node tag whose session key answers are addressed to, for a peer that came through
+    /// that node's data plane ([`crate::Endpoint::handle_frame`]).
+    pub link_via: Option<u64>,
 }
 
 impl fmt::Debug for Session {
@@ -307,6 +312,8 @@ impl Session {
             modes: [ModeCounters::default(); 4],
             link_seq: 0,
             link_peer: None,
+            link_route: None,
+            link_via: None,
         }
     }
 

@@ -11,14 +11,14 @@
 //! [`Framing::Raw`] sends bare QUIC datagrams instead (for measuring the framing's cost, and
 //! for talking to plain QUIC tools); both ends must agree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use nexus_dataplane::wire::nexlink::NodeTag;
+use nexus_dataplane::wire::nexlink::{NodeTag, Repr, RoutingKey};
 use nexus_trust::verify::{Credentials, TrustUpdate};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +27,7 @@ use tracing::debug;
 use crate::endpoint::EndpointCounters;
 use crate::link::{self, LinkAddress};
 use crate::{
-    CloseReason, ConnectError, DatagramOptions, Endpoint, ErrorCode, Event, FlowOptions,
+    CloseReason, ConnectError, DatagramOptions, Endpoint, ErrorCode, Event, FlowOptions, LinkRoute,
     MessageOptions, SendError, SessionId, SessionStats, StreamRef,
 };
 
@@ -48,6 +48,9 @@ pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 const COMMANDS_MAX: usize = 1024;
 /// Events queued for the application before the driver waits for it.
 pub const EVENTS_MAX: usize = 4096;
+/// Local routed clients a relay remembers ([`StreamNode::set_relay`]); the least recently
+/// learned is forgotten beyond this.
+pub const RELAY_PEERS_MAX: usize = 4096;
 
 /// Why a [`StreamNode`] call failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,13 @@ type Reply<T> = oneshot::Sender<T>;
 
 enum Command {
     Connect([u8; 32], SocketAddr, Reply<Result<SessionId, NodeError>>),
+    ConnectRouted(
+        SocketAddr,
+        LinkRoute,
+        Vec<[u8; 32]>,
+        Reply<Result<SessionId, NodeError>>,
+    ),
+    Relay(Option<SocketAddr>),
     OpenFlow(SessionId, FlowOptions, Reply<Result<StreamRef, SendError>>),
     Send(StreamRef, Bytes, Reply<Result<(), SendError>>),
     Finish(StreamRef, Reply<Result<(), SendError>>),
@@ -113,6 +123,35 @@ pub struct StreamNode {
 #[derive(Clone, Copy, Debug, Default)]
 struct LinkCounters {
     link_rejected: u64,
+    relayed_out: u64,
+    relayed_back: u64,
+    relay_dropped: u64,
+}
+
+/// A node's relay for the routed sessions of clients on its host (see [`StreamNode::set_relay`]).
+#[derive(Debug)]
+struct Relay {
+    /// The node's data plane: where clients' routed frames are sent on.
+    target: SocketAddr,
+    /// This endpoint's node tag.
+    own: NodeTag,
+    /// Client node tag → the address its frames came from.
+    peers: HashMap<u64, SocketAddr>,
+    /// Tags in the order they were learned (oldest first), for the bound.
+    order: VecDeque<u64>,
+}
+
+impl Relay {
+    fn learn(&mut self, tag: u64, from: SocketAddr) {
+        if self.peers.insert(tag, from).is_none() {
+            self.order.push_back(tag);
+            while self.order.len() > RELAY_PEERS_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.peers.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 impl StreamNode {
@@ -140,6 +179,7 @@ impl StreamNode {
             events: events_tx,
             waiters: BTreeMap::new(),
             counters: LinkCounters::default(),
+            relay: None,
             out: Vec::with_capacity(64 << 10),
             gso: cfg!(target_os = "linux"),
         };
@@ -181,6 +221,33 @@ impl StreamNode {
         remote: SocketAddr,
     ) -> Result<SessionId, NodeError> {
         self.call(|r| Command::Connect(peer, remote, r)).await?
+    }
+
+    /// [`Endpoint::connect_routed`]: opens a routed session through `relay` (the local node's
+    /// session socket) and waits until it is established or refused. The peer's key is in the
+    /// session's [`SessionStats`] (and the `Established` event).
+    pub async fn connect_routed(
+        &self,
+        relay: SocketAddr,
+        route: LinkRoute,
+        accept: Vec<[u8; 32]>,
+    ) -> Result<SessionId, NodeError> {
+        self.call(|r| Command::ConnectRouted(relay, route, accept, r))
+            .await?
+    }
+
+    /// Makes this endpoint the relay of routed sessions for clients on its host (a node's
+    /// session socket; `None` turns it off). With a relay, a frame from a loopback address or
+    /// this socket's own IP whose routing key is not this endpoint's session key is a local
+    /// client's routed frame: its Source Node Tag is remembered with its address and the frame
+    /// is sent on, unchanged, to `target` (the node's data plane). A frame carrying this
+    /// endpoint's session key with another Destination Node Tag is an answer to such a client:
+    /// it goes, unchanged, to the address remembered for that tag (dropped when none is).
+    pub async fn set_relay(&self, target: Option<SocketAddr>) -> Result<(), NodeError> {
+        self.tx
+            .send(Command::Relay(target))
+            .await
+            .map_err(|_| NodeError::Stopped)
     }
 
     /// [`Endpoint::open_flow`].
@@ -294,6 +361,7 @@ struct Driver {
     events: mpsc::Sender<Event>,
     waiters: BTreeMap<SessionId, Reply<Result<SessionId, NodeError>>>,
     counters: LinkCounters,
+    relay: Option<Relay>,
     out: Vec<u8>,
     /// Whether batches go out as one UDP GSO send (`UDP_SEGMENT`); off after a refusal.
     gso: bool,
@@ -392,8 +460,11 @@ impl Driver {
             Framing::Raw => self.endpoint.handle_datagram(now, from, frame),
             Framing::NexLink => match link::decapsulate(frame) {
                 Ok((repr, quic)) => {
+                    if self.relay.is_some() && self.relayed(from, &repr, frame) {
+                        return;
+                    }
                     self.endpoint
-                        .handle_datagram_from(now, from, Some(repr.src.0), quic)
+                        .handle_frame(now, from, Some(repr.src.0), Some(repr.dst.0), quic)
                 }
                 Err(e) => {
                     self.counters.link_rejected += 1;
@@ -401,6 +472,47 @@ impl Driver {
                 }
             },
         }
+    }
+
+    /// Relays `frame` if it is a local client's routed frame or an answer to one (see
+    /// [`StreamNode::set_relay`]); false if it is this endpoint's own.
+    fn relayed(&mut self, from: SocketAddr, repr: &Repr, frame: &[u8]) -> bool {
+        let Some(relay) = self.relay.as_mut() else {
+            return false;
+        };
+        let frame = &frame[..repr.buffer_len().min(frame.len())];
+        let to = if repr.routing_key == link::session_key(relay.own) {
+            if repr.dst == relay.own {
+                return false;
+            }
+            let to = relay.peers.get(&repr.dst.0).copied();
+            if to.is_some() {
+                self.counters.relayed_back += 1;
+            }
+            to
+        } else if from.ip().is_loopback()
+            || Some(from.ip()) == self.socket.local_addr().ok().map(|a| a.ip())
+        {
+            relay.learn(repr.src.0, from);
+            self.counters.relayed_out += 1;
+            Some(relay.target)
+        } else {
+            None
+        };
+        match to {
+            // A relay is a datagram hop: a full socket buffer is a lost packet to QUIC.
+            Some(to) => {
+                if let Err(e) = self.socket.try_send_to(frame, to) {
+                    self.counters.relay_dropped += 1;
+                    debug!(%to, error = %e, "nexstream: relay send failed");
+                }
+            }
+            None => {
+                self.counters.relay_dropped += 1;
+                debug!(%from, dst = repr.dst.0, "nexstream: relay has no route for the frame");
+            }
+        }
+        true
     }
 
     fn command(&mut self, command: Command) {
@@ -415,6 +527,24 @@ impl Driver {
                     let _ = reply.send(Err(e.into()));
                 }
             },
+            Command::ConnectRouted(remote, route, accept, reply) => {
+                match ep.connect_routed(now, remote, route, &accept) {
+                    Ok(session) => {
+                        self.waiters.insert(session, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Relay(target) => {
+                self.relay = target.map(|target| Relay {
+                    target,
+                    own: NodeTag::from_node_id(&ep.node_id()),
+                    peers: HashMap::new(),
+                    order: VecDeque::new(),
+                });
+            }
             Command::OpenFlow(s, opts, reply) => {
                 let _ = reply.send(ep.open_flow(now, s, opts));
             }
@@ -459,9 +589,15 @@ impl Driver {
                 match self.framing {
                     Framing::Raw => self.out.extend_from_slice(quic),
                     Framing::NexLink => {
-                        let dst = NodeTag(t.peer_tag.unwrap_or(0));
+                        let (routing_key, dst) = match t.link {
+                            Some(l) => (RoutingKey(l.routing_key), NodeTag(l.dst)),
+                            None => {
+                                let dst = NodeTag(t.peer_tag.unwrap_or(0));
+                                (link::session_key(dst), dst)
+                            }
+                        };
                         let addr = LinkAddress {
-                            routing_key: link::session_key(dst),
+                            routing_key,
                             src: NodeTag::from_node_id(&self.endpoint.node_id()),
                             dst,
                             session: t.session.map_or(0, |s| s.0),
