@@ -1,7 +1,7 @@
 //! Partial-view membership in core mode (`membership = "partial"`): every node runs the node's
 //! HyParView + Plumtree core ([`Overlay`], `gossip/src/overlay/`) alone — no SWIM, so no node
 //! holds the whole member list and memory grows with N, not N². This is what lets core mode run
-//! 100,000 nodes (issue 3); full-membership SWIM at that size is refused up front
+//! 100,000 nodes; full-membership SWIM at that size is refused up front
 //! ([`crate::check_capacity`]).
 //!
 //! The engine is core mode's: one priority queue of `(virtual time, sequence)` events
