@@ -622,6 +622,11 @@ impl Actor for SessionActor {
         )
         .await
         .map_err(|e| format!("binding the session socket: {e}"))?;
+        // Clients on this host send their routed sessions' frames through this socket, and
+        // their answers come back to it (NexAPI's routed path, `docs/protocols/nexapi.md`).
+        node.set_relay(Some(args.dataplane))
+            .await
+            .map_err(|e| format!("starting the session socket's relay: {e}"))?;
         args.endpoint.send_replace(Some(node.local_addr()));
         tracing::info!(socket = %node.local_addr(), "sessions: endpoint bound");
         let me = myself.clone();

@@ -84,6 +84,9 @@ pub struct NodeInfo {
     pub api: Option<SocketAddr>,
     /// The OpenAI-compatible gateway's TCP address, if it runs.
     pub gateway: Option<SocketAddr>,
+    /// The NexStream session socket's address while it is bound (it runs with the data plane
+    /// and relays local clients' routed sessions).
+    pub sessions: Option<tokio::sync::watch::Receiver<Option<SocketAddr>>>,
 }
 
 /// Everything the admin API needs; cloned into every (re)start of [`AdminActor`].
@@ -485,6 +488,11 @@ async fn node(State(s): State<AppState>) -> Result<axum::Json<Node>, Problem> {
         dataplane: n.dataplane.map(|a| a.to_string()),
         api: n.api.map(|a| a.to_string()),
         gateway: n.gateway.map(|a| a.to_string()),
+        sessions: n
+            .sessions
+            .as_ref()
+            .and_then(|rx| *rx.borrow())
+            .map(|a| a.to_string()),
         uptime_s: s.ctx.started.elapsed().as_secs(),
     }))
 }

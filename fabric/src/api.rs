@@ -112,6 +112,10 @@ pub struct Node {
     /// The OpenAI-compatible gateway's TCP address, if it runs.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// The NexStream session socket's UDP address, while it is bound (with the data plane):
+    /// where NexAPI clients on this host send their routed sessions' frames.
+    #[serde(default)]
+    pub sessions: Option<String>,
     /// Seconds since the process started.
     pub uptime_s: u64,
 }

@@ -503,7 +503,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         refresh: config.gossip.probe_period / 2,
         metrics: metrics.clone(),
         local_endpoints: dataplane_io.is_some().then_some(local_tx),
-        session_endpoint: session_args.is_some().then_some(session_rx),
+        session_endpoint: session_args.is_some().then(|| session_rx.clone()),
         generations: None,
     };
     let admin_args = AdminArgs {
@@ -520,6 +520,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
                 dataplane: dataplane_addr,
                 api: api_addr,
                 gateway: gateway_addr,
+                sessions: session_args.is_some().then_some(session_rx),
             }),
             metrics: metrics.clone(),
             acl: acl.clone(),

@@ -44,6 +44,9 @@ pub struct ClientConfig {
     /// Where the client counts its calls; a clone registered in a Prometheus registry before
     /// the client connects exports them ([`Metrics::register`]).
     pub metrics: Metrics,
+    /// The path calls take: straight to the chosen service (the default), or through the
+    /// local node's data plane to the intent class's routing key.
+    pub path: crate::Path,
 }
 
 impl ClientConfig {
@@ -58,6 +61,7 @@ impl ClientConfig {
             failovers: 2,
             endpoint: EndpointSettings::default(),
             metrics: Metrics::default(),
+            path: crate::Path::Direct,
         }
     }
 }
@@ -81,16 +85,17 @@ pub struct CallOptions {
 /// A NexAPI client. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 type TensorAcks = Mutex<HashMap<(SessionId, u64), oneshot::Sender<Result<(), ApiError>>>>;
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     config: ClientConfig,
-    node: NodeClient,
-    transport: Transport,
+    pub(crate) node: NodeClient,
+    pub(crate) transport: Transport,
+    pub(crate) routed: crate::routed::Routed,
     calls: AtomicU64,
     resolved: Mutex<HashMap<String, (Instant, Arc<ResolveAnswer>)>>,
     acks: Arc<TensorAcks>,
@@ -123,6 +128,7 @@ impl Client {
             resolved: Mutex::default(),
             acks,
             connecting: Mutex::default(),
+            routed: crate::routed::Routed::default(),
             metrics: config.metrics.clone(),
             identity: identity.key.verifying_key().to_bytes(),
             config,
@@ -181,11 +187,14 @@ impl Client {
         Ok(answer)
     }
 
-    fn forget(&self, intent: &Intent) {
+    pub(crate) fn forget(&self, intent: &Intent) {
         lock(&self.inner.resolved).remove(&intent.canonical());
     }
 
     async fn candidates(&self, intent: &Intent) -> Result<Vec<Candidate>, Error> {
+        if self.inner.config.path == crate::Path::Routed {
+            return self.routed_candidates(intent).await;
+        }
         let answer = self.resolve(intent).await?;
         let usable: Vec<Candidate> = answer
             .candidates
@@ -208,7 +217,12 @@ impl Client {
     }
 
     /// The session to `candidate`'s service, opened (and its MIC verified) if none is pooled.
+    /// On the routed path: the pooled session of the class `candidate` was resolved in, to
+    /// whichever of its replicas the data plane picked.
     pub async fn session(&self, candidate: &Candidate) -> Result<SessionId, Error> {
+        if self.inner.config.path == crate::Path::Routed {
+            return self.routed_session(candidate).await;
+        }
         let (Some(key), Some(host)) = (candidate.key, candidate.host) else {
             return Err(Error::api(
                 ErrorCode::Unavailable,
@@ -367,7 +381,8 @@ impl Client {
     ) -> Result<Bytes, Error> {
         let started = crate::now();
         let candidates = self.candidates(intent).await?;
-        let result = if opts.hedge > 1 {
+        let routed = self.inner.config.path == crate::Path::Routed;
+        let result = if opts.hedge > 1 && !routed {
             self.hedged(&candidates, model, payload, &opts).await
         } else {
             self.infer_on(&candidates, model, payload, &opts).await
@@ -815,7 +830,7 @@ fn unexpected(m: &Message) -> Error {
     )
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

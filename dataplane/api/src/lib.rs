@@ -25,6 +25,7 @@ mod client;
 mod error;
 mod metrics;
 pub mod node;
+mod routed;
 pub mod safetensors;
 pub mod sample;
 mod service;
@@ -46,6 +47,7 @@ pub use client::{CallOptions, Client, ClientConfig, TokenStream};
 pub use error::Error;
 pub use metrics::Metrics;
 pub use node::{NodeClient, NodeConfig};
+pub use routed::Path;
 pub use service::{Call, Handler, Service, ServiceConfig, TokenSink};
 pub use wire::{
     ApiError, Candidate, DType, ErrorCode, Finish, KvBlock, Limits, Message, ModelMeta,

@@ -1,0 +1,238 @@
+//! The routed path (`docs/protocols/nexapi.md` §2.1): a call's session is addressed to the
+//! capability class's routing key and enters the local node's data plane, whose forwarding table
+//! picks the replica per flow. The client reaches the data plane through its node's session
+//! socket, which relays the session's frames out and its answers back.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nexus_registry::Intent;
+use nexus_stream::{LinkRoute, SessionId};
+use serde::Deserialize;
+
+use crate::client::{Client, lock};
+use crate::error::Error;
+use crate::wire::{Candidate, ErrorCode};
+
+/// Which path a client's calls take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Path {
+    /// Resolve, then a session straight to the chosen service's endpoint (no node on the data
+    /// path).
+    #[default]
+    Direct,
+    /// Resolve, then a session addressed to the intent class's routing key through the local
+    /// node's data plane, which picks the replica per flow. Hedging does not apply: the data
+    /// plane picks one replica per session.
+    Routed,
+}
+
+/// How the local node is reached on the routed path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Via {
+    /// The node's session socket: it relays the client's frames into the data plane and the
+    /// answers back.
+    relay: SocketAddr,
+    /// The node's NexLink tag: answers are addressed to its session key.
+    node_tag: u64,
+}
+
+/// One capability class as the last resolve described it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Class {
+    /// The class's routing key.
+    key: u128,
+    /// The keys a replica may prove: the answer's candidates'.
+    accept: Vec<[u8; 32]>,
+}
+
+/// The client's routed-path state.
+#[derive(Debug, Default)]
+pub(crate) struct Routed {
+    via: Mutex<Option<Via>>,
+    /// Service key → the class it was last resolved in.
+    classes: Mutex<HashMap<[u8; 32], Arc<Class>>>,
+    /// Class key → its pooled session and the replica's key.
+    sessions: Mutex<HashMap<u128, (SessionId, [u8; 32])>>,
+    /// One connect per class at a time.
+    connecting: Mutex<HashMap<u128, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Classes remembered at most; forgotten all at once beyond (they are relearned on the next
+/// resolve).
+const CLASSES_MAX: usize = 4096;
+
+#[derive(Deserialize)]
+struct NodeDto {
+    id: String,
+    #[serde(default)]
+    sessions: Option<String>,
+}
+
+impl Routed {
+    /// Remembers the class of each candidate of `answer` (the routed session of a call to one
+    /// of them is that class's).
+    pub(crate) fn learn(&self, routing_key: u128, candidates: &[Candidate]) {
+        let accept: Vec<[u8; 32]> = candidates.iter().filter_map(|c| c.key).collect();
+        let class = Arc::new(Class {
+            key: routing_key,
+            accept,
+        });
+        let mut classes = lock(&self.classes);
+        if classes.len() >= CLASSES_MAX {
+            classes.clear();
+        }
+        for key in &class.accept {
+            classes.insert(*key, class.clone());
+        }
+    }
+}
+
+impl Client {
+    /// The candidates of `intent` for a routed call: those with a certified key (the replica
+    /// the data plane picks must prove one of them). No endpoint address is needed.
+    pub(crate) async fn routed_candidates(&self, intent: &Intent) -> Result<Vec<Candidate>, Error> {
+        let answer = self.resolve(intent).await?;
+        let usable: Vec<Candidate> = answer
+            .candidates
+            .iter()
+            .filter(|c| c.key.is_some())
+            .cloned()
+            .collect();
+        if usable.is_empty() {
+            self.forget(intent);
+            return Err(Error::api(
+                ErrorCode::Unavailable,
+                format!(
+                    "no route for intent {} (class {:032x}): {} candidates, none with a certified key",
+                    intent.canonical(),
+                    answer.routing_key,
+                    answer.candidates.len()
+                ),
+            ));
+        }
+        self.inner.routed.learn(answer.routing_key, &usable);
+        Ok(usable)
+    }
+
+    /// The routed session of `candidate`'s class: pooled, or opened through the local node's
+    /// session socket (its MIC verified, its key one of the class's candidates').
+    pub(crate) async fn routed_session(&self, candidate: &Candidate) -> Result<SessionId, Error> {
+        let routed = &self.inner.routed;
+        let class = candidate
+            .key
+            .and_then(|k| lock(&routed.classes).get(&k).cloned())
+            .ok_or_else(|| {
+                Error::api(
+                    ErrorCode::Unavailable,
+                    format!("{} is in no resolved class", candidate.service),
+                )
+            })?;
+        if let Some(s) = self.pooled_routed(class.key) {
+            return Ok(s);
+        }
+        let gate = lock(&routed.connecting)
+            .entry(class.key)
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        if let Some(s) = self.pooled_routed(class.key) {
+            return Ok(s);
+        }
+        let opened = self.open_routed(&class).await;
+        lock(&routed.connecting).remove(&class.key);
+        let (session, peer) = opened?;
+        lock(&routed.sessions).insert(class.key, (session, peer));
+        Ok(session)
+    }
+
+    /// The pooled session of class `key`, if it is still open.
+    fn pooled_routed(&self, key: u128) -> Option<SessionId> {
+        let mut sessions = lock(&self.inner.routed.sessions);
+        let (session, peer) = *sessions.get(&key)?;
+        // The transport drops a closed session from its pool: a session it no longer knows is
+        // gone (closed by the peer, idled out, or closed by `close_sessions`).
+        if self.inner.transport.session_to(&peer) == Some(session) {
+            Some(session)
+        } else {
+            sessions.remove(&key);
+            None
+        }
+    }
+
+    async fn open_routed(&self, class: &Class) -> Result<(SessionId, [u8; 32]), Error> {
+        let via = self.via().await?;
+        let node = &self.inner.transport.node;
+        let route = LinkRoute {
+            routing_key: class.key,
+            dst: via.node_tag,
+        };
+        let session = node
+            .connect_routed(via.relay, route, class.accept.clone())
+            .await
+            .map_err(|e| {
+                Error::Transport(format!("routed session to class {:032x}: {e}", class.key))
+            })?;
+        let (stats, _) = node
+            .stats()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        let peer = stats
+            .iter()
+            .find(|s| s.id == session)
+            .and_then(|s| s.peer)
+            .ok_or_else(|| {
+                Error::Transport(format!(
+                    "routed session to class {:032x} closed right after its handshake",
+                    class.key
+                ))
+            })?;
+        self.inner.transport.pool(peer, session);
+        Ok((session, peer))
+    }
+
+    /// The local node's session socket and tag, asked once (`GET /v1/node`).
+    async fn via(&self) -> Result<Via, Error> {
+        if let Some(via) = *lock(&self.inner.routed.via) {
+            return Ok(via);
+        }
+        let config = self.inner.node.config();
+        let http = config.http_client(Duration::from_secs(10))?;
+        let url = format!("{}/v1/node", config.admin);
+        let mut request = http.get(&url);
+        if let Some(t) = &config.token {
+            request = request.bearer_auth(t);
+        }
+        let node: NodeDto = request
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| Error::Node(format!("GET {url}: {e}")))?
+            .json()
+            .await
+            .map_err(|e| Error::Node(format!("GET {url}: {e}")))?;
+        let relay: SocketAddr = node
+            .sessions
+            .ok_or_else(|| {
+                Error::Node(
+                    "the local node has no session socket (it runs no data plane): the routed path is unavailable"
+                        .into(),
+                )
+            })?
+            .parse()
+            .map_err(|e| Error::Node(format!("the node's session socket: {e}")))?;
+        let id: [u8; 32] = hex::decode(&node.id)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                Error::Node(format!("the node's id {:?} is not 64 hex digits", node.id))
+            })?;
+        // A session key carries the node's NexLink tag in its high 64 bits.
+        let node_tag = (nexus_stream::link::session_key_of(&id).0 >> 64) as u64;
+        let via = Via { relay, node_tag };
+        *lock(&self.inner.routed.via) = Some(via);
+        Ok(via)
+    }
+}
