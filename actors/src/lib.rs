@@ -43,9 +43,9 @@ pub use gossip_actor::{
 pub use identity::{IdentityError, KEY_FILE, NodeKey};
 pub use metrics::NodeMetrics;
 pub use registry_actor::{
-    INBOX_CAPACITY, KeyedResolution, Registered, RegistryActor, RegistryArgs, RegistryInbox,
-    RegistryInput, RegistryMsg, RegistrySettings, RegistryState, Scope, ServiceView, StorageStore,
-    registry_inbox,
+    INBOX_CAPACITY, KeyedResolution, Registered, RegistryActor, RegistryArgs, RegistryChanges,
+    RegistryInbox, RegistryInput, RegistryMsg, RegistrySettings, RegistryState, Scope, ServiceView,
+    StorageStore, registry_inbox,
 };
 pub use session_actor::{
     ProbeError, ProbeRequest, ProbeResult, ProbeSignal, SessionActor, SessionArgs, SessionMsg,

@@ -148,6 +148,8 @@ pub struct NodeMetrics {
     pub stream_dropped: Family<ModeLabel, Counter>,
     /// `RESOLVE` requests the local NexAPI endpoint answered with an `ANSWER`.
     pub api_resolve: Counter,
+    /// Of those, the ones answered from the endpoint's answer cache (no registry round trip).
+    pub api_resolve_cached: Counter,
     /// Datagrams the local NexAPI endpoint could not serve, by reason ([`API_ERROR_REASONS`]).
     pub api_errors: Family<ReasonLabel, Counter>,
     /// Time from a `RESOLVE` datagram's receipt to its `ANSWER` handed to the socket, seconds.
@@ -471,6 +473,12 @@ impl NodeMetrics {
             "RESOLVE requests the local NexAPI endpoint answered",
             api_resolve.clone(),
         );
+        let api_resolve_cached = Counter::default();
+        registry.register(
+            "api_resolve_cached",
+            "RESOLVE requests the local NexAPI endpoint answered from its answer cache",
+            api_resolve_cached.clone(),
+        );
         let api_errors = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "api_errors",
@@ -546,6 +554,7 @@ impl NodeMetrics {
             stream_messages,
             stream_dropped,
             api_resolve,
+            api_resolve_cached,
             api_errors,
             api_resolve_seconds,
         }
@@ -627,6 +636,7 @@ mod tests {
             "nexus_ca_frames_refused_total 0",
             "nexus_trust_revocations 0",
             "nexus_api_resolve_total 0",
+            "nexus_api_resolve_cached_total 0",
             "nexus_api_errors_total{reason=\"decode\"} 0",
             "nexus_api_resolve_seconds_bucket",
         ] {

@@ -124,6 +124,29 @@ pub struct RegistryArgs {
     pub inbox: Arc<Mutex<mpsc::Receiver<RegistryInput>>>,
     /// Timings.
     pub settings: RegistrySettings,
+    /// Bumped before every step that can change an answer (shared with the local NexAPI
+    /// endpoint's answer cache; survives restarts, which bump it too).
+    pub changes: RegistryChanges,
+}
+
+/// A counter of the registry's changes: bumped before the registry actor handles any message
+/// that can change a resolution (a registration, load update, advert, trust update or timer),
+/// and when it (re)starts. Whoever holds a resolution obtained after reading `current() == v`
+/// may answer the same intent with it again while `current()` still equals `v` (and no time
+/// has passed that could expire a candidate: readers bound the age themselves).
+#[derive(Clone, Debug, Default)]
+pub struct RegistryChanges(Arc<std::sync::atomic::AtomicU64>);
+
+impl RegistryChanges {
+    /// The current count.
+    pub fn current(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Counts one change.
+    pub fn bump(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for RegistryArgs {
@@ -535,6 +558,8 @@ impl Actor for RegistryActor {
         myself: ActorRef<RegistryMsg>,
         (args, supervisor): (RegistryArgs, ActorRef<SupervisorMsg>),
     ) -> Result<RegistryState, ActorProcessingErr> {
+        // A restarted registry rebuilds its state: answers cached before are void.
+        args.changes.bump();
         let floor = load_floor(args.storage.as_ref())?;
         let mut stored: Vec<(Sad, Option<Credentials>)> = Vec::new();
         for (key, bytes) in args.storage.scan_prefix(SERVICE_PREFIX)? {
@@ -649,6 +674,11 @@ impl RegistryActor {
                 | RegistryMsg::Coordinate(..)
                 | RegistryMsg::Routes(..)
         );
+        if !query {
+            // Before the change, so that an answer computed after it is never cached under the
+            // count from before it.
+            state.args.changes.bump();
+        }
         match message {
             RegistryMsg::Register(sad, credentials, reply) => {
                 let id = sad.id.clone();

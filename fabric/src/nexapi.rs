@@ -21,15 +21,33 @@
 //!   answer is an `ERROR` (`ErrorCode::Unavailable`).
 //!
 //! Each of these failures counts in `nexus_api_errors_total{reason}`; answered resolves count in
-//! `nexus_api_resolve_total` and `nexus_api_resolve_seconds`. Nothing a datagram holds can stop
+//! `nexus_api_resolve_total` and `nexus_api_resolve_seconds` (those answered from the answer
+//! cache below also in `nexus_api_resolve_cached_total`). Nothing a datagram holds can stop
 //! the endpoint. One task receives and answers the datagrams in turn, as dnsmasq does; further
 //! datagrams wait in the socket's receive buffer (and the kernel drops what does not fit, as
 //! for any UDP server). Several tasks reading one tokio socket would all be woken by every
 //! datagram; one task avoids that, and a resolve occupies it for tens of microseconds.
 //!
 //! Host IPs come from a copy of the member list the task keeps for up to [`MEMBERS_MAX_AGE`]
-//! (re-read sooner when a candidate's node is missing from it), so a resolve costs one round
-//! trip to the registry actor and none to the gossip actor.
+//! (re-read sooner when a candidate's node is missing from it), so a resolve costs at most one
+//! round trip to the registry actor and none to the gossip actor.
+//!
+//! **Answer cache.** The task keeps the registry's answer per intent (the `RESOLVE` datagram
+//! without its call id; at most [`ANSWER_CACHE_ENTRIES_MAX`] intents) and answers a repeated
+//! intent from it, on its own task, without waiting for the registry actor, while both hold:
+//! - the registry has not changed since: the registry actor bumps a shared counter
+//!   ([`nexus_actors::RegistryChanges`]) before it handles anything that can change an answer
+//!   (registrations, load updates, adverts, trust updates, its timers) and when it restarts;
+//!   the counter is read before the registry is asked, so an answer is never kept under a
+//!   count from before a change it missed;
+//! - the answer is younger than [`ANSWER_CACHE_AGE_MAX`], which bounds what time alone changes
+//!   between two of the registry's timers (a lease that runs out before the refresh that
+//!   withdraws it).
+//!
+//! So a cached answer is the one the registry would give, up to that age. The registry tracks
+//! an intent's class for the intent routes when it is asked, so a class in use is tracked at
+//! least every [`ANSWER_CACHE_AGE_MAX`] (its last use as the registry sees it is at most that
+//! much older than its last resolve).
 //!
 //! The endpoint does not authenticate anyone: the configuration refuses a non-loopback address
 //! for it (`[api] listen`).
@@ -40,7 +58,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use nexus_actors::{GossipMsg, KeyedResolution, NodeMetrics, RegistryMsg, SupervisorMsg};
+use nexus_actors::{
+    GossipMsg, KeyedResolution, NodeMetrics, RegistryChanges, RegistryMsg, SupervisorMsg,
+};
 use nexus_api::wire::{Candidate, ResolveAnswer, VERSION};
 use nexus_api::{ApiError, ErrorCode, Limits, Message, WireError};
 use nexus_gossip::NodeId;
@@ -58,6 +78,11 @@ pub const ANSWER_BYTES_MAX: usize = 65_000;
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the endpoint uses its copy of the member list (for candidates' host IPs).
 pub const MEMBERS_MAX_AGE: Duration = Duration::from_secs(1);
+/// Most intents whose answers the endpoint keeps (see the module doc); when full, the oldest
+/// answer goes.
+pub const ANSWER_CACHE_ENTRIES_MAX: usize = 1024;
+/// Longest time an answer is reused without asking the registry again.
+pub const ANSWER_CACHE_AGE_MAX: Duration = Duration::from_millis(100);
 /// Longest `message` of an `ERROR` answer, bytes.
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 256;
 /// Receive buffer: the largest UDP payload fits.
@@ -196,6 +221,8 @@ pub struct ApiArgs {
     pub socket: Arc<UdpSocket>,
     /// Where the endpoint's metrics go.
     pub metrics: NodeMetrics,
+    /// The registry's change counter (the answer cache's validity).
+    pub registry_changes: RegistryChanges,
 }
 
 /// Messages to [`ApiActor`].
@@ -240,6 +267,8 @@ impl Actor for ApiActor {
             gossip: None,
             hosts: BTreeMap::new(),
             hosts_read: None,
+            changes: args.registry_changes,
+            cache: AnswerCache::default(),
         };
         Ok(ApiState {
             server: tokio::spawn(handler.serve(myself)),
@@ -270,6 +299,80 @@ struct Handler {
     gossip: Option<ActorRef<GossipMsg>>,
     hosts: BTreeMap<NodeId, IpAddr>,
     hosts_read: Option<Instant>,
+    changes: RegistryChanges,
+    cache: AnswerCache,
+}
+
+/// One cached answer: the registry's resolution, the change count read before it was asked,
+/// and when it was stored.
+struct CachedAnswer {
+    keyed: KeyedResolution,
+    changes: u64,
+    stored: Instant,
+}
+
+/// The registry's answers by intent (the `RESOLVE` datagram's bytes without the call id),
+/// bounded by [`ANSWER_CACHE_ENTRIES_MAX`].
+#[derive(Default)]
+struct AnswerCache {
+    entries: BTreeMap<Vec<u8>, CachedAnswer>,
+}
+
+/// What the cache says about an intent.
+enum Cached {
+    /// A valid answer.
+    Hit(KeyedResolution),
+    /// No valid answer: ask the registry.
+    Miss,
+}
+
+impl AnswerCache {
+    /// The cache key of a `RESOLVE` datagram: its bytes with the call id (bytes 2..10) left
+    /// out. Only called on datagrams that decoded as a `RESOLVE`, so they are longer than 10.
+    fn key(datagram: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(datagram.len() - 8);
+        key.extend_from_slice(&datagram[..2]);
+        key.extend_from_slice(&datagram[10..]);
+        key
+    }
+
+    fn lookup(&mut self, key: &[u8], changes: u64, now: Instant) -> Cached {
+        let Some(entry) = self.entries.get(key) else {
+            return Cached::Miss;
+        };
+        if entry.changes != changes || now.duration_since(entry.stored) >= ANSWER_CACHE_AGE_MAX {
+            self.entries.remove(key);
+            return Cached::Miss;
+        }
+        Cached::Hit(entry.keyed.clone())
+    }
+
+    fn store(&mut self, key: Vec<u8>, keyed: KeyedResolution, changes: u64, now: Instant) {
+        if self.entries.len() >= ANSWER_CACHE_ENTRIES_MAX && !self.entries.contains_key(&key) {
+            // Stale entries first; otherwise the oldest (lowest key among equals).
+            self.entries.retain(|_, e| {
+                e.changes == changes && now.duration_since(e.stored) < ANSWER_CACHE_AGE_MAX
+            });
+            if self.entries.len() >= ANSWER_CACHE_ENTRIES_MAX {
+                let oldest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(k, e)| (e.stored, (*k).clone()))
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    self.entries.remove(&oldest);
+                }
+            }
+        }
+        self.entries.insert(
+            key,
+            CachedAnswer {
+                keyed,
+                changes,
+                stored: now,
+            },
+        );
+    }
 }
 
 impl Handler {
@@ -330,8 +433,27 @@ impl Handler {
         };
         let span = tracing::debug_span!(target: crate::telemetry::TARGET, "nexapi.resolve",
             call, task = %intent.task, k = intent.k, candidates = tracing::field::Empty,
-            results = tracing::field::Empty);
-        let resolved = tracing::Instrument::instrument(self.resolve(intent), span.clone()).await;
+            results = tracing::field::Empty, cached = tracing::field::Empty);
+        let key = AnswerCache::key(datagram);
+        let now = Instant::now();
+        // Read before the registry is asked (see the module doc).
+        let changes = self.changes.current();
+        let resolved = match self.cache.lookup(&key, changes, now) {
+            Cached::Hit(keyed) => {
+                span.record("cached", true);
+                self.metrics.api_resolve_cached.inc();
+                Some(keyed)
+            }
+            Cached::Miss => {
+                span.record("cached", false);
+                let resolved =
+                    tracing::Instrument::instrument(self.resolve(intent), span.clone()).await;
+                if let Some(keyed) = &resolved {
+                    self.cache.store(key, keyed.clone(), changes, now);
+                }
+                resolved
+            }
+        };
         if let Some(keyed) = &resolved {
             span.record("candidates", keyed.resolution.considered);
             span.record("results", keyed.resolution.candidates.len());
@@ -549,6 +671,86 @@ mod tests {
             assert!(Message::Answer(trimmed.clone()).encode().len() <= cap);
             assert_eq!(trimmed.candidates, full.candidates[..kept]);
         }
+    }
+
+    fn services(keyed: &KeyedResolution) -> Vec<&str> {
+        keyed
+            .resolution
+            .candidates
+            .iter()
+            .map(|c| c.service.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_answer_cache_holds_an_answer_until_the_registry_changes_or_it_ages() {
+        let t0 = Instant::now();
+        let mut cache = AnswerCache::default();
+        let datagram = Message::Resolve {
+            call: 7,
+            intent: Box::new(Intent::new("llm.code")),
+        }
+        .encode();
+        let other_call = Message::Resolve {
+            call: 8,
+            intent: Box::new(Intent::new("llm.code")),
+        }
+        .encode();
+        let key = AnswerCache::key(&datagram);
+        assert_eq!(key, AnswerCache::key(&other_call), "the call id is not part of the key");
+        assert!(matches!(cache.lookup(&key, 5, t0), Cached::Miss));
+        cache.store(key.clone(), keyed(vec![ranked("a", 1, 1, 0.9)], vec![None]), 5, t0);
+        // Same count, younger than the age bound: a hit.
+        match cache.lookup(&key, 5, t0 + Duration::from_millis(1)) {
+            Cached::Hit(keyed) => assert_eq!(services(&keyed), ["a"]),
+            Cached::Miss => panic!("a fresh answer missed"),
+        }
+        // Another intent is another entry.
+        let other = AnswerCache::key(
+            &Message::Resolve {
+                call: 7,
+                intent: Box::new(Intent::new("llm.chat")),
+            }
+            .encode(),
+        );
+        assert!(matches!(cache.lookup(&other, 5, t0), Cached::Miss));
+        // A change of the registry voids it (and removes it).
+        assert!(matches!(cache.lookup(&key, 6, t0), Cached::Miss));
+        assert!(matches!(cache.lookup(&key, 5, t0), Cached::Miss));
+        // So does age.
+        cache.store(key.clone(), keyed(vec![ranked("b", 1, 1, 0.9)], vec![None]), 6, t0);
+        assert!(matches!(
+            cache.lookup(&key, 6, t0 + ANSWER_CACHE_AGE_MAX - Duration::from_millis(1)),
+            Cached::Hit(_)
+        ));
+        assert!(matches!(
+            cache.lookup(&key, 6, t0 + ANSWER_CACHE_AGE_MAX),
+            Cached::Miss
+        ));
+    }
+
+    #[test]
+    fn the_answer_cache_is_bounded_and_drops_its_oldest_answer() {
+        let t0 = Instant::now();
+        let mut cache = AnswerCache::default();
+        let key = |i: usize| i.to_be_bytes().to_vec();
+        for i in 0..ANSWER_CACHE_ENTRIES_MAX {
+            let at = t0 + Duration::from_micros(i as u64);
+            cache.store(key(i), keyed(vec![], vec![]), 1, at);
+        }
+        assert_eq!(cache.entries.len(), ANSWER_CACHE_ENTRIES_MAX);
+        let late = t0 + Duration::from_millis(1);
+        cache.store(key(usize::MAX), keyed(vec![], vec![]), 1, late);
+        assert_eq!(cache.entries.len(), ANSWER_CACHE_ENTRIES_MAX);
+        assert!(matches!(cache.lookup(&key(0), 1, late), Cached::Miss));
+        assert!(matches!(cache.lookup(&key(1), 1, late), Cached::Hit(_)));
+        assert!(matches!(
+            cache.lookup(&key(usize::MAX), 1, late),
+            Cached::Hit(_)
+        ));
+        // Stale answers go first, all at once.
+        cache.store(key(usize::MAX - 1), keyed(vec![], vec![]), 2, late);
+        assert_eq!(cache.entries.len(), 1);
     }
 
     #[test]

@@ -419,6 +419,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     let metrics_for_export = metrics.clone();
     let (leave_tx, mut leave_rx) = mpsc::channel::<String>(1);
     let (registry_tx, registry_rx) = registry_inbox();
+    let registry_changes = nexus_actors::RegistryChanges::default();
     let registry_args = RegistryArgs {
         key: data.key.signing_key().clone(),
         storage: storage.clone(),
@@ -426,6 +427,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         epoch: started,
         inbox: registry_rx,
         settings: config.registry.clone(),
+        changes: registry_changes.clone(),
     };
     let (trust_tx, trust_rx) = trust_inbox();
     let node_seed = {
@@ -558,6 +560,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         let api_args = ApiArgs {
             socket,
             metrics: metrics.clone(),
+            registry_changes: registry_changes.clone(),
         };
         children.push(ChildSpec::new("api", move |supervisor| {
             (ApiActor, (api_args.clone(), supervisor))

@@ -320,6 +320,72 @@ async fn binary_resolve_answers_what_http_resolve_answers_and_survives_bad_datag
     }
 }
 
+/// The endpoint answers a repeated intent from its cache; every registry change (a new, better
+/// service; a withdrawn one) shows in the very next binary answer, which stays equal to the
+/// HTTP answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_resolve_follows_every_registry_change_at_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = start_node("n1", &dir.path().join("n1"), &[], &fast_config(""), None);
+    let service = |i: usize, p50: u64| {
+        json!({"id": format!("coder-{i}"), "tasks": ["llm.code"],
+            "context_window": 131_072, "latency_ms_p50": p50, "latency_ms_p99": p50 + 20,
+            "price_micros_per_1k": 100, "endpoint": {"port": 9000 + i, "stream": i}})
+    };
+    let (status, reply) = register(&node, &service(0, 200)).await;
+    assert_eq!(status, 201, "{reply}");
+    let socket = client(api_addr(&node).await).await;
+    let json_intent: Value = serde_json::from_str(INTENT).expect("intent");
+    let intent = Intent::from_json(INTENT.as_bytes()).expect("intent");
+    let names = |a: &ResolveAnswer| {
+        a.candidates
+            .iter()
+            .map(|c| c.service.clone())
+            .collect::<Vec<_>>()
+    };
+    let mut call = 1;
+    // Repeated: the same answer (from the cache after the first), the call id its own.
+    for _ in 0..5 {
+        call += 1;
+        let a = resolve(&socket, call, &intent).await;
+        assert_eq!(names(&a), ["coder-0"]);
+    }
+    let cached = metric(&node.metrics().await, "nexus_api_resolve_cached_total");
+    assert!(cached >= 1.0, "no answer came from the cache: {cached}");
+    // Each new service is faster than the ones before, so it ranks first at once.
+    for i in 1..6 {
+        let (status, reply) = register(&node, &service(i, 200 - 30 * i as u64)).await;
+        assert_eq!(status, 201, "{reply}");
+        call += 1;
+        let binary = resolve(&socket, call, &intent).await;
+        assert_eq!(
+            binary.candidates[0].service,
+            format!("coder-{i}"),
+            "{:?}",
+            names(&binary)
+        );
+        assert_same(&binary, &http_resolve(&node, &json_intent).await);
+    }
+    // A withdrawn service is gone from the next answer.
+    let r = reqwest::Client::new()
+        .delete(format!("{}/v1/services/coder-5", node.admin))
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(r.status().is_success(), "{}", r.status());
+    call += 1;
+    let binary = resolve(&socket, call, &intent).await;
+    assert!(!names(&binary).contains(&"coder-5".to_owned()), "{:?}", names(&binary));
+    assert_eq!(binary.candidates[0].service, "coder-4");
+    assert_same(&binary, &http_resolve(&node, &json_intent).await);
+    // Beyond the cache's age bound the registry is asked again: the same answer.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    call += 1;
+    let again = resolve(&socket, call, &intent).await;
+    assert_eq!(names(&again), names(&binary));
+    assert_same(&again, &http_resolve(&node, &json_intent).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_with_a_mic_is_answered_with_its_subject_key_on_every_node() {
     let c = ca_common::http();

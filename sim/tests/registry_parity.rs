@@ -320,6 +320,7 @@ fn actor(script: &[(Millis, Step)]) -> (Vec<Sent>, Vec<Snapshot>) {
             epoch,
             inbox,
             settings: settings(),
+            changes: Default::default(),
         };
         let (registry, registry_task) =
             Actor::spawn(None, RegistryActor, (args, supervisor.clone()))
