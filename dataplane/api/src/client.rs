@@ -349,11 +349,8 @@ impl Client {
             .await
             .map_err(|e| Error::Transport(e.to_string()))?;
         let events = self.inner.transport.watch(flow);
-        let sent = async {
-            node.send(flow, request).await?;
-            node.finish(flow).await
-        };
-        if let Err(e) = sent.await {
+        // The request and the end of this side in one command, so in one flight.
+        if let Err(e) = node.send_batch(flow, vec![request], true).await {
             self.inner.transport.unwatch(flow);
             return Err(Error::Transport(e.to_string()));
         }
@@ -562,9 +559,10 @@ impl Client {
             .inner
             .transport
             .node
-            .send_message(
+            .send_message_parts(
                 session,
-                Message::Tensor(tensor).encode(),
+                // The data goes to the transport as it is (no copy into one buffer).
+                Message::encode_tensor_parts(&tensor).into(),
                 MessageOptions {
                     priority: 0,
                     deadline: Some(crate::now() + timeout),

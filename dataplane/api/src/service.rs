@@ -142,18 +142,68 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// Where a stream handler writes its tokens. Each [`TokenSink::send`] waits while the
-/// transport's send buffer for the session is full (backpressure).
+/// Tokens queued between a [`TokenSink`] and its writer before [`TokenSink::send`] waits.
+pub const TOKENS_QUEUED_MAX: usize = 256;
+/// Most tokens the writer hands to the transport in one command.
+pub const TOKENS_BATCH_MAX: usize = 256;
+
+/// Where a stream handler writes its tokens. A token goes to the stream's writer task, which
+/// hands it to the transport at once when the writer is idle; tokens written while the writer
+/// waits for the transport go out together in its next command (so several share a packet),
+/// in order, with no added wait. [`TokenSink::send`] waits when [`TOKENS_QUEUED_MAX`] tokens
+/// are queued, and the writer while the transport's send buffer for the session is full
+/// (backpressure).
 #[derive(Debug)]
 pub struct TokenSink {
-    node: StreamNode,
-    flow: StreamRef,
+    tokens: mpsc::Sender<Bytes>,
+    writer_idle: Arc<AtomicBool>,
     seq: u64,
     skip_below: u64,
     record: Arc<Mutex<Vec<Token>>>,
 }
 
+/// The task that writes a [`TokenSink`]'s tokens to its flow; its result says whether every
+/// token reached the transport.
+struct TokenWriter(tokio::task::JoinHandle<Result<(), ApiError>>);
+
+impl Drop for TokenWriter {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl TokenWriter {
+    /// Waits until every token sent before the sink was dropped is with the transport.
+    async fn drained(&mut self) -> Result<(), ApiError> {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(e) => Err(ApiError::new(0, ErrorCode::Cancelled, e.to_string())),
+        }
+    }
+}
+
 impl TokenSink {
+    fn start(
+        node: StreamNode,
+        flow: StreamRef,
+        skip_below: u64,
+        record: Arc<Mutex<Vec<Token>>>,
+    ) -> (TokenSink, TokenWriter) {
+        let (tokens, rx) = mpsc::channel(TOKENS_QUEUED_MAX);
+        let writer_idle = Arc::new(AtomicBool::new(true));
+        let writer = tokio::spawn(write_tokens(node, flow, rx, writer_idle.clone()));
+        (
+            TokenSink {
+                tokens,
+                writer_idle,
+                seq: 0,
+                skip_below,
+                record,
+            },
+            TokenWriter(writer),
+        )
+    }
+
     /// Sends the next token.
     pub async fn send(&mut self, id: u32, text: &str) -> Result<(), ApiError> {
         let token = Token {
@@ -166,7 +216,22 @@ impl TokenSink {
         if token.seq < self.skip_below {
             return Ok(());
         }
-        send_backpressured(&self.node, self.flow, Message::Token(token).encode()).await
+        self.tokens
+            .send(Message::Token(token).encode())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    0,
+                    ErrorCode::Cancelled,
+                    "the stream's transport refused a token",
+                )
+            })?;
+        if self.writer_idle.load(Ordering::Acquire) {
+            // Let the writer take this token now rather than when the handler next waits: the
+            // first token after a pause leaves at once.
+            tokio::task::yield_now().await;
+        }
+        Ok(())
     }
 
     /// Tokens produced so far.
@@ -175,14 +240,46 @@ impl TokenSink {
     }
 }
 
+/// Writes the tokens arriving on `rx` to `flow`: whatever is queued when it gets to run goes
+/// in one command, up to [`TOKENS_BATCH_MAX`]. Ends when the sink is dropped and every token
+/// is written, or at the first refusal.
+async fn write_tokens(
+    node: StreamNode,
+    flow: StreamRef,
+    mut rx: mpsc::Receiver<Bytes>,
+    idle: Arc<AtomicBool>,
+) -> Result<(), ApiError> {
+    loop {
+        idle.store(true, Ordering::Release);
+        let Some(first) = rx.recv().await else {
+            return Ok(());
+        };
+        idle.store(false, Ordering::Release);
+        let mut batch = vec![first];
+        while batch.len() < TOKENS_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(token) => batch.push(token),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = send_backpressured(&node, flow, batch).await {
+            // The sink sees the closed channel on its next token.
+            rx.close();
+            return Err(e);
+        }
+    }
+}
+
+/// Sends `messages` in order on `flow` in one command, waiting while the session's send buffer
+/// is full.
 async fn send_backpressured(
     node: &StreamNode,
     flow: StreamRef,
-    data: Bytes,
+    messages: Vec<Bytes>,
 ) -> Result<(), ApiError> {
     let mut wait = Duration::from_micros(200);
     loop {
-        match node.send(flow, data.clone()).await {
+        match node.send_batch(flow, messages.clone(), false).await {
             Ok(()) => return Ok(()),
             Err(NodeError::Send(SendError::Blocked { .. })) => {
                 tokio::time::sleep(wait).await;
@@ -473,11 +570,11 @@ async fn serve_flow<H: Handler>(
     mut events: mpsc::UnboundedReceiver<FlowEvent>,
 ) {
     let node = shared.transport.node.clone();
+    // The answer and the end of this side in one command, so in one packet.
     let reply = |m: Message| {
         let node = node.clone();
         async move {
-            let _ = node.send(flow, m.encode()).await;
-            let _ = node.finish(flow).await;
+            let _ = node.send_batch(flow, vec![m.encode()], true).await;
         }
     };
     match Message::decode(&first, &shared.config.limits) {
@@ -585,8 +682,13 @@ async fn serve_request<H: Handler>(
             }
             (Some(Replay::Stream(tokens, end)), Op::Stream) => {
                 let from = request.resume_from.unwrap_or(0);
-                for t in tokens.into_iter().filter(|t| t.seq >= from) {
-                    if send_backpressured(&shared.transport.node, flow, Message::Token(t).encode())
+                let encoded: Vec<Bytes> = tokens
+                    .into_iter()
+                    .filter(|t| t.seq >= from)
+                    .map(|t| Message::Token(t).encode())
+                    .collect();
+                for batch in encoded.chunks(TOKENS_BATCH_MAX) {
+                    if send_backpressured(&shared.transport.node, flow, batch.to_vec())
                         .await
                         .is_err()
                     {
@@ -649,17 +751,28 @@ async fn serve_request<H: Handler>(
         }
         Op::Stream => {
             let record = Arc::new(Mutex::new(Vec::new()));
-            let sink = TokenSink {
-                node: shared.transport.node.clone(),
+            let (sink, mut writer) = TokenSink::start(
+                shared.transport.node.clone(),
                 flow,
-                seq: 0,
-                skip_below: request.resume_from.unwrap_or(0),
-                record: record.clone(),
-            };
+                request.resume_from.unwrap_or(0),
+                record.clone(),
+            );
             let work = shared.handler.stream(call, sink);
+            // On a deadline or a caller gone, the writer is dropped (aborted) with the select:
+            // tokens it still held are not sent after the answer.
+            let work = async {
+                let answer = work.await;
+                // The END follows the last token: wait until the writer handed them all over.
+                if answer.is_ok() && writer.drained().await.is_err() {
+                    return None;
+                }
+                Some(answer)
+            };
             tokio::select! {
                 answer = work => match answer {
-                    Ok((finish, prompt_tokens)) => {
+                    // The transport refused a token: the caller is gone.
+                    None => None,
+                    Some(Ok((finish, prompt_tokens))) => {
                         let tokens = std::mem::take(&mut *lock(&record));
                         let end = StreamEnd { tokens: tokens.len() as u64, finish, prompt_tokens };
                         if let Some(key) = request.idempotency {
@@ -667,7 +780,7 @@ async fn serve_request<H: Handler>(
                         }
                         Some(Message::End(end))
                     }
-                    Err(e) => Some(Message::Error(ApiError { call: call_id, ..e })),
+                    Some(Err(e)) => Some(Message::Error(ApiError { call: call_id, ..e })),
                 },
                 () = deadline => error(ErrorCode::DeadlineExceeded, "the stream did not end before the deadline".into()),
                 () = gone => None,

@@ -834,29 +834,7 @@ impl Message {
                 w.put_u32(e.prompt_tokens);
             }
             Message::Tensor(t) => {
-                w.put_u8(K_TENSOR);
-                let h = &t.header;
-                w.put_u64(h.transfer);
-                put_str(&mut w, &h.name);
-                w.put_u8(h.dtype.code());
-                w.put_u8(count8(h.shape.len()));
-                for &d in &h.shape {
-                    w.put_u64(d);
-                }
-                for &s in &h.strides {
-                    w.put_u64(s);
-                }
-                match h.kv {
-                    None => w.put_u8(0),
-                    Some(kv) => {
-                        w.put_u8(1);
-                        w.put_u32(kv.layer);
-                        w.put_u32(kv.block);
-                    }
-                }
-                w.put_u64(t.data.len() as u64);
-                let pad = padding(w.len());
-                w.put_bytes(0, pad);
+                put_tensor_head(&mut w, t);
                 w.put_slice(&t.data);
             }
             Message::Resolve { call, intent } => {
@@ -904,6 +882,20 @@ impl Message {
             }
         }
         w.freeze()
+    }
+
+    /// The encoding of a `TENSOR` as two parts, head (everything before the data, padding
+    /// included) and data: their concatenation is [`Message::encode`]'s, and the data is the
+    /// tensor's own buffer, not a copy (a transport that takes several buffers sends it as is).
+    ///
+    /// # Panics
+    ///
+    /// As [`Message::encode`].
+    pub fn encode_tensor_parts(tensor: &Tensor) -> [Bytes; 2] {
+        let mut w = BytesMut::with_capacity(192 + tensor.header.name.len());
+        w.put_u8(VERSION);
+        put_tensor_head(&mut w, tensor);
+        [w.freeze(), tensor.data.clone()]
     }
 
     fn encoded_len_hint(&self) -> usize {
@@ -1087,6 +1079,33 @@ impl Message {
         }
         Ok(message)
     }
+}
+
+/// A `TENSOR`'s kind and fields after the version byte, up to its data (padding included).
+fn put_tensor_head(w: &mut BytesMut, t: &Tensor) {
+    w.put_u8(K_TENSOR);
+    let h = &t.header;
+    w.put_u64(h.transfer);
+    put_str(w, &h.name);
+    w.put_u8(h.dtype.code());
+    w.put_u8(count8(h.shape.len()));
+    for &d in &h.shape {
+        w.put_u64(d);
+    }
+    for &s in &h.strides {
+        w.put_u64(s);
+    }
+    match h.kv {
+        None => w.put_u8(0),
+        Some(kv) => {
+            w.put_u8(1);
+            w.put_u32(kv.layer);
+            w.put_u32(kv.block);
+        }
+    }
+    w.put_u64(t.data.len() as u64);
+    let pad = padding(w.len());
+    w.put_bytes(0, pad);
 }
 
 fn padding(len: usize) -> usize {
@@ -1623,6 +1642,21 @@ mod tests {
             };
             let offset = back.data.as_ptr() as usize - bytes.as_ptr() as usize;
             assert_eq!(offset % TENSOR_ALIGN, 0);
+        }
+    }
+
+    #[test]
+    fn a_tensor_in_two_parts_is_its_encoding_and_shares_the_data() {
+        for name_len in [0, 1, 30, 63, 64, 65] {
+            let tensor = Tensor {
+                header: TensorHeader::contiguous(7, "n".repeat(name_len), DType::F32, &[2, 3]),
+                data: Bytes::from((0u8..24).collect::<Vec<u8>>()),
+            };
+            let [head, data] = Message::encode_tensor_parts(&tensor);
+            assert_eq!(head.len() % TENSOR_ALIGN, 0, "name length {name_len}");
+            assert_eq!(data.as_ptr(), tensor.data.as_ptr(), "the data is not copied");
+            let whole = Message::Tensor(tensor).encode();
+            assert_eq!([&head[..], &data[..]].concat(), &whole[..]);
         }
     }
 

@@ -64,7 +64,8 @@ pub struct EndpointConfig {
     pub stream_window_bytes: u32,
     /// Flow-control window per connection, and quinn's send buffer.
     pub connection_window_bytes: u32,
-    /// Most datagrams quinn may batch into one GSO transmit.
+    /// Most datagrams quinn may batch into one GSO transmit (32 NexLink frames of 1,472 bytes
+    /// stay under the 64 KiB a `UDP_SEGMENT` send takes; quinn's pacer still spreads a burst).
     pub gso_segments_max: usize,
 }
 
@@ -88,7 +89,7 @@ impl Default for EndpointConfig {
             udp_payload_bytes_max: crate::QUIC_DATAGRAM_BYTES_MAX,
             stream_window_bytes: 8 << 20,
             connection_window_bytes: 32 << 20,
-            gso_segments_max: 10,
+            gso_segments_max: 32,
         }
     }
 }
@@ -900,20 +901,51 @@ impl Endpoint {
     /// Sends one message on a reliable-ordered flow (one this end opened, or one the peer
     /// opened — an answer).
     pub fn send(&mut self, now: Instant, stream: StreamRef, data: Bytes) -> Result<(), SendError> {
+        self.send_batch(now, stream, vec![data], false)
+    }
+
+    /// Sends `messages` in order on a reliable-ordered flow, and finishes this end's side after
+    /// them when `finish` is set: all of them or none (every check passes before anything is
+    /// queued). They reach quinn together, so as many as fit share a packet: a driver that has
+    /// several messages for a flow (tokens written while it was busy) hands them over in one
+    /// call rather than one packet each.
+    pub fn send_batch(
+        &mut self,
+        now: Instant,
+        stream: StreamRef,
+        messages: Vec<Bytes>,
+        finish: bool,
+    ) -> Result<(), SendError> {
         let max = self.config.message_bytes_max;
         let buffer_max = self.config.send_buffer_bytes_max;
-        if data.len() > max {
-            return Err(SendError::TooLarge {
-                len: data.len(),
-                max,
-            });
+        let mut total = 0usize;
+        for data in &messages {
+            if data.len() > max {
+                return Err(SendError::TooLarge {
+                    len: data.len(),
+                    max,
+                });
+            }
+            // Each length goes out as a u32 prefix: refuse what does not fit one, whatever
+            // the configured limit.
+            if u32::try_from(data.len()).is_err() {
+                return Err(SendError::TooLarge {
+                    len: data.len(),
+                    max: u32::MAX as usize,
+                });
+            }
+            total += data.len() + RO_LEN_PREFIX;
         }
         let s = self.session_ready(stream.session)?;
         let id = stream_id(stream.stream).ok_or(SendError::NoStream)?;
         if id.dir() != Dir::Bi {
             return Err(SendError::NoStream);
         }
-        if !s.send.contains_key(&id) {
+        if let Some(state) = s.send.get(&id) {
+            if state.finish {
+                return Err(SendError::NoStream);
+            }
+        } else {
             // The peer's flow, first answer: start our side of it. The peer may have finished
             // its side already (a request and its FIN in one flight); quinn still holds our
             // sending half until we finish it.
@@ -930,31 +962,28 @@ impl Endpoint {
                 },
             );
         }
-        if s.buffered_send_bytes + data.len() + RO_LEN_PREFIX > buffer_max {
+        if s.buffered_send_bytes + total > buffer_max {
             return Err(SendError::Blocked {
                 buffered: s.buffered_send_bytes,
                 max: buffer_max,
             });
         }
         let state = s.send.get_mut(&id).ok_or(SendError::NoStream)?;
-        if state.finish {
-            return Err(SendError::NoStream);
+        let count = messages.len() as u64;
+        let bytes = (total - messages.len() * RO_LEN_PREFIX) as u64;
+        for data in messages {
+            // Checked above: every length fits a u32.
+            let len = data.len() as u32;
+            state
+                .pending
+                .push_back(Bytes::copy_from_slice(&len.to_be_bytes()));
+            state.pending.push_back(data);
         }
-        // `data.len() <= message_bytes_max`, which fits a u32 by construction of the config
-        // check above only if the limit does; refuse otherwise.
-        let len = u32::try_from(data.len()).map_err(|_| SendError::TooLarge {
-            len: data.len(),
-            max: u32::MAX as usize,
-        })?;
-        state
-            .pending
-            .push_back(Bytes::copy_from_slice(&len.to_be_bytes()));
-        let n = data.len();
-        state.pending.push_back(data);
-        s.buffered_send_bytes += n + RO_LEN_PREFIX;
+        state.finish = finish;
+        s.buffered_send_bytes += total;
         let counters = &mut s.modes[Mode::ReliableOrdered.index()];
-        counters.sent += 1;
-        counters.bytes_sent += n as u64;
+        counters.sent += count;
+        counters.bytes_sent += bytes;
         self.flush_stream(stream.session, id);
         self.drive(now, stream.session);
         Ok(())
@@ -979,27 +1008,36 @@ impl Endpoint {
         data: Bytes,
         opts: MessageOptions,
     ) -> Result<StreamRef, SendError> {
-        let len = self.check_message(&data)?;
+        self.send_message_parts(now, session, vec![data], opts)
+    }
+
+    /// [`Endpoint::send_message`] of the concatenation of `parts`, without concatenating them
+    /// (a large payload behind a small header is never copied on the way to quinn).
+    pub fn send_message_parts(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        parts: Vec<Bytes>,
+        opts: MessageOptions,
+    ) -> Result<StreamRef, SendError> {
+        let len = self.check_message(parts.iter().map(Bytes::len).sum())?;
         self.open_uni(
             now,
             session,
             Mode::ReliableUnordered,
             StreamHeader::Message { len },
-            data,
+            parts,
             opts,
         )
     }
 
-    fn check_message(&self, data: &Bytes) -> Result<u32, SendError> {
+    fn check_message(&self, len: usize) -> Result<u32, SendError> {
         let max = self.config.message_bytes_max;
-        if data.len() > max {
-            return Err(SendError::TooLarge {
-                len: data.len(),
-                max,
-            });
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
         }
-        u32::try_from(data.len()).map_err(|_| SendError::TooLarge {
-            len: data.len(),
+        u32::try_from(len).map_err(|_| SendError::TooLarge {
+            len,
             max: u32::MAX as usize,
         })
     }
@@ -1010,7 +1048,7 @@ impl Endpoint {
         session: SessionId,
         mode: Mode,
         header: StreamHeader,
-        data: Bytes,
+        parts: Vec<Bytes>,
         opts: MessageOptions,
     ) -> Result<StreamRef, SendError> {
         if opts.deadline.is_some_and(|d| d <= now) {
@@ -1018,7 +1056,8 @@ impl Endpoint {
         }
         let buffer_max = self.config.send_buffer_bytes_max;
         let s = self.session_ready(session)?;
-        let total = header.len() + data.len();
+        let n: usize = parts.iter().map(Bytes::len).sum();
+        let total = header.len() + n;
         if s.buffered_send_bytes + total > buffer_max {
             return Err(SendError::Blocked {
                 buffered: s.buffered_send_bytes,
@@ -1031,12 +1070,14 @@ impl Endpoint {
             .open(Dir::Uni)
             .ok_or(SendError::StreamsExhausted)?;
         let _ = s.conn.send_stream(stream).set_priority(opts.priority);
-        let n = data.len();
+        let mut pending = VecDeque::with_capacity(parts.len() + 1);
+        pending.push_back(Bytes::from(header.encode()));
+        pending.extend(parts);
         s.send.insert(
             stream,
             SendState {
                 mode,
-                pending: VecDeque::from([Bytes::from(header.encode()), data]),
+                pending,
                 finish: true,
                 finished: false,
             },
@@ -1083,13 +1124,13 @@ impl Endpoint {
                     max: max_size - DATAGRAM_HEADER_LEN,
                 });
             }
-            let len = self.check_message(&data)?;
+            let len = self.check_message(data.len())?;
             self.open_uni(
                 now,
                 session,
                 Mode::BestEffort,
                 StreamHeader::BestEffort { expires_ms, len },
-                data,
+                vec![data],
                 MessageOptions {
                     priority: -1,
                     deadline: opts.expires,
@@ -1213,14 +1254,18 @@ impl Endpoint {
         let Some(state) = s.send.get_mut(&stream) else {
             return;
         };
-        while let Some(front) = state.pending.front_mut() {
-            match s.conn.send_stream(stream).write(front) {
-                Ok(n) => {
-                    s.buffered_send_bytes -= n;
-                    if n == front.len() {
-                        state.pending.pop_front();
-                    } else {
-                        let _ = front.split_to(n);
+        while !state.pending.is_empty() {
+            // quinn takes the buffers themselves (no copy); a partly written one is advanced
+            // in place.
+            match s
+                .conn
+                .send_stream(stream)
+                .write_chunks(state.pending.make_contiguous())
+            {
+                Ok(written) => {
+                    s.buffered_send_bytes -= written.bytes;
+                    state.pending.drain(..written.chunks);
+                    if !state.pending.is_empty() {
                         break;
                     }
                 }

@@ -20,6 +20,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use nexus_dataplane::wire::nexlink::{NodeTag, Repr, RoutingKey};
 use nexus_trust::verify::{Credentials, TrustUpdate};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -82,10 +83,11 @@ enum Command {
     Relay(Option<SocketAddr>),
     OpenFlow(SessionId, FlowOptions, Reply<Result<StreamRef, SendError>>),
     Send(StreamRef, Bytes, Reply<Result<(), SendError>>),
+    SendBatch(StreamRef, Vec<Bytes>, bool, Reply<Result<(), SendError>>),
     Finish(StreamRef, Reply<Result<(), SendError>>),
     Message(
         SessionId,
-        Bytes,
+        Vec<Bytes>,
         MessageOptions,
         Reply<Result<StreamRef, SendError>>,
     ),
@@ -168,6 +170,9 @@ impl StreamNode {
         let sock = socket2::SockRef::from(&socket);
         let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
         let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+        // Best effort: with UDP_GRO the kernel hands over a run of same-size datagrams from one
+        // sender in one receive (on loopback a GSO send arrives unsplit); without it, one each.
+        enable_gro(&socket);
         let local_addr = socket.local_addr()?;
         let node_id = endpoint.node_id();
         let (tx, rx) = mpsc::channel(COMMANDS_MAX);
@@ -264,6 +269,19 @@ impl StreamNode {
         Ok(self.call(|r| Command::Send(stream, data, r)).await??)
     }
 
+    /// [`Endpoint::send_batch`]: `messages` in order, then this end's side finished if
+    /// `finish` is set, in one command (as many as fit share a packet).
+    pub async fn send_batch(
+        &self,
+        stream: StreamRef,
+        messages: Vec<Bytes>,
+        finish: bool,
+    ) -> Result<(), NodeError> {
+        Ok(self
+            .call(|r| Command::SendBatch(stream, messages, finish, r))
+            .await??)
+    }
+
     /// [`Endpoint::finish`].
     pub async fn finish(&self, stream: StreamRef) -> Result<(), NodeError> {
         Ok(self.call(|r| Command::Finish(stream, r)).await??)
@@ -276,8 +294,18 @@ impl StreamNode {
         data: Bytes,
         opts: MessageOptions,
     ) -> Result<StreamRef, NodeError> {
+        self.send_message_parts(session, vec![data], opts).await
+    }
+
+    /// [`Endpoint::send_message_parts`].
+    pub async fn send_message_parts(
+        &self,
+        session: SessionId,
+        parts: Vec<Bytes>,
+        opts: MessageOptions,
+    ) -> Result<StreamRef, NodeError> {
         Ok(self
-            .call(|r| Command::Message(session, data, opts, r))
+            .call(|r| Command::Message(session, parts, opts, r))
             .await??)
     }
 
@@ -413,6 +441,67 @@ async fn send_gso(
     ))
 }
 
+/// Asks the kernel to coalesce received datagrams (`UDP_GRO`); a kernel that refuses leaves
+/// one datagram per receive, which [`recv_datagrams`] handles as well.
+#[cfg(target_os = "linux")]
+fn enable_gro(socket: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if let Err(e) = setsockopt(socket, sockopt::UdpGroSegment, &true) {
+        debug!(error = %e, "nexstream: UDP GRO not available; one datagram per receive");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enable_gro(_socket: &UdpSocket) {}
+
+/// One non-blocking receive into `buf`: its length, the sender, and the segment size when the
+/// kernel coalesced several datagrams (each `segment` bytes, the last possibly shorter).
+#[cfg(target_os = "linux")]
+fn recv_datagrams(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+    let mut cmsg = nix::cmsg_space!(i32);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let mut segment = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::UdpGroSegments(size) = c {
+                segment = usize::try_from(size).ok().filter(|s| *s > 0);
+            }
+        }
+    }
+    let from = msg
+        .address
+        .as_ref()
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(*v4))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+        })
+        .ok_or_else(|| io::Error::other("a datagram without a source address"))?;
+    Ok((msg.bytes, from, segment))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn recv_datagrams(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+    socket.try_recv_from(buf).map(|(n, from)| (n, from, None))
+}
+
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -420,6 +509,7 @@ fn now() -> Instant {
 impl Driver {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; RECV_BYTES_MAX];
+        let socket = self.socket.clone();
         loop {
             let timeout = self.endpoint.poll_timeout();
             let sleep = async {
@@ -438,19 +528,33 @@ impl Driver {
                         self.command(command);
                     }
                 }
-                received = self.socket.recv_from(&mut buf) => {
+                received = socket.async_io(Interest::READABLE, || recv_datagrams(&socket, &mut buf)) => {
                     match received {
-                        Ok((n, from)) => self.received(from, &buf[..n]),
+                        Ok((n, from, segment)) => self.received_run(from, &buf[..n], segment),
                         Err(e) => debug!(error = %e, "nexstream: recv failed"),
                     }
                     // Drain what else the socket holds without waiting.
-                    while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
-                        self.received(from, &buf[..n]);
+                    while let Ok((n, from, segment)) =
+                        socket.try_io(Interest::READABLE, || recv_datagrams(&socket, &mut buf))
+                    {
+                        self.received_run(from, &buf[..n], segment);
                     }
                 }
                 () = sleep => self.endpoint.handle_timeout(now()),
             }
             self.flush().await;
+        }
+    }
+
+    /// One receive: a single datagram, or with GRO a run of `segment`-byte datagrams.
+    fn received_run(&mut self, from: SocketAddr, data: &[u8], segment: Option<usize>) {
+        match segment {
+            Some(segment) if segment < data.len() => {
+                for frame in data.chunks(segment) {
+                    self.received(from, frame);
+                }
+            }
+            _ => self.received(from, data),
         }
     }
 
@@ -551,11 +655,14 @@ impl Driver {
             Command::Send(stream, data, reply) => {
                 let _ = reply.send(ep.send(now, stream, data));
             }
+            Command::SendBatch(stream, messages, finish, reply) => {
+                let _ = reply.send(ep.send_batch(now, stream, messages, finish));
+            }
             Command::Finish(stream, reply) => {
                 let _ = reply.send(ep.finish(now, stream));
             }
-            Command::Message(s, data, opts, reply) => {
-                let _ = reply.send(ep.send_message(now, s, data, opts));
+            Command::Message(s, parts, opts, reply) => {
+                let _ = reply.send(ep.send_message_parts(now, s, parts, opts));
             }
             Command::Datagram(s, flow, data, opts, reply) => {
                 let _ = reply.send(ep.send_datagram(now, s, flow, data, opts));
