@@ -481,20 +481,13 @@ mod intern {
 
     use super::IdInner;
 
-    /// A fixed, unkeyed hash (the table is never iterated into any output): eight bytes per
-    /// step, then murmur3's finaliser so the low bits (bucket) and top bits (control byte) both
-    /// depend on every input bit.
+    /// A fixed, unkeyed hash (the table is never iterated into any output): the word hash
+    /// ([`crate::mix::WordHash`]) from the length, then murmur3's finaliser so the low bits
+    /// (bucket) and top bits (control byte) both depend on every input bit.
     pub(super) fn hash(bytes: &[u8]) -> u64 {
-        let mut h: u64 = bytes.len() as u64;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            h = (h.rotate_left(23) ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-        let mut tail = [0u8; 8];
-        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        h = (h.rotate_left(23) ^ u64::from_le_bytes(tail)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut words = crate::mix::WordHash::new(bytes.len() as u64);
+        words.words(bytes);
+        let mut h = words.state();
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
         h ^= h >> 33;

@@ -1,5 +1,5 @@
-//! Sans-IO membership for Nexus: SWIM (via [foca](https://docs.rs/foca)) wrapped in a core that
-//! takes `(now, input)` and returns datagrams, events and its next deadline.
+//! Sans-IO membership for Nexus: SWIM (via the `foca` crate) wrapped in a core that takes
+//! `(now, input)` and returns datagrams, events and its next deadline.
 //!
 //! It owns no socket, reads no clock and draws randomness only from the seed it is given, so the
 //! node's gossip actor and the simulator drive the same code (see `docs/architecture.md`). Each
@@ -20,6 +20,9 @@
 //! authenticates the fabric, not a single node: any holder of the key can speak for any member.
 //! Vivaldi coordinates are the registry's (`nexus-registry`), fed from the RTT samples emitted as
 //! [`Event::ProbeRtt`].
+//!
+//! [`mix`] holds the workspace's one SplitMix64 (seed derivation), word hash and FNV-1a: this is
+//! the lowest crate the registry, the simulator and the node share.
 #![deny(missing_docs)]
 
 mod codec;
@@ -28,6 +31,7 @@ mod keyring;
 mod keyring_ops;
 mod leave;
 mod membership;
+pub mod mix;
 mod overlay;
 mod settings;
 mod time;

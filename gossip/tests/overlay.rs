@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use nexus_gossip::mix::fnv1a64;
 use nexus_gossip::{
     KIND_DISCONNECT, KIND_GOSSIP, KIND_IHAVE, KIND_KEEPALIVE, KIND_NEIGHBOR, KIND_PRUNE, MessageId,
     OVERLAY_PAYLOAD_MAX, Overlay, OverlayConfig, OverlayError, OverlayEvent, PACKET_BYTES_MAX,
@@ -89,9 +90,10 @@ impl Net {
             assert!(t.payload.len() <= PACKET_BYTES_MAX);
             assert!(is_overlay_kind(t.payload[2]));
             let j = index(t.dst);
-            for b in t.payload.iter().chain(&(j as u64).to_le_bytes()) {
-                self.log_hash = (self.log_hash ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-            }
+            self.log_hash = fnv1a64(
+                fnv1a64(self.log_hash, &t.payload),
+                &(j as u64).to_le_bytes(),
+            );
             if j >= self.nodes.len() || (self.drop)(self.now, i, j, &t.payload) {
                 continue;
             }
@@ -407,11 +409,8 @@ fn keepalive_does_not_flap_healthy_neighbours_under_loss() {
     let mut net = Net::bootstrap(30, keepalive_config(), 4);
     // 2 % loss on every datagram, decided by a hash of (time, link, bytes): deterministic.
     net.drop = Box::new(|now, i, j, bytes| {
-        let mut h = now.as_micros() ^ ((i as u64) << 20) ^ ((j as u64) << 40);
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-        h.is_multiple_of(50)
+        let h = now.as_micros() ^ ((i as u64) << 20) ^ ((j as u64) << 40);
+        fnv1a64(h, bytes).is_multiple_of(50)
     });
     let before: u64 = net.nodes.iter().map(|c| c.stats().keepalive_timeouts).sum();
     net.run(Duration::from_secs(60));

@@ -1,13 +1,14 @@
 //! Vivaldi network coordinates, following Serf/HashiCorp's `coordinate` package: 8 Euclidean
 //! dimensions plus a height (access-link latency), an error estimate and an adjustment term.
 //! Units are seconds. Deterministic: where Serf picks a random direction (two coordinates that
-//! coincide), this picks one from a seeded counter.
+//! coincide), this picks one from a seeded SplitMix64 stream ([`nexus_gossip::mix`]).
 //!
 //! Not ported: Serf's per-peer latency median filter (the caller has the peer's identity and may
 //! filter RTT samples before [`Vivaldi::update`]).
 
 use std::time::Duration;
 
+use nexus_gossip::mix::splitmix64;
 use serde::{Deserialize, Serialize};
 
 /// Euclidean dimensions of a coordinate (Serf's default).
@@ -98,15 +99,6 @@ fn diff(a: &[f64; VIVALDI_DIMENSIONS], b: &[f64; VIVALDI_DIMENSIONS]) -> [f64; V
 
 fn magnitude(v: &[f64; VIVALDI_DIMENSIONS]) -> f64 {
     v.iter().map(|x| x * x).sum::<f64>().sqrt()
-}
-
-/// splitmix64: the seeded source of the "random" direction for coincident coordinates.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// One node's Vivaldi state (Serf's `coordinate.Client` without the latency filter).
@@ -234,7 +226,7 @@ impl Vivaldi {
         // Coincident: a seeded pseudo-random direction (Serf uses math/rand here).
         let state = &mut self.direction_state;
         let r: [f64; VIVALDI_DIMENSIONS] =
-            std::array::from_fn(|_| (splitmix(state) >> 11) as f64 / (1u64 << 53) as f64 - 0.5);
+            std::array::from_fn(|_| (splitmix64(state) >> 11) as f64 / (1u64 << 53) as f64 - 0.5);
         let mag_r = magnitude(&r);
         if mag_r > ZERO_THRESHOLD {
             return (r.map(|x| x / mag_r), 0.0);

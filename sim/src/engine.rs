@@ -50,16 +50,10 @@ pub fn node_index(addr: SocketAddr) -> Option<usize> {
     }
 }
 
-/// Derives an independent seed from the run seed and two labels (SplitMix64's finaliser):
-/// every generator and every seeded core of a run takes its seed from here, so the run seed
-/// fixes the whole run.
-pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
-    let mut z =
-        seed ^ a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+/// Derives an independent seed from the run seed and two labels: every generator and every
+/// seeded core of a run takes its seed from here, so the run seed fixes the whole run (the
+/// workspace's one SplitMix64, [`nexus_gossip::mix::derive_seed`]).
+pub use nexus_gossip::mix::derive_seed;
 
 /// A generator seeded with [`derive_seed`]`(seed, a, b)`.
 pub fn seeded_rng(seed: u64, a: u64, b: u64) -> StdRng {

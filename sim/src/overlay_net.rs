@@ -119,9 +119,7 @@ impl<X> OverlayNet<X> {
 
     /// Folds `bytes` into the trace hash.
     pub fn hash(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.trace = (self.trace ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.trace = nexus_gossip::mix::fnv1a64(self.trace, bytes);
     }
 
     fn at(&mut self, t: Timestamp, ev: NetEvent<X>) {

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use nexus_gossip::mix::WordHash;
 use nexus_gossip::{Event, MemberId};
 
 use crate::invariants::NodeIds;
@@ -114,38 +115,17 @@ pub fn member_event_text(ids: &NodeIds, event: &Event) -> Option<String> {
     })
 }
 
-/// A 64-bit multiply-rotate hash taking eight bytes per step (datagram payloads are most of
-/// what is hashed): small, dependency-free and the same on every platform. It detects
-/// divergence between runs; it is not a cryptographic commitment.
-#[derive(Clone, Copy, Debug)]
-struct Fnv(u64);
-
-impl Fnv {
-    fn word(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(23) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn feed(&mut self, bytes: &[u8]) {
-        self.word(bytes.len() as u64);
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(chunk);
-            self.word(u64::from_le_bytes(w));
-        }
-        let mut tail = [0u8; 8];
-        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        self.word(u64::from_le_bytes(tail));
-    }
-
-    fn u64(&mut self, v: u64) {
-        self.word(v);
-    }
+/// Mixes a byte string into the trace hash: its length, then its bytes as words. The trace hash
+/// is the workspace's word hash ([`WordHash`]): the same on every platform; it detects
+/// divergence between runs, it is not a cryptographic commitment.
+fn feed(h: &mut WordHash, bytes: &[u8]) {
+    h.word(bytes.len() as u64);
+    h.words(bytes);
 }
 
 /// The running trace of one simulation.
 pub struct Trace {
-    hash: Fnv,
+    hash: WordHash,
     events: u64,
     out: Option<std::io::BufWriter<std::fs::File>>,
     write_error: Option<std::io::Error>,
@@ -161,7 +141,7 @@ impl Trace {
     /// A trace that is only hashed.
     pub fn new() -> Self {
         Trace {
-            hash: Fnv(0xcbf2_9ce4_8422_2325),
+            hash: WordHash::new(0xcbf2_9ce4_8422_2325),
             events: 0,
             out: None,
             write_error: None,
@@ -187,11 +167,11 @@ impl Trace {
                 to,
                 bytes,
             } => {
-                h.u64(1);
-                h.u64(*t_us);
-                h.u64(*from as u64);
-                h.u64(*to as u64);
-                h.u64(*bytes as u64);
+                h.word(1);
+                h.word(*t_us);
+                h.word(*from as u64);
+                h.word(*to as u64);
+                h.word(*bytes as u64);
             }
             TraceEvent::Drop {
                 t_us,
@@ -199,54 +179,54 @@ impl Trace {
                 to,
                 reason,
             } => {
-                h.u64(2);
-                h.u64(*t_us);
-                h.u64(*from as u64);
-                h.u64(*to as u64);
-                h.feed(reason.as_bytes());
+                h.word(2);
+                h.word(*t_us);
+                h.word(*from as u64);
+                h.word(*to as u64);
+                feed(h, reason.as_bytes());
             }
             TraceEvent::Member { t_us, node, event } => {
-                h.u64(3);
-                h.u64(*t_us);
-                h.u64(*node as u64);
-                h.feed(event.as_bytes());
+                h.word(3);
+                h.word(*t_us);
+                h.word(*node as u64);
+                feed(h, event.as_bytes());
             }
             TraceEvent::Action { t_us, action } => {
-                h.u64(4);
-                h.u64(*t_us);
-                h.feed(action.as_bytes());
+                h.word(4);
+                h.word(*t_us);
+                feed(h, action.as_bytes());
             }
             TraceEvent::Registry { t_us, node, event } => {
-                h.u64(6);
-                h.u64(*t_us);
-                h.u64(*node as u64);
-                h.feed(event.as_bytes());
+                h.word(6);
+                h.word(*t_us);
+                h.word(*node as u64);
+                feed(h, event.as_bytes());
             }
             TraceEvent::Ca { t_us, node, event } => {
-                h.u64(7);
-                h.u64(*t_us);
-                h.u64(*node as u64);
-                h.feed(event.as_bytes());
+                h.word(7);
+                h.word(*t_us);
+                h.word(*node as u64);
+                feed(h, event.as_bytes());
             }
             TraceEvent::Stream { t_us, node, event } => {
-                h.u64(8);
-                h.u64(*t_us);
-                h.u64(*node as u64);
-                h.feed(event.as_bytes());
+                h.word(8);
+                h.word(*t_us);
+                h.word(*node as u64);
+                feed(h, event.as_bytes());
             }
             TraceEvent::Violation {
                 t_us,
                 invariant,
                 detail,
             } => {
-                h.u64(5);
-                h.u64(*t_us);
-                h.feed(invariant.as_bytes());
-                h.feed(detail.as_bytes());
+                h.word(5);
+                h.word(*t_us);
+                feed(h, invariant.as_bytes());
+                feed(h, detail.as_bytes());
             }
         }
         if let Some(p) = payload {
-            h.feed(p);
+            feed(h, p);
         }
         if let Some(out) = &mut self.out
             && self.write_error.is_none()
@@ -275,17 +255,17 @@ impl Trace {
         };
         self.events += 1;
         let h = &mut self.hash;
-        h.u64(3);
-        h.u64(t_us);
-        h.u64(node as u64);
-        h.u64(code);
+        h.word(3);
+        h.word(t_us);
+        h.word(node as u64);
+        h.word(code);
         if let Some(id) = id {
             // The identity's fixed hash (address, node id, generation, metadata) stands for it:
             // the same in every process, and no lookup of its node index per event.
-            h.u64(id.wire_hash());
-            h.u64(id.generation());
+            h.word(id.wire_hash());
+            h.word(id.generation());
         }
-        h.u64(generation);
+        h.word(generation);
         if let Some(out) = &mut self.out
             && self.write_error.is_none()
             && let Some(text) = member_event_text(ids, event)
@@ -309,7 +289,7 @@ impl Trace {
 
     /// The hash of every event so far, as 16 hex digits.
     pub fn hash_hex(&self) -> String {
-        format!("{:016x}", self.hash.0)
+        format!("{:016x}", self.hash.state())
     }
 
     /// Flushes the JSONL file; reports the first write error, if any.

@@ -40,25 +40,13 @@ struct Asset {
     etag: u64,
 }
 
-/// FNV-1a, 64 bits: a content fingerprint for `ETag` (not a security property).
-const fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut i = 0;
-    while i < bytes.len() {
-        hash ^= bytes[i] as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        i += 1;
-    }
-    hash
-}
-
 macro_rules! asset {
     ($file:literal, $content_type:literal) => {{
         const BODY: &[u8] = include_bytes!(concat!("../../ui/", $file));
         Asset {
             body: BODY,
             content_type: $content_type,
-            etag: fnv1a64(BODY),
+            etag: nexus_gossip::mix::fnv1a64(nexus_gossip::mix::FNV1A64_OFFSET, BODY),
         }
     }};
 }

@@ -1121,7 +1121,5 @@ fn addr_hash(addr: SocketAddr) -> u64 {
         std::net::IpAddr::V6(ip) => bytes.extend_from_slice(&ip.octets()),
     }
     bytes.extend_from_slice(&addr.port().to_be_bytes());
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    crate::mix::fnv1a64(crate::mix::FNV1A64_OFFSET, &bytes)
 }
