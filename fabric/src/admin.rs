@@ -51,9 +51,10 @@ use utoipa::OpenApi;
 use crate::acl::{AclStore, Scope};
 
 use crate::api::{
-    ActorHealth, ActorNode, Actors, CrashResponse, FIB_ENTRIES_MAX, FibDto, FibEntryDto, FibQuery,
-    GenerationResponse, Health, LeaveRequest, LeaveResponse, Member, MemberMetaDto, Members,
-    NextHopDto, Node, Problem, Route, RouteRequest, Routes,
+    ActorHealth, ActorNode, Actors, CrashResponse, DataplaneTargetDto, DataplaneTargets,
+    FIB_ENTRIES_MAX, FibDto, FibEntryDto, FibQuery, GenerationResponse, Health, LeaveRequest,
+    LeaveResponse, Member, MemberMetaDto, Members, NextHopDto, Node, Problem, Route, RouteRequest,
+    Routes,
 };
 
 /// Largest request body accepted, bytes.
@@ -108,6 +109,8 @@ pub struct AdminContext {
     pub fault_injection: bool,
     /// When the process started.
     pub started: tokio::time::Instant,
+    /// The hardware data-plane targets the node feeds (`GET /v1/dataplane/targets`).
+    pub targets: crate::targets::Targets,
 }
 
 /// Counters of the admin API (`nexus_admin_*`).
@@ -649,6 +652,16 @@ async fn fib_rollback(
     Ok(axum::Json(GenerationResponse { generation }))
 }
 
+/// The hardware data-plane targets (a P4 switch) the node hands every forwarding-table
+/// generation to, each with the generation handed over, the one it holds and its last error.
+#[utoipa::path(get, path = "/v1/dataplane/targets", tag = "forwarding",
+    responses((status = 200, body = DataplaneTargets)))]
+async fn dataplane_targets(State(s): State<AppState>) -> axum::Json<DataplaneTargets> {
+    axum::Json(DataplaneTargets {
+        targets: s.ctx.targets.view(),
+    })
+}
+
 /// The static routes with how many next hops are live.
 #[utoipa::path(get, path = "/v1/routes", tag = "forwarding", operation_id = "routes",
     responses((status = 200, body = Routes), (status = 503, body = Problem)))]
@@ -803,7 +816,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Nexus admin API", description = "Administer one Nexus node. Errors are application/problem+json (RFC 9457)."),
-    paths(health, node, members, actors, leave, crash, metrics, openapi, fib, fib_rollback, routes_list, put_route, delete_route,
+    paths(health, node, members, actors, leave, crash, metrics, openapi, fib, fib_rollback, dataplane_targets, routes_list, put_route, delete_route,
         registry::post_service, registry::put_service, registry::delete_service, registry::patch_load,
         registry::list_services, registry::get_service, registry::resolve, registry::intent_routes, registry::overlay,
         ca::status, ca::issue, ca::get_cert, ca::list_certs, ca::renew, ca::revoke, ca::revocations, ca::keys,
@@ -811,7 +824,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         sessions::list, sessions::probe, tokens::create, tokens::list, tokens::revoke,
         keyring::list, keyring::install, keyring::use_key, keyring::remove,
         ui::page, ui::script, ui::stylesheet, ui::icon, ui::token_self),
-    components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, NextHopDto, Route, RouteRequest, Routes,
+    components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, DataplaneTargets, DataplaneTargetDto, NextHopDto, Route, RouteRequest, Routes,
         crate::api::ServiceDto, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
         crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
         crate::api::OverlayDto, crate::api::ServiceScope, crate::api::KeyFormat,
@@ -1191,6 +1204,7 @@ fn routes() -> RouteTable {
         // Forwarding.
         .route(M::GET, "/v1/fib", READ, fib)
         .route(M::POST, "/v1/fib/rollback", ROUTES_WRITE, fib_rollback)
+        .route(M::GET, "/v1/dataplane/targets", READ, dataplane_targets)
         .route(M::GET, "/v1/routes", READ, routes_list)
         .route(M::PUT, "/v1/routes/{key}", ROUTES_WRITE, put_route)
         .route(M::DELETE, "/v1/routes/{key}", ROUTES_WRITE, delete_route)

@@ -250,6 +250,33 @@ pub struct GenerationResponse {
     pub generation: u64,
 }
 
+/// One hardware data-plane target the node feeds its table generations to.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct DataplaneTargetDto {
+    /// `p4` (a P4Runtime switch).
+    pub target: String,
+    /// Where it is: the P4Runtime server's `host:port`.
+    pub address: String,
+    /// Whether the node holds a working connection (P4: primary controller, pipeline set).
+    pub connected: bool,
+    /// The last generation the node handed to the target.
+    pub published: Option<u64>,
+    /// The generation the target holds, if any (equal to `published` once it caught up).
+    pub installed: Option<u64>,
+    /// Pushes that failed since the node started (each undone, or followed by a reconnect
+    /// and a full install).
+    pub failures: u64,
+    /// The last error (cleared by the next successful push).
+    pub last_error: Option<String>,
+}
+
+/// `GET /v1/dataplane/targets`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DataplaneTargets {
+    /// The configured targets (empty when none is).
+    pub targets: Vec<DataplaneTargetDto>,
+}
+
 // ---- Registry (capability adverts, intent resolution) ----
 
 /// A service as `GET /v1/services` and the registration endpoints show it.

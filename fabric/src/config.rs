@@ -110,6 +110,10 @@ pub struct NodeRunArgs {
     /// TCP address of a CA voter's Raft listener (`[ca] raft_listen`) [default: unset].
     #[arg(long, value_name = "IP:PORT")]
     pub ca_raft_listen: Option<String>,
+    /// The P4Runtime server of a P4 switch the node feeds its table generations to
+    /// (`[p4] target`) [default: none].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub p4_target: Option<String>,
     /// The gossip encryption key from `NEXUS_GOSSIP_KEY` (no flag: a key on the command line
     /// would show in the process list). [`NodeConfig::load`] reads the environment.
     #[arg(skip)]
@@ -155,6 +159,8 @@ struct FileConfig {
     upstream: Vec<crate::upstream::UpstreamFile>,
     #[serde(default)]
     telemetry: crate::telemetry::TelemetryFile,
+    #[serde(default)]
+    p4: crate::targets::P4File,
 }
 
 /// `dataplane`: the data plane's address as a string (`dataplane = "IP:PORT"`), or the
@@ -345,6 +351,8 @@ pub struct NodeConfig {
     pub upstreams: Vec<crate::upstream::UpstreamSettings>,
     /// Trace export (`[telemetry]`, `OTEL_EXPORTER_OTLP_ENDPOINT`); `None` leaves it off.
     pub telemetry: Option<crate::telemetry::TelemetrySettings>,
+    /// The P4 switch fed with every table generation (`[p4]`, `--p4-target`); `None`: none.
+    pub p4: Option<crate::targets::P4Settings>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -378,6 +386,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("gateway", &self.gateway)
             .field("upstreams", &self.upstreams)
             .field("telemetry", &self.telemetry)
+            .field("p4", &self.p4)
             .finish()
     }
 }
@@ -626,6 +635,7 @@ impl NodeConfig {
                 .ok()
                 .as_deref(),
         )?;
+        let p4 = crate::targets::parse_p4(args.p4_target.as_deref(), &file.p4)?;
 
         Ok(NodeConfig {
             name,
@@ -659,6 +669,7 @@ impl NodeConfig {
             gateway,
             upstreams,
             telemetry,
+            p4,
         })
     }
 }

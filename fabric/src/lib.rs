@@ -18,5 +18,6 @@ pub mod logging;
 pub mod nexapi;
 pub mod node;
 pub mod sim_cmd;
+pub mod targets;
 pub mod telemetry;
 pub mod upstream;

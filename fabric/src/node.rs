@@ -365,6 +365,10 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     if gateway_listener.is_some() {
         metrics.register_more(|registry| gateway_metrics.register(registry));
     }
+    let target_metrics = crate::targets::TargetMetrics::default();
+    if config.p4.is_some() {
+        metrics.register_more(|registry| target_metrics.register(registry));
+    }
     // The node's own SDK users (the gateway's client, upstream services) reach it as any
     // application does: through its admin API (on loopback when it is bound to an unspecified
     // address) and its NexAPI endpoint. With ACLs on they hold a node-internal token with the
@@ -498,6 +502,10 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             anchor: tokio::time::Instant::now(),
         }
     });
+    // Every table generation goes to the hardware targets, when any is configured.
+    let (generations_tx, generations_rx) = watch::channel(None);
+    let targets =
+        crate::targets::Targets::start(config.p4.as_ref(), &generations_rx, &target_metrics);
     let table_args = TableArgs {
         fib: fib.clone(),
         storage: gossip_args.storage.clone(),
@@ -506,7 +514,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         metrics: metrics.clone(),
         local_endpoints: dataplane_io.is_some().then_some(local_tx),
         session_endpoint: session_args.is_some().then(|| session_rx.clone()),
-        generations: None,
+        generations: (!targets.is_empty()).then_some(generations_tx),
     };
     let admin_args = AdminArgs {
         listener: Arc::new(listener),
@@ -531,6 +539,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             leave: leave_tx,
             fault_injection: config.fault_injection,
             started,
+            targets: targets.clone(),
         },
     };
     let (exit_tx, mut exit_rx) = watch::channel(None);
@@ -621,6 +630,11 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
         upstreams = config.upstreams.len(),
+        p4 = %config
+            .p4
+            .as_ref()
+            .map(|p| p.config.target.clone())
+            .unwrap_or_else(|| "off".into()),
         data_dir = %config.data_dir.display(),
         "node started"
     );

@@ -15,8 +15,10 @@ with the first failure's code and a message naming each failed update (a real se
 p4.v1.Error per update in the status details). Not modelled: roles, packet I/O, digests,
 counters, the data plane.
 
-Usage: server.py [--device-id N] [--table-size NAME=N ...]; prints "LISTENING <port>" once
-it serves on 127.0.0.1 (ephemeral port) and runs until stdin closes or it is killed.
+Usage: server.py [--device-id N] [--table-size NAME=N ...] [--log-rpcs]; prints "LISTENING
+<port>" once it serves on 127.0.0.1 (ephemeral port) and runs until stdin closes or it is
+killed. With --log-rpcs it also prints one stdout line per accepted pipeline or write:
+"PIPELINE" and "WRITE insert=I modify=M delete=D" (the caller must read stdout).
 """
 
 import argparse
@@ -294,9 +296,10 @@ def election(u):
 
 
 class Server(p4runtime_pb2_grpc.P4RuntimeServicer):
-    def __init__(self, device_id, sizes):
+    def __init__(self, device_id, sizes, log_rpcs=False):
         self.device_id = device_id
         self.sizes = sizes
+        self.log_rpcs = log_rpcs
         self.lock = threading.Lock()
         self.primary = None  # the highest election id seen on a live stream
         self.pipeline = None
@@ -352,6 +355,8 @@ class Server(p4runtime_pb2_grpc.P4RuntimeServicer):
                 context.abort(e.code, f"P4Info: {e.message}")
             if request.action == p4runtime_pb2.SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT:
                 self.pipeline = pipeline
+                if self.log_rpcs:
+                    print("PIPELINE", flush=True)
         return p4runtime_pb2.SetForwardingPipelineConfigResponse()
 
     def Write(self, request, context):
@@ -370,6 +375,11 @@ class Server(p4runtime_pb2_grpc.P4RuntimeServicer):
                 listed = "; ".join(f"update {j}: {e.message}" for j, e in failures[:8])
                 context.abort(first.code, f"{len(failures)} of {len(request.updates)} "
                                           f"updates refused: {listed}")
+            if self.log_rpcs:
+                kinds = [u.type for u in request.updates]
+                print(f"WRITE insert={kinds.count(p4runtime_pb2.Update.INSERT)} "
+                      f"modify={kinds.count(p4runtime_pb2.Update.MODIFY)} "
+                      f"delete={kinds.count(p4runtime_pb2.Update.DELETE)}", flush=True)
         return p4runtime_pb2.WriteResponse()
 
     def Read(self, request, context):
@@ -392,6 +402,8 @@ def main():
     parser.add_argument("--device-id", type=int, default=1)
     parser.add_argument("--table-size", action="append", default=[],
                         help="NAME=N: hold at most N entries in table NAME (name or alias)")
+    parser.add_argument("--log-rpcs", action="store_true",
+                        help="print PIPELINE / WRITE lines for accepted RPCs on stdout")
     args = parser.parse_args()
     sizes = {}
     for spec in args.table_size:
@@ -399,7 +411,7 @@ def main():
         sizes[name] = int(n)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
                          options=[("grpc.max_receive_message_length", 64 << 20)])
-    p4runtime_pb2_grpc.add_P4RuntimeServicer_to_server(Server(args.device_id, sizes), server)
+    p4runtime_pb2_grpc.add_P4RuntimeServicer_to_server(Server(args.device_id, sizes, args.log_rpcs), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"LISTENING {port}", flush=True)

@@ -1,0 +1,494 @@
+//! The node's hardware data-plane targets: a P4 switch (`[p4]`, [`nexus_p4`]) that the node
+//! keeps on every forwarding-table generation it installs.
+//!
+//! The table compiler hands each generation to a watch channel
+//! ([`nexus_actors::TableArgs::generations`]); [`Targets::start`] spawns one publisher per
+//! configured target and a task per target that passes the latest generation on, follows the
+//! publisher's status and keeps the target's metrics: the installed generation
+//! (`nexus_dataplane_target_generation`), failed pushes
+//! (`nexus_dataplane_target_publish_errors_total`) and the time from handing a generation over
+//! to the target reporting it installed (`nexus_dataplane_target_publish_seconds`). A target
+//! that is slower than the table skips to the latest generation. `GET /v1/dataplane/targets`
+//! shows each target's state ([`Targets::view`]).
+//!
+//! The software forwarder keeps running beside the targets; a target that cannot be reached
+//! does not stop the node: its status carries the error and the publisher retries.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nexus_actors::TableGeneration;
+use nexus_p4::client::P4Config;
+use nexus_p4::publisher::{P4Publisher, PublishStatus};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::api::DataplaneTargetDto;
+use crate::config::ConfigError;
+
+/// Default P4Runtime device id (`[p4] device_id`).
+pub const P4_DEVICE_ID_DEFAULT: u64 = 1;
+/// Default election id (`[p4] election_id`).
+pub const P4_ELECTION_ID_DEFAULT: u64 = 1;
+/// Default deadline of each P4Runtime call (`[p4] rpc_timeout_ms`).
+pub const P4_RPC_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// Largest `[p4] device_config` file accepted (a BMv2 JSON is a few hundred KiB; gRPC's
+/// default message limit is 4 MiB).
+pub const P4_DEVICE_CONFIG_BYTES_MAX: u64 = 4 << 20;
+
+/// `[p4]`: the P4 switch the node feeds. See docs/operations.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct P4File {
+    target: Option<String>,
+    device_id: Option<u64>,
+    election_id: Option<u64>,
+    device_config: Option<PathBuf>,
+    rpc_timeout_ms: Option<u64>,
+}
+
+/// The P4 target as configured. `Debug` shows the device config's path and size, not its bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct P4Settings {
+    /// What the publisher connects with (the device config already read).
+    pub config: P4Config,
+    /// Where the device config was read from, if one was given.
+    pub device_config_path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for P4Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P4Settings")
+            .field("target", &self.config.target)
+            .field("device_id", &self.config.device_id)
+            .field("election_id", &self.config.election_id)
+            .field("device_config_path", &self.device_config_path)
+            .field("device_config_bytes", &self.config.device_config.len())
+            .field("rpc_timeout", &self.config.rpc_timeout)
+            .finish()
+    }
+}
+
+fn config_err<T>(field: &str, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+/// Checks `host:port` (a name, an IPv4 address or a bracketed IPv6 address, and a port 1..=65535)
+/// without resolving it: the publisher resolves and connects, and retries while it cannot.
+fn parse_target(value: &str) -> Result<String, ConfigError> {
+    let field = "p4.target";
+    let value = value.trim();
+    let bad = || {
+        config_err(
+            field,
+            format!("{value:?} is not HOST:PORT (e.g. 127.0.0.1:9559 or switch1:9559)"),
+        )
+    };
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return bad();
+    };
+    if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
+        return bad();
+    }
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    };
+    if !host_ok {
+        return bad();
+    }
+    Ok(value.to_owned())
+}
+
+/// Parses `[p4]` (and `--p4-target`, which wins over `target`). `None` without a target; the
+/// other keys without one are an error (they would be ignored silently). Every error names its
+/// key as `p4.<key>`.
+pub(crate) fn parse_p4(
+    flag_target: Option<&str>,
+    file: &P4File,
+) -> Result<Option<P4Settings>, ConfigError> {
+    let Some(target) = flag_target.or(file.target.as_deref()) else {
+        if file.device_id.is_some()
+            || file.election_id.is_some()
+            || file.device_config.is_some()
+            || file.rpc_timeout_ms.is_some()
+        {
+            return config_err(
+                "p4.target",
+                "required when [p4] has other keys (the P4Runtime server, HOST:PORT)",
+            );
+        }
+        return Ok(None);
+    };
+    let target = parse_target(target)?;
+    let device_id = file.device_id.unwrap_or(P4_DEVICE_ID_DEFAULT);
+    let election_id = match file.election_id {
+        None => P4_ELECTION_ID_DEFAULT,
+        Some(0) => {
+            return config_err(
+                "p4.election_id",
+                "must be at least 1 (P4Runtime reserves 0; the highest live id is primary)",
+            );
+        }
+        Some(id) => id,
+    };
+    let rpc_timeout = match file.rpc_timeout_ms {
+        None => P4_RPC_TIMEOUT_DEFAULT,
+        Some(ms @ 100..=600_000) => Duration::from_millis(ms),
+        Some(ms) => {
+            return config_err(
+                "p4.rpc_timeout_ms",
+                format!("must be in 100..=600000, got {ms}"),
+            );
+        }
+    };
+    let device_config = match &file.device_config {
+        None => Vec::new(),
+        Some(path) => read_device_config(path)?,
+    };
+    Ok(Some(P4Settings {
+        config: P4Config {
+            target,
+            device_id,
+            election_id: u128::from(election_id),
+            device_config,
+            rpc_timeout,
+        },
+        device_config_path: file.device_config.clone(),
+    }))
+}
+
+/// Reads the compiled pipeline (BMv2: the JSON p4c writes) so that a missing or unreadable file
+/// is a configuration error, not a publisher failing forever.
+fn read_device_config(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    let field = "p4.device_config";
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => return config_err(field, format!("cannot read {shown}: {e}")),
+    };
+    if !meta.is_file() {
+        return config_err(field, format!("{shown} is not a file"));
+    }
+    if meta.len() > P4_DEVICE_CONFIG_BYTES_MAX {
+        return config_err(
+            field,
+            format!(
+                "{shown} is {} bytes, above {P4_DEVICE_CONFIG_BYTES_MAX}",
+                meta.len()
+            ),
+        );
+    }
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.is_empty() => config_err(
+            field,
+            format!(
+                "{shown} is empty (leave device_config out for a switch that already runs the program)"
+            ),
+        ),
+        Ok(bytes) => Ok(bytes),
+        Err(e) => config_err(field, format!("cannot read {shown}: {e}")),
+    }
+}
+
+/// The `target` label of the targets' metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabel {
+    /// `p4`.
+    pub target: String,
+}
+
+/// The targets' metrics (`nexus_dataplane_target_*`), labelled by target.
+#[derive(Clone, Debug)]
+pub struct TargetMetrics {
+    /// The generation the target holds (−1 while it holds none).
+    pub generation: Family<TargetLabel, Gauge>,
+    /// Pushes the target failed (each undone, or followed by a reconnect and a full install).
+    pub publish_errors: Family<TargetLabel, Counter>,
+    /// From handing a generation to the target to the target reporting it installed.
+    pub publish_seconds: Family<TargetLabel, Histogram>,
+}
+
+impl Default for TargetMetrics {
+    fn default() -> Self {
+        TargetMetrics {
+            generation: Family::default(),
+            publish_errors: Family::default(),
+            // 100 µs doubling to 3.3 s: a diff of a few entries to a full install of 100k routes.
+            publish_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
+        }
+    }
+}
+
+impl TargetMetrics {
+    /// Registers the metrics (names get the registry's `nexus_` prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dataplane_target_generation",
+            "The forwarding-table generation each hardware target holds (-1: none)",
+            self.generation.clone(),
+        );
+        registry.register(
+            "dataplane_target_publish_errors",
+            "Generation pushes a hardware target failed",
+            self.publish_errors.clone(),
+        );
+        registry.register(
+            "dataplane_target_publish_seconds",
+            "Time from handing a generation to a hardware target to its installation",
+            self.publish_seconds.clone(),
+        );
+    }
+}
+
+/// The node's running targets. Cloning shares them; dropping the last clone stops them.
+#[derive(Clone, Debug, Default)]
+pub struct Targets {
+    /// Each target's state as the admin API shows it, kept by the target's task.
+    states: Arc<Vec<Arc<Mutex<DataplaneTargetDto>>>>,
+    /// The targets' tasks, stopped when the last clone is dropped.
+    _tasks: Arc<Vec<Task>>,
+}
+
+/// A spawned task, aborted when dropped.
+#[derive(Debug)]
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Targets {
+    /// Spawns a publisher and its task for each configured target, on the current runtime.
+    /// `generations` is the table compiler's channel.
+    pub fn start(
+        p4: Option<&P4Settings>,
+        generations: &watch::Receiver<Option<Arc<TableGeneration>>>,
+        metrics: &TargetMetrics,
+    ) -> Targets {
+        let mut states = Vec::new();
+        let mut tasks = Vec::new();
+        if let Some(p4) = p4 {
+            let state = Arc::new(Mutex::new(DataplaneTargetDto {
+                target: "p4".to_owned(),
+                address: p4.config.target.clone(),
+                connected: false,
+                published: None,
+                installed: None,
+                failures: 0,
+                last_error: None,
+            }));
+            let publisher = P4Publisher::spawn(p4.config.clone());
+            tasks.push(Task(tokio::spawn(run_p4(
+                publisher,
+                generations.clone(),
+                state.clone(),
+                metrics.clone(),
+            ))));
+            states.push(state);
+        }
+        Targets {
+            states: Arc::new(states),
+            _tasks: Arc::new(tasks),
+        }
+    }
+
+    /// Whether any target is configured.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// Each target's state, in configuration order.
+    pub fn view(&self) -> Vec<DataplaneTargetDto> {
+        self.states
+            .iter()
+            .map(|s| match s.lock() {
+                Ok(state) => state.clone(),
+                // A task that panicked while holding the lock left a complete copy behind.
+                Err(poisoned) => poisoned.into_inner().clone(),
+            })
+            .collect()
+    }
+}
+
+fn update(state: &Mutex<DataplaneTargetDto>, change: impl FnOnce(&mut DataplaneTargetDto)) {
+    let mut guard = match state.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    change(&mut guard);
+}
+
+/// Feeds one P4 publisher: every generation from the table compiler goes to it, and its status
+/// goes to the target's state and metrics.
+async fn run_p4(
+    publisher: P4Publisher,
+    mut generations: watch::Receiver<Option<Arc<TableGeneration>>>,
+    state: Arc<Mutex<DataplaneTargetDto>>,
+    metrics: TargetMetrics,
+) {
+    let label = TargetLabel {
+        target: "p4".to_owned(),
+    };
+    let gauge = metrics.generation.get_or_create(&label).clone();
+    gauge.set(-1);
+    let errors = metrics.publish_errors.get_or_create(&label).clone();
+    let seconds = metrics.publish_seconds.get_or_create(&label).clone();
+    let mut status = publisher.subscribe();
+    let mut last = PublishStatus::default();
+    // The generation handed over and not yet reported installed, with when it was handed over.
+    let mut pending: Option<(u64, tokio::time::Instant)> = None;
+    // A generation already in the channel goes out at once.
+    generations.mark_changed();
+    loop {
+        tokio::select! {
+            biased;
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return; // The publisher's task ended.
+                }
+                let now = status.borrow_and_update().clone();
+                errors.inc_by(now.failures.saturating_sub(last.failures));
+                gauge.set(now.installed.map_or(-1, |g| i64::try_from(g).unwrap_or(i64::MAX)));
+                if let (Some((generation, since)), Some(installed)) = (pending, now.installed)
+                    && installed == generation
+                {
+                    seconds.observe(since.elapsed().as_secs_f64());
+                    pending = None;
+                }
+                update(&state, |dto| {
+                    dto.connected = now.connected;
+                    dto.installed = now.installed;
+                    dto.failures = now.failures;
+                    dto.last_error = now.last_error.clone();
+                });
+                last = now;
+            }
+            changed = generations.changed() => {
+                if changed.is_err() {
+                    return; // The node is stopping.
+                }
+                let Some(generation) = generations.borrow_and_update().clone() else {
+                    continue;
+                };
+                let number = generation.generation();
+                publisher.publish(generation.routes.clone(), generation.local.clone());
+                pending = Some((number, tokio::time::Instant::now()));
+                update(&state, |dto| dto.published = Some(number));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Option<P4Settings>, ConfigError> {
+        let file: P4File = toml::from_str(text).expect("valid TOML");
+        parse_p4(None, &file)
+    }
+
+    #[test]
+    fn p4_settings_and_their_errors() {
+        assert_eq!(parse(""), Ok(None));
+        let s = parse("target = \"127.0.0.1:9559\"")
+            .expect("valid")
+            .expect("on");
+        assert_eq!(s.config.target, "127.0.0.1:9559");
+        assert_eq!(s.config.device_id, P4_DEVICE_ID_DEFAULT);
+        assert_eq!(s.config.election_id, 1);
+        assert!(s.config.device_config.is_empty());
+        assert_eq!(s.config.rpc_timeout, P4_RPC_TIMEOUT_DEFAULT);
+        let s =
+            parse("target = \"[::1]:50051\"\ndevice_id = 0\nelection_id = 7\nrpc_timeout_ms = 250")
+                .expect("valid")
+                .expect("on");
+        assert_eq!(
+            (
+                s.config.device_id,
+                s.config.election_id,
+                s.config.rpc_timeout
+            ),
+            (0, 7, Duration::from_millis(250))
+        );
+        assert!(parse("target = \"switch-1.lab:9559\"").is_ok());
+        // The flag wins over the file.
+        let file: P4File = toml::from_str("target = \"a:1\"").expect("toml");
+        let s = parse_p4(Some("b:2"), &file).expect("valid").expect("on");
+        assert_eq!(s.config.target, "b:2");
+
+        let field = |text: &str| parse(text).expect_err("refused").field;
+        for bad in [
+            "target = \"9559\"",
+            "target = \"host:\"",
+            "target = \":9559\"",
+            "target = \"host:0\"",
+            "target = \"host:99999\"",
+            "target = \"a b:1\"",
+            "target = \"[nope]:1\"",
+            "target = \"http://h:1\"",
+        ] {
+            assert_eq!(field(bad), "p4.target", "{bad}");
+        }
+        assert_eq!(field("device_id = 2"), "p4.target");
+        assert_eq!(field("target = \"h:1\"\nelection_id = 0"), "p4.election_id");
+        assert_eq!(
+            field("target = \"h:1\"\nrpc_timeout_ms = 5"),
+            "p4.rpc_timeout_ms"
+        );
+        assert_eq!(
+            field("target = \"h:1\"\nrpc_timeout_ms = 600001"),
+            "p4.rpc_timeout_ms"
+        );
+        let e = parse("target = \"h:1\"\ndevice_config = \"/nonexistent/nexus.json\"")
+            .expect_err("missing file");
+        assert_eq!(e.field, "p4.device_config");
+        assert!(e.message.contains("/nonexistent/nexus.json"), "{e}");
+    }
+
+    #[test]
+    fn the_device_config_is_read_and_not_printed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("nexus.json");
+        std::fs::write(&path, b"{\"program\": \"nexus.p4\"}").expect("write");
+        let text = format!("target = \"h:1\"\ndevice_config = \"{}\"", path.display());
+        let s = parse(&text).expect("valid").expect("on");
+        assert_eq!(s.config.device_config, b"{\"program\": \"nexus.p4\"}");
+        assert_eq!(s.device_config_path.as_deref(), Some(path.as_path()));
+        assert!(!format!("{s:?}").contains("program"), "{s:?}");
+
+        let empty = dir.path().join("empty.json");
+        std::fs::write(&empty, b"").expect("write");
+        let e = parse(&format!(
+            "target = \"h:1\"\ndevice_config = \"{}\"",
+            empty.display()
+        ))
+        .expect_err("empty");
+        assert!(e.message.contains("empty"), "{e}");
+        let e = parse(&format!(
+            "target = \"h:1\"\ndevice_config = \"{}\"",
+            dir.path().display()
+        ))
+        .expect_err("a directory");
+        assert!(e.message.contains("not a file"), "{e}");
+    }
+}
