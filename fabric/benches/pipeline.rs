@@ -38,7 +38,7 @@
 //!
 //! | variable | default (`--quick`) | meaning |
 //! |---|---|---|
-//! | `NEXUS_PIPELINE_PROTOCOLS` | `cold-http,warm-http,grpc,nexus-cold,nexus-warm` | rows |
+//! | `NEXUS_PIPELINE_PROTOCOLS` | `cold-http,warm-http,grpc,nexus-cold,nexus-warm,nexus-routed-cold,nexus-routed-warm` | rows |
 //! | `NEXUS_PIPELINE_RTT_MS` | `0,1,10` | RTTs; 0 = direct loopback, others through the relay |
 //! | `NEXUS_PIPELINE_SERVICE_MS` | `0,2` | service times of every service |
 //! | `NEXUS_PIPELINE_REQUESTS` | `200` (`20`) | measured pipelines per case |
@@ -231,11 +231,15 @@ impl Servers {
                 .collect();
             Dnsmasq::start(&records)
         });
-        let nexus = if config
-            .protocols
-            .iter()
-            .any(|p| matches!(p, ProtoId::NexusCold | ProtoId::NexusWarm))
-        {
+        let nexus = if config.protocols.iter().any(|p| {
+            matches!(
+                p,
+                ProtoId::NexusCold
+                    | ProtoId::NexusWarm
+                    | ProtoId::NexusRoutedCold
+                    | ProtoId::NexusRoutedWarm
+            )
+        }) {
             eprintln!("starting a 3-node fabric for the Nexus rows");
             Some(nexus::NexusFabric::start().await?)
         } else {
@@ -303,15 +307,19 @@ enum ProtoId {
     Grpc,
     NexusCold,
     NexusWarm,
+    NexusRoutedCold,
+    NexusRoutedWarm,
 }
 
 impl ProtoId {
-    const ALL: [ProtoId; 5] = [
+    const ALL: [ProtoId; 7] = [
         ProtoId::ColdHttp,
         ProtoId::WarmHttp,
         ProtoId::Grpc,
         ProtoId::NexusCold,
         ProtoId::NexusWarm,
+        ProtoId::NexusRoutedCold,
+        ProtoId::NexusRoutedWarm,
     ];
 
     fn key(self) -> &'static str {
@@ -321,6 +329,8 @@ impl ProtoId {
             ProtoId::Grpc => "grpc",
             ProtoId::NexusCold => "nexus-cold",
             ProtoId::NexusWarm => "nexus-warm",
+            ProtoId::NexusRoutedCold => "nexus-routed-cold",
+            ProtoId::NexusRoutedWarm => "nexus-routed-warm",
         }
     }
 }
@@ -397,7 +407,7 @@ impl Config {
         }
         let protocols = list(
             "NEXUS_PIPELINE_PROTOCOLS",
-            "cold-http,warm-http,grpc,nexus-cold,nexus-warm",
+            "cold-http,warm-http,grpc,nexus-cold,nexus-warm,nexus-routed-cold,nexus-routed-warm",
         )
         .iter()
         .map(|s| {
@@ -680,6 +690,12 @@ async fn run_case(
         ProtoId::Grpc => case::<tonic_grpc::Grpc>(servers, work, rtt, config).await,
         ProtoId::NexusCold => case::<nexus::NexusCold>(servers, work, rtt, config).await,
         ProtoId::NexusWarm => case::<nexus::NexusWarm>(servers, work, rtt, config).await,
+        ProtoId::NexusRoutedCold => {
+            case::<nexus::NexusRoutedCold>(servers, work, rtt, config).await
+        }
+        ProtoId::NexusRoutedWarm => {
+            case::<nexus::NexusRoutedWarm>(servers, work, rtt, config).await
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! The Nexus rows: the same four services as NexAPI services (the `nexus-api` SDK), registered
 //! with a real node of a real 3-node fabric (three `nexus node run` processes, the CA's
-//! voters), and called by SDK clients on the *direct* path: a binary resolve over the node's
-//! NexAPI endpoint, then a NexStream session straight to the service.
+//! voters, each with a data plane), and called by SDK clients on the *direct* path — a binary
+//! resolve over the node's NexAPI endpoint, then a NexStream session straight to the service —
+//! or on the *routed* path: the same resolve, then a session addressed to the intent class's
+//! routing key through the node's session socket (the relay) and data plane, which picks the
+//! service and rewrites the key; answers come back through the data plane and the relay.
 //!
 //! - *Nexus cold*: every call resolves (no cached answer) and opens a new session (TLS 1.3 with
 //!   raw Ed25519 keys, then each side's MIC), then closes it. A call takes an idle client from a
@@ -10,7 +13,8 @@
 //! - *Nexus warm*: one client; resolve answers reused, sessions pooled.
 //!
 //! At RTT > 0 a UDP delay relay sits in front of each service (the service advertises the
-//! relay's port) and one in front of the node's NexAPI endpoint, as for every other row. Server
+//! relay's port, so on the routed path the data plane forwards to it) and one in front of the
+//! node's NexAPI endpoint, as for every other row. Server
 //! CPU: the four service threads plus the node process (its resolves; also its background gossip
 //! and Raft heartbeats, from `/proc/<pid>/stat` in 10 ms ticks).
 
@@ -24,7 +28,7 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use nexus_api::wire::ApiError;
 use nexus_api::{
-    Call, Client, ClientConfig, DType, ErrorCode, Finish, Handler, NodeConfig, Service,
+    Call, Client, ClientConfig, DType, ErrorCode, Finish, Handler, NodeConfig, Path, Service,
     ServiceConfig, TensorHeader, TokenSink,
 };
 use nexus_registry::{Intent, Sad};
@@ -52,9 +56,13 @@ pub struct NexusFabric {
 impl NexusFabric {
     pub async fn start() -> anyhow::Result<NexusFabric> {
         let dir = tempfile::tempdir()?;
-        let config = fast_config(&format!(
-            "[ca]\nvoter = true\nraft_listen = \"127.0.0.1:0\"\n{CA_TIMINGS}\n[api]\nlisten = \"127.0.0.1:0\"\n"
-        ));
+        // Each node runs a data plane: the routed rows travel through it.
+        let config = format!(
+            "dataplane = \"127.0.0.1:0\"\n{}",
+            fast_config(&format!(
+                "[ca]\nvoter = true\nraft_listen = \"127.0.0.1:0\"\n{CA_TIMINGS}\n[api]\nlisten = \"127.0.0.1:0\"\n"
+            ))
+        );
         let n1 = start_node("n1", &dir.path().join("n1"), &[], &config, None);
         let seed = n1.gossip.clone();
         let n2 = start_node("n2", &dir.path().join("n2"), &[&seed], &config, None);
@@ -222,26 +230,29 @@ async fn case_fabric(servers: &Servers, rtt: Duration) -> anyhow::Result<Fabric>
     })
 }
 
-async fn client(node: &NodeConfig, resolve_ttl: Duration) -> anyhow::Result<Client> {
+async fn client(node: &NodeConfig, resolve_ttl: Duration, routed: bool) -> anyhow::Result<Client> {
     let mut config = ClientConfig::new(node.clone());
     config.bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     config.resolve_ttl = resolve_ttl;
+    config.path = if routed { Path::Routed } else { Path::Direct };
     config.deadline = Duration::from_secs(30);
     Client::connect(config).await.map_err(|e| anyhow!("{e}"))
 }
 
-/// A row: cold (`COLD` = true) or warm.
-pub struct Nexus<const COLD: bool> {
+/// A row: cold (`COLD` = true) or warm, on the routed (`ROUTED` = true) or the direct path.
+pub struct Nexus<const COLD: bool, const ROUTED: bool> {
     fabric: Fabric,
     warm: Option<Client>,
     idle: RefCell<Vec<Client>>,
     transfers: AtomicU64,
 }
 
-pub type NexusCold = Nexus<true>;
-pub type NexusWarm = Nexus<false>;
+pub type NexusCold = Nexus<true, false>;
+pub type NexusWarm = Nexus<false, false>;
+pub type NexusRoutedCold = Nexus<true, true>;
+pub type NexusRoutedWarm = Nexus<false, true>;
 
-impl<const COLD: bool> Nexus<COLD> {
+impl<const COLD: bool, const ROUTED: bool> Nexus<COLD, ROUTED> {
     /// The client for one call: the warm one, or an idle cold one (without sessions or
     /// cached answers).
     async fn take(&self) -> anyhow::Result<Client> {
@@ -251,7 +262,7 @@ impl<const COLD: bool> Nexus<COLD> {
         let idle = self.idle.borrow_mut().pop();
         match idle {
             Some(c) => Ok(c),
-            None => client(&self.fabric.node, Duration::ZERO).await,
+            None => client(&self.fabric.node, Duration::ZERO, ROUTED).await,
         }
     }
 
@@ -273,11 +284,12 @@ impl<const COLD: bool> Nexus<COLD> {
     }
 }
 
-impl<const COLD: bool> Pipeline for Nexus<COLD> {
-    const NAME: &'static str = if COLD {
-        "Nexus cold (direct)"
-    } else {
-        "Nexus warm (direct)"
+impl<const COLD: bool, const ROUTED: bool> Pipeline for Nexus<COLD, ROUTED> {
+    const NAME: &'static str = match (COLD, ROUTED) {
+        (true, false) => "Nexus cold (direct)",
+        (false, false) => "Nexus warm (direct)",
+        (true, true) => "Nexus cold (routed)",
+        (false, true) => "Nexus warm (routed)",
     };
     const WARMTH: Warmth = if COLD { Warmth::Cold } else { Warmth::Warm };
 
@@ -286,12 +298,12 @@ impl<const COLD: bool> Pipeline for Nexus<COLD> {
         let (warm, idle) = if COLD {
             let mut idle = Vec::with_capacity(COLD_CLIENTS);
             for _ in 0..COLD_CLIENTS {
-                idle.push(client(&fabric.node, Duration::ZERO).await?);
+                idle.push(client(&fabric.node, Duration::ZERO, ROUTED).await?);
             }
             (None, idle)
         } else {
             (
-                Some(client(&fabric.node, Duration::from_secs(3600)).await?),
+                Some(client(&fabric.node, Duration::from_secs(3600), ROUTED).await?),
                 Vec::new(),
             )
         };
