@@ -167,6 +167,74 @@ conformance!(
 );
 
 conformance!(
+    a_batch_arrives_in_order_in_few_packets_then_the_flow_ends,
+    2,
+    |h: &mut dyn Harness, _ca: Ca| {
+        let s = h.connect(0, 1).expect("established");
+        let flow = h.open_flow(0, s, FlowOptions::default()).expect("flow");
+        h.send(0, flow, payload(10, 0)).expect("first");
+        let _ = expect_event(h, 1, WAIT, "first", |e| matches!(e, Event::Message { .. }));
+        let sent_before: u64 = h.stats(0).iter().map(|x| x.sent_packets).sum();
+        // 200 token-sized messages and the end of the flow in one call.
+        let batch: Vec<Bytes> = (1..=200).map(|i| payload(24, i as u8)).collect();
+        h.send_batch(0, flow, batch, true).expect("batch");
+        for i in 1..=200 {
+            let e = expect_event(h, 1, WAIT, "message", |e| matches!(e, Event::Message { .. }));
+            let Event::Message { data, mode, .. } = e else {
+                unreachable!()
+            };
+            assert_eq!(mode, Mode::ReliableOrdered);
+            assert_eq!(data, payload(24, i as u8), "message {i} in order");
+        }
+        let _ = expect_event(h, 1, WAIT, "flow finished", |e| {
+            matches!(e, Event::FlowFinished { .. })
+        });
+        // 200 × (4 + 24) bytes fit a handful of packets, not one packet per message.
+        let packets: u64 = h.stats(0).iter().map(|x| x.sent_packets).sum::<u64>() - sent_before;
+        assert!(packets <= 20, "{packets} packets for one batch of 200 messages");
+        // The flow is finished: nothing more goes on it, in a batch or alone.
+        assert_eq!(
+            h.send_batch(0, flow, vec![Bytes::new()], false),
+            Err(SendError::NoStream)
+        );
+        assert_eq!(h.send(0, flow, Bytes::new()), Err(SendError::NoStream));
+    }
+);
+
+#[test]
+fn a_batch_is_refused_whole() {
+    let cfg = nexus_stream::EndpointConfig {
+        message_bytes_max: 100,
+        send_buffer_bytes_max: 1000,
+        ..Default::default()
+    };
+    let (_ca, mut specs) = specs(2);
+    specs[0].config = cfg;
+    let mut net = SimNet::new(5, specs, LinkModel::default());
+    let s = net.connect(0, 1).expect("established");
+    let flow = net.open_flow(0, s, FlowOptions::default()).expect("flow");
+    // One message over the limit: nothing of the batch is sent.
+    assert_eq!(
+        net.send_batch(0, flow, vec![payload(5, 1), payload(101, 2)], false),
+        Err(SendError::TooLarge { len: 101, max: 100 })
+    );
+    // More than the send buffer in total: refused whole, though each message fits.
+    assert!(matches!(
+        net.send_batch(0, flow, vec![payload(100, 3); 11], false),
+        Err(SendError::Blocked { .. })
+    ));
+    net.send_batch(0, flow, vec![payload(5, 4)], false)
+        .expect("a batch that fits");
+    let e = expect_event(&mut net, 1, WAIT, "message", |e| {
+        matches!(e, Event::Message { .. })
+    });
+    let Event::Message { data, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(data, payload(5, 4), "the refused batches left nothing behind");
+}
+
+conformance!(
     reliable_unordered_messages_arrive_whole,
     2,
     |h: &mut dyn Harness, _ca: Ca| {

@@ -157,6 +157,13 @@ pub trait Harness {
     ) -> Result<StreamRef, SendError>;
     fn send(&mut self, node: usize, stream: StreamRef, data: Bytes) -> Result<(), SendError>;
     fn finish(&mut self, node: usize, stream: StreamRef) -> Result<(), SendError>;
+    fn send_batch(
+        &mut self,
+        node: usize,
+        stream: StreamRef,
+        messages: Vec<Bytes>,
+        finish: bool,
+    ) -> Result<(), SendError>;
     fn send_message(
         &mut self,
         node: usize,
@@ -564,6 +571,19 @@ impl Harness for SimNet {
         r
     }
 
+    fn send_batch(
+        &mut self,
+        node: usize,
+        stream: StreamRef,
+        messages: Vec<Bytes>,
+        finish: bool,
+    ) -> Result<(), SendError> {
+        let now = self.now;
+        let r = self.endpoints[node].send_batch(now, stream, messages, finish);
+        self.collect();
+        r
+    }
+
     fn send_message(
         &mut self,
         node: usize,
@@ -753,6 +773,17 @@ impl Harness for RealNet {
     fn finish(&mut self, node: usize, stream: StreamRef) -> Result<(), SendError> {
         let n = self.nodes[node].clone();
         unwrap_send(self.rt.block_on(n.finish(stream)))
+    }
+
+    fn send_batch(
+        &mut self,
+        node: usize,
+        stream: StreamRef,
+        messages: Vec<Bytes>,
+        finish: bool,
+    ) -> Result<(), SendError> {
+        let n = self.nodes[node].clone();
+        unwrap_send(self.rt.block_on(n.send_batch(stream, messages, finish)))
     }
 
     fn send_message(
