@@ -54,7 +54,9 @@ enum drop_reason {
 	D_SOURCE_NOT_ALLOWED = 12,
 	D_COUNT = 13,
 };
-#define COUNTERS (C_DROP + D_COUNT)
+// After the drop reasons: frames passed to the kernel for a next hop whose MAC is unknown.
+#define C_TO_KERNEL (C_DROP + D_COUNT)
+#define COUNTERS (C_TO_KERNEL + 1)
 
 struct config {
 	__u16 port_be;      // the forwarder's UDP port, network order
@@ -90,7 +92,8 @@ struct hop_key {
 struct hop {
 	__u32 ifindex;      // egress interface
 	__u8 rewrite;       // 1: write rewrite_key into the frame
-	__u8 pad[3];
+	__u8 kernel;        // 1: the MAC is not resolved yet: pass the frame to the kernel unchanged
+	__u8 pad[2];
 	__u8 dst_mac[6];
 	__u8 src_mac[6];
 	__u32 saddr_be;
@@ -428,6 +431,12 @@ int nexus_xdp(struct xdp_md *ctx)
 	struct hop *hop = bpf_map_lookup_elem(&hops, &hkey);
 	if (!hop)
 		return drop(D_NO_ROUTE);
+	// The kernel's stack (and the software forwarder on the same port) takes the frame as it
+	// came; sending it there also makes the kernel resolve the neighbour.
+	if (hop->kernel) {
+		count(C_TO_KERNEL);
+		return XDP_PASS;
+	}
 
 	// Only the frame (header and declared payload) goes on: cut whatever follows it.
 	__u32 frame_len = NEXLINK_HEADER_LEN + payload_len;

@@ -14,9 +14,7 @@
 //!
 //! Run: `cargo run --release -p nexus-nic --example xdp_bench` as root.
 
-use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -29,170 +27,22 @@ use nexus_dataplane::wire::nexlink::{
     SeqNumber, SessionId, StreamId, TrafficClass,
 };
 use nexus_nic::{Egress, StaticNeighbours, XdpConfig, XdpLimits, XdpMode, XdpTable, XdpTarget};
-use nix::sched::{CloneFlags, setns};
 use nix::sys::socket::{setsockopt, sockopt};
+
+#[path = "../tests/common/bed.rs"]
+mod bed;
+
+use bed::*;
 
 const PORT: u16 = 7400;
 const SINK_PORT: u16 = 7501;
 const KEY: u128 = 0xabcd_0000_0000_0000_0000_0000_0000_0001;
 const BLAST_FRAMES: u64 = 300_000;
 const INSTALL_ROUNDS: usize = 5;
-const MAC_A0: [u8; 6] = [0x02, 0x4e, 0, 0, 0xa, 0];
-const MAC_A1: [u8; 6] = [0x02, 0x4e, 0, 0, 0xa, 1];
-const MAC_B1: [u8; 6] = [0x02, 0x4e, 0, 0, 0xb, 1];
-const MAC_B0: [u8; 6] = [0x02, 0x4e, 0, 0, 0xb, 0];
-const IP_A0: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
-const IP_A1: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
-const IP_B1: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
-const IP_B0: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
 
 #[allow(clippy::disallowed_methods)] // a benchmark driver reads the clock
 fn now() -> Instant {
     Instant::now()
-}
-
-fn run(args: &[&str]) {
-    let status = Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(status.success(), "{args:?}: {status}");
-}
-
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-struct Bed {
-    ns: [String; 3],
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        for ns in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-impl Bed {
-    fn new(tag: &str) -> Bed {
-        let id = format!("{}{tag}", std::process::id());
-        let bed = Bed {
-            ns: [
-                format!("nxbs-{id}"),
-                format!("nxbr-{id}"),
-                format!("nxbd-{id}"),
-            ],
-        };
-        let [s, r, d] = &bed.ns;
-        for ns in &bed.ns {
-            run(&["ip", "netns", "add", ns]);
-        }
-        run(&[
-            "ip",
-            "-n",
-            s,
-            "link",
-            "add",
-            "a0",
-            "address",
-            &mac(MAC_A0),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "a1",
-            "address",
-            &mac(MAC_A1),
-            "netns",
-            r,
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            r,
-            "link",
-            "add",
-            "b1",
-            "address",
-            &mac(MAC_B1),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "b0",
-            "address",
-            &mac(MAC_B0),
-            "netns",
-            d,
-        ]);
-        for (ns, dev, ip) in [
-            (s, "a0", IP_A0),
-            (r, "a1", IP_A1),
-            (r, "b1", IP_B1),
-            (d, "b0", IP_B0),
-        ] {
-            run(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                dev,
-            ]);
-            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        run(&["ip", "netns", "exec", s, "ethtool", "-K", "a0", "tx", "off"]);
-        run(&[
-            "ip",
-            "-n",
-            s,
-            "neigh",
-            "replace",
-            &IP_A1.to_string(),
-            "lladdr",
-            &mac(MAC_A1),
-            "dev",
-            "a0",
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            r,
-            "neigh",
-            "replace",
-            &IP_B0.to_string(),
-            "lladdr",
-            &mac(MAC_B0),
-            "dev",
-            "b1",
-        ]);
-        bed
-    }
-
-    fn ifindex(&self, ns: usize, dev: &str) -> u32 {
-        let out = Command::new("ip")
-            .args(["-n", &self.ns[ns], "-o", "link", "show", "dev", dev])
-            .output()
-            .expect("ip");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.split(':')
-            .next()
-            .and_then(|n| n.trim().parse().ok())
-            .expect("ifindex")
-    }
-}
-
-fn enter(ns: &str) {
-    let file = File::open(format!("/var/run/netns/{ns}")).expect("netns file");
-    setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
 }
 
 /// Busy CPU time of the whole machine in clock ticks (user, nice, system, irq, softirq).
@@ -263,7 +113,9 @@ struct Figures {
 }
 
 fn forward(path: Path) -> Figures {
-    let bed = Bed::new(&format!("{path:?}").to_lowercase()[..3]);
+    let bed = Bed::new(&format!("b{}", &format!("{path:?}").to_lowercase()[..3]));
+    // The software forwarder's sends must not wait for ARP.
+    bed.static_neighbour(ROUTER, IP_B0, MAC_B0, B1);
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
     let first_last: Arc<std::sync::Mutex<(Option<Instant>, Option<Instant>)>> = Arc::default();
@@ -298,11 +150,7 @@ fn forward(path: Path) -> Figures {
     let router_ready = Arc::new(AtomicBool::new(false));
     let router = {
         let (ns, far_ns) = (bed.ns[1].clone(), bed.ns[2].clone());
-        let (a1, b1, b0) = (
-            bed.ifindex(1, "a1"),
-            bed.ifindex(1, "b1"),
-            bed.ifindex(2, "b0"),
-        );
+        let (a1, b1, b0) = (bed.ifindex(1, A1), bed.ifindex(1, B1), bed.ifindex(2, B0));
         let (stop, ready) = (router_stop.clone(), router_ready.clone());
         thread::spawn(move || {
             let table = sink_table();

@@ -22,11 +22,17 @@
 #![deny(missing_docs)]
 
 mod maps;
+mod neighbours;
+mod publisher;
 mod table;
 mod target;
 mod xsk;
 
 pub use maps::{COUNTER_SLOTS, CounterDecodeError, NEXT_HOPS_MAX, sum_per_cpu};
-pub use table::{Egress, Neighbours, StaticNeighbours, TableError, XdpLimits, XdpTable};
-pub use target::{TestRun, XdpConfig, XdpError, XdpMode, XdpTarget, verdict};
+pub use neighbours::{KernelNeighbours, NeighbourError, decode_reply};
+pub use publisher::{XdpPublishStatus, XdpPublisher, XdpPublisherConfig};
+pub use table::{
+    Egress, Neighbours, StaticNeighbours, TableError, Unresolved, XdpLimits, XdpTable,
+};
+pub use target::{LOCAL_KEYS_MAX, TestRun, XdpConfig, XdpError, XdpMode, XdpTarget, verdict};
 pub use xsk::{XskConfig, XskMode, XskSocket};

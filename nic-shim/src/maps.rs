@@ -10,9 +10,10 @@ use nexus_dataplane::forward::DROP_REASON_COUNT;
 pub const NEXT_HOPS_MAX: usize = 64;
 const _: () = assert!(NEXT_HOPS_MAX == nexus_dataplane::fib::NEXT_HOPS_MAX);
 
-/// Counter slots: received, forwarded, delivered locally, then one per drop reason in the
-/// order of [`DROP_REASONS`](nexus_dataplane::forward::DROP_REASONS).
-pub const COUNTER_SLOTS: usize = 3 + DROP_REASON_COUNT;
+/// Counter slots: received, forwarded, delivered locally, one per drop reason in the order of
+/// [`DROP_REASONS`](nexus_dataplane::forward::DROP_REASONS), then passed to the kernel's stack
+/// for a next hop whose MAC is not resolved yet.
+pub const COUNTER_SLOTS: usize = 3 + DROP_REASON_COUNT + 1;
 /// Index of `received` in the counter map.
 pub const COUNTER_RECEIVED: u32 = 0;
 /// Index of `forwarded` in the counter map.
@@ -21,6 +22,8 @@ pub const COUNTER_FORWARDED: u32 = 1;
 pub const COUNTER_DELIVERED_LOCAL: u32 = 2;
 /// Index of the first drop reason in the counter map.
 pub const COUNTER_DROP_FIRST: u32 = 3;
+/// Index of `to_kernel` (a next hop left to the kernel's stack) in the counter map.
+pub const COUNTER_TO_KERNEL: u32 = 3 + DROP_REASON_COUNT as u32;
 
 /// `struct config`: the forwarder's UDP port and whether sources are checked.
 pub(crate) fn config_value(port: u16, source_check: bool) -> [u8; 8] {
@@ -95,6 +98,8 @@ pub(crate) struct HopValue {
     pub(crate) sport: u16,
     pub(crate) dport: u16,
     pub(crate) rewrite: Option<[u8; 16]>,
+    /// Pass the frame to the kernel's stack unchanged (the neighbour is not resolved yet).
+    pub(crate) kernel: bool,
 }
 
 impl HopValue {
@@ -102,6 +107,7 @@ impl HopValue {
         let mut out = [0u8; HOP_VALUE_LEN];
         out[0..4].copy_from_slice(&self.ifindex.to_ne_bytes());
         out[4] = u8::from(self.rewrite.is_some());
+        out[5] = u8::from(self.kernel);
         out[8..14].copy_from_slice(&self.dst_mac);
         out[14..20].copy_from_slice(&self.src_mac);
         out[20..24].copy_from_slice(&self.saddr);
@@ -171,10 +177,12 @@ mod tests {
             sport: 0x1234,
             dport: 0x5678,
             rewrite: Some([0xaa; 16]),
+            kernel: false,
         };
         let bytes = hop.encode();
         assert_eq!(&bytes[0..4], &0x0102_0304u32.to_ne_bytes());
         assert_eq!(bytes[4], 1);
+        assert_eq!(bytes[5], 0);
         assert_eq!(&bytes[8..14], &[1, 2, 3, 4, 5, 6]);
         assert_eq!(&bytes[20..24], &[10, 0, 0, 1]);
         assert_eq!(&bytes[28..32], &[0x12, 0x34, 0x56, 0x78]);
@@ -185,6 +193,11 @@ mod tests {
         };
         assert_eq!(plain.encode()[4], 0);
         assert_eq!(&plain.encode()[32..48], &[0; 16]);
+        let kernel = HopValue {
+            kernel: true,
+            ..hop
+        };
+        assert_eq!(kernel.encode()[5], 1);
     }
 
     #[test]

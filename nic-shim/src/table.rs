@@ -22,10 +22,35 @@ pub struct Egress {
     pub src_ip: Ipv4Addr,
 }
 
+/// Why a next hop has no [`Egress`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unresolved {
+    /// The neighbour table has no entry for it.
+    #[error("no egress interface or MAC address known")]
+    Unknown,
+    /// The kernel routes it through `gateway` on interface `ifindex` but does not know that
+    /// gateway's MAC yet (resolution was asked for). [`XdpTable::from_fib`] leaves such a next
+    /// hop to the kernel: its frames are passed to the kernel's stack unchanged.
+    #[error("the MAC address of {gateway} on interface index {ifindex} is not resolved yet")]
+    Pending {
+        /// The address whose MAC is wanted (the next hop itself when on-link).
+        gateway: Ipv4Addr,
+        /// The egress interface.
+        ifindex: u32,
+    },
+    /// The kernel cannot send to it (no route, a local or blackhole route, an interface
+    /// without an Ethernet address), or could not be asked.
+    #[error("{reason}")]
+    Unroutable {
+        /// The kernel's answer, in words.
+        reason: String,
+    },
+}
+
 /// Resolves a next hop's address to its [`Egress`] (the neighbour table the loader consults).
 pub trait Neighbours {
-    /// The egress for frames to `to`, or `None` if it is not known.
-    fn egress(&self, to: SocketAddrV4) -> Option<Egress>;
+    /// The egress for frames to `to`, or why there is none.
+    fn egress(&self, to: SocketAddrV4) -> Result<Egress, Unresolved>;
 }
 
 /// A fixed neighbour table keyed by next-hop IP.
@@ -45,8 +70,8 @@ impl StaticNeighbours {
 }
 
 impl Neighbours for StaticNeighbours {
-    fn egress(&self, to: SocketAddrV4) -> Option<Egress> {
-        self.0.get(to.ip()).copied()
+    fn egress(&self, to: SocketAddrV4) -> Result<Egress, Unresolved> {
+        self.0.get(to.ip()).copied().ok_or(Unresolved::Unknown)
     }
 }
 
@@ -132,11 +157,14 @@ pub enum TableError {
         /// The next hop's address.
         addr: SocketAddr,
     },
-    /// No neighbour entry for a next hop.
-    #[error("no egress interface or MAC address known for next hop {addr}")]
+    /// A next hop has no egress: unknown to the neighbour table, or the kernel cannot send
+    /// to it.
+    #[error("next hop {addr}: {why}")]
     NoEgress {
         /// The next hop's address.
         addr: SocketAddrV4,
+        /// Why.
+        why: Unresolved,
     },
 }
 
@@ -164,6 +192,12 @@ impl XdpTable {
     /// Translates `table` for a forwarder on UDP port `port`, resolving each next hop with
     /// `neighbours`. Groups keep the FIB's order of next hops and weights, so the program's
     /// weighted choice picks the same next hop as [`FibTable::route`] for every flow.
+    ///
+    /// A next hop whose MAC is [`Unresolved::Pending`] stays in its group as a kernel-path
+    /// hop: the program passes the frames the weighted choice gives it to the kernel's stack
+    /// unchanged (where the node's software forwarder, listening on the same port, forwards
+    /// them and the kernel resolves the neighbour), so every other flow keeps its next hop.
+    /// Any other unresolved next hop refuses the table ([`TableError::NoEgress`]).
     pub fn from_fib(
         table: &FibTable,
         port: u16,
@@ -218,21 +252,38 @@ impl XdpTable {
                                 return Err(TableError::Ipv6NextHop { addr });
                             }
                         };
-                        let egress = neighbours
-                            .egress(addr)
-                            .ok_or(TableError::NoEgress { addr })?;
+                        let egress = match neighbours.egress(addr) {
+                            Ok(egress) => Some(egress),
+                            Err(Unresolved::Pending { .. }) => None,
+                            Err(why) => return Err(TableError::NoEgress { addr, why }),
+                        };
                         // The FIB checked on load that a group's weights sum within u32.
                         running = running.wrapping_add(hop.weight());
                         cumulative.push(running);
-                        out.hops.push(HopValue {
-                            ifindex: egress.ifindex,
-                            dst_mac: egress.dst_mac,
-                            src_mac: egress.src_mac,
-                            saddr: egress.src_ip.octets(),
-                            daddr: addr.ip().octets(),
-                            sport: port,
-                            dport: addr.port(),
-                            rewrite: hop.rewrite().map(|key| key.to_be_bytes()),
+                        let rewrite = hop.rewrite().map(|key| key.to_be_bytes());
+                        out.hops.push(match egress {
+                            Some(egress) => HopValue {
+                                ifindex: egress.ifindex,
+                                dst_mac: egress.dst_mac,
+                                src_mac: egress.src_mac,
+                                saddr: egress.src_ip.octets(),
+                                daddr: addr.ip().octets(),
+                                sport: port,
+                                dport: addr.port(),
+                                rewrite,
+                                kernel: false,
+                            },
+                            None => HopValue {
+                                ifindex: 0,
+                                dst_mac: [0; 6],
+                                src_mac: [0; 6],
+                                saddr: [0; 4],
+                                daddr: addr.ip().octets(),
+                                sport: port,
+                                dport: addr.port(),
+                                rewrite,
+                                kernel: true,
+                            },
                         });
                     }
                     out.groups.push(XdpGroup {
@@ -281,9 +332,29 @@ impl XdpTable {
         self.hops.len()
     }
 
-    /// The egress interfaces its next hops use (each once, ascending).
+    /// The next hops left to the kernel's stack because their MAC was not resolved yet
+    /// (each once, ascending).
+    pub fn kernel_path_hops(&self) -> Vec<SocketAddrV4> {
+        let mut out: Vec<SocketAddrV4> = self
+            .hops
+            .iter()
+            .filter(|hop| hop.kernel)
+            .map(|hop| SocketAddrV4::new(Ipv4Addr::from(hop.daddr), hop.dport))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The egress interfaces its next hops use (each once, ascending; kernel-path hops use
+    /// none).
     pub fn egress_ifindexes(&self) -> Vec<u32> {
-        let mut out: Vec<u32> = self.hops.iter().map(|hop| hop.ifindex).collect();
+        let mut out: Vec<u32> = self
+            .hops
+            .iter()
+            .filter(|hop| !hop.kernel)
+            .map(|hop| hop.ifindex)
+            .collect();
         out.sort_unstable();
         out.dedup();
         out

@@ -15,8 +15,8 @@ use nexus_dataplane::forward::{DROP_REASON_COUNT, ForwarderCounters};
 
 use crate::maps::{
     COUNTER_DELIVERED_LOCAL, COUNTER_DROP_FIRST, COUNTER_FORWARDED, COUNTER_RECEIVED,
-    COUNTER_SLOTS, CounterDecodeError, GROUP_VALUE_LEN, HOP_VALUE_LEN, config_value, group_value,
-    index_key, meta_value, route_key, source_key, sum_per_cpu,
+    COUNTER_SLOTS, COUNTER_TO_KERNEL, CounterDecodeError, GROUP_VALUE_LEN, HOP_VALUE_LEN,
+    config_value, group_value, index_key, meta_value, route_key, source_key, sum_per_cpu,
 };
 use crate::table::{Neighbours, TableError, XdpLimits, XdpTable};
 
@@ -30,6 +30,9 @@ const PASS_PROGRAM: &str = "nexus_xdp_pass";
 
 /// Generations the per-generation maps hold at once: current, previous, and the one written.
 const GENERATIONS_HELD: u32 = 3;
+
+/// Local-delivery keys the program's `local_keys` map holds (its `max_entries`).
+pub const LOCAL_KEYS_MAX: usize = 4096;
 
 /// How the program runs on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,8 +70,22 @@ pub struct XdpConfig {
 pub enum XdpError {
     /// The kernel refused the program or its maps (missing privileges or kernel support, or
     /// a verifier refusal). Nothing is loaded.
-    #[error("loading the XDP program: {0}")]
+    #[error("loading the XDP program (needs root, or CAP_BPF and CAP_NET_ADMIN): {0}")]
     Load(#[source] libbpf_rs::Error),
+    /// The interface to attach to cannot be found; nothing is loaded.
+    #[error("interface {name:?}: {reason}")]
+    Interface {
+        /// The name asked for.
+        name: String,
+        /// Why it was not found.
+        reason: String,
+    },
+    /// The rtnetlink socket for neighbour resolution cannot be opened; nothing is loaded.
+    #[error(transparent)]
+    Netlink(#[from] crate::neighbours::NeighbourError),
+    /// The publisher's thread could not be started; nothing is loaded.
+    #[error("starting the XDP publisher thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// Attaching or detaching failed; the interface's program is unchanged.
     #[error("XDP on interface index {ifindex} ({mode:?}): {source}")]
     Attach {
@@ -108,6 +125,25 @@ pub enum XdpError {
     /// There is no previous generation to roll back to; nothing changed.
     #[error("no previous generation to roll back to")]
     NoPrevious,
+    /// [`XdpTarget::reinstall`] was given another generation than the installed one; nothing
+    /// changed.
+    #[error("reinstalling generation {offered}, but generation {installed} is installed")]
+    NotInstalled {
+        /// The generation offered.
+        offered: u64,
+        /// The installed generation (0 if none).
+        installed: u64,
+    },
+    /// More local-delivery keys than the program's map holds; the set is unchanged.
+    #[error(
+        "{keys} local-delivery keys; the XDP target holds at most {max} (LOCAL_KEYS_MAX); the local keys are unchanged"
+    )]
+    TooManyLocalKeys {
+        /// The keys asked for.
+        keys: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A map operation failed.
     #[error("map {map}: {source}")]
     Map {
@@ -166,20 +202,30 @@ struct Maps {
 /// the previous one → [`attach`](Self::attach) to one or more interfaces →
 /// [`counters`](Self::counters) any time. Dropping it detaches every attachment it made.
 ///
-/// A generation's entries are written beside the current generation's (every key carries its
-/// generation number), then one update of the `current` array of maps makes it current; the
-/// kernel waits for running programs after that update, so when `install` returns no packet is
-/// still using the generation before the previous one, whose entries are then removed.
+/// A generation's entries are written beside the current generation's (every key carries the
+/// install's slot number, a counter of installs), then one update of the `current` array of
+/// maps makes it current; the kernel waits for running programs after that update, so when
+/// `install` returns no packet is still using the generation before the previous one, whose
+/// entries are then removed.
 pub struct XdpTarget {
     object: Object,
     maps: Maps,
     config: XdpConfig,
-    current: Option<Arc<XdpTable>>,
-    previous: Option<Arc<XdpTable>>,
+    current: Option<Installed>,
+    previous: Option<Installed>,
+    /// The slot of the last install (map keys carry it; the program reads it from `current`).
+    slot: u64,
     generation_max: u64,
     egress: BTreeSet<u32>,
     local: BTreeSet<[u8; 16]>,
     attached: Vec<(u32, XdpMode)>,
+}
+
+/// An installed table and the slot its entries are keyed by.
+#[derive(Clone, Debug)]
+struct Installed {
+    table: Arc<XdpTable>,
+    slot: u64,
 }
 
 impl std::fmt::Debug for XdpTarget {
@@ -253,6 +299,7 @@ impl XdpTarget {
         assert_eq!(maps.hops.value_size() as usize, HOP_VALUE_LEN, "struct hop");
         assert_eq!(maps.sources.key_size(), 24, "struct source_key");
         assert_eq!(maps.counters.max_entries() as usize, COUNTER_SLOTS);
+        assert_eq!(maps.local_keys.max_entries() as usize, LOCAL_KEYS_MAX);
         let config_map = map_handle(&object, "config")?;
         config_map
             .update(
@@ -270,6 +317,7 @@ impl XdpTarget {
             config,
             current: None,
             previous: None,
+            slot: 0,
             generation_max: 0,
             egress: BTreeSet::new(),
             local: BTreeSet::new(),
@@ -284,12 +332,12 @@ impl XdpTarget {
 
     /// The installed generation (0 before the first install).
     pub fn generation(&self) -> u64 {
-        self.current.as_ref().map_or(0, |table| table.generation)
+        self.current.as_ref().map_or(0, |at| at.table.generation)
     }
 
     /// The generation a [`rollback`](Self::rollback) would restore, if any.
     pub fn previous_generation(&self) -> Option<u64> {
-        self.previous.as_ref().map(|table| table.generation)
+        self.previous.as_ref().map(|at| at.table.generation)
     }
 
     /// Translates `table` ([`XdpTable::from_fib`], with this target's port and limits) and
@@ -349,6 +397,42 @@ impl XdpTarget {
                 }));
             }
         }
+        let installed = self.place(table)?;
+        // The flip waited for running programs: none still reads the generation before the
+        // previous one.
+        let replaced = self.current.replace(installed);
+        let replaced_generation = replaced.as_ref().map_or(0, |at| at.table.generation);
+        if let Some(dropped) = std::mem::replace(&mut self.previous, replaced) {
+            self.remove(&dropped);
+        }
+        self.generation_max = generation;
+        Ok(replaced_generation)
+    }
+
+    /// Replaces the installed generation with `table` of the same generation number (its next
+    /// hops resolved anew, when a neighbour changed): written beside it and switched to in one
+    /// update, as [`install`](Self::install) does; the generation kept for
+    /// [`rollback`](Self::rollback) stays. Refused, with nothing changed, unless `table` holds
+    /// the installed generation.
+    pub fn reinstall(&mut self, table: XdpTable) -> Result<(), XdpError> {
+        let installed = self.generation();
+        if self.current.is_none() || table.generation != installed {
+            return Err(XdpError::NotInstalled {
+                offered: table.generation,
+                installed,
+            });
+        }
+        let placed = self.place(table)?;
+        if let Some(dropped) = self.current.replace(placed) {
+            self.remove(&dropped);
+        }
+        Ok(())
+    }
+
+    /// Writes `table` under a new slot and makes it current in the program; on failure removes
+    /// what it wrote, leaving the program on the installed generation.
+    fn place(&mut self, table: XdpTable) -> Result<Installed, XdpError> {
+        let generation = table.generation;
         for ifindex in table.egress_ifindexes() {
             if self.egress.contains(&ifindex) {
                 continue;
@@ -367,27 +451,24 @@ impl XdpTarget {
                 })?;
             self.egress.insert(ifindex);
         }
-        if let Err(error) = self.write(&table) {
-            self.remove(&table);
+        self.slot += 1;
+        let installed = Installed {
+            table: Arc::new(table),
+            slot: self.slot,
+        };
+        if let Err(error) = self.write(&installed) {
+            self.remove(&installed);
             return Err(error);
         }
-        if let Err(source) = self.flip(generation) {
-            self.remove(&table);
+        if let Err(source) = self.flip(installed.slot) {
+            self.remove(&installed);
             return Err(XdpError::Write {
                 generation,
                 map: "current",
                 source,
             });
         }
-        // The flip waited for running programs: none still reads the generation before the
-        // previous one.
-        let replaced = self.current.replace(Arc::new(table));
-        let replaced_generation = replaced.as_ref().map_or(0, |t| t.generation);
-        if let Some(dropped) = std::mem::replace(&mut self.previous, replaced) {
-            self.remove(&dropped);
-        }
-        self.generation_max = generation;
-        Ok(replaced_generation)
+        Ok(installed)
     }
 
     /// Makes the previous generation current again and returns its number; the generation
@@ -395,28 +476,28 @@ impl XdpTarget {
     /// refused. The highest installed generation does not go down.
     pub fn rollback(&mut self) -> Result<u64, XdpError> {
         let previous = self.previous.take().ok_or(XdpError::NoPrevious)?;
-        if let Err(source) = self.flip(previous.generation) {
+        if let Err(source) = self.flip(previous.slot) {
             self.previous = Some(previous);
             return Err(XdpError::Map {
                 map: "current",
                 source,
             });
         }
-        let generation = previous.generation;
+        let generation = previous.table.generation;
         if let Some(dropped) = self.current.replace(previous) {
             self.remove(&dropped);
         }
         Ok(generation)
     }
 
-    /// Points `current` at a fresh one-entry array holding `generation`.
-    fn flip(&self, generation: u64) -> Result<(), libbpf_rs::Error> {
+    /// Points `current` at a fresh one-entry array holding `slot`.
+    fn flip(&self, slot: u64) -> Result<(), libbpf_rs::Error> {
         let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
             sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
             ..Default::default()
         };
         let meta = MapHandle::create(MapType::Array, Some("nexus_meta"), 4, 8, 1, &opts)?;
-        meta.update(&0u32.to_ne_bytes(), &meta_value(generation), MapFlags::ANY)?;
+        meta.update(&0u32.to_ne_bytes(), &meta_value(slot), MapFlags::ANY)?;
         // An array of maps takes the inner map's fd as the value; the kernel keeps its own
         // reference, so `meta` may be closed afterwards.
         let fd = meta.as_fd().as_raw_fd();
@@ -425,7 +506,8 @@ impl XdpTarget {
             .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
     }
 
-    fn write(&self, table: &XdpTable) -> Result<(), XdpError> {
+    fn write(&self, installed: &Installed) -> Result<(), XdpError> {
+        let (table, slot) = (&installed.table, installed.slot);
         let generation = table.generation;
         let write =
             |map: &MapHandle, name: &'static str, keys: Vec<u8>, values: Vec<u8>, count: usize| {
@@ -442,13 +524,13 @@ impl XdpTarget {
             };
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         for (index, hop) in table.hops.iter().enumerate() {
-            keys.extend_from_slice(&index_key(generation, index as u32));
+            keys.extend_from_slice(&index_key(slot, index as u32));
             values.extend_from_slice(&hop.encode());
         }
         write(&self.maps.hops, "hops", keys, values, table.hops.len())?;
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         for (index, group) in table.groups.iter().enumerate() {
-            keys.extend_from_slice(&index_key(generation, index as u32));
+            keys.extend_from_slice(&index_key(slot, index as u32));
             values.extend_from_slice(&group_value(
                 group.hop_first,
                 group.weight_total,
@@ -464,7 +546,7 @@ impl XdpTarget {
         )?;
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         for (key, group) in &table.routes {
-            keys.extend_from_slice(&route_key(generation, *key));
+            keys.extend_from_slice(&route_key(slot, *key));
             values.extend_from_slice(&group.to_ne_bytes());
         }
         write(
@@ -476,7 +558,7 @@ impl XdpTarget {
         )?;
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         for addr in &table.sources {
-            keys.extend_from_slice(&source_key(generation, *addr));
+            keys.extend_from_slice(&source_key(slot, *addr));
             values.push(1);
         }
         write(
@@ -489,8 +571,8 @@ impl XdpTarget {
     }
 
     /// Removes a generation's entries (those present: after a failed write some are not).
-    fn remove(&self, table: &XdpTable) {
-        let generation = table.generation;
+    fn remove(&self, installed: &Installed) {
+        let (table, slot) = (&installed.table, installed.slot);
         let remove = |map: &MapHandle, keys: Vec<u8>, count: usize| {
             if count == 0 {
                 return;
@@ -509,53 +591,67 @@ impl XdpTarget {
         let routes: Vec<u8> = table
             .routes
             .iter()
-            .flat_map(|(key, _)| route_key(generation, *key))
+            .flat_map(|(key, _)| route_key(slot, *key))
             .collect();
         remove(&self.maps.routes, routes, table.routes.len());
         let sources: Vec<u8> = table
             .sources
             .iter()
-            .flat_map(|addr| source_key(generation, *addr))
+            .flat_map(|addr| source_key(slot, *addr))
             .collect();
         remove(&self.maps.sources, sources, table.sources.len());
         let groups: Vec<u8> = (0..table.groups.len())
-            .flat_map(|index| index_key(generation, index as u32))
+            .flat_map(|index| index_key(slot, index as u32))
             .collect();
         remove(&self.maps.groups, groups, table.groups.len());
         let hops: Vec<u8> = (0..table.hops.len())
-            .flat_map(|index| index_key(generation, index as u32))
+            .flat_map(|index| index_key(slot, index as u32))
             .collect();
         remove(&self.maps.hops, hops, table.hops.len());
     }
 
     /// Replaces the set of routing keys delivered on this node: their frames are redirected,
     /// unchanged, to the AF_XDP socket bound to the receive queue ([`crate::XskSocket`]), or
-    /// passed to the kernel's stack when that queue has none.
+    /// passed to the kernel's stack when that queue has none. More than [`LOCAL_KEYS_MAX`] keys
+    /// are refused before anything changes. Keys leaving the set are removed before new ones are
+    /// added; should the kernel refuse an update part way, the keys changed so far stay changed
+    /// (a key is delivered locally or forwarded, never lost) and the next call completes the
+    /// change.
     pub fn set_local_keys(
         &mut self,
         keys: impl IntoIterator<Item = RoutingKey>,
     ) -> Result<(), XdpError> {
         let wanted: BTreeSet<[u8; 16]> = keys.into_iter().map(|key| key.to_be_bytes()).collect();
-        for key in self.local.difference(&wanted) {
+        if wanted.len() > LOCAL_KEYS_MAX {
+            return Err(XdpError::TooManyLocalKeys {
+                keys: wanted.len(),
+                max: LOCAL_KEYS_MAX,
+            });
+        }
+        let error = |source| XdpError::Map {
+            map: "local_keys",
+            source,
+        };
+        let gone: Vec<[u8; 16]> = self.local.difference(&wanted).copied().collect();
+        for key in gone {
+            self.maps.local_keys.delete(&key).map_err(error)?;
+            self.local.remove(&key);
+        }
+        let new: Vec<[u8; 16]> = wanted.difference(&self.local).copied().collect();
+        for key in new {
             self.maps
                 .local_keys
-                .delete(key)
-                .map_err(|source| XdpError::Map {
-                    map: "local_keys",
-                    source,
-                })?;
+                .update(&key, &1u32.to_ne_bytes(), MapFlags::ANY)
+                .map_err(error)?;
+            self.local.insert(key);
         }
-        for key in wanted.difference(&self.local) {
-            self.maps
-                .local_keys
-                .update(key, &1u32.to_ne_bytes(), MapFlags::ANY)
-                .map_err(|source| XdpError::Map {
-                    map: "local_keys",
-                    source,
-                })?;
-        }
-        self.local = wanted;
+        debug_assert_eq!(self.local, wanted);
         Ok(())
+    }
+
+    /// The number of local-delivery keys set.
+    pub fn local_keys(&self) -> usize {
+        self.local.len()
     }
 
     /// Registers an AF_XDP socket for receive queue `queue`: local-delivery frames arriving on
@@ -649,6 +745,21 @@ impl XdpTarget {
         }
         debug_assert_eq!(counters.dropped.len(), DROP_REASON_COUNT);
         Ok(counters)
+    }
+
+    /// Frames passed to the kernel's stack because the weighted choice gave them a next hop
+    /// whose MAC was not resolved ([`crate::Unresolved::Pending`]), summed over CPUs.
+    pub fn passed_to_kernel(&self) -> Result<u64, XdpError> {
+        let values = self
+            .maps
+            .counters
+            .lookup_percpu(&COUNTER_TO_KERNEL.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| XdpError::Map {
+                map: "counters",
+                source,
+            })?
+            .unwrap_or_default();
+        Ok(sum_per_cpu(&values)?)
     }
 
     /// Runs the forwarding program once on `frame` (an Ethernet frame) with

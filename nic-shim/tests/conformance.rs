@@ -15,7 +15,7 @@ use nexus_dataplane::conformance::{
 use nexus_dataplane::fib::RoutingKey;
 use nexus_dataplane::forward::DROP_REASONS;
 use nexus_dataplane::wire::nexlink::Packet;
-use nexus_nic::{Egress, Neighbours, XdpConfig, XdpLimits, XdpTarget, verdict};
+use nexus_nic::{Egress, Neighbours, Unresolved, XdpConfig, XdpLimits, XdpTarget, verdict};
 
 const EGRESS_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x01];
 const SRC_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 254);
@@ -30,8 +30,8 @@ fn next_mac(ip: Ipv4Addr) -> [u8; 6] {
 }
 
 impl Neighbours for Loopback {
-    fn egress(&self, to: SocketAddrV4) -> Option<Egress> {
-        Some(Egress {
+    fn egress(&self, to: SocketAddrV4) -> Result<Egress, Unresolved> {
+        Ok(Egress {
             ifindex: 1,
             src_mac: EGRESS_MAC,
             dst_mac: next_mac(*to.ip()),

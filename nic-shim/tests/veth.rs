@@ -5,206 +5,23 @@
 
 mod common;
 
-use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::process::Command;
+use std::net::{SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use common::bed::*;
 use common::*;
 use nexus_dataplane::fib::NextHop;
 use nexus_nic::{
     Egress, StaticNeighbours, XdpConfig, XdpLimits, XdpMode, XdpTarget, XskConfig, XskMode,
     XskSocket,
 };
-use nix::sched::{CloneFlags, setns};
 use nix::sys::socket::{setsockopt, sockopt};
 
 const FRAMES: u32 = 2000;
 const KEY: u128 = 0xabcd_0000_0000_0000_0000_0000_0000_0001;
-
-/// Runs shell-free `ip`/`ethtool` commands and fails loudly.
-fn run(args: &[&str]) {
-    let status = Command::new(args[0])
-        .args(&args[1..])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(status.success(), "{args:?}: {status}");
-}
-
-fn output(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Three namespaces (sender, router, receiver), deleted on drop even when the test fails.
-struct Bed {
-    ns: [String; 3],
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        for ns in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-const A0: &str = "nxa0";
-const A1: &str = "nxa1";
-const B1: &str = "nxb1";
-const B0: &str = "nxb0";
-const MAC_A0: [u8; 6] = [0x02, 0x4e, 0, 0, 0xa, 0];
-const MAC_A1: [u8; 6] = [0x02, 0x4e, 0, 0, 0xa, 1];
-const MAC_B1: [u8; 6] = [0x02, 0x4e, 0, 0, 0xb, 1];
-const MAC_B0: [u8; 6] = [0x02, 0x4e, 0, 0, 0xb, 0];
-const IP_A0: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
-const IP_A1: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
-const IP_B1: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
-const IP_B0: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
-
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-impl Bed {
-    fn new(tag: &str) -> Bed {
-        let id = format!("{}{tag}", std::process::id());
-        let bed = Bed {
-            ns: [
-                format!("nxs-{id}"),
-                format!("nxr-{id}"),
-                format!("nxd-{id}"),
-            ],
-        };
-        let [s, r, d] = &bed.ns;
-        for ns in &bed.ns {
-            run(&["ip", "netns", "add", ns]);
-        }
-        // Interfaces are created inside the namespaces, so their names never meet another
-        // test's.
-        run(&[
-            "ip",
-            "-n",
-            s,
-            "link",
-            "add",
-            A0,
-            "address",
-            &mac(MAC_A0),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            A1,
-            "address",
-            &mac(MAC_A1),
-            "netns",
-            r,
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            r,
-            "link",
-            "add",
-            B1,
-            "address",
-            &mac(MAC_B1),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            B0,
-            "address",
-            &mac(MAC_B0),
-            "netns",
-            d,
-        ]);
-        for (ns, dev, ip) in [
-            (s, A0, IP_A0),
-            (r, A1, IP_A1),
-            (r, B1, IP_B1),
-            (d, B0, IP_B0),
-        ] {
-            run(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                dev,
-            ]);
-            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        for ns in &bed.ns {
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        // Partial checksums would reach XDP unfinished; the sender computes them.
-        run(&["ip", "netns", "exec", s, "ethtool", "-K", A0, "tx", "off"]);
-        // The receiver's kernel must accept datagrams from the router's address directly.
-        run(&[
-            "ip",
-            "-n",
-            s,
-            "neigh",
-            "replace",
-            &IP_A1.to_string(),
-            "lladdr",
-            &mac(MAC_A1),
-            "dev",
-            A0,
-        ]);
-        bed
-    }
-
-    fn ifindex(&self, ns: usize, dev: &str) -> u32 {
-        let text = output(&["ip", "-n", &self.ns[ns], "-o", "link", "show", "dev", dev]);
-        text.split(':')
-            .next()
-            .and_then(|n| n.trim().parse().ok())
-            .expect("ifindex")
-    }
-}
-
-/// Moves the calling thread into namespace `ns`.
-fn enter(ns: &str) {
-    let file = File::open(format!("/var/run/netns/{ns}")).expect("netns file");
-    setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-}
-
-fn tools_missing() -> Option<&'static str> {
-    if !is_root() {
-        return Some("network namespaces and XDP need root with CAP_SYS_ADMIN and CAP_NET_ADMIN");
-    }
-    for tool in ["ip", "ethtool"] {
-        let found = Command::new(tool).arg("-V").output().is_ok();
-        if !found {
-            return Some(if tool == "ip" {
-                "iproute2 (ip) is not installed"
-            } else {
-                "ethtool is not installed"
-            });
-        }
-    }
-    None
-}
 
 fn swap_mid_stream(mode: XdpMode, tag: &str) {
     if let Some(reason) = tools_missing() {

@@ -5,13 +5,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use common::*;
 use nexus_dataplane::fib::{FibTable, RoutingKey};
 use nexus_dataplane::forward::{DROP_REASONS, ForwarderCounters};
 use nexus_dataplane::wire::nexlink::Packet;
-use nexus_nic::{Egress, StaticNeighbours, TableError, XdpError, XdpLimits, XdpTarget, verdict};
+use nexus_nic::{
+    Egress, LOCAL_KEYS_MAX, Neighbours, StaticNeighbours, TableError, Unresolved, XdpError,
+    XdpLimits, XdpTable, XdpTarget, verdict,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -391,4 +394,145 @@ fn other_traffic_passes_uncounted() {
         target.counters().expect("counters"),
         ForwarderCounters::default()
     );
+}
+
+/// A neighbour table where next hops 10.9.0.n resolve as in [`neighbours`] except those in
+/// `pending`, whose MAC is not known yet.
+struct Partly {
+    pending: BTreeSet<u8>,
+}
+
+impl Neighbours for Partly {
+    fn egress(&self, to: SocketAddrV4) -> Result<Egress, Unresolved> {
+        let n = to.ip().octets()[3];
+        if self.pending.contains(&n) {
+            return Err(Unresolved::Pending {
+                gateway: *to.ip(),
+                ifindex: 1,
+            });
+        }
+        neighbours().egress(to)
+    }
+}
+
+#[test]
+fn a_next_hop_without_a_mac_is_left_to_the_kernel_and_taken_over_when_resolved() {
+    let Some(mut target) = load(false, XdpLimits::default()) else {
+        return;
+    };
+    let fib = main_table(1);
+    // Next hop 3 (weight 2 of 8, with a rewrite) has no MAC yet.
+    let pending = Partly {
+        pending: BTreeSet::from([3]),
+    };
+    let partial = XdpTable::from_fib(&fib, PORT, &pending, XdpLimits::default()).expect("table");
+    assert_eq!(
+        partial.kernel_path_hops(),
+        vec!["10.9.0.3:7403".parse::<SocketAddrV4>().expect("addr")]
+    );
+    assert_eq!(
+        partial.egress_ifindexes(),
+        vec![1],
+        "no devmap entry for it"
+    );
+    target.install(partial).expect("install");
+    let mut passed = 0;
+    for flow in 0..200u32 {
+        let datagram = nexlink(KEY_WEIGHTED, 64, 1, u64::from(flow) * 31, flow, &[7; 16]);
+        let expected = software(&fib, &BTreeSet::new(), None, &datagram);
+        let before = target.counters().expect("counters");
+        let frame = ethernet(STRANGER, &datagram);
+        let run = target.test_run(&frame).expect("run");
+        let after = target.counters().expect("counters");
+        match expected {
+            Outcome::Forward { to, .. } if to.port() == 7403 => {
+                // As it came, hop limit and key untouched, for the kernel's stack.
+                assert_eq!(run.verdict, verdict::PASS, "flow {flow}");
+                assert_eq!(run.frame, frame, "flow {flow}: unchanged");
+                assert_eq!(after.forwarded, before.forwarded);
+                passed += 1;
+            }
+            Outcome::Forward { to, frame: bytes } => {
+                assert_eq!(run.verdict, verdict::TX, "flow {flow}");
+                let n = run.frame[5];
+                assert_eq!(
+                    sent(&run.frame, EGRESS_MAC, next_mac(n), SRC_IP),
+                    (to, bytes),
+                    "flow {flow}: every other flow keeps its next hop"
+                );
+            }
+            other => panic!("flow {flow}: {other:?}"),
+        }
+    }
+    assert!(passed > 20, "{passed} of 200 flows on the weight-2 hop");
+    assert_eq!(target.passed_to_kernel().expect("counter"), passed);
+    assert_eq!(
+        target.counters().expect("counters").dropped_total(),
+        0,
+        "a pass is no drop"
+    );
+
+    // Resolved: the same generation reinstalled, and XDP forwards those flows too.
+    let resolved = XdpTable::from_fib(&fib, PORT, &neighbours(), XdpLimits::default()).expect("t");
+    assert!(resolved.kernel_path_hops().is_empty());
+    target.reinstall(resolved).expect("reinstall");
+    assert_eq!(target.generation(), 1);
+    assert_eq!(target.previous_generation(), None);
+    for flow in 0..200u32 {
+        let datagram = nexlink(KEY_WEIGHTED, 64, 1, u64::from(flow) * 31, flow, &[7; 16]);
+        assert_eq!(
+            xdp(&target, STRANGER, &datagram),
+            software(&fib, &BTreeSet::new(), None, &datagram),
+            "flow {flow}"
+        );
+    }
+    assert_eq!(target.passed_to_kernel().expect("counter"), passed);
+    // Reinstalling another generation than the installed one is refused.
+    let two = XdpTable::from_fib(&main_table(2), PORT, &neighbours(), XdpLimits::default())
+        .expect("table 2");
+    assert!(matches!(
+        target.reinstall(two),
+        Err(XdpError::NotInstalled {
+            offered: 2,
+            installed: 1
+        })
+    ));
+    // Unknown and unroutable next hops still refuse the table.
+    let unroutable = table(1, &[(KEY_ONE, vec![hop(99, 7499, 1, None)])], &[]);
+    assert!(matches!(
+        XdpTable::from_fib(&unroutable, PORT, &neighbours(), XdpLimits::default()),
+        Err(TableError::NoEgress {
+            why: Unresolved::Unknown,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn too_many_local_keys_are_refused_before_anything_changes() {
+    let Some(mut target) = load(false, XdpLimits::default()) else {
+        return;
+    };
+    let frame = nexlink(KEY_LOCAL, 9, 1, 1, 1, b"local");
+    target
+        .set_local_keys([RoutingKey(KEY_LOCAL)])
+        .expect("local keys");
+    let many = (0..=LOCAL_KEYS_MAX as u128).map(|n| RoutingKey(KEY_LOCAL + 1 + n));
+    assert!(matches!(
+        target.set_local_keys(many),
+        Err(XdpError::TooManyLocalKeys { keys, max: LOCAL_KEYS_MAX }) if keys == LOCAL_KEYS_MAX + 1
+    ));
+    assert_eq!(target.local_keys(), 1);
+    assert!(matches!(
+        xdp(&target, ALLOWED, &frame),
+        Outcome::Local { .. }
+    ));
+    // Exactly the limit fits.
+    let full = (0..LOCAL_KEYS_MAX as u128).map(|n| RoutingKey(KEY_LOCAL + n));
+    target.set_local_keys(full).expect("the limit fits");
+    assert_eq!(target.local_keys(), LOCAL_KEYS_MAX);
+    assert!(matches!(
+        xdp(&target, ALLOWED, &frame),
+        Outcome::Local { .. }
+    ));
 }

@@ -12,34 +12,12 @@ use nexus_dataplane::wire::nexlink::{
 };
 use nexus_nic::{XdpConfig, XdpLimits, XdpTarget};
 
+pub mod bed;
+pub use bed::is_root;
+
 pub const PORT: u16 = 7400;
 pub const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-
-/// Whether the process runs as root with the capabilities loading XDP programs and making
-/// namespaces need (CAP_SYS_ADMIN and CAP_NET_ADMIN effective: a restricted container's root
-/// may lack them).
-pub fn is_root() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.split_whitespace().nth(1).map(str::to_owned))
-    };
-    let uid_root = status
-        .lines()
-        .find(|line| line.starts_with("Uid:"))
-        .is_some_and(|line| line.split_whitespace().nth(2) == Some("0"));
-    let caps = field("CapEff:")
-        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-        .unwrap_or(0);
-    const CAP_NET_ADMIN: u64 = 1 << 12;
-    const CAP_SYS_ADMIN: u64 = 1 << 21;
-    uid_root && caps & (CAP_NET_ADMIN | CAP_SYS_ADMIN) == CAP_NET_ADMIN | CAP_SYS_ADMIN
-}
 
 /// Loads a target, or prints why the test cannot run here (not root). As root, a load failure
 /// fails the test.
