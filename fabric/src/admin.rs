@@ -825,12 +825,13 @@ async fn metrics(State(s): State<AppState>) -> Response {
         keyring::list, keyring::install, keyring::use_key, keyring::remove,
         ui::page, ui::script, ui::stylesheet, ui::icon, ui::token_self),
     components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, DataplaneTargets, DataplaneTargetDto, NextHopDto, Route, RouteRequest, Routes,
-        crate::api::ServiceDto, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
+        crate::api::ServiceDto, crate::api::Registration, nexus_registry::CredentialsJson, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
         crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
         crate::api::OverlayDto, crate::api::ServiceScope, crate::api::KeyFormat,
         ca::CaStatusDto, ca::MicDto, ca::MicList, ca::RenewRequest, ca::RevokeRequest, ca::RevocationDto,
         ca::RevocationList, ca::CircuitRef, ca::CaKeysDto, ca::CircuitDto, ca::ProvingKeyDto, ca::AddVoterRequest,
-        ca::VotersDto, ca::TrustDto,
+        ca::VotersDto, ca::TrustDto, nexus_trust::mic::IssueRequest, nexus_trust::mic::ModelIdentity,
+        nexus_trust::mic::Claim, nexus_trust::mic::SubjectKind,
         sessions::Sessions, sessions::SessionDto, sessions::ModeCountersDto, sessions::ProbeRequestDto,
         sessions::ProbeResponse,
         crate::api::TokenCreateRequest, crate::api::TokenDto, crate::api::TokenCreated,
@@ -1720,6 +1721,34 @@ mod tests {
             schemas["RouteRequest"]["properties"]["next_hops"]["minItems"],
             1
         );
+        let issue = &schemas["IssueRequest"]["properties"];
+        assert_eq!(
+            (
+                &issue["validity_ms"]["minimum"],
+                &issue["validity_ms"]["maximum"]
+            ),
+            (
+                &nexus_trust::ca::VALIDITY_MS_MIN.into(),
+                &nexus_trust::ca::VALIDITY_MS_MAX.into()
+            )
+        );
+        assert_eq!(
+            issue["provenance"]["maxItems"],
+            nexus_trust::mic::PROVENANCE_MAX
+        );
+        assert_eq!(issue["claims"]["maxItems"], nexus_trust::mic::CLAIMS_MAX);
+        assert_eq!(
+            issue["publisher"]["maxLength"],
+            nexus_trust::mic::PUBLISHER_BYTES_MAX
+        );
+        let claim = &schemas["Claim"]["properties"];
+        assert_eq!(
+            (&claim["key"]["maxLength"], &claim["value"]["maxLength"]),
+            (
+                &nexus_trust::mic::CLAIM_KEY_BYTES_MAX.into(),
+                &nexus_trust::mic::CLAIM_VALUE_BYTES_MAX.into()
+            )
+        );
         for r in route_table() {
             let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
             let responses = op["responses"].as_object().expect("responses");
@@ -1755,6 +1784,18 @@ mod tests {
                 );
             }
             if op["requestBody"].is_object() {
+                // Every body is a named schema (no bare `object` a fuzzer cannot aim at).
+                let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+                let named = |s: &serde_json::Value| s["$ref"].is_string();
+                assert!(
+                    named(schema)
+                        || schema["oneOf"]
+                            .as_array()
+                            .is_some_and(|alts| alts.iter().any(named)),
+                    "{} {}: request body schema {schema}",
+                    r.method,
+                    r.path
+                );
                 for status in ["400", "413", "415", "422"] {
                     assert!(
                         responses.contains_key(status),

@@ -294,6 +294,19 @@ pub struct ServiceDto {
     pub service: nexus_registry::Sad,
 }
 
+/// Body of `POST /v1/services` and `PUT /v1/services/{id}`: the service descriptor's fields
+/// and, optionally, the service's credentials, which the node checks against its trust context
+/// and advertises with the service.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Registration {
+    /// The descriptor.
+    #[serde(flatten)]
+    pub sad: nexus_registry::Sad,
+    /// The service's MIC and attestations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<nexus_registry::CredentialsJson>,
+}
+
 /// `GET /v1/services`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct Services {

@@ -9,9 +9,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 
+use nexus_registry::{Attested, CredentialsJson, Intent, LoadUpdate, Preferences, Sad};
+
 use crate::api::{
-    Actors, FibDto, Health, LeaveResponse, Members, Node, Problem, ResolveResponse, ServiceDto,
-    Services, WithdrawResponse,
+    Actors, Health, LeaveRequest, LeaveResponse, Members, Node, Problem, Registration,
+    ResolveResponse, ServiceDto, Services, WithdrawResponse,
 };
 use crate::config::TOKEN_ENV;
 
@@ -259,79 +261,62 @@ pub struct ResolveArgs {
 }
 
 impl ResolveArgs {
-    /// The intent as the API's JSON.
-    pub fn to_json(&self) -> anyhow::Result<serde_json::Value> {
-        let mut intent = serde_json::json!({ "task": self.task });
-        let obj = intent
-            .as_object_mut()
-            .ok_or_else(|| anyhow::anyhow!("intent"))?;
-        let mut put = |k: &str, v: serde_json::Value| {
-            obj.insert(k.to_owned(), v);
-        };
-        if let Some(v) = self.min_context {
-            put("min_context", v.into());
-        }
-        if let Some(v) = self.max_latency_ms {
-            put("max_latency_ms", v.into());
-        }
-        if let Some(v) = self.max_latency_p99_ms {
-            put("max_latency_p99_ms", v.into());
-        }
-        if let Some(v) = self.max_price {
-            put("max_price_micros_per_1k", v.into());
-        }
-        if !self.modalities.is_empty() {
-            put("modalities", self.modalities.clone().into());
-        }
-        if let Some(v) = &self.region {
-            put("region", v.clone().into());
-        }
-        if let Some(v) = &self.model_family {
-            put("model_family", v.clone().into());
-        }
-        if self.require_mic {
-            put("require_mic", true.into());
-        }
-        if !self.publishers.is_empty() {
-            put("publishers", self.publishers.clone().into());
-        }
-        if let Some(min_score) = self.attested_min_score {
-            put(
-                "attested",
-                serde_json::json!({ "min_score": min_score, "require_safety": self.require_safety }),
-            );
-        }
-        if let Some(v) = self.k {
-            put("k", v.into());
-        }
-        if self.explain {
-            put("explain", true.into());
-        }
-        if let Some(prefer) = &self.prefer {
-            let mut weights = serde_json::Map::new();
-            for part in prefer.split(',').filter(|p| !p.trim().is_empty()) {
+    /// The intent the API takes (`POST /v1/resolve`).
+    pub fn to_intent(&self) -> anyhow::Result<Intent> {
+        let mut prefer = Preferences::default();
+        if let Some(text) = &self.prefer {
+            for part in text.split(',').filter(|p| !p.trim().is_empty()) {
                 let (name, weight) = part
                     .split_once('=')
                     .ok_or_else(|| anyhow::anyhow!("--prefer: {part:?} is not NAME=WEIGHT"))?;
                 let weight: f64 = weight.trim().parse().map_err(|_| {
                     anyhow::anyhow!("--prefer: weight {weight:?} of {name:?} is not a number")
                 })?;
-                weights.insert(name.trim().to_owned(), weight.into());
+                let slot = match name.trim() {
+                    "latency" => &mut prefer.latency,
+                    "load" => &mut prefer.load,
+                    "price" => &mut prefer.price,
+                    "proximity" => &mut prefer.proximity,
+                    other => bail!(
+                        "--prefer: unknown weight {other:?} (latency, load, price, proximity)"
+                    ),
+                };
+                *slot = weight;
             }
-            put("prefer", weights.into());
         }
-        Ok(intent)
+        Ok(Intent {
+            task: self.task.clone(),
+            min_context: self.min_context,
+            max_latency_ms: self.max_latency_ms,
+            max_latency_p99_ms: self.max_latency_p99_ms,
+            max_price_micros_per_1k: self.max_price,
+            modalities: self.modalities.clone(),
+            region: self.region.clone(),
+            model_family: self.model_family.clone(),
+            require_mic: self.require_mic,
+            publishers: self.publishers.clone(),
+            attested: self.attested_min_score.map(|min_score| Attested {
+                min_score,
+                require_safety: self.require_safety,
+            }),
+            prefer,
+            k: self.k.unwrap_or(nexus_registry::K_DEFAULT),
+            explain: self.explain,
+        })
     }
 }
 
-/// Reads a service descriptor file (TOML, or JSON by extension) as the API's JSON.
-pub fn read_service_file(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+/// Reads a service descriptor file (TOML, or JSON by extension).
+pub fn read_service_file(path: &std::path::Path) -> anyhow::Result<Sad> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(&mut de)
+            .with_context(|| format!("{} is not a service descriptor", path.display()))
     } else {
-        toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a service descriptor", path.display()))
     }
 }
 
@@ -349,28 +334,24 @@ pub fn read_credential_hex(path: &std::path::Path) -> anyhow::Result<String> {
     }
 }
 
-/// A registration body: the descriptor's JSON plus, with a MIC file, its `credentials`
-/// member (`{"mic": hex, "attestations": [hex, ...]}`).
+/// A registration: the descriptor file and, with a MIC file, the service's credentials.
 pub fn registration_body(
     file: &std::path::Path,
     mic_file: Option<&std::path::Path>,
     attestation_files: &[std::path::PathBuf],
-) -> anyhow::Result<serde_json::Value> {
-    let mut body = read_service_file(file)?;
-    if let Some(mic) = mic_file {
-        let attestations = attestation_files
-            .iter()
-            .map(|p| read_credential_hex(p))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let obj = body
-            .as_object_mut()
-            .ok_or_else(|| anyhow::anyhow!("{} is not a table/object", file.display()))?;
-        obj.insert(
-            "credentials".into(),
-            serde_json::json!({ "mic": read_credential_hex(mic)?, "attestations": attestations }),
-        );
-    }
-    Ok(body)
+) -> anyhow::Result<Registration> {
+    let sad = read_service_file(file)?;
+    let credentials = match mic_file {
+        Some(mic) => Some(CredentialsJson {
+            mic: read_credential_hex(mic)?,
+            attestations: attestation_files
+                .iter()
+                .map(|p| read_credential_hex(p))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        }),
+        None => None,
+    };
+    Ok(Registration { sad, credentials })
 }
 
 /// A client for one node's admin API.
@@ -498,7 +479,7 @@ impl Client {
     pub async fn patch<T: DeserializeOwned>(
         &self,
         path: &str,
-        body: &serde_json::Value,
+        body: &(impl serde::Serialize + ?Sized),
     ) -> anyhow::Result<(T, String)> {
         self.send(self.http.patch(format!("{}{path}", self.base)).json(body))
             .await
@@ -712,21 +693,14 @@ async fn service(client: &Client, command: ServiceCommand, json: bool) -> anyhow
             latency_ms_p50,
             latency_ms_p99,
         } => {
-            let mut body = serde_json::Map::new();
-            if let Some(v) = queue_depth {
-                body.insert("queue_depth".into(), v.into());
-            }
-            if let Some(v) = utilization_pct {
-                body.insert("utilization_pct".into(), v.into());
-            }
-            if let Some(v) = latency_ms_p50 {
-                body.insert("latency_ms_p50".into(), v.into());
-            }
-            if let Some(v) = latency_ms_p99 {
-                body.insert("latency_ms_p99".into(), v.into());
-            }
+            let body = LoadUpdate {
+                queue_depth,
+                utilization_pct,
+                latency_ms_p50,
+                latency_ms_p99,
+            };
             let (s, raw): (ServiceDto, _) = client
-                .patch(&format!("/v1/services/{id}/load"), &body.into())
+                .patch(&format!("/v1/services/{id}/load"), &body)
                 .await?;
             if json {
                 print_json(&raw);
@@ -743,7 +717,7 @@ async fn sessions(
     command: Option<SessionsCommand>,
     json: bool,
 ) -> anyhow::Result<()> {
-    use crate::admin::sessions::{PROBE_TIMEOUT_MS_MAX, ProbeResponse, Sessions};
+    use crate::admin::sessions::{PROBE_TIMEOUT_MS_MAX, ProbeRequestDto, ProbeResponse, Sessions};
     match command.unwrap_or(SessionsCommand::List) {
         SessionsCommand::List => {
             let (s, raw): (Sessions, _) = client.get("/v1/sessions").await?;
@@ -817,10 +791,14 @@ async fn sessions(
                         + Duration::from_secs(20),
                 )
                 .map_err(usage)?;
-            let body = serde_json::json!({
-                "peer": peer, "mode": mode, "count": count, "bytes": bytes,
-                "probability": probability, "timeout_ms": timeout_ms,
-            });
+            let body = ProbeRequestDto {
+                peer,
+                mode,
+                count: Some(count),
+                bytes: Some(bytes),
+                probability,
+                timeout_ms: Some(timeout_ms),
+            };
             let (r, raw): (ProbeResponse, _) = client.post("/v1/sessions/probe", &body).await?;
             if json {
                 print_json(&raw);
@@ -933,7 +911,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Service(command) => service(&client, command, args.json).await?,
         CtlCommand::Resolve(resolve) => {
-            let intent = resolve.to_json().map_err(usage)?;
+            let intent = resolve.to_intent().map_err(usage)?;
             let (r, raw): (ResolveResponse, _) = client.post("/v1/resolve", &intent).await?;
             if args.json {
                 print_json(&raw);
@@ -947,7 +925,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Keyring(command) => keyring::keyring(&client, command, args.json).await?,
         CtlCommand::Sessions { command } => sessions(&client, command, args.json).await?,
         CtlCommand::Leave { reason } => {
-            let body = serde_json::json!({ "reason": reason });
+            let body = LeaveRequest { reason };
             let (r, raw): (LeaveResponse, _) = client.post("/v1/leave", &body).await?;
             if args.json {
                 print_json(&raw);

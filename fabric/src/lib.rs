@@ -2,8 +2,10 @@
 //! the OpenAI-compatible gateway and upstream services, the node composition root, the
 //! `nexus ctl` client and `nexus demo`.
 //!
-//! `fabric` wires the cores (`nexus-gossip`) and actors (`nexus-actors`) into a running node with
-//! real sockets, a sled data directory and an axum admin server. It holds no protocol logic.
+//! `fabric` wires the cores (`nexus-gossip`, `nexus-registry`, `nexus-trust-core`,
+//! `nexus-stream`) and actors (`nexus-actors`) into a running node with real sockets, a sled data
+//! directory, the data plane and an axum admin server. It holds no protocol logic. The admin
+//! API's request and response types ([`api`]) are shared by the server and `nexus ctl`.
 #![deny(missing_docs)]
 
 pub mod acl;

@@ -197,7 +197,7 @@ fn parse_hex32(text: &str) -> Option<[u8; 32]> {
 
 /// Issue a certificate. The CA stamps the serial, the validity window and its key id.
 #[utoipa::path(post, path = "/v1/ca/certs", tag = "ca",
-    request_body(content = Object, description = "IssueRequest (docs/trust.md)", content_type = "application/json"),
+    request_body(content = IssueRequest, description = "What to certify (docs/trust.md)", content_type = "application/json"),
     responses((status = 201, body = MicDto), (status = 400, body = Problem), (status = 409, body = Problem),
               (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
               (status = 503, body = Problem), (status = 504, body = Problem)))]

@@ -25,8 +25,8 @@ use nexus_registry::{
 use super::{AppState, TypedQuery, ask, json_body, member_views};
 use crate::api::{
     CandidateDto, EndpointDto, ExclusionDto, IntentHopDto, IntentRouteDto, IntentRoutes,
-    OverlayDto, Problem, ResolveResponse, ServiceDto, ServiceScope, Services, ServicesQuery,
-    WithdrawResponse,
+    OverlayDto, Problem, Registration, ResolveResponse, ServiceDto, ServiceScope, Services,
+    ServicesQuery, WithdrawResponse,
 };
 
 fn invalid(slug: &str, title: &str, detail: impl Into<String>) -> Problem {
@@ -202,7 +202,7 @@ async fn register(
 /// `"credentials": {"mic": "<hex>", "attestations": ["<hex>"]}` member is checked against the
 /// node's trust context and advertised with the service.
 #[utoipa::path(post, path = "/v1/services", tag = "registry",
-    request_body(content = Sad, content_type = "application/json"),
+    request_body(content = Registration, content_type = "application/json"),
     responses((status = 201, description = "Registered", body = ServiceDto),
               (status = 200, description = "Renewed or updated", body = ServiceDto),
               (status = 400, body = Problem), (status = 413, body = Problem),
@@ -220,7 +220,7 @@ pub(super) async fn post_service(
 /// Register or update the service `id` (the body's `id` must be the same).
 #[utoipa::path(put, path = "/v1/services/{id}", tag = "registry",
     params(("id" = String, Path, description = "Service id")),
-    request_body(content = Sad, content_type = "application/json"),
+    request_body(content = Registration, content_type = "application/json"),
     responses((status = 201, body = ServiceDto), (status = 200, body = ServiceDto),
               (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn put_service(
@@ -433,4 +433,52 @@ pub(super) async fn overlay(State(s): State<AppState>) -> Result<axum::Json<Over
         passive: passive.iter().map(ToString::to_string).collect(),
         coordinate: serde_json::to_value(coord).unwrap_or_default(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderValue, header};
+
+    use super::*;
+
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h
+    }
+
+    /// What `nexus ctl service register` sends ([`Registration`]) is what this server reads:
+    /// the descriptor's fields at the top level and `credentials` beside them.
+    #[test]
+    fn a_registration_as_the_cli_sends_it_is_read_back() {
+        let sad = Sad::from_json(
+            br#"{"id": "coder-1", "tasks": ["llm.code"], "latency_ms_p50": 90,
+                 "arch_hash": "0101010101010101010101010101010101010101010101010101010101010101"}"#,
+        )
+        .expect("sad");
+        let plain = Registration {
+            sad: sad.clone(),
+            credentials: None,
+        };
+        let body = Bytes::from(serde_json::to_vec(&plain).expect("json"));
+        let (back, credentials) = parse_registration(&json_headers(), Ok(body)).expect("parsed");
+        assert_eq!(back, sad);
+        assert!(credentials.is_none());
+        // With credentials: the member is taken as credentials (and these do not decode), not
+        // refused as an unknown field of the descriptor.
+        let with = Registration {
+            sad,
+            credentials: Some(CredentialsJson {
+                mic: "00".into(),
+                attestations: Vec::new(),
+            }),
+        };
+        let body = Bytes::from(serde_json::to_vec(&with).expect("json"));
+        let problem = parse_registration(&json_headers(), Ok(body)).expect_err("bad MIC");
+        assert_eq!(problem.status, 422);
+        assert!(problem.kind.ends_with("invalid-credentials"), "{problem:?}");
+    }
 }

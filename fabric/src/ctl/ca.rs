@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use nexus_trust::mic::{Claim, IssueRequest, ModelIdentity};
+use nexus_trust::revocation::RevocationReason;
 use nexus_trust::zk::{self, Attestation, Commitment, Opening, Predicate, Properties};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -13,7 +15,7 @@ use super::output::{now_ms, time_ms};
 use super::{Client, Table, print_json, usage};
 use crate::api::ca::{
     AddVoterRequest, CaKeysDto, CaStatusDto, CircuitDto, MicDto, MicList, ProvingKeyDto,
-    RenewRequest, RevocationDto, RevocationList, VotersDto,
+    RenewRequest, RevocationDto, RevocationList, RevokeRequest, VotersDto,
 };
 
 /// `nexus ctl ca` subcommands.
@@ -125,40 +127,77 @@ pub struct IssueArgs {
 }
 
 impl IssueArgs {
-    /// The request as the API's JSON.
-    pub fn to_json(&self) -> anyhow::Result<Value> {
+    /// The request the API takes (`POST /v1/ca/certs`), read from `--file` or built from the
+    /// flags; every field is parsed here, so a malformed flag fails before the node is asked.
+    pub fn to_request(&self) -> anyhow::Result<IssueRequest> {
         if let Some(path) = &self.file {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            return serde_json::from_str(&text)
-                .with_context(|| format!("{} is not JSON", path.display()));
+            let mut de = serde_json::Deserializer::from_str(&text);
+            return serde_path_to_error::deserialize(&mut de)
+                .with_context(|| format!("{} is not an IssueRequest", path.display()));
         }
-        let mut body = json!({
-            "subject_key": self.subject_key,
-            "kind": self.kind,
-            "publisher": self.publisher,
-            "provenance": self.provenance,
-            "validity_ms": self.validity_s.saturating_mul(1000),
-        });
-        let mut claims = Vec::new();
-        for c in &self.claims {
-            let (k, v) = c
-                .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("--claim {c:?} is not KEY=VALUE"))?;
-            claims.push(json!({"key": k, "value": v}));
-        }
-        body["claims"] = claims.into();
-        if let (Some(a), Some(w)) = (&self.arch_hash, &self.weights_commitment) {
-            body["model"] = json!({"arch_hash": a, "weights_commitment": w});
-        }
-        if let Some(z) = &self.zk_commitment {
-            body["zk_commitment"] = z.clone().into();
-        }
-        if let Some(r) = &self.request_id {
-            body["request_id"] = r.clone().into();
-        }
-        Ok(body)
+        let required = |flag: &str, v: &Option<String>| {
+            v.clone()
+                .ok_or_else(|| anyhow::anyhow!("--{flag} is required without --file"))
+        };
+        let claims = self
+            .claims
+            .iter()
+            .map(|c| {
+                let (key, value) = c
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--claim {c:?} is not KEY=VALUE"))?;
+                Ok(Claim {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let model = match (&self.arch_hash, &self.weights_commitment) {
+            (Some(a), Some(w)) => Some(ModelIdentity {
+                arch_hash: hex_flag("arch-hash", a)?,
+                weights_commitment: hex_flag("weights-commitment", w)?,
+            }),
+            _ => None,
+        };
+        Ok(IssueRequest {
+            request_id: self
+                .request_id
+                .as_deref()
+                .map(|r| hex_flag("request-id", r))
+                .transpose()?,
+            subject_key: hex_flag("subject-key", &required("subject-key", &self.subject_key)?)?,
+            kind: wire_flag("kind", &required("kind", &self.kind)?)?,
+            model,
+            publisher: required("publisher", &self.publisher)?,
+            provenance: self.provenance.clone(),
+            claims,
+            zk_commitment: self
+                .zk_commitment
+                .as_deref()
+                .map(|z| hex_flag("zk-commitment", z))
+                .transpose()?,
+            validity_ms: self.validity_s.saturating_mul(1000),
+        })
     }
+}
+
+/// A flag's value as `N` bytes of hex.
+fn hex_flag<const N: usize>(flag: &str, text: &str) -> anyhow::Result<[u8; N]> {
+    let mut out = [0u8; N];
+    hex::decode_to_slice(text, &mut out)
+        .map_err(|e| anyhow::anyhow!("--{flag}: expected {} hex digits: {e}", 2 * N))?;
+    Ok(out)
+}
+
+/// A flag's value as an enum the API names by its wire name (`model`, `key_compromise`); the
+/// error lists the names it takes.
+fn wire_flag<T: serde::de::DeserializeOwned>(flag: &str, text: &str) -> anyhow::Result<T> {
+    use serde::de::IntoDeserializer;
+    let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+        text.into_deserializer();
+    T::deserialize(de).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
 }
 
 /// `nexus ctl attest` subcommands.
@@ -299,7 +338,7 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
             print_json_or(json, &raw, || out!("{}", status_table(&s)));
         }
         CaCommand::Issue(args) => {
-            let body = args.to_json().map_err(usage)?;
+            let body = args.to_request().map_err(usage)?;
             let (m, raw): (MicDto, _) = client.post("/v1/ca/certs", &body).await?;
             print_json_or(json, &raw, || {
                 outln!("issued serial {} ({})", m.serial, m.fingerprint);
@@ -355,12 +394,11 @@ pub async fn ca(client: &Client, command: CaCommand, json: bool) -> anyhow::Resu
             });
         }
         CaCommand::Revoke { serial, reason } => {
-            // The reason goes as typed: the node names the allowed ones if it is not one.
+            let body = RevokeRequest {
+                reason: Some(wire_flag::<RevocationReason>("reason", &reason).map_err(usage)?),
+            };
             let (r, raw): (RevocationDto, _) = client
-                .post(
-                    &format!("/v1/ca/certs/{serial}/revoke"),
-                    &json!({"reason": reason}),
-                )
+                .post(&format!("/v1/ca/certs/{serial}/revoke"), &body)
                 .await?;
             print_json_or(json, &raw, || {
                 let rev = &r.revocation;
@@ -554,7 +592,8 @@ pub async fn attest(client: &Client, command: AttestCommand, json: bool) -> anyh
                 _ => None,
             };
             let circuit = zk::ATTESTATION_CIRCUIT_ID;
-            let (_, raw): (Value, _) = client
+            // Written as the node sent it (snarkjs's own layout); only checked to be JSON.
+            let (_, raw): (serde::de::IgnoredAny, _) = client
                 .get(&format!("/v1/ca/circuits/{circuit}?format=snarkjs"))
                 .await?;
             let mut written = vec![write_file(&snarkjs.join("verification_key.json"), &raw)?];
@@ -628,17 +667,40 @@ mod tests {
             validity_s: 60,
             request_id: None,
         };
-        let body = args.to_json().expect("json");
-        let req: nexus_trust::ca::IssueRequest =
-            serde_json::from_value(body).expect("a valid IssueRequest");
+        let req = args.to_request().expect("request");
         assert_eq!(req.validity_ms, 60_000);
+        assert_eq!(req.subject_key, [0xab; 32]);
+        assert_eq!(req.kind, nexus_trust::mic::SubjectKind::Model);
         assert_eq!(req.claims[0].key, "task");
-        assert!(req.model.is_some());
+        assert_eq!(req.model.map(|m| m.weights_commitment), Some([2; 32]));
+        // What the CLI sends is what the server reads.
+        let wire = serde_json::to_string(&req).expect("json");
+        assert_eq!(
+            serde_json::from_str::<IssueRequest>(&wire).expect("back"),
+            req
+        );
         let bad = IssueArgs {
             claims: vec!["novalue".into()],
+            ..args.clone()
+        };
+        assert!(bad.to_request().is_err());
+        let bad_kind = IssueArgs {
+            kind: Some("robot".into()),
+            ..args.clone()
+        };
+        let e = bad_kind.to_request().expect_err("kind").to_string();
+        assert!(e.contains("--kind") && e.contains("agent"), "{e}");
+        let short_key = IssueArgs {
+            subject_key: Some("ab".into()),
             ..args
         };
-        assert!(bad.to_json().is_err());
+        let e = short_key.to_request().expect_err("key").to_string();
+        assert!(e.contains("--subject-key") && e.contains("64 hex"), "{e}");
+        assert_eq!(
+            wire_flag::<RevocationReason>("reason", "key_compromise").expect("reason"),
+            RevocationReason::KeyCompromise
+        );
+        assert!(wire_flag::<RevocationReason>("reason", "bored").is_err());
     }
 
     #[test]

@@ -2,7 +2,14 @@
 //! or resolved from an intent through the admin API) and sends them over UDP to a node's data
 //! plane.
 
-use super::*;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use nexus_registry::Intent;
+
+use super::{Client, print_json, usage};
+use crate::api::{FibDto, ResolveResponse};
 
 /// `nexus ctl send` flags.
 #[derive(Args, Debug, Clone)]
@@ -85,14 +92,13 @@ pub(super) async fn send_key(
     let text = match (&args.key, &args.task) {
         (Some(key), _) => key.clone(),
         (None, Some(task)) => {
-            let mut intent = serde_json::json!({ "task": task });
-            if let Some(v) = args.min_context {
-                intent["min_context"] = v.into();
-            }
-            if let Some(v) = args.max_latency_ms {
-                intent["max_latency_ms"] = v.into();
-            }
+            let intent = Intent {
+                min_context: args.min_context,
+                max_latency_ms: args.max_latency_ms,
+                ..Intent::new(task.as_str())
+            };
             let (r, _): (ResolveResponse, _) = client.post("/v1/resolve", &intent).await?;
+            let intent = intent.canonical();
             if r.candidates.is_empty() {
                 bail!("no service matches {intent}");
             }

@@ -48,7 +48,19 @@ pub const MIC_BYTES_MAX: usize = MIC_BYTES_MIN
     + 32;
 
 /// What a MIC's subject is. Wire values: node = 1, model = 2, agent = 3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SubjectKind {
     /// A fabric node (its identity key).
@@ -91,24 +103,28 @@ impl fmt::Display for SubjectKind {
 }
 
 /// What a model is: hashes the publisher computed over its architecture and its weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelIdentity {
     /// Hash of the model architecture (graph / config), 32 bytes, hex in JSON.
     #[serde(with = "hex_bytes")]
+    #[schema(value_type = String, pattern = "^[0-9a-fA-F]{64}$")]
     pub arch_hash: [u8; 32],
     /// Commitment to (hash of) the weights, 32 bytes, hex in JSON.
     #[serde(with = "hex_bytes")]
+    #[schema(value_type = String, pattern = "^[0-9a-fA-F]{64}$")]
     pub weights_commitment: [u8; 32],
 }
 
 /// One capability claim: a short key and value, both UTF-8.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Claim {
     /// Non-empty, at most [`CLAIM_KEY_BYTES_MAX`] bytes, unique within a MIC.
+    #[schema(min_length = 1, max_length = 32)]
     pub key: String,
     /// At most [`CLAIM_VALUE_BYTES_MAX`] bytes.
+    #[schema(max_length = 64)]
     pub value: String,
 }
 
@@ -606,35 +622,64 @@ impl Mic {
 /// A client's request to issue one MIC (JSON in the admin API; unknown fields are rejected).
 ///
 /// The CA fills in the serial, the validity window (`not_before_ms` = the command's `now_ms`,
-/// `not_after_ms` = `now_ms + validity_ms`) and the CA key id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `not_after_ms` = `now_ms + validity_ms`) and the CA key id. Its OpenAPI schema (utoipa)
+/// states every rule of [`MicBody::check`] and the CA's validity bounds that JSON Schema can
+/// express; the rest are refused by the CA: a `model` kind needs `model`, the limits count UTF-8
+/// bytes (the schema's lengths count characters), claim keys are unique, and every provenance
+/// serial exists and is not revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
     /// Optional idempotency key (32 hex characters): a retry with the same id returns the same
     /// certificate instead of issuing a second one.
     #[serde(default, with = "hex_opt16")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-fA-F]{32}$")]
     pub request_id: Option<[u8; 16]>,
     /// The subject's Ed25519 public key (64 hex characters).
     #[serde(with = "hex_bytes")]
+    #[schema(value_type = String, pattern = "^[0-9a-fA-F]{64}$")]
     pub subject_key: [u8; 32],
     /// `"node"`, `"model"` or `"agent"`.
     pub kind: SubjectKind,
     /// Required when `kind` is `"model"`.
     #[serde(default)]
     pub model: Option<ModelIdentity>,
-    /// Who publishes the subject.
+    /// Who publishes the subject: at most [`PUBLISHER_BYTES_MAX`] bytes.
+    #[schema(max_length = 64)]
     pub publisher: String,
-    /// Parent serials; each must exist and not be revoked.
+    /// Parent serials (at most [`PROVENANCE_MAX`], distinct, each 1 or more); each must exist
+    /// and not be revoked.
     #[serde(default)]
+    #[schema(schema_with = provenance_schema)]
     pub provenance: Vec<u64>,
-    /// Capability claims.
+    /// Capability claims (at most [`CLAIMS_MAX`], keys unique).
     #[serde(default)]
+    #[schema(max_items = 16)]
     pub claims: Vec<Claim>,
     /// Poseidon commitment to hidden properties (64 hex characters).
     #[serde(default, with = "hex_opt32")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-fA-F]{64}$")]
     pub zk_commitment: Option<[u8; 32]>,
-    /// Requested lifetime in milliseconds (the CA bounds it, see `ca::VALIDITY_MS_MIN`/`MAX`).
+    /// Requested lifetime in milliseconds, [`crate::ca::VALIDITY_MS_MIN`] (1 minute) to
+    /// [`crate::ca::VALIDITY_MS_MAX`] (397 days).
+    #[schema(minimum = 60_000, maximum = 34_300_800_000_u64)]
     pub validity_ms: u64,
+}
+
+/// The schema of [`IssueRequest::provenance`]: distinct serials of 1 or more, at most
+/// [`PROVENANCE_MAX`].
+fn provenance_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(u64::MAX)),
+        )
+        .max_items(Some(PROVENANCE_MAX))
+        .unique_items(true)
+        .build()
 }
 
 fn truncated(field: MicField) -> MicError {

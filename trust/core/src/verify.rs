@@ -292,13 +292,16 @@ impl Credentials {
 
 /// The JSON form of [`Credentials`] (admin API): the MIC and each attestation as lowercase hex
 /// of their binary encodings. Unknown fields are refused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsJson {
     /// `Mic::encode` in hex.
+    #[schema(pattern = "^([0-9a-fA-F]{2})+$")]
     pub mic: String,
-    /// `Attestation::encode` of each attestation in hex.
+    /// `Attestation::encode` of each attestation in hex (at most
+    /// [`CREDENTIAL_ATTESTATIONS_MAX`]).
     #[serde(default)]
+    #[schema(max_items = 4)]
     pub attestations: Vec<String>,
 }
 
