@@ -697,9 +697,18 @@ mod tests {
         }
         .encode();
         let key = AnswerCache::key(&datagram);
-        assert_eq!(key, AnswerCache::key(&other_call), "the call id is not part of the key");
+        assert_eq!(
+            key,
+            AnswerCache::key(&other_call),
+            "the call id is not part of the key"
+        );
         assert!(matches!(cache.lookup(&key, 5, t0), Cached::Miss));
-        cache.store(key.clone(), keyed(vec![ranked("a", 1, 1, 0.9)], vec![None]), 5, t0);
+        cache.store(
+            key.clone(),
+            keyed(vec![ranked("a", 1, 1, 0.9)], vec![None]),
+            5,
+            t0,
+        );
         // Same count, younger than the age bound: a hit.
         match cache.lookup(&key, 5, t0 + Duration::from_millis(1)) {
             Cached::Hit(keyed) => assert_eq!(services(&keyed), ["a"]),
@@ -718,9 +727,18 @@ mod tests {
         assert!(matches!(cache.lookup(&key, 6, t0), Cached::Miss));
         assert!(matches!(cache.lookup(&key, 5, t0), Cached::Miss));
         // So does age.
-        cache.store(key.clone(), keyed(vec![ranked("b", 1, 1, 0.9)], vec![None]), 6, t0);
+        cache.store(
+            key.clone(),
+            keyed(vec![ranked("b", 1, 1, 0.9)], vec![None]),
+            6,
+            t0,
+        );
         assert!(matches!(
-            cache.lookup(&key, 6, t0 + ANSWER_CACHE_AGE_MAX - Duration::from_millis(1)),
+            cache.lookup(
+                &key,
+                6,
+                t0 + ANSWER_CACHE_AGE_MAX - Duration::from_millis(1)
+            ),
             Cached::Hit(_)
         ));
         assert!(matches!(

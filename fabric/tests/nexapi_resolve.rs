@@ -375,7 +375,11 @@ async fn a_repeated_resolve_follows_every_registry_change_at_once() {
     assert!(r.status().is_success(), "{}", r.status());
     call += 1;
     let binary = resolve(&socket, call, &intent).await;
-    assert!(!names(&binary).contains(&"coder-5".to_owned()), "{:?}", names(&binary));
+    assert!(
+        !names(&binary).contains(&"coder-5".to_owned()),
+        "{:?}",
+        names(&binary)
+    );
     assert_eq!(binary.candidates[0].service, "coder-4");
     assert_same(&binary, &http_resolve(&node, &json_intent).await);
     // Beyond the cache's age bound the registry is asked again: the same answer.

@@ -1654,7 +1654,11 @@ mod tests {
             };
             let [head, data] = Message::encode_tensor_parts(&tensor);
             assert_eq!(head.len() % TENSOR_ALIGN, 0, "name length {name_len}");
-            assert_eq!(data.as_ptr(), tensor.data.as_ptr(), "the data is not copied");
+            assert_eq!(
+                data.as_ptr(),
+                tensor.data.as_ptr(),
+                "the data is not copied"
+            );
             let whole = Message::Tensor(tensor).encode();
             assert_eq!([&head[..], &data[..]].concat(), &whole[..]);
         }

@@ -179,7 +179,9 @@ conformance!(
         let batch: Vec<Bytes> = (1..=200).map(|i| payload(24, i as u8)).collect();
         h.send_batch(0, flow, batch, true).expect("batch");
         for i in 1..=200 {
-            let e = expect_event(h, 1, WAIT, "message", |e| matches!(e, Event::Message { .. }));
+            let e = expect_event(h, 1, WAIT, "message", |e| {
+                matches!(e, Event::Message { .. })
+            });
             let Event::Message { data, mode, .. } = e else {
                 unreachable!()
             };
@@ -191,7 +193,10 @@ conformance!(
         });
         // 200 × (4 + 24) bytes fit a handful of packets, not one packet per message.
         let packets: u64 = h.stats(0).iter().map(|x| x.sent_packets).sum::<u64>() - sent_before;
-        assert!(packets <= 20, "{packets} packets for one batch of 200 messages");
+        assert!(
+            packets <= 20,
+            "{packets} packets for one batch of 200 messages"
+        );
         // The flow is finished: nothing more goes on it, in a batch or alone.
         assert_eq!(
             h.send_batch(0, flow, vec![Bytes::new()], false),
@@ -231,7 +236,11 @@ fn a_batch_is_refused_whole() {
     let Event::Message { data, .. } = e else {
         unreachable!()
     };
-    assert_eq!(data, payload(5, 4), "the refused batches left nothing behind");
+    assert_eq!(
+        data,
+        payload(5, 4),
+        "the refused batches left nothing behind"
+    );
 }
 
 conformance!(
