@@ -13,6 +13,7 @@
 //! is known. A generation that cannot be installed (a next hop the kernel has no route to, a
 //! table over the limits) is reported in [`XdpPublishStatus::last_error`]; the installed one
 //! keeps forwarding, and it is tried again when a neighbour changes or a new one is published.
+//! A generation older than the installed one is refused whole (its local keys too).
 //!
 //! Frames the program does not forward itself go to the kernel's stack unchanged (`XDP_PASS`),
 //! where the node's software forwarder listens on the same UDP port: frames for this node's
@@ -317,7 +318,16 @@ impl Worker {
     }
 
     fn publish(&mut self, routes: &RouteSet, local: &LocalEndpoints) {
-        self.status.published = Some(routes.generation());
+        let generation = routes.generation();
+        self.status.published = Some(generation);
+        if let Some(installed) = self.status.installed.filter(|i| *i > generation) {
+            // An older generation published after a newer one: the newer stays, and so do
+            // its local keys.
+            self.fail(format!(
+                "generation {generation} is older than the installed generation {installed}"
+            ));
+            return;
+        }
         let keys = local.iter().map(|(key, _)| key);
         if let Err(e) = self.target.set_local_keys(keys) {
             self.fail(format!("local keys: {e}"));
@@ -338,15 +348,13 @@ impl Worker {
         self.install();
     }
 
-    /// Resolves the wanted generation's next hops again; reinstalls it when one changed, or
-    /// tries it again when it is not installed.
+    /// Resolves the wanted generation's next hops again and, when one changed, installs it
+    /// (reinstalls it when it is the installed one; tries it again when it was refused).
     fn refresh(&mut self) {
         let Some(table) = &self.wanted else {
             return;
         };
-        let changed = self.neighbours.refresh(next_hop_ips(table));
-        let installed = self.status.installed == Some(table.generation());
-        if changed || !installed {
+        if self.neighbours.refresh(next_hop_ips(table)) {
             self.install();
         }
     }

@@ -240,6 +240,22 @@ fn the_publisher_forwards_with_kernel_neighbours_and_keeps_a_generation_it_canno
     );
     assert_eq!(status.installed, Some(2));
     assert!(status.failures >= 1);
+    // Tried again only when a neighbour changes: refreshes alone add no failures.
+    thread::sleep(Duration::from_millis(350));
+    assert_eq!(publisher.status().failures, status.failures);
+    // An older generation than the installed one is refused.
+    publisher.publish(routes(1, SocketAddrV4::new(IP_B0, 7501)), local());
+    let older = wait_for(&publisher, "generation 1 refused", |s| {
+        s.published == Some(1)
+    });
+    assert!(
+        older
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("older")),
+        "{older:?}"
+    );
+    assert_eq!(older.installed, Some(2));
     send(&frame(KEY, FRAMES));
     let got = collect(&[(7501, &sink_one), (7502, &sink_two)], 1);
     assert_eq!(got.len(), 1);
