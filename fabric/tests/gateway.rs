@@ -25,66 +25,27 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ca_common::{CA_TIMINGS, eventually, get, http, post, wait_bootstrapped};
-use common::{NodeProc, fast_config, start_node};
+use common::{NodeProc, fast_config, python_venv, start_node};
 use serde_json::{Value, json};
 
 fn openai_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai")
 }
 
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The virtual environment's python with the pinned `openai` package, created if missing.
 fn venv_python() -> PathBuf {
     let dir = openai_dir();
-    let python = dir.join(".venv/bin/python");
-    if !python.exists() {
-        if let Err(e) = Command::new("python3").arg("--version").output() {
-            panic!(
-                "python3 is required: this test runs the official openai Python client \
-                 (python3 -m venv, pip install -r fabric/tests/openai/requirements.txt), \
-                 but python3 cannot be run: {e}"
-            );
-        }
-        run(
-            Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(dir.join(".venv")),
-            "python3 -m venv fabric/tests/openai/.venv",
-        );
-    }
-    let has_openai = Command::new(&python)
-        .args(["-c", "import openai"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_openai {
-        run(
-            Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
-                .arg(dir.join("requirements.txt")),
-            "pip install -r fabric/tests/openai/requirements.txt",
-        );
-    }
-    python
+    python_venv(
+        &dir.join(".venv"),
+        &dir.join("requirements.txt"),
+        |python| {
+            Command::new(python)
+                .args(["-c", "import openai"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        },
+    )
 }
 
 /// The mock upstream server, killed when dropped.

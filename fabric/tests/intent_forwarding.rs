@@ -17,7 +17,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// (session, routing key) of every frame the sink received.
 fn frames(sink: &Sink) -> Vec<(u64, u128)> {
@@ -25,17 +25,6 @@ fn frames(sink: &Sink) -> Vec<(u64, u128)> {
         .iter()
         .map(|r| (r.session.0, r.routing_key.0))
         .collect()
-}
-
-async fn post(node: &NodeProc, path: &str, body: &Value) -> Value {
-    let r = reqwest::Client::new()
-        .post(format!("{}{path}", node.admin))
-        .json(body)
-        .send()
-        .await
-        .expect("POST");
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.expect("json")
 }
 
 async fn installed_hops(node: &NodeProc, key: &str) -> usize {
@@ -62,8 +51,7 @@ async fn frames_reach_a_capability_and_fail_over() {
         (&nodes[1], "coder-b", &sink2),
         (&nodes[2], "coder-c", &sink3),
     ] {
-        post(
-            node,
+        node.post_ok(
             "/v1/services",
             &json!({"id": id, "tasks": ["llm.code"], "context_window": 131072,
                     "latency_ms_p50": 100, "latency_ms_p99": 150, "price_micros_per_1k": 100,
@@ -77,7 +65,7 @@ async fn frames_reach_a_capability_and_fail_over() {
     let intent = json!({"task": "llm.code", "min_context": 100000, "k": 2});
     let started = Instant::now();
     let key = loop {
-        let r = post(&nodes[0], "/v1/resolve", &intent).await;
+        let r = nodes[0].post_ok("/v1/resolve", &intent).await;
         let key = r["routing_key"].as_str().expect("key").to_owned();
         if r["candidates"].as_array().map(Vec::len) == Some(2)
             && installed_hops(&nodes[0], &key).await == 2

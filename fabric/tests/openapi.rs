@@ -33,48 +33,13 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis")
 }
 
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The virtual environment's `schemathesis`, installed from the pinned requirements if missing.
 fn schemathesis() -> PathBuf {
     let dir = dir();
-    let venv = dir.join(".venv");
-    let bin = venv.join("bin/schemathesis");
-    if bin.exists() {
-        return bin;
-    }
-    if let Err(e) = Command::new("python3").arg("--version").output() {
-        panic!(
-            "python3 is required: this test runs schemathesis (python3 -m venv, pip install -r \
-             fabric/tests/schemathesis/requirements.txt), but python3 cannot be run: {e}"
-        );
-    }
-    run(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv fabric/tests/schemathesis/.venv",
-    );
-    run(
-        Command::new(venv.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(dir.join("requirements.txt")),
-        "pip install -r fabric/tests/schemathesis/requirements.txt",
-    );
+    let bin = dir.join(".venv/bin/schemathesis");
+    python_venv(&dir.join(".venv"), &dir.join("requirements.txt"), |_| {
+        bin.exists()
+    });
     bin
 }
 

@@ -18,21 +18,10 @@ mod otlp;
 use std::time::{Duration, Instant};
 
 use nexus_api::{Limits, Message};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use common::{NodeProc, fast_config, start_node};
+use common::{fast_config, start_node};
 use otlp::{Received, receiver};
-
-async fn post(node: &NodeProc, path: &str, body: &Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{}{path}", node.admin))
-        .json(body)
-        .send()
-        .await
-        .expect("POST");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
 
 async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F)
 where
@@ -71,7 +60,7 @@ async fn resolves_and_registrations_arrive_as_spans_at_an_otlp_receiver() {
     let sad = json!({"id": "coder-otel", "tasks": ["llm.code"], "model_family": "qwen",
         "context_window": 131072, "latency_ms_p50": 120, "latency_ms_p99": 180,
         "price_micros_per_1k": 500});
-    let (status, body) = post(&n1, "/v1/services", &sad).await;
+    let (status, body) = n1.post("/v1/services", &sad).await;
     assert_eq!(status, 201, "{body}");
     wait_for(
         "node 2 holds the advert",
@@ -85,7 +74,7 @@ async fn resolves_and_registrations_arrive_as_spans_at_an_otlp_receiver() {
     .await;
 
     let intent = json!({"task": "llm.code", "min_context": 32768, "k": 2});
-    let (status, body) = post(&n2, "/v1/resolve", &intent).await;
+    let (status, body) = n2.post("/v1/resolve", &intent).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["candidates"].as_array().map(Vec::len),

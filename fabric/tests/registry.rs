@@ -23,20 +23,9 @@ fn coder(id: &str, context: u64, p50: u64) -> Value {
 
 const INTENT: &str = r#"{"task":"llm.code","min_context":128000,"max_latency_ms":200,"k":3}"#;
 
-async fn post(node: &NodeProc, path: &str, body: &Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{}{path}", node.admin))
-        .json(body)
-        .send()
-        .await
-        .expect("POST");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn resolve_ids(node: &NodeProc) -> Vec<String> {
     let intent: Value = serde_json::from_str(INTENT).expect("intent");
-    let (status, body) = post(node, "/v1/resolve", &intent).await;
+    let (status, body) = node.post("/v1/resolve", &intent).await;
     assert_eq!(status, 200, "{body}");
     body["candidates"]
         .as_array()
@@ -81,21 +70,25 @@ async fn register_on_one_node_resolve_on_another_until_it_dies() {
     let n3 = nodes.pop().expect("node 3");
 
     // The issue's example registration, on node 1, plus a competitor on node 2.
-    let (status, body) = post(
-        &nodes[0],
-        "/v1/services",
-        &json!({"id":"coder-1","tasks":["llm.code"],
+    let (status, body) = nodes[0]
+        .post(
+            "/v1/services",
+            &json!({"id":"coder-1","tasks":["llm.code"],
         "model_family":"qwen","context_window":131072,"latency_ms_p50":120,"latency_ms_p99":180,
         "price_micros_per_1k":500}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["service"]["id"], "coder-1");
     assert!(body["local"].as_bool().expect("local"));
-    let (status, _) = post(&nodes[1], "/v1/services", &coder("coder-2", 200_000, 150)).await;
+    let (status, _) = nodes[1]
+        .post("/v1/services", &coder("coder-2", 200_000, 150))
+        .await;
     assert_eq!(status, 201);
     // Too small a context: must never be returned for this intent.
-    let (status, _) = post(&nodes[1], "/v1/services", &coder("coder-small", 32_768, 40)).await;
+    let (status, _) = nodes[1]
+        .post("/v1/services", &coder("coder-small", 32_768, 40))
+        .await;
     assert_eq!(status, 201);
 
     let n3 = &n3;
@@ -116,7 +109,7 @@ async fn register_on_one_node_resolve_on_another_until_it_dies() {
     // The resolve answer names the node and endpoint, with a score; explain says why.
     let mut intent: Value = serde_json::from_str(INTENT).expect("intent");
     intent["explain"] = json!(true);
-    let (_, body) = post(n3, "/v1/resolve", &intent).await;
+    let (_, body) = n3.post("/v1/resolve", &intent).await;
     let n1_id = nodes[0].get("/v1/node").await["id"].clone();
     let c1 = body["candidates"]
         .as_array()
@@ -173,14 +166,14 @@ async fn registrations_persist_and_leases_expire() {
     let mut node = start_node("solo", &dir.path().join("solo"), &[], &config, None);
     let mut svc = coder("coder-keep", 131_072, 100);
     svc["ttl_s"] = json!(60);
-    assert_eq!(post(&node, "/v1/services", &svc).await.0, 201);
+    assert_eq!(node.post("/v1/services", &svc).await.0, 201);
     // Registering the same id again renews it (200, not 201) with a newer version.
-    let (status, again) = post(&node, "/v1/services", &svc).await;
+    let (status, again) = node.post("/v1/services", &svc).await;
     assert_eq!(status, 200);
     let v1 = again["service"]["version"].as_u64().expect("version");
     let mut short = coder("coder-short", 131_072, 100);
     short["ttl_s"] = json!(5);
-    assert_eq!(post(&node, "/v1/services", &short).await.0, 201);
+    assert_eq!(node.post("/v1/services", &short).await.0, 201);
 
     // Restart: the registration survives (persisted in sled) with a higher version.
     node.sigterm();
@@ -536,13 +529,13 @@ async fn bad_registry_input_is_refused_and_changes_nothing() {
     // Nothing was registered by any of it.
     assert!(fabric_ids(&node).await.is_empty());
     // A trust-constrained intent over an empty registry is fine (and lists nothing).
-    let (status, body) = post(
-        &node,
-        "/v1/resolve",
-        &json!({"task": "llm.code", "require_mic": true, "publishers": ["acme"],
+    let (status, body) = node
+        .post(
+            "/v1/resolve",
+            &json!({"task": "llm.code", "require_mic": true, "publishers": ["acme"],
                 "attested": {"min_score": 800, "require_safety": true}, "explain": true}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["candidates"], json!([]));
 }

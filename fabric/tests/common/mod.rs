@@ -335,3 +335,96 @@ pub async fn expect_problem(response: reqwest::Response, status: u16, kind: &str
     );
     body
 }
+
+impl NodeProc {
+    /// `POST path` with a JSON body: the status and the JSON answer (`null` if it is not JSON).
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.admin))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Asserts that `url` refuses a 2 MiB JSON body with 413 `body-too-large`. The server answers
+/// without reading the rest of the body and closes the connection, so the request gets a client
+/// of its own: a pooled connection would be dead for the caller's next request.
+pub async fn expect_body_too_large(url: &str) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .expect("send");
+    expect_problem(response, 413, "body-too-large").await;
+}
+
+/// Runs `cmd` and asserts it succeeded, printing its output if not; `what` names it.
+pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The python of a virtual environment at `venv` holding the pinned `requirements`: the
+/// environment is created with `python3 -m venv` if missing, and `pip install -r requirements`
+/// runs unless `ready(python)` says the packages are already there. `.ci/run` makes the same
+/// environments ahead of the tests. One caller at a time per process (pip is not safe to run
+/// twice at once on one environment).
+pub fn python_venv(venv: &Path, requirements: &Path, ready: impl Fn(&Path) -> bool) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        if let Err(e) = Command::new("python3").arg("--version").output() {
+            panic!(
+                "python3 is required (python3 -m venv {}, pip install -r {}), but it cannot \
+                 be run: {e}",
+                venv.display(),
+                requirements.display()
+            );
+        }
+        run_ok(
+            Command::new("python3").args(["-m", "venv"]).arg(venv),
+            &format!("python3 -m venv {}", venv.display()),
+        );
+    }
+    if !ready(&python) {
+        run_ok(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(requirements),
+            &format!("pip install -r {}", requirements.display()),
+        );
+    }
+    python
+}
+
+impl NodeProc {
+    /// `POST path` with a JSON body, which must succeed (2xx); its JSON answer.
+    pub async fn post_ok(&self, path: &str, body: &Value) -> Value {
+        let (status, answer) = self.post(path, body).await;
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+        answer
+    }
+}
