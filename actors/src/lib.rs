@@ -1,11 +1,13 @@
-//! Nexus control-plane actors: the node's supervision tree ([`NodeSupervisor`]), the gossip actor
-//! that drives the sans-IO membership core over a real socket ([`GossipActor`]), the node's
-//! metrics, identity key and the environment seams (transport, storage) the simulator swaps out.
+//! Nexus control-plane actors: the node's supervision tree ([`NodeSupervisor`]) and its children
+//! — the gossip actor ([`GossipActor`]), the registry actor ([`RegistryActor`]), the trust actor
+//! ([`TrustActor`]), the session actor ([`SessionActor`]) and the table compiler
+//! ([`TableCompiler`]) — plus the node's metrics, identity key and the environment seams
+//! (transport, storage) the simulator swaps out.
 //!
 //! Actors here own sockets, timers and mailboxes and nothing else; protocol logic lives in the
-//! cores (`nexus-gossip`). Actors talk by messages — there are no locks shared between them. The
-//! admin HTTP server is a child too, but it is defined by the `nexus` binary (`fabric/`), which
-//! composes the tree.
+//! cores (`nexus-gossip`, `nexus-registry`, `nexus-trust-core`, `nexus-stream`). Actors talk by
+//! messages — there are no locks shared between them. The admin HTTP server is a child too, but
+//! it is defined by the `nexus` binary (`fabric/`), which composes the tree.
 //!
 //! The table compiler ([`TableCompiler`]) folds static routes and membership into forwarding-table
 //! generations for the data plane.
