@@ -1,5 +1,6 @@
 //! The Nexus NIC target: the software forwarder's per-frame decision as an XDP program, fed the
-//! same FIB generations, with AF_XDP sockets for the frames it delivers locally.
+//! same FIB generations, with next hops resolved from the kernel's neighbour table and AF_XDP
+//! sockets for the frames it delivers locally.
 //!
 //! What it does: `bpf/nexus_xdp.c` (compiled by `build.rs` with clang) parses
 //! Ethernet/IPv4/UDP and the NexLink header on the forwarder's UDP port and runs the software
@@ -13,12 +14,15 @@
 //! [`FibTable`](nexus_dataplane::fib::FibTable), resolving next hops through [`Neighbours`]),
 //! and reads the counters as a [`ForwarderCounters`](nexus_dataplane::forward::ForwarderCounters).
 //! [`XskSocket`] is an AF_XDP socket (UMEM and its four rings on raw `libc`; copy mode, or
-//! zero-copy with fallback).
+//! zero-copy with fallback). [`KernelNeighbours`] resolves next hops from the kernel's route,
+//! neighbour and link tables over rtnetlink; a next hop whose MAC is not known yet is left to
+//! the kernel's stack (its frames passed unchanged). [`XdpPublisher`] is what a node drives:
+//! a thread that keeps the program on one interface on the latest published generation,
+//! re-resolving next hops and reinstalling when one changes.
 //!
-//! What it does not do: IPv6 underlay, IPv4 options or fragments (passed to the kernel), ECN
-//! marking under congestion (XDP has no queue to watch), resolving neighbours itself (the
-//! caller supplies a [`Neighbours`]), and UDP checksums on forwarded frames (sent as zero,
-//! which IPv4 allows).
+//! What it does not do: IPv6 underlay (nor IPv6 neighbours), IPv4 options or fragments (passed
+//! to the kernel), ECN marking under congestion (XDP has no queue to watch), and UDP checksums
+//! on forwarded frames (sent as zero, which IPv4 allows).
 #![deny(missing_docs)]
 
 mod maps;

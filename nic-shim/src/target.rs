@@ -198,9 +198,12 @@ struct Maps {
 /// The XDP forwarder, loaded into the kernel, with its maps.
 ///
 /// Call order: [`XdpTarget::load`] → [`install`](Self::install) (or
-/// [`install_fib`](Self::install_fib)) per generation, [`rollback`](Self::rollback) to restore
-/// the previous one → [`attach`](Self::attach) to one or more interfaces →
-/// [`counters`](Self::counters) any time. Dropping it detaches every attachment it made.
+/// [`install_fib`](Self::install_fib)) per generation, [`reinstall`](Self::reinstall) when the
+/// installed generation's next hops resolve differently, [`rollback`](Self::rollback) to
+/// restore the previous one → [`attach`](Self::attach) to one or more interfaces →
+/// [`counters`](Self::counters) and [`passed_to_kernel`](Self::passed_to_kernel) any time.
+/// Dropping it detaches every attachment it made. [`crate::XdpPublisher`] drives one from a
+/// thread of its own.
 ///
 /// A generation's entries are written beside the current generation's (every key carries the
 /// install's slot number, a counter of installs), then one update of the `current` array of
