@@ -13,8 +13,8 @@ mod common;
 
 use common::{key, node};
 use nexus_registry::*;
-use nexus_trust_core::mic::{MicBody, SubjectKind};
-use nexus_trust_core::zk::Predicate;
+use nexus_trust::mic::{MicBody, SubjectKind};
+use nexus_trust::zk::Predicate;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
