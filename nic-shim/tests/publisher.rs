@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::{SocketAddrV4, UdpSocket};
+use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -14,7 +15,10 @@ use common::*;
 use nexus_dataplane::fib::{NextHop, RouteSet, RoutingKey};
 use nexus_dataplane::forward::LocalEndpoints;
 use nexus_dataplane::wire::nexlink::Packet;
-use nexus_nic::{XdpError, XdpMode, XdpPublishStatus, XdpPublisher, XdpPublisherConfig};
+use nexus_nic::{
+    XdpConfig, XdpError, XdpLimits, XdpMode, XdpPublishStatus, XdpPublisher, XdpPublisherConfig,
+    XdpTarget,
+};
 use nix::sys::socket::{setsockopt, sockopt};
 
 const KEY: u128 = 0xabcd_0000_0000_0000_0000_0000_0000_0001;
@@ -121,12 +125,21 @@ fn collect_for(sockets: &[(u16, &UdpSocket)], count: usize, wait: Duration) -> V
 }
 
 #[test]
-fn the_publisher_forwards_with_kernel_neighbours_and_keeps_a_generation_it_cannot_replace() {
+fn generic_mode_forwards_with_kernel_neighbours_and_keeps_a_generation_it_cannot_replace() {
+    publish_on_the_bed(XdpMode::Generic, "pg");
+}
+
+#[test]
+fn native_mode_forwards_with_kernel_neighbours_and_keeps_a_generation_it_cannot_replace() {
+    publish_on_the_bed(XdpMode::Native, "pn");
+}
+
+fn publish_on_the_bed(mode: XdpMode, tag: &str) {
     if let Some(reason) = tools_missing() {
         println!("SKIPPED: {reason}");
         return;
     }
-    let bed = Bed::new("p");
+    let bed = Bed::new(tag);
     let [sender_ns, router_ns, sink_ns] = bed.ns.clone();
     let sink_one = bind(&sink_ns, SocketAddrV4::new(IP_B0, 7501));
     let sink_two = bind(&sink_ns, SocketAddrV4::new(IP_B0, 7502));
@@ -138,12 +151,36 @@ fn the_publisher_forwards_with_kernel_neighbours_and_keeps_a_generation_it_canno
             .send_to(datagram, SocketAddrV4::new(IP_A1, PORT))
             .expect("send");
     };
+    // In native mode the far end of the egress pair needs a program of its own to receive
+    // redirected frames: a pass-through, attached from the sink's namespace.
+    // It lives on a thread in that namespace and is detached there when `_keep` is dropped
+    // (also when the test fails).
+    let (_keep, hold) = mpsc::channel::<()>();
+    if mode == XdpMode::Native {
+        let (b0, ns) = (bed.ifindex(SINK, B0), sink_ns.clone());
+        let (ready, attached) = mpsc::channel();
+        thread::spawn(move || {
+            enter(&ns);
+            let mut pass = XdpTarget::load(XdpConfig {
+                port: PORT,
+                source_check: false,
+                limits: XdpLimits::default(),
+            })
+            .expect("load pass-through");
+            pass.attach_pass(b0, XdpMode::Native)
+                .expect("attach pass-through");
+            ready.send(()).expect("test alive");
+            let _ = hold.recv();
+            drop(pass);
+        });
+        attached.recv().expect("pass-through attached");
+    }
     // The sink's interface is down: the router's kernel cannot resolve the sink's MAC yet.
     run(&["ip", "-n", &sink_ns, "link", "set", B0, "down"]);
 
     let publisher = in_ns(&router_ns, || {
         XdpPublisher::spawn(XdpPublisherConfig {
-            mode: XdpMode::Generic,
+            mode,
             source_check: false,
             neighbour_refresh: Duration::from_millis(100),
             ..XdpPublisherConfig::new(A1, PORT)
