@@ -117,7 +117,8 @@ struct Shared {
     wake: Condvar,
 }
 
-/// The handle; dropping it stops the thread, which detaches the program.
+/// The handle; dropping it stops the thread, which detaches the program (the drop waits for
+/// an install in progress to finish).
 #[derive(Debug)]
 pub struct XdpPublisher {
     shared: Arc<Shared>,
@@ -129,7 +130,8 @@ impl XdpPublisher {
     /// Loads the program, attaches it to `config.interface` and starts the thread. Errors
     /// (no such interface, not permitted — loading needs root or `CAP_BPF` and
     /// `CAP_NET_ADMIN` — or XDP not supported in that mode) are returned here, with nothing
-    /// left attached. Until the first generation is installed the program drops every frame to
+    /// left attached. It blocks until the program is attached (loading takes tens of
+    /// milliseconds). Until the first generation is installed the program drops every frame to
     /// the port as `no_route`, except local keys, which none are yet.
     pub fn spawn(config: XdpPublisherConfig) -> Result<XdpPublisher, XdpError> {
         let shared = Arc::new(Shared::default());
