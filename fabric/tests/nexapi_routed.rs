@@ -193,8 +193,17 @@ async fn routed_calls_reach_a_replica_picked_by_the_data_plane() {
         );
     }
 
-    // Replica b stops: its route is withdrawn, and every new flow lands on a.
+    // The pooled session lands on b; then b stops (closing its sessions, withdrawing its
+    // route): the next call, on the pooled session, fails over to a new flow, which reaches a.
+    while new_flow_call(&client).await != "b" {}
     b.stop().await.expect("stop b");
+    let out = client
+        .infer(&intent("llm.chat"), "tiny", Bytes::from_static(b"y"))
+        .await
+        .expect("a call after its replica stopped");
+    assert_eq!(out.as_ref(), b"a:y");
+
+    // b's route is withdrawn, and every new flow lands on a.
     let deadline = Instant::now() + Duration::from_secs(15);
     while hops(&n1, &key).await != 1 {
         // Resolving keeps the class tracked, so its route is recompiled without b.

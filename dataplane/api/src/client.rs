@@ -92,7 +92,7 @@ type TensorAcks = Mutex<HashMap<(SessionId, u64), oneshot::Sender<Result<(), Api
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    config: ClientConfig,
+    pub(crate) config: ClientConfig,
     pub(crate) node: NodeClient,
     pub(crate) transport: Transport,
     pub(crate) routed: crate::routed::Routed,

@@ -114,7 +114,16 @@ impl Client {
             ));
         }
         self.inner.routed.learn(answer.routing_key, &usable);
-        Ok(usable)
+        // Each entry is one attempt on the class's session (a failed attempt's session is gone
+        // from the pool, so the next opens a new flow): as many attempts as failovers allow,
+        // however few replicas the answer names.
+        let attempts = self.inner.config.failovers as usize + 1;
+        Ok(usable
+            .iter()
+            .cycle()
+            .take(attempts.max(usable.len()))
+            .cloned()
+            .collect())
     }
 
     /// The routed session of `candidate`'s class: pooled, or opened through the local node's
