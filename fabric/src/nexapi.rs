@@ -23,18 +23,21 @@
 //! Each of these failures counts in `nexus_api_errors_total{reason}`; answered resolves count in
 //! `nexus_api_resolve_total` and `nexus_api_resolve_seconds` (those answered from the answer
 //! cache below also in `nexus_api_resolve_cached_total`). Nothing a datagram holds can stop
-//! the endpoint. One task receives and answers the datagrams in turn, as dnsmasq does; further
-//! datagrams wait in the socket's receive buffer (and the kernel drops what does not fit, as
-//! for any UDP server). Several tasks reading one tokio socket would all be woken by every
-//! datagram; one task avoids that, and a resolve occupies it for tens of microseconds.
+//! the endpoint. One thread of its own receives the datagrams, blocked on the socket as
+//! dnsmasq is (a datagram wakes it directly, not through the async runtime), and answers those
+//! the answer cache below holds; it hands every other datagram to one async task, which asks
+//! the registry actor and answers it (at most [`MISSES_QUEUED_MAX`] wait for it; beyond that a
+//! datagram is dropped and counted as `registry`). Further datagrams wait in the socket's
+//! receive buffer (and the kernel drops what does not fit, as for any UDP server).
 //!
 //! Host IPs come from a copy of the member list the task keeps for up to [`MEMBERS_MAX_AGE`]
 //! (re-read sooner when a candidate's node is missing from it), so a resolve costs at most one
 //! round trip to the registry actor and none to the gossip actor.
 //!
-//! **Answer cache.** The task keeps the registry's answer per intent (the `RESOLVE` datagram
-//! without its call id; at most [`ANSWER_CACHE_ENTRIES_MAX`] intents) and answers a repeated
-//! intent from it, on its own task, without waiting for the registry actor, while both hold:
+//! **Answer cache.** The task keeps the encoded `ANSWER` per intent (keyed by the `RESOLVE`
+//! datagram without its call id; at most [`ANSWER_CACHE_ENTRIES_MAX`] intents), and the thread
+//! answers a datagram equal to a cached intent but for its call id with it (the call id patched
+//! in), without the task or the registry actor, while both hold:
 //! - the registry has not changed since: the registry actor bumps a shared counter
 //!   ([`nexus_actors::RegistryChanges`]) before it handles anything that can change an answer
 //!   (registrations, load updates, adverts, trust updates, its timers) and when it restarts;
@@ -53,8 +56,9 @@
 //! for it (`[api] listen`).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -68,6 +72,7 @@ use nexus_registry::Intent;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -78,6 +83,11 @@ pub const ANSWER_BYTES_MAX: usize = 65_000;
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the endpoint uses its copy of the member list (for candidates' host IPs).
 pub const MEMBERS_MAX_AGE: Duration = Duration::from_secs(1);
+/// Datagrams the receiving thread hands to the task before it drops them.
+pub const MISSES_QUEUED_MAX: usize = 256;
+/// How long the receiving thread waits on a quiet socket before it looks whether it should
+/// stop (its actor stopped), milliseconds.
+const STOP_CHECK_MS: u16 = 100;
 /// Most intents whose answers the endpoint keeps (see the module doc); when full, the oldest
 /// answer goes.
 pub const ANSWER_CACHE_ENTRIES_MAX: usize = 1024;
@@ -232,14 +242,17 @@ pub enum ApiMsg {
     ReceiveFailed(String),
 }
 
-/// Owns the serving task.
+/// Owns the serving task and the receiving thread.
 #[derive(Debug)]
 pub struct ApiState {
     server: JoinHandle<()>,
+    /// Set when the actor stops: the receiving thread ends within [`STOP_CHECK_MS`].
+    stop: Arc<AtomicBool>,
 }
 
 impl Drop for ApiState {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
         self.server.abort();
     }
 }
@@ -259,6 +272,21 @@ impl Actor for ApiActor {
         myself: ActorRef<ApiMsg>,
         (args, supervisor): (ApiArgs, ActorRef<SupervisorMsg>),
     ) -> Result<ApiState, ActorProcessingErr> {
+        let cache = Arc::new(Mutex::new(AnswerCache::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (misses_tx, misses) = mpsc::channel(MISSES_QUEUED_MAX);
+        let receiver = Receiver {
+            socket: args.socket.clone(),
+            metrics: args.metrics.clone(),
+            changes: args.registry_changes.clone(),
+            cache: cache.clone(),
+            misses: misses_tx,
+            stop: stop.clone(),
+            actor: myself.clone(),
+        };
+        std::thread::Builder::new()
+            .name("nexapi-recv".into())
+            .spawn(move || receiver.run())?;
         let handler = Handler {
             socket: args.socket,
             metrics: args.metrics,
@@ -268,10 +296,11 @@ impl Actor for ApiActor {
             hosts: BTreeMap::new(),
             hosts_read: None,
             changes: args.registry_changes,
-            cache: AnswerCache::default(),
+            cache,
         };
         Ok(ApiState {
-            server: tokio::spawn(handler.serve(myself)),
+            server: tokio::spawn(handler.serve(misses)),
+            stop,
         })
     }
 
@@ -300,13 +329,137 @@ struct Handler {
     hosts: BTreeMap<NodeId, IpAddr>,
     hosts_read: Option<Instant>,
     changes: RegistryChanges,
-    cache: AnswerCache,
+    cache: Arc<Mutex<AnswerCache>>,
 }
 
-/// One cached answer: the registry's resolution, the change count read before it was asked,
-/// and when it was stored.
+/// A datagram the receiving thread did not answer, with its sender and when it arrived.
+type Miss = (Bytes, SocketAddr, Instant);
+
+/// The receiving thread: receives every datagram, answers cache hits, hands the rest to the
+/// task.
+struct Receiver {
+    socket: Arc<UdpSocket>,
+    metrics: NodeMetrics,
+    changes: RegistryChanges,
+    cache: Arc<Mutex<AnswerCache>>,
+    misses: mpsc::Sender<Miss>,
+    stop: Arc<AtomicBool>,
+    actor: ActorRef<ApiMsg>,
+}
+
+impl Receiver {
+    fn run(self) {
+        use std::os::fd::{AsFd, AsRawFd};
+
+        use nix::errno::Errno;
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::socket::{MsgFlags, SockaddrStorage, recvfrom, sendto};
+
+        let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
+        let fd = self.socket.as_fd();
+        let fail = |e: Errno| {
+            let _ = self
+                .actor
+                .send_message(ApiMsg::ReceiveFailed(e.to_string()));
+        };
+        while !self.stop.load(Ordering::Acquire) {
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(STOP_CHECK_MS)) {
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => return fail(e),
+            }
+            // The socket is non-blocking (tokio's): take what it holds, then wait again.
+            loop {
+                let (n, from) = match recvfrom::<SockaddrStorage>(fd.as_raw_fd(), &mut buf) {
+                    Ok((n, Some(addr))) => match socket_addr(&addr) {
+                        Some(from) => (n, from),
+                        None => continue,
+                    },
+                    Ok((_, None)) | Err(Errno::EINTR) => continue,
+                    Err(Errno::EAGAIN) => break,
+                    Err(e) => return fail(e),
+                };
+                let received = Instant::now();
+                let datagram = &buf[..n];
+                let hit = cache_key(datagram).and_then(|key| {
+                    let changes = self.changes.current();
+                    match lock(&self.cache).lookup(&key, changes, received) {
+                        Cached::Hit(answer) => Some(answer),
+                        Cached::Miss => None,
+                    }
+                });
+                if let Some(mut answer) = hit {
+                    answer[2..10].copy_from_slice(&datagram[2..10]);
+                    let to = SockaddrStorage::from(from);
+                    match sendto(fd.as_raw_fd(), &answer, &to, MsgFlags::MSG_DONTWAIT) {
+                        Ok(_) => {
+                            self.metrics.api_resolve.inc();
+                            self.metrics.api_resolve_cached.inc();
+                            self.metrics
+                                .api_resolve_seconds
+                                .observe(received.elapsed().as_secs_f64());
+                        }
+                        Err(e) => {
+                            count(&self.metrics, "send");
+                            tracing::debug!(%from, %e, "NexAPI answer not sent");
+                        }
+                    }
+                    continue;
+                }
+                let miss = (Bytes::copy_from_slice(datagram), from, received);
+                if self.misses.try_send(miss).is_err() {
+                    // The task is behind (the registry is slow) or gone: like a full socket
+                    // buffer, the datagram is dropped; the client retries.
+                    count(&self.metrics, "registry");
+                }
+            }
+        }
+    }
+}
+
+/// The address of a datagram's sender.
+fn socket_addr(addr: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    addr.as_sockaddr_in()
+        .map(|v4| SocketAddr::from(*v4))
+        .or_else(|| addr.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+}
+
+/// The cache key of a datagram that may be a `RESOLVE`: its bytes with the call id (bytes
+/// 2..10) left out; `None` when it cannot be one. Only keys of datagrams that decoded as a
+/// `RESOLVE` are stored, so a datagram whose key is found is that `RESOLVE` with another call
+/// id.
+fn cache_key(datagram: &[u8]) -> Option<Vec<u8>> {
+    match datagram {
+        [VERSION, KIND_RESOLVE, ..] if datagram.len() > 10 => {
+            let mut key = Vec::with_capacity(datagram.len() - 8);
+            key.extend_from_slice(&datagram[..2]);
+            key.extend_from_slice(&datagram[10..]);
+            Some(key)
+        }
+        _ => None,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a consistent cache (every method completes its
+    // change before it can panic): keep using it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn count(metrics: &NodeMetrics, reason: &str) {
+    metrics
+        .api_errors
+        .get_or_create(&nexus_actors::metrics::ReasonLabel {
+            reason: reason.to_owned(),
+        })
+        .inc();
+}
+
+/// One cached answer: the encoded `ANSWER` (call id 0), the change count read before the
+/// registry was asked, and when it was stored.
 struct CachedAnswer {
-    keyed: KeyedResolution,
+    answer: Vec<u8>,
     changes: u64,
     stored: Instant,
 }
@@ -320,22 +473,13 @@ struct AnswerCache {
 
 /// What the cache says about an intent.
 enum Cached {
-    /// A valid answer.
-    Hit(KeyedResolution),
+    /// A valid answer, encoded, its call id 0.
+    Hit(Vec<u8>),
     /// No valid answer: ask the registry.
     Miss,
 }
 
 impl AnswerCache {
-    /// The cache key of a `RESOLVE` datagram: its bytes with the call id (bytes 2..10) left
-    /// out. Only called on datagrams that decoded as a `RESOLVE`, so they are longer than 10.
-    fn key(datagram: &[u8]) -> Vec<u8> {
-        let mut key = Vec::with_capacity(datagram.len() - 8);
-        key.extend_from_slice(&datagram[..2]);
-        key.extend_from_slice(&datagram[10..]);
-        key
-    }
-
     fn lookup(&mut self, key: &[u8], changes: u64, now: Instant) -> Cached {
         let Some(entry) = self.entries.get(key) else {
             return Cached::Miss;
@@ -344,10 +488,10 @@ impl AnswerCache {
             self.entries.remove(key);
             return Cached::Miss;
         }
-        Cached::Hit(entry.keyed.clone())
+        Cached::Hit(entry.answer.clone())
     }
 
-    fn store(&mut self, key: Vec<u8>, keyed: KeyedResolution, changes: u64, now: Instant) {
+    fn store(&mut self, key: Vec<u8>, answer: Vec<u8>, changes: u64, now: Instant) {
         if self.entries.len() >= ANSWER_CACHE_ENTRIES_MAX && !self.entries.contains_key(&key) {
             // Stale entries first; otherwise the oldest (lowest key among equals).
             self.entries.retain(|_, e| {
@@ -367,7 +511,7 @@ impl AnswerCache {
         self.entries.insert(
             key,
             CachedAnswer {
-                keyed,
+                answer,
                 changes,
                 stored: now,
             },
@@ -376,18 +520,9 @@ impl AnswerCache {
 }
 
 impl Handler {
-    async fn serve(mut self, actor: ActorRef<ApiMsg>) {
-        let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
-        loop {
-            let (n, from) = match self.socket.recv_from(&mut buf).await {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = actor.send_message(ApiMsg::ReceiveFailed(e.to_string()));
-                    return;
-                }
-            };
-            let received = Instant::now();
-            let datagram = Bytes::copy_from_slice(&buf[..n]);
+    /// Answers the datagrams the receiving thread hands over, one at a time.
+    async fn serve(mut self, mut misses: mpsc::Receiver<Miss>) {
+        while let Some((datagram, from, received)) = misses.recv().await {
             let Some(reply) = self.answer(&datagram).await else {
                 continue;
             };
@@ -409,12 +544,7 @@ impl Handler {
     }
 
     fn count(&self, reason: &str) {
-        self.metrics
-            .api_errors
-            .get_or_create(&nexus_actors::metrics::ReasonLabel {
-                reason: reason.to_owned(),
-            })
-            .inc();
+        count(&self.metrics, reason);
     }
 
     /// The message answering `datagram`, if any.
@@ -433,27 +563,11 @@ impl Handler {
         };
         let span = tracing::debug_span!(target: crate::telemetry::TARGET, "nexapi.resolve",
             call, task = %intent.task, k = intent.k, candidates = tracing::field::Empty,
-            results = tracing::field::Empty, cached = tracing::field::Empty);
-        let key = AnswerCache::key(datagram);
+            results = tracing::field::Empty);
         let now = Instant::now();
         // Read before the registry is asked (see the module doc).
         let changes = self.changes.current();
-        let resolved = match self.cache.lookup(&key, changes, now) {
-            Cached::Hit(keyed) => {
-                span.record("cached", true);
-                self.metrics.api_resolve_cached.inc();
-                Some(keyed)
-            }
-            Cached::Miss => {
-                span.record("cached", false);
-                let resolved =
-                    tracing::Instrument::instrument(self.resolve(intent), span.clone()).await;
-                if let Some(keyed) = &resolved {
-                    self.cache.store(key, keyed.clone(), changes, now);
-                }
-                resolved
-            }
-        };
+        let resolved = tracing::Instrument::instrument(self.resolve(intent), span.clone()).await;
         if let Some(keyed) = &resolved {
             span.record("candidates", keyed.resolution.considered);
             span.record("results", keyed.resolution.candidates.len());
@@ -467,12 +581,16 @@ impl Handler {
             )));
         };
         self.refresh_hosts(&keyed).await;
-        Some(Message::Answer(build_answer(
-            call,
-            keyed,
-            &self.hosts,
-            ANSWER_BYTES_MAX,
-        )))
+        let answer = build_answer(call, keyed, &self.hosts, ANSWER_BYTES_MAX);
+        if let Some(key) = cache_key(datagram) {
+            let cached = Message::Answer(ResolveAnswer {
+                call: 0,
+                ..answer.clone()
+            })
+            .encode();
+            lock(&self.cache).store(key, cached.to_vec(), changes, now);
+        }
+        Some(Message::Answer(answer))
     }
 
     async fn lookup<M: ractor::Message>(&self, child: &str) -> Option<ActorRef<M>> {
@@ -673,66 +791,47 @@ mod tests {
         }
     }
 
-    fn services(keyed: &KeyedResolution) -> Vec<&str> {
-        keyed
-            .resolution
-            .candidates
-            .iter()
-            .map(|c| c.service.as_str())
-            .collect()
-    }
-
     #[test]
     fn the_answer_cache_holds_an_answer_until_the_registry_changes_or_it_ages() {
         let t0 = Instant::now();
         let mut cache = AnswerCache::default();
-        let datagram = Message::Resolve {
-            call: 7,
-            intent: Box::new(Intent::new("llm.code")),
-        }
-        .encode();
-        let other_call = Message::Resolve {
-            call: 8,
-            intent: Box::new(Intent::new("llm.code")),
-        }
-        .encode();
-        let key = AnswerCache::key(&datagram);
+        let resolve = |call: u64, task: &str| {
+            Message::Resolve {
+                call,
+                intent: Box::new(Intent::new(task)),
+            }
+            .encode()
+        };
+        let key = cache_key(&resolve(7, "llm.code")).expect("a RESOLVE has a key");
         assert_eq!(
-            key,
-            AnswerCache::key(&other_call),
+            Some(&key),
+            cache_key(&resolve(8, "llm.code")).as_ref(),
             "the call id is not part of the key"
         );
+        // Only what can be a RESOLVE has a key.
+        assert_eq!(cache_key(&resolve(7, "llm.code")[..10]), None);
+        let hello = Message::Hello(nexus_api::wire::Hello {
+            version_min: 1,
+            version_max: 1,
+            agent: "t".into(),
+        })
+        .encode();
+        assert_eq!(cache_key(&hello), None);
         assert!(matches!(cache.lookup(&key, 5, t0), Cached::Miss));
-        cache.store(
-            key.clone(),
-            keyed(vec![ranked("a", 1, 1, 0.9)], vec![None]),
-            5,
-            t0,
-        );
+        cache.store(key.clone(), b"answer a".to_vec(), 5, t0);
         // Same count, younger than the age bound: a hit.
         match cache.lookup(&key, 5, t0 + Duration::from_millis(1)) {
-            Cached::Hit(keyed) => assert_eq!(services(&keyed), ["a"]),
+            Cached::Hit(answer) => assert_eq!(answer, b"answer a"),
             Cached::Miss => panic!("a fresh answer missed"),
         }
         // Another intent is another entry.
-        let other = AnswerCache::key(
-            &Message::Resolve {
-                call: 7,
-                intent: Box::new(Intent::new("llm.chat")),
-            }
-            .encode(),
-        );
+        let other = cache_key(&resolve(7, "llm.chat")).expect("key");
         assert!(matches!(cache.lookup(&other, 5, t0), Cached::Miss));
         // A change of the registry voids it (and removes it).
         assert!(matches!(cache.lookup(&key, 6, t0), Cached::Miss));
         assert!(matches!(cache.lookup(&key, 5, t0), Cached::Miss));
         // So does age.
-        cache.store(
-            key.clone(),
-            keyed(vec![ranked("b", 1, 1, 0.9)], vec![None]),
-            6,
-            t0,
-        );
+        cache.store(key.clone(), b"answer b".to_vec(), 6, t0);
         assert!(matches!(
             cache.lookup(
                 &key,
@@ -754,11 +853,11 @@ mod tests {
         let key = |i: usize| i.to_be_bytes().to_vec();
         for i in 0..ANSWER_CACHE_ENTRIES_MAX {
             let at = t0 + Duration::from_micros(i as u64);
-            cache.store(key(i), keyed(vec![], vec![]), 1, at);
+            cache.store(key(i), vec![], 1, at);
         }
         assert_eq!(cache.entries.len(), ANSWER_CACHE_ENTRIES_MAX);
         let late = t0 + Duration::from_millis(1);
-        cache.store(key(usize::MAX), keyed(vec![], vec![]), 1, late);
+        cache.store(key(usize::MAX), vec![], 1, late);
         assert_eq!(cache.entries.len(), ANSWER_CACHE_ENTRIES_MAX);
         assert!(matches!(cache.lookup(&key(0), 1, late), Cached::Miss));
         assert!(matches!(cache.lookup(&key(1), 1, late), Cached::Hit(_)));
@@ -767,7 +866,7 @@ mod tests {
             Cached::Hit(_)
         ));
         // Stale answers go first, all at once.
-        cache.store(key(usize::MAX - 1), keyed(vec![], vec![]), 2, late);
+        cache.store(key(usize::MAX - 1), vec![], 2, late);
         assert_eq!(cache.entries.len(), 1);
     }
 
