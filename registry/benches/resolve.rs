@@ -29,8 +29,8 @@ use nexus_registry::{
     Advert, AdvertBody, Attested, Coord, Credentials, Intent, Preferences, Registry,
     ResolveContext, Sad, ServiceKey, TrustContext, TrustUpdate, TrustVerdict, Verified, node_id_of,
 };
-use nexus_trust::mic::{MicBody, SubjectKind};
-use nexus_trust::zk::{ATTESTATION_CIRCUIT_ID, Attestation, Opening, Predicate, Properties};
+use nexus_trust_core::mic::{MicBody, SubjectKind};
+use nexus_trust_core::zk::{ATTESTATION_CIRCUIT_ID, Attestation, Opening, Predicate, Properties};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -147,7 +147,7 @@ struct Trust {
 fn trust() -> Trust {
     use rand_08::SeedableRng as _;
     let mut rng = rand_08::rngs::StdRng::seed_from_u64(5);
-    let keys = nexus_trust::zk::setup(&mut rng).unwrap();
+    let keys = nexus_trust_core::zk::setup(&mut rng).unwrap();
     let opening = Opening::new(Properties::new(900, true, 1).unwrap(), &mut rng);
     let predicate = Predicate {
         min_score: 800,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use nexus_trust::verify::{Credentials, CredentialsError};
+use nexus_trust_core::verify::{Credentials, CredentialsError};
 
 use crate::NodeId;
 use crate::sad::{DecodeError, SAD_BYTES_MAX, SERVICE_ID_BYTES_MAX, Sad, SadError, check_token};

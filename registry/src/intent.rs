@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use nexus_trust::mic::PUBLISHER_BYTES_MAX;
-use nexus_trust::zk::SCORE_MAX;
+use nexus_trust_core::mic::PUBLISHER_BYTES_MAX;
+use nexus_trust_core::zk::SCORE_MAX;
 use serde::{Deserialize, Serialize};
 
 use crate::sad::{

@@ -13,8 +13,8 @@
 //! gossip overlay (`nexus-gossip`) carries its adverts and digests.
 //!
 //! Trust: a live advert may carry the service's credentials (MIC + attestations,
-//! `nexus_trust::verify::Credentials`). Each node verifies them against its own
-//! `nexus_trust::verify::TrustContext` (batched, once per credential, see [`RegistryNode`]) and
+//! `nexus_trust_core::verify::Credentials`). Each node verifies them against its own
+//! `nexus_trust_core::verify::TrustContext` (batched, once per credential, see [`RegistryNode`]) and
 //! keeps a [`TrustVerdict`] per record; intents can require a verified MIC, a publisher or an
 //! attested predicate, and records whose credentials fail are excluded with the reason.
 //!
@@ -56,8 +56,8 @@ pub use intent::{
     PUBLISHERS_MAX, Preferences, WEIGHT_MAX,
 };
 /// The trust types the registry's API speaks (re-exported so drivers need no direct
-/// `nexus-trust` dependency).
-pub use nexus_trust::verify::{
+/// `nexus-trust-core` dependency).
+pub use nexus_trust_core::verify::{
     Credentials, CredentialsError, CredentialsJson, TrustContext, TrustReject, TrustUpdate,
     UpdateReport, Verified,
 };

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use nexus_gossip::{MemberState, MemberView};
-use nexus_trust::verify::{Credentials, TrustContext, TrustReject, TrustUpdate, UpdateReport};
+use nexus_trust_core::verify::{Credentials, TrustContext, TrustReject, TrustUpdate, UpdateReport};
 use rand_08::SeedableRng;
 use rand_08::rngs::StdRng;
 use sha2::Digest as _;

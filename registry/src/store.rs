@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
-use nexus_trust::verify::Credentials;
+use nexus_trust_core::verify::Credentials;
 
 use crate::advert::{Advert, AdvertBody, AdvertError, SignedAdvert, node_id_of};
 use crate::digest::{Digest, OriginSummary, record_hash};

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use nexus_trust::verify::{TrustReject, Verified};
+use nexus_trust_core::verify::{TrustReject, Verified};
 
 use crate::Millis;
 

@@ -11,12 +11,12 @@ use nexus_registry::{
     MemoryStore, NodeError, Output, RegistryNode, RegistryStore, Resolution, ResolveContext, Sad,
     ServiceKey, SignedAdvert, TrustVerdict, node_id_of,
 };
-use nexus_trust::ca::{CaState, Command, Response, VALIDITY_MS_MIN};
-use nexus_trust::mic::Mic;
-use nexus_trust::revocation::RevocationReason;
-use nexus_trust::testkit;
-use nexus_trust::verify::{Credentials, TrustReject, TrustUpdate};
-use nexus_trust::zk::{Attestation, Opening, ProvingKey};
+use nexus_trust_core::ca::{CaState, Command, Response, VALIDITY_MS_MIN};
+use nexus_trust_core::mic::Mic;
+use nexus_trust_core::revocation::RevocationReason;
+use nexus_trust_core::testkit;
+use nexus_trust_core::verify::{Credentials, TrustReject, TrustUpdate};
+use nexus_trust_core::zk::{Attestation, Opening, ProvingKey};
 
 /// Unix time (ms) of registry time 0 in these tests.
 const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -439,7 +439,7 @@ fn revocation_is_rechecked_at_resolve_time_even_before_the_verdict_changes() {
     b.flush_trust(20);
     // Resolve against a context that knows the revocation while the registry's verdicts do not
     // (what a resolve sees between an update's arrival and its re-evaluation).
-    let mut ctx_trust = nexus_trust::verify::TrustContext::new();
+    let mut ctx_trust = nexus_trust_core::verify::TrustContext::new();
     ctx_trust.apply_update(&TrustUpdate::from_ca_state(&revoked_ca(ACME), 0), EPOCH_MS);
     let ctx = ResolveContext {
         now: 30,

@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use nexus_trust::verify::{TrustReject, Verified};
+use nexus_trust_core::verify::{TrustReject, Verified};
 
 use crate::index::{Row, Summary, hash_bit, modality_bit, str_hash};
 use crate::intent::{Intent, PUBLISHERS_MAX};
@@ -750,8 +750,8 @@ mod tests {
     use super::*;
     use crate::intent::Attested;
     use crate::trust::TrustVerdict;
-    use nexus_trust::mic::SubjectKind;
-    use nexus_trust::zk::Predicate;
+    use nexus_trust_core::mic::SubjectKind;
+    use nexus_trust_core::zk::Predicate;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     use std::sync::Arc;
