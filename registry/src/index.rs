@@ -9,7 +9,16 @@
 //!   p50/p99, smallest price, lease end, modality/MIC/region/family/publisher presence, best
 //!   attested scores). Resolve walks
 //!   the tree best-first by an upper bound of the score (see `resolve.rs`) and stops once the
-//!   k-th best candidate beats every bound left; constraints prune whole subtrees.
+//!   k-th best candidate beats every bound left; constraints prune whole subtrees;
+//! - the same rows again in one tree per [`Part`] (region, context-window bucket, verified
+//!   credentials, MIC publisher): an intent constraining one of these searches only the
+//!   partition(s) that can meet it, whose bounds are over those rows alone;
+//! - the same rows grouped by coordinate ([`Group`]), for intents where proximity outweighs the
+//!   other terms: one distance per group gives every row's exact proximity term.
+//!
+//! Each row is stored four to six times (all, region, context, and MIC and publisher when it
+//! has verified credentials, plus its group): memory and insert cost are traded for resolve
+//! time.
 //!
 //! The tree is maintained incrementally: an insert descends to a leaf and widens the summaries
 //! on its path; a leaf past [`LEAF_ROWS_MAX`] rows splits at the median of its widest feature;
@@ -29,7 +38,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use nexus_trust_core::verify::Verified;
+use nexus_trust::verify::Verified;
 
 use crate::Millis;
 use crate::resolve::static_terms;
@@ -639,10 +648,300 @@ fn widest_feature(pairs: &[(Row, ServiceKey)]) -> usize {
     best
 }
 
+/// A subset of a task's rows kept in a tree of its own, so a selective intent searches only
+/// the rows that can meet its most selective constraint and the tree's bounds are over those
+/// rows alone (a node's score bound over all rows is loose when few pass).
+///
+/// Every row is in one `Region` and one `Context` partition; rows with verified credentials are
+/// also in `Mic` and in the `Publisher` partition of their MIC's publisher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Part {
+    /// Rows whose region has this [`str_hash`].
+    Region(u64),
+    /// Rows whose context window has this bit length (`u32::BITS - leading_zeros`): a bucket
+    /// `2^(b-1) ..= 2^b - 1`, so `context_window >= min` only holds in buckets `>= ctx_bucket(min)`.
+    Context(u8),
+    /// Rows with verified credentials (every credentials constraint needs them).
+    Mic,
+    /// Rows with verified credentials from a publisher with this [`str_hash`].
+    Publisher(u64),
+}
+
+/// The [`Part::Context`] bucket of a context window.
+pub(crate) fn ctx_bucket(context_window: u32) -> u8 {
+    (u32::BITS - context_window.leading_zeros()) as u8
+}
+
+impl Part {
+    /// The partitions a row belongs to (2 or 4).
+    fn of(row: &Row) -> ([Part; 4], usize) {
+        let mut parts = [
+            Part::Region(row.region),
+            Part::Context(ctx_bucket(row.context_window)),
+            Part::Mic,
+            Part::Mic,
+        ];
+        let len = if row.verified.is_some() {
+            parts[3] = Part::Publisher(row.publisher);
+            4
+        } else {
+            2
+        };
+        (parts, len)
+    }
+}
+
+/// A coordinate's bits (the key rows are grouped by; `None`: no coordinate).
+type CoordBits = Option<[u32; VIVALDI_DIMENSIONS + 2]>;
+
+fn coord_bits(c: Option<&PackedCoord>) -> CoordBits {
+    c.map(|c| {
+        let mut bits = [0u32; VIVALDI_DIMENSIONS + 2];
+        for (b, x) in bits.iter_mut().zip(c.vec) {
+            *b = x.to_bits();
+        }
+        bits[VIVALDI_DIMENSIONS] = c.height.to_bits();
+        bits[VIVALDI_DIMENSIONS + 1] = c.adjustment.to_bits();
+        bits
+    })
+}
+
+/// A task's rows that share one coordinate (usually one origin node's services): one distance
+/// gives the exact proximity term of every row in it.
+///
+/// Rows are kept in descending order of the sum of their static terms, and `suffix_max[i]` is
+/// the largest of each static term over `rows[i..]`: a scan can stop at the first row whose
+/// suffix bound is below the k-th best score, whatever the intent's weights.
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub(crate) coord: Option<PackedCoord>,
+    /// Of the rows below.
+    pub(crate) summary: Summary,
+    pub(crate) rows: Vec<Row>,
+    pub(crate) keys: Vec<ServiceKey>,
+    pub(crate) suffix_max: Vec<[f64; 3]>,
+}
+
+impl Group {
+    /// Where a row goes: after every row with a larger terms sum (ties: by key).
+    fn position(&self, row: &Row, key: &ServiceKey) -> usize {
+        let sum = terms_sum(row);
+        let start = self.rows.partition_point(|r| terms_sum(r) > sum);
+        start
+            + self.rows[start..]
+                .iter()
+                .zip(&self.keys[start..])
+                .take_while(|(r, k)| terms_sum(r) == sum && *k < key)
+                .count()
+    }
+
+    /// Recomputes `suffix_max` and the summary after a change (O(rows): a group is one origin's
+    /// services carrying the task, bounded by the per-origin capacity).
+    fn refresh(&mut self) {
+        self.summary = Summary::of_rows(&self.rows);
+        self.suffix_max.clear();
+        self.suffix_max
+            .resize(self.rows.len(), [f64::NEG_INFINITY; 3]);
+        let mut max = [f64::NEG_INFINITY; 3];
+        for (i, row) in self.rows.iter().enumerate().rev() {
+            for (m, t) in max.iter_mut().zip(row.terms) {
+                *m = m.max(t);
+            }
+            self.suffix_max[i] = max;
+        }
+    }
+}
+
+/// The order key of a row in its [`Group`].
+fn terms_sum(row: &Row) -> f64 {
+    row.terms[0] + row.terms[1] + row.terms[2]
+}
+
+/// One task's rows: the tree over all of them, the same rows again in one tree per [`Part`]
+/// they belong to, and once more grouped by coordinate (for intents where proximity weighs
+/// more than the other terms together).
+#[derive(Debug)]
+pub(crate) struct TaskIndex {
+    pub(crate) all: TaskRows,
+    pub(crate) parts: BTreeMap<Part, TaskRows>,
+    pub(crate) groups: BTreeMap<CoordBits, Group>,
+}
+
+impl TaskIndex {
+    fn new() -> TaskIndex {
+        TaskIndex {
+            all: TaskRows::new(),
+            parts: BTreeMap::new(),
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// Live entries carrying the task.
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// The partition's rows, if any row belongs to it.
+    pub(crate) fn part(&self, part: Part) -> Option<&TaskRows> {
+        self.parts.get(&part)
+    }
+
+    /// The context partitions holding windows `>= min` (and some below it in the first one).
+    pub(crate) fn context_from(&self, min: u32) -> impl Iterator<Item = &TaskRows> {
+        self.parts
+            .range(Part::Context(ctx_bucket(min))..=Part::Context(u8::MAX))
+            .map(|(_, rows)| rows)
+    }
+
+    fn insert(&mut self, key: &ServiceKey, row: Row) -> bool {
+        let (parts, len) = Part::of(&row);
+        if !self.all.insert(key, row.clone()) {
+            return false;
+        }
+        for part in &parts[..len] {
+            self.parts
+                .entry(*part)
+                .or_insert_with(TaskRows::new)
+                .insert(key, row.clone());
+        }
+        let group = self
+            .groups
+            .entry(coord_bits(row.coord.as_ref()))
+            .or_insert_with(|| Group {
+                coord: row.coord,
+                summary: Summary::empty(),
+                rows: Vec::new(),
+                keys: Vec::new(),
+                suffix_max: Vec::new(),
+            });
+        let at = group.position(&row, key);
+        group.rows.insert(at, row);
+        group.keys.insert(at, key.clone());
+        group.refresh();
+        true
+    }
+
+    fn remove(&mut self, key: &ServiceKey, context_window: u32) -> bool {
+        let Some(loc) = self.all.order.get(&(context_window, key.clone())) else {
+            return false;
+        };
+        let row = self.all.row(*loc);
+        let (parts, len) = Part::of(row);
+        let bits = coord_bits(row.coord.as_ref());
+        if let Some(group) = self.groups.get_mut(&bits) {
+            if let Some(i) = group
+                .rows
+                .iter()
+                .zip(&group.keys)
+                .position(|(r, k)| r.context_window == context_window && k == key)
+            {
+                group.rows.remove(i);
+                group.keys.remove(i);
+                group.refresh();
+            }
+            if group.rows.is_empty() {
+                self.groups.remove(&bits);
+            }
+        }
+        for part in &parts[..len] {
+            if let Some(rows) = self.parts.get_mut(part) {
+                rows.remove(key, context_window);
+                if rows.len() == 0 {
+                    self.parts.remove(part);
+                }
+            }
+        }
+        self.all.remove(key, context_window)
+    }
+
+    fn check_invariants(&self, task: &str) {
+        self.all.check_invariants(task);
+        let mut in_parts = BTreeMap::<u8, usize>::new();
+        for (part, rows) in &self.parts {
+            rows.check_invariants(&format!("{task} {part:?}"));
+            assert!(rows.len() > 0, "{task}: empty partition {part:?} kept");
+            for (key, row) in rows.ordered() {
+                let (parts, len) = Part::of(row);
+                assert!(parts[..len].contains(part), "{task}: {key:?} in {part:?}");
+                let loc = self.all.order.get(&(row.context_window, key.clone()));
+                assert!(
+                    loc.is_some(),
+                    "{task}: {key:?} in {part:?} but not in the task"
+                );
+            }
+            let family = match part {
+                Part::Region(_) => 0,
+                Part::Context(_) => 1,
+                Part::Mic => 2,
+                Part::Publisher(_) => 3,
+            };
+            *in_parts.entry(family).or_default() += rows.len();
+        }
+        let mut grouped = 0;
+        for (bits, group) in &self.groups {
+            assert!(
+                !group.rows.is_empty(),
+                "{task}: empty coordinate group kept"
+            );
+            assert_eq!(group.rows.len(), group.keys.len(), "{task}: group vectors");
+            assert_eq!(
+                group.summary,
+                Summary::of_rows(&group.rows),
+                "{task}: group summary"
+            );
+            assert_eq!(coord_bits(group.coord.as_ref()), *bits, "{task}: group key");
+            assert!(
+                group
+                    .rows
+                    .windows(2)
+                    .all(|w| terms_sum(&w[0]) >= terms_sum(&w[1])),
+                "{task}: group order"
+            );
+            let mut max = [f64::NEG_INFINITY; 3];
+            for (i, row) in group.rows.iter().enumerate().rev() {
+                for (m, t) in max.iter_mut().zip(row.terms) {
+                    *m = m.max(t);
+                }
+                assert_eq!(
+                    group.suffix_max.get(i),
+                    Some(&max),
+                    "{task}: suffix bound {i}"
+                );
+            }
+            assert_eq!(
+                group.suffix_max.len(),
+                group.rows.len(),
+                "{task}: suffix bounds"
+            );
+            for (row, key) in group.rows.iter().zip(&group.keys) {
+                assert_eq!(
+                    coord_bits(row.coord.as_ref()),
+                    *bits,
+                    "{task}: {key:?} group"
+                );
+                let loc = self.all.order.get(&(row.context_window, key.clone()));
+                assert!(loc.is_some(), "{task}: {key:?} grouped but not in the task");
+            }
+            grouped += group.rows.len();
+        }
+        assert_eq!(grouped, self.len(), "{task}: rows over coordinate groups");
+        let verified = self
+            .all
+            .ordered()
+            .filter(|(_, r)| r.verified.is_some())
+            .count();
+        let count = |f| in_parts.get(&f).copied().unwrap_or(0);
+        assert_eq!(count(0), self.len(), "{task}: rows over region partitions");
+        assert_eq!(count(1), self.len(), "{task}: rows over context partitions");
+        assert_eq!(count(2), verified, "{task}: rows in the MIC partition");
+        assert_eq!(count(3), verified, "{task}: rows over publisher partitions");
+    }
+}
+
 /// Task tag → that task's rows.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    by_task: BTreeMap<String, TaskRows>,
+    by_task: BTreeMap<String, TaskIndex>,
     rows: usize,
 }
 
@@ -661,7 +960,7 @@ impl Index {
             let rows = self
                 .by_task
                 .entry(task.clone())
-                .or_insert_with(TaskRows::new);
+                .or_insert_with(TaskIndex::new);
             if rows.insert(key, row.clone()) {
                 self.rows += 1;
             }
@@ -681,7 +980,7 @@ impl Index {
         }
     }
 
-    pub(crate) fn task(&self, task: &str) -> Option<&TaskRows> {
+    pub(crate) fn task(&self, task: &str) -> Option<&TaskIndex> {
         self.by_task.get(task)
     }
 
@@ -689,10 +988,10 @@ impl Index {
     pub(crate) fn contains(&self, task: &str, context_window: u32, key: &ServiceKey) -> bool {
         self.by_task
             .get(task)
-            .is_some_and(|t| t.order.contains_key(&(context_window, key.clone())))
+            .is_some_and(|t| t.all.order.contains_key(&(context_window, key.clone())))
     }
 
-    /// Rows over all tasks (an entry with n tags has n rows).
+    /// Rows over all tasks (an entry with n tags has n rows; partition copies not counted).
     pub(crate) fn rows(&self) -> usize {
         self.rows
     }
@@ -703,7 +1002,8 @@ impl Index {
     }
 
     /// Asserts the trees' structure: every row in exactly one leaf at its recorded location,
-    /// every summary exact at the leaves and covering its children above.
+    /// every summary exact at the leaves and covering its children above; each partition holds
+    /// exactly the task's rows that belong to it.
     pub(crate) fn check_invariants(&self) {
         let mut rows = 0;
         for (task, t) in &self.by_task {

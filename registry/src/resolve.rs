@@ -8,16 +8,16 @@
 
 pub(crate) mod constraint;
 
-use nexus_trust_core::verify::{TrustContext, TrustReject, Verified};
+use nexus_trust::verify::{TrustContext, TrustReject, Verified};
 
-use crate::index::{NodeKind, PackedCoord, Row, Summary, TaskRows};
+use crate::index::{Group, NodeKind, PackedCoord, Part, Row, Summary, TaskIndex, TaskRows};
 use crate::intent::{Intent, K_MAX};
 use crate::sad::{Endpoint, Sad};
 use crate::store::{Entry, Registry, ServiceKey};
 use crate::trust::TrustVerdict;
 use crate::vivaldi::{Coord, estimate_rtt};
 use crate::{Millis, NodeId};
-use constraint::{Constraints, RowCheck, Unmet};
+use constraint::{Constraint, Constraints, RowCheck, Unmet};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -169,6 +169,12 @@ impl<'a> Query<'a> {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Proximity weighs more than the other terms together, and there is a local coordinate:
+    /// the search goes by coordinate group (see [`Registry::search_groups`]).
+    fn proximity_first(&self) -> bool {
+        self.local.is_some() && self.weights[3] * 2.0 > self.weight_sum
     }
 
     /// The row-level filter (hash comparisons for strings).
@@ -440,9 +446,47 @@ impl Ord for Frontier {
     }
 }
 
+/// A coordinate group waiting in [`Registry::search_groups`]: its score bound and exact
+/// proximity term.
+struct GroupBound<'r> {
+    bound: f64,
+    proximity: f64,
+    group: u32,
+    rows: &'r Group,
+}
+
+impl PartialEq for GroupBound<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for GroupBound<'_> {}
+impl PartialOrd for GroupBound<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for GroupBound<'_> {
+    /// Higher bound first, then lower group index.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.bound
+            .total_cmp(&other.bound)
+            .then_with(|| other.group.cmp(&self.group))
+    }
+}
+
 /// Frontier entries allocated up front (the bench's k <= 10 searches at 100k adverts hold a few
 /// dozen; the heap grows past this if needed).
 const FRONTIER_CAPACITY: usize = 64;
+
+/// The values of `hashes` without repeats (first occurrence order).
+fn distinct(hashes: &[u64]) -> impl Iterator<Item = u64> + '_ {
+    hashes
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| !hashes[..*i].contains(h))
+        .map(|(_, h)| *h)
+}
 
 /// Whether a score `bound` is below the top-k threshold (so nothing under it can enter).
 fn below(bound: f64, threshold: Option<f64>) -> bool {
@@ -469,7 +513,7 @@ impl Registry {
         let mut top = TopK::new(k);
         if intent.explain {
             // Exact checks on every SAD, in (context window, key) order for `excluded`.
-            for (key, row) in rows.ordered() {
+            for (key, row) in rows.all.ordered() {
                 let Some(entry) = self.get(key) else {
                     continue;
                 };
@@ -493,11 +537,11 @@ impl Registry {
                 top.offer(query.score(row), key, &row.sad, || true);
             }
         } else if query.bounded() {
-            self.search(&query, rows, &mut top);
+            Self::search_task(&query, rows, &mut top);
         } else {
             // Scores that cannot be bounded (weights summing to 0 or overflowing, an invalid
             // local coordinate): scan every row.
-            for leaf in rows.leaves() {
+            for leaf in rows.all.leaves() {
                 for (row, key) in leaf.rows.iter().zip(&leaf.keys) {
                     Self::offer_row(&query, row, key, &mut top);
                 }
@@ -513,10 +557,121 @@ impl Registry {
         }
     }
 
+    /// Searches the task's rows that can meet the intent's most selective partitioned
+    /// constraint (the one whose partitions hold the fewest rows: region, context window,
+    /// verified credentials, publishers; see [`Part`]), or all of them. Every row the others
+    /// hold fails that constraint's row check, so the answer is the same; the partition trees'
+    /// bounds are over the rows that can pass it alone.
+    fn search_task<'r>(query: &Query<'_>, task: &'r TaskIndex, top: &mut TopK<'r>) {
+        enum Choice {
+            All,
+            Part(Part),
+            Publishers([u64; crate::intent::PUBLISHERS_MAX], usize),
+            ContextFrom(u32),
+        }
+        let len = |p: Part| task.part(p).map_or(0, TaskRows::len);
+        let mut best = (task.len(), Choice::All);
+        for c in query.constraints.iter() {
+            let (rows, choice) = match *c {
+                Constraint::Region { hash, .. } => {
+                    (len(Part::Region(hash)), Choice::Part(Part::Region(hash)))
+                }
+                Constraint::RequireMic | Constraint::Attested { .. } => {
+                    (len(Part::Mic), Choice::Part(Part::Mic))
+                }
+                Constraint::Publishers { hashes, len: n, .. } => {
+                    let rows = distinct(&hashes[..n])
+                        .map(|h| len(Part::Publisher(h)))
+                        .sum();
+                    (rows, Choice::Publishers(hashes, n))
+                }
+                Constraint::MinContext(min) => (
+                    task.context_from(min).map(TaskRows::len).sum(),
+                    Choice::ContextFrom(min),
+                ),
+                _ => continue,
+            };
+            if rows < best.0 {
+                best = (rows, choice);
+            }
+        }
+        match best.1 {
+            Choice::All if query.proximity_first() => Self::search_groups(query, task, top),
+            Choice::All => Self::search(query, &task.all, top),
+            Choice::Part(p) => {
+                if let Some(rows) = task.part(p) {
+                    Self::search(query, rows, top);
+                }
+            }
+            Choice::Publishers(hashes, n) => {
+                for h in distinct(&hashes[..n]) {
+                    if let Some(rows) = task.part(Part::Publisher(h)) {
+                        Self::search(query, rows, top);
+                    }
+                }
+            }
+            Choice::ContextFrom(min) => {
+                for rows in task.context_from(min) {
+                    Self::search(query, rows, top);
+                }
+            }
+        }
+    }
+
+    /// Best-first search over the task's coordinate groups, for intents where proximity weighs
+    /// more than the other terms together: one distance per group gives the exact proximity
+    /// term of its rows, so a group's bound is its largest static terms with that term, and a
+    /// row's score costs a few multiplications. Groups are taken by bound, best first, until
+    /// the k-th best score beats the next one.
+    fn search_groups<'r>(query: &Query<'_>, task: &'r TaskIndex, top: &mut TopK<'r>) {
+        let bounds: Vec<GroupBound> = task
+            .groups
+            .values()
+            .enumerate()
+            .filter(|(_, g)| query.may_contain(&g.summary))
+            .map(|(i, g)| {
+                let proximity = query.proximity_of(g.coord.as_ref());
+                GroupBound {
+                    bound: query.bound_with_proximity(&g.summary, proximity),
+                    proximity,
+                    group: i as u32,
+                    rows: g,
+                }
+            })
+            .collect();
+        // Heapify in place (O(groups)); only the groups that are taken pay for ordering.
+        let mut heap = BinaryHeap::from(bounds);
+        while let Some(next) = heap.pop() {
+            if below(next.bound, top.threshold()) {
+                break;
+            }
+            let group = next.rows;
+            for ((row, key), suffix) in group.rows.iter().zip(&group.keys).zip(&group.suffix_max) {
+                // Rows are in descending order of their terms' sum; `suffix` bounds each static
+                // term from here on, so once it is below the k-th best score no later row of
+                // the group can enter.
+                let rest = query.combine([suffix[0], suffix[1], suffix[2], next.proximity]);
+                if below(rest, top.threshold()) {
+                    break;
+                }
+                if !query.row_passes(row) {
+                    continue;
+                }
+                // Exact: the same terms and proximity the row's own score combines.
+                let score =
+                    query.combine([row.terms[0], row.terms[1], row.terms[2], next.proximity]);
+                if below(score, top.threshold()) {
+                    continue;
+                }
+                top.offer(score, key, &row.sad, || query.confirm(row));
+            }
+        }
+    }
+
     /// Best-first search of the task's tree: pop the node with the highest score bound, stop
     /// when it is below the k-th best score held (every row left scores at most its bound).
     /// Subtrees whose summary rules out every constraint are skipped.
-    fn search<'r>(&self, query: &Query<'_>, rows: &'r TaskRows, top: &mut TopK<'r>) {
+    fn search<'r>(query: &Query<'_>, rows: &'r TaskRows, top: &mut TopK<'r>) {
         let mut frontier: BinaryHeap<Frontier> = BinaryHeap::with_capacity(FRONTIER_CAPACITY);
         let root = &rows.nodes[0].summary;
         if !query.may_contain(root) {
