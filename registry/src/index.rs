@@ -38,7 +38,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use nexus_trust::verify::Verified;
+use nexus_trust_core::verify::Verified;
 
 use crate::Millis;
 use crate::resolve::static_terms;

@@ -8,7 +8,7 @@
 
 pub(crate) mod constraint;
 
-use nexus_trust::verify::{TrustContext, TrustReject, Verified};
+use nexus_trust_core::verify::{TrustContext, TrustReject, Verified};
 
 use crate::index::{Group, NodeKind, PackedCoord, Part, Row, Summary, TaskIndex, TaskRows};
 use crate::intent::{Intent, K_MAX};

@@ -1,7 +1,9 @@
 //! Differential test of `Registry::resolve` (best-first search over the per-task k-d tree)
 //! against `Registry::resolve_reference` (every live record scanned, checked exactly, fully
 //! sorted): seeded random registries — inserts, updates, withdrawals, node down, lease ends
-//! (before and after `expire`) — and random intents (every constraint kind, random weights,
+//! (before and after `expire`), credentials whose verdict is verified (from one of a few
+//! publishers, with proven predicates and MIC expiries drawn at random), pending or rejected —
+//! and random intents (every constraint kind, random weights,
 //! k 1..=64, explain on and off, with and without a local coordinate). Every field of the
 //! resolution must be equal, each score must match the formula of docs/sad.md, and the
 //! candidates and exclusions must agree with the constraints as that document states them
@@ -11,9 +13,12 @@ mod common;
 
 use common::{key, node};
 use nexus_registry::*;
+use nexus_trust_core::mic::{MicBody, SubjectKind};
+use nexus_trust_core::zk::Predicate;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 const NODES: u8 = 24;
 const TASKS: [&str; 5] = ["llm.chat", "llm.code", "vision.detect", "audio.asr", "rare"];
@@ -21,6 +26,7 @@ const REGIONS: [&str; 4] = ["eu-west", "us-east", "ap-south", ""];
 const FAMILIES: [&str; 4] = ["llama-3", "qwen-2", "mistral", ""];
 const MODALITIES: [&str; 4] = ["text", "image", "audio", "video"];
 const CTX: [u32; 6] = [4096, 8192, 32_768, 128_000, 200_000, 1_000_000];
+const PUBLISHERS: [&str; 3] = ["acme", "beta", "cortex"];
 
 /// A coordinate exact in f32 (the advert carries f32), on a coarse grid so ties happen.
 fn coord(rng: &mut StdRng) -> Coord {
@@ -107,6 +113,17 @@ fn intent(rng: &mut StdRng) -> Intent {
         i.model_family = Some(FAMILIES[rng.random_range(0..3)].into());
     }
     i.require_mic = rng.random_bool(0.15);
+    if rng.random_bool(0.15) {
+        i.publishers = (0..rng.random_range(1..=3))
+            .map(|_| ["acme", "beta", "cortex", "nobody"][rng.random_range(0..4)].to_string())
+            .collect();
+    }
+    if rng.random_bool(0.15) {
+        i.attested = Some(Attested {
+            min_score: [500, 800, 950][rng.random_range(0..3)],
+            require_safety: rng.random_bool(0.5),
+        });
+    }
     let w = |rng: &mut StdRng| match rng.random_range(0..6) {
         0 => 0.0,
         1 => 1.0,
@@ -217,6 +234,9 @@ fn meets(i: &Intent, e: &Entry, now: Millis) -> bool {
     sad.tasks.contains(&i.task)
         && e.expires_at() > now
         && !e.trust().blocks()
+        // A verified MIC is good until its end of validity (Unix ms; the registry's epoch is
+        // Unix time 0 here).
+        && verified.is_none_or(|v| now <= v.not_after_ms)
         && i.min_context.is_none_or(|m| sad.context_window >= m)
         && i.max_latency_ms
             .is_none_or(|m| sad.latency_ms_p50 != 0 && sad.latency_ms_p50 <= m)
@@ -237,21 +257,96 @@ fn meets(i: &Intent, e: &Entry, now: Millis) -> bool {
 }
 
 fn publish(r: &mut Registry, now: Millis, n: u8, s: &Sad, c: Option<Coord>, version: u64) {
+    publish_with(r, now, n, s, c, version, None);
+}
+
+/// Publishes with credentials for MIC `trusted.0` and sets the node's verdict on them to
+/// `trusted.1` directly (this test is about resolve, not verification: the MIC's signature and
+/// attestations are never checked).
+fn publish_with(
+    r: &mut Registry,
+    now: Millis,
+    n: u8,
+    s: &Sad,
+    c: Option<Coord>,
+    version: u64,
+    trusted: Option<(u64, TrustVerdict)>,
+) {
     let mut s = s.clone();
     s.version = version;
+    let credentials = trusted.as_ref().map(|(serial, _)| {
+        s.trust.mic_serial = Some(*serial);
+        Arc::new(Credentials {
+            mic: MicBody {
+                serial: *serial,
+                subject_key: [3; 32],
+                kind: SubjectKind::Model,
+                model: None,
+                publisher: "acme".into(),
+                provenance: vec![],
+                claims: vec![],
+                zk_commitment: None,
+                not_before_ms: 0,
+                not_after_ms: u64::MAX,
+                ca_key_id: 1,
+            }
+            .sign(&key(99)),
+            attestations: vec![],
+        })
+    });
     let signed = Advert {
         origin: node(n),
         service: s.id.clone(),
         version,
         body: AdvertBody::Live {
-            sad: s.into(),
+            sad: s.clone().into(),
             coord: c,
-            credentials: None,
+            credentials,
         },
     }
     .sign(&key(n))
     .expect("sign");
     r.apply(now, &signed).expect("apply");
+    if let Some((_, verdict)) = trusted {
+        r.set_trust(&ServiceKey::new(node(n), s.id.clone()), verdict);
+    }
+}
+
+/// Credentials for a service, or none (65 %): mostly verified, from one of [`PUBLISHERS`], with
+/// 0–2 proven predicates and sometimes a MIC that expires during the run; else pending or
+/// rejected.
+fn credentials(rng: &mut StdRng) -> Option<(u64, TrustVerdict)> {
+    if rng.random_bool(0.65) {
+        return None;
+    }
+    let serial = rng.random_range(1..10_000);
+    let verdict = match rng.random_range(0..10) {
+        0 => TrustVerdict::Pending,
+        1 => TrustVerdict::Rejected(TrustReject::UnknownCaKey {
+            serial,
+            ca_key_id: 1,
+        }),
+        _ => TrustVerdict::Verified(Arc::new(Verified {
+            serial,
+            kind: SubjectKind::Model,
+            publisher: PUBLISHERS[rng.random_range(0..PUBLISHERS.len())].into(),
+            subject_key: [3; 32],
+            ca_key_id: 1,
+            not_before_ms: 0,
+            not_after_ms: if rng.random_bool(0.1) {
+                rng.random_range(0..200_000)
+            } else {
+                u64::MAX
+            },
+            predicates: (0..rng.random_range(0..3))
+                .map(|_| Predicate {
+                    min_score: [500, 800, 950][rng.random_range(0..3)],
+                    require_safety: rng.random_bool(0.5),
+                })
+                .collect(),
+        })),
+    };
+    Some((serial, verdict))
 }
 
 fn withdraw(r: &mut Registry, now: Millis, n: u8, service: &str, version: u64) {
@@ -309,7 +404,8 @@ fn run_with(
                 let n = rng.random_range(0..NODES);
                 let id = format!("svc-{op}");
                 let s = sad(&mut rng, id.clone(), same_terms);
-                publish(&mut r, now, n, &s, coords[n as usize], 1);
+                let trusted = credentials(&mut rng);
+                publish_with(&mut r, now, n, &s, coords[n as usize], 1, trusted);
                 held.push((n, id, 1));
             }
             60..=79 if !held.is_empty() => {
@@ -317,7 +413,8 @@ fn run_with(
                 let at = rng.random_range(0..held.len());
                 let (n, id, v) = held[at].clone();
                 let s = sad(&mut rng, id.clone(), same_terms);
-                publish(&mut r, now, n, &s, coords[n as usize], v + 1);
+                let trusted = credentials(&mut rng);
+                publish_with(&mut r, now, n, &s, coords[n as usize], v + 1, trusted);
                 held[at].2 = v + 1;
             }
             80..=87 if !held.is_empty() => {
