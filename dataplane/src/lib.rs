@@ -11,7 +11,8 @@
 //!
 //! The table compiler that installs generations (static routes and the registry's intent
 //! routes, plus the local-endpoint table of registered services) is an actor in `nexus-actors`.
-//! Not built yet: publication to P4 and NIC targets; see the README.
+//! This crate publishes nothing to hardware: the `nexus` binary hands generations to the P4 and
+//! NIC targets (`nexus-p4`, `nexus-nic`); see the README.
 #![deny(missing_docs)]
 
 pub mod conformance;
