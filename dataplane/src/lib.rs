@@ -11,8 +11,8 @@
 //!
 //! The table compiler that installs generations (static routes and the registry's intent
 //! routes, plus the local-endpoint table of registered services) is an actor in `nexus-actors`.
-//! This crate publishes nothing to hardware: the `nexus` binary hands generations to the P4 and
-//! NIC targets (`nexus-p4`, `nexus-nic`); see the README.
+//! This crate publishes nothing to hardware targets (`nexus-p4`, `nexus-nic`); the `nexus`
+//! binary does (see the README).
 #![deny(missing_docs)]
 
 pub mod conformance;
