@@ -298,7 +298,13 @@ async fn sessions_demo(nodes: &[DemoNode], deadline: tokio::time::Instant) -> an
 
 async fn trust_demo(nodes: &[DemoNode], deadline: tokio::time::Instant) -> anyhow::Result<()> {
     use crate::ctl::ca::{commit, prove, status_table};
+    use nexus_registry::CredentialsJson;
+    use nexus_trust::mic::{Claim, IssueRequest, ModelIdentity, SubjectKind};
+    use nexus_trust::revocation::RevocationReason;
     use nexus_trust::zk::{Predicate, Properties};
+
+    use crate::api::Registration;
+    use crate::api::ca::{MicDto, RevocationDto, RevokeRequest};
     let (Some(first), Some(last)) = (nodes.first(), nodes.last()) else {
         return Ok(());
     };
@@ -330,20 +336,27 @@ model publisher commits to hidden properties (score 85.0 %, safety passed, datas
   commitment {}",
         hex::encode(commitment.to_bytes())
     );
-    let request = serde_json::json!({
-        "subject_key": hex::encode([0x4du8; 32]),
-        "kind": "model",
-        "model": {"arch_hash": hex::encode([0xa1u8; 32]), "weights_commitment": hex::encode([0xb2u8; 32])},
-        "publisher": "acme-ai",
-        "claims": [{"key": "task", "value": "llm.code"}],
-        "zk_commitment": hex::encode(commitment.to_bytes()),
-        "validity_ms": 86_400_000u64,
-    });
-    let (mic, _): (serde_json::Value, _) = client.post("/v1/ca/certs", &request).await?;
+    let request = IssueRequest {
+        request_id: None,
+        subject_key: [0x4d; 32],
+        kind: SubjectKind::Model,
+        model: Some(ModelIdentity {
+            arch_hash: [0xa1; 32],
+            weights_commitment: [0xb2; 32],
+        }),
+        publisher: "acme-ai".into(),
+        provenance: Vec::new(),
+        claims: vec![Claim {
+            key: "task".into(),
+            value: "llm.code".into(),
+        }],
+        zk_commitment: Some(commitment.to_bytes()),
+        validity_ms: 86_400_000,
+    };
+    let (mic, _): (MicDto, _) = client.post("/v1/ca/certs", &request).await?;
     println!(
         "issued model MIC serial {} ({}) with the commitment inside",
-        mic["serial"],
-        mic["fingerprint"].as_str().unwrap_or("")
+        mic.serial, mic.fingerprint
     );
     let predicate = Predicate {
         min_score: 800,
@@ -362,13 +375,18 @@ model publisher commits to hidden properties (score 85.0 %, safety passed, datas
 
     // The model's operator registers it with its MIC and the attestation as credentials; the
     // node checks them before accepting, every other node verifies them inline on delivery.
-    let service = serde_json::json!({
-        "id": "coder-attested", "tasks": ["llm.code"], "model_family": "acme",
-        "context_window": 131072, "latency_ms_p50": 110, "latency_ms_p99": 170,
-        "price_micros_per_1k": 400, "modalities": ["text"], "region": "eu-west",
-        "endpoint": {"port": 9010}, "trust": {"mic_serial": mic["serial"]},
-        "credentials": {"mic": mic["encoded"], "attestations": [hex::encode(attestation.encode())]},
-    });
+    let service = Registration {
+        sad: serde_json::from_value(serde_json::json!({
+            "id": "coder-attested", "tasks": ["llm.code"], "model_family": "acme",
+            "context_window": 131072, "latency_ms_p50": 110, "latency_ms_p99": 170,
+            "price_micros_per_1k": 400, "modalities": ["text"], "region": "eu-west",
+            "endpoint": {"port": 9010}, "trust": {"mic_serial": mic.serial},
+        }))?,
+        credentials: Some(CredentialsJson {
+            mic: mic.encoded.clone(),
+            attestations: vec![hex::encode(attestation.encode())],
+        }),
+    };
     // The node's trust actor reads the CA keys from the CA shortly after the bootstrap (it polls
     // while the CA is not bootstrapped); until then it refuses credentials as signed by an
     // unknown CA key (422), and the operator tries again.
@@ -405,9 +423,11 @@ model publisher commits to hidden properties (score 85.0 %, safety passed, datas
     .await?;
     print!("{}", resolve_table(&r));
 
-    let serial = mic["serial"].as_u64().unwrap_or_default();
-    let revoke = serde_json::json!({"reason": "key_compromise"});
-    let _: (serde_json::Value, _) = client
+    let serial = mic.serial;
+    let revoke = RevokeRequest {
+        reason: Some(RevocationReason::KeyCompromise),
+    };
+    let _: (RevocationDto, _) = client
         .post(&format!("/v1/ca/certs/{serial}/revoke"), &revoke)
         .await?;
     let revoked_at = tokio::time::Instant::now();
