@@ -824,7 +824,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         sessions::list, sessions::probe, tokens::create, tokens::list, tokens::revoke,
         keyring::list, keyring::install, keyring::use_key, keyring::remove,
         ui::page, ui::script, ui::stylesheet, ui::icon, ui::token_self),
-    components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, DataplaneTargets, DataplaneTargetDto, NextHopDto, Route, RouteRequest, Routes,
+    components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, DataplaneTargets, DataplaneTargetDto, crate::api::TargetCountersDto, NextHopDto, Route, RouteRequest, Routes,
         crate::api::ServiceDto, crate::api::Registration, nexus_registry::CredentialsJson, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
         crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
         crate::api::OverlayDto, crate::api::ServiceScope, crate::api::KeyFormat,

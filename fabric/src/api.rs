@@ -253,11 +253,12 @@ pub struct GenerationResponse {
 /// One hardware data-plane target the node feeds its table generations to.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct DataplaneTargetDto {
-    /// `p4` (a P4Runtime switch).
+    /// `p4` (a P4Runtime switch) or `xdp` (the XDP program on a network interface).
     pub target: String,
-    /// Where it is: the P4Runtime server's `host:port`.
+    /// Where it is: the P4Runtime server's `host:port`, or the interface's name.
     pub address: String,
-    /// Whether the node holds a working connection (P4: primary controller, pipeline set).
+    /// Whether the node holds a working connection (P4: primary controller, pipeline set;
+    /// XDP: the program is attached).
     pub connected: bool,
     /// The last generation the node handed to the target.
     pub published: Option<u64>,
@@ -268,6 +269,22 @@ pub struct DataplaneTargetDto {
     pub failures: u64,
     /// The last error (cleared by the next successful push).
     pub last_error: Option<String>,
+    /// The target's own counters (XDP: read from the program's maps at each refresh); null
+    /// for a target that does not report them (P4).
+    pub counters: Option<TargetCountersDto>,
+}
+
+/// Frame counters of a hardware target, with the software forwarder's meanings.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct TargetCountersDto {
+    /// Frames forwarded to a next hop.
+    pub forwarded: u64,
+    /// Frames delivered to a local endpoint.
+    pub delivered_local: u64,
+    /// Frames dropped, every reason together.
+    pub dropped: u64,
+    /// Frames passed to the kernel for a next hop whose MAC was not known yet.
+    pub passed_to_kernel: u64,
 }
 
 /// `GET /v1/dataplane/targets`.

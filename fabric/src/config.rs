@@ -47,6 +47,10 @@ pub enum DataplaneBackend {
     /// io_uring: multishot receive into a provided buffer ring, batched sends (Linux).
     #[value(name = "io_uring")]
     IoUring,
+    /// XDP: the program on `[dataplane] xdp_interface` forwards in the kernel's receive hook;
+    /// the portable forwarder serves the frames it passes to the kernel (local delivery, next
+    /// hops whose MAC is not known yet). Needs a node built with the `xdp` feature.
+    Xdp,
 }
 
 /// `nexus node run` flags. Every flag overrides the same key in `--config`.
@@ -169,6 +173,8 @@ struct FileConfig {
 struct DataplaneFile {
     listen: Option<String>,
     source_check: Option<bool>,
+    xdp_interface: Option<String>,
+    xdp_mode: Option<crate::targets::XdpModeSetting>,
 }
 
 /// The `[dataplane]` table form of [`DataplaneFile`].
@@ -177,6 +183,8 @@ struct DataplaneFile {
 struct DataplaneTable {
     listen: Option<String>,
     source_check: Option<bool>,
+    xdp_interface: Option<String>,
+    xdp_mode: Option<crate::targets::XdpModeSetting>,
 }
 
 impl<'de> Deserialize<'de> for DataplaneFile {
@@ -190,7 +198,7 @@ impl<'de> Deserialize<'de> for DataplaneFile {
             fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<DataplaneFile, E> {
                 Ok(DataplaneFile {
                     listen: Some(value.to_owned()),
-                    source_check: None,
+                    ..DataplaneFile::default()
                 })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
@@ -202,6 +210,8 @@ impl<'de> Deserialize<'de> for DataplaneFile {
                 Ok(DataplaneFile {
                     listen: table.listen,
                     source_check: table.source_check,
+                    xdp_interface: table.xdp_interface,
+                    xdp_mode: table.xdp_mode,
                 })
             }
         }
@@ -353,6 +363,8 @@ pub struct NodeConfig {
     pub telemetry: Option<crate::telemetry::TelemetrySettings>,
     /// The P4 switch fed with every table generation (`[p4]`, `--p4-target`); `None`: none.
     pub p4: Option<crate::targets::P4Settings>,
+    /// The XDP target (`dataplane_backend = "xdp"`, `[dataplane] xdp_interface`, `xdp_mode`).
+    pub xdp: Option<crate::targets::XdpSettings>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -387,6 +399,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("upstreams", &self.upstreams)
             .field("telemetry", &self.telemetry)
             .field("p4", &self.p4)
+            .field("xdp", &self.xdp)
             .finish()
     }
 }
@@ -636,6 +649,20 @@ impl NodeConfig {
                 .as_deref(),
         )?;
         let p4 = crate::targets::parse_p4(args.p4_target.as_deref(), &file.p4)?;
+        let dataplane = match args.dataplane.or(file.dataplane.listen) {
+            Some(d) => Some(parse_addr("dataplane", &d)?),
+            None => None,
+        };
+        let dataplane_backend = args
+            .dataplane_backend
+            .or(file.dataplane_backend)
+            .unwrap_or_default();
+        let xdp = crate::targets::parse_xdp(
+            dataplane_backend == DataplaneBackend::Xdp,
+            dataplane.is_some(),
+            file.dataplane.xdp_interface.as_deref(),
+            file.dataplane.xdp_mode,
+        )?;
 
         Ok(NodeConfig {
             name,
@@ -645,15 +672,9 @@ impl NodeConfig {
             admin,
             admin_token,
             admin_tls,
-            dataplane: match args.dataplane.or(file.dataplane.listen) {
-                Some(d) => Some(parse_addr("dataplane", &d)?),
-                None => None,
-            },
+            dataplane,
             dataplane_source_check: file.dataplane.source_check.unwrap_or(true),
-            dataplane_backend: args
-                .dataplane_backend
-                .or(file.dataplane_backend)
-                .unwrap_or_default(),
+            dataplane_backend,
             seeds,
             data_dir,
             log_level,
@@ -670,6 +691,7 @@ impl NodeConfig {
             upstreams,
             telemetry,
             p4,
+            xdp,
         })
     }
 }

@@ -239,7 +239,8 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     let dataplane_io = match dataplane_socket {
         None => None,
         Some(socket) => Some(match config.dataplane_backend {
-            DataplaneBackend::Portable => {
+            // With XDP the software forwarder serves what the program passes to the kernel.
+            DataplaneBackend::Portable | DataplaneBackend::Xdp => {
                 let io = UdpIo::from_socket(socket)
                     .map_err(|e| config_err("dataplane", format!("socket setup: {e}")))?;
                 // Best effort: the kernel caps the sizes at net.core.rmem_max / wmem_max.
@@ -257,6 +258,16 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
                 DataplaneIo::IoUring(Box::new(io))
             }
         }),
+    };
+    // The XDP program, attached now for the same reason (no such interface, no privileges, a
+    // driver without native XDP are configuration errors); it is fed once the table runs.
+    let xdp = match (&config.xdp, dataplane_addr) {
+        (Some(settings), Some(addr)) => Some(crate::targets::attach_xdp(
+            settings,
+            addr.port(),
+            config.dataplane_source_check,
+        )?),
+        _ => None,
     };
     // The CA voter's Raft listener, bound now for the same reason; the trust actor takes it over.
     let raft = match (config.ca.voter, config.ca.raft_listen) {
@@ -366,7 +377,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
         metrics.register_more(|registry| gateway_metrics.register(registry));
     }
     let target_metrics = crate::targets::TargetMetrics::default();
-    if config.p4.is_some() {
+    if config.p4.is_some() || xdp.is_some() {
         metrics.register_more(|registry| target_metrics.register(registry));
     }
     // The node's own SDK users (the gateway's client, upstream services) reach it as any
@@ -505,7 +516,7 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     // Every table generation goes to the hardware targets, when any is configured.
     let (generations_tx, generations_rx) = watch::channel(None);
     let targets =
-        crate::targets::Targets::start(config.p4.as_ref(), &generations_rx, &target_metrics);
+        crate::targets::Targets::start(config.p4.as_ref(), xdp, &generations_rx, &target_metrics);
     let table_args = TableArgs {
         fib: fib.clone(),
         storage: gossip_args.storage.clone(),

@@ -1,5 +1,7 @@
-//! The node's hardware data-plane targets: a P4 switch (`[p4]`, [`nexus_p4`]) that the node
-//! keeps on every forwarding-table generation it installs.
+//! The node's hardware data-plane targets: a P4 switch (`[p4]`, [`nexus_p4`]) and the XDP
+//! program on a network interface (`dataplane_backend = "xdp"`, `nexus_nic`, in a node built
+//! with the `xdp` feature) that the node keeps on every forwarding-table generation it
+//! installs.
 //!
 //! The table compiler hands each generation to a watch channel
 //! ([`nexus_actors::TableArgs::generations`]); [`Targets::start`] spawns one publisher per
@@ -42,6 +44,149 @@ pub const P4_RPC_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// Largest `[p4] device_config` file accepted (a BMv2 JSON is a few hundred KiB; gRPC's
 /// default message limit is 4 MiB).
 pub const P4_DEVICE_CONFIG_BYTES_MAX: u64 = 4 << 20;
+
+/// `[dataplane] xdp_mode`: where the XDP program runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSetting {
+    /// In the driver (needs driver support).
+    #[default]
+    Native,
+    /// In the kernel's generic receive path, on any interface (slower).
+    Generic,
+}
+
+/// The XDP target as configured (`dataplane_backend = "xdp"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdpSettings {
+    /// The interface the program is attached to.
+    pub interface: String,
+    /// Native or generic XDP.
+    pub mode: XdpModeSetting,
+}
+
+/// Parses the XDP keys of `[dataplane]`: required with `dataplane_backend = "xdp"` (which needs
+/// the data plane's address and a node built with the `xdp` feature), refused without it.
+pub(crate) fn parse_xdp(
+    backend_is_xdp: bool,
+    dataplane_on: bool,
+    interface: Option<&str>,
+    mode: Option<XdpModeSetting>,
+) -> Result<Option<XdpSettings>, ConfigError> {
+    if !backend_is_xdp {
+        if interface.is_some() {
+            return config_err(
+                "dataplane.xdp_interface",
+                "only with dataplane_backend = \"xdp\"",
+            );
+        }
+        if mode.is_some() {
+            return config_err(
+                "dataplane.xdp_mode",
+                "only with dataplane_backend = \"xdp\"",
+            );
+        }
+        return Ok(None);
+    }
+    if !cfg!(feature = "xdp") {
+        return config_err(
+            "dataplane_backend",
+            "this nexus is built without XDP support (build it with `cargo build --features xdp`, \
+             which needs clang, libelf-dev and zlib1g-dev)",
+        );
+    }
+    if !dataplane_on {
+        return config_err(
+            "dataplane",
+            "required with dataplane_backend = \"xdp\" (the UDP address whose port the XDP \
+             program takes frames to, and where the software forwarder serves what XDP passes \
+             to the kernel)",
+        );
+    }
+    let Some(interface) = interface.map(str::trim) else {
+        return config_err(
+            "dataplane.xdp_interface",
+            "required with dataplane_backend = \"xdp\" (the network interface, e.g. \"eth0\")",
+        );
+    };
+    // IFNAMSIZ is 16 bytes with the terminating NUL.
+    if interface.is_empty()
+        || interface.len() > 15
+        || interface
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return config_err(
+            "dataplane.xdp_interface",
+            format!("{interface:?} is not an interface name (1-15 bytes, no '/', ':' or spaces)"),
+        );
+    }
+    Ok(Some(XdpSettings {
+        interface: interface.to_owned(),
+        mode: mode.unwrap_or_default(),
+    }))
+}
+
+/// The XDP program attached to its interface, before the node starts feeding it.
+#[derive(Debug)]
+pub struct XdpAttached {
+    #[cfg(feature = "xdp")]
+    publisher: nexus_nic::XdpPublisher,
+    interface: String,
+}
+
+/// Loads the XDP program and attaches it to the configured interface (`port`: the data
+/// plane's UDP port). A failure is a configuration error: no such interface, no privileges,
+/// or native XDP unsupported by the driver (the message suggests generic mode).
+#[cfg(feature = "xdp")]
+pub fn attach_xdp(
+    settings: &XdpSettings,
+    port: u16,
+    source_check: bool,
+) -> Result<XdpAttached, ConfigError> {
+    let mut config = nexus_nic::XdpPublisherConfig::new(settings.interface.clone(), port);
+    config.mode = match settings.mode {
+        XdpModeSetting::Native => nexus_nic::XdpMode::Native,
+        XdpModeSetting::Generic => nexus_nic::XdpMode::Generic,
+    };
+    config.source_check = source_check;
+    match nexus_nic::XdpPublisher::spawn(config) {
+        Ok(publisher) => Ok(XdpAttached {
+            publisher,
+            interface: settings.interface.clone(),
+        }),
+        Err(e @ nexus_nic::XdpError::Attach { .. }) if settings.mode == XdpModeSetting::Native => {
+            config_err(
+                "dataplane.xdp_mode",
+                format!(
+                    "{e}; the driver of {} may not support native XDP: set \
+                     [dataplane] xdp_mode = \"generic\"",
+                    settings.interface
+                ),
+            )
+        }
+        Err(e @ nexus_nic::XdpError::Interface { .. }) => {
+            config_err("dataplane.xdp_interface", e.to_string())
+        }
+        Err(e) => config_err("dataplane_backend", e.to_string()),
+    }
+}
+
+/// Without the `xdp` feature the configuration refuses the XDP backend before this is reached.
+#[cfg(not(feature = "xdp"))]
+pub fn attach_xdp(
+    settings: &XdpSettings,
+    _port: u16,
+    _source_check: bool,
+) -> Result<XdpAttached, ConfigError> {
+    config_err(
+        "dataplane_backend",
+        format!(
+            "this nexus is built without XDP support; {} is not attached",
+            settings.interface
+        ),
+    )
+}
 
 /// `[p4]`: the P4 switch the node feeds. See docs/operations.md.
 #[derive(Debug, Default, Deserialize)]
@@ -281,11 +426,32 @@ impl Targets {
     /// `generations` is the table compiler's channel.
     pub fn start(
         p4: Option<&P4Settings>,
+        xdp: Option<XdpAttached>,
         generations: &watch::Receiver<Option<Arc<TableGeneration>>>,
         metrics: &TargetMetrics,
     ) -> Targets {
         let mut states = Vec::new();
         let mut tasks = Vec::new();
+        if let Some(xdp) = xdp {
+            let state = Arc::new(Mutex::new(DataplaneTargetDto {
+                target: "xdp".to_owned(),
+                address: xdp.interface.clone(),
+                connected: true,
+                published: None,
+                installed: None,
+                failures: 0,
+                last_error: None,
+                counters: None,
+            }));
+            #[cfg(feature = "xdp")]
+            tasks.push(Task(tokio::spawn(run_xdp(
+                xdp.publisher,
+                generations.clone(),
+                state.clone(),
+                metrics.clone(),
+            ))));
+            states.push(state);
+        }
         if let Some(p4) = p4 {
             let state = Arc::new(Mutex::new(DataplaneTargetDto {
                 target: "p4".to_owned(),
@@ -295,6 +461,7 @@ impl Targets {
                 installed: None,
                 failures: 0,
                 last_error: None,
+                counters: None,
             }));
             let publisher = P4Publisher::spawn(p4.config.clone());
             tasks.push(Task(tokio::spawn(run_p4(
@@ -398,6 +565,72 @@ async fn run_p4(
     }
 }
 
+/// Feeds the XDP publisher: every generation from the table compiler goes to it, and its status
+/// (with the program's counters) goes to the target's state and metrics.
+#[cfg(feature = "xdp")]
+async fn run_xdp(
+    publisher: nexus_nic::XdpPublisher,
+    mut generations: watch::Receiver<Option<Arc<TableGeneration>>>,
+    state: Arc<Mutex<DataplaneTargetDto>>,
+    metrics: TargetMetrics,
+) {
+    let label = TargetLabel {
+        target: "xdp".to_owned(),
+    };
+    let gauge = metrics.generation.get_or_create(&label).clone();
+    gauge.set(-1);
+    let errors = metrics.publish_errors.get_or_create(&label).clone();
+    let seconds = metrics.publish_seconds.get_or_create(&label).clone();
+    let mut status = publisher.subscribe();
+    let mut failures = 0u64;
+    let mut pending: Option<(u64, tokio::time::Instant)> = None;
+    generations.mark_changed();
+    status.mark_changed();
+    loop {
+        tokio::select! {
+            biased;
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return; // The publisher's thread ended.
+                }
+                let now = status.borrow_and_update().clone();
+                errors.inc_by(now.failures.saturating_sub(failures));
+                failures = now.failures;
+                gauge.set(now.installed.map_or(-1, |g| i64::try_from(g).unwrap_or(i64::MAX)));
+                if let (Some((generation, since)), Some(installed)) = (pending, now.installed)
+                    && installed == generation
+                {
+                    seconds.observe(since.elapsed().as_secs_f64());
+                    pending = None;
+                }
+                update(&state, |dto| {
+                    dto.installed = now.installed;
+                    dto.failures = now.failures;
+                    dto.last_error = now.last_error.clone();
+                    dto.counters = Some(crate::api::TargetCountersDto {
+                        forwarded: now.counters.forwarded,
+                        delivered_local: now.counters.delivered_local,
+                        dropped: now.counters.dropped.iter().sum(),
+                        passed_to_kernel: now.passed_to_kernel,
+                    });
+                });
+            }
+            changed = generations.changed() => {
+                if changed.is_err() {
+                    return; // The node is stopping.
+                }
+                let Some(generation) = generations.borrow_and_update().clone() else {
+                    continue;
+                };
+                let number = generation.generation();
+                publisher.publish(generation.routes.clone(), generation.local.clone());
+                pending = Some((number, tokio::time::Instant::now()));
+                update(&state, |dto| dto.published = Some(number));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,6 +696,55 @@ mod tests {
             .expect_err("missing file");
         assert_eq!(e.field, "p4.device_config");
         assert!(e.message.contains("/nonexistent/nexus.json"), "{e}");
+    }
+
+    #[test]
+    fn xdp_settings_and_their_errors() {
+        let native = Some(XdpModeSetting::Native);
+        assert_eq!(parse_xdp(false, true, None, None), Ok(None));
+        let field = |r: Result<Option<XdpSettings>, ConfigError>| r.expect_err("refused").field;
+        assert_eq!(
+            field(parse_xdp(false, true, Some("eth0"), None)),
+            "dataplane.xdp_interface"
+        );
+        assert_eq!(
+            field(parse_xdp(false, true, None, native)),
+            "dataplane.xdp_mode"
+        );
+        if !cfg!(feature = "xdp") {
+            let e = parse_xdp(true, true, Some("eth0"), None).expect_err("not built in");
+            assert_eq!(e.field, "dataplane_backend");
+            assert!(e.message.contains("--features xdp"), "{e}");
+            return;
+        }
+        assert_eq!(
+            parse_xdp(true, true, Some("eth0"), None),
+            Ok(Some(XdpSettings {
+                interface: "eth0".to_owned(),
+                mode: XdpModeSetting::Native
+            }))
+        );
+        assert_eq!(
+            parse_xdp(true, true, Some("veth1"), Some(XdpModeSetting::Generic))
+                .expect("valid")
+                .map(|s| s.mode),
+            Some(XdpModeSetting::Generic)
+        );
+        assert_eq!(
+            field(parse_xdp(true, false, Some("eth0"), None)),
+            "dataplane"
+        );
+        assert_eq!(
+            field(parse_xdp(true, true, None, None)),
+            "dataplane.xdp_interface"
+        );
+        for bad in ["", "a/b", "eth0:1", "a b", "sixteen-bytes-xx"] {
+            assert_eq!(
+                field(parse_xdp(true, true, Some(bad), None)),
+                "dataplane.xdp_interface",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
