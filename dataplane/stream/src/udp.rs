@@ -137,6 +137,8 @@ struct Relay {
     target: SocketAddr,
     /// This endpoint's node tag.
     own: NodeTag,
+    /// This socket's IP: clients on it are local too.
+    own_ip: Option<std::net::IpAddr>,
     /// Client node tag → the address its frames came from.
     peers: HashMap<u64, SocketAddr>,
     /// Tags in the order they were learned (oldest first), for the bound.
@@ -594,9 +596,7 @@ impl Driver {
                 self.counters.relayed_back += 1;
             }
             to
-        } else if from.ip().is_loopback()
-            || Some(from.ip()) == self.socket.local_addr().ok().map(|a| a.ip())
-        {
+        } else if from.ip().is_loopback() || Some(from.ip()) == relay.own_ip {
             relay.learn(repr.src.0, from);
             self.counters.relayed_out += 1;
             Some(relay.target)
@@ -645,6 +645,7 @@ impl Driver {
                 self.relay = target.map(|target| Relay {
                     target,
                     own: NodeTag::from_node_id(&ep.node_id()),
+                    own_ip: self.socket.local_addr().ok().map(|a| a.ip()),
                     peers: HashMap::new(),
                     order: VecDeque::new(),
                 });
