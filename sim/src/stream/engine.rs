@@ -10,12 +10,15 @@ use nexus_stream::{
     DatagramOptions, Endpoint, EndpointConfig, Event, FlowOptions, MessageOptions, Mode,
     Probability, SessionId, StreamRef,
 };
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 use super::fixture::{ANCHOR_UNIX_MS, Fixture};
 use super::payload::Header;
-use crate::engine::{NetStats, Progress, derive_seed, node_addr, node_index};
+use crate::engine::{
+    NetStats, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us, node_addr,
+    node_index, queue_deliveries, seeded_rng,
+};
 use crate::invariants::Verdict;
 use crate::invariants::stream::{
     self as checks, Delivered, Sent, SessionChange, StreamInvariant, StreamWorld,
@@ -37,19 +40,9 @@ const BE_FLOW: u32 = 1;
 /// The endpoint's flow label for probabilistic datagrams.
 const PR_FLOW: u32 = 2;
 
+/// The stream engine's own events; the shared ones are [`SimEvent`]'s.
 #[derive(Debug)]
-enum Ev {
-    Deliver {
-        from: usize,
-        to: usize,
-        payload: Vec<u8>,
-    },
-    Wake {
-        node: usize,
-        token: u64,
-    },
-    /// A network timeline entry (index into `Scenario::timeline`).
-    Action(usize),
+enum Own {
     /// A `revoke` entry (index into `StreamScenario::revocations`).
     Revoke(usize),
     /// The first `count` revocations reach `node`.
@@ -67,8 +60,9 @@ enum Ev {
     },
     /// `duration` is over: traffic stops, cuts heal, loss goes to 0.
     Settle,
-    Sample,
 }
+
+type Ev = SimEvent<Own>;
 
 /// One session as the node's application sees it.
 #[derive(Debug)]
@@ -87,8 +81,7 @@ struct Node {
     ep: Endpoint,
     targets: Vec<usize>,
     sessions: BTreeMap<SessionId, Sess>,
-    wake_at: Option<u64>,
-    wake_token: u64,
+    wake: WakeTimer,
     /// Wake-ups in a row whose timer was already due (see [`OVERDUE_WAKES_MAX`]).
     overdue_wakes: u32,
     /// Next flow id (reliable-ordered).
@@ -148,10 +141,6 @@ fn base_instant() -> Instant {
     *BASE.get_or_init(Instant::now)
 }
 
-fn duration_us(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
 /// Runs a `[stream]` scenario.
 ///
 /// # Panics
@@ -206,8 +195,7 @@ impl<'s> StreamSim<'s> {
                     ep,
                     targets: (1..=cfg.peers).map(|k| (i + k) % n).collect(),
                     sessions: BTreeMap::new(),
-                    wake_at: None,
-                    wake_token: 0,
+                    wake: WakeTimer::default(),
                     overdue_wakes: 0,
                     next_flow: 0,
                     next_index: [0; 4],
@@ -232,8 +220,8 @@ impl<'s> StreamSim<'s> {
             cut_periods: Vec::new(),
             established: BTreeMap::new(),
             net: Net::new(n, scenario.topology.clone(), scenario.network.clone()),
-            rng: StdRng::seed_from_u64(derive_seed(seed, 2, 0)),
-            traffic_rng: StdRng::seed_from_u64(derive_seed(seed, 34, 0)),
+            rng: seeded_rng(seed, 2, 0),
+            traffic_rng: seeded_rng(seed, 34, 0),
             trace,
             checkers: checks::all(),
             samples: Vec::new(),
@@ -250,14 +238,14 @@ impl<'s> StreamSim<'s> {
                 cfg.revocations
                     .iter()
                     .enumerate()
-                    .map(|(k, r)| (r.at, r.index, Ev::Revoke(k))),
+                    .map(|(k, r)| (r.at, r.index, Ev::Own(Own::Revoke(k)))),
             )
             .collect();
         timeline.sort_by_key(|(at, index, _)| (*at, *index));
         for (at, _, ev) in timeline {
             sim.queue.push(duration_us(at), ev);
         }
-        sim.queue.push(traffic_until_us, Ev::Settle);
+        sim.queue.push(traffic_until_us, Ev::Own(Own::Settle));
         sim.queue.push(0, Ev::Sample);
         sim
     }
@@ -285,38 +273,23 @@ impl<'s> StreamSim<'s> {
                 self.schedule_traffic(i, mode);
             }
         }
-        let mut progress = progress;
-        let step_us = (self.end_us / 100).max(1);
-        let mut next_progress = step_us;
-        let total = Duration::from_micros(self.end_us);
-        while let Some(at) = self.queue.peek_time() {
-            if at > self.end_us {
-                break;
-            }
-            let Some((at, ev)) = self.queue.pop() else {
-                break;
-            };
+        let mut run = RunLoop::new(self.cfg.end(self.scenario.duration), progress);
+        while let Some((at, ev)) = run.next(&mut self.queue) {
             self.now_us = at;
             match ev {
                 Ev::Deliver { from, to, payload } => self.deliver(from, to, &payload),
                 Ev::Wake { node, token } => self.wake(node, token),
                 Ev::Action(k) => self.act(k),
-                Ev::Revoke(k) => self.revoke(k),
-                Ev::TrustArrives { node, count } => self.trust_arrives(node, count),
-                Ev::Traffic { node, mode } => self.traffic(node, mode),
-                Ev::Reconnect { node, peer } => self.reconnect(node, peer),
-                Ev::Settle => self.settle(),
+                Ev::Own(Own::Revoke(k)) => self.revoke(k),
+                Ev::Own(Own::TrustArrives { node, count }) => self.trust_arrives(node, count),
+                Ev::Own(Own::Traffic { node, mode }) => self.traffic(node, mode),
+                Ev::Own(Own::Reconnect { node, peer }) => self.reconnect(node, peer),
+                Ev::Own(Own::Settle) => self.settle(),
                 Ev::Sample => {
                     self.sample();
                     let next = at + duration_us(self.scenario.sample_every);
                     self.queue.push(next, Ev::Sample);
                 }
-            }
-            if at >= next_progress {
-                if let Some(p) = progress.as_mut() {
-                    p(Duration::from_micros(at), total);
-                }
-                next_progress = at + step_us;
             }
         }
         self.now_us = self.end_us;
@@ -396,7 +369,8 @@ impl<'s> StreamSim<'s> {
         let key = self.fixture.node_id(peer);
         if self.nodes[i].ep.session_to(&key).is_some() {
             let at = self.now_us + duration_us(self.cfg.reconnect);
-            self.queue.push(at, Ev::Reconnect { node: i, peer });
+            self.queue
+                .push(at, Ev::Own(Own::Reconnect { node: i, peer }));
             return;
         }
         match self.nodes[i].ep.connect(now, key, node_addr(peer)) {
@@ -449,10 +423,9 @@ impl<'s> StreamSim<'s> {
 
     fn wake(&mut self, i: usize, token: u64) {
         let node = &mut self.nodes[i];
-        if token != node.wake_token {
+        if !node.wake.fire(token) {
             return;
         }
-        node.wake_at = None;
         let now = self.base + Duration::from_micros(self.now_us);
         node.ep.handle_timeout(now);
         self.after_step(i);
@@ -509,13 +482,8 @@ impl<'s> StreamSim<'s> {
         }
         // Never at this instant again: what is due now has just run.
         let at = due_us.map(|d| d.max(now_us + 1));
-        if at != node.wake_at {
-            node.wake_at = at;
-            node.wake_token += 1;
-            if let Some(at) = at {
-                let token = node.wake_token;
-                self.queue.push(at, Ev::Wake { node: i, token });
-            }
+        if let (Some(at), Some(token)) = (at, node.wake.arm(at)) {
+            self.queue.push(at, Ev::Wake { node: i, token });
         }
     }
 
@@ -537,23 +505,7 @@ impl<'s> StreamSim<'s> {
                 );
             }
             Fate::Deliver(delays) => {
-                let last = delays.len() - 1;
-                let mut payload = Some(payload);
-                for (k, d) in delays.iter().enumerate() {
-                    let p = if k == last {
-                        payload.take().unwrap_or_default()
-                    } else {
-                        payload.clone().unwrap_or_default()
-                    };
-                    self.queue.push(
-                        self.now_us + duration_us(*d),
-                        Ev::Deliver {
-                            from,
-                            to,
-                            payload: p,
-                        },
-                    );
-                }
+                queue_deliveries(&mut self.queue, self.now_us, from, to, &delays, payload);
             }
         }
     }
@@ -618,10 +570,10 @@ impl<'s> StreamSim<'s> {
                     let at = self.now_us + duration_us(self.cfg.reconnect);
                     self.queue.push(
                         at,
-                        Ev::Reconnect {
+                        Ev::Own(Own::Reconnect {
                             node: i,
                             peer: s.peer,
-                        },
+                        }),
                     );
                 }
             }
@@ -711,7 +663,7 @@ impl<'s> StreamSim<'s> {
         let gap_us = ((-(1.0 - u).ln() / rate) * 1e6).max(1.0) as u64;
         let at = self.now_us + gap_us;
         if at < self.traffic_until_us {
-            self.queue.push(at, Ev::Traffic { node: i, mode });
+            self.queue.push(at, Ev::Own(Own::Traffic { node: i, mode }));
         }
     }
 
@@ -891,7 +843,8 @@ impl<'s> StreamSim<'s> {
         let at = self.now_us + duration_us(r.delay);
         for j in 0..self.nodes.len() {
             if !r.nodes.contains(&j) {
-                self.queue.push(at, Ev::TrustArrives { node: j, count });
+                self.queue
+                    .push(at, Ev::Own(Own::TrustArrives { node: j, count }));
             }
         }
     }
