@@ -1,15 +1,20 @@
 //! What every engine of the simulator shares: the node-address scheme, the seed derivation and
 //! its seeded generators, the entry of a scenario engine's event queue, the loop that pops it
-//! until the scenario's end, and a node's wake-up timer. The queue itself is
+//! until the scenario's end, a node's wake-up timer, and the end of a run (violations into the
+//! trace, the report). The queue itself is
 //! [`crate::queue::EventQueue`]; the overlay engines' event loop is [`crate::overlay_net`].
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use crate::invariants::Verdict;
 use crate::queue::EventQueue;
+use crate::report::{RunReport, Sample};
+use crate::scenario::Scenario;
+use crate::trace::{Trace, TraceEvent};
 
 /// Datagrams buffered for a paused node; later ones are dropped (its socket buffer is full).
 pub const PAUSED_INBOX_MAX: usize = 1024;
@@ -211,6 +216,54 @@ pub fn queue_deliveries<X>(
         now_us + duration_us(*last),
         SimEvent::Deliver { from, to, payload },
     );
+}
+
+/// The wall-clock start of a run. Wall time is only reported (the speed ratio of virtual to wall
+/// time); it never reaches the trace.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "wall time is only reported (speed ratio); it never reaches the trace"
+)]
+pub fn wall_clock() -> Instant {
+    Instant::now()
+}
+
+/// The end every scenario run shares: records each failed verdict in the trace as a violation
+/// (at the time it was violated; at `end_us` if it names none), closes the trace and builds the
+/// report, with the wall time since `wall`.
+#[allow(clippy::too_many_arguments)]
+pub fn finish_run(
+    scenario: &Scenario,
+    seed: u64,
+    wall: Instant,
+    end_us: u64,
+    stats: NetStats,
+    trace: &mut Trace,
+    verdicts: Vec<Verdict>,
+    samples: Vec<Sample>,
+) -> RunReport {
+    for v in verdicts.iter().filter(|v| !v.ok) {
+        trace.record(
+            TraceEvent::Violation {
+                t_us: v.violated_at_s.map_or(end_us, |s| (s * 1e6) as u64),
+                invariant: v.invariant,
+                detail: v.detail.clone(),
+            },
+            None,
+        );
+    }
+    let trace_error = trace.finish().err().map(|e| e.to_string());
+    RunReport::new(
+        scenario,
+        seed,
+        wall.elapsed(),
+        stats,
+        trace.hash_hex(),
+        trace.events(),
+        verdicts,
+        samples,
+        trace_error,
+    )
 }
 
 /// `d` in µs (saturating).

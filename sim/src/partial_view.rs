@@ -29,7 +29,7 @@
 //! network component is one overlay component).
 
 use std::collections::{BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nexus_gossip::{MessageId, NodeId, Overlay, OverlayEvent, Timestamp};
 use rand::rngs::StdRng;
@@ -37,7 +37,7 @@ use rand::{Rng, RngCore};
 
 use crate::engine::{
     NetStats, PAUSED_INBOX_MAX, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us,
-    node_addr, node_index, queue_deliveries, seeded_rng,
+    finish_run, node_addr, node_index, queue_deliveries, seeded_rng, wall_clock,
 };
 use crate::invariants::overlay::{self, OverlayInvariant, OverlayWorld, Probe, label_components};
 use crate::invariants::overlay_connected::correct_share;
@@ -196,11 +196,7 @@ impl<'s> PartialSim<'s> {
 
     /// Runs to the scenario's end and reports. `progress` is called about every 1 % of the run.
     pub fn run(mut self, progress: Option<Progress<'_>>) -> RunReport {
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "wall time is only reported (speed ratio); it never reaches the trace"
-        )]
-        let wall = Instant::now();
+        let wall = wall_clock();
         let mut run = RunLoop::new(self.scenario.duration, progress);
         let end_us = run.end_us();
         for i in 0..self.nodes.len() {
@@ -224,17 +220,6 @@ impl<'s> PartialSim<'s> {
         self.now_us = end_us;
         self.sample();
         let verdicts = self.finish();
-        for v in verdicts.iter().filter(|v| !v.ok) {
-            self.trace.record(
-                TraceEvent::Violation {
-                    t_us: v.violated_at_s.map(|s| (s * 1e6) as u64).unwrap_or(end_us),
-                    invariant: v.invariant,
-                    detail: v.detail.clone(),
-                },
-                None,
-            );
-        }
-        let trace_error = self.trace.finish().err().map(|e| e.to_string());
         let latency = LatencySummary::from_ms(
             "broadcast delivery: from a probe's start at its origin to its delivery at each node",
             self.probe_latencies_us
@@ -242,16 +227,15 @@ impl<'s> PartialSim<'s> {
                 .map(|us| *us as f64 / 1000.0)
                 .collect(),
         );
-        let mut report = RunReport::new(
+        let mut report = finish_run(
             self.scenario,
             self.seed,
-            wall.elapsed(),
+            wall,
+            end_us,
             self.stats,
-            self.trace.hash_hex(),
-            self.trace.events(),
+            &mut self.trace,
             verdicts,
             std::mem::take(&mut self.samples),
-            trace_error,
         );
         report.latency = latency;
         report

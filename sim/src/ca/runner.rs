@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use nexus_trust::ca::{
     Bootstrap, CaError, Command, IssueRequest, LIST_LIMIT_MAX, Response, VALIDITY_MS_MAX,
@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::history::{GetView, History, Op, OpKind, OpResult, Refusal, VoterFinal};
 use super::linearizability::{check_linearizable, check_replicas};
 use super::transport::TurmoilTransport;
-use crate::engine::{NetStats, Progress, derive_seed};
+use crate::engine::{NetStats, Progress, derive_seed, finish_run, wall_clock};
 use crate::invariants::Verdict;
 use crate::report::{CaSummary, RunReport};
 use crate::scenario::{Action, CaScenario, Scenario, ScenarioError, Topology};
@@ -697,11 +697,7 @@ fn run_inner(
             message: format!("{tick:?}: must be whole milliseconds, at least 1ms"),
         });
     }
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "wall time is only reported (speed ratio); it never reaches the trace"
-    )]
-    let wall = Instant::now();
+    let wall = wall_clock();
     let n = scenario.nodes;
     let latency = match scenario.topology {
         Topology::Mesh { latency } => latency,
@@ -895,17 +891,6 @@ fn run_inner(
             }),
         ),
     ];
-    for v in verdicts.iter().filter(|v| !v.ok) {
-        trace.record(
-            TraceEvent::Violation {
-                t_us: v.violated_at_s.map(|s| (s * 1e6) as u64).unwrap_or(now),
-                invariant: v.invariant,
-                detail: v.detail.clone(),
-            },
-            None,
-        );
-    }
-    let trace_error = trace.finish().err().map(|e| e.to_string());
     let count = |f: &dyn Fn(&OpResult) -> bool| history.ops.iter().filter(|o| f(&o.result)).count();
     let not_applied = count(&|r| matches!(r, OpResult::NotApplied(_)));
     let unknown = count(&|r| matches!(r, OpResult::Unknown(_)));
@@ -925,16 +910,15 @@ fn run_inner(
         search_states: states,
     };
     drop(dbs);
-    let mut report = RunReport::new(
+    let mut report = finish_run(
         scenario,
         seed,
-        wall.elapsed(),
+        wall,
+        now,
         NetStats::default(),
-        trace.hash_hex(),
-        trace.events(),
+        &mut trace,
         verdicts,
         Vec::new(),
-        trace_error,
     );
     report.ca = Some(summary);
     Ok((report, history))

@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 
 use crate::engine::{
     NetStats, PAUSED_INBOX_MAX, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us,
-    node_addr, node_index, queue_deliveries, seeded_rng,
+    finish_run, node_addr, node_index, queue_deliveries, seeded_rng, wall_clock,
 };
 use crate::invariants::agreement;
 use crate::invariants::{self, Invariant, NodeIds, Truth, World};
@@ -213,11 +213,7 @@ impl<'s> CoreSim<'s> {
 
     /// Runs to the scenario's end and reports. `progress` is called about every 1% of the run.
     pub fn run(mut self, progress: Option<Progress<'_>>) -> RunReport {
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "wall time is only reported (speed ratio); it never reaches the trace"
-        )]
-        let wall = Instant::now();
+        let wall = wall_clock();
         self.wall_start = Some(wall);
         let mut run = RunLoop::new(self.scenario.duration, progress);
         let end_us = run.end_us();
@@ -254,27 +250,15 @@ impl<'s> CoreSim<'s> {
             checkers.iter_mut().map(|c| c.finish(&world)).collect()
         };
         let registry_summary = self.registry_finish(&mut verdicts);
-        for v in verdicts.iter().filter(|v| !v.ok) {
-            self.trace.record(
-                TraceEvent::Violation {
-                    t_us: v.violated_at_s.map(|s| (s * 1e6) as u64).unwrap_or(end_us),
-                    invariant: v.invariant,
-                    detail: v.detail.clone(),
-                },
-                None,
-            );
-        }
-        let trace_error = self.trace.finish().err().map(|e| e.to_string());
-        let mut report = RunReport::new(
+        let mut report = finish_run(
             self.scenario,
             self.seed,
-            wall.elapsed(),
+            wall,
+            end_us,
             self.stats,
-            self.trace.hash_hex(),
-            self.trace.events(),
+            &mut self.trace,
             verdicts,
             std::mem::take(&mut self.samples),
-            trace_error,
         );
         report.latency = registry_summary.as_ref().and_then(|r| {
             crate::report::LatencySummary::from_ms(

@@ -65,7 +65,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use nexus_actors::env::{MemoryStorage, Storage};
 use nexus_actors::{
@@ -79,7 +79,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tokio::sync::{Notify, watch};
 
-use crate::engine::{NetStats, PAUSED_INBOX_MAX, Progress, derive_seed};
+use crate::engine::{NetStats, PAUSED_INBOX_MAX, Progress, derive_seed, finish_run, wall_clock};
 use crate::invariants::{self, Invariant, Truth, World};
 use crate::net::Net;
 use crate::report::{RunReport, Sample};
@@ -456,11 +456,7 @@ impl<'s> NodeSim<'s> {
     }
 
     fn run(mut self, progress: Option<Progress<'_>>) -> RunReport {
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "wall time is only reported (speed ratio); it never reaches the trace"
-        )]
-        let wall = Instant::now();
+        let wall = wall_clock();
         let scenario = self.scenario;
         let end_us = duration_us(scenario.duration);
         let tick_us = duration_us(self.tick);
@@ -511,31 +507,18 @@ impl<'s> NodeSim<'s> {
             let world = self.world(&sh.net);
             checkers.iter_mut().map(|c| c.finish(&world)).collect()
         };
-        let (trace_hash, trace_events, trace_error, stats) = {
-            let mut sh = lock(&self.shared);
-            for v in verdicts.iter().filter(|v| !v.ok) {
-                sh.trace.record(
-                    TraceEvent::Violation {
-                        t_us: v.violated_at_s.map(|s| (s * 1e6) as u64).unwrap_or(end_us),
-                        invariant: v.invariant,
-                        detail: v.detail.clone(),
-                    },
-                    None,
-                );
-            }
-            let error = sh.trace.finish().err().map(|e| e.to_string());
-            (sh.trace.hash_hex(), sh.trace.events(), error, sh.stats)
-        };
-        RunReport::new(
+        let samples = std::mem::take(&mut self.samples);
+        let mut sh = lock(&self.shared);
+        let stats = sh.stats;
+        finish_run(
             scenario,
             self.seed,
-            wall.elapsed(),
+            wall,
+            end_us,
             stats,
-            trace_hash,
-            trace_events,
+            &mut sh.trace,
             verdicts,
-            std::mem::take(&mut self.samples),
-            trace_error,
+            samples,
         )
     }
 

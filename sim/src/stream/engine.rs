@@ -16,8 +16,8 @@ use rand::rngs::StdRng;
 use super::fixture::{ANCHOR_UNIX_MS, Fixture};
 use super::payload::Header;
 use crate::engine::{
-    NetStats, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us, node_addr,
-    node_index, queue_deliveries, seeded_rng,
+    NetStats, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us, finish_run,
+    node_addr, node_index, queue_deliveries, seeded_rng, wall_clock,
 };
 use crate::invariants::Verdict;
 use crate::invariants::stream::{
@@ -260,11 +260,7 @@ impl<'s> StreamSim<'s> {
 
     /// Runs to `duration + settle` and reports. `progress` is called about every 1 % of the run.
     pub fn run(mut self, progress: Option<Progress<'_>>) -> RunReport {
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "wall time is only reported (speed ratio); it never reaches the trace"
-        )]
-        let wall = Instant::now();
+        let wall = wall_clock();
         for i in 0..self.nodes.len() {
             for peer in self.nodes[i].targets.clone() {
                 self.connect(i, peer);
@@ -295,27 +291,15 @@ impl<'s> StreamSim<'s> {
         self.now_us = self.end_us;
         self.sample();
         let verdicts = self.finish();
-        for v in verdicts.iter().filter(|v| !v.ok) {
-            self.trace.record(
-                TraceEvent::Violation {
-                    t_us: v.violated_at_s.map_or(self.end_us, |s| (s * 1e6) as u64),
-                    invariant: v.invariant,
-                    detail: v.detail.clone(),
-                },
-                None,
-            );
-        }
-        let trace_error = self.trace.finish().err().map(|e| e.to_string());
-        let mut report = RunReport::new(
+        let mut report = finish_run(
             self.scenario,
             self.seed,
-            wall.elapsed(),
+            wall,
+            self.end_us,
             self.stats,
-            self.trace.hash_hex(),
-            self.trace.events(),
+            &mut self.trace,
             verdicts,
             std::mem::take(&mut self.samples),
-            trace_error,
         );
         report.virtual_s = Duration::from_micros(self.end_us).as_secs_f64();
         report.speed = if report.wall_s > 0.0 {
