@@ -13,7 +13,9 @@
 //! is known. A generation that cannot be installed (a next hop the kernel has no route to, a
 //! table over the limits) is reported in [`XdpPublishStatus::last_error`]; the installed one
 //! keeps forwarding, and it is tried again when a neighbour changes or a new one is published.
-//! A generation older than the installed one is refused whole (its local keys too).
+//! A generation older than the installed one is a rollback when it is the generation installed
+//! before it (the program flips back to the table it kept, as the software forwarder's handle
+//! does); any other older generation is refused whole (its local keys too).
 //!
 //! Frames the program does not forward itself go to the kernel's stack unchanged (`XDP_PASS`),
 //! where the node's software forwarder listens on the same UDP port: frames for this node's
@@ -322,13 +324,21 @@ impl Worker {
     fn publish(&mut self, routes: &RouteSet, local: &LocalEndpoints) {
         let generation = routes.generation();
         self.status.published = Some(generation);
+        let mut roll_back = false;
         if let Some(installed) = self.status.installed.filter(|i| *i > generation) {
-            // An older generation published after a newer one: the newer stays, and so do
-            // its local keys.
-            self.fail(format!(
-                "generation {generation} is older than the installed generation {installed}"
-            ));
-            return;
+            if self.target.previous_generation() == Some(generation) {
+                // The node rolled its table back: the program goes back to the generation it
+                // kept, in one flip, as the software forwarder does.
+                roll_back = true;
+            } else {
+                // Any other older generation published after a newer one: the newer stays,
+                // and so do its local keys.
+                self.fail(format!(
+                    "generation {generation} is older than the installed generation {installed} \
+                     and is not the previous one"
+                ));
+                return;
+            }
         }
         let keys = local.iter().map(|(key, _)| key);
         if let Err(e) = self.target.set_local_keys(keys) {
@@ -347,6 +357,17 @@ impl Worker {
         };
         self.neighbours.refresh(next_hop_ips(&table));
         self.wanted = Some(table);
+        if roll_back {
+            match self.target.rollback() {
+                Ok(restored) => self.status.installed = Some(restored),
+                Err(e) => {
+                    self.fail(format!("rollback to generation {generation}: {e}"));
+                    return;
+                }
+            }
+        }
+        // After a rollback this reinstalls the restored generation with the next hops'
+        // current MACs (and sets the status's route and hop counts).
         self.install();
     }
 

@@ -280,16 +280,16 @@ fn publish_on_the_bed(mode: XdpMode, tag: &str) {
     // Tried again only when a neighbour changes: refreshes alone add no failures.
     thread::sleep(Duration::from_millis(350));
     assert_eq!(publisher.status().failures, status.failures);
-    // An older generation than the installed one is refused.
-    publisher.publish(routes(1, SocketAddrV4::new(IP_B0, 7501)), local());
-    let older = wait_for(&publisher, "generation 1 refused", |s| {
-        s.published == Some(1)
+    // An older generation that is not the one installed before the current one is refused.
+    publisher.publish(routes(0, SocketAddrV4::new(IP_B0, 7501)), local());
+    let older = wait_for(&publisher, "generation 0 refused", |s| {
+        s.published == Some(0)
     });
     assert!(
         older
             .last_error
             .as_deref()
-            .is_some_and(|e| e.contains("older")),
+            .is_some_and(|e| e.contains("older") && e.contains("not the previous")),
         "{older:?}"
     );
     assert_eq!(older.installed, Some(2));
@@ -301,6 +301,28 @@ fn publish_on_the_bed(mode: XdpMode, tag: &str) {
         (7502, FRAMES),
         "generation 2 still forwards"
     );
+    // The generation installed before it is a rollback (the node's table rolled back):
+    // generation 1 forwards again.
+    publisher.publish(routes(1, SocketAddrV4::new(IP_B0, 7501)), local());
+    let back = wait_for(&publisher, "rolled back to generation 1", |s| {
+        s.installed == Some(1)
+    });
+    assert_eq!(back.last_error, None, "{back:?}");
+    send(&frame(KEY, FRAMES + 1));
+    let got = collect(&[(7501, &sink_one), (7502, &sink_two)], 1);
+    assert_eq!(
+        got.iter().map(|(p, d)| (*p, seq(d))).collect::<Vec<_>>(),
+        vec![(7501, FRAMES + 1)],
+        "generation 1 forwards after the rollback"
+    );
+    // A second step back has nothing kept: refused, generation 1 stays.
+    publisher.publish(routes(0, SocketAddrV4::new(IP_B0, 7502)), local());
+    let refused = wait_for(&publisher, "generation 0 refused again", |s| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("generation 0"))
+    });
+    assert_eq!(refused.installed, Some(1));
 
     // Dropping the publisher detaches the program.
     drop(publisher);
