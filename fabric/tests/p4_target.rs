@@ -41,50 +41,20 @@ fn p4rt_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../p4/tests/p4rt")
 }
 
-fn run_ok(command: &mut Command, what: &str) {
-    let status = command.status().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(status.success(), "{what}: {status}");
-}
-
 /// The P4Runtime test server's python, its virtual environment made if missing.
 fn venv_python() -> PathBuf {
     let dir = p4rt_dir();
-    let python = dir.join(".venv/bin/python");
-    if !python.exists() {
-        if let Err(e) = Command::new("python3").arg("--version").output() {
-            panic!(
-                "python3 is required (python3 -m venv p4/tests/p4rt/.venv, pip install -r \
-                 p4/tests/p4rt/requirements.txt), but it cannot be run: {e}"
-            );
-        }
-        run_ok(
-            Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(dir.join(".venv")),
-            "python3 -m venv p4/tests/p4rt/.venv",
-        );
-    }
-    let ready = Command::new(&python)
-        .args(["-c", "import p4.v1, grpc"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        run_ok(
-            Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
-                .arg(dir.join("requirements.txt")),
-            "pip install -r p4/tests/p4rt/requirements.txt",
-        );
-    }
-    python
+    python_venv(
+        &dir.join(".venv"),
+        &dir.join("requirements.txt"),
+        |python| {
+            Command::new(python)
+                .args(["-c", "import p4.v1, grpc"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        },
+    )
 }
 
 /// The P4Runtime test server with `--log-rpcs`; its PIPELINE / WRITE lines are collected.

@@ -11,19 +11,6 @@ use std::time::Duration;
 use common::bed::*;
 use nexus_nic::{Egress, KernelNeighbours, Unresolved};
 
-/// Runs `f` on a thread in namespace `ns`.
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                enter(ns);
-                f()
-            })
-            .join()
-            .expect("thread in namespace")
-    })
-}
-
 /// Resolves `ip` until it is no longer pending (the kernel's ARP takes a moment).
 fn resolve(neighbours: &mut KernelNeighbours, ip: Ipv4Addr) -> Result<Egress, Unresolved> {
     for _ in 0..300 {

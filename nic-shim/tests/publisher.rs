@@ -26,19 +26,6 @@ const LOCAL: u128 = 0x10ca_1000_0000_0000_0000_0000_0000_0001;
 const FRAMES: u32 = 400;
 const WAIT: Duration = Duration::from_secs(5);
 
-/// Runs `f` on a thread in namespace `ns` (sockets and the publisher's thread stay there).
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                enter(ns);
-                f()
-            })
-            .join()
-            .expect("thread in namespace")
-    })
-}
-
 fn bind(ns: &str, addr: SocketAddrV4) -> UdpSocket {
     let socket = in_ns(ns, || UdpSocket::bind(addr).expect("bind"));
     // Room for the whole stream: it is read after it was sent.

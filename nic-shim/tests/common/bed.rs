@@ -113,6 +113,20 @@ pub fn enter(ns: &str) {
     setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
 }
 
+/// Runs `f` on a thread in namespace `ns` (sockets it makes, and threads those spawn, stay
+/// there).
+pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter(ns);
+                f()
+            })
+            .join()
+            .expect("thread in namespace")
+    })
+}
+
 /// Three namespaces (sender, router, sink), deleted on drop even when the test fails.
 #[derive(Debug)]
 pub struct Bed {
