@@ -30,6 +30,51 @@ pub struct NetStats {
     pub dropped: u64,
 }
 
+impl NetStats {
+    /// Counts a datagram dropped at `t_us` and records the drop in the trace.
+    pub fn record_drop(
+        &mut self,
+        trace: &mut Trace,
+        t_us: u64,
+        (from, to): (usize, usize),
+        reason: &'static str,
+        payload: Option<&[u8]>,
+    ) {
+        self.dropped += 1;
+        trace.record(
+            TraceEvent::Drop {
+                t_us,
+                from,
+                to,
+                reason,
+            },
+            payload,
+        );
+    }
+
+    /// Counts a datagram delivered at `t_us` and records the delivery (with its bytes) in the
+    /// trace.
+    pub fn record_delivery(
+        &mut self,
+        trace: &mut Trace,
+        t_us: u64,
+        (from, to): (usize, usize),
+        payload: &[u8],
+    ) {
+        self.delivered += 1;
+        self.bytes += payload.len() as u64;
+        trace.record(
+            TraceEvent::Deliver {
+                t_us,
+                from,
+                to,
+                bytes: payload.len(),
+            },
+            Some(payload),
+        );
+    }
+}
+
 /// Port every simulated node uses.
 pub const SIM_PORT: u16 = 7946;
 

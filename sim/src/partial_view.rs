@@ -295,17 +295,8 @@ impl<'s> PartialSim<'s> {
             }
             return;
         }
-        self.stats.delivered += 1;
-        self.stats.bytes += payload.len() as u64;
-        self.trace.record(
-            TraceEvent::Deliver {
-                t_us: self.now_us,
-                from,
-                to,
-                bytes: payload.len(),
-            },
-            Some(&payload),
-        );
+        self.stats
+            .record_delivery(&mut self.trace, self.now_us, (from, to), &payload);
         let now = Timestamp::from_micros(self.now_us);
         if let Some(core) = self.nodes[to].core.as_mut()
             && let Err(e) = core.handle_datagram(now, node_addr(from), &payload)
@@ -317,16 +308,8 @@ impl<'s> PartialSim<'s> {
     }
 
     fn drop_datagram(&mut self, from: usize, to: usize, reason: &'static str, p: Option<&[u8]>) {
-        self.stats.dropped += 1;
-        self.trace.record(
-            TraceEvent::Drop {
-                t_us: self.now_us,
-                from,
-                to,
-                reason,
-            },
-            p,
-        );
+        self.stats
+            .record_drop(&mut self.trace, self.now_us, (from, to), reason, p);
     }
 
     fn wake(&mut self, i: usize, token: u64) {

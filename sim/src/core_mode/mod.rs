@@ -335,46 +335,26 @@ impl CoreSim<'_> {
     fn deliver(&mut self, from: usize, to: usize, payload: Vec<u8>) {
         let node = &mut self.nodes[to];
         if node.core.is_none() {
-            self.trace.record(
-                TraceEvent::Drop {
-                    t_us: self.now_us,
-                    from,
-                    to,
-                    reason: "crashed",
-                },
-                None,
-            );
-            self.stats.dropped += 1;
+            self.stats
+                .record_drop(&mut self.trace, self.now_us, (from, to), "crashed", None);
             return;
         }
         if self.truth[to].paused {
             if node.inbox.len() >= PAUSED_INBOX_MAX {
-                self.trace.record(
-                    TraceEvent::Drop {
-                        t_us: self.now_us,
-                        from,
-                        to,
-                        reason: "paused-overflow",
-                    },
+                self.stats.record_drop(
+                    &mut self.trace,
+                    self.now_us,
+                    (from, to),
+                    "paused-overflow",
                     None,
                 );
-                self.stats.dropped += 1;
             } else {
                 node.inbox.push_back((from, payload));
             }
             return;
         }
-        self.stats.delivered += 1;
-        self.stats.bytes += payload.len() as u64;
-        self.trace.record(
-            TraceEvent::Deliver {
-                t_us: self.now_us,
-                from,
-                to,
-                bytes: payload.len(),
-            },
-            Some(&payload),
-        );
+        self.stats
+            .record_delivery(&mut self.trace, self.now_us, (from, to), &payload);
         let local = Timestamp::from_micros(node.clock.local(self.now_us));
         // One address, two cores: the kind byte of the common prefix tells them apart, as in
         // the gossip actor. Rejections (duplicates from ourselves, malformed) are part of the
@@ -473,18 +453,13 @@ impl CoreSim<'_> {
                 .net
                 .route(&mut self.rng, self.now_us, i, to, t.payload.len())
             {
-                Fate::Drop(reason) => {
-                    self.stats.dropped += 1;
-                    self.trace.record(
-                        TraceEvent::Drop {
-                            t_us: self.now_us,
-                            from: i,
-                            to,
-                            reason,
-                        },
-                        Some(&t.payload),
-                    );
-                }
+                Fate::Drop(reason) => self.stats.record_drop(
+                    &mut self.trace,
+                    self.now_us,
+                    (i, to),
+                    reason,
+                    Some(&t.payload),
+                ),
                 Fate::Deliver(delays) => {
                     queue_deliveries(&mut self.queue, self.now_us, i, to, &delays, t.payload);
                 }

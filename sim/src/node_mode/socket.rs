@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use crate::engine::{NetStats, SIM_PORT};
 use crate::net::Net;
 use crate::scenario::JitterDistribution;
-use crate::trace::{Trace, TraceEvent};
+use crate::trace::Trace;
 
 pub use crate::engine::{node_addr, node_index};
 
@@ -60,16 +60,9 @@ impl Shared {
     }
 
     fn record_drop(&mut self, from: usize, to: usize, reason: &'static str, payload: &[u8]) {
-        self.stats.dropped += 1;
-        self.trace.record(
-            TraceEvent::Drop {
-                t_us: host_now_us(),
-                from,
-                to,
-                reason,
-            },
-            Some(payload),
-        );
+        let t_us = host_now_us();
+        self.stats
+            .record_drop(&mut self.trace, t_us, (from, to), reason, Some(payload));
     }
 }
 
@@ -211,18 +204,10 @@ impl DatagramSocket for SimSocket {
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         let (len, from) = self.inner.recv_from(buf).await?;
         if let Some(sender) = node_index(from) {
-            let mut sh = lock(&self.shared);
-            sh.stats.delivered += 1;
-            sh.stats.bytes += len as u64;
-            sh.trace.record(
-                TraceEvent::Deliver {
-                    t_us: host_now_us(),
-                    from: sender,
-                    to: self.node,
-                    bytes: len,
-                },
-                Some(&buf[..len]),
-            );
+            let t_us = host_now_us();
+            let sh = &mut *lock(&self.shared);
+            sh.stats
+                .record_delivery(&mut sh.trace, t_us, (sender, self.node), &buf[..len]);
         }
         Ok((len, from))
     }

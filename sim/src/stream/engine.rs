@@ -387,17 +387,8 @@ impl<'s> StreamSim<'s> {
     }
 
     fn deliver(&mut self, from: usize, to: usize, payload: &[u8]) {
-        self.stats.delivered += 1;
-        self.stats.bytes += payload.len() as u64;
-        self.trace.record(
-            TraceEvent::Deliver {
-                t_us: self.now_us,
-                from,
-                to,
-                bytes: payload.len(),
-            },
-            Some(payload),
-        );
+        self.stats
+            .record_delivery(&mut self.trace, self.now_us, (from, to), payload);
         let now = self.now();
         self.nodes[to]
             .ep
@@ -476,18 +467,13 @@ impl<'s> StreamSim<'s> {
             .net
             .route(&mut self.rng, self.now_us, from, to, payload.len())
         {
-            Fate::Drop(reason) => {
-                self.stats.dropped += 1;
-                self.trace.record(
-                    TraceEvent::Drop {
-                        t_us: self.now_us,
-                        from,
-                        to,
-                        reason,
-                    },
-                    Some(&payload),
-                );
-            }
+            Fate::Drop(reason) => self.stats.record_drop(
+                &mut self.trace,
+                self.now_us,
+                (from, to),
+                reason,
+                Some(&payload),
+            ),
             Fate::Deliver(delays) => {
                 queue_deliveries(&mut self.queue, self.now_us, from, to, &delays, payload);
             }
