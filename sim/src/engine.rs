@@ -311,6 +311,15 @@ pub fn finish_run(
     )
 }
 
+/// Queues the entries of several timelines, each `(time, line in the scenario file, event)`, in
+/// time order and file order at one instant.
+pub fn queue_timelines<E>(queue: &mut EventQueue<E>, mut entries: Vec<(Duration, usize, E)>) {
+    entries.sort_by_key(|(at, index, _)| (*at, *index));
+    for (at, _, ev) in entries {
+        queue.push(duration_us(at), ev);
+    }
+}
+
 /// `d` in µs (saturating).
 pub fn duration_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

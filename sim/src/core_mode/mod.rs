@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 
 use crate::engine::{
     NetStats, PAUSED_INBOX_MAX, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us,
-    finish_run, node_addr, node_index, queue_deliveries, seeded_rng, wall_clock,
+    finish_run, node_addr, node_index, queue_deliveries, queue_timelines, seeded_rng, wall_clock,
 };
 use crate::invariants::agreement;
 use crate::invariants::{self, Invariant, NodeIds, Truth, World};
@@ -184,8 +184,7 @@ impl<'s> CoreSim<'s> {
                 }
             }
             Some(cfg) => {
-                // Both timelines in time order, file order at one instant.
-                let mut all: Vec<(Duration, usize, Ev)> = scenario
+                let all = scenario
                     .timeline
                     .iter()
                     .enumerate()
@@ -197,10 +196,7 @@ impl<'s> CoreSim<'s> {
                             .map(|(k, t)| (t.at, t.index, Ev::Own(Own::RegAction(k)))),
                     )
                     .collect();
-                all.sort_by_key(|(at, index, _)| (*at, *index));
-                for (at, _, ev) in all {
-                    sim.push(duration_us(at), ev);
-                }
+                queue_timelines(&mut sim.queue, all);
             }
         }
         sim.push(0, Ev::Sample);

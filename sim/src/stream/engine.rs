@@ -17,7 +17,7 @@ use super::fixture::{ANCHOR_UNIX_MS, Fixture};
 use super::payload::Header;
 use crate::engine::{
     NetStats, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us, finish_run,
-    node_addr, node_index, queue_deliveries, seeded_rng, wall_clock,
+    node_addr, node_index, queue_deliveries, queue_timelines, seeded_rng, wall_clock,
 };
 use crate::invariants::Verdict;
 use crate::invariants::stream::{
@@ -228,8 +228,7 @@ impl<'s> StreamSim<'s> {
             stats: NetStats::default(),
             summary: StreamSummary::default(),
         };
-        // Both timelines in time order, file order at one instant.
-        let mut timeline: Vec<(Duration, usize, Ev)> = scenario
+        let timeline = scenario
             .timeline
             .iter()
             .enumerate()
@@ -241,10 +240,7 @@ impl<'s> StreamSim<'s> {
                     .map(|(k, r)| (r.at, r.index, Ev::Own(Own::Revoke(k)))),
             )
             .collect();
-        timeline.sort_by_key(|(at, index, _)| (*at, *index));
-        for (at, _, ev) in timeline {
-            sim.queue.push(duration_us(at), ev);
-        }
+        queue_timelines(&mut sim.queue, timeline);
         sim.queue.push(traffic_until_us, Ev::Own(Own::Settle));
         sim.queue.push(0, Ev::Sample);
         sim
