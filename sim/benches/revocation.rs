@@ -40,10 +40,8 @@ fn main() {
     println!("| ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: |");
     for &n in &sizes {
         for &loss_ppm in &losses {
-            let cfg = RevocationSpreadConfig {
-                loss_ppm,
-                ..RevocationSpreadConfig::new(n, seed)
-            };
+            let mut cfg = RevocationSpreadConfig::new(n, seed);
+            cfg.setup.link.loss_ppm = loss_ppm;
             let started = Instant::now();
             let r = run(&cfg);
             let wall = started.elapsed().as_secs_f64();

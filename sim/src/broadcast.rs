@@ -20,32 +20,19 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use nexus_gossip::{MessageId, OverlayConfig, OverlayEvent, OverlayStats, Timestamp};
+use nexus_gossip::{MessageId, OverlayEvent, OverlayStats, Timestamp};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::engine::{node_addr, node_index};
-use crate::overlay_net::{LinkModel, OverlayApp, OverlayNet};
+use crate::overlay_net::{OverlayApp, OverlayNet, OverlaySetup};
 
 /// Settings of one measurement run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BroadcastSimConfig {
-    /// Number of nodes.
-    pub nodes: usize,
-    /// Root seed: the network, the schedule and every node's seed derive from it.
-    pub seed: u64,
-    /// Smallest one-way link latency (each link draws one latency in the range).
-    pub latency_min: Duration,
-    /// Largest one-way link latency.
-    pub latency_max: Duration,
-    /// Share of datagrams lost, in parts per million.
-    pub loss_ppm: u32,
-    /// Earlier nodes each new node learns of through `peer_up` at start (besides its contact).
-    pub known_peers: usize,
-    /// Time between two nodes' starts.
-    pub join_spacing: Duration,
-    /// Time after the last start before measuring.
-    pub settle: Duration,
+    /// The overlay, its link model and its start schedule; its seed is the root seed (the
+    /// network, the schedule and every node's seed derive from it).
+    pub setup: OverlaySetup,
     /// Time allowed for one broadcast (or the end of a stream) to spread, grafts included.
     pub spread_wait: Duration,
     /// Broadcasts from random origins that build the tree before the stream is measured.
@@ -64,22 +51,13 @@ pub struct BroadcastSimConfig {
     pub repair_wait: Duration,
     /// Broadcasts from random survivors in each failure sub-phase.
     pub failure_probes: usize,
-    /// The overlay's own settings, the same on every node.
-    pub overlay: OverlayConfig,
 }
 
 impl BroadcastSimConfig {
     /// The defaults used by the bench and the docs for `nodes` nodes.
     pub fn new(nodes: usize, seed: u64) -> Self {
         BroadcastSimConfig {
-            nodes,
-            seed,
-            latency_min: Duration::from_millis(1),
-            latency_max: Duration::from_millis(20),
-            loss_ppm: 0,
-            known_peers: 8,
-            join_spacing: Duration::from_millis(2),
-            settle: Duration::from_secs(15),
+            setup: OverlaySetup::new(nodes, seed),
             spread_wait: Duration::from_secs(4),
             warmup_broadcasts: 20,
             stream_broadcasts: 100,
@@ -89,7 +67,6 @@ impl BroadcastSimConfig {
             detection_delay: Duration::from_secs(5),
             repair_wait: Duration::from_secs(5),
             failure_probes: 10,
-            overlay: OverlayConfig::default(),
         }
     }
 }
@@ -279,22 +256,18 @@ struct Engine {
 }
 
 impl Engine {
-    fn new(cfg: BroadcastSimConfig) -> Self {
-        let link = LinkModel {
-            seed: cfg.seed,
-            latency_min: cfg.latency_min,
-            latency_max: cfg.latency_max,
-            loss_ppm: cfg.loss_ppm,
-            known_peers: cfg.known_peers,
-        };
-        Engine {
-            net: OverlayNet::new(cfg.nodes, &cfg.overlay, link),
+    /// The engine with every start scheduled, and the time the overlay has settled by.
+    fn new(cfg: BroadcastSimConfig) -> (Self, Timestamp) {
+        let (net, settled) = cfg.setup.build();
+        let engine = Engine {
+            net,
             app: Tracker {
                 payload_bytes: cfg.payload_bytes,
                 tracks: BTreeMap::new(),
             },
             cfg,
-        }
+        };
+        (engine, settled)
     }
 
     fn run_until(&mut self, end: Timestamp) {
@@ -456,16 +429,10 @@ impl Engine {
 
 /// Runs the whole measurement described in the module docs.
 pub fn run(cfg: &BroadcastSimConfig) -> BroadcastReport {
-    let mut e = Engine::new(cfg.clone());
-    let n = cfg.nodes;
     // 1. Bootstrap.
-    for i in 0..n {
-        let t = Timestamp::ZERO + cfg.join_spacing * u32::try_from(i).unwrap_or(u32::MAX);
-        e.net.start_at(t, i);
-    }
-    let end =
-        Timestamp::ZERO + cfg.join_spacing * u32::try_from(n).unwrap_or(u32::MAX) + cfg.settle;
-    e.run_until(end);
+    let (mut e, settled) = Engine::new(cfg.clone());
+    let n = cfg.setup.nodes;
+    e.run_until(settled);
     let views = e.views();
 
     // 2. One broadcast on the fresh overlay: every link is eager, so this is a flood.
@@ -511,7 +478,7 @@ pub fn run(cfg: &BroadcastSimConfig) -> BroadcastReport {
 
     BroadcastReport {
         nodes: n,
-        seed: cfg.seed,
+        seed: cfg.setup.link.seed,
         views,
         views_after_stream,
         cold,

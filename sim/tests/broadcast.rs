@@ -59,7 +59,7 @@ fn delivery_hops_cost_and_failure_repair_meet_the_goals() {
 #[test]
 fn lost_payloads_are_recovered_by_grafts() {
     let mut cfg = BroadcastSimConfig::new(200, 5);
-    cfg.loss_ppm = 20_000; // 2 % of every datagram, control traffic included
+    cfg.setup.link.loss_ppm = 20_000; // 2 % of every datagram, control traffic included
     cfg.fail_fraction = 0.0;
     cfg.stream_broadcasts = 40;
     let r = run(&cfg);
@@ -76,6 +76,6 @@ fn same_seed_same_report() {
     cfg.stream_broadcasts = 30;
     let a = run(&cfg);
     assert_eq!(a, run(&cfg));
-    cfg.seed = 4;
+    cfg.setup.link.seed = 4;
     assert_ne!(a.trace_hash, run(&cfg).trace_hash);
 }

@@ -28,42 +28,27 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use nexus_gossip::{OverlayConfig, OverlayEvent, Timestamp};
+use nexus_gossip::{OverlayEvent, Timestamp};
 use nexus_trust::ca::{Bootstrap, CaState, Command, IssueRequest, Response};
 use nexus_trust::mic::{CaKeys, SubjectKind};
 use nexus_trust::revocation::{RevocationReason, RevocationSet, SignedRevocation};
 use rand::{Rng, RngCore};
 
 use crate::engine::seeded_rng;
-use crate::overlay_net::{LinkModel, OverlayApp, OverlayNet};
+use crate::overlay_net::{OverlayApp, OverlayNet, OverlaySetup};
 
 /// Settings of one propagation measurement.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RevocationSpreadConfig {
-    /// Number of nodes.
-    pub nodes: usize,
-    /// Root seed.
-    pub seed: u64,
-    /// Smallest one-way link latency.
-    pub latency_min: Duration,
-    /// Largest one-way link latency.
-    pub latency_max: Duration,
-    /// Share of datagrams lost, in parts per million.
-    pub loss_ppm: u32,
-    /// Earlier nodes each new node learns of at start (besides its contact).
-    pub known_peers: usize,
-    /// Time between two nodes' starts.
-    pub join_spacing: Duration,
-    /// Time after the last start before the warm-up.
-    pub settle: Duration,
+    /// The overlay, its link model and its start schedule (the warm-up follows `settle`); its
+    /// seed is the root seed.
+    pub setup: OverlaySetup,
     /// Ordinary broadcasts that build the Plumtree tree before revocations are measured.
     pub warmup_broadcasts: usize,
     /// Revocations measured (one at a time).
     pub revocations: usize,
     /// Time allowed for one revocation to spread, grafts included.
     pub spread_wait: Duration,
-    /// The overlay's settings.
-    pub overlay: OverlayConfig,
 }
 
 impl RevocationSpreadConfig {
@@ -71,18 +56,10 @@ impl RevocationSpreadConfig {
     /// loss.
     pub fn new(nodes: usize, seed: u64) -> Self {
         RevocationSpreadConfig {
-            nodes,
-            seed,
-            latency_min: Duration::from_millis(1),
-            latency_max: Duration::from_millis(20),
-            loss_ppm: 0,
-            known_peers: 8,
-            join_spacing: Duration::from_millis(2),
-            settle: Duration::from_secs(15),
+            setup: OverlaySetup::new(nodes, seed),
             warmup_broadcasts: 20,
             revocations: 20,
             spread_wait: Duration::from_secs(5),
-            overlay: OverlayConfig::default(),
         }
     }
 }
@@ -194,9 +171,9 @@ const EPOCH_MS: u64 = 1_704_067_200_000;
 
 /// Runs the measurement described in the module docs.
 pub fn run(cfg: &RevocationSpreadConfig) -> RevocationSpreadReport {
-    let n = cfg.nodes;
+    let n = cfg.setup.nodes;
     // The CA: bootstrapped with a seed-derived key; it issues one MIC per revocation.
-    let mut rng = seeded_rng(cfg.seed, 10, 0);
+    let mut rng = seeded_rng(cfg.setup.link.seed, 10, 0);
     let mut ca_secret_key = [0u8; 32];
     rng.fill_bytes(&mut ca_secret_key);
     let mut ca = CaState::new();
@@ -218,14 +195,7 @@ pub fn run(cfg: &RevocationSpreadConfig) -> RevocationSpreadReport {
         "bootstrap: {boot:?}"
     );
     let keys = ca.ca_keys().clone();
-    let link = LinkModel {
-        seed: cfg.seed,
-        latency_min: cfg.latency_min,
-        latency_max: cfg.latency_max,
-        loss_ppm: cfg.loss_ppm,
-        known_peers: cfg.known_peers,
-    };
-    let mut net: OverlayNet<Infallible> = OverlayNet::new(n, &cfg.overlay, link);
+    let (mut net, settled): (OverlayNet<Infallible>, _) = cfg.setup.build();
     let mut v = Verifier {
         sets: vec![RevocationSet::new(); n],
         keys,
@@ -233,13 +203,7 @@ pub fn run(cfg: &RevocationSpreadConfig) -> RevocationSpreadReport {
         verified: 0,
         rejected_records: 0,
     };
-    for i in 0..n {
-        let t = Timestamp::ZERO + cfg.join_spacing * u32::try_from(i).unwrap_or(u32::MAX);
-        net.start_at(t, i);
-    }
-    let end =
-        Timestamp::ZERO + cfg.join_spacing * u32::try_from(n).unwrap_or(u32::MAX) + cfg.settle;
-    net.run_until(end, &mut v);
+    net.run_until(settled, &mut v);
     // Warm-up: ordinary broadcasts prune the redundant eager links into a tree.
     for _ in 0..cfg.warmup_broadcasts {
         let i = net.rng.random_range(0..n);
@@ -338,14 +302,15 @@ mod tests {
     use super::*;
 
     fn small(seed: u64, loss_ppm: u32) -> RevocationSpreadConfig {
-        RevocationSpreadConfig {
-            settle: Duration::from_secs(5),
+        let mut cfg = RevocationSpreadConfig {
             warmup_broadcasts: 5,
             revocations: 3,
             spread_wait: Duration::from_secs(2),
-            loss_ppm,
             ..RevocationSpreadConfig::new(50, seed)
-        }
+        };
+        cfg.setup.settle = Duration::from_secs(5);
+        cfg.setup.link.loss_ppm = loss_ppm;
+        cfg
     }
 
     #[test]
