@@ -311,9 +311,23 @@ pub fn finish_run(
     )
 }
 
-/// Queues the entries of several timelines, each `(time, line in the scenario file, event)`, in
-/// time order and file order at one instant.
-pub fn queue_timelines<E>(queue: &mut EventQueue<E>, mut entries: Vec<(Duration, usize, E)>) {
+/// Queues the scenario's network timeline together with an engine's own timeline (entries
+/// `(time, line in the scenario file, event)`), in time order and file order at one instant.
+pub fn queue_timelines<X>(
+    queue: &mut EventQueue<SimEvent<X>>,
+    scenario: &Scenario,
+    own: impl IntoIterator<Item = (Duration, usize, X)>,
+) {
+    let mut entries: Vec<(Duration, usize, SimEvent<X>)> = scenario
+        .timeline
+        .iter()
+        .enumerate()
+        .map(|(k, t)| (t.at, t.index, SimEvent::Action(k)))
+        .chain(
+            own.into_iter()
+                .map(|(at, index, x)| (at, index, SimEvent::Own(x))),
+        )
+        .collect();
     entries.sort_by_key(|(at, index, _)| (*at, *index));
     for (at, _, ev) in entries {
         queue.push(duration_us(at), ev);

@@ -184,19 +184,12 @@ impl<'s> CoreSim<'s> {
                 }
             }
             Some(cfg) => {
-                let all = scenario
-                    .timeline
+                let own = cfg
+                    .actions
                     .iter()
                     .enumerate()
-                    .map(|(k, t)| (t.at, t.index, Ev::Action(k)))
-                    .chain(
-                        cfg.actions
-                            .iter()
-                            .enumerate()
-                            .map(|(k, t)| (t.at, t.index, Ev::Own(Own::RegAction(k)))),
-                    )
-                    .collect();
-                queue_timelines(&mut sim.queue, all);
+                    .map(|(k, t)| (t.at, t.index, Own::RegAction(k)));
+                queue_timelines(&mut sim.queue, scenario, own);
             }
         }
         sim.push(0, Ev::Sample);

@@ -228,19 +228,12 @@ impl<'s> StreamSim<'s> {
             stats: NetStats::default(),
             summary: StreamSummary::default(),
         };
-        let timeline = scenario
-            .timeline
+        let own = cfg
+            .revocations
             .iter()
             .enumerate()
-            .map(|(k, t)| (t.at, t.index, Ev::Action(k)))
-            .chain(
-                cfg.revocations
-                    .iter()
-                    .enumerate()
-                    .map(|(k, r)| (r.at, r.index, Ev::Own(Own::Revoke(k)))),
-            )
-            .collect();
-        queue_timelines(&mut sim.queue, timeline);
+            .map(|(k, r)| (r.at, r.index, Own::Revoke(k)));
+        queue_timelines(&mut sim.queue, scenario, own);
         sim.queue.push(traffic_until_us, Ev::Own(Own::Settle));
         sim.queue.push(0, Ev::Sample);
         sim
