@@ -184,14 +184,10 @@ impl<'s> PartialSim<'s> {
             probe_latencies_us: Vec::new(),
         };
         for (k, t) in scenario.timeline.iter().enumerate() {
-            sim.push(duration_us(t.at), Ev::Action(k));
+            sim.queue.push(duration_us(t.at), Ev::Action(k));
         }
-        sim.push(0, Ev::Sample);
+        sim.queue.push(0, Ev::Sample);
         sim
-    }
-
-    fn push(&mut self, at_us: u64, ev: Ev) {
-        self.queue.push(at_us, ev);
     }
 
     /// Runs to the scenario's end and reports. `progress` is called about every 1 % of the run.
@@ -212,7 +208,7 @@ impl<'s> PartialSim<'s> {
                 Ev::Sample => {
                     self.sample();
                     let next = at + duration_us(self.scenario.sample_every);
-                    self.push(next, Ev::Sample);
+                    self.queue.push(next, Ev::Sample);
                 }
                 Ev::Own(never) => match never {},
             }
@@ -364,7 +360,7 @@ impl<'s> PartialSim<'s> {
         let node = &mut self.nodes[i];
         let at = next.map(|l| l.as_micros().max(self.now_us));
         if let (Some(at), Some(token)) = (at, node.wake.arm(at)) {
-            self.push(at, Ev::Wake { node: i, token });
+            self.queue.push(at, Ev::Wake { node: i, token });
         }
     }
 

@@ -180,7 +180,7 @@ impl<'s> CoreSim<'s> {
             None => {
                 for (k, _) in scenario.timeline.iter().enumerate() {
                     let at = duration_us(scenario.timeline[k].at);
-                    sim.push(at, Ev::Action(k));
+                    sim.queue.push(at, Ev::Action(k));
                 }
             }
             Some(cfg) => {
@@ -192,12 +192,8 @@ impl<'s> CoreSim<'s> {
                 queue_timelines(&mut sim.queue, scenario, own);
             }
         }
-        sim.push(0, Ev::Sample);
+        sim.queue.push(0, Ev::Sample);
         sim
-    }
-
-    fn push(&mut self, at_us: u64, ev: Ev) {
-        self.queue.push(at_us, ev);
     }
 
     /// Runs to the scenario's end and reports. `progress` is called about every 1% of the run.
@@ -209,7 +205,7 @@ impl<'s> CoreSim<'s> {
         for i in 0..self.nodes.len() {
             self.start_node(i);
         }
-        self.push(0, Ev::Own(Own::AgreementCheck));
+        self.queue.push(0, Ev::Own(Own::AgreementCheck));
         self.registry_after_action(false);
         while let Some((at, ev)) = run.next(&mut self.queue) {
             self.now_us = at;
@@ -222,12 +218,12 @@ impl<'s> CoreSim<'s> {
                 Ev::Sample => {
                     self.sample();
                     let next = at + duration_us(self.scenario.sample_every);
-                    self.push(next, Ev::Sample);
+                    self.queue.push(next, Ev::Sample);
                 }
                 Ev::Own(Own::AgreementCheck) => {
                     self.check_agreement();
                     let next = at + duration_us(self.watch.every()).max(1);
-                    self.push(next, Ev::Own(Own::AgreementCheck));
+                    self.queue.push(next, Ev::Own(Own::AgreementCheck));
                 }
             }
         }
@@ -425,7 +421,7 @@ impl CoreSim<'_> {
         let node = &mut self.nodes[i];
         let at = next.map(|l| node.clock.virtual_at(l.as_micros()).max(self.now_us));
         if let (Some(at), Some(token)) = (at, node.wake.arm(at)) {
-            self.push(at, Ev::Wake { node: i, token });
+            self.queue.push(at, Ev::Wake { node: i, token });
         }
     }
 

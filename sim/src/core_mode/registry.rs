@@ -585,7 +585,7 @@ impl CoreSim<'_> {
                         );
                     }
                     if renew {
-                        self.push(
+                        self.queue.push(
                             due,
                             Ev::Own(Own::Renew {
                                 node: i,
@@ -706,7 +706,7 @@ impl CoreSim<'_> {
         if let Some(c) = self.reg.as_mut().and_then(|r| r.clients[i].get_mut(&id)) {
             c.due = next;
         }
-        self.push(
+        self.queue.push(
             next,
             Ev::Own(Own::Renew {
                 node: i,
