@@ -56,6 +56,9 @@ pub struct EndpointConfig {
     pub idle_timeout: Duration,
     /// quinn sends a keep-alive after this long without sending.
     pub keep_alive: Option<Duration>,
+    /// The round-trip time assumed before the first sample (quinn's default, 333 ms, puts the
+    /// first retransmission of a lost handshake packet about a second after it).
+    pub initial_rtt: Duration,
     /// Packet shares under contention between reliable streams and datagrams.
     pub weights: Weights,
     /// Largest QUIC datagram (MTU discovery stops there).
@@ -85,6 +88,7 @@ impl Default for EndpointConfig {
             require_mic: true,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_secs(10)),
+            initial_rtt: Duration::from_millis(333),
             weights: Weights::default(),
             udp_payload_bytes_max: crate::QUIC_DATAGRAM_BYTES_MAX,
             stream_window_bytes: 8 << 20,
@@ -126,6 +130,15 @@ pub struct LinkRoute {
     pub routing_key: u128,
     /// The Destination Node Tag the frames carry.
     pub dst: u64,
+}
+
+/// How an answer that belongs to no session is addressed: to the Source Node Tag of the frame
+/// it answers, through the node that frame named as its destination when that is another node
+/// (a routed frame's relay).
+#[derive(Clone, Copy, Debug)]
+struct StatelessRoute {
+    peer_tag: Option<u64>,
+    link: Option<LinkRoute>,
 }
 
 /// What the endpoint tells its driver and application.
@@ -537,6 +550,18 @@ impl Endpoint {
         self.counters.datagrams_in += 1;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
+        // Where an answer that belongs to no session (a refusal, a stateless reset) goes: back
+        // the way the frame came, so a routed frame's answer reaches its sender's relay.
+        let own = nexus_dataplane::wire::nexlink::NodeTag::from_node_id(&self.identity.node_id()).0;
+        let via = link_dst.filter(|&d| d != 0 && d != own);
+        let back = StatelessRoute {
+            peer_tag: link_src,
+            link: via.zip(link_src).map(|(via, src)| LinkRoute {
+                routing_key: crate::link::session_key(nexus_dataplane::wire::nexlink::NodeTag(via))
+                    .0,
+                dst: src,
+            }),
+        };
         let event = self
             .quinn
             .handle(now, from, None, None, BytesMut::from(data), &mut buf);
@@ -554,18 +579,14 @@ impl Endpoint {
                 if self.sessions.len() >= self.config.sessions_max {
                     self.counters.refused_full += 1;
                     let t = self.quinn.refuse(incoming, &mut buf);
-                    self.push_stateless(&t, &buf);
+                    self.push_stateless(&t, &buf, back);
                 } else {
                     match self.quinn.accept(incoming, now, &mut buf, None) {
                         Ok((handle, conn)) => {
                             let id = self.add_session(now, handle, conn, None);
-                            let own = nexus_dataplane::wire::nexlink::NodeTag::from_node_id(
-                                &self.identity.node_id(),
-                            )
-                            .0;
                             if let Some(s) = self.sessions.get_mut(&id) {
                                 s.link_peer = link_src;
-                                s.link_via = link_dst.filter(|&d| d != 0 && d != own);
+                                s.link_via = via;
                             }
                             debug!(session = %id, remote = %from, "nexstream: incoming");
                             self.drive(now, id);
@@ -573,28 +594,28 @@ impl Endpoint {
                         Err(e) => {
                             debug!(remote = %from, error = %e.cause, "nexstream: accept failed");
                             if let Some(t) = e.response {
-                                self.push_stateless(&t, &buf);
+                                self.push_stateless(&t, &buf, back);
                             }
                         }
                     }
                 }
             }
-            Some(DatagramEvent::Response(t)) => self.push_stateless(&t, &buf),
+            Some(DatagramEvent::Response(t)) => self.push_stateless(&t, &buf, back),
             None => self.counters.datagrams_dropped += 1,
         }
         self.buf = buf;
     }
 
-    fn push_stateless(&mut self, t: &quinn_proto::Transmit, buf: &[u8]) {
+    fn push_stateless(&mut self, t: &quinn_proto::Transmit, buf: &[u8], back: StatelessRoute) {
         self.transmits.push_back(Transmit {
             destination: t.destination,
             session: None,
             peer: None,
-            peer_tag: None,
+            peer_tag: back.peer_tag,
             link_seq: 0,
             contents: buf[..t.size].to_vec(),
             segment_size: t.segment_size,
-            link: None,
+            link: back.link,
         });
     }
 
@@ -2245,6 +2266,7 @@ fn transport_config(config: &EndpointConfig) -> TransportConfig {
     t.mtu_discovery_config(Some(mtud));
     t.max_idle_timeout(quinn_proto::IdleTimeout::try_from(config.idle_timeout).ok());
     t.keep_alive_interval(config.keep_alive);
+    t.initial_rtt(config.initial_rtt);
     t.congestion_controller_factory(Arc::new(quinn_proto::congestion::CubicConfig::default()));
     t
 }

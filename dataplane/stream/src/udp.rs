@@ -110,6 +110,7 @@ enum Command {
     Credentials(Option<Box<Credentials>>),
     Stats(Reply<(Vec<SessionStats>, EndpointCounters)>),
     SessionTo([u8; 32], Reply<Option<SessionId>>),
+    RelayCounters(Reply<Option<RelayCounters>>),
 }
 
 /// The handle of a driven endpoint. Cheap to clone; the task stops when every handle is
@@ -125,9 +126,31 @@ pub struct StreamNode {
 #[derive(Clone, Copy, Debug, Default)]
 struct LinkCounters {
     link_rejected: u64,
-    relayed_out: u64,
-    relayed_back: u64,
-    relay_dropped: u64,
+}
+
+/// What a relay ([`StreamNode::set_relay`]) has done since it was turned on; monotonic but
+/// for `clients`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayCounters {
+    /// Local clients remembered now (at most [`RELAY_PEERS_MAX`]).
+    pub clients: u64,
+    /// Local clients' frames sent on to the data plane.
+    pub frames_out: u64,
+    /// Their bytes (whole NexLink frames).
+    pub bytes_out: u64,
+    /// Answers handed to a local client.
+    pub frames_back: u64,
+    /// Their bytes (whole NexLink frames).
+    pub bytes_back: u64,
+    /// Frames refused: from neither loopback nor this socket's IP and not addressed to this
+    /// node's session key (a remote sender trying to use the relay).
+    pub refused_foreign: u64,
+    /// Answers dropped because no local client with their Destination Node Tag is remembered.
+    pub dropped_no_client: u64,
+    /// Frames the socket did not take (a full send buffer is a lost packet to QUIC).
+    pub dropped_send: u64,
+    /// Clients forgotten because [`RELAY_PEERS_MAX`] were remembered (the oldest go first).
+    pub clients_evicted: u64,
 }
 
 /// A node's relay for the routed sessions of clients on its host (see [`StreamNode::set_relay`]).
@@ -143,6 +166,7 @@ struct Relay {
     peers: HashMap<u64, SocketAddr>,
     /// Tags in the order they were learned (oldest first), for the bound.
     order: VecDeque<u64>,
+    counters: RelayCounters,
 }
 
 impl Relay {
@@ -152,8 +176,16 @@ impl Relay {
             while self.order.len() > RELAY_PEERS_MAX {
                 if let Some(old) = self.order.pop_front() {
                     self.peers.remove(&old);
+                    self.counters.clients_evicted += 1;
                 }
             }
+        }
+    }
+
+    fn counters(&self) -> RelayCounters {
+        RelayCounters {
+            clients: self.peers.len() as u64,
+            ..self.counters
         }
     }
 }
@@ -255,6 +287,11 @@ impl StreamNode {
             .send(Command::Relay(target))
             .await
             .map_err(|_| NodeError::Stopped)
+    }
+
+    /// The relay's counters; `None` when this endpoint is not a relay.
+    pub async fn relay_counters(&self) -> Result<Option<RelayCounters>, NodeError> {
+        self.call(Command::RelayCounters).await
     }
 
     /// [`Endpoint::open_flow`].
@@ -587,34 +624,38 @@ impl Driver {
             return false;
         };
         let frame = &frame[..repr.buffer_len().min(frame.len())];
+        let bytes = frame.len() as u64;
+        let c = &mut relay.counters;
         let to = if repr.routing_key == link::session_key(relay.own) {
             if repr.dst == relay.own {
                 return false;
             }
-            let to = relay.peers.get(&repr.dst.0).copied();
-            if to.is_some() {
-                self.counters.relayed_back += 1;
-            }
-            to
-        } else if from.ip().is_loopback() || Some(from.ip()) == relay.own_ip {
-            relay.learn(repr.src.0, from);
-            self.counters.relayed_out += 1;
-            Some(relay.target)
-        } else {
-            None
-        };
-        match to {
-            // A relay is a datagram hop: a full socket buffer is a lost packet to QUIC.
-            Some(to) => {
-                if let Err(e) = self.socket.try_send_to(frame, to) {
-                    self.counters.relay_dropped += 1;
-                    debug!(%to, error = %e, "nexstream: relay send failed");
+            match relay.peers.get(&repr.dst.0).copied() {
+                Some(to) => {
+                    c.frames_back += 1;
+                    c.bytes_back += bytes;
+                    to
+                }
+                None => {
+                    c.dropped_no_client += 1;
+                    debug!(%from, dst = repr.dst.0, "nexstream: relay knows no client for the answer");
+                    return true;
                 }
             }
-            None => {
-                self.counters.relay_dropped += 1;
-                debug!(%from, dst = repr.dst.0, "nexstream: relay has no route for the frame");
-            }
+        } else if from.ip().is_loopback() || Some(from.ip()) == relay.own_ip {
+            c.frames_out += 1;
+            c.bytes_out += bytes;
+            relay.learn(repr.src.0, from);
+            relay.target
+        } else {
+            c.refused_foreign += 1;
+            debug!(%from, "nexstream: relay refused a frame from a remote sender");
+            return true;
+        };
+        // A relay is a datagram hop: a full socket buffer is a lost packet to QUIC.
+        if let Err(e) = self.socket.try_send_to(frame, to) {
+            relay.counters.dropped_send += 1;
+            debug!(%to, error = %e, "nexstream: relay send failed");
         }
         true
     }
@@ -648,6 +689,7 @@ impl Driver {
                     own_ip: self.socket.local_addr().ok().map(|a| a.ip()),
                     peers: HashMap::new(),
                     order: VecDeque::new(),
+                    counters: RelayCounters::default(),
                 });
             }
             Command::OpenFlow(s, opts, reply) => {
@@ -680,6 +722,9 @@ impl Driver {
             }
             Command::SessionTo(peer, reply) => {
                 let _ = reply.send(ep.session_to(&peer));
+            }
+            Command::RelayCounters(reply) => {
+                let _ = reply.send(self.relay.as_ref().map(Relay::counters));
             }
         }
     }
