@@ -25,6 +25,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Label: which way a frame went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `out` (a local client's frame, to the data plane) or `back` (an answer, to the client).
+    pub direction: String,
+}
+
 /// Labels: a NexStream delivery mode and a direction.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModeLabel {
@@ -146,6 +153,16 @@ pub struct NodeMetrics {
     /// NexStream messages dropped by mode: `direction="send"` (expired, pushed out of a full
     /// queue, thinned, reset at a deadline) or `"recv"` (expired, duplicate, reset).
     pub stream_dropped: Family<ModeLabel, Counter>,
+    /// Local routed clients the session socket's relay remembers now.
+    pub stream_relay_clients: Gauge,
+    /// Frames the relay carried, by direction ([`RELAY_DIRECTIONS`]).
+    pub stream_relay_frames: Family<DirectionLabel, Counter>,
+    /// Bytes of those frames (whole NexLink frames), by direction.
+    pub stream_relay_bytes: Family<DirectionLabel, Counter>,
+    /// Frames the relay dropped, by reason ([`RELAY_DROP_REASONS`]).
+    pub stream_relay_dropped: Family<ReasonLabel, Counter>,
+    /// Local clients the relay forgot because its table of clients was full.
+    pub stream_relay_clients_evicted: Counter,
     /// `RESOLVE` requests the local NexAPI endpoint answered with an `ANSWER`.
     pub api_resolve: Counter,
     /// Of those, the ones answered from the endpoint's answer cache (no registry round trip).
@@ -160,6 +177,16 @@ pub struct NodeMetrics {
 /// datagram is not a NexAPI message), `kind` (a message other than `RESOLVE`), `registry` (the
 /// registry actor did not answer), `send` (the answer could not be sent).
 pub const API_ERROR_REASONS: [&str; 4] = ["decode", "kind", "registry", "send"];
+
+/// The `direction` labels of `nexus_stream_relay_frames_total` and
+/// `nexus_stream_relay_bytes_total`, exported from the start: `out` (a local client's frame, sent
+/// on to the data plane), `back` (an answer, handed to its client).
+pub const RELAY_DIRECTIONS: [&str; 2] = ["out", "back"];
+
+/// The `reason` labels of `nexus_stream_relay_dropped_total`, exported from the start:
+/// `foreign` (a frame from a remote sender that is not addressed to this node), `no_client` (an
+/// answer for a client the relay does not remember), `send` (the socket did not take the frame).
+pub const RELAY_DROP_REASONS: [&str; 3] = ["foreign", "no_client", "send"];
 
 /// The `reason` labels of `nexus_gossip_dropped_total`, exported from the start: the keyring
 /// guard's ([`nexus_gossip::DropReason::as_str`]: `too_short`, `too_long`, `unknown_version`,
@@ -467,6 +494,49 @@ impl NodeMetrics {
             "NexStream messages dropped by mode, on send or on receive",
             stream_dropped.clone(),
         );
+        let stream_relay_clients = Gauge::default();
+        registry.register(
+            "stream_relay_clients",
+            "Local routed clients the session socket's relay remembers",
+            stream_relay_clients.clone(),
+        );
+        let stream_relay_frames = Family::<DirectionLabel, Counter>::default();
+        registry.register(
+            "stream_relay_frames",
+            "Frames the session socket's relay carried, out to the data plane or back to a local client",
+            stream_relay_frames.clone(),
+        );
+        let stream_relay_bytes = Family::<DirectionLabel, Counter>::default();
+        registry.register(
+            "stream_relay_bytes",
+            "Bytes of the frames the session socket's relay carried, by direction",
+            stream_relay_bytes.clone(),
+        );
+        for direction in RELAY_DIRECTIONS {
+            // Created at 0, so both directions are exported from the start.
+            let label = DirectionLabel {
+                direction: direction.into(),
+            };
+            let _ = stream_relay_frames.get_or_create(&label);
+            let _ = stream_relay_bytes.get_or_create(&label);
+        }
+        let stream_relay_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "stream_relay_dropped",
+            "Frames the session socket's relay dropped, by reason",
+            stream_relay_dropped.clone(),
+        );
+        for reason in RELAY_DROP_REASONS {
+            let _ = stream_relay_dropped.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
+        let stream_relay_clients_evicted = Counter::default();
+        registry.register(
+            "stream_relay_clients_evicted",
+            "Local routed clients the relay forgot because its table of clients was full",
+            stream_relay_clients_evicted.clone(),
+        );
         let api_resolve = Counter::default();
         registry.register(
             "api_resolve",
@@ -553,6 +623,11 @@ impl NodeMetrics {
             stream_refused,
             stream_messages,
             stream_dropped,
+            stream_relay_clients,
+            stream_relay_frames,
+            stream_relay_bytes,
+            stream_relay_dropped,
+            stream_relay_clients_evicted,
             api_resolve,
             api_resolve_cached,
             api_errors,

@@ -35,7 +35,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use nexus_gossip::MemberState;
-use nexus_stream::udp::{Framing, NodeError, StreamNode};
+use nexus_stream::udp::{Framing, NodeError, RelayCounters, StreamNode};
 use nexus_stream::{
     DatagramOptions, Endpoint, EndpointConfig, ErrorCode, Event, FlowOptions, MessageOptions, Mode,
     Probability, SendError, SessionId, SessionStats,
@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::GossipMsg;
-use crate::metrics::{ModeLabel, NodeMetrics};
+use crate::metrics::{DirectionLabel, ModeLabel, NodeMetrics, ReasonLabel};
 use crate::supervisor::{SupervisorMsg, lookup_child};
 use crate::task::AbortOnDrop;
 
@@ -213,6 +213,8 @@ pub enum SessionMsg {
     Listen(SessionId, u64, mpsc::UnboundedSender<ProbeSignal>),
     /// The probe ended.
     Unlisten(SessionId, u64),
+    /// The session socket's relay counters (`None` when it does not relay).
+    Relay(RpcReplyPort<Option<RelayCounters>>),
     /// Timer: membership, idle sessions, metrics.
     Tick,
 }
@@ -239,6 +241,8 @@ pub struct SessionState {
     last_seen: BTreeMap<SessionId, [[u64; 4]; 4]>,
     exported: [[u64; 4]; 4],
     refused_exported: u64,
+    /// The relay's counters as last exported.
+    relay_exported: RelayCounters,
     _pump: AbortOnDrop,
     _tick: AbortOnDrop,
 }
@@ -433,6 +437,72 @@ impl SessionActor {
             .stream_refused
             .inc_by(refused.saturating_sub(state.refused_exported));
         state.refused_exported = refused;
+        if let Ok(Some(relay)) = state.node.relay_counters().await {
+            Self::export_relay(metrics, &relay, &state.relay_exported);
+            state.relay_exported = relay;
+        }
+    }
+
+    /// Adds what the relay counted since `exported` to the node's metrics.
+    fn export_relay(metrics: &NodeMetrics, now: &RelayCounters, exported: &RelayCounters) {
+        let direction = |d: &str| DirectionLabel {
+            direction: d.to_owned(),
+        };
+        let reason = |r: &str| ReasonLabel {
+            reason: r.to_owned(),
+        };
+        metrics
+            .stream_relay_clients
+            .set(i64::try_from(now.clients).unwrap_or(i64::MAX));
+        let pairs = [
+            (
+                &metrics.stream_relay_frames,
+                direction("out"),
+                now.frames_out,
+                exported.frames_out,
+            ),
+            (
+                &metrics.stream_relay_frames,
+                direction("back"),
+                now.frames_back,
+                exported.frames_back,
+            ),
+            (
+                &metrics.stream_relay_bytes,
+                direction("out"),
+                now.bytes_out,
+                exported.bytes_out,
+            ),
+            (
+                &metrics.stream_relay_bytes,
+                direction("back"),
+                now.bytes_back,
+                exported.bytes_back,
+            ),
+        ];
+        for (family, label, now, before) in pairs {
+            family
+                .get_or_create(&label)
+                .inc_by(now.saturating_sub(before));
+        }
+        let drops = [
+            ("foreign", now.refused_foreign, exported.refused_foreign),
+            (
+                "no_client",
+                now.dropped_no_client,
+                exported.dropped_no_client,
+            ),
+            ("send", now.dropped_send, exported.dropped_send),
+        ];
+        for (r, now, before) in drops {
+            metrics
+                .stream_relay_dropped
+                .get_or_create(&reason(r))
+                .inc_by(now.saturating_sub(before));
+        }
+        metrics
+            .stream_relay_clients_evicted
+            .inc_by(now.clients_evicted.saturating_sub(exported.clients_evicted));
     }
 }
 
@@ -651,6 +721,7 @@ impl Actor for SessionActor {
             last_seen: BTreeMap::new(),
             exported: [[0; 4]; 4],
             refused_exported: 0,
+            relay_exported: RelayCounters::default(),
             _pump: AbortOnDrop(pump),
             _tick: AbortOnDrop(tick),
         };
@@ -681,6 +752,9 @@ impl Actor for SessionActor {
                 });
                 let _ = state.node.set_credentials(credentials).await;
                 let _ = state.node.update_trust(*update).await;
+            }
+            SessionMsg::Relay(reply) => {
+                let _ = reply.send(state.node.relay_counters().await.ok().flatten());
             }
             SessionMsg::List(reply) => {
                 let now = tokio::time::Instant::now();

@@ -61,6 +61,9 @@ use crate::api::{
 pub const BODY_BYTES_MAX: usize = 1 << 20;
 /// Deadline for one request's message round trip to an actor.
 pub const ACTOR_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `GET /v1/node` waits for the session actor's relay counters before it answers
+/// without them.
+const RELAY_ASK_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// What the admin API knows about its node that does not change while it runs.
 #[derive(Debug, Clone)]
@@ -477,6 +480,17 @@ async fn node(State(s): State<AppState>) -> Result<axum::Json<Node>, Problem> {
         .find(|m| m.local)
         .ok_or_else(|| Problem::unavailable("gossip"))?;
     let n = &s.ctx.node;
+    let sessions = n.sessions.as_ref().and_then(|rx| *rx.borrow());
+    // The relay's counters, when the session socket runs and its actor answers in time; the
+    // rest of the answer does not wait on it.
+    let relay = match sessions {
+        Some(_) => ask_within(&s, RELAY_ASK_TIMEOUT, nexus_actors::SessionMsg::Relay)
+            .await
+            .ok()
+            .flatten()
+            .map(crate::api::RelayDto::from),
+        None => None,
+    };
     Ok(axum::Json(Node {
         id: n.id.clone(),
         name: n.name.clone(),
@@ -491,11 +505,8 @@ async fn node(State(s): State<AppState>) -> Result<axum::Json<Node>, Problem> {
         dataplane: n.dataplane.map(|a| a.to_string()),
         api: n.api.map(|a| a.to_string()),
         gateway: n.gateway.map(|a| a.to_string()),
-        sessions: n
-            .sessions
-            .as_ref()
-            .and_then(|rx| *rx.borrow())
-            .map(|a| a.to_string()),
+        sessions: sessions.map(|a| a.to_string()),
+        relay,
         uptime_s: s.ctx.started.elapsed().as_secs(),
     }))
 }
@@ -824,7 +835,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         sessions::list, sessions::probe, tokens::create, tokens::list, tokens::revoke,
         keyring::list, keyring::install, keyring::use_key, keyring::remove,
         ui::page, ui::script, ui::stylesheet, ui::icon, ui::token_self),
-    components(schemas(Problem, Health, ActorHealth, Node, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, DataplaneTargets, DataplaneTargetDto, crate::api::TargetCountersDto, NextHopDto, Route, RouteRequest, Routes,
+    components(schemas(Problem, Health, ActorHealth, Node, crate::api::RelayDto, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, DataplaneTargets, DataplaneTargetDto, crate::api::TargetCountersDto, NextHopDto, Route, RouteRequest, Routes,
         crate::api::ServiceDto, crate::api::Registration, nexus_registry::CredentialsJson, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
         crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
         crate::api::OverlayDto, crate::api::ServiceScope, crate::api::KeyFormat,
