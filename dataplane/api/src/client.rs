@@ -11,7 +11,7 @@ use bytes::Bytes;
 use nexus_registry::Intent;
 use nexus_stream::udp::StreamNode;
 use nexus_stream::{FlowOptions, MessageOptions, SessionId, StreamRef};
-use nexus_trust::mic::SubjectKind;
+use nexus_trust_core::mic::SubjectKind;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;

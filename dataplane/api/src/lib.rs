@@ -39,8 +39,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ed25519_dalek::SigningKey;
 use nexus_stream::udp::{Framing, StreamNode};
 use nexus_stream::{Endpoint, EndpointConfig};
-use nexus_trust::mic::{IssueRequest, ModelIdentity, SubjectKind};
-use nexus_trust::verify::{Credentials, TrustContext};
+use nexus_trust_core::mic::{IssueRequest, ModelIdentity, SubjectKind};
+use nexus_trust_core::verify::{Credentials, TrustContext};
 
 pub use bytes::Bytes;
 pub use client::{CallOptions, Client, ClientConfig, TokenStream};

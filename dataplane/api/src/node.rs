@@ -10,9 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use nexus_registry::{Intent, LoadUpdate, Sad};
-use nexus_trust::mic::{CaKeys, IssueRequest, Mic};
-use nexus_trust::revocation::SignedRevocation;
-use nexus_trust::verify::{Credentials, TrustUpdate};
+use nexus_trust_core::mic::{CaKeys, IssueRequest, Mic};
+use nexus_trust_core::revocation::SignedRevocation;
+use nexus_trust_core::verify::{Credentials, TrustUpdate};
 use serde::Deserialize;
 use tokio::net::UdpSocket;
 

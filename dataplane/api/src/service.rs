@@ -13,7 +13,7 @@ use nexus_registry::{LoadUpdate, Sad};
 use nexus_stream::udp::NodeError;
 use nexus_stream::udp::StreamNode;
 use nexus_stream::{MessageOptions, SendError, StreamRef};
-use nexus_trust::mic::{ModelIdentity, SubjectKind};
+use nexus_trust_core::mic::{ModelIdentity, SubjectKind};
 use tokio::sync::mpsc;
 
 use crate::error::Error;
@@ -328,7 +328,7 @@ struct Shared<H> {
     replay: Mutex<ReplayCache>,
     metrics: Metrics,
     sad: Mutex<Sad>,
-    credentials: nexus_trust::verify::Credentials,
+    credentials: nexus_trust_core::verify::Credentials,
     stopped: AtomicBool,
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use nexus_trust::verify::{TrustContext, TrustUpdate, Verified};
+use nexus_trust_core::verify::{TrustContext, TrustUpdate, Verified};
 use quinn_proto::{
     ConnectionHandle, DatagramEvent, Dir, ReadError, StreamEvent, StreamId, TransportConfig,
     VarInt, WriteError,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use nexus_trust::verify::TrustReject;
+use nexus_trust_core::verify::TrustReject;
 
 /// NexStream's application error codes: in QUIC `CONNECTION_CLOSE` (application) frames and in
 /// `RESET_STREAM` / `STOP_SENDING` frames. Values are part of the protocol

@@ -14,7 +14,7 @@
 //!   cannot let a revoked peer back in.
 //!
 //! The raw-key rustls pieces (provider, key encoding, verifiers, configurations) live in
-//! [`nexus_trust::tls`], shared with the CA's Raft links; this module adds NexStream's choices
+//! [`nexus_trust_core::tls`], shared with the CA's Raft links; this module adds NexStream's choices
 //! (any key from a client, a pinned key for a server, the QUIC configurations) and the
 //! credentials.
 //!
@@ -26,9 +26,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
-use nexus_trust::tls::{AnyKey, PinnedKey, TlsError};
-pub use nexus_trust::tls::{ED25519_SPKI_PREFIX, ed25519_key_of, system_provider};
-use nexus_trust::verify::Credentials;
+use nexus_trust_core::tls::{AnyKey, PinnedKey, TlsError};
+pub use nexus_trust_core::tls::{ED25519_SPKI_PREFIX, ed25519_key_of, system_provider};
+use nexus_trust_core::verify::Credentials;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 
@@ -82,7 +82,7 @@ impl Identity {
         key: SigningKey,
         credentials: Option<Credentials>,
     ) -> Result<Identity, IdentityError> {
-        let certified = nexus_trust::tls::certified_key(&key)?;
+        let certified = nexus_trust_core::tls::certified_key(&key)?;
         Ok(Identity {
             key,
             certified,
@@ -115,7 +115,7 @@ impl Identity {
         provider: Arc<CryptoProvider>,
         alpn: &[&[u8]],
     ) -> Result<rustls::ServerConfig, IdentityError> {
-        Ok(nexus_trust::tls::server_config(
+        Ok(nexus_trust_core::tls::server_config(
             provider,
             self.certified.clone(),
             AnyKey,
@@ -131,7 +131,7 @@ impl Identity {
         peer: [u8; 32],
         alpn: &[&[u8]],
     ) -> Result<rustls::ClientConfig, IdentityError> {
-        Ok(nexus_trust::tls::client_config(
+        Ok(nexus_trust_core::tls::client_config(
             provider,
             self.certified.clone(),
             PinnedKey(peer),
@@ -169,7 +169,7 @@ impl Identity {
 #[derive(Debug, Clone)]
 pub struct AnyOfKeys(pub Vec<[u8; 32]>);
 
-impl nexus_trust::tls::KeyCheck for AnyOfKeys {
+impl nexus_trust_core::tls::KeyCheck for AnyOfKeys {
     fn check(&self, key: &[u8; 32]) -> Result<(), rustls::Error> {
         if self.0.contains(key) {
             Ok(())
@@ -189,7 +189,7 @@ impl Identity {
         provider: Arc<CryptoProvider>,
         accept: Vec<[u8; 32]>,
     ) -> Result<Arc<quinn_proto::crypto::rustls::QuicClientConfig>, IdentityError> {
-        let tls = nexus_trust::tls::client_config(
+        let tls = nexus_trust_core::tls::client_config(
             provider,
             self.certified.clone(),
             AnyOfKeys(accept),

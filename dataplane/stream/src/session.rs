@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use nexus_trust::verify::Verified;
+use nexus_trust_core::verify::Verified;
 use quinn_proto::{Connection, ConnectionHandle, Dir, Side, StreamId};
 
 use crate::Mode;

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use nexus_dataplane::wire::nexlink::{NodeTag, Repr, RoutingKey};
-use nexus_trust::verify::{Credentials, TrustUpdate};
+use nexus_trust_core::verify::{Credentials, TrustUpdate};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};

@@ -15,7 +15,7 @@
 //! (no credentials). Every decoder checks lengths before reading and refuses trailing or missing
 //! bytes; the fuzz target `fuzz/fuzz_targets/wire.rs` drives them all.
 
-use nexus_trust::verify::{Credentials, CredentialsError};
+use nexus_trust_core::verify::{Credentials, CredentialsError};
 
 use crate::Mode;
 
@@ -26,7 +26,8 @@ pub const HELLO_MAGIC: [u8; 3] = *b"NXS";
 /// Fixed part of a `Hello`.
 pub const HELLO_HEADER_LEN: usize = 3 + 1 + 2;
 /// Largest `Hello`.
-pub const HELLO_BYTES_MAX: usize = HELLO_HEADER_LEN + nexus_trust::verify::CREDENTIALS_BYTES_MAX;
+pub const HELLO_BYTES_MAX: usize =
+    HELLO_HEADER_LEN + nexus_trust_core::verify::CREDENTIALS_BYTES_MAX;
 /// Reliable-unordered message header length.
 pub const MESSAGE_HEADER_LEN: usize = 1 + 4;
 /// Best-effort stream header length.
@@ -112,10 +113,10 @@ impl Hello {
             return Err(WireError::Version(bytes[3]));
         }
         let len = usize::from(u16::from_be_bytes([bytes[4], bytes[5]]));
-        if len > nexus_trust::verify::CREDENTIALS_BYTES_MAX {
+        if len > nexus_trust_core::verify::CREDENTIALS_BYTES_MAX {
             return Err(WireError::TooLong {
                 len: len as u64,
-                max: nexus_trust::verify::CREDENTIALS_BYTES_MAX as u64,
+                max: nexus_trust_core::verify::CREDENTIALS_BYTES_MAX as u64,
             });
         }
         Ok(Some(HELLO_HEADER_LEN + len))

@@ -1,8 +1,8 @@
 //! The sans-IO core of NexTrust, the fabric's certificate authority and verifier: everything a
 //! node needs to check credentials and everything the CA decides, with no async runtime, storage
-//! or network (no tokio, sled, openraft or rustls). `nexus-trust` runs the CA group over Raft
-//! on top of this crate and re-exports its modules; the registry and the data path depend on
-//! this crate alone.
+//! or network (no tokio, sled or openraft; rustls only with the `tls` feature). `nexus-trust`
+//! runs the CA group over Raft on top of this crate and re-exports its modules; the registry,
+//! NexStream and NexAPI depend on this crate alone.
 //!
 //! The CA state machine ([`ca::CaState`], deterministic) issues, renews and revokes Model
 //! Identity Certificates ([`mic`]) for nodes, models and agents. A MIC may commit (Poseidon) to
@@ -21,6 +21,9 @@
 //!   emits commands the trust actor carries out.
 //! - [`verify`] — inline verification of a service's credentials (MIC + attestations) against
 //!   what a node knows of the CA: the context the registry checks adverts with.
+//! - `tls` (feature `tls`) — Ed25519 node keys as raw public keys in TLS 1.3 (rustls): the
+//!   provider, configurations and key checks the CA's Raft links and NexStream's handshake
+//!   share.
 //! - `testkit` (feature `testkit`, tests only) — seeded CA fixtures: a bootstrapped CA state,
 //!   MIC requests, openings and attestations from fixed seeds.
 
@@ -30,5 +33,7 @@ pub mod mic;
 pub mod revocation;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod verify;
 pub mod zk;

@@ -13,8 +13,8 @@ use ed25519_dalek::SigningKey;
 use nexus_stream::identity::Identity;
 use nexus_stream::udp::{Framing, StreamNode};
 use nexus_stream::{Endpoint, EndpointConfig, ErrorCode, Event, FlowOptions, SessionId};
-use nexus_trust::mic::{CaKeys, MicBody, SubjectKind};
-use nexus_trust::verify::{Credentials, TrustContext, TrustUpdate};
+use nexus_trust_core::mic::{CaKeys, MicBody, SubjectKind};
+use nexus_trust_core::verify::{Credentials, TrustContext, TrustUpdate};
 use tokio::sync::mpsc;
 
 use crate::harness::{Proto, Server};

@@ -15,9 +15,9 @@ use nexus_stream::{
     DatagramOptions, Endpoint, EndpointConfig, Event, FlowOptions, MessageOptions, SendError,
     SessionId, SessionStats, StreamRef,
 };
-use nexus_trust::mic::{CaKeys, MicBody, SubjectKind};
-use nexus_trust::revocation::{RevocationReason, SignedRevocation};
-use nexus_trust::verify::{Credentials, TrustContext, TrustUpdate};
+use nexus_trust_core::mic::{CaKeys, MicBody, SubjectKind};
+use nexus_trust_core::revocation::{RevocationReason, SignedRevocation};
+use nexus_trust_core::verify::{Credentials, TrustContext, TrustUpdate};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

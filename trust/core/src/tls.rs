@@ -1,7 +1,8 @@
 //! Ed25519 node keys as RFC 7250 raw public keys in TLS 1.3 (rustls with the ring provider).
 //!
 //! The building blocks every raw-key TLS user of the workspace shares — the CA's Raft links
-//! ([`crate::raft::TlsTransport`]) and NexStream's QUIC handshake:
+//! (`nexus_trust::raft::TlsTransport`) and NexStream's QUIC handshake. Built with the crate's
+//! `tls` feature; it builds configurations and checks keys, and opens no connection:
 //!
 //! - [`system_provider`]: TLS 1.3 suites only, X25519 only (the default order offers P-384
 //!   first, which costs about five times the handshake CPU);
@@ -13,7 +14,7 @@
 //!   and every peer key is checked afresh;
 //! - [`KeyCheck`]: which peer keys a verifier accepts — [`AnyKey`] (any well-formed Ed25519
 //!   key that signs the handshake), [`PinnedKey`] (exactly one), or a live set such as the CA's
-//!   [`crate::raft::LinkPolicy`]. A refused key fails the handshake with a fatal alert
+//!   `nexus_trust::raft::LinkPolicy`. A refused key fails the handshake with a fatal alert
 //!   (`access_denied` for a well-formed key that is not accepted, `bad_certificate` for one
 //!   that is not an Ed25519 key) before any application byte is read.
 //!
