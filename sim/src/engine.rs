@@ -1,16 +1,19 @@
-//! What every engine of the simulator shares: the node-address scheme, the seed derivation and
-//! its seeded generators, the entry of a scenario engine's event queue, the loop that pops it
-//! until the scenario's end, a node's wake-up timer, and the end of a run (violations into the
-//! trace, the report). The queue itself is
+//! What every engine of the simulator shares: the node-address scheme and node ids, the seed
+//! derivation and its seeded generators, the entry of a scenario engine's event queue, the loop
+//! that pops it until the scenario's end, a node's wake-up timer, sending a datagram through the
+//! network model and where it goes when it arrives (a crashed, paused or running node), and the
+//! end of a run (violations into the trace, the report). The queue itself is
 //! [`crate::queue::EventQueue`]; the overlay engines' event loop is [`crate::overlay_net`].
 
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 
 use crate::invariants::Verdict;
+use crate::net::{Fate, Net};
 use crate::queue::EventQueue;
 use crate::report::{RunReport, Sample};
 use crate::scenario::Scenario;
@@ -30,7 +33,43 @@ pub struct NetStats {
     pub dropped: u64,
 }
 
+/// The state of a node a datagram arrives at, in the engines whose nodes crash and pause.
+#[derive(Debug)]
+pub enum Receiver<'a> {
+    /// Running: it takes the datagram.
+    Running,
+    /// Paused: the datagram waits in its inbox until it resumes.
+    Paused(&'a mut VecDeque<(usize, Vec<u8>)>),
+    /// Crashed: the datagram is lost.
+    Crashed,
+}
+
 impl NetStats {
+    /// A datagram from `from` arrives at `to` at `t_us`: dropped (`crashed`) at a crashed node,
+    /// held at a paused one (dropped, `paused-overflow`, once [`PAUSED_INBOX_MAX`] are held),
+    /// otherwise counted and traced as delivered and handed back for the node to take.
+    pub fn arrive(
+        &mut self,
+        trace: &mut Trace,
+        t_us: u64,
+        (from, to): (usize, usize),
+        receiver: Receiver<'_>,
+        payload: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        match receiver {
+            Receiver::Crashed => self.record_drop(trace, t_us, (from, to), "crashed", None),
+            Receiver::Paused(inbox) if inbox.len() >= PAUSED_INBOX_MAX => {
+                self.record_drop(trace, t_us, (from, to), "paused-overflow", None);
+            }
+            Receiver::Paused(inbox) => inbox.push_back((from, payload)),
+            Receiver::Running => {
+                self.record_delivery(trace, t_us, (from, to), &payload);
+                return Some(payload);
+            }
+        }
+        None
+    }
+
     /// Counts a datagram dropped at `t_us` and records the drop in the trace.
     pub fn record_drop(
         &mut self,
@@ -104,6 +143,17 @@ pub fn node_index(addr: SocketAddr) -> Option<usize> {
 /// seeded core of a run takes its seed from here, so the run seed fixes the whole run (the
 /// workspace's one SplitMix64, [`nexus_gossip::mix::derive_seed`]).
 pub use nexus_gossip::mix::derive_seed;
+
+/// The 32 bytes of each of `n` nodes' ids, in node order, from [`seeded_rng`]`(seed, 1, 0)`
+/// (with the registry, core mode derives each node's key from them and takes its public half).
+pub fn node_id_bytes(seed: u64, n: usize) -> impl Iterator<Item = [u8; 32]> {
+    let mut rng = seeded_rng(seed, 1, 0);
+    (0..n).map(move |_| {
+        let mut id = [0u8; 32];
+        rng.fill_bytes(&mut id);
+        id
+    })
+}
 
 /// A generator seeded with [`derive_seed`]`(seed, a, b)`.
 pub fn seeded_rng(seed: u64, a: u64, b: u64) -> StdRng {
@@ -239,7 +289,7 @@ impl WakeTimer {
 
 /// Queues the copies of a datagram the network model delivers (one per delay: duplicates are
 /// copies; the last one takes the payload).
-pub fn queue_deliveries<X>(
+fn queue_deliveries<X>(
     queue: &mut EventQueue<SimEvent<X>>,
     now_us: u64,
     from: usize,
@@ -261,6 +311,23 @@ pub fn queue_deliveries<X>(
         now_us + duration_us(*last),
         SimEvent::Deliver { from, to, payload },
     );
+}
+
+/// Sends a datagram from node `from` to node `to` at `now_us` through the network model: its
+/// fate is drawn, then a drop is counted and traced, or its copies are queued for delivery.
+pub fn send<X>(
+    net: &mut Net,
+    queue: &mut EventQueue<SimEvent<X>>,
+    stats: &mut NetStats,
+    trace: &mut Trace,
+    now_us: u64,
+    (from, to): (usize, usize),
+    payload: Vec<u8>,
+) {
+    match net.route(now_us, from, to, payload.len()) {
+        Fate::Drop(reason) => stats.record_drop(trace, now_us, (from, to), reason, Some(&payload)),
+        Fate::Deliver(delays) => queue_deliveries(queue, now_us, from, to, &delays, payload),
+    }
 }
 
 /// The wall-clock start of a run. Wall time is only reported (the speed ratio of virtual to wall

@@ -118,11 +118,11 @@ pub fn run(
         return ca::run(scenario, seed, trace, None, progress);
     }
     if scenario.stream.is_some() {
-        return Ok(stream::run(scenario, seed, trace, progress));
+        return Ok(stream::StreamSim::new(scenario, seed, trace).run(progress));
     }
     match scenario.mode {
         Mode::Core if scenario.partial.is_some() => {
-            Ok(partial_view::run(scenario, seed, trace, progress))
+            Ok(partial_view::PartialSim::new(scenario, seed, trace).run(progress))
         }
         Mode::Core => Ok(core_mode::CoreSim::new(scenario, seed, trace).run(progress)),
         Mode::Node => node_mode::run(scenario, seed, trace, progress),

@@ -1,6 +1,7 @@
 //! The simulated network: per-link latency from the topology, jitter, loss, duplication,
-//! reordering, per-node egress bandwidth and partitions. Every random choice comes from the
-//! simulation's seeded RNG, in the order the engine asks.
+//! reordering, per-node egress bandwidth and partitions, and the timeline's network actions.
+//! Every random choice comes from the network's own generator, seeded from the run's seed, in
+//! the order the engine routes datagrams.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -8,7 +9,8 @@ use std::time::Duration;
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::scenario::{JitterDistribution, Network, NodeSet, Topology};
+use crate::engine::seeded_rng;
+use crate::scenario::{Action, JitterDistribution, Network, NodeSet, Scenario, Topology};
 
 /// What happens to one datagram.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,20 +30,37 @@ pub struct Net {
     loss_by_sender: Vec<Option<f64>>,
     /// Directed links that are cut.
     cut: BTreeSet<(usize, usize)>,
+    /// Nodes named by a partition since the last heal: the only ones a cut can involve.
+    cut_nodes: BTreeSet<usize>,
     /// When each node's egress link is next free (bandwidth model), µs.
     egress_free_us: Vec<u64>,
+    /// Every datagram's fate is drawn from it.
+    rng: StdRng,
 }
 
 impl Net {
-    /// A network of `n` nodes.
-    pub fn new(n: usize, topology: Topology, params: Network) -> Self {
+    /// A network of `n` nodes whose datagrams' fates are drawn from `rng`.
+    pub fn new(n: usize, topology: Topology, params: Network, rng: StdRng) -> Self {
         Net {
             topology,
             params,
             loss_by_sender: vec![None; n],
             cut: BTreeSet::new(),
+            cut_nodes: BTreeSet::new(),
             egress_free_us: vec![0; n],
+            rng,
         }
+    }
+
+    /// The network of a run of `scenario` with `seed`: its nodes, topology and network
+    /// settings, fates drawn from the generator [`seeded_rng`]`(seed, 2, 0)`.
+    pub fn for_scenario(scenario: &Scenario, seed: u64) -> Self {
+        Net::new(
+            scenario.nodes,
+            scenario.topology.clone(),
+            scenario.network.clone(),
+            seeded_rng(seed, 2, 0),
+        )
     }
 
     /// Whether `from → to` is cut.
@@ -54,6 +73,12 @@ impl Net {
         !self.cut.is_empty()
     }
 
+    /// Nodes named by a partition since the last heal (a superset of the nodes with a cut
+    /// link).
+    pub fn cut_nodes(&self) -> &BTreeSet<usize> {
+        &self.cut_nodes
+    }
+
     /// Whether `a` and `b` can talk in both directions.
     pub fn connected(&self, a: usize, b: usize) -> bool {
         !self.is_cut(a, b) && !self.is_cut(b, a)
@@ -61,6 +86,7 @@ impl Net {
 
     /// Cuts every link between different groups.
     pub fn partition(&mut self, groups: &[NodeSet]) {
+        self.cut_nodes.extend(groups.iter().flatten());
         for (i, g) in groups.iter().enumerate() {
             for h in groups.iter().skip(i + 1) {
                 for &a in g {
@@ -77,6 +103,7 @@ impl Net {
 
     /// Cuts `from → to` for every pair.
     pub fn partition_one_way(&mut self, from: &NodeSet, to: &NodeSet) {
+        self.cut_nodes.extend(from.iter().chain(to));
         for &a in from {
             for &b in to {
                 if a != b {
@@ -89,6 +116,7 @@ impl Net {
     /// Removes every cut.
     pub fn heal(&mut self) {
         self.cut.clear();
+        self.cut_nodes.clear();
     }
 
     /// Sets the loss rate for `nodes` (as senders) or for the whole network.
@@ -106,19 +134,36 @@ impl Net {
         }
     }
 
-    /// Decides one datagram's fate. `now_us` is the send time.
-    pub fn route(
-        &mut self,
-        rng: &mut StdRng,
-        now_us: u64,
-        from: usize,
-        to: usize,
-        bytes: usize,
-    ) -> Fate {
+    /// The loss rate of datagrams `sender` sends.
+    pub fn loss_of(&self, sender: usize) -> f64 {
+        self.loss_by_sender[sender].unwrap_or(self.params.loss)
+    }
+
+    /// Carries out a network action of the timeline (`partition`, one-way `partition`, `heal`,
+    /// `loss`) and returns `true`; any other action is a node's, left to the engine: `false`.
+    pub fn apply(&mut self, action: &Action) -> bool {
+        match action {
+            Action::Partition(groups) => self.partition(groups),
+            Action::PartitionOneWay { from, to } => self.partition_one_way(from, to),
+            Action::Heal => self.heal(),
+            Action::Loss { nodes, rate } => self.set_loss(nodes.as_ref(), *rate),
+            Action::Kill(_)
+            | Action::Restart(_)
+            | Action::Pause(_)
+            | Action::Resume(_)
+            | Action::Skew { .. } => return false,
+        }
+        true
+    }
+
+    /// Decides one datagram's fate, drawing from the network's generator. `now_us` is the send
+    /// time.
+    pub fn route(&mut self, now_us: u64, from: usize, to: usize, bytes: usize) -> Fate {
         if self.is_cut(from, to) {
             return Fate::Drop("partition");
         }
-        let loss = self.loss_by_sender[from].unwrap_or(self.params.loss);
+        let loss = self.loss_of(from);
+        let rng = &mut self.rng;
         if loss > 0.0 && rng.random_bool(loss) {
             return Fate::Drop("loss");
         }
@@ -131,19 +176,15 @@ impl Net {
             queue_us = start + tx_us - now_us;
         }
         let base = self.topology.latency(from, to) + Duration::from_micros(queue_us);
-        let first = self.delay(rng, base);
-        if self.params.duplicate > 0.0 && rng.random_bool(self.params.duplicate) {
-            let second = self.delay(rng, base);
+        let p = &self.params;
+        // `base` plus jitter, plus a hold-back when the copy is picked for reordering.
+        let first = base + extra_delay(p.jitter, p.jitter_distribution, p.reorder, rng);
+        if p.duplicate > 0.0 && rng.random_bool(p.duplicate) {
+            let second = base + extra_delay(p.jitter, p.jitter_distribution, p.reorder, rng);
             Fate::Deliver(vec![first, second])
         } else {
             Fate::Deliver(vec![first])
         }
-    }
-
-    /// `base` plus jitter, plus a hold-back when the datagram is picked for reordering.
-    fn delay(&self, rng: &mut StdRng, base: Duration) -> Duration {
-        let p = &self.params;
-        base + extra_delay(p.jitter, p.jitter_distribution, p.reorder, rng)
     }
 }
 
@@ -180,23 +221,23 @@ mod tests {
 
     use super::*;
 
-    fn net(params: Network) -> Net {
+    fn net(params: Network, seed: u64) -> Net {
         Net::new(
             4,
             Topology::Mesh {
                 latency: Duration::from_millis(1),
             },
             params,
+            StdRng::seed_from_u64(seed),
         )
     }
 
     #[test]
     fn partitions_are_directional_and_heal() {
-        let mut n = net(Network::default());
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut n = net(Network::default(), 1);
         n.partition_one_way(&[0].into(), &[1].into());
-        assert_eq!(n.route(&mut rng, 0, 0, 1, 10), Fate::Drop("partition"));
-        assert!(matches!(n.route(&mut rng, 0, 1, 0, 10), Fate::Deliver(_)));
+        assert_eq!(n.route(0, 0, 1, 10), Fate::Drop("partition"));
+        assert!(matches!(n.route(0, 1, 0, 10), Fate::Deliver(_)));
         assert!(!n.connected(0, 1));
         n.heal();
         assert!(n.connected(0, 1));
@@ -206,13 +247,15 @@ mod tests {
 
     #[test]
     fn loss_rate_is_respected() {
-        let mut n = net(Network {
-            loss: 0.3,
-            ..Network::default()
-        });
-        let mut rng = StdRng::seed_from_u64(2);
+        let mut n = net(
+            Network {
+                loss: 0.3,
+                ..Network::default()
+            },
+            2,
+        );
         let lost = (0..10_000)
-            .filter(|_| n.route(&mut rng, 0, 0, 1, 10) == Fate::Drop("loss"))
+            .filter(|_| n.route(0, 0, 1, 10) == Fate::Drop("loss"))
             .count();
         assert!((2_700..3_300).contains(&lost), "lost {lost}");
     }
@@ -220,15 +263,17 @@ mod tests {
     #[test]
     fn bandwidth_queues_behind_earlier_datagrams() {
         // 8 kbit/s: a 1000-byte datagram takes 1 s to serialise.
-        let mut n = net(Network {
-            bandwidth_kbps: 8,
-            ..Network::default()
-        });
-        let mut rng = StdRng::seed_from_u64(3);
-        let Fate::Deliver(a) = n.route(&mut rng, 0, 0, 1, 1000) else {
+        let mut n = net(
+            Network {
+                bandwidth_kbps: 8,
+                ..Network::default()
+            },
+            3,
+        );
+        let Fate::Deliver(a) = n.route(0, 0, 1, 1000) else {
             panic!()
         };
-        let Fate::Deliver(b) = n.route(&mut rng, 0, 0, 2, 1000) else {
+        let Fate::Deliver(b) = n.route(0, 0, 2, 1000) else {
             panic!()
         };
         assert_eq!(a[0], Duration::from_millis(1001));
@@ -238,14 +283,16 @@ mod tests {
     #[test]
     fn jitter_distributions_have_their_shape() {
         let sample = |dist| {
-            let mut n = net(Network {
-                jitter: Duration::from_millis(10),
-                jitter_distribution: dist,
-                ..Network::default()
-            });
-            let mut rng = StdRng::seed_from_u64(4);
+            let mut n = net(
+                Network {
+                    jitter: Duration::from_millis(10),
+                    jitter_distribution: dist,
+                    ..Network::default()
+                },
+                4,
+            );
             let mut v: Vec<f64> = (0..20_000)
-                .map(|_| match n.route(&mut rng, 0, 0, 1, 10) {
+                .map(|_| match n.route(0, 0, 1, 10) {
                     Fate::Deliver(d) => (d[0] - Duration::from_millis(1)).as_secs_f64() * 1e3,
                     Fate::Drop(_) => unreachable!("no loss configured"),
                 })
@@ -279,11 +326,8 @@ mod tests {
             ..Network::default()
         };
         let run = |seed| {
-            let mut n = net(params.clone());
-            let mut rng = StdRng::seed_from_u64(seed);
-            (0..100)
-                .map(|_| n.route(&mut rng, 0, 0, 1, 10))
-                .collect::<Vec<_>>()
+            let mut n = net(params.clone(), seed);
+            (0..100).map(|_| n.route(0, 0, 1, 10)).collect::<Vec<_>>()
         };
         assert_eq!(run(9), run(9));
         assert_ne!(run(9), run(10));

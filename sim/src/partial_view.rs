@@ -28,7 +28,7 @@
 //! nodes in the largest overlay component of their network component (1.0 exactly when each
 //! network component is one overlay component).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use nexus_gossip::{MessageId, NodeId, Overlay, OverlayEvent, Timestamp};
@@ -36,18 +36,19 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore};
 
 use crate::engine::{
-    NetStats, PAUSED_INBOX_MAX, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us,
-    finish_run, node_addr, node_index, queue_deliveries, seeded_rng, wall_clock,
+    NetStats, Progress, Receiver, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us,
+    finish_run, node_addr, node_id_bytes, node_index, queue_timelines, seeded_rng, send,
+    wall_clock,
 };
 use crate::invariants::overlay::{self, OverlayInvariant, OverlayWorld, Probe, label_components};
 use crate::invariants::overlay_connected::correct_share;
 use crate::invariants::overlay_reach::PROBE_WINDOW;
 use crate::invariants::{Truth, Verdict};
-use crate::net::{Fate, Net};
+use crate::net::Net;
 use crate::queue::EventQueue;
 use crate::report::{LatencySummary, RunReport, Sample};
 use crate::scenario::{Action, PartialScenario, Scenario};
-use crate::trace::{Trace, TraceEvent};
+use crate::trace::Trace;
 
 /// Memory a partial-view run needs per node, rounded up from measurements (docs/BENCHMARKS.md,
 /// "Partial-view membership"): the overlay core with its views, timers and message cache, the
@@ -93,11 +94,7 @@ pub struct PartialSim<'s> {
     nodes: Vec<Node>,
     truth: Vec<Truth>,
     down_since: Vec<Option<Duration>>,
-    /// Nodes named by a partition since the last heal: the only ones a cut can involve.
-    cut_nodes: BTreeSet<usize>,
     net: Net,
-    /// Network fate of every datagram.
-    rng: StdRng,
     /// Contacts and probes.
     aux_rng: StdRng,
     trace: Trace,
@@ -119,19 +116,6 @@ impl std::fmt::Debug for PartialSim<'_> {
     }
 }
 
-/// Runs a `membership = "partial"` scenario.
-///
-/// # Panics
-/// If the scenario is not a partial-view one (`scenario.partial` is `None`).
-pub fn run(
-    scenario: &Scenario,
-    seed: u64,
-    trace: Trace,
-    progress: Option<Progress<'_>>,
-) -> RunReport {
-    PartialSim::new(scenario, seed, trace).run(progress)
-}
-
 impl<'s> PartialSim<'s> {
     /// A simulation ready to run.
     ///
@@ -143,19 +127,8 @@ impl<'s> PartialSim<'s> {
             .as_ref()
             .expect("PartialSim runs membership = \"partial\" scenarios only");
         let n = scenario.nodes;
-        let mut id_rng = seeded_rng(seed, 1, 0);
-        let truth = (0..n)
-            .map(|_| {
-                let mut id = [0u8; 32];
-                id_rng.fill_bytes(&mut id);
-                Truth {
-                    node_id: NodeId(id),
-                    generation: 0,
-                    up: false,
-                    paused: false,
-                    disturbed_at: Duration::ZERO,
-                }
-            })
+        let truth = node_id_bytes(seed, n)
+            .map(|id| Truth::new(NodeId(id)))
             .collect();
         let mut sim = PartialSim {
             scenario,
@@ -172,9 +145,7 @@ impl<'s> PartialSim<'s> {
                 .collect(),
             truth,
             down_since: vec![None; n],
-            cut_nodes: BTreeSet::new(),
-            net: Net::new(n, scenario.topology.clone(), scenario.network.clone()),
-            rng: seeded_rng(seed, 2, 0),
+            net: Net::for_scenario(scenario, seed),
             aux_rng: seeded_rng(seed, 7, 0),
             trace,
             checkers: overlay::all(partial),
@@ -183,9 +154,7 @@ impl<'s> PartialSim<'s> {
             probe: None,
             probe_latencies_us: Vec::new(),
         };
-        for (k, t) in scenario.timeline.iter().enumerate() {
-            sim.queue.push(duration_us(t.at), Ev::Action(k));
-        }
+        queue_timelines(&mut sim.queue, scenario, []);
         sim.queue.push(0, Ev::Sample);
         sim
     }
@@ -279,20 +248,17 @@ impl<'s> PartialSim<'s> {
 
     fn deliver(&mut self, from: usize, to: usize, payload: Vec<u8>) {
         let node = &mut self.nodes[to];
-        if node.core.is_none() {
-            self.drop_datagram(from, to, "crashed", None);
+        let receiver = match (&node.core, self.truth[to].paused) {
+            (None, _) => Receiver::Crashed,
+            (Some(_), true) => Receiver::Paused(&mut node.inbox),
+            (Some(_), false) => Receiver::Running,
+        };
+        let Some(payload) =
+            self.stats
+                .arrive(&mut self.trace, self.now_us, (from, to), receiver, payload)
+        else {
             return;
-        }
-        if self.truth[to].paused {
-            if node.inbox.len() >= PAUSED_INBOX_MAX {
-                self.drop_datagram(from, to, "paused-overflow", None);
-            } else {
-                node.inbox.push_back((from, payload));
-            }
-            return;
-        }
-        self.stats
-            .record_delivery(&mut self.trace, self.now_us, (from, to), &payload);
+        };
         let now = Timestamp::from_micros(self.now_us);
         if let Some(core) = self.nodes[to].core.as_mut()
             && let Err(e) = core.handle_datagram(now, node_addr(from), &payload)
@@ -301,11 +267,6 @@ impl<'s> PartialSim<'s> {
             panic!("n{} refused a datagram from n{}: {e}", to + 1, from + 1);
         }
         self.after_step(to);
-    }
-
-    fn drop_datagram(&mut self, from: usize, to: usize, reason: &'static str, p: Option<&[u8]>) {
-        self.stats
-            .record_drop(&mut self.trace, self.now_us, (from, to), reason, p);
     }
 
     fn wake(&mut self, i: usize, token: u64) {
@@ -347,15 +308,15 @@ impl<'s> PartialSim<'s> {
             let Some(to) = node_index(t.dst).filter(|j| *j < self.nodes.len()) else {
                 continue;
             };
-            match self
-                .net
-                .route(&mut self.rng, self.now_us, i, to, t.payload.len())
-            {
-                Fate::Drop(reason) => self.drop_datagram(i, to, reason, Some(&t.payload)),
-                Fate::Deliver(delays) => {
-                    queue_deliveries(&mut self.queue, self.now_us, i, to, &delays, t.payload);
-                }
-            }
+            send(
+                &mut self.net,
+                &mut self.queue,
+                &mut self.stats,
+                &mut self.trace,
+                self.now_us,
+                (i, to),
+                t.payload,
+            );
         }
         let node = &mut self.nodes[i];
         let at = next.map(|l| l.as_micros().max(self.now_us));
@@ -366,14 +327,11 @@ impl<'s> PartialSim<'s> {
 
     fn act(&mut self, k: usize) {
         let action = self.scenario.timeline[k].action.clone();
-        self.trace.record(
-            TraceEvent::Action {
-                t_us: self.now_us,
-                action: format!("{action:?}"),
-            },
-            None,
-        );
+        self.trace.record_action(self.now_us, &action);
         let now = Duration::from_micros(self.now_us);
+        if self.net.apply(&action) {
+            Truth::disturb_all(&mut self.truth, now);
+        }
         match action {
             Action::Kill(set) => {
                 for i in set {
@@ -398,25 +356,10 @@ impl<'s> PartialSim<'s> {
                     }
                 }
             }
-            Action::Partition(groups) => {
-                self.net.partition(&groups);
-                self.cut_nodes.extend(groups.iter().flatten());
-                self.touch_all(now);
-            }
-            Action::PartitionOneWay { from, to } => {
-                self.net.partition_one_way(&from, &to);
-                self.cut_nodes.extend(from.iter().chain(&to));
-                self.touch_all(now);
-            }
-            Action::Heal => {
-                self.net.heal();
-                self.cut_nodes.clear();
-                self.touch_all(now);
-            }
-            Action::Loss { nodes, rate } => {
-                self.net.set_loss(nodes.as_ref(), rate);
-                self.touch_all(now);
-            }
+            Action::Partition(_)
+            | Action::PartitionOneWay { .. }
+            | Action::Heal
+            | Action::Loss { .. } => {}
             Action::Pause(set) => {
                 for i in set {
                     if self.nodes[i].core.is_some() {
@@ -437,12 +380,6 @@ impl<'s> PartialSim<'s> {
             Action::Skew { .. } => {
                 panic!("skew reached the partial-view engine: Scenario::check refuses it")
             }
-        }
-    }
-
-    fn touch_all(&mut self, now: Duration) {
-        for t in &mut self.truth {
-            t.disturbed_at = now;
         }
     }
 
@@ -467,7 +404,7 @@ impl<'s> PartialSim<'s> {
     fn net_components(&self) -> Vec<usize> {
         let n = self.truth.len();
         let healthy = |i: usize| self.truth[i].healthy();
-        let free = (0..n).find(|&i| healthy(i) && !self.cut_nodes.contains(&i));
+        let free = (0..n).find(|&i| healthy(i) && !self.net.cut_nodes().contains(&i));
         if free.is_some() || !self.net.any_cut() {
             let first = (0..n).find(|&i| healthy(i)).unwrap_or(usize::MAX);
             return (0..n)

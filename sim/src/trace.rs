@@ -7,6 +7,7 @@ use nexus_gossip::mix::WordHash;
 use nexus_gossip::{Event, MemberId};
 
 use crate::invariants::NodeIds;
+use crate::scenario::Action;
 use serde::Serialize;
 
 /// One traced event. Times are virtual microseconds since the start of the run.
@@ -236,6 +237,17 @@ impl Trace {
                 self.write_error = Some(e);
             }
         }
+    }
+
+    /// Records a timeline action of the scenario at `t_us`, as it reads in the scenario.
+    pub fn record_action(&mut self, t_us: u64, action: &Action) {
+        self.record(
+            TraceEvent::Action {
+                t_us,
+                action: format!("{action:?}"),
+            },
+            None,
+        );
     }
 
     /// Records node `node`'s membership event `event`, as [`member_event_text`] describes it

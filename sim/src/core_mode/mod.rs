@@ -15,22 +15,20 @@ use ed25519_dalek::SigningKey;
 use nexus_gossip::{
     Event, MemberId, MemberMeta, Membership, NodeId, Timestamp, Transmit, is_overlay_kind,
 };
-use rand::RngCore;
-use rand::rngs::StdRng;
 
 use crate::engine::{
-    NetStats, PAUSED_INBOX_MAX, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us,
-    finish_run, node_addr, node_index, queue_deliveries, queue_timelines, seeded_rng, wall_clock,
+    NetStats, Progress, Receiver, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us,
+    finish_run, node_addr, node_id_bytes, node_index, queue_timelines, send, wall_clock,
 };
 use crate::invariants::agreement;
 use crate::invariants::{self, Invariant, NodeIds, Truth, World};
-use crate::net::{Fate, Net};
+use crate::net::Net;
 use crate::queue::EventQueue;
-
-type Ev = SimEvent<Own>;
 use crate::report::{RunReport, Sample};
 use crate::scenario::{Action, Scenario};
-use crate::trace::{Trace, TraceEvent};
+use crate::trace::Trace;
+
+type Ev = SimEvent<Own>;
 
 mod registry;
 
@@ -97,7 +95,6 @@ pub struct CoreSim<'s> {
     truth: Vec<Truth>,
     ids: NodeIds,
     net: Net,
-    rng: StdRng,
     trace: Trace,
     checkers: Vec<Box<dyn Invariant>>,
     samples: Vec<Sample>,
@@ -123,14 +120,11 @@ impl<'s> CoreSim<'s> {
     /// A simulation ready to run. `trace` receives every event.
     pub fn new(scenario: &'s Scenario, seed: u64, trace: Trace) -> Self {
         let n = scenario.nodes;
-        let mut id_rng = seeded_rng(seed, 1, 0);
         let mut nodes = Vec::with_capacity(n);
         let mut truth = Vec::with_capacity(n);
         let mut ids = NodeIds::default();
         let mut keys = Vec::new();
-        for i in 0..n {
-            let mut id = [0u8; 32];
-            id_rng.fill_bytes(&mut id);
+        for (i, mut id) in node_id_bytes(seed, n).enumerate() {
             if scenario.registry.is_some() {
                 // As on a real node, the node id is the public half of the node's key (whose
                 // secret derives from the run seed): the registry signs adverts with it and
@@ -140,13 +134,7 @@ impl<'s> CoreSim<'s> {
                 keys.push(key);
             }
             ids.insert(NodeId(id), i);
-            truth.push(Truth {
-                node_id: NodeId(id),
-                generation: 0,
-                up: false,
-                paused: false,
-                disturbed_at: Duration::ZERO,
-            });
+            truth.push(Truth::new(NodeId(id)));
             nodes.push(SimNode {
                 core: None,
                 reg: None,
@@ -163,8 +151,7 @@ impl<'s> CoreSim<'s> {
             nodes,
             truth,
             ids,
-            net: Net::new(n, scenario.topology.clone(), scenario.network.clone()),
-            rng: seeded_rng(seed, 2, 0),
+            net: Net::for_scenario(scenario, seed),
             trace,
             checkers: invariants::all(),
             samples: Vec::new(),
@@ -176,22 +163,13 @@ impl<'s> CoreSim<'s> {
                 .as_ref()
                 .map(|cfg| Box::new(RegSim::new(cfg, keys, n))),
         };
-        match &scenario.registry {
-            None => {
-                for (k, _) in scenario.timeline.iter().enumerate() {
-                    let at = duration_us(scenario.timeline[k].at);
-                    sim.queue.push(at, Ev::Action(k));
-                }
-            }
-            Some(cfg) => {
-                let own = cfg
-                    .actions
-                    .iter()
-                    .enumerate()
-                    .map(|(k, t)| (t.at, t.index, Own::RegAction(k)));
-                queue_timelines(&mut sim.queue, scenario, own);
-            }
-        }
+        let registry_timeline = scenario.registry.iter().flat_map(|cfg| {
+            cfg.actions
+                .iter()
+                .enumerate()
+                .map(|(k, t)| (t.at, t.index, Own::RegAction(k)))
+        });
+        queue_timelines(&mut sim.queue, scenario, registry_timeline);
         sim.queue.push(0, Ev::Sample);
         sim
     }
@@ -319,27 +297,17 @@ impl CoreSim<'_> {
 
     fn deliver(&mut self, from: usize, to: usize, payload: Vec<u8>) {
         let node = &mut self.nodes[to];
-        if node.core.is_none() {
+        let receiver = match (&node.core, self.truth[to].paused) {
+            (None, _) => Receiver::Crashed,
+            (Some(_), true) => Receiver::Paused(&mut node.inbox),
+            (Some(_), false) => Receiver::Running,
+        };
+        let Some(payload) =
             self.stats
-                .record_drop(&mut self.trace, self.now_us, (from, to), "crashed", None);
+                .arrive(&mut self.trace, self.now_us, (from, to), receiver, payload)
+        else {
             return;
-        }
-        if self.truth[to].paused {
-            if node.inbox.len() >= PAUSED_INBOX_MAX {
-                self.stats.record_drop(
-                    &mut self.trace,
-                    self.now_us,
-                    (from, to),
-                    "paused-overflow",
-                    None,
-                );
-            } else {
-                node.inbox.push_back((from, payload));
-            }
-            return;
-        }
-        self.stats
-            .record_delivery(&mut self.trace, self.now_us, (from, to), &payload);
+        };
         let local = Timestamp::from_micros(node.clock.local(self.now_us));
         // One address, two cores: the kind byte of the common prefix tells them apart, as in
         // the gossip actor. Rejections (duplicates from ourselves, malformed) are part of the
@@ -434,21 +402,15 @@ impl CoreSim<'_> {
             if to >= self.nodes.len() {
                 continue;
             }
-            match self
-                .net
-                .route(&mut self.rng, self.now_us, i, to, t.payload.len())
-            {
-                Fate::Drop(reason) => self.stats.record_drop(
-                    &mut self.trace,
-                    self.now_us,
-                    (i, to),
-                    reason,
-                    Some(&t.payload),
-                ),
-                Fate::Deliver(delays) => {
-                    queue_deliveries(&mut self.queue, self.now_us, i, to, &delays, t.payload);
-                }
-            }
+            send(
+                &mut self.net,
+                &mut self.queue,
+                &mut self.stats,
+                &mut self.trace,
+                self.now_us,
+                (i, to),
+                t.payload,
+            );
         }
     }
 
@@ -474,15 +436,12 @@ impl CoreSim<'_> {
 
     fn act(&mut self, k: usize) {
         let action = self.scenario.timeline[k].action.clone();
-        self.trace.record(
-            TraceEvent::Action {
-                t_us: self.now_us,
-                action: format!("{action:?}"),
-            },
-            None,
-        );
+        self.trace.record_action(self.now_us, &action);
         let now = Duration::from_micros(self.now_us);
         let touch = |sim: &mut Self, i: usize| sim.truth[i].disturbed_at = now;
+        if self.net.apply(&action) {
+            Truth::disturb_all(&mut self.truth, now);
+        }
         match action {
             Action::Kill(set) => {
                 for i in set {
@@ -511,22 +470,10 @@ impl CoreSim<'_> {
                     }
                 }
             }
-            Action::Partition(groups) => {
-                self.net.partition(&groups);
-                self.touch_all(now);
-            }
-            Action::PartitionOneWay { from, to } => {
-                self.net.partition_one_way(&from, &to);
-                self.touch_all(now);
-            }
-            Action::Heal => {
-                self.net.heal();
-                self.touch_all(now);
-            }
-            Action::Loss { nodes, rate } => {
-                self.net.set_loss(nodes.as_ref(), rate);
-                self.touch_all(now);
-            }
+            Action::Partition(_)
+            | Action::PartitionOneWay { .. }
+            | Action::Heal
+            | Action::Loss { .. } => {}
             Action::Pause(set) => {
                 for i in set {
                     if self.nodes[i].core.is_some() {
@@ -567,12 +514,6 @@ impl CoreSim<'_> {
                 }
             }
             self.registry_after_action(true);
-        }
-    }
-
-    fn touch_all(&mut self, now: Duration) {
-        for t in &mut self.truth {
-            t.disturbed_at = now;
         }
     }
 

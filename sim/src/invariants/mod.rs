@@ -66,6 +66,25 @@ pub struct Truth {
 }
 
 impl Truth {
+    /// A node with this id, not started yet.
+    pub fn new(node_id: NodeId) -> Self {
+        Truth {
+            node_id,
+            generation: 0,
+            up: false,
+            paused: false,
+            disturbed_at: Duration::ZERO,
+        }
+    }
+
+    /// Marks every node disturbed at `now` (a change to the whole network: a partition, a heal,
+    /// a loss rate).
+    pub fn disturb_all(truth: &mut [Truth], now: Duration) {
+        for t in truth {
+            t.disturbed_at = now;
+        }
+    }
+
     /// Up and not paused.
     pub fn healthy(&self) -> bool {
         self.up && !self.paused

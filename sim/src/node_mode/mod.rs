@@ -386,9 +386,7 @@ impl<'s> NodeSim<'s> {
         let shared = Arc::new(Mutex::new(Shared {
             trace,
             stats: NetStats::default(),
-            net: Net::new(n, scenario.topology.clone(), scenario.network.clone()),
-            loss: scenario.network.loss,
-            loss_by_sender: vec![None; n],
+            net: Net::for_scenario(scenario, seed),
             up: vec![true; n],
         }));
         let impairments = Impairments {
@@ -405,11 +403,8 @@ impl<'s> NodeSim<'s> {
             let node_id = node_key(seed, i).node_id();
             ids.insert(node_id, i);
             truth.push(Truth {
-                node_id,
-                generation: 0,
                 up: true,
-                paused: false,
-                disturbed_at: Duration::ZERO,
+                ..Truth::new(node_id)
             });
             let slot = Rc::new(Slot::default());
             slots.push(slot.clone());
@@ -544,11 +539,16 @@ impl<'s> NodeSim<'s> {
 
     fn act(&mut self, k: usize) {
         let action = self.scenario.timeline[k].action.clone();
-        self.record(TraceEvent::Action {
-            t_us: self.now_us,
-            action: format!("{action:?}"),
-        });
         let now = Duration::from_micros(self.now_us);
+        let network_action = {
+            let mut sh = lock(&self.shared);
+            sh.trace.record_action(self.now_us, &action);
+            sh.net.apply(&action)
+        };
+        if network_action {
+            self.sync_links();
+            Truth::disturb_all(&mut self.truth, now);
+        }
         match action {
             Action::Kill(set) => {
                 for i in set {
@@ -577,39 +577,10 @@ impl<'s> NodeSim<'s> {
                     }
                 }
             }
-            Action::Partition(groups) => {
-                lock(&self.shared).net.partition(&groups);
-                self.sync_links();
-                self.touch_all(now);
-            }
-            Action::PartitionOneWay { from, to } => {
-                lock(&self.shared).net.partition_one_way(&from, &to);
-                self.sync_links();
-                self.touch_all(now);
-            }
-            Action::Heal => {
-                lock(&self.shared).net.heal();
-                self.sync_links();
-                self.touch_all(now);
-            }
-            Action::Loss { nodes, rate } => {
-                {
-                    let mut sh = lock(&self.shared);
-                    sh.net.set_loss(nodes.as_ref(), rate);
-                    match &nodes {
-                        None => {
-                            sh.loss = rate;
-                            sh.loss_by_sender.iter_mut().for_each(|l| *l = None);
-                        }
-                        Some(set) => {
-                            for &i in set {
-                                sh.loss_by_sender[i] = Some(rate);
-                            }
-                        }
-                    }
-                }
-                self.touch_all(now);
-            }
+            Action::Partition(_)
+            | Action::PartitionOneWay { .. }
+            | Action::Heal
+            | Action::Loss { .. } => {}
             Action::Pause(set) => {
                 for i in set {
                     if self.truth[i].up {
@@ -629,12 +600,6 @@ impl<'s> NodeSim<'s> {
                 self.sync_links();
             }
             Action::Skew { .. } => unreachable!("`check` rejects skew in node mode"),
-        }
-    }
-
-    fn touch_all(&mut self, now: Duration) {
-        for t in &mut self.truth {
-            t.disturbed_at = now;
         }
     }
 

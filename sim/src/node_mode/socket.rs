@@ -43,22 +43,14 @@ pub(super) fn host_now_us() -> u64 {
 pub(super) struct Shared {
     pub(super) trace: Trace,
     pub(super) stats: NetStats,
-    /// Cuts (partitions); the same ones are applied to turmoil's links. Also what the invariant
-    /// checkers read.
+    /// Cuts (partitions), also applied to turmoil's links, and loss rates, which the sockets
+    /// apply. Also what the invariant checkers read.
     pub(super) net: Net,
-    /// Loss rate of the whole network.
-    pub(super) loss: f64,
-    /// Per-sender loss overrides (`loss` actions with `nodes`).
-    pub(super) loss_by_sender: Vec<Option<f64>>,
     /// Whether each node's host is running (not crashed).
     pub(super) up: Vec<bool>,
 }
 
 impl Shared {
-    fn loss_of(&self, sender: usize) -> f64 {
-        self.loss_by_sender[sender].unwrap_or(self.loss)
-    }
-
     fn record_drop(&mut self, from: usize, to: usize, reason: &'static str, payload: &[u8]) {
         let t_us = host_now_us();
         self.stats
@@ -174,7 +166,7 @@ impl DatagramSocket for SimSocket {
             // Not a simulated node: turmoil refuses it as it would any unknown host.
             return self.inner.send_to(buf, target).await;
         };
-        let loss = lock(&self.shared).loss_of(self.node);
+        let loss = lock(&self.shared).net.loss_of(self.node);
         let Some(holds) = self.fate(loss) else {
             lock(&self.shared).record_drop(self.node, to, "loss", buf);
             return Ok(buf.len());

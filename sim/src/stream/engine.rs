@@ -17,13 +17,13 @@ use super::fixture::{ANCHOR_UNIX_MS, Fixture};
 use super::payload::Header;
 use crate::engine::{
     NetStats, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us, finish_run,
-    node_addr, node_index, queue_deliveries, queue_timelines, seeded_rng, wall_clock,
+    node_addr, node_index, queue_timelines, seeded_rng, send, wall_clock,
 };
 use crate::invariants::Verdict;
 use crate::invariants::stream::{
     self as checks, Delivered, Sent, SessionChange, StreamInvariant, StreamWorld,
 };
-use crate::net::{Fate, Net};
+use crate::net::Net;
 use crate::queue::EventQueue;
 use crate::report::{RunReport, Sample, StreamSummary};
 use crate::scenario::{Action, Scenario, StreamScenario, StreamTraffic};
@@ -109,8 +109,6 @@ pub struct StreamSim<'s> {
     cut_periods: Vec<(Duration, Option<Duration>)>,
     established: BTreeMap<(usize, SessionId), usize>,
     net: Net,
-    /// Network fates.
-    rng: StdRng,
     /// Traffic arrival times.
     traffic_rng: StdRng,
     trace: Trace,
@@ -139,20 +137,6 @@ impl std::fmt::Debug for StreamSim<'_> {
 fn base_instant() -> Instant {
     static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *BASE.get_or_init(Instant::now)
-}
-
-/// Runs a `[stream]` scenario.
-///
-/// # Panics
-/// If the scenario has no `[stream]` table, or an endpoint breaks one of its invariants
-/// (`Endpoint::check_invariants`, run after every step).
-pub fn run(
-    scenario: &Scenario,
-    seed: u64,
-    trace: Trace,
-    progress: Option<Progress<'_>>,
-) -> RunReport {
-    StreamSim::new(scenario, seed, trace).run(progress)
 }
 
 impl<'s> StreamSim<'s> {
@@ -219,8 +203,7 @@ impl<'s> StreamSim<'s> {
             revoked: BTreeSet::new(),
             cut_periods: Vec::new(),
             established: BTreeMap::new(),
-            net: Net::new(n, scenario.topology.clone(), scenario.network.clone()),
-            rng: seeded_rng(seed, 2, 0),
+            net: Net::for_scenario(scenario, seed),
             traffic_rng: seeded_rng(seed, 34, 0),
             trace,
             checkers: checks::all(),
@@ -248,6 +231,10 @@ impl<'s> StreamSim<'s> {
     }
 
     /// Runs to `duration + settle` and reports. `progress` is called about every 1 % of the run.
+    ///
+    /// # Panics
+    /// If an endpoint breaks one of its invariants (`Endpoint::check_invariants`, run after
+    /// every step).
     pub fn run(mut self, progress: Option<Progress<'_>>) -> RunReport {
         let wall = wall_clock();
         for i in 0..self.nodes.len() {
@@ -416,7 +403,15 @@ impl<'s> StreamSim<'s> {
                 };
                 let segment = t.segment_size.unwrap_or(t.contents.len()).max(1);
                 for chunk in t.contents.chunks(segment) {
-                    self.route(i, to, chunk.to_vec());
+                    send(
+                        &mut self.net,
+                        &mut self.queue,
+                        &mut self.stats,
+                        &mut self.trace,
+                        self.now_us,
+                        (i, to),
+                        chunk.to_vec(),
+                    );
                 }
             }
             for e in events {
@@ -448,24 +443,6 @@ impl<'s> StreamSim<'s> {
         let at = due_us.map(|d| d.max(now_us + 1));
         if let (Some(at), Some(token)) = (at, node.wake.arm(at)) {
             self.queue.push(at, Ev::Wake { node: i, token });
-        }
-    }
-
-    fn route(&mut self, from: usize, to: usize, payload: Vec<u8>) {
-        match self
-            .net
-            .route(&mut self.rng, self.now_us, from, to, payload.len())
-        {
-            Fate::Drop(reason) => self.stats.record_drop(
-                &mut self.trace,
-                self.now_us,
-                (from, to),
-                reason,
-                Some(&payload),
-            ),
-            Fate::Deliver(delays) => {
-                queue_deliveries(&mut self.queue, self.now_us, from, to, &delays, payload);
-            }
         }
     }
 
@@ -738,32 +715,19 @@ impl<'s> StreamSim<'s> {
     }
 
     fn act(&mut self, k: usize) {
-        let action = self.scenario.timeline[k].action.clone();
-        self.trace.record(
-            TraceEvent::Action {
-                t_us: self.now_us,
-                action: format!("{action:?}"),
-            },
-            None,
+        let scenario = self.scenario;
+        let action = &scenario.timeline[k].action;
+        self.trace.record_action(self.now_us, action);
+        // Only network actions: Scenario::check refuses the others in `[stream]` scenarios.
+        assert!(
+            self.net.apply(action),
+            "{} reached the stream engine: Scenario::check refuses it",
+            action.name()
         );
         match action {
-            Action::Partition(groups) => {
-                self.net.partition(&groups);
-                self.cut_started();
-            }
-            Action::PartitionOneWay { from, to } => {
-                self.net.partition_one_way(&from, &to);
-                self.cut_started();
-            }
-            Action::Heal => {
-                self.net.heal();
-                self.cut_healed();
-            }
-            Action::Loss { nodes, rate } => self.net.set_loss(nodes.as_ref(), rate),
-            other => panic!(
-                "{} reached the stream engine: Scenario::check refuses it",
-                other.name()
-            ),
+            Action::Partition(_) | Action::PartitionOneWay { .. } => self.cut_started(),
+            Action::Heal => self.cut_healed(),
+            _ => {}
         }
     }
 

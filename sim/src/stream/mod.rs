@@ -35,4 +35,4 @@ mod engine;
 pub mod fixture;
 pub mod payload;
 
-pub use engine::{StreamSim, run};
+pub use engine::StreamSim;
