@@ -33,13 +33,14 @@ mod common;
 #[path = "common/dnsmasq.rs"]
 mod dnsmasq;
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::start_node;
 use dnsmasq::{Dnsmasq, query};
 use nexus_api::wire::ResolveAnswer;
-use nexus_api::{Bytes, Limits, Message};
+use nexus_api::{Bytes, Limits, Message, NodeClient, NodeConfig};
 use nexus_registry::Intent;
 use serde_json::json;
 
@@ -72,6 +73,47 @@ fn nexapi_resolve(
         Ok(Message::Answer(a)) if a.call == call => Some(a),
         _ => None,
     }
+}
+
+/// Context switches (voluntary and not) of each thread of process `pid`, summed by thread name
+/// (tokio's workers share one), from `/proc`. A thread blocked on a socket or in `epoll_wait`
+/// switches once each time a datagram wakes it.
+fn switches_by_thread(pid: u32) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        let switches: u64 = status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum();
+        *out.entry(name.trim().to_owned()).or_default() += switches;
+    }
+    out
+}
+
+/// `after - before` per thread name.
+fn switches_delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(name, n)| {
+            (
+                name.clone(),
+                n.saturating_sub(before.get(name).copied().unwrap_or(0)),
+            )
+        })
+        .collect()
 }
 
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
@@ -148,6 +190,11 @@ async fn main() {
     .encode()
     .to_vec();
     let mut answer_buf = vec![0u8; 65_536];
+    // The SDK's resolve (what an application calls), on this thread's runtime.
+    let sdk = NodeClient::new(NodeConfig::new(node.admin.clone(), api))
+        .await
+        .expect("SDK node client");
+    let sdk_intent = Intent::from_json(intent.to_string().as_bytes()).expect("intent");
 
     let dns = Dnsmasq::start(&[("coder-1.nexus.test", Ipv4Addr::LOCALHOST)]);
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -200,15 +247,32 @@ async fn main() {
             "the resolve found nothing"
         );
         assert!(nexapi_resolve(&binary, i.into(), &mut request, &mut answer_buf).is_some());
+        assert!(
+            !sdk.resolve(&sdk_intent)
+                .await
+                .expect("SDK resolve")
+                .candidates
+                .is_empty()
+        );
         assert!(dns_lookup(&socket, i, &mut q, &mut buf));
     }
     let mut api = Vec::with_capacity(rounds);
     let mut nexapi = Vec::with_capacity(rounds);
+    let mut by_sdk = Vec::with_capacity(rounds);
     let mut dns = Vec::with_capacity(rounds);
     for i in 0..rounds {
         // The order rotates, so no lookup always follows the same one.
-        for step in 0..3 {
-            match (i + step) % 3 {
+        for step in 0..4 {
+            match (i + step) % 4 {
+                3 => {
+                    let t = Instant::now();
+                    let answer = sdk.resolve(&sdk_intent).await;
+                    by_sdk.push(t.elapsed());
+                    assert!(
+                        answer.is_ok_and(|a| !a.candidates.is_empty()),
+                        "SDK resolve {i} failed"
+                    );
+                }
                 0 => {
                     let t = Instant::now();
                     let found = ids(&resolve().await).len();
@@ -235,6 +299,7 @@ async fn main() {
     }
     let (a50, a99, amean) = percentiles(api);
     let (n50, n99, nmean) = percentiles(nexapi);
+    let (s50, s99, smean) = percentiles(by_sdk);
     let (d50, d99, dmean) = percentiles(dns);
     println!(
         "resolve via admin API and via the NexAPI endpoint vs DNS A lookup (dnsmasq), {services} adverts, {rounds} rounds each, order rotating"
@@ -243,6 +308,9 @@ async fn main() {
     println!("| --- | ---: | ---: | ---: |");
     println!("| POST /v1/resolve (k=3, HTTP keep-alive) | {a50:.1} | {a99:.1} | {amean:.1} |");
     println!("| NexAPI RESOLVE (k=3, binary, UDP) | {n50:.1} | {n99:.1} | {nmean:.1} |");
+    println!(
+        "| NexAPI RESOLVE through the SDK (NodeClient::resolve) | {s50:.1} | {s99:.1} | {smean:.1} |"
+    );
     println!("| DNS A query, UDP (dnsmasq) | {d50:.1} | {d99:.1} | {dmean:.1} |");
     println!(
         "| ratio HTTP resolve / DNS | {:.2} | {:.2} | {:.2} |",
@@ -262,6 +330,32 @@ async fn main() {
         a99 / n99,
         amean / nmean
     );
+    // Which of the node's threads a binary resolve wakes: binary resolves alone, then as long
+    // again idle (the node's timers), context switches per thread name.
+    let pid = node.child.id();
+    let before = switches_by_thread(pid);
+    let t = Instant::now();
+    for i in 0..rounds {
+        assert!(nexapi_resolve(&binary, i as u64, &mut request, &mut answer_buf).is_some());
+    }
+    let busy = t.elapsed();
+    let during = switches_delta(&before, &switches_by_thread(pid));
+    let before = switches_by_thread(pid);
+    std::thread::sleep(busy);
+    let idle = switches_delta(&before, &switches_by_thread(pid));
+    println!(
+        "node threads' context switches per binary resolve ({rounds} resolves alone in {:.1} ms, minus as long idle):",
+        busy.as_secs_f64() * 1e3
+    );
+    for (name, n) in &during {
+        let quiet = idle.get(name).copied().unwrap_or(0);
+        if *n > quiet {
+            println!(
+                "  {name}: {:.3} ({n} during, {quiet} idle)",
+                (*n - quiet) as f64 / rounds as f64
+            );
+        }
+    }
     // The node's own view: time from a RESOLVE datagram's receipt to its ANSWER sent, and the
     // registry core's share (both resolves, HTTP and binary, count in the latter).
     let metrics = http
