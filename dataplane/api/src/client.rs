@@ -117,8 +117,9 @@ impl Client {
             config.endpoint.mic_validity,
         )
         .await?;
+        let settings = crate::routed::endpoint_settings(config.path, &config.endpoint);
         let (transport, inbound) =
-            crate::start_endpoint(&node, identity.clone(), config.bind, &config.endpoint).await?;
+            crate::start_endpoint(&node, identity.clone(), config.bind, &settings).await?;
         let acks: Arc<TensorAcks> = Arc::default();
         tokio::spawn(tensor_acks(inbound, acks.clone()));
         let inner = Arc::new(Inner {
@@ -256,6 +257,7 @@ impl Client {
     /// ones.
     pub async fn close_sessions(&self) {
         let node = &self.inner.transport.node;
+        self.forget_routed_sessions();
         for session in self.inner.transport.take_sessions() {
             let _ = node
                 .close(session, nexus_stream::ErrorCode::NoError, "client closing")

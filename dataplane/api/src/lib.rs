@@ -47,7 +47,7 @@ pub use client::{CallOptions, Client, ClientConfig, TokenStream};
 pub use error::Error;
 pub use metrics::Metrics;
 pub use node::{NodeClient, NodeConfig};
-pub use routed::Path;
+pub use routed::{Path, ROUTED_FANOUT, ROUTED_IDLE_TIMEOUT, ROUTED_INITIAL_RTT, ROUTED_KEEP_ALIVE};
 pub use service::{Call, Handler, Service, ServiceConfig, TokenSink};
 pub use wire::{
     ApiError, Candidate, DType, ErrorCode, Finish, KvBlock, Limits, Message, ModelMeta,
@@ -59,7 +59,8 @@ pub use wire::{
 pub struct EndpointSettings {
     /// The NexStream endpoint's limits and timings. The SDK's defaults differ from the
     /// transport's in two places: a 5 s idle timeout with 1 s keep-alives, so a dead peer is
-    /// noticed (and a stream resumed elsewhere) within 5 s.
+    /// noticed (and a stream resumed elsewhere) within 5 s. A client on the routed path uses
+    /// at most [`ROUTED_IDLE_TIMEOUT`], [`ROUTED_KEEP_ALIVE`] and [`ROUTED_INITIAL_RTT`].
     pub stream: EndpointConfig,
     /// How datagrams travel on the socket.
     pub framing: Framing,

@@ -3,7 +3,7 @@
 //! picks the replica per flow. The client reaches the data plane through its node's session
 //! socket, which relays the session's frames out and its answers back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,11 +58,57 @@ pub(crate) struct Routed {
     sessions: Mutex<HashMap<u128, (SessionId, [u8; 32])>>,
     /// One connect per class at a time.
     connecting: Mutex<HashMap<u128, Arc<tokio::sync::Mutex<()>>>>,
+    /// Classes whose pooled session was lost (closed by its replica, idled out, revoked): their
+    /// next session is opened on [`ROUTED_FANOUT`] flows at once.
+    lost: Mutex<HashSet<u128>>,
 }
 
 /// Classes remembered at most; forgotten all at once beyond (they are relearned on the next
 /// resolve).
 const CLASSES_MAX: usize = 4096;
+
+/// Flows a class's next session is opened on at once after its pooled session was lost; the
+/// first to complete its handshake is kept and the others are closed. The data plane places
+/// each flow by weight, so while a dead replica's route is still installed (until its lease runs
+/// out) a single new flow can land on it again: with two replicas, one of them dead, all of
+/// these flows do so with probability 2⁻⁶.
+pub const ROUTED_FANOUT: usize = 6;
+
+/// Longest idle timeout of a routed client's sessions: a routed session whose replica vanished
+/// (stopped without closing, or its route withdrawn so that its frames reach a replica that
+/// does not know the connection and whose stateless reset the client cannot authenticate) is
+/// closed this long after its last answer, and the next call opens a new flow.
+pub const ROUTED_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest keep-alive interval of a routed client's sessions: several keep-alives per idle
+/// timeout, so a live replica's session never idles out.
+pub const ROUTED_KEEP_ALIVE: Duration = Duration::from_millis(500);
+
+/// Longest round-trip time a routed client assumes before its first sample. The first call of
+/// a class its node did not track yet can reach the data plane before the table compiler has
+/// installed the class's route; its first handshake packet is then dropped, and is sent again
+/// after about three times this (not after about a second, as with QUIC's default of 333 ms).
+pub const ROUTED_INITIAL_RTT: Duration = Duration::from_millis(10);
+
+/// `settings` for a client on `path`: on the routed path the idle timeout is at most
+/// [`ROUTED_IDLE_TIMEOUT`], keep-alives come at least every [`ROUTED_KEEP_ALIVE`] and the
+/// initial round-trip time is at most [`ROUTED_INITIAL_RTT`].
+pub(crate) fn endpoint_settings(
+    path: Path,
+    settings: &crate::EndpointSettings,
+) -> crate::EndpointSettings {
+    let mut settings = settings.clone();
+    if path == Path::Routed {
+        let stream = &mut settings.stream;
+        stream.idle_timeout = stream.idle_timeout.min(ROUTED_IDLE_TIMEOUT);
+        stream.keep_alive = Some(
+            stream
+                .keep_alive
+                .map_or(ROUTED_KEEP_ALIVE, |k| k.min(ROUTED_KEEP_ALIVE)),
+        );
+        stream.initial_rtt = stream.initial_rtt.min(ROUTED_INITIAL_RTT);
+    }
+    settings
+}
 
 #[derive(Deserialize)]
 struct NodeDto {
@@ -162,13 +208,24 @@ impl Client {
         let mut sessions = lock(&self.inner.routed.sessions);
         let (session, peer) = *sessions.get(&key)?;
         // The transport drops a closed session from its pool: a session it no longer knows is
-        // gone (closed by the peer, idled out, or closed by `close_sessions`).
+        // gone (closed by the peer, idled out, revoked; `close_sessions` forgets the class's
+        // session itself).
         if self.inner.transport.session_to(&peer) == Some(session) {
             Some(session)
         } else {
             sessions.remove(&key);
+            let mut lost = lock(&self.inner.routed.lost);
+            if lost.len() >= CLASSES_MAX {
+                lost.clear();
+            }
+            lost.insert(key);
             None
         }
+    }
+
+    /// Forgets every class's pooled session (the transport's pool was emptied).
+    pub(crate) fn forget_routed_sessions(&self) {
+        lock(&self.inner.routed.sessions).clear();
     }
 
     async fn open_routed(&self, class: &Class) -> Result<(SessionId, [u8; 32]), Error> {
@@ -178,12 +235,50 @@ impl Client {
             routing_key: class.key,
             dst: via.node_tag,
         };
-        let session = node
-            .connect_routed(via.relay, route, class.accept.clone())
-            .await
-            .map_err(|e| {
-                Error::Transport(format!("routed session to class {:032x}: {e}", class.key))
-            })?;
+        let flows = if lock(&self.inner.routed.lost).contains(&class.key) {
+            ROUTED_FANOUT
+        } else {
+            1
+        };
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..flows {
+            let node = node.clone();
+            let accept = class.accept.clone();
+            connects.spawn(async move { node.connect_routed(via.relay, route, accept).await });
+        }
+        let mut session = None;
+        let mut failure = None;
+        while let Some(joined) = connects.join_next().await {
+            match joined {
+                Ok(Ok(s)) => {
+                    session = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => failure = Some(e.to_string()),
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        if !connects.is_empty() {
+            // The other flows' handshakes go on in the endpoint: close those that complete.
+            let node = node.clone();
+            tokio::spawn(async move {
+                while let Some(joined) = connects.join_next().await {
+                    if let Ok(Ok(s)) = joined {
+                        let _ = node
+                            .close(s, nexus_stream::ErrorCode::NoError, "another flow won")
+                            .await;
+                    }
+                }
+            });
+        }
+        let session = session.ok_or_else(|| {
+            Error::Transport(format!(
+                "routed session to class {:032x}: {}",
+                class.key,
+                failure.unwrap_or_default()
+            ))
+        })?;
+        lock(&self.inner.routed.lost).remove(&class.key);
         let (stats, _) = node
             .stats()
             .await
