@@ -360,6 +360,12 @@ pub struct ServiceDto {
 /// Body of `POST /v1/services` and `PUT /v1/services/{id}`: the service descriptor's fields
 /// and, optionally, the service's credentials, which the node checks against its trust context
 /// and advertises with the service.
+///
+/// Deserialised in one pass: the descriptor's own `Deserialize` reads every member except
+/// `credentials`, so its rules apply unchanged (unknown fields are refused, absent ones take
+/// their defaults) and an error's path names the member (`tasks[1]`, `credentials.mic`).
+/// Neither part is validated here: [`nexus_registry::Sad::validate`] and
+/// `Credentials::try_from` do that.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
 pub struct Registration {
     /// The descriptor.
@@ -368,6 +374,79 @@ pub struct Registration {
     /// The service's MIC and attestations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<nexus_registry::CredentialsJson>,
+}
+
+impl Registration {
+    /// The member that holds the credentials beside the descriptor's fields.
+    pub const CREDENTIALS: &'static str = "credentials";
+}
+
+impl<'de> Deserialize<'de> for Registration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Registration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a service descriptor object, with an optional `credentials` member")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Registration, A::Error> {
+                let mut members = DescriptorMembers {
+                    map,
+                    credentials: None,
+                };
+                let sad = nexus_registry::Sad::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(&mut members),
+                )?;
+                Ok(Registration {
+                    sad,
+                    credentials: members.credentials.flatten(),
+                })
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
+/// A registration body's members as the descriptor's deserializer sees them: `credentials` is
+/// taken out on the way (once; `null` is the same as absent) and every other member is passed
+/// on.
+struct DescriptorMembers<A> {
+    map: A,
+    /// `Some` once the member was read.
+    credentials: Option<Option<nexus_registry::CredentialsJson>>,
+}
+
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for DescriptorMembers<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        use serde::de::{Error, IntoDeserializer};
+        while let Some(key) = self.map.next_key::<String>()? {
+            if key != Registration::CREDENTIALS {
+                return seed
+                    .deserialize(IntoDeserializer::<A::Error>::into_deserializer(key))
+                    .map(Some);
+            }
+            if self.credentials.is_some() {
+                return Err(A::Error::duplicate_field(Registration::CREDENTIALS));
+            }
+            self.credentials = Some(self.map.next_value()?);
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
 }
 
 /// `GET /v1/services`.

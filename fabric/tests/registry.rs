@@ -380,6 +380,30 @@ async fn bad_registry_input_is_refused_and_changes_nothing() {
         (
             reqwest::Method::POST,
             "/v1/services",
+            r#"{"id":"x","tasks":"llm.code"}"#,
+            json_ct,
+            422,
+            "tasks: invalid type",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/services",
+            r#"{"id":"x","tasks":["llm.code"],"credentials":{"mic":5}}"#,
+            json_ct,
+            422,
+            "credentials.mic: invalid type",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/services/x",
+            r#"{"id":"x","tasks":["llm.code"],"credentials":{"mic":"00"},"credentials":null}"#,
+            json_ct,
+            422,
+            "duplicate field `credentials`",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/services",
             r#"{"id":"x","tasks":["llm.code"],"latency_ms_p50":200,"latency_ms_p99":100}"#,
             json_ct,
             422,
@@ -526,6 +550,8 @@ async fn bad_registry_input_is_refused_and_changes_nothing() {
             "{method} {path} {body}: detail should mention {mention:?}: {problem}"
         );
     }
+    // An oversized body is refused before it is parsed.
+    expect_body_too_large(&format!("{}/v1/services", node.admin)).await;
     // Nothing was registered by any of it.
     assert!(fabric_ids(&node).await.is_empty());
     // A trust-constrained intent over an empty registry is fine (and lists nothing).

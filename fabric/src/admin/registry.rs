@@ -18,9 +18,9 @@ use axum::response::{IntoResponse, Response};
 use nexus_actors::{GossipMsg, RegistryMsg, Scope, ServiceView};
 use nexus_gossip::{MemberView, NodeId};
 use nexus_registry::{
-    Credentials, CredentialsError, CredentialsJson, Intent, LoadUpdate, NodeError as RegistryError,
-    Resolution, Sad,
+    Credentials, CredentialsError, Intent, LoadUpdate, NodeError as RegistryError, Resolution, Sad,
 };
+use serde_path_to_error::Segment;
 
 use super::{AppState, TypedQuery, ask, json_body, member_views};
 use crate::api::{
@@ -35,11 +35,7 @@ fn invalid(slug: &str, title: &str, detail: impl Into<String>) -> Problem {
 
 fn registry_problem(e: RegistryError) -> Problem {
     match e {
-        RegistryError::Invalid(e) => invalid(
-            "invalid-service",
-            "Invalid service descriptor",
-            e.to_string(),
-        ),
+        RegistryError::Invalid(e) => invalid_service(e.to_string()),
         RegistryError::Unknown(id) => Problem::new(
             StatusCode::NOT_FOUND,
             "unknown-service",
@@ -113,6 +109,10 @@ fn invalid_credentials(detail: String) -> Problem {
     invalid("invalid-credentials", "Invalid credentials", detail)
 }
 
+fn invalid_service(detail: String) -> Problem {
+    invalid("invalid-service", "Invalid service descriptor", detail)
+}
+
 /// `credentials.<field>: <reason>` for a credentials decoding error.
 fn credentials_detail(e: &CredentialsError) -> String {
     let field = e.field();
@@ -127,55 +127,44 @@ fn credentials_detail(e: &CredentialsError) -> String {
     format!("credentials.{field}: {text}")
 }
 
-/// The `credentials` member of a registration body.
-fn parse_credentials(value: serde_json::Value) -> Result<Credentials, Problem> {
-    let json: CredentialsJson = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        invalid_credentials(if path.is_empty() || path == "." {
-            format!("credentials: {inner}")
-        } else {
-            format!("credentials.{path}: {inner}")
-        })
-    })?;
-    Credentials::try_from(json).map_err(|e| invalid_credentials(credentials_detail(&e)))
-}
-
-/// A registration body: the SAD's fields plus an optional `credentials` member.
+/// A registration body, read as the [`Registration`] the CLI sends. Malformed JSON is a 400;
+/// a member of the wrong type, a missing or unknown member, and a descriptor or credentials
+/// that break a rule are 422 problems naming the member: `invalid-credentials` under
+/// `credentials`, `invalid-service` elsewhere. The request body limit bounds the parse; every
+/// member is bounded by the descriptor's rules after it.
 fn parse_registration(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Sad, Option<Credentials>), Problem> {
     let bytes = json_body(headers, body)?;
     well_formed(&bytes)?;
-    let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
-            "Malformed JSON",
-            e.to_string(),
-        )
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let registration: Registration = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let in_credentials = matches!(e.path().iter().next(),
+            Some(Segment::Map { key }) if key == Registration::CREDENTIALS);
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let detail = if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        };
+        if in_credentials {
+            invalid_credentials(detail)
+        } else {
+            invalid_service(detail)
+        }
     })?;
-    let credentials = match value.as_object_mut().and_then(|o| o.remove("credentials")) {
-        None | Some(serde_json::Value::Null) => None,
-        Some(c) => Some(parse_credentials(c)?),
-    };
-    let sad_bytes = serde_json::to_vec(&value).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
-            "Malformed JSON",
-            e.to_string(),
-        )
-    })?;
-    let sad = Sad::from_json(&sad_bytes).map_err(|e| {
-        invalid(
-            "invalid-service",
-            "Invalid service descriptor",
-            e.to_string(),
-        )
-    })?;
-    Ok((sad, credentials))
+    registration
+        .sad
+        .validate()
+        .map_err(|e| invalid_service(e.to_string()))?;
+    let credentials = registration
+        .credentials
+        .map(Credentials::try_from)
+        .transpose()
+        .map_err(|e| invalid_credentials(credentials_detail(&e)))?;
+    Ok((registration.sad, credentials))
 }
 
 async fn register(
@@ -231,11 +220,10 @@ pub(super) async fn put_service(
 ) -> Result<Response, Problem> {
     let (sad, credentials) = parse_registration(&headers, body)?;
     if sad.id != id {
-        return Err(invalid(
-            "invalid-service",
-            "Invalid service descriptor",
-            format!("id: {:?} does not match the path's {id:?}", sad.id),
-        ));
+        return Err(invalid_service(format!(
+            "id: {:?} does not match the path's {id:?}",
+            sad.id
+        )));
     }
     register(&s, sad, credentials).await
 }
@@ -438,6 +426,7 @@ pub(super) async fn overlay(State(s): State<AppState>) -> Result<axum::Json<Over
 #[cfg(test)]
 mod tests {
     use axum::http::{HeaderValue, header};
+    use nexus_registry::CredentialsJson;
 
     use super::*;
 
@@ -480,5 +469,146 @@ mod tests {
         let problem = parse_registration(&json_headers(), Ok(body)).expect_err("bad MIC");
         assert_eq!(problem.status, 422);
         assert!(problem.kind.ends_with("invalid-credentials"), "{problem:?}");
+    }
+
+    fn problem_for(body: &str) -> Problem {
+        parse_registration(&json_headers(), Ok(Bytes::from(body.to_owned()))).expect_err("refused")
+    }
+
+    /// Each kind of bad body gets its status, its problem kind and a detail naming the member.
+    #[test]
+    fn bad_registration_bodies_name_the_member() {
+        let cases = [
+            // Malformed JSON, also when a data error comes first.
+            (
+                r#"{"id": "x", "tasks": ["llm.code"]"#,
+                400,
+                "malformed-json",
+                "",
+            ),
+            (r#"{"context_window": -1, "#, 400, "malformed-json", ""),
+            (r#"{"id": "x"} trailing"#, 400, "malformed-json", ""),
+            // Missing, wrong type, unknown: the descriptor's own serde rules.
+            (
+                r#"{"id": "x"}"#,
+                422,
+                "invalid-service",
+                "missing field `tasks`",
+            ),
+            (
+                r#"{"id": "x", "tasks": "llm.code"}"#,
+                422,
+                "invalid-service",
+                "tasks: invalid type",
+            ),
+            (
+                r#"{"id": "x", "tasks": ["llm.code", 7]}"#,
+                422,
+                "invalid-service",
+                "tasks[1]: invalid type",
+            ),
+            (
+                r#"{"id": "x", "tasks": ["llm.code"], "load": {"queue_depth": "x"}}"#,
+                422,
+                "invalid-service",
+                "load.queue_depth: invalid type",
+            ),
+            (
+                r#"{"id": "x", "tasks": ["llm.code"], "colour": "red"}"#,
+                422,
+                "invalid-service",
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"id": "x", "id": "y", "tasks": ["llm.code"]}"#,
+                422,
+                "invalid-service",
+                "duplicate field `id`",
+            ),
+            (r#"[1, 2]"#, 422, "invalid-body", "object"),
+            (r#""x""#, 422, "invalid-service", "invalid type"),
+            // Parsed, then refused by the descriptor's rules.
+            (
+                r#"{"id": "x", "tasks": []}"#,
+                422,
+                "invalid-service",
+                "tasks: at least one",
+            ),
+            (
+                r#"{"id": "x", "tasks": ["a","b","c","d","e","f","g","h","i"]}"#,
+                422,
+                "invalid-service",
+                "tasks",
+            ),
+            // Credentials: their own problem kind, the path under `credentials`.
+            (
+                r#"{"id": "x", "tasks": ["llm.code"], "credentials": {"mic": 5}}"#,
+                422,
+                "invalid-credentials",
+                "credentials.mic: invalid type",
+            ),
+            (
+                r#"{"id": "x", "tasks": ["llm.code"], "credentials": {"attestations": []}}"#,
+                422,
+                "invalid-credentials",
+                "credentials: missing field `mic`",
+            ),
+            (
+                r#"{"id": "x", "tasks": ["llm.code"], "credentials": {"mic": "00", "proof": 1}}"#,
+                422,
+                "invalid-credentials",
+                "credentials: unknown field `proof`",
+            ),
+            (
+                r#"{"id": "x", "tasks": ["llm.code"], "credentials": "abc"}"#,
+                422,
+                "invalid-credentials",
+                "credentials: invalid type",
+            ),
+            (
+                r#"{"id": "x", "tasks": ["llm.code"], "credentials": {"mic": "zz"}}"#,
+                422,
+                "invalid-credentials",
+                "credentials.mic: not valid hex",
+            ),
+            (
+                r#"{"credentials": null, "id": "x", "tasks": ["llm.code"], "credentials": null}"#,
+                422,
+                "invalid-service",
+                "duplicate field `credentials`",
+            ),
+        ];
+        for (body, status, kind, mention) in cases {
+            let problem = problem_for(body);
+            assert_eq!(problem.status, status, "{body}: {problem:?}");
+            assert!(
+                problem.kind.ends_with(&format!(":{kind}")),
+                "{body}: {problem:?}"
+            );
+            assert!(problem.detail.contains(mention), "{body}: {problem:?}");
+        }
+    }
+
+    /// `credentials` may come anywhere among the descriptor's members, and `null` is absent.
+    #[test]
+    fn credentials_anywhere_and_null_is_absent() {
+        let body = br#"{"id": "coder-1", "credentials": null, "tasks": ["llm.code"], "ttl_s": 60}"#;
+        let (sad, credentials) =
+            parse_registration(&json_headers(), Ok(Bytes::from_static(body))).expect("parsed");
+        assert_eq!(sad.id, "coder-1");
+        assert_eq!(sad.ttl_s, 60);
+        assert!(credentials.is_none());
+        let read: Registration = serde_json::from_slice(
+            br#"{"credentials": {"mic": "00"}, "id": "a", "tasks": ["llm.code"]}"#,
+        )
+        .expect("typed");
+        assert_eq!(
+            read.credentials,
+            Some(CredentialsJson {
+                mic: "00".into(),
+                attestations: Vec::new()
+            })
+        );
+        assert_eq!(read.sad, Sad::new("a", "llm.code"));
     }
 }
