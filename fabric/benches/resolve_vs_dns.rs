@@ -8,11 +8,15 @@
 //!   configuration (`--host-record`, no upstream, no cache misses);
 //! - each round makes one `POST /v1/resolve` (HTTP/1.1 keep-alive, JSON answer decoded), one
 //!   binary `RESOLVE` of the same intent to the node's NexAPI endpoint (a connected UDP socket,
-//!   one datagram each way, the `ANSWER` decoded and checked) and one DNS query (UDP, one
-//!   datagram each way), in an order that rotates every round, `NEXUS_BENCH_ROUNDS` times
-//!   (default 5000), timing each call; it prints p50 / p99 / mean of each and the ratios, and
-//!   the node's own mean time from a `RESOLVE` datagram's receipt to its answer
-//!   (`nexus_api_resolve_seconds`) beside the registry core's (`nexus_registry_resolve_seconds`).
+//!   one datagram each way, the `ANSWER` decoded and checked), the same resolve through the
+//!   SDK (`NodeClient::resolve`, on this bench's single-threaded runtime) and one DNS query
+//!   (UDP, one datagram each way), in an order that rotates every round, `NEXUS_BENCH_ROUNDS`
+//!   times (default 5000), timing each call; it prints p50 / p99 / mean of each and the
+//!   ratios, and the node's own mean time from a `RESOLVE` datagram's receipt to its answer
+//!   (`nexus_api_resolve_seconds`) beside the registry core's (`nexus_registry_resolve_seconds`);
+//! - then `NEXUS_BENCH_ROUNDS` binary resolves alone, and as long again idle: the context
+//!   switches of each of the node's threads (by name, from `/proc`) per resolve, which says
+//!   which threads a resolve wakes.
 //!
 //! The resolves answer a different question than DNS (they rank every advert of a task against
 //! numeric constraints and preferences; the DNS lookup returns a stored record), so the ratios
