@@ -353,7 +353,7 @@ fn read_device_config(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
 /// The `target` label of the targets' metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabel {
-    /// `p4`.
+    /// `p4` or `xdp`.
     pub target: String,
 }
 
@@ -444,7 +444,8 @@ impl Targets {
                 counters: None,
             }));
             #[cfg(feature = "xdp")]
-            tasks.push(Task(tokio::spawn(run_xdp(
+            tasks.push(Task(tokio::spawn(feed(
+                "xdp",
                 xdp.publisher,
                 generations.clone(),
                 state.clone(),
@@ -464,7 +465,8 @@ impl Targets {
                 counters: None,
             }));
             let publisher = P4Publisher::spawn(p4.config.clone());
-            tasks.push(Task(tokio::spawn(run_p4(
+            tasks.push(Task(tokio::spawn(feed(
+                "p4",
                 publisher,
                 generations.clone(),
                 state.clone(),
@@ -504,78 +506,103 @@ fn update(state: &Mutex<DataplaneTargetDto>, change: impl FnOnce(&mut DataplaneT
     change(&mut guard);
 }
 
-/// Feeds one P4 publisher: every generation from the table compiler goes to it, and its status
-/// goes to the target's state and metrics.
-async fn run_p4(
-    publisher: P4Publisher,
-    mut generations: watch::Receiver<Option<Arc<TableGeneration>>>,
-    state: Arc<Mutex<DataplaneTargetDto>>,
-    metrics: TargetMetrics,
-) {
-    let label = TargetLabel {
-        target: "p4".to_owned(),
-    };
-    let gauge = metrics.generation.get_or_create(&label).clone();
-    gauge.set(-1);
-    let errors = metrics.publish_errors.get_or_create(&label).clone();
-    let seconds = metrics.publish_seconds.get_or_create(&label).clone();
-    let mut status = publisher.subscribe();
-    let mut last = PublishStatus::default();
-    // The generation handed over and not yet reported installed, with when it was handed over.
-    let mut pending: Option<(u64, tokio::time::Instant)> = None;
-    // A generation already in the channel goes out at once.
-    generations.mark_changed();
-    loop {
-        tokio::select! {
-            biased;
-            changed = status.changed() => {
-                if changed.is_err() {
-                    return; // The publisher's task ended.
-                }
-                let now = status.borrow_and_update().clone();
-                errors.inc_by(now.failures.saturating_sub(last.failures));
-                gauge.set(now.installed.map_or(-1, |g| i64::try_from(g).unwrap_or(i64::MAX)));
-                if let (Some((generation, since)), Some(installed)) = (pending, now.installed)
-                    && installed == generation
-                {
-                    seconds.observe(since.elapsed().as_secs_f64());
-                    pending = None;
-                }
-                update(&state, |dto| {
-                    dto.connected = now.connected;
-                    dto.installed = now.installed;
-                    dto.failures = now.failures;
-                    dto.last_error = now.last_error.clone();
-                });
-                last = now;
-            }
-            changed = generations.changed() => {
-                if changed.is_err() {
-                    return; // The node is stopping.
-                }
-                let Some(generation) = generations.borrow_and_update().clone() else {
-                    continue;
-                };
-                let number = generation.generation();
-                publisher.publish(generation.routes.clone(), generation.local.clone());
-                pending = Some((number, tokio::time::Instant::now()));
-                update(&state, |dto| dto.published = Some(number));
-            }
-        }
+/// What feeding a target takes from its publisher: handing it a generation and following its
+/// status. The P4 and the XDP publisher differ only in what their status shows.
+trait TargetPublisher: Send + 'static {
+    /// The publisher's status (a watch channel's value).
+    type Status: Clone + Send + Sync + 'static;
+
+    /// Hands a generation over; the publisher installs the latest one it was handed.
+    fn publish(&self, generation: &TableGeneration);
+
+    /// The status channel.
+    fn subscribe(&self) -> watch::Receiver<Self::Status>;
+
+    /// The generation the target holds, if any.
+    fn installed(status: &Self::Status) -> Option<u64>;
+
+    /// Pushes that failed so far.
+    fn failures(status: &Self::Status) -> u64;
+
+    /// Copies the status into the admin API's view of the target (`published` is kept by
+    /// [`feed`]).
+    fn show(status: &Self::Status, dto: &mut DataplaneTargetDto);
+}
+
+impl TargetPublisher for P4Publisher {
+    type Status = PublishStatus;
+
+    fn publish(&self, generation: &TableGeneration) {
+        P4Publisher::publish(self, generation.routes.clone(), generation.local.clone());
+    }
+
+    fn subscribe(&self) -> watch::Receiver<PublishStatus> {
+        P4Publisher::subscribe(self)
+    }
+
+    fn installed(status: &PublishStatus) -> Option<u64> {
+        status.installed
+    }
+
+    fn failures(status: &PublishStatus) -> u64 {
+        status.failures
+    }
+
+    fn show(status: &PublishStatus, dto: &mut DataplaneTargetDto) {
+        dto.connected = status.connected;
+        dto.installed = status.installed;
+        dto.failures = status.failures;
+        dto.last_error = status.last_error.clone();
     }
 }
 
-/// Feeds the XDP publisher: every generation from the table compiler goes to it, and its status
-/// (with the program's counters) goes to the target's state and metrics.
+/// The XDP program is attached for as long as the publisher runs, so the target stays
+/// `connected`; its status adds the program's counters.
 #[cfg(feature = "xdp")]
-async fn run_xdp(
-    publisher: nexus_nic::XdpPublisher,
+impl TargetPublisher for nexus_nic::XdpPublisher {
+    type Status = nexus_nic::XdpPublishStatus;
+
+    fn publish(&self, generation: &TableGeneration) {
+        nexus_nic::XdpPublisher::publish(self, generation.routes.clone(), generation.local.clone());
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Self::Status> {
+        nexus_nic::XdpPublisher::subscribe(self)
+    }
+
+    fn installed(status: &Self::Status) -> Option<u64> {
+        status.installed
+    }
+
+    fn failures(status: &Self::Status) -> u64 {
+        status.failures
+    }
+
+    fn show(status: &Self::Status, dto: &mut DataplaneTargetDto) {
+        dto.installed = status.installed;
+        dto.failures = status.failures;
+        dto.last_error = status.last_error.clone();
+        dto.counters = Some(crate::api::TargetCountersDto {
+            forwarded: status.counters.forwarded,
+            delivered_local: status.counters.delivered_local,
+            dropped: status.counters.dropped.iter().sum(),
+            passed_to_kernel: status.passed_to_kernel,
+        });
+    }
+}
+
+/// Feeds one target's publisher: every generation from the table compiler goes to it, and its
+/// status goes to the target's state and metrics (labelled `target`). Ends when the publisher
+/// or the table compiler's channel does.
+async fn feed<P: TargetPublisher>(
+    target: &str,
+    publisher: P,
     mut generations: watch::Receiver<Option<Arc<TableGeneration>>>,
     state: Arc<Mutex<DataplaneTargetDto>>,
     metrics: TargetMetrics,
 ) {
     let label = TargetLabel {
-        target: "xdp".to_owned(),
+        target: target.to_owned(),
     };
     let gauge = metrics.generation.get_or_create(&label).clone();
     gauge.set(-1);
@@ -583,7 +610,9 @@ async fn run_xdp(
     let seconds = metrics.publish_seconds.get_or_create(&label).clone();
     let mut status = publisher.subscribe();
     let mut failures = 0u64;
+    // The generation handed over and not yet reported installed, with when it was handed over.
     let mut pending: Option<(u64, tokio::time::Instant)> = None;
+    // A generation already in the channel goes out at once, and the status as it is now shows.
     generations.mark_changed();
     status.mark_changed();
     loop {
@@ -591,29 +620,21 @@ async fn run_xdp(
             biased;
             changed = status.changed() => {
                 if changed.is_err() {
-                    return; // The publisher's thread ended.
+                    return; // The publisher ended.
                 }
                 let now = status.borrow_and_update().clone();
-                errors.inc_by(now.failures.saturating_sub(failures));
-                failures = now.failures;
-                gauge.set(now.installed.map_or(-1, |g| i64::try_from(g).unwrap_or(i64::MAX)));
-                if let (Some((generation, since)), Some(installed)) = (pending, now.installed)
+                let now_failures = P::failures(&now);
+                errors.inc_by(now_failures.saturating_sub(failures));
+                failures = now_failures;
+                let installed = P::installed(&now);
+                gauge.set(installed.map_or(-1, |g| i64::try_from(g).unwrap_or(i64::MAX)));
+                if let (Some((generation, since)), Some(installed)) = (pending, installed)
                     && installed == generation
                 {
                     seconds.observe(since.elapsed().as_secs_f64());
                     pending = None;
                 }
-                update(&state, |dto| {
-                    dto.installed = now.installed;
-                    dto.failures = now.failures;
-                    dto.last_error = now.last_error.clone();
-                    dto.counters = Some(crate::api::TargetCountersDto {
-                        forwarded: now.counters.forwarded,
-                        delivered_local: now.counters.delivered_local,
-                        dropped: now.counters.dropped.iter().sum(),
-                        passed_to_kernel: now.passed_to_kernel,
-                    });
-                });
+                update(&state, |dto| P::show(&now, dto));
             }
             changed = generations.changed() => {
                 if changed.is_err() {
@@ -623,7 +644,7 @@ async fn run_xdp(
                     continue;
                 };
                 let number = generation.generation();
-                publisher.publish(generation.routes.clone(), generation.local.clone());
+                publisher.publish(&generation);
                 pending = Some((number, tokio::time::Instant::now()));
                 update(&state, |dto| dto.published = Some(number));
             }

@@ -17,6 +17,11 @@
 #[cfg(feature = "xdp")]
 mod common;
 
+/// The XDP target's own veth bed helpers: the capability and tool check, and running `ip`.
+#[cfg(feature = "xdp")]
+#[path = "../../nic-shim/tests/common/bed.rs"]
+mod bed;
+
 #[cfg(not(feature = "xdp"))]
 #[test]
 fn xdp_target() {
@@ -31,6 +36,7 @@ mod xdp {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
+    use super::bed::{run, tools_missing};
     use super::common::*;
     use serde_json::{Value, json};
 
@@ -41,48 +47,9 @@ mod xdp {
     const IP_SINK: &str = "10.78.2.2";
     const MAC_SINK: &str = "02:4e:00:00:0d:02";
 
-    /// Why the bed cannot be built here, if it cannot.
-    fn missing() -> Option<&'static str> {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        };
-        let root = status
-            .lines()
-            .find(|l| l.starts_with("Uid:"))
-            .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"));
-        let caps = field("CapEff:")
-            .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-            .unwrap_or(0);
-        let needed = (1u64 << 12) | (1u64 << 21); // CAP_NET_ADMIN, CAP_SYS_ADMIN
-        if !root || caps & needed != needed {
-            return Some(
-                "network namespaces and XDP need root with CAP_SYS_ADMIN and CAP_NET_ADMIN",
-            );
-        }
-        if Command::new("ip").arg("-V").output().is_err() {
-            return Some("iproute2 (ip) is not installed");
-        }
-        if Command::new("ethtool").arg("--version").output().is_err() {
-            return Some("ethtool is not installed");
-        }
-        None
-    }
-
-    fn sh(args: &[&str]) {
-        let status = Command::new(args[0])
-            .args(&args[1..])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        assert!(status.success(), "{args:?}: {status}");
-    }
-
     /// Sender namespace ── veth ── node (root namespace) ── veth ── sink namespace; removed on
-    /// drop, also when the test fails.
+    /// drop, also when the test fails. Not nic-shim's three-namespace `bed::Bed`: the node runs
+    /// in the root namespace, where this test reaches its admin API and its log.
     struct Bed {
         sender: String,
         sink: String,
@@ -115,8 +82,8 @@ mod xdp {
                 node_out: format!("nxw{id}o"),
             };
             for ns in [&bed.sender, &bed.sink] {
-                sh(&["ip", "netns", "add", ns]);
-                sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+                run(&["ip", "netns", "add", ns]);
+                run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
             }
             for (node_if, ns, ip_node, ip_peer, mac) in [
                 (&bed.node_in, &bed.sender, IP_NODE_IN, IP_SENDER, None),
@@ -135,8 +102,8 @@ mod xdp {
                     add.extend(["address", mac]);
                 }
                 add.extend(["netns", ns]);
-                sh(&add);
-                sh(&[
+                run(&add);
+                run(&[
                     "ip",
                     "addr",
                     "add",
@@ -144,8 +111,8 @@ mod xdp {
                     "dev",
                     node_if,
                 ]);
-                sh(&["ip", "link", "set", node_if, "up"]);
-                sh(&[
+                run(&["ip", "link", "set", node_if, "up"]);
+                run(&[
                     "ip",
                     "-n",
                     ns,
@@ -155,10 +122,10 @@ mod xdp {
                     "dev",
                     "eth0",
                 ]);
-                sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+                run(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
             }
             // Partial checksums would reach XDP unfinished: the sender computes them.
-            sh(&[
+            run(&[
                 "ip",
                 "netns",
                 "exec",
@@ -170,7 +137,7 @@ mod xdp {
                 "off",
             ]);
             // The node knows the sink's MAC, so XDP takes the next hop from the first install.
-            sh(&[
+            run(&[
                 "ip",
                 "neigh",
                 "replace",
@@ -196,7 +163,7 @@ mod xdp {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_xdp_program_holds_the_nodes_table_and_forwards() {
-        if let Some(why) = missing() {
+        if let Some(why) = tools_missing() {
             eprintln!("SKIPPED: {why}");
             return;
         }

@@ -1,5 +1,6 @@
-//! The veth test bed shared by the tests and `examples/xdp_bench.rs` (which includes this file
-//! with `#[path]`): three network namespaces — sender, router, sink — joined by two veth
+//! The veth test bed shared by the tests, `examples/xdp_bench.rs` and the node's XDP target
+//! test (`fabric/tests/xdp_target.rs`, which uses its capability check and `run`); both include
+//! this file with `#[path]`. Three network namespaces — sender, router, sink — joined by two veth
 //! pairs, created by [`Bed::new`] and deleted when the [`Bed`] is dropped, also on failure.
 //!
 //! ```text
