@@ -249,7 +249,8 @@ pub(super) async fn get_cert(
     }
 }
 
-/// Certificates with serials above `after`, ascending, at most `limit` (1..=1000, default 100).
+/// Certificates with serials above `after`, ascending, at most `limit` (1..=1000, default 100),
+/// each with its revocation if revoked (linearizable read).
 #[utoipa::path(get, path = "/v1/ca/certs", tag = "ca",
     params(PageQuery),
     responses((status = 200, body = MicList), (status = 400, body = Problem), (status = 503, body = Problem)))]
@@ -262,9 +263,12 @@ pub(super) async fn list_certs(
     match read(&s, CaQuery::List { after, limit }).await? {
         CaAnswer::Mics(mics) => {
             let full = mics.len() == limit as usize;
-            let next_after = mics.last().map(|m| m.body.serial).filter(|_| full);
+            let next_after = mics.last().map(|(m, _)| m.body.serial).filter(|_| full);
             Ok(axum::Json(MicList {
-                certs: mics.into_iter().map(|m| MicDto::new(m, None)).collect(),
+                certs: mics
+                    .into_iter()
+                    .map(|(mic, revocation)| MicDto::new(mic, revocation))
+                    .collect(),
                 next_after,
             }))
         }

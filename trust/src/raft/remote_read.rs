@@ -34,7 +34,7 @@ pub enum CaQuery {
     /// The MIC with this serial and its revocation record, if revoked.
     Get(u64),
     /// MICs with serials above `after`, ascending, at most `limit` (capped at
-    /// [`LIST_LIMIT_MAX`]).
+    /// [`LIST_LIMIT_MAX`]), each with its revocation record if revoked.
     List {
         /// Exclusive lower bound.
         after: u64,
@@ -72,8 +72,8 @@ pub enum CaAnswer {
     Circuit(Option<CircuitKeys>),
     /// Answer to [`CaQuery::Get`] (boxed: a MIC is large next to the other answers).
     Mic(Option<Box<(Mic, Option<SignedRevocation>)>>),
-    /// Answer to [`CaQuery::List`].
-    Mics(Vec<Mic>),
+    /// Answer to [`CaQuery::List`]: each MIC with its revocation record, if revoked.
+    Mics(Vec<(Mic, Option<SignedRevocation>)>),
     /// Answer to [`CaQuery::RevocationsAfter`].
     Revocations(Vec<SignedRevocation>),
 }
@@ -108,7 +108,10 @@ pub fn answer(state: &CaState, query: &CaQuery) -> CaAnswer {
             state
                 .list(*after, cap(*limit))
                 .into_iter()
-                .cloned()
+                .map(|mic| {
+                    let revocation = state.revocation(mic.body.serial).cloned();
+                    (mic.clone(), revocation)
+                })
                 .collect(),
         ),
         CaQuery::RevocationsAfter { seq, limit } => CaAnswer::Revocations(
@@ -251,8 +254,10 @@ mod tests {
             panic!("list answer");
         };
         assert_eq!(
-            list.iter().map(|m| m.body.serial).collect::<Vec<_>>(),
-            [2, 3]
+            list.iter()
+                .map(|(m, rev)| (m.body.serial, rev.as_ref().map(|r| r.serial)))
+                .collect::<Vec<_>>(),
+            [(2, Some(2)), (3, None)]
         );
         let CaAnswer::Revocations(revs) =
             answer(&state, &CaQuery::RevocationsAfter { seq: 0, limit: 10 })
