@@ -744,6 +744,11 @@ impl Endpoint {
             s.admission.observe(now, stream_frames, rtt);
         }
         let out = transmit.map(|t| {
+            // The datagrams leave in the buffer quinn wrote them to (no copy); the next
+            // transmit gets a fresh one.
+            let capacity = buf.capacity();
+            let mut contents = std::mem::replace(&mut buf, Vec::with_capacity(capacity));
+            contents.truncate(t.size);
             s.link_seq = s.link_seq.wrapping_add(1);
             let peer_tag = s
                 .peer
@@ -765,7 +770,7 @@ impl Endpoint {
                 peer: s.peer,
                 peer_tag,
                 link_seq: s.link_seq,
-                contents: buf[..t.size].to_vec(),
+                contents,
                 segment_size: t.segment_size,
                 link,
             }

@@ -46,6 +46,7 @@ pub mod link;
 mod mode;
 pub mod seeded;
 mod session;
+mod timer;
 pub mod udp;
 pub mod wire;
 

@@ -27,6 +27,7 @@ use tracing::debug;
 
 use crate::endpoint::EndpointCounters;
 use crate::link::{self, LinkAddress};
+use crate::timer::Timer;
 use crate::{
     CloseReason, ConnectError, DatagramOptions, Endpoint, ErrorCode, Event, FlowOptions, LinkRoute,
     MessageOptions, SendError, SessionId, SessionStats, StreamRef,
@@ -549,14 +550,10 @@ impl Driver {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; RECV_BYTES_MAX];
         let socket = self.socket.clone();
+        // Not tokio's sleep: its 1 ms ticks would hold quinn's pacing and ACK timers back.
+        let mut timer = Timer::new();
         loop {
-            let timeout = self.endpoint.poll_timeout();
-            let sleep = async {
-                match timeout {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            timer.arm(self.endpoint.poll_timeout(), now());
             tokio::select! {
                 biased;
                 command = commands.recv() => {
@@ -579,7 +576,7 @@ impl Driver {
                         self.received_run(from, &buf[..n], segment);
                     }
                 }
-                () = sleep => self.endpoint.handle_timeout(now()),
+                () = timer.expired() => self.endpoint.handle_timeout(now()),
             }
             self.flush().await;
         }
