@@ -49,6 +49,7 @@
 //! | `NEXUS_PIPELINE_EMBED_DIM` | `1024` | floats per embedding |
 //! | `NEXUS_PIPELINE_TENSOR_BYTES` | `4M` | tensor size (bytes, or with K / M; a multiple of 4) |
 //! | `NEXUS_PIPELINE_TIMEOUT_S` | `30` | a pipeline not done by then counts as failed |
+//! | `NEXUS_PIPELINE_TRANSPORT_STATS` | unset | set: the Nexus rows print each client session's RTT, congestion window and packets sent and lost after every tensor hand-off, on stderr |
 //! | `NEXUS_PIPELINE_QUICK` | unset | `1`: the `--quick` defaults |
 //!
 //! The report is Markdown on stdout; progress goes to stderr.

@@ -230,6 +230,20 @@ async fn case_fabric(servers: &Servers, rtt: Duration) -> anyhow::Result<Fabric>
     })
 }
 
+/// With `NEXUS_PIPELINE_TRANSPORT_STATS` set: each session of the client after a tensor
+/// hand-off (round-trip time, congestion window, packets sent and declared lost) on stderr.
+async fn transport_stats(row: &str, c: &Client) {
+    let Ok((sessions, _)) = c.stream_node().stats().await else {
+        return;
+    };
+    for s in sessions {
+        eprintln!(
+            "{row}: session {} to {}: rtt {} us, cwnd {} B, sent {} packets, lost {}",
+            s.id.0, s.remote, s.rtt_us, s.cwnd_bytes, s.sent_packets, s.lost_packets
+        );
+    }
+}
+
 async fn client(node: &NodeConfig, resolve_ttl: Duration, routed: bool) -> anyhow::Result<Client> {
     let mut config = ClientConfig::new(node.clone());
     config.bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -372,6 +386,9 @@ impl<const COLD: bool, const ROUTED: bool> Pipeline for Nexus<COLD, ROUTED> {
             .send_tensor(&self.fabric.intents[Hop::Decode.index()], t)
             .await
             .map_err(|e| anyhow!("{e}"));
+        if std::env::var_os("NEXUS_PIPELINE_TRANSPORT_STATS").is_some() {
+            transport_stats(Self::NAME, &c).await;
+        }
         self.give(c).await;
         out.map(|()| tensor.data.len() as u64)
     }
