@@ -6,7 +6,10 @@
 //! key; the replica answers through its node's data plane to node 1's session key, and the relay
 //! hands the answer to the client. Checked: calls, a token stream and a tensor succeed; new
 //! flows spread over both replicas; after one replica stops, new calls land on the other; a
-//! class with no route is refused, typed, at once.
+//! class with no route is refused, typed, at once. A second test times the first call of a class
+//! its node did not track, kills a replica (its sessions left open, its route installed) and
+//! checks that the next call is answered by the other within the routed idle bound, and that
+//! the relay's counters move in the node's metrics and `GET /v1/node`.
 
 #![allow(
     clippy::disallowed_methods,
@@ -225,4 +228,177 @@ async fn routed_calls_reach_a_replica_picked_by_the_data_plane() {
     assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
     assert!(e.to_string().contains("no route"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(3), "{e}");
+}
+
+/// A replica served on a runtime of its own thread: killing it drops that runtime, so its
+/// socket closes without a word to its peers and its lease is no longer renewed, as when its
+/// process is killed.
+struct Killable {
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Killable {
+    async fn serve(config: ServiceConfig, replica: Replica) -> Killable {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let service = Service::serve(config, replica).await;
+                let ok = service.is_ok();
+                let _ = ready_tx.send(service.map(|_| ()).map_err(|e| e.to_string()));
+                if ok {
+                    let _ = killed.await;
+                }
+            });
+            // The runtime drops here with every task of the replica: its socket closes.
+        });
+        ready_rx.await.expect("replica thread").expect("serve");
+        Killable {
+            kill: Some(kill),
+            thread: Some(thread),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("replica thread");
+        }
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The value of the metric line `name` (with its labels, as exported) in `text`.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_class_is_fast_and_a_killed_replica_is_left_within_the_idle_bound() {
+    let root = tempfile::tempdir().expect("tmp");
+    let n1 = start("n1", root.path(), &[]);
+    let seed = n1.gossip.clone();
+    let n2 = start("n2", root.path(), &[&seed]);
+    let _n3 = start("n3", root.path(), &[&seed]);
+    wait_bootstrapped(&http(), &n1, Duration::from_secs(60)).await;
+
+    let a = Service::serve(
+        ServiceConfig::new(node_config(&n1).await, sad("replica-a")),
+        Replica("a"),
+    )
+    .await
+    .expect("serve a");
+    let mut b = Killable::serve(
+        ServiceConfig::new(node_config(&n2).await, sad("replica-b")),
+        Replica("b"),
+    )
+    .await;
+    // Both adverts on n1, seen without resolving (a resolve would track the class).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let services = n1.get("/v1/services").await;
+        let ids: Vec<&str> = services["services"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s["service"]["id"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.contains(&"replica-a") && ids.contains(&"replica-b") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "adverts: {services}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut config = ClientConfig::new(node_config(&n1).await);
+    config.path = Path::Routed;
+    config.resolve_ttl = Duration::ZERO;
+    let client = Client::connect(config).await.expect("client");
+    let metrics_before = n1.metrics().await;
+
+    // The first call of a class n1 does not track: resolving it installs the route, and the
+    // call does not wait for QUIC's one-second first retransmission.
+    let started = Instant::now();
+    let out = client
+        .infer(&intent("llm.chat"), "tiny", Bytes::from_static(b"x"))
+        .await
+        .expect("first routed call of a new class");
+    let first_call = started.elapsed();
+    let no_route = r#"nexus_dataplane_dropped_total{reason="no_route"}"#;
+    eprintln!(
+        "first routed call of a new class: {first_call:?} (frames n1's data plane dropped for \
+         no route meanwhile: {})",
+        metric(&n1.metrics().await, no_route).saturating_sub(metric(&metrics_before, no_route))
+    );
+    assert!(out.starts_with(b"a:") || out.starts_with(b"b:"), "{out:?}");
+    assert!(
+        first_call < Duration::from_millis(500),
+        "the first call of a new class took {first_call:?}"
+    );
+
+    // The relay's counters moved, in the metrics and in GET /v1/node.
+    let node = n1.get("/v1/node").await;
+    let relay = &node["relay"];
+    assert!(relay["frames_out"].as_u64() > Some(0), "{node}");
+    assert!(relay["frames_back"].as_u64() > Some(0), "{node}");
+    assert!(
+        relay["bytes_out"].as_u64() > relay["frames_out"].as_u64(),
+        "{node}"
+    );
+    assert_eq!(relay["clients"].as_u64(), Some(1), "{node}");
+    assert_eq!(relay["clients_max"].as_u64(), Some(4096), "{node}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // The session actor exports them once a second.
+        let text = n1.metrics().await;
+        let out_frames = r#"nexus_stream_relay_frames_total{direction="out"}"#;
+        let back_frames = r#"nexus_stream_relay_frames_total{direction="back"}"#;
+        if metric(&text, out_frames) > metric(&metrics_before, out_frames)
+            && metric(&text, back_frames) > metric(&metrics_before, back_frames)
+            && metric(&text, "nexus_stream_relay_clients") == 1
+        {
+            assert!(text.contains(r#"nexus_stream_relay_dropped_total{reason="foreign"}"#));
+            assert!(text.contains("nexus_stream_relay_clients_evicted_total"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay metrics did not move:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The pooled session lands on b, then b is killed: no close reaches the client, and b's
+    // route stays installed until its lease runs out.
+    wait_route(&client, &n1, 2).await;
+    while new_flow_call(&client).await != "b" {}
+    b.kill();
+    let started = Instant::now();
+    let out = client
+        .infer(&intent("llm.chat"), "tiny", Bytes::from_static(b"y"))
+        .await
+        .expect("a call after its replica was killed");
+    let failover = started.elapsed();
+    eprintln!("call after the pooled replica was killed: {failover:?}");
+    assert_eq!(out.as_ref(), b"a:y");
+    // Within the idle bound for the dead session, and one more for a new flow that the table
+    // still sent to the dead replica.
+    let bound = nexus_api::ROUTED_IDLE_TIMEOUT * 2 + Duration::from_secs(1);
+    assert!(failover < bound, "{failover:?} (bound {bound:?})");
+    drop(a);
 }
