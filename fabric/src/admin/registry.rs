@@ -557,7 +557,7 @@ mod tests {
                 r#"{"id": "x", "tasks": ["llm.code"], "credentials": {"mic": "00", "proof": 1}}"#,
                 422,
                 "invalid-credentials",
-                "credentials: unknown field `proof`",
+                "credentials.proof: unknown field `proof`",
             ),
             (
                 r#"{"id": "x", "tasks": ["llm.code"], "credentials": "abc"}"#,
