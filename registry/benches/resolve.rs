@@ -12,7 +12,15 @@
 //! not verification (which `RegistryNode` does once per credential, in batches).
 //!
 //! `cargo bench -p nexus-registry --bench resolve` (sizes: `NEXUS_REGISTRY_BENCH_SIZES`, default
-//! `1000,10000,100000`; calls per intent: `NEXUS_REGISTRY_BENCH_CALLS`, default 2000).
+//! `1000,10000,100000`; calls per intent: `NEXUS_REGISTRY_BENCH_CALLS`, default 2000; only the
+//! intents whose name contains `NEXUS_REGISTRY_BENCH_INTENTS`, e.g. `k=64`, to profile one).
+//! After each build it prints the process's resident memory (`VmRSS`, Linux).
+//!
+//! With `NEXUS_REGISTRY_BENCH_ORIGINS=n` it also resolves each intent from `n` other resolving
+//! coordinates (drawn like the adverts' own), 200 calls from each after 10 warm-up calls, one
+//! origin at a time, and prints the spread of the per-origin medians and of the per-origin
+//! p99 / p50 ratio: whether a slow call comes from a slow origin (the search does more work
+//! there) or from the same query taking longer now and then.
 #![allow(
     clippy::disallowed_methods,
     reason = "a benchmark measures wall-clock time"
@@ -329,6 +337,17 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The process's resident memory (`VmRSS` from `/proc/self/status`), as the kernel prints it.
+fn rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::var("NEXUS_REGISTRY_BENCH_SIZES")
         .unwrap_or_else(|_| "1000,10000,100000".into())
@@ -339,7 +358,15 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
-    let intents = intents();
+    let origins: usize = std::env::var("NEXUS_REGISTRY_BENCH_ORIGINS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let only = std::env::var("NEXUS_REGISTRY_BENCH_INTENTS").unwrap_or_default();
+    let intents: Vec<_> = intents()
+        .into_iter()
+        .filter(|(name, _)| name.contains(only.as_str()))
+        .collect();
     let mut rng = StdRng::seed_from_u64(99);
     // A trust context with a CA key and no revocations: candidates with a MIC are re-checked
     // against it (expiry, CA key, revocation), as on a node.
@@ -364,8 +391,11 @@ fn main() {
         let build_s = started.elapsed().as_secs_f64();
         let stats = registry.stats();
         println!(
-            "\n== {size} adverts (built + verified in {build_s:.1} s; {} index rows over {} tags) ==",
-            stats.index_rows, stats.index_tasks
+            "\n== {size} adverts (built + verified in {build_s:.1} s; {} index rows over {} tags; \
+             process RSS {}) ==",
+            stats.index_rows,
+            stats.index_tasks,
+            rss()
         );
         // Warm-up.
         for (_, intent) in &intents {
@@ -414,6 +444,66 @@ fn main() {
             us(percentile(&all, 0.5)),
             us(percentile(&all, 0.99)),
             us(mean)
+        );
+        if origins > 0 {
+            per_origin(&registry, &intents, origins, &trust_ctx);
+        }
+    }
+}
+
+/// Resolves each intent from `origins` resolving coordinates, one origin at a time, and prints
+/// the spread over origins of the median call and of the p99 / p50 ratio within an origin.
+fn per_origin(
+    registry: &Registry,
+    intents: &[(&'static str, Intent)],
+    origins: usize,
+    trust_ctx: &TrustContext,
+) {
+    const CALLS: usize = 200;
+    let mut rng = StdRng::seed_from_u64(1234);
+    let coords: Vec<Coord> = (0..origins).map(|_| coord(&mut rng)).collect();
+    println!(
+        "\nper origin ({origins} resolving coordinates, {CALLS} calls each): spread of the \
+         per-origin p50 (min / p50 / p90 / max, µs) and of p99/p50 within an origin"
+    );
+    for (name, intent) in intents {
+        let mut medians = Vec::with_capacity(origins);
+        let mut ratios = Vec::with_capacity(origins);
+        for c in &coords {
+            let ctx = ResolveContext {
+                now: 1,
+                local_coord: Some(*c),
+                trust: Some(trust_ctx),
+            };
+            for _ in 0..10 {
+                black_box(registry.resolve(intent, &ctx));
+            }
+            let mut v: Vec<Duration> = (0..CALLS)
+                .map(|_| {
+                    let t = Instant::now();
+                    black_box(registry.resolve(black_box(intent), &ctx));
+                    t.elapsed()
+                })
+                .collect();
+            v.sort_unstable();
+            let p50 = us(percentile(&v, 0.5));
+            medians.push(p50);
+            ratios.push(us(percentile(&v, 0.99)) / p50);
+        }
+        medians.sort_by(f64::total_cmp);
+        ratios.sort_by(f64::total_cmp);
+        let q = |v: &[f64], p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+        println!(
+            "{:<62} p50 {:>7.2} {:>7.2} {:>7.2} {:>7.2}   p99/p50 {:>5.2} {:>5.2} {:>5.2} {:>5.2}",
+            name,
+            q(&medians, 0.0),
+            q(&medians, 0.5),
+            q(&medians, 0.9),
+            q(&medians, 1.0),
+            q(&ratios, 0.0),
+            q(&ratios, 0.5),
+            q(&ratios, 0.9),
+            q(&ratios, 1.0),
         );
     }
 }

@@ -1,7 +1,8 @@
 //! The resolve index. Per task tag:
 //!
-//! - an ordered map `(context window, key) → location`, the order explain lists exclusions in
-//!   and the way back from a key to its row;
+//! - an ordered map `(context window, key) → slot`, the order explain lists exclusions in and
+//!   the way back from a key to its row; a row's [`Slot`] holds its key and where each tree
+//!   keeps its copy, once, and trees and groups refer to it by its slot id (a `u32`);
 //! - a k-d tree over the rows, split on the three SAD-only score terms (latency, load, price)
 //!   and the coordinate's dimensions. Every tree node carries a [`Summary`] of the rows under
 //!   it: the largest value of each score term, the bounding box of the coordinates, and the
@@ -16,9 +17,9 @@
 //! - the same rows grouped by coordinate ([`Group`]), for intents where proximity outweighs the
 //!   other terms: one distance per group gives every row's exact proximity term.
 //!
-//! Each row is stored four to six times (all, region, context, and MIC and publisher when it
-//! has verified credentials, plus its group): memory and insert cost are traded for resolve
-//! time.
+//! Each row's fields are copied four to six times (all, region, context, and MIC and publisher
+//! when it has verified credentials, plus its group), next to a 4-byte slot id: the search reads
+//! a leaf's rows in order without indirection. Its key and locations are held once.
 //!
 //! The tree is maintained incrementally: an insert descends to a leaf and widens the summaries
 //! on its path; a leaf past [`LEAF_ROWS_MAX`] rows splits at the median of its widest feature;
@@ -35,6 +36,7 @@
 //! for a record whose credentials are pending or rejected — so the lease check every intent
 //! makes also excludes those, at no extra cost for intents without trust constraints.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -331,11 +333,59 @@ impl Summary {
     }
 }
 
-/// A leaf's rows and their keys (parallel vectors).
+/// A leaf's rows and their ids in the task's [`Slot`]s (parallel vectors), in descending order
+/// of the sum of their static terms (ties: by id), and `suffix_max[i]`, the largest of each
+/// static term over `rows[i..]`: a leaf scan stops at the first row whose suffix bound is below
+/// the k-th best score, whatever the intent's weights.
 #[derive(Debug, Default)]
 pub(crate) struct Leaf {
     pub(crate) rows: Vec<Row>,
-    pub(crate) keys: Vec<ServiceKey>,
+    pub(crate) ids: Vec<u32>,
+    pub(crate) suffix_max: Vec<[f64; 3]>,
+}
+
+impl Leaf {
+    /// A leaf over `pairs` (any order).
+    fn of(mut pairs: Vec<(Row, u32)>) -> Leaf {
+        pairs.sort_by(|a, b| row_order((&a.0, a.1), (&b.0, b.1)));
+        let (rows, ids): (Vec<Row>, Vec<u32>) = pairs.into_iter().unzip();
+        let mut suffix_max = Vec::new();
+        suffix_maxima(&rows, &mut suffix_max);
+        Leaf {
+            rows,
+            ids,
+            suffix_max,
+        }
+    }
+
+    /// Where row `id` goes in the order.
+    fn position(&self, row: &Row, id: u32) -> usize {
+        self.rows
+            .iter()
+            .zip(&self.ids)
+            .take_while(|(r, i)| row_order((r, **i), (row, id)) == Ordering::Less)
+            .count()
+    }
+}
+
+/// The order of rows in a [`Leaf`]: larger static terms sum first, then lower id.
+fn row_order(a: (&Row, u32), b: (&Row, u32)) -> Ordering {
+    terms_sum(b.0)
+        .total_cmp(&terms_sum(a.0))
+        .then(a.1.cmp(&b.1))
+}
+
+/// `out[i]` = the largest of each static term over `rows[i..]`.
+fn suffix_maxima(rows: &[Row], out: &mut Vec<[f64; 3]>) {
+    out.clear();
+    out.resize(rows.len(), [f64::NEG_INFINITY; 3]);
+    let mut max = [f64::NEG_INFINITY; 3];
+    for (i, row) in rows.iter().enumerate().rev() {
+        for (m, t) in max.iter_mut().zip(row.terms) {
+            *m = m.max(t);
+        }
+        out[i] = max;
+    }
 }
 
 #[derive(Debug)]
@@ -356,26 +406,51 @@ pub(crate) struct TreeNode {
     parent: u32,
 }
 
-/// Where a row lives: tree node (a leaf) and position in it.
+/// Where a row lives in one tree: tree node (a leaf) and position in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Loc {
     node: u32,
     pos: u32,
 }
 
-/// One task's rows.
+impl Loc {
+    /// Not in the tree.
+    const NOWHERE: Loc = Loc {
+        node: u32::MAX,
+        pos: u32::MAX,
+    };
+}
+
+/// Trees a row can be in: the task's, and one each of its region, context, MIC and publisher
+/// partitions ([`Part::tree`]).
+const TREES: usize = 5;
+/// The task's tree over all its rows.
+const TREE_ALL: usize = 0;
+
+/// One row of a task, held once: its key and where the trees hold its copies. Trees and
+/// coordinate groups refer to it by id (its index in [`TaskIndex::slots`]).
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) key: ServiceKey,
+    /// Per tree (`TREE_ALL`, then [`Part::tree`]); [`Loc::NOWHERE`] where the row is not.
+    locs: [Loc; TREES],
+}
+
+/// One tree over a task's rows (all of them, or one partition's). Leaves hold copies of the
+/// rows (the search reads them in order, without indirection) and the rows' slot ids; the keys
+/// and the rows' locations are kept once, in the task's slots.
 #[derive(Debug)]
 pub(crate) struct TaskRows {
-    /// `(context window, key)` → where the row is; explain's order.
-    order: BTreeMap<(u32, ServiceKey), Loc>,
+    /// Which of a slot's locations is this tree's.
+    tree: usize,
     /// The tree; node 0 is the root.
     pub(crate) nodes: Vec<TreeNode>,
 }
 
 impl TaskRows {
-    fn new() -> TaskRows {
+    fn new(tree: usize) -> TaskRows {
         TaskRows {
-            order: BTreeMap::new(),
+            tree,
             nodes: vec![TreeNode {
                 summary: Summary::empty(),
                 kind: NodeKind::Leaf(Leaf::default()),
@@ -384,17 +459,10 @@ impl TaskRows {
         }
     }
 
-    /// Live entries carrying the task (including those whose lease ended but that
+    /// Rows in the tree (including those whose lease ended but that
     /// [`crate::Registry::expire`] has not yet removed).
     pub(crate) fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    /// The rows in `(context window, key)` order.
-    pub(crate) fn ordered(&self) -> impl Iterator<Item = (&ServiceKey, &Row)> {
-        self.order
-            .iter()
-            .map(|((_, key), loc)| (key, self.row(*loc)))
+        self.nodes[0].summary.rows as usize
     }
 
     /// Every leaf (in tree order).
@@ -419,11 +487,8 @@ impl TaskRows {
         }
     }
 
-    fn insert(&mut self, key: &ServiceKey, row: Row) -> bool {
-        let ordered = (row.context_window, key.clone());
-        if self.order.contains_key(&ordered) {
-            return false;
-        }
+    /// Adds row `id` (not in the tree yet).
+    fn insert(&mut self, id: u32, row: Row, slots: &mut [Slot]) {
         // Descend, widening summaries on the way.
         let mut at = 0u32;
         let mut depth = 0usize;
@@ -446,38 +511,42 @@ impl TaskRows {
                 NodeKind::Leaf(_) => break,
             }
         }
+        let tree = self.tree;
         let leaf = self.leaf_mut(at);
-        let pos = leaf.rows.len() as u32;
-        leaf.rows.push(row);
-        leaf.keys.push(key.clone());
-        self.order.insert(ordered, Loc { node: at, pos });
+        let pos = leaf.position(&row, id);
+        leaf.rows.insert(pos, row);
+        leaf.ids.insert(pos, id);
+        suffix_maxima(&leaf.rows, &mut leaf.suffix_max);
+        for (p, moved) in leaf.ids.iter().enumerate().skip(pos) {
+            slots[*moved as usize].locs[tree] = Loc {
+                node: at,
+                pos: p as u32,
+            };
+        }
         if self.leaf_mut(at).rows.len() > LEAF_ROWS_MAX {
             // ~2 nodes per leaf: log2(nodes) ≈ log2(leaves) + 1.
             let log2_nodes = (usize::BITS - self.nodes.len().leading_zeros()) as usize;
             if depth > 2 * log2_nodes + DEPTH_SLACK {
-                self.rebuild();
+                self.rebuild(slots);
             } else {
-                self.split_leaf(at);
+                self.split_leaf(at, slots);
             }
         }
-        true
     }
 
-    fn remove(&mut self, key: &ServiceKey, context_window: u32) -> bool {
-        let Some(loc) = self.order.remove(&(context_window, key.clone())) else {
-            return false;
-        };
+    /// Takes row `id` (in the tree) out.
+    fn remove(&mut self, id: u32, slots: &mut [Slot]) {
+        let tree = self.tree;
+        let loc = std::mem::replace(&mut slots[id as usize].locs[tree], Loc::NOWHERE);
         let leaf = self.leaf_mut(loc.node);
-        leaf.rows.swap_remove(loc.pos as usize);
-        leaf.keys.swap_remove(loc.pos as usize);
-        if let (Some(moved_row), Some(moved_key)) = (
-            leaf.rows.get(loc.pos as usize),
-            leaf.keys.get(loc.pos as usize),
-        ) {
-            let moved = (moved_row.context_window, moved_key.clone());
-            if let Some(l) = self.order.get_mut(&moved) {
-                *l = loc;
-            }
+        leaf.rows.remove(loc.pos as usize);
+        leaf.ids.remove(loc.pos as usize);
+        suffix_maxima(&leaf.rows, &mut leaf.suffix_max);
+        for (p, moved) in leaf.ids.iter().enumerate().skip(loc.pos as usize) {
+            slots[*moved as usize].locs[tree] = Loc {
+                node: loc.node,
+                pos: p as u32,
+            };
         }
         // Recompute the leaf's summary, then each ancestor's from its children.
         let leaf_summary = match &self.nodes[loc.node as usize].kind {
@@ -495,39 +564,35 @@ impl TaskRows {
             self.nodes[at as usize].summary = s;
             at = self.nodes[at as usize].parent;
         }
-        if self.nodes.len() > 2 * self.order.len() / LEAF_ROWS_MEAN_MIN + 64 {
-            self.rebuild();
+        if self.nodes.len() > 2 * self.len() / LEAF_ROWS_MEAN_MIN + 64 {
+            self.rebuild(slots);
         }
-        true
     }
 
     /// Splits a leaf at the median of its widest feature into two new leaves.
-    fn split_leaf(&mut self, at: u32) {
+    fn split_leaf(&mut self, at: u32, slots: &mut [Slot]) {
         let NodeKind::Leaf(leaf) = std::mem::replace(
             &mut self.nodes[at as usize].kind,
             NodeKind::Leaf(Leaf::default()),
         ) else {
             unreachable!("only leaves split")
         };
-        let pairs: Vec<(Row, ServiceKey)> = leaf.rows.into_iter().zip(leaf.keys).collect();
-        self.build_into(at, pairs);
+        let pairs: Vec<(Row, u32)> = leaf.rows.into_iter().zip(leaf.ids).collect();
+        self.build_into(at, pairs, slots);
     }
 
     /// Turns node `at` (whose summary and parent are already right) into a balanced subtree
     /// over `pairs`, and points the rows' locations at their leaves.
-    fn build_into(&mut self, at: u32, mut pairs: Vec<(Row, ServiceKey)>) {
+    fn build_into(&mut self, at: u32, mut pairs: Vec<(Row, u32)>, slots: &mut [Slot]) {
         if pairs.len() <= LEAF_ROWS_MAX {
-            for (pos, (row, key)) in pairs.iter().enumerate() {
-                let loc = Loc {
+            let leaf = Leaf::of(pairs);
+            for (pos, id) in leaf.ids.iter().enumerate() {
+                slots[*id as usize].locs[self.tree] = Loc {
                     node: at,
                     pos: pos as u32,
                 };
-                if let Some(l) = self.order.get_mut(&(row.context_window, key.clone())) {
-                    *l = loc;
-                }
             }
-            let (rows, keys) = pairs.into_iter().unzip();
-            self.nodes[at as usize].kind = NodeKind::Leaf(Leaf { rows, keys });
+            self.nodes[at as usize].kind = NodeKind::Leaf(leaf);
             return;
         }
         let dim = widest_feature(&pairs);
@@ -548,7 +613,7 @@ impl TaskRows {
                 parent: at,
             });
             children[i] = id;
-            self.build_into(id, half);
+            self.build_into(id, half, slots);
         }
         self.nodes[at as usize].kind = NodeKind::Inner {
             dim: dim as u8,
@@ -558,11 +623,11 @@ impl TaskRows {
     }
 
     /// Rebuilds the whole tree balanced.
-    fn rebuild(&mut self) {
-        let mut pairs = Vec::with_capacity(self.order.len());
+    fn rebuild(&mut self, slots: &mut [Slot]) {
+        let mut pairs = Vec::with_capacity(self.len());
         for node in std::mem::take(&mut self.nodes) {
             if let NodeKind::Leaf(l) = node.kind {
-                pairs.extend(l.rows.into_iter().zip(l.keys));
+                pairs.extend(l.rows.into_iter().zip(l.ids));
             }
         }
         self.nodes.push(TreeNode {
@@ -570,29 +635,44 @@ impl TaskRows {
             kind: NodeKind::Leaf(Leaf::default()),
             parent: NO_PARENT,
         });
-        self.build_into(0, pairs);
+        self.build_into(0, pairs, slots);
     }
 
-    fn check_invariants(&self, task: &str) {
+    /// Checks the tree's structure and that every row's slot points at it; returns the rows.
+    fn check_invariants(&self, task: &str, slots: &[Slot]) -> usize {
         let mut rows = 0;
         for (i, node) in self.nodes.iter().enumerate() {
             match &node.kind {
                 NodeKind::Leaf(l) => {
-                    assert_eq!(l.rows.len(), l.keys.len(), "{task}: leaf vectors");
+                    assert_eq!(l.rows.len(), l.ids.len(), "{task}: leaf vectors");
+                    assert!(
+                        l.rows
+                            .iter()
+                            .zip(&l.ids)
+                            .collect::<Vec<_>>()
+                            .windows(2)
+                            .all(|w| row_order((w[0].0, *w[0].1), (w[1].0, *w[1].1))
+                                == Ordering::Less),
+                        "{task}: leaf {i} order"
+                    );
+                    let mut suffix = Vec::new();
+                    suffix_maxima(&l.rows, &mut suffix);
+                    assert_eq!(l.suffix_max, suffix, "{task}: leaf {i} suffix bounds");
                     assert_eq!(
                         node.summary,
                         Summary::of_rows(&l.rows),
                         "{task}: leaf {i} summary"
                     );
-                    for (pos, (row, key)) in l.rows.iter().zip(&l.keys).enumerate() {
-                        let loc = self.order.get(&(row.context_window, key.clone()));
+                    for (pos, id) in l.ids.iter().enumerate() {
+                        let slot = &slots[*id as usize];
                         assert_eq!(
-                            loc,
-                            Some(&Loc {
+                            slot.locs[self.tree],
+                            Loc {
                                 node: i as u32,
                                 pos: pos as u32
-                            }),
-                            "{task}: location of {key:?}"
+                            },
+                            "{task}: location of {:?}",
+                            slot.key
                         );
                     }
                     rows += l.rows.len();
@@ -613,13 +693,14 @@ impl TaskRows {
                 }
             }
         }
-        assert_eq!(rows, self.order.len(), "{task}: rows in leaves");
+        assert_eq!(rows, self.len(), "{task}: rows in leaves");
         assert_eq!(self.nodes[0].parent, NO_PARENT, "{task}: root");
+        rows
     }
 }
 
 impl Summary {
-    fn of_rows_pairs(pairs: &[(Row, ServiceKey)]) -> Summary {
+    fn of_rows_pairs(pairs: &[(Row, u32)]) -> Summary {
         let mut s = Summary::empty();
         for (r, _) in pairs {
             s.add(r);
@@ -629,7 +710,7 @@ impl Summary {
 }
 
 /// The feature with the largest spread over `pairs` (ties: the lowest feature).
-fn widest_feature(pairs: &[(Row, ServiceKey)]) -> usize {
+fn widest_feature(pairs: &[(Row, u32)]) -> usize {
     let mut lo = [f64::INFINITY; FEATURES];
     let mut hi = [f64::NEG_INFINITY; FEATURES];
     for (row, _) in pairs {
@@ -689,6 +770,16 @@ impl Part {
         };
         (parts, len)
     }
+
+    /// The partition's index in a [`Slot`]'s locations.
+    fn tree(self) -> usize {
+        match self {
+            Part::Region(_) => 1,
+            Part::Context(_) => 2,
+            Part::Mic => 3,
+            Part::Publisher(_) => 4,
+        }
+    }
 }
 
 /// A coordinate's bits (the key rows are grouped by; `None`: no coordinate).
@@ -718,20 +809,21 @@ pub(crate) struct Group {
     /// Of the rows below.
     pub(crate) summary: Summary,
     pub(crate) rows: Vec<Row>,
-    pub(crate) keys: Vec<ServiceKey>,
+    /// The rows' slot ids.
+    pub(crate) ids: Vec<u32>,
     pub(crate) suffix_max: Vec<[f64; 3]>,
 }
 
 impl Group {
     /// Where a row goes: after every row with a larger terms sum (ties: by key).
-    fn position(&self, row: &Row, key: &ServiceKey) -> usize {
+    fn position(&self, row: &Row, key: &ServiceKey, slots: &[Slot]) -> usize {
         let sum = terms_sum(row);
         let start = self.rows.partition_point(|r| terms_sum(r) > sum);
         start
             + self.rows[start..]
                 .iter()
-                .zip(&self.keys[start..])
-                .take_while(|(r, k)| terms_sum(r) == sum && *k < key)
+                .zip(&self.ids[start..])
+                .take_while(|(r, id)| terms_sum(r) == sum && slots[**id as usize].key < *key)
                 .count()
     }
 
@@ -739,29 +831,25 @@ impl Group {
     /// services carrying the task, bounded by the per-origin capacity).
     fn refresh(&mut self) {
         self.summary = Summary::of_rows(&self.rows);
-        self.suffix_max.clear();
-        self.suffix_max
-            .resize(self.rows.len(), [f64::NEG_INFINITY; 3]);
-        let mut max = [f64::NEG_INFINITY; 3];
-        for (i, row) in self.rows.iter().enumerate().rev() {
-            for (m, t) in max.iter_mut().zip(row.terms) {
-                *m = m.max(t);
-            }
-            self.suffix_max[i] = max;
-        }
+        suffix_maxima(&self.rows, &mut self.suffix_max);
     }
 }
 
-/// The order key of a row in its [`Group`].
+/// The order key of a row in its [`Group`] and [`Leaf`].
 fn terms_sum(row: &Row) -> f64 {
     row.terms[0] + row.terms[1] + row.terms[2]
 }
 
-/// One task's rows: the tree over all of them, the same rows again in one tree per [`Part`]
-/// they belong to, and once more grouped by coordinate (for intents where proximity weighs
-/// more than the other terms together).
+/// One task's rows: each row's key once (its [`Slot`]), the tree over all of them, the same
+/// rows again in one tree per [`Part`] they belong to, and once more grouped by coordinate (for
+/// intents where proximity weighs more than the other terms together).
 #[derive(Debug)]
 pub(crate) struct TaskIndex {
+    /// `(context window, key)` → the row's slot id; explain's order.
+    order: BTreeMap<(u32, ServiceKey), u32>,
+    /// Slot id → key and locations. Ids of removed rows are reused (`free`).
+    slots: Vec<Slot>,
+    free: Vec<u32>,
     pub(crate) all: TaskRows,
     pub(crate) parts: BTreeMap<Part, TaskRows>,
     pub(crate) groups: BTreeMap<CoordBits, Group>,
@@ -770,15 +858,31 @@ pub(crate) struct TaskIndex {
 impl TaskIndex {
     fn new() -> TaskIndex {
         TaskIndex {
-            all: TaskRows::new(),
+            order: BTreeMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            all: TaskRows::new(TREE_ALL),
             parts: BTreeMap::new(),
             groups: BTreeMap::new(),
         }
     }
 
-    /// Live entries carrying the task.
+    /// Live entries carrying the task (including those whose lease ended but that
+    /// [`crate::Registry::expire`] has not yet removed).
     pub(crate) fn len(&self) -> usize {
-        self.all.len()
+        self.order.len()
+    }
+
+    /// The key of row `id` (an id from a leaf or group of this task).
+    pub(crate) fn key(&self, id: u32) -> &ServiceKey {
+        &self.slots[id as usize].key
+    }
+
+    /// The rows in `(context window, key)` order.
+    pub(crate) fn ordered(&self) -> impl Iterator<Item = (&ServiceKey, &Row)> {
+        self.order
+            .iter()
+            .map(|((_, key), id)| (key, self.all.row(self.slots[*id as usize].locs[TREE_ALL])))
     }
 
     /// The partition's rows, if any row belongs to it.
@@ -794,15 +898,31 @@ impl TaskIndex {
     }
 
     fn insert(&mut self, key: &ServiceKey, row: Row) -> bool {
-        let (parts, len) = Part::of(&row);
-        if !self.all.insert(key, row.clone()) {
+        let ordered = (row.context_window, key.clone());
+        if self.order.contains_key(&ordered) {
             return false;
         }
+        let slot = Slot {
+            key: key.clone(),
+            locs: [Loc::NOWHERE; TREES],
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = slot;
+                id
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.order.insert(ordered, id);
+        let (parts, len) = Part::of(&row);
         for part in &parts[..len] {
             self.parts
                 .entry(*part)
-                .or_insert_with(TaskRows::new)
-                .insert(key, row.clone());
+                .or_insert_with(|| TaskRows::new(part.tree()))
+                .insert(id, row.clone(), &mut self.slots);
         }
         let group = self
             .groups
@@ -811,32 +931,28 @@ impl TaskIndex {
                 coord: row.coord,
                 summary: Summary::empty(),
                 rows: Vec::new(),
-                keys: Vec::new(),
+                ids: Vec::new(),
                 suffix_max: Vec::new(),
             });
-        let at = group.position(&row, key);
-        group.rows.insert(at, row);
-        group.keys.insert(at, key.clone());
+        let at = group.position(&row, key, &self.slots);
+        group.rows.insert(at, row.clone());
+        group.ids.insert(at, id);
         group.refresh();
+        self.all.insert(id, row, &mut self.slots);
         true
     }
 
     fn remove(&mut self, key: &ServiceKey, context_window: u32) -> bool {
-        let Some(loc) = self.all.order.get(&(context_window, key.clone())) else {
+        let Some(id) = self.order.remove(&(context_window, key.clone())) else {
             return false;
         };
-        let row = self.all.row(*loc);
+        let row = self.all.row(self.slots[id as usize].locs[TREE_ALL]);
         let (parts, len) = Part::of(row);
         let bits = coord_bits(row.coord.as_ref());
         if let Some(group) = self.groups.get_mut(&bits) {
-            if let Some(i) = group
-                .rows
-                .iter()
-                .zip(&group.keys)
-                .position(|(r, k)| r.context_window == context_window && k == key)
-            {
+            if let Some(i) = group.ids.iter().position(|x| *x == id) {
                 group.rows.remove(i);
-                group.keys.remove(i);
+                group.ids.remove(i);
                 group.refresh();
             }
             if group.rows.is_empty() {
@@ -845,37 +961,46 @@ impl TaskIndex {
         }
         for part in &parts[..len] {
             if let Some(rows) = self.parts.get_mut(part) {
-                rows.remove(key, context_window);
+                rows.remove(id, &mut self.slots);
                 if rows.len() == 0 {
                     self.parts.remove(part);
                 }
             }
         }
-        self.all.remove(key, context_window)
+        self.all.remove(id, &mut self.slots);
+        self.free.push(id);
+        true
     }
 
     fn check_invariants(&self, task: &str) {
-        self.all.check_invariants(task);
-        let mut in_parts = BTreeMap::<u8, usize>::new();
+        let live = self.slots.len() - self.free.len();
+        assert_eq!(self.order.len(), live, "{task}: slots in use");
+        for ((context_window, key), id) in &self.order {
+            let slot = &self.slots[*id as usize];
+            assert_eq!(&slot.key, key, "{task}: slot {id} key");
+            assert!(!self.free.contains(id), "{task}: slot {id} in use and free");
+            let row = self.all.row(slot.locs[TREE_ALL]);
+            assert_eq!(row.context_window, *context_window, "{task}: {key:?} row");
+        }
+        let rows = self.all.check_invariants(task, &self.slots);
+        assert_eq!(rows, self.len(), "{task}: rows in the task's tree");
+        let mut in_parts = BTreeMap::<usize, usize>::new();
         for (part, rows) in &self.parts {
-            rows.check_invariants(&format!("{task} {part:?}"));
+            assert_eq!(rows.tree, part.tree(), "{task}: {part:?} tree index");
+            rows.check_invariants(&format!("{task} {part:?}"), &self.slots);
             assert!(rows.len() > 0, "{task}: empty partition {part:?} kept");
-            for (key, row) in rows.ordered() {
-                let (parts, len) = Part::of(row);
-                assert!(parts[..len].contains(part), "{task}: {key:?} in {part:?}");
-                let loc = self.all.order.get(&(row.context_window, key.clone()));
-                assert!(
-                    loc.is_some(),
-                    "{task}: {key:?} in {part:?} but not in the task"
-                );
+            for leaf in rows.leaves() {
+                for (row, id) in leaf.rows.iter().zip(&leaf.ids) {
+                    let key = &self.slots[*id as usize].key;
+                    let (parts, len) = Part::of(row);
+                    assert!(parts[..len].contains(part), "{task}: {key:?} in {part:?}");
+                    assert!(
+                        self.order.get(&(row.context_window, key.clone())) == Some(id),
+                        "{task}: {key:?} in {part:?} but not in the task"
+                    );
+                }
             }
-            let family = match part {
-                Part::Region(_) => 0,
-                Part::Context(_) => 1,
-                Part::Mic => 2,
-                Part::Publisher(_) => 3,
-            };
-            *in_parts.entry(family).or_default() += rows.len();
+            *in_parts.entry(part.tree()).or_default() += rows.len();
         }
         let mut grouped = 0;
         for (bits, group) in &self.groups {
@@ -883,7 +1008,7 @@ impl TaskIndex {
                 !group.rows.is_empty(),
                 "{task}: empty coordinate group kept"
             );
-            assert_eq!(group.rows.len(), group.keys.len(), "{task}: group vectors");
+            assert_eq!(group.rows.len(), group.ids.len(), "{task}: group vectors");
             assert_eq!(
                 group.summary,
                 Summary::of_rows(&group.rows),
@@ -913,28 +1038,27 @@ impl TaskIndex {
                 group.rows.len(),
                 "{task}: suffix bounds"
             );
-            for (row, key) in group.rows.iter().zip(&group.keys) {
+            for (row, id) in group.rows.iter().zip(&group.ids) {
+                let key = &self.slots[*id as usize].key;
                 assert_eq!(
                     coord_bits(row.coord.as_ref()),
                     *bits,
                     "{task}: {key:?} group"
                 );
-                let loc = self.all.order.get(&(row.context_window, key.clone()));
-                assert!(loc.is_some(), "{task}: {key:?} grouped but not in the task");
+                assert!(
+                    self.order.get(&(row.context_window, key.clone())) == Some(id),
+                    "{task}: {key:?} grouped but not in the task"
+                );
             }
             grouped += group.rows.len();
         }
         assert_eq!(grouped, self.len(), "{task}: rows over coordinate groups");
-        let verified = self
-            .all
-            .ordered()
-            .filter(|(_, r)| r.verified.is_some())
-            .count();
-        let count = |f| in_parts.get(&f).copied().unwrap_or(0);
-        assert_eq!(count(0), self.len(), "{task}: rows over region partitions");
-        assert_eq!(count(1), self.len(), "{task}: rows over context partitions");
-        assert_eq!(count(2), verified, "{task}: rows in the MIC partition");
-        assert_eq!(count(3), verified, "{task}: rows over publisher partitions");
+        let verified = self.ordered().filter(|(_, r)| r.verified.is_some()).count();
+        let count = |t| in_parts.get(&t).copied().unwrap_or(0);
+        assert_eq!(count(1), self.len(), "{task}: rows over region partitions");
+        assert_eq!(count(2), self.len(), "{task}: rows over context partitions");
+        assert_eq!(count(3), verified, "{task}: rows in the MIC partition");
+        assert_eq!(count(4), verified, "{task}: rows over publisher partitions");
     }
 }
 
@@ -988,7 +1112,7 @@ impl Index {
     pub(crate) fn contains(&self, task: &str, context_window: u32, key: &ServiceKey) -> bool {
         self.by_task
             .get(task)
-            .is_some_and(|t| t.all.order.contains_key(&(context_window, key.clone())))
+            .is_some_and(|t| t.order.contains_key(&(context_window, key.clone())))
     }
 
     /// Rows over all tasks (an entry with n tags has n rows; partition copies not counted).

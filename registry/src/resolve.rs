@@ -421,6 +421,8 @@ impl<'r> TopK<'r> {
 struct Frontier {
     bound: f64,
     proximity: f64,
+    /// Which of the searched trees.
+    tree: u32,
     node: u32,
     /// The proximity bound is the node's own, not its parent's.
     refined: bool,
@@ -438,11 +440,11 @@ impl PartialOrd for Frontier {
     }
 }
 impl Ord for Frontier {
-    /// Higher bound first, then lower node index.
+    /// Higher bound first, then lower tree and node index.
     fn cmp(&self, other: &Self) -> Ordering {
         self.bound
             .total_cmp(&other.bound)
-            .then_with(|| other.node.cmp(&self.node))
+            .then_with(|| (other.tree, other.node).cmp(&(self.tree, self.node)))
     }
 }
 
@@ -479,6 +481,9 @@ impl Ord for GroupBound<'_> {
 /// dozen; the heap grows past this if needed).
 const FRONTIER_CAPACITY: usize = 64;
 
+/// Context-window buckets ([`crate::index::ctx_bucket`]: bit lengths 0..=32).
+const CONTEXT_BUCKETS: usize = u32::BITS as usize + 1;
+
 /// The values of `hashes` without repeats (first occurrence order).
 fn distinct(hashes: &[u64]) -> impl Iterator<Item = u64> + '_ {
     hashes
@@ -513,7 +518,7 @@ impl Registry {
         let mut top = TopK::new(k);
         if intent.explain {
             // Exact checks on every SAD, in (context window, key) order for `excluded`.
-            for (key, row) in rows.all.ordered() {
+            for (key, row) in rows.ordered() {
                 let Some(entry) = self.get(key) else {
                     continue;
                 };
@@ -542,8 +547,8 @@ impl Registry {
             // Scores that cannot be bounded (weights summing to 0 or overflowing, an invalid
             // local coordinate): scan every row.
             for leaf in rows.all.leaves() {
-                for (row, key) in leaf.rows.iter().zip(&leaf.keys) {
-                    Self::offer_row(&query, row, key, &mut top);
+                for (row, id) in leaf.rows.iter().zip(&leaf.ids) {
+                    Self::offer_row(&query, row, rows.key(*id), &mut top);
                 }
             }
         }
@@ -597,23 +602,31 @@ impl Registry {
         }
         match best.1 {
             Choice::All if query.proximity_first() => Self::search_groups(query, task, top),
-            Choice::All => Self::search(query, &task.all, top),
+            Choice::All => Self::search(query, task, &[&task.all], top),
             Choice::Part(p) => {
                 if let Some(rows) = task.part(p) {
-                    Self::search(query, rows, top);
+                    Self::search(query, task, &[rows], top);
                 }
             }
+            // Several partitions: one best-first search over all their trees, so the k-th best
+            // score found in one prunes the others from the start.
             Choice::Publishers(hashes, n) => {
-                for h in distinct(&hashes[..n]) {
-                    if let Some(rows) = task.part(Part::Publisher(h)) {
-                        Self::search(query, rows, top);
-                    }
+                let mut trees = [&task.all; crate::intent::PUBLISHERS_MAX];
+                let mut len = 0;
+                for rows in distinct(&hashes[..n]).filter_map(|h| task.part(Part::Publisher(h))) {
+                    trees[len] = rows;
+                    len += 1;
                 }
+                Self::search(query, task, &trees[..len], top);
             }
             Choice::ContextFrom(min) => {
+                let mut trees = [&task.all; CONTEXT_BUCKETS];
+                let mut len = 0;
                 for rows in task.context_from(min) {
-                    Self::search(query, rows, top);
+                    trees[len] = rows;
+                    len += 1;
                 }
+                Self::search(query, task, &trees[..len], top);
             }
         }
     }
@@ -646,7 +659,7 @@ impl Registry {
                 break;
             }
             let group = next.rows;
-            for ((row, key), suffix) in group.rows.iter().zip(&group.keys).zip(&group.suffix_max) {
+            for ((row, id), suffix) in group.rows.iter().zip(&group.ids).zip(&group.suffix_max) {
                 // Rows are in descending order of their terms' sum; `suffix` bounds each static
                 // term from here on, so once it is below the k-th best score no later row of
                 // the group can enter.
@@ -663,40 +676,53 @@ impl Registry {
                 if below(score, top.threshold()) {
                     continue;
                 }
-                top.offer(score, key, &row.sad, || query.confirm(row));
+                top.offer(score, task.key(*id), &row.sad, || query.confirm(row));
             }
         }
     }
 
-    /// Best-first search of the task's tree: pop the node with the highest score bound, stop
-    /// when it is below the k-th best score held (every row left scores at most its bound).
-    /// Subtrees whose summary rules out every constraint are skipped.
-    fn search<'r>(query: &Query<'_>, rows: &'r TaskRows, top: &mut TopK<'r>) {
+    /// Best-first search of one or more trees of the task (the task's, or the partitions that
+    /// can meet a constraint; each row is in at most one of them): pop the node with the
+    /// highest score bound over all of them, stop when it is below the k-th best score held
+    /// (every row left scores at most its bound). Subtrees whose summary rules out every
+    /// constraint are skipped.
+    fn search<'r>(
+        query: &Query<'_>,
+        task: &'r TaskIndex,
+        trees: &[&'r TaskRows],
+        top: &mut TopK<'r>,
+    ) {
         let mut frontier: BinaryHeap<Frontier> = BinaryHeap::with_capacity(FRONTIER_CAPACITY);
-        let root = &rows.nodes[0].summary;
-        if !query.may_contain(root) {
-            return;
-        }
-        let (bound, proximity) = query.bound(root);
         // The node to expand next: the best of the frontier. Expanding an inner node keeps its
         // better child here instead of pushing and popping it when nothing in the heap ranks
         // above it (the order of expansion is the same as popping every node).
-        let mut current = Some(Frontier {
-            bound,
-            proximity,
-            node: 0,
-            refined: true,
-        });
+        let mut current = None;
+        for (tree, rows) in trees.iter().enumerate() {
+            let root = &rows.nodes[0].summary;
+            if !query.may_contain(root) {
+                continue;
+            }
+            let (bound, proximity) = query.bound(root);
+            frontier.push(Frontier {
+                bound,
+                proximity,
+                tree: tree as u32,
+                node: 0,
+                refined: true,
+            });
+        }
         while let Some(mut next) = current.take().or_else(|| frontier.pop()) {
             if below(next.bound, top.threshold()) {
                 break;
             }
+            let rows = trees[next.tree as usize];
             if !next.refined {
                 // Its own proximity bound (the one it was queued with is its parent's).
                 let (bound, proximity) = query.bound(&rows.nodes[next.node as usize].summary);
                 next = Frontier {
                     bound,
                     proximity,
+                    tree: next.tree,
                     node: next.node,
                     refined: true,
                 };
@@ -711,7 +737,17 @@ impl Registry {
             match &rows.nodes[next.node as usize].kind {
                 NodeKind::Leaf(leaf) => {
                     let proximity = next.proximity;
-                    for (row, key) in leaf.rows.iter().zip(&leaf.keys) {
+                    for ((row, id), suffix) in leaf.rows.iter().zip(&leaf.ids).zip(&leaf.suffix_max)
+                    {
+                        // Rows are in descending order of their terms' sum; `suffix` bounds each
+                        // static term from here on, so once it is below the k-th best score no
+                        // later row of the leaf can enter.
+                        if below(
+                            query.combine([suffix[0], suffix[1], suffix[2], proximity]),
+                            top.threshold(),
+                        ) {
+                            break;
+                        }
                         // The row's static terms with the leaf's proximity bound: an upper bound
                         // of its score that needs no distance. With constraints, the row check
                         // (integer compares, rejecting most rows) goes first.
@@ -723,6 +759,7 @@ impl Registry {
                         if below(bound, top.threshold()) {
                             continue;
                         }
+                        let key = task.key(*id);
                         if query.constrained {
                             top.offer(query.score(row), key, &row.sad, || query.confirm(row));
                         } else {
@@ -754,6 +791,7 @@ impl Registry {
                         let item = Frontier {
                             bound,
                             proximity,
+                            tree: next.tree,
                             node: child,
                             refined,
                         };
