@@ -283,12 +283,11 @@ pub async fn run(config: NodeConfig) -> Result<ExitCode, StartError> {
     };
     let raft_addr = raft.as_ref().map(|(_, a)| *a);
     // The local NexAPI endpoint (binary resolve), bound now for the same reason; the api actor
-    // serves it.
+    // serves it from a thread of its own, so the socket is a plain one the async runtime does
+    // not watch.
     let api_socket = match config.api {
         Some(addr) => Some(Arc::new(
-            UdpSocket::bind(addr)
-                .await
-                .map_err(|e| bind_error("api.listen", addr, &e))?,
+            std::net::UdpSocket::bind(addr).map_err(|e| bind_error("api.listen", addr, &e))?,
         )),
         None => None,
     };

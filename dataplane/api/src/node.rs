@@ -19,6 +19,9 @@ use tokio::net::UdpSocket;
 use crate::error::Error;
 use crate::wire::{ErrorCode, Limits, Message, ResolveAnswer};
 
+/// The largest UDP payload: the receive buffer of a resolve answer.
+const DATAGRAM_BYTES_MAX: usize = 65_535;
+
 /// How to reach the local node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -385,7 +388,8 @@ impl NodeClient {
             intent: Box::new(intent.clone()),
         }
         .encode();
-        let mut buf = vec![0u8; 65_536];
+        // Filled by `recv_buf`, so it is not zeroed first (64 KiB per resolve).
+        let mut buf = Vec::with_capacity(DATAGRAM_BYTES_MAX);
         for _ in 0..self.config.resolve_attempts.max(1) {
             self.resolver
                 .send(&request)
@@ -393,8 +397,9 @@ impl NodeClient {
                 .map_err(|e| Error::Node(format!("resolve to {}: {e}", self.config.api)))?;
             let deadline = tokio::time::Instant::now() + self.config.resolve_timeout;
             loop {
+                buf.clear();
                 let received =
-                    tokio::time::timeout_at(deadline, self.resolver.recv(&mut buf)).await;
+                    tokio::time::timeout_at(deadline, self.resolver.recv_buf(&mut buf)).await;
                 let n = match received {
                     Err(_) => break,
                     // ICMP port unreachable: nothing listens there.
