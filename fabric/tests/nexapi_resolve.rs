@@ -390,6 +390,119 @@ async fn a_repeated_resolve_follows_every_registry_change_at_once() {
     assert_same(&again, &http_resolve(&node, &json_intent).await);
 }
 
+/// Sends `datagram` and returns the raw answer datagram.
+async fn exchange_raw(socket: &UdpSocket, datagram: &[u8]) -> Vec<u8> {
+    socket.send(datagram).await.expect("send");
+    let mut buf = vec![0u8; 65_536];
+    let n = tokio::time::timeout(SILENCE, socket.recv(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{:02x?}: no answer", &datagram[..datagram.len().min(16)]))
+        .expect("recv");
+    buf.truncate(n);
+    buf
+}
+
+/// An answer from the cache is byte for byte the answer the registry gave (but for the call
+/// id), and datagrams that look like a cached `RESOLVE` but are not one (truncated, with
+/// trailing bytes, oversized, an invalid intent) get their typed `ERROR` every time: they never
+/// enter the cache and never take its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_answer_is_the_registrys_answer_and_bad_datagrams_never_reach_the_cache() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = start_node("n1", &dir.path().join("n1"), &[], &fast_config(""), None);
+    for i in 0..3u16 {
+        let body = json!({"id": format!("coder-{i}"), "tasks": ["llm.code"],
+            "context_window": 131_072, "latency_ms_p50": 50 + 20 * i, "latency_ms_p99": 200,
+            "endpoint": {"port": 9000 + i, "stream": i}});
+        let (status, reply) = register(&node, &body).await;
+        assert_eq!(status, 201, "{reply}");
+    }
+    let socket = client(api_addr(&node).await).await;
+    let intent = Intent::from_json(INTENT.as_bytes()).expect("intent");
+    let request = |call: u64| {
+        Message::Resolve {
+            call,
+            intent: Box::new(intent.clone()),
+        }
+        .encode()
+        .to_vec()
+    };
+    // The first answer comes from the registry, the next ones from the cache while it is valid
+    // (100 ms, and no registry timer in between): all the same bytes but for the call id.
+    let asked = exchange_raw(&socket, &request(1)).await;
+    let mut resolves = 1.0;
+    for call in 2..=20u64 {
+        let call = call << 56 | call;
+        let answer = exchange_raw(&socket, &request(call)).await;
+        resolves += 1.0;
+        assert_eq!(answer[2..10], call.to_be_bytes());
+        assert_eq!(
+            (&answer[..2], &answer[10..]),
+            (&asked[..2], &asked[10..]),
+            "call {call:x}"
+        );
+    }
+    let m = node.metrics().await;
+    assert_eq!(metric(&m, "nexus_api_resolve_total"), resolves);
+    let cached = metric(&m, "nexus_api_resolve_cached_total");
+    assert!(
+        (1.0..resolves).contains(&cached),
+        "{cached} of {resolves} from the cache: the first is never, some must be"
+    );
+    match Message::decode(&Bytes::from(asked.clone()), &Limits::default()) {
+        Ok(Message::Answer(a)) => assert_eq!(a.candidates.len(), 3),
+        other => panic!("{other:?}"),
+    }
+
+    let good = request(0x0102_0304_0506_0708);
+    let mut trailing = good.clone();
+    trailing.push(0);
+    let mut oversized = good.clone();
+    oversized.resize(60_000, 0xff);
+    let mut broken = intent.clone();
+    broken.k = 0;
+    let invalid = Message::Resolve {
+        call: 0x0102_0304_0506_0708,
+        intent: Box::new(broken),
+    }
+    .encode()
+    .to_vec();
+    let bad: [&[u8]; 6] = [
+        &good[..11],
+        &good[..good.len() / 2],
+        &good[..good.len() - 1],
+        &trailing,
+        &oversized,
+        &invalid,
+    ];
+    for round in 0..2 {
+        for datagram in bad {
+            expect_error(
+                &socket,
+                datagram,
+                0x0102_0304_0506_0708,
+                ErrorCode::BadRequest,
+            )
+            .await;
+        }
+        // The cached answer is untouched (the answer cache lives 100 ms: the registry may be
+        // asked again; either way the bytes are the same).
+        let again = exchange_raw(&socket, &good).await;
+        resolves += 1.0;
+        assert_eq!(
+            (&again[..2], &again[10..]),
+            (&asked[..2], &asked[10..]),
+            "round {round}"
+        );
+    }
+    let m = node.metrics().await;
+    assert_eq!(
+        metric(&m, "nexus_api_errors_total{reason=\"decode\"}"),
+        2.0 * bad.len() as f64
+    );
+    assert_eq!(metric(&m, "nexus_api_resolve_total"), resolves);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_with_a_mic_is_answered_with_its_subject_key_on_every_node() {
     let c = ca_common::http();
