@@ -146,17 +146,25 @@ pub trait Handler: Send + Sync + 'static {
 pub const TOKENS_QUEUED_MAX: usize = 256;
 /// Most tokens the writer hands to the transport in one command.
 pub const TOKENS_BATCH_MAX: usize = 256;
+/// A token written less than this after the previous one belongs to the same burst: it does
+/// not hand the thread to the writer, it waits (with the rest of the burst) until the handler
+/// next waits for something.
+pub const TOKEN_BURST_GAP: Duration = Duration::from_micros(50);
 
 /// Where a stream handler writes its tokens. A token goes to the stream's writer task, which
-/// hands it to the transport at once when the writer is idle; tokens written while the writer
-/// waits for the transport go out together in its next command (so several share a packet),
-/// in order, with no added wait. [`TokenSink::send`] waits when [`TOKENS_QUEUED_MAX`] tokens
-/// are queued, and the writer while the transport's send buffer for the session is full
-/// (backpressure).
+/// hands it to the transport at once when the writer is idle and the token follows a pause
+/// (the first token, or one written [`TOKEN_BURST_GAP`] or more after the previous one); the
+/// tokens of a burst, and tokens written while the writer waits for the transport, go out
+/// together in its next command (so they share packets), in order, as soon as the handler
+/// waits for anything (its next token, or a full queue). [`TokenSink::send`] waits when
+/// [`TOKENS_QUEUED_MAX`] tokens are queued, and the writer while the transport's send buffer
+/// for the session is full (backpressure).
 #[derive(Debug)]
 pub struct TokenSink {
     tokens: mpsc::Sender<Bytes>,
     writer_idle: Arc<AtomicBool>,
+    /// When the previous token was written (none yet: `None`).
+    last_sent: Option<std::time::Instant>,
     seq: u64,
     skip_below: u64,
     record: Arc<Mutex<Vec<Token>>>,
@@ -196,6 +204,7 @@ impl TokenSink {
             TokenSink {
                 tokens,
                 writer_idle,
+                last_sent: None,
                 seq: 0,
                 skip_below,
                 record,
@@ -226,9 +235,16 @@ impl TokenSink {
                     "the stream's transport refused a token",
                 )
             })?;
-        if self.writer_idle.load(Ordering::Acquire) {
+        let now = crate::now();
+        let after_pause = self
+            .last_sent
+            .is_none_or(|t| now.duration_since(t) >= TOKEN_BURST_GAP);
+        self.last_sent = Some(now);
+        if after_pause && self.writer_idle.load(Ordering::Acquire) {
             // Let the writer take this token now rather than when the handler next waits: the
-            // first token after a pause leaves at once.
+            // first token after a pause leaves at once. The tokens of a burst do not: each
+            // would go out in a command and a packet of its own (the writer is idle again
+            // whenever the handler resumes), so they go together when the handler waits.
             tokio::task::yield_now().await;
         }
         Ok(())
