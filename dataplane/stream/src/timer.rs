@@ -53,6 +53,10 @@ impl Timer {
     }
 
     #[cfg(target_os = "linux")]
+    #[allow(
+        unsafe_code,
+        reason = "tokio registers a raw descriptor only in an unsafe call"
+    )]
     fn precise() -> io::Result<Inner> {
         use nix::sys::timerfd::{ClockId, TimerFlags};
         // CLOCK_MONOTONIC: the clock std's and tokio's `Instant` read on Linux.
@@ -60,10 +64,17 @@ impl Timer {
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
-        Ok(Inner::Fd(tokio::io::unix::AsyncFd::with_interest(
-            TimerFd(fd),
-            tokio::io::Interest::READABLE,
-        )?))
+        // SAFETY: the `TimerFd` owns its descriptor (an `OwnedFd`), which stays open and is
+        // never replaced while the `AsyncFd` holds it: `as_raw_fd` returns the same descriptor
+        // until the `AsyncFd` is dropped.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                TimerFd(fd),
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .map_err(io::Error::from)?;
+        Ok(Inner::Fd(fd))
     }
 
     #[cfg(not(target_os = "linux"))]
