@@ -28,8 +28,9 @@
 //!   arrive with credentials are verified in one batch per inbox burst (the pump forwards what is
 //!   queued together). `RegistryMsg::Trust` (sent by the TrustActor) updates the context —
 //!   CA keys, circuit keys, revocations — and re-evaluates held verdicts, so revoked services
-//!   leave resolves and routes. Registry time is milliseconds since the node's epoch; MIC
-//!   validity is Unix time, so the actor tells the core the Unix time of its epoch.
+//!   leave resolves and routes. Registry time is a `Timestamp` (microseconds since the node's
+//!   epoch, as for the gossip cores); MIC validity is Unix time, so the actor tells the core
+//!   the Unix time of its epoch.
 //!
 //! Versions: every advert this node signs takes the next value of a counter persisted in
 //! blocks ([`nexus_registry::VERSION_BLOCK`]), so a restarted node always outranks what it
@@ -41,9 +42,9 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use nexus_gossip::NodeId;
 use nexus_registry::{
-    Coord, Credentials, CredentialsJson, Intent, LoadUpdate, Millis, NodeError, NodeTimers, Output,
-    RegistryNode, RegistryStore, Resolution, Route, Sad, ServiceKey, TrustUpdate, TrustVerdict,
-    UpdateReport,
+    Coord, Credentials, CredentialsJson, Intent, LoadUpdate, NodeError, NodeTimers, Output,
+    RegistryNode, RegistryStore, Resolution, Route, Sad, ServiceKey, Timestamp, TrustUpdate,
+    TrustVerdict, UpdateReport,
 };
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -92,10 +93,9 @@ pub struct RegistrySettings {
 impl RegistrySettings {
     /// The core's timer periods.
     pub fn timers(&self) -> NodeTimers {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
         NodeTimers {
-            refresh: ms(self.refresh),
-            anti_entropy: Some(ms(self.anti_entropy)),
+            refresh: self.refresh,
+            anti_entropy: Some(self.anti_entropy),
         }
     }
 }
@@ -118,7 +118,7 @@ pub struct RegistryArgs {
     pub storage: Arc<dyn Storage>,
     /// Where registry metrics go.
     pub metrics: NodeMetrics,
-    /// The node's epoch (registry time is milliseconds since it).
+    /// The node's epoch (registry time is the time since it).
     pub epoch: Instant,
     /// Input from the gossip actor.
     pub inbox: Arc<Mutex<mpsc::Receiver<RegistryInput>>>,
@@ -325,7 +325,7 @@ pub struct RegistryState {
     /// What the table compiler last received: route version and local (service, port) list.
     sent_to_table: Option<(u64, Vec<(String, u16)>)>,
     /// The core's deadline the timer task is armed for, and that task.
-    timer: Option<(Millis, AbortOnDrop)>,
+    timer: Option<(Timestamp, AbortOnDrop)>,
     _pump: AbortOnDrop,
 }
 
@@ -341,8 +341,15 @@ impl std::fmt::Debug for RegistryState {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RegistryActor;
 
-fn millis(epoch: Instant) -> Millis {
-    u64::try_from(Instant::now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
+/// Whole milliseconds of a duration, saturating (the admin API's unit).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Registry time: the time since the node's epoch.
+fn now(epoch: Instant) -> Timestamp {
+    let micros = Instant::now().saturating_duration_since(epoch).as_micros();
+    Timestamp::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
 }
 
 /// The Unix time (ms) of `epoch`: the wall clock now minus the time since the epoch. The actor
@@ -356,7 +363,7 @@ fn unix_epoch_ms(epoch: Instant) -> u64 {
     let unix_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    unix_now.saturating_sub(millis(epoch))
+    unix_now.saturating_sub(now(epoch).as_millis())
 }
 
 fn load_floor(storage: &dyn Storage) -> Result<u64, String> {
@@ -372,8 +379,8 @@ fn load_floor(storage: &dyn Storage) -> Result<u64, String> {
 }
 
 impl RegistryState {
-    fn now(&self) -> Millis {
-        millis(self.args.epoch)
+    fn now(&self) -> Timestamp {
+        now(self.args.epoch)
     }
 
     fn local_view(&self, id: &str) -> Option<ServiceView> {
@@ -388,7 +395,7 @@ impl RegistryState {
         self.node.local_services().get(id).map(|s| ServiceView {
             node,
             sad: s.sad.clone(),
-            expires_in_ms: s.lease_until.saturating_sub(now),
+            expires_in_ms: millis(s.lease_until.saturating_duration_since(now)),
             local: true,
             trust,
         })
@@ -397,7 +404,7 @@ impl RegistryState {
 
 impl RegistryActor {
     /// Resolves `intent` (tracking its class) and counts it.
-    fn resolve(state: &mut RegistryState, now: Millis, intent: &Intent) -> Resolution {
+    fn resolve(state: &mut RegistryState, now: Timestamp, intent: &Intent) -> Resolution {
         let started = Instant::now();
         let resolution = state.node.resolve(now, intent);
         let m = &state.args.metrics;
@@ -537,7 +544,7 @@ impl RegistryActor {
             return;
         }
         state.timer = deadline.map(|at| {
-            let wake = state.args.epoch + Duration::from_millis(at);
+            let wake = state.args.epoch + Duration::from_micros(at.as_micros());
             let me = myself.clone();
             let task = tokio::spawn(async move {
                 tokio::time::sleep_until(wake).await;
@@ -571,14 +578,14 @@ impl Actor for RegistryActor {
         }
         let restored = stored.len();
         let mut node = RegistryNode::restore(
-            millis(args.epoch),
+            now(args.epoch),
             args.key.clone(),
             StorageStore(args.storage.clone()),
             floor,
             stored,
         )?;
         node.set_unix_epoch_ms(unix_epoch_ms(args.epoch));
-        node.start_timers(millis(args.epoch), args.settings.timers());
+        node.start_timers(now(args.epoch), args.settings.timers());
         // The pump: inbox → mailbox, forwarding what is queued together as one burst. It holds
         // the receiver's lock while this incarnation runs.
         let inbox = args.inbox.clone();
@@ -735,7 +742,9 @@ impl RegistryActor {
                                 Some(ServiceView {
                                     node: key.node,
                                     sad: entry.sad()?.clone(),
-                                    expires_in_ms: entry.expires_at().saturating_sub(now),
+                                    expires_in_ms: entry
+                                        .expires_at()
+                                        .saturating_sub(now.as_millis()),
                                     local: key.node == local,
                                     trust: trust_text(entry.trust()),
                                 })

@@ -24,6 +24,17 @@ impl Timestamp {
         self.0
     }
 
+    /// A timestamp `millis` milliseconds after the epoch (saturating).
+    pub const fn from_millis(millis: u64) -> Self {
+        Timestamp(millis.saturating_mul(1000))
+    }
+
+    /// Whole milliseconds since the epoch (rounded down), for serialized forms that count in
+    /// milliseconds.
+    pub const fn as_millis(self) -> u64 {
+        self.0 / 1000
+    }
+
     /// Time elapsed since `earlier`, zero if `earlier` is later than `self`.
     pub fn saturating_duration_since(self, earlier: Timestamp) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))
@@ -57,5 +68,13 @@ mod tests {
         assert_eq!(Timestamp::ZERO - t, Duration::ZERO);
         assert_eq!(t - Timestamp::ZERO, Duration::from_millis(1));
         assert_eq!((t + Duration::MAX).as_micros(), u64::MAX);
+    }
+
+    #[test]
+    fn milliseconds_round_down_and_saturate() {
+        assert_eq!(Timestamp::from_millis(7).as_micros(), 7_000);
+        assert_eq!(Timestamp::from_micros(7_999).as_millis(), 7);
+        assert_eq!(Timestamp::from_millis(u64::MAX).as_micros(), u64::MAX);
+        assert_eq!(Timestamp::from_millis(3).as_millis(), 3);
     }
 }

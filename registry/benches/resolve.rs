@@ -257,7 +257,10 @@ fn build(size: usize, seed: u64) -> Registry {
             },
         };
         registry
-            .apply(0, &advert.sign(&keys[node]).unwrap())
+            .apply(
+                nexus_registry::Timestamp::ZERO,
+                &advert.sign(&keys[node]).unwrap(),
+            )
             .unwrap();
         if let Some((_, verified)) = trusted {
             registry.set_trust(&key, TrustVerdict::Verified(Arc::new(verified)));

@@ -8,8 +8,10 @@
 //! (leases, persisted versions, anti-entropy, membership reactions, and the timers that run them)
 //! with storage injected, as the registry actor and the simulator drive it.
 //!
-//! It owns no socket, reads no clock and draws no randomness: time comes in as [`Millis`], every
-//! iteration that reaches output is in `BTreeMap` order. The node's registry actor drives it; the
+//! It owns no socket, reads no clock and draws no randomness: time comes in as a [`Timestamp`]
+//! (the one monotonic time type of the cores, from `nexus-gossip`, in microseconds since the
+//! driver's epoch) and lengths of time as [`std::time::Duration`]; every iteration that reaches
+//! output is in `BTreeMap` order. The node's registry actor drives it; the
 //! gossip overlay (`nexus-gossip`) carries its adverts and digests.
 //!
 //! Trust: a live advert may carry the service's credentials (MIC + attestations,
@@ -36,9 +38,10 @@ mod store;
 mod trust;
 mod vivaldi;
 
-pub use nexus_gossip::NodeId;
+pub use nexus_gossip::{NodeId, Timestamp};
 
-/// Milliseconds since the node's epoch (the caller's clock; the registry never reads one).
+/// Whole milliseconds since the node's epoch: the clock of [`ResolveContext::now`] and of the
+/// resolve index's lease ends ([`Timestamp::as_millis`] of the node's time).
 pub type Millis = u64;
 
 pub use advert::{
@@ -82,7 +85,7 @@ pub use sad::{
 };
 pub use store::{
     Applied, Entry, RECORDS_MAX, RecordState, Registry, RegistryStats, SERVICES_PER_NODE_MAX,
-    ServiceKey, TOMBSTONE_TTL_MS, version_floor,
+    ServiceKey, TOMBSTONE_TTL, version_floor,
 };
 pub use trust::TrustVerdict;
 pub use vivaldi::{

@@ -41,9 +41,8 @@ use sha2::Digest as _;
 use crate::advert::check_advert_fits;
 use crate::trust::TrustVerdict;
 use crate::{
-    Applied, Coord, DIGEST_CHUNK_ORIGINS, Digest, Intent, LoadUpdate, Millis, NodeId, Registry,
-    Resolution, ResolveContext, Route, RouteTable, Sad, SadError, ServiceKey, SignedAdvert,
-    Vivaldi,
+    Applied, Coord, DIGEST_CHUNK_ORIGINS, Digest, Intent, LoadUpdate, NodeId, Registry, Resolution,
+    ResolveContext, Route, RouteTable, Sad, SadError, ServiceKey, SignedAdvert, Timestamp, Vivaldi,
 };
 
 /// Versions reserved per storage write: the version counter is persisted as a floor this far
@@ -192,26 +191,37 @@ pub enum NodeInput {
 /// The periods of the node's timers (the `[registry]` settings of a node's config file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeTimers {
-    /// How often leases, expiry, membership and routes are checked (ms, at least 1).
-    pub refresh: Millis,
-    /// How often a digest goes to a random overlay neighbour (ms, at least 1); `None`: never.
-    pub anti_entropy: Option<Millis>,
+    /// How often leases, expiry, membership and routes are checked (whole milliseconds, at
+    /// least 1).
+    pub refresh: Duration,
+    /// How often a digest goes to a random overlay neighbour (whole milliseconds, at least 1);
+    /// `None`: never.
+    pub anti_entropy: Option<Duration>,
 }
 
 /// When the node's timers fire next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TimerState {
     periods: NodeTimers,
-    next_refresh: Millis,
-    next_anti_entropy: Option<Millis>,
+    next_refresh: Timestamp,
+    next_anti_entropy: Option<Timestamp>,
 }
 
-/// The first deadline after `at` of a timer with `period`, stepping from `at` by whole periods.
-fn next_after(mut at: Millis, period: Millis, now: Millis) -> Millis {
-    if at <= now {
-        at += (now - at) / period * period + period;
+/// The first deadline after `now` of a timer due at `at` with `period`, stepping from `at` by
+/// whole periods.
+fn next_after(at: Timestamp, period: Duration, now: Timestamp) -> Timestamp {
+    if at > now {
+        return at;
     }
-    at
+    let period_us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX).max(1);
+    let steps = (now - at).as_micros() / u128::from(period_us) + 1;
+    let step_us = u128::from(period_us) * steps;
+    at + Duration::from_micros(u64::try_from(step_us).unwrap_or(u64::MAX))
+}
+
+/// A timer period in whole milliseconds, at least 1.
+fn period_ms(period: Duration) -> u64 {
+    u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// Why a registry request failed. Nothing changed in every case.
@@ -240,10 +250,10 @@ pub struct LocalService {
     /// The descriptor as last advertised (its `version` is the advert version).
     pub sad: Sad,
     /// When the lease ends unless renewed.
-    pub lease_until: Millis,
+    pub lease_until: Timestamp,
     /// The credentials advertised with it.
     pub credentials: Option<Arc<Credentials>>,
-    republish_at: Millis,
+    republish_at: Timestamp,
 }
 
 /// What changed in a step, for the driver's metrics and logs.
@@ -300,19 +310,19 @@ impl<S: RegistryStore> std::fmt::Debug for RegistryNode<S> {
 }
 
 /// How often a local service is re-published: a third of its lease (at least a second).
-fn republish_interval(sad: &Sad) -> Millis {
-    (u64::from(sad.ttl_s) * 1000 / 3).max(1000)
+fn republish_interval(sad: &Sad) -> Duration {
+    Duration::from_millis(u64::from(sad.ttl_s) * 1000 / 3).max(Duration::from_secs(1))
 }
 
-fn lease(sad: &Sad) -> Millis {
-    u64::from(sad.ttl_s) * 1000
+fn lease(sad: &Sad) -> Duration {
+    Duration::from_secs(u64::from(sad.ttl_s))
 }
 
 impl<S: RegistryStore> RegistryNode<S> {
     /// A node's registry, restoring `stored` registrations (re-advertised with a fresh lease)
     /// after a restart. `version_floor` is the last floor saved through the store.
     pub fn new(
-        now: Millis,
+        now: Timestamp,
         key: SigningKey,
         store: S,
         version_floor: u64,
@@ -326,7 +336,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// again as they are; their local verdict waits for the trust context (the first
     /// [`RegistryNode::on_trust_update`]).
     pub fn restore(
-        now: Millis,
+        now: Timestamp,
         key: SigningKey,
         store: S,
         version_floor: u64,
@@ -412,15 +422,15 @@ impl<S: RegistryStore> RegistryNode<S> {
         &self.trust
     }
 
-    /// Sets the Unix time (ms) of the node's epoch (the `now` the node is driven with is
-    /// milliseconds since that epoch); MIC validity windows are in Unix time. Default 0: `now`
+    /// Sets the Unix time (ms) of the node's epoch (the `now` the node is driven with is a
+    /// [`Timestamp`] since that epoch); MIC validity windows are in Unix time. Default 0: `now`
     /// is Unix time.
     pub fn set_unix_epoch_ms(&mut self, unix_epoch_ms: u64) {
         self.core.set_unix_epoch_ms(unix_epoch_ms);
     }
 
-    fn unix_now(&self, now: Millis) -> u64 {
-        self.core.unix_epoch_ms().saturating_add(now)
+    fn unix_now(&self, now: Timestamp) -> u64 {
+        crate::trust::unix_ms_at(now, self.core.unix_epoch_ms())
     }
 
     /// This node's Vivaldi coordinate.
@@ -469,7 +479,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// Gives `sad` the next version and signs and applies it locally.
     fn sign(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         sad: &mut Sad,
         credentials: Option<Arc<Credentials>>,
     ) -> Result<SignedAdvert, NodeError> {
@@ -483,7 +493,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// Registers or renews (same id) a local service without credentials; returns whether it was
     /// new. The lease runs `ttl_s` from `now`. See
     /// [`RegistryNode::register_with_credentials`].
-    pub fn register(&mut self, now: Millis, sad: Sad) -> Result<bool, NodeError> {
+    pub fn register(&mut self, now: Timestamp, sad: Sad) -> Result<bool, NodeError> {
         self.register_with_credentials(now, sad, None)
     }
 
@@ -497,7 +507,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// the previous one of the same id, credentials included.
     pub fn register_with_credentials(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         mut sad: Sad,
         credentials: Option<Credentials>,
     ) -> Result<bool, NodeError> {
@@ -562,7 +572,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// [`TRUST_BATCH_MAX`] (one Groth16 batch check per circuit per batch), records the verdicts
     /// and recomputes the routes if any changed. Returns how many were verified. Call it after a
     /// burst of [`RegistryNode::on_delivered`] / [`RegistryNode::on_direct`].
-    pub fn flush_trust(&mut self, now: Millis) -> usize {
+    pub fn flush_trust(&mut self, now: Timestamp) -> usize {
         let unix_now = self.unix_now(now);
         let mut done = 0;
         loop {
@@ -606,7 +616,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// (unknown CA key, no verifying key) are verified again, as are not-yet-valid ones. Routes
     /// are recomputed, so the route delta drops revoked services. Costs O(records with
     /// credentials) lookups, plus proofs only for re-verified records.
-    pub fn on_trust_update(&mut self, now: Millis, update: &TrustUpdate) -> UpdateReport {
+    pub fn on_trust_update(&mut self, now: Timestamp, update: &TrustUpdate) -> UpdateReport {
         let unix_now = self.unix_now(now);
         let report = self.trust.apply_update(update, unix_now);
         self.flush_trust(now);
@@ -640,7 +650,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     }
 
     /// Withdraws a local service everywhere.
-    pub fn deregister(&mut self, now: Millis, id: &str) -> Result<(), NodeError> {
+    pub fn deregister(&mut self, now: Timestamp, id: &str) -> Result<(), NodeError> {
         if !self.local.contains_key(id) {
             return Err(NodeError::Unknown(id.to_owned()));
         }
@@ -651,7 +661,7 @@ impl<S: RegistryStore> RegistryNode<S> {
         Ok(())
     }
 
-    fn withdraw_local(&mut self, now: Millis, id: &str) {
+    fn withdraw_local(&mut self, now: Timestamp, id: &str) {
         // The tombstone takes the held version + 1; consume a version so a later registration
         // of the same id outranks the tombstone.
         let _ = self.next_version();
@@ -664,7 +674,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// Updates a local service's load/latency, re-advertises it and renews its lease.
     pub fn patch_load(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         id: &str,
         update: &LoadUpdate,
     ) -> Result<&LocalService, NodeError> {
@@ -691,10 +701,10 @@ impl<S: RegistryStore> RegistryNode<S> {
 
     /// Resolves an intent and tracks its class in the route table (credentials still pending
     /// are verified first).
-    pub fn resolve(&mut self, now: Millis, intent: &Intent) -> Resolution {
+    pub fn resolve(&mut self, now: Timestamp, intent: &Intent) -> Resolution {
         self.flush_trust(now);
         let ctx = ResolveContext {
-            now,
+            now: now.as_millis(),
             local_coord: Some(self.vivaldi.coord()),
             trust: Some(&self.trust),
         };
@@ -706,18 +716,18 @@ impl<S: RegistryStore> RegistryNode<S> {
 
     /// Resolves without tracking the class (for observers such as the simulator's checks).
     /// Credentials still pending count as not verified.
-    pub fn resolve_untracked(&self, now: Millis, intent: &Intent) -> Resolution {
+    pub fn resolve_untracked(&self, now: Timestamp, intent: &Intent) -> Resolution {
         let ctx = ResolveContext {
-            now,
+            now: now.as_millis(),
             local_coord: Some(self.vivaldi.coord()),
             trust: Some(&self.trust),
         };
         self.core.resolve(intent, &ctx)
     }
 
-    fn recompute_routes(&mut self, now: Millis) {
+    fn recompute_routes(&mut self, now: Timestamp) {
         let ctx = ResolveContext {
-            now,
+            now: now.as_millis(),
             local_coord: Some(self.vivaldi.coord()),
             trust: Some(&self.trust),
         };
@@ -732,7 +742,7 @@ impl<S: RegistryStore> RegistryNode<S> {
         }
     }
 
-    fn apply_remote(&mut self, now: Millis, bytes: &[u8]) {
+    fn apply_remote(&mut self, now: Timestamp, bytes: &[u8]) {
         let advert = match SignedAdvert::from_bytes(bytes) {
             Ok(a) => a,
             Err(_) => {
@@ -762,7 +772,7 @@ impl<S: RegistryStore> RegistryNode<S> {
 
     /// One event from the gossip layer (see [`NodeInput`]). Credentials that arrive with adverts
     /// wait for [`RegistryNode::flush_trust`].
-    pub fn handle_input(&mut self, now: Millis, input: NodeInput) {
+    pub fn handle_input(&mut self, now: Timestamp, input: NodeInput) {
         match input {
             NodeInput::Delivered(bytes) => self.on_delivered(now, &bytes),
             NodeInput::Direct(from, bytes) => self.on_direct(now, from, &bytes),
@@ -773,12 +783,12 @@ impl<S: RegistryStore> RegistryNode<S> {
     }
 
     /// A broadcast the overlay delivered (a signed advert).
-    pub fn on_delivered(&mut self, now: Millis, payload: &[u8]) {
+    pub fn on_delivered(&mut self, now: Timestamp, payload: &[u8]) {
         self.apply_remote(now, payload);
     }
 
     /// An anti-entropy unicast from `from`.
-    pub fn on_direct(&mut self, now: Millis, from: SocketAddr, payload: &[u8]) {
+    pub fn on_direct(&mut self, now: Timestamp, from: SocketAddr, payload: &[u8]) {
         let Some((&tag, rest)) = payload.split_first() else {
             self.report.rejected += 1;
             return;
@@ -831,7 +841,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     }
 
     /// Membership declared `node` down (or it left): withdraw its services here.
-    pub fn on_member_down(&mut self, now: Millis, node: NodeId) {
+    pub fn on_member_down(&mut self, now: Timestamp, node: NodeId) {
         if node == self.local_id {
             return;
         }
@@ -845,7 +855,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// This node was declared down by the others and rejoined (e.g. after a partition healed):
     /// they withdrew its services, and only a newer version brings them back, so re-publish
     /// every local service now instead of at its next `ttl_s / 3`.
-    pub fn on_rejoined(&mut self, now: Millis) {
+    pub fn on_rejoined(&mut self, now: Timestamp) {
         let ids: Vec<String> = self.local.keys().cloned().collect();
         for id in ids {
             if let Some(s) = self.local.get_mut(&id) {
@@ -865,7 +875,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// Periodic work: local leases (withdraw unrenewed services, re-publish the rest every
     /// `ttl_s / 3`), expiry of remote copies, routes ([`RegistryNode::handle_timeout`] runs it
     /// every refresh period).
-    pub fn refresh(&mut self, now: Millis) {
+    pub fn refresh(&mut self, now: Timestamp) {
         self.flush_trust(now);
         let expired: Vec<String> = self
             .local
@@ -887,7 +897,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     }
 
     /// Re-publishes the local services whose re-publish time has come.
-    fn republish_due(&mut self, now: Millis) {
+    fn republish_due(&mut self, now: Timestamp) {
         let due: Vec<String> = self
             .local
             .iter()
@@ -914,26 +924,27 @@ impl<S: RegistryStore> RegistryNode<S> {
         }
     }
 
-    /// Starts (or restarts with new periods) the node's timers at `now`. Each first fires at a
-    /// point within its period derived from the node key, so nodes started together do not all
-    /// refresh at one instant; then every period. Until this is called the node has no timers.
-    pub fn start_timers(&mut self, now: Millis, periods: NodeTimers) {
-        let periods = NodeTimers {
-            refresh: periods.refresh.max(1),
-            anti_entropy: periods.anti_entropy.map(|p| p.max(1)),
-        };
+    /// Starts (or restarts with new periods) the node's timers at `now`. Periods are taken in
+    /// whole milliseconds (at least 1). Each first fires at a whole millisecond within its
+    /// period derived from the node key, so nodes started together do not all refresh at one
+    /// instant; then every period. Until this is called the node has no timers.
+    pub fn start_timers(&mut self, now: Timestamp, periods: NodeTimers) {
+        let refresh_ms = period_ms(periods.refresh);
+        let anti_entropy_ms = periods.anti_entropy.map(period_ms);
         let phase = self.timer_phase;
         self.timers = Some(TimerState {
-            periods,
-            next_refresh: now + 1 + phase % periods.refresh,
-            next_anti_entropy: periods
-                .anti_entropy
-                .map(|p| now + 1 + phase.rotate_left(32) % p),
+            periods: NodeTimers {
+                refresh: Duration::from_millis(refresh_ms),
+                anti_entropy: anti_entropy_ms.map(Duration::from_millis),
+            },
+            next_refresh: now + Duration::from_millis(1 + phase % refresh_ms),
+            next_anti_entropy: anti_entropy_ms
+                .map(|p| now + Duration::from_millis(1 + phase.rotate_left(32) % p)),
         });
     }
 
     /// When [`RegistryNode::handle_timeout`] is next due (`None`: no timers started).
-    pub fn poll_timeout(&self) -> Option<Millis> {
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
         let t = self.timers.as_ref()?;
         Some(
             t.next_anti_entropy
@@ -944,7 +955,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// Runs the timers due at `now`: the refresh ([`RegistryNode::refresh`], then
     /// [`Output::ReadMembers`]) and the anti-entropy round ([`RegistryNode::anti_entropy`]).
     /// Early calls do nothing; a timer that missed several periods fires once.
-    pub fn handle_timeout(&mut self, now: Millis) {
+    pub fn handle_timeout(&mut self, now: Timestamp) {
         let Some(mut t) = self.timers else {
             return;
         };
@@ -971,7 +982,7 @@ impl<S: RegistryStore> RegistryNode<S> {
 
     /// The member list ([`Output::ReadMembers`]'s answer): withdraws the services of every
     /// member shown down or left and not alive under another generation.
-    pub fn on_members(&mut self, now: Millis, members: &[MemberView]) {
+    pub fn on_members(&mut self, now: Timestamp, members: &[MemberView]) {
         let alive: BTreeSet<NodeId> = members
             .iter()
             .filter(|m| m.state == MemberState::Alive)

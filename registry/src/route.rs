@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::intent::Intent;
 use crate::resolve::ResolveContext;
 use crate::store::Registry;
-use crate::{Millis, NodeId};
+use crate::{NodeId, Timestamp};
 
 /// Intent classes tracked at once; the least recently resolved is evicted beyond this.
 pub const ROUTE_CLASSES_MAX: usize = 4096;
@@ -69,7 +69,7 @@ pub struct RouteDelta {
 struct Class {
     intent: Intent,
     canonical: String,
-    last_used: Millis,
+    last_used: Timestamp,
     compiled: Option<Vec<RouteHop>>,
 }
 
@@ -108,7 +108,7 @@ impl RouteTable {
     /// Records that `intent`'s class was resolved at `now`; returns its routing key. The class
     /// keeps the largest `k` seen. Beyond [`ROUTE_CLASSES_MAX`] the least recently resolved
     /// class (lowest key among equals) is evicted and its route removed in the next delta.
-    pub fn track(&mut self, now: Millis, intent: &Intent) -> u128 {
+    pub fn track(&mut self, now: Timestamp, intent: &Intent) -> u128 {
         let key = intent.routing_key();
         if let Some(class) = self.classes.get_mut(&key) {
             class.last_used = class.last_used.max(now);

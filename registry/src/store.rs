@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use nexus_trust_core::verify::Credentials;
@@ -13,12 +14,12 @@ use crate::index::Index;
 use crate::sad::{Sad, SadError};
 use crate::trust::TrustVerdict;
 use crate::vivaldi::Coord;
-use crate::{Millis, NodeId};
+use crate::{Millis, NodeId, Timestamp};
 
 /// How long a withdrawal, an expired lease or a node-down mark is remembered after it happens
 /// (10 minutes): while it is, an older or equal version of the advert cannot bring the service
 /// back. Must exceed the time a withdrawal takes to reach every node.
-pub const TOMBSTONE_TTL_MS: Millis = 10 * 60 * 1000;
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(10 * 60);
 /// Services one origin node may have records for (live or not).
 pub const SERVICES_PER_NODE_MAX: usize = 1024;
 /// Records one registry holds (live or not).
@@ -75,8 +76,8 @@ pub enum RecordState {
 pub struct Entry {
     signed: SignedAdvert,
     state: RecordState,
-    expires_at: Millis,
-    deadline: Millis,
+    expires_at: Timestamp,
+    deadline: Timestamp,
     trust: TrustVerdict,
 }
 
@@ -100,9 +101,9 @@ impl Entry {
         self.signed.version()
     }
 
-    /// When the lease ends (now + ttl at the apply of this version).
+    /// When the lease ends (now + ttl at the apply of this version), in whole milliseconds.
     pub fn expires_at(&self) -> Millis {
-        self.expires_at
+        self.expires_at.as_millis()
     }
 
     /// The origin's coordinate from the advert.
@@ -169,7 +170,7 @@ pub struct RegistryStats {
 
 /// The capability registry of one node.
 ///
-/// Sans-IO: time comes in as `now` ([`Millis`] since the node's epoch), nothing reads a clock,
+/// Sans-IO: time comes in as `now` (a [`Timestamp`] on the driver's monotonic clock), nothing reads a clock,
 /// nothing is random, every iteration is in key order. Call order:
 ///
 /// 1. [`Registry::new`] with the local node id (and [`Registry::set_version_floor`] after a
@@ -185,7 +186,7 @@ pub struct RegistryStats {
 pub struct Registry {
     local: NodeId,
     records: BTreeMap<ServiceKey, Entry>,
-    deadlines: BTreeSet<(Millis, ServiceKey)>,
+    deadlines: BTreeSet<(Timestamp, ServiceKey)>,
     origins: BTreeMap<NodeId, (u32, u64)>,
     pub(crate) index: Index,
     live: usize,
@@ -296,7 +297,7 @@ impl Registry {
                 key,
                 sad,
                 coord.as_ref(),
-                entry.expires_at,
+                entry.expires_at.as_millis(),
                 &entry.trust,
                 self.unix_epoch_ms,
             );
@@ -379,19 +380,19 @@ impl Registry {
     }
 
     /// The earliest time [`Registry::expire`] has something to do.
-    pub fn poll_timeout(&self) -> Option<Millis> {
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.deadlines.first().map(|(t, _)| *t)
     }
 
     /// Verifies a received advert and merges it: per (origin, service) the higher version wins
-    /// (see [`Applied`]); a newer live version (re)starts the lease at `now + ttl_s * 1000`.
+    /// (see [`Applied`]); a newer live version (re)starts the lease at `now + ttl_s` seconds.
     /// On `Err` nothing changed.
-    pub fn apply(&mut self, now: Millis, advert: &SignedAdvert) -> Result<Applied, AdvertError> {
+    pub fn apply(&mut self, now: Timestamp, advert: &SignedAdvert) -> Result<Applied, AdvertError> {
         advert.check_signature()?;
         self.install(now, advert.clone())
     }
 
-    fn install(&mut self, now: Millis, signed: SignedAdvert) -> Result<Applied, AdvertError> {
+    fn install(&mut self, now: Timestamp, signed: SignedAdvert) -> Result<Applied, AdvertError> {
         let key = ServiceKey::new(signed.origin(), signed.service());
         let held = self.records.get(&key);
         if let Some(held) = held {
@@ -429,7 +430,7 @@ impl Registry {
         self.remove_record(&key);
         let (state, expires_at, deadline, applied) = match signed.body() {
             AdvertBody::Live { sad, .. } => {
-                let expires_at = now.saturating_add(u64::from(sad.ttl_s) * 1000);
+                let expires_at = now + Duration::from_secs(u64::from(sad.ttl_s));
                 let applied = if was_live {
                     Applied::Updated
                 } else {
@@ -440,7 +441,7 @@ impl Registry {
             AdvertBody::Withdrawn => (
                 RecordState::Withdrawn,
                 now,
-                now.saturating_add(TOMBSTONE_TTL_MS),
+                now + TOMBSTONE_TTL,
                 Applied::Withdrawn,
             ),
         };
@@ -475,7 +476,7 @@ impl Registry {
                     &key,
                     sad,
                     coord.as_ref(),
-                    entry.expires_at,
+                    entry.expires_at.as_millis(),
                     &entry.trust,
                     self.unix_epoch_ms,
                 );
@@ -514,7 +515,7 @@ impl Registry {
     }
 
     /// Turns a live record inactive (kept as a version guard until `deadline`).
-    fn deactivate(&mut self, key: &ServiceKey, state: RecordState, deadline: Millis) -> bool {
+    fn deactivate(&mut self, key: &ServiceKey, state: RecordState, deadline: Timestamp) -> bool {
         let Some(entry) = self.records.get(key) else {
             return false;
         };
@@ -537,7 +538,7 @@ impl Registry {
     /// and returns the advert to gossip. `key` must be the local node's.
     pub fn publish(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         sad: Sad,
         coord: Option<Coord>,
         key: &SigningKey,
@@ -550,7 +551,7 @@ impl Registry {
     /// same credentials); the caller that verified them sets it with [`Registry::set_trust`].
     pub fn publish_with(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         mut sad: Sad,
         coord: Option<Coord>,
         credentials: Option<Arc<Credentials>>,
@@ -598,7 +599,7 @@ impl Registry {
     /// `None` if there is nothing to withdraw or `key` is not the local node's.
     pub fn withdraw(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         service: &str,
         key: &SigningKey,
     ) -> Option<SignedAdvert> {
@@ -623,9 +624,9 @@ impl Registry {
         Some(signed)
     }
 
-    /// Ends leases past due (the records stay as version guards for [`TOMBSTONE_TTL_MS`]) and
+    /// Ends leases past due (the records stay as version guards for [`TOMBSTONE_TTL`]) and
     /// drops guards and tombstones past their time. Returns the keys that stopped being live.
-    pub fn expire(&mut self, now: Millis) -> Vec<ServiceKey> {
+    pub fn expire(&mut self, now: Timestamp) -> Vec<ServiceKey> {
         let mut ended = Vec::new();
         while let Some((deadline, key)) = self.deadlines.first().cloned() {
             if deadline > now {
@@ -634,11 +635,7 @@ impl Registry {
             let state = self.records.get(&key).map(|e| e.state);
             match state {
                 Some(RecordState::Live) => {
-                    self.deactivate(
-                        &key,
-                        RecordState::Expired,
-                        now.saturating_add(TOMBSTONE_TTL_MS),
-                    );
+                    self.deactivate(&key, RecordState::Expired, now + TOMBSTONE_TTL);
                     ended.push(key);
                 }
                 Some(_) => {
@@ -654,22 +651,18 @@ impl Registry {
     }
 
     /// Marks every live service of `node` down (membership saw the node fail). The records stay
-    /// as version guards until their lease end + [`TOMBSTONE_TTL_MS`], so older or equal versions
+    /// as version guards until their lease end + [`TOMBSTONE_TTL`], so older or equal versions
     /// gossiped again do not revive them; a newer version does. Returns the keys that stopped
     /// being live.
     pub fn node_down(&mut self, node: NodeId) -> Vec<ServiceKey> {
-        let keys: Vec<(ServiceKey, Millis)> = self
+        let keys: Vec<(ServiceKey, Timestamp)> = self
             .node_range(node)
             .filter(|(_, e)| e.state == RecordState::Live)
             .map(|(k, e)| (k.clone(), e.expires_at))
             .collect();
         let mut out = Vec::with_capacity(keys.len());
         for (key, expires_at) in keys {
-            if self.deactivate(
-                &key,
-                RecordState::NodeDown,
-                expires_at.saturating_add(TOMBSTONE_TTL_MS),
-            ) {
+            if self.deactivate(&key, RecordState::NodeDown, expires_at + TOMBSTONE_TTL) {
                 out.push(key);
             }
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use nexus_trust_core::verify::{TrustReject, Verified};
 
-use crate::Millis;
+use crate::{Millis, Timestamp};
 
 /// A node's verdict on the credentials of one advert version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,4 +50,10 @@ pub(crate) fn mic_deadline(not_after_ms: u64, unix_epoch_ms: u64) -> Millis {
         Some(d) => d.saturating_add(1),
         None => 0,
     }
+}
+
+/// The Unix time (ms) at registry time `now`, given the Unix time (ms) of the node's epoch
+/// (whole milliseconds, rounded down: the resolution of MIC validity windows).
+pub(crate) fn unix_ms_at(now: Timestamp, unix_epoch_ms: u64) -> u64 {
+    unix_epoch_ms.saturating_add(now.as_micros() / 1000)
 }

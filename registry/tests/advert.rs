@@ -76,9 +76,9 @@ fn tampered_advert_is_rejected_by_the_registry() {
     tampered[at] ^= 0x10;
     let parsed = SignedAdvert::from_bytes(&tampered).expect("still well-formed");
     let mut registry = Registry::new(node(9));
-    assert_eq!(registry.apply(0, &parsed), Err(AdvertError::Signature));
+    assert_eq!(registry.apply(ms(0), &parsed), Err(AdvertError::Signature));
     assert!(registry.is_empty());
-    assert_eq!(registry.apply(0, &signed), Ok(Applied::Inserted));
+    assert_eq!(registry.apply(ms(0), &signed), Ok(Applied::Inserted));
 }
 
 #[test]
@@ -162,4 +162,9 @@ fn frame_errors_are_specific() {
         SignedAdvert::from_bytes(&b),
         Err(AdvertError::Inconsistent(_))
     ));
+}
+
+/// Registry time `ms` milliseconds after the epoch.
+fn ms(ms: u64) -> nexus_registry::Timestamp {
+    nexus_registry::Timestamp::from_millis(ms)
 }

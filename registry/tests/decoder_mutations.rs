@@ -103,7 +103,7 @@ fn mutated_adverts_never_panic_and_leave_the_registry_consistent() {
         match SignedAdvert::from_bytes(&d) {
             Ok(parsed) => {
                 assert!(parsed.to_bytes().len() <= ADVERT_BYTES_MAX);
-                match registry.apply(n, &parsed) {
+                match registry.apply(ms(n), &parsed) {
                     Err(AdvertError::Signature | AdvertError::OriginKey) => bad_signature += 1,
                     Err(e) => panic!("unexpected {e}"),
                     Ok(_) => {
@@ -115,7 +115,7 @@ fn mutated_adverts_never_panic_and_leave_the_registry_consistent() {
             Err(_) => refused += 1,
         }
         if n % 1000 == 0 {
-            registry.expire(n);
+            registry.expire(ms(n));
             registry.check_invariants();
         }
     }
@@ -127,7 +127,7 @@ fn mutated_adverts_never_panic_and_leave_the_registry_consistent() {
     );
     // Still works: the originals apply.
     let fresh = SignedAdvert::from_bytes(&corpus[0]).expect("parse");
-    assert!(registry.apply(0, &fresh).is_ok());
+    assert!(registry.apply(ms(0), &fresh).is_ok());
 }
 
 #[test]
@@ -146,7 +146,8 @@ fn mutated_digests_are_refused_or_canonical() {
                 credentials: None,
             },
         };
-        r.apply(0, &a.sign(&key(i)).expect("sign")).expect("apply");
+        r.apply(ms(0), &a.sign(&key(i)).expect("sign"))
+            .expect("apply");
     }
     let corpus: Vec<Vec<u8>> = std::iter::once(r.digest())
         .chain(r.digest().split(7))
@@ -172,4 +173,9 @@ fn mutated_digests_are_refused_or_canonical() {
         Digest::from_bytes(&vec![0; DIGEST_BYTES_MAX + 1]),
         Err(DigestError::TooLarge(_))
     ));
+}
+
+/// Registry time `ms` milliseconds after the epoch.
+fn ms(ms: u64) -> nexus_registry::Timestamp {
+    nexus_registry::Timestamp::from_millis(ms)
 }

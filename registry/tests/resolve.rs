@@ -27,7 +27,7 @@ fn publish(r: &mut Registry, i: u8, mut sad: Sad, c: Option<Coord>) {
     }
     .sign(&key(i))
     .expect("sign");
-    r.apply(0, &signed).expect("apply");
+    r.apply(ms(0), &signed).expect("apply");
 }
 
 fn names(res: &Resolution) -> Vec<String> {
@@ -418,10 +418,10 @@ fn route_table_emits_deltas_only_on_change() {
     let me = key(0);
     let mut sad = chat("svc");
     sad.endpoint.port = 7000;
-    r.publish(0, sad.clone(), None, &me).expect("publish");
+    r.publish(ms(0), sad.clone(), None, &me).expect("publish");
     let mut table = RouteTable::new();
     let intent = Intent::new("llm.chat");
-    let k = table.track(0, &intent);
+    let k = table.track(ms(0), &intent);
     assert_eq!(k, intent.routing_key());
     let d1 = table.recompute(&r, &ctx()).expect("first delta");
     assert_eq!(d1.version, 1);
@@ -433,12 +433,12 @@ fn route_table_emits_deltas_only_on_change() {
     assert!(table.recompute(&r, &ctx()).is_none(), "nothing changed");
     // A load change changes the score and so the weight.
     sad.load.utilization_pct = 90;
-    r.publish(0, sad, None, &me).expect("publish");
+    r.publish(ms(0), sad, None, &me).expect("publish");
     let d2 = table.recompute(&r, &ctx()).expect("weight changed");
     assert_eq!(d2.version, 2);
     assert!(d2.upserts[0].hops[0].weight < d1.upserts[0].hops[0].weight);
     // Withdrawn: the route goes away.
-    r.withdraw(0, "svc", &me).expect("withdraw");
+    r.withdraw(ms(0), "svc", &me).expect("withdraw");
     let d3 = table.recompute(&r, &ctx()).expect("removed");
     assert_eq!(d3.removals, vec![k]);
     assert!(d3.upserts.is_empty());
@@ -452,22 +452,28 @@ fn route_table_emits_deltas_only_on_change() {
 #[test]
 fn route_table_evicts_the_least_recently_resolved_class() {
     let mut r = Registry::new(node(0));
-    r.publish(0, chat("svc"), None, &key(0)).expect("publish");
+    r.publish(ms(0), chat("svc"), None, &key(0))
+        .expect("publish");
     let mut table = RouteTable::new();
     let intent = |ctx: u32| Intent {
         min_context: Some(ctx),
         ..Intent::new("llm.chat")
     };
     for c in 0..ROUTE_CLASSES_MAX as u32 {
-        table.track(u64::from(c), &intent(c));
+        table.track(ms(u64::from(c)), &intent(c));
     }
-    table.track(ROUTE_CLASSES_MAX as u64, &intent(0)); // refresh: now the most recent
+    table.track(ms(ROUTE_CLASSES_MAX as u64), &intent(0)); // refresh: now the most recent
     assert!(table.recompute(&r, &ctx()).is_some());
     let evicted = intent(1).routing_key();
-    table.track(1_000_000, &intent(999_999));
+    table.track(ms(1_000_000), &intent(999_999));
     assert_eq!(table.len(), ROUTE_CLASSES_MAX);
     let delta = table.recompute(&r, &ctx()).expect("eviction");
     assert!(delta.removals.contains(&evicted), "{:?}", delta.removals);
     // The new class has no candidate (context too large), so no upsert for it.
     assert!(delta.upserts.is_empty());
+}
+
+/// Registry time `ms` milliseconds after the epoch.
+fn ms(ms: u64) -> nexus_registry::Timestamp {
+    nexus_registry::Timestamp::from_millis(ms)
 }

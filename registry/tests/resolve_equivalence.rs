@@ -306,7 +306,8 @@ fn publish_with(
     }
     .sign(&key(n))
     .expect("sign");
-    r.apply(now, &signed).expect("apply");
+    r.apply(Timestamp::from_millis(now), &signed)
+        .expect("apply");
     if let Some((_, verdict)) = trusted {
         r.set_trust(&ServiceKey::new(node(n), s.id.clone()), verdict);
     }
@@ -358,7 +359,8 @@ fn withdraw(r: &mut Registry, now: Millis, n: u8, service: &str, version: u64) {
     }
     .sign(&key(n))
     .expect("sign");
-    r.apply(now, &signed).expect("apply");
+    r.apply(Timestamp::from_millis(now), &signed)
+        .expect("apply");
 }
 
 /// One seeded run: `ops` registry changes, checking `intents_per_check` random intents every
@@ -427,7 +429,7 @@ fn run_with(
                 r.node_down(node(n));
             }
             91..=95 => {
-                r.expire(now);
+                r.expire(Timestamp::from_millis(now));
             }
             _ => {}
         }

@@ -76,7 +76,7 @@ fn merge_is_order_independent() {
     let reference = {
         let mut r = Registry::new(node(0));
         for a in &adverts {
-            r.apply(0, a).expect("apply");
+            r.apply(ms(0), a).expect("apply");
         }
         r.check_invariants();
         r
@@ -87,9 +87,9 @@ fn merge_is_order_independent() {
         order.shuffle(&mut StdRng::seed_from_u64(seed));
         let mut r = Registry::new(node(0));
         for a in &order {
-            r.apply(0, a).expect("apply");
+            r.apply(ms(0), a).expect("apply");
             // Duplicates are always stale.
-            assert_eq!(r.apply(0, a), Ok(Applied::Stale));
+            assert_eq!(r.apply(ms(0), a), Ok(Applied::Stale));
         }
         r.check_invariants();
         assert!(
@@ -112,17 +112,17 @@ fn merge_is_order_independent() {
 #[test]
 fn apply_reports_what_changed() {
     let mut r = Registry::new(node(0));
-    assert_eq!(r.apply(0, &live(1, "a", 2, 10)), Ok(Applied::Inserted));
-    assert_eq!(r.apply(0, &live(1, "a", 1, 10)), Ok(Applied::Stale));
-    assert_eq!(r.apply(0, &live(1, "a", 3, 10)), Ok(Applied::Updated));
+    assert_eq!(r.apply(ms(0), &live(1, "a", 2, 10)), Ok(Applied::Inserted));
+    assert_eq!(r.apply(ms(0), &live(1, "a", 1, 10)), Ok(Applied::Stale));
+    assert_eq!(r.apply(ms(0), &live(1, "a", 3, 10)), Ok(Applied::Updated));
     assert_eq!(
-        r.apply(0, &withdrawn(1, "a", 3)),
+        r.apply(ms(0), &withdrawn(1, "a", 3)),
         Ok(Applied::Withdrawn),
         "withdrawal wins a tie"
     );
-    assert_eq!(r.apply(0, &live(1, "a", 3, 10)), Ok(Applied::Stale));
+    assert_eq!(r.apply(ms(0), &live(1, "a", 3, 10)), Ok(Applied::Stale));
     assert_eq!(
-        r.apply(0, &live(1, "a", 4, 10)),
+        r.apply(ms(0), &live(1, "a", 4, 10)),
         Ok(Applied::Inserted),
         "a newer version re-adds"
     );
@@ -133,11 +133,11 @@ fn apply_reports_what_changed() {
 fn leases_expire_and_guards_are_dropped_later() {
     let mut r = Registry::new(node(0));
     let a = live(1, "a", 1, 10); // ttl 30 s
-    r.apply(1_000, &a).expect("apply");
+    r.apply(ms(1_000), &a).expect("apply");
     let k = ServiceKey::new(node(1), "a");
     assert_eq!(r.get(&k).expect("live").expires_at(), 31_000);
-    assert_eq!(r.poll_timeout(), Some(31_000));
-    assert!(r.expire(30_999).is_empty());
+    assert_eq!(r.poll_timeout(), Some(ms(31_000)));
+    assert!(r.expire(ms(30_999)).is_empty());
     // Resolve already ignores an entry whose lease ended, before expire runs.
     let intent = Intent::new("llm.chat");
     let at = |now| ResolveContext {
@@ -147,13 +147,13 @@ fn leases_expire_and_guards_are_dropped_later() {
     };
     assert_eq!(r.resolve(&intent, &at(30_999)).candidates.len(), 1);
     assert_eq!(r.resolve(&intent, &at(31_000)).candidates.len(), 0);
-    assert_eq!(r.expire(31_000), vec![k.clone()]);
+    assert_eq!(r.expire(ms(31_000)), vec![k.clone()]);
     assert!(r.get(&k).is_none());
     assert_eq!(r.record(&k).expect("guard").state(), RecordState::Expired);
     // The same version gossiped again does not come back; a newer one does.
-    assert_eq!(r.apply(32_000, &a), Ok(Applied::Stale));
-    assert_eq!(r.poll_timeout(), Some(31_000 + TOMBSTONE_TTL_MS));
-    assert!(r.expire(31_000 + TOMBSTONE_TTL_MS).is_empty());
+    assert_eq!(r.apply(ms(32_000), &a), Ok(Applied::Stale));
+    assert_eq!(r.poll_timeout(), Some(ms(31_000) + TOMBSTONE_TTL));
+    assert!(r.expire(ms(31_000) + TOMBSTONE_TTL).is_empty());
     assert!(r.record(&k).is_none(), "guard dropped");
     assert_eq!(r.stats().records, 0);
     r.check_invariants();
@@ -162,28 +162,31 @@ fn leases_expire_and_guards_are_dropped_later() {
 #[test]
 fn a_newer_version_renews_the_lease() {
     let mut r = Registry::new(node(0));
-    r.apply(0, &live(1, "a", 1, 10)).expect("apply");
-    r.apply(20_000, &live(1, "a", 2, 10)).expect("apply");
-    assert!(r.expire(30_000).is_empty());
-    assert_eq!(r.expire(50_000).len(), 1);
+    r.apply(ms(0), &live(1, "a", 1, 10)).expect("apply");
+    r.apply(ms(20_000), &live(1, "a", 2, 10)).expect("apply");
+    assert!(r.expire(ms(30_000)).is_empty());
+    assert_eq!(r.expire(ms(50_000)).len(), 1);
 }
 
 #[test]
 fn tombstones_prevent_resurrection_until_their_ttl() {
     let mut r = Registry::new(node(0));
-    r.apply(0, &live(1, "a", 1, 10)).expect("apply");
-    assert_eq!(r.apply(0, &withdrawn(1, "a", 2)), Ok(Applied::Withdrawn));
+    r.apply(ms(0), &live(1, "a", 1, 10)).expect("apply");
+    assert_eq!(
+        r.apply(ms(0), &withdrawn(1, "a", 2)),
+        Ok(Applied::Withdrawn)
+    );
     assert!(r.is_empty());
-    assert_eq!(r.apply(5, &live(1, "a", 1, 10)), Ok(Applied::Stale));
-    assert_eq!(r.apply(5, &live(1, "a", 2, 10)), Ok(Applied::Stale));
+    assert_eq!(r.apply(ms(5), &live(1, "a", 1, 10)), Ok(Applied::Stale));
+    assert_eq!(r.apply(ms(5), &live(1, "a", 2, 10)), Ok(Applied::Stale));
     assert!(r.is_empty());
     // A withdrawal that arrives before the live advert it supersedes.
     let mut r2 = Registry::new(node(0));
-    r2.apply(0, &withdrawn(1, "b", 5)).expect("apply");
-    assert_eq!(r2.apply(0, &live(1, "b", 4, 10)), Ok(Applied::Stale));
+    r2.apply(ms(0), &withdrawn(1, "b", 5)).expect("apply");
+    assert_eq!(r2.apply(ms(0), &live(1, "b", 4, 10)), Ok(Applied::Stale));
     assert!(r2.is_empty());
     // After the tombstone TTL it is gone, and then (only then) an old advert could return.
-    assert!(r2.expire(TOMBSTONE_TTL_MS).is_empty());
+    assert!(r2.expire(Timestamp::ZERO + TOMBSTONE_TTL).is_empty());
     assert_eq!(r2.stats().records, 0);
 }
 
@@ -191,9 +194,9 @@ fn tombstones_prevent_resurrection_until_their_ttl() {
 fn node_down_withdraws_and_guards() {
     let mut r = Registry::new(node(0));
     for s in ["a", "b", "c"] {
-        r.apply(0, &live(1, s, 3, 10)).expect("apply");
+        r.apply(ms(0), &live(1, s, 3, 10)).expect("apply");
     }
-    r.apply(0, &live(2, "a", 1, 10)).expect("apply");
+    r.apply(ms(0), &live(2, "a", 1, 10)).expect("apply");
     let digest_before = r.digest();
     let down = r.node_down(node(1));
     assert_eq!(down.len(), 3);
@@ -204,8 +207,8 @@ fn node_down_withdraws_and_guards() {
     assert_eq!(r.adverts_of(node(1)).len(), 3);
     assert!(r.node_down(node(1)).is_empty(), "idempotent");
     // Re-gossiped old adverts do not revive; a newer version does.
-    assert_eq!(r.apply(0, &live(1, "a", 3, 10)), Ok(Applied::Stale));
-    assert_eq!(r.apply(0, &live(1, "a", 4, 10)), Ok(Applied::Inserted));
+    assert_eq!(r.apply(ms(0), &live(1, "a", 3, 10)), Ok(Applied::Stale));
+    assert_eq!(r.apply(ms(0), &live(1, "a", 4, 10)), Ok(Applied::Inserted));
     assert_eq!(r.len(), 2);
     r.check_invariants();
 }
@@ -214,16 +217,16 @@ fn node_down_withdraws_and_guards() {
 fn publish_and_withdraw_local_services() {
     let me = key(7);
     let mut r = Registry::new(node(7));
-    let a1 = r.publish(0, chat("svc"), None, &me).expect("publish");
+    let a1 = r.publish(ms(0), chat("svc"), None, &me).expect("publish");
     assert_eq!(a1.version(), 1);
     let a2 = r
-        .publish(0, chat("svc"), Some(coord(1.0, 0.0)), &me)
+        .publish(ms(0), chat("svc"), Some(coord(1.0, 0.0)), &me)
         .expect("publish");
     assert_eq!(a2.version(), 2);
     let mut min = chat("svc");
     min.version = 100;
     assert_eq!(
-        r.publish(0, min, None, &me).expect("publish").version(),
+        r.publish(ms(0), min, None, &me).expect("publish").version(),
         100
     );
     assert_eq!(r.local_services().count(), 1);
@@ -238,7 +241,7 @@ fn publish_and_withdraw_local_services() {
     );
     // Wrong key, invalid SAD.
     assert_eq!(
-        r.publish(0, chat("x"), None, &key(1))
+        r.publish(ms(0), chat("x"), None, &key(1))
             .expect_err("key")
             .field,
         "key"
@@ -246,21 +249,21 @@ fn publish_and_withdraw_local_services() {
     let mut bad = chat("x");
     bad.ttl_s = 1;
     assert_eq!(
-        r.publish(0, bad, None, &me).expect_err("ttl").field,
+        r.publish(ms(0), bad, None, &me).expect_err("ttl").field,
         "ttl_s"
     );
 
-    let w = r.withdraw(0, "svc", &me).expect("withdraw");
+    let w = r.withdraw(ms(0), "svc", &me).expect("withdraw");
     assert_eq!(w.version(), 101);
     assert!(w.is_withdrawal());
-    assert!(r.withdraw(0, "svc", &me).is_none(), "already withdrawn");
-    assert!(r.withdraw(0, "nope", &me).is_none());
+    assert!(r.withdraw(ms(0), "svc", &me).is_none(), "already withdrawn");
+    assert!(r.withdraw(ms(0), "nope", &me).is_none());
     assert_eq!(r.local_services().count(), 0);
 
     // Other nodes accept both, in either order, and end withdrawn.
     let mut other = Registry::new(node(8));
-    assert_eq!(other.apply(0, &w), Ok(Applied::Withdrawn));
-    assert_eq!(other.apply(0, &a2), Ok(Applied::Stale));
+    assert_eq!(other.apply(ms(0), &w), Ok(Applied::Withdrawn));
+    assert_eq!(other.apply(ms(0), &a2), Ok(Applied::Stale));
     r.check_invariants();
 }
 
@@ -271,17 +274,23 @@ fn version_floor_outranks_pre_restart_adverts() {
     before.set_version_floor(version_floor(1));
     let mut old = None;
     for _ in 0..5 {
-        old = Some(before.publish(0, chat("svc"), None, &me).expect("publish"));
+        old = Some(
+            before
+                .publish(ms(0), chat("svc"), None, &me)
+                .expect("publish"),
+        );
     }
     let old = old.expect("published");
     // Restart: empty store, next generation.
     let mut after = Registry::new(node(7));
     after.set_version_floor(version_floor(2));
-    let new = after.publish(0, chat("svc"), None, &me).expect("publish");
+    let new = after
+        .publish(ms(0), chat("svc"), None, &me)
+        .expect("publish");
     assert!(new.version() > old.version());
     let mut peer = Registry::new(node(1));
-    peer.apply(0, &new).expect("apply");
-    assert_eq!(peer.apply(0, &old), Ok(Applied::Stale));
+    peer.apply(ms(0), &new).expect("apply");
+    assert_eq!(peer.apply(ms(0), &old), Ok(Applied::Stale));
 }
 
 #[test]
@@ -289,23 +298,29 @@ fn capacity_per_node_is_enforced() {
     let me = key(3);
     let mut r = Registry::new(node(3));
     for s in 0..SERVICES_PER_NODE_MAX {
-        r.publish(0, chat(&format!("s{s}")), None, &me)
+        r.publish(ms(0), chat(&format!("s{s}")), None, &me)
             .expect("publish");
     }
     let extra = live(3, "one-too-many", 1, 10);
     let mut other = Registry::new(node(0));
     for a in r.adverts_of(node(3)) {
-        other.apply(0, &a).expect("apply");
+        other.apply(ms(0), &a).expect("apply");
     }
-    assert!(matches!(other.apply(0, &extra), Err(AdvertError::Full(_))));
+    assert!(matches!(
+        other.apply(ms(0), &extra),
+        Err(AdvertError::Full(_))
+    ));
     assert_eq!(other.len(), SERVICES_PER_NODE_MAX);
     // Updates of held services still go through.
-    assert_eq!(other.apply(0, &live(3, "s0", 50, 10)), Ok(Applied::Updated));
+    assert_eq!(
+        other.apply(ms(0), &live(3, "s0", 50, 10)),
+        Ok(Applied::Updated)
+    );
 }
 
 /// One anti-entropy exchange in both directions, through the wire form of the digests
 /// (split into datagram-sized chunks).
-fn exchange(a: &mut Registry, b: &mut Registry, now: Millis) -> usize {
+fn exchange(a: &mut Registry, b: &mut Registry, now: Timestamp) -> usize {
     let mut sent = 0;
     for chunk in a.digest().split(DIGEST_CHUNK_ORIGINS) {
         let bytes = chunk.to_bytes();
@@ -356,18 +371,18 @@ fn two_diverged_registries_converge_by_digest_exchange() {
         let to_a = rng.random_bool(0.6);
         let to_b = rng.random_bool(0.6);
         if to_a {
-            a.apply(0, advert).expect("apply");
+            a.apply(ms(0), advert).expect("apply");
         }
         if to_b {
-            b.apply(0, advert).expect("apply");
+            b.apply(ms(0), advert).expect("apply");
         }
         if to_a || to_b {
-            union.apply(0, advert).expect("apply");
+            union.apply(ms(0), advert).expect("apply");
         }
     }
     assert_ne!(a.digest(), b.digest());
     assert!(!a.differing(&b.digest()).is_empty());
-    let first = exchange(&mut a, &mut b, 0);
+    let first = exchange(&mut a, &mut b, Timestamp::ZERO);
     assert!(first > 0);
     assert_eq!(a.digest(), b.digest());
     assert!(a.differing(&b.digest()).is_empty());
@@ -380,7 +395,11 @@ fn two_diverged_registries_converge_by_digest_exchange() {
         snapshot(&a) == snapshot(&union),
         "a = union of what a and b saw"
     );
-    assert_eq!(exchange(&mut a, &mut b, 0), 0, "nothing left to send");
+    assert_eq!(
+        exchange(&mut a, &mut b, Timestamp::ZERO),
+        0,
+        "nothing left to send"
+    );
     a.check_invariants();
     b.check_invariants();
 }
@@ -389,7 +408,7 @@ fn two_diverged_registries_converge_by_digest_exchange() {
 fn differing_respects_a_partial_range() {
     let mut a = Registry::new(node(100));
     for i in 1..=60u8 {
-        a.apply(0, &live(i, "s", 1, 1)).expect("apply");
+        a.apply(ms(0), &live(i, "s", 1, 1)).expect("apply");
     }
     let b = Registry::new(node(101));
     let chunks = a.digest().split(DIGEST_CHUNK_ORIGINS);
@@ -406,4 +425,9 @@ fn differing_respects_a_partial_range() {
     for w in chunks.windows(2) {
         assert!(w[0].last < w[1].first);
     }
+}
+
+/// Registry time `ms` milliseconds after the epoch.
+fn ms(ms: u64) -> nexus_registry::Timestamp {
+    nexus_registry::Timestamp::from_millis(ms)
 }

@@ -133,9 +133,9 @@ fn sad(id: &str) -> Sad {
 
 /// A node whose registry time 0 is `EPOCH_MS`, following the fixture's CA.
 fn node(n: u8) -> RegistryNode<MemoryStore> {
-    let mut node = RegistryNode::new(0, key(n), MemoryStore::default(), 0, Vec::new()).unwrap();
+    let mut node = RegistryNode::new(ms(0), key(n), MemoryStore::default(), 0, Vec::new()).unwrap();
     node.set_unix_epoch_ms(EPOCH_MS);
-    let report = node.on_trust_update(0, &TrustUpdate::from_ca_state(&fixture().ca, 0));
+    let report = node.on_trust_update(ms(0), &TrustUpdate::from_ca_state(&fixture().ca, 0));
     assert!(report.keys_changed() && report.rejected_circuits.is_empty());
     node
 }
@@ -195,10 +195,10 @@ fn intent(f: impl FnOnce(&mut Intent)) -> Intent {
 
 /// Resolves with and without explain and against the reference definition; all must agree.
 fn resolve(node: &mut RegistryNode<MemoryStore>, now: u64, i: &Intent) -> Resolution {
-    let plain = node.resolve(now, i);
+    let plain = node.resolve(ms(now), i);
     let mut explained = i.clone();
     explained.explain = true;
-    let with_reasons = node.resolve(now, &explained);
+    let with_reasons = node.resolve(ms(now), &explained);
     assert_eq!(names(&plain), names(&with_reasons), "{}", i.canonical());
     let ctx = ResolveContext {
         now,
@@ -251,7 +251,7 @@ fn mixed() -> RegistryNode<MemoryStore> {
         crafted(2, "short", 1, Some(creds(SHORT, vec![f.acme_att]))),
     ];
     for a in &adverts {
-        b.on_delivered(10, a);
+        b.on_delivered(ms(10), a);
     }
     b
 }
@@ -262,15 +262,15 @@ fn delivered_credentials_wait_for_one_batch_then_filter_resolves() {
     // Applied at once (the CRDT does not wait), but not resolvable before verification.
     assert_eq!(b.registry().len(), 8);
     assert_eq!(b.registry().pending_len(), 7);
-    let before = b.resolve_untracked(10, &intent(|i| i.explain = true));
+    let before = b.resolve_untracked(ms(10), &intent(|i| i.explain = true));
     assert_eq!(names(&before), vec!["plain"]);
     assert_eq!(reason(&before, "acme"), "credentials not verified yet");
     // One flush verifies all seven.
-    assert_eq!(b.flush_trust(20), 7);
+    assert_eq!(b.flush_trust(ms(20)), 7);
     assert_eq!(b.registry().pending_len(), 0);
     let report = b.take_report();
     assert_eq!((report.trust_verified, report.trust_rejected), (4, 3));
-    assert_eq!(b.flush_trust(20), 0, "nothing left to verify");
+    assert_eq!(b.flush_trust(ms(20)), 0, "nothing left to verify");
 
     let all = resolve(&mut b, 30, &intent(|_| {}));
     assert_eq!(
@@ -369,7 +369,7 @@ fn delivered_credentials_wait_for_one_batch_then_filter_resolves() {
 #[test]
 fn expiry_is_checked_at_resolve_time() {
     let mut b = mixed();
-    b.flush_trust(20);
+    b.flush_trust(ms(20));
     let not_after = mic(SHORT).body.not_after_ms - EPOCH_MS;
     let at_end = resolve(&mut b, not_after, &intent(|i| i.require_mic = true));
     assert!(
@@ -389,9 +389,12 @@ fn expiry_is_checked_at_resolve_time() {
 fn a_revoked_serial_is_rejected_on_delivery_and_dropped_on_a_later_update() {
     // Dropped on a later update, with a route delta.
     let mut b = node(1);
-    b.on_delivered(10, &crafted(2, "doomed", 1, Some(creds(DOOMED, vec![]))));
-    b.on_delivered(10, &crafted(2, "acme", 1, Some(acme())));
-    b.flush_trust(10);
+    b.on_delivered(
+        ms(10),
+        &crafted(2, "doomed", 1, Some(creds(DOOMED, vec![]))),
+    );
+    b.on_delivered(ms(10), &crafted(2, "acme", 1, Some(acme())));
+    b.flush_trust(ms(10));
     let class = intent(|i| i.publishers = vec!["acme".into()]);
     assert_eq!(names(&resolve(&mut b, 20, &class)), vec!["acme", "doomed"]);
     let (v1, routes) = b.routes();
@@ -400,7 +403,7 @@ fn a_revoked_serial_is_rejected_on_delivery_and_dropped_on_a_later_update() {
     assert!(hops.contains(&"doomed".to_string()), "{hops:?}");
 
     let ca = revoked_ca(DOOMED);
-    let report = b.on_trust_update(30, &TrustUpdate::from_ca_state(&ca, 0));
+    let report = b.on_trust_update(ms(30), &TrustUpdate::from_ca_state(&ca, 0));
     assert_eq!(report.revoked, vec![DOOMED]);
     assert!(matches!(
         b.registry()
@@ -423,9 +426,12 @@ fn a_revoked_serial_is_rejected_on_delivery_and_dropped_on_a_later_update() {
 
     // Rejected on delivery at a node that already knows the revocation.
     let mut c = node(3);
-    c.on_trust_update(0, &TrustUpdate::from_ca_state(&ca, 0));
-    c.on_delivered(50, &crafted(2, "doomed", 1, Some(creds(DOOMED, vec![]))));
-    c.flush_trust(50);
+    c.on_trust_update(ms(0), &TrustUpdate::from_ca_state(&ca, 0));
+    c.on_delivered(
+        ms(50),
+        &crafted(2, "doomed", 1, Some(creds(DOOMED, vec![]))),
+    );
+    c.flush_trust(ms(50));
     let r = resolve(&mut c, 50, &intent(|_| {}));
     assert!(r.candidates.is_empty());
     assert!(reason(&r, "doomed").contains("MIC 5 revoked at"));
@@ -436,7 +442,7 @@ fn a_revoked_serial_is_rejected_on_delivery_and_dropped_on_a_later_update() {
 #[test]
 fn revocation_is_rechecked_at_resolve_time_even_before_the_verdict_changes() {
     let mut b = mixed();
-    b.flush_trust(20);
+    b.flush_trust(ms(20));
     // Resolve against a context that knows the revocation while the registry's verdicts do not
     // (what a resolve sees between an update's arrival and its re-evaluation).
     let mut ctx_trust = nexus_trust_core::verify::TrustContext::new();
@@ -458,16 +464,16 @@ fn revocation_is_rechecked_at_resolve_time_even_before_the_verdict_changes() {
 
 #[test]
 fn unknown_ca_until_the_first_update_then_verified() {
-    let mut b = RegistryNode::new(0, key(1), MemoryStore::default(), 0, Vec::new()).unwrap();
+    let mut b = RegistryNode::new(ms(0), key(1), MemoryStore::default(), 0, Vec::new()).unwrap();
     b.set_unix_epoch_ms(EPOCH_MS);
-    b.on_delivered(10, &crafted(2, "acme", 1, Some(acme())));
-    b.flush_trust(10);
+    b.on_delivered(ms(10), &crafted(2, "acme", 1, Some(acme())));
+    b.flush_trust(ms(10));
     let entry_key = ServiceKey::new(node_id_of(&key(2)), "acme");
     assert!(matches!(
         b.registry().get(&entry_key).unwrap().trust(),
         TrustVerdict::Rejected(TrustReject::UnknownCaKey { .. })
     ));
-    b.on_trust_update(20, &TrustUpdate::from_ca_state(&fixture().ca, 0));
+    b.on_trust_update(ms(20), &TrustUpdate::from_ca_state(&fixture().ca, 0));
     assert!(matches!(
         b.registry().get(&entry_key).unwrap().trust(),
         TrustVerdict::Verified(v) if v.serial == ACME
@@ -477,29 +483,29 @@ fn unknown_ca_until_the_first_update_then_verified() {
 #[test]
 fn a_new_version_with_the_same_credentials_keeps_its_verdict() {
     let mut b = node(1);
-    b.on_delivered(10, &crafted(2, "acme", 1, Some(acme())));
-    assert_eq!(b.flush_trust(10), 1);
-    b.on_delivered(20, &crafted(2, "acme", 2, Some(acme())));
+    b.on_delivered(ms(10), &crafted(2, "acme", 1, Some(acme())));
+    assert_eq!(b.flush_trust(ms(10)), 1);
+    b.on_delivered(ms(20), &crafted(2, "acme", 2, Some(acme())));
     assert_eq!(
         b.registry().pending_len(),
         0,
         "same credentials: no re-verification"
     );
-    assert_eq!(b.flush_trust(20), 0);
+    assert_eq!(b.flush_trust(ms(20)), 0);
     // Different credentials: verified again (and here, rejected).
     let f = fixture();
     b.on_delivered(
-        30,
+        ms(30),
         &crafted(2, "acme", 3, Some(creds(ACME, vec![f.wrong_key_att]))),
     );
-    assert_eq!(b.flush_trust(30), 1);
+    assert_eq!(b.flush_trust(ms(30)), 1);
     let entry = b
         .registry()
         .get(&ServiceKey::new(node_id_of(&key(2)), "acme"))
         .unwrap();
     assert!(matches!(entry.trust(), TrustVerdict::Rejected(_)));
     // Dropping the credentials makes it an ordinary service again.
-    b.on_delivered(40, &crafted(2, "acme", 4, None));
+    b.on_delivered(ms(40), &crafted(2, "acme", 4, None));
     let entry = b
         .registry()
         .get(&ServiceKey::new(node_id_of(&key(2)), "acme"))
@@ -516,7 +522,7 @@ fn register_checks_credentials_before_accepting_and_persists_them() {
         attestations: vec![],
     };
     let err = a
-        .register_with_credentials(10, sad("svc"), Some(forged))
+        .register_with_credentials(ms(10), sad("svc"), Some(forged))
         .unwrap_err();
     assert!(
         matches!(
@@ -533,14 +539,14 @@ fn register_checks_credentials_before_accepting_and_persists_them() {
     // A proof that does not verify.
     let bad = creds(ACME, vec![fixture().wrong_key_att]);
     assert!(matches!(
-        a.register_with_credentials(10, sad("svc"), Some(bad)),
+        a.register_with_credentials(ms(10), sad("svc"), Some(bad)),
         Err(NodeError::Trust(TrustReject::AttestationInvalid { .. }))
     ));
     // The SAD may not name another MIC.
     let mut other = sad("svc");
     other.trust.mic_serial = Some(BETA);
     let err = a
-        .register_with_credentials(10, other, Some(acme()))
+        .register_with_credentials(ms(10), other, Some(acme()))
         .unwrap_err();
     assert!(
         matches!(&err, NodeError::Invalid(e) if e.field == "trust.mic_serial"),
@@ -548,7 +554,7 @@ fn register_checks_credentials_before_accepting_and_persists_them() {
     );
     // Genuine: accepted, mic_serial filled in, persisted with the credentials, advertised.
     assert!(
-        a.register_with_credentials(10, sad("svc"), Some(acme()))
+        a.register_with_credentials(ms(10), sad("svc"), Some(acme()))
             .unwrap()
     );
     let local = &a.local_services()["svc"];
@@ -570,15 +576,15 @@ fn register_checks_credentials_before_accepting_and_persists_them() {
     assert_eq!(names(&r), vec!["svc"]);
     // Another node accepts what it was sent.
     let mut b = node(1);
-    b.on_delivered(20, &sent[0]);
-    b.flush_trust(20);
+    b.on_delivered(ms(20), &sent[0]);
+    b.flush_trust(ms(20));
     assert_eq!(
         names(&resolve(&mut b, 20, &intent(|i| i.require_mic = true))),
         vec!["svc"]
     );
     // Load updates and re-publishes keep the credentials.
     a.patch_load(
-        30,
+        ms(30),
         "svc",
         &serde_json::from_str(r#"{"queue_depth":3}"#).unwrap(),
     )
@@ -592,17 +598,17 @@ fn register_checks_credentials_before_accepting_and_persists_them() {
         Some(ACME)
     );
     // A registration without credentials replaces them.
-    a.register(40, sad("svc")).unwrap();
+    a.register(ms(40), sad("svc")).unwrap();
     assert!(a.store().credentials.is_empty());
     assert!(a.local_services()["svc"].credentials.is_none());
 }
 
 #[test]
 fn a_node_without_ca_keys_refuses_credentials_and_a_store_without_support_fails_loudly() {
-    let mut a = RegistryNode::new(0, key(2), MemoryStore::default(), 0, Vec::new()).unwrap();
+    let mut a = RegistryNode::new(ms(0), key(2), MemoryStore::default(), 0, Vec::new()).unwrap();
     a.set_unix_epoch_ms(EPOCH_MS);
     assert!(matches!(
-        a.register_with_credentials(10, sad("svc"), Some(acme())),
+        a.register_with_credentials(ms(10), sad("svc"), Some(acme())),
         Err(NodeError::Trust(TrustReject::UnknownCaKey { .. }))
     ));
 
@@ -621,25 +627,25 @@ fn a_node_without_ca_keys_refuses_credentials_and_a_store_without_support_fails_
             Ok(())
         }
     }
-    let mut n = RegistryNode::new(0, key(2), SadOnly::default(), 0, Vec::new()).unwrap();
+    let mut n = RegistryNode::new(ms(0), key(2), SadOnly::default(), 0, Vec::new()).unwrap();
     n.set_unix_epoch_ms(EPOCH_MS);
-    n.on_trust_update(0, &TrustUpdate::from_ca_state(&fixture().ca, 0));
+    n.on_trust_update(ms(0), &TrustUpdate::from_ca_state(&fixture().ca, 0));
     assert!(matches!(
-        n.register_with_credentials(10, sad("svc"), Some(acme())),
+        n.register_with_credentials(ms(10), sad("svc"), Some(acme())),
         Err(NodeError::Storage(_))
     ));
     assert!(n.local_services().is_empty());
-    assert!(n.register(10, sad("svc")).unwrap());
+    assert!(n.register(ms(10), sad("svc")).unwrap());
 }
 
 #[test]
 fn a_restarted_node_advertises_its_stored_credentials_again() {
     let mut a = node(2);
-    a.register_with_credentials(10, sad("svc"), Some(acme()))
+    a.register_with_credentials(ms(10), sad("svc"), Some(acme()))
         .unwrap();
     let store = a.store().clone();
     let mut restarted = RegistryNode::restore(
-        0,
+        ms(0),
         key(2),
         store.clone(),
         store.version_floor,
@@ -656,7 +662,7 @@ fn a_restarted_node_advertises_its_stored_credentials_again() {
     );
     // Its own verdict waits for the trust context, then verifies.
     restarted.set_unix_epoch_ms(EPOCH_MS);
-    restarted.on_trust_update(5, &TrustUpdate::from_ca_state(&fixture().ca, 0));
+    restarted.on_trust_update(ms(5), &TrustUpdate::from_ca_state(&fixture().ca, 0));
     assert_eq!(
         names(&resolve(
             &mut restarted,
@@ -807,4 +813,9 @@ fn intent_trust_constraints_are_validated_and_in_the_canonical_form() {
         Intent::from_json(long.as_bytes()).unwrap_err().field,
         "publishers[0]"
     );
+}
+
+/// Registry time `ms` milliseconds after the epoch.
+fn ms(ms: u64) -> nexus_registry::Timestamp {
+    nexus_registry::Timestamp::from_millis(ms)
 }

@@ -20,22 +20,22 @@ use nexus_actors::{
     RegistrySettings, Scope, SupervisorMsg, registry_inbox,
 };
 use nexus_gossip::{MemberId, MemberMeta, MemberState, MemberView, NodeId};
-use nexus_registry::{MemoryStore, Millis, Output, RegistryNode, Sad};
+use nexus_registry::{MemoryStore, Output, RegistryNode, Sad, Timestamp};
 use nexus_sim::core_mode::{RegistryHost, drain_registry, fire_registry_timers};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-/// What the registry asked the gossip layer to send, and when (ms since the node's epoch).
+/// What the registry asked the gossip layer to send, and when (time since the node's epoch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Sent {
-    Broadcast(Millis, Vec<u8>),
-    Direct(Millis, SocketAddr, Vec<u8>),
-    ToRandomNeighbor(Millis, Vec<u8>),
+    Broadcast(Timestamp, Vec<u8>),
+    Direct(Timestamp, SocketAddr, Vec<u8>),
+    ToRandomNeighbor(Timestamp, Vec<u8>),
 }
 
 /// The services a node's registry holds live after a step: (origin, service, version).
 type Snapshot = Vec<([u8; 32], String, u64)>;
 
-/// One step of the script, at a time in ms.
+/// One step of the script, at a time since the node's epoch.
 #[derive(Debug, Clone)]
 enum Step {
     Register(Box<Sad>),
@@ -44,7 +44,7 @@ enum Step {
     Members(Vec<MemberView>),
 }
 
-const END_MS: Millis = 6_100;
+const END: Timestamp = Timestamp::from_millis(6_100);
 
 fn key(n: u8) -> SigningKey {
     SigningKey::from_bytes(&[n; 32])
@@ -83,12 +83,18 @@ fn settings() -> RegistrySettings {
 
 /// Every time the core's timers fire over the run, so the script's steps avoid those instants
 /// (a step and a timer at the same millisecond have no order on a tokio runtime).
-fn timer_instants() -> Vec<Millis> {
-    let mut probe =
-        RegistryNode::new(0, key(1), MemoryStore::default(), 0, Vec::new()).expect("probe node");
-    probe.start_timers(0, settings().timers());
+fn timer_instants() -> Vec<Timestamp> {
+    let mut probe = RegistryNode::new(
+        Timestamp::ZERO,
+        key(1),
+        MemoryStore::default(),
+        0,
+        Vec::new(),
+    )
+    .expect("probe node");
+    probe.start_timers(Timestamp::ZERO, settings().timers());
     let mut at = Vec::new();
-    while let Some(t) = probe.poll_timeout().filter(|&t| t <= END_MS) {
+    while let Some(t) = probe.poll_timeout().filter(|&t| t <= END) {
         at.push(t);
         probe.handle_timeout(t);
     }
@@ -96,10 +102,18 @@ fn timer_instants() -> Vec<Millis> {
 }
 
 /// The script: node 2's advert and digest come from node 2's own core.
-fn script() -> Vec<(Millis, Step)> {
-    let mut remote =
-        RegistryNode::new(0, key(2), MemoryStore::default(), 0, Vec::new()).expect("remote node");
-    remote.register(5, sad("remote", 30)).expect("register");
+fn script() -> Vec<(Timestamp, Step)> {
+    let mut remote = RegistryNode::new(
+        Timestamp::ZERO,
+        key(2),
+        MemoryStore::default(),
+        0,
+        Vec::new(),
+    )
+    .expect("remote node");
+    remote
+        .register(Timestamp::from_millis(5), sad("remote", 30))
+        .expect("register");
     remote.anti_entropy();
     let mut advert = None;
     let mut digest = None;
@@ -112,9 +126,10 @@ fn script() -> Vec<(Millis, Step)> {
     }
     let (advert, digest) = (advert.expect("advert"), digest.expect("digest"));
     let timers = timer_instants();
-    let clear = |mut t: Millis| {
+    let clear = |ms: u64| {
+        let mut t = Timestamp::from_millis(ms);
         while timers.contains(&t) {
-            t += 1;
+            t = t + Duration::from_millis(1);
         }
         t
     };
@@ -154,9 +169,9 @@ fn snapshot(node: &RegistryNode<MemoryStore>) -> Snapshot {
 }
 
 /// The simulator's side: the core driven as core mode drives it.
-fn simulator(script: &[(Millis, Step)]) -> (Vec<Sent>, Vec<Snapshot>) {
+fn simulator(script: &[(Timestamp, Step)]) -> (Vec<Sent>, Vec<Snapshot>) {
     struct Recorder {
-        now: Millis,
+        now: Timestamp,
         members: Vec<MemberView>,
         sent: Vec<Sent>,
     }
@@ -175,15 +190,21 @@ fn simulator(script: &[(Millis, Step)]) -> (Vec<Sent>, Vec<Snapshot>) {
         }
     }
     let mut host = Recorder {
-        now: 0,
+        now: Timestamp::ZERO,
         members: Vec::new(),
         sent: Vec::new(),
     };
-    let mut node =
-        RegistryNode::new(0, key(1), MemoryStore::default(), 0, Vec::new()).expect("node");
-    node.start_timers(0, settings().timers());
+    let mut node = RegistryNode::new(
+        Timestamp::ZERO,
+        key(1),
+        MemoryStore::default(),
+        0,
+        Vec::new(),
+    )
+    .expect("node");
+    node.start_timers(Timestamp::ZERO, settings().timers());
     let mut snapshots = Vec::new();
-    let run_to = |node: &mut RegistryNode<MemoryStore>, host: &mut Recorder, t: Millis| {
+    let run_to = |node: &mut RegistryNode<MemoryStore>, host: &mut Recorder, t: Timestamp| {
         while let Some(d) = node.poll_timeout().filter(|&d| d <= t) {
             host.now = d;
             assert!(fire_registry_timers(node, d));
@@ -206,7 +227,7 @@ fn simulator(script: &[(Millis, Step)]) -> (Vec<Sent>, Vec<Snapshot>) {
         drain_registry(&mut node, *t, &mut host);
         snapshots.push(snapshot(&node));
     }
-    run_to(&mut node, &mut host, END_MS);
+    run_to(&mut node, &mut host, END);
     snapshots.push(snapshot(&node));
     (host.sent, snapshots)
 }
@@ -239,9 +260,8 @@ impl Actor for FakeGossip {
         msg: GossipMsg,
         state: &mut GossipState,
     ) -> Result<(), ActorProcessingErr> {
-        let now = tokio::time::Instant::now()
-            .duration_since(state.epoch)
-            .as_millis() as Millis;
+        let elapsed = tokio::time::Instant::now().duration_since(state.epoch);
+        let now = Timestamp::from_micros(u64::try_from(elapsed.as_micros()).expect("in range"));
         let sent = match msg {
             GossipMsg::Members(reply) => {
                 let members = state.members.lock().expect("lock").clone();
@@ -288,7 +308,7 @@ impl Actor for FakeSupervisor {
 }
 
 /// The actor's side: the real registry actor on a paused clock.
-fn actor(script: &[(Millis, Step)]) -> (Vec<Sent>, Vec<Snapshot>) {
+fn actor(script: &[(Timestamp, Step)]) -> (Vec<Sent>, Vec<Snapshot>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -338,7 +358,7 @@ fn actor(script: &[(Millis, Step)]) -> (Vec<Sent>, Vec<Snapshot>) {
         let mut snapshots = Vec::new();
         for (t, step) in script {
             // The clock advances to `t`, through each of the actor's timer deadlines in turn.
-            tokio::time::sleep_until(epoch + Duration::from_millis(*t)).await;
+            tokio::time::sleep_until(epoch + Duration::from_micros(t.as_micros())).await;
             match step.clone() {
                 Step::Register(sad) => {
                     ractor::call!(registry, RegistryMsg::Register, sad, None)
@@ -354,7 +374,7 @@ fn actor(script: &[(Millis, Step)]) -> (Vec<Sent>, Vec<Snapshot>) {
             }
             snapshots.push(settle(registry.clone()).await);
         }
-        tokio::time::sleep_until(epoch + Duration::from_millis(END_MS)).await;
+        tokio::time::sleep_until(epoch + Duration::from_micros(END.as_micros())).await;
         snapshots.push(settle(registry.clone()).await);
         registry.stop(None);
         supervisor.stop(None);
@@ -386,9 +406,13 @@ fn registry_actor_and_simulator_emit_the_same_outputs() {
     let kinds = |v: &[Sent]| {
         v.iter()
             .map(|s| match s {
-                Sent::Broadcast(t, b) => format!("{t} broadcast {}B", b.len()),
-                Sent::Direct(t, to, b) => format!("{t} direct {to} {}B", b.len()),
-                Sent::ToRandomNeighbor(t, b) => format!("{t} random {}B", b.len()),
+                Sent::Broadcast(t, b) => format!("{}us broadcast {}B", t.as_micros(), b.len()),
+                Sent::Direct(t, to, b) => {
+                    format!("{}us direct {to} {}B", t.as_micros(), b.len())
+                }
+                Sent::ToRandomNeighbor(t, b) => {
+                    format!("{}us random {}B", t.as_micros(), b.len())
+                }
             })
             .collect::<Vec<_>>()
     };

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nexus_registry::{NodeId, Registry, SignedAdvert};
+use nexus_registry::{NodeId, Registry, SignedAdvert, Timestamp};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(advert) = SignedAdvert::from_bytes(data) else {
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(advert.to_bytes(), data);
     let mut registry = Registry::new(NodeId([1; 32]));
-    let _ = registry.apply(0, &advert);
-    registry.expire(u64::MAX / 2);
+    let _ = registry.apply(Timestamp::ZERO, &advert);
+    registry.expire(Timestamp::from_micros(u64::MAX / 2));
     registry.check_invariants();
 });

@@ -372,14 +372,9 @@ impl CoreSim<'_> {
                     sends.push(t);
                 }
                 reg.overlay.check_invariants();
-                for at in [
-                    reg.overlay.poll_timeout(),
-                    reg.node
-                        .poll_timeout()
-                        .map(|ms| Timestamp::from_micros(ms.saturating_mul(1000))),
-                ]
-                .into_iter()
-                .flatten()
+                for at in [reg.overlay.poll_timeout(), reg.node.poll_timeout()]
+                    .into_iter()
+                    .flatten()
                 {
                     next = Some(next.map_or(at, |n| n.min(at)));
                 }

@@ -17,7 +17,7 @@ use nexus_gossip::{
     Event, MemberView, Membership, Overlay, OverlayConfig, OverlayEvent, Timestamp,
 };
 use nexus_registry::{
-    Intent, K_MAX, MemoryStore, Millis, NodeInput, NodeTimers, Output, RegistryNode, RegistryStore,
+    Intent, K_MAX, MemoryStore, NodeInput, NodeTimers, Output, RegistryNode, RegistryStore,
     Resolution, Sad, ServiceKey,
 };
 
@@ -58,7 +58,7 @@ pub struct Drained {
 /// once (answers to it are carried out in the same drain).
 pub fn drain_registry<S: RegistryStore>(
     node: &mut RegistryNode<S>,
-    now: Millis,
+    now: Timestamp,
     host: &mut impl RegistryHost,
 ) -> Drained {
     let mut d = Drained::default();
@@ -84,12 +84,19 @@ pub fn drain_registry<S: RegistryStore>(
 
 /// Runs the core's timers if they are due at `now` (what a wake-up at
 /// [`RegistryNode::poll_timeout`] does); returns whether anything was due.
-pub fn fire_registry_timers<S: RegistryStore>(node: &mut RegistryNode<S>, now: Millis) -> bool {
+pub fn fire_registry_timers<S: RegistryStore>(node: &mut RegistryNode<S>, now: Timestamp) -> bool {
     if node.poll_timeout().is_some_and(|t| t <= now) {
         node.handle_timeout(now);
         return true;
     }
     false
+}
+
+/// The registry core's time on a node whose local clock reads `local_us`: whole milliseconds
+/// of it. Core mode drives the registry at millisecond resolution (its leases, timer phases and
+/// periods are whole milliseconds), so a run's trace does not depend on sub-millisecond jitter.
+fn registry_now(local_us: u64) -> Timestamp {
+    Timestamp::from_millis(local_us / 1000)
 }
 
 /// The gossip actor's side for one simulated node: its overlay and its membership core.
@@ -231,28 +238,32 @@ impl CoreSim<'_> {
         let floor = store.version_floor;
         let stored = store.services.clone();
         let restored = stored.len();
-        let mut node =
-            match RegistryNode::new(local / 1000, reg.keys[i].clone(), store, floor, stored) {
-                Ok(node) => node,
-                Err(e) => {
-                    self.trace.record(
-                        TraceEvent::Registry {
-                            t_us: self.now_us,
-                            node: i,
-                            event: format!("start failed: {e}"),
-                        },
-                        None,
-                    );
-                    return;
-                }
-            };
+        let mut node = match RegistryNode::new(
+            registry_now(local),
+            reg.keys[i].clone(),
+            store,
+            floor,
+            stored,
+        ) {
+            Ok(node) => node,
+            Err(e) => {
+                self.trace.record(
+                    TraceEvent::Registry {
+                        t_us: self.now_us,
+                        node: i,
+                        event: format!("start failed: {e}"),
+                    },
+                    None,
+                );
+                return;
+            }
+        };
         // The core's timers start with the registry actor, with the scenario's periods.
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         node.start_timers(
-            local / 1000,
+            registry_now(local),
             NodeTimers {
-                refresh: ms(reg.cfg.refresh),
-                anti_entropy: reg.cfg.anti_entropy.map(ms),
+                refresh: reg.cfg.refresh,
+                anti_entropy: reg.cfg.anti_entropy,
             },
         );
         self.nodes[i].reg = Some(RegNode {
@@ -277,9 +288,9 @@ impl CoreSim<'_> {
     /// The registry core's timers, if due (its outputs are carried out by the pump).
     pub(super) fn registry_timers(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let now_ms = node.clock.local(self.now_us) / 1000;
+        let reg_now = registry_now(node.clock.local(self.now_us));
         if let Some(reg) = node.reg.as_mut() {
-            fire_registry_timers(&mut reg.node, now_ms);
+            fire_registry_timers(&mut reg.node, reg_now);
         }
     }
 
@@ -288,7 +299,7 @@ impl CoreSim<'_> {
     pub(super) fn pump_registry(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let local = node.clock.local(self.now_us);
-        let (at, now_ms) = (Timestamp::from_micros(local), local / 1000);
+        let (at, reg_now) = (Timestamp::from_micros(local), registry_now(local));
         let SimNode { reg, core, .. } = node;
         let Some(reg) = reg.as_mut() else {
             return;
@@ -301,11 +312,12 @@ impl CoreSim<'_> {
                 inputs += 1;
                 match event {
                     OverlayEvent::Delivered { payload, .. } => {
-                        reg.node.handle_input(now_ms, NodeInput::Delivered(payload));
+                        reg.node
+                            .handle_input(reg_now, NodeInput::Delivered(payload));
                     }
                     OverlayEvent::Direct { from, payload } => {
                         reg.node
-                            .handle_input(now_ms, NodeInput::Direct(from, payload));
+                            .handle_input(reg_now, NodeInput::Direct(from, payload));
                     }
                     OverlayEvent::NeighborUp(_) | OverlayEvent::NeighborDown(_) => inputs -= 1,
                 }
@@ -313,14 +325,14 @@ impl CoreSim<'_> {
             if inputs > 0 {
                 // As the registry actor after a burst of inputs.
                 changed = true;
-                reg.node.flush_trust(now_ms);
+                reg.node.flush_trust(reg_now);
             }
             let mut host = OverlayHost {
                 overlay: &mut reg.overlay,
                 membership: core.as_ref(),
                 at,
             };
-            let drained = drain_registry(&mut reg.node, now_ms, &mut host);
+            let drained = drain_registry(&mut reg.node, reg_now, &mut host);
             total.outputs += drained.outputs;
             total.broadcasts += drained.broadcasts;
             total.refreshed |= drained.refreshed;
@@ -344,13 +356,13 @@ impl CoreSim<'_> {
     pub(super) fn registry_on_member_event(&mut self, i: usize, e: &Event) {
         let node = &mut self.nodes[i];
         let local = node.clock.local(self.now_us);
-        let (at, now_ms) = (Timestamp::from_micros(local), local / 1000);
+        let (at, reg_now) = (Timestamp::from_micros(local), registry_now(local));
         let Some(reg) = node.reg.as_mut() else {
             return;
         };
         match e {
             Event::ProbeRtt { peer, rtt } => {
-                reg.node.handle_input(now_ms, NodeInput::Rtt(*peer, *rtt));
+                reg.node.handle_input(reg_now, NodeInput::Rtt(*peer, *rtt));
             }
             Event::MemberUp(id) => {
                 reg.overlay.peer_up(at, id.addr());
@@ -366,10 +378,10 @@ impl CoreSim<'_> {
             Event::MemberDown { id, .. } => {
                 reg.overlay.peer_down(at, id.addr());
                 reg.node
-                    .handle_input(now_ms, NodeInput::MemberDown(id.node_id()));
+                    .handle_input(reg_now, NodeInput::MemberDown(id.node_id()));
                 self.watch_step(i);
             }
-            Event::Rejoined(_) => reg.node.handle_input(now_ms, NodeInput::Rejoined),
+            Event::Rejoined(_) => reg.node.handle_input(reg_now, NodeInput::Rejoined),
             Event::Joined | Event::Isolated => {}
         }
     }
@@ -602,7 +614,7 @@ impl CoreSim<'_> {
                     let local = self.nodes[i].clock.local(self.now_us);
                     let text = match self.running_registry(i) {
                         None => format!("update_load {id}: node not running"),
-                        Some(reg) => match reg.node.patch_load(local / 1000, &id, &update) {
+                        Some(reg) => match reg.node.patch_load(registry_now(local), &id, &update) {
                             Ok(s) => format!("update_load {id} v{}", s.sad.version),
                             Err(e) => format!("update_load {id} refused: {e}"),
                         },
@@ -620,7 +632,7 @@ impl CoreSim<'_> {
                     let local = self.nodes[i].clock.local(self.now_us);
                     let text = match self.running_registry(i) {
                         None => format!("withdraw {id}: node not running"),
-                        Some(reg) => match reg.node.deregister(local / 1000, &id) {
+                        Some(reg) => match reg.node.deregister(registry_now(local), &id) {
                             Ok(()) => format!("withdraw {id}"),
                             Err(e) => format!("withdraw {id} refused: {e}"),
                         },
@@ -641,7 +653,7 @@ impl CoreSim<'_> {
                             );
                             continue;
                         }
-                        Some(reg) => reg.node.resolve(local / 1000, &intent),
+                        Some(reg) => reg.node.resolve(registry_now(local), &intent),
                     };
                     let candidates = self.candidates(&resolution);
                     let text = format!(
@@ -674,7 +686,7 @@ impl CoreSim<'_> {
         let id = sad.id.clone();
         let text = match self.running_registry(i) {
             None => format!("{what} {id}: node not running"),
-            Some(reg) => match reg.node.register(local / 1000, sad) {
+            Some(reg) => match reg.node.register(registry_now(local), sad) {
                 Ok(_) => format!(
                     "{what} {id} v{}",
                     reg.node
@@ -810,7 +822,7 @@ impl CoreSim<'_> {
                 if reg.cfg.sample_resolves {
                     let local = node.clock.local(self.now_us);
                     for intent in &reg.intents {
-                        let r = rn.node.resolve_untracked(local / 1000, intent);
+                        let r = rn.node.resolve_untracked(registry_now(local), intent);
                         let candidates = self.candidates(&r);
                         resolves += 1;
                         for c in &mut checkers {
