@@ -742,9 +742,13 @@ impl RegistryActor {
                                 Some(ServiceView {
                                     node: key.node,
                                     sad: entry.sad()?.clone(),
-                                    expires_in_ms: entry
-                                        .expires_at()
-                                        .saturating_sub(now.as_millis()),
+                                    expires_in_ms: u64::try_from(
+                                        entry
+                                            .expires_at()
+                                            .saturating_duration_since(now)
+                                            .as_millis(),
+                                    )
+                                    .unwrap_or(u64::MAX),
                                     local: key.node == local,
                                     trust: trust_text(entry.trust()),
                                 })

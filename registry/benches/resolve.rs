@@ -35,7 +35,8 @@ use std::sync::Arc;
 use ed25519_dalek::SigningKey;
 use nexus_registry::{
     Advert, AdvertBody, Attested, Coord, Credentials, Intent, Preferences, Registry,
-    ResolveContext, Sad, ServiceKey, TrustContext, TrustUpdate, TrustVerdict, Verified, node_id_of,
+    ResolveContext, Sad, ServiceKey, Timestamp, TrustContext, TrustUpdate, TrustVerdict, Verified,
+    node_id_of,
 };
 use nexus_trust_core::mic::{MicBody, SubjectKind};
 use nexus_trust_core::zk::{ATTESTATION_CIRCUIT_ID, Attestation, Opening, Predicate, Properties};
@@ -383,7 +384,7 @@ fn main() {
         1,
     );
     let ctx = ResolveContext {
-        now: 1,
+        now: Timestamp::from_millis(1),
         local_coord: Some(coord(&mut rng)),
         trust: Some(&trust_ctx),
     };
@@ -474,7 +475,7 @@ fn per_origin(
         let mut ratios = Vec::with_capacity(origins);
         for c in &coords {
             let ctx = ResolveContext {
-                now: 1,
+                now: Timestamp::from_millis(1),
                 local_coord: Some(*c),
                 trust: Some(trust_ctx),
             };

@@ -32,7 +32,7 @@
 //! the row and are confirmed on the full SAD (or the verified MIC) only for a candidate about to
 //! enter the top-k.
 //!
-//! Trust: a row's `expires_at` is the earlier of its lease and its verified MIC's expiry, and 0
+//! Trust: a row's `expires_at` is the earlier of its lease and its verified MIC's expiry, and zero
 //! for a record whose credentials are pending or rejected — so the lease check every intent
 //! makes also excludes those, at no extra cost for intents without trust constraints.
 
@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use nexus_trust_core::verify::Verified;
 
-use crate::Millis;
+use crate::Timestamp;
 use crate::resolve::static_terms;
 use crate::sad::Sad;
 use crate::store::ServiceKey;
@@ -120,7 +120,7 @@ impl PackedCoord {
 pub(crate) struct Row {
     /// The lease end, capped by the verified MIC's expiry; 0 while the credentials are pending
     /// or rejected.
-    pub(crate) expires_at: Millis,
+    pub(crate) expires_at: Timestamp,
     pub(crate) price: u64,
     pub(crate) region: u64,
     pub(crate) family: u64,
@@ -150,14 +150,14 @@ impl Row {
     pub(crate) fn of(
         sad: &Arc<Sad>,
         coord: Option<&Coord>,
-        expires_at: Millis,
+        expires_at: Timestamp,
         trust: &TrustVerdict,
         unix_epoch_ms: u64,
     ) -> Row {
         let verified = trust.verified();
         let expires_at = match trust {
             TrustVerdict::Unclaimed => expires_at,
-            TrustVerdict::Pending | TrustVerdict::Rejected(_) => 0,
+            TrustVerdict::Pending | TrustVerdict::Rejected(_) => Timestamp::ZERO,
             TrustVerdict::Verified(v) => {
                 expires_at.min(mic_deadline(v.not_after_ms, unix_epoch_ms))
             }
@@ -207,7 +207,7 @@ pub(crate) struct Summary {
     pub(crate) coord_hi: [f32; VIVALDI_DIMENSIONS],
     pub(crate) height_min: f32,
     pub(crate) adjustment_min: f32,
-    pub(crate) expires_max: Millis,
+    pub(crate) expires_max: Timestamp,
     pub(crate) context_max: u32,
     /// Smallest non-zero (known) p50 / p99; `u32::MAX` if none is known.
     pub(crate) p50_min: u32,
@@ -237,7 +237,7 @@ impl Summary {
             coord_hi: [f32::NEG_INFINITY; VIVALDI_DIMENSIONS],
             height_min: f32::INFINITY,
             adjustment_min: f32::INFINITY,
-            expires_max: 0,
+            expires_max: Timestamp::ZERO,
             context_max: 0,
             p50_min: u32::MAX,
             p99_min: u32::MAX,
@@ -1075,7 +1075,7 @@ impl Index {
         key: &ServiceKey,
         sad: &Arc<Sad>,
         coord: Option<&Coord>,
-        expires_at: Millis,
+        expires_at: Timestamp,
         trust: &TrustVerdict,
         unix_epoch_ms: u64,
     ) {

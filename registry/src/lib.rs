@@ -40,10 +40,6 @@ mod vivaldi;
 
 pub use nexus_gossip::{NodeId, Timestamp};
 
-/// Whole milliseconds since the node's epoch: the clock of [`ResolveContext::now`] and of the
-/// resolve index's lease ends ([`Timestamp::as_millis`] of the node's time).
-pub type Millis = u64;
-
 pub use advert::{
     ADVERT_BYTES_MAX, ADVERT_FLAG_COORD, ADVERT_FLAG_CREDENTIALS, ADVERT_FORMAT_VERSION,
     ADVERT_HEADER_LEN, ADVERT_KIND_LIVE, ADVERT_KIND_WITHDRAWN, ADVERT_MAGIC, ADVERT_SIGNATURE_LEN,

@@ -704,7 +704,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     pub fn resolve(&mut self, now: Timestamp, intent: &Intent) -> Resolution {
         self.flush_trust(now);
         let ctx = ResolveContext {
-            now: now.as_millis(),
+            now,
             local_coord: Some(self.vivaldi.coord()),
             trust: Some(&self.trust),
         };
@@ -718,7 +718,7 @@ impl<S: RegistryStore> RegistryNode<S> {
     /// Credentials still pending count as not verified.
     pub fn resolve_untracked(&self, now: Timestamp, intent: &Intent) -> Resolution {
         let ctx = ResolveContext {
-            now: now.as_millis(),
+            now,
             local_coord: Some(self.vivaldi.coord()),
             trust: Some(&self.trust),
         };
@@ -727,7 +727,7 @@ impl<S: RegistryStore> RegistryNode<S> {
 
     fn recompute_routes(&mut self, now: Timestamp) {
         let ctx = ResolveContext {
-            now: now.as_millis(),
+            now,
             local_coord: Some(self.vivaldi.coord()),
             trust: Some(&self.trust),
         };

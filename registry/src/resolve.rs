@@ -15,8 +15,9 @@ use crate::intent::{Intent, K_MAX};
 use crate::sad::{Endpoint, Sad};
 use crate::store::{Entry, Registry, ServiceKey};
 use crate::trust::TrustVerdict;
+use crate::trust::unix_ms_at;
 use crate::vivaldi::{Coord, estimate_rtt};
-use crate::{Millis, NodeId};
+use crate::{NodeId, Timestamp};
 use constraint::{Constraint, Constraints, RowCheck, Unmet};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -40,7 +41,7 @@ pub const EXCLUSIONS_MAX: usize = 32;
 pub struct ResolveContext<'t> {
     /// Now, for leases: an entry whose lease has ended is not a candidate even before
     /// [`Registry::expire`] runs.
-    pub now: Millis,
+    pub now: Timestamp,
     /// The resolving node's Vivaldi coordinate (proximity is neutral without it).
     pub local_coord: Option<Coord>,
     /// The resolving node's trust context: verified MICs are re-checked against its
@@ -118,7 +119,7 @@ struct Query<'a> {
     row_check: RowCheck,
     weights: [f64; 4],
     weight_sum: f64,
-    now: Millis,
+    now: Timestamp,
     local: Option<&'a Coord>,
     /// Queue a tree node's children with the node's proximity bound and compute their own only
     /// when they come up: when proximity weighs at most half of the score, a child's bound is
@@ -153,7 +154,7 @@ impl<'a> Query<'a> {
             now: ctx.now,
             local: ctx.local_coord.as_ref(),
             trust: ctx.trust,
-            unix_now: unix_epoch_ms.saturating_add(ctx.now),
+            unix_now: unix_ms_at(ctx.now, unix_epoch_ms),
         }
     }
 
@@ -309,12 +310,12 @@ impl Query<'_> {
         sad: &Sad,
         blocked: Option<&TrustVerdict>,
         verified: Option<&Verified>,
-        expires_at: Millis,
+        expires_at: Timestamp,
     ) -> Option<Unmet> {
         if expires_at <= self.now {
             return Some(Unmet::LeaseEnded {
-                expires_at_ms: expires_at,
-                now_ms: self.now,
+                expires_at_ms: expires_at.as_millis(),
+                now_ms: self.now.as_millis(),
             });
         }
         match blocked {

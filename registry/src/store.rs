@@ -14,7 +14,7 @@ use crate::index::Index;
 use crate::sad::{Sad, SadError};
 use crate::trust::TrustVerdict;
 use crate::vivaldi::Coord;
-use crate::{Millis, NodeId, Timestamp};
+use crate::{NodeId, Timestamp};
 
 /// How long a withdrawal, an expired lease or a node-down mark is remembered after it happens
 /// (10 minutes): while it is, an older or equal version of the advert cannot bring the service
@@ -101,9 +101,9 @@ impl Entry {
         self.signed.version()
     }
 
-    /// When the lease ends (now + ttl at the apply of this version), in whole milliseconds.
-    pub fn expires_at(&self) -> Millis {
-        self.expires_at.as_millis()
+    /// When the lease ends (now + ttl at the apply of this version).
+    pub fn expires_at(&self) -> Timestamp {
+        self.expires_at
     }
 
     /// The origin's coordinate from the advert.
@@ -297,7 +297,7 @@ impl Registry {
                 key,
                 sad,
                 coord.as_ref(),
-                entry.expires_at.as_millis(),
+                entry.expires_at,
                 &entry.trust,
                 self.unix_epoch_ms,
             );
@@ -476,7 +476,7 @@ impl Registry {
                     &key,
                     sad,
                     coord.as_ref(),
-                    entry.expires_at.as_millis(),
+                    entry.expires_at,
                     &entry.trust,
                     self.unix_epoch_ms,
                 );

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use nexus_trust_core::verify::{TrustReject, Verified};
 
-use crate::{Millis, Timestamp};
+use crate::Timestamp;
 
 /// A node's verdict on the credentials of one advert version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,13 +42,13 @@ impl TrustVerdict {
     }
 }
 
-/// The registry-time instant (ms since the node's epoch) after which a MIC valid until
-/// `not_after_ms` (Unix ms, inclusive) no longer is, given the Unix time of the node's epoch:
-/// a record is live while `now < this`.
-pub(crate) fn mic_deadline(not_after_ms: u64, unix_epoch_ms: u64) -> Millis {
+/// The registry-time instant after which a MIC valid until `not_after_ms` (Unix ms, inclusive:
+/// the whole of that millisecond) no longer is, given the Unix time of the node's epoch: a
+/// record is live while `now < this`.
+pub(crate) fn mic_deadline(not_after_ms: u64, unix_epoch_ms: u64) -> Timestamp {
     match not_after_ms.checked_sub(unix_epoch_ms) {
-        Some(d) => d.saturating_add(1),
-        None => 0,
+        Some(d) => Timestamp::from_millis(d.saturating_add(1)),
+        None => Timestamp::ZERO,
     }
 }
 
@@ -56,4 +56,25 @@ pub(crate) fn mic_deadline(not_after_ms: u64, unix_epoch_ms: u64) -> Millis {
 /// (whole milliseconds, rounded down: the resolution of MIC validity windows).
 pub(crate) fn unix_ms_at(now: Timestamp, unix_epoch_ms: u64) -> u64 {
     unix_epoch_ms.saturating_add(now.as_micros() / 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mic_is_live_through_its_last_millisecond_and_agrees_with_the_unix_check() {
+        // Epoch at Unix 10 000 ms; the MIC is valid until Unix 12 345 ms inclusive.
+        let deadline = mic_deadline(12_345, 10_000);
+        let last = Timestamp::from_micros(2_345_999);
+        assert!(last < deadline);
+        assert!(Timestamp::from_micros(2_346_000) >= deadline);
+        // The deadline and the Unix-ms check of the same instant agree on both sides.
+        for now in [last, Timestamp::from_micros(2_346_000)] {
+            assert_eq!(now < deadline, unix_ms_at(now, 10_000) <= 12_345, "{now:?}");
+        }
+        // A MIC that ended before the epoch is never live.
+        assert_eq!(mic_deadline(9_999, 10_000), Timestamp::ZERO);
+        assert_eq!(mic_deadline(u64::MAX, 0), Timestamp::from_micros(u64::MAX));
+    }
 }

@@ -7,7 +7,7 @@ use nexus_registry::*;
 
 fn ctx() -> ResolveContext<'static> {
     ResolveContext {
-        now: 0,
+        now: Timestamp::ZERO,
         local_coord: None,
         trust: None,
     }
@@ -305,7 +305,7 @@ fn proximity_prefers_the_nearer_coordinate_and_is_neutral_without_one() {
         ..Intent::new("llm.chat")
     };
     let here = ResolveContext {
-        now: 0,
+        now: Timestamp::ZERO,
         local_coord: Some(coord(0.0, 0.0)),
         trust: None,
     };

@@ -19,6 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 const NODES: u8 = 24;
 const TASKS: [&str; 5] = ["llm.chat", "llm.code", "vision.detect", "audio.asr", "rare"];
@@ -226,7 +227,7 @@ fn check(r: &Registry, i: &Intent, ctx: &ResolveContext, step: &str) {
 }
 
 /// Whether a record meets an intent's task and hard constraints (docs/sad.md), at `now`.
-fn meets(i: &Intent, e: &Entry, now: Millis) -> bool {
+fn meets(i: &Intent, e: &Entry, now: Timestamp) -> bool {
     let Some(sad) = e.shared_sad() else {
         return false;
     };
@@ -234,9 +235,9 @@ fn meets(i: &Intent, e: &Entry, now: Millis) -> bool {
     sad.tasks.contains(&i.task)
         && e.expires_at() > now
         && !e.trust().blocks()
-        // A verified MIC is good until its end of validity (Unix ms; the registry's epoch is
-        // Unix time 0 here).
-        && verified.is_none_or(|v| now <= v.not_after_ms)
+        // A verified MIC is good until the end of its last millisecond of validity (Unix ms;
+        // the registry's epoch is Unix time 0 here).
+        && verified.is_none_or(|v| now.as_millis() <= v.not_after_ms)
         && i.min_context.is_none_or(|m| sad.context_window >= m)
         && i.max_latency_ms
             .is_none_or(|m| sad.latency_ms_p50 != 0 && sad.latency_ms_p50 <= m)
@@ -256,7 +257,7 @@ fn meets(i: &Intent, e: &Entry, now: Millis) -> bool {
             .is_none_or(|a| verified.is_some_and(|v| v.proves(a.min_score, a.require_safety)))
 }
 
-fn publish(r: &mut Registry, now: Millis, n: u8, s: &Sad, c: Option<Coord>, version: u64) {
+fn publish(r: &mut Registry, now: Timestamp, n: u8, s: &Sad, c: Option<Coord>, version: u64) {
     publish_with(r, now, n, s, c, version, None);
 }
 
@@ -265,7 +266,7 @@ fn publish(r: &mut Registry, now: Millis, n: u8, s: &Sad, c: Option<Coord>, vers
 /// attestations are never checked).
 fn publish_with(
     r: &mut Registry,
-    now: Millis,
+    now: Timestamp,
     n: u8,
     s: &Sad,
     c: Option<Coord>,
@@ -306,8 +307,7 @@ fn publish_with(
     }
     .sign(&key(n))
     .expect("sign");
-    r.apply(Timestamp::from_millis(now), &signed)
-        .expect("apply");
+    r.apply(now, &signed).expect("apply");
     if let Some((_, verdict)) = trusted {
         r.set_trust(&ServiceKey::new(node(n), s.id.clone()), verdict);
     }
@@ -350,7 +350,7 @@ fn credentials(rng: &mut StdRng) -> Option<(u64, TrustVerdict)> {
     Some((serial, verdict))
 }
 
-fn withdraw(r: &mut Registry, now: Millis, n: u8, service: &str, version: u64) {
+fn withdraw(r: &mut Registry, now: Timestamp, n: u8, service: &str, version: u64) {
     let signed = Advert {
         origin: node(n),
         service: service.into(),
@@ -359,8 +359,7 @@ fn withdraw(r: &mut Registry, now: Millis, n: u8, service: &str, version: u64) {
     }
     .sign(&key(n))
     .expect("sign");
-    r.apply(Timestamp::from_millis(now), &signed)
-        .expect("apply");
+    r.apply(now, &signed).expect("apply");
 }
 
 /// One seeded run: `ops` registry changes, checking `intents_per_check` random intents every
@@ -398,9 +397,9 @@ fn run_with(
     let mut r = Registry::new(node(200));
     // (node, service) → (version, sad) of what we published (live or not).
     let mut held: Vec<(u8, String, u64)> = Vec::new();
-    let mut now: Millis = 0;
+    let mut now = Timestamp::ZERO;
     for op in 0..ops {
-        now += rng.random_range(0..step_ms);
+        now = now + Duration::from_millis(rng.random_range(0..step_ms));
         match rng.random_range(0..100) {
             0..=59 => {
                 let n = rng.random_range(0..NODES);
@@ -429,7 +428,7 @@ fn run_with(
                 r.node_down(node(n));
             }
             91..=95 => {
-                r.expire(Timestamp::from_millis(now));
+                r.expire(now);
             }
             _ => {}
         }
@@ -438,7 +437,8 @@ fn run_with(
             for _ in 0..intents_per_check {
                 let i = intent(&mut rng);
                 // Sometimes resolve ahead of `expire`: leases that ended are still indexed.
-                let at = now + [0, 0, 30_000, 300_000][rng.random_range(0..4)];
+                let at =
+                    now + Duration::from_millis([0, 0, 30_000, 300_000][rng.random_range(0..4)]);
                 let local = match rng.random_range(0..4) {
                     0 => None,
                     1 => coords[rng.random_range(0..NODES) as usize],
@@ -496,7 +496,14 @@ fn unbounded_scores_fall_back_to_a_scan() {
     for n in 0..400 {
         let s = sad(&mut rng, format!("svc-{n}"), false);
         let c = Some(coord(&mut rng));
-        publish(&mut r, 0, (n % u32::from(NODES)) as u8, &s, c, 1);
+        publish(
+            &mut r,
+            Timestamp::ZERO,
+            (n % u32::from(NODES)) as u8,
+            &s,
+            c,
+            1,
+        );
     }
     let mut i = Intent::new("llm.chat");
     i.prefer = Preferences {
@@ -507,7 +514,7 @@ fn unbounded_scores_fall_back_to_a_scan() {
     };
     i.k = 10;
     let ctx = ResolveContext {
-        now: 0,
+        now: Timestamp::ZERO,
         local_coord: Some(coord(&mut rng)),
         trust: None,
     };
@@ -523,7 +530,7 @@ fn unbounded_scores_fall_back_to_a_scan() {
     let mut odd = coord(&mut rng);
     odd.height = -0.01;
     let ctx = ResolveContext {
-        now: 0,
+        now: Timestamp::ZERO,
         local_coord: Some(odd),
         trust: None,
     };

@@ -135,7 +135,7 @@ fn leases_expire_and_guards_are_dropped_later() {
     let a = live(1, "a", 1, 10); // ttl 30 s
     r.apply(ms(1_000), &a).expect("apply");
     let k = ServiceKey::new(node(1), "a");
-    assert_eq!(r.get(&k).expect("live").expires_at(), 31_000);
+    assert_eq!(r.get(&k).expect("live").expires_at(), ms(31_000));
     assert_eq!(r.poll_timeout(), Some(ms(31_000)));
     assert!(r.expire(ms(30_999)).is_empty());
     // Resolve already ignores an entry whose lease ended, before expire runs.
@@ -145,8 +145,8 @@ fn leases_expire_and_guards_are_dropped_later() {
         local_coord: None,
         trust: None,
     };
-    assert_eq!(r.resolve(&intent, &at(30_999)).candidates.len(), 1);
-    assert_eq!(r.resolve(&intent, &at(31_000)).candidates.len(), 0);
+    assert_eq!(r.resolve(&intent, &at(ms(30_999))).candidates.len(), 1);
+    assert_eq!(r.resolve(&intent, &at(ms(31_000))).candidates.len(), 0);
     assert_eq!(r.expire(ms(31_000)), vec![k.clone()]);
     assert!(r.get(&k).is_none());
     assert_eq!(r.record(&k).expect("guard").state(), RecordState::Expired);

@@ -201,7 +201,7 @@ fn resolve(node: &mut RegistryNode<MemoryStore>, now: u64, i: &Intent) -> Resolu
     let with_reasons = node.resolve(ms(now), &explained);
     assert_eq!(names(&plain), names(&with_reasons), "{}", i.canonical());
     let ctx = ResolveContext {
-        now,
+        now: ms(now),
         local_coord: Some(node.coordinate()),
         trust: Some(node.trust()),
     };
@@ -448,7 +448,7 @@ fn revocation_is_rechecked_at_resolve_time_even_before_the_verdict_changes() {
     let mut ctx_trust = nexus_trust_core::verify::TrustContext::new();
     ctx_trust.apply_update(&TrustUpdate::from_ca_state(&revoked_ca(ACME), 0), EPOCH_MS);
     let ctx = ResolveContext {
-        now: 30,
+        now: ms(30),
         local_coord: None,
         trust: Some(&ctx_trust),
     };

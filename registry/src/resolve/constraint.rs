@@ -748,6 +748,7 @@ impl fmt::Display for Met {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Timestamp;
     use crate::intent::Attested;
     use crate::trust::TrustVerdict;
     use nexus_trust_core::mic::SubjectKind;
@@ -848,7 +849,7 @@ mod tests {
                 .collect();
             let rows: Vec<Row> = records
                 .iter()
-                .map(|(sad, verdict)| Row::of(sad, None, 1000, verdict, 0))
+                .map(|(sad, verdict)| Row::of(sad, None, Timestamp::from_millis(1000), verdict, 0))
                 .collect();
             let summary = Summary::of_rows(&rows);
             let i = intent(&mut rng);
