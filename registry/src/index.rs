@@ -115,6 +115,9 @@ impl PackedCoord {
     }
 }
 
+// Lease ends are kept as a u64 newtype: a row is no larger than with bare milliseconds.
+const _: () = assert!(size_of::<Timestamp>() == size_of::<u64>());
+
 /// What resolve needs of one live entry, without touching the SAD.
 #[derive(Clone, Debug)]
 pub(crate) struct Row {

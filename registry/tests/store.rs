@@ -160,6 +160,40 @@ fn leases_expire_and_guards_are_dropped_later() {
 }
 
 #[test]
+fn resolve_sees_a_lease_end_to_the_microsecond() {
+    // Applied half a millisecond after a whole one: the lease (30 s) ends at 31 000 500 µs, and
+    // resolve keeps it until then, not until a rounded millisecond.
+    let mut r = Registry::new(node(0));
+    r.apply(Timestamp::from_micros(1_000_500), &live(1, "a", 1, 10))
+        .expect("apply");
+    let k = ServiceKey::new(node(1), "a");
+    let end = Timestamp::from_micros(31_000_500);
+    assert_eq!(r.get(&k).expect("live").expires_at(), end);
+    let intent = Intent::new("llm.chat");
+    let at = |now| ResolveContext {
+        now,
+        local_coord: None,
+        trust: None,
+    };
+    let before = Timestamp::from_micros(31_000_499);
+    assert_eq!(r.resolve(&intent, &at(before)).candidates.len(), 1);
+    assert_eq!(
+        r.resolve_reference(&intent, &at(before)).candidates.len(),
+        1
+    );
+    let mut explained = intent.clone();
+    explained.explain = true;
+    let ended = r.resolve(&explained, &at(end));
+    assert!(ended.candidates.is_empty());
+    // The explanation still counts in whole milliseconds.
+    assert_eq!(ended.excluded.len(), 1);
+    assert_eq!(
+        ended.excluded[0].reason,
+        "lease ended at 31000 ms (now 31000 ms)"
+    );
+}
+
+#[test]
 fn a_newer_version_renews_the_lease() {
     let mut r = Registry::new(node(0));
     r.apply(ms(0), &live(1, "a", 1, 10)).expect("apply");
