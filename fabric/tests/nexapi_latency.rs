@@ -17,7 +17,6 @@
 mod ca_common;
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ca_common::{CA_TIMINGS, http, wait_bootstrapped};
@@ -39,15 +38,6 @@ fn start(name: &str, root: &std::path::Path, seeds: &[&str]) -> NodeProc {
         "[ca]\nvoter = true\nraft_listen = \"127.0.0.1:0\"\n{CA_TIMINGS}\n[api]\nlisten = \"127.0.0.1:0\"\n"
     ));
     start_node(name, &root.join(name), seeds, &cfg, None)
-}
-
-async fn node_config(node: &NodeProc) -> NodeConfig {
-    let api: SocketAddr = node.get("/v1/node").await["api"]
-        .as_str()
-        .expect("the node reports its NexAPI endpoint")
-        .parse()
-        .expect("address");
-    NodeConfig::new(node.admin.clone(), api)
 }
 
 fn sad(id: &str, task: &str) -> Sad {
@@ -122,7 +112,7 @@ async fn a_warm_streams_first_token_and_its_burst_arrive_as_fast_as_a_unary_answ
     let _n2 = start("n2", root.path(), &[&seed]);
     let _n3 = start("n3", root.path(), &[&seed]);
     wait_bootstrapped(&c, &n1, Duration::from_secs(60)).await;
-    let node = node_config(&n1).await;
+    let node = n1.nexapi_config().await;
 
     let (stop_unary, unary_rx) = tokio::sync::oneshot::channel();
     let (stop_llm, llm_rx) = tokio::sync::oneshot::channel();

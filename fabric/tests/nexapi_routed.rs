@@ -20,7 +20,6 @@ mod ca_common;
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ca_common::{CA_TIMINGS, http, wait_bootstrapped};
@@ -28,8 +27,8 @@ use common::{NodeProc, fast_config, start_node};
 use nexus_api::Bytes;
 use nexus_api::wire::ApiError;
 use nexus_api::{
-    Call, Client, ClientConfig, DType, ErrorCode, Finish, Handler, NodeConfig, Path, Service,
-    ServiceConfig, Tensor, TensorHeader, TokenSink,
+    Call, Client, ClientConfig, DType, ErrorCode, Finish, Handler, Path, Service, ServiceConfig,
+    Tensor, TensorHeader, TokenSink,
 };
 use nexus_registry::{Intent, Sad};
 
@@ -42,15 +41,6 @@ fn start(name: &str, root: &std::path::Path, seeds: &[&str]) -> NodeProc {
         ))
     );
     start_node(name, &root.join(name), seeds, &cfg, None)
-}
-
-async fn node_config(node: &NodeProc) -> NodeConfig {
-    let api: SocketAddr = node.get("/v1/node").await["api"]
-        .as_str()
-        .expect("the node reports its NexAPI endpoint")
-        .parse()
-        .expect("address");
-    NodeConfig::new(node.admin.clone(), api)
 }
 
 fn sad(id: &str) -> Sad {
@@ -143,18 +133,18 @@ async fn routed_calls_reach_a_replica_picked_by_the_data_plane() {
     wait_bootstrapped(&http(), &n1, Duration::from_secs(60)).await;
 
     let a = Service::serve(
-        ServiceConfig::new(node_config(&n1).await, sad("replica-a")),
+        ServiceConfig::new(n1.nexapi_config().await, sad("replica-a")),
         Replica("a"),
     )
     .await
     .expect("serve a");
     let b = Service::serve(
-        ServiceConfig::new(node_config(&n2).await, sad("replica-b")),
+        ServiceConfig::new(n2.nexapi_config().await, sad("replica-b")),
         Replica("b"),
     )
     .await
     .expect("serve b");
-    let mut config = ClientConfig::new(node_config(&n1).await);
+    let mut config = ClientConfig::new(n1.nexapi_config().await);
     config.path = Path::Routed;
     // Every call resolves, so the class's route is looked up afresh after a change.
     config.resolve_ttl = Duration::ZERO;
@@ -297,13 +287,13 @@ async fn a_new_class_is_fast_and_a_killed_replica_is_left_within_the_idle_bound(
     wait_bootstrapped(&http(), &n1, Duration::from_secs(60)).await;
 
     let a = Service::serve(
-        ServiceConfig::new(node_config(&n1).await, sad("replica-a")),
+        ServiceConfig::new(n1.nexapi_config().await, sad("replica-a")),
         Replica("a"),
     )
     .await
     .expect("serve a");
     let mut b = Killable::serve(
-        ServiceConfig::new(node_config(&n2).await, sad("replica-b")),
+        ServiceConfig::new(n2.nexapi_config().await, sad("replica-b")),
         Replica("b"),
     )
     .await;
@@ -325,7 +315,7 @@ async fn a_new_class_is_fast_and_a_killed_replica_is_left_within_the_idle_bound(
         assert!(Instant::now() < deadline, "adverts: {services}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut config = ClientConfig::new(node_config(&n1).await);
+    let mut config = ClientConfig::new(n1.nexapi_config().await);
     config.path = Path::Routed;
     config.resolve_ttl = Duration::ZERO;
     let client = Client::connect(config).await.expect("client");

@@ -13,7 +13,6 @@
 mod ca_common;
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,8 +22,8 @@ use common::{NodeProc, fast_config, start_node};
 use nexus_api::Bytes;
 use nexus_api::wire::ApiError;
 use nexus_api::{
-    Call, CallOptions, Client, ClientConfig, DType, ErrorCode, Finish, Handler, NodeConfig,
-    Service, ServiceConfig, Tensor, TensorHeader, TokenSink,
+    Call, CallOptions, Client, ClientConfig, DType, ErrorCode, Finish, Handler, Service,
+    ServiceConfig, Tensor, TensorHeader, TokenSink,
 };
 use nexus_registry::{Intent, Sad};
 
@@ -38,15 +37,6 @@ fn start(name: &str, root: &std::path::Path, seeds: &[&str]) -> NodeProc {
     // The binary NexAPI endpoint on an ephemeral loopback port.
     let cfg = format!("{}\n[api]\nlisten = \"127.0.0.1:0\"\n", config());
     start_node(name, &root.join(name), seeds, &cfg, None)
-}
-
-async fn node_config(node: &NodeProc) -> NodeConfig {
-    let api: SocketAddr = node.get("/v1/node").await["api"]
-        .as_str()
-        .expect("the node reports its NexAPI endpoint")
-        .parse()
-        .expect("address");
-    NodeConfig::new(node.admin.clone(), api)
 }
 
 fn sad(id: &str, p50: u32) -> Sad {
@@ -168,20 +158,20 @@ async fn sdk_calls_services_directly_over_nexstream() {
         ..Mock::default()
     };
     let fast_svc = Service::serve(
-        ServiceConfig::new(node_config(&n1).await, sad("fast", 50)),
+        ServiceConfig::new(n1.nexapi_config().await, sad("fast", 50)),
         fast.clone(),
     )
     .await
     .expect("serve fast");
     let slow_svc = Service::serve(
-        ServiceConfig::new(node_config(&n2).await, sad("slow", 150)),
+        ServiceConfig::new(n2.nexapi_config().await, sad("slow", 150)),
         slow.clone(),
     )
     .await
     .expect("serve slow");
     assert_ne!(fast_svc.key(), slow_svc.key());
 
-    let client = Client::connect(ClientConfig::new(node_config(&n3).await))
+    let client = Client::connect(ClientConfig::new(n3.nexapi_config().await))
         .await
         .expect("client");
     wait_candidates(&client, 2).await;

@@ -337,6 +337,16 @@ pub async fn expect_problem(response: reqwest::Response, status: u16, kind: &str
 }
 
 impl NodeProc {
+    /// The SDK's view of this node: its admin API and the NexAPI endpoint it reports.
+    pub async fn nexapi_config(&self) -> nexus_api::NodeConfig {
+        let api: std::net::SocketAddr = self.get("/v1/node").await["api"]
+            .as_str()
+            .expect("the node reports its NexAPI endpoint")
+            .parse()
+            .expect("address");
+        nexus_api::NodeConfig::new(self.admin.clone(), api)
+    }
+
     /// `POST path` with a JSON body: the status and the JSON answer (`null` if it is not JSON).
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let r = reqwest::Client::new()
