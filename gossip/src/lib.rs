@@ -22,7 +22,8 @@
 //! [`Event::ProbeRtt`].
 //!
 //! [`mix`] holds the workspace's one SplitMix64 (seed derivation), word hash and FNV-1a: this is
-//! the lowest crate the registry, the simulator and the node share.
+//! the lowest crate the registry, the simulator and the node share. `testkit` (feature
+//! `testkit`, tests only) holds the seeded datagram mutator of the decoder mutation tests.
 #![deny(missing_docs)]
 
 mod codec;
@@ -34,6 +35,8 @@ mod membership;
 pub mod mix;
 mod overlay;
 mod settings;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod time;
 
 pub use codec::{CodecError, PACKET_BYTES_MAX};

@@ -6,11 +6,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use nexus_gossip::testkit::{self, Mutations};
 use nexus_gossip::{
     MemberId, MemberMeta, MemberState, Membership, MembershipConfig, NodeId, Timestamp,
 };
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 fn addr(i: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 20_000 + i))
@@ -62,40 +63,15 @@ fn capture() -> Vec<Vec<u8>> {
     captured
 }
 
+/// The datagram mutator with the wire prefix kept valid by one kind of edit, so mutations reach
+/// foca's decoder.
 fn mutate(rng: &mut StdRng, corpus: &[Vec<u8>]) -> Vec<u8> {
-    let mut d = corpus[rng.random_range(0..corpus.len())].clone();
-    for _ in 0..rng.random_range(1..=4) {
-        match rng.random_range(0..6) {
-            0 if !d.is_empty() => {
-                let i = rng.random_range(0..d.len());
-                d[i] ^= 1 << rng.random_range(0..8);
-            }
-            1 if !d.is_empty() => {
-                let i = rng.random_range(0..d.len());
-                d[i] = rng.random();
-            }
-            2 => d.truncate(rng.random_range(0..=d.len())),
-            3 => {
-                let extra: Vec<u8> = (0..rng.random_range(1..64)).map(|_| rng.random()).collect();
-                let at = rng.random_range(0..=d.len());
-                d.splice(at..at, extra);
-            }
-            4 => {
-                let other = &corpus[rng.random_range(0..corpus.len())];
-                let cut = rng.random_range(0..=d.len());
-                d.truncate(cut);
-                d.extend_from_slice(&other[rng.random_range(0..=other.len())..]);
-            }
-            _ => {
-                // Keep the prefix valid so the mutation reaches foca's decoder.
-                if d.len() >= 2 {
-                    d[0] = nexus_gossip::WIRE_MAGIC;
-                    d[1] = nexus_gossip::WIRE_VERSION;
-                }
-            }
-        }
-    }
-    d
+    let prefix = [nexus_gossip::WIRE_MAGIC, nexus_gossip::WIRE_VERSION];
+    let how = Mutations {
+        edits_max: 4,
+        keep_prefix: Some(&prefix),
+    };
+    testkit::mutate(rng, corpus, how)
 }
 
 #[test]

@@ -7,37 +7,18 @@
 mod common;
 
 use common::{chat, coord, key, maximal_sad, node};
+use nexus_gossip::testkit::{self, Mutations};
 use nexus_registry::*;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
+/// The datagram mutator, up to three edits per encoding.
 fn mutate(rng: &mut StdRng, corpus: &[Vec<u8>]) -> Vec<u8> {
-    let mut d = corpus[rng.random_range(0..corpus.len())].clone();
-    for _ in 0..rng.random_range(1..=3) {
-        match rng.random_range(0..5) {
-            0 if !d.is_empty() => {
-                let i = rng.random_range(0..d.len());
-                d[i] ^= 1 << rng.random_range(0..8);
-            }
-            1 if !d.is_empty() => {
-                let i = rng.random_range(0..d.len());
-                d[i] = rng.random();
-            }
-            2 => d.truncate(rng.random_range(0..=d.len())),
-            3 => {
-                let extra: Vec<u8> = (0..rng.random_range(1..64)).map(|_| rng.random()).collect();
-                let at = rng.random_range(0..=d.len());
-                d.splice(at..at, extra);
-            }
-            _ => {
-                let other = &corpus[rng.random_range(0..corpus.len())];
-                let cut = rng.random_range(0..=d.len());
-                d.truncate(cut);
-                d.extend_from_slice(&other[rng.random_range(0..=other.len())..]);
-            }
-        }
-    }
-    d
+    let how = Mutations {
+        edits_max: 3,
+        keep_prefix: None,
+    };
+    testkit::mutate(rng, corpus, how)
 }
 
 fn sads() -> Vec<Sad> {
