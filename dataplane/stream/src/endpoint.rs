@@ -231,6 +231,9 @@ pub struct EndpointCounters {
     pub refused: u64,
     /// Incoming connections refused because `sessions_max` was reached.
     pub refused_full: u64,
+    /// Incoming connections refused because the endpoint no longer accepts sessions
+    /// ([`Endpoint::refuse_new_sessions`]).
+    pub refused_closed: u64,
     /// Sessions established.
     pub established: u64,
 }
@@ -272,6 +275,8 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     cursor: u64,
     counters: EndpointCounters,
+    /// Whether incoming connections are accepted (until [`Endpoint::refuse_new_sessions`]).
+    accepting: bool,
     buf: Vec<u8>,
 }
 
@@ -375,6 +380,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             cursor: 0,
             counters: EndpointCounters::default(),
+            accepting: true,
             buf: Vec::new(),
         })
     }
@@ -392,6 +398,21 @@ impl Endpoint {
     /// Endpoint-wide counters.
     pub fn counters(&self) -> EndpointCounters {
         self.counters
+    }
+
+    /// From now on, refuses every incoming connection as at the session limit (QUIC
+    /// `CONNECTION_REFUSED`, sent back the way the frame came, so a routed client gets it too);
+    /// established sessions and outgoing connections are unaffected. A service that is
+    /// stopping does this first, so a client that resolved it earlier moves on at once instead
+    /// of opening a session that is about to close. There is no way back: a restarted service
+    /// has a new endpoint.
+    pub fn refuse_new_sessions(&mut self) {
+        self.accepting = false;
+    }
+
+    /// Whether incoming connections are still accepted.
+    pub fn accepts_new_sessions(&self) -> bool {
+        self.accepting
     }
 
     /// The trust material peers are verified with.
@@ -576,7 +597,11 @@ impl Endpoint {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                if self.sessions.len() >= self.config.sessions_max {
+                if !self.accepting {
+                    self.counters.refused_closed += 1;
+                    let t = self.quinn.refuse(incoming, &mut buf);
+                    self.push_stateless(&t, &buf, back);
+                } else if self.sessions.len() >= self.config.sessions_max {
                     self.counters.refused_full += 1;
                     let t = self.quinn.refuse(incoming, &mut buf);
                     self.push_stateless(&t, &buf, back);

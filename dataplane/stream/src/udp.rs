@@ -112,6 +112,7 @@ enum Command {
     Stats(Reply<(Vec<SessionStats>, EndpointCounters)>),
     SessionTo([u8; 32], Reply<Option<SessionId>>),
     RelayCounters(Reply<Option<RelayCounters>>),
+    RefuseNewSessions(Reply<()>),
 }
 
 /// The handle of a driven endpoint. Cheap to clone; the task stops when every handle is
@@ -420,6 +421,11 @@ impl StreamNode {
     pub async fn session_to(&self, peer: [u8; 32]) -> Result<Option<SessionId>, NodeError> {
         self.call(|r| Command::SessionTo(peer, r)).await
     }
+
+    /// [`Endpoint::refuse_new_sessions`]; returns once the endpoint refuses them.
+    pub async fn refuse_new_sessions(&self) -> Result<(), NodeError> {
+        self.call(Command::RefuseNewSessions).await
+    }
 }
 
 struct Driver {
@@ -722,6 +728,10 @@ impl Driver {
             }
             Command::RelayCounters(reply) => {
                 let _ = reply.send(self.relay.as_ref().map(Relay::counters));
+            }
+            Command::RefuseNewSessions(reply) => {
+                ep.refuse_new_sessions();
+                let _ = reply.send(());
             }
         }
     }

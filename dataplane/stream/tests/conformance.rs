@@ -1071,6 +1071,29 @@ fn session_limit_refuses_extra_peers() {
     assert_eq!(net.endpoints[2].counters().refused_full, 1);
 }
 
+#[test]
+fn an_endpoint_that_refuses_new_sessions_keeps_its_established_ones() {
+    let (_ca, specs) = specs(3);
+    let mut net = SimNet::new(5, specs, LinkModel::default());
+    let first = net.connect(0, 2).expect("accepted while the endpoint accepts");
+    net.endpoints[2].refuse_new_sessions();
+    assert!(!net.endpoints[2].accepts_new_sessions());
+    let err = net.connect(1, 2).expect_err("refused once the endpoint refuses");
+    assert!(!err.is_empty());
+    let counters = net.endpoints[2].counters();
+    assert_eq!((counters.refused_closed, counters.refused_full), (1, 0));
+    // The session opened before still carries messages.
+    net.send_message(0, first, Bytes::from_static(b"still open"), MessageOptions::default())
+        .expect("send on the established session");
+    let e = expect_event(&mut net, 2, WAIT, "message", |e| {
+        matches!(e, Event::Message { .. })
+    });
+    let Event::Message { data, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(data.as_ref(), b"still open");
+}
+
 /// Round trips of a cold request: the server sends its Hello with its handshake flight
 /// (0.5-RTT), so the client is established after one round trip and has its answer after two.
 #[test]
