@@ -76,6 +76,22 @@ pub fn model_request(
     }
 }
 
+/// A request for an agent MIC (no model identity, claims or commitment) for `subject_key`,
+/// published by `publisher`.
+pub fn agent_request(subject_key: [u8; 32], publisher: &str, validity_ms: u64) -> IssueRequest {
+    IssueRequest {
+        request_id: None,
+        subject_key,
+        kind: SubjectKind::Agent,
+        model: None,
+        publisher: publisher.into(),
+        provenance: vec![],
+        claims: vec![],
+        zk_commitment: None,
+        validity_ms,
+    }
+}
+
 /// Applies one issue command at log `index` and returns the MICs, in request order.
 pub fn issue(ca: &mut CaState, index: u64, now_ms: u64, requests: Vec<IssueRequest>) -> Vec<Mic> {
     match ca.apply(index, &Command::Issue { now_ms, requests }) {

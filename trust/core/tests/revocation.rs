@@ -2,12 +2,13 @@
 //! path from a CA `Revoke` to a node reporting the serial revoked.
 
 use ed25519_dalek::SigningKey;
-use nexus_trust_core::ca::{Bootstrap, CaState, Command, IssueRequest, Response};
-use nexus_trust_core::mic::{CaKeys, SubjectKind};
+use nexus_trust_core::ca::{Bootstrap, CaState, Command};
+use nexus_trust_core::mic::CaKeys;
 use nexus_trust_core::revocation::{
     Inserted, REVOCATION_BYTES, RevocationError, RevocationField, RevocationReason, RevocationSet,
     SignedRevocation,
 };
+use nexus_trust_core::testkit;
 use rand_08::{Rng, SeedableRng, rngs::StdRng};
 
 fn ca_key() -> SigningKey {
@@ -272,25 +273,9 @@ fn ca_revocation_reaches_a_node_set() {
     );
     let now_ms = 1_000_000;
     let requests = (1..=3u8)
-        .map(|n| IssueRequest {
-            request_id: None,
-            subject_key: [n; 32],
-            kind: SubjectKind::Agent,
-            model: None,
-            publisher: "p".into(),
-            provenance: vec![],
-            claims: vec![],
-            zk_commitment: None,
-            validity_ms: 3_600_000,
-        })
+        .map(|n| testkit::agent_request([n; 32], "p", 3_600_000))
         .collect();
-    let mics = match ca.apply(2, &Command::Issue { now_ms, requests }) {
-        Response::Issued(results) => results
-            .into_iter()
-            .map(|r| r.expect("issued"))
-            .collect::<Vec<_>>(),
-        other => panic!("{other:?}"),
-    };
+    let mics = testkit::issue(&mut ca, 2, now_ms, requests);
     ca.apply(
         3,
         &Command::Revoke {

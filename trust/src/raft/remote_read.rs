@@ -189,9 +189,9 @@ impl<T: Transport> Core<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ca::{Bootstrap, Command, IssueRequest, Response};
-    use crate::mic::SubjectKind;
+    use crate::ca::{Bootstrap, Command, Response};
     use crate::revocation::RevocationReason;
+    use nexus_trust_core::testkit;
 
     fn bootstrapped() -> CaState {
         let mut state = CaState::new();
@@ -204,17 +204,7 @@ mod tests {
             state.apply(1, &Command::Bootstrap(Box::new(boot))),
             Response::Bootstrapped { ca_key_id: 1 }
         ));
-        let request = |n: u8| IssueRequest {
-            request_id: None,
-            subject_key: [n; 32],
-            kind: SubjectKind::Agent,
-            model: None,
-            publisher: "p".into(),
-            provenance: vec![],
-            claims: vec![],
-            zk_commitment: None,
-            validity_ms: 3_600_000,
-        };
+        let request = |n: u8| testkit::agent_request([n; 32], "p", 3_600_000);
         let issued = state.apply(
             2,
             &Command::Issue {
