@@ -170,29 +170,7 @@ mod tests {
         assert_eq!(DROP_REASONS[NO_ROUTE], "no_route");
         assert_eq!(DROP_REASONS[SOURCE_NOT_ALLOWED], "source_not_allowed");
         assert_eq!(DROP_REASONS.last(), Some(&"source_not_allowed"));
-        let errors = [
-            Error::Truncated { len: 0 },
-            Error::BadVersion(0),
-            Error::BadChecksum {
-                stored: 0,
-                computed: 1,
-            },
-            Error::PayloadLength {
-                declared: 1,
-                available: 0,
-            },
-            Error::UnknownFrameType(0),
-            Error::UnknownDeliveryMode(0),
-            Error::HopLimitZero,
-            Error::Reserved { offset: 5 },
-            Error::UnknownDtype(0xff),
-            Error::TensorPayloadLength {
-                dtype: crate::wire::nexlink::Dtype::F32,
-                payload_len: 3,
-            },
-            Error::HopLimitExceeded,
-        ];
-        for error in errors {
+        for error in Error::one_of_each() {
             assert_eq!(DROP_REASONS[reason_index(&error)], error.reason());
         }
     }

@@ -103,13 +103,12 @@ impl Error {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasons_are_listed_once_each() {
-        let all = [
+impl Error {
+    /// One error of each kind, in the order of [`Error::REASONS`] (for tests that cover every
+    /// reason).
+    #[cfg(test)]
+    pub(crate) fn one_of_each() -> [Error; Error::REASONS.len()] {
+        [
             Error::Truncated { len: 0 },
             Error::BadVersion(0),
             Error::BadChecksum {
@@ -130,8 +129,17 @@ mod tests {
                 payload_len: 3,
             },
             Error::HopLimitExceeded,
-        ];
-        let reasons: Vec<&str> = all.iter().map(Error::reason).collect();
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_listed_once_each() {
+        let reasons: Vec<&str> = Error::one_of_each().iter().map(Error::reason).collect();
         assert_eq!(reasons, Error::REASONS);
         let mut unique = reasons.clone();
         unique.sort_unstable();
