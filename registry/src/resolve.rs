@@ -10,7 +10,7 @@ pub(crate) mod constraint;
 
 use nexus_trust_core::verify::{TrustContext, TrustReject, Verified};
 
-use crate::index::{Group, NodeKind, PackedCoord, Part, Row, Summary, TaskIndex, TaskRows};
+use crate::index::{Cover, NodeKind, PackedCoord, Part, Row, Summary, TaskIndex, TaskRows};
 use crate::intent::{Intent, K_MAX};
 use crate::sad::{Endpoint, Sad};
 use crate::store::{Entry, Registry, ServiceKey};
@@ -266,11 +266,47 @@ impl<'a> Query<'a> {
         if self.weight_sum == 0.0 {
             return 0.0;
         }
+        self.with_proximity(self.static_part([terms[0], terms[1], terms[2]]), terms[3])
+    }
+
+    /// The first three steps of [`Query::combine`]: the weighted static terms, summed in order.
+    fn static_part(&self, terms: [f64; 3]) -> f64 {
         let mut sum = 0.0;
         for (w, t) in self.weights.iter().zip(terms) {
             sum += w * t;
         }
-        sum / self.weight_sum
+        sum
+    }
+
+    /// The rest of [`Query::combine`] (for a positive weight sum): monotone in `static_part`.
+    fn with_proximity(&self, static_part: f64, proximity: f64) -> f64 {
+        self.unscaled(static_part, proximity) / self.weight_sum
+    }
+
+    /// [`Query::combine`] before its division by the weight sum.
+    fn unscaled(&self, static_part: f64, proximity: f64) -> f64 {
+        static_part + self.weights[3] * proximity
+    }
+
+    /// A value such that an [`Query::unscaled`] sum below it has a score below `threshold`
+    /// (for a positive finite weight sum and a score threshold `>= 0`): the scans compare
+    /// their bounds with it and save a division per row. It is the threshold times the weight
+    /// sum lowered by `8ε` (relative), more than the rounding of the two products and of the
+    /// score's division together, so it only prunes what the exact comparison prunes (and may
+    /// keep a bound within a few ulps of the threshold, which the exact checks after it handle).
+    /// Near the subnormal range relative rounding bounds do not hold: nothing is pruned there.
+    fn unscaled_floor(&self, threshold: Option<f64>) -> f64 {
+        match threshold {
+            Some(t) => {
+                let floor = t * self.weight_sum * (1.0 - 8.0 * f64::EPSILON);
+                if floor >= 4.0 * f64::MIN_POSITIVE {
+                    floor
+                } else {
+                    f64::NEG_INFINITY
+                }
+            }
+            None => f64::NEG_INFINITY,
+        }
     }
 
     fn score(&self, row: &Row) -> f64 {
@@ -292,6 +328,26 @@ impl<'a> Query<'a> {
             self.proximity_max(s)
         };
         (self.bound_with_proximity(s, proximity), proximity)
+    }
+
+    /// An upper bound of the score of every row a [`Cover`] covers, whose proximity term is
+    /// `proximity`: [`Query::combine`] of the point with the largest weighted static part. Each
+    /// point is `>=` the static terms of the rows it covers and every step of `combine` is
+    /// monotone in each term (non-negative weights; IEEE rounding is monotone), so this is `>=`
+    /// each such row's score, bit for bit.
+    fn cover_bound(&self, cover: &Cover, proximity: f64) -> f64 {
+        if self.weight_sum == 0.0 {
+            return 0.0;
+        }
+        let mut best = f64::NEG_INFINITY;
+        for p in cover.points() {
+            let s = self.static_part(p.map(f64::from));
+            // Terms are finite: no NaN to order.
+            if s > best {
+                best = s;
+            }
+        }
+        self.with_proximity(best, proximity)
     }
 
     /// [`Query::bound`] with a given proximity term bound (one that is `>=` every row's under
@@ -451,25 +507,25 @@ impl Ord for Frontier {
 
 /// A coordinate group waiting in [`Registry::search_groups`]: its score bound and exact
 /// proximity term.
-struct GroupBound<'r> {
+struct GroupBound {
     bound: f64,
     proximity: f64,
+    /// Index in [`TaskIndex::groups`].
     group: u32,
-    rows: &'r Group,
 }
 
-impl PartialEq for GroupBound<'_> {
+impl PartialEq for GroupBound {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl Eq for GroupBound<'_> {}
-impl PartialOrd for GroupBound<'_> {
+impl Eq for GroupBound {}
+impl PartialOrd for GroupBound {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for GroupBound<'_> {
+impl Ord for GroupBound {
     /// Higher bound first, then lower group index.
     fn cmp(&self, other: &Self) -> Ordering {
         self.bound
@@ -634,38 +690,38 @@ impl Registry {
 
     /// Best-first search over the task's coordinate groups, for intents where proximity weighs
     /// more than the other terms together: one distance per group gives the exact proximity
-    /// term of its rows, so a group's bound is its largest static terms with that term, and a
-    /// row's score costs a few multiplications. Groups are taken by bound, best first, until
-    /// the k-th best score beats the next one.
+    /// term of its rows, so a group's bound is the best of its cover's points (see
+    /// [`crate::index::Cover`]) with that term, and a row's score costs a few multiplications.
+    /// One pass over the groups' heads computes every bound; groups are then taken by bound,
+    /// best first, until the k-th best score beats the next one.
     fn search_groups<'r>(query: &Query<'_>, task: &'r TaskIndex, top: &mut TopK<'r>) {
-        let bounds: Vec<GroupBound> = task
-            .groups
-            .values()
-            .enumerate()
-            .filter(|(_, g)| query.may_contain(&g.summary))
-            .map(|(i, g)| {
-                let proximity = query.proximity_of(g.coord.as_ref());
-                GroupBound {
-                    bound: query.bound_with_proximity(&g.summary, proximity),
-                    proximity,
-                    group: i as u32,
-                    rows: g,
-                }
-            })
-            .collect();
+        let mut bounds: Vec<GroupBound> = Vec::with_capacity(task.heads.len());
+        for (i, head) in task.heads.iter().enumerate() {
+            if head.expires_max <= query.now
+                || (query.constrained && !query.constraints.may_pass(&task.groups[i].summary))
+            {
+                continue;
+            }
+            let proximity = query.proximity_of(head.coord.as_ref());
+            bounds.push(GroupBound {
+                bound: query.cover_bound(&head.cover, proximity),
+                proximity,
+                group: i as u32,
+            });
+        }
         // Heapify in place (O(groups)); only the groups that are taken pay for ordering.
         let mut heap = BinaryHeap::from(bounds);
         while let Some(next) = heap.pop() {
             if below(next.bound, top.threshold()) {
                 break;
             }
-            let group = next.rows;
+            let group = &task.groups[next.group as usize];
+            let mut floor = query.unscaled_floor(top.threshold());
             for ((row, id), suffix) in group.rows.iter().zip(&group.ids).zip(&group.suffix_max) {
                 // Rows are in descending order of their terms' sum; `suffix` bounds each static
                 // term from here on, so once it is below the k-th best score no later row of
                 // the group can enter.
-                let rest = query.combine([suffix[0], suffix[1], suffix[2], next.proximity]);
-                if below(rest, top.threshold()) {
+                if query.unscaled(query.static_part(*suffix), next.proximity) < floor {
                     break;
                 }
                 if !query.row_passes(row) {
@@ -678,6 +734,7 @@ impl Registry {
                     continue;
                 }
                 top.offer(score, task.key(*id), &row.sad, || query.confirm(row));
+                floor = query.unscaled_floor(top.threshold());
             }
         }
     }
@@ -738,15 +795,14 @@ impl Registry {
             match &rows.nodes[next.node as usize].kind {
                 NodeKind::Leaf(leaf) => {
                     let proximity = next.proximity;
+                    // Bounds are compared before the division by the weight sum.
+                    let mut floor = query.unscaled_floor(top.threshold());
                     for ((row, id), suffix) in leaf.rows.iter().zip(&leaf.ids).zip(&leaf.suffix_max)
                     {
                         // Rows are in descending order of their terms' sum; `suffix` bounds each
                         // static term from here on, so once it is below the k-th best score no
                         // later row of the leaf can enter.
-                        if below(
-                            query.combine([suffix[0], suffix[1], suffix[2], proximity]),
-                            top.threshold(),
-                        ) {
+                        if query.unscaled(query.static_part(*suffix), proximity) < floor {
                             break;
                         }
                         // The row's static terms with the leaf's proximity bound: an upper bound
@@ -755,9 +811,7 @@ impl Registry {
                         if query.constrained && !query.row_passes(row) {
                             continue;
                         }
-                        let bound =
-                            query.combine([row.terms[0], row.terms[1], row.terms[2], proximity]);
-                        if below(bound, top.threshold()) {
+                        if query.unscaled(query.static_part(row.terms), proximity) < floor {
                             continue;
                         }
                         let key = task.key(*id);
@@ -766,6 +820,7 @@ impl Registry {
                         } else {
                             Self::offer_row(query, row, key, top);
                         }
+                        floor = query.unscaled_floor(top.threshold());
                     }
                 }
                 NodeKind::Inner { children, .. } => {
