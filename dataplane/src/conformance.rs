@@ -32,7 +32,9 @@ use crate::fib::{
     FLOW_MIX, Fib, FibTable, InstallError, NextHop, RollbackError, RouteError, RouteSet,
     RoutingKey, SourceError, SourceSet, compile,
 };
-use crate::forward::{DROP_REASONS, DropReason, LocalEndpoints, Verdict, decide, flow_hash};
+use crate::forward::{
+    DROP_REASONS, DropReason, LocalEndpoints, LocalEndpointsFull, Verdict, decide, flow_hash,
+};
 use crate::wire::nexlink::{
     DeliveryMode, Ecn, Flags, FrameType, HEADER_LEN, HopLimit, NodeTag, Packet, Repr,
     RoutingKey as WireRoutingKey, SeqNumber, SessionId, StreamId, TrafficClass, field,
@@ -79,6 +81,12 @@ impl From<RouteError> for GenerationError {
 
 impl From<SourceError> for GenerationError {
     fn from(e: SourceError) -> Self {
+        GenerationError(e.to_string())
+    }
+}
+
+impl From<LocalEndpointsFull> for GenerationError {
+    fn from(e: LocalEndpointsFull) -> Self {
         GenerationError(e.to_string())
     }
 }
@@ -320,8 +328,7 @@ impl PacketPipeline for SoftwarePipeline {
         &mut self,
         local: &BTreeMap<RoutingKey, SocketAddr>,
     ) -> Result<(), GenerationError> {
-        self.local =
-            LocalEndpoints::try_from(local.clone()).map_err(|e| GenerationError(e.to_string()))?;
+        self.local = LocalEndpoints::try_from(local.clone())?;
         Ok(())
     }
 

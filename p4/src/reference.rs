@@ -315,8 +315,7 @@ impl PacketPipeline for ReferenceTarget {
         &mut self,
         local: &BTreeMap<RoutingKey, SocketAddr>,
     ) -> Result<(), GenerationError> {
-        self.local =
-            LocalEndpoints::try_from(local.clone()).map_err(|e| GenerationError(e.to_string()))?;
+        self.local = LocalEndpoints::try_from(local.clone())?;
         if let Some(prepared) = self
             .controller
             .prepare_local(self.local.clone())
