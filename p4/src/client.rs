@@ -320,42 +320,7 @@ impl P4Client {
     /// Reads every entry of the program's tables and selector from the target, checked
     /// against the program.
     pub async fn read_entries(&mut self) -> Result<Entries, ClientError> {
-        let wildcard = |e| Entity { entity: Some(e) };
-        let request = ReadRequest {
-            device_id: self.config.device_id,
-            entities: vec![
-                wildcard(entity::Entity::ActionProfileMember(ActionProfileMember {
-                    action_profile_id: PROFILE_SELECTOR,
-                    ..Default::default()
-                })),
-                wildcard(entity::Entity::ActionProfileGroup(ActionProfileGroup {
-                    action_profile_id: PROFILE_SELECTOR,
-                    ..Default::default()
-                })),
-                wildcard(entity::Entity::TableEntry(TableEntry::default())),
-            ],
-            role: String::new(),
-        };
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| rpc_error("Read")(tonic::Status::unavailable(e.to_string())))?;
-        let codec = ProstCodec::<ReadRequest, ReadResponse>::default();
-        let mut stream = self
-            .grpc
-            .server_streaming(
-                tonic::Request::new(request),
-                PathAndQuery::from_static("/p4.v1.P4Runtime/Read"),
-                codec,
-            )
-            .await
-            .map_err(rpc_error("Read"))?
-            .into_inner();
-        let mut entities = Vec::new();
-        while let Some(response) = stream.message().await.map_err(rpc_error("Read"))? {
-            entities.extend(response.entities);
-        }
-        Ok(entries_from(entities)?)
+        read_entries_over(&mut self.grpc, self.config.device_id).await
     }
 
     async fn unary<Req, Resp>(
@@ -404,4 +369,46 @@ pub fn entries_from(entities: Vec<Entity>) -> Result<Entries, EntityError> {
         })?;
     }
     Ok(entries)
+}
+
+/// Reads every entry of the program's tables and selector from device `device_id` over
+/// `grpc`, checked against the program. `Read` needs no arbitration: any client may read.
+pub(crate) async fn read_entries_over(
+    grpc: &mut Grpc<Channel>,
+    device_id: u64,
+) -> Result<Entries, ClientError> {
+    let wildcard = |e| Entity { entity: Some(e) };
+    let request = ReadRequest {
+        device_id,
+        entities: vec![
+            wildcard(entity::Entity::ActionProfileMember(ActionProfileMember {
+                action_profile_id: PROFILE_SELECTOR,
+                ..Default::default()
+            })),
+            wildcard(entity::Entity::ActionProfileGroup(ActionProfileGroup {
+                action_profile_id: PROFILE_SELECTOR,
+                ..Default::default()
+            })),
+            wildcard(entity::Entity::TableEntry(TableEntry::default())),
+        ],
+        role: String::new(),
+    };
+    grpc.ready()
+        .await
+        .map_err(|e| rpc_error("Read")(tonic::Status::unavailable(e.to_string())))?;
+    let codec = ProstCodec::<ReadRequest, ReadResponse>::default();
+    let mut stream = grpc
+        .server_streaming(
+            tonic::Request::new(request),
+            PathAndQuery::from_static("/p4.v1.P4Runtime/Read"),
+            codec,
+        )
+        .await
+        .map_err(rpc_error("Read"))?
+        .into_inner();
+    let mut entities = Vec::new();
+    while let Some(response) = stream.message().await.map_err(rpc_error("Read"))? {
+        entities.extend(response.entities);
+    }
+    Ok(entries_from(entities)?)
 }

@@ -17,6 +17,8 @@
 //! - [`reference`](mod@reference): the program executed in Rust, fed only through P4Runtime updates; it runs
 //!   the data plane's packet-level conformance cases
 //!   ([`nexus_dataplane::conformance`]) and must agree with the software forwarder on each.
+//! - `testkit` (feature `testkit`, tests only): the P4Runtime test server of this crate's
+//!   tests as a process other crates' tests start too.
 //!
 //! What it does not do: compile `nexus.p4` (no P4 compiler exists for this machine; see the
 //! README for the p4c and BMv2 commands), forward IPv6, read the program's counters or
@@ -30,3 +32,5 @@ pub mod program;
 pub mod proto;
 pub mod publisher;
 pub mod reference;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -15,10 +15,7 @@
 //! fails.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
 use nexus_dataplane::conformance::{Generation, KEY_A, KEY_B, KEY_LOCAL, PEER, hop, local_addr};
@@ -35,106 +32,22 @@ use nexus_p4::proto::v1::{
 };
 use nexus_p4::publisher::P4Publisher;
 use nexus_p4::reference::ReferencePipeline;
+use nexus_p4::testkit::TestServer;
 
 const KEY_C: RoutingKey = RoutingKey(0xc000_0000_0000_0000_0000_0000_0000_000c);
 const KEY_D: RoutingKey = RoutingKey(0xd000_0000_0000_0000_0000_0000_0000_000d);
 
-fn p4rt_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/p4rt")
-}
-
-fn run(command: &mut Command, what: &str) {
-    let status = command.status().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(status.success(), "{what}: {status}");
-}
-
-/// The virtual environment's python with the pinned `p4runtime` bindings, created if missing.
-fn venv_python() -> PathBuf {
-    let dir = p4rt_dir();
-    let python = dir.join(".venv/bin/python");
-    if !python.exists() {
-        if let Err(e) = Command::new("python3").arg("--version").output() {
-            panic!(
-                "python3 is required: this test runs a P4Runtime server on the PyPI p4runtime \
-                 bindings (python3 -m venv, pip install -r p4/tests/p4rt/requirements.txt), \
-                 but python3 cannot be run: {e}"
-            );
-        }
-        run(
-            Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(dir.join(".venv")),
-            "python3 -m venv p4/tests/p4rt/.venv",
-        );
-    }
-    let has_p4runtime = Command::new(&python)
-        .args(["-c", "import p4.v1, grpc"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_p4runtime {
-        run(
-            Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
-                .arg(dir.join("requirements.txt")),
-            "pip install -r p4/tests/p4rt/requirements.txt",
-        );
-    }
-    python
-}
-
-/// The test server, killed when dropped.
-struct Server {
-    child: Child,
-    _stdin: ChildStdin,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The test server (`nexus_p4::testkit`), which the node's client connects to.
+struct Server(TestServer);
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(venv_python())
-            .arg(p4rt_dir().join("server.py"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start server.py");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        // Blocks until the server prints its port or exits (EOF: an empty line).
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read server.py stdout");
-        let port = line
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("server.py did not start: {line:?}"));
-        Server {
-            child,
-            _stdin: stdin,
-            port,
-        }
+        Server(TestServer::start(args))
     }
 
     fn config(&self, election_id: u128) -> P4Config {
         P4Config {
-            target: format!("127.0.0.1:{}", self.port),
+            target: format!("127.0.0.1:{}", self.0.port()),
             device_id: 1,
             election_id,
             device_config: Vec::new(),
