@@ -429,9 +429,16 @@ impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for Descriptor
         use serde::de::{Error, IntoDeserializer};
         while let Some(key) = self.map.next_key::<String>()? {
             if key != Registration::CREDENTIALS {
-                return seed
-                    .deserialize(IntoDeserializer::<A::Error>::into_deserializer(key))
-                    .map(Some);
+                // The descriptor's field names arrive with its unknown-field error; the body
+                // also accepts `credentials`, so the error lists that member too.
+                return match seed.deserialize(IntoDeserializer::<KeyError>::into_deserializer(key))
+                {
+                    Ok(value) => Ok(Some(value)),
+                    Err(KeyError::UnknownField { field, expected }) => Err(
+                        A::Error::unknown_field(&field, registration_members(expected)),
+                    ),
+                    Err(KeyError::Other(message)) => Err(A::Error::custom(message)),
+                };
             }
             if self.credentials.is_some() {
                 return Err(A::Error::duplicate_field(Registration::CREDENTIALS));
@@ -447,6 +454,52 @@ impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for Descriptor
     ) -> Result<V::Value, A::Error> {
         self.map.next_value_seed(seed)
     }
+}
+
+/// Why the descriptor refused a member's name: an unknown field keeps the descriptor's list of
+/// the names it accepts, so the registration's error can add `credentials` to it.
+#[derive(Debug)]
+enum KeyError {
+    UnknownField {
+        field: String,
+        expected: &'static [&'static str],
+    },
+    Other(String),
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::UnknownField { field, .. } => write!(f, "unknown field `{field}`"),
+            KeyError::Other(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl serde::de::Error for KeyError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        KeyError::Other(msg.to_string())
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        KeyError::UnknownField {
+            field: field.to_owned(),
+            expected,
+        }
+    }
+}
+
+/// The members a registration body accepts: the descriptor's (`descriptor`, as its
+/// deserializer lists them) and `credentials`.
+fn registration_members(descriptor: &'static [&'static str]) -> &'static [&'static str] {
+    static MEMBERS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    MEMBERS.get_or_init(|| {
+        let mut members = descriptor.to_vec();
+        members.push(Registration::CREDENTIALS);
+        members
+    })
 }
 
 /// `GET /v1/services`.

@@ -589,6 +589,24 @@ mod tests {
         }
     }
 
+    /// An unknown member's error lists every member the body accepts: the descriptor's and
+    /// `credentials`.
+    #[test]
+    fn an_unknown_member_lists_credentials_among_the_accepted() {
+        let problem = problem_for(r#"{"id": "x", "tasks": ["llm.code"], "colour": "red"}"#);
+        assert_eq!(problem.status, 422, "{problem:?}");
+        assert!(
+            problem
+                .detail
+                .contains("unknown field `colour`, expected one of `id`"),
+            "{problem:?}"
+        );
+        assert!(
+            problem.detail.contains("`tasks`") && problem.detail.contains(", `credentials`"),
+            "{problem:?}"
+        );
+    }
+
     /// `credentials` may come anywhere among the descriptor's members, and `null` is absent.
     #[test]
     fn credentials_anywhere_and_null_is_absent() {
