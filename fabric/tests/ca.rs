@@ -415,8 +415,34 @@ async fn outsiders_are_refused(c: &reqwest::Client, nodes: &[CaProc], status: &s
     )
     .await;
     eprintln!("outsiders refused: nexus_ca_handshakes_refused_total {refused_before} -> {refused}");
-    let (_, after) = get(c, &format!("{}/v1/ca/status", target.node.admin)).await;
-    assert_eq!(after["raft"]["term"], before["raft"]["term"], "{after}");
+    // The forged frame carried the next term under the current leader. A real election may
+    // raise the term meanwhile, so the term is not compared: a term that moved must be one the
+    // group elected a leader in, which that leader's own status shows (a vote taken from the
+    // forged frame would put the target alone in a term its leader never reached).
+    eventually(
+        Duration::from_secs(10),
+        "the target is in its old term or follows a leader elected in its new one",
+        || async {
+            let (_, after) = get(c, &format!("{}/v1/ca/status", target.node.admin)).await;
+            let after_term = after["raft"]["term"].as_u64().expect("term");
+            if after_term == term {
+                return Some(());
+            }
+            assert!(after_term > term, "the term went back: {after}");
+            let new_leader = after["raft"]["leader"].as_u64()?;
+            for n in nodes {
+                let (_, t) = get(c, &format!("{}/v1/node/trust", n.node.admin)).await;
+                if t["raft_id"].as_u64() == Some(new_leader) {
+                    let (_, own) = get(c, &format!("{}/v1/ca/status", n.node.admin)).await;
+                    let elected = own["raft"]["leader"].as_u64() == Some(new_leader)
+                        && own["raft"]["term"].as_u64() == Some(after_term);
+                    return elected.then_some(());
+                }
+            }
+            panic!("the target follows {new_leader}, which is not a voter: {after}");
+        },
+    )
+    .await;
     let certs_after = non_node_certs(c, &target.node.admin).await;
     assert_eq!(certs_after, certs_before);
     let forged = hex::encode(FORGED_SUBJECT);
