@@ -134,12 +134,13 @@ pub struct ProbeRequest {
     pub timeout: Duration,
 }
 
-/// What a probe measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a probe measured (the admin API's probe answer carries it as it is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProbeResult {
     /// The session used.
     pub session: u64,
-    /// Whether the session was opened for this probe (a cold probe includes the handshake).
+    /// Whether the session was opened for this probe (then `connect_ms` includes the
+    /// handshake and the MIC exchange).
     pub opened: bool,
     /// Time to establish the session, ms (0 when it existed).
     pub connect_ms: f64,
@@ -147,7 +148,7 @@ pub struct ProbeResult {
     pub sent: u32,
     /// Replies received.
     pub received: u32,
-    /// Round-trip times of the replies, ms: median, 99th percentile, maximum.
+    /// Median round trip of the replies, ms.
     pub rtt_ms_p50: f64,
     /// 99th percentile round trip, ms.
     pub rtt_ms_p99: f64,

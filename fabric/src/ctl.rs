@@ -799,14 +799,16 @@ async fn sessions(
                 probability,
                 timeout_ms: Some(timeout_ms),
             };
-            let (r, raw): (ProbeResponse, _) = client.post("/v1/sessions/probe", &body).await?;
+            let (answer, raw): (ProbeResponse, _) =
+                client.post("/v1/sessions/probe", &body).await?;
+            let r = &answer.probe;
             if json {
                 print_json(&raw);
             } else {
                 outln!(
                     "{} {}: {}/{} answered, rtt p50 {:.3} ms p99 {:.3} ms max {:.3} ms, {:.1} ms in all (session {}{})",
-                    r.mode,
-                    &r.peer[..16],
+                    answer.mode,
+                    &answer.peer[..16],
                     r.received,
                     r.sent,
                     r.rtt_ms_p50,
@@ -821,7 +823,7 @@ async fn sessions(
                     }
                 );
             }
-            if r.received < r.sent && r.mode != "be" && r.mode != "pr" {
+            if r.received < r.sent && answer.mode != "be" && answer.mode != "pr" {
                 bail!("{} of {} messages unanswered", r.sent - r.received, r.sent);
             }
         }

@@ -257,7 +257,7 @@ async fn sessions_demo(nodes: &[DemoNode], deadline: tokio::time::Instant) -> an
                 .post::<ProbeResponse>("/v1/sessions/probe", &body)
                 .await
             {
-                Ok((r, _)) => break r,
+                Ok((answer, _)) => break answer.probe,
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     bail!("NexStream probe to {} failed: {e:#}", first.name)
                 }

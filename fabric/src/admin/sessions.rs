@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use nexus_actors::session_actor::{PROBE_BYTES_MAX, PROBE_COUNT_MAX};
-use nexus_actors::{ProbeError, ProbeRequest, SessionMsg, SessionView};
+use nexus_actors::{ProbeError, ProbeRequest, ProbeResult, SessionMsg, SessionView};
 use nexus_stream::Mode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -115,25 +115,10 @@ pub struct ProbeResponse {
     pub peer: String,
     /// The mode probed.
     pub mode: String,
-    /// The session used.
-    pub session: u64,
-    /// Whether the session was opened for this probe (then `connect_ms` includes the
-    /// handshake and the MIC exchange).
-    pub opened: bool,
-    /// Time to establish the session, ms (0 when it existed).
-    pub connect_ms: f64,
-    /// Messages sent.
-    pub sent: u32,
-    /// Answers received.
-    pub received: u32,
-    /// Median round trip, ms.
-    pub rtt_ms_p50: f64,
-    /// 99th percentile round trip, ms.
-    pub rtt_ms_p99: f64,
-    /// Largest round trip, ms.
-    pub rtt_ms_max: f64,
-    /// From the first send to the last answer (or the timeout), ms.
-    pub elapsed_ms: f64,
+    /// The session actor's measurement.
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub probe: ProbeResult,
 }
 
 fn mode_by_name(name: &str) -> Option<Mode> {
@@ -295,18 +280,10 @@ pub(super) async fn probe(
     let wait = Duration::from_millis(timeout_ms) + Duration::from_secs(15);
     let result = ask_within(&s, wait, |r| SessionMsg::Probe(Box::new(request), r)).await?;
     match result {
-        Ok(r) => Ok(axum::Json(ProbeResponse {
+        Ok(probe) => Ok(axum::Json(ProbeResponse {
             peer: hex::encode(peer),
             mode: mode.name().to_owned(),
-            session: r.session,
-            opened: r.opened,
-            connect_ms: r.connect_ms,
-            sent: r.sent,
-            received: r.received,
-            rtt_ms_p50: r.rtt_ms_p50,
-            rtt_ms_p99: r.rtt_ms_p99,
-            rtt_ms_max: r.rtt_ms_max,
-            elapsed_ms: r.elapsed_ms,
+            probe,
         })),
         Err(ProbeError::UnknownPeer(p)) => Err(Problem::new(
             StatusCode::NOT_FOUND,
