@@ -1,8 +1,8 @@
 //! What every engine of the simulator shares: the node-address scheme and node ids, the seed
 //! derivation and its seeded generators, the entry of a scenario engine's event queue, the loop
-//! that pops it until the scenario's end, a node's wake-up timer, sending a datagram through the
-//! network model and where it goes when it arrives (a crashed, paused or running node), and the
-//! end of a run (violations into the trace, the report). The queue itself is
+//! that pops it until the scenario's end, a node's wake-up timer, the network side of a run
+//! ([`Wire`]: sending a datagram through the network model, where it goes when it arrives at a
+//! crashed, paused or running node, and the timeline's network actions), and the end of a run (violations into the trace, the report). The queue itself is
 //! [`crate::queue::EventQueue`]; the overlay engines' event loop is [`crate::overlay_net`].
 
 use std::collections::VecDeque;
@@ -16,7 +16,7 @@ use crate::invariants::Verdict;
 use crate::net::{Fate, Net};
 use crate::queue::EventQueue;
 use crate::report::{RunReport, Sample};
-use crate::scenario::Scenario;
+use crate::scenario::{Action, Scenario};
 use crate::trace::{Trace, TraceEvent};
 
 /// Datagrams buffered for a paused node; later ones are dropped (its socket buffer is full).
@@ -313,21 +313,92 @@ fn queue_deliveries<X>(
     );
 }
 
-/// Sends a datagram from node `from` to node `to` at `now_us` through the network model: its
-/// fate is drawn, then a drop is counted and traced, or its copies are queued for delivery.
-pub fn send<X>(
-    net: &mut Net,
-    queue: &mut EventQueue<SimEvent<X>>,
-    stats: &mut NetStats,
-    trace: &mut Trace,
-    now_us: u64,
-    (from, to): (usize, usize),
-    payload: Vec<u8>,
-) {
-    match net.route(now_us, from, to, payload.len()) {
-        Fate::Drop(reason) => stats.record_drop(trace, now_us, (from, to), reason, Some(&payload)),
-        Fate::Deliver(delays) => queue_deliveries(queue, now_us, from, to, &delays, payload),
+/// The network side every scenario engine drives: the network model, the event queue, the
+/// run's counters and the trace. A datagram goes out with [`Wire::send`] and comes in through
+/// [`Wire::arrive`]; a timeline action is recorded and applied with [`Wire::act`].
+pub struct Wire<X> {
+    /// The network model (partitions, loss, delays).
+    pub net: Net,
+    /// Pending events, earliest `(time, sequence)` first.
+    pub queue: EventQueue<SimEvent<X>>,
+    /// The run's counters.
+    pub stats: NetStats,
+    /// Every event of the run.
+    pub trace: Trace,
+}
+
+impl<X> std::fmt::Debug for Wire<X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wire")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
     }
+}
+
+impl<X> Wire<X> {
+    /// The network of `scenario` run with `seed`, with the scenario's network timeline and the
+    /// engine's own timeline queued (see [`queue_timelines`]).
+    pub fn new(
+        scenario: &Scenario,
+        seed: u64,
+        trace: Trace,
+        own: impl IntoIterator<Item = (Duration, usize, X)>,
+    ) -> Self {
+        let mut queue = EventQueue::new();
+        queue_timelines(&mut queue, scenario, own);
+        Wire {
+            net: Net::for_scenario(scenario, seed),
+            queue,
+            stats: NetStats::default(),
+            trace,
+        }
+    }
+
+    /// Sends a datagram from node `from` to node `to` at `now_us` through the network model:
+    /// its fate is drawn, then a drop is counted and traced, or its copies are queued for
+    /// delivery.
+    pub fn send(&mut self, now_us: u64, (from, to): (usize, usize), payload: Vec<u8>) {
+        match self.net.route(now_us, from, to, payload.len()) {
+            Fate::Drop(reason) => {
+                self.stats
+                    .record_drop(&mut self.trace, now_us, (from, to), reason, Some(&payload));
+            }
+            Fate::Deliver(delays) => {
+                queue_deliveries(&mut self.queue, now_us, from, to, &delays, payload);
+            }
+        }
+    }
+
+    /// A datagram from `from` arrives at `to` at `now_us` (see [`NetStats::arrive`]): handed
+    /// back if the node takes it now.
+    pub fn arrive(
+        &mut self,
+        now_us: u64,
+        (from, to): (usize, usize),
+        receiver: Receiver<'_>,
+        payload: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        self.stats
+            .arrive(&mut self.trace, now_us, (from, to), receiver, payload)
+    }
+
+    /// Records a timeline action at `now_us` and applies it to the network model: `true` if it
+    /// was a network action (partition, one-way partition, heal, loss).
+    pub fn act(&mut self, now_us: u64, action: &Action) -> bool {
+        self.trace.record_action(now_us, action);
+        self.net.apply(action)
+    }
+}
+
+/// How every scenario engine shows itself in `Debug`: `Engine(scenario, seed S, t=Tus)`.
+pub fn fmt_engine(
+    f: &mut std::fmt::Formatter<'_>,
+    engine: &str,
+    scenario: &Scenario,
+    seed: u64,
+    now_us: u64,
+) -> std::fmt::Result {
+    write!(f, "{engine}({}, seed {seed}, t={now_us}us)", scenario.name)
 }
 
 /// The wall-clock start of a run. Wall time is only reported (the speed ratio of virtual to wall

@@ -6,7 +6,7 @@
 //!
 //! The engine is core mode's: one priority queue of `(virtual time, sequence)` events
 //! (deliveries, node wake-ups, timeline actions, samples), the scenario's network model
-//! ([`Net`]: topology latency, jitter, loss, duplication, reordering, bandwidth, partitions) and
+//! ([`crate::net::Net`]: topology latency, jitter, loss, duplication, reordering, bandwidth, partitions) and
 //! timeline (`kill`, `restart`, `partition`, `heal`, `loss`, `pause`, `resume`; `skew` is refused
 //! when the scenario is loaded), the same trace hashing and the same [`RunReport`].
 //!
@@ -36,16 +36,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore};
 
 use crate::engine::{
-    NetStats, Progress, Receiver, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us,
-    finish_run, node_addr, node_id_bytes, node_index, queue_timelines, seeded_rng, send,
-    wall_clock,
+    Progress, Receiver, RunLoop, SimEvent, WakeTimer, Wire, derive_seed, duration_us, finish_run,
+    fmt_engine, node_addr, node_id_bytes, node_index, seeded_rng, wall_clock,
 };
 use crate::invariants::overlay::{self, OverlayInvariant, OverlayWorld, Probe, label_components};
 use crate::invariants::overlay_connected::correct_share;
 use crate::invariants::overlay_reach::PROBE_WINDOW;
 use crate::invariants::{Truth, Verdict};
-use crate::net::Net;
-use crate::queue::EventQueue;
 use crate::report::{LatencySummary, RunReport, Sample};
 use crate::scenario::{Action, PartialScenario, Scenario};
 use crate::trace::Trace;
@@ -90,17 +87,15 @@ pub struct PartialSim<'s> {
     partial: &'s PartialScenario,
     seed: u64,
     now_us: u64,
-    queue: EventQueue<Ev>,
+    /// The network model, the event queue, the counters and the trace.
+    wire: Wire<std::convert::Infallible>,
     nodes: Vec<Node>,
     truth: Vec<Truth>,
     down_since: Vec<Option<Duration>>,
-    net: Net,
     /// Contacts and probes.
     aux_rng: StdRng,
-    trace: Trace,
     checkers: Vec<Box<dyn OverlayInvariant>>,
     samples: Vec<Sample>,
-    stats: NetStats,
     probe: Option<Running>,
     /// Delivery latencies of the probes evaluated so far (reported, never traced).
     probe_latencies_us: Vec<u64>,
@@ -108,11 +103,7 @@ pub struct PartialSim<'s> {
 
 impl std::fmt::Debug for PartialSim<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "PartialSim({}, seed {}, t={}us)",
-            self.scenario.name, self.seed, self.now_us
-        )
+        fmt_engine(f, "PartialSim", self.scenario, self.seed, self.now_us)
     }
 }
 
@@ -135,7 +126,7 @@ impl<'s> PartialSim<'s> {
             partial,
             seed,
             now_us: 0,
-            queue: EventQueue::new(),
+            wire: Wire::new(scenario, seed, trace, []),
             nodes: (0..n)
                 .map(|_| Node {
                     core: None,
@@ -145,17 +136,13 @@ impl<'s> PartialSim<'s> {
                 .collect(),
             truth,
             down_since: vec![None; n],
-            net: Net::for_scenario(scenario, seed),
             aux_rng: seeded_rng(seed, 7, 0),
-            trace,
             checkers: overlay::all(partial),
             samples: Vec::new(),
-            stats: NetStats::default(),
             probe: None,
             probe_latencies_us: Vec::new(),
         };
-        queue_timelines(&mut sim.queue, scenario, []);
-        sim.queue.push(0, Ev::Sample);
+        sim.wire.queue.push(0, Ev::Sample);
         sim
     }
 
@@ -168,7 +155,7 @@ impl<'s> PartialSim<'s> {
             let contact = (i > 0).then(|| self.aux_rng.random_range(0..i));
             self.start_node(i, contact);
         }
-        while let Some((at, ev)) = run.next(&mut self.queue) {
+        while let Some((at, ev)) = run.next(&mut self.wire.queue) {
             self.now_us = at;
             match ev {
                 Ev::Deliver { from, to, payload } => self.deliver(from, to, payload),
@@ -177,7 +164,7 @@ impl<'s> PartialSim<'s> {
                 Ev::Sample => {
                     self.sample();
                     let next = at + duration_us(self.scenario.sample_every);
-                    self.queue.push(next, Ev::Sample);
+                    self.wire.queue.push(next, Ev::Sample);
                 }
                 Ev::Own(never) => match never {},
             }
@@ -197,8 +184,8 @@ impl<'s> PartialSim<'s> {
             self.seed,
             wall,
             end_us,
-            self.stats,
-            &mut self.trace,
+            self.wire.stats,
+            &mut self.wire.trace,
             verdicts,
             std::mem::take(&mut self.samples),
         );
@@ -253,10 +240,7 @@ impl<'s> PartialSim<'s> {
             (Some(_), true) => Receiver::Paused(&mut node.inbox),
             (Some(_), false) => Receiver::Running,
         };
-        let Some(payload) =
-            self.stats
-                .arrive(&mut self.trace, self.now_us, (from, to), receiver, payload)
-        else {
+        let Some(payload) = self.wire.arrive(self.now_us, (from, to), receiver, payload) else {
             return;
         };
         let now = Timestamp::from_micros(self.now_us);
@@ -308,28 +292,19 @@ impl<'s> PartialSim<'s> {
             let Some(to) = node_index(t.dst).filter(|j| *j < self.nodes.len()) else {
                 continue;
             };
-            send(
-                &mut self.net,
-                &mut self.queue,
-                &mut self.stats,
-                &mut self.trace,
-                self.now_us,
-                (i, to),
-                t.payload,
-            );
+            self.wire.send(self.now_us, (i, to), t.payload);
         }
         let node = &mut self.nodes[i];
         let at = next.map(|l| l.as_micros().max(self.now_us));
         if let (Some(at), Some(token)) = (at, node.wake.arm(at)) {
-            self.queue.push(at, Ev::Wake { node: i, token });
+            self.wire.queue.push(at, Ev::Wake { node: i, token });
         }
     }
 
     fn act(&mut self, k: usize) {
         let action = self.scenario.timeline[k].action.clone();
-        self.trace.record_action(self.now_us, &action);
         let now = Duration::from_micros(self.now_us);
-        if self.net.apply(&action) {
+        if self.wire.act(self.now_us, &action) {
             Truth::disturb_all(&mut self.truth, now);
         }
         match action {
@@ -404,8 +379,8 @@ impl<'s> PartialSim<'s> {
     fn net_components(&self) -> Vec<usize> {
         let n = self.truth.len();
         let healthy = |i: usize| self.truth[i].healthy();
-        let free = (0..n).find(|&i| healthy(i) && !self.net.cut_nodes().contains(&i));
-        if free.is_some() || !self.net.any_cut() {
+        let free = (0..n).find(|&i| healthy(i) && !self.wire.net.cut_nodes().contains(&i));
+        if free.is_some() || !self.wire.net.any_cut() {
             let first = (0..n).find(|&i| healthy(i)).unwrap_or(usize::MAX);
             return (0..n)
                 .map(|i| if healthy(i) { first } else { usize::MAX })
@@ -417,7 +392,7 @@ impl<'s> PartialSim<'s> {
                 members
                     .iter()
                     .copied()
-                    .filter(|&b| b != a && self.net.connected(a, b)),
+                    .filter(|&b| b != a && self.wire.net.connected(a, b)),
             );
         })
     }
@@ -508,7 +483,7 @@ impl<'s> PartialSim<'s> {
             t_s: now.as_secs_f64(),
             converged,
             healthy,
-            delivered: self.stats.delivered,
+            delivered: self.wire.stats.delivered,
         });
     }
 

@@ -17,13 +17,11 @@ use nexus_gossip::{
 };
 
 use crate::engine::{
-    NetStats, Progress, Receiver, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us,
-    finish_run, node_addr, node_id_bytes, node_index, queue_timelines, send, wall_clock,
+    Progress, Receiver, RunLoop, SimEvent, WakeTimer, Wire, derive_seed, duration_us, finish_run,
+    fmt_engine, node_addr, node_id_bytes, node_index, wall_clock,
 };
 use crate::invariants::agreement;
 use crate::invariants::{self, Invariant, NodeIds, Truth, World};
-use crate::net::Net;
-use crate::queue::EventQueue;
 use crate::report::{RunReport, Sample};
 use crate::scenario::{Action, Scenario};
 use crate::trace::Trace;
@@ -88,17 +86,14 @@ pub struct CoreSim<'s> {
     scenario: &'s Scenario,
     seed: u64,
     now_us: u64,
-    /// Pending events, earliest `(time, sequence)` first.
-    queue: EventQueue<Ev>,
+    /// The network model, the event queue, the counters and the trace.
+    wire: Wire<Own>,
     nodes: Vec<SimNode>,
     /// Ground truth per node, kept beside `nodes` so checkers get a slice.
     truth: Vec<Truth>,
     ids: NodeIds,
-    net: Net,
-    trace: Trace,
     checkers: Vec<Box<dyn Invariant>>,
     samples: Vec<Sample>,
-    stats: NetStats,
     reg: Option<Box<RegSim<'s>>>,
     /// When agreement holds, for the report.
     watch: agreement::Watch,
@@ -108,11 +103,7 @@ pub struct CoreSim<'s> {
 
 impl std::fmt::Debug for CoreSim<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "CoreSim({}, seed {}, t={}us)",
-            self.scenario.name, self.seed, self.now_us
-        )
+        fmt_engine(f, "CoreSim", self.scenario, self.seed, self.now_us)
     }
 }
 
@@ -143,19 +134,22 @@ impl<'s> CoreSim<'s> {
                 wake: WakeTimer::default(),
             });
         }
+        let registry_timeline = scenario.registry.iter().flat_map(|cfg| {
+            cfg.actions
+                .iter()
+                .enumerate()
+                .map(|(k, t)| (t.at, t.index, Own::RegAction(k)))
+        });
         let mut sim = CoreSim {
             scenario,
             seed,
             now_us: 0,
-            queue: EventQueue::new(),
+            wire: Wire::new(scenario, seed, trace, registry_timeline),
             nodes,
             truth,
             ids,
-            net: Net::for_scenario(scenario, seed),
-            trace,
             checkers: invariants::all(),
             samples: Vec::new(),
-            stats: NetStats::default(),
             watch: agreement::Watch::new(n, AGREEMENT_CHECK_EVERY),
             wall_start: None,
             reg: scenario
@@ -163,14 +157,7 @@ impl<'s> CoreSim<'s> {
                 .as_ref()
                 .map(|cfg| Box::new(RegSim::new(cfg, keys, n))),
         };
-        let registry_timeline = scenario.registry.iter().flat_map(|cfg| {
-            cfg.actions
-                .iter()
-                .enumerate()
-                .map(|(k, t)| (t.at, t.index, Own::RegAction(k)))
-        });
-        queue_timelines(&mut sim.queue, scenario, registry_timeline);
-        sim.queue.push(0, Ev::Sample);
+        sim.wire.queue.push(0, Ev::Sample);
         sim
     }
 
@@ -183,9 +170,9 @@ impl<'s> CoreSim<'s> {
         for i in 0..self.nodes.len() {
             self.start_node(i);
         }
-        self.queue.push(0, Ev::Own(Own::AgreementCheck));
+        self.wire.queue.push(0, Ev::Own(Own::AgreementCheck));
         self.registry_after_action(false);
-        while let Some((at, ev)) = run.next(&mut self.queue) {
+        while let Some((at, ev)) = run.next(&mut self.wire.queue) {
             self.now_us = at;
             match ev {
                 Ev::Deliver { from, to, payload } => self.deliver(from, to, payload),
@@ -196,12 +183,12 @@ impl<'s> CoreSim<'s> {
                 Ev::Sample => {
                     self.sample();
                     let next = at + duration_us(self.scenario.sample_every);
-                    self.queue.push(next, Ev::Sample);
+                    self.wire.queue.push(next, Ev::Sample);
                 }
                 Ev::Own(Own::AgreementCheck) => {
                     self.check_agreement();
                     let next = at + duration_us(self.watch.every()).max(1);
-                    self.queue.push(next, Ev::Own(Own::AgreementCheck));
+                    self.wire.queue.push(next, Ev::Own(Own::AgreementCheck));
                 }
             }
         }
@@ -218,8 +205,8 @@ impl<'s> CoreSim<'s> {
             self.seed,
             wall,
             end_us,
-            self.stats,
-            &mut self.trace,
+            self.wire.stats,
+            &mut self.wire.trace,
             verdicts,
             std::mem::take(&mut self.samples),
         );
@@ -244,7 +231,7 @@ impl<'s> CoreSim<'s> {
             now: Duration::from_micros(self.now_us),
             scenario: self.scenario,
             truth: &self.truth,
-            net: &self.net,
+            net: &self.wire.net,
             ids: &self.ids,
         }
     }
@@ -262,7 +249,7 @@ impl CoreSim<'_> {
             now: Duration::from_micros(self.now_us),
             scenario: self.scenario,
             truth: &self.truth,
-            net: &self.net,
+            net: &self.wire.net,
             ids: &self.ids,
         };
         let nodes = &self.nodes;
@@ -302,10 +289,7 @@ impl CoreSim<'_> {
             (Some(_), true) => Receiver::Paused(&mut node.inbox),
             (Some(_), false) => Receiver::Running,
         };
-        let Some(payload) =
-            self.stats
-                .arrive(&mut self.trace, self.now_us, (from, to), receiver, payload)
-        else {
+        let Some(payload) = self.wire.arrive(self.now_us, (from, to), receiver, payload) else {
             return;
         };
         let local = Timestamp::from_micros(node.clock.local(self.now_us));
@@ -384,7 +368,7 @@ impl CoreSim<'_> {
         let node = &mut self.nodes[i];
         let at = next.map(|l| node.clock.virtual_at(l.as_micros()).max(self.now_us));
         if let (Some(at), Some(token)) = (at, node.wake.arm(at)) {
-            self.queue.push(at, Ev::Wake { node: i, token });
+            self.wire.queue.push(at, Ev::Wake { node: i, token });
         }
     }
 
@@ -397,15 +381,7 @@ impl CoreSim<'_> {
             if to >= self.nodes.len() {
                 continue;
             }
-            send(
-                &mut self.net,
-                &mut self.queue,
-                &mut self.stats,
-                &mut self.trace,
-                self.now_us,
-                (i, to),
-                t.payload,
-            );
+            self.wire.send(self.now_us, (i, to), t.payload);
         }
     }
 
@@ -418,7 +394,7 @@ impl CoreSim<'_> {
         if self.nodes[i].reg.is_some() {
             self.registry_on_member_event(i, e);
         }
-        self.trace.record_member(self.now_us, i, &self.ids, e);
+        self.wire.trace.record_member(self.now_us, i, &self.ids, e);
         let mut checkers = std::mem::take(&mut self.checkers);
         {
             let world = self.world();
@@ -431,10 +407,9 @@ impl CoreSim<'_> {
 
     fn act(&mut self, k: usize) {
         let action = self.scenario.timeline[k].action.clone();
-        self.trace.record_action(self.now_us, &action);
         let now = Duration::from_micros(self.now_us);
         let touch = |sim: &mut Self, i: usize| sim.truth[i].disturbed_at = now;
-        if self.net.apply(&action) {
+        if self.wire.act(self.now_us, &action) {
             Truth::disturb_all(&mut self.truth, now);
         }
         match action {
@@ -547,7 +522,7 @@ impl CoreSim<'_> {
             t_s: self.now_us as f64 / 1e6,
             converged,
             healthy,
-            delivered: self.stats.delivered,
+            delivered: self.wire.stats.delivered,
         });
         self.registry_sample();
     }

@@ -247,7 +247,7 @@ impl CoreSim<'_> {
         ) {
             Ok(node) => node,
             Err(e) => {
-                self.trace.record(
+                self.wire.trace.record(
                     TraceEvent::Registry {
                         t_us: self.now_us,
                         node: i,
@@ -273,7 +273,7 @@ impl CoreSim<'_> {
         });
         reg.truth.unhealthy_since[i] = None;
         if restored > 0 {
-            self.trace.record(
+            self.wire.trace.record(
                 TraceEvent::Registry {
                     t_us: self.now_us,
                     node: i,
@@ -387,7 +387,7 @@ impl CoreSim<'_> {
     }
 
     pub(super) fn registry_trace(&mut self, i: usize, event: String) {
-        self.trace.record(
+        self.wire.trace.record(
             TraceEvent::Registry {
                 t_us: self.now_us,
                 node: i,
@@ -531,7 +531,7 @@ impl CoreSim<'_> {
             return;
         }
         let now = Duration::from_micros(self.now_us);
-        let comp = components(&self.truth, &self.net);
+        let comp = components(&self.truth, &self.wire.net);
         let Some(reg) = self.reg.as_mut() else {
             return;
         };
@@ -545,7 +545,7 @@ impl CoreSim<'_> {
                 _ => {}
             }
         }
-        if !self.net.any_cut() {
+        if !self.wire.net.any_cut() {
             reg.truth.split_since.clear();
         } else {
             let n = comp.len();
@@ -572,7 +572,7 @@ impl CoreSim<'_> {
             return;
         };
         let action = cfg.actions[k].action.clone();
-        self.trace.record(
+        self.wire.trace.record(
             TraceEvent::Action {
                 t_us: self.now_us,
                 action: action.describe(),
@@ -597,7 +597,7 @@ impl CoreSim<'_> {
                         );
                     }
                     if renew {
-                        self.queue.push(
+                        self.wire.queue.push(
                             due,
                             Ev::Own(Own::Renew {
                                 node: i,
@@ -718,7 +718,7 @@ impl CoreSim<'_> {
         if let Some(c) = self.reg.as_mut().and_then(|r| r.clients[i].get_mut(&id)) {
             c.due = next;
         }
-        self.queue.push(
+        self.wire.queue.push(
             next,
             Ev::Own(Own::Renew {
                 node: i,

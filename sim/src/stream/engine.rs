@@ -16,15 +16,13 @@ use rand::rngs::StdRng;
 use super::fixture::{ANCHOR_UNIX_MS, Fixture};
 use super::payload::Header;
 use crate::engine::{
-    NetStats, Progress, RunLoop, SimEvent, WakeTimer, derive_seed, duration_us, finish_run,
-    node_addr, node_index, queue_timelines, seeded_rng, send, wall_clock,
+    Progress, RunLoop, SimEvent, WakeTimer, Wire, derive_seed, duration_us, finish_run, fmt_engine,
+    node_addr, node_index, seeded_rng, wall_clock,
 };
 use crate::invariants::Verdict;
 use crate::invariants::stream::{
     self as checks, Delivered, Sent, SessionChange, StreamInvariant, StreamWorld,
 };
-use crate::net::Net;
-use crate::queue::EventQueue;
 use crate::report::{RunReport, Sample, StreamSummary};
 use crate::scenario::{Action, Scenario, StreamScenario, StreamTraffic};
 use crate::trace::{Trace, TraceEvent};
@@ -99,7 +97,8 @@ pub struct StreamSim<'s> {
     traffic_until_us: u64,
     end_us: u64,
     base: Instant,
-    queue: EventQueue<Ev>,
+    /// The network model, the event queue, the counters and the trace.
+    wire: Wire<Own>,
     nodes: Vec<Node>,
     ids: BTreeMap<[u8; 32], usize>,
     fixture: Fixture,
@@ -108,23 +107,16 @@ pub struct StreamSim<'s> {
     revoked: BTreeSet<usize>,
     cut_periods: Vec<(Duration, Option<Duration>)>,
     established: BTreeMap<(usize, SessionId), usize>,
-    net: Net,
     /// Traffic arrival times.
     traffic_rng: StdRng,
-    trace: Trace,
     checkers: Vec<Box<dyn StreamInvariant>>,
     samples: Vec<Sample>,
-    stats: NetStats,
     summary: StreamSummary,
 }
 
 impl std::fmt::Debug for StreamSim<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "StreamSim({}, seed {}, t={}us)",
-            self.scenario.name, self.seed, self.now_us
-        )
+        fmt_engine(f, "StreamSim", self.scenario, self.seed, self.now_us)
     }
 }
 
@@ -187,6 +179,11 @@ impl<'s> StreamSim<'s> {
             })
             .collect();
         let traffic_until_us = duration_us(scenario.duration);
+        let own = cfg
+            .revocations
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (r.at, r.index, Own::Revoke(k)));
         let mut sim = StreamSim {
             scenario,
             cfg,
@@ -195,7 +192,7 @@ impl<'s> StreamSim<'s> {
             traffic_until_us,
             end_us: duration_us(cfg.end(scenario.duration)),
             base,
-            queue: EventQueue::new(),
+            wire: Wire::new(scenario, seed, trace, own),
             nodes,
             ids,
             fixture,
@@ -203,22 +200,13 @@ impl<'s> StreamSim<'s> {
             revoked: BTreeSet::new(),
             cut_periods: Vec::new(),
             established: BTreeMap::new(),
-            net: Net::for_scenario(scenario, seed),
             traffic_rng: seeded_rng(seed, 34, 0),
-            trace,
             checkers: checks::all(),
             samples: Vec::new(),
-            stats: NetStats::default(),
             summary: StreamSummary::default(),
         };
-        let own = cfg
-            .revocations
-            .iter()
-            .enumerate()
-            .map(|(k, r)| (r.at, r.index, Own::Revoke(k)));
-        queue_timelines(&mut sim.queue, scenario, own);
-        sim.queue.push(traffic_until_us, Ev::Own(Own::Settle));
-        sim.queue.push(0, Ev::Sample);
+        sim.wire.queue.push(traffic_until_us, Ev::Own(Own::Settle));
+        sim.wire.queue.push(0, Ev::Sample);
         sim
     }
 
@@ -246,7 +234,7 @@ impl<'s> StreamSim<'s> {
             }
         }
         let mut run = RunLoop::new(self.cfg.end(self.scenario.duration), progress);
-        while let Some((at, ev)) = run.next(&mut self.queue) {
+        while let Some((at, ev)) = run.next(&mut self.wire.queue) {
             self.now_us = at;
             match ev {
                 Ev::Deliver { from, to, payload } => self.deliver(from, to, &payload),
@@ -260,7 +248,7 @@ impl<'s> StreamSim<'s> {
                 Ev::Sample => {
                     self.sample();
                     let next = at + duration_us(self.scenario.sample_every);
-                    self.queue.push(next, Ev::Sample);
+                    self.wire.queue.push(next, Ev::Sample);
                 }
             }
         }
@@ -272,8 +260,8 @@ impl<'s> StreamSim<'s> {
             self.seed,
             wall,
             self.end_us,
-            self.stats,
-            &mut self.trace,
+            self.wire.stats,
+            &mut self.wire.trace,
             verdicts,
             std::mem::take(&mut self.samples),
         );
@@ -311,7 +299,7 @@ impl<'s> StreamSim<'s> {
     }
 
     fn record(&mut self, node: usize, event: String) {
-        self.trace.record(
+        self.wire.trace.record(
             TraceEvent::Stream {
                 t_us: self.now_us,
                 node,
@@ -329,7 +317,8 @@ impl<'s> StreamSim<'s> {
         let key = self.fixture.node_id(peer);
         if self.nodes[i].ep.session_to(&key).is_some() {
             let at = self.now_us + duration_us(self.cfg.reconnect);
-            self.queue
+            self.wire
+                .queue
                 .push(at, Ev::Own(Own::Reconnect { node: i, peer }));
             return;
         }
@@ -363,8 +352,9 @@ impl<'s> StreamSim<'s> {
     }
 
     fn deliver(&mut self, from: usize, to: usize, payload: &[u8]) {
-        self.stats
-            .record_delivery(&mut self.trace, self.now_us, (from, to), payload);
+        self.wire
+            .stats
+            .record_delivery(&mut self.wire.trace, self.now_us, (from, to), payload);
         let now = self.now();
         self.nodes[to]
             .ep
@@ -403,15 +393,7 @@ impl<'s> StreamSim<'s> {
                 };
                 let segment = t.segment_size.unwrap_or(t.contents.len()).max(1);
                 for chunk in t.contents.chunks(segment) {
-                    send(
-                        &mut self.net,
-                        &mut self.queue,
-                        &mut self.stats,
-                        &mut self.trace,
-                        self.now_us,
-                        (i, to),
-                        chunk.to_vec(),
-                    );
+                    self.wire.send(self.now_us, (i, to), chunk.to_vec());
                 }
             }
             for e in events {
@@ -442,7 +424,7 @@ impl<'s> StreamSim<'s> {
         // Never at this instant again: what is due now has just run.
         let at = due_us.map(|d| d.max(now_us + 1));
         if let (Some(at), Some(token)) = (at, node.wake.arm(at)) {
-            self.queue.push(at, Ev::Wake { node: i, token });
+            self.wire.queue.push(at, Ev::Wake { node: i, token });
         }
     }
 
@@ -504,7 +486,7 @@ impl<'s> StreamSim<'s> {
                     && s.client
                 {
                     let at = self.now_us + duration_us(self.cfg.reconnect);
-                    self.queue.push(
+                    self.wire.queue.push(
                         at,
                         Ev::Own(Own::Reconnect {
                             node: i,
@@ -599,7 +581,9 @@ impl<'s> StreamSim<'s> {
         let gap_us = ((-(1.0 - u).ln() / rate) * 1e6).max(1.0) as u64;
         let at = self.now_us + gap_us;
         if at < self.traffic_until_us {
-            self.queue.push(at, Ev::Own(Own::Traffic { node: i, mode }));
+            self.wire
+                .queue
+                .push(at, Ev::Own(Own::Traffic { node: i, mode }));
         }
     }
 
@@ -717,10 +701,9 @@ impl<'s> StreamSim<'s> {
     fn act(&mut self, k: usize) {
         let scenario = self.scenario;
         let action = &scenario.timeline[k].action;
-        self.trace.record_action(self.now_us, action);
         // Only network actions: Scenario::check refuses the others in `[stream]` scenarios.
         assert!(
-            self.net.apply(action),
+            self.wire.act(self.now_us, action),
             "{} reached the stream engine: Scenario::check refuses it",
             action.name()
         );
@@ -755,7 +738,7 @@ impl<'s> StreamSim<'s> {
             self.revoked.insert(node);
         }
         let names: Vec<String> = r.nodes.iter().map(|i| format!("n{}", i + 1)).collect();
-        self.trace.record(
+        self.wire.trace.record(
             TraceEvent::Action {
                 t_us: self.now_us,
                 action: format!("revoke [{}] delay {:?}", names.join(","), r.delay),
@@ -766,7 +749,8 @@ impl<'s> StreamSim<'s> {
         let at = self.now_us + duration_us(r.delay);
         for j in 0..self.nodes.len() {
             if !r.nodes.contains(&j) {
-                self.queue
+                self.wire
+                    .queue
                     .push(at, Ev::Own(Own::TrustArrives { node: j, count }));
             }
         }
@@ -783,15 +767,15 @@ impl<'s> StreamSim<'s> {
     }
 
     fn settle(&mut self) {
-        self.trace.record(
+        self.wire.trace.record(
             TraceEvent::Action {
                 t_us: self.now_us,
                 action: "settle: traffic stops, every cut heals, loss 0".into(),
             },
             None,
         );
-        self.net.heal();
-        self.net.set_loss(None, 0.0);
+        self.wire.net.heal();
+        self.wire.net.set_loss(None, 0.0);
         self.cut_healed();
     }
 
@@ -820,7 +804,7 @@ impl<'s> StreamSim<'s> {
                 up as f64 / intended as f64
             },
             healthy: self.nodes.len(),
-            delivered: self.stats.delivered,
+            delivered: self.wire.stats.delivered,
         });
     }
 
