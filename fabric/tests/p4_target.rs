@@ -1,6 +1,7 @@
 //! A node configured with `[p4] target` feeds a P4Runtime switch every forwarding-table
-//! generation: the P4Runtime test server of the P4 target (`p4/tests/p4rt/server.py`, a real
-//! process on the PyPI `p4runtime` bindings that validates every entity against the P4Info)
+//! generation: the P4Runtime test server of the P4 target (`nexus_p4::testkit::TestServer`:
+//! `p4/tests/p4rt/server.py`, a real process on the PyPI `p4runtime` bindings that validates
+//! every entity against the P4Info)
 //! receives the arbitration, the pipeline and entries equal to the node's table as
 //! `GET /v1/fib` shows it; a new static route arrives as a diff (writes, no new pipeline); an
 //! unreachable target shows in `GET /v1/dataplane/targets` and the metrics while the node
@@ -18,141 +19,28 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use http::uri::PathAndQuery;
-use nexus_p4::client::entries_from;
 use nexus_p4::entries::Entries;
-use nexus_p4::program::PROFILE_SELECTOR;
-use nexus_p4::proto::v1::{
-    ActionProfileGroup, ActionProfileMember, Entity, ReadRequest, ReadResponse, TableEntry, entity,
-};
+use nexus_p4::testkit::TestServer;
 use serde_json::{Value, json};
 
 const KEY_A: &str = "0a0000000000000000000000000000a1";
 const KEY_B: &str = "0b0000000000000000000000000000b2";
 
-fn p4rt_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../p4/tests/p4rt")
+/// The P4Runtime test server with `--log-rpcs`: it prints a PIPELINE / WRITE line per RPC.
+fn start_switch() -> TestServer {
+    TestServer::start(&["--log-rpcs"])
 }
 
-/// The P4Runtime test server's python, its virtual environment made if missing.
-fn venv_python() -> PathBuf {
-    let dir = p4rt_dir();
-    python_venv(
-        &dir.join(".venv"),
-        &dir.join("requirements.txt"),
-        |python| {
-            Command::new(python)
-                .args(["-c", "import p4.v1, grpc"])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        },
-    )
-}
-
-/// The P4Runtime test server with `--log-rpcs`; its PIPELINE / WRITE lines are collected.
-/// Killed when dropped.
-struct Switch {
-    child: Child,
-    _stdin: ChildStdin,
-    port: u16,
-    rpcs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Switch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Switch {
-    fn start() -> Switch {
-        let mut child = Command::new(venv_python())
-            .arg(p4rt_dir().join("server.py"))
-            .arg("--log-rpcs")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start server.py");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read server.py stdout");
-        let port = line
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("server.py did not start: {line:?}"));
-        let rpcs = Arc::new(Mutex::new(Vec::new()));
-        let sink = rpcs.clone();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                sink.lock().expect("rpcs").push(line);
-            }
-        });
-        Switch {
-            child,
-            _stdin: stdin,
-            port,
-            rpcs,
-        }
-    }
-
-    fn rpcs(&self) -> Vec<String> {
-        self.rpcs.lock().expect("rpcs").clone()
-    }
-
-    /// The switch's entries, read back over P4Runtime (`Read` needs no arbitration) and
-    /// decoded with the node's own checked decoder.
-    async fn entries(&self) -> Entries {
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.port))
-                .expect("endpoint")
-                .connect()
-                .await
-                .expect("connect to the switch");
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.expect("ready");
-        let wildcard = |e| Entity { entity: Some(e) };
-        let request = ReadRequest {
-            device_id: 1,
-            entities: vec![
-                wildcard(entity::Entity::ActionProfileMember(ActionProfileMember {
-                    action_profile_id: PROFILE_SELECTOR,
-                    ..Default::default()
-                })),
-                wildcard(entity::Entity::ActionProfileGroup(ActionProfileGroup {
-                    action_profile_id: PROFILE_SELECTOR,
-                    ..Default::default()
-                })),
-                wildcard(entity::Entity::TableEntry(TableEntry::default())),
-            ],
-            role: String::new(),
-        };
-        let codec = tonic_prost::ProstCodec::<ReadRequest, ReadResponse>::default();
-        let mut stream = grpc
-            .server_streaming(
-                tonic::Request::new(request),
-                PathAndQuery::from_static("/p4.v1.P4Runtime/Read"),
-                codec,
-            )
-            .await
-            .expect("Read")
-            .into_inner();
-        let mut entities = Vec::new();
-        while let Some(response) = stream.message().await.expect("Read stream") {
-            entities.extend(response.entities);
-        }
-        entries_from(entities).expect("the switch's entries fit the program")
-    }
+/// The switch's entries, read back over P4Runtime and decoded with the node's own checked
+/// decoder.
+async fn read_back(switch: &TestServer) -> Entries {
+    switch
+        .entries()
+        .await
+        .expect("the switch's entries, read back")
 }
 
 /// Route key → its next hops as (addr, weight, rewrite), sorted: the form both sides share.
@@ -255,13 +143,13 @@ fn p4_config(target: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_switch_holds_the_nodes_table_and_gets_changes_as_diffs() {
-    let switch = Switch::start();
+    let switch = start_switch();
     let dir = tempfile::tempdir().expect("tmp");
     let node = start_node(
         "p4n",
         &dir.path().join("n"),
         &[],
-        &p4_config(&format!("127.0.0.1:{}", switch.port)),
+        &p4_config(&format!("127.0.0.1:{}", switch.port())),
         None,
     );
     let id = node.get("/v1/node").await["id"]
@@ -293,7 +181,7 @@ async fn the_switch_holds_the_nodes_table_and_gets_changes_as_diffs() {
     .await;
 
     let fib = caught_up(&node).await;
-    let entries = switch.entries().await;
+    let entries = read_back(&switch).await;
     assert_eq!(switch_table(&entries), fib_table(&fib));
     assert_eq!(switch_table(&entries).len(), 1);
     assert!(
@@ -305,8 +193,8 @@ async fn the_switch_holds_the_nodes_table_and_gets_changes_as_diffs() {
     assert_eq!(target["connected"], true);
     assert_eq!(target["failures"], 0);
     assert_eq!(target["last_error"], Value::Null);
-    assert_eq!(target["address"], format!("127.0.0.1:{}", switch.port));
-    let rpcs = switch.rpcs();
+    assert_eq!(target["address"], format!("127.0.0.1:{}", switch.port()));
+    let rpcs = switch.lines();
     assert_eq!(
         rpcs.iter().filter(|l| *l == "PIPELINE").count(),
         1,
@@ -316,18 +204,18 @@ async fn the_switch_holds_the_nodes_table_and_gets_changes_as_diffs() {
     // A second route: the switch gets the new entries as writes, without a new pipeline (which
     // would clear its tables and need a full install).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = switch.rpcs().len();
-    let count_before = entity_count(&switch.entries().await);
+    let before = switch.lines().len();
+    let count_before = entity_count(&read_back(&switch).await);
     put(
         KEY_B,
         json!([{"node": id, "addr": "127.0.0.1:9003", "weight": 2}]),
     )
     .await;
     let fib = caught_up(&node).await;
-    let entries = switch.entries().await;
+    let entries = read_back(&switch).await;
     assert_eq!(switch_table(&entries), fib_table(&fib));
     assert_eq!(switch_table(&entries).len(), 2);
-    let after: Vec<String> = switch.rpcs()[before..].to_vec();
+    let after: Vec<String> = switch.lines()[before..].to_vec();
     assert!(!after.iter().any(|l| l == "PIPELINE"), "{after:?}");
     let (mut inserts, mut deletes) = (0usize, 0usize);
     for line in &after {

@@ -374,61 +374,9 @@ pub async fn expect_body_too_large(url: &str) {
     expect_problem(response, 413, "body-too-large").await;
 }
 
-/// Runs `cmd` and asserts it succeeded, printing its output if not; `what` names it.
-pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// The python of a virtual environment at `venv` holding the pinned `requirements`: the
-/// environment is created with `python3 -m venv` if missing, and `pip install -r requirements`
-/// runs unless `ready(python)` says the packages are already there. `.ci/run` makes the same
-/// environments ahead of the tests. One caller at a time per process (pip is not safe to run
-/// twice at once on one environment).
-pub fn python_venv(venv: &Path, requirements: &Path, ready: impl Fn(&Path) -> bool) -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        if let Err(e) = Command::new("python3").arg("--version").output() {
-            panic!(
-                "python3 is required (python3 -m venv {}, pip install -r {}), but it cannot \
-                 be run: {e}",
-                venv.display(),
-                requirements.display()
-            );
-        }
-        run_ok(
-            Command::new("python3").args(["-m", "venv"]).arg(venv),
-            &format!("python3 -m venv {}", venv.display()),
-        );
-    }
-    if !ready(&python) {
-        run_ok(
-            Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
-                .arg(requirements),
-            &format!("pip install -r {}", requirements.display()),
-        );
-    }
-    python
-}
+/// The python of a virtual environment with pinned requirements, made if missing (the P4
+/// target's test support, where the P4Runtime test server's environment is made too).
+pub use nexus_p4::testkit::python_venv;
 
 impl NodeProc {
     /// `POST path` with a JSON body, which must succeed (2xx); its JSON answer.
