@@ -12,6 +12,7 @@
 
 mod ca;
 pub mod keyring;
+pub mod links;
 mod registry;
 pub mod sessions;
 pub mod tls;
@@ -40,6 +41,7 @@ use nexus_dataplane::fib::{NextHop, RoutingKey};
 use nexus_gossip::MemberView;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -125,6 +127,10 @@ pub struct AdminMetrics {
     pub auth_failures: Family<Vec<(String, String)>, Counter>,
     /// TLS handshakes and certificate reloads.
     pub tls: tls::TlsMetrics,
+    /// Services' links open now (`GET /v1/services/{id}/link`).
+    pub service_links: Gauge,
+    /// Services withdrawn because their link closed (their process died).
+    pub service_links_lost: Counter,
 }
 
 impl AdminMetrics {
@@ -145,6 +151,16 @@ impl AdminMetrics {
             "Admin API certificate reloads (SIGHUP) by result",
             self.tls.reloads.clone(),
         );
+        registry.register(
+            "service_links",
+            "Local services' links to this node open now",
+            self.service_links.clone(),
+        );
+        registry.register(
+            "service_links_lost",
+            "Local services withdrawn because their link to this node closed",
+            self.service_links_lost.clone(),
+        );
     }
 
     fn refused(&self, reason: &str) {
@@ -158,6 +174,8 @@ impl AdminMetrics {
 struct AppState {
     ctx: AdminContext,
     supervisor: ActorRef<SupervisorMsg>,
+    /// Services' links to this node (`GET /v1/services/{id}/link`).
+    links: links::ServiceLinks,
 }
 
 impl Problem {
@@ -828,7 +846,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 #[openapi(
     info(title = "Nexus admin API", description = "Administer one Nexus node. Errors are application/problem+json (RFC 9457)."),
     paths(health, node, members, actors, leave, crash, metrics, openapi, fib, fib_rollback, dataplane_targets, routes_list, put_route, delete_route,
-        registry::post_service, registry::put_service, registry::delete_service, registry::patch_load,
+        registry::post_service, registry::put_service, registry::delete_service, registry::patch_load, links::link,
         registry::list_services, registry::get_service, registry::resolve, registry::intent_routes, registry::overlay,
         ca::status, ca::issue, ca::get_cert, ca::list_certs, ca::renew, ca::revoke, ca::revocations, ca::keys,
         ca::circuit, ca::proving_key, ca::add_voter, ca::remove_voter, ca::node_mic, ca::node_trust,
@@ -1247,6 +1265,12 @@ fn routes() -> RouteTable {
             SERVICES_WRITE,
             registry::patch_load,
         )
+        .route(
+            M::GET,
+            "/v1/services/{id}/link",
+            SERVICES_WRITE,
+            links::link,
+        )
         .route(M::POST, "/v1/resolve", READ, registry::resolve)
         .route(M::GET, "/v1/intent-routes", READ, registry::intent_routes)
         .route(M::GET, "/v1/overlay", READ, registry::overlay)
@@ -1508,10 +1532,13 @@ pub enum AdminMsg {
 #[derive(Debug)]
 pub struct AdminState {
     server: JoinHandle<()>,
+    links: links::ServiceLinks,
 }
 
 impl Drop for AdminState {
     fn drop(&mut self) {
+        // Before the connections drop with the server: their services did not die.
+        self.links.stop();
         self.server.abort();
     }
 }
@@ -1537,9 +1564,11 @@ impl Actor for AdminActor {
             Some(tls) => Some((tls.server_config()?, args.ctx.admin_metrics.tls.clone())),
             None => None,
         };
+        let links = links::ServiceLinks::default();
         let app = router(AppState {
             ctx: args.ctx,
             supervisor,
+            links: links.clone(),
         });
         let me = myself.clone();
         let server = match tls {
@@ -1557,7 +1586,7 @@ impl Actor for AdminActor {
                 })
             }
         };
-        Ok(AdminState { server })
+        Ok(AdminState { server, links })
     }
 
     async fn handle(

@@ -5,11 +5,13 @@
 //! socket (the relay) into node 1's data plane, which picks a replica per flow and rewrites the
 //! key; the replica answers through its node's data plane to node 1's session key, and the relay
 //! hands the answer to the client. Checked: calls, a token stream and a tensor succeed; new
-//! flows spread over both replicas; after one replica stops, new calls land on the other; a
-//! class with no route is refused, typed, at once. A second test times the first call of a class
-//! its node did not track, kills a replica (its sessions left open, its route installed) and
-//! checks that the next call is answered by the other within the routed idle bound, and that
-//! the relay's counters move in the node's metrics and `GET /v1/node`.
+//! flows spread over both replicas; after one replica stops, it refuses new sessions (a direct
+//! client that resolved it before moves on to the other at once) and new calls land on the
+//! other; a class with no route is refused, typed, at once. A second test times the first call
+//! of a class its node did not track, checks that the relay's counters move in the node's
+//! metrics and `GET /v1/node`, then kills a replica (its sessions left open): its node withdraws
+//! it as soon as its link to the node closes, the client's node drops its route, and the next
+//! call is answered by the other replica within the routed idle bound.
 
 #![allow(
     clippy::disallowed_methods,
@@ -27,8 +29,8 @@ use common::{NodeProc, fast_config, start_node};
 use nexus_api::Bytes;
 use nexus_api::wire::ApiError;
 use nexus_api::{
-    Call, Client, ClientConfig, DType, ErrorCode, Finish, Handler, Path, Service, ServiceConfig,
-    Tensor, TensorHeader, TokenSink,
+    Call, CallOptions, Client, ClientConfig, DType, ErrorCode, Finish, Handler, Path, Service,
+    ServiceConfig, Tensor, TensorHeader, TokenSink,
 };
 use nexus_registry::{Intent, Sad};
 
@@ -112,6 +114,47 @@ async fn wait_route(client: &Client, node: &NodeProc, n: usize) -> String {
     }
 }
 
+/// Three nodes (the CA's voters, each with a data plane), the CA bootstrapped, and replica `a`
+/// served on node 1. Fields drop in order: the nodes stop before their directory goes.
+struct Cluster {
+    n1: NodeProc,
+    n2: NodeProc,
+    _n3: NodeProc,
+    a: Service<Replica>,
+    _root: tempfile::TempDir,
+}
+
+async fn cluster() -> Cluster {
+    let root = tempfile::tempdir().expect("tmp");
+    let n1 = start("n1", root.path(), &[]);
+    let seed = n1.gossip.clone();
+    let n2 = start("n2", root.path(), &[&seed]);
+    let n3 = start("n3", root.path(), &[&seed]);
+    wait_bootstrapped(&http(), &n1, Duration::from_secs(60)).await;
+    let a = Service::serve(
+        ServiceConfig::new(n1.nexapi_config().await, sad("replica-a")),
+        Replica("a"),
+    )
+    .await
+    .expect("serve a");
+    Cluster {
+        n1,
+        n2,
+        _n3: n3,
+        a,
+        _root: root,
+    }
+}
+
+/// A client on `node` taking the routed path, resolving before every call (so the class's
+/// route is looked up afresh after a change).
+async fn routed_client(node: &NodeProc) -> Client {
+    let mut config = ClientConfig::new(node.nexapi_config().await);
+    config.path = Path::Routed;
+    config.resolve_ttl = Duration::ZERO;
+    Client::connect(config).await.expect("client")
+}
+
 /// One routed call on a new flow (no pooled session): the replica that answered.
 async fn new_flow_call(client: &Client) -> String {
     client.close_sessions().await;
@@ -125,31 +168,15 @@ async fn new_flow_call(client: &Client) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routed_calls_reach_a_replica_picked_by_the_data_plane() {
-    let root = tempfile::tempdir().expect("tmp");
-    let n1 = start("n1", root.path(), &[]);
-    let seed = n1.gossip.clone();
-    let n2 = start("n2", root.path(), &[&seed]);
-    let _n3 = start("n3", root.path(), &[&seed]);
-    wait_bootstrapped(&http(), &n1, Duration::from_secs(60)).await;
-
-    let a = Service::serve(
-        ServiceConfig::new(n1.nexapi_config().await, sad("replica-a")),
-        Replica("a"),
-    )
-    .await
-    .expect("serve a");
+    let Cluster { n1, n2, a, .. } = &cluster().await;
     let b = Service::serve(
         ServiceConfig::new(n2.nexapi_config().await, sad("replica-b")),
         Replica("b"),
     )
     .await
     .expect("serve b");
-    let mut config = ClientConfig::new(n1.nexapi_config().await);
-    config.path = Path::Routed;
-    // Every call resolves, so the class's route is looked up afresh after a change.
-    config.resolve_ttl = Duration::ZERO;
-    let client = Client::connect(config).await.expect("client");
-    let key = wait_route(&client, &n1, 2).await;
+    let client = routed_client(n1).await;
+    let key = wait_route(&client, n1, 2).await;
 
     // A call, a token stream and a tensor on the routed path.
     let first = new_flow_call(&client).await;
@@ -186,8 +213,24 @@ async fn routed_calls_reach_a_replica_picked_by_the_data_plane() {
         );
     }
 
-    // The pooled session lands on b; then b stops (closing its sessions, withdrawing its
-    // route): the next call, on the pooled session, fails over to a new flow, which reaches a.
+    // A direct client that resolved both replicas before b stops.
+    let direct = Client::connect(ClientConfig::new(n1.nexapi_config().await))
+        .await
+        .expect("direct client");
+    let resolved = direct.resolve(&intent("llm.chat")).await.expect("resolve");
+    let candidate = |id: &str| {
+        resolved
+            .candidates
+            .iter()
+            .find(|c| c.service == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not resolved: {resolved:?}"))
+    };
+    let (cand_a, cand_b) = (candidate("replica-a"), candidate("replica-b"));
+
+    // The pooled session lands on b; then b stops (refusing new sessions, withdrawing its route,
+    // closing its sessions): the next call, on the pooled session, fails over to a new flow,
+    // which reaches a: a flow the table still sends to b is refused, not served.
     while new_flow_call(&client).await != "b" {}
     b.stop().await.expect("stop b");
     let out = client
@@ -196,9 +239,34 @@ async fn routed_calls_reach_a_replica_picked_by_the_data_plane() {
         .expect("a call after its replica stopped");
     assert_eq!(out.as_ref(), b"a:y");
 
+    // The direct client cannot open a new session to the stopped b: refused, typed as a
+    // transport failure (`unavailable`), and a keyed call given b first moves on to a at once.
+    let refused = direct
+        .session(&cand_b)
+        .await
+        .expect_err("a stopped service accepted a new session");
+    assert_eq!(refused.code(), ErrorCode::Unavailable, "{refused}");
+    assert!(refused.to_string().contains("refused"), "{refused}");
+    let started = Instant::now();
+    let out = direct
+        .infer_on(
+            &[cand_b, cand_a],
+            "tiny",
+            Bytes::from_static(b"z"),
+            &CallOptions::default(),
+        )
+        .await
+        .expect("a keyed call that names the stopped replica first");
+    assert_eq!(out.as_ref(), b"a:z");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "moving on from the stopped replica took {:?}",
+        started.elapsed()
+    );
+
     // b's route is withdrawn, and every new flow lands on a.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while hops(&n1, &key).await != 1 {
+    while hops(n1, &key).await != 1 {
         // Resolving keeps the class tracked, so its route is recompiled without b.
         let _ = client.node().resolve(&intent("llm.chat")).await;
         assert!(Instant::now() < deadline, "b's hop was not withdrawn");
@@ -207,7 +275,7 @@ async fn routed_calls_reach_a_replica_picked_by_the_data_plane() {
     for _ in 0..8 {
         assert_eq!(new_flow_call(&client).await, "a");
     }
-    drop(a);
+    assert_eq!(a.in_flight(), 0);
 
     // A class with no route: refused, typed, without waiting on the transport.
     let started = Instant::now();
@@ -278,20 +346,8 @@ fn metric(text: &str, name: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_class_is_fast_and_a_killed_replica_is_left_within_the_idle_bound() {
-    let root = tempfile::tempdir().expect("tmp");
-    let n1 = start("n1", root.path(), &[]);
-    let seed = n1.gossip.clone();
-    let n2 = start("n2", root.path(), &[&seed]);
-    let _n3 = start("n3", root.path(), &[&seed]);
-    wait_bootstrapped(&http(), &n1, Duration::from_secs(60)).await;
-
-    let a = Service::serve(
-        ServiceConfig::new(n1.nexapi_config().await, sad("replica-a")),
-        Replica("a"),
-    )
-    .await
-    .expect("serve a");
+async fn a_new_class_is_fast_and_a_killed_replica_is_withdrawn_and_left_within_bounds() {
+    let Cluster { n1, n2, a, .. } = &cluster().await;
     let mut b = Killable::serve(
         ServiceConfig::new(n2.nexapi_config().await, sad("replica-b")),
         Replica("b"),
@@ -315,10 +371,7 @@ async fn a_new_class_is_fast_and_a_killed_replica_is_left_within_the_idle_bound(
         assert!(Instant::now() < deadline, "adverts: {services}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut config = ClientConfig::new(n1.nexapi_config().await);
-    config.path = Path::Routed;
-    config.resolve_ttl = Duration::ZERO;
-    let client = Client::connect(config).await.expect("client");
+    let client = routed_client(n1).await;
     let metrics_before = n1.metrics().await;
 
     // The first call of a class n1 does not track: resolving it starts tracking it and the
@@ -381,11 +434,54 @@ async fn a_new_class_is_fast_and_a_killed_replica_is_left_within_the_idle_bound(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // The pooled session lands on b, then b is killed: no close reaches the client, and b's
-    // route stays installed until its lease runs out.
-    wait_route(&client, &n1, 2).await;
+    // The pooled session lands on b, then b is killed: no close reaches the client, but b's
+    // link to n2 closes with its runtime, so n2 withdraws b at once (not when its 30 s lease
+    // runs out) and n1 drops b's route.
+    let key = wait_route(&client, n1, 2).await;
     while new_flow_call(&client).await != "b" {}
+    let lost = "nexus_service_links_lost_total";
+    let lost_before = metric(&n2.metrics().await, lost);
+    assert_eq!(metric(&n2.metrics().await, "nexus_service_links"), 1);
     b.kill();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(10);
+    loop {
+        let services = n2.get("/v1/services?scope=local").await;
+        let held = services["services"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|s| s["service"]["id"].as_str() == Some("replica-b"))
+        });
+        if !held {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b not withdrawn: {services}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let withdrawn = killed.elapsed();
+    while hops(n1, &key).await != 1 {
+        // Resolving keeps the class tracked, so its route is recompiled without b.
+        let _ = client.node().resolve(&intent("llm.chat")).await;
+        assert!(Instant::now() < deadline, "b's hop was not withdrawn on n1");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let unrouted = killed.elapsed();
+    eprintln!(
+        "killed replica: withdrawn by its node after {withdrawn:?}, its hop gone from the client's node after {unrouted:?}"
+    );
+    let text = n2.metrics().await;
+    assert_eq!(metric(&text, lost), lost_before + 1, "{text}");
+    assert_eq!(metric(&text, "nexus_service_links"), 0, "{text}");
+    assert!(
+        withdrawn < Duration::from_secs(1),
+        "the node took {withdrawn:?} to withdraw a killed service"
+    );
+    assert!(
+        unrouted < Duration::from_secs(3),
+        "the client's node took {unrouted:?} to drop a killed service's route"
+    );
+
+    // The pooled session to b idles out (no reset from b can end it), and the call moves to a
+    // new flow, which the table now places on a.
     let started = Instant::now();
     let out = client
         .infer(&intent("llm.chat"), "tiny", Bytes::from_static(b"y"))
@@ -394,9 +490,10 @@ async fn a_new_class_is_fast_and_a_killed_replica_is_left_within_the_idle_bound(
     let failover = started.elapsed();
     eprintln!("call after the pooled replica was killed: {failover:?}");
     assert_eq!(out.as_ref(), b"a:y");
-    // Within the idle bound for the dead session, and one more for a new flow that the table
-    // still sent to the dead replica.
-    let bound = nexus_api::ROUTED_IDLE_TIMEOUT * 2 + Duration::from_secs(1);
+    let bound = nexus_api::ROUTED_IDLE_TIMEOUT + Duration::from_secs(1);
     assert!(failover < bound, "{failover:?} (bound {bound:?})");
-    drop(a);
+    for _ in 0..8 {
+        assert_eq!(new_flow_call(&client).await, "a");
+    }
+    assert_eq!(a.in_flight(), 0);
 }

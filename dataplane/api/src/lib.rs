@@ -46,7 +46,7 @@ pub use bytes::Bytes;
 pub use client::{CallOptions, Client, ClientConfig, TokenStream};
 pub use error::Error;
 pub use metrics::Metrics;
-pub use node::{NodeClient, NodeConfig};
+pub use node::{NodeClient, NodeConfig, ServiceLink};
 pub use routed::{Path, ROUTED_FANOUT, ROUTED_IDLE_TIMEOUT, ROUTED_INITIAL_RTT, ROUTED_KEEP_ALIVE};
 pub use service::{Call, Handler, Service, ServiceConfig, TokenSink};
 pub use wire::{

@@ -94,7 +94,11 @@ impl NodeConfig {
 
     /// An HTTP client for the admin API with this configuration's TLS trust.
     pub fn http_client(&self, timeout: Duration) -> Result<reqwest::Client, Error> {
-        let mut builder = reqwest::Client::builder().timeout(timeout);
+        self.http_builder(reqwest::Client::builder().timeout(timeout))
+    }
+
+    /// `builder` with this configuration's TLS trust.
+    fn http_builder(&self, mut builder: reqwest::ClientBuilder) -> Result<reqwest::Client, Error> {
         if let Some(tls) = &self.tls {
             builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(tls));
         } else if let Some(pem) = &self.ca_cert {
@@ -128,11 +132,60 @@ impl NodeConfig {
     }
 }
 
+/// How long a service's link waits for its first answer (the node's admin API is local).
+const LINK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A service link that has carried nothing for this many of the node's heartbeat periods is
+/// taken for dead.
+const LINK_SILENT_HEARTBEATS: u32 = 5;
+/// The least time a service link may stay silent before it is taken for dead.
+const LINK_SILENCE_MIN: Duration = Duration::from_secs(1);
+/// Longest heartbeat period a node may announce on a service link, milliseconds.
+const LINK_HEARTBEAT_MS_MAX: u64 = 60_000;
+/// Longest first line of a service link.
+const LINK_FIRST_LINE_BYTES_MAX: usize = 4096;
+
+/// A service's open link to its node (`GET /v1/services/{id}/link`): while it is open the node
+/// knows the service's process is alive, and when the connection closes (the process died) the
+/// node withdraws the service. The node writes a heartbeat line every `heartbeat`.
+#[derive(Debug)]
+pub struct ServiceLink {
+    response: reqwest::Response,
+    heartbeat: Duration,
+}
+
+impl ServiceLink {
+    /// The node's heartbeat period on this link.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// Waits until the link ends: the node closed it, the connection failed, or nothing
+    /// arrived for [`LINK_SILENT_HEARTBEATS`] heartbeats (at least [`LINK_SILENCE_MIN`]).
+    /// Says why.
+    pub async fn closed(mut self) -> Error {
+        let silence = (self.heartbeat * LINK_SILENT_HEARTBEATS).max(LINK_SILENCE_MIN);
+        loop {
+            match tokio::time::timeout(silence, self.response.chunk()).await {
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => return Error::Node("the node closed the service link".into()),
+                Ok(Err(e)) => return Error::Node(format!("service link: {e}")),
+                Err(_) => {
+                    return Error::Node(format!(
+                        "service link: no heartbeat from the node for {silence:?}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// A connection to the local node.
 #[derive(Debug)]
 pub struct NodeClient {
     config: NodeConfig,
     http: reqwest::Client,
+    /// For service links: no overall timeout (a link stays open while the service runs).
+    link_http: reqwest::Client,
     resolver: UdpSocket,
     call: AtomicU64,
     revocations_after: AtomicU64,
@@ -172,6 +225,8 @@ impl NodeClient {
     /// A client of the node `config` names. Nothing is sent yet.
     pub async fn new(config: NodeConfig) -> Result<NodeClient, Error> {
         let http = config.http_client(Duration::from_secs(10))?;
+        let link_http = config
+            .http_builder(reqwest::Client::builder().connect_timeout(LINK_CONNECT_TIMEOUT))?;
         let bind: SocketAddr = if config.api.is_ipv4() {
             "127.0.0.1:0"
         } else {
@@ -189,6 +244,7 @@ impl NodeClient {
         Ok(NodeClient {
             config,
             http,
+            link_http,
             resolver,
             call: AtomicU64::new(1),
             revocations_after: AtomicU64::new(0),
@@ -362,6 +418,61 @@ impl NodeClient {
             )
             .await?;
         Ok(())
+    }
+
+    /// Opens the link of `service`, registered on this node: the node withdraws the service
+    /// when the link's connection closes (see [`ServiceLink`]). Fails if the node does not know
+    /// the service (register it first).
+    pub async fn link(&self, service: &str) -> Result<ServiceLink, Error> {
+        #[derive(Deserialize)]
+        struct First {
+            heartbeat_ms: u64,
+        }
+        let what = "service link";
+        let mut request = self
+            .link_http
+            .get(format!("{}/v1/services/{service}/link", self.config.admin));
+        if let Some(t) = &self.config.token {
+            request = request.bearer_auth(t);
+        }
+        let response = tokio::time::timeout(LINK_CONNECT_TIMEOUT, request.send())
+            .await
+            .map_err(|_| Error::Node(format!("{what}: no answer in {LINK_CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| Error::Node(format!("{what}: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(Error::Node(format!("{what}: HTTP {status}")));
+        }
+        let mut response = response;
+        let mut line = Vec::new();
+        while !line.contains(&b'\n') {
+            let chunk = tokio::time::timeout(LINK_CONNECT_TIMEOUT, response.chunk())
+                .await
+                .map_err(|_| {
+                    Error::Node(format!("{what}: no first line in {LINK_CONNECT_TIMEOUT:?}"))
+                })?
+                .map_err(|e| Error::Node(format!("{what}: {e}")))?
+                .ok_or_else(|| Error::Node(format!("{what}: closed before its first line")))?;
+            line.extend_from_slice(&chunk);
+            if line.len() > LINK_FIRST_LINE_BYTES_MAX {
+                return Err(Error::Node(format!(
+                    "{what}: a first line longer than {LINK_FIRST_LINE_BYTES_MAX} bytes"
+                )));
+            }
+        }
+        let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+        let first: First = serde_json::from_slice(&line[..end])
+            .map_err(|e| Error::Node(format!("{what}: first line: {e}")))?;
+        if first.heartbeat_ms == 0 || first.heartbeat_ms > LINK_HEARTBEAT_MS_MAX {
+            return Err(Error::Node(format!(
+                "{what}: a heartbeat of {} ms (1..={LINK_HEARTBEAT_MS_MAX} expected)",
+                first.heartbeat_ms
+            )));
+        }
+        Ok(ServiceLink {
+            response,
+            heartbeat: Duration::from_millis(first.heartbeat_ms),
+        })
     }
 
     /// Withdraws a service.

@@ -214,13 +214,18 @@ impl Client {
             Some(session)
         } else {
             sessions.remove(&key);
-            let mut lost = lock(&self.inner.routed.lost);
-            if lost.len() >= CLASSES_MAX {
-                lost.clear();
-            }
-            lost.insert(key);
+            self.mark_lost(key);
             None
         }
+    }
+
+    /// Class `key`'s next session is opened on [`ROUTED_FANOUT`] flows.
+    fn mark_lost(&self, key: u128) {
+        let mut lost = lock(&self.inner.routed.lost);
+        if lost.len() >= CLASSES_MAX {
+            lost.clear();
+        }
+        lost.insert(key);
     }
 
     /// Forgets every class's pooled session (the transport's pool was emptied).
@@ -271,13 +276,16 @@ impl Client {
                 }
             });
         }
-        let session = session.ok_or_else(|| {
-            Error::Transport(format!(
+        let Some(session) = session else {
+            // Every flow was refused (its replica is stopping or full) or failed: the next
+            // attempt fans out, as after a lost session.
+            self.mark_lost(class.key);
+            return Err(Error::Transport(format!(
                 "routed session to class {:032x}: {}",
                 class.key,
                 failure.unwrap_or_default()
-            ))
-        })?;
+            )));
+        };
         lock(&self.inner.routed.lost).remove(&class.key);
         let (stats, _) = node
             .stats()

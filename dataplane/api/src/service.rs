@@ -346,6 +346,8 @@ struct Shared<H> {
     sad: Mutex<Sad>,
     credentials: nexus_trust_core::verify::Credentials,
     stopped: AtomicBool,
+    /// The task holding the service's link to its node.
+    link: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl<H> std::fmt::Debug for Shared<H> {
@@ -403,10 +405,12 @@ impl<H: Handler> Service<H> {
             sad: Mutex::new(sad),
             credentials,
             stopped: AtomicBool::new(false),
+            link: Mutex::new(None),
             config,
         });
         tokio::spawn(serve_inbound(shared.clone(), inbound));
         tokio::spawn(lease(Arc::downgrade(&shared)));
+        *lock(&shared.link) = Some(tokio::spawn(hold_link(Arc::downgrade(&shared))));
         crate::spawn_trust_refresh(Arc::downgrade(&shared), |s: &Shared<H>| {
             (
                 &s.node,
@@ -442,15 +446,27 @@ impl<H: Handler> Service<H> {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Withdraws the service from its node and stops renewing; calls in progress finish.
+    /// Withdraws the service from its node and stops renewing; from now on its endpoint
+    /// refuses new sessions (QUIC `CONNECTION_REFUSED`, which the SDK's clients take as "try
+    /// the next endpoint"), while sessions already open and calls in progress finish.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.shared.stopped.store(true, Ordering::Relaxed);
+        // Refused before the withdrawal: a client that resolved the service just before must
+        // not open a session to it now.
+        let refused = self.shared.transport.node.refuse_new_sessions().await;
         let id = lock(&self.shared.sad).id.clone();
-        self.shared.node.withdraw(&id).await
+        let withdrawn = self.shared.node.withdraw(&id).await;
+        // After the withdrawal: the node then has nothing left to withdraw when the link closes.
+        if let Some(link) = lock(&self.shared.link).take() {
+            link.abort();
+        }
+        withdrawn?;
+        refused.map_err(|e| Error::Transport(e.to_string()))
     }
 
-    /// Stops at once: withdraws the service and closes every session (`going_away`), failing
-    /// the calls in progress; clients resume their token streams on other endpoints.
+    /// Stops at once: refuses new sessions, withdraws the service and closes every session
+    /// (`going_away`), failing the calls in progress; clients resume their token streams on
+    /// other endpoints.
     pub async fn stop(&self) -> Result<(), Error> {
         let withdrawn = self.shutdown().await;
         let node = &self.shared.transport.node;
@@ -494,6 +510,45 @@ async fn lease<H: Handler>(shared: std::sync::Weak<Shared<H>>) {
                 tracing::warn!(service = %id, error = %e, "lease renewal failed");
             }
         }
+    }
+}
+
+/// Least and most time between two attempts to open the service's link to its node.
+const LINK_RETRY_MIN: Duration = Duration::from_millis(100);
+const LINK_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Holds the service's link to its node (`NodeClient::link`) while the service runs, so that
+/// the node withdraws it as soon as its process dies. A link that ends is opened again; a node
+/// that does not know the service (it restarted, or withdrew the service when an earlier link
+/// closed) gets it registered again first.
+async fn hold_link<H: Handler>(shared: std::sync::Weak<Shared<H>>) {
+    let mut wait = LINK_RETRY_MIN;
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if s.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        let id = lock(&s.sad).id.clone();
+        let link = match s.node.link(&id).await {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::debug!(service = %id, error = %e, "service link refused; registering again");
+                let sad = lock(&s.sad).clone();
+                if !s.stopped.load(Ordering::Relaxed)
+                    && let Err(e) = s.node.register(&sad, &s.credentials).await
+                {
+                    tracing::warn!(service = %id, error = %e, "registration failed");
+                }
+                drop(s);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(LINK_RETRY_MAX);
+                continue;
+            }
+        };
+        wait = LINK_RETRY_MIN;
+        drop(s);
+        let why = link.closed().await;
+        tracing::info!(service = %id, reason = %why, "the service's link to its node ended; opening it again");
     }
 }
 
