@@ -32,7 +32,9 @@
 //! same for every protocol. CPU per pipeline: the client thread's `getrusage(RUSAGE_THREAD)`
 //! plus every service thread's over the measured phase (and, for H0, dnsmasq's from
 //! `/proc/<pid>/stat`, in 10 ms ticks), divided by the pipelines scheduled; relay threads are
-//! not counted.
+//! not counted there: at RTT > 0 a table of their own gives each row's relay CPU per pipeline
+//! and per megabyte relayed (the relay's two threads' CPU clocks, and the bytes it passed on),
+//! so the UDP relay's cost can be compared with the TCP relay's.
 //!
 //! Settings (environment variables):
 //!
@@ -49,6 +51,7 @@
 //! | `NEXUS_PIPELINE_EMBED_DIM` | `1024` | floats per embedding |
 //! | `NEXUS_PIPELINE_TENSOR_BYTES` | `4M` | tensor size (bytes, or with K / M; a multiple of 4) |
 //! | `NEXUS_PIPELINE_TIMEOUT_S` | `30` | a pipeline not done by then counts as failed |
+//! | `NEXUS_PIPELINE_INITIAL_WINDOW` | unset | the Nexus rows' initial congestion window (bytes, or with K / M), clients and services alike; unset: NexStream's default (`EndpointConfig::initial_window_bytes`, 12,000 B) |
 //! | `NEXUS_PIPELINE_TRANSPORT_STATS` | unset | set: the Nexus rows print each client session's RTT, congestion window and packets sent and lost after every tensor hand-off, on stderr |
 //! | `NEXUS_PIPELINE_QUICK` | unset | `1`: the `--quick` defaults |
 //!
@@ -102,6 +105,8 @@ mod nexus;
 mod relay;
 #[path = "pipeline/services.rs"]
 mod services;
+#[path = "../../dataplane/stream/benches/transport/settings.rs"]
+mod settings;
 #[path = "../../dataplane/stream/benches/transport/stats.rs"]
 #[allow(
     dead_code,
@@ -124,8 +129,9 @@ use ed25519_dalek::SigningKey;
 
 use dnsmasq::Dnsmasq;
 use harness::Server;
-use relay::{LinkShape, Relay};
+use relay::{LinkShape, Relay, RelayUsage};
 use services::{Behaviour, Hop, MODEL, TENSOR_BYTES_MAX};
+use settings::{env_num, env_or, list, millis, parse_size};
 use stats::{Pretty, Summary, now, precise_timers, size_label, thread_cpu};
 
 /// Tokens as they arrived: (index, arrival time).
@@ -179,6 +185,8 @@ trait Pipeline: Sized + 'static {
     async fn stream(&self, model: &str, prompt: &str, tokens: u32) -> anyhow::Result<Arrivals>;
     /// (4) The tensor hand-off: the bytes the decode service acknowledged.
     async fn tensor(&self, tensor: &Tensor) -> anyhow::Result<u64>;
+    /// The delay relays this client goes through (none at RTT 0).
+    fn relays(&self) -> &[Relay];
     /// CPU time the servers of this protocol have used so far.
     async fn server_cpu(&self, servers: &Servers) -> Duration;
 }
@@ -242,7 +250,7 @@ impl Servers {
             )
         }) {
             eprintln!("starting a 3-node fabric for the Nexus rows");
-            Some(nexus::NexusFabric::start().await?)
+            Some(nexus::NexusFabric::start(config.initial_window).await?)
         } else {
             None
         };
@@ -349,50 +357,8 @@ struct Config {
     embed_dim: usize,
     tensor_bytes: usize,
     timeout: Duration,
-}
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("{name}={v}: not a number")),
-        Err(_) => Ok(default),
-    }
-}
-
-fn list(name: &str, default: &str) -> Vec<String> {
-    env_or(name, default)
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-fn millis(name: &str, default: &str) -> anyhow::Result<Vec<Duration>> {
-    list(name, default)
-        .iter()
-        .map(|s| {
-            let ms: f64 = s.parse().with_context(|| format!("{name}: {s:?}"))?;
-            ensure!((0.0..=10_000.0).contains(&ms), "{name}: {s:?} out of range");
-            Ok(Duration::from_secs_f64(ms / 1e3))
-        })
-        .collect()
-}
-
-fn parse_size(s: &str) -> anyhow::Result<usize> {
-    let s = s.trim();
-    let (digits, unit) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 1 << 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
-        _ => (s, 1),
-    };
-    let n: usize = digits.parse().with_context(|| format!("size {s:?}"))?;
-    Ok(n * unit)
+    /// The Nexus rows' initial congestion window; none: NexStream's default.
+    initial_window: Option<u64>,
 }
 
 impl Config {
@@ -418,9 +384,12 @@ impl Config {
                 .with_context(|| format!("unknown protocol {s:?}"))
         })
         .collect::<anyhow::Result<_>>()?;
-        let tensor_bytes = parse_size(&env_or("NEXUS_PIPELINE_TENSOR_BYTES", "4M"))?;
+        let tensor_bytes = parse_size(
+            &env_or("NEXUS_PIPELINE_TENSOR_BYTES", "4M"),
+            TENSOR_BYTES_MAX,
+        )?;
         ensure!(
-            tensor_bytes > 0 && tensor_bytes <= TENSOR_BYTES_MAX && tensor_bytes % 4 == 0,
+            tensor_bytes % 4 == 0,
             "NEXUS_PIPELINE_TENSOR_BYTES: a multiple of 4 up to {}",
             size_label(TENSOR_BYTES_MAX)
         );
@@ -436,8 +405,8 @@ impl Config {
         );
         Ok(Config {
             protocols,
-            rtts: millis("NEXUS_PIPELINE_RTT_MS", "0,1,10")?,
-            service_times: millis("NEXUS_PIPELINE_SERVICE_MS", "0,2")?,
+            rtts: millis("NEXUS_PIPELINE_RTT_MS", "0,1,10", 10_000.0)?,
+            service_times: millis("NEXUS_PIPELINE_SERVICE_MS", "0,2", 10_000.0)?,
             requests: env_num("NEXUS_PIPELINE_REQUESTS", if quick { 20 } else { 200 })?.max(1),
             warmup: env_num("NEXUS_PIPELINE_WARMUP", if quick { 5 } else { 20 })?,
             rate,
@@ -448,6 +417,12 @@ impl Config {
             embed_dim: env_num("NEXUS_PIPELINE_EMBED_DIM", 1024usize)?.max(1),
             tensor_bytes,
             timeout: Duration::from_secs_f64(env_num("NEXUS_PIPELINE_TIMEOUT_S", 30.0f64)?),
+            initial_window: match std::env::var("NEXUS_PIPELINE_INITIAL_WINDOW") {
+                Ok(v) => {
+                    Some(parse_size(&v, 1 << 30).context("NEXUS_PIPELINE_INITIAL_WINDOW")? as u64)
+                }
+                Err(_) => None,
+            },
             quick,
         })
     }
@@ -622,6 +597,16 @@ struct Case {
     lag: Option<Summary>,
     client_cpu: Duration,
     server_cpu: Duration,
+    /// The case's delay relays over the measured phase (CPU and bytes; zero at RTT 0).
+    relay: RelayUsage,
+}
+
+/// What `p`'s relays have used and carried so far.
+fn relay_usage<P: Pipeline>(p: &P) -> RelayUsage {
+    p.relays()
+        .iter()
+        .map(Relay::usage)
+        .fold(RelayUsage::default(), |a, b| a + b)
 }
 
 /// Time for a phase's connections to close before CPU is read.
@@ -645,10 +630,10 @@ async fn case<P: Pipeline>(
         }
     }
     tokio::time::sleep(SETTLE).await;
-    let (client0, server0) = (thread_cpu(), p.server_cpu(servers).await);
+    let (client0, server0, relay0) = (thread_cpu(), p.server_cpu(servers).await, relay_usage(&*p));
     let measured = phase(&p, work, config.requests, config).await;
     tokio::time::sleep(SETTLE).await;
-    let (client1, server1) = (thread_cpu(), p.server_cpu(servers).await);
+    let (client1, server1, relay1) = (thread_cpu(), p.server_cpu(servers).await, relay_usage(&*p));
     let n = config.requests as u32;
     let summary = |f: &dyn Fn(&Sample) -> Duration| {
         let mut v: Vec<Duration> = measured.samples.iter().map(f).collect();
@@ -674,6 +659,7 @@ async fn case<P: Pipeline>(
         lag: summary(&|s| s.lag),
         client_cpu: (client1 - client0) / n,
         server_cpu: server1.saturating_sub(server0) / n,
+        relay: relay1.since(relay0),
         errors: measured.errors,
     })
 }
@@ -765,6 +751,26 @@ fn print_cases(service: Duration, rtt: Duration, cases: &[Case]) {
             p50_p99(&c.lag),
         );
     }
+    if !rtt.is_zero() {
+        println!(
+            "\nThe delay relays of each row over the measured phase (not in the CPU column above; H0 adds a UDP relay for DNS to its TCP ones, the Nexus rows' relays are UDP, the others' TCP):\n"
+        );
+        println!(
+            "| protocol | relay CPU per pipeline | bytes relayed per pipeline | relay CPU per MB |"
+        );
+        println!("|---|---|---|---|");
+        for c in cases {
+            println!(
+                "| {} | {} | {:.2} MB | {} |",
+                c.name,
+                Pretty(c.relay.cpu / c.scheduled as u32),
+                c.relay.bytes as f64 / 1e6 / c.scheduled as f64,
+                c.relay
+                    .cpu_per_mb()
+                    .map_or("—".to_owned(), |d| Pretty(d).to_string()),
+            );
+        }
+    }
     for c in cases.iter().filter(|c| !c.errors.is_empty()) {
         println!(
             "\n{}: {} of {} pipelines failed; first: {:#}",
@@ -819,6 +825,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .iter()
             .map(|r| ms_label(*r))
             .collect::<Vec<_>>(),
+    );
+    println!(
+        "\nNexus rows' initial congestion window: {}",
+        config.initial_window.map_or_else(
+            || format!(
+                "{} B (NexStream's default)",
+                nexus_stream::EndpointConfig::default().initial_window_bytes
+            ),
+            |w| format!("{w} B (NEXUS_PIPELINE_INITIAL_WINDOW)")
+        )
     );
     for &service in &config.service_times {
         servers.behaviour.set_service_time(service);

@@ -66,6 +66,8 @@ mod nexstream;
 mod quic;
 #[path = "transport/relay.rs"]
 mod relay;
+#[path = "transport/settings.rs"]
+mod settings;
 #[path = "transport/stats.rs"]
 mod stats;
 #[path = "transport/tls.rs"]
@@ -73,7 +75,8 @@ mod tls;
 
 use harness::{Proto, Server};
 use nexstream::{Answer, DatagramCount, Fabric, NexStream};
-use relay::{LinkShape, Relay};
+use relay::{LinkShape, Relay, RelayUsage};
+use settings::{env_num, list, millis, parse_size};
 use stats::{Pretty, Summary, now, size_label};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -139,55 +142,12 @@ struct Config {
     goodput_time: Duration,
 }
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v}: not a number")),
-        Err(_) => Ok(default),
-    }
-}
-
-fn parse_size(s: &str) -> anyhow::Result<usize> {
-    let s = s.trim();
-    let (digits, unit) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 1 << 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
-        _ => (s, 1),
-    };
-    let n: usize = digits.parse().with_context(|| format!("size {s:?}"))?;
-    ensure!(
-        n > 0 && n * unit <= harness::BODY_BYTES_MAX,
-        "size {s:?} out of range"
-    );
-    Ok(n * unit)
-}
-
 impl Config {
     fn from_env() -> anyhow::Result<Config> {
-        let list = |name: &str, default: &str| -> Vec<String> {
-            env_or(name, default)
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
-        };
-        let rtts = list("NEXUS_STREAM_BENCH_RTT_MS", "0,1,10")
-            .iter()
-            .map(|s| {
-                let ms: f64 = s.parse().with_context(|| format!("RTT {s:?}"))?;
-                ensure!((0.0..=1000.0).contains(&ms), "RTT {s:?} out of range");
-                Ok(Duration::from_secs_f64(ms / 1e3))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let rtts = millis("NEXUS_STREAM_BENCH_RTT_MS", "0,1,10", 1000.0)?;
         let sizes = list("NEXUS_STREAM_BENCH_SIZES", "1K,64K,16M")
             .iter()
-            .map(|s| parse_size(s))
+            .map(|s| parse_size(s, harness::BODY_BYTES_MAX))
             .collect::<anyhow::Result<_>>()?;
         let protocols = list("NEXUS_STREAM_BENCH_PROTOCOLS", "nexstream,quinn,https,grpc")
             .iter()
@@ -406,8 +366,16 @@ fn ratio(num: Duration, den: Duration) -> f64 {
 }
 
 type Results = BTreeMap<(Duration, usize, Kind, ProtoId), Summary>;
-/// UDP datagrams the kernel dropped for a full receive buffer while a protocol's cases ran.
-type Drops = BTreeMap<(Duration, ProtoId), u64>;
+/// What one protocol's cases at one RTT left behind on the path.
+#[derive(Clone, Copy, Debug, Default)]
+struct PathCounts {
+    /// UDP datagrams the kernel dropped for a full receive buffer while the cases ran.
+    rcvbuf_drops: u64,
+    /// The delay relay's CPU time and the bytes it passed on (RTT > 0).
+    relay: RelayUsage,
+}
+
+type Drops = BTreeMap<(Duration, ProtoId), PathCounts>;
 /// UDP datagrams a client sent per warm request.
 type Datagrams = BTreeMap<(Duration, usize, ProtoId), f64>;
 
@@ -563,6 +531,7 @@ async fn request_response(
                 let server = servers.of(id);
                 let relay = relay_for(id, server, (!rtt.is_zero()).then_some(rtt))?;
                 let target = relay.as_ref().map_or(server.addr, Relay::addr);
+                let relay_start = relay.as_ref().map(Relay::usage);
                 for kind in [Kind::Warm, Kind::Cold] {
                     eprintln!(
                         "rtt {} · {} · {} · {}",
@@ -587,8 +556,12 @@ async fn request_response(
                     .with_context(|| format!("{} {} {}", id.name(), kind.name(), size))?;
                     results.insert((rtt, size, kind, id), summary);
                     if let (Some(a), Some(b)) = (drops_before, udp_rcvbuf_errors()) {
-                        *drops.entry((rtt, id)).or_default() += b.saturating_sub(a);
+                        drops.entry((rtt, id)).or_default().rcvbuf_drops += b.saturating_sub(a);
                     }
+                }
+                if let (Some(relay), Some(start)) = (&relay, relay_start) {
+                    let counts = drops.entry((rtt, id)).or_default();
+                    counts.relay = counts.relay + relay.usage().since(start);
                 }
             }
         }
@@ -679,7 +652,7 @@ fn print_request_response(
                 format!(
                     "{} {}",
                     id.name(),
-                    drops.get(&(rtt, *id)).copied().unwrap_or(0)
+                    drops.get(&(rtt, *id)).map_or(0, |c| c.rcvbuf_drops)
                 )
             })
             .collect();
@@ -687,6 +660,26 @@ fn print_request_response(
             println!(
                 "\nUDP datagrams the kernel dropped for a full socket receive buffer during these cases (`/proc/net/snmp` RcvbufErrors; the relay's own sockets have 4 MiB buffers): {}",
                 dropped.join(", ")
+            );
+        }
+        let relay_cost: Vec<String> = ids
+            .iter()
+            .filter_map(|id| {
+                let usage = drops.get(&(rtt, *id))?.relay;
+                let per_mb = usage.cpu_per_mb()?;
+                Some(format!(
+                    "{} ({}) {} per MB ({:.0} MB)",
+                    id.name(),
+                    if id.over_udp() { "UDP" } else { "TCP" },
+                    Pretty(per_mb),
+                    usage.bytes as f64 / 1e6
+                ))
+            })
+            .collect();
+        if !relay_cost.is_empty() {
+            println!(
+                "\nThe delay relay's own CPU (its two threads) per MB it passed on, over these cases: {}",
+                relay_cost.join(", ")
             );
         }
         let per_request: Vec<String> = config

@@ -44,6 +44,9 @@ pub enum IdentityError {
     /// quinn refused the rustls configuration (no QUIC-capable cipher suite).
     #[error("QUIC crypto configuration refused: {0}")]
     Quic(String),
+    /// A setting of the endpoint's configuration is out of its range (nothing was built).
+    #[error("endpoint configuration refused: {0}")]
+    Config(String),
 }
 
 impl From<TlsError> for IdentityError {

@@ -231,7 +231,7 @@ pub struct ColdHttp {
     /// Each service's port (its server's, or a relay's in front of it).
     ports: [u16; 4],
     next_query: Cell<u16>,
-    _relays: Vec<Relay>,
+    relays: Vec<Relay>,
 }
 
 impl ColdHttp {
@@ -313,7 +313,7 @@ impl Pipeline for ColdHttp {
             dns,
             ports,
             next_query: Cell::new(1),
-            _relays: relays,
+            relays,
         })
     }
 
@@ -365,6 +365,10 @@ impl Pipeline for ColdHttp {
         Ok(answer.received)
     }
 
+    fn relays(&self) -> &[Relay] {
+        &self.relays
+    }
+
     async fn server_cpu(&self, servers: &Servers) -> Duration {
         servers.https_cpu().await + servers.resolver_cpu()
     }
@@ -375,7 +379,7 @@ pub struct WarmHttp {
     client: reqwest::Client,
     /// `https://addr/path` of each service (its server, or a relay in front of it).
     urls: [String; 4],
-    _relays: Vec<Relay>,
+    relays: Vec<Relay>,
 }
 
 impl WarmHttp {
@@ -418,7 +422,7 @@ impl Pipeline for WarmHttp {
         Ok(WarmHttp {
             client,
             urls,
-            _relays: relays,
+            relays,
         })
     }
 
@@ -464,6 +468,10 @@ impl Pipeline for WarmHttp {
     async fn tensor(&self, tensor: &Tensor) -> anyhow::Result<u64> {
         let answer: Ack = self.call(Hop::Decode, &tensor_json(tensor)).await?;
         Ok(answer.received)
+    }
+
+    fn relays(&self) -> &[Relay] {
+        &self.relays
     }
 
     async fn server_cpu(&self, servers: &Servers) -> Duration {

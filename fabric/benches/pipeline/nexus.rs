@@ -50,11 +50,13 @@ pub struct NexusFabric {
     nodes: Vec<NodeProc>,
     node: NodeConfig,
     cases: AtomicU64,
+    /// The initial congestion window of every client and service; none: NexStream's default.
+    initial_window: Option<u64>,
     _dir: tempfile::TempDir,
 }
 
 impl NexusFabric {
-    pub async fn start() -> anyhow::Result<NexusFabric> {
+    pub async fn start(initial_window: Option<u64>) -> anyhow::Result<NexusFabric> {
         let dir = tempfile::tempdir()?;
         // Each node runs a data plane: the routed rows travel through it.
         let config = format!(
@@ -75,6 +77,7 @@ impl NexusFabric {
             nodes: vec![n1, n2, n3],
             node,
             cases: AtomicU64::new(0),
+            initial_window,
             _dir: dir,
         })
     }
@@ -170,7 +173,8 @@ struct Fabric {
     services: Vec<Server>,
     intents: [Intent; 4],
     node: NodeConfig,
-    _relays: Vec<Relay>,
+    initial_window: Option<u64>,
+    relays: Vec<Relay>,
 }
 
 async fn case_fabric(servers: &Servers, rtt: Duration) -> anyhow::Result<Fabric> {
@@ -197,6 +201,9 @@ async fn case_fabric(servers: &Servers, rtt: Duration) -> anyhow::Result<Fabric>
         );
         config.bind = bound;
         config.advertise_port = Some(advertised.port());
+        if let Some(w) = fabric.initial_window {
+            config.endpoint.stream.initial_window_bytes = w;
+        }
         let mock = Mock {
             hop,
             behaviour: servers.behaviour.clone(),
@@ -226,7 +233,8 @@ async fn case_fabric(servers: &Servers, rtt: Duration) -> anyhow::Result<Fabric>
         services,
         intents,
         node,
-        _relays: relays,
+        initial_window: fabric.initial_window,
+        relays,
     })
 }
 
@@ -244,8 +252,11 @@ async fn transport_stats(row: &str, c: &Client) {
     }
 }
 
-async fn client(node: &NodeConfig, resolve_ttl: Duration, routed: bool) -> anyhow::Result<Client> {
-    let mut config = ClientConfig::new(node.clone());
+async fn client(fabric: &Fabric, resolve_ttl: Duration, routed: bool) -> anyhow::Result<Client> {
+    let mut config = ClientConfig::new(fabric.node.clone());
+    if let Some(w) = fabric.initial_window {
+        config.endpoint.stream.initial_window_bytes = w;
+    }
     config.bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     config.resolve_ttl = resolve_ttl;
     config.path = if routed { Path::Routed } else { Path::Direct };
@@ -276,7 +287,7 @@ impl<const COLD: bool, const ROUTED: bool> Nexus<COLD, ROUTED> {
         let idle = self.idle.borrow_mut().pop();
         match idle {
             Some(c) => Ok(c),
-            None => client(&self.fabric.node, Duration::ZERO, ROUTED).await,
+            None => client(&self.fabric, Duration::ZERO, ROUTED).await,
         }
     }
 
@@ -312,12 +323,12 @@ impl<const COLD: bool, const ROUTED: bool> Pipeline for Nexus<COLD, ROUTED> {
         let (warm, idle) = if COLD {
             let mut idle = Vec::with_capacity(COLD_CLIENTS);
             for _ in 0..COLD_CLIENTS {
-                idle.push(client(&fabric.node, Duration::ZERO, ROUTED).await?);
+                idle.push(client(&fabric, Duration::ZERO, ROUTED).await?);
             }
             (None, idle)
         } else {
             (
-                Some(client(&fabric.node, Duration::from_secs(3600), ROUTED).await?),
+                Some(client(&fabric, Duration::from_secs(3600), ROUTED).await?),
                 Vec::new(),
             )
         };
@@ -391,6 +402,10 @@ impl<const COLD: bool, const ROUTED: bool> Pipeline for Nexus<COLD, ROUTED> {
         }
         self.give(c).await;
         out.map(|()| tensor.data.len() as u64)
+    }
+
+    fn relays(&self) -> &[Relay] {
+        &self.fabric.relays
     }
 
     async fn server_cpu(&self, servers: &Servers) -> Duration {

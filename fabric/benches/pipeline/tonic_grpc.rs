@@ -14,11 +14,7 @@
 //! }
 //! ```
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +25,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
+use crate::grpc::{BoxFuture, GrpcRequest, GrpcResponse, Methods};
 use crate::harness::Server;
 use crate::relay::Relay;
 use crate::services::{Behaviour, Hop, TENSOR_BYTES_MAX};
@@ -104,37 +101,23 @@ pub struct Ack {
 #[derive(Clone, Debug)]
 struct PipelineService(Arc<Behaviour>);
 
-impl tonic::server::NamedService for PipelineService {
-    const NAME: &'static str = "nexus.bench.Pipeline";
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 /// A server-side codec for one method: encodes `E`, decodes `D`.
 fn server_codec<E, D>() -> tonic::server::Grpc<ProstCodec<E, D>>
 where
     E: prost::Message + Send + 'static,
     D: prost::Message + Default + Send + 'static,
 {
-    tonic::server::Grpc::new(ProstCodec::default())
-        .max_decoding_message_size(MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    grpc::server_codec(MESSAGE_BYTES_MAX)
 }
 
-impl tower::Service<http::Request<tonic::body::Body>> for PipelineService {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+impl Methods for PipelineService {
+    const NAME: &'static str = "nexus.bench.Pipeline";
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&self, req: GrpcRequest) -> BoxFuture<GrpcResponse> {
         let b = self.0.clone();
         Box::pin(async move {
             let path = req.uri().path().to_owned();
-            Ok(match path.as_str() {
+            match path.as_str() {
                 ROUTE => {
                     let method = tower::service_fn(move |r: Request<RouteRequest>| {
                         let b = b.clone();
@@ -191,7 +174,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for PipelineService {
                     server_codec().unary(method, req).await
                 }
                 _ => Status::unimplemented("no such method").into_http(),
-            })
+            }
         })
     }
 }
@@ -204,7 +187,7 @@ pub fn servers(key: &SigningKey, behaviour: &Arc<Behaviour>) -> [Server; 4] {
 /// H2: one warm channel per service.
 pub struct Grpc {
     clients: Vec<tonic::client::Grpc<Channel>>,
-    _relays: Vec<Relay>,
+    relays: Vec<Relay>,
 }
 
 impl Grpc {
@@ -234,10 +217,7 @@ impl Pipeline for Grpc {
                     .max_encoding_message_size(MESSAGE_BYTES_MAX),
             );
         }
-        Ok(Grpc {
-            clients,
-            _relays: relays,
-        })
+        Ok(Grpc { clients, relays })
     }
 
     async fn route(&self, prompt: &str) -> anyhow::Result<String> {
@@ -307,6 +287,10 @@ impl Pipeline for Grpc {
             )
             .await?;
         Ok(answer.into_inner().received)
+    }
+
+    fn relays(&self) -> &[Relay] {
+        &self.relays
     }
 
     async fn server_cpu(&self, servers: &Servers) -> Duration {

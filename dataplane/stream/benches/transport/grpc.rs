@@ -3,6 +3,10 @@
 //! streams accepted by tokio-rustls and the client connects through a tokio-rustls connector,
 //! both on the raw-key configuration of [`crate::tls`] (so no second crypto provider is built).
 //! HTTP/2 windows are NexStream's flow-control windows; message size limits are lifted.
+//!
+//! A service is a [`Methods`] implementation (its name and one function from request to
+//! response, dispatching on the path), served by [`serve`]; the pipeline bench serves its
+//! four methods this way too.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -36,37 +40,71 @@ pub struct Payload {
     pub body: Bytes,
 }
 
-/// The echo service: answers a `Payload` with the same `Payload`.
-#[derive(Clone, Debug)]
-struct EchoService;
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub type GrpcRequest = http::Request<tonic::body::Body>;
+pub type GrpcResponse = http::Response<tonic::body::Body>;
 
-impl tonic::server::NamedService for EchoService {
-    const NAME: &'static str = "nexus.bench.Echo";
+/// A gRPC service: its name and its methods, one function that dispatches on the request's
+/// path (an unknown path answers `unimplemented`).
+pub trait Methods: Clone + Send + Sync + 'static {
+    /// The service's full name, `package.Service`.
+    const NAME: &'static str;
+    fn call(&self, req: GrpcRequest) -> BoxFuture<GrpcResponse>;
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// [`Methods`] as the tower service tonic's server takes.
+#[derive(Clone, Debug)]
+pub struct Service<M>(pub M);
 
-impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
-    type Response = http::Response<tonic::body::Body>;
+impl<M: Methods> tonic::server::NamedService for Service<M> {
+    const NAME: &'static str = M::NAME;
+}
+
+impl<M: Methods> tower::Service<GrpcRequest> for Service<M> {
+    type Response = GrpcResponse;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+    type Future = BoxFuture<Result<GrpcResponse, Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+        let answer = self.0.call(req);
+        Box::pin(async move { Ok(answer.await) })
+    }
+}
+
+/// A server-side codec for one method (encodes `E`, decodes `D`) taking messages up to
+/// `bytes_max`.
+pub fn server_codec<E, D>(bytes_max: usize) -> tonic::server::Grpc<ProstCodec<E, D>>
+where
+    E: prost::Message + Send + 'static,
+    D: prost::Message + Default + Send + 'static,
+{
+    tonic::server::Grpc::new(ProstCodec::default())
+        .max_decoding_message_size(bytes_max)
+        .max_encoding_message_size(bytes_max)
+}
+
+/// The echo service: answers a `Payload` with the same `Payload`.
+#[derive(Clone, Debug)]
+struct Echo;
+
+impl Methods for Echo {
+    const NAME: &'static str = "nexus.bench.Echo";
+
+    fn call(&self, req: GrpcRequest) -> BoxFuture<GrpcResponse> {
         Box::pin(async move {
             if req.uri().path() != PATH {
-                return Ok(tonic::Status::unimplemented("no such method").into_http());
+                return tonic::Status::unimplemented("no such method").into_http();
             }
-            let mut grpc = tonic::server::Grpc::new(ProstCodec::<Payload, Payload>::default())
-                .max_decoding_message_size(MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(MESSAGE_BYTES_MAX);
             let echo = tower::service_fn(|req: tonic::Request<Payload>| async move {
                 Ok::<_, tonic::Status>(tonic::Response::new(req.into_inner()))
             });
-            Ok(grpc.unary(echo, req).await)
+            server_codec::<Payload, Payload>(MESSAGE_BYTES_MAX)
+                .unary(echo, req)
+                .await
         })
     }
 }
@@ -120,24 +158,13 @@ impl AsyncWrite for TlsConn {
 }
 
 pub fn server(key: &SigningKey) -> Server {
-    serve("grpc-server", key, EchoService)
+    serve("grpc-server", key, Echo)
 }
 
-/// Serves `service` with tonic over TLS (`key`, ALPN `h2`) on a new loopback port, on a
+/// Serves `methods` with tonic over TLS (`key`, ALPN `h2`) on a new loopback port, on a
 /// [`Server`] thread named `name`; HTTP/2 windows are NexStream's flow-control windows.
-pub fn serve<S>(name: &str, key: &SigningKey, service: S) -> Server
-where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+pub fn serve<M: Methods>(name: &str, key: &SigningKey, methods: M) -> Server {
+    let service = Service(methods);
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(key, &[ALPN])));
     Server::spawn(name, move || async move {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
