@@ -376,6 +376,10 @@ pub async fn expect_body_too_large(url: &str) {
 
 /// The python of a virtual environment with pinned requirements, made if missing (the P4
 /// target's test support, where the P4Runtime test server's environment is made too).
+#[allow(
+    unused_imports,
+    reason = "the pipeline bench includes this harness and makes no virtual environment"
+)]
 pub use nexus_p4::testkit::python_venv;
 
 impl NodeProc {
