@@ -10,16 +10,13 @@
 //!
 //! Routes point at 256 distinct groups of 1–4 weighted next hops (groups are shared, as intent
 //! routes share service sets). Run: `cargo bench -p nexus-p4 --bench install`. The test
-//! server's venv must exist (`cargo test -p nexus-p4 --test p4runtime` creates it).
+//! server runs in its venv (`nexus_p4::testkit`, made if missing).
 #![allow(
     clippy::disallowed_methods,
     reason = "a benchmark measures wall-clock time"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nexus_dataplane::fib::{NextHop, RouteSet, RoutingKey, SourceSet};
@@ -27,6 +24,7 @@ use nexus_dataplane::forward::LocalEndpoints;
 use nexus_p4::client::{P4Client, P4Config, WRITE_UPDATES_MAX};
 use nexus_p4::controller::Controller;
 use nexus_p4::proto::v1::WriteRequest;
+use nexus_p4::testkit::TestServer;
 use prost::Message;
 
 fn group(g: u32) -> Vec<NextHop> {
@@ -73,13 +71,6 @@ fn encode(routes: &RouteSet) -> (usize, usize) {
 }
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/p4rt");
-    let python = dir.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "no venv at {}: run cargo test -p nexus-p4 --test p4runtime first",
-        python.display()
-    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -91,21 +82,8 @@ fn main() {
         let (updates, bytes) = encode(&routes);
         let encode_time = t.elapsed();
 
-        let mut server = Command::new(&python)
-            .arg(dir.join("server.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("server.py");
-        let mut line = String::new();
-        BufReader::new(server.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("port line");
-        let port: u16 = line
-            .trim()
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.parse().ok())
-            .expect("LISTENING <port>");
+        let server = TestServer::start(&[]);
+        let port = server.port();
         let (push_time, diff_time, diff_updates) = runtime.block_on(async {
             let mut client = P4Client::connect(P4Config {
                 target: format!("127.0.0.1:{port}"),
@@ -135,8 +113,7 @@ fn main() {
                 .expect("diff push");
             (push_time, t.elapsed(), diff_updates)
         });
-        let _ = server.kill();
-        let _ = server.wait();
+        drop(server);
         println!(
             "{n:>7} routes: {updates} updates, {:.1} MB encoded | encode {:>8.1} ms \
              ({:.2} µs/update) | push {:>9.1} ms ({:.1} µs/update) | diff of 1 %: \
