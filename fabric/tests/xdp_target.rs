@@ -17,7 +17,8 @@
 #[cfg(feature = "xdp")]
 mod common;
 
-/// The XDP target's own veth bed helpers: the capability and tool check, and running `ip`.
+/// The XDP target's own veth bed helpers: the capability and tool check, running `ip`, and
+/// addressing an interface.
 #[cfg(feature = "xdp")]
 #[path = "../../nic-shim/tests/common/bed.rs"]
 mod bed;
@@ -36,7 +37,7 @@ mod xdp {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use super::bed::{run, tools_missing};
+    use super::bed::{address_up, run, tools_missing};
     use super::common::*;
     use serde_json::{Value, json};
 
@@ -112,17 +113,7 @@ mod xdp {
                     node_if,
                 ]);
                 run(&["ip", "link", "set", node_if, "up"]);
-                run(&[
-                    "ip",
-                    "-n",
-                    ns,
-                    "addr",
-                    "add",
-                    &format!("{ip_peer}/24"),
-                    "dev",
-                    "eth0",
-                ]);
-                run(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+                address_up(ns, "eth0", ip_peer);
             }
             // Partial checksums would reach XDP unfinished: the sender computes them.
             run(&[

@@ -87,6 +87,21 @@ pub fn run(args: &[&str]) {
     assert!(status.success(), "{args:?}: {status}");
 }
 
+/// Gives `dev` in namespace `ns` the address `ip`/24 and brings it up.
+pub fn address_up(ns: &str, dev: &str, ip: impl std::fmt::Display) {
+    run(&[
+        "ip",
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{ip}/24"),
+        "dev",
+        dev,
+    ]);
+    run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+}
+
 /// Runs a command (no shell) and returns its standard output; fails loudly.
 pub fn output(args: &[&str]) -> String {
     let out = Command::new(args[0])
@@ -205,17 +220,7 @@ impl Bed {
             (r, B1, IP_B1),
             (d, B0, IP_B0),
         ] {
-            run(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                dev,
-            ]);
-            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            address_up(ns, dev, ip);
         }
         for ns in &bed.ns {
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
