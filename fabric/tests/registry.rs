@@ -210,6 +210,15 @@ async fn registrations_persist_and_leases_expire() {
     assert_eq!(body["service"]["load"]["queue_depth"], 7);
 }
 
+/// Bad-input cases per method, path and content type: each body, the status and what the
+/// problem's detail mentions.
+type CaseGroups<'a> = Vec<(
+    reqwest::Method,
+    &'a str,
+    &'a str,
+    Vec<(&'a str, u16, &'a str)>,
+)>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_registry_input_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -247,8 +256,7 @@ async fn bad_registry_input_is_refused_and_changes_nothing() {
     let short_attestation = format!(
         r#"{{"id":"x","tasks":["llm.code"],"credentials":{{"mic":"{mic_hex}","attestations":["00"]}}}}"#
     );
-    // Per method, path and content type: each body, the status and what the detail mentions.
-    let groups: Vec<(reqwest::Method, &str, &str, Vec<(&str, u16, &str)>)> = vec![
+    let groups: CaseGroups = vec![
         (
             reqwest::Method::POST,
             "/v1/services",
