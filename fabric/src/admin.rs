@@ -505,8 +505,7 @@ async fn node(State(s): State<AppState>) -> Result<axum::Json<Node>, Problem> {
         Some(_) => ask_within(&s, RELAY_ASK_TIMEOUT, nexus_actors::SessionMsg::Relay)
             .await
             .ok()
-            .flatten()
-            .map(crate::api::RelayDto::from),
+            .flatten(),
         None => None,
     };
     Ok(axum::Json(Node {
@@ -853,7 +852,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         sessions::list, sessions::probe, tokens::create, tokens::list, tokens::revoke,
         keyring::list, keyring::install, keyring::use_key, keyring::remove,
         ui::page, ui::script, ui::stylesheet, ui::icon, ui::token_self),
-    components(schemas(Problem, Health, ActorHealth, Node, crate::api::RelayDto, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, DataplaneTargets, DataplaneTargetDto, crate::api::TargetCountersDto, NextHopDto, Route, RouteRequest, Routes,
+    components(schemas(Problem, Health, ActorHealth, Node, nexus_stream::udp::RelayCounters, Members, Member, MemberMetaDto, Actors, ActorNode, LeaveRequest, LeaveResponse, CrashResponse, FibDto, FibEntryDto, GenerationResponse, DataplaneTargets, DataplaneTargetDto, crate::api::TargetCountersDto, NextHopDto, Route, RouteRequest, Routes,
         crate::api::ServiceDto, crate::api::Registration, nexus_registry::CredentialsJson, crate::api::Services, crate::api::WithdrawResponse, crate::api::EndpointDto, crate::api::CandidateDto,
         crate::api::ExclusionDto, crate::api::ResolveResponse, crate::api::IntentHopDto, crate::api::IntentRouteDto, crate::api::IntentRoutes,
         crate::api::OverlayDto, crate::api::ServiceScope, crate::api::KeyFormat,

@@ -118,52 +118,9 @@ pub struct Node {
     pub sessions: Option<String>,
     /// What the session socket's relay has carried for local routed clients, while it runs.
     #[serde(default)]
-    pub relay: Option<RelayDto>,
+    pub relay: Option<nexus_stream::udp::RelayCounters>,
     /// Seconds since the process started.
     pub uptime_s: u64,
-}
-
-/// The session socket's relay in `GET /v1/node` (NexAPI's routed path): counters since the
-/// socket was bound, monotonic but for `clients`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub struct RelayDto {
-    /// Local clients remembered now (at most `clients_max`).
-    pub clients: u64,
-    /// Most local clients remembered; the oldest is forgotten beyond.
-    pub clients_max: u64,
-    /// Local clients' frames sent on to the data plane.
-    pub frames_out: u64,
-    /// Their bytes (whole NexLink frames).
-    pub bytes_out: u64,
-    /// Answers handed to local clients.
-    pub frames_back: u64,
-    /// Their bytes.
-    pub bytes_back: u64,
-    /// Frames refused: from a remote sender and not addressed to this node.
-    pub refused_foreign: u64,
-    /// Answers dropped: no remembered client has their Destination Node Tag.
-    pub dropped_no_client: u64,
-    /// Frames the socket did not take.
-    pub dropped_send: u64,
-    /// Clients forgotten because the table of clients was full.
-    pub clients_evicted: u64,
-}
-
-impl From<nexus_stream::udp::RelayCounters> for RelayDto {
-    fn from(c: nexus_stream::udp::RelayCounters) -> RelayDto {
-        RelayDto {
-            clients: c.clients,
-            clients_max: nexus_stream::udp::RELAY_PEERS_MAX as u64,
-            frames_out: c.frames_out,
-            bytes_out: c.bytes_out,
-            frames_back: c.frames_back,
-            bytes_back: c.bytes_back,
-            refused_foreign: c.refused_foreign,
-            dropped_no_client: c.dropped_no_client,
-            dropped_send: c.dropped_send,
-            clients_evicted: c.clients_evicted,
-        }
-    }
 }
 
 /// One supervised actor in `GET /v1/actors`.

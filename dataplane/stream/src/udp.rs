@@ -131,11 +131,18 @@ struct LinkCounters {
 }
 
 /// What a relay ([`StreamNode::set_relay`]) has done since it was turned on; monotonic but
-/// for `clients`.
+/// for `clients`. A node's `GET /v1/node` answers it as it is (`relay`): with the `schema`
+/// feature it serializes and has an OpenAPI schema.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "schema",
+    derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)
+)]
 pub struct RelayCounters {
-    /// Local clients remembered now (at most [`RELAY_PEERS_MAX`]).
+    /// Local clients remembered now (at most `clients_max`).
     pub clients: u64,
+    /// Most local clients remembered ([`RELAY_PEERS_MAX`]); the oldest is forgotten beyond.
+    pub clients_max: u64,
     /// Local clients' frames sent on to the data plane.
     pub frames_out: u64,
     /// Their bytes (whole NexLink frames).
@@ -187,6 +194,7 @@ impl Relay {
     fn counters(&self) -> RelayCounters {
         RelayCounters {
             clients: self.peers.len() as u64,
+            clients_max: RELAY_PEERS_MAX as u64,
             ..self.counters
         }
     }
