@@ -15,6 +15,7 @@
     clippy::disallowed_methods,
     reason = "measures wall-clock latency of real sockets"
 )]
+#![allow(unsafe_code, reason = "pins threads to one CPU through libc")]
 
 mod common;
 
@@ -33,6 +34,8 @@ const TOKENS: usize = 199;
 const TOKENS_PER_BATCH: usize = 4;
 /// Exchanges of each kind measured (after as many warm-up ones).
 const ROUNDS: usize = 40;
+/// How long a busy server keeps its thread after its first token.
+const BUSY: Duration = Duration::from_millis(5);
 
 async fn bind(spec: NodeSpec) -> (StreamNode, mpsc::Receiver<Event>) {
     let identity =
@@ -76,6 +79,20 @@ async fn serve(node: StreamNode, mut events: mpsc::Receiver<Event>) {
                         let tokens = batch.iter().map(|&i| token(i)).collect();
                         let _ = node.send_batch(stream, tokens, false).await;
                     }
+                    let _ = node
+                        .send_batch(stream, vec![Bytes::from_static(b"end")], true)
+                        .await;
+                }
+                Some(b'B') => {
+                    // A service that keeps its thread busy after its first token (generating
+                    // the next ones) before it sends the rest.
+                    let _ = node.send_batch(stream, vec![token(0)], false).await;
+                    let busy = Instant::now();
+                    while busy.elapsed() < BUSY {
+                        std::hint::spin_loop();
+                    }
+                    let rest = (1..=TOKENS).map(token).collect();
+                    let _ = node.send_batch(stream, rest, false).await;
                     let _ = node
                         .send_batch(stream, vec![Bytes::from_static(b"end")], true)
                         .await;
@@ -178,5 +195,78 @@ fn a_streams_first_message_and_its_burst_arrive_without_a_timer() {
     assert!(
         first <= unary * 3,
         "a stream's first message took {first:?}, a unary answer {unary:?} (median of {ROUNDS})"
+    );
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity get a valid
+    // pointer to it and its size; pid 0 is the calling thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(rc, 0, "sched_setaffinity to CPU {cpu}");
+}
+
+/// Client and server on one CPU, as when the kernel runs a woken server on the CPU of the
+/// client that woke it: a server that keeps its thread busy after its first message must not
+/// keep that message from the client (the driver gives the CPU up after sending).
+#[test]
+fn a_busy_servers_first_message_reaches_a_client_on_the_same_cpu() {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).expect("a CPU");
+    pin(cpu);
+    let mut ca = Ca::new(8);
+    let client_spec = NodeSpec::certified(&mut ca, 1);
+    let server_spec = NodeSpec::certified(&mut ca, 2);
+    let server_id = server_spec.node_id();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        pin(cpu);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let (node, events) = bind(server_spec).await;
+            addr_tx.send(node.local_addr()).expect("address");
+            tokio::select! {
+                () = serve(node, events) => {}
+                _ = stop_rx => {}
+            }
+        });
+    });
+    let addr = addr_rx.recv().expect("server address");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (unary, first) = rt.block_on(async move {
+        let (node, mut events) = bind(client_spec).await;
+        let session = node.connect(server_id, addr).await.expect("session");
+        let mut unary = Vec::new();
+        let mut first = Vec::new();
+        for round in 0..ROUNDS {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            let (u, _) = exchange(&node, &mut events, session, b"U").await;
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            let (f, _) = exchange(&node, &mut events, session, b"B").await;
+            if round >= ROUNDS / 2 {
+                unary.push(u);
+                first.push(f);
+            }
+        }
+        (median(unary), median(first))
+    });
+    let _ = stop_tx.send(());
+    server.join().expect("server thread");
+    eprintln!("one CPU: unary {unary:?}, busy server's first message {first:?}");
+    assert!(
+        first <= unary * 3 && first < BUSY,
+        "a busy server's first message took {first:?}, a unary answer {unary:?} (medians of {})",
+        ROUNDS / 2
     );
 }
