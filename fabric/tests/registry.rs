@@ -1,8 +1,9 @@
 //! The capability registry through real node processes: a service registered on node 1 is
 //! resolvable from node 3 (the advert crossed the broadcast overlay); when node 1 is SIGKILLed,
 //! the resolve stops returning it within the failure-detection bound. Registrations persist
-//! across a restart; leases expire; withdrawals reach every node; bad input is refused with
-//! problem+json and changes nothing.
+//! across a restart; leases expire; withdrawals reach every node; a service's link to its node
+//! withdraws it when the link closes; bad input is refused with problem+json and changes
+//! nothing.
 
 #![allow(
     clippy::disallowed_methods,
@@ -218,6 +219,91 @@ type CaseGroups<'a> = Vec<(
     &'a str,
     Vec<(&'a str, u16, &'a str)>,
 )>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_service_link_withdraws_its_service() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = start_node(
+        "solo",
+        &dir.path().join("solo"),
+        &[],
+        &fast_config(""),
+        None,
+    );
+    let http = reqwest::Client::new();
+    let link_url = |id: &str| format!("{}/v1/services/{id}/link", node.admin);
+
+    // A link names a service registered on this node; anything else is refused at once.
+    expect_problem(
+        http.get(link_url("nobody")).send().await.expect("link"),
+        404,
+        "unknown-service",
+    )
+    .await;
+
+    node.post_ok("/v1/services", &coder("linked", 200_000, 120))
+        .await;
+    let mut link = http.get(link_url("linked")).send().await.expect("link");
+    assert_eq!(link.status(), 200);
+    assert_eq!(
+        link.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/x-ndjson")
+    );
+    // The first line names the service and the heartbeat period; then a heartbeat arrives.
+    let mut received = Vec::new();
+    let first_line = loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), link.chunk())
+            .await
+            .expect("the link's first line within 5 s")
+            .expect("link body")
+            .expect("the link stays open");
+        received.extend_from_slice(&chunk);
+        if let Some(end) = received.iter().position(|&b| b == b'\n') {
+            break received.drain(..=end).collect::<Vec<u8>>();
+        }
+    };
+    let first: Value = serde_json::from_slice(&first_line).expect("first line is JSON");
+    assert_eq!(first["service"], "linked", "{first}");
+    let heartbeat_ms = first["heartbeat_ms"].as_u64().expect("heartbeat_ms");
+    assert!((1..=5_000).contains(&heartbeat_ms), "{first}");
+    if received.is_empty() {
+        let beat = tokio::time::timeout(Duration::from_millis(heartbeat_ms * 5), link.chunk())
+            .await
+            .expect("a heartbeat within five periods")
+            .expect("link body")
+            .expect("the link stays open");
+        assert!(beat.iter().all(|&b| b == b'\n'), "{beat:?}");
+    }
+    assert!(
+        node.metrics().await.contains("nexus_service_links 1"),
+        "one open link"
+    );
+    assert!(fabric_ids(&node).await.contains(&"linked".to_owned()));
+
+    // Closing the link (the service's process died) withdraws the service.
+    drop(link);
+    wait_for(
+        "the service withdrawn after its link closed",
+        Duration::from_secs(5),
+        || async { !fabric_ids(&node).await.contains(&"linked".to_owned()) },
+    )
+    .await;
+    let metrics = node.metrics().await;
+    assert!(metrics.contains("nexus_service_links 0"), "{metrics}");
+    assert!(
+        metrics.contains("nexus_service_links_lost_total 1"),
+        "{metrics}"
+    );
+    // Once withdrawn, the service has no link to open.
+    expect_problem(
+        http.get(link_url("linked")).send().await.expect("link"),
+        404,
+        "unknown-service",
+    )
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_registry_input_is_refused_and_changes_nothing() {
