@@ -45,6 +45,17 @@ async fn fabric_ids(node: &NodeProc) -> Vec<String> {
         .collect()
 }
 
+/// One node with the fast test timings, in `dir`.
+fn solo(dir: &tempfile::TempDir) -> NodeProc {
+    start_node(
+        "solo",
+        &dir.path().join("solo"),
+        &[],
+        &fast_config(""),
+        None,
+    )
+}
+
 async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
@@ -223,13 +234,7 @@ type CaseGroups<'a> = Vec<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_service_link_withdraws_its_service() {
     let dir = tempfile::tempdir().expect("tmp");
-    let node = start_node(
-        "solo",
-        &dir.path().join("solo"),
-        &[],
-        &fast_config(""),
-        None,
-    );
+    let node = solo(&dir);
     let http = reqwest::Client::new();
     let link_url = |id: &str| format!("{}/v1/services/{id}/link", node.admin);
 
@@ -308,13 +313,7 @@ async fn a_closed_service_link_withdraws_its_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_registry_input_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
-    let node = start_node(
-        "solo",
-        &dir.path().join("solo"),
-        &[],
-        &fast_config(""),
-        None,
-    );
+    let node = solo(&dir);
     let http = reqwest::Client::new();
     let send = |method: reqwest::Method, path: &str, body: &str, ctype: &str| {
         http.request(method, format!("{}{path}", node.admin))

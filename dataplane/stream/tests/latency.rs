@@ -137,6 +137,41 @@ async fn exchange(
     }
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Starts `serve` on a thread of its own (pinned to `cpu` if given) and returns its address,
+/// the sender that stops it and the thread.
+fn spawn_server(
+    spec: NodeSpec,
+    cpu: Option<usize>,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        if let Some(cpu) = cpu {
+            pin(cpu);
+        }
+        runtime().block_on(async move {
+            let (node, events) = bind(spec).await;
+            addr_tx.send(node.local_addr()).expect("address");
+            tokio::select! {
+                () = serve(node, events) => {}
+                _ = stop_rx => {}
+            }
+        });
+    });
+    (addr_rx.recv().expect("server address"), stop_tx, server)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -148,27 +183,8 @@ fn a_streams_first_message_and_its_burst_arrive_without_a_timer() {
     let client_spec = NodeSpec::certified(&mut ca, 1);
     let server_spec = NodeSpec::certified(&mut ca, 2);
     let server_id = server_spec.node_id();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let (node, events) = bind(server_spec).await;
-            addr_tx.send(node.local_addr()).expect("address");
-            tokio::select! {
-                () = serve(node, events) => {}
-                _ = stop_rx => {}
-            }
-        });
-    });
-    let addr = addr_rx.recv().expect("server address");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (addr, stop_tx, server) = spawn_server(server_spec, None);
+    let rt = runtime();
     let (unary, first, rest) = rt.block_on(async move {
         let (node, mut events) = bind(client_spec).await;
         let session = node.connect(server_id, addr).await.expect("session");
@@ -222,28 +238,8 @@ fn a_busy_servers_first_message_reaches_a_client_on_the_same_cpu() {
     let client_spec = NodeSpec::certified(&mut ca, 1);
     let server_spec = NodeSpec::certified(&mut ca, 2);
     let server_id = server_spec.node_id();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        pin(cpu);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let (node, events) = bind(server_spec).await;
-            addr_tx.send(node.local_addr()).expect("address");
-            tokio::select! {
-                () = serve(node, events) => {}
-                _ = stop_rx => {}
-            }
-        });
-    });
-    let addr = addr_rx.recv().expect("server address");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (addr, stop_tx, server) = spawn_server(server_spec, Some(cpu));
+    let rt = runtime();
     let (unary, first) = rt.block_on(async move {
         let (node, mut events) = bind(client_spec).await;
         let session = node.connect(server_id, addr).await.expect("session");
