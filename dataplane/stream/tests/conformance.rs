@@ -1075,16 +1075,25 @@ fn session_limit_refuses_extra_peers() {
 fn an_endpoint_that_refuses_new_sessions_keeps_its_established_ones() {
     let (_ca, specs) = specs(3);
     let mut net = SimNet::new(5, specs, LinkModel::default());
-    let first = net.connect(0, 2).expect("accepted while the endpoint accepts");
+    let first = net
+        .connect(0, 2)
+        .expect("accepted while the endpoint accepts");
     net.endpoints[2].refuse_new_sessions();
     assert!(!net.endpoints[2].accepts_new_sessions());
-    let err = net.connect(1, 2).expect_err("refused once the endpoint refuses");
+    let err = net
+        .connect(1, 2)
+        .expect_err("refused once the endpoint refuses");
     assert!(!err.is_empty());
     let counters = net.endpoints[2].counters();
     assert_eq!((counters.refused_closed, counters.refused_full), (1, 0));
     // The session opened before still carries messages.
-    net.send_message(0, first, Bytes::from_static(b"still open"), MessageOptions::default())
-        .expect("send on the established session");
+    net.send_message(
+        0,
+        first,
+        Bytes::from_static(b"still open"),
+        MessageOptions::default(),
+    )
+    .expect("send on the established session");
     let e = expect_event(&mut net, 2, WAIT, "message", |e| {
         matches!(e, Event::Message { .. })
     });
